@@ -1,0 +1,12 @@
+//! Shared foundations of JouleDB: the one error type with stable codes
+//! ([`error`]), the runtime value and data types ([`types`]) and VoltDB's
+//! exact DECIMAL ([`decimal`]). Every other crate builds on these; nothing here
+//! depends on another JouleDB crate.
+
+pub mod decimal;
+pub mod error;
+pub mod types;
+
+pub use decimal::Decimal;
+pub use error::{Error, ErrorCode, Result};
+pub use types::{DataType, Row, Value};

@@ -1,0 +1,212 @@
+//! The catalog: every database, table, index and view, as schema (no data).
+//!
+//! Names are case-insensitive and stored upper-case, as VoltDB reports them.
+//! Databases are namespaces: `db.table` reaches any of them, bare names use the
+//! session's current database (`DEFAULT` unless chosen). Every table and
+//! materialized view gets a [`TableId`] that never changes while it exists and
+//! is never reused, so plans and storage refer to tables by id, not by name.
+//!
+//! The catalog is a plain value: DDL builds a changed copy, checks it, and
+//! swaps it in, so a failed schema change leaves nothing behind. Storage (in
+//! `joule-engine`) is kept in step by the code that applies the change.
+
+use crate::expr::AggKind;
+use joule_common::{bail, err, DataType, Result, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The name of the database used when none is chosen.
+pub const DEFAULT_DATABASE: &str = "DEFAULT";
+
+/// Stable identity of a table or materialized view.
+pub type TableId = u32;
+
+/// One column of a table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub data_type: DataType,
+    /// VARCHAR/VARBINARY limit; `None` for other types.
+    pub max_len: Option<u32>,
+    /// VARCHAR(n BYTES): the limit counts bytes, not characters.
+    pub len_in_bytes: bool,
+    pub nullable: bool,
+    /// Constant DEFAULT value (NULL when absent and nullable).
+    pub default: Option<Value>,
+}
+
+impl ColumnDef {
+    /// The SQL spelling of this column's type, e.g. `VARCHAR(32 BYTES)`.
+    pub fn type_sql(&self) -> String {
+        match (self.data_type, self.max_len) {
+            (DataType::Varchar, Some(n)) if self.len_in_bytes => format!("VARCHAR({n} BYTES)"),
+            (t @ (DataType::Varchar | DataType::Varbinary), Some(n)) => format!("{t}({n})"),
+            (t, _) => t.to_string(),
+        }
+    }
+}
+
+/// Index structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexKind {
+    /// Ordered (B-tree): equality, ranges and ORDER BY.
+    Tree,
+    /// Hashed: equality only.
+    Hash,
+}
+
+/// An index (or a PRIMARY KEY / UNIQUE constraint's index) on a table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexDef {
+    pub name: String,
+    /// Indexed columns, by position in the table, in key order.
+    pub columns: Vec<usize>,
+    pub unique: bool,
+    /// ASSUMEUNIQUE: unique within a partition (checked like UNIQUE here).
+    pub assume_unique: bool,
+    pub primary_key: bool,
+    pub kind: IndexKind,
+}
+
+/// How a materialized view derives from its source table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaterializedView {
+    pub source: TableId,
+    /// Source column positions of the GROUP BY keys; the view's first columns.
+    pub group_by: Vec<usize>,
+    /// Aggregates after the keys: kind and source column (`None` = COUNT(*)).
+    pub aggregates: Vec<(AggKind, Option<usize>)>,
+}
+
+/// A table or a materialized view's table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableDef {
+    pub id: TableId,
+    pub database: String,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Indexes; the primary key, when there is one, is among them.
+    pub indexes: Vec<IndexDef>,
+    /// `PARTITION TABLE t ON COLUMN c`: the partition column; `None` = replicated.
+    pub partition_column: Option<usize>,
+    /// Set when this table is a materialized view.
+    pub view: Option<MaterializedView>,
+}
+
+impl TableDef {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn primary_key(&self) -> Option<&IndexDef> {
+        self.indexes.iter().find(|i| i.primary_key)
+    }
+
+    pub fn primary_key_position(&self) -> Option<usize> {
+        self.indexes.iter().position(|i| i.primary_key)
+    }
+
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.database, self.name)
+    }
+}
+
+/// A plain (non-materialized) view: its query text, expanded at planning time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewDef {
+    pub database: String,
+    pub name: String,
+    pub column_names: Vec<String>,
+    pub query_sql: String,
+}
+
+/// One database namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DatabaseDef {
+    pub tables: BTreeMap<String, Arc<TableDef>>,
+    pub views: BTreeMap<String, Arc<ViewDef>>,
+}
+
+/// The whole schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Catalog {
+    pub databases: BTreeMap<String, DatabaseDef>,
+    /// Next table id to hand out; ids are never reused.
+    pub next_table_id: TableId,
+    /// Bumped by every schema change; plans remember the version they saw.
+    pub version: u64,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        let mut databases = BTreeMap::new();
+        databases.insert(DEFAULT_DATABASE.to_string(), DatabaseDef::default());
+        Catalog { databases, next_table_id: 1, version: 0 }
+    }
+}
+
+/// What a name resolved to.
+#[derive(Clone, Debug)]
+pub enum Relation {
+    Table(Arc<TableDef>),
+    View(Arc<ViewDef>),
+}
+
+impl Catalog {
+    pub fn database(&self, name: &str) -> Result<&DatabaseDef> {
+        self.databases.get(name).ok_or_else(|| err!(UndefinedObject, "database {name} does not exist"))
+    }
+
+    pub fn database_mut(&mut self, name: &str) -> Result<&mut DatabaseDef> {
+        self.databases.get_mut(name).ok_or_else(|| err!(UndefinedObject, "database {name} does not exist"))
+    }
+
+    /// Resolve a table or view name in a database.
+    pub fn relation(&self, database: &str, name: &str) -> Result<Relation> {
+        let db = self.database(database)?;
+        if let Some(t) = db.tables.get(name) {
+            return Ok(Relation::Table(t.clone()));
+        }
+        if let Some(v) = db.views.get(name) {
+            return Ok(Relation::View(v.clone()));
+        }
+        bail!(UndefinedTable, "table or view {name} does not exist in database {database}")
+    }
+
+    pub fn table(&self, database: &str, name: &str) -> Result<&Arc<TableDef>> {
+        self.database(database)?
+            .tables
+            .get(name)
+            .ok_or_else(|| err!(UndefinedTable, "table {name} does not exist in database {database}"))
+    }
+
+    pub fn table_by_id(&self, id: TableId) -> Option<&Arc<TableDef>> {
+        self.tables().find(|t| t.id == id)
+    }
+
+    /// Every table in every database, in name order.
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<TableDef>> {
+        self.databases.values().flat_map(|d| d.tables.values())
+    }
+
+    /// Materialized views whose source is `table`.
+    pub fn views_on(&self, table: TableId) -> Vec<TableId> {
+        self.tables().filter(|t| t.view.as_ref().is_some_and(|v| v.source == table)).map(|t| t.id).collect()
+    }
+
+    /// Whether `name` is taken by a table or view in `database`.
+    pub fn name_taken(&self, database: &str, name: &str) -> bool {
+        self.databases.get(database).is_some_and(|d| d.tables.contains_key(name) || d.views.contains_key(name))
+    }
+
+    /// The table owning an index name in a database.
+    pub fn index_owner(&self, database: &str, index: &str) -> Option<&Arc<TableDef>> {
+        self.databases.get(database)?.tables.values().find(|t| t.indexes.iter().any(|i| i.name == index))
+    }
+
+    pub fn allocate_table_id(&mut self) -> TableId {
+        let id = self.next_table_id;
+        self.next_table_id += 1;
+        id
+    }
+}

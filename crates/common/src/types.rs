@@ -201,7 +201,13 @@ impl Value {
         match (self, other) {
             (Integer(a), Integer(b)) => int_arith(op, *a, *b),
             (Timestamp(_), _) | (_, Timestamp(_)) => {
-                bail!(DatatypeMismatch, "cannot apply {} to {} and {}", op.symbol(), self.type_name(), other.type_name())
+                bail!(
+                    DatatypeMismatch,
+                    "cannot apply {} to {} and {}",
+                    op.symbol(),
+                    self.type_name(),
+                    other.type_name()
+                )
             }
             (Float(_), _) | (_, Float(_)) if self.is_number() && other.is_number() => {
                 let (a, b) = (self.as_f64(), other.as_f64());
@@ -234,7 +240,13 @@ impl Value {
                 let b = if other.is_number() { other.clone() } else { other.cast(DataType::Float)? };
                 a.arith(op, &b)
             }
-            _ => bail!(DatatypeMismatch, "cannot apply {} to {} and {}", op.symbol(), self.type_name(), other.type_name()),
+            _ => bail!(
+                DatatypeMismatch,
+                "cannot apply {} to {} and {}",
+                op.symbol(),
+                self.type_name(),
+                other.type_name()
+            ),
         }
     }
 
@@ -389,7 +401,7 @@ pub fn parse_integer(s: &str) -> Result<i64> {
 
 fn parse_hex(s: &str) -> Result<Vec<u8>> {
     let t = s.trim();
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         bail!(InvalidTextRepresentation, "hex string for VARBINARY must have an even number of digits: '{s}'");
     }
     (0..t.len())
@@ -418,7 +430,9 @@ pub fn parse_timestamp(s: &str) -> Result<i64> {
     let t = s.trim();
     let parsed = NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f"))
-        .or_else(|_| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default()))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+        })
         .map_err(|_| err!(InvalidDatetime, "invalid TIMESTAMP value: '{s}' (expected YYYY-MM-DD HH:MM:SS.ffffff)"))?;
     Ok(parsed.and_utc().timestamp_micros())
 }
@@ -545,7 +559,10 @@ mod tests {
     #[test]
     fn integer_overflow_is_an_error() {
         let max = Value::Integer(i64::MAX);
-        assert_eq!(max.arith(ArithOp::Add, &Value::Integer(1)).unwrap_err().code(), crate::ErrorCode::NumericOutOfRange);
+        assert_eq!(
+            max.arith(ArithOp::Add, &Value::Integer(1)).unwrap_err().code(),
+            crate::ErrorCode::NumericOutOfRange
+        );
         // i64::MIN is VoltDB's BIGINT NULL: reaching it is overflow too.
         let min1 = Value::Integer(-i64::MAX);
         assert!(min1.arith(ArithOp::Sub, &Value::Integer(1)).is_err());

@@ -1,55 +1,22 @@
-//! JouleDB's execution engine (API skeleton; implementation in progress).
+//! JouleDB's execution engine: one partition's storage and the executors
+//! that run plans over it.
+//!
+//! * [`storage`]: tables in row slabs, tree and hash indexes, the undo log.
+//! * [`eval`]: expression evaluation with SQL NULL logic.
+//! * [`exec`]: plan nodes as row iterators.
+//! * [`views`]: incremental maintenance of materialized views.
+//! * [`database`]: the [`Database`] facade that plans, executes and applies
+//!   schema changes atomically.
 
-use joule_common::{Result, Row, Value};
-use joule_sql::plan::OutputColumn;
+pub mod database;
+pub mod eval;
+pub mod exec;
+pub mod storage;
+pub mod views;
 
-/// The result of one statement.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ExecResult {
-    /// A query's rows.
-    Rows { columns: Vec<OutputColumn>, rows: Vec<Row> },
-    /// INSERT/UPDATE/DELETE/UPSERT: rows changed.
-    Modified(u64),
-    /// DDL and other statements without a result.
-    Done,
-}
+pub use database::{Database, ExecResult, Prepared};
 
-/// A statement planned once, executable many times with parameters.
-pub struct Prepared {
-    _private: (),
-}
-
-/// An in-process JouleDB database: one partition, one thread.
-pub struct Database {
-    _private: (),
-}
-
-impl Default for Database {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Database {
-    pub fn new() -> Database {
-        Database { _private: () }
-    }
-
-    /// Execute one or more `;`-separated statements; returns the last result.
-    pub fn execute(&mut self, sql: &str) -> Result<ExecResult> {
-        let _ = sql;
-        todo!()
-    }
-
-    /// Plan a single statement with `?` parameters.
-    pub fn prepare(&mut self, sql: &str) -> Result<Prepared> {
-        let _ = sql;
-        todo!()
-    }
-
-    /// Execute a prepared statement.
-    pub fn execute_prepared(&mut self, stmt: &Prepared, params: &[Value]) -> Result<ExecResult> {
-        let _ = (stmt, params);
-        todo!()
-    }
+/// Split a script into its statements' texts (for shells and tools).
+pub fn split_statements(sql: &str) -> joule_common::Result<Vec<String>> {
+    Ok(joule_sql::parser::parse(sql)?.into_iter().map(|s| s.sql).collect())
 }

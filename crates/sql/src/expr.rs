@@ -108,7 +108,10 @@ pub enum Expr {
     /// A column of the input row, by position.
     Column(usize),
     /// A column of an enclosing query's row: `depth` 0 is the nearest.
-    OuterColumn { depth: usize, index: usize },
+    OuterColumn {
+        depth: usize,
+        index: usize,
+    },
     /// The `?` parameter with this zero-based index.
     Parameter(usize),
     Arith(ArithOp, Box<Expr>, Box<Expr>),
@@ -117,20 +120,43 @@ pub enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
-    IsNull { expr: Box<Expr>, negated: bool },
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
     /// String concatenation (`||`); NULL if either side is NULL.
     Concat(Box<Expr>, Box<Expr>),
-    Like { expr: Box<Expr>, pattern: Box<Expr>, escape: Option<Box<Expr>>, negated: bool },
-    InList { expr: Box<Expr>, list: Vec<Expr>, negated: bool },
-    Case { operand: Option<Box<Expr>>, whens: Vec<(Expr, Expr)>, otherwise: Option<Box<Expr>> },
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        escape: Option<Box<Expr>>,
+        negated: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    Case {
+        operand: Option<Box<Expr>>,
+        whens: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+    },
     Cast(Box<Expr>, DataType),
     Function(ScalarFunc, Vec<Expr>),
     Coalesce(Vec<Expr>),
     NullIf(Box<Expr>, Box<Expr>),
     /// `(SELECT ...)` yielding one value (NULL when empty).
     ScalarSubquery(Box<Plan>),
-    Exists { plan: Box<Plan>, negated: bool },
-    InSubquery { expr: Box<Expr>, plan: Box<Plan>, negated: bool },
+    Exists {
+        plan: Box<Plan>,
+        negated: bool,
+    },
+    InSubquery {
+        expr: Box<Expr>,
+        plan: Box<Plan>,
+        negated: bool,
+    },
 }
 
 impl Expr {
@@ -183,7 +209,11 @@ impl Expr {
             }
             InList { expr, list, .. } => Box::new(std::iter::once(expr.as_ref()).chain(list.iter())),
             Case { operand, whens, otherwise } => Box::new(
-                operand.as_deref().into_iter().chain(whens.iter().flat_map(|(w, t)| [w, t])).chain(otherwise.as_deref()),
+                operand
+                    .as_deref()
+                    .into_iter()
+                    .chain(whens.iter().flat_map(|(w, t)| [w, t]))
+                    .chain(otherwise.as_deref()),
             ),
             Function(_, args) | Coalesce(args) => Box::new(args.iter()),
         }

@@ -36,8 +36,23 @@ impl TimeUnit {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TrimSide {
+    Both,
+    Leading,
+    Trailing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScalarFunc {
     Abs,
+    Extract(TimeUnit),
+    DateAdd(TimeUnit),
+    Truncate(TimeUnit),
+    SinceEpoch(TimeUnit),
+    ToTimestamp(TimeUnit),
+    Trim(TrimSide),
+    Substring,
+    Position,
 }
 
 impl ScalarFunc {

@@ -61,15 +61,33 @@ pub struct SortKey {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
     /// Rows of a table. Output: the table's columns.
-    Scan { table: TableId, access: Access, filter: Option<Expr> },
+    Scan {
+        table: TableId,
+        access: Access,
+        filter: Option<Expr>,
+    },
     /// Literal rows. Output: the expressions' values.
-    Values { rows: Vec<Vec<Expr>>, width: usize },
-    Filter { input: Box<Plan>, predicate: Expr },
+    Values {
+        rows: Vec<Vec<Expr>>,
+        width: usize,
+    },
+    Filter {
+        input: Box<Plan>,
+        predicate: Expr,
+    },
     /// Output: one column per expression.
-    Project { input: Box<Plan>, exprs: Vec<Expr> },
+    Project {
+        input: Box<Plan>,
+        exprs: Vec<Expr>,
+    },
     /// Output: left columns then right columns. For outer joins the missing
     /// side is NULLs. `predicate` sees the combined row.
-    NestedLoopJoin { left: Box<Plan>, right: Box<Plan>, kind: JoinKind, predicate: Option<Expr> },
+    NestedLoopJoin {
+        left: Box<Plan>,
+        right: Box<Plan>,
+        kind: JoinKind,
+        predicate: Option<Expr>,
+    },
     /// Equi-join building a hash table on the right side's keys.
     HashJoin {
         left: Box<Plan>,
@@ -90,12 +108,30 @@ pub enum Plan {
         residual: Option<Expr>,
     },
     /// Output: the GROUP BY values, then one column per aggregate.
-    Aggregate { input: Box<Plan>, group_by: Vec<Expr>, aggregates: Vec<AggCall> },
-    Sort { input: Box<Plan>, keys: Vec<SortKey> },
+    Aggregate {
+        input: Box<Plan>,
+        group_by: Vec<Expr>,
+        aggregates: Vec<AggCall>,
+    },
+    Sort {
+        input: Box<Plan>,
+        keys: Vec<SortKey>,
+    },
     /// `limit`/`offset` are constant expressions (often parameters).
-    Limit { input: Box<Plan>, limit: Option<Expr>, offset: Option<Expr> },
-    Distinct { input: Box<Plan> },
-    SetOp { kind: SetOpKind, all: bool, left: Box<Plan>, right: Box<Plan> },
+    Limit {
+        input: Box<Plan>,
+        limit: Option<Expr>,
+        offset: Option<Expr>,
+    },
+    Distinct {
+        input: Box<Plan>,
+    },
+    SetOp {
+        kind: SetOpKind,
+        all: bool,
+        left: Box<Plan>,
+        right: Box<Plan>,
+    },
 }
 
 impl Plan {

@@ -1,0 +1,496 @@
+//! One index of one table partition: the key → row-id map and its lookups.
+//!
+//! A tree index is a `BTreeMap<Vec<Value>, Posting>` (ordered: equality on a
+//! key prefix, ranges, ORDER BY); a hash index is a `hashbrown::HashMap`
+//! (equality on the full key only; its iteration order is never exposed, so
+//! results never depend on the hasher). Keys are the values of the index
+//! columns, compared by `Value`'s total order (NULL first).
+//!
+//! A [`Posting`] holds the rows of one key in ascending [`RowId`] order. It
+//! starts as a single id, grows into a small sorted vector and then into a
+//! `BTreeSet`, so a key with millions of duplicates still inserts and deletes
+//! in O(log n), while the common unique case costs no allocation at all.
+//! Unique indexes use the same postings: SQL lets any number of rows share a
+//! key that contains NULL.
+//!
+//! Maintenance (`insert`/`remove`) and conflict checks take the row itself and
+//! look up through borrowed [`KeyRef`]s, so only a key that is new to the map
+//! is ever copied.
+
+use super::key::{cmp_keys, HashKey, KeyRef, Probe, Tail, TreeKey};
+use super::RowId;
+use hashbrown::hash_map::EntryRef;
+use joule_common::{bail, err, Result, Value};
+use joule_sql::catalog::{IndexDef, IndexKind};
+use std::collections::{btree_map, btree_set, BTreeMap, BTreeSet};
+use std::mem::size_of;
+use std::ops::Bound;
+
+/// Largest posting kept as a sorted vector; beyond it, a `BTreeSet`.
+pub(crate) const FEW_MAX: usize = 16;
+
+/// The rows sharing one key, in ascending id order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Posting {
+    One(RowId),
+    /// Sorted, 2..=FEW_MAX ids.
+    Few(Vec<RowId>),
+    /// More than FEW_MAX / 2 ids (shrinks back to `Few` below that).
+    Many(BTreeSet<RowId>),
+}
+
+impl Posting {
+    fn insert(&mut self, id: RowId) {
+        match self {
+            Posting::One(a) if *a == id => {}
+            Posting::One(a) => *self = Posting::Few(if *a < id { vec![*a, id] } else { vec![id, *a] }),
+            Posting::Few(v) => {
+                if let Err(pos) = v.binary_search(&id) {
+                    if v.len() < FEW_MAX {
+                        v.insert(pos, id);
+                    } else {
+                        let mut set: BTreeSet<RowId> = v.iter().copied().collect();
+                        set.insert(id);
+                        *self = Posting::Many(set);
+                    }
+                }
+            }
+            Posting::Many(s) => {
+                s.insert(id);
+            }
+        }
+    }
+
+    /// Remove `id` (if present). Returns whether the posting is now empty.
+    fn remove(&mut self, id: RowId) -> bool {
+        match self {
+            Posting::One(a) => return *a == id,
+            Posting::Few(v) => {
+                if let Ok(pos) = v.binary_search(&id) {
+                    v.remove(pos);
+                }
+            }
+            Posting::Many(s) => {
+                s.remove(&id);
+                if s.len() <= FEW_MAX / 2 {
+                    *self = Posting::Few(s.iter().copied().collect());
+                }
+            }
+        }
+        if let Posting::Few(v) = self {
+            match v[..] {
+                [] => return true,
+                [only] => *self = Posting::One(only),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn first(&self) -> Option<RowId> {
+        match self {
+            Posting::One(a) => Some(*a),
+            Posting::Few(v) => v.first().copied(),
+            Posting::Many(s) => s.first().copied(),
+        }
+    }
+
+    fn has_id(&self, id: RowId) -> bool {
+        match self {
+            Posting::One(a) => *a == id,
+            Posting::Few(v) => v.binary_search(&id).is_ok(),
+            Posting::Many(s) => s.contains(&id),
+        }
+    }
+
+    /// Whether the posting holds a row other than `me`.
+    fn has_other(&self, me: Option<RowId>) -> bool {
+        match self {
+            Posting::One(a) => Some(*a) != me,
+            Posting::Few(v) => v.iter().any(|&a| Some(a) != me),
+            Posting::Many(s) => s.iter().any(|&a| Some(a) != me),
+        }
+    }
+
+    fn iter(&self) -> PostingIter<'_> {
+        match self {
+            Posting::One(a) => PostingIter::One(Some(*a)),
+            Posting::Few(v) => PostingIter::Few(v.iter()),
+            Posting::Many(s) => PostingIter::Many(s.iter()),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Posting::One(_) => 0,
+            Posting::Few(v) => v.capacity() * size_of::<RowId>(),
+            // B-tree nodes: the ids plus roughly as much again in slack and links.
+            Posting::Many(s) => s.len() * 2 * size_of::<RowId>(),
+        }
+    }
+}
+
+/// Iterates one posting, in either direction.
+#[derive(Clone, Debug)]
+enum PostingIter<'a> {
+    One(Option<RowId>),
+    Few(std::slice::Iter<'a, RowId>),
+    Many(btree_set::Iter<'a, RowId>),
+}
+
+impl PostingIter<'_> {
+    fn step(&mut self, reverse: bool) -> Option<RowId> {
+        match self {
+            PostingIter::One(a) => a.take(),
+            PostingIter::Few(it) if reverse => it.next_back().copied(),
+            PostingIter::Few(it) => it.next().copied(),
+            PostingIter::Many(it) if reverse => it.next_back().copied(),
+            PostingIter::Many(it) => it.next().copied(),
+        }
+    }
+}
+
+/// Row ids from an index lookup: in key order (then ascending id), or the
+/// exact reverse when `reverse` was asked for.
+#[derive(Clone, Debug)]
+pub struct IndexIter<'a> {
+    current: PostingIter<'a>,
+    rest: Option<btree_map::Range<'a, Vec<Value>, Posting>>,
+    reverse: bool,
+}
+
+impl<'a> IndexIter<'a> {
+    fn empty() -> Self {
+        IndexIter { current: PostingIter::One(None), rest: None, reverse: false }
+    }
+
+    fn posting(p: Option<&'a Posting>) -> Self {
+        let current = p.map_or(PostingIter::One(None), Posting::iter);
+        IndexIter { current, rest: None, reverse: false }
+    }
+
+    fn range(range: btree_map::Range<'a, Vec<Value>, Posting>, reverse: bool) -> Self {
+        IndexIter { current: PostingIter::One(None), rest: Some(range), reverse }
+    }
+}
+
+impl Iterator for IndexIter<'_> {
+    type Item = RowId;
+
+    fn next(&mut self) -> Option<RowId> {
+        loop {
+            if let Some(id) = self.current.step(self.reverse) {
+                return Some(id);
+            }
+            let rest = self.rest.as_mut()?;
+            let (_, p) = if self.reverse { rest.next_back() } else { rest.next() }?;
+            self.current = p.iter();
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Map {
+    Tree(BTreeMap<Vec<Value>, Posting>),
+    Hash(hashbrown::HashMap<HashKey, Posting>),
+}
+
+impl Map {
+    fn get(&self, key: KeyRef<'_>) -> Option<&Posting> {
+        match (self, key) {
+            (Map::Tree(m), KeyRef::Slice(s)) => m.get(s),
+            (Map::Tree(m), k) => m.get(&k as &dyn TreeKey),
+            (Map::Hash(m), k) => m.get(&k),
+        }
+    }
+
+    fn get_mut(&mut self, key: KeyRef<'_>) -> Option<&mut Posting> {
+        match (self, key) {
+            (Map::Tree(m), KeyRef::Slice(s)) => m.get_mut(s),
+            (Map::Tree(m), k) => m.get_mut(&k as &dyn TreeKey),
+            (Map::Hash(m), k) => m.get_mut(&k),
+        }
+    }
+
+    fn remove(&mut self, key: KeyRef<'_>) {
+        match (self, key) {
+            (Map::Tree(m), KeyRef::Slice(s)) => m.remove(s),
+            (Map::Tree(m), k) => m.remove(&k as &dyn TreeKey),
+            (Map::Hash(m), k) => m.remove(&k),
+        };
+    }
+}
+
+fn probe<'a>(prefix: &'a [Value], next: Option<&'a Value>, tail: Tail) -> Probe<'a> {
+    Probe { prefix, next, tail }
+}
+
+/// `row`'s key for an index on `columns` (a plain slice when they are adjacent).
+fn key_in<'a>(contiguous: Option<(usize, usize)>, columns: &'a [usize], row: &'a [Value]) -> KeyRef<'a> {
+    match contiguous.and_then(|(s, e)| row.get(s..e)) {
+        Some(slice) => KeyRef::Slice(slice),
+        None => KeyRef::Cols { row, cols: columns },
+    }
+}
+
+/// One index's data. Its definition lives in the table's `TableDef`.
+#[derive(Clone, Debug)]
+pub(crate) struct Index {
+    columns: Vec<usize>,
+    /// PRIMARY KEY, UNIQUE or ASSUMEUNIQUE.
+    pub(crate) unique: bool,
+    /// When the key columns are adjacent and in order: their row range, so
+    /// keys are plain row slices.
+    contiguous: Option<(usize, usize)>,
+    map: Map,
+}
+
+impl Index {
+    pub(crate) fn new(def: &IndexDef) -> Index {
+        let columns = def.columns.clone();
+        let contiguous = match columns.first() {
+            Some(&start) if columns.iter().enumerate().all(|(i, &c)| c == start + i) => {
+                Some((start, start + columns.len()))
+            }
+            _ => None,
+        };
+        let map = match def.kind {
+            IndexKind::Tree => Map::Tree(BTreeMap::new()),
+            IndexKind::Hash => Map::Hash(hashbrown::HashMap::new()),
+        };
+        Index { columns, unique: def.unique || def.assume_unique || def.primary_key, contiguous, map }
+    }
+
+    pub(crate) fn columns(&self) -> &[usize] {
+        &self.columns
+    }
+
+    /// This index's key of `row`.
+    pub(crate) fn key<'a>(&'a self, row: &'a [Value]) -> KeyRef<'a> {
+        key_in(self.contiguous, &self.columns, row)
+    }
+
+    /// Whether two rows have the same key in this index.
+    pub(crate) fn same_key(&self, a: &[Value], b: &[Value]) -> bool {
+        self.columns.iter().all(|&c| a.get(c) == b.get(c))
+    }
+
+    /// If `row` would break this unique index (a non-NULL key some row other
+    /// than `me` already has), its key.
+    pub(crate) fn conflict<'a>(&'a self, row: &'a [Value], me: Option<RowId>) -> Option<KeyRef<'a>> {
+        if !self.unique {
+            return None;
+        }
+        let key = self.key(row);
+        if key.has_null() {
+            return None;
+        }
+        self.map.get(key).filter(|p| p.has_other(me)).map(|_| key)
+    }
+
+    pub(crate) fn insert(&mut self, row: &[Value], id: RowId) {
+        let key = key_in(self.contiguous, &self.columns, row);
+        match &mut self.map {
+            Map::Tree(m) => {
+                let posting = match key {
+                    KeyRef::Slice(s) => m.get_mut(s),
+                    k => m.get_mut(&k as &dyn TreeKey),
+                };
+                match posting {
+                    Some(p) => p.insert(id),
+                    None => {
+                        m.insert(key.to_vec(), Posting::One(id));
+                    }
+                }
+            }
+            Map::Hash(m) => match m.entry_ref(&key) {
+                EntryRef::Occupied(mut e) => e.get_mut().insert(id),
+                EntryRef::Vacant(e) => {
+                    e.insert(Posting::One(id));
+                }
+            },
+        }
+    }
+
+    /// Remove `id` under `row`'s key. Returns whether it was there.
+    pub(crate) fn remove(&mut self, row: &[Value], id: RowId) -> bool {
+        let key = key_in(self.contiguous, &self.columns, row);
+        let Some(p) = self.map.get_mut(key) else { return false };
+        let found = p.has_id(id);
+        if p.remove(id) {
+            self.map.remove(key);
+        }
+        found
+    }
+
+    pub(crate) fn clear(&mut self) {
+        match &mut self.map {
+            Map::Tree(m) => m.clear(),
+            Map::Hash(m) => m.clear(),
+        }
+    }
+
+    /// Rows whose key equals `key` (tree: or starts with it).
+    pub(crate) fn eq(&self, key: &[Value]) -> Result<IndexIter<'_>> {
+        if key.len() > self.columns.len() {
+            bail!(Internal, "index lookup with {} key values on an index of {} columns", key.len(), self.columns.len());
+        }
+        match &self.map {
+            Map::Tree(m) if key.len() == self.columns.len() => Ok(IndexIter::posting(m.get(key))),
+            Map::Tree(_) => self.range(key, Bound::Unbounded, Bound::Unbounded, false),
+            Map::Hash(m) if key.len() == self.columns.len() => Ok(IndexIter::posting(m.get(&KeyRef::Slice(key)))),
+            Map::Hash(_) => {
+                bail!(Internal, "hash index lookup needs all {} key values, got {}", self.columns.len(), key.len())
+            }
+        }
+    }
+
+    /// The lowest row id whose key equals `key` (full key only).
+    pub(crate) fn get_unique(&self, key: &[Value]) -> Option<RowId> {
+        if key.len() != self.columns.len() {
+            return None;
+        }
+        self.map.get(KeyRef::Slice(key)).and_then(Posting::first)
+    }
+
+    /// Tree only: keys starting with `prefix` whose next column lies within
+    /// the bounds (see `Table::index_range`).
+    pub(crate) fn range(
+        &self,
+        prefix: &[Value],
+        lower: Bound<&Value>,
+        upper: Bound<&Value>,
+        reverse: bool,
+    ) -> Result<IndexIter<'_>> {
+        let Map::Tree(m) = &self.map else {
+            bail!(Internal, "range scan on a hash index");
+        };
+        let bounded = !matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded));
+        if bounded && prefix.len() >= self.columns.len() {
+            bail!(
+                Internal,
+                "range scan with a {}-value prefix on an index of {} columns",
+                prefix.len(),
+                self.columns.len()
+            );
+        }
+        if prefix.len() > self.columns.len() {
+            bail!(
+                Internal,
+                "index lookup with {} key values on an index of {} columns",
+                prefix.len(),
+                self.columns.len()
+            );
+        }
+        // SQL: a comparison with NULL is never true.
+        let is_null = |b: Bound<&Value>| matches!(b, Bound::Included(v) | Bound::Excluded(v) if v.is_null());
+        if is_null(lower) || is_null(upper) {
+            return Ok(IndexIter::empty());
+        }
+        let at = |next, tail| probe(prefix, next, tail);
+        let null = Value::Null;
+        let lo = match (lower, upper) {
+            (Bound::Unbounded, Bound::Unbounded) => Bound::Included(at(None, Tail::Exact)),
+            // NULLs sort first: a bounded range starts after them.
+            (Bound::Unbounded, _) => Bound::Excluded(at(Some(&null), Tail::High)),
+            (Bound::Included(v), _) => Bound::Included(at(Some(v), Tail::Exact)),
+            (Bound::Excluded(v), _) => Bound::Excluded(at(Some(v), Tail::High)),
+        };
+        let hi = match upper {
+            Bound::Unbounded => Bound::Included(at(None, Tail::High)),
+            Bound::Included(v) => Bound::Included(at(Some(v), Tail::High)),
+            Bound::Excluded(v) => Bound::Excluded(at(Some(v), Tail::Exact)),
+        };
+        if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) = (&lo, &hi) {
+            // BTreeMap::range panics on inverted bounds: answer those here.
+            let both_included = matches!((&lo, &hi), (Bound::Included(_), Bound::Included(_)));
+            match cmp_keys(a, b) {
+                std::cmp::Ordering::Greater => return Ok(IndexIter::empty()),
+                std::cmp::Ordering::Equal if !both_included => return Ok(IndexIter::empty()),
+                _ => {}
+            }
+        }
+        let lo = lo.as_ref().map(|p| p as &dyn TreeKey);
+        let hi = hi.as_ref().map(|p| p as &dyn TreeKey);
+        Ok(IndexIter::range(m.range::<dyn TreeKey, _>((lo, hi)), reverse))
+    }
+
+    /// Tree only: every entry in key order.
+    pub(crate) fn all(&self, reverse: bool) -> Result<IndexIter<'_>> {
+        match &self.map {
+            Map::Tree(m) => Ok(IndexIter::range(m.range::<[Value], _>(..), reverse)),
+            Map::Hash(_) => Err(err!(Internal, "ordered scan of a hash index")),
+        }
+    }
+
+    /// Distinct keys.
+    pub(crate) fn key_count(&self) -> usize {
+        match &self.map {
+            Map::Tree(m) => m.len(),
+            Map::Hash(m) => m.len(),
+        }
+    }
+
+    /// A rough estimate of the heap memory this index uses.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let key_bytes =
+            |k: &[Value]| std::mem::size_of_val(k) + k.iter().map(super::slab::value_heap_bytes).sum::<usize>();
+        match &self.map {
+            // B-tree nodes run about two-thirds full.
+            Map::Tree(m) => {
+                m.iter().map(|(k, p)| key_bytes(k) + p.heap_bytes() + size_of::<(Vec<Value>, Posting)>() * 3 / 2).sum()
+            }
+            Map::Hash(m) => {
+                m.capacity() * (size_of::<(HashKey, Posting)>() + 1)
+                    + m.iter().map(|(k, p)| key_bytes(&k.0) + p.heap_bytes()).sum::<usize>()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(p: &Posting) -> Vec<RowId> {
+        let mut it = p.iter();
+        std::iter::from_fn(|| it.step(false)).collect()
+    }
+
+    #[test]
+    fn posting_grows_and_shrinks_through_every_shape() {
+        let mut p = Posting::One(50);
+        let ids: Vec<RowId> = (0..100).rev().collect();
+        for &id in &ids {
+            p.insert(id);
+            p.insert(id); // idempotent
+        }
+        assert!(matches!(p, Posting::Many(_)));
+        assert_eq!(collect(&p), (0..100).collect::<Vec<_>>());
+        assert!(p.has_other(Some(3)));
+        for id in 0..99 {
+            assert!(!p.remove(id));
+            assert!(!p.remove(id)); // absent: no change
+            assert_eq!(collect(&p), (id + 1..100).collect::<Vec<_>>());
+            let expect_few = (2..=FEW_MAX / 2).contains(&(99 - id as usize));
+            if expect_few {
+                assert!(matches!(p, Posting::Few(_)));
+            }
+        }
+        assert_eq!(p, Posting::One(99));
+        assert!(!p.has_other(Some(99)));
+        assert!(p.has_other(None));
+        assert!(!p.remove(5));
+        assert!(p.remove(99));
+    }
+
+    #[test]
+    fn posting_iterates_both_ways() {
+        let mut p = Posting::One(7);
+        p.insert(3);
+        p.insert(9);
+        let mut it = p.iter();
+        assert_eq!(std::iter::from_fn(|| it.step(true)).collect::<Vec<_>>(), vec![9, 7, 3]);
+        assert_eq!(p.first(), Some(3));
+    }
+}

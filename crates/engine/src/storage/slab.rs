@@ -1,0 +1,200 @@
+//! The row slab of one table partition: rows addressed by dense [`RowId`]s.
+//!
+//! Rows live in a `Vec<Option<Row>>`; a deleted row leaves a hole whose id is
+//! reused by a later insert. The reuse policy is chosen so that the slab's
+//! state is a pure function of *which ids are occupied*:
+//!
+//! * an insert takes the lowest free id (a `BTreeSet`), or appends;
+//! * the vector never ends in a hole: deleting the last row also drops the
+//!   holes before it.
+//!
+//! So the free set is always exactly "the holes below the length", and the
+//! length is "highest occupied id + 1". Two slabs holding rows at the same
+//! ids are identical, whatever history produced them. That is what makes
+//! undo exact: rolling back puts every row back at its old id, and with it
+//! the slab returns to the very state it had, so the ids later inserts get
+//! (and with them the order of full scans) are the same as if the rolled-back
+//! work had never happened. Replicas replaying the same transactions,
+//! including aborted ones, therefore stay identical.
+
+use super::RowId;
+use joule_common::{Row, Value};
+use std::collections::BTreeSet;
+use std::mem::size_of;
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Slab {
+    rows: Vec<Option<Row>>,
+    free: BTreeSet<RowId>,
+    live: usize,
+}
+
+impl Slab {
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    pub(crate) fn get(&self, id: RowId) -> Option<&Row> {
+        self.rows.get(id as usize).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn is_occupied(&self, id: RowId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// The id the next insert will get; `None` when ids are exhausted.
+    pub(crate) fn next_id(&self) -> Option<RowId> {
+        match self.free.first() {
+            Some(&id) => Some(id),
+            None => RowId::try_from(self.rows.len()).ok(),
+        }
+    }
+
+    /// Put `row` at `id`, which must be free (else the row is handed back).
+    pub(crate) fn place(&mut self, id: RowId, row: Row) -> Result<(), Row> {
+        let i = id as usize;
+        if i < self.rows.len() {
+            if self.rows[i].is_some() {
+                return Err(row);
+            }
+            self.free.remove(&id);
+            self.rows[i] = Some(row);
+        } else {
+            // Ids between the old end and `id` become holes.
+            let old_len = self.rows.len();
+            self.free.extend((old_len..i).filter_map(|h| RowId::try_from(h).ok()));
+            self.rows.resize_with(i, || None);
+            self.rows.push(Some(row));
+        }
+        self.live += 1;
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, id: RowId) -> Option<Row> {
+        let i = id as usize;
+        let row = self.rows.get_mut(i)?.take()?;
+        self.live -= 1;
+        if i + 1 == self.rows.len() {
+            self.rows.pop();
+            while let Some(None) = self.rows.last() {
+                self.rows.pop();
+            }
+            // Drop the ids of the holes just cut off.
+            if let Ok(len) = RowId::try_from(self.rows.len()) {
+                self.free.split_off(&len);
+            }
+        } else {
+            self.free.insert(id);
+        }
+        Some(row)
+    }
+
+    /// Swap the row at `id` (which must exist) for `row`; returns the old one.
+    pub(crate) fn replace(&mut self, id: RowId, row: Row) -> Result<Row, Row> {
+        match self.rows.get_mut(id as usize) {
+            Some(Some(slot)) => Ok(std::mem::replace(slot, row)),
+            _ => Err(row),
+        }
+    }
+
+    /// Occupied rows in ascending id order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (RowId, &Row)> + '_ {
+        self.rows.iter().enumerate().filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
+    }
+
+    /// Remove every row, returning them in ascending id order.
+    pub(crate) fn clear(&mut self) -> Vec<(RowId, Row)> {
+        let rows = std::mem::take(&mut self.rows);
+        self.free.clear();
+        self.live = 0;
+        rows.into_iter().enumerate().filter_map(|(i, r)| Some((i as RowId, r?))).collect()
+    }
+
+    /// A rough estimate of the heap memory the rows use.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.rows.capacity() * size_of::<Option<Row>>()
+            + self.free.len() * 2 * size_of::<RowId>()
+            + self.iter().map(|(_, r)| row_heap_bytes(r)).sum::<usize>()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn holes(&self) -> (usize, Vec<RowId>) {
+        (self.rows.len(), self.free.iter().copied().collect())
+    }
+}
+
+pub(crate) fn row_heap_bytes(row: &Row) -> usize {
+    row.capacity() * size_of::<Value>() + row.iter().map(value_heap_bytes).sum::<usize>()
+}
+
+/// Heap bytes a value owns beyond its inline size.
+pub(crate) fn value_heap_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.capacity(),
+        Value::Binary(b) => b.capacity(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: i64) -> Row {
+        vec![Value::Integer(i)]
+    }
+
+    fn insert(s: &mut Slab, i: i64) -> RowId {
+        let id = s.next_id().unwrap();
+        s.place(id, row(i)).unwrap();
+        id
+    }
+
+    #[test]
+    fn reuses_lowest_free_id_and_never_ends_in_a_hole() {
+        let mut s = Slab::default();
+        for i in 0..5 {
+            assert_eq!(insert(&mut s, i), i as RowId);
+        }
+        s.remove(3).unwrap();
+        s.remove(1).unwrap();
+        assert_eq!(s.holes(), (5, vec![1, 3]));
+        assert_eq!(insert(&mut s, 10), 1);
+        s.remove(4).unwrap(); // last: trims it and the hole at 3
+        assert_eq!(s.holes(), (3, vec![]));
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(s.remove(4).is_none());
+        assert!(s.remove(99).is_none());
+    }
+
+    #[test]
+    fn state_depends_only_on_occupied_ids() {
+        let mut a = Slab::default();
+        for i in 0..6 {
+            insert(&mut a, i);
+        }
+        for id in [0, 2, 5, 4] {
+            a.remove(id).unwrap();
+        }
+        let mut b = Slab::default();
+        b.place(3, row(3)).unwrap();
+        b.place(1, row(1)).unwrap();
+        assert_eq!(a.holes(), b.holes());
+        assert_eq!(a.next_id(), b.next_id());
+        assert_eq!(a.iter().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn place_and_replace_refuse_wrong_slots() {
+        let mut s = Slab::default();
+        insert(&mut s, 0);
+        assert_eq!(s.place(0, row(9)), Err(row(9)));
+        assert_eq!(s.replace(0, row(7)), Ok(row(0)));
+        assert_eq!(s.replace(1, row(7)), Err(row(7)));
+        assert_eq!(s.clear(), vec![(0, row(7))]);
+        assert_eq!(s.holes(), (0, vec![]));
+        assert_eq!(s.len(), 0);
+        assert!(s.memory_bytes() < 1024);
+    }
+}

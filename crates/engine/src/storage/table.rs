@@ -1,0 +1,314 @@
+//! [`Table`]: one partition's copy of a table — its rows and their indexes.
+//!
+//! This is the hot path of every statement, so the rules are few and strict:
+//!
+//! * Every mutation is atomic: it checks everything that can fail (coercion,
+//!   constraints, ids) before it changes anything, so an error leaves the
+//!   table exactly as it was and the executor has nothing to repair.
+//! * Unique constraints follow SQL: a key containing NULL never conflicts.
+//! * Index maintenance touches only what changed: an update re-keys just the
+//!   indexes whose key columns changed, and lookups borrow keys instead of
+//!   building them.
+//! * Nothing panics on user data; internal misuse (a wrong index position,
+//!   a missing row id) is an `Internal` error.
+//!
+//! The partition's single thread owns the table: no locks, no atomics.
+
+use super::coerce::{coerce_row, not_null_columns};
+use super::index::{Index, IndexIter};
+use super::key::KeyRef;
+use super::slab::Slab;
+use super::RowId;
+use joule_common::{bail, err, Error, ErrorCode, Result, Row, Value};
+use joule_sql::catalog::TableDef;
+use std::mem::size_of;
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// One partition's copy of a table.
+#[derive(Clone, Debug)]
+pub struct Table {
+    def: Arc<TableDef>,
+    rows: Slab,
+    /// Parallel to `def.indexes`.
+    indexes: Vec<Index>,
+    /// Per column: rejects NULL (NOT NULL or part of the primary key).
+    not_null: Vec<bool>,
+}
+
+impl Table {
+    /// An empty table with empty indexes for `def.indexes`.
+    pub fn new(def: Arc<TableDef>) -> Table {
+        let indexes = def.indexes.iter().map(Index::new).collect();
+        let not_null = not_null_columns(&def);
+        Table { def, rows: Slab::default(), indexes, not_null }
+    }
+
+    pub fn def(&self) -> &Arc<TableDef> {
+        &self.def
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.len() == 0
+    }
+
+    pub fn get(&self, id: RowId) -> Option<&Row> {
+        self.rows.get(id)
+    }
+
+    /// Every row in ascending id order.
+    pub fn scan(&self) -> impl Iterator<Item = (RowId, &Row)> + '_ {
+        self.rows.iter()
+    }
+
+    /// Convert each value to its column's type and check NOT NULL, lengths
+    /// and the 1 MiB limit (not unique constraints).
+    pub fn coerce_row(&self, row: Row) -> Result<Row> {
+        coerce_row(&self.def, &self.not_null, row)
+    }
+
+    /// Coerce and insert a row; returns its id. Nothing changes on error.
+    pub fn insert(&mut self, row: Row) -> Result<RowId> {
+        let row = self.coerce_row(row)?;
+        self.check_unique(&row, None)?;
+        let id = self.next_id()?;
+        for index in &mut self.indexes {
+            index.insert(&row, id);
+        }
+        self.place(id, row)?;
+        Ok(id)
+    }
+
+    /// Remove a row from the table and all indexes; returns it.
+    pub fn delete(&mut self, id: RowId) -> Result<Row> {
+        let Some(row) = self.rows.remove(id) else {
+            return Err(self.no_row(id));
+        };
+        for index in &mut self.indexes {
+            index.remove(&row, id);
+        }
+        Ok(row)
+    }
+
+    /// Replace row `id` with a coerced `row`, re-keying only the indexes
+    /// whose key changed; returns the old row. Nothing changes on error.
+    pub fn update(&mut self, id: RowId, row: Row) -> Result<Row> {
+        let row = self.coerce_row(row)?;
+        let Some(old) = self.rows.get(id) else {
+            return Err(self.no_row(id));
+        };
+        for (i, index) in self.indexes.iter().enumerate() {
+            if index.unique && !index.same_key(old, &row) {
+                if let Some(key) = index.conflict(&row, Some(id)) {
+                    return Err(self.unique_error(i, key));
+                }
+            }
+        }
+        self.swap(id, row)
+    }
+
+    /// Undo of a delete: put `row` back at exactly `id`, without checks (it
+    /// was valid when deleted). `Internal` error if `id` is occupied.
+    pub fn restore(&mut self, id: RowId, row: Row) -> Result<()> {
+        if self.rows.is_occupied(id) {
+            bail!(Internal, "cannot restore row {id} of table {}: the id is in use", self.def.name);
+        }
+        for index in &mut self.indexes {
+            index.insert(&row, id);
+        }
+        self.place(id, row)
+    }
+
+    /// Undo of an update: put `old` back at `id` without coercion or checks
+    /// (it was valid before); returns the row it replaces.
+    pub fn restore_update(&mut self, id: RowId, old: Row) -> Result<Row> {
+        if !self.rows.is_occupied(id) {
+            return Err(self.no_row(id));
+        }
+        self.swap(id, old)
+    }
+
+    /// Remove every row; returns them (ascending id) for undo.
+    pub fn truncate(&mut self) -> Vec<(RowId, Row)> {
+        for index in &mut self.indexes {
+            index.clear();
+        }
+        self.rows.clear()
+    }
+
+    /// Rows whose key in index `index` equals `key`. On a tree index `key`
+    /// may be a prefix of the index columns (even empty); a hash index needs
+    /// the full key. Ids come in key order, then ascending id.
+    ///
+    /// Keys match by `Value`'s total order, where NULL equals NULL (so this
+    /// serves `IS NULL`); for SQL `=`, a NULL parameter must match nothing
+    /// and the caller should not look it up.
+    pub fn index_eq(&self, index: usize, key: &[Value]) -> Result<IndexIter<'_>> {
+        self.index(index)?.eq(key)
+    }
+
+    /// The row whose full key in index `index` equals `key` (for a unique
+    /// index, the only one; otherwise the lowest id). No allocation. `None`
+    /// also when `index` is out of range or `key` has the wrong length.
+    /// NULL matches NULL, as in [`index_eq`](Self::index_eq).
+    pub fn index_get_unique(&self, index: usize, key: &[Value]) -> Option<RowId> {
+        self.indexes.get(index)?.get_unique(key)
+    }
+
+    /// Tree indexes only: entries whose first `prefix.len()` columns equal
+    /// `prefix` and whose next column lies within `lower`/`upper`, in key
+    /// order (or reversed). NULLs in the range column are excluded from
+    /// bounded ranges, and a NULL bound matches nothing. With both bounds
+    /// unbounded: every entry starting with `prefix` (NULLs first), and then
+    /// `prefix` may be the full key (a reversible equality lookup).
+    pub fn index_range(
+        &self,
+        index: usize,
+        prefix: &[Value],
+        lower: Bound<&Value>,
+        upper: Bound<&Value>,
+        reverse: bool,
+    ) -> Result<IndexIter<'_>> {
+        self.index(index)?.range(prefix, lower, upper, reverse)
+    }
+
+    /// Tree indexes only: every entry in key order (or reversed).
+    pub fn index_all(&self, index: usize, reverse: bool) -> Result<IndexIter<'_>> {
+        self.index(index)?.all(reverse)
+    }
+
+    /// Number of distinct keys in index `index` (for statistics).
+    pub fn index_key_count(&self, index: usize) -> Result<usize> {
+        Ok(self.index(index)?.key_count())
+    }
+
+    /// `def` is the current definition plus a new index at position `index`:
+    /// build it over the existing rows. Fails (changing nothing) with
+    /// `UniqueViolation` if the data violates it, or `NotNullViolation` if
+    /// it is a primary key over NULLs.
+    pub fn add_index(&mut self, def: Arc<TableDef>, index: usize) -> Result<()> {
+        let Some(idef) = def.indexes.get(index) else {
+            bail!(Internal, "index position {index} is outside the definition of table {}", def.name);
+        };
+        if def.indexes.len() != self.indexes.len() + 1 {
+            bail!(Internal, "adding an index to table {} must add exactly one index", def.name);
+        }
+        let mut built = Index::new(idef);
+        for (id, row) in self.rows.iter() {
+            if idef.primary_key {
+                if let Some(&c) = built.columns().iter().find(|&&c| row.get(c).is_none_or(Value::is_null)) {
+                    let column = def.columns.get(c).map_or("?", |c| c.name.as_str());
+                    bail!(NotNullViolation, "column {column} of table {} cannot be NULL", def.name);
+                }
+            }
+            if let Some(key) = built.conflict(row, Some(id)) {
+                return Err(unique_error(&idef.name, &def.name, key));
+            }
+            built.insert(row, id);
+        }
+        self.indexes.insert(index, built);
+        self.not_null = not_null_columns(&def);
+        self.def = def;
+        Ok(())
+    }
+
+    /// `def` is the current definition minus the index at position `index`.
+    pub fn drop_index(&mut self, def: Arc<TableDef>, index: usize) -> Result<()> {
+        if index >= self.indexes.len() || def.indexes.len() + 1 != self.indexes.len() {
+            bail!(Internal, "cannot drop index {index} of table {}: definitions disagree", def.name);
+        }
+        self.indexes.remove(index);
+        self.not_null = not_null_columns(&def);
+        self.def = def;
+        Ok(())
+    }
+
+    /// For ALTER TABLE: switch to `def`, mapping every row through `map`
+    /// (add, drop or convert columns) and coercing the result to `def`; all
+    /// indexes are rebuilt and checked. Row ids are kept. Atomic: on any
+    /// error the table is left as it was.
+    pub fn replace_def(&mut self, def: Arc<TableDef>, mut map: impl FnMut(Row) -> Result<Row>) -> Result<()> {
+        let mut new = Table::new(def);
+        for (id, row) in self.rows.iter() {
+            let row = new.coerce_row(map(row.clone())?)?;
+            new.check_unique(&row, None)?;
+            for index in &mut new.indexes {
+                index.insert(&row, id);
+            }
+            new.place(id, row)?;
+        }
+        *self = new;
+        Ok(())
+    }
+
+    /// A rough estimate of the memory this table uses (rows and indexes).
+    pub fn memory_bytes(&self) -> usize {
+        size_of::<Table>() + self.rows.memory_bytes() + self.indexes.iter().map(Index::memory_bytes).sum::<usize>()
+    }
+
+    /// The slab's length and free ids: equal shapes mean equal future ids.
+    #[cfg(test)]
+    pub(crate) fn slab_state(&self) -> (usize, Vec<RowId>) {
+        self.rows.holes()
+    }
+
+    fn index(&self, index: usize) -> Result<&Index> {
+        self.indexes
+            .get(index)
+            .ok_or_else(|| err!(Internal, "table {} has no index at position {index}", self.def.name))
+    }
+
+    fn check_unique(&self, row: &[Value], me: Option<RowId>) -> Result<()> {
+        for (i, index) in self.indexes.iter().enumerate() {
+            if let Some(key) = index.conflict(row, me) {
+                return Err(self.unique_error(i, key));
+            }
+        }
+        Ok(())
+    }
+
+    fn unique_error(&self, index: usize, key: KeyRef<'_>) -> Error {
+        let name = self.def.indexes.get(index).map_or("?", |i| i.name.as_str());
+        unique_error(name, &self.def.name, key)
+    }
+
+    fn no_row(&self, id: RowId) -> Error {
+        err!(Internal, "table {} has no row {id}", self.def.name)
+    }
+
+    fn next_id(&self) -> Result<RowId> {
+        self.rows.next_id().ok_or_else(|| {
+            err!(Internal, "table {} has reached the limit of {} rows per partition", self.def.name, RowId::MAX)
+        })
+    }
+
+    fn place(&mut self, id: RowId, row: Row) -> Result<()> {
+        self.rows.place(id, row).map_err(|_| err!(Internal, "row id {id} of table {} is already in use", self.def.name))
+    }
+
+    /// Put `row` at occupied `id`, re-keying the indexes whose key changed.
+    fn swap(&mut self, id: RowId, row: Row) -> Result<Row> {
+        let Some(old) = self.rows.get(id) else {
+            return Err(self.no_row(id));
+        };
+        for index in &mut self.indexes {
+            if !index.same_key(old, &row) {
+                index.remove(old, id);
+                index.insert(&row, id);
+            }
+        }
+        self.rows.replace(id, row).map_err(|_| err!(Internal, "table {} has no row {id}", self.def.name))
+    }
+}
+
+fn unique_error(index: &str, table: &str, key: KeyRef<'_>) -> Error {
+    Error::new(
+        ErrorCode::UniqueViolation,
+        format!("duplicate key {key} violates unique constraint {index} on table {table}"),
+    )
+}

@@ -1,0 +1,102 @@
+//! The undo log: how a transaction (or one statement of it) is rolled back.
+//!
+//! JouleDB runs each partition's transactions one at a time on one thread, so
+//! there is no concurrency control to undo — only the transaction's own
+//! changes. Every mutation the executor makes is recorded as the operation
+//! that reverses it; a savepoint is just the log's length ([`UndoLog::mark`]).
+//! Rolling back pops and applies the inverse operations newest first, which
+//! puts every row back at its original id. Because the row slab's state
+//! depends only on which ids are occupied, the partition ends up exactly as
+//! it was at the mark — including the ids future inserts will receive.
+//!
+//! Commit is [`UndoLog::clear`], which keeps the allocation for the next
+//! transaction. Schema changes are not logged here: DDL applies to storage
+//! outside of the transaction's undo log (clear or roll back the log first).
+
+use super::{RowId, Storage};
+use joule_common::{Result, Row};
+use joule_sql::catalog::TableId;
+
+/// One change, described by what it takes to reverse it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UndoOp {
+    /// Row `id` was inserted: undo deletes it.
+    Inserted { table: TableId, id: RowId },
+    /// Row `id` was deleted: undo restores `row` at `id`.
+    Deleted { table: TableId, id: RowId, row: Row },
+    /// Row `id` was updated: undo puts `old` back.
+    Updated { table: TableId, id: RowId, old: Row },
+    /// The table was truncated: undo restores every row at its id.
+    Truncated { table: TableId, rows: Vec<(RowId, Row)> },
+}
+
+/// The inverse operations of the running transaction, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct UndoLog {
+    ops: Vec<UndoOp>,
+}
+
+impl UndoLog {
+    pub fn new() -> UndoLog {
+        UndoLog::default()
+    }
+
+    pub fn record(&mut self, op: UndoOp) {
+        self.ops.push(op);
+    }
+
+    /// A savepoint: pass it to [`rollback_to`](Self::rollback_to).
+    pub fn mark(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Undo everything recorded after `mark`, newest first, and forget it.
+    /// Every operation is attempted even if one fails; the first error (a
+    /// broken invariant, never a user error) is returned.
+    pub fn rollback_to(&mut self, mark: usize, storage: &mut Storage) -> Result<()> {
+        let mut first_error = None;
+        while self.ops.len() > mark {
+            let Some(op) = self.ops.pop() else { break };
+            if let Err(e) = undo(op, storage) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Undo the whole log.
+    pub fn rollback(&mut self, storage: &mut Storage) -> Result<()> {
+        self.rollback_to(0, storage)
+    }
+
+    /// Commit: forget every recorded operation.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+fn undo(op: UndoOp, storage: &mut Storage) -> Result<()> {
+    match op {
+        UndoOp::Inserted { table, id } => storage.table_mut(table)?.delete(id).map(drop),
+        UndoOp::Deleted { table, id, row } => storage.table_mut(table)?.restore(id, row),
+        UndoOp::Updated { table, id, old } => storage.table_mut(table)?.restore_update(id, old).map(drop),
+        UndoOp::Truncated { table, rows } => {
+            let table = storage.table_mut(table)?;
+            let mut result = Ok(());
+            for (id, row) in rows {
+                if let Err(e) = table.restore(id, row) {
+                    result = result.and(Err(e));
+                }
+            }
+            result
+        }
+    }
+}

@@ -461,6 +461,7 @@ impl fmt::Display for Value {
 }
 
 impl PartialEq for Value {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
@@ -469,6 +470,7 @@ impl PartialEq for Value {
 impl Eq for Value {}
 
 impl PartialOrd for Value {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -477,6 +479,7 @@ impl PartialOrd for Value {
 impl Ord for Value {
     /// Total order: NULL first, then booleans, numbers (across kinds),
     /// strings, binaries, timestamps.
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         use Value::*;
         match (self, other) {
@@ -485,9 +488,18 @@ impl Ord for Value {
             (Boolean(a), Boolean(b)) => a.cmp(b),
             (Binary(a), Binary(b)) => a.cmp(b),
             (Timestamp(a), Timestamp(b)) => a.cmp(b),
-            (a, b) if a.is_number() && b.is_number() => cmp_numbers(a, b),
-            (a, b) => a.rank().cmp(&b.rank()),
+            (a, b) => cmp_mixed(a, b),
         }
+    }
+}
+
+/// The rest of `Ord::cmp`, kept out of line so the common cases inline.
+#[inline(never)]
+fn cmp_mixed(a: &Value, b: &Value) -> Ordering {
+    if a.is_number() && b.is_number() {
+        cmp_numbers(a, b)
+    } else {
+        a.rank().cmp(&b.rank())
     }
 }
 

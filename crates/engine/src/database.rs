@@ -28,8 +28,8 @@ use std::sync::Arc;
 /// The result of one statement.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExecResult {
-    /// A query's rows.
-    Rows { columns: Vec<OutputColumn>, rows: Vec<Row> },
+    /// A query's rows. `columns` is shared with the plan.
+    Rows { columns: Arc<[OutputColumn]>, rows: Vec<Row> },
     /// INSERT/UPDATE/DELETE/UPSERT/TRUNCATE: rows changed.
     Modified(u64),
     /// DDL and other statements without a result.
@@ -67,6 +67,8 @@ pub struct Database {
     /// until the transaction layer supplies real transaction ids.
     txn_counter: u64,
     functions: FunctionContext,
+    /// Materialized views by source table, rebuilt on every schema change.
+    views: HashMap<TableId, Arc<[TableId]>>,
 }
 
 impl Default for Database {
@@ -86,6 +88,7 @@ impl Database {
             plan_cache: HashMap::new(),
             txn_counter: 0,
             functions: FunctionContext::default(),
+            views: HashMap::new(),
         }
     }
 
@@ -209,14 +212,14 @@ impl Database {
         match &planned.kind {
             PlannedKind::Query(q) => {
                 let ctx = self.context(params);
-                let rows = exec::execute(&q.root, &ctx)?.collect::<Result<Vec<Row>>>()?;
+                let rows = exec::collect(&q.root, &ctx)?;
                 Ok(ExecResult::Rows { columns: q.columns.clone(), rows })
             }
             PlannedKind::Insert(i) => self.insert(i, params),
             PlannedKind::Update(u) => self.update(u, params),
             PlannedKind::Delete(d) => self.delete(d, params),
             PlannedKind::Truncate(t) => {
-                if !self.catalog.views_on(*t).is_empty() {
+                if !self.views_on(*t).is_empty() {
                     let ids: Vec<RowId> = self.storage.table(*t)?.scan().map(|(id, _)| id).collect();
                     return self.delete_ids(*t, ids);
                 }
@@ -233,7 +236,8 @@ impl Database {
                 columns: vec![OutputColumn {
                     name: "EXECUTION_PLAN".into(),
                     data_type: Some(joule_common::DataType::Varchar),
-                }],
+                }]
+                .into(),
                 rows: lines.iter().map(|l| vec![Value::String(l.clone())]).collect(),
             }),
             PlannedKind::Ddl(d) => {
@@ -253,7 +257,7 @@ impl Database {
             exec::execute(&plan.source, &ctx)?.collect::<Result<_>>()?
         };
         let def = self.storage.table(plan.table)?.def().clone();
-        let views = self.catalog.views_on(plan.table);
+        let views = self.views_on(plan.table);
         let defaults: Row = def.columns.iter().map(|c| c.default.clone().unwrap_or(Value::Null)).collect();
         let mut count = 0;
         for values in source {
@@ -264,16 +268,22 @@ impl Database {
             if plan.upsert {
                 self.upsert_row(&def, &views, row, &plan.columns)?;
             } else {
-                let id = self.storage.table_mut(plan.table)?.insert(row)?;
-                self.undo.record(UndoOp::Inserted { table: plan.table, id });
-                if !views.is_empty() {
-                    let new = self.storage.table(plan.table)?.get(id).cloned();
-                    views::maintain(&mut self.storage, &mut self.undo, &views, id, None, new.as_ref())?;
-                }
+                self.insert_one(plan.table, row)?;
             }
             count += 1;
         }
         Ok(ExecResult::Modified(count))
+    }
+
+    /// Insert one full row, maintaining views.
+    fn insert_one(&mut self, table: TableId, row: Row) -> Result<ExecResult> {
+        let id = self.storage.table_mut(table)?.insert(row)?;
+        self.undo.record(UndoOp::Inserted { table, id });
+        if let Some(views) = self.views.get(&table) {
+            let new = self.storage.table(table)?.get(id).cloned();
+            views::maintain(&mut self.storage, &mut self.undo, views, id, None, new.as_ref())?;
+        }
+        Ok(ExecResult::Modified(1))
     }
 
     /// Insert, or replace the listed columns of the row with the same key.
@@ -331,7 +341,7 @@ impl Database {
                 changes.push((id, new));
             }
         }
-        let views = self.catalog.views_on(plan.table);
+        let views = self.views_on(plan.table);
         let n = changes.len() as u64;
         for (id, new) in changes {
             let old = self.storage.table_mut(plan.table)?.update(id, new)?;
@@ -350,7 +360,7 @@ impl Database {
     }
 
     fn delete_ids(&mut self, table: TableId, ids: Vec<RowId>) -> Result<ExecResult> {
-        let views = self.catalog.views_on(table);
+        let views = self.views_on(table);
         let n = ids.len() as u64;
         for id in ids {
             let row = self.storage.table_mut(table)?.delete(id)?;
@@ -481,9 +491,24 @@ impl Database {
             }
         }
         catalog.version += 1;
+        self.views = catalog
+            .tables()
+            .filter_map(|t| t.view.as_ref().map(|v| (v.source, t.id)))
+            .fold(HashMap::<TableId, Vec<TableId>>::new(), |mut m, (src, v)| {
+                m.entry(src).or_default().push(v);
+                m
+            })
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
         self.catalog = Arc::new(catalog);
         self.plan_cache.clear();
         Ok(())
+    }
+
+    /// Materialized views over `table` (empty for most tables).
+    fn views_on(&self, table: TableId) -> Arc<[TableId]> {
+        self.views.get(&table).cloned().unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
     fn table_def(&self, id: TableId) -> Result<&Arc<TableDef>> {

@@ -31,6 +31,37 @@ pub type Rows<'a> = Box<dyn Iterator<Item = Result<Row>> + 'a>;
 pub type FixedState = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 pub type FixedMap<K, V> = hashbrown::HashMap<K, V, FixedState>;
 
+/// Execute a plan and gather its rows. Projections over scans (point
+/// lookups, index ranges) run as one tight loop with no boxed iterators.
+pub fn collect(plan: &Plan, ctx: &Context) -> Result<Vec<Row>> {
+    if let Plan::Project { input, exprs } = plan {
+        if let Plan::Scan { table, access, filter } = input.as_ref() {
+            let t = ctx.storage.table(*table)?;
+            // A unique lookup on one key column: no key vector, no iterator.
+            if let (Access::Index { index, lookup: IndexLookup::Eq(keys), .. }, None) = (access, filter) {
+                let def = t.def();
+                if let (Some(idx), [key]) = (def.indexes.get(*index), keys.as_slice()) {
+                    if idx.unique && idx.columns.len() == 1 {
+                        let ty = def.columns[idx.columns[0]].data_type;
+                        let Some(k) = coerce_key(eval(key, &[], ctx)?, ty)? else { return Ok(Vec::new()) };
+                        return match t.index_get_unique(*index, std::slice::from_ref(&k)).and_then(|id| t.get(id)) {
+                            Some(row) => Ok(vec![exprs.iter().map(|e| eval(e, row, ctx)).collect::<Result<Row>>()?]),
+                            None => Ok(Vec::new()),
+                        };
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for r in scan(t, access, filter.as_ref(), *ctx)? {
+                let (_, row) = r?;
+                out.push(exprs.iter().map(|e| eval(e, row, ctx)).collect::<Result<Row>>()?);
+            }
+            return Ok(out);
+        }
+    }
+    execute(plan, ctx)?.collect()
+}
+
 /// Execute a plan.
 pub fn execute<'a>(plan: &'a Plan, ctx: &Context<'a>) -> Result<Rows<'a>> {
     let ctx = *ctx;
@@ -304,6 +335,9 @@ pub fn scan<'a>(t: &'a Table, access: &'a Access, filter: Option<&'a Expr>, ctx:
             match lookup {
                 IndexLookup::Eq(exprs) => match keys(exprs)? {
                     None => Box::new(std::iter::empty()),
+                    Some(key) if *reverse => {
+                        Box::new(t.index_range(*index, &key, Bound::Unbounded, Bound::Unbounded, true)?)
+                    }
                     Some(key) if idx.unique && key.len() == idx.columns.len() => {
                         Box::new(t.index_get_unique(*index, &key).into_iter())
                     }
@@ -340,8 +374,7 @@ pub fn scan<'a>(t: &'a Table, access: &'a Access, filter: Option<&'a Expr>, ctx:
                     let (Some(lo), Some(hi)) = (bound(lower)?, bound(upper)?) else {
                         return Ok(Box::new(std::iter::empty()));
                     };
-                    let ids: Vec<RowId> = t.index_range(*index, &prefix, lo.as_ref(), hi.as_ref(), *reverse)?.collect();
-                    Box::new(ids.into_iter())
+                    Box::new(t.index_range(*index, &prefix, lo.as_ref(), hi.as_ref(), *reverse)?)
                 }
                 IndexLookup::All => Box::new(t.index_all(*index, *reverse)?),
             }

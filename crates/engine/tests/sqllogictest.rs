@@ -12,9 +12,10 @@
 //! corpus fails the tests. Each script runs on a fresh `Database::new()`; the
 //! engine calls itself `postgresql` for `skipif`/`onlyif`. A script's test
 //! fails when fewer than 99% of the records it runs pass
-//! (`JOULE_SLT_MIN_PASS=100` makes it strict), printing each failing record
-//! (file:line, SQL, expected and actual; engine panics are caught and marked
-//! PANIC). Every test also updates `target/sqllogictest-report.md`.
+//! (`JOULE_SLT_MIN_PASS=100` makes it strict), printing the first 30
+//! failing records (`JOULE_SLT_MAX_FAILURES` changes that) with file:line,
+//! SQL, expected and actual; engine panics are caught and marked PANIC.
+//! Every test also updates `target/sqllogictest-report.md`.
 //!
 //! Besides the scripts, three tests need no engine: `corpus_parses` (every
 //! script parses), `every_corpus_file_is_listed` (new scripts cannot be
@@ -49,7 +50,7 @@ macro_rules! scripts {
         $(
             #[test]
             fn $name() {
-                slt::check_file($path, || Joule(Database::new()));
+                slt::check_file($path, &divergences($path), || Joule(Database::new()));
             }
         )*
         $(
@@ -63,6 +64,21 @@ macro_rules! scripts {
         /// Scripts deliberately not run.
         const SKIPPED: &[&str] = &[$($skip_path),*];
     };
+}
+
+/// Records where JouleDB deliberately differs from SQLite, which generated the
+/// expected results: (script, line, reason). See docs/compatibility.md.
+const DIVERGENCES: &[(&str, usize, &str)] = &[
+    ("evidence/slt_lang_replace.test", 38, VARCHAR_LIMIT),
+    ("evidence/slt_lang_replace.test", 42, VARCHAR_LIMIT),
+    ("evidence/slt_lang_replace.test", 58, VARCHAR_LIMIT),
+    ("evidence/slt_lang_replace.test", 62, VARCHAR_LIMIT),
+];
+
+const VARCHAR_LIMIT: &str = "VARCHAR(n) limits are enforced (VoltDB); SQLite ignores them";
+
+fn divergences(script: &str) -> Vec<(usize, &'static str)> {
+    DIVERGENCES.iter().filter(|(f, _, _)| *f == script).map(|(_, line, reason)| (*line, *reason)).collect()
 }
 
 scripts! {

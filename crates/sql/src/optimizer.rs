@@ -30,7 +30,62 @@ pub fn optimize(plan: Plan, catalog: &Catalog) -> Plan {
     let plan = optimize_subqueries(plan, catalog);
     let plan = pushdown(plan, Vec::new(), catalog);
     let plan = reorder_joins(plan, catalog);
-    access_paths(plan, catalog)
+    let plan = access_paths(plan, catalog);
+    order_by_index(plan, catalog)
+}
+
+/// Drop a sort that an index already provides: ORDER BY plain columns of
+/// one table (all ascending with NULLs first, or all descending with NULLs
+/// last) over a scan, when a tree index's columns — after any equality
+/// prefix of the scan's own lookup — are those columns in that order. The
+/// scan then walks the index, forward or reversed, and a LIMIT above stops
+/// it after the rows it needs.
+fn order_by_index(plan: Plan, catalog: &Catalog) -> Plan {
+    let plan = map_inputs(plan, &mut |p| order_by_index(p, catalog));
+    let Plan::Sort { input, keys } = plan else { return plan };
+    let rewritten = (|| {
+        let Plan::Project { input: scan, exprs } = input.as_ref() else { return None };
+        let Plan::Scan { table, access, filter } = scan.as_ref() else { return None };
+        let t = catalog.table_by_id(*table)?;
+        let descending = keys.first()?.descending;
+        let mut cols = Vec::new();
+        for k in &keys {
+            if k.descending != descending || k.nulls_first == descending {
+                return None;
+            }
+            let Expr::Column(out) = k.expr else { return None };
+            let Expr::Column(c) = exprs.get(out)? else { return None };
+            cols.push(*c);
+        }
+        let matches_at = |index: &crate::catalog::IndexDef, start: usize| {
+            index.kind == IndexKind::Tree && index.columns.get(start..start + cols.len()) == Some(cols.as_slice())
+        };
+        let access = match access {
+            Access::Full => {
+                let ix = t.indexes.iter().position(|i| matches_at(i, 0))?;
+                Access::Index { index: ix, lookup: IndexLookup::All, reverse: descending }
+            }
+            Access::Index { index, lookup, .. } => {
+                let idef = t.indexes.get(*index)?;
+                let prefix = match lookup {
+                    IndexLookup::Eq(k) => k.len(),
+                    IndexLookup::Range { prefix, .. } => prefix.len(),
+                    IndexLookup::All => 0,
+                    IndexLookup::In(_) => return None,
+                };
+                if !(matches_at(idef, 0) || matches_at(idef, prefix)) {
+                    return None;
+                }
+                Access::Index { index: *index, lookup: lookup.clone(), reverse: descending }
+            }
+        };
+        let scan = Plan::Scan { table: *table, access, filter: filter.clone() };
+        Some(Plan::Project { input: Box::new(scan), exprs: exprs.clone() })
+    })();
+    match rewritten {
+        Some(p) => p,
+        None => Plan::Sort { input, keys },
+    }
 }
 
 /// Number of columns a plan produces.
@@ -242,33 +297,113 @@ fn scan_selectivity(plan: &Plan, catalog: &Catalog) -> u32 {
     }
 }
 
-/// Reorder a chain of inner nested-loop joins (no join predicates holding
-/// subqueries) so the most selective input comes first.
+/// Reorder a left-deep chain of inner joins greedily: start from the most
+/// selective input (one pinned by an indexed equality), then keep adding
+/// the input best connected to what is joined so far (an equality on an
+/// indexed column of the new input first, then any join condition, then a
+/// cross product). The original column order is restored by a projection
+/// on top, and join conditions are pushed down again into the new shape.
+/// Chains whose conditions hold subqueries keep their order: a correlated
+/// subquery's references are positional.
 fn reorder_joins(plan: Plan, catalog: &Catalog) -> Plan {
     let plan = map_inputs(plan, &mut |p| reorder_joins(p, catalog));
-    let Plan::NestedLoopJoin { left, right, kind: JoinKind::Inner, predicate } = plan else { return plan };
-    // Only the simple two-input case: put the more selective scan on the
-    // left so that the other side can be probed through its index.
-    let (ls, rs) = (scan_selectivity(&left, catalog), scan_selectivity(&right, catalog));
-    let swappable = matches!(*right, Plan::Scan { .. })
-        && matches!(*left, Plan::Scan { .. })
-        && predicate.as_ref().is_none_or(|p| !has_subquery(p));
-    if !(swappable && rs > ls) {
-        return Plan::NestedLoopJoin { left, right, kind: JoinKind::Inner, predicate };
+    if !matches!(plan, Plan::NestedLoopJoin { kind: JoinKind::Inner, .. }) {
+        return plan;
     }
-    let (lw, rw) = (width(&left, catalog), width(&right, catalog));
-    // Old layout [L | R] -> new layout [R | L].
-    let remap = |e: Expr| {
-        e.transform(&mut |x| match x {
-            Expr::Column(c) if c < lw => Expr::Column(c + rw),
-            Expr::Column(c) => Expr::Column(c - lw),
-            x => x,
-        })
+    // Flatten the left spine: leaves in column order, conditions in the
+    // root's column numbering (every left subtree's row is a prefix).
+    let mut leaves = Vec::new();
+    let mut conjuncts = Vec::new();
+    let mut node = plan;
+    loop {
+        match node {
+            Plan::NestedLoopJoin { left, right, kind: JoinKind::Inner, predicate }
+                if predicate.as_ref().is_none_or(|p| !has_subquery(p)) =>
+            {
+                leaves.push(*right);
+                conjuncts.extend(predicate.map(|p| p.into_conjuncts()).unwrap_or_default());
+                node = *left;
+            }
+            other => {
+                leaves.push(other);
+                break;
+            }
+        }
+    }
+    leaves.reverse();
+    let widths: Vec<usize> = leaves.iter().map(|l| width(l, catalog)).collect();
+    let offsets: Vec<usize> = widths.iter().scan(0, |acc, w| Some(std::mem::replace(acc, *acc + w))).collect();
+    let leaf_of = |col: usize| offsets.iter().rposition(|o| *o <= col).unwrap_or(0);
+    // Greedy order.
+    let n = leaves.len();
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    let first = (0..n).max_by_key(|i| (scan_selectivity(&leaves[*i], catalog), std::cmp::Reverse(*i))).unwrap_or(0);
+    order.push(first);
+    while order.len() < n {
+        let score = |cand: usize| -> u32 {
+            let mut best = 0;
+            for c in &conjuncts {
+                let leaves_used: Vec<usize> = c.columns().into_iter().map(leaf_of).collect();
+                if !leaves_used.contains(&cand) || !leaves_used.iter().all(|l| *l == cand || order.contains(l)) {
+                    continue;
+                }
+                if leaves_used.iter().all(|l| *l == cand) {
+                    continue;
+                }
+                let indexed = match (c, &leaves[cand]) {
+                    (Expr::Compare(CmpOp::Eq, a, b), Plan::Scan { table, .. }) => [a, b].iter().any(|side| {
+                        matches!(side.as_ref(), Expr::Column(col) if leaf_of(*col) == cand
+                            && catalog.table_by_id(*table).is_some_and(|t| t.indexes.iter().any(|i| i.columns.first() == Some(&(col - offsets[cand])))))
+                    }),
+                    _ => false,
+                };
+                best = best.max(if indexed { 3 } else { 2 });
+            }
+            best.max(1)
+        };
+        let next =
+            (0..n).filter(|i| !order.contains(i)).max_by_key(|i| (score(*i), std::cmp::Reverse(*i))).unwrap_or(0);
+        order.push(next);
+    }
+    let identity = order.iter().enumerate().all(|(i, o)| i == *o);
+    // Map old column -> new column.
+    let mut new_offsets = vec![0; n];
+    let mut acc = 0;
+    for &leaf in &order {
+        new_offsets[leaf] = acc;
+        acc += widths[leaf];
+    }
+    let remap = |c: usize| {
+        let l = leaf_of(c);
+        new_offsets[l] + (c - offsets[l])
     };
-    let swapped =
-        Plan::NestedLoopJoin { left: right, right: left, kind: JoinKind::Inner, predicate: predicate.map(remap) };
-    let restore = (0..lw).map(|i| Expr::Column(rw + i)).chain((0..rw).map(Expr::Column)).collect();
-    Plan::Project { input: Box::new(swapped), exprs: restore }
+    let conjuncts: Vec<Expr> = conjuncts
+        .into_iter()
+        .map(|e| {
+            e.transform(&mut |x| match x {
+                Expr::Column(c) if !identity => Expr::Column(remap(c)),
+                x => x,
+            })
+        })
+        .collect();
+    let mut leaves: Vec<Option<Plan>> = leaves.into_iter().map(Some).collect();
+    let mut tree: Option<Plan> = None;
+    for &leaf in &order {
+        let p = leaves[leaf].take().unwrap_or(Plan::Values { rows: vec![], width: widths[leaf] });
+        tree = Some(match tree {
+            None => p,
+            Some(t) => {
+                Plan::NestedLoopJoin { left: Box::new(t), right: Box::new(p), kind: JoinKind::Inner, predicate: None }
+            }
+        });
+    }
+    let tree = tree.unwrap_or(Plan::Values { rows: vec![vec![]], width: 0 });
+    let tree = pushdown(tree, conjuncts, catalog);
+    if identity {
+        return tree;
+    }
+    let total: usize = widths.iter().sum();
+    Plan::Project { input: Box::new(tree), exprs: (0..total).map(|c| Expr::Column(remap(c))).collect() }
 }
 
 fn access_paths(plan: Plan, catalog: &Catalog) -> Plan {

@@ -30,7 +30,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryPlan {
     pub root: Plan,
-    pub columns: Vec<OutputColumn>,
+    /// Shared so that each execution's result can point at it for free.
+    pub columns: Arc<[OutputColumn]>,
 }
 
 /// INSERT / UPSERT.
@@ -141,8 +142,9 @@ pub fn plan(stmt: &ParsedStatement, catalog: &Catalog, database: &str) -> Result
 fn plan_query(binder: &mut Binder, q: &ast::Query) -> Result<QueryPlan> {
     let (root, scope) = binder.bind_query(q)?;
     let root = optimizer::optimize(root, binder.catalog);
-    let columns = scope.columns.iter().map(|c| OutputColumn { name: c.name.clone(), data_type: c.data_type }).collect();
-    Ok(QueryPlan { root, columns })
+    let columns: Vec<OutputColumn> =
+        scope.columns.iter().map(|c| OutputColumn { name: c.name.clone(), data_type: c.data_type }).collect();
+    Ok(QueryPlan { root, columns: columns.into() })
 }
 
 /// A table that DML may write: exists, and is not a materialized view.

@@ -18,5 +18,5 @@ pub use database::{Database, ExecResult, Prepared};
 
 /// Split a script into its statements' texts (for shells and tools).
 pub fn split_statements(sql: &str) -> joule_common::Result<Vec<String>> {
-    Ok(joule_sql::parser::parse(sql)?.into_iter().map(|s| s.sql).collect())
+    joule_sql::parser::split(sql)
 }

@@ -530,6 +530,10 @@ fn best_index(t: &TableDef, conjuncts: &[Expr]) -> (Option<(u32, Access)>, Vec<u
     }
 }
 
+fn best_ix(best: &Option<(usize, Vec<usize>, bool)>) -> usize {
+    best.as_ref().map_or(0, |b| b.0)
+}
+
 fn join_method(left: Plan, right: Plan, kind: JoinKind, predicate: Expr, catalog: &Catalog) -> Plan {
     let lw = width(&left, catalog);
     let mut left_keys = Vec::new();
@@ -569,16 +573,27 @@ fn join_method(left: Plan, right: Plan, kind: JoinKind, predicate: Expr, catalog
     // columns are all equated with left-side keys.
     if let Plan::Scan { table, access: Access::Full, filter } = &right {
         if let Some(t) = catalog.table_by_id(*table) {
-            let mut best: Option<(usize, Vec<usize>)> = None;
+            // The index whose leading columns are all equated with left
+            // keys, longest match first (a hash index needs every column).
+            let mut best: Option<(usize, Vec<usize>, bool)> = None;
             for (ix, index) in t.indexes.iter().enumerate() {
-                let positions: Option<Vec<usize>> =
-                    index.columns.iter().map(|col| right_keys.iter().position(|k| *k == Expr::Column(*col))).collect();
-                if let Some(p) = positions {
-                    if best.as_ref().is_none_or(|(_, bp)| p.len() > bp.len()) {
-                        best = Some((ix, p));
-                    }
+                let positions: Vec<usize> = index
+                    .columns
+                    .iter()
+                    .map_while(|col| right_keys.iter().position(|k| *k == Expr::Column(*col)))
+                    .collect();
+                let full = positions.len() == index.columns.len();
+                if positions.is_empty() || (!full && index.kind == IndexKind::Hash) {
+                    continue;
+                }
+                let better = best.as_ref().is_none_or(|(_, bp, bfull)| {
+                    (full && index.unique, positions.len()) > (*bfull && t.indexes[best_ix(&best)].unique, bp.len())
+                });
+                if better {
+                    best = Some((ix, positions, full));
                 }
             }
+            let best = best.map(|(ix, p, _)| (ix, p));
             if let Some((index, positions)) = best {
                 let keys = positions.iter().map(|p| left_keys[*p].clone()).collect();
                 let mut rest = residual;

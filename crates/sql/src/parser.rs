@@ -64,6 +64,16 @@ fn is_word(t: &Token, w: &str) -> bool {
 
 /// Parse a script of `;`-separated statements.
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
+    split_tokens(sql)?.into_iter().map(|(tokens, text)| parse_one(tokens, text)).collect()
+}
+
+/// Split a script into its statements' texts without parsing them (only
+/// tokenizing), so that one bad statement does not hide the others.
+pub fn split(sql: &str) -> Result<Vec<String>> {
+    Ok(split_tokens(sql)?.into_iter().map(|(_, text)| text).collect())
+}
+
+fn split_tokens(sql: &str) -> Result<Vec<(Vec<Token>, String)>> {
     let dialect = GenericDialect {};
     let tokens =
         Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| err!(SyntaxError, "syntax error: {e}"))?;
@@ -84,7 +94,7 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
             let slice: Vec<Token> = tokens[start..i].iter().map(|t| t.token.clone()).collect();
             if slice.iter().any(|t| !matches!(t, Token::Whitespace(_))) {
                 let text = source_text(sql, &tokens[start..i]);
-                out.push(parse_one(slice, text)?);
+                out.push((slice, text));
             }
             start = i + 1;
             depth = 0;

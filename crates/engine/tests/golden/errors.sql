@@ -1,0 +1,27 @@
+-- Messages users see for common mistakes, with their stable codes.
+CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, code VARCHAR(3 BYTES), n TINYINT DEFAULT 1, d DECIMAL);
+INSERT INTO t VALUES (1, 'abc', 1, 1.5);
+INSERT INTO t VALUES (1, 'xyz', 1, 0);
+INSERT INTO t VALUES (2, 'abcd', 1, 0);
+INSERT INTO t VALUES (3, 'é', 1, 0);
+INSERT INTO t VALUES (3, 'ab', 1, 0);
+INSERT INTO t (id) VALUES (NULL);
+INSERT INTO t (id, n) VALUES (4, 127);
+INSERT INTO t (id, n) VALUES (5, 128);
+UPDATE t SET n = n + 1 WHERE id = 4;
+SELECT d / 0 FROM t;
+SELECT d * 3, d + 0.25, CAST(d AS INTEGER) FROM t WHERE id = 1;
+SELECT missing FROM t;
+SELECT id FROM t, t;
+SELECT id, COUNT(*) FROM t;
+SELECT * FROM t WHERE code = 1 + 'a';
+SELECT 'a' LIKE 'a' ESCAPE 'xx';
+CREATE TABLE t (x INTEGER);
+CREATE INDEX t_n ON t (nope);
+DROP INDEX no_such_index;
+CREATE VIEW v AS SELECT n, SUM(id) FROM t GROUP BY n;
+CREATE VIEW v AS SELECT n, COUNT(*) AS c FROM t GROUP BY n;
+SELECT * FROM v ORDER BY n;
+DROP TABLE t;
+SELECT FROM WHERE;
+SELECT * FROM t ORDER BY 9;

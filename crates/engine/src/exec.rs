@@ -31,6 +31,20 @@ pub type Rows<'a> = Box<dyn Iterator<Item = Result<Row>> + 'a>;
 pub type FixedState = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 pub type FixedMap<K, V> = hashbrown::HashMap<K, V, FixedState>;
 
+/// Evaluate a projection on one row. Plain column references (the common
+/// case) are copied without going through the evaluator.
+#[inline]
+pub fn project(exprs: &[Expr], row: &[Value], ctx: &Context) -> Result<Row> {
+    let mut out = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        out.push(match e {
+            Expr::Column(i) => row.get(*i).cloned().ok_or_else(|| err!(Internal, "column #{i} out of range"))?,
+            e => eval(e, row, ctx)?,
+        });
+    }
+    Ok(out)
+}
+
 /// Execute a plan and gather its rows. Projections over scans (point
 /// lookups, index ranges) run as one tight loop with no boxed iterators.
 pub fn collect(plan: &Plan, ctx: &Context) -> Result<Vec<Row>> {
@@ -45,7 +59,7 @@ pub fn collect(plan: &Plan, ctx: &Context) -> Result<Vec<Row>> {
                         let ty = def.columns[idx.columns[0]].data_type;
                         let Some(k) = coerce_key(eval(key, &[], ctx)?, ty)? else { return Ok(Vec::new()) };
                         return match t.index_get_unique(*index, std::slice::from_ref(&k)).and_then(|id| t.get(id)) {
-                            Some(row) => Ok(vec![exprs.iter().map(|e| eval(e, row, ctx)).collect::<Result<Row>>()?]),
+                            Some(row) => Ok(vec![project(exprs, row, ctx)?]),
                             None => Ok(Vec::new()),
                         };
                     }
@@ -54,7 +68,7 @@ pub fn collect(plan: &Plan, ctx: &Context) -> Result<Vec<Row>> {
             let mut out = Vec::new();
             for r in scan(t, access, filter.as_ref(), *ctx)? {
                 let (_, row) = r?;
-                out.push(exprs.iter().map(|e| eval(e, row, ctx)).collect::<Result<Row>>()?);
+                out.push(project(exprs, row, ctx)?);
             }
             return Ok(out);
         }
@@ -89,12 +103,10 @@ pub fn execute<'a>(plan: &'a Plan, ctx: &Context<'a>) -> Result<Rows<'a>> {
                 // Evaluate on the stored row in place.
                 let t = ctx.storage.table(*table)?;
                 let rows = scan(t, access, filter.as_ref(), ctx)?;
-                return Ok(Box::new(
-                    rows.map(move |r| r.and_then(|(_, row)| exprs.iter().map(|e| eval(e, row, &ctx)).collect())),
-                ));
+                return Ok(Box::new(rows.map(move |r| r.and_then(|(_, row)| project(exprs, row, &ctx)))));
             }
             let inner = execute(input, &ctx)?;
-            Box::new(inner.map(move |r| r.and_then(|row| exprs.iter().map(|e| eval(e, &row, &ctx)).collect())))
+            Box::new(inner.map(move |r| r.and_then(|row| project(exprs, &row, &ctx))))
         }
         Plan::NestedLoopJoin { left, right, kind, predicate } => {
             let right_rows: Vec<Row> = execute(right, &ctx)?.collect::<Result<_>>()?;

@@ -784,17 +784,17 @@ mod tests {
     fn time() {
         let t = joule_common::types::parse_timestamp("2024-01-31 10:20:30.5").unwrap();
         let ts = Value::Timestamp(t);
-        assert_eq!(call("YEAR", &[ts.clone()]).unwrap(), i(2024));
-        assert_eq!(call("DAYOFWEEK", &[ts.clone()]).unwrap(), i(4)); // a Wednesday
+        assert_eq!(call("YEAR", std::slice::from_ref(&ts)).unwrap(), i(2024));
+        assert_eq!(call("DAYOFWEEK", std::slice::from_ref(&ts)).unwrap(), i(4)); // a Wednesday
         assert_eq!(
-            ScalarFunc::Extract(TimeUnit::Second).eval(&[ts.clone()], &Default::default()).unwrap(),
+            ScalarFunc::Extract(TimeUnit::Second).eval(std::slice::from_ref(&ts), &Default::default()).unwrap(),
             dec("30.5")
         );
         let plus_month = ScalarFunc::DateAdd(TimeUnit::Month).eval(&[i(1), ts.clone()], &Default::default()).unwrap();
         assert_eq!(plus_month.to_string(), "2024-02-29 10:20:30.500000");
-        let day = ScalarFunc::Truncate(TimeUnit::Day).eval(&[ts.clone()], &Default::default()).unwrap();
+        let day = ScalarFunc::Truncate(TimeUnit::Day).eval(std::slice::from_ref(&ts), &Default::default()).unwrap();
         assert_eq!(day.to_string(), "2024-01-31 00:00:00.000000");
-        let week = ScalarFunc::Truncate(TimeUnit::Week).eval(&[ts.clone()], &Default::default()).unwrap();
+        let week = ScalarFunc::Truncate(TimeUnit::Week).eval(std::slice::from_ref(&ts), &Default::default()).unwrap();
         assert_eq!(week.to_string(), "2024-01-29 00:00:00.000000");
         assert_eq!(call("FROM_UNIXTIME", &[i(0)]).unwrap(), Value::Timestamp(0));
         assert_eq!(

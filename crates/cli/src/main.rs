@@ -11,6 +11,11 @@ use joule_engine::{Database, ExecResult};
 use std::io::Read;
 use std::process::ExitCode;
 
+/// mimalloc: fast small allocations for rows and values (see
+/// docs/performance.md for what it changes).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "joule", version, about = "JouleDB: an in-memory, partitioned, ACID SQL database")]
 struct Cli {

@@ -39,6 +39,11 @@ use rusqlite::Connection;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+/// The allocator the `joule` binary ships with (see docs/performance.md).
+/// SQLite allocates through its own `malloc` calls and is unaffected.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const JOULE_DDL: &str =
     "CREATE TABLE accounts(id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(32), balance BIGINT, region INTEGER)";
 const SQLITE_DDL: &str =

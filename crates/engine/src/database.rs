@@ -279,7 +279,7 @@ impl Database {
     fn insert_one(&mut self, table: TableId, row: Row) -> Result<ExecResult> {
         let id = self.storage.table_mut(table)?.insert(row)?;
         self.undo.record(UndoOp::Inserted { table, id });
-        if let Some(views) = self.views.get(&table) {
+        if let Some(views) = if self.views.is_empty() { None } else { self.views.get(&table) } {
             let new = self.storage.table(table)?.get(id).cloned();
             views::maintain(&mut self.storage, &mut self.undo, views, id, None, new.as_ref())?;
         }

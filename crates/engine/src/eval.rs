@@ -121,21 +121,7 @@ pub fn eval_ref<'r>(e: &'r Expr, row: &'r [Value], ctx: &Context<'r>) -> Result<
         }
         Expr::InList { expr, list, negated } => {
             let v = eval_ref(expr, row, ctx)?;
-            let mut result = Some(false);
-            if v.is_null() {
-                result = if list.is_empty() { Some(false) } else { None };
-            } else {
-                for item in list {
-                    match v.sql_cmp(eval_ref(item, row, ctx)?.as_ref())? {
-                        Some(std::cmp::Ordering::Equal) => {
-                            result = Some(true);
-                            break;
-                        }
-                        None => result = None,
-                        _ => {}
-                    }
-                }
-            }
+            let result = in_set(&v, list.iter().map(|item| eval_ref(item, row, ctx)))?;
             Cow::Owned(truth_value(if *negated { not3(result) } else { result }))
         }
         Expr::Case { operand, whens, otherwise } => {
@@ -194,24 +180,30 @@ pub fn eval_ref<'r>(e: &'r Expr, row: &'r [Value], ctx: &Context<'r>) -> Result<
         Expr::InSubquery { expr, plan, negated } => {
             let v = eval(expr, row, ctx)?;
             let rows = subquery_rows(plan, row, ctx, None)?;
-            let mut result = Some(false);
-            if v.is_null() {
-                result = if rows.is_empty() { Some(false) } else { None };
-            } else {
-                for r in &rows {
-                    match r.first().map(|x| v.sql_cmp(x)).transpose()?.flatten() {
-                        Some(std::cmp::Ordering::Equal) => {
-                            result = Some(true);
-                            break;
-                        }
-                        None => result = None,
-                        _ => {}
-                    }
-                }
-            }
+            let items = rows.iter().map(|r| Ok(Cow::Borrowed(r.first().unwrap_or(&Value::Null))));
+            let result = in_set(&v, items)?;
             Cow::Owned(truth_value(if *negated { not3(result) } else { result }))
         }
     })
+}
+
+/// SQL `v IN (items)`: true on a match; unknown when `v` is NULL (and the
+/// set is not empty) or when no item matched but some compared as unknown;
+/// else false.
+fn in_set<'v>(v: &Value, items: impl Iterator<Item = Result<Cow<'v, Value>>>) -> Result<Option<bool>> {
+    let mut result = Some(false);
+    for item in items {
+        let item = item?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        match v.sql_cmp(&item)? {
+            Some(std::cmp::Ordering::Equal) => return Ok(Some(true)),
+            None => result = None,
+            _ => {}
+        }
+    }
+    Ok(result)
 }
 
 /// Run a subquery with `row` as its nearest outer row; at most `limit` rows.

@@ -131,21 +131,10 @@ pub fn execute<'a>(plan: &'a Plan, ctx: &Context<'a>) -> Result<Rows<'a>> {
             for l in execute(left, &ctx)? {
                 let l = l?;
                 let key = left_keys.iter().map(|k| eval(k, &l, &ctx)).collect::<Result<Vec<_>>>()?;
-                let mut matched = false;
-                if !key.iter().any(Value::is_null) {
-                    if let Some(ids) = table.get(&key) {
-                        for &i in ids {
-                            let row = concat(&l, &right_rows[i]);
-                            if residual.as_ref().map_or(Ok(true), |p| holds(p, &row, &ctx))? {
-                                matched = true;
-                                out.push(row);
-                            }
-                        }
-                    }
-                }
-                if !matched && *kind == JoinKind::Left {
-                    out.push(null_extend(&l, right_width));
-                }
+                let ids: &[usize] =
+                    if key.iter().any(Value::is_null) { &[] } else { table.get(&key).map_or(&[], |v| v.as_slice()) };
+                let candidates = ids.iter().map(|&i| Ok(&right_rows[i]));
+                join_row(&l, candidates, residual.as_ref(), *kind, right_width, ctx, &mut out)?;
             }
             Box::new(out.into_iter().map(Ok))
         }
@@ -165,20 +154,9 @@ pub fn execute<'a>(plan: &'a Plan, ctx: &Context<'a>) -> Result<Rows<'a>> {
                         None => null_key = true,
                     }
                 }
-                let mut matched = false;
-                if !null_key {
-                    for id in t.index_eq(*index, &key)? {
-                        let Some(r) = t.get(id) else { continue };
-                        let row = concat(&l, r);
-                        if residual.as_ref().map_or(Ok(true), |p| holds(p, &row, &ctx))? {
-                            matched = true;
-                            out.push(row);
-                        }
-                    }
-                }
-                if !matched && *kind == JoinKind::Left {
-                    out.push(null_extend(&l, right_width));
-                }
+                let ids = if null_key { None } else { Some(t.index_eq(*index, &key)?) };
+                let candidates = ids.into_iter().flatten().filter_map(|id| t.get(id)).map(Ok);
+                join_row(&l, candidates, residual.as_ref(), *kind, right_width, ctx, &mut out)?;
             }
             Box::new(out.into_iter().map(Ok))
         }
@@ -217,6 +195,32 @@ pub fn execute<'a>(plan: &'a Plan, ctx: &Context<'a>) -> Result<Rows<'a>> {
         }
         Plan::SetOp { kind, all, left, right } => Box::new(set_op(*kind, *all, left, right, ctx)?.into_iter().map(Ok)),
     })
+}
+
+/// Join one left row with its candidate right rows: emit each combination
+/// the residual predicate accepts, or (LEFT JOIN) the NULL-extended left row
+/// when none does.
+fn join_row<'r>(
+    l: &[Value],
+    candidates: impl Iterator<Item = Result<&'r Row>>,
+    residual: Option<&Expr>,
+    kind: JoinKind,
+    right_width: usize,
+    ctx: Context,
+    out: &mut Vec<Row>,
+) -> Result<()> {
+    let mut matched = false;
+    for r in candidates {
+        let row = concat(l, r?);
+        if residual.map_or(Ok(true), |p| holds(p, &row, &ctx))? {
+            matched = true;
+            out.push(row);
+        }
+    }
+    if !matched && kind == JoinKind::Left {
+        out.push(null_extend(l, right_width));
+    }
+    Ok(())
 }
 
 fn right_width_of(right: &Plan, rows: &[Row], ctx: Context) -> Result<usize> {

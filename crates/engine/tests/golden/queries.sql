@@ -1,0 +1,36 @@
+-- The SELECT surface: joins, set operations, ordering, aggregates, functions.
+CREATE TABLE emp (id INTEGER NOT NULL PRIMARY KEY, name VARCHAR(20) NOT NULL, dept INTEGER, salary DECIMAL, hired TIMESTAMP);
+CREATE TABLE dept (id INTEGER NOT NULL PRIMARY KEY, title VARCHAR(20));
+INSERT INTO dept VALUES (1, 'eng'), (2, 'ops'), (3, 'empty');
+INSERT INTO emp (name, id, dept, salary, hired) VALUES ('ann', 1, 1, 120.50, '2020-02-29 09:00:00'), ('bob', 2, 1, 99.99, '2021-07-01 12:30:00');
+INSERT INTO emp VALUES (3, 'cy', 2, 80, '2019-12-31 23:59:59.999999'), (4, 'dee', NULL, NULL, NULL), (5, 'e_f', 2, 80, '2022-01-15 00:00:00');
+INSERT INTO emp SELECT id + 10, name || '2', dept, salary * 2, hired FROM emp WHERE dept = 2;
+
+SELECT e.name, d.title FROM emp e INNER JOIN dept d ON e.dept = d.id ORDER BY e.id;
+SELECT e.name, d.title FROM emp e LEFT JOIN dept d ON e.dept = d.id ORDER BY e.id;
+SELECT e.name, d.title FROM emp e RIGHT JOIN dept d ON e.dept = d.id ORDER BY d.id, e.id;
+SELECT e.name, d.title FROM emp e FULL JOIN dept d ON e.dept = d.id ORDER BY e.id NULLS FIRST, d.id;
+SELECT name, title FROM emp JOIN (SELECT id AS dept, title FROM dept) x USING (dept) ORDER BY name;
+SELECT COUNT(*) FROM emp CROSS JOIN dept;
+SELECT dept, COUNT(*), COUNT(salary), SUM(salary), MIN(name), MAX(hired), AVG(salary) FROM emp GROUP BY dept ORDER BY dept NULLS LAST;
+SELECT COUNT(DISTINCT salary), SUM(DISTINCT salary), AVG(DISTINCT dept) FROM emp;
+SELECT dept, SUM(salary) AS total FROM emp GROUP BY dept HAVING SUM(salary) > 200 ORDER BY total DESC;
+SELECT name FROM emp WHERE salary > (SELECT AVG(salary) FROM emp) ORDER BY name;
+SELECT name FROM emp e WHERE EXISTS (SELECT 1 FROM emp o WHERE o.dept = e.dept AND o.id <> e.id) ORDER BY 1;
+SELECT name FROM emp WHERE dept NOT IN (SELECT id FROM dept WHERE title = 'eng') ORDER BY name;
+SELECT title, (SELECT COUNT(*) FROM emp WHERE emp.dept = dept.id) AS n FROM dept ORDER BY n DESC, title;
+SELECT dept FROM emp UNION SELECT id FROM dept ORDER BY 1;
+SELECT dept FROM emp UNION ALL SELECT id FROM dept ORDER BY 1 LIMIT 4 OFFSET 2;
+SELECT dept FROM emp INTERSECT SELECT id FROM dept ORDER BY 1;
+SELECT id FROM dept EXCEPT SELECT dept FROM emp;
+SELECT DISTINCT dept FROM emp ORDER BY dept DESC;
+SELECT name FROM emp WHERE name LIKE 'e\_%' ESCAPE '\' OR name LIKE '_o_' ORDER BY name;
+SELECT name, CASE WHEN salary IS NULL THEN 'none' WHEN salary >= 100 THEN 'high' ELSE 'low' END FROM emp ORDER BY id;
+SELECT name, COALESCE(dept, -1), NULLIF(dept, 2), CAST(salary AS INTEGER), salary BETWEEN 80 AND 100 FROM emp ORDER BY id;
+SELECT UPPER(name), CHAR_LENGTH(name), SUBSTRING(name FROM 2 FOR 2), TRIM(BOTH 'a' FROM name), name || '!' FROM emp WHERE id < 4 ORDER BY id;
+SELECT EXTRACT(YEAR FROM hired), MONTH(hired), DAYOFWEEK(hired), DATEADD(MONTH, 1, hired), TRUNCATE(MONTH, hired) FROM emp WHERE id IN (1, 3) ORDER BY id;
+SELECT SINCE_EPOCH(SECOND, hired), FROM_UNIXTIME(86400), TO_TIMESTAMP(MILLISECOND, 1500) FROM emp WHERE id = 1;
+SELECT ABS(-7), MOD(17, 5), ROUND(2.567, 2), FLOOR(-1.5), CEILING(1.2), POWER(2, 8), 7 / 2, -7 / 2, 7 % -3;
+SELECT id FROM emp ORDER BY salary DESC NULLS LAST, id LIMIT 3;
+SELECT id FROM emp ORDER BY salary NULLS FIRST, id DESC;
+SELECT t.n, t.c FROM (SELECT dept AS n, COUNT(*) AS c FROM emp GROUP BY dept) AS t WHERE t.c > 1 ORDER BY t.n;

@@ -16,12 +16,21 @@
 //! Maintenance (`insert`/`remove`) and conflict checks take the row itself and
 //! look up through borrowed [`KeyRef`]s, so only a key that is new to the map
 //! is ever copied.
+//!
+//! A tree index on one integer column (the usual primary key) is a
+//! `BTreeMap<i64, Posting>` instead: keys live inside the B-tree nodes, so a
+//! lookup compares machine integers rather than chasing a pointer to a
+//! `Vec<Value>` at every step. NULL is stored as `i64::MIN`, VoltDB's NULL
+//! marker, which is never a legal integer value and sorts first, exactly
+//! where NULL sorts in `Value`'s order. Lookup keys of other kinds (a FLOAT
+//! `5.0`, a DECIMAL, a string) are translated to the integer bounds that
+//! select the same rows (see [`int_probe`]).
 
 use super::key::{cmp_keys, HashKey, KeyRef, Probe, Tail, TreeKey};
 use super::RowId;
 use hashbrown::hash_map::EntryRef;
 use joule_common::{bail, err, Result, Value};
-use joule_sql::catalog::{IndexDef, IndexKind};
+use joule_sql::catalog::{IndexDef, IndexKind, TableDef};
 use std::collections::{btree_map, btree_set, BTreeMap, BTreeSet};
 use std::mem::size_of;
 use std::ops::Bound;
@@ -155,8 +164,15 @@ impl PostingIter<'_> {
 #[derive(Clone, Debug)]
 pub struct IndexIter<'a> {
     current: PostingIter<'a>,
-    rest: Option<btree_map::Range<'a, Vec<Value>, Posting>>,
+    rest: Option<Rest<'a>>,
     reverse: bool,
+}
+
+/// The keys an index iterator has yet to visit.
+#[derive(Clone, Debug)]
+enum Rest<'a> {
+    Values(btree_map::Range<'a, Vec<Value>, Posting>),
+    Ints(btree_map::Range<'a, i64, Posting>),
 }
 
 impl<'a> IndexIter<'a> {
@@ -170,7 +186,11 @@ impl<'a> IndexIter<'a> {
     }
 
     fn range(range: btree_map::Range<'a, Vec<Value>, Posting>, reverse: bool) -> Self {
-        IndexIter { current: PostingIter::One(None), rest: Some(range), reverse }
+        IndexIter { current: PostingIter::One(None), rest: Some(Rest::Values(range)), reverse }
+    }
+
+    fn int_range(range: btree_map::Range<'a, i64, Posting>, reverse: bool) -> Self {
+        IndexIter { current: PostingIter::One(None), rest: Some(Rest::Ints(range)), reverse }
     }
 }
 
@@ -182,8 +202,10 @@ impl Iterator for IndexIter<'_> {
             if let Some(id) = self.current.step(self.reverse) {
                 return Some(id);
             }
-            let rest = self.rest.as_mut()?;
-            let (_, p) = if self.reverse { rest.next_back() } else { rest.next() }?;
+            let p = match self.rest.as_mut()? {
+                Rest::Values(r) => if self.reverse { r.next_back() } else { r.next() }?.1,
+                Rest::Ints(r) => if self.reverse { r.next_back() } else { r.next() }?.1,
+            };
             self.current = p.iter();
         }
     }
@@ -192,12 +214,80 @@ impl Iterator for IndexIter<'_> {
 #[derive(Clone, Debug)]
 enum Map {
     Tree(BTreeMap<Vec<Value>, Posting>),
+    /// A tree index on one integer column; NULL is `i64::MIN`.
+    Int(BTreeMap<i64, Posting>),
     Hash(hashbrown::HashMap<HashKey, Posting>),
+}
+
+/// The stored integer key of a one-column key (`None`: not an integer key,
+/// so no stored row can have it).
+fn stored_int(key: KeyRef<'_>) -> Option<i64> {
+    let v = match key {
+        KeyRef::Slice([v]) => v,
+        KeyRef::Cols { row, cols: [c] } => row.get(*c)?,
+        _ => return None,
+    };
+    match v {
+        Value::Integer(i) => Some(*i),
+        Value::Null => Some(i64::MIN),
+        _ => None,
+    }
+}
+
+/// Where a lookup value falls among integer keys.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum IntProbe {
+    /// Equal to this key.
+    Exact(i64),
+    /// Strictly between `n` and `n + 1` (a fraction).
+    After(i64),
+    /// Below every integer (but above NULL): booleans.
+    BelowAll,
+    /// Above every integer: strings, binaries, timestamps, huge numbers.
+    AboveAll,
+}
+
+/// Place a non-NULL lookup value among integer keys, following `Value`'s
+/// total order (numbers by value across kinds; booleans before numbers;
+/// strings, binaries and timestamps after).
+fn int_probe(v: &Value) -> IntProbe {
+    match v {
+        Value::Integer(i) => IntProbe::Exact(*i),
+        Value::Null | Value::Boolean(_) => IntProbe::BelowAll,
+        Value::Float(f) => {
+            if f.is_nan() {
+                // NaN sorts above every integer in the total order.
+                return IntProbe::AboveAll;
+            }
+            let fl = f.floor();
+            if fl < -9.2e18 {
+                IntProbe::BelowAll
+            } else if fl >= 9.2e18 {
+                IntProbe::AboveAll
+            } else if fl == *f {
+                IntProbe::Exact(fl as i64)
+            } else {
+                IntProbe::After(fl as i64)
+            }
+        }
+        Value::Decimal(d) => {
+            let units = d.units();
+            let whole = units.div_euclid(joule_common::decimal::SCALE_FACTOR);
+            match i64::try_from(whole) {
+                Ok(w) if units.rem_euclid(joule_common::decimal::SCALE_FACTOR) == 0 => IntProbe::Exact(w),
+                Ok(w) => IntProbe::After(w),
+                Err(_) if whole < 0 => IntProbe::BelowAll,
+                Err(_) => IntProbe::AboveAll,
+            }
+        }
+        Value::String(_) | Value::Binary(_) | Value::Timestamp(_) => IntProbe::AboveAll,
+    }
 }
 
 impl Map {
     fn get(&self, key: KeyRef<'_>) -> Option<&Posting> {
         match (self, key) {
+            (Map::Int(m), k) => m.get(&stored_int(k)?),
             (Map::Tree(m), KeyRef::Slice(s)) => m.get(s),
             (Map::Tree(m), k) => m.get(&k as &dyn TreeKey),
             (Map::Hash(m), k) => m.get(&k),
@@ -206,6 +296,7 @@ impl Map {
 
     fn get_mut(&mut self, key: KeyRef<'_>) -> Option<&mut Posting> {
         match (self, key) {
+            (Map::Int(m), k) => m.get_mut(&stored_int(k)?),
             (Map::Tree(m), KeyRef::Slice(s)) => m.get_mut(s),
             (Map::Tree(m), k) => m.get_mut(&k as &dyn TreeKey),
             (Map::Hash(m), k) => m.get_mut(&k),
@@ -214,6 +305,10 @@ impl Map {
 
     fn remove(&mut self, key: KeyRef<'_>) {
         match (self, key) {
+            (Map::Int(m), k) => match stored_int(k) {
+                Some(i) => m.remove(&i),
+                None => None,
+            },
             (Map::Tree(m), KeyRef::Slice(s)) => m.remove(s),
             (Map::Tree(m), k) => m.remove(&k as &dyn TreeKey),
             (Map::Hash(m), k) => m.remove(&k),
@@ -246,7 +341,8 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub(crate) fn new(def: &IndexDef) -> Index {
+    /// An empty index for `def` on a table with `table`'s columns.
+    pub(crate) fn new(def: &IndexDef, table: &TableDef) -> Index {
         let columns = def.columns.clone();
         let contiguous = match columns.first() {
             Some(&start) if columns.iter().enumerate().all(|(i, &c)| c == start + i) => {
@@ -254,7 +350,12 @@ impl Index {
             }
             _ => None,
         };
+        let one_integer_column = match columns.as_slice() {
+            [c] => table.columns.get(*c).is_some_and(|col| col.data_type.is_integer()),
+            _ => false,
+        };
         let map = match def.kind {
+            IndexKind::Tree if one_integer_column => Map::Int(BTreeMap::new()),
             IndexKind::Tree => Map::Tree(BTreeMap::new()),
             IndexKind::Hash => Map::Hash(hashbrown::HashMap::new()),
         };
@@ -291,6 +392,17 @@ impl Index {
     pub(crate) fn insert(&mut self, row: &[Value], id: RowId) {
         let key = key_in(self.contiguous, &self.columns, row);
         match &mut self.map {
+            Map::Int(m) => match stored_int(key) {
+                Some(k) => match m.entry(k) {
+                    btree_map::Entry::Occupied(mut e) => e.get_mut().insert(id),
+                    btree_map::Entry::Vacant(e) => {
+                        e.insert(Posting::One(id));
+                    }
+                },
+                // Rows are coerced before they reach an index: an integer
+                // column holds integers or NULL.
+                None => debug_assert!(false, "non-integer key in an integer index"),
+            },
             Map::Tree(m) => {
                 let posting = match key {
                     KeyRef::Slice(s) => m.get_mut(s),
@@ -326,6 +438,7 @@ impl Index {
     pub(crate) fn clear(&mut self) {
         match &mut self.map {
             Map::Tree(m) => m.clear(),
+            Map::Int(m) => m.clear(),
             Map::Hash(m) => m.clear(),
         }
     }
@@ -336,6 +449,16 @@ impl Index {
             bail!(Internal, "index lookup with {} key values on an index of {} columns", key.len(), self.columns.len());
         }
         match &self.map {
+            Map::Int(m) => match key {
+                [v] => Ok(IndexIter::posting(match v {
+                    Value::Null => m.get(&i64::MIN),
+                    v => match int_probe(v) {
+                        IntProbe::Exact(k) => m.get(&k),
+                        _ => None,
+                    },
+                })),
+                _ => Ok(IndexIter::int_range(m.range(..), false)),
+            },
             Map::Tree(m) if key.len() == self.columns.len() => Ok(IndexIter::posting(m.get(key))),
             Map::Tree(_) => self.range(key, Bound::Unbounded, Bound::Unbounded, false),
             Map::Hash(m) if key.len() == self.columns.len() => Ok(IndexIter::posting(m.get(&KeyRef::Slice(key)))),
@@ -350,6 +473,16 @@ impl Index {
         if key.len() != self.columns.len() {
             return None;
         }
+        if let (Map::Int(m), [v]) = (&self.map, key) {
+            let k = match v {
+                Value::Null => i64::MIN,
+                v => match int_probe(v) {
+                    IntProbe::Exact(k) => k,
+                    _ => return None,
+                },
+            };
+            return m.get(&k).and_then(Posting::first);
+        }
         self.map.get(KeyRef::Slice(key)).and_then(Posting::first)
     }
 
@@ -362,6 +495,9 @@ impl Index {
         upper: Bound<&Value>,
         reverse: bool,
     ) -> Result<IndexIter<'_>> {
+        if let Map::Int(m) = &self.map {
+            return int_range(m, prefix, lower, upper, reverse);
+        }
         let Map::Tree(m) = &self.map else {
             bail!(Internal, "range scan on a hash index");
         };
@@ -419,6 +555,7 @@ impl Index {
     pub(crate) fn all(&self, reverse: bool) -> Result<IndexIter<'_>> {
         match &self.map {
             Map::Tree(m) => Ok(IndexIter::range(m.range::<[Value], _>(..), reverse)),
+            Map::Int(m) => Ok(IndexIter::int_range(m.range(..), reverse)),
             Map::Hash(_) => Err(err!(Internal, "ordered scan of a hash index")),
         }
     }
@@ -427,6 +564,7 @@ impl Index {
     pub(crate) fn key_count(&self) -> usize {
         match &self.map {
             Map::Tree(m) => m.len(),
+            Map::Int(m) => m.len(),
             Map::Hash(m) => m.len(),
         }
     }
@@ -440,11 +578,73 @@ impl Index {
             Map::Tree(m) => {
                 m.iter().map(|(k, p)| key_bytes(k) + p.heap_bytes() + size_of::<(Vec<Value>, Posting)>() * 3 / 2).sum()
             }
+            Map::Int(m) => m.values().map(|p| p.heap_bytes() + size_of::<(i64, Posting)>() * 3 / 2).sum(),
             Map::Hash(m) => {
                 m.capacity() * (size_of::<(HashKey, Posting)>() + 1)
                     + m.iter().map(|(k, p)| key_bytes(&k.0) + p.heap_bytes()).sum::<usize>()
             }
         }
+    }
+}
+
+/// A range lookup on an integer-keyed index (see `Index::range` for the
+/// contract): the bounds, whatever their kind, become integer bounds that
+/// select exactly the keys `Value`'s order would.
+fn int_range<'a>(
+    m: &'a BTreeMap<i64, Posting>,
+    prefix: &[Value],
+    lower: Bound<&Value>,
+    upper: Bound<&Value>,
+    reverse: bool,
+) -> Result<IndexIter<'a>> {
+    let bounded = !matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded));
+    match prefix {
+        [] => {}
+        [v] if !bounded => {
+            // A full-key equality walked (possibly in reverse).
+            let k = match v {
+                Value::Null => i64::MIN,
+                v => match int_probe(v) {
+                    IntProbe::Exact(k) => k,
+                    _ => return Ok(IndexIter::empty()),
+                },
+            };
+            return Ok(IndexIter::int_range(m.range(k..=k), reverse));
+        }
+        _ => bail!(Internal, "range scan with a {}-value prefix on a one-column index", prefix.len()),
+    }
+    if !bounded {
+        return Ok(IndexIter::int_range(m.range(..), reverse));
+    }
+    let is_null = |b: Bound<&Value>| matches!(b, Bound::Included(v) | Bound::Excluded(v) if v.is_null());
+    if is_null(lower) || is_null(upper) {
+        return Ok(IndexIter::empty());
+    }
+    // Smallest key allowed (NULL, stored as i64::MIN, is never in a bounded range).
+    let lo: Option<i64> = match lower {
+        Bound::Unbounded => Some(i64::MIN + 1),
+        Bound::Included(v) | Bound::Excluded(v) => match (int_probe(v), matches!(lower, Bound::Included(_))) {
+            (IntProbe::Exact(k), true) => Some(k.max(i64::MIN + 1)),
+            (IntProbe::Exact(k), false) => k.checked_add(1),
+            (IntProbe::After(k), _) => k.checked_add(1),
+            (IntProbe::BelowAll, _) => Some(i64::MIN + 1),
+            (IntProbe::AboveAll, _) => None,
+        },
+    };
+    // Largest key allowed.
+    let hi: Option<i64> = match upper {
+        Bound::Unbounded => Some(i64::MAX),
+        Bound::Included(v) | Bound::Excluded(v) => match (int_probe(v), matches!(upper, Bound::Included(_))) {
+            (IntProbe::Exact(k), true) => Some(k),
+            (IntProbe::Exact(k), false) => k.checked_sub(1),
+            (IntProbe::After(k), _) => Some(k),
+            (IntProbe::BelowAll, _) => None,
+            (IntProbe::AboveAll, _) => Some(i64::MAX),
+        },
+    };
+    match (lo, hi) {
+        (Some(a), Some(b)) if a <= b && b > i64::MIN => Ok(IndexIter::int_range(m.range(a..=b), reverse)),
+        _ => Ok(IndexIter::empty()),
     }
 }
 
@@ -482,6 +682,107 @@ mod tests {
         assert!(p.has_other(None));
         assert!(!p.remove(5));
         assert!(p.remove(99));
+    }
+
+    mod int_keys {
+        use super::super::*;
+        use joule_common::{DataType, Decimal};
+        use joule_sql::catalog::ColumnDef;
+        use proptest::prelude::*;
+
+        /// The same one-column tree index, keyed by integers (`Map::Int`) or
+        /// by values (`Map::Tree`, as for a FLOAT column).
+        fn pair() -> (Index, Index) {
+            let table = |t: DataType| TableDef {
+                id: 1,
+                database: "D".into(),
+                name: "T".into(),
+                columns: vec![ColumnDef {
+                    name: "K".into(),
+                    data_type: t,
+                    max_len: None,
+                    len_in_bytes: false,
+                    nullable: true,
+                    default: None,
+                }],
+                indexes: vec![],
+                partition_column: None,
+                view: None,
+            };
+            let def = IndexDef {
+                name: "I".into(),
+                columns: vec![0],
+                unique: false,
+                assume_unique: false,
+                primary_key: false,
+                kind: IndexKind::Tree,
+            };
+            let int = Index::new(&def, &table(DataType::BigInt));
+            let gen = Index::new(&def, &table(DataType::Float));
+            assert!(matches!(int.map, Map::Int(_)) && matches!(gen.map, Map::Tree(_)));
+            (int, gen)
+        }
+
+        fn stored() -> impl Strategy<Value = Value> {
+            prop_oneof![Just(Value::Null), (-20i64..20).prop_map(Value::Integer), Just(Value::Integer(i64::MAX))]
+        }
+
+        fn probe() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                Just(Value::Boolean(true)),
+                (-25i64..25).prop_map(Value::Integer),
+                Just(Value::Integer(i64::MAX)),
+                Just(Value::Integer(-i64::MAX)),
+                (-250i64..250).prop_map(|x| Value::Float(x as f64 / 10.0)),
+                Just(Value::Float(f64::NAN)),
+                Just(Value::Float(1e30)),
+                Just(Value::Float(-1e30)),
+                (-250i64..250).prop_map(|x| Value::Decimal(Decimal::from_units(x as i128 * 100_000_000_000).unwrap())),
+                Just(Value::String("5".into())),
+                Just(Value::Timestamp(0)),
+            ]
+        }
+
+        fn bound() -> impl Strategy<Value = Bound<Value>> {
+            prop_oneof![Just(Bound::Unbounded), probe().prop_map(Bound::Included), probe().prop_map(Bound::Excluded)]
+        }
+
+        proptest! {
+            #[test]
+            fn integer_keys_answer_like_value_keys(
+                rows in prop::collection::vec(stored(), 0..40),
+                lookups in prop::collection::vec((probe(), bound(), bound(), any::<bool>()), 1..20),
+            ) {
+                let (mut int, mut gen) = pair();
+                for (id, v) in rows.iter().enumerate() {
+                    int.insert(std::slice::from_ref(v), id as RowId);
+                    gen.insert(std::slice::from_ref(v), id as RowId);
+                }
+                let ids = |it: IndexIter<'_>| it.collect::<Vec<_>>();
+                prop_assert_eq!(ids(int.all(false).unwrap()), ids(gen.all(false).unwrap()));
+                prop_assert_eq!(ids(int.all(true).unwrap()), ids(gen.all(true).unwrap()));
+                for (v, lo, hi, rev) in lookups {
+                    let key = std::slice::from_ref(&v);
+                    prop_assert_eq!(ids(int.eq(key).unwrap()), ids(gen.eq(key).unwrap()), "eq {:?}", v);
+                    prop_assert_eq!(int.get_unique(key), gen.get_unique(key), "get_unique {:?}", v);
+                    prop_assert_eq!(
+                        ids(int.range(key, Bound::Unbounded, Bound::Unbounded, rev).unwrap()),
+                        ids(gen.range(key, Bound::Unbounded, Bound::Unbounded, rev).unwrap())
+                    );
+                    let (l, h) = (lo.as_ref(), hi.as_ref());
+                    prop_assert_eq!(
+                        ids(int.range(&[], l, h, rev).unwrap()),
+                        ids(gen.range(&[], l, h, rev).unwrap()),
+                        "range {:?} {:?}", lo, hi
+                    );
+                }
+                for (id, v) in rows.iter().enumerate() {
+                    prop_assert_eq!(int.remove(std::slice::from_ref(v), id as RowId), gen.remove(std::slice::from_ref(v), id as RowId));
+                }
+                prop_assert_eq!(int.key_count(), 0);
+            }
+        }
     }
 
     #[test]

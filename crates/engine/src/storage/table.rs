@@ -39,7 +39,7 @@ pub struct Table {
 impl Table {
     /// An empty table with empty indexes for `def.indexes`.
     pub fn new(def: Arc<TableDef>) -> Table {
-        let indexes = def.indexes.iter().map(Index::new).collect();
+        let indexes = def.indexes.iter().map(|i| Index::new(i, &def)).collect();
         let not_null = not_null_columns(&def);
         Table { def, rows: Slab::default(), indexes, not_null }
     }
@@ -198,7 +198,7 @@ impl Table {
         if def.indexes.len() != self.indexes.len() + 1 {
             bail!(Internal, "adding an index to table {} must add exactly one index", def.name);
         }
-        let mut built = Index::new(idef);
+        let mut built = Index::new(idef, &def);
         for (id, row) in self.rows.iter() {
             if idef.primary_key {
                 if let Some(&c) = built.columns().iter().find(|&&c| row.get(c).is_none_or(Value::is_null)) {

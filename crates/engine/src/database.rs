@@ -19,6 +19,7 @@ use crate::storage::{RowId, Storage, Table, UndoLog, UndoOp};
 use crate::views;
 use joule_common::{bail, err, Result, Row, Value};
 use joule_sql::catalog::{Catalog, DatabaseDef, TableDef, TableId, DEFAULT_DATABASE};
+use joule_sql::expr::Expr;
 use joule_sql::functions::FunctionContext;
 use joule_sql::plan::{OutputColumn, Plan};
 use joule_sql::planner::{self, ColumnSource, DdlPlan, DeletePlan, InsertPlan, Planned, PlannedKind, UpdatePlan};
@@ -166,8 +167,7 @@ impl Database {
                 params.len()
             );
         }
-        let planned = stmt.planned.clone();
-        self.run(&planned, params)
+        self.run(&stmt.planned, params)
     }
 
     /// Start a multi-statement transaction.
@@ -251,20 +251,41 @@ impl Database {
     }
 
     fn insert(&mut self, plan: &InsertPlan, params: &[Value]) -> Result<ExecResult> {
+        let width = self.storage.table(plan.table)?.def().columns.len();
+        let all_in_order = plan.columns.len() == width && plan.columns.iter().enumerate().all(|(i, c)| i == *c);
         // Read the source fully first: INSERT ... SELECT may read the target.
         let source: Vec<Row> = {
             let ctx = self.context(params);
-            exec::execute(&plan.source, &ctx)?.collect::<Result<_>>()?
+            match &plan.source {
+                // One VALUES row naming every column: build the row directly;
+                // `VALUES (?, ?, ...)` in parameter order is the parameters.
+                Plan::Values { rows, .. } if rows.len() == 1 && all_in_order && !plan.upsert => {
+                    let direct = rows[0].len() == params.len()
+                        && rows[0].iter().enumerate().all(|(i, e)| matches!(e, Expr::Parameter(p) if *p == i));
+                    let row = if direct {
+                        params.to_vec()
+                    } else {
+                        rows[0].iter().map(|e| eval(e, &[], &ctx)).collect::<Result<Row>>()?
+                    };
+                    return self.insert_one(plan.table, row);
+                }
+                source => exec::collect(source, &ctx)?,
+            }
         };
         let def = self.storage.table(plan.table)?.def().clone();
         let views = self.views_on(plan.table);
         let defaults: Row = def.columns.iter().map(|c| c.default.clone().unwrap_or(Value::Null)).collect();
         let mut count = 0;
         for values in source {
-            let mut row = defaults.clone();
-            for (v, col) in values.into_iter().zip(&plan.columns) {
-                row[*col] = v;
-            }
+            let row = if all_in_order {
+                values
+            } else {
+                let mut row = defaults.clone();
+                for (v, col) in values.into_iter().zip(&plan.columns) {
+                    row[*col] = v;
+                }
+                row
+            };
             if plan.upsert {
                 self.upsert_row(&def, &views, row, &plan.columns)?;
             } else {

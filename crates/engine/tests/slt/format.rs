@@ -224,17 +224,24 @@ fn write_positional(out: &mut String, z: &[u8], point: i32, frac: usize, dot: bo
     }
 }
 
+/// How SQLite prints a NaN or an infinity (`None` for finite values).
+fn non_finite(v: f64) -> Option<&'static str> {
+    if v.is_finite() {
+        None
+    } else if v.is_nan() {
+        Some("NaN")
+    } else if v > 0.0 {
+        Some("Inf")
+    } else {
+        Some("-Inf")
+    }
+}
+
 /// A float as SQLite's `printf("%.3f")`: at most 16 significant digits, the
 /// rest zeros, rounded half away from zero.
 pub fn write_fixed3(out: &mut String, v: f64) {
-    if !v.is_finite() {
-        out.push_str(if v.is_nan() {
-            "NaN"
-        } else if v > 0.0 {
-            "Inf"
-        } else {
-            "-Inf"
-        });
+    if let Some(text) = non_finite(v) {
+        out.push_str(text);
         return;
     }
     let (neg, z, point) = fp_decode(v, -3, 16);
@@ -248,14 +255,8 @@ pub fn write_fixed3(out: &mut String, v: f64) {
 /// significant digits, trailing zeros removed but at least one decimal,
 /// exponent form (`1.5e+20`) below 1e-4 and from 1e15 on.
 pub fn write_real_text(out: &mut String, v: f64) {
-    if !v.is_finite() {
-        out.push_str(if v.is_nan() {
-            "NaN"
-        } else if v > 0.0 {
-            "Inf"
-        } else {
-            "-Inf"
-        });
+    if let Some(text) = non_finite(v) {
+        out.push_str(text);
         return;
     }
     let (neg, z, point) = fp_decode(v, 15, 26);

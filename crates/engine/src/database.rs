@@ -453,8 +453,6 @@ impl Database {
                 let mut def = def.clone();
                 def.id = *table;
                 let def = Arc::new(def);
-                let old_types: Vec<_> = self.table_def(*table)?.columns.iter().map(|c| c.data_type).collect();
-                let _ = old_types;
                 self.storage.table_mut(*table)?.replace_def(def.clone(), |old: Row| {
                     Ok(row_map
                         .iter()

@@ -16,7 +16,7 @@ use crate::exec;
 use crate::storage::Storage;
 use joule_common::types::{and3, not3, or3, truth_value};
 use joule_common::{bail, err, Result, Row, Value};
-use joule_sql::expr::{CmpOp, Expr};
+use joule_sql::expr::Expr;
 use joule_sql::functions::{like_match, FunctionContext};
 use std::borrow::Cow;
 
@@ -242,9 +242,4 @@ pub fn compare_for_sort(a: &Value, b: &Value, nulls_first: bool) -> std::cmp::Or
         }
         (false, false) => a.sql_cmp(b).ok().flatten().unwrap_or_else(|| a.cmp(b)),
     }
-}
-
-/// Unused-operator guard: keeps the comparison table in one place.
-pub fn compare_values(op: CmpOp, a: &Value, b: &Value) -> Result<Option<bool>> {
-    Ok(a.sql_cmp(b)?.map(|o| op.test(o)))
 }

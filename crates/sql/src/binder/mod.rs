@@ -682,6 +682,7 @@ pub fn infer_type(e: &Expr, input: &[Option<DataType>]) -> Option<DataType> {
         }
         Coalesce(args) => args.iter().find_map(|a| infer_type(a, input)),
         NullIf(a, _) => infer_type(a, input),
-        ScalarSubquery(p) => select::plan_output_type(p),
+        // A subquery's type is not tracked through its plan.
+        ScalarSubquery(_) => None,
     }
 }

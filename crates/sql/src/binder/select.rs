@@ -26,11 +26,6 @@ use sqlparser::ast;
 /// Upper bound on nested view expansion (stops recursive views).
 const MAX_VIEW_DEPTH: usize = 16;
 
-/// Static type of a plan's single output column, when known.
-pub fn plan_output_type(_plan: &Plan) -> Option<DataType> {
-    None
-}
-
 impl Binder<'_> {
     /// Bind a full query (with ORDER BY and LIMIT) into a plan and the scope
     /// of its output row.

@@ -393,8 +393,3 @@ pub fn visit_scans(plan: &Plan, f: &mut dyn FnMut(TableId, &Access, &Option<Expr
         visit_scans(input, f);
     }
 }
-
-/// Output column types of a query plan, for callers that need them.
-pub fn output_types(q: &QueryPlan) -> Vec<Option<joule_common::DataType>> {
-    q.columns.iter().map(|c| c.data_type).collect()
-}

@@ -229,6 +229,8 @@ impl Database {
                 Ok(ExecResult::Modified(n))
             }
             PlannedKind::UseDatabase(d) => {
+                // Cached plans resolved unqualified names in the old database.
+                self.plan_cache.clear();
                 self.database = d.clone();
                 Ok(ExecResult::Done)
             }

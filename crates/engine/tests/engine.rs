@@ -131,7 +131,10 @@ fn databases_are_namespaces() {
     db.execute("INSERT INTO sales.orders VALUES (1, 100); INSERT INTO orders VALUES (1, 'default')").unwrap();
     assert_eq!(rows(&mut db, "SELECT amount FROM sales.orders"), vec![vec![int(100)]]);
     assert_eq!(rows(&mut db, "SELECT note FROM orders"), vec![vec![s("default")]]);
+    assert_eq!(rows(&mut db, "SELECT * FROM orders"), vec![vec![int(1), s("default")]]);
     db.execute("USE sales").unwrap();
+    // The same text now means the other database's table.
+    assert_eq!(rows(&mut db, "SELECT * FROM orders"), vec![vec![int(1), int(100)]]);
     assert_eq!(rows(&mut db, "SELECT amount FROM orders"), vec![vec![int(100)]]);
     assert_eq!(
         rows(&mut db, "SELECT o.amount, d.note FROM orders o JOIN default.orders d ON o.id = d.id"),

@@ -87,6 +87,39 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in number order (for documentation checks and tools).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::SyntaxError,
+        ErrorCode::FeatureNotSupported,
+        ErrorCode::UndefinedTable,
+        ErrorCode::UndefinedColumn,
+        ErrorCode::UndefinedFunction,
+        ErrorCode::UndefinedObject,
+        ErrorCode::AmbiguousColumn,
+        ErrorCode::DatatypeMismatch,
+        ErrorCode::WrongParameterCount,
+        ErrorCode::GroupingError,
+        ErrorCode::InvalidColumnReference,
+        ErrorCode::CardinalityViolation,
+        ErrorCode::ColumnCountMismatch,
+        ErrorCode::AggregateMisuse,
+        ErrorCode::NumericOutOfRange,
+        ErrorCode::DivisionByZero,
+        ErrorCode::StringTooLong,
+        ErrorCode::InvalidTextRepresentation,
+        ErrorCode::InvalidDatetime,
+        ErrorCode::NotNullViolation,
+        ErrorCode::UniqueViolation,
+        ErrorCode::ValueTooLarge,
+        ErrorCode::InvalidArgument,
+        ErrorCode::InvalidEscapeSequence,
+        ErrorCode::DuplicateObject,
+        ErrorCode::InvalidSchemaDefinition,
+        ErrorCode::DependentObjectsExist,
+        ErrorCode::SchemaChangeConflict,
+        ErrorCode::Internal,
+    ];
+
     /// The stable public number of this code.
     pub fn number(self) -> u16 {
         self as u16
@@ -187,6 +220,18 @@ mod tests {
         let e = err!(UniqueViolation, "duplicate key in table T");
         assert_eq!(e.to_string(), "[J2007 23505] duplicate key in table T");
         assert_eq!(e.code(), ErrorCode::UniqueViolation);
+    }
+
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../../../docs/errors.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| J{} | {:?} | {} |", code.number(), code, code.sqlstate());
+            assert!(doc.contains(&row), "docs/errors.md lacks the row for {code:?}: {row}");
+        }
+        let mut numbers: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.number()).collect();
+        numbers.dedup();
+        assert_eq!(numbers.len(), ErrorCode::ALL.len(), "ALL lists a code twice");
     }
 
     #[test]

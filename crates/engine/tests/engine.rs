@@ -339,3 +339,22 @@ fn order_by_limit_walks_an_index() {
     // Mixed directions still sort.
     assert!(explain(&mut db, "SELECT id FROM s ORDER BY player, score DESC").contains("ORDER BY"));
 }
+
+#[test]
+fn correlated_subqueries_see_every_joined_table() {
+    let mut db = Database::new();
+    db.execute(
+        "CREATE TABLE a (x INTEGER); CREATE TABLE b (y INTEGER); CREATE TABLE c (z INTEGER);
+         INSERT INTO a VALUES (1), (2); INSERT INTO b VALUES (10), (20); INSERT INTO c VALUES (20);",
+    )
+    .unwrap();
+    // The subquery reads b.y, the second table of the join.
+    assert_eq!(
+        rows(&mut db, "SELECT a.x, b.y FROM a, b WHERE EXISTS (SELECT 1 FROM c WHERE c.z = b.y) ORDER BY 1"),
+        vec![vec![int(1), int(20)], vec![int(2), int(20)]]
+    );
+    assert_eq!(
+        rows(&mut db, "SELECT a.x, b.y FROM a LEFT JOIN b ON b.y = (SELECT MAX(z) FROM c WHERE z > a.x) ORDER BY 1"),
+        vec![vec![int(1), int(20)], vec![int(2), int(20)]]
+    );
+}

@@ -8,7 +8,7 @@
 //!    into the side of a join whose columns it reads, or into the join's own
 //!    predicate. Outer joins only accept what keeps their NULL-extension
 //!    semantics. A conjunct holding a correlated subquery moves only where
-//!    the row it sees keeps the same column positions (the left side).
+//!    the row it sees keeps the same column positions: it stays at the join.
 //! 2. **Access paths.** For each scan, conjuncts of the form `col = c`,
 //!    `col IN (c, ...)` and `col < c` (etc.) against an index's leading
 //!    columns become an index lookup, where `c` is constant for one execution
@@ -184,10 +184,16 @@ enum Side {
 }
 
 fn side(e: &Expr, lw: usize) -> Side {
+    // A subquery may read any column of the row it is evaluated on (its
+    // correlated references are inside its own plan): keep it where the
+    // whole row is.
+    if has_subquery(e) {
+        return Side::Both;
+    }
     let cols = e.columns();
     if cols.iter().all(|c| *c < lw) {
         Side::Left
-    } else if cols.iter().all(|c| *c >= lw) && !has_subquery(e) {
+    } else if cols.iter().all(|c| *c >= lw) {
         Side::Right
     } else {
         Side::Both

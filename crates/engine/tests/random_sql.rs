@@ -72,10 +72,18 @@ fn statement() -> impl Strategy<Value = String> {
         (expr(), expr()).prop_map(|(e, w)| format!("SELECT {e} FROM t WHERE {w}")),
         (expr(), expr()).prop_map(|(e, g)| format!("SELECT {g}, COUNT(*), SUM({e}) FROM t GROUP BY {g}")),
         expr().prop_map(|e| format!("SELECT DISTINCT {e} FROM t ORDER BY 1 LIMIT 5")),
+        (expr(), expr())
+            .prop_map(|(h, o)| format!("SELECT a, COUNT(*), MAX(d) FROM t GROUP BY a HAVING {h} ORDER BY {o}")),
+        (expr(), expr()).prop_map(|(e, w)| format!("SELECT {e} FROM t GROUP BY a, b HAVING COUNT(*) > 0 AND {w}")),
+        (expr(), expr()).prop_map(|(e, w)| format!(
+            "SELECT x.a, x.n FROM (SELECT a, COUNT(*) AS n FROM t WHERE {w} GROUP BY a) AS x WHERE {e}"
+        )),
+        (expr(), expr()).prop_map(|(e, w)| format!("SELECT * FROM v WHERE {e} ORDER BY a LIMIT {}", w.len() % 7)),
         (expr(), expr()).prop_map(|(e, w)| format!("SELECT t.id, u.y FROM t JOIN u ON t.id = u.id AND {w} WHERE {e}")),
         (expr(), expr()).prop_map(|(e, w)| format!("SELECT * FROM t LEFT JOIN u ON {e} WHERE {w}")),
         (expr(), expr()).prop_map(|(e, w)| format!("SELECT t.id, u.id FROM t, u WHERE {e} AND t.id = u.id OR {w}")),
-        (expr(), expr()).prop_map(|(e, w)| format!("SELECT COUNT(*) FROM u RIGHT JOIN t ON u.id = t.a AND {e} WHERE {w}")),
+        (expr(), expr())
+            .prop_map(|(e, w)| format!("SELECT COUNT(*) FROM u RIGHT JOIN t ON u.id = t.a AND {e} WHERE {w}")),
         (expr(), expr()).prop_map(|(e, w)| format!("UPDATE t SET a = {e} WHERE {w}")),
         (expr(), expr()).prop_map(|(e, w)| format!("UPDATE t SET b = {e}, d = {w}")),
         expr().prop_map(|w| format!("DELETE FROM t WHERE {w}")),

@@ -15,7 +15,7 @@ fn setup() -> Database {
         "CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, a INTEGER, b VARCHAR(8), c FLOAT, d DECIMAL);
          CREATE INDEX t_a ON t (a);
          CREATE TABLE u (id BIGINT NOT NULL, x TINYINT, y VARCHAR(4 BYTES), PRIMARY KEY (id));
-         CREATE VIEW v (a, n, s) AS SELECT a, COUNT(*), SUM(c) FROM t GROUP BY a;",
+         CREATE VIEW v (a, n, s, lo, hi, nd) AS SELECT a, COUNT(*), SUM(c), MIN(b), MAX(d), COUNT(d) FROM t GROUP BY a;",
     )
     .unwrap();
     for i in 0..20 {
@@ -164,8 +164,8 @@ proptest! {
             }
         }
         // The materialized view always equals a fresh aggregate of its source.
-        let fresh = db.execute("SELECT a, COUNT(*), SUM(c) FROM t GROUP BY a ORDER BY a").unwrap();
-        let view = db.execute("SELECT a, n, s FROM v ORDER BY a").unwrap();
+        let fresh = db.execute("SELECT a, COUNT(*), SUM(c), MIN(b), MAX(d), COUNT(d) FROM t GROUP BY a ORDER BY a").unwrap();
+        let view = db.execute("SELECT a, n, s, lo, hi, nd FROM v ORDER BY a").unwrap();
         match (fresh, view) {
             (ExecResult::Rows { rows: f, .. }, ExecResult::Rows { rows: v, .. }) => prop_assert_eq!(f, v),
             _ => prop_assert!(false),

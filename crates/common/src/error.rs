@@ -82,6 +82,15 @@ pub enum ErrorCode {
     /// A schema change that would violate the data already stored.
     SchemaChangeConflict = 3004,
 
+    /// A procedure name that no procedure (user, CRUD or system) has.
+    UndefinedProcedure = 4001,
+    /// A single-partition transaction touched a row of another partition.
+    Mispartitioned = 4002,
+    /// A procedure aborted itself (its app status and message say why).
+    ProcedureAborted = 4003,
+    /// The host is shutting down or not accepting work.
+    Unavailable = 4004,
+
     /// A broken invariant inside JouleDB. Always a bug: please report it.
     Internal = 9001,
 }
@@ -117,6 +126,10 @@ impl ErrorCode {
         ErrorCode::InvalidSchemaDefinition,
         ErrorCode::DependentObjectsExist,
         ErrorCode::SchemaChangeConflict,
+        ErrorCode::UndefinedProcedure,
+        ErrorCode::Mispartitioned,
+        ErrorCode::ProcedureAborted,
+        ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
 
@@ -157,6 +170,10 @@ impl ErrorCode {
             InvalidSchemaDefinition => "42P16",
             DependentObjectsExist => "2BP01",
             SchemaChangeConflict => "55000",
+            UndefinedProcedure => "42883",
+            Mispartitioned => "JT001",
+            ProcedureAborted => "P0001",
+            Unavailable => "57P01",
             Internal => "XX000",
         }
     }

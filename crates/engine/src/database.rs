@@ -15,14 +15,14 @@
 
 use crate::eval::{eval, Context};
 use crate::exec;
-use crate::storage::{RowId, Storage, Table, UndoLog, UndoOp};
+use crate::storage::{RowId, Storage, UndoLog, UndoOp};
 use crate::views;
 use joule_common::{bail, err, Result, Row, Value};
-use joule_sql::catalog::{Catalog, DatabaseDef, TableDef, TableId, DEFAULT_DATABASE};
+use joule_sql::catalog::{Catalog, TableDef, TableId, DEFAULT_DATABASE};
 use joule_sql::expr::Expr;
 use joule_sql::functions::FunctionContext;
 use joule_sql::plan::{OutputColumn, Plan};
-use joule_sql::planner::{self, ColumnSource, DdlPlan, DeletePlan, InsertPlan, Planned, PlannedKind, UpdatePlan};
+use joule_sql::planner::{self, DeletePlan, InsertPlan, Planned, PlannedKind, UpdatePlan};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -56,20 +56,32 @@ impl Prepared {
 /// Most ad hoc plans kept by text.
 const PLAN_CACHE_LIMIT: usize = 1024;
 
+/// Decides whether this partition owns a partition key: the transaction
+/// layer installs one per site so that a single-partition transaction
+/// cannot write a row another partition owns.
+pub trait PartitionOwner: Send + Sync {
+    /// `Ok` if this partition owns `key` (the value of `table`'s partition
+    /// column `column`, already of the column's type); otherwise a
+    /// `Mispartitioned` error naming the owner.
+    fn check(&self, table: &TableDef, column: usize, key: &Value) -> Result<()>;
+}
+
 /// An in-process JouleDB database: one partition, one thread.
 pub struct Database {
-    catalog: Arc<Catalog>,
-    storage: Storage,
-    undo: UndoLog,
-    database: String,
-    in_transaction: bool,
-    plan_cache: HashMap<String, Arc<Planned>>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) storage: Storage,
+    pub(crate) undo: UndoLog,
+    pub(crate) database: String,
+    pub(crate) in_transaction: bool,
+    pub(crate) plan_cache: HashMap<String, Arc<Planned>>,
     /// Transaction counter: the deterministic source of NOW() and seeds
-    /// until the transaction layer supplies real transaction ids.
+    /// when no transaction layer supplies them (see `set_function_context`).
     txn_counter: u64,
     functions: FunctionContext,
     /// Materialized views by source table, rebuilt on every schema change.
-    views: HashMap<TableId, Arc<[TableId]>>,
+    pub(crate) views: HashMap<TableId, Arc<[TableId]>>,
+    /// Rejects writes of rows this partition does not own.
+    owner: Option<Arc<dyn PartitionOwner>>,
 }
 
 impl Default for Database {
@@ -90,7 +102,23 @@ impl Database {
             txn_counter: 0,
             functions: FunctionContext::default(),
             views: HashMap::new(),
+            owner: None,
         }
+    }
+
+    /// The catalog as a shareable value.
+    pub fn catalog_arc(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Install (or remove) the check that written rows belong here.
+    pub fn set_partition_owner(&mut self, owner: Option<Arc<dyn PartitionOwner>>) {
+        self.owner = owner;
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -170,6 +198,37 @@ impl Database {
         self.run(&stmt.planned, params)
     }
 
+    /// Execute a statement planned elsewhere (by the transaction layer,
+    /// against this partition's catalog version).
+    pub fn execute_planned(&mut self, planned: &Planned, params: &[Value]) -> Result<ExecResult> {
+        if planned.catalog_version != self.catalog.version {
+            bail!(SchemaChangeConflict, "the schema changed since this statement was planned; plan it again");
+        }
+        if params.len() != planned.param_count {
+            bail!(
+                WrongParameterCount,
+                "statement takes {} parameter(s) but {} were given",
+                planned.param_count,
+                params.len()
+            );
+        }
+        self.run(planned, params)
+    }
+
+    /// Run a read-only plan (a multi-partition query's fragment or its
+    /// final step) with rows for its `Plan::Input` slots.
+    pub fn query(&self, plan: &Plan, params: &[Value], inputs: &[Vec<Row>]) -> Result<Vec<Row>> {
+        let ctx = Context { inputs, ..self.context(params) };
+        exec::collect(plan, &ctx)
+    }
+
+    /// Insert rows computed elsewhere (a multi-partition INSERT ... SELECT
+    /// whose source spans partitions) as `plan` would insert its source's
+    /// rows. Atomic like any statement.
+    pub fn insert_rows(&mut self, plan: &InsertPlan, rows: Vec<Row>) -> Result<ExecResult> {
+        self.statement(|db| db.insert_source(plan, rows))
+    }
+
     /// Start a multi-statement transaction.
     pub fn begin(&mut self) {
         self.in_transaction = true;
@@ -181,22 +240,38 @@ impl Database {
         self.in_transaction = false;
     }
 
-    /// Roll back the running transaction.
+    /// Roll back the running transaction, schema changes included.
     pub fn rollback(&mut self) -> Result<()> {
-        let r = self.undo.rollback(&mut self.storage);
+        let r = self.rollback_to(0);
         self.in_transaction = false;
         r
     }
 
+    /// Undo everything after `mark`, putting back the catalog of any schema
+    /// change among it.
+    fn rollback_to(&mut self, mark: usize) -> Result<()> {
+        let schema = self.undo.schema_since(mark);
+        let r = self.undo.rollback_to(mark, &mut self.storage);
+        if let Some((catalog, database)) = schema {
+            self.database = database;
+            self.install_catalog(catalog);
+        }
+        r
+    }
+
     fn run(&mut self, planned: &Planned, params: &[Value]) -> Result<ExecResult> {
+        self.statement(|db| db.run_statement(planned, params))
+    }
+
+    /// Run one statement atomically: on error, it leaves no trace.
+    fn statement(&mut self, f: impl FnOnce(&mut Self) -> Result<ExecResult>) -> Result<ExecResult> {
         if !self.in_transaction {
             self.txn_counter += 1;
         }
         let mark = self.undo.mark();
-        let result = self.run_statement(planned, params);
+        let result = f(self);
         if result.is_err() {
-            // The statement leaves no trace.
-            self.undo.rollback_to(mark, &mut self.storage)?;
+            self.rollback_to(mark)?;
         }
         if !self.in_transaction {
             self.undo.clear();
@@ -205,7 +280,35 @@ impl Database {
     }
 
     fn context<'a>(&'a self, params: &'a [Value]) -> Context<'a> {
-        Context { storage: &self.storage, params, outer: None, functions: self.functions }
+        Context { storage: &self.storage, params, outer: None, functions: self.functions, inputs: &[] }
+    }
+
+    /// An order-independent checksum of every table's rows (and the set of
+    /// tables), equal on any two partitions holding the same data however
+    /// it got there. For determinism and replica checks.
+    pub fn checksum(&self) -> u64 {
+        self.table_checksums().iter().fold(0u64, |acc, (name, sum)| {
+            acc.rotate_left(5) ^ fnv(name.as_bytes()) ^ sum.wrapping_mul(0x100_0000_01b3)
+        })
+    }
+
+    /// Per table (qualified name, in name order): row count and an
+    /// order-independent hash of its rows, folded into one value.
+    pub fn table_checksums(&self) -> Vec<(String, u64)> {
+        use std::hash::{Hash, Hasher};
+        self.catalog
+            .tables()
+            .map(|def| {
+                let Ok(t) = self.storage.table(def.id) else { return (def.qualified_name(), 0) };
+                let mut sum = t.len() as u64;
+                for (_, row) in t.scan() {
+                    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+                    row.hash(&mut h);
+                    sum = sum.wrapping_add(h.finish());
+                }
+                (def.qualified_name(), sum)
+            })
+            .collect()
     }
 
     fn run_statement(&mut self, planned: &Planned, params: &[Value]) -> Result<ExecResult> {
@@ -274,7 +377,14 @@ impl Database {
                 source => exec::collect(source, &ctx)?,
             }
         };
+        self.insert_source(plan, source)
+    }
+
+    /// Insert (or upsert) evaluated source rows, in `plan.columns` order.
+    fn insert_source(&mut self, plan: &InsertPlan, source: Vec<Row>) -> Result<ExecResult> {
         let def = self.storage.table(plan.table)?.def().clone();
+        let all_in_order =
+            plan.columns.len() == def.columns.len() && plan.columns.iter().enumerate().all(|(i, c)| i == *c);
         let views = self.views_on(plan.table);
         let defaults: Row = def.columns.iter().map(|c| c.default.clone().unwrap_or(Value::Null)).collect();
         let mut count = 0;
@@ -302,6 +412,7 @@ impl Database {
     fn insert_one(&mut self, table: TableId, row: Row) -> Result<ExecResult> {
         let id = self.storage.table_mut(table)?.insert(row)?;
         self.undo.record(UndoOp::Inserted { table, id });
+        self.check_owner(table, id)?;
         if let Some(views) = if self.views.is_empty() { None } else { self.views.get(&table) } {
             let new = self.storage.table(table)?.get(id).cloned();
             views::maintain(&mut self.storage, &mut self.undo, views, id, None, new.as_ref())?;
@@ -322,15 +433,17 @@ impl Database {
                     new[*c] = row[*c].clone();
                 }
                 let old = self.storage.table_mut(def.id)?.update(id, new)?;
+                self.undo.record(UndoOp::Updated { table: def.id, id, old: old.clone() });
+                self.check_owner(def.id, id)?;
                 let new = self.storage.table(def.id)?.get(id).cloned();
                 if !views.is_empty() {
                     views::maintain(&mut self.storage, &mut self.undo, views, id, Some(&old), new.as_ref())?;
                 }
-                self.undo.record(UndoOp::Updated { table: def.id, id, old });
             }
             None => {
                 let id = self.storage.table_mut(def.id)?.insert(row)?;
                 self.undo.record(UndoOp::Inserted { table: def.id, id });
+                self.check_owner(def.id, id)?;
                 if !views.is_empty() {
                     let new = self.storage.table(def.id)?.get(id).cloned();
                     views::maintain(&mut self.storage, &mut self.undo, views, id, None, new.as_ref())?;
@@ -369,6 +482,7 @@ impl Database {
         for (id, new) in changes {
             let old = self.storage.table_mut(plan.table)?.update(id, new)?;
             self.undo.record(UndoOp::Updated { table: plan.table, id, old: old.clone() });
+            self.check_owner(plan.table, id)?;
             if !views.is_empty() {
                 let new = self.storage.table(plan.table)?.get(id).cloned();
                 views::maintain(&mut self.storage, &mut self.undo, &views, id, Some(&old), new.as_ref())?;
@@ -395,136 +509,16 @@ impl Database {
         Ok(ExecResult::Modified(n))
     }
 
-    /// Apply a schema change to a copy of the catalog and the affected
-    /// tables, then swap both in.
-    fn apply_ddl(&mut self, ddl: &DdlPlan) -> Result<()> {
-        let mut catalog = (*self.catalog).clone();
-        match ddl {
-            DdlPlan::Noop => return Ok(()),
-            DdlPlan::CreateDatabase(name) => {
-                catalog.databases.insert(name.clone(), DatabaseDef::default());
-            }
-            DdlPlan::DropDatabase(name) => {
-                let db = catalog
-                    .databases
-                    .remove(name)
-                    .ok_or_else(|| err!(UndefinedObject, "database {name} does not exist"))?;
-                for t in db.tables.values() {
-                    self.storage.drop_table(t.id);
-                }
-                if self.database == *name {
-                    self.database = DEFAULT_DATABASE.to_string();
-                }
-            }
-            DdlPlan::CreateTable(def) => {
-                let mut def = def.clone();
-                def.id = catalog.allocate_table_id();
-                let def = Arc::new(def);
-                catalog.database_mut(&def.database)?.tables.insert(def.name.clone(), def.clone());
-                self.storage.create_table(def)?;
-            }
-            DdlPlan::DropTables(ids) => {
-                for id in ids {
-                    let def = catalog.table_by_id(*id).cloned().ok_or_else(|| err!(Internal, "table #{id} missing"))?;
-                    catalog.database_mut(&def.database)?.tables.remove(&def.name);
-                }
-                for id in ids {
-                    self.storage.drop_table(*id);
-                }
-            }
-            DdlPlan::CreateIndex { table, index } => {
-                let mut def = (**self.table_def(*table)?).clone();
-                def.indexes.push(index.clone());
-                let def = Arc::new(def);
-                self.storage.table_mut(*table)?.add_index(def.clone(), def.indexes.len() - 1)?;
-                replace_def(&mut catalog, def)?;
-            }
-            DdlPlan::DropIndex { table, name } => {
-                let mut def = (**self.table_def(*table)?).clone();
-                let pos = def
-                    .indexes
-                    .iter()
-                    .position(|i| i.name == *name)
-                    .ok_or_else(|| err!(UndefinedObject, "index {name} does not exist"))?;
-                def.indexes.remove(pos);
-                let def = Arc::new(def);
-                self.storage.table_mut(*table)?.drop_index(def.clone(), pos)?;
-                replace_def(&mut catalog, def)?;
-            }
-            DdlPlan::AlterTable { table, def, row_map } => {
-                let mut def = def.clone();
-                def.id = *table;
-                let def = Arc::new(def);
-                self.storage.table_mut(*table)?.replace_def(def.clone(), |old: Row| {
-                    Ok(row_map
-                        .iter()
-                        .map(|s| match s {
-                            ColumnSource::Existing(i) => old.get(*i).cloned().unwrap_or(Value::Null),
-                            ColumnSource::Fill(v) => v.clone(),
-                        })
-                        .collect())
-                })?;
-                replace_def(&mut catalog, def)?;
-            }
-            DdlPlan::PartitionTable { table, column } => {
-                if !self.storage.table(*table)?.is_empty() {
-                    bail!(
-                        SchemaChangeConflict,
-                        "PARTITION TABLE needs an empty table; {} has rows",
-                        self.table_def(*table)?.name
-                    );
-                }
-                let mut def = (**self.table_def(*table)?).clone();
-                def.partition_column = Some(*column);
-                let def = Arc::new(def);
-                self.storage.table_mut(*table)?.replace_def(def.clone(), Ok)?;
-                replace_def(&mut catalog, def)?;
-            }
-            DdlPlan::CreateView(v) => {
-                catalog.database_mut(&v.database)?.views.insert(v.name.clone(), Arc::new(v.clone()));
-            }
-            DdlPlan::DropView { database, name } => {
-                catalog.database_mut(database)?.views.remove(name);
-            }
-            DdlPlan::CreateMaterializedView(def) => {
-                let mut def = def.clone();
-                def.id = catalog.allocate_table_id();
-                let def = Arc::new(def);
-                let source =
-                    def.view.as_ref().map(|v| v.source).ok_or_else(|| err!(Internal, "view without source"))?;
-                // Fill it from the source's current rows, then install it.
-                let mut view_storage = Storage::new();
-                view_storage.put_table(Table::new(def.clone()));
-                let rows: Vec<(RowId, Row)> =
-                    self.storage.table(source)?.scan().map(|(id, r)| (id, r.clone())).collect();
-                let src = self.storage.drop_table(source).ok_or_else(|| err!(Internal, "view source missing"))?;
-                view_storage.put_table(src);
-                let mut scratch = UndoLog::new();
-                let filled = rows.iter().try_for_each(|(id, r)| {
-                    views::maintain(&mut view_storage, &mut scratch, &[def.id], *id, None, Some(r))
-                });
-                let src = view_storage.drop_table(source).ok_or_else(|| err!(Internal, "view source missing"))?;
-                self.storage.put_table(src);
-                filled?;
-                let view_table = view_storage.drop_table(def.id).ok_or_else(|| err!(Internal, "view table missing"))?;
-                catalog.database_mut(&def.database)?.tables.insert(def.name.clone(), def.clone());
-                self.storage.put_table(view_table);
-            }
+    /// With a partition owner installed, fail if row `id` of `table` (just
+    /// written, and already in the undo log) belongs to another partition.
+    fn check_owner(&self, table: TableId, id: RowId) -> Result<()> {
+        let Some(owner) = &self.owner else { return Ok(()) };
+        let t = self.storage.table(table)?;
+        let def = t.def();
+        match (def.partition_column, t.get(id)) {
+            (Some(pc), Some(row)) => owner.check(def, pc, &row[pc]),
+            _ => Ok(()),
         }
-        catalog.version += 1;
-        self.views = catalog
-            .tables()
-            .filter_map(|t| t.view.as_ref().map(|v| (v.source, t.id)))
-            .fold(HashMap::<TableId, Vec<TableId>>::new(), |mut m, (src, v)| {
-                m.entry(src).or_default().push(v);
-                m
-            })
-            .into_iter()
-            .map(|(k, v)| (k, v.into()))
-            .collect();
-        self.catalog = Arc::new(catalog);
-        self.plan_cache.clear();
-        Ok(())
     }
 
     /// Materialized views over `table` (empty for most tables).
@@ -532,12 +526,26 @@ impl Database {
         self.views.get(&table).cloned().unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
-    fn table_def(&self, id: TableId) -> Result<&Arc<TableDef>> {
-        self.catalog.table_by_id(id).ok_or_else(|| err!(Internal, "table #{id} missing from the catalog"))
+}
+
+/// FNV-1a, 64-bit: a fixed hash (std's hashers are seeded per process).
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
     }
 }
 
-fn replace_def(catalog: &mut Catalog, def: Arc<TableDef>) -> Result<()> {
-    catalog.database_mut(&def.database)?.tables.insert(def.name.clone(), def);
-    Ok(())
+fn fnv(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    h.write(bytes);
+    h.finish()
 }

@@ -3,6 +3,7 @@
 //! [`Context`] carries what an expression can see besides its row: the
 //! partition's storage (for subqueries), the statement's `?` parameters, the
 //! rows of enclosing queries (for correlated references, innermost first),
+//! the rows handed to `Plan::Input` nodes (in multi-partition queries),
 //! and the transaction's function context (its timestamp and random seed,
 //! so that `NOW()` and random functions are deterministic).
 //!
@@ -33,6 +34,8 @@ pub struct Context<'a> {
     pub params: &'a [Value],
     pub outer: Option<&'a OuterRows<'a>>,
     pub functions: FunctionContext,
+    /// Rows for `Plan::Input` slots (multi-partition fragments' results).
+    pub inputs: &'a [Vec<Row>],
 }
 
 impl<'a> Context<'a> {

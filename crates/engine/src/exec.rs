@@ -194,6 +194,10 @@ pub fn execute<'a>(plan: &'a Plan, ctx: &Context<'a>) -> Result<Rows<'a>> {
             Box::new(out.into_iter().map(Ok))
         }
         Plan::SetOp { kind, all, left, right } => Box::new(set_op(*kind, *all, left, right, ctx)?.into_iter().map(Ok)),
+        Plan::Input { slot, .. } => {
+            let rows = ctx.inputs.get(*slot).ok_or_else(|| err!(Internal, "plan input {slot} was not supplied"))?;
+            Box::new(rows.iter().map(|r| Ok(r.clone())))
+        }
     })
 }
 
@@ -234,7 +238,7 @@ fn right_width_of(right: &Plan, rows: &[Row], ctx: Context) -> Result<usize> {
 fn plan_width(plan: &Plan, ctx: Context) -> Result<usize> {
     Ok(match plan {
         Plan::Scan { table, .. } => ctx.storage.table(*table)?.def().columns.len(),
-        Plan::Values { width, .. } => *width,
+        Plan::Values { width, .. } | Plan::Input { width, .. } => *width,
         Plan::Project { exprs, .. } => exprs.len(),
         Plan::NestedLoopJoin { left, right, .. } | Plan::HashJoin { left, right, .. } => {
             plan_width(left, ctx)? + plan_width(right, ctx)?

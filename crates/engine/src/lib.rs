@@ -5,16 +5,18 @@
 //! * [`eval`]: expression evaluation with SQL NULL logic.
 //! * [`exec`]: plan nodes as row iterators.
 //! * [`views`]: incremental maintenance of materialized views.
-//! * [`database`]: the [`Database`] facade that plans, executes and applies
-//!   schema changes atomically.
+//! * [`database`]: the [`Database`] facade that plans and executes
+//!   statements atomically, with transactions and savepoints.
+//! * `schema`: applying DDL to the catalog and storage, undoably.
 
 pub mod database;
 pub mod eval;
 pub mod exec;
+mod schema;
 pub mod storage;
 pub mod views;
 
-pub use database::{Database, ExecResult, Prepared};
+pub use database::{Database, ExecResult, PartitionOwner, Prepared};
 
 /// Split a script into its statements' texts (for shells and tools).
 pub fn split_statements(sql: &str) -> joule_common::Result<Vec<String>> {

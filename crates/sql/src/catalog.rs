@@ -120,6 +120,42 @@ pub struct ViewDef {
     pub query_sql: String,
 }
 
+/// Where a single-partition procedure runs: the partition owning the value of
+/// parameter `parameter`, hashed as `table.column` would be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcedurePartition {
+    pub database: String,
+    pub table: String,
+    pub column: String,
+    /// Zero-based index of the parameter holding the partition key.
+    pub parameter: usize,
+}
+
+/// What a procedure runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProcedureBody {
+    /// `AS stmt` or `AS BEGIN stmt; ...; END`: SQL statements in order. The
+    /// procedure's parameters feed the statements' `?`s in order.
+    Statements(Vec<String>),
+    /// `FROM CLASS name`: native code registered under this class name.
+    Class(String),
+}
+
+/// A stored procedure, as declared (its statements are planned by the
+/// transaction layer whenever the schema changes, never per call).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcedureDef {
+    /// Case-sensitive, as clients call it.
+    pub name: String,
+    /// The database its statements' unqualified names resolve in.
+    pub database: String,
+    /// `None`: a multi-partition procedure.
+    pub partition: Option<ProcedurePartition>,
+    /// `ALLOW role, ...`: roles that may call it (empty: everyone).
+    pub roles: Vec<String>,
+    pub body: ProcedureBody,
+}
+
 /// One database namespace.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DatabaseDef {
@@ -131,6 +167,8 @@ pub struct DatabaseDef {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Catalog {
     pub databases: BTreeMap<String, DatabaseDef>,
+    /// Stored procedures by (case-sensitive) name.
+    pub procedures: BTreeMap<String, Arc<ProcedureDef>>,
     /// Next table id to hand out; ids are never reused.
     pub next_table_id: TableId,
     /// Bumped by every schema change; plans remember the version they saw.
@@ -141,7 +179,7 @@ impl Default for Catalog {
     fn default() -> Self {
         let mut databases = BTreeMap::new();
         databases.insert(DEFAULT_DATABASE.to_string(), DatabaseDef::default());
-        Catalog { databases, next_table_id: 1, version: 0 }
+        Catalog { databases, procedures: BTreeMap::new(), next_table_id: 1, version: 0 }
     }
 }
 
@@ -187,6 +225,18 @@ impl Catalog {
     /// Every table in every database, in name order.
     pub fn tables(&self) -> impl Iterator<Item = &Arc<TableDef>> {
         self.databases.values().flat_map(|d| d.tables.values())
+    }
+
+    /// Whether a table's rows are split among partitions: a partitioned
+    /// table, or a materialized view of one (which may lack a partition
+    /// column when it does not group by it).
+    pub fn is_partitioned(&self, table: &TableDef) -> bool {
+        table.partition_column.is_some()
+            || table
+                .view
+                .as_ref()
+                .and_then(|v| self.table_by_id(v.source))
+                .is_some_and(|source| source.partition_column.is_some())
     }
 
     /// Materialized views whose source is `table`.

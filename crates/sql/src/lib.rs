@@ -2,7 +2,8 @@
 //! plan, with no data and no execution.
 //!
 //! * [`parser`]: sqlparser plus VoltDB's extra statements, into [`parser::Statement`].
-//! * [`catalog`]: databases, tables, indexes, views (schema only).
+//! * [`procedure_syntax`]: `CREATE/DROP/PARTITION PROCEDURE`.
+//! * [`catalog`]: databases, tables, indexes, views, procedures (schema only).
 //! * [`binder`]: name resolution and typing into [`expr::Expr`] / [`plan::Plan`].
 //! * [`optimizer`]: predicate pushdown, index selection, join methods.
 //! * [`planner`]: statements (queries, DML, DDL) into [`planner::Planned`],
@@ -17,3 +18,4 @@ pub mod optimizer;
 pub mod parser;
 pub mod plan;
 pub mod planner;
+pub mod procedure_syntax;

@@ -92,7 +92,7 @@ fn order_by_index(plan: Plan, catalog: &Catalog) -> Plan {
 pub fn width(plan: &Plan, catalog: &Catalog) -> usize {
     match plan {
         Plan::Scan { table, .. } => catalog.table_by_id(*table).map_or(0, |t| t.columns.len()),
-        Plan::Values { width, .. } => *width,
+        Plan::Values { width, .. } | Plan::Input { width, .. } => *width,
         Plan::Project { exprs, .. } => exprs.len(),
         Plan::NestedLoopJoin { left, right, .. } | Plan::HashJoin { left, right, .. } => {
             width(left, catalog) + width(right, catalog)

@@ -11,12 +11,16 @@
 //! * `VARCHAR(n BYTES)` (rewritten to sqlparser's `OCTETS` unit)
 //! * `ASSUMEUNIQUE` (VoltDB's partition-local uniqueness; accepted as UNIQUE
 //!   with the flag kept)
+//! * `CREATE PROCEDURE`, `DROP PROCEDURE`, `PARTITION PROCEDURE` (in
+//!   `crate::procedure_syntax`); the splitter keeps a procedure's
+//!   `AS BEGIN ...; ...; END` block together as one statement
 //!
 //! The result is the project's own [`Statement`] enum. Only the binder and
 //! planner (this crate) look inside the standard statements' sqlparser types.
 //! Every parse error becomes a `SyntaxError` with sqlparser's message and
 //! position; no input, however malformed, panics (property-tested below).
 
+use crate::procedure_syntax::{self, CreateProcedure, PartitionClause};
 use joule_common::{err, Error, Result};
 use sqlparser::ast;
 use sqlparser::dialect::GenericDialect;
@@ -37,6 +41,12 @@ pub enum Statement {
     DropDatabase { name: ast::Ident, if_exists: bool },
     /// `CREATE DATABASE [IF NOT EXISTS] name`.
     CreateDatabase { name: ast::Ident, if_not_exists: bool },
+    /// `CREATE PROCEDURE ...` (see `crate::procedure_syntax`).
+    CreateProcedure(CreateProcedure),
+    /// `DROP PROCEDURE [IF EXISTS] name`.
+    DropProcedure { name: String, if_exists: bool },
+    /// `PARTITION PROCEDURE name ON TABLE t COLUMN c [PARAMETER n]`.
+    PartitionProcedure { name: String, partition: PartitionClause },
 }
 
 /// Indexes (in order of appearance among UNIQUE constraints) that were
@@ -81,16 +91,41 @@ fn split_tokens(sql: &str) -> Result<Vec<(Vec<Token>, String)>> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut depth = 0i32;
+    // Inside `CREATE PROCEDURE ... AS BEGIN`: semicolons separate the
+    // body's statements until the END that matches no CASE.
+    let mut block = false;
+    let mut case_depth = 0usize;
     for i in 0..=tokens.len() {
         let end = i == tokens.len();
         if !end {
-            match tokens[i].token {
+            let t = &tokens[i].token;
+            match t {
                 Token::LParen => depth += 1,
                 Token::RParen => depth -= 1,
+                _ if block && is_word(t, "CASE") => case_depth += 1,
+                _ if block && is_word(t, "END") => {
+                    if case_depth == 0 {
+                        block = false;
+                    } else {
+                        case_depth -= 1;
+                    }
+                }
+                _ if !block && depth == 0 && is_word(t, "BEGIN") => {
+                    let words: Vec<&Token> =
+                        tokens[start..i].iter().map(|t| &t.token).filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+                    if words.len() >= 3
+                        && is_word(words[0], "CREATE")
+                        && is_word(words[1], "PROCEDURE")
+                        && words.last().is_some_and(|w| is_word(w, "AS"))
+                    {
+                        block = true;
+                        case_depth = 0;
+                    }
+                }
                 _ => {}
             }
         }
-        if end || (tokens[i].token == Token::SemiColon && depth <= 0) {
+        if end || (tokens[i].token == Token::SemiColon && depth <= 0 && !block) {
             let slice: Vec<Token> = tokens[start..i].iter().map(|t| t.token.clone()).collect();
             if slice.iter().any(|t| !matches!(t, Token::Whitespace(_))) {
                 let text = source_text(sql, &tokens[start..i]);
@@ -124,6 +159,9 @@ pub fn parse_single(sql: &str) -> Result<ParsedStatement> {
 }
 
 fn parse_one(mut tokens: Vec<Token>, sql: String) -> Result<ParsedStatement> {
+    if let Some(statement) = procedure_syntax::parse(&tokens) {
+        return Ok(ParsedStatement { statement: statement?, assume_unique: Vec::new(), sql });
+    }
     // Rewrites at the token level for VoltDB spellings sqlparser lacks.
     let mut assume_unique = Vec::new();
     let mut unique_seen = 0;

@@ -132,6 +132,13 @@ pub enum Plan {
         left: Box<Plan>,
         right: Box<Plan>,
     },
+    /// Rows handed in by the caller rather than read from storage: in a
+    /// multi-partition query, the rows the partitions returned for one
+    /// fragment. Output: `width` columns.
+    Input {
+        slot: usize,
+        width: usize,
+    },
 }
 
 impl Plan {
@@ -142,7 +149,7 @@ impl Plan {
     /// Child plans (not subqueries inside expressions).
     pub fn inputs(&self) -> Vec<&Plan> {
         match self {
-            Plan::Scan { .. } | Plan::Values { .. } => vec![],
+            Plan::Scan { .. } | Plan::Values { .. } | Plan::Input { .. } => vec![],
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
             | Plan::Aggregate { input, .. }
@@ -171,8 +178,9 @@ pub enum Partitioning {
     /// answer a read; writes must reach every partition.
     Replicated,
     /// Pins one partition: the partition column of every partitioned table
-    /// it touches equals this expression (a constant or parameter).
-    Single(Expr),
+    /// it touches equals this expression (a constant or parameter). The
+    /// type is the partition column's: route by the value cast to it.
+    Single(Expr, DataType),
     /// Needs every partition.
     Multi,
 }

@@ -30,7 +30,7 @@ mod tests;
 
 pub use index::IndexIter;
 pub use table::Table;
-pub use undo::{UndoLog, UndoOp};
+pub use undo::{SchemaUndo, UndoLog, UndoOp};
 
 use joule_common::{bail, err, Result};
 use joule_sql::catalog::{TableDef, TableId};

@@ -10,15 +10,30 @@
 //! it was at the mark — including the ids future inserts will receive.
 //!
 //! Commit is [`UndoLog::clear`], which keeps the allocation for the next
-//! transaction. Schema changes are not logged here: DDL applies to storage
-//! outside of the transaction's undo log (clear or roll back the log first).
+//! transaction. A schema change inside a transaction (DDL run as a
+//! multi-partition transaction, which must be undone everywhere if any
+//! partition fails) is logged as [`UndoOp::Schema`]: the catalog before it
+//! and the previous state of every table it touched. The storage part is
+//! restored here; the owner of the catalog (the `Database`) reads the
+//! catalog back with [`UndoLog::schema_since`] before rolling back.
 
-use super::{RowId, Storage};
+use super::{RowId, Storage, Table};
 use joule_common::{Result, Row};
-use joule_sql::catalog::TableId;
+use joule_sql::catalog::{Catalog, TableId};
+use std::sync::Arc;
+
+/// What undoing a schema change puts back.
+#[derive(Clone, Debug)]
+pub struct SchemaUndo {
+    pub catalog: Arc<Catalog>,
+    /// The session's current database before the change.
+    pub database: String,
+    /// Tables as they were, oldest change first: `None` = did not exist.
+    pub tables: Vec<(TableId, Option<Table>)>,
+}
 
 /// One change, described by what it takes to reverse it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum UndoOp {
     /// Row `id` was inserted: undo deletes it.
     Inserted { table: TableId, id: RowId },
@@ -28,6 +43,8 @@ pub enum UndoOp {
     Updated { table: TableId, id: RowId, old: Row },
     /// The table was truncated: undo restores every row at its id.
     Truncated { table: TableId, rows: Vec<(RowId, Row)> },
+    /// A schema change: undo puts the touched tables back.
+    Schema(Box<SchemaUndo>),
 }
 
 /// The inverse operations of the running transaction, oldest first.
@@ -64,6 +81,15 @@ impl UndoLog {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// The catalog and current database as they were before the oldest
+    /// schema change recorded after `mark`, if any.
+    pub fn schema_since(&self, mark: usize) -> Option<(Arc<Catalog>, String)> {
+        self.ops.get(mark..)?.iter().find_map(|op| match op {
+            UndoOp::Schema(s) => Some((s.catalog.clone(), s.database.clone())),
+            _ => None,
+        })
+    }
+
     /// Undo the whole log.
     pub fn rollback(&mut self, storage: &mut Storage) -> Result<()> {
         self.rollback_to(0, storage)
@@ -97,6 +123,15 @@ fn undo(op: UndoOp, storage: &mut Storage) -> Result<()> {
                 }
             }
             result
+        }
+        UndoOp::Schema(s) => {
+            for (id, old) in s.tables.into_iter().rev() {
+                storage.drop_table(id);
+                if let Some(t) = old {
+                    storage.put_table(t);
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -11,7 +11,7 @@
 //! SUM/MIN/MAX/COUNT over plain columns.
 
 use crate::binder::{contains_aggregate, convert_type, ident_name, object_name, Binder};
-use crate::catalog::{ColumnDef, IndexDef, IndexKind, MaterializedView, TableDef, TableId, ViewDef};
+use crate::catalog::{ColumnDef, IndexDef, IndexKind, MaterializedView, ProcedureDef, TableDef, TableId, ViewDef};
 use crate::expr::{AggKind, Expr};
 use crate::parser::{ParsedStatement, Statement};
 use crate::plan::Plan;
@@ -62,6 +62,9 @@ pub enum DdlPlan {
     },
     /// A materialized view: a table filled and maintained from its source.
     CreateMaterializedView(TableDef),
+    /// Create or replace (PARTITION PROCEDURE) a stored procedure.
+    PutProcedure(ProcedureDef),
+    DropProcedure(String),
 }
 
 pub fn plan_ddl(binder: &mut Binder, stmt: &ParsedStatement) -> Result<DdlPlan> {
@@ -117,6 +120,11 @@ pub fn plan_ddl(binder: &mut Binder, stmt: &ParsedStatement) -> Result<DdlPlan> 
                 bail!(InvalidSchemaDefinition, "table {t} is already partitioned on {}", def.columns[existing].name);
             }
             Ok(DdlPlan::PartitionTable { table: def.id, column: pos })
+        }
+        Statement::CreateProcedure(c) => super::procedure::create_procedure(binder, c),
+        Statement::DropProcedure { name, if_exists } => super::procedure::drop_procedure(binder, name, *if_exists),
+        Statement::PartitionProcedure { name, partition } => {
+            super::procedure::partition_procedure(binder, name, partition)
         }
         Statement::Standard(s) => match s.as_ref() {
             ast::Statement::CreateTable(ct) => create_table(binder, ct, &stmt.assume_unique),

@@ -8,7 +8,7 @@ use crate::plan::{Access, IndexLookup, Partitioning, Plan};
 /// Describe a planned statement.
 pub fn explain(planned: &Planned, catalog: &Catalog) -> Vec<String> {
     let mut lines = vec![match &planned.partitioning {
-        Partitioning::Single(e) => format!("SINGLE PARTITION (partition key {e})"),
+        Partitioning::Single(e, _) => format!("SINGLE PARTITION (partition key {e})"),
         Partitioning::Multi => "MULTI PARTITION".to_string(),
         Partitioning::Replicated => "REPLICATED TABLES ONLY".to_string(),
     }];
@@ -50,6 +50,8 @@ fn ddl_name(d: &super::DdlPlan) -> &'static str {
         CreateView(_) => "CREATE VIEW",
         DropView { .. } => "DROP VIEW",
         CreateMaterializedView(_) => "CREATE MATERIALIZED VIEW",
+        PutProcedure(_) => "CREATE PROCEDURE",
+        DropProcedure(_) => "DROP PROCEDURE",
     }
 }
 
@@ -91,6 +93,7 @@ fn plan_lines(plan: &Plan, catalog: &Catalog, depth: usize, out: &mut Vec<String
             }
         }
         Plan::Values { rows, .. } => format!("VALUES ({} rows)", rows.len()),
+        Plan::Input { slot, .. } => format!("RECEIVE FROM PARTITIONS (fragment {slot})"),
         Plan::Filter { predicate, .. } => format!("FILTER {predicate}"),
         Plan::Project { exprs, .. } => format!("PROJECT {}", list(exprs)),
         Plan::NestedLoopJoin { kind, predicate, .. } => {

@@ -14,6 +14,7 @@
 pub mod alter;
 pub mod ddl;
 pub mod explain;
+pub mod procedure;
 
 use crate::binder::{ident_name, Binder, Scope};
 use crate::catalog::{Catalog, TableDef, TableId};
@@ -22,7 +23,7 @@ use crate::optimizer;
 use crate::parser::{ParsedStatement, Statement};
 use crate::plan::{Access, IndexLookup, OutputColumn, Partitioning, Plan};
 pub use ddl::{ColumnSource, DdlPlan};
-use joule_common::{bail, err, Result};
+use joule_common::{bail, err, DataType, Result};
 use sqlparser::ast;
 use std::sync::Arc;
 
@@ -302,19 +303,21 @@ fn partitioning(kind: &PlannedKind, catalog: &Catalog) -> Partitioning {
         PlannedKind::Query(q) => plan_partitioning(&q.root, catalog),
         PlannedKind::Insert(i) => {
             let Some(t) = catalog.table_by_id(i.table) else { return Partitioning::Multi };
-            let Some(pc) = t.partition_column else { return Partitioning::Replicated };
+            let Some(pc) = t.partition_column else {
+                return if catalog.is_partitioned(t) { Partitioning::Multi } else { Partitioning::Replicated };
+            };
             match (&i.source, i.columns.iter().position(|c| *c == pc)) {
                 (Plan::Values { rows, .. }, Some(pos)) if rows.len() == 1 && rows[0][pos].is_constant() => {
-                    Partitioning::Single(rows[0][pos].clone())
+                    Partitioning::Single(rows[0][pos].clone(), t.columns[pc].data_type)
                 }
                 _ => Partitioning::Multi,
             }
         }
         PlannedKind::Update(u) => plan_partitioning(&u.source, catalog),
         PlannedKind::Delete(d) => plan_partitioning(&d.source, catalog),
-        PlannedKind::Truncate(t) => match catalog.table_by_id(*t).and_then(|t| t.partition_column) {
-            Some(_) => Partitioning::Multi,
-            None => Partitioning::Replicated,
+        PlannedKind::Truncate(t) => match catalog.table_by_id(*t) {
+            Some(t) if !catalog.is_partitioned(t) => Partitioning::Replicated,
+            _ => Partitioning::Multi,
         },
         PlannedKind::UseDatabase(_) | PlannedKind::Explain(_) => Partitioning::Replicated,
         PlannedKind::Ddl(_) => Partitioning::Multi,
@@ -324,21 +327,29 @@ fn partitioning(kind: &PlannedKind, catalog: &Catalog) -> Partitioning {
 /// Every scan of a partitioned table must pin its partition column to the
 /// same constant for the plan to be single-partition.
 pub fn plan_partitioning(plan: &Plan, catalog: &Catalog) -> Partitioning {
-    let mut pinned: Option<Expr> = None;
+    let mut pinned: Option<(Expr, DataType)> = None;
     let mut multi = false;
     let mut any_partitioned = false;
     visit_scans(plan, &mut |table, access, filter| {
         let Some(t) = catalog.table_by_id(table) else { return };
-        let Some(pc) = t.partition_column else { return };
+        if !catalog.is_partitioned(t) {
+            return;
+        }
         any_partitioned = true;
+        // A view of a partitioned table without its partition column holds
+        // per-partition rows no key can pin.
+        let Some(pc) = t.partition_column else {
+            multi = true;
+            return;
+        };
         match scan_pin(t, pc, access, filter) {
-            Some(e) if pinned.as_ref().is_none_or(|p| *p == e) => pinned = Some(e),
+            Some(e) if pinned.as_ref().is_none_or(|p| p.0 == e) => pinned = Some((e, t.columns[pc].data_type)),
             _ => multi = true,
         }
     });
     match (any_partitioned, multi, pinned) {
         (false, _, _) => Partitioning::Replicated,
-        (true, false, Some(e)) => Partitioning::Single(e),
+        (true, false, Some((e, t))) => Partitioning::Single(e, t),
         _ => Partitioning::Multi,
     }
 }

@@ -198,6 +198,11 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The same error with `context` in front of its message.
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        Error { code: self.code, message: format!("{context}: {}", self.message) }
+    }
 }
 
 impl fmt::Display for Error {

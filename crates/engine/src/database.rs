@@ -346,7 +346,7 @@ impl Database {
                 rows: lines.iter().map(|l| vec![Value::String(l.clone())]).collect(),
             }),
             PlannedKind::Ddl(d) => {
-                if self.in_transaction && !self.undo.is_empty() {
+                if self.in_transaction && self.undo.has_data_changes() {
                     bail!(FeatureNotSupported, "schema changes cannot follow writes in the same transaction");
                 }
                 self.apply_ddl(d)?;

@@ -186,6 +186,22 @@ impl Expr {
         }
     }
 
+    /// The plans of the subqueries in this expression (not nested deeper
+    /// than this expression's own tree).
+    pub fn subqueries(&self) -> Vec<&Plan> {
+        let mut out = Vec::new();
+        self.collect_subqueries(&mut out);
+        out
+    }
+
+    fn collect_subqueries<'a>(&'a self, out: &mut Vec<&'a Plan>) {
+        match self {
+            Expr::ScalarSubquery(p) | Expr::Exists { plan: p, .. } | Expr::InSubquery { plan: p, .. } => out.push(p),
+            _ => {}
+        }
+        self.children().for_each(|c| c.collect_subqueries(out));
+    }
+
     /// Visit this expression and its children (not into subquery plans).
     pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
         f(self);

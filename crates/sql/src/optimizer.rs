@@ -27,11 +27,21 @@ use crate::plan::{Access, IndexLookup, JoinKind, Plan};
 
 /// Optimize a plan (and the plans of its subqueries).
 pub fn optimize(plan: Plan, catalog: &Catalog) -> Plan {
+    optimize_for(plan, catalog, false)
+}
+
+/// Optimize; for `multi_partition` execution, the top-level plan keeps its
+/// sorts (an index orders rows only within one partition).
+pub fn optimize_for(plan: Plan, catalog: &Catalog, multi_partition: bool) -> Plan {
     let plan = optimize_subqueries(plan, catalog);
     let plan = pushdown(plan, Vec::new(), catalog);
     let plan = reorder_joins(plan, catalog);
     let plan = access_paths(plan, catalog);
-    order_by_index(plan, catalog)
+    if multi_partition {
+        plan
+    } else {
+        order_by_index(plan, catalog)
+    }
 }
 
 /// Drop a sort that an index already provides: ORDER BY plain columns of

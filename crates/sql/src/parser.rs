@@ -60,6 +60,27 @@ pub struct ParsedStatement {
     pub sql: String,
 }
 
+impl ParsedStatement {
+    /// Whether this statement changes the schema (DDL, procedures,
+    /// databases) rather than reading or writing data.
+    pub fn is_schema_change(&self) -> bool {
+        match &self.statement {
+            Statement::Standard(s) => !matches!(
+                s.as_ref(),
+                ast::Statement::Query(_)
+                    | ast::Statement::Insert(_)
+                    | ast::Statement::Update(_)
+                    | ast::Statement::Delete(_)
+                    | ast::Statement::Truncate(_)
+                    | ast::Statement::Use(_)
+                    | ast::Statement::Explain { .. }
+            ),
+            Statement::Upsert(_) => false,
+            _ => true,
+        }
+    }
+}
+
 fn syntax(e: ParserError) -> Error {
     let msg = match e {
         ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,

@@ -1,9 +1,33 @@
-//! The transaction layer of JouleDB.
+//! The transaction layer of JouleDB: partitions owned by single-threaded
+//! sites, work arriving as procedure invocations, single-partition
+//! transactions running with no locks, and multi-partition transactions
+//! ordered by one coordinator.
 //!
-//! Today it holds the [`hashinator`], which maps partition keys to
-//! partitions. Sites (one thread per partition), initiators and procedures
-//! come with the partitioned-transactions work.
+//! * [`hashinator`]: VoltDB-compatible hash partitioning (which partition
+//!   owns a key), versioned and swappable.
+//! * [`ids`]: transaction ids and unique ids (which carry the timestamp).
+//! * [`procedure`]: the native procedure trait, its context and registry.
+//! * [`compile`]: a catalog's procedures (DDL, native, CRUD) planned once.
+//! * [`distribute`]: splitting multi-partition statements into fragments.
+//! * `messages`, `site`, `coordinator`: the threads and what they exchange.
+//! * [`host`]: starting a host, and the [`Client`] initiator handle.
+//! * [`response`]: what an invocation answers.
 
+pub mod compile;
+mod coordinator;
+pub mod distribute;
 pub mod hashinator;
+pub mod host;
+pub mod ids;
+mod messages;
+pub mod procedure;
+pub mod response;
+mod site;
 
+pub use compile::Schema;
 pub use hashinator::{Hashinator, PartitionId};
+pub use host::{Client, Host, HostConfig, Invocation};
+pub use ids::{TxnId, TxnIds, UniqueId};
+pub use procedure::{Procedure, ProcedureContext, ProcedureRegistry};
+pub use response::{ResponseSink, ResultTable, Response, Status};
+pub use site::partition_key;

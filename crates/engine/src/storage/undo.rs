@@ -100,6 +100,11 @@ impl UndoLog {
         self.ops.clear();
     }
 
+    /// Whether any row changed (as opposed to only the schema).
+    pub fn has_data_changes(&self) -> bool {
+        self.ops.iter().any(|op| !matches!(op, UndoOp::Schema(_)))
+    }
+
     pub fn len(&self) -> usize {
         self.ops.len()
     }

@@ -102,11 +102,21 @@ pub struct Binder<'a> {
     pub param_count: usize,
     /// Depth of view expansion, to stop recursive views.
     pub view_depth: usize,
+    /// Plan for execution across partitions: keep every ORDER BY as a sort
+    /// (an index gives order only within one partition).
+    pub multi_partition: bool,
 }
 
 impl<'a> Binder<'a> {
     pub fn new(catalog: &'a Catalog, database: &str) -> Binder<'a> {
-        Binder { catalog, database: database.to_string(), outer: Vec::new(), param_count: 0, view_depth: 0 }
+        Binder {
+            catalog,
+            database: database.to_string(),
+            outer: Vec::new(),
+            param_count: 0,
+            view_depth: 0,
+            multi_partition: false,
+        }
     }
 
     /// Bind an expression in a scope, with aggregates not allowed.

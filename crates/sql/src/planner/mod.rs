@@ -93,7 +93,15 @@ pub struct Planned {
 /// Plan one parsed statement against a catalog, with `database` as the
 /// current database.
 pub fn plan(stmt: &ParsedStatement, catalog: &Catalog, database: &str) -> Result<Planned> {
+    plan_for(stmt, catalog, database, false)
+}
+
+/// Plan a statement; with `multi_partition`, for execution across
+/// partitions (no ORDER BY is left to index order, which holds only within
+/// one partition).
+pub fn plan_for(stmt: &ParsedStatement, catalog: &Catalog, database: &str, multi_partition: bool) -> Result<Planned> {
     let mut binder = Binder::new(catalog, database);
+    binder.multi_partition = multi_partition;
     let (kind, writes) = match &stmt.statement {
         Statement::Standard(s) => match s.as_ref() {
             ast::Statement::Query(q) => (PlannedKind::Query(plan_query(&mut binder, q)?), false),
@@ -124,7 +132,7 @@ pub fn plan(stmt: &ParsedStatement, catalog: &Catalog, database: &str) -> Result
                     assume_unique: stmt.assume_unique.clone(),
                     sql: stmt.sql.clone(),
                 };
-                let planned = plan(&inner, catalog, database)?;
+                let planned = plan_for(&inner, catalog, database, multi_partition)?;
                 let lines = explain::explain(&planned, catalog);
                 (PlannedKind::Explain(lines), false)
             }
@@ -142,7 +150,7 @@ pub fn plan(stmt: &ParsedStatement, catalog: &Catalog, database: &str) -> Result
 
 fn plan_query(binder: &mut Binder, q: &ast::Query) -> Result<QueryPlan> {
     let (root, scope) = binder.bind_query(q)?;
-    let root = optimizer::optimize(root, binder.catalog);
+    let root = optimizer::optimize_for(root, binder.catalog, binder.multi_partition);
     let columns: Vec<OutputColumn> =
         scope.columns.iter().map(|c| OutputColumn { name: c.name.clone(), data_type: c.data_type }).collect();
     Ok(QueryPlan { root, columns: columns.into() })
@@ -225,7 +233,7 @@ fn plan_insert(binder: &mut Binder, ins: &ast::Insert, upsert: bool) -> Result<I
             scope.columns.len()
         );
     }
-    let source = optimizer::optimize(plan, binder.catalog);
+    let source = optimizer::optimize_for(plan, binder.catalog, binder.multi_partition);
     Ok(InsertPlan { table: table.id, columns, source, upsert })
 }
 

@@ -1,0 +1,512 @@
+//! The multi-partition coordinator: one thread that orders and drives every
+//! multi-partition transaction.
+//!
+//! For each transaction it assigns ids, puts the start marker into every
+//! site's inbox (so every site joins at the same point of its serial order),
+//! runs the work — a multi-partition procedure's Rust code, a batch of ad hoc
+//! statements, DDL — sending each batch to the sites as rounds of work items
+//! ([`crate::messages::WorkItem`]) and combining their results (see
+//! [`crate::distribute`]), then commits or rolls back on every site. Any
+//! failure on any site rolls the transaction back everywhere.
+//!
+//! DDL is planned here, against the coordinator's own copy of the schema (a
+//! [`Database`] holding no rows), applied on every site, and only committed
+//! once every site succeeded and every procedure compiles against the new
+//! catalog. The new [`Schema`] is installed on the sites with the commit and
+//! published to initiators right after.
+
+use crate::compile::{CompiledStatement, Schema};
+use crate::distribute::{reaggregate, Combine, DistQuery, MpStatement};
+use crate::hashinator::Hashinator;
+use crate::host::Shared;
+use crate::ids::{IdGenerator, TxnIds, MP_INITIATOR};
+use crate::messages::{CoordMsg, ItemResult, MpKind, MpReply, MpTask, MpWork, SiteMsg, WorkItem};
+use crate::procedure::{run_procedure, Batch, BatchExecutor};
+use crate::response::{ResultTable, Response};
+use crate::site::{partition_key, pinned_partition};
+use joule_common::{bail, err, DataType, Error, Result, Row, Value};
+use joule_engine::eval::Context;
+use joule_engine::storage::{Storage, Table};
+use joule_engine::{exec, Database, ExecResult};
+use joule_sql::functions::FunctionContext;
+use joule_sql::plan::Partitioning;
+use joule_sql::planner::PlannedKind;
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+pub(crate) struct Coordinator {
+    pub shared: Arc<Shared>,
+    pub inbox: Receiver<CoordMsg>,
+    pub sites: Vec<Sender<MpWork>>,
+    pub replies: Receiver<MpReply>,
+    /// The schema without data: plans DDL and runs combine steps.
+    pub schema_db: Database,
+    pub ids: IdGenerator,
+    pub hashinator: Arc<Hashinator>,
+    pub batch: Batch,
+}
+
+/// What a transaction changes besides data.
+#[derive(Default)]
+struct Installs {
+    schema: Option<Arc<Schema>>,
+    hashinator: Option<Arc<Hashinator>>,
+}
+
+impl Coordinator {
+    pub fn new(shared: Arc<Shared>, inbox: Receiver<CoordMsg>, sites: Vec<Sender<MpWork>>, replies: Receiver<MpReply>) -> Self {
+        let hashinator = shared.hashinator.load_full();
+        Coordinator {
+            shared,
+            inbox,
+            sites,
+            replies,
+            schema_db: Database::new(),
+            ids: IdGenerator::new(MP_INITIATOR),
+            hashinator,
+            batch: Batch::default(),
+        }
+    }
+
+    pub fn run(mut self) {
+        while let Ok(msg) = self.inbox.recv() {
+            match msg {
+                CoordMsg::Invoke(task) => self.run_txn(task),
+                CoordMsg::Shutdown => break,
+            }
+        }
+    }
+
+    fn run_txn(&mut self, task: MpTask) {
+        let ids = match task.replay {
+            Some(ids) => {
+                self.ids.observe(ids);
+                ids
+            }
+            None => self.ids.next(),
+        };
+        for site in &self.shared.sites {
+            if site.send(SiteMsg::MpBegin(ids)).is_err() {
+                let e = err!(Unavailable, "the host is shutting down");
+                return task.sink.deliver(task.handle, Response::failure(e, Some(ids)));
+            }
+        }
+        let functions = FunctionContext { now_micros: ids.unique_id.timestamp_micros(), random_seed: ids.random_seed() };
+        self.schema_db.set_function_context(functions);
+        let mut installs = Installs::default();
+        let mut batch = std::mem::take(&mut self.batch);
+        let (result, app_status, app_status_string) = match &task.kind {
+            MpKind::Procedure(p) => {
+                let mut exec = MpExecutor { coord: self, ids, failed: None };
+                let outcome = run_procedure(p, &task.params, &mut exec, &mut batch, ids, None);
+                let result = match (outcome.result, exec.failed.take()) {
+                    (Ok(t), None) => Ok(t),
+                    (Ok(_), Some(e)) | (Err(e), _) => Err(e),
+                };
+                (result, outcome.app_status, outcome.app_status_string)
+            }
+            MpKind::Ddl { statements, database } => {
+                (self.run_ddl(statements, database, &mut installs), crate::response::APP_STATUS_UNSET, None)
+            }
+            MpKind::Checksums => (self.per_site(WorkItem::Checksum, "CHECKSUM"), crate::response::APP_STATUS_UNSET, None),
+            MpKind::ValidatePartitioning => {
+                (self.per_site(WorkItem::ValidatePartitioning, "MISPARTITIONED_ROWS"), crate::response::APP_STATUS_UNSET, None)
+            }
+            MpKind::SetHashinator(h) => {
+                installs.hashinator = Some(h.clone());
+                (Ok(Vec::new()), crate::response::APP_STATUS_UNSET, None)
+            }
+        };
+        self.batch = batch;
+        let response = match result {
+            Ok(tables) => {
+                self.commit(installs);
+                let mut r = Response::success(tables, ids);
+                r.app_status = app_status;
+                r.app_status_string = app_status_string;
+                r
+            }
+            Err(e) => {
+                self.rollback();
+                let mut r = Response::failure(e, Some(ids));
+                r.app_status = app_status;
+                r.app_status_string = app_status_string;
+                r
+            }
+        };
+        task.sink.deliver(task.handle, response);
+    }
+
+    fn commit(&mut self, installs: Installs) {
+        if self.schema_db.in_transaction() {
+            self.schema_db.commit();
+        }
+        for site in &self.sites {
+            let _ = site.send(MpWork::Commit { schema: installs.schema.clone(), hashinator: installs.hashinator.clone() });
+        }
+        if let Some(s) = installs.schema {
+            self.shared.schema.store(s);
+        }
+        if let Some(h) = installs.hashinator {
+            self.hashinator = h.clone();
+            self.shared.hashinator.store(h);
+        }
+    }
+
+    fn rollback(&mut self) {
+        if self.schema_db.in_transaction() {
+            if let Err(e) = self.schema_db.rollback() {
+                eprintln!("joule: coordinator: schema rollback failed: {e}");
+            }
+        }
+        for site in &self.sites {
+            let _ = site.send(MpWork::Rollback);
+        }
+    }
+
+    /// Send each site its items (sites with none are not asked) and gather
+    /// the results, by site. The first error any site reports wins.
+    fn round(&mut self, mut per_site: Vec<Vec<WorkItem>>) -> Result<Vec<Vec<ItemResult>>> {
+        let mut asked = 0;
+        for (site, items) in per_site.iter_mut().enumerate() {
+            if !items.is_empty() {
+                self.sites[site]
+                    .send(MpWork::Round(std::mem::take(items)))
+                    .map_err(|_| err!(Unavailable, "partition {site} is gone (shutting down)"))?;
+                asked += 1;
+            }
+        }
+        let mut results: Vec<Vec<ItemResult>> = (0..self.sites.len()).map(|_| Vec::new()).collect();
+        let mut first_error: Option<Error> = None;
+        for _ in 0..asked {
+            let reply = self.replies.recv().map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
+            match reply.results {
+                Ok(r) => results[reply.partition as usize] = r,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
+    }
+
+    /// One item to every site; one result table of (partition, table, value).
+    fn per_site(&mut self, make: WorkItem, value_name: &str) -> Result<Vec<ResultTable>> {
+        let n = self.sites.len();
+        let mut per_site: Vec<Vec<WorkItem>> = Vec::with_capacity(n);
+        per_site.push(vec![make]);
+        for _ in 1..n {
+            let item = match &per_site[0][0] {
+                WorkItem::Checksum => WorkItem::Checksum,
+                _ => WorkItem::ValidatePartitioning,
+            };
+            per_site.push(vec![item]);
+        }
+        let results = self.round(per_site)?;
+        let mut rows = Vec::new();
+        for (p, r) in results.into_iter().enumerate() {
+            for item in r {
+                if let ItemResult::Tables(t) = item {
+                    for (table, v) in t {
+                        rows.push(vec![Value::Integer(p as i64), Value::String(table), Value::Integer(v as i64)]);
+                    }
+                }
+            }
+        }
+        let col = |name: &str, t| joule_sql::plan::OutputColumn { name: name.to_string(), data_type: Some(t) };
+        let columns =
+            vec![col("PARTITION_ID", DataType::Integer), col("TABLE_NAME", DataType::Varchar), col(value_name, DataType::BigInt)];
+        Ok(vec![ResultTable::new(columns.into(), rows)])
+    }
+
+    /// Plan and apply DDL statements on every site; compile the resulting
+    /// schema before anything commits.
+    fn run_ddl(&mut self, statements: &[String], database: &str, installs: &mut Installs) -> Result<Vec<ResultTable>> {
+        self.schema_db.begin();
+        let mut results = Vec::new();
+        for sql in statements {
+            let stmt = joule_sql::parser::parse_single(sql)?;
+            let planned = Arc::new(joule_sql::planner::plan(&stmt, self.schema_db.catalog(), database)?);
+            if !matches!(planned.kind, PlannedKind::Ddl(_)) {
+                bail!(FeatureNotSupported, "DDL and other statements cannot be mixed in one call: {sql}");
+            }
+            self.schema_db.execute_planned(&planned, &[])?;
+            let params: Arc<[Value]> = Arc::from(Vec::new());
+            let items = (0..self.sites.len())
+                .map(|_| vec![WorkItem::Execute { planned: planned.clone(), params: params.clone() }])
+                .collect();
+            self.round(items)?;
+            results.push(ResultTable::from_exec(ExecResult::Done));
+        }
+        let schema = Schema::compile(self.schema_db.catalog_arc().clone(), &self.shared.registry)?;
+        installs.schema = Some(Arc::new(schema));
+        Ok(results)
+    }
+}
+
+/// Where a statement's result comes from once its round has run.
+enum Pending {
+    /// Item `index` of site `site`.
+    One { site: usize, index: usize },
+    /// The same item on several sites: counts add up (or, for a replicated
+    /// table, every copy reports the same count).
+    Broadcast { at: Vec<(usize, usize)>, replicated: bool },
+    /// Fragments of a distributed read: per fragment, (site, index) pairs.
+    Read { statement: Arc<CompiledStatement>, at: Vec<Vec<(usize, usize)>>, params: Arc<[Value]> },
+}
+
+/// Runs a multi-partition transaction's batches through the sites.
+struct MpExecutor<'a> {
+    coord: &'a mut Coordinator,
+    ids: TxnIds,
+    failed: Option<Error>,
+}
+
+impl MpExecutor<'_> {
+    fn sites(&self) -> usize {
+        self.coord.sites.len()
+    }
+
+    /// Any one partition, for replicated reads (spread by transaction).
+    fn any_site(&self) -> usize {
+        (self.ids.txn_id.sequence() % self.sites() as u64) as usize
+    }
+
+    fn push(per_site: &mut [Vec<WorkItem>], site: usize, item: WorkItem) -> (usize, usize) {
+        per_site[site].push(item);
+        (site, per_site[site].len() - 1)
+    }
+
+    /// Queue a distributed read's fragments.
+    fn push_fragments(
+        &self,
+        per_site: &mut [Vec<WorkItem>],
+        statement: &Arc<CompiledStatement>,
+        query: &DistQuery,
+        params: &Arc<[Value]>,
+    ) -> Vec<Vec<(usize, usize)>> {
+        let any = self.any_site();
+        query
+            .fragments
+            .iter()
+            .enumerate()
+            .map(|(f, frag)| {
+                let targets: Vec<usize> = if frag.everywhere { (0..self.sites()).collect() } else { vec![any] };
+                targets
+                    .into_iter()
+                    .map(|s| {
+                        let item = WorkItem::Fragment { statement: statement.clone(), fragment: f, params: params.clone() };
+                        Self::push(per_site, s, item)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Combine a read's fragment results into its rows.
+    fn combine(&mut self, query: &DistQuery, inputs: Vec<Vec<Row>>, params: &[Value]) -> Result<Vec<Row>> {
+        match &query.combine {
+            Combine::Concat => Ok(inputs.into_iter().next().unwrap_or_default()),
+            Combine::Plan(plan) => self.coord.schema_db.query(plan, params, &inputs),
+            Combine::Gather { tables, plan } => {
+                let catalog = self.coord.schema_db.catalog_arc().clone();
+                let mut scratch = Storage::new();
+                for (id, rows) in tables.iter().zip(inputs) {
+                    let def = catalog.table_by_id(*id).ok_or_else(|| err!(Internal, "table #{id} missing"))?;
+                    // Keys unique per partition need not be unique across them.
+                    let mut loose = (**def).clone();
+                    for i in &mut loose.indexes {
+                        i.unique = false;
+                        i.assume_unique = false;
+                        i.primary_key = false;
+                    }
+                    let rows = match (&def.view, def.partition_column, catalog.is_partitioned(def)) {
+                        (Some(v), None, true) => reaggregate(v, rows)?,
+                        _ => rows,
+                    };
+                    let mut table = Table::new(Arc::new(loose));
+                    for r in rows {
+                        table.insert(r)?;
+                    }
+                    scratch.put_table(table);
+                }
+                let functions = FunctionContext {
+                    now_micros: self.ids.unique_id.timestamp_micros(),
+                    random_seed: self.ids.random_seed(),
+                };
+                let ctx = Context { storage: &scratch, params, outer: None, functions, inputs: &[] };
+                exec::collect(plan, &ctx)
+            }
+        }
+    }
+
+    /// Gather the rows of fragments from a round's results.
+    fn take_inputs(results: &mut [Vec<ItemResult>], at: &[Vec<(usize, usize)>]) -> Result<Vec<Vec<Row>>> {
+        at.iter()
+            .map(|places| {
+                let mut rows = Vec::new();
+                for &(s, i) in places {
+                    match std::mem::replace(&mut results[s][i], ItemResult::Rows(Vec::new())) {
+                        ItemResult::Rows(r) => rows.extend(r),
+                        other => bail!(Internal, "fragment answered {other:?}"),
+                    }
+                }
+                Ok(rows)
+            })
+            .collect()
+    }
+
+    fn exec_result(results: &mut [Vec<ItemResult>], s: usize, i: usize) -> Result<ExecResult> {
+        match std::mem::replace(&mut results[s][i], ItemResult::Rows(Vec::new())) {
+            ItemResult::Exec(r) => Ok(r),
+            other => bail!(Internal, "statement answered {other:?}"),
+        }
+    }
+
+    /// Run a round (if anything is queued), resolve its pending statements
+    /// into `out`, and return the results for items no statement claimed.
+    fn flush(
+        &mut self,
+        per_site: &mut Vec<Vec<WorkItem>>,
+        pending: &mut Vec<(usize, Pending)>,
+        out: &mut [Option<ResultTable>],
+    ) -> Result<Vec<Vec<ItemResult>>> {
+        let n = self.sites();
+        if per_site.iter().all(Vec::is_empty) {
+            return Ok((0..n).map(|_| Vec::new()).collect());
+        }
+        let mut results = self.coord.round(std::mem::replace(per_site, (0..n).map(|_| Vec::new()).collect()))?;
+        for (slot, p) in pending.drain(..) {
+            let table = match p {
+                Pending::One { site, index } => ResultTable::from_exec(Self::exec_result(&mut results, site, index)?),
+                Pending::Broadcast { at, replicated } => {
+                    let mut total = 0u64;
+                    let mut first = None;
+                    for (s, i) in at {
+                        match Self::exec_result(&mut results, s, i)? {
+                            ExecResult::Modified(m) if replicated => {
+                                first.get_or_insert(m);
+                            }
+                            ExecResult::Modified(m) => total += m,
+                            other => {
+                                first.get_or_insert(0);
+                                let _ = other;
+                            }
+                        }
+                    }
+                    ResultTable::from_exec(ExecResult::Modified(if replicated { first.unwrap_or(0) } else { total }))
+                }
+                Pending::Read { statement, at, params } => {
+                    let inputs = Self::take_inputs(&mut results, &at)?;
+                    let query = match &statement.mp {
+                        Some(MpStatement::Read(q)) => q,
+                        _ => bail!(Internal, "read without a distributed plan"),
+                    };
+                    let rows = self.combine(query, inputs, &params)?;
+                    let PlannedKind::Query(q) = &statement.planned.kind else {
+                        bail!(Internal, "read of a statement that is not a query");
+                    };
+                    ResultTable::new(q.columns.clone(), rows)
+                }
+            };
+            out[slot] = Some(table);
+        }
+        Ok(results)
+    }
+
+    fn run_batch(&mut self, statements: &[Arc<CompiledStatement>], batch: &Batch) -> Result<Vec<ResultTable>> {
+        let n = self.sites();
+        let mut per_site: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
+        let mut pending: Vec<(usize, Pending)> = Vec::new();
+        let mut out: Vec<Option<ResultTable>> = (0..batch.items.len()).map(|_| None).collect();
+        for (slot, (i, params)) in batch.iter().enumerate() {
+            let statement = &statements[i];
+            let params: Arc<[Value]> = Arc::from(params);
+            let Some(mp) = &statement.mp else {
+                bail!(Internal, "statement {} was not planned for multi-partition execution", statement.sql);
+            };
+            match mp {
+                MpStatement::Pinned => {
+                    let Partitioning::Single(key, key_type) = &statement.planned.partitioning else {
+                        bail!(Internal, "pinned statement without a partition key");
+                    };
+                    let site = pinned_partition(&self.coord.hashinator, key, *key_type, &params)?.unwrap_or(0) as usize;
+                    let (site, index) =
+                        Self::push(&mut per_site, site, WorkItem::Execute { planned: statement.planned.clone(), params });
+                    pending.push((slot, Pending::One { site, index }));
+                }
+                MpStatement::Local => {
+                    let site = self.any_site();
+                    let (site, index) =
+                        Self::push(&mut per_site, site, WorkItem::Execute { planned: statement.planned.clone(), params });
+                    pending.push((slot, Pending::One { site, index }));
+                }
+                MpStatement::Broadcast { planned, replicated } => {
+                    let at = (0..n)
+                        .map(|s| {
+                            let item = WorkItem::Execute { planned: planned.clone(), params: params.clone() };
+                            Self::push(&mut per_site, s, item)
+                        })
+                        .collect();
+                    pending.push((slot, Pending::Broadcast { at, replicated: *replicated }));
+                }
+                MpStatement::Read(query) => {
+                    let at = self.push_fragments(&mut per_site, statement, query, &params);
+                    pending.push((slot, Pending::Read { statement: statement.clone(), at, params }));
+                }
+                MpStatement::Insert { source, planned, route } => {
+                    // Compute the rows first (their round also runs what
+                    // was queued before), then send each site its rows.
+                    let at = self.push_fragments(&mut per_site, statement, source, &params);
+                    let mut results = self.flush(&mut per_site, &mut pending, &mut out)?;
+                    let inputs = Self::take_inputs(&mut results, &at)?;
+                    let rows = self.combine(source, inputs, &params)?;
+                    let mut by_site: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
+                    match route {
+                        Some((pos, key_type)) => {
+                            for row in rows {
+                                let key = partition_key(&row[*pos], *key_type)?;
+                                let site = self.coord.hashinator.partition_for(&key)? as usize;
+                                by_site.entry(site).or_default().push(row);
+                            }
+                        }
+                        None => {
+                            for s in 0..n {
+                                by_site.insert(s, rows.clone());
+                            }
+                        }
+                    }
+                    let at = by_site
+                        .into_iter()
+                        .map(|(s, rows)| Self::push(&mut per_site, s, WorkItem::InsertRows { planned: planned.clone(), rows }))
+                        .collect::<Vec<_>>();
+                    if at.is_empty() {
+                        out[slot] = Some(ResultTable::from_exec(ExecResult::Modified(0)));
+                    } else {
+                        pending.push((slot, Pending::Broadcast { at, replicated: route.is_none() }));
+                    }
+                }
+            }
+        }
+        self.flush(&mut per_site, &mut pending, &mut out)?;
+        out.into_iter().map(|t| t.ok_or_else(|| err!(Internal, "a statement produced no result"))).collect()
+    }
+}
+
+impl BatchExecutor for MpExecutor<'_> {
+    fn execute(&mut self, statements: &[Arc<CompiledStatement>], batch: &Batch) -> Result<Vec<ResultTable>> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone().context("the transaction already failed"));
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run_batch(statements, batch).inspect_err(|e| {
+            self.failed = Some(e.clone());
+        })
+    }
+}

@@ -1,0 +1,452 @@
+//! A host: its sites, the multi-partition coordinator, and the initiator
+//! side that clients call through.
+//!
+//! [`Host::start`] spawns one thread per site (`sites_per_host`, default the
+//! number of cores) and the coordinator thread. A [`Client`] is the
+//! initiator's entry point: it resolves a procedure name in the published
+//! [`Schema`], and routes the invocation — single-partition procedures to
+//! the site owning their partition key (hashed with the published
+//! [`Hashinator`]), everything else to the coordinator. The schema and the
+//! hashinator are published through `ArcSwap`s: reading them costs no lock,
+//! and a schema change or a new hashinator replaces them atomically.
+//!
+//! `@AdHoc` is handled here too: the SQL is planned (plans are cached per
+//! client by text and schema version); a batch whose statements all pin the
+//! same partition, or only read replicated tables, runs single-partition;
+//! anything else runs as one multi-partition transaction; DDL goes to the
+//! coordinator, which plans and applies it everywhere at once.
+
+use crate::compile::{compile_statement, CompiledProcedure, CompiledStatement, ProcedureCode, Schema};
+use crate::coordinator::Coordinator;
+use crate::hashinator::Hashinator;
+use crate::ids::TxnIds;
+use crate::messages::{CoordMsg, MpKind, MpTask, SiteMsg, SpTask};
+use crate::procedure::{Batch, ProcedureRegistry};
+use crate::response::{Response, ResponseSink};
+use crate::site::{partition_key, pinned_partition, Site};
+use arc_swap::ArcSwap;
+use joule_common::{bail, err, Result, Value};
+use joule_engine::Database;
+use joule_sql::catalog::DEFAULT_DATABASE;
+use joule_sql::parser::ParsedStatement;
+use joule_sql::plan::Partitioning;
+use joule_sql::planner::PlannedKind;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// How to start a host.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Sites (partitions) on this host.
+    pub sites_per_host: usize,
+    /// Native procedure classes `CREATE PROCEDURE ... FROM CLASS` can bind.
+    pub registry: ProcedureRegistry,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            sites_per_host: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            registry: ProcedureRegistry::new(),
+        }
+    }
+}
+
+/// What initiators and the coordinator share.
+pub(crate) struct Shared {
+    pub sites: Vec<Sender<SiteMsg>>,
+    pub coordinator: Sender<CoordMsg>,
+    pub schema: ArcSwap<Schema>,
+    pub hashinator: ArcSwap<Hashinator>,
+    pub registry: ProcedureRegistry,
+    pub running: AtomicBool,
+}
+
+/// A running host.
+pub struct Host {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Host {
+    pub fn start(config: HostConfig) -> Result<Host> {
+        let n = config.sites_per_host;
+        if n == 0 || n > 1024 {
+            bail!(InvalidArgument, "sites_per_host must be between 1 and 1024, not {n}");
+        }
+        let hashinator = Arc::new(Hashinator::even(n as u32, 1)?);
+        let schema = Arc::new(Schema::compile(Arc::new(Default::default()), &config.registry)?);
+        let (site_tx, site_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<SiteMsg>()).unzip();
+        let (mp_tx, mp_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let (coord_tx, coord_rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            sites: site_tx.clone(),
+            coordinator: coord_tx,
+            schema: ArcSwap::new(schema.clone()),
+            hashinator: ArcSwap::new(hashinator.clone()),
+            registry: config.registry,
+            running: AtomicBool::new(true),
+        });
+        let mut threads = Vec::new();
+        for (p, (inbox, mp_inbox)) in site_rx.into_iter().zip(mp_rx).enumerate() {
+            let site = Site {
+                partition: p as u32,
+                db: Database::new(),
+                ids: crate::ids::IdGenerator::new(p as u32),
+                hashinator: hashinator.clone(),
+                schema: schema.clone(),
+                inbox,
+                mp_inbox,
+                mp_reply: reply_tx.clone(),
+                peers: site_tx.clone(),
+                batch: Batch::default(),
+            };
+            threads.push(spawn(format!("joule-site-{p}"), move || site.run())?);
+        }
+        let coordinator = Coordinator::new(shared.clone(), coord_rx, mp_tx, reply_rx);
+        threads.push(spawn("joule-mp".to_string(), move || coordinator.run())?);
+        Ok(Host { shared, threads: Mutex::new(threads) })
+    }
+
+    /// A new client (initiator handle) with `DEFAULT` as its database.
+    pub fn client(&self) -> Client {
+        Client {
+            shared: self.shared.clone(),
+            database: DEFAULT_DATABASE.to_string(),
+            plans: HashMap::new(),
+            replicated_reads: 0,
+        }
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.shared.sites.len()
+    }
+
+    /// The schema initiators currently plan against.
+    pub fn schema(&self) -> Arc<Schema> {
+        self.shared.schema.load_full()
+    }
+
+    pub fn hashinator(&self) -> Arc<Hashinator> {
+        self.shared.hashinator.load_full()
+    }
+
+    /// Stop taking work, let queued work finish, and join every thread.
+    pub fn shutdown(&self) {
+        self.shared.running.store(false, Ordering::SeqCst);
+        let _ = self.shared.coordinator.send(CoordMsg::Shutdown);
+        for s in &self.shared.sites {
+            let _ = s.send(SiteMsg::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.clone()).spawn(f).map_err(|e| err!(Internal, "cannot start thread {name}: {e}"))
+}
+
+/// A response sink that hands the answer to one waiting caller.
+struct Waiter(SyncSender<Response>);
+
+impl ResponseSink for Waiter {
+    fn deliver(&self, _handle: u64, response: Response) {
+        let _ = self.0.send(response);
+    }
+}
+
+/// An invocation: a procedure (user, CRUD or system) with parameters, and,
+/// when replaying a log, the ids it ran with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invocation {
+    pub procedure: String,
+    pub params: Vec<Value>,
+    pub replay: Option<TxnIds>,
+}
+
+impl Invocation {
+    pub fn new(procedure: &str, params: Vec<Value>) -> Invocation {
+        Invocation { procedure: procedure.to_string(), params, replay: None }
+    }
+}
+
+/// Ad hoc plans older than this many schema versions are dropped.
+const PLAN_CACHE_LIMIT: usize = 512;
+
+/// The initiator handle clients invoke through. Not shared between
+/// threads: each connection or thread has its own (it keeps a session
+/// database and a plan cache).
+pub struct Client {
+    shared: Arc<Shared>,
+    database: String,
+    /// Ad hoc statements planned for one partition, by (database, text).
+    plans: HashMap<(String, String), Arc<CompiledStatement>>,
+    /// Counts replicated-only ad hoc reads, to spread them over partitions.
+    replicated_reads: u64,
+}
+
+impl Client {
+    /// Invoke and wait for the answer.
+    pub fn call(&mut self, procedure: &str, params: Vec<Value>) -> Response {
+        self.invoke_wait(Invocation::new(procedure, params))
+    }
+
+    /// `@AdHoc`: run SQL (`?`s bound to `params` in order) and wait.
+    pub fn adhoc(&mut self, sql: &str, params: Vec<Value>) -> Response {
+        let mut all = vec![Value::String(sql.to_string())];
+        all.extend(params);
+        self.call("@AdHoc", all)
+    }
+
+    /// Invoke and wait.
+    pub fn invoke_wait(&mut self, invocation: Invocation) -> Response {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.invoke(invocation, 0, Arc::new(Waiter(tx)));
+        rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
+    }
+
+    /// Invoke; the response goes to `sink` with `handle`.
+    pub fn invoke(&mut self, invocation: Invocation, handle: u64, sink: Arc<dyn ResponseSink>) {
+        if !self.shared.running.load(Ordering::Relaxed) {
+            return sink.deliver(handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+        }
+        let Invocation { procedure, params, replay } = invocation;
+        let routed = if procedure.starts_with('@') {
+            self.system(&procedure, params, replay)
+        } else {
+            match self.shared.schema.load().procedure(&procedure) {
+                Some(p) => Ok(Route::Procedure(p.clone(), params)),
+                None => Err(err!(UndefinedProcedure, "procedure {procedure} was not found")),
+            }
+        };
+        match routed {
+            Ok(Route::Procedure(p, params)) => self.route(p, params, replay, handle, sink),
+            Ok(Route::Sp(p, params, partition)) => {
+                let hash_version = self.shared.hashinator.load().version();
+                self.send_sp(partition as usize, SpTask { procedure: p, params, sink, handle, replay, hash_version })
+            }
+            Ok(Route::Mp(kind, params)) => self.send_mp(MpTask { kind, params, sink, handle, replay }),
+            Ok(Route::Done(response)) => sink.deliver(handle, response),
+            Err(e) => sink.deliver(handle, Response::failure(e, None)),
+        }
+    }
+
+    /// Send a procedure to its partition or to the coordinator.
+    fn route(
+        &mut self,
+        procedure: Arc<CompiledProcedure>,
+        params: Vec<Value>,
+        replay: Option<TxnIds>,
+        handle: u64,
+        sink: Arc<dyn ResponseSink>,
+    ) {
+        let Some(routing) = &procedure.routing else {
+            return self.send_mp(MpTask { kind: MpKind::Procedure(procedure), params, sink, handle, replay });
+        };
+        let hashinator = self.shared.hashinator.load();
+        let partition = match params.get(routing.parameter) {
+            None => Err(err!(
+                WrongParameterCount,
+                "procedure {} is partitioned on parameter {} but got {} parameter(s)",
+                procedure.name,
+                routing.parameter,
+                params.len()
+            )),
+            Some(v) => partition_key(v, routing.key_type)
+                .and_then(|k| hashinator.partition_for(&k))
+                .map_err(|e| e.context(format!("partition parameter of {} ({})", procedure.name, routing.column))),
+        };
+        let partition = match partition {
+            Ok(p) => p as usize,
+            Err(e) => return sink.deliver(handle, Response::failure(e, None)),
+        };
+        let task = SpTask { procedure, params, sink, handle, replay, hash_version: hashinator.version() };
+        self.send_sp(partition, task);
+    }
+
+    fn send_sp(&self, partition: usize, task: SpTask) {
+        if let Err(e) = self.shared.sites[partition].send(SiteMsg::Sp(task)) {
+            if let SiteMsg::Sp(t) = e.0 {
+                t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+            }
+        }
+    }
+
+    fn send_mp(&self, task: MpTask) {
+        if let Err(e) = self.shared.coordinator.send(CoordMsg::Invoke(task)) {
+            if let CoordMsg::Invoke(t) = e.0 {
+                t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+            }
+        }
+    }
+
+    /// System procedures handled by the transaction layer.
+    fn system(&mut self, name: &str, mut params: Vec<Value>, _replay: Option<TxnIds>) -> Result<Route> {
+        match name {
+            "@AdHoc" => {
+                if params.is_empty() {
+                    bail!(WrongParameterCount, "@AdHoc takes the SQL text and then its parameters");
+                }
+                let Value::String(sql) = params.remove(0) else {
+                    bail!(DatatypeMismatch, "@AdHoc's first parameter must be the SQL text");
+                };
+                self.adhoc_route(&sql, params)
+            }
+            "@ValidatePartitioning" => Ok(Route::Mp(MpKind::ValidatePartitioning, Vec::new())),
+            "@Checksum" => Ok(Route::Mp(MpKind::Checksums, Vec::new())),
+            _ => bail!(UndefinedProcedure, "system procedure {name} was not found"),
+        }
+    }
+
+    /// Plan ad hoc SQL and decide where it runs.
+    fn adhoc_route(&mut self, sql: &str, params: Vec<Value>) -> Result<Route> {
+        let parsed = joule_sql::parser::parse(sql)?;
+        if parsed.is_empty() {
+            bail!(SyntaxError, "syntax error: empty statement");
+        }
+        let ddl = parsed.iter().filter(|s| s.is_schema_change()).count();
+        if ddl > 0 {
+            if ddl != parsed.len() {
+                bail!(FeatureNotSupported, "DDL and other statements cannot be mixed in one @AdHoc call");
+            }
+            if !params.is_empty() {
+                bail!(WrongParameterCount, "DDL takes no parameters");
+            }
+            let statements = parsed.into_iter().map(|s| s.sql).collect();
+            return Ok(Route::Mp(MpKind::Ddl { statements, database: self.database.clone() }, Vec::new()));
+        }
+        let schema = self.shared.schema.load_full();
+        let mut statements = Vec::with_capacity(parsed.len());
+        for stmt in &parsed {
+            let compiled = self.plan_single(stmt, &schema)?;
+            if let PlannedKind::UseDatabase(db) = &compiled.planned.kind {
+                if parsed.len() > 1 {
+                    bail!(FeatureNotSupported, "USE must be the only statement of an @AdHoc call");
+                }
+                self.database = db.clone();
+                return Ok(Route::Done(Response::success(Vec::new(), NO_IDS)));
+            }
+            statements.push(compiled);
+        }
+        let param_count: usize = statements.iter().map(|s| s.planned.param_count).sum();
+        if params.len() != param_count {
+            bail!(WrongParameterCount, "the SQL has {param_count} ? parameter(s) but {} were given", params.len());
+        }
+        // Single-partition if every statement pins the same partition or
+        // only reads replicated tables.
+        let hashinator = self.shared.hashinator.load();
+        let mut target: Option<u32> = None;
+        let mut single = true;
+        let mut offset = 0;
+        for s in &statements {
+            let p = &params[offset..offset + s.planned.param_count];
+            offset += s.planned.param_count;
+            match &s.planned.partitioning {
+                Partitioning::Single(key, key_type) => match pinned_partition(&hashinator, key, *key_type, p)? {
+                    Some(owner) if target.is_none_or(|t| t == owner) => target = Some(owner),
+                    _ => single = false,
+                },
+                Partitioning::Replicated if !s.planned.writes => {}
+                _ => single = false,
+            }
+        }
+        if single {
+            // Replicated-only reads spread over the partitions.
+            let target = target.unwrap_or_else(|| {
+                self.replicated_reads += 1;
+                (self.replicated_reads % self.shared.sites.len() as u64) as u32
+            });
+            return Ok(Route::Sp(Arc::new(adhoc_procedure(statements, &schema)), params, target));
+        }
+        let mp = parsed
+            .iter()
+            .map(|stmt| compile_statement(&stmt.sql, &schema.catalog, &self.database, true).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Route::Mp(MpKind::Procedure(Arc::new(adhoc_procedure(mp, &schema))), params))
+    }
+
+    /// Plan one ad hoc statement for a single partition (cached).
+    fn plan_single(&mut self, stmt: &ParsedStatement, schema: &Schema) -> Result<Arc<CompiledStatement>> {
+        let key = (self.database.clone(), stmt.sql.clone());
+        if let Some(p) = self.plans.get(&key) {
+            if p.planned.catalog_version == schema.version() {
+                return Ok(p.clone());
+            }
+        }
+        let planned = joule_sql::planner::plan(stmt, &schema.catalog, &self.database)?;
+        let compiled = Arc::new(CompiledStatement { sql: stmt.sql.clone(), planned: Arc::new(planned), mp: None });
+        if self.plans.len() >= PLAN_CACHE_LIMIT {
+            self.plans.clear();
+        }
+        if !matches!(compiled.planned.kind, PlannedKind::UseDatabase(_)) {
+            self.plans.insert(key, compiled.clone());
+        }
+        Ok(compiled)
+    }
+
+    /// Replace the hashinator everywhere at once, as a multi-partition
+    /// transaction (the new one must have a higher version). Moving the
+    /// rows whose owner changes is the caller's business (elastic scaling);
+    /// invocations routed with the old one are re-routed by the sites.
+    pub fn swap_hashinator(&mut self, hashinator: Hashinator) -> Response {
+        let current = self.shared.hashinator.load();
+        if hashinator.version() <= current.version() {
+            let e = err!(
+                InvalidArgument,
+                "the new hashinator's version {} must be above the current {}",
+                hashinator.version(),
+                current.version()
+            );
+            return Response::failure(e, None);
+        }
+        if hashinator.ring().iter().any(|(_, p)| *p as usize >= self.shared.sites.len()) {
+            return Response::failure(err!(InvalidArgument, "the hashinator names a partition this host lacks"), None);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let kind = MpKind::SetHashinator(Arc::new(hashinator));
+        self.send_mp(MpTask { kind, params: Vec::new(), sink: Arc::new(Waiter(tx)), handle: 0, replay: None });
+        rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
+    }
+
+    /// The session's current database.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+}
+
+/// Ids for answers given without a transaction (USE).
+const NO_IDS: TxnIds = TxnIds { txn_id: crate::ids::TxnId(0), unique_id: crate::ids::UniqueId(0) };
+
+/// Where an invocation goes.
+enum Route {
+    Procedure(Arc<CompiledProcedure>, Vec<Value>),
+    /// Ad hoc work for one partition.
+    Sp(Arc<CompiledProcedure>, Vec<Value>, u32),
+    Mp(MpKind, Vec<Value>),
+    Done(Response),
+}
+
+fn adhoc_procedure(statements: Vec<Arc<CompiledStatement>>, schema: &Schema) -> CompiledProcedure {
+    CompiledProcedure {
+        name: "@AdHoc".to_string(),
+        routing: None,
+        code: ProcedureCode::Statements,
+        param_count: Some(statements.iter().map(|s| s.planned.param_count).sum()),
+        statements,
+        roles: Vec::new(),
+        catalog_version: schema.version(),
+    }
+}

@@ -1,0 +1,109 @@
+//! The messages that move work between initiators, sites and the
+//! multi-partition coordinator.
+//!
+//! Each site has one inbox ([`SiteMsg`]), fed by initiators (single-partition
+//! invocations, in arrival order) and by the coordinator (the marker that
+//! starts a multi-partition transaction). When a site reaches that marker it
+//! stops reading its inbox and serves only the coordinator's [`MpWork`]
+//! (rounds of fragments, then commit or rollback), answering each round with
+//! an [`MpReply`]. Because one coordinator orders all multi-partition
+//! transactions and puts each marker into every inbox before the next, all
+//! sites see them in the same order, which is what makes the whole
+//! serializable.
+
+use crate::compile::{CompiledProcedure, CompiledStatement, Schema};
+use crate::hashinator::Hashinator;
+use crate::ids::TxnIds;
+use crate::response::ResponseSink;
+use joule_common::{Result, Row, Value};
+use joule_engine::ExecResult;
+use joule_sql::planner::Planned;
+use std::sync::Arc;
+
+/// A single-partition invocation.
+pub(crate) struct SpTask {
+    pub procedure: Arc<CompiledProcedure>,
+    pub params: Vec<Value>,
+    pub sink: Arc<dyn ResponseSink>,
+    pub handle: u64,
+    /// Ids recorded earlier (command-log replay); `None` = assign new ones.
+    pub replay: Option<TxnIds>,
+    /// The hashinator version the initiator routed with.
+    pub hash_version: u64,
+}
+
+/// What a site's inbox carries.
+pub(crate) enum SiteMsg {
+    Sp(SpTask),
+    /// Join this multi-partition transaction now.
+    MpBegin(TxnIds),
+    /// Finish what is queued before this, then stop.
+    Shutdown,
+}
+
+/// One piece of a multi-partition round for one site.
+pub(crate) enum WorkItem {
+    /// Execute a planned statement (pinned, broadcast, DDL).
+    Execute { planned: Arc<Planned>, params: Arc<[Value]> },
+    /// Run fragment `fragment` of the statement's distributed read.
+    Fragment { statement: Arc<CompiledStatement>, fragment: usize, params: Arc<[Value]> },
+    /// Insert rows computed at the coordinator.
+    InsertRows { planned: Arc<Planned>, rows: Vec<Row> },
+    /// Report per-table checksums.
+    Checksum,
+    /// Report, per partitioned table, rows whose key another partition owns.
+    ValidatePartitioning,
+}
+
+/// The result of one work item.
+#[derive(Debug)]
+pub(crate) enum ItemResult {
+    Exec(ExecResult),
+    Rows(Vec<Row>),
+    /// (table, value) pairs: checksums or misplaced-row counts.
+    Tables(Vec<(String, u64)>),
+}
+
+/// What the coordinator sends a site inside a multi-partition transaction.
+pub(crate) enum MpWork {
+    /// Run these items in order and reply (stopping at the first error).
+    Round(Vec<WorkItem>),
+    /// Make the transaction's changes permanent; install a new schema or
+    /// hashinator if the transaction made one.
+    Commit { schema: Option<Arc<Schema>>, hashinator: Option<Arc<Hashinator>> },
+    Rollback,
+}
+
+/// A site's answer to a round.
+pub(crate) struct MpReply {
+    pub partition: u32,
+    pub results: Result<Vec<ItemResult>>,
+}
+
+/// Work for the multi-partition coordinator.
+pub(crate) enum MpKind {
+    Procedure(Arc<CompiledProcedure>),
+    /// DDL statements (texts), planned by the coordinator in `database`.
+    Ddl { statements: Vec<String>, database: String },
+    /// Per-partition checksums of every table.
+    Checksums,
+    /// Rows stored on a partition that does not own their key.
+    ValidatePartitioning,
+    /// Install a new hashinator everywhere at once.
+    SetHashinator(Arc<Hashinator>),
+}
+
+/// A multi-partition invocation.
+pub(crate) struct MpTask {
+    pub kind: MpKind,
+    pub params: Vec<Value>,
+    pub sink: Arc<dyn ResponseSink>,
+    pub handle: u64,
+    pub replay: Option<TxnIds>,
+}
+
+/// The coordinator's inbox.
+pub(crate) enum CoordMsg {
+    Invoke(MpTask),
+    Shutdown,
+}

@@ -1,0 +1,342 @@
+//! A site: the one thread that owns a partition.
+//!
+//! The site holds its partition's [`Database`] (tables, indexes, undo log)
+//! and runs transactions one at a time, to completion, with no locks: a
+//! single-partition invocation from its inbox runs entirely here; a
+//! multi-partition transaction's marker makes the site serve the
+//! coordinator's rounds until it commits or rolls back (see
+//! [`crate::messages`]).
+//!
+//! The site is also its partition's initiator: it gives each
+//! single-partition transaction its ids as the transaction starts (or takes
+//! the recorded ones during replay), and sets the engine's function context
+//! from them, so `NOW()` and random functions depend only on the ids.
+//!
+//! Routing guards: an invocation routed with an older hashinator is checked
+//! against the current one and forwarded if its key moved; a statement
+//! pinned to a key another partition owns fails with `Mispartitioned`, and
+//! so does any row written here whose key another partition owns (checked
+//! by the engine through [`PartitionOwner`]).
+
+use crate::compile::{compile_statement, CompiledProcedure, CompiledStatement, Schema};
+use crate::distribute::MpStatement;
+use crate::hashinator::Hashinator;
+use crate::ids::{IdGenerator, TxnIds};
+use crate::messages::{ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem};
+use crate::procedure::{run_procedure, Batch, BatchExecutor};
+use crate::response::{ResultTable, Response};
+use joule_common::{bail, err, DataType, Result, Value};
+use joule_engine::{Database, PartitionOwner};
+use joule_sql::catalog::TableDef;
+use joule_sql::expr::Expr;
+use joule_sql::functions::FunctionContext;
+use joule_sql::plan::Partitioning;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+/// Cast a partition key to its column's type (integers of any width hash
+/// alike; a string key for an integer column is parsed).
+pub fn partition_key(value: &Value, key_type: DataType) -> Result<Value> {
+    match value {
+        Value::Null => Ok(Value::Null),
+        Value::Integer(_) if key_type.is_integer() => Ok(value.clone()),
+        Value::String(_) if key_type == DataType::Varchar => Ok(value.clone()),
+        Value::Binary(_) if key_type == DataType::Varbinary => Ok(value.clone()),
+        v => v.cast(key_type),
+    }
+}
+
+/// The partition a statement pinned by `key` (a constant or parameter)
+/// must run on.
+pub(crate) fn pinned_partition(
+    hashinator: &Hashinator,
+    key: &Expr,
+    key_type: DataType,
+    params: &[Value],
+) -> Result<Option<u32>> {
+    let v = match key {
+        Expr::Constant(v) => v,
+        Expr::Parameter(i) => params.get(*i).ok_or_else(|| err!(WrongParameterCount, "parameter {i} is missing"))?,
+        _ => return Ok(None),
+    };
+    Ok(Some(hashinator.partition_for(&partition_key(v, key_type)?)?))
+}
+
+/// The engine's guard: rows written here must hash here.
+struct Owner {
+    partition: u32,
+    hashinator: Arc<Hashinator>,
+}
+
+impl PartitionOwner for Owner {
+    fn check(&self, table: &TableDef, column: usize, key: &Value) -> Result<()> {
+        let owner = self.hashinator.partition_for(key)?;
+        if owner != self.partition {
+            bail!(
+                Mispartitioned,
+                "mispartitioned: a row of {} with {} = {key} belongs to partition {owner}, but this transaction runs on partition {}",
+                table.name,
+                table.columns[column].name,
+                self.partition
+            );
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Site {
+    pub partition: u32,
+    pub db: Database,
+    pub ids: IdGenerator,
+    pub hashinator: Arc<Hashinator>,
+    pub schema: Arc<Schema>,
+    pub inbox: Receiver<SiteMsg>,
+    pub mp_inbox: Receiver<MpWork>,
+    pub mp_reply: Sender<MpReply>,
+    /// Every site's inbox (this one's included), for forwarding.
+    pub peers: Vec<Sender<SiteMsg>>,
+    pub batch: Batch,
+}
+
+impl Site {
+    /// The site's loop: until shutdown or until every sender is gone.
+    pub fn run(mut self) {
+        self.install_owner();
+        while let Ok(msg) = self.inbox.recv() {
+            match msg {
+                SiteMsg::Sp(task) => self.run_sp(task),
+                SiteMsg::MpBegin(ids) => self.run_mp(ids),
+                SiteMsg::Shutdown => break,
+            }
+        }
+    }
+
+    fn install_owner(&mut self) {
+        let owner = Owner { partition: self.partition, hashinator: self.hashinator.clone() };
+        self.db.set_partition_owner(Some(Arc::new(owner)));
+    }
+
+    fn run_sp(&mut self, task: SpTask) {
+        if task.hash_version != self.hashinator.version() {
+            // Routed before the hashinator changed: the key may live elsewhere now.
+            if let Some(target) = self.reroute(&task) {
+                if target != self.partition {
+                    if let Err(e) = self.peers[target as usize].send(SiteMsg::Sp(SpTask { hash_version: self.hashinator.version(), ..task })) {
+                        if let SiteMsg::Sp(t) = e.0 {
+                            t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        let ids = match task.replay {
+            Some(ids) => {
+                self.ids.observe(ids);
+                ids
+            }
+            None => self.ids.next(),
+        };
+        let procedure = match self.current(&task.procedure) {
+            Ok(p) => p,
+            Err(e) => return task.sink.deliver(task.handle, Response::failure(e, Some(ids))),
+        };
+        self.db.set_function_context(FunctionContext {
+            now_micros: ids.unique_id.timestamp_micros(),
+            random_seed: ids.random_seed(),
+        });
+        self.db.begin();
+        let mut exec = SiteExecutor { db: &mut self.db, partition: self.partition, hashinator: &self.hashinator, failed: None };
+        let outcome = run_procedure(&procedure, &task.params, &mut exec, &mut self.batch, ids, Some(self.partition));
+        let failed = exec.failed.take();
+        let result = match (outcome.result, failed) {
+            (Ok(tables), None) => {
+                self.db.commit();
+                Ok(tables)
+            }
+            // A failed statement dooms the transaction even if the
+            // procedure went on.
+            (Ok(_), Some(e)) | (Err(e), _) => {
+                if let Err(r) = self.db.rollback() {
+                    Err(err!(Internal, "rollback failed after \"{e}\": {r}"))
+                } else {
+                    Err(e)
+                }
+            }
+        };
+        let mut response = match result {
+            Ok(tables) => Response::success(tables, ids),
+            Err(e) => Response::failure(e, Some(ids)),
+        };
+        response.app_status = outcome.app_status;
+        response.app_status_string = outcome.app_status_string;
+        task.sink.deliver(task.handle, response);
+    }
+
+    /// The partition an invocation's key maps to under the current hashinator.
+    fn reroute(&self, task: &SpTask) -> Option<u32> {
+        let r = task.procedure.routing.as_ref()?;
+        let key = partition_key(task.params.get(r.parameter)?, r.key_type).ok()?;
+        self.hashinator.partition_for(&key).ok()
+    }
+
+    /// The procedure as compiled for this site's schema: the one routed, or
+    /// (after a schema change overtook it) the current one of that name.
+    fn current(&self, p: &Arc<CompiledProcedure>) -> Result<Arc<CompiledProcedure>> {
+        if p.catalog_version == self.db.catalog().version {
+            return Ok(p.clone());
+        }
+        if let Some(now) = self.schema.procedure(&p.name) {
+            return Ok(now.clone());
+        }
+        if p.name == "@AdHoc" {
+            // Ad hoc statements are planned again against this schema.
+            let statements = p
+                .statements
+                .iter()
+                .map(|s| compile_statement(&s.sql, self.db.catalog(), self.db.current_database(), false).map(Arc::new))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Arc::new(CompiledProcedure {
+                name: p.name.clone(),
+                routing: p.routing.clone(),
+                code: p.code.clone(),
+                param_count: Some(statements.iter().map(|s| s.planned.param_count).sum()),
+                statements,
+                roles: Vec::new(),
+                catalog_version: self.db.catalog().version,
+            }));
+        }
+        bail!(UndefinedProcedure, "procedure {} was dropped", p.name)
+    }
+
+    fn run_mp(&mut self, ids: TxnIds) {
+        self.ids.observe(ids);
+        self.db.set_function_context(FunctionContext {
+            now_micros: ids.unique_id.timestamp_micros(),
+            random_seed: ids.random_seed(),
+        });
+        self.db.begin();
+        loop {
+            let Ok(work) = self.mp_inbox.recv() else {
+                // The coordinator is gone: nothing can commit this.
+                let _ = self.db.rollback();
+                return;
+            };
+            match work {
+                MpWork::Round(items) => {
+                    let results = self.run_round(items);
+                    let _ = self.mp_reply.send(MpReply { partition: self.partition, results });
+                }
+                MpWork::Commit { schema, hashinator } => {
+                    self.db.commit();
+                    if let Some(s) = schema {
+                        self.schema = s;
+                    }
+                    if let Some(h) = hashinator {
+                        self.hashinator = h;
+                        self.install_owner();
+                    }
+                    return;
+                }
+                MpWork::Rollback => {
+                    if let Err(e) = self.db.rollback() {
+                        eprintln!("joule: partition {}: rollback failed: {e}", self.partition);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn run_round(&mut self, items: Vec<WorkItem>) -> Result<Vec<ItemResult>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(match item {
+                WorkItem::Execute { planned, params } => ItemResult::Exec(self.db.execute_planned(&planned, &params)?),
+                WorkItem::Fragment { statement, fragment, params } => {
+                    if statement.planned.catalog_version != self.db.catalog().version {
+                        bail!(SchemaChangeConflict, "the schema changed since this statement was planned; plan it again");
+                    }
+                    let query = match &statement.mp {
+                        Some(MpStatement::Read(q)) | Some(MpStatement::Insert { source: q, .. }) => q,
+                        _ => bail!(Internal, "fragment of a statement without a distributed read"),
+                    };
+                    let f = query.fragments.get(fragment).ok_or_else(|| err!(Internal, "fragment {fragment} missing"))?;
+                    ItemResult::Rows(self.db.query(&f.plan, &params, &[])?)
+                }
+                WorkItem::InsertRows { planned, rows } => {
+                    let joule_sql::planner::PlannedKind::Insert(plan) = &planned.kind else {
+                        bail!(Internal, "rows to insert for a statement that is not an INSERT");
+                    };
+                    ItemResult::Exec(self.db.insert_rows(plan, rows)?)
+                }
+                WorkItem::Checksum => ItemResult::Tables(self.db.table_checksums()),
+                WorkItem::ValidatePartitioning => ItemResult::Tables(self.misplaced_rows()?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Per partitioned table: how many rows here belong to another partition.
+    fn misplaced_rows(&self) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for def in self.db.catalog().tables() {
+            let Some(pc) = def.partition_column else { continue };
+            let table = self.db.storage().table(def.id)?;
+            let mut misplaced = 0;
+            for (_, row) in table.scan() {
+                if self.hashinator.partition_for(&row[pc])? != self.partition {
+                    misplaced += 1;
+                }
+            }
+            out.push((def.qualified_name(), misplaced));
+        }
+        Ok(out)
+    }
+}
+
+/// Runs a single-partition transaction's batches on the site's database.
+struct SiteExecutor<'a> {
+    db: &'a mut Database,
+    partition: u32,
+    hashinator: &'a Hashinator,
+    /// The first statement error: the transaction will roll back.
+    failed: Option<joule_common::Error>,
+}
+
+impl SiteExecutor<'_> {
+    fn statement(&mut self, stmt: &CompiledStatement, params: &[Value]) -> Result<ResultTable> {
+        if let Partitioning::Single(key, key_type) = &stmt.planned.partitioning {
+            if let Some(owner) = pinned_partition(self.hashinator, key, *key_type, params)? {
+                if owner != self.partition {
+                    bail!(
+                        Mispartitioned,
+                        "mispartitioned: statement \"{}\" reads or writes partition {owner}, but this single-partition transaction runs on partition {}",
+                        stmt.sql,
+                        self.partition
+                    );
+                }
+            }
+        }
+        Ok(ResultTable::from_exec(self.db.execute_planned(&stmt.planned, params)?))
+    }
+}
+
+impl BatchExecutor for SiteExecutor<'_> {
+    fn execute(&mut self, statements: &[Arc<CompiledStatement>], batch: &Batch) -> Result<Vec<ResultTable>> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone().context("the transaction already failed"));
+        }
+        let mut out = Vec::with_capacity(batch.items.len());
+        for (i, params) in batch.iter() {
+            match self.statement(&statements[i], params) {
+                Ok(t) => out.push(t),
+                Err(e) => {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -220,14 +220,31 @@ impl Client {
 
     /// Invoke; the response goes to `sink` with `handle`.
     pub fn invoke(&mut self, invocation: Invocation, handle: u64, sink: Arc<dyn ResponseSink>) {
+        let Invocation { procedure, params, replay } = invocation;
+        self.invoke_with(&procedure, params, replay, handle, sink)
+    }
+
+    /// Invoke `procedure` without waiting; the response goes to `sink` with
+    /// `handle`.
+    pub fn call_async(&mut self, procedure: &str, params: Vec<Value>, handle: u64, sink: Arc<dyn ResponseSink>) {
+        self.invoke_with(procedure, params, None, handle, sink)
+    }
+
+    fn invoke_with(
+        &mut self,
+        procedure: &str,
+        params: Vec<Value>,
+        replay: Option<TxnIds>,
+        handle: u64,
+        sink: Arc<dyn ResponseSink>,
+    ) {
         if !self.shared.running.load(Ordering::Relaxed) {
             return sink.deliver(handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
         }
-        let Invocation { procedure, params, replay } = invocation;
         let routed = if procedure.starts_with('@') {
-            self.system(&procedure, params, replay)
+            self.system(procedure, params, replay)
         } else {
-            match self.shared.schema.load().procedure(&procedure) {
+            match self.shared.schema.load().procedure(procedure) {
                 Some(p) => Ok(Route::Procedure(p.clone(), params)),
                 None => Err(err!(UndefinedProcedure, "procedure {procedure} was not found")),
             }

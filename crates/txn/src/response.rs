@@ -6,7 +6,7 @@ use crate::ids::TxnIds;
 use joule_common::{DataType, Error, ErrorCode, Row, Value};
 use joule_engine::ExecResult;
 use joule_sql::plan::OutputColumn;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// VoltDB's client response status codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,8 +71,16 @@ impl ResultTable {
     }
 }
 
-fn bigint_column(name: &str) -> Arc<[OutputColumn]> {
-    vec![OutputColumn { name: name.to_string(), data_type: Some(DataType::BigInt) }].into()
+/// One BIGINT column, built once per name: answers of DML and procedures
+/// returning numbers share it instead of allocating per transaction.
+fn bigint_column(name: &'static str) -> Arc<[OutputColumn]> {
+    static SHARED: [OnceLock<Arc<[OutputColumn]>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let slot = match name {
+        "" => &SHARED[0],
+        "MODIFIED_TUPLES" => &SHARED[1],
+        _ => &SHARED[2],
+    };
+    slot.get_or_init(|| vec![OutputColumn { name: name.to_string(), data_type: Some(DataType::BigInt) }].into()).clone()
 }
 
 /// The answer to one invocation.

@@ -1,0 +1,136 @@
+//! Voter throughput, in process (no network): `Vote` transactions per
+//! second on a host with `JOULE_BENCH_SITES` sites (default 2), then
+//! multi-partition transactions per second (a two-account transfer across
+//! partitions, and a count over every partition).
+//!
+//! `cargo bench -p joule-voter --bench voter`
+//! (`JOULE_BENCH_SECONDS` sets each phase's length, default 10.)
+//!
+//! One load thread keeps up to `WINDOW` invocations outstanding, as a
+//! pipelining client does; responses are counted by a sink on the sites'
+//! threads. Figures go to docs/performance.md.
+
+use joule_common::Value;
+use joule_txn::{Client, Host, HostConfig, ProcedureRegistry, Response, ResponseSink};
+use joule_voter::{register, CallGenerator, CONTESTANTS, DDL};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Default)]
+struct Counter {
+    done: AtomicU64,
+    failed: AtomicU64,
+    by_code: [AtomicU64; 3],
+}
+
+impl ResponseSink for Counter {
+    fn deliver(&self, _handle: u64, response: Response) {
+        if response.is_success() {
+            if let Some(code) = response.results.first().and_then(|t| t.as_i64()) {
+                if let Some(c) = self.by_code.get(code as usize) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        } else if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!("first failure: {:?}", response.error);
+        }
+        self.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+const WINDOW: u64 = 20_000;
+
+/// Run `next` invocations for `seconds`; returns completed per second.
+fn drive(client: &mut Client, seconds: f64, counter: &Arc<Counter>, mut next: impl FnMut() -> (&'static str, Vec<Value>)) -> f64 {
+    let sink: Arc<dyn ResponseSink> = counter.clone();
+    let start_done = counter.done.load(Ordering::Acquire);
+    let mut sent = 0u64;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    while Instant::now() < deadline {
+        for _ in 0..256 {
+            while sent - (counter.done.load(Ordering::Acquire) - start_done) >= WINDOW {
+                std::thread::yield_now();
+            }
+            let (name, params) = next();
+            client.call_async(name, params, sent, sink.clone());
+            sent += 1;
+        }
+    }
+    while counter.done.load(Ordering::Acquire) - start_done < sent {
+        std::thread::yield_now();
+    }
+    sent as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let sites: usize = std::env::var("JOULE_BENCH_SITES").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let seconds: f64 = std::env::var("JOULE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
+    let mut registry = ProcedureRegistry::new();
+    register(&mut registry);
+    let host = Host::start(HostConfig { sites_per_host: sites, registry }).expect("host starts");
+    let mut client = host.client();
+    let ok = |r: Response| assert!(r.is_success(), "{r:?}");
+    ok(client.adhoc(DDL, vec![]));
+    ok(client.call("Initialize", vec![Value::Integer(6), Value::String(CONTESTANTS.into())]));
+
+    let counter = Arc::new(Counter::default());
+    let mut calls = CallGenerator::new(1, 6);
+    let mut vote = || {
+        let (phone, contestant) = calls.next_call();
+        ("Vote", vec![Value::Integer(phone), Value::Integer(contestant), Value::Integer(2)])
+    };
+    drive(&mut client, 1.0, &counter, &mut vote);
+    let votes = drive(&mut client, seconds, &counter, &mut vote);
+    let codes: Vec<u64> = counter.by_code.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    println!(
+        "voter: {sites} sites, {votes:.0} Vote/s (accepted {}, bad contestant {}, over limit {}, failed {})",
+        codes[0],
+        codes[1],
+        codes[2],
+        counter.failed.load(Ordering::Relaxed)
+    );
+
+    // Multi-partition: transfers between accounts on different partitions.
+    ok(client.adhoc(
+        "CREATE TABLE acct (id BIGINT NOT NULL PRIMARY KEY, bal BIGINT NOT NULL); \
+         PARTITION TABLE acct ON COLUMN id; \
+         CREATE PROCEDURE Transfer AS BEGIN \
+           UPDATE acct SET bal = bal - ? WHERE id = ?; \
+           UPDATE acct SET bal = bal + ? WHERE id = ?; END; \
+         CREATE PROCEDURE CountVotes AS SELECT COUNT(*) FROM votes",
+        vec![],
+    ));
+    let accounts = 1000i64;
+    for id in 0..accounts {
+        ok(client.call("ACCT.insert", vec![Value::Integer(id), Value::Integer(1_000_000)]));
+    }
+    let hash = host.hashinator();
+    let owner = |id: i64| hash.partition_for(&Value::Integer(id)).unwrap();
+    let pairs: Vec<(i64, i64)> = (0..accounts)
+        .flat_map(|a| (0..accounts).map(move |b| (a, b)))
+        .filter(|(a, b)| owner(*a) != owner(*b))
+        .step_by(97)
+        .take(10_000)
+        .collect();
+    let counter = Arc::new(Counter::default());
+    let mut i = 0usize;
+    let mut transfer = || {
+        let (a, b) = pairs[i % pairs.len()];
+        i += 1;
+        ("Transfer", vec![Value::Integer(1), Value::Integer(a), Value::Integer(1), Value::Integer(b)])
+    };
+    drive(&mut client, 1.0, &counter, &mut transfer);
+    let transfers = drive(&mut client, seconds, &counter, &mut transfer);
+    println!("multi-partition: {transfers:.0} Transfer/s (failed {})", counter.failed.load(Ordering::Relaxed));
+    let counter = Arc::new(Counter::default());
+    let counts = drive(&mut client, seconds.min(5.0), &counter, || ("CountVotes", vec![]));
+    println!("multi-partition: {counts:.0} CountVotes/s (failed {})", counter.failed.load(Ordering::Relaxed));
+    let r = client.adhoc("SELECT SUM(bal) FROM acct", vec![]);
+    assert_eq!(r.results[0].as_i64(), Some(accounts * 1_000_000), "transfers keep the total");
+    host.shutdown();
+}

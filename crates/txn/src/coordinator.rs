@@ -20,7 +20,7 @@ use crate::distribute::{reaggregate, Combine, DistQuery, MpStatement};
 use crate::hashinator::Hashinator;
 use crate::host::Shared;
 use crate::ids::{IdGenerator, TxnIds, MP_INITIATOR};
-use crate::messages::{CoordMsg, ItemResult, MpKind, MpReply, MpTask, MpWork, SiteMsg, WorkItem};
+use crate::messages::{recv_soon, CoordMsg, ItemResult, MpKind, MpReply, MpTask, MpWork, SiteMsg, WorkItem};
 use crate::procedure::{run_procedure, Batch, BatchExecutor};
 use crate::response::{ResultTable, Response};
 use crate::site::{partition_key, pinned_partition};
@@ -180,7 +180,7 @@ impl Coordinator {
         let mut results: Vec<Vec<ItemResult>> = (0..self.sites.len()).map(|_| Vec::new()).collect();
         let mut first_error: Option<Error> = None;
         for _ in 0..asked {
-            let reply = self.replies.recv().map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
+            let reply = recv_soon(&self.replies).map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
             match reply.results {
                 Ok(r) => results[reply.partition as usize] = r,
                 Err(e) => {

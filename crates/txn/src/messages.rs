@@ -18,7 +18,28 @@ use crate::response::ResponseSink;
 use joule_common::{Result, Row, Value};
 use joule_engine::ExecResult;
 use joule_sql::planner::Planned;
+use std::sync::mpsc::{Receiver, RecvError, TryRecvError};
 use std::sync::Arc;
+
+/// Busy polls before a waiting thread yields, and yields before it sleeps.
+const SPINS: u32 = 200;
+const YIELDS: u32 = 20;
+
+/// Receive, polling briefly before sleeping. Multi-partition transactions
+/// pass messages back and forth several times each; a reply usually comes
+/// within microseconds, far sooner than a sleeping thread can be woken.
+/// The bound keeps an idle thread from burning a core.
+pub(crate) fn recv_soon<T>(rx: &Receiver<T>) -> std::result::Result<T, RecvError> {
+    for i in 0..SPINS + YIELDS {
+        match rx.try_recv() {
+            Ok(m) => return Ok(m),
+            Err(TryRecvError::Disconnected) => return Err(RecvError),
+            Err(TryRecvError::Empty) if i < SPINS => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+    rx.recv()
+}
 
 /// A single-partition invocation.
 pub(crate) struct SpTask {

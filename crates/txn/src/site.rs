@@ -22,7 +22,7 @@ use crate::compile::{compile_statement, CompiledProcedure, CompiledStatement, Sc
 use crate::distribute::MpStatement;
 use crate::hashinator::Hashinator;
 use crate::ids::{IdGenerator, TxnIds};
-use crate::messages::{ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem};
+use crate::messages::{recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem};
 use crate::procedure::{run_procedure, Batch, BatchExecutor};
 use crate::response::{ResultTable, Response};
 use joule_common::{bail, err, DataType, Result, Value};
@@ -102,7 +102,7 @@ impl Site {
     /// The site's loop: until shutdown or until every sender is gone.
     pub fn run(mut self) {
         self.install_owner();
-        while let Ok(msg) = self.inbox.recv() {
+        while let Ok(msg) = recv_soon(&self.inbox) {
             match msg {
                 SiteMsg::Sp(task) => self.run_sp(task),
                 SiteMsg::MpBegin(ids) => self.run_mp(ids),
@@ -217,7 +217,7 @@ impl Site {
         });
         self.db.begin();
         loop {
-            let Ok(work) = self.mp_inbox.recv() else {
+            let Ok(work) = recv_soon(&self.mp_inbox) else {
                 // The coordinator is gone: nothing can commit this.
                 let _ = self.db.rollback();
                 return;

@@ -390,10 +390,23 @@ impl Index {
     }
 
     pub(crate) fn insert(&mut self, row: &[Value], id: RowId) {
+        self.insert_checked(row, id, false);
+    }
+
+    /// Insert `id` under `row`'s key unless this is a unique index and
+    /// another row has that (non-NULL) key: then change nothing and return
+    /// false. One traversal does both the check and the insert.
+    pub(crate) fn try_insert(&mut self, row: &[Value], id: RowId) -> bool {
+        let check = self.unique && !self.key(row).has_null();
+        self.insert_checked(row, id, check)
+    }
+
+    fn insert_checked(&mut self, row: &[Value], id: RowId, check: bool) -> bool {
         let key = key_in(self.contiguous, &self.columns, row);
         match &mut self.map {
             Map::Int(m) => match stored_int(key) {
                 Some(k) => match m.entry(k) {
+                    btree_map::Entry::Occupied(e) if check && e.get().has_other(Some(id)) => return false,
                     btree_map::Entry::Occupied(mut e) => e.get_mut().insert(id),
                     btree_map::Entry::Vacant(e) => {
                         e.insert(Posting::One(id));
@@ -409,6 +422,7 @@ impl Index {
                     k => m.get_mut(&k as &dyn TreeKey),
                 };
                 match posting {
+                    Some(p) if check && p.has_other(Some(id)) => return false,
                     Some(p) => p.insert(id),
                     None => {
                         m.insert(key.to_vec(), Posting::One(id));
@@ -416,12 +430,14 @@ impl Index {
                 }
             }
             Map::Hash(m) => match m.entry_ref(&key) {
+                EntryRef::Occupied(e) if check && e.get().has_other(Some(id)) => return false,
                 EntryRef::Occupied(mut e) => e.get_mut().insert(id),
                 EntryRef::Vacant(e) => {
                     e.insert(Posting::One(id));
                 }
             },
         }
+        true
     }
 
     /// Remove `id` under `row`'s key. Returns whether it was there.

@@ -1,7 +1,8 @@
 //! The row slab of one table partition: rows addressed by dense [`RowId`]s.
 //!
-//! Rows live in a `Vec<Option<Row>>`; a deleted row leaves a hole whose id is
-//! reused by a later insert. The reuse policy is chosen so that the slab's
+//! Rows live in fixed-size chunks of `Option<Row>` slots ([`Rows`]), so a
+//! growing table never copies its rows to a bigger array; a deleted row
+//! leaves a hole whose id is reused by a later insert. The reuse policy is chosen so that the slab's
 //! state is a pure function of *which ids are occupied*:
 //!
 //! * an insert takes the lowest free id (a `BTreeSet`), or appends;
@@ -22,9 +23,74 @@ use joule_common::{Row, Value};
 use std::collections::BTreeSet;
 use std::mem::size_of;
 
+/// Slots per chunk.
+const CHUNK_BITS: usize = 10;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// A vector of row slots stored in chunks of [`CHUNK`]: pushing never
+/// moves existing slots (a plain `Vec` doubling would copy the whole table
+/// and touch twice its memory while doing it).
+#[derive(Clone, Debug, Default)]
+struct Rows {
+    chunks: Vec<Vec<Option<Row>>>,
+    len: usize,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, i: usize) -> Option<&Option<Row>> {
+        self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Option<Row>> {
+        self.chunks.get_mut(i >> CHUNK_BITS)?.get_mut(i & (CHUNK - 1))
+    }
+
+    fn last(&self) -> Option<&Option<Row>> {
+        self.len.checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    fn push(&mut self, slot: Option<Row>) {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(slot);
+            self.len += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<Option<Row>> {
+        let chunk = self.chunks.last_mut()?;
+        let slot = chunk.pop()?;
+        if chunk.is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        Some(slot)
+    }
+
+    fn resize_with_none(&mut self, len: usize) {
+        while self.len < len {
+            self.push(None);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<Row>> + '_ {
+        self.chunks.iter().flatten()
+    }
+
+    fn capacity(&self) -> usize {
+        self.chunks.len() * CHUNK
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Slab {
-    rows: Vec<Option<Row>>,
+    rows: Rows,
     free: BTreeSet<RowId>,
     live: usize,
 }
@@ -54,16 +120,18 @@ impl Slab {
     pub(crate) fn place(&mut self, id: RowId, row: Row) -> Result<(), Row> {
         let i = id as usize;
         if i < self.rows.len() {
-            if self.rows[i].is_some() {
+            if self.rows.get(i).is_some_and(Option::is_some) {
                 return Err(row);
             }
             self.free.remove(&id);
-            self.rows[i] = Some(row);
+            if let Some(slot) = self.rows.get_mut(i) {
+                *slot = Some(row);
+            }
         } else {
             // Ids between the old end and `id` become holes.
             let old_len = self.rows.len();
             self.free.extend((old_len..i).filter_map(|h| RowId::try_from(h).ok()));
-            self.rows.resize_with(i, || None);
+            self.rows.resize_with_none(i);
             self.rows.push(Some(row));
         }
         self.live += 1;
@@ -107,7 +175,7 @@ impl Slab {
         let rows = std::mem::take(&mut self.rows);
         self.free.clear();
         self.live = 0;
-        rows.into_iter().enumerate().filter_map(|(i, r)| Some((i as RowId, r?))).collect()
+        rows.chunks.into_iter().flatten().enumerate().filter_map(|(i, r)| Some((i as RowId, r?))).collect()
     }
 
     /// A rough estimate of the heap memory the rows use.

@@ -75,10 +75,16 @@ impl Table {
     /// Coerce and insert a row; returns its id. Nothing changes on error.
     pub fn insert(&mut self, row: Row) -> Result<RowId> {
         let row = self.coerce_row(row)?;
-        self.check_unique(&row, None)?;
         let id = self.next_id()?;
-        for index in &mut self.indexes {
-            index.insert(&row, id);
+        for i in 0..self.indexes.len() {
+            if !self.indexes[i].try_insert(&row, id) {
+                // A duplicate key: take the row out of the indexes it entered.
+                for index in &mut self.indexes[..i] {
+                    index.remove(&row, id);
+                }
+                let key = self.indexes[i].key(&row);
+                return Err(self.unique_error(i, key));
+            }
         }
         self.place(id, row)?;
         Ok(id)

@@ -104,12 +104,19 @@ impl Schema {
         names
     }
 
-    /// Compile every procedure of `catalog`.
-    pub fn compile(catalog: Arc<Catalog>, registry: &ProcedureRegistry) -> Result<Schema> {
+    /// Compile every procedure of `catalog`. `previous` is the catalog
+    /// before the schema change being made: a procedure it already had
+    /// that no longer compiles means the change breaks it.
+    pub fn compile(catalog: Arc<Catalog>, registry: &ProcedureRegistry, previous: Option<&Catalog>) -> Result<Schema> {
         let mut procedures = HashMap::new();
         for def in catalog.procedures.values() {
-            let p = compile_procedure(def, &catalog, registry)
-                .map_err(|e| e.context(format!("procedure {}", def.name)))?;
+            let p = compile_procedure(def, &catalog, registry).map_err(|e| {
+                if previous.and_then(|c| c.procedures.get(&def.name)).is_some_and(|old| old == def) {
+                    err!(DependentObjectsExist, "this change would break procedure {}: {}", def.name, e.message())
+                } else {
+                    e.context(format!("procedure {}", def.name))
+                }
+            })?;
             procedures.insert(def.name.clone(), Arc::new(p));
         }
         for table in catalog.tables() {

@@ -242,7 +242,8 @@ impl Coordinator {
             self.round(items)?;
             results.push(ResultTable::from_exec(ExecResult::Done));
         }
-        let schema = Schema::compile(self.schema_db.catalog_arc().clone(), &self.shared.registry)?;
+        let previous = self.shared.schema.load_full();
+        let schema = Schema::compile(self.schema_db.catalog_arc().clone(), &self.shared.registry, Some(&previous.catalog))?;
         installs.schema = Some(Arc::new(schema));
         Ok(results)
     }

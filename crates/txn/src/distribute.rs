@@ -115,8 +115,11 @@ pub fn mp_statement(planned: Arc<Planned>, catalog: &Catalog) -> Result<MpStatem
                 MpStatement::Insert { source: split_query(&i.source, catalog), planned: planned.clone(), route }
             }
         }
-        PlannedKind::Update(u) => broadcast(&planned, u.table, &u.source, catalog)?,
-        PlannedKind::Delete(d) => broadcast(&planned, d.table, &d.source, catalog)?,
+        PlannedKind::Update(u) => {
+            let assignments: Vec<&Expr> = u.assignments.iter().map(|(_, e)| e).collect();
+            broadcast(&planned, u.table, &u.source, &assignments, catalog)?
+        }
+        PlannedKind::Delete(d) => broadcast(&planned, d.table, &d.source, &[], catalog)?,
         PlannedKind::Truncate(t) => {
             let replicated = !catalog.is_partitioned(table(catalog, *t)?);
             MpStatement::Broadcast { planned: planned.clone(), replicated }
@@ -126,22 +129,23 @@ pub fn mp_statement(planned: Arc<Planned>, catalog: &Catalog) -> Result<MpStatem
     })
 }
 
-fn broadcast(planned: &Arc<Planned>, target: TableId, source: &Plan, catalog: &Catalog) -> Result<MpStatement> {
+/// UPDATE/DELETE on every partition: each partition changes its own rows,
+/// so the statement may read (in subqueries, in SET expressions) only
+/// replicated tables — a partitioned table would be seen only in part.
+fn broadcast(
+    planned: &Arc<Planned>,
+    target: TableId,
+    source: &Plan,
+    assignments: &[&Expr],
+    catalog: &Catalog,
+) -> Result<MpStatement> {
     let def = table(catalog, target)?;
-    // The scan of the target itself is local to each partition; anything
-    // else read from a partitioned table would be only this partition's part.
-    let mut others = false;
-    walk(source, &mut |p| match p {
-        Plan::Scan { table, .. } | Plan::IndexJoin { table, .. } if *table == target => {}
-        Plan::Scan { table, .. } | Plan::IndexJoin { table, .. } => {
-            others |= catalog.table_by_id(*table).is_some_and(|t| catalog.is_partitioned(t))
-        }
-        _ => {}
-    });
-    if others || (!catalog.is_partitioned(def) && reads_partitioned(source, catalog)) {
+    let mut exprs = node_exprs(source);
+    exprs.extend(assignments);
+    if exprs.iter().any(|e| expr_reads_partitioned(e, catalog)) {
         bail!(
             FeatureNotSupported,
-            "a multi-partition UPDATE or DELETE of {} may read only replicated tables besides its target",
+            "a multi-partition UPDATE or DELETE of {} may read only replicated tables in its subqueries",
             def.name
         );
     }

@@ -78,7 +78,7 @@ impl Host {
             bail!(InvalidArgument, "sites_per_host must be between 1 and 1024, not {n}");
         }
         let hashinator = Arc::new(Hashinator::even(n as u32, 1)?);
-        let schema = Arc::new(Schema::compile(Arc::new(Default::default()), &config.registry)?);
+        let schema = Arc::new(Schema::compile(Arc::new(Default::default()), &config.registry, None)?);
         let (site_tx, site_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<SiteMsg>()).unzip();
         let (mp_tx, mp_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
         let (reply_tx, reply_rx) = mpsc::channel();

@@ -525,7 +525,6 @@ impl Database {
     fn views_on(&self, table: TableId) -> Arc<[TableId]> {
         self.views.get(&table).cloned().unwrap_or_else(|| Arc::from(Vec::new()))
     }
-
 }
 
 /// FNV-1a, 64-bit: a fixed hash (std's hashers are seeded per process).

@@ -132,8 +132,11 @@ fn split_tokens(sql: &str) -> Result<Vec<(Vec<Token>, String)>> {
                     }
                 }
                 _ if !block && depth == 0 && is_word(t, "BEGIN") => {
-                    let words: Vec<&Token> =
-                        tokens[start..i].iter().map(|t| &t.token).filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+                    let words: Vec<&Token> = tokens[start..i]
+                        .iter()
+                        .map(|t| &t.token)
+                        .filter(|t| !matches!(t, Token::Whitespace(_)))
+                        .collect();
                     if words.len() >= 3
                         && is_word(words[0], "CREATE")
                         && is_word(words[1], "PROCEDURE")

@@ -120,7 +120,12 @@ fn create(c: &mut Cursor) -> Result<Statement> {
     for s in &statements {
         parse_single(s).map_err(|e| err!(SyntaxError, "in procedure {name}: {}", e.message()))?;
     }
-    Ok(Statement::CreateProcedure(CreateProcedure { name, partition, roles, source: ProcedureSource::Statements(statements) }))
+    Ok(Statement::CreateProcedure(CreateProcedure {
+        name,
+        partition,
+        roles,
+        source: ProcedureSource::Statements(statements),
+    }))
 }
 
 fn partition_clause(c: &mut Cursor) -> Result<PartitionClause> {
@@ -279,7 +284,10 @@ mod tests {
         assert_eq!(c.name, "GetVotes");
         let p = c.partition.unwrap();
         assert_eq!((p.table, p.column.as_str(), p.parameter), (vec!["VOTES".to_string()], "PHONE_NUMBER", Some(1)));
-        assert_eq!(c.source, super::ProcedureSource::Statements(vec!["SELECT * FROM votes WHERE x = ? AND phone_number = ?".into()]));
+        assert_eq!(
+            c.source,
+            super::ProcedureSource::Statements(vec!["SELECT * FROM votes WHERE x = ? AND phone_number = ?".into()])
+        );
     }
 
     #[test]
@@ -294,7 +302,9 @@ mod tests {
 
     #[test]
     fn from_class_and_drop() {
-        let c = create("CREATE PROCEDURE PARTITION ON TABLE votes COLUMN phone_number ALLOW user, admin FROM CLASS voter.Vote");
+        let c = create(
+            "CREATE PROCEDURE PARTITION ON TABLE votes COLUMN phone_number ALLOW user, admin FROM CLASS voter.Vote",
+        );
         assert_eq!(c.name, "Vote");
         assert_eq!(c.roles, vec!["USER", "ADMIN"]);
         assert_eq!(c.source, super::ProcedureSource::Class("voter.Vote".into()));

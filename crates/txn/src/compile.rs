@@ -126,17 +126,19 @@ impl Schema {
         }
         let mut folded: HashMap<String, Option<Arc<CompiledProcedure>>> = HashMap::new();
         for (name, p) in &procedures {
-            folded
-                .entry(name.to_lowercase())
-                .and_modify(|e| *e = None)
-                .or_insert_with(|| Some(p.clone()));
+            folded.entry(name.to_lowercase()).and_modify(|e| *e = None).or_insert_with(|| Some(p.clone()));
         }
         Ok(Schema { catalog, procedures, folded })
     }
 }
 
 /// Plan one statement of a procedure (or of an ad hoc batch).
-pub fn compile_statement(sql: &str, catalog: &Catalog, database: &str, multi_partition: bool) -> Result<CompiledStatement> {
+pub fn compile_statement(
+    sql: &str,
+    catalog: &Catalog,
+    database: &str,
+    multi_partition: bool,
+) -> Result<CompiledStatement> {
     let stmt = parse_single(sql)?;
     let planned = Arc::new(plan(&stmt, catalog, database)?);
     if matches!(planned.kind, PlannedKind::Ddl(_) | PlannedKind::UseDatabase(_)) {
@@ -183,9 +185,18 @@ fn compile_procedure(def: &ProcedureDef, catalog: &Catalog, registry: &Procedure
                 .column_index(&p.column)
                 .ok_or_else(|| err!(UndefinedColumn, "column {} does not exist in table {}", p.column, p.table))?;
             if t.partition_column != Some(pos) {
-                bail!(InvalidSchemaDefinition, "it is partitioned on {}.{}, which is not the partition column", p.table, p.column);
+                bail!(
+                    InvalidSchemaDefinition,
+                    "it is partitioned on {}.{}, which is not the partition column",
+                    p.table,
+                    p.column
+                );
             }
-            Some(Routing { parameter: p.parameter, key_type: t.columns[pos].data_type, column: format!("{}.{}", p.table, p.column) })
+            Some(Routing {
+                parameter: p.parameter,
+                key_type: t.columns[pos].data_type,
+                column: format!("{}.{}", p.table, p.column),
+            })
         }
         None => None,
     };

@@ -22,7 +22,7 @@ use crate::host::Shared;
 use crate::ids::{IdGenerator, TxnIds, MP_INITIATOR};
 use crate::messages::{recv_soon, CoordMsg, ItemResult, MpKind, MpReply, MpTask, MpWork, SiteMsg, WorkItem};
 use crate::procedure::{run_procedure, Batch, BatchExecutor};
-use crate::response::{ResultTable, Response};
+use crate::response::{Response, ResultTable};
 use crate::site::{partition_key, pinned_partition};
 use joule_common::{bail, err, DataType, Error, Result, Row, Value};
 use joule_engine::eval::Context;
@@ -55,7 +55,12 @@ struct Installs {
 }
 
 impl Coordinator {
-    pub fn new(shared: Arc<Shared>, inbox: Receiver<CoordMsg>, sites: Vec<Sender<MpWork>>, replies: Receiver<MpReply>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        inbox: Receiver<CoordMsg>,
+        sites: Vec<Sender<MpWork>>,
+        replies: Receiver<MpReply>,
+    ) -> Self {
         let hashinator = shared.hashinator.load_full();
         Coordinator {
             shared,
@@ -84,7 +89,7 @@ impl Coordinator {
                 self.ids.observe(ids);
                 ids
             }
-            None => self.ids.next(),
+            None => self.ids.issue(),
         };
         for site in &self.shared.sites {
             if site.send(SiteMsg::MpBegin(ids)).is_err() {
@@ -92,7 +97,8 @@ impl Coordinator {
                 return task.sink.deliver(task.handle, Response::failure(e, Some(ids)));
             }
         }
-        let functions = FunctionContext { now_micros: ids.unique_id.timestamp_micros(), random_seed: ids.random_seed() };
+        let functions =
+            FunctionContext { now_micros: ids.unique_id.timestamp_micros(), random_seed: ids.random_seed() };
         self.schema_db.set_function_context(functions);
         let mut installs = Installs::default();
         let mut batch = std::mem::take(&mut self.batch);
@@ -109,10 +115,14 @@ impl Coordinator {
             MpKind::Ddl { statements, database } => {
                 (self.run_ddl(statements, database, &mut installs), crate::response::APP_STATUS_UNSET, None)
             }
-            MpKind::Checksums => (self.per_site(WorkItem::Checksum, "CHECKSUM"), crate::response::APP_STATUS_UNSET, None),
-            MpKind::ValidatePartitioning => {
-                (self.per_site(WorkItem::ValidatePartitioning, "MISPARTITIONED_ROWS"), crate::response::APP_STATUS_UNSET, None)
+            MpKind::Checksums => {
+                (self.per_site(WorkItem::Checksum, "CHECKSUM"), crate::response::APP_STATUS_UNSET, None)
             }
+            MpKind::ValidatePartitioning => (
+                self.per_site(WorkItem::ValidatePartitioning, "MISPARTITIONED_ROWS"),
+                crate::response::APP_STATUS_UNSET,
+                None,
+            ),
             MpKind::SetHashinator(h) => {
                 installs.hashinator = Some(h.clone());
                 (Ok(Vec::new()), crate::response::APP_STATUS_UNSET, None)
@@ -143,7 +153,8 @@ impl Coordinator {
             self.schema_db.commit();
         }
         for site in &self.sites {
-            let _ = site.send(MpWork::Commit { schema: installs.schema.clone(), hashinator: installs.hashinator.clone() });
+            let _ =
+                site.send(MpWork::Commit { schema: installs.schema.clone(), hashinator: installs.hashinator.clone() });
         }
         if let Some(s) = installs.schema {
             self.shared.schema.store(s);
@@ -180,7 +191,8 @@ impl Coordinator {
         let mut results: Vec<Vec<ItemResult>> = (0..self.sites.len()).map(|_| Vec::new()).collect();
         let mut first_error: Option<Error> = None;
         for _ in 0..asked {
-            let reply = recv_soon(&self.replies).map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
+            let reply =
+                recv_soon(&self.replies).map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
             match reply.results {
                 Ok(r) => results[reply.partition as usize] = r,
                 Err(e) => {
@@ -218,8 +230,11 @@ impl Coordinator {
             }
         }
         let col = |name: &str, t| joule_sql::plan::OutputColumn { name: name.to_string(), data_type: Some(t) };
-        let columns =
-            vec![col("PARTITION_ID", DataType::Integer), col("TABLE_NAME", DataType::Varchar), col(value_name, DataType::BigInt)];
+        let columns = vec![
+            col("PARTITION_ID", DataType::Integer),
+            col("TABLE_NAME", DataType::Varchar),
+            col(value_name, DataType::BigInt),
+        ];
         Ok(vec![ResultTable::new(columns.into(), rows)])
     }
 
@@ -243,7 +258,8 @@ impl Coordinator {
             results.push(ResultTable::from_exec(ExecResult::Done));
         }
         let previous = self.shared.schema.load_full();
-        let schema = Schema::compile(self.schema_db.catalog_arc().clone(), &self.shared.registry, Some(&previous.catalog))?;
+        let schema =
+            Schema::compile(self.schema_db.catalog_arc().clone(), &self.shared.registry, Some(&previous.catalog))?;
         installs.schema = Some(Arc::new(schema));
         Ok(results)
     }
@@ -300,7 +316,8 @@ impl MpExecutor<'_> {
                 targets
                     .into_iter()
                     .map(|s| {
-                        let item = WorkItem::Fragment { statement: statement.clone(), fragment: f, params: params.clone() };
+                        let item =
+                            WorkItem::Fragment { statement: statement.clone(), fragment: f, params: params.clone() };
                         Self::push(per_site, s, item)
                     })
                     .collect()
@@ -436,14 +453,20 @@ impl MpExecutor<'_> {
                         bail!(Internal, "pinned statement without a partition key");
                     };
                     let site = pinned_partition(&self.coord.hashinator, key, *key_type, &params)?.unwrap_or(0) as usize;
-                    let (site, index) =
-                        Self::push(&mut per_site, site, WorkItem::Execute { planned: statement.planned.clone(), params });
+                    let (site, index) = Self::push(
+                        &mut per_site,
+                        site,
+                        WorkItem::Execute { planned: statement.planned.clone(), params },
+                    );
                     pending.push((slot, Pending::One { site, index }));
                 }
                 MpStatement::Local => {
                     let site = self.any_site();
-                    let (site, index) =
-                        Self::push(&mut per_site, site, WorkItem::Execute { planned: statement.planned.clone(), params });
+                    let (site, index) = Self::push(
+                        &mut per_site,
+                        site,
+                        WorkItem::Execute { planned: statement.planned.clone(), params },
+                    );
                     pending.push((slot, Pending::One { site, index }));
                 }
                 MpStatement::Broadcast { planned, replicated } => {
@@ -483,7 +506,9 @@ impl MpExecutor<'_> {
                     }
                     let at = by_site
                         .into_iter()
-                        .map(|(s, rows)| Self::push(&mut per_site, s, WorkItem::InsertRows { planned: planned.clone(), rows }))
+                        .map(|(s, rows)| {
+                            Self::push(&mut per_site, s, WorkItem::InsertRows { planned: planned.clone(), rows })
+                        })
                         .collect::<Vec<_>>();
                     if at.is_empty() {
                         out[slot] = Some(ResultTable::from_exec(ExecResult::Modified(0)));

@@ -33,9 +33,9 @@
 //! partitions computes its rows first (as a [`DistQuery`]) and sends each
 //! partition the rows it owns.
 
+use joule_common::types::ArithOp;
 use joule_common::{bail, Result, Row, Value};
 use joule_sql::catalog::{Catalog, MaterializedView, TableDef, TableId};
-use joule_common::types::ArithOp;
 use joule_sql::expr::{AggCall, AggKind, Expr};
 use joule_sql::optimizer::width;
 use joule_sql::plan::{Access, IndexLookup, JoinKind, Plan, SetOpKind};
@@ -102,9 +102,9 @@ pub fn mp_statement(planned: Arc<Planned>, catalog: &Catalog) -> Result<MpStatem
             if !catalog.is_partitioned(def) && !source_reads_partitioned {
                 MpStatement::Broadcast { planned: planned.clone(), replicated: true }
             } else {
-                let route = def.partition_column.and_then(|pc| {
-                    i.columns.iter().position(|c| *c == pc).map(|pos| (pos, def.columns[pc].data_type))
-                });
+                let route = def
+                    .partition_column
+                    .and_then(|pc| i.columns.iter().position(|c| *c == pc).map(|pos| (pos, def.columns[pc].data_type)));
                 if catalog.is_partitioned(def) && route.is_none() {
                     bail!(
                         FeatureNotSupported,
@@ -165,7 +165,7 @@ pub fn split_query(plan: &Plan, catalog: &Catalog) -> DistQuery {
     match b.part(plan) {
         Some(part) => {
             let w = width(plan, catalog);
-            let combine = b.to_coord(part, w);
+            let combine = b.at_coordinator(part, w);
             if let (Plan::Input { slot: 0, .. }, [_]) = (&combine, b.fragments.as_slice()) {
                 DistQuery { fragments: b.fragments, combine: Combine::Concat }
             } else {
@@ -210,7 +210,7 @@ impl Splitter<'_> {
 
     /// Turn a part into a coordinator-side plan, sending what partitions
     /// must run as a fragment.
-    fn to_coord(&mut self, part: Part, width: usize) -> Plan {
+    fn at_coordinator(&mut self, part: Part, width: usize) -> Plan {
         let (plan, everywhere) = match part {
             Part::Coordinator(p) => return p,
             Part::Replicated(p) => (p, false),
@@ -276,8 +276,8 @@ impl Splitter<'_> {
                         Some(Part::Distributed(rebuild(l, r)))
                     }
                     (l, r, _) => {
-                        let l = self.to_coord(l, lw);
-                        let r = self.to_coord(r, rw);
+                        let l = self.at_coordinator(l, lw);
+                        let r = self.at_coordinator(r, rw);
                         coord(rebuild(l, r))
                     }
                 }
@@ -319,7 +319,7 @@ impl Splitter<'_> {
                             Some(self.two_phase(i, group_by, aggregates))
                         } else {
                             let w = width(input, catalog);
-                            let i = self.to_coord(Part::Distributed(i), w);
+                            let i = self.at_coordinator(Part::Distributed(i), w);
                             coord(rebuild(i))
                         }
                     }
@@ -330,7 +330,7 @@ impl Splitter<'_> {
                 match self.part(input)? {
                     Part::Replicated(i) => Some(Part::Replicated(Plan::Sort { input: i.boxed(), keys: keys.clone() })),
                     p => {
-                        let i = self.to_coord(p, w);
+                        let i = self.at_coordinator(p, w);
                         coord(Plan::Sort { input: i.boxed(), keys: keys.clone() })
                     }
                 }
@@ -343,7 +343,7 @@ impl Splitter<'_> {
                     Part::Distributed(i) => {
                         // Each partition sends at most limit + offset rows.
                         let pushed = self.pushed_limit(i, limit, offset);
-                        let i = self.to_coord(Part::Distributed(pushed), w);
+                        let i = self.at_coordinator(Part::Distributed(pushed), w);
                         coord(rebuild(i))
                     }
                     Part::Coordinator(i) => {
@@ -357,7 +357,7 @@ impl Splitter<'_> {
                 match self.part(input)? {
                     Part::Replicated(i) => Some(Part::Replicated(Plan::Distinct { input: i.boxed() })),
                     Part::Distributed(i) => {
-                        let i = self.to_coord(Part::Distributed(Plan::Distinct { input: i.boxed() }), w);
+                        let i = self.at_coordinator(Part::Distributed(Plan::Distinct { input: i.boxed() }), w);
                         coord(Plan::Distinct { input: i.boxed() })
                     }
                     Part::Coordinator(i) => coord(Plan::Distinct { input: i.boxed() }),
@@ -373,8 +373,8 @@ impl Splitter<'_> {
                         Some(Part::Distributed(rebuild(l, r)))
                     }
                     (l, r) => {
-                        let l = self.to_coord(l, lw);
-                        let r = self.to_coord(r, rw);
+                        let l = self.at_coordinator(l, lw);
+                        let r = self.at_coordinator(r, rw);
                         coord(rebuild(l, r))
                     }
                 }
@@ -386,8 +386,9 @@ impl Splitter<'_> {
     /// Partial aggregates on every partition, merged at the coordinator.
     fn two_phase(&mut self, input: Plan, group_by: &[Expr], aggregates: &[AggCall]) -> Part {
         let k = group_by.len();
-        let partial = Plan::Aggregate { input: input.boxed(), group_by: group_by.to_vec(), aggregates: aggregates.to_vec() };
-        let slot = self.to_coord(Part::Distributed(partial), k + aggregates.len());
+        let partial =
+            Plan::Aggregate { input: input.boxed(), group_by: group_by.to_vec(), aggregates: aggregates.to_vec() };
+        let slot = self.at_coordinator(Part::Distributed(partial), k + aggregates.len());
         let merged = aggregates
             .iter()
             .enumerate()
@@ -400,7 +401,8 @@ impl Splitter<'_> {
                 distinct: false,
             })
             .collect::<Vec<_>>();
-        let agg = Plan::Aggregate { input: slot.boxed(), group_by: (0..k).map(Expr::Column).collect(), aggregates: merged };
+        let agg =
+            Plan::Aggregate { input: slot.boxed(), group_by: (0..k).map(Expr::Column).collect(), aggregates: merged };
         // SUM over no partial counts is NULL; a count is 0.
         let counts: Vec<usize> = aggregates
             .iter()
@@ -477,7 +479,7 @@ impl Splitter<'_> {
             Access::Full => Access::Full,
         };
         let w = def.columns.len();
-        let slot = self.to_coord(Part::Distributed(Plan::Scan { table: def.id, access, filter: None }), w);
+        let slot = self.at_coordinator(Part::Distributed(Plan::Scan { table: def.id, access, filter: None }), w);
         let aggregates = view
             .aggregates
             .iter()

@@ -156,7 +156,10 @@ impl Drop for Host {
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.clone()).spawn(f).map_err(|e| err!(Internal, "cannot start thread {name}: {e}"))
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| err!(Internal, "cannot start thread {name}: {e}"))
 }
 
 /// A response sink that hands the answer to one waiting caller.

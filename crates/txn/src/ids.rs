@@ -96,7 +96,7 @@ impl IdGenerator {
     }
 
     /// The next ids, stamped with the wall clock.
-    pub fn next(&mut self) -> TxnIds {
+    pub fn issue(&mut self) -> TxnIds {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         self.next_at(now)
     }
@@ -118,7 +118,9 @@ impl IdGenerator {
         let i = u64::from(self.initiator);
         TxnIds {
             txn_id: TxnId(self.sequence << INITIATOR_BITS | i),
-            unique_id: UniqueId(self.last_millis << (COUNTER_BITS + INITIATOR_BITS) | self.counter << INITIATOR_BITS | i),
+            unique_id: UniqueId(
+                self.last_millis << (COUNTER_BITS + INITIATOR_BITS) | self.counter << INITIATOR_BITS | i,
+            ),
         }
     }
 
@@ -148,7 +150,7 @@ mod tests {
         assert_eq!(a.unique_id.unix_millis(), EPOCH_MILLIS + 1_000);
         assert_eq!(a.unique_id.timestamp_micros(), (EPOCH_MILLIS as i64 + 1_000) * 1000);
         assert!(!a.txn_id.is_multi_partition());
-        assert!(IdGenerator::new(MP_INITIATOR).next().txn_id.is_multi_partition());
+        assert!(IdGenerator::new(MP_INITIATOR).issue().txn_id.is_multi_partition());
     }
 
     #[test]

@@ -29,5 +29,5 @@ pub use hashinator::{Hashinator, PartitionId};
 pub use host::{Client, Host, HostConfig, Invocation};
 pub use ids::{TxnId, TxnIds, UniqueId};
 pub use procedure::{Procedure, ProcedureContext, ProcedureRegistry};
-pub use response::{ResponseSink, ResultTable, Response, Status};
+pub use response::{Response, ResponseSink, ResultTable, Status};
 pub use site::partition_key;

@@ -91,7 +91,10 @@ pub(crate) enum MpWork {
     Round(Vec<WorkItem>),
     /// Make the transaction's changes permanent; install a new schema or
     /// hashinator if the transaction made one.
-    Commit { schema: Option<Arc<Schema>>, hashinator: Option<Arc<Hashinator>> },
+    Commit {
+        schema: Option<Arc<Schema>>,
+        hashinator: Option<Arc<Hashinator>>,
+    },
     Rollback,
 }
 
@@ -105,7 +108,10 @@ pub(crate) struct MpReply {
 pub(crate) enum MpKind {
     Procedure(Arc<CompiledProcedure>),
     /// DDL statements (texts), planned by the coordinator in `database`.
-    Ddl { statements: Vec<String>, database: String },
+    Ddl {
+        statements: Vec<String>,
+        database: String,
+    },
     /// Per-partition checksums of every table.
     Checksums,
     /// Rows stored on a partition that does not own their key.

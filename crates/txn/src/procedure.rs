@@ -223,7 +223,9 @@ impl<'a> ProcedureContext<'a> {
 pub fn param_i64(params: &[Value], i: usize) -> Result<i64> {
     match params.get(i) {
         Some(Value::Integer(v)) => Ok(*v),
-        Some(Value::String(s)) => s.trim().parse().map_err(|_| err!(DatatypeMismatch, "parameter {i} must be an integer, not '{s}'")),
+        Some(Value::String(s)) => {
+            s.trim().parse().map_err(|_| err!(DatatypeMismatch, "parameter {i} must be an integer, not '{s}'"))
+        }
         Some(v) => Err(err!(DatatypeMismatch, "parameter {i} must be an integer, not {}", v.type_name())),
         None => Err(err!(WrongParameterCount, "parameter {i} is missing ({} given)", params.len())),
     }

@@ -100,7 +100,14 @@ pub struct Response {
 
 impl Response {
     pub fn success(results: Vec<ResultTable>, ids: TxnIds) -> Response {
-        Response { status: Status::Success, error: None, app_status: APP_STATUS_UNSET, app_status_string: None, results, ids: Some(ids) }
+        Response {
+            status: Status::Success,
+            error: None,
+            app_status: APP_STATUS_UNSET,
+            app_status_string: None,
+            results,
+            ids: Some(ids),
+        }
     }
 
     /// A failure with the status its error code calls for.
@@ -111,7 +118,14 @@ impl Response {
             ErrorCode::Unavailable => Status::ServerUnavailable,
             _ => Status::GracefulFailure,
         };
-        Response { status, error: Some(error), app_status: APP_STATUS_UNSET, app_status_string: None, results: Vec::new(), ids }
+        Response {
+            status,
+            error: Some(error),
+            app_status: APP_STATUS_UNSET,
+            app_status_string: None,
+            results: Vec::new(),
+            ids,
+        }
     }
 
     pub fn is_success(&self) -> bool {

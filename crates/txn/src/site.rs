@@ -24,7 +24,7 @@ use crate::hashinator::Hashinator;
 use crate::ids::{IdGenerator, TxnIds};
 use crate::messages::{recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem};
 use crate::procedure::{run_procedure, Batch, BatchExecutor};
-use crate::response::{ResultTable, Response};
+use crate::response::{Response, ResultTable};
 use joule_common::{bail, err, DataType, Result, Value};
 use joule_engine::{Database, PartitionOwner};
 use joule_sql::catalog::TableDef;
@@ -121,9 +121,14 @@ impl Site {
             // Routed before the hashinator changed: the key may live elsewhere now.
             if let Some(target) = self.reroute(&task) {
                 if target != self.partition {
-                    if let Err(e) = self.peers[target as usize].send(SiteMsg::Sp(SpTask { hash_version: self.hashinator.version(), ..task })) {
+                    if let Err(e) = self.peers[target as usize]
+                        .send(SiteMsg::Sp(SpTask { hash_version: self.hashinator.version(), ..task }))
+                    {
                         if let SiteMsg::Sp(t) = e.0 {
-                            t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+                            t.sink.deliver(
+                                t.handle,
+                                Response::failure(err!(Unavailable, "the host is shutting down"), None),
+                            );
                         }
                     }
                     return;
@@ -135,7 +140,7 @@ impl Site {
                 self.ids.observe(ids);
                 ids
             }
-            None => self.ids.next(),
+            None => self.ids.issue(),
         };
         let procedure = match self.current(&task.procedure) {
             Ok(p) => p,
@@ -146,7 +151,8 @@ impl Site {
             random_seed: ids.random_seed(),
         });
         self.db.begin();
-        let mut exec = SiteExecutor { db: &mut self.db, partition: self.partition, hashinator: &self.hashinator, failed: None };
+        let mut exec =
+            SiteExecutor { db: &mut self.db, partition: self.partition, hashinator: &self.hashinator, failed: None };
         let outcome = run_procedure(&procedure, &task.params, &mut exec, &mut self.batch, ids, Some(self.partition));
         let failed = exec.failed.take();
         let result = match (outcome.result, failed) {
@@ -255,13 +261,17 @@ impl Site {
                 WorkItem::Execute { planned, params } => ItemResult::Exec(self.db.execute_planned(&planned, &params)?),
                 WorkItem::Fragment { statement, fragment, params } => {
                     if statement.planned.catalog_version != self.db.catalog().version {
-                        bail!(SchemaChangeConflict, "the schema changed since this statement was planned; plan it again");
+                        bail!(
+                            SchemaChangeConflict,
+                            "the schema changed since this statement was planned; plan it again"
+                        );
                     }
                     let query = match &statement.mp {
                         Some(MpStatement::Read(q)) | Some(MpStatement::Insert { source: q, .. }) => q,
                         _ => bail!(Internal, "fragment of a statement without a distributed read"),
                     };
-                    let f = query.fragments.get(fragment).ok_or_else(|| err!(Internal, "fragment {fragment} missing"))?;
+                    let f =
+                        query.fragments.get(fragment).ok_or_else(|| err!(Internal, "fragment {fragment} missing"))?;
                     ItemResult::Rows(self.db.query(&f.plan, &params, &[])?)
                 }
                 WorkItem::InsertRows { planned, rows } => {

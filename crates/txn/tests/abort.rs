@@ -15,11 +15,7 @@ struct WriteThenFail;
 
 impl joule_txn::Procedure for WriteThenFail {
     fn statements(&self) -> &[&'static str] {
-        &[
-            "INSERT INTO t VALUES (?, ?)",
-            "UPDATE t SET v = v + 1000 WHERE k = ?",
-            "INSERT INTO t VALUES (?, 0)",
-        ]
+        &["INSERT INTO t VALUES (?, ?)", "UPDATE t SET v = v + 1000 WHERE k = ?", "INSERT INTO t VALUES (?, 0)"]
     }
 
     fn run(&self, ctx: &mut ProcedureContext<'_>, params: &[Value]) -> Result<Vec<ResultTable>> {
@@ -67,8 +63,11 @@ fn failures_part_way_leave_no_trace() {
         let h = host.hashinator();
         // Keys whose neighbour (k + 1) lives on the same partition, for the
         // single-partition runs.
-        let keys: Vec<i64> =
-            (0..2000).step_by(10).filter(|k| h.partition_for(&int(*k)).unwrap() == h.partition_for(&int(k + 1)).unwrap()).take(3).collect();
+        let keys: Vec<i64> = (0..2000)
+            .step_by(10)
+            .filter(|k| h.partition_for(&int(*k)).unwrap() == h.partition_for(&int(k + 1)).unwrap())
+            .take(3)
+            .collect();
         for &k in &keys {
             exec(&mut c, &format!("INSERT INTO t VALUES ({k}, 5)"));
         }
@@ -99,7 +98,8 @@ fn multi_partition_failure_on_one_partition_rolls_back_all() {
     let h = host.hashinator();
     // One row per partition; then an INSERT ... SELECT that copies them all
     // but collides on exactly one partition.
-    let firsts: Vec<i64> = (0..4u32).map(|p| (0..1000).find(|k| h.partition_for(&int(*k)).unwrap() == p).unwrap()).collect();
+    let firsts: Vec<i64> =
+        (0..4u32).map(|p| (0..1000).find(|k| h.partition_for(&int(*k)).unwrap() == p).unwrap()).collect();
     for k in &firsts {
         exec(&mut c, &format!("INSERT INTO t VALUES ({k}, {k})"));
     }

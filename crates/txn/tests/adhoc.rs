@@ -10,8 +10,12 @@ use joule_common::{ErrorCode, Value};
 fn routes_single_partition_only_when_pinned() {
     let host = host(3);
     let mut c = host.client();
-    exec(&mut c, "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v INT); PARTITION TABLE t ON COLUMN id; CREATE TABLE r (k INT)");
-    let single = |c: &mut joule_txn::Client, sql: &str, params: Vec<Value>| !was_multi_partition(&ok(c.adhoc(sql, params)));
+    exec(
+        &mut c,
+        "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v INT); PARTITION TABLE t ON COLUMN id; CREATE TABLE r (k INT)",
+    );
+    let single =
+        |c: &mut joule_txn::Client, sql: &str, params: Vec<Value>| !was_multi_partition(&ok(c.adhoc(sql, params)));
     assert!(single(&mut c, "INSERT INTO t VALUES (1, 10)", vec![]));
     assert!(single(&mut c, "INSERT INTO t VALUES (?, ?)", vec![int(2), int(20)]));
     assert!(single(&mut c, "SELECT v FROM t WHERE id = ?", vec![int(1)]));
@@ -49,12 +53,10 @@ fn ddl_changes_every_partition_and_keeps_data() {
     }
     // ALTER keeps every row on every partition.
     exec(&mut c, "ALTER TABLE t ADD COLUMN note VARCHAR(5) DEFAULT 'x'");
-    assert_eq!(query(&mut c, "SELECT COUNT(*), SUM(v), MIN(note), MAX(note) FROM t"), vec![vec![
-        int(60),
-        int((0..60).map(|i| i % 7).sum()),
-        text("x"),
-        text("x")
-    ]]);
+    assert_eq!(
+        query(&mut c, "SELECT COUNT(*), SUM(v), MIN(note), MAX(note) FROM t"),
+        vec![vec![int(60), int((0..60).map(|i| i % 7).sum()), text("x"), text("x")]]
+    );
     // CREATE INDEX on a filled table.
     exec(&mut c, "CREATE INDEX t_v ON t (v)");
     assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t WHERE v = 3"), int(9));
@@ -77,7 +79,10 @@ fn ddl_changes_every_partition_and_keeps_data() {
     // With the duplicate gone it is created everywhere and enforced.
     exec(&mut c, &format!("UPDATE t SET w = {mate} WHERE id = {mate}"));
     exec(&mut c, "CREATE UNIQUE INDEX t_w ON t (w)");
-    assert_eq!(fails(c.adhoc(&format!("INSERT INTO t (id, w) VALUES ({a}, 5000), ({b}, 5000)"), vec![])), ErrorCode::UniqueViolation);
+    assert_eq!(
+        fails(c.adhoc(&format!("INSERT INTO t (id, w) VALUES ({a}, 5000), ({b}, 5000)"), vec![])),
+        ErrorCode::UniqueViolation
+    );
     assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t"), int(60));
     // PARTITION TABLE needs an empty table, on every partition.
     exec(&mut c, "CREATE TABLE later (k INT NOT NULL, w INT)");

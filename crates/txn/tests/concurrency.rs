@@ -54,7 +54,10 @@ fn transfers_keep_the_total_and_no_balance_goes_negative() {
     registry.register("bank.Transfer", Transfer);
     let host = Arc::new(host_with(3, registry));
     let mut c = host.client();
-    exec(&mut c, "CREATE TABLE acct (id BIGINT NOT NULL PRIMARY KEY, bal BIGINT NOT NULL); PARTITION TABLE acct ON COLUMN id");
+    exec(
+        &mut c,
+        "CREATE TABLE acct (id BIGINT NOT NULL PRIMARY KEY, bal BIGINT NOT NULL); PARTITION TABLE acct ON COLUMN id",
+    );
     exec(
         &mut c,
         "CREATE PROCEDURE LocalTransfer PARTITION ON TABLE acct COLUMN id FROM CLASS bank.Transfer; \

@@ -55,7 +55,10 @@ fn replay_with_the_same_ids_reproduces_every_table() {
     });
     let second = host(2);
     let again = run(&mut second.client(), replayed.collect());
-    assert_eq!(again.iter().map(|r| r.status).collect::<Vec<_>>(), responses.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        again.iter().map(|r| r.status).collect::<Vec<_>>(),
+        responses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     let sums = checksums(&first);
     assert_eq!(checksums(&second), sums);
     assert_eq!(sums.len(), 2 * 2, "two tables on two partitions");

@@ -89,8 +89,14 @@ fn ddl_procedures_single_statement_and_blocks() {
     assert_eq!(fails(c.call("NoSuchProc", vec![])), ErrorCode::UndefinedProcedure);
     assert_eq!(fails(c.call("@NoSuchSysProc", vec![])), ErrorCode::UndefinedProcedure);
     // A failing statement in a block leaves nothing of the block behind.
-    assert_eq!(fails(c.call("OpenAndFund", vec![int(5), text("dup"), int(1), int(5), int(5)])), ErrorCode::UniqueViolation);
-    assert_eq!(fails(c.call("OpenAndFund", vec![int(8), text("way too long a name for it"), int(1), int(8), int(8)])), ErrorCode::StringTooLong);
+    assert_eq!(
+        fails(c.call("OpenAndFund", vec![int(5), text("dup"), int(1), int(5), int(5)])),
+        ErrorCode::UniqueViolation
+    );
+    assert_eq!(
+        fails(c.call("OpenAndFund", vec![int(8), text("way too long a name for it"), int(1), int(8), int(8)])),
+        ErrorCode::StringTooLong
+    );
     assert_eq!(query(&mut c, "SELECT id, bal FROM acct"), vec![vec![int(5), int(42)]]);
 }
 
@@ -104,9 +110,15 @@ fn procedure_ddl_is_checked_when_created() {
         ("CREATE PROCEDURE p AS SELEC 1", ErrorCode::SyntaxError),
         ("CREATE PROCEDURE p PARTITION ON TABLE acct COLUMN owner AS SELECT 1", ErrorCode::InvalidSchemaDefinition),
         ("CREATE PROCEDURE p PARTITION ON TABLE rates COLUMN cur AS SELECT 1", ErrorCode::InvalidSchemaDefinition),
-        ("CREATE PROCEDURE p PARTITION ON TABLE acct COLUMN id PARAMETER 3 AS SELECT * FROM acct WHERE id = ?", ErrorCode::InvalidSchemaDefinition),
+        (
+            "CREATE PROCEDURE p PARTITION ON TABLE acct COLUMN id PARAMETER 3 AS SELECT * FROM acct WHERE id = ?",
+            ErrorCode::InvalidSchemaDefinition,
+        ),
         // A single-partition procedure cannot write a replicated table.
-        ("CREATE PROCEDURE p PARTITION ON TABLE acct COLUMN id AS DELETE FROM rates WHERE cur = ?", ErrorCode::FeatureNotSupported),
+        (
+            "CREATE PROCEDURE p PARTITION ON TABLE acct COLUMN id AS DELETE FROM rates WHERE cur = ?",
+            ErrorCode::FeatureNotSupported,
+        ),
         ("CREATE PROCEDURE p AS CREATE TABLE x (a INT)", ErrorCode::FeatureNotSupported),
         ("CREATE PROCEDURE FROM CLASS no.such.Class", ErrorCode::UndefinedObject),
         ("CREATE PROCEDURE @Mine AS SELECT 1", ErrorCode::InvalidSchemaDefinition),
@@ -224,10 +236,10 @@ fn crud_procedures_follow_voltdb_names_and_order() {
     assert_eq!(r.results[0].rows, vec![vec![int(2), text("bob2"), int(21)]]);
     let r = ok(c.call("ACCT.delete", vec![int(3)]));
     assert_eq!(r.results[0].as_i64(), Some(1));
-    assert_eq!(query(&mut c, "SELECT id, owner, bal FROM acct ORDER BY id"), vec![
-        vec![int(1), text("ann2"), int(11)],
-        vec![int(2), text("bob2"), int(21)],
-    ]);
+    assert_eq!(
+        query(&mut c, "SELECT id, owner, bal FROM acct ORDER BY id"),
+        vec![vec![int(1), text("ann2"), int(11)], vec![int(2), text("bob2"), int(21)],]
+    );
     // Replicated tables get multi-partition CRUD procedures.
     let r = ok(c.call("RATES.insert", vec![text("EUR"), Value::Float(1.1)]));
     assert!(was_multi_partition(&r));

@@ -46,7 +46,12 @@ impl ResponseSink for Counter {
 const WINDOW: u64 = 20_000;
 
 /// Run `next` invocations for `seconds`; returns completed per second.
-fn drive(client: &mut Client, seconds: f64, counter: &Arc<Counter>, mut next: impl FnMut() -> (&'static str, Vec<Value>)) -> f64 {
+fn drive(
+    client: &mut Client,
+    seconds: f64,
+    counter: &Arc<Counter>,
+    mut next: impl FnMut() -> (&'static str, Vec<Value>),
+) -> f64 {
     let sink: Arc<dyn ResponseSink> = counter.clone();
     let start_done = counter.done.load(Ordering::Acquire);
     let mut sent = 0u64;

@@ -171,7 +171,8 @@ impl CallGenerator {
         let r = self.next_u64();
         let code = self.codes[(r % self.codes.len() as u64) as usize];
         let phone = code * 10_000_000 + ((r >> 20) % 10_000_000) as i64;
-        let contestant = if (r >> 50) % 100 == 0 { 999 } else { ((r >> 40) % self.contestants as u64) as i64 + 1 };
+        let contestant =
+            if (r >> 50).is_multiple_of(100) { 999 } else { ((r >> 40) % self.contestants as u64) as i64 + 1 };
         (phone, contestant)
     }
 }

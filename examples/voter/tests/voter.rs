@@ -22,7 +22,9 @@ fn code(r: &Response) -> i64 {
 fn votes_limits_and_results() {
     let host = host();
     let mut c = host.client();
-    let init = |c: &mut joule_txn::Client| code(&c.call("Initialize", vec![Value::Integer(6), Value::String(CONTESTANTS.into())]));
+    let init = |c: &mut joule_txn::Client| {
+        code(&c.call("Initialize", vec![Value::Integer(6), Value::String(CONTESTANTS.into())]))
+    };
     assert_eq!(init(&mut c), 6);
     // Initializing again keeps what is there.
     assert_eq!(init(&mut c), 6);
@@ -50,13 +52,18 @@ fn votes_limits_and_results() {
     }
     let r = c.call("Results", vec![]);
     assert!(r.is_success(), "{r:?}");
-    let total: i64 = r.results[0].rows.iter().map(|row| match row[2] {
-        Value::Integer(n) => n,
-        ref v => panic!("{v:?}"),
-    }).sum();
+    let total: i64 = r.results[0]
+        .rows
+        .iter()
+        .map(|row| match row[2] {
+            Value::Integer(n) => n,
+            ref v => panic!("{v:?}"),
+        })
+        .sum();
     assert_eq!(total, accepted);
     // Best first.
-    let counts: Vec<i64> = r.results[0].rows.iter().map(|row| if let Value::Integer(n) = row[2] { n } else { 0 }).collect();
+    let counts: Vec<i64> =
+        r.results[0].rows.iter().map(|row| if let Value::Integer(n) = row[2] { n } else { 0 }).collect();
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
     let r = c.adhoc("SELECT COUNT(*) FROM votes", vec![]);
     assert_eq!(r.results[0].as_i64(), Some(accepted));

@@ -54,7 +54,7 @@ impl Rows {
     }
 
     fn push(&mut self, slot: Option<Row>) {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         if let Some(chunk) = self.chunks.last_mut() {

@@ -358,3 +358,54 @@ fn correlated_subqueries_see_every_joined_table() {
         vec![vec![int(1), int(20)], vec![int(2), int(20)]]
     );
 }
+
+#[test]
+fn schema_changes_in_a_transaction_roll_back_with_it() {
+    let mut db = Database::new();
+    db.execute("CREATE TABLE t (a INT PRIMARY KEY, b VARCHAR(5)); CREATE TABLE gone (x INT)").unwrap();
+    db.execute("INSERT INTO t VALUES (1, 'x'), (2, 'y'); INSERT INTO gone VALUES (7)").unwrap();
+    let before = db.checksum();
+    let version = db.catalog().version;
+    db.begin();
+    for sql in [
+        "CREATE TABLE fresh (z INT)",
+        "ALTER TABLE t ADD COLUMN c INT DEFAULT 3",
+        "CREATE INDEX t_b ON t (b)",
+        "DROP TABLE gone",
+        "CREATE VIEW per_b (b, n) AS SELECT b, COUNT(*) FROM t GROUP BY b",
+        "CREATE PROCEDURE p AS SELECT 1",
+    ] {
+        db.execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_eq!(rows(&mut db, "SELECT a, c FROM t ORDER BY a"), vec![vec![int(1), int(3)], vec![int(2), int(3)]]);
+    // Several schema changes in one transaction roll back together.
+    db.rollback().unwrap();
+    assert_eq!(db.catalog().version, version);
+    assert!(db.catalog().procedures.is_empty());
+    assert_eq!(code(&mut db, "SELECT * FROM fresh"), ErrorCode::UndefinedTable);
+    assert_eq!(code(&mut db, "SELECT c FROM t"), ErrorCode::UndefinedColumn);
+    assert_eq!(code(&mut db, "SELECT * FROM per_b"), ErrorCode::UndefinedTable);
+    assert_eq!(rows(&mut db, "SELECT x FROM gone"), vec![vec![int(7)]]);
+    assert_eq!(db.checksum(), before);
+    // And the table keeps working with its old indexes.
+    db.execute("INSERT INTO t VALUES (3, 'z')").unwrap();
+    assert_eq!(code(&mut db, "INSERT INTO t VALUES (3, 'w')"), ErrorCode::UniqueViolation);
+    // Outside a transaction a schema change commits at once.
+    db.execute("CREATE TABLE kept (k INT)").unwrap();
+    assert!(db.rollback().is_ok());
+    assert_eq!(rows(&mut db, "SELECT COUNT(*) FROM kept"), vec![vec![int(0)]]);
+}
+
+#[test]
+fn checksums_ignore_row_order_but_not_contents() {
+    let mut a = Database::new();
+    let mut b = Database::new();
+    for db in [&mut a, &mut b] {
+        db.execute("CREATE TABLE t (k INT, v VARCHAR(3))").unwrap();
+    }
+    a.execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')").unwrap();
+    b.execute("INSERT INTO t VALUES (2, 'b'), (1, 'a')").unwrap();
+    assert_eq!(a.checksum(), b.checksum());
+    b.execute("UPDATE t SET v = 'c' WHERE k = 1").unwrap();
+    assert_ne!(a.checksum(), b.checksum());
+}

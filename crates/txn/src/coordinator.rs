@@ -81,6 +81,11 @@ impl Coordinator {
                 CoordMsg::Shutdown => break,
             }
         }
+        while let Ok(msg) = self.inbox.try_recv() {
+            if let CoordMsg::Invoke(t) = msg {
+                t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+            }
+        }
     }
 
     fn run_txn(&mut self, task: MpTask) {

@@ -16,17 +16,19 @@
 //!   aggregates (partial aggregates on the partitions, COUNT/SUM/MIN/MAX
 //!   merged at the coordinator; DISTINCT aggregates and AVG over gathered
 //!   rows), ORDER BY with LIMIT (each partition sends its first
-//!   `limit + offset` rows), DISTINCT, set operations, joins that need data
-//!   from several partitions.
+//!   `limit + offset` rows), DISTINCT, set operations, and joins that need
+//!   data from several partitions (each side's rows, filtered on the
+//!   partitions, joined at the coordinator).
 //!
 //! Materialized views of partitioned tables that do not group by the
 //! partition column hold partial groups on each partition; they are
 //! re-aggregated at the coordinator before anything else reads them.
 //!
-//! Shapes outside these rules (joins of two partitioned tables, subqueries
-//! reading partitioned tables inside a distributed part) fall back to
-//! gathering every table the statement reads to the coordinator and running
-//! the original plan there — always correct, costly for big tables.
+//! Shapes outside these rules (index lookups into a partitioned table from
+//! rows of every partition, subqueries reading partitioned tables inside a
+//! distributed part) fall back to gathering every table the statement reads
+//! to the coordinator and running the original plan there — always correct,
+//! costly for big tables.
 //!
 //! Writes: UPDATE, DELETE and TRUNCATE run on every partition (a replicated
 //! table's copy is the same everywhere); an INSERT whose rows span
@@ -618,5 +620,102 @@ fn walk(plan: &Plan, f: &mut dyn FnMut(&Plan)) {
     f(plan);
     for i in plan.inputs() {
         walk(i, f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use joule_engine::Database;
+    use joule_sql::parser::parse_single;
+    use joule_sql::planner::plan_for;
+
+    fn db() -> Database {
+        let mut db = Database::new();
+        db.execute(
+            "CREATE TABLE p (id INT NOT NULL PRIMARY KEY, g INT, v INT); PARTITION TABLE p ON COLUMN id; \
+             CREATE TABLE q (id INT NOT NULL PRIMARY KEY, w INT); PARTITION TABLE q ON COLUMN id; \
+             CREATE TABLE r (g INT PRIMARY KEY, name VARCHAR(5)); \
+             CREATE VIEW pg (g, n, s) AS SELECT g, COUNT(*), SUM(v) FROM p GROUP BY g",
+        )
+        .unwrap();
+        db
+    }
+
+    fn split(db: &Database, sql: &str) -> DistQuery {
+        let planned = plan_for(&parse_single(sql).unwrap(), db.catalog(), "DEFAULT", true).unwrap();
+        match mp_statement(Arc::new(planned), db.catalog()).unwrap() {
+            MpStatement::Read(q) => q,
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn scans_and_replicated_joins_run_on_every_partition() {
+        let db = db();
+        let q = split(&db, "SELECT p.v, r.name FROM p JOIN r ON p.g = r.g WHERE p.v > 3");
+        assert_eq!(q.combine, Combine::Concat);
+        assert!(q.fragments[0].everywhere);
+    }
+
+    #[test]
+    fn aggregates_merge_partial_results() {
+        let db = db();
+        let q = split(&db, "SELECT g, COUNT(*), SUM(v), MAX(v) FROM p GROUP BY g");
+        assert_eq!(q.fragments.len(), 1);
+        assert!(matches!(q.fragments[0].plan, Plan::Aggregate { .. }), "{:?}", q.fragments[0].plan);
+        let Combine::Plan(plan) = &q.combine else { panic!("{:?}", q.combine) };
+        assert!(format!("{plan:?}").contains("Input"));
+        // DISTINCT aggregates need the rows themselves.
+        let q = split(&db, "SELECT COUNT(DISTINCT v) FROM p");
+        assert!(!matches!(q.fragments[0].plan, Plan::Aggregate { .. }));
+    }
+
+    #[test]
+    fn order_by_limit_sends_only_the_top_rows() {
+        let db = db();
+        let q = split(&db, "SELECT id FROM p ORDER BY v DESC LIMIT 5 OFFSET 2");
+        let Plan::Limit { limit: Some(limit), offset: None, .. } = &q.fragments[0].plan else {
+            panic!("{:?}", q.fragments[0].plan)
+        };
+        assert!(matches!(limit, Expr::Arith(ArithOp::Add, ..)));
+    }
+
+    #[test]
+    fn views_without_the_partition_column_are_reaggregated() {
+        let db = db();
+        let q = split(&db, "SELECT g, n FROM pg WHERE n > 2");
+        let Combine::Plan(plan) = &q.combine else { panic!() };
+        assert!(format!("{plan:?}").contains("Aggregate"), "{plan:?}");
+    }
+
+    #[test]
+    fn other_shapes_gather_whole_tables() {
+        let db = db();
+        // Joining two partitioned tables: both sides come to the coordinator.
+        let q = split(&db, "SELECT p.id FROM p JOIN q ON p.v = q.w");
+        assert!(matches!(&q.combine, Combine::Plan(Plan::Project { .. })), "{:?}", q.combine);
+        assert_eq!(q.fragments.len(), 2);
+        // An index lookup into a partitioned table from rows of all
+        // partitions: whole tables, and the original plan.
+        let q = split(&db, "SELECT p.id FROM p JOIN q ON p.v = q.id");
+        let Combine::Gather { tables, .. } = &q.combine else { panic!("{:?}", q.combine) };
+        assert_eq!(tables.len(), 2);
+        assert!(q.fragments.iter().all(|f| f.everywhere));
+        let q = split(&db, "SELECT name FROM r");
+        assert_eq!((q.fragments.len(), q.fragments[0].everywhere), (1, false));
+    }
+
+    #[test]
+    fn reaggregation_merges_groups() {
+        let view = MaterializedView {
+            source: 1,
+            group_by: vec![0],
+            aggregates: vec![(AggKind::CountStar, None), (AggKind::Max, Some(1)), (AggKind::Sum, Some(2))],
+        };
+        let v = Value::Integer;
+        let rows =
+            vec![vec![v(1), v(2), v(5), Value::Null], vec![v(2), v(1), v(1), v(3)], vec![v(1), v(3), v(4), v(7)]];
+        assert_eq!(reaggregate(&view, rows).unwrap(), vec![vec![v(1), v(5), v(5), v(7)], vec![v(2), v(1), v(1), v(3)]]);
     }
 }

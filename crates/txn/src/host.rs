@@ -118,6 +118,7 @@ impl Host {
             shared: self.shared.clone(),
             database: DEFAULT_DATABASE.to_string(),
             plans: HashMap::new(),
+            mp_plans: HashMap::new(),
             replicated_reads: 0,
         }
     }
@@ -186,7 +187,7 @@ impl Invocation {
     }
 }
 
-/// Ad hoc plans older than this many schema versions are dropped.
+/// Ad hoc plans a client keeps (per kind) before starting over.
 const PLAN_CACHE_LIMIT: usize = 512;
 
 /// The initiator handle clients invoke through. Not shared between
@@ -197,6 +198,8 @@ pub struct Client {
     database: String,
     /// Ad hoc statements planned for one partition, by (database, text).
     plans: HashMap<(String, String), Arc<CompiledStatement>>,
+    /// The same, planned for multi-partition execution.
+    mp_plans: HashMap<(String, String), Arc<CompiledStatement>>,
     /// Counts replicated-only ad hoc reads, to spread them over partitions.
     replicated_reads: u64,
 }
@@ -391,10 +394,7 @@ impl Client {
             });
             return Ok(Route::Sp(Arc::new(adhoc_procedure(statements, &schema)), params, target));
         }
-        let mp = parsed
-            .iter()
-            .map(|stmt| compile_statement(&stmt.sql, &schema.catalog, &self.database, true).map(Arc::new))
-            .collect::<Result<Vec<_>>>()?;
+        let mp = parsed.iter().map(|stmt| self.plan_multi(stmt, &schema)).collect::<Result<Vec<_>>>()?;
         Ok(Route::Mp(MpKind::Procedure(Arc::new(adhoc_procedure(mp, &schema))), params))
     }
 
@@ -439,6 +439,22 @@ impl Client {
         let kind = MpKind::SetHashinator(Arc::new(hashinator));
         self.send_mp(MpTask { kind, params: Vec::new(), sink: Arc::new(Waiter(tx)), handle: 0, replay: None });
         rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
+    }
+
+    /// Plan one ad hoc statement for multi-partition execution (cached).
+    fn plan_multi(&mut self, stmt: &ParsedStatement, schema: &Schema) -> Result<Arc<CompiledStatement>> {
+        let key = (self.database.clone(), stmt.sql.clone());
+        if let Some(p) = self.mp_plans.get(&key) {
+            if p.planned.catalog_version == schema.version() {
+                return Ok(p.clone());
+            }
+        }
+        let compiled = Arc::new(compile_statement(&stmt.sql, &schema.catalog, &self.database, true)?);
+        if self.mp_plans.len() >= PLAN_CACHE_LIMIT {
+            self.mp_plans.clear();
+        }
+        self.mp_plans.insert(key, compiled.clone());
+        Ok(compiled)
     }
 
     /// The session's current database.

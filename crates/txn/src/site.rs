@@ -109,6 +109,12 @@ impl Site {
                 SiteMsg::Shutdown => break,
             }
         }
+        // Whatever arrived after the shutdown is answered, not dropped.
+        while let Ok(msg) = self.inbox.try_recv() {
+            if let SiteMsg::Sp(t) = msg {
+                t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+            }
+        }
     }
 
     fn install_owner(&mut self) {

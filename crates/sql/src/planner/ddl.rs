@@ -471,7 +471,11 @@ fn materialized_view(binder: &Binder, db: String, name: String, names: Vec<Strin
         unique: true,
         assume_unique: false,
         primary_key: true,
-        kind: IndexKind::Tree,
+        // Hashed: every write to the source looks its group up here, and
+        // views grow large (a group per caller, per device...), where a
+        // tree costs a cache miss per level. Range scans and ORDER BY on a
+        // view can use a tree index created on it.
+        kind: IndexKind::Hash,
     };
     // The view's key columns may hold NULL (a NULL group): the index allows it.
     let partition_column = source.partition_column.and_then(|pc| group_cols.iter().position(|g| *g == pc));

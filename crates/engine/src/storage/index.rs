@@ -217,20 +217,30 @@ enum Map {
     /// A tree index on one integer column; NULL is `i64::MIN`.
     Int(BTreeMap<i64, Posting>),
     Hash(hashbrown::HashMap<HashKey, Posting>),
+    /// A hash index on one integer column; NULL is `i64::MIN`.
+    IntHash(hashbrown::HashMap<i64, Posting>),
 }
 
-/// The stored integer key of a one-column key (`None`: not an integer key,
-/// so no stored row can have it).
+/// The stored integer key equal to a one-column key (`None`: no integer
+/// equals it, so no stored row can have it).
 fn stored_int(key: KeyRef<'_>) -> Option<i64> {
     let v = match key {
         KeyRef::Slice([v]) => v,
         KeyRef::Cols { row, cols: [c] } => row.get(*c)?,
         _ => return None,
     };
+    int_key(v)
+}
+
+/// The stored integer key equal to a lookup value, if any can be
+/// (`Value`'s equality: 5.0 finds 5, 5.5 finds nothing).
+fn int_key(v: &Value) -> Option<i64> {
     match v {
-        Value::Integer(i) => Some(*i),
         Value::Null => Some(i64::MIN),
-        _ => None,
+        v => match int_probe(v) {
+            IntProbe::Exact(k) => Some(k),
+            _ => None,
+        },
     }
 }
 
@@ -288,6 +298,7 @@ impl Map {
     fn get(&self, key: KeyRef<'_>) -> Option<&Posting> {
         match (self, key) {
             (Map::Int(m), k) => m.get(&stored_int(k)?),
+            (Map::IntHash(m), k) => m.get(&stored_int(k)?),
             (Map::Tree(m), KeyRef::Slice(s)) => m.get(s),
             (Map::Tree(m), k) => m.get(&k as &dyn TreeKey),
             (Map::Hash(m), k) => m.get(&k),
@@ -297,6 +308,7 @@ impl Map {
     fn get_mut(&mut self, key: KeyRef<'_>) -> Option<&mut Posting> {
         match (self, key) {
             (Map::Int(m), k) => m.get_mut(&stored_int(k)?),
+            (Map::IntHash(m), k) => m.get_mut(&stored_int(k)?),
             (Map::Tree(m), KeyRef::Slice(s)) => m.get_mut(s),
             (Map::Tree(m), k) => m.get_mut(&k as &dyn TreeKey),
             (Map::Hash(m), k) => m.get_mut(&k),
@@ -306,6 +318,10 @@ impl Map {
     fn remove(&mut self, key: KeyRef<'_>) {
         match (self, key) {
             (Map::Int(m), k) => match stored_int(k) {
+                Some(i) => m.remove(&i),
+                None => None,
+            },
+            (Map::IntHash(m), k) => match stored_int(k) {
                 Some(i) => m.remove(&i),
                 None => None,
             },
@@ -357,6 +373,7 @@ impl Index {
         let map = match def.kind {
             IndexKind::Tree if one_integer_column => Map::Int(BTreeMap::new()),
             IndexKind::Tree => Map::Tree(BTreeMap::new()),
+            IndexKind::Hash if one_integer_column => Map::IntHash(hashbrown::HashMap::new()),
             IndexKind::Hash => Map::Hash(hashbrown::HashMap::new()),
         };
         Index { columns, unique: def.unique || def.assume_unique || def.primary_key, contiguous, map }
@@ -416,6 +433,16 @@ impl Index {
                 // column holds integers or NULL.
                 None => debug_assert!(false, "non-integer key in an integer index"),
             },
+            Map::IntHash(m) => match stored_int(key) {
+                Some(k) => match m.entry(k) {
+                    hashbrown::hash_map::Entry::Occupied(e) if check && e.get().has_other(Some(id)) => return false,
+                    hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(id),
+                    hashbrown::hash_map::Entry::Vacant(e) => {
+                        e.insert(Posting::One(id));
+                    }
+                },
+                None => debug_assert!(false, "non-integer key in an integer index"),
+            },
             Map::Tree(m) => {
                 let posting = match key {
                     KeyRef::Slice(s) => m.get_mut(s),
@@ -456,6 +483,7 @@ impl Index {
             Map::Tree(m) => m.clear(),
             Map::Int(m) => m.clear(),
             Map::Hash(m) => m.clear(),
+            Map::IntHash(m) => m.clear(),
         }
     }
 
@@ -478,7 +506,8 @@ impl Index {
             Map::Tree(m) if key.len() == self.columns.len() => Ok(IndexIter::posting(m.get(key))),
             Map::Tree(_) => self.range(key, Bound::Unbounded, Bound::Unbounded, false),
             Map::Hash(m) if key.len() == self.columns.len() => Ok(IndexIter::posting(m.get(&KeyRef::Slice(key)))),
-            Map::Hash(_) => {
+            Map::IntHash(m) if key.len() == 1 => Ok(IndexIter::posting(int_key(&key[0]).and_then(|k| m.get(&k)))),
+            Map::Hash(_) | Map::IntHash(_) => {
                 bail!(Internal, "hash index lookup needs all {} key values, got {}", self.columns.len(), key.len())
             }
         }
@@ -498,6 +527,9 @@ impl Index {
                 },
             };
             return m.get(&k).and_then(Posting::first);
+        }
+        if let (Map::IntHash(m), [v]) = (&self.map, key) {
+            return m.get(&int_key(v)?).and_then(Posting::first);
         }
         self.map.get(KeyRef::Slice(key)).and_then(Posting::first)
     }
@@ -572,7 +604,7 @@ impl Index {
         match &self.map {
             Map::Tree(m) => Ok(IndexIter::range(m.range::<[Value], _>(..), reverse)),
             Map::Int(m) => Ok(IndexIter::int_range(m.range(..), reverse)),
-            Map::Hash(_) => Err(err!(Internal, "ordered scan of a hash index")),
+            Map::Hash(_) | Map::IntHash(_) => Err(err!(Internal, "ordered scan of a hash index")),
         }
     }
 
@@ -582,6 +614,7 @@ impl Index {
             Map::Tree(m) => m.len(),
             Map::Int(m) => m.len(),
             Map::Hash(m) => m.len(),
+            Map::IntHash(m) => m.len(),
         }
     }
 
@@ -595,6 +628,9 @@ impl Index {
                 m.iter().map(|(k, p)| key_bytes(k) + p.heap_bytes() + size_of::<(Vec<Value>, Posting)>() * 3 / 2).sum()
             }
             Map::Int(m) => m.values().map(|p| p.heap_bytes() + size_of::<(i64, Posting)>() * 3 / 2).sum(),
+            Map::IntHash(m) => {
+                m.capacity() * (size_of::<(i64, Posting)>() + 1) + m.values().map(Posting::heap_bytes).sum::<usize>()
+            }
             Map::Hash(m) => {
                 m.capacity() * (size_of::<(HashKey, Posting)>() + 1)
                     + m.iter().map(|(k, p)| key_bytes(&k.0) + p.heap_bytes()).sum::<usize>()
@@ -798,6 +834,66 @@ mod tests {
                 }
                 prop_assert_eq!(int.key_count(), 0);
             }
+
+            #[test]
+            fn integer_hash_keys_answer_like_value_hash_keys(
+                rows in prop::collection::vec(stored(), 0..40),
+                lookups in prop::collection::vec(probe(), 1..20),
+                unique in any::<bool>(),
+            ) {
+                let (mut int, mut gen) = hash_pair(unique);
+                for (id, v) in rows.iter().enumerate() {
+                    let key = std::slice::from_ref(v);
+                    prop_assert_eq!(int.try_insert(key, id as RowId), gen.try_insert(key, id as RowId));
+                }
+                let ids = |it: IndexIter<'_>| it.collect::<Vec<_>>();
+                for v in lookups {
+                    let key = std::slice::from_ref(&v);
+                    prop_assert_eq!(ids(int.eq(key).unwrap()), ids(gen.eq(key).unwrap()), "eq {:?}", v);
+                    prop_assert_eq!(int.get_unique(key), gen.get_unique(key), "get_unique {:?}", v);
+                    prop_assert_eq!(int.conflict(key, None).is_some(), gen.conflict(key, None).is_some());
+                }
+                prop_assert_eq!(int.key_count(), gen.key_count());
+                for (id, v) in rows.iter().enumerate() {
+                    prop_assert_eq!(int.remove(std::slice::from_ref(v), id as RowId), gen.remove(std::slice::from_ref(v), id as RowId));
+                }
+                prop_assert_eq!(int.key_count(), 0);
+            }
+        }
+
+        /// The same one-column hash index keyed by integers (`Map::IntHash`)
+        /// or by values (`Map::Hash`, as for a FLOAT column).
+        fn hash_pair(unique: bool) -> (Index, Index) {
+            let (int, gen) = pair();
+            let def = IndexDef {
+                name: "H".into(),
+                columns: vec![0],
+                unique,
+                assume_unique: false,
+                primary_key: false,
+                kind: IndexKind::Hash,
+            };
+            let table = |t: DataType| TableDef {
+                id: 1,
+                database: "D".into(),
+                name: "T".into(),
+                columns: vec![ColumnDef {
+                    name: "K".into(),
+                    data_type: t,
+                    max_len: None,
+                    len_in_bytes: false,
+                    nullable: true,
+                    default: None,
+                }],
+                indexes: vec![],
+                partition_column: None,
+                view: None,
+            };
+            drop((int, gen));
+            let int = Index::new(&def, &table(DataType::BigInt));
+            let gen = Index::new(&def, &table(DataType::Float));
+            assert!(matches!(int.map, Map::IntHash(_)) && matches!(gen.map, Map::Hash(_)));
+            (int, gen)
         }
     }
 

@@ -247,8 +247,30 @@ pub(crate) struct Outcome {
     pub app_status_string: Option<String>,
 }
 
-/// Run a compiled procedure through `executor` (a site or the coordinator).
+/// Run a compiled procedure through `executor`, turning a panic in its
+/// code into an `Internal` error: a buggy procedure fails its own
+/// transaction (which is rolled back) instead of taking its site down.
 pub(crate) fn run_procedure(
+    procedure: &crate::compile::CompiledProcedure,
+    params: &[Value],
+    executor: &mut dyn BatchExecutor,
+    batch: &mut Batch,
+    ids: TxnIds,
+    partition: Option<u32>,
+) -> Outcome {
+    let run = std::panic::AssertUnwindSafe(|| run_unguarded(procedure, params, executor, batch, ids, partition));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_string());
+        let e = err!(Internal, "procedure {} panicked: {what}", procedure.name);
+        Outcome { result: Err(e), app_status: APP_STATUS_UNSET, app_status_string: None }
+    })
+}
+
+fn run_unguarded(
     procedure: &crate::compile::CompiledProcedure,
     params: &[Value],
     executor: &mut dyn BatchExecutor,

@@ -112,3 +112,40 @@ fn multi_partition_failure_on_one_partition_rolls_back_all() {
     assert_eq!(fails(r), ErrorCode::DivisionByZero);
     assert_eq!(snapshot(&mut c), before);
 }
+
+/// Writes, then panics.
+struct Panics;
+
+impl joule_txn::Procedure for Panics {
+    fn statements(&self) -> &[&'static str] {
+        &["INSERT INTO t VALUES (?, 1)"]
+    }
+
+    fn run(&self, ctx: &mut ProcedureContext<'_>, params: &[Value]) -> Result<Vec<ResultTable>> {
+        ctx.queue(0, [params[0].clone()]);
+        ctx.execute()?;
+        let empty: Vec<i64> = Vec::new();
+        Ok(vec![ResultTable::scalar(empty[params.len()])])
+    }
+}
+
+#[test]
+fn a_panicking_procedure_fails_alone() {
+    let mut registry = ProcedureRegistry::new();
+    registry.register("test.Panics", Panics);
+    let host = host_with(2, registry);
+    let mut c = host.client();
+    exec(&mut c, "CREATE TABLE t (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE t ON COLUMN k");
+    exec(&mut c, "CREATE PROCEDURE SpPanic PARTITION ON TABLE t COLUMN k FROM CLASS test.Panics; CREATE PROCEDURE MpPanic FROM CLASS test.Panics");
+    for name in ["SpPanic", "MpPanic"] {
+        let r = c.call(name, vec![int(5)]);
+        assert_eq!(r.status, Status::UnexpectedFailure, "{r:?}");
+        assert!(r.error.unwrap().message().contains("panicked"));
+    }
+    // Nothing remains, and every partition still serves.
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t"), int(0));
+    for k in 0..20 {
+        ok(c.call("T.insert", vec![int(k), int(k)]));
+    }
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t"), int(20));
+}

@@ -91,6 +91,10 @@ pub enum ErrorCode {
     /// The host is shutting down or not accepting work.
     Unavailable = 4004,
 
+    /// A malformed message on the wire: bad length, truncated, unknown
+    /// version or type, invalid text.
+    ProtocolError = 5001,
+
     /// A broken invariant inside JouleDB. Always a bug: please report it.
     Internal = 9001,
 }
@@ -130,6 +134,7 @@ impl ErrorCode {
         ErrorCode::Mispartitioned,
         ErrorCode::ProcedureAborted,
         ErrorCode::Unavailable,
+        ErrorCode::ProtocolError,
         ErrorCode::Internal,
     ];
 
@@ -174,6 +179,7 @@ impl ErrorCode {
             Mispartitioned => "JT001",
             ProcedureAborted => "P0001",
             Unavailable => "57P01",
+            ProtocolError => "08P01",
             Internal => "XX000",
         }
     }

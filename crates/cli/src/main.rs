@@ -1,10 +1,12 @@
 //! The `joule` command.
 //!
-//! `joule start` will start a server node once the network layer lands; until
-//! then it says so plainly and exits with a non-zero status. `joule sql`
-//! runs SQL against an in-process, in-memory database: statements from
-//! `--execute`, or from standard input (one script, `;`-separated), which is
-//! handy for trying the engine from a shell.
+//! `joule start` starts a node: VoltDB's client protocol on the client and
+//! admin ports, in front of a host with one site per core (see
+//! `joule-server`); it prints one line when ready and stops on SIGINT,
+//! SIGTERM or `@Shutdown`. `joule sql` runs SQL against an in-process,
+//! in-memory database: statements from `--execute`, or from standard input
+//! (one script, `;`-separated), which is handy for trying the engine from a
+//! shell.
 
 use clap::{Parser, Subcommand};
 use joule_engine::{Database, ExecResult};
@@ -25,8 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a node (the network server is not built yet).
-    Start,
+    /// Start a node.
+    Start(StartArgs),
     /// Run SQL against an in-process, in-memory database.
     Sql {
         /// SQL to run; without it, SQL is read from standard input.
@@ -35,15 +37,40 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct StartArgs {
+    /// Data directory.
+    #[arg(long, default_value = "joule-data")]
+    dir: std::path::PathBuf,
+    /// Interface to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: String,
+    /// VoltDB client protocol port (0: any free port).
+    #[arg(long, default_value_t = 21212)]
+    client_port: u16,
+    /// Admin port: the client protocol with administrator rights.
+    #[arg(long, default_value_t = 21211)]
+    admin_port: u16,
+    /// HTTP/JSON API port (the HTTP API is not served yet).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Port for other cluster members (single-node for now).
+    #[arg(long, default_value_t = 3021)]
+    internal_port: u16,
+    /// Sites (partitions) on this host; default: the number of cores.
+    #[arg(long)]
+    sites: Option<usize>,
+    /// DDL file to load at start.
+    #[arg(long)]
+    schema: Option<std::path::PathBuf>,
+    /// TOML configuration file (not supported yet).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Start => {
-            eprintln!(
-                "joule start: not yet — the network server (VoltDB wire protocol on port 21212, HTTP on 8080) \
-                 is not built yet. The SQL engine can be tried with `joule sql`."
-            );
-            ExitCode::from(2)
-        }
+        Command::Start(args) => start(args),
         Command::Sql { execute } => {
             let sql = match execute {
                 Some(s) => s,
@@ -58,6 +85,87 @@ fn main() -> ExitCode {
             };
             run_script(&sql)
         }
+    }
+}
+
+/// Start a node and serve until SIGINT, SIGTERM or `@Shutdown`.
+fn start(args: StartArgs) -> ExitCode {
+    if let Some(path) = &args.config {
+        eprintln!("error: --config {} is not supported yet; use the command-line flags", path.display());
+        return ExitCode::from(2);
+    }
+    let mut config = joule_server::ServerConfig {
+        host: args.host,
+        client_port: args.client_port,
+        admin_port: args.admin_port,
+        dir: args.dir,
+        schema: args.schema,
+        ..Default::default()
+    };
+    if let Some(n) = args.sites {
+        config.sites = n;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the I/O runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let sites = config.sites;
+        let dir = config.dir.clone();
+        let mut registry = joule_txn::ProcedureRegistry::new();
+        joule_voter::register(&mut registry);
+        let server = match joule_server::Server::start(config, registry).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "JouleDB ready: client {} admin {} ({sites} sites, data in {}; HTTP port {} and internal port {} not served yet)",
+            server.client_addr,
+            server.admin_addr,
+            dir.display(),
+            args.http_port,
+            args.internal_port
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let stop = server_stopper(&server);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop();
+        });
+        server.wait().await;
+        eprintln!("JouleDB stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn server_stopper(server: &joule_server::Server) -> impl FnOnce() + Send + 'static {
+    let handle = server.shutdown_handle();
+    move || handle()
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -28,10 +28,3 @@ fn sql_reads_standard_input_and_reports_errors_with_codes() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("J2001") && stderr.contains("TINYINT"), "{stderr}");
 }
-
-#[test]
-fn start_says_not_yet() {
-    let out = joule().arg("start").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet"));
-}

@@ -90,6 +90,9 @@ pub enum ErrorCode {
     ProcedureAborted = 4003,
     /// The host is shutting down or not accepting work.
     Unavailable = 4004,
+    /// The user lacks the role a procedure needs (admin procedures need
+    /// the ADMINISTRATOR role or the admin port).
+    PermissionDenied = 4005,
 
     /// A malformed message on the wire: bad length, truncated, unknown
     /// version or type, invalid text.
@@ -134,6 +137,7 @@ impl ErrorCode {
         ErrorCode::Mispartitioned,
         ErrorCode::ProcedureAborted,
         ErrorCode::Unavailable,
+        ErrorCode::PermissionDenied,
         ErrorCode::ProtocolError,
         ErrorCode::Internal,
     ];
@@ -179,6 +183,7 @@ impl ErrorCode {
             Mispartitioned => "JT001",
             ProcedureAborted => "P0001",
             Unavailable => "57P01",
+            PermissionDenied => "42501",
             ProtocolError => "08P01",
             Internal => "XX000",
         }

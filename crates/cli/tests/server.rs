@@ -1,0 +1,245 @@
+//! `joule start` as a real process on ports chosen at run time, spoken to
+//! over real sockets with the wire codec and with VoltDB's own Python
+//! client, and stopped for real (`@Shutdown`, SIGTERM).
+
+use joule_common::Value;
+use joule_wire::frame::{payload_len, write_frame};
+use joule_wire::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, Param};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Node {
+    child: Child,
+    client: u16,
+    admin: u16,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Node {
+    let dir = std::env::temp_dir().join(format!("joule-test-{}-{}", std::process::id(), rand_suffix()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["start", "--client-port", "0", "--admin-port", "0", "--sites", "2", "--dir"])
+        .arg(&dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("joule starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("JouleDB ready"), "{line}");
+    let port = |label: &str| -> u16 {
+        let at = line.find(label).unwrap_or_else(|| panic!("{label} in {line}")) + label.len();
+        let addr = line[at..].split_whitespace().next().unwrap();
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    };
+    Node { client: port("client "), admin: port("admin "), child, _dir: TempDir(dir) }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// A minimal blocking client over the wire codec.
+struct Conn(TcpStream);
+
+impl Conn {
+    fn open(port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Conn(s);
+        let login = Login {
+            version: 1,
+            scheme: HashScheme::Sha256,
+            service: "database".into(),
+            user: String::new(),
+            password_hash: vec![0; 32],
+        };
+        c.send(&login.encode());
+        let r = LoginResponse::decode(&c.recv().unwrap()).unwrap();
+        assert_eq!(r.result, 0);
+        c
+    }
+
+    fn send(&mut self, payload: &[u8]) {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, payload);
+        self.0.write_all(&buf).unwrap();
+    }
+
+    fn recv(&mut self) -> Option<Vec<u8>> {
+        let mut h = [0u8; 4];
+        self.0.read_exact(&mut h).ok()?;
+        let n = payload_len(h, 1 << 30).unwrap();
+        let mut p = vec![0u8; n];
+        self.0.read_exact(&mut p).ok()?;
+        Some(p)
+    }
+
+    fn invoke(&mut self, handle: i64, procedure: &str, params: Vec<Value>) {
+        let inv = Invocation {
+            version: 0,
+            procedure: procedure.into(),
+            client_handle: handle,
+            batch_timeout_ms: None,
+            params: params.into_iter().map(Param::Value).collect(),
+        };
+        self.send(&inv.encode().unwrap());
+    }
+
+    fn call(&mut self, procedure: &str, params: Vec<Value>) -> ClientResponse {
+        self.invoke(99, procedure, params);
+        let r = ClientResponse::decode(&self.recv().expect("a response")).unwrap();
+        assert_eq!(r.client_handle, 99);
+        r
+    }
+}
+
+fn s(x: &str) -> Value {
+    Value::String(x.into())
+}
+
+#[test]
+fn serves_the_voltdb_protocol_and_shuts_down_on_request() {
+    let mut node = start(&[]);
+    let mut c = Conn::open(node.client);
+    let r = c.call(
+        "@AdHoc",
+        vec![s("CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(20)); PARTITION TABLE kv ON COLUMN k")],
+    );
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_eq!(c.call("@Ping", vec![]).status, 1);
+    // Pipelined: many requests in flight, answered by handle.
+    for h in 0..200i64 {
+        c.invoke(h, "KV.insert", vec![Value::Integer(h), s(&format!("v{h}"))]);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let r = ClientResponse::decode(&c.recv().unwrap()).unwrap();
+        assert_eq!(r.status, 1, "{r:?}");
+        seen.insert(r.client_handle);
+    }
+    assert_eq!(seen.len(), 200);
+    let r = c.call("@AdHoc", vec![s("SELECT COUNT(*), MAX(v) FROM kv")]);
+    assert_eq!(r.tables[0].rows, vec![vec![Value::Integer(200), s("v99")]]);
+    assert_eq!(r.tables[0].columns[0].1, joule_wire::VoltType::BigInt);
+    // Errors carry VoltDB's status and JouleDB's code.
+    let r = c.call("KV.insert", vec![Value::Integer(1), s("dup")]);
+    assert_eq!(r.status, -2);
+    assert!(r.status_string.unwrap().contains("J2007"));
+    let r = c.call("Nope", vec![]);
+    assert!(r.status_string.unwrap().contains("J4001"));
+    // A bad frame closes that connection only.
+    let mut bad = TcpStream::connect(("127.0.0.1", node.client)).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    bad.write_all(&(-5i32).to_be_bytes()).unwrap();
+    let mut sink = Vec::new();
+    let _ = bad.read_to_end(&mut sink);
+    assert_eq!(c.call("@Ping", vec![]).status, 1);
+    // @Shutdown on the admin port stops the process cleanly.
+    let mut admin = Conn::open(node.admin);
+    assert_eq!(admin.call("@Shutdown", vec![]).status, 1);
+    let status = node.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn stops_on_sigterm() {
+    let mut node = start(&[]);
+    let mut c = Conn::open(node.client);
+    assert_eq!(c.call("@Ping", vec![]).status, 1);
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = node.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    node.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("stopped"), "{err}");
+}
+
+#[test]
+fn loads_a_schema_file_and_runs_the_voter_procedures() {
+    let ddl = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/voter/ddl.sql");
+    let node = start(&["--schema", ddl]);
+    let mut c = Conn::open(node.client);
+    let r = c.call("Initialize", vec![Value::Integer(6), s(joule_voter::CONTESTANTS)]);
+    assert_eq!(r.tables[0].rows, vec![vec![Value::Integer(6)]]);
+    let r = c.call("Vote", vec![Value::Integer(2015551234), Value::Integer(3), Value::Integer(2)]);
+    assert_eq!(r.tables[0].rows, vec![vec![Value::Integer(0)]], "{r:?}");
+    let r = c.call("Results", vec![]);
+    assert_eq!(r.tables[0].rows, vec![vec![s("Kelly Clauss"), Value::Integer(3), Value::Integer(1)]]);
+}
+
+/// VoltDB's own Python client (the `voltdbclient` package), unchanged.
+#[test]
+fn voltdb_python_client_works_unchanged() {
+    let python_path = voltdbclient_path();
+    let node = start(&[]);
+    let script = r#"
+import sys
+from voltdbclient import FastSerializer, VoltProcedure
+c = FastSerializer("127.0.0.1", int(sys.argv[1]), username="", password="")
+adhoc = VoltProcedure(c, "@AdHoc", [FastSerializer.VOLTTYPE_STRING])
+assert adhoc.call(["CREATE TABLE users (id INT PRIMARY KEY, name VARCHAR(255))"]).status == 1
+assert adhoc.call(["INSERT INTO users (id, name) VALUES (1, 'Alice')"]).status == 1
+ins = VoltProcedure(c, "USERS.insert", [FastSerializer.VOLTTYPE_INTEGER, FastSerializer.VOLTTYPE_STRING])
+assert ins.call([2, "Bob"]).status == 1
+r = adhoc.call(["SELECT * FROM users ORDER BY id"])
+for row in r.tables[0].tuples:
+    print(tuple(row))
+bad = adhoc.call(["SELECT * FROM nowhere"])
+print(bad.status, bad.statusString)
+c.close()
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(node.client.to_string())
+        .env("PYTHONPATH", python_path)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("(1, 'Alice')\n(2, 'Bob')\n-2 [J1003"), "{stdout}");
+}
+
+/// Where `voltdbclient` can be imported from: already installed, or
+/// installed by this test from the package registry into target/.
+fn voltdbclient_path() -> String {
+    let probe = Command::new("python3").args(["-c", "import voltdbclient"]).output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return String::new();
+    }
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/python-voltdbclient");
+    let check = Command::new("python3").args(["-c", "import voltdbclient"]).env("PYTHONPATH", target).output();
+    if check.is_ok_and(|o| o.status.success()) {
+        return target.to_string();
+    }
+    let out = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", target, "voltdbclient"])
+        .output()
+        .expect("pip runs");
+    assert!(
+        out.status.success(),
+        "cannot install VoltDB's Python client (pip install voltdbclient): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.to_string()
+}

@@ -1,0 +1,203 @@
+//! One client connection: login, then invocations in, responses out.
+//!
+//! The reader decodes each framed invocation and hands it to the
+//! connection's own initiator handle ([`joule_txn::Client`]) without
+//! waiting: requests are pipelined and answered by client handle, in
+//! whatever order they finish. Answers are encoded on the thread that
+//! produced them and queued to the connection's writer task, which sends
+//! whatever has accumulated in one write.
+//!
+//! Limits: a frame longer than the configured maximum, a malformed login or
+//! invocation, or a wrong password closes the connection (after an answer
+//! saying why where the protocol has room for one); more than
+//! `max_outstanding` unanswered requests get VoltDB's "server unavailable"
+//! answer at once instead of queueing without bound.
+
+use crate::convert::{param_value, write_failure, write_ping, write_response, STATUS_SERVER_UNAVAILABLE};
+use crate::{ServerContext, User};
+use joule_common::{err, Result, Value};
+use joule_txn::{Response, ResponseSink};
+use joule_wire::frame::{payload_len, write_frame};
+use joule_wire::messages::login_result;
+use joule_wire::{HashScheme, Invocation, Login, LoginResponse};
+use sha1::Digest;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+/// How long a new connection may take to log in.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a connection's answers go: encoded here, written by the writer task.
+struct ConnectionSink {
+    out: UnboundedSender<Vec<u8>>,
+    outstanding: AtomicUsize,
+}
+
+impl ResponseSink for ConnectionSink {
+    fn deliver(&self, handle: u64, response: Response) {
+        let mut buf = Vec::with_capacity(128);
+        write_response(&mut buf, handle as i64, &response, 0);
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        // The connection may be gone; then nobody waits for this answer.
+        let _ = self.out.send(buf);
+    }
+}
+
+async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    match rd.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(err!(Unavailable, "connection read failed: {e}")),
+    }
+    let n = payload_len(header, max)?;
+    let mut payload = vec![0u8; n];
+    rd.read_exact(&mut payload).await.map_err(|e| err!(ProtocolError, "connection closed inside a message: {e}"))?;
+    Ok(Some(payload))
+}
+
+/// Check a login against the configured users (none configured: anyone).
+fn authenticate(users: &[User], login: &Login) -> Option<Vec<String>> {
+    if users.is_empty() {
+        return Some(vec!["ADMINISTRATOR".to_string()]);
+    }
+    let user = users.iter().find(|u| u.name == login.user)?;
+    let expected: Vec<u8> = match login.scheme {
+        HashScheme::Sha1 => sha1::Sha1::digest(user.password.as_bytes()).to_vec(),
+        HashScheme::Sha256 => sha2::Sha256::digest(user.password.as_bytes()).to_vec(),
+    };
+    // Compare without an early exit.
+    let same = expected.len() == login.password_hash.len()
+        && expected.iter().zip(&login.password_hash).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    same.then(|| user.roles.clone())
+}
+
+pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port: bool) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let max = ctx.config.max_message_bytes;
+    // Login.
+    let login = match tokio::time::timeout(LOGIN_TIMEOUT, read_frame(&mut rd, max)).await {
+        Ok(Ok(Some(payload))) => Login::decode(&payload),
+        _ => return,
+    };
+    let roles = match login.as_ref().ok().and_then(|l| authenticate(&ctx.config.users, l)) {
+        Some(roles) => roles,
+        None => {
+            let result = if login.is_err() { login_result::MALFORMED } else { login_result::AUTHENTICATION_FAILED };
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &login_failure(result).encode());
+            let _ = wr.write_all(&buf).await;
+            return;
+        }
+    };
+    let is_admin =
+        admin_port || roles.iter().any(|r| r.eq_ignore_ascii_case("ADMINISTRATOR") || r.eq_ignore_ascii_case("ADMIN"));
+    let connection_id = ctx.next_connection.fetch_add(1, Ordering::Relaxed) as i64;
+    let mut buf = Vec::new();
+    write_frame(&mut buf, &ctx.login_response(connection_id).encode());
+    if wr.write_all(&buf).await.is_err() {
+        return;
+    }
+
+    let (tx, mut rx) = unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(mut buf) = rx.recv().await {
+            while let Ok(more) = rx.try_recv() {
+                buf.extend_from_slice(&more);
+                if buf.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let sink = Arc::new(ConnectionSink { out: tx.clone(), outstanding: AtomicUsize::new(0) });
+    let sink_dyn: Arc<dyn ResponseSink> = sink.clone();
+    let mut client = ctx.host.client();
+    let mut shutdown = ctx.shutdown.subscribe();
+    loop {
+        let payload = tokio::select! {
+            r = read_frame(&mut rd, max) => r,
+            _ = shutdown.changed() => break,
+        };
+        let payload = match payload {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) => {
+                // A bad frame: say why (handle unknown: 0), then close.
+                let mut buf = Vec::new();
+                write_failure(&mut buf, 0, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string());
+                let _ = tx.send(buf);
+                break;
+            }
+        };
+        let inv = match Invocation::decode(&payload) {
+            Ok(inv) => inv,
+            Err(e) => {
+                let mut buf = Vec::new();
+                write_failure(&mut buf, 0, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string());
+                let _ = tx.send(buf);
+                break;
+            }
+        };
+        let handle = inv.client_handle;
+        let mut out = Vec::new();
+        match inv.procedure.as_str() {
+            "@Ping" => write_ping(&mut out, handle),
+            "@Shutdown" | "@Pause" | "@Resume" | "@Quiesce" if !is_admin => {
+                let e = err!(PermissionDenied, "{} needs the ADMINISTRATOR role or the admin port", inv.procedure);
+                write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
+            }
+            "@Shutdown" => {
+                write_ping(&mut out, handle);
+                let _ = tx.send(std::mem::take(&mut out));
+                ctx.request_shutdown();
+            }
+            name => {
+                if sink.outstanding.load(Ordering::Relaxed) >= ctx.config.max_outstanding_per_connection {
+                    write_failure(
+                        &mut out,
+                        handle,
+                        STATUS_SERVER_UNAVAILABLE,
+                        "server unavailable: too many outstanding requests on this connection (backpressure)",
+                    );
+                } else {
+                    match inv.params.into_iter().map(param_value).collect::<Result<Vec<Value>>>() {
+                        Ok(params) => {
+                            sink.outstanding.fetch_add(1, Ordering::Relaxed);
+                            client.call_async(name, params, handle as u64, sink_dyn.clone());
+                        }
+                        Err(e) => write_response(&mut out, handle, &Response::failure(e, None), 0),
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            let _ = tx.send(out);
+        }
+    }
+    drop(tx);
+    drop(sink_dyn);
+    drop(sink);
+    let _ = writer.await;
+}
+
+fn login_failure(result: i8) -> LoginResponse {
+    LoginResponse {
+        version: 0,
+        result,
+        host_id: 0,
+        connection_id: 0,
+        cluster_start_millis: 0,
+        leader_ipv4: 0,
+        build: String::new(),
+    }
+}

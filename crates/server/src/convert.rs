@@ -1,0 +1,98 @@
+//! Between the wire and the transaction layer: parameters in, responses out.
+
+use joule_common::{bail, DataType, Result, Value};
+use joule_txn::{Response, ResultTable, Status};
+use joule_wire::frame::write_frame;
+use joule_wire::messages::{write_table, ResponseHeader};
+use joule_wire::{Param, VoltType};
+
+/// VoltDB's status for a connection that cannot take more work now.
+pub const STATUS_SERVER_UNAVAILABLE: i8 = -5;
+/// VoltDB's status for a request the server could not understand.
+pub const STATUS_GRACEFUL_FAILURE: i8 = -2;
+
+/// A wire parameter as a value procedures take.
+pub fn param_value(p: Param) -> Result<Value> {
+    match p {
+        Param::Value(v) => Ok(v),
+        Param::Array(t, _) => bail!(FeatureNotSupported, "array parameters ({t:?}[]) are not supported yet"),
+    }
+}
+
+/// The wire type of a result column: its SQL type, or (for expressions
+/// without one, such as a NULL literal) the first value's kind.
+fn column_type(declared: Option<DataType>, table: &ResultTable, column: usize) -> VoltType {
+    if let Some(t) = declared {
+        return VoltType::of(t);
+    }
+    let first = table.rows.iter().map(|r| &r[column]).find(|v| !v.is_null());
+    match first {
+        Some(Value::Integer(_)) => VoltType::BigInt,
+        Some(Value::Float(_)) => VoltType::Float,
+        Some(Value::Decimal(_)) => VoltType::Decimal,
+        Some(Value::Timestamp(_)) => VoltType::Timestamp,
+        Some(Value::Binary(_)) => VoltType::Varbinary,
+        Some(Value::Boolean(_)) => VoltType::TinyInt,
+        _ => VoltType::String,
+    }
+}
+
+/// Append one framed client response for `handle`.
+pub fn write_response(out: &mut Vec<u8>, handle: i64, r: &Response, round_trip_ms: i32) {
+    let status_string = r.status_string();
+    let mut payload = Vec::with_capacity(64);
+    let header = ResponseHeader {
+        client_handle: handle,
+        status: r.status as i8,
+        status_string: status_string.as_deref(),
+        app_status: r.app_status,
+        app_status_string: r.app_status_string.as_deref(),
+        cluster_round_trip_ms: round_trip_ms,
+    };
+    let encoded = header.write(&mut payload, r.results.len()).and_then(|()| {
+        for t in &r.results {
+            let columns: Vec<(&str, VoltType)> =
+                t.columns.iter().enumerate().map(|(i, c)| (c.name.as_str(), column_type(c.data_type, t, i))).collect();
+            write_table(&mut payload, &columns, &t.rows)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = encoded {
+        // A value that cannot travel as its column's type: answer with the
+        // error instead of a half-written table.
+        let failure = Response::failure(e.context("the result cannot be sent"), r.ids);
+        return write_response(out, handle, &failure, round_trip_ms);
+    }
+    write_frame(out, &payload);
+}
+
+/// A framed failure answer made here, without a transaction.
+pub fn write_failure(out: &mut Vec<u8>, handle: i64, status: i8, message: &str) {
+    let mut payload = Vec::with_capacity(32 + message.len());
+    let header = ResponseHeader {
+        client_handle: handle,
+        status,
+        status_string: Some(message),
+        app_status: joule_txn::response::APP_STATUS_UNSET,
+        app_status_string: None,
+        cluster_round_trip_ms: 0,
+    };
+    // Zero tables cannot fail to encode.
+    let _ = header.write(&mut payload, 0);
+    write_frame(out, &payload);
+}
+
+/// The success answer of `@Ping`.
+pub fn write_ping(out: &mut Vec<u8>, handle: i64) {
+    let mut payload = Vec::with_capacity(24);
+    let header = ResponseHeader {
+        client_handle: handle,
+        status: Status::Success as i8,
+        status_string: None,
+        app_status: joule_txn::response::APP_STATUS_UNSET,
+        app_status_string: None,
+        cluster_round_trip_ms: 0,
+    };
+    let _ = header.write(&mut payload, 0);
+    write_frame(out, &payload);
+}

@@ -48,6 +48,15 @@ impl<'a> Context<'a> {
     }
 }
 
+/// Evaluate an expression that reads no row and no table (a constant, a
+/// parameter, arithmetic or casts of those): what a partition key that
+/// pins a statement is.
+pub fn eval_constant(e: &Expr, params: &[Value]) -> Result<Value> {
+    let storage = Storage::new();
+    let ctx = Context { storage: &storage, params, outer: None, functions: FunctionContext::default(), inputs: &[] };
+    eval(e, &[], &ctx)
+}
+
 /// Evaluate to an owned value.
 pub fn eval(e: &Expr, row: &[Value], ctx: &Context) -> Result<Value> {
     Ok(eval_ref(e, row, ctx)?.into_owned())

@@ -86,6 +86,11 @@ impl Coordinator {
                 t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
             }
         }
+        // The sites stop after the last multi-partition transaction: their
+        // Shutdown follows every start marker this coordinator sent.
+        for site in &self.shared.sites {
+            let _ = site.send(SiteMsg::Shutdown);
+        }
     }
 
     fn run_txn(&mut self, task: MpTask) {
@@ -96,11 +101,11 @@ impl Coordinator {
             }
             None => self.ids.issue(),
         };
-        for site in &self.shared.sites {
-            if site.send(SiteMsg::MpBegin(ids)).is_err() {
-                let e = err!(Unavailable, "the host is shutting down");
-                return task.sink.deliver(task.handle, Response::failure(e, Some(ids)));
-            }
+        if self.shared.sites.iter().any(|site| site.send(SiteMsg::MpBegin(ids)).is_err()) {
+            // Sites that did get the marker wait for an outcome.
+            self.rollback();
+            let e = err!(Unavailable, "the host is shutting down");
+            return task.sink.deliver(task.handle, Response::failure(e, Some(ids)));
         }
         let functions =
             FunctionContext { now_micros: ids.unique_id.timestamp_micros(), random_seed: ids.random_seed() };
@@ -108,7 +113,16 @@ impl Coordinator {
         let mut installs = Installs::default();
         let mut batch = std::mem::take(&mut self.batch);
         let (result, app_status, app_status_string) = match &task.kind {
-            MpKind::Procedure(p) => {
+            MpKind::Procedure(routed) => {
+                let current = self.current(routed);
+                let p = match &current {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.rollback();
+                        self.batch = batch;
+                        return task.sink.deliver(task.handle, Response::failure(e.clone(), Some(ids)));
+                    }
+                };
                 let mut exec = MpExecutor { coord: self, ids, failed: None };
                 let outcome = run_procedure(p, &task.params, &mut exec, &mut batch, ids, None);
                 let result = match (outcome.result, exec.failed.take()) {
@@ -128,6 +142,15 @@ impl Coordinator {
                 crate::response::APP_STATUS_UNSET,
                 None,
             ),
+            MpKind::SetHashinator(h) if h.version() <= self.hashinator.version() => {
+                let e = err!(
+                    InvalidArgument,
+                    "the new hashinator's version {} must be above the current {}",
+                    h.version(),
+                    self.hashinator.version()
+                );
+                (Err(e), crate::response::APP_STATUS_UNSET, None)
+            }
             MpKind::SetHashinator(h) => {
                 installs.hashinator = Some(h.clone());
                 (Ok(Vec::new()), crate::response::APP_STATUS_UNSET, None)
@@ -151,6 +174,24 @@ impl Coordinator {
             }
         };
         task.sink.deliver(task.handle, response);
+    }
+
+    /// The procedure as compiled for the current schema: the one routed, or
+    /// (after a schema change overtook it) the current multi-partition one
+    /// of that name; otherwise the caller is told to retry.
+    fn current(&self, p: &Arc<crate::compile::CompiledProcedure>) -> Result<Arc<crate::compile::CompiledProcedure>> {
+        if p.catalog_version == self.schema_db.catalog().version {
+            return Ok(p.clone());
+        }
+        let retry = || err!(SchemaChangeConflict, "the schema changed while {} was queued; call it again", p.name);
+        if p.name.starts_with('@') {
+            return Err(retry());
+        }
+        match self.shared.schema.load().procedure(&p.name) {
+            Some(now) if now.routing.is_none() => Ok(now.clone()),
+            Some(_) => Err(retry()),
+            None => Err(err!(UndefinedProcedure, "procedure {} was dropped", p.name)),
+        }
     }
 
     fn commit(&mut self, installs: Installs) {
@@ -185,16 +226,20 @@ impl Coordinator {
     /// the results, by site. The first error any site reports wins.
     fn round(&mut self, mut per_site: Vec<Vec<WorkItem>>) -> Result<Vec<Vec<ItemResult>>> {
         let mut asked = 0;
+        let mut first_error: Option<Error> = None;
         for (site, items) in per_site.iter_mut().enumerate() {
             if !items.is_empty() {
-                self.sites[site]
-                    .send(MpWork::Round(std::mem::take(items)))
-                    .map_err(|_| err!(Unavailable, "partition {site} is gone (shutting down)"))?;
-                asked += 1;
+                match self.sites[site].send(MpWork::Round(std::mem::take(items))) {
+                    Ok(()) => asked += 1,
+                    Err(_) => {
+                        first_error.get_or_insert(err!(Unavailable, "partition {site} is gone (shutting down)"));
+                    }
+                }
             }
         }
+        // Every site asked answers before the next round, so replies never
+        // carry over from one round to another.
         let mut results: Vec<Vec<ItemResult>> = (0..self.sites.len()).map(|_| Vec::new()).collect();
-        let mut first_error: Option<Error> = None;
         for _ in 0..asked {
             let reply =
                 recv_soon(&self.replies).map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
@@ -457,7 +502,9 @@ impl MpExecutor<'_> {
                     let Partitioning::Single(key, key_type) = &statement.planned.partitioning else {
                         bail!(Internal, "pinned statement without a partition key");
                     };
-                    let site = pinned_partition(&self.coord.hashinator, key, *key_type, &params)?.unwrap_or(0) as usize;
+                    let site = pinned_partition(&self.coord.hashinator, key, *key_type, &params)?
+                        .ok_or_else(|| err!(Internal, "the partition key of {} cannot be computed", statement.sql))?
+                        as usize;
                     let (site, index) = Self::push(
                         &mut per_site,
                         site,

@@ -24,6 +24,7 @@ use crate::messages::{CoordMsg, MpKind, MpTask, SiteMsg, SpTask};
 use crate::procedure::{Batch, ProcedureRegistry};
 use crate::response::{Response, ResponseSink};
 use crate::site::{partition_key, pinned_partition, Site};
+use crate::sysprocs;
 use arc_swap::ArcSwap;
 use joule_common::{bail, err, Result, Value};
 use joule_engine::Database;
@@ -137,11 +138,14 @@ impl Host {
     }
 
     /// Stop taking work, let queued work finish, and join every thread.
+    /// The coordinator stops first and then stops the sites, so no site
+    /// leaves while a multi-partition transaction waits for it.
     pub fn shutdown(&self) {
         self.shared.running.store(false, Ordering::SeqCst);
-        let _ = self.shared.coordinator.send(CoordMsg::Shutdown);
-        for s in &self.shared.sites {
-            let _ = s.send(SiteMsg::Shutdown);
+        if self.shared.coordinator.send(CoordMsg::Shutdown).is_err() {
+            for s in &self.shared.sites {
+                let _ = s.send(SiteMsg::Shutdown);
+            }
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
@@ -257,8 +261,7 @@ impl Client {
         };
         match routed {
             Ok(Route::Procedure(p, params)) => self.route(p, params, replay, handle, sink),
-            Ok(Route::Sp(p, params, partition)) => {
-                let hash_version = self.shared.hashinator.load().version();
+            Ok(Route::Sp(p, params, partition, hash_version)) => {
                 self.send_sp(partition as usize, SpTask { procedure: p, params, sink, handle, replay, hash_version })
             }
             Ok(Route::Mp(kind, params)) => self.send_mp(MpTask { kind, params, sink, handle, replay }),
@@ -330,6 +333,37 @@ impl Client {
             }
             "@ValidatePartitioning" => Ok(Route::Mp(MpKind::ValidatePartitioning, Vec::new())),
             "@Checksum" => Ok(Route::Mp(MpKind::Checksums, Vec::new())),
+            "@Explain" => {
+                let sql = sysprocs::string_param(name, &params, 0)?;
+                let schema = self.shared.schema.load_full();
+                Ok(Route::Done(Response::answered(sysprocs::explain_sql(&schema, &self.database, &sql)?)))
+            }
+            "@ExplainProc" => {
+                let proc_name = sysprocs::string_param(name, &params, 0)?;
+                Ok(Route::Done(Response::answered(sysprocs::explain_proc(&self.shared.schema.load(), &proc_name)?)))
+            }
+            "@SystemCatalog" => {
+                let selector = sysprocs::string_param(name, &params, 0)?;
+                Ok(Route::Done(Response::answered(sysprocs::system_catalog(&self.shared.schema.load(), &selector)?)))
+            }
+            "@SystemInformation" => {
+                let selector =
+                    if params.is_empty() { "OVERVIEW".to_string() } else { sysprocs::string_param(name, &params, 0)? };
+                let version = self.shared.schema.load().version();
+                Ok(Route::Done(Response::answered(sysprocs::system_information(
+                    &selector,
+                    self.shared.sites.len(),
+                    version,
+                )?)))
+            }
+            "@GetPartitionKeys" => {
+                let kind = sysprocs::string_param(name, &params, 0)?;
+                let tables = sysprocs::partition_keys(&kind, &self.shared.hashinator.load(), self.shared.sites.len())?;
+                Ok(Route::Done(Response::answered(tables)))
+            }
+            // Nothing is buffered outside transactions (no export or
+            // replication yet): quiescing has nothing to wait for.
+            "@Quiesce" => Ok(Route::Done(Response::answered(Vec::new()))),
             _ => bail!(UndefinedProcedure, "system procedure {name} was not found"),
         }
     }
@@ -360,7 +394,7 @@ impl Client {
                     bail!(FeatureNotSupported, "USE must be the only statement of an @AdHoc call");
                 }
                 self.database = db.clone();
-                return Ok(Route::Done(Response::success(Vec::new(), NO_IDS)));
+                return Ok(Route::Done(Response::answered(Vec::new())));
             }
             statements.push(compiled);
         }
@@ -392,7 +426,8 @@ impl Client {
                 self.replicated_reads += 1;
                 (self.replicated_reads % self.shared.sites.len() as u64) as u32
             });
-            return Ok(Route::Sp(Arc::new(adhoc_procedure(statements, &schema)), params, target));
+            let version = hashinator.version();
+            return Ok(Route::Sp(Arc::new(adhoc_procedure(statements, &schema)), params, target, version));
         }
         let mp = parsed.iter().map(|stmt| self.plan_multi(stmt, &schema)).collect::<Result<Vec<_>>>()?;
         Ok(Route::Mp(MpKind::Procedure(Arc::new(adhoc_procedure(mp, &schema))), params))
@@ -463,14 +498,11 @@ impl Client {
     }
 }
 
-/// Ids for answers given without a transaction (USE).
-const NO_IDS: TxnIds = TxnIds { txn_id: crate::ids::TxnId(0), unique_id: crate::ids::UniqueId(0) };
-
 /// Where an invocation goes.
 enum Route {
     Procedure(Arc<CompiledProcedure>, Vec<Value>),
-    /// Ad hoc work for one partition.
-    Sp(Arc<CompiledProcedure>, Vec<Value>, u32),
+    /// Ad hoc work for one partition, routed with this hashinator version.
+    Sp(Arc<CompiledProcedure>, Vec<Value>, u32, u64),
     Mp(MpKind, Vec<Value>),
     Done(Response),
 }

@@ -12,6 +12,8 @@
 //! * `messages`, `site`, `coordinator`: the threads and what they exchange.
 //! * [`host`]: starting a host, and the [`Client`] initiator handle.
 //! * [`response`]: what an invocation answers.
+//! * `sysprocs`: system procedures answered from the schema (`@Explain`,
+//!   `@SystemCatalog`, ...).
 
 pub mod compile;
 mod coordinator;
@@ -23,6 +25,7 @@ mod messages;
 pub mod procedure;
 pub mod response;
 mod site;
+mod sysprocs;
 
 pub use compile::Schema;
 pub use hashinator::{Hashinator, PartitionId};

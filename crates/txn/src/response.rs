@@ -110,6 +110,19 @@ impl Response {
         }
     }
 
+    /// A success answered without running a transaction (system
+    /// procedures that read the schema, `USE`).
+    pub fn answered(results: Vec<ResultTable>) -> Response {
+        Response {
+            status: Status::Success,
+            error: None,
+            app_status: APP_STATUS_UNSET,
+            app_status_string: None,
+            results,
+            ids: None,
+        }
+    }
+
     /// A failure with the status its error code calls for.
     pub fn failure(error: Error, ids: Option<TxnIds>) -> Response {
         let status = match error.code() {

@@ -18,7 +18,7 @@
 //! so does any row written here whose key another partition owns (checked
 //! by the engine through [`PartitionOwner`]).
 
-use crate::compile::{compile_statement, CompiledProcedure, CompiledStatement, Schema};
+use crate::compile::{CompiledProcedure, CompiledStatement, Schema};
 use crate::distribute::MpStatement;
 use crate::hashinator::Hashinator;
 use crate::ids::{IdGenerator, TxnIds};
@@ -54,9 +54,15 @@ pub(crate) fn pinned_partition(
     key_type: DataType,
     params: &[Value],
 ) -> Result<Option<u32>> {
+    let owned;
     let v = match key {
         Expr::Constant(v) => v,
         Expr::Parameter(i) => params.get(*i).ok_or_else(|| err!(WrongParameterCount, "parameter {i} is missing"))?,
+        // `id = 1 + 1`, `id = CAST(? AS BIGINT)`: computed once here.
+        e if e.is_constant() => {
+            owned = joule_engine::eval::eval_constant(e, params)?;
+            &owned
+        }
         _ => return Ok(None),
     };
     Ok(Some(hashinator.partition_for(&partition_key(v, key_type)?)?))
@@ -148,7 +154,7 @@ impl Site {
             }
             None => self.ids.issue(),
         };
-        let procedure = match self.current(&task.procedure) {
+        let procedure = match self.current(&task.procedure, &task.params) {
             Ok(p) => p,
             Err(e) => return task.sink.deliver(task.handle, Response::failure(e, Some(ids))),
         };
@@ -193,32 +199,26 @@ impl Site {
     }
 
     /// The procedure as compiled for this site's schema: the one routed, or
-    /// (after a schema change overtook it) the current one of that name.
-    fn current(&self, p: &Arc<CompiledProcedure>) -> Result<Arc<CompiledProcedure>> {
+    /// (after a schema change overtook it) the current one of that name —
+    /// but only if that one is still single-partition and its key still
+    /// belongs here. Otherwise the caller is told to retry.
+    fn current(&self, p: &Arc<CompiledProcedure>, params: &[Value]) -> Result<Arc<CompiledProcedure>> {
         if p.catalog_version == self.db.catalog().version {
             return Ok(p.clone());
         }
-        if let Some(now) = self.schema.procedure(&p.name) {
-            return Ok(now.clone());
+        let retry = || err!(SchemaChangeConflict, "the schema changed while {} was queued; call it again", p.name);
+        if p.name.starts_with('@') {
+            return Err(retry());
         }
-        if p.name == "@AdHoc" {
-            // Ad hoc statements are planned again against this schema.
-            let statements = p
-                .statements
-                .iter()
-                .map(|s| compile_statement(&s.sql, self.db.catalog(), self.db.current_database(), false).map(Arc::new))
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(Arc::new(CompiledProcedure {
-                name: p.name.clone(),
-                routing: p.routing.clone(),
-                code: p.code.clone(),
-                param_count: Some(statements.iter().map(|s| s.planned.param_count).sum()),
-                statements,
-                roles: Vec::new(),
-                catalog_version: self.db.catalog().version,
-            }));
+        let Some(now) = self.schema.procedure(&p.name) else {
+            bail!(UndefinedProcedure, "procedure {} was dropped", p.name);
+        };
+        let Some(routing) = &now.routing else { return Err(retry()) };
+        let key = params.get(routing.parameter).ok_or_else(retry)?;
+        if self.hashinator.partition_for(&partition_key(key, routing.key_type)?)? != self.partition {
+            return Err(retry());
         }
-        bail!(UndefinedProcedure, "procedure {} was dropped", p.name)
+        Ok(now.clone())
     }
 
     fn run_mp(&mut self, ids: TxnIds) {

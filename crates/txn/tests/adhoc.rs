@@ -31,6 +31,12 @@ fn routes_single_partition_only_when_pinned() {
     assert!(!single(&mut c, "SELECT COUNT(*) FROM t", vec![]));
     assert!(!single(&mut c, "INSERT INTO r VALUES (1)", vec![]));
     assert!(!single(&mut c, "SELECT * FROM t WHERE v = 10", vec![]));
+    // A computed key pins its partition like a literal does.
+    let r = ok(c.adhoc("SELECT v FROM t WHERE id = 1 + 1", vec![]));
+    assert!(!was_multi_partition(&r));
+    assert_eq!(r.results[0].rows, vec![vec![int(21)]]);
+    let r = ok(c.adhoc("DELETE FROM t WHERE id = ? + 0", vec![int(2)]));
+    assert_eq!(r.results[0].as_i64(), Some(1));
     // The rows went where the hashinator says, whatever path wrote them.
     assert_eq!(misplaced(&mut c), 0);
     // Parameters are checked against the statements' `?`s.

@@ -315,11 +315,28 @@ fn partitioning(kind: &PlannedKind, catalog: &Catalog) -> Partitioning {
                 return if catalog.is_partitioned(t) { Partitioning::Multi } else { Partitioning::Replicated };
             };
             match (&i.source, i.columns.iter().position(|c| *c == pc)) {
-                (Plan::Values { rows, .. }, Some(pos)) if rows.len() == 1 && rows[0][pos].is_constant() => {
+                (Plan::Values { rows, .. }, Some(pos))
+                    if rows.len() == 1
+                        && rows[0][pos].is_constant()
+                        && rows[0].iter().all(|e| {
+                            e.subqueries()
+                                .into_iter()
+                                .all(|p| plan_partitioning(p, catalog) == Partitioning::Replicated)
+                        }) =>
+                {
                     Partitioning::Single(rows[0][pos].clone(), t.columns[pc].data_type)
                 }
                 _ => Partitioning::Multi,
             }
+        }
+        // A subquery in SET reads its own tables: on one partition it would
+        // see only that partition's rows.
+        PlannedKind::Update(u)
+            if u.assignments.iter().any(|(_, e)| {
+                e.subqueries().into_iter().any(|p| plan_partitioning(p, catalog) != Partitioning::Replicated)
+            }) =>
+        {
+            Partitioning::Multi
         }
         PlannedKind::Update(u) => plan_partitioning(&u.source, catalog),
         PlannedKind::Delete(d) => plan_partitioning(&d.source, catalog),
@@ -350,8 +367,12 @@ pub fn plan_partitioning(plan: &Plan, catalog: &Catalog) -> Partitioning {
             multi = true;
             return;
         };
+        let ty = t.columns[pc].data_type;
+        // Two pins agree only if the same value hashes the same for both
+        // columns: integers of any width alike, otherwise the same type.
+        let same_hash = |a: DataType, b: DataType| a == b || (a.is_integer() && b.is_integer());
         match scan_pin(t, pc, access, filter) {
-            Some(e) if pinned.as_ref().is_none_or(|p| p.0 == e) => pinned = Some((e, t.columns[pc].data_type)),
+            Some(e) if pinned.as_ref().is_none_or(|p| p.0 == e && same_hash(p.1, ty)) => pinned = Some((e, ty)),
             _ => multi = true,
         }
     });

@@ -37,33 +37,34 @@ enum Command {
     },
 }
 
+/// `joule start` flags; each overrides the configuration file's setting.
 #[derive(clap::Args)]
 struct StartArgs {
-    /// Data directory.
-    #[arg(long, default_value = "joule-data")]
-    dir: std::path::PathBuf,
-    /// Interface to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    host: String,
-    /// VoltDB client protocol port (0: any free port).
-    #[arg(long, default_value_t = 21212)]
-    client_port: u16,
-    /// Admin port: the client protocol with administrator rights.
-    #[arg(long, default_value_t = 21211)]
-    admin_port: u16,
-    /// HTTP/JSON API port (the HTTP API is not served yet).
-    #[arg(long, default_value_t = 8080)]
-    http_port: u16,
-    /// Port for other cluster members (single-node for now).
-    #[arg(long, default_value_t = 3021)]
-    internal_port: u16,
-    /// Sites (partitions) on this host; default: the number of cores.
+    /// Data directory [default: joule-data].
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Interface to listen on [default: 0.0.0.0].
+    #[arg(long)]
+    host: Option<String>,
+    /// VoltDB client protocol port; 0 picks a free one [default: 21212].
+    #[arg(long)]
+    client_port: Option<u16>,
+    /// Admin port: the client protocol with administrator rights [default: 21211].
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// HTTP/JSON API port (not served yet) [default: 8080].
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Port for other cluster members (single-node for now) [default: 3021].
+    #[arg(long)]
+    internal_port: Option<u16>,
+    /// Sites (partitions) on this host [default: the number of cores].
     #[arg(long)]
     sites: Option<usize>,
     /// DDL file to load at start.
     #[arg(long)]
     schema: Option<std::path::PathBuf>,
-    /// TOML configuration file (not supported yet).
+    /// TOML configuration file (see docs/configuration.md).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
 }
@@ -90,20 +91,41 @@ fn main() -> ExitCode {
 
 /// Start a node and serve until SIGINT, SIGTERM or `@Shutdown`.
 fn start(args: StartArgs) -> ExitCode {
+    let mut config = joule_server::ServerConfig::default();
+    let mut other = joule_server::config::OtherPorts::default();
     if let Some(path) = &args.config {
-        eprintln!("error: --config {} is not supported yet; use the command-line flags", path.display());
-        return ExitCode::from(2);
+        let applied =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display())).and_then(
+                |text| joule_server::config::apply_toml(&mut config, &mut other, &text).map_err(|e| e.to_string()),
+            );
+        if let Err(e) = applied {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     }
-    let mut config = joule_server::ServerConfig {
-        host: args.host,
-        client_port: args.client_port,
-        admin_port: args.admin_port,
-        dir: args.dir,
-        schema: args.schema,
-        ..Default::default()
-    };
-    if let Some(n) = args.sites {
-        config.sites = n;
+    if let Some(v) = args.dir {
+        config.dir = v;
+    }
+    if let Some(v) = args.host {
+        config.host = v;
+    }
+    if let Some(v) = args.client_port {
+        config.client_port = v;
+    }
+    if let Some(v) = args.admin_port {
+        config.admin_port = v;
+    }
+    if let Some(v) = args.http_port {
+        other.http = v;
+    }
+    if let Some(v) = args.internal_port {
+        other.internal = v;
+    }
+    if let Some(v) = args.sites {
+        config.sites = v;
+    }
+    if let Some(v) = args.schema {
+        config.schema = Some(v);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
@@ -129,8 +151,8 @@ fn start(args: StartArgs) -> ExitCode {
             server.client_addr,
             server.admin_addr,
             dir.display(),
-            args.http_port,
-            args.internal_port
+            other.http,
+            other.internal
         );
         use std::io::Write as _;
         let _ = std::io::stdout().flush();

@@ -28,3 +28,15 @@ fn sql_reads_standard_input_and_reports_errors_with_codes() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("J2001") && stderr.contains("TINYINT"), "{stderr}");
 }
+
+#[test]
+fn start_refuses_a_bad_configuration_file() {
+    let path = std::env::temp_dir().join(format!("joule-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "client_port = \"not a number\"\n").unwrap();
+    let out = joule().args(["start", "--config"]).arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configuration"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = joule().args(["start", "--config", "/nonexistent/joule.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -61,6 +61,28 @@ fn rand_suffix() -> u64 {
 struct Conn(TcpStream);
 
 impl Conn {
+    /// Log in as `user` with `password`; the login result code on refusal.
+    fn login(port: u16, user: &str, password: &str, scheme: HashScheme) -> Result<Conn, i8> {
+        use sha1::Digest;
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Conn(s);
+        let password_hash = match scheme {
+            HashScheme::Sha1 => sha1::Sha1::digest(password.as_bytes()).to_vec(),
+            HashScheme::Sha256 => sha2::Sha256::digest(password.as_bytes()).to_vec(),
+        };
+        let version = if scheme == HashScheme::Sha1 { 0 } else { 1 };
+        let login = Login { version, scheme, service: "database".into(), user: user.into(), password_hash };
+        c.send(&login.encode());
+        let r = LoginResponse::decode(&c.recv().unwrap()).unwrap();
+        if r.result != 0 {
+            // Refused logins are followed by a close.
+            assert!(c.recv().is_none());
+            return Err(r.result);
+        }
+        Ok(c)
+    }
+
     fn open(port: u16) -> Conn {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -158,6 +180,30 @@ fn serves_the_voltdb_protocol_and_shuts_down_on_request() {
     assert_eq!(admin.call("@Shutdown", vec![]).status, 1);
     let status = node.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn users_and_roles_from_the_configuration_file() {
+    let conf = std::env::temp_dir().join(format!("joule-conf-{}.toml", rand_suffix()));
+    std::fs::write(
+        &conf,
+        "[[users]]\nname = \"admin\"\npassword = \"s3cret\"\nroles = [\"administrator\"]\n\
+         [[users]]\nname = \"app\"\npassword = \"pw\"\nroles = [\"user\"]\n",
+    )
+    .unwrap();
+    let mut node = start(&["--config", conf.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&conf);
+    assert_eq!(Conn::login(node.client, "app", "wrong", HashScheme::Sha256).err(), Some(-1));
+    assert_eq!(Conn::login(node.client, "nobody", "pw", HashScheme::Sha256).err(), Some(-1));
+    assert_eq!(Conn::login(node.client, "", "", HashScheme::Sha256).err(), Some(-1));
+    let mut app = Conn::login(node.client, "app", "pw", HashScheme::Sha1).expect("SHA-1 login");
+    assert_eq!(app.call("@Ping", vec![]).status, 1);
+    // Admin procedures need the role or the admin port.
+    let r = app.call("@Shutdown", vec![]);
+    assert!(r.status_string.unwrap().contains("J4005"));
+    let mut admin = Conn::login(node.client, "admin", "s3cret", HashScheme::Sha256).unwrap();
+    assert_eq!(admin.call("@Shutdown", vec![]).status, 1);
+    assert!(node.child.wait().unwrap().success());
 }
 
 #[test]

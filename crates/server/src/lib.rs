@@ -11,6 +11,7 @@
 //! command — after the listeners stopped and the host finished its queued
 //! work.
 
+pub mod config;
 mod connection;
 pub mod convert;
 

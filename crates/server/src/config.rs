@@ -1,0 +1,144 @@
+//! The server's settings, from defaults, a TOML file and command-line flags
+//! (flags win).
+//!
+//! ```toml
+//! host = "0.0.0.0"
+//! client_port = 21212
+//! admin_port = 21211
+//! http_port = 8080
+//! internal_port = 3021
+//! sites = 2                    # default: one per core
+//! dir = "joule-data"
+//! schema = "schema.sql"        # DDL loaded at start
+//! max_message_bytes = 52428800
+//! max_outstanding_per_connection = 10000
+//!
+//! [[users]]                    # with users, logins must match one
+//! name = "admin"
+//! password = "secret"
+//! roles = ["ADMINISTRATOR"]    # may call @Shutdown, @Pause, ...
+//! ```
+
+use crate::{ServerConfig, User};
+use joule_common::{err, Result};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    host: Option<String>,
+    client_port: Option<u16>,
+    admin_port: Option<u16>,
+    http_port: Option<u16>,
+    internal_port: Option<u16>,
+    sites: Option<usize>,
+    dir: Option<PathBuf>,
+    schema: Option<PathBuf>,
+    max_message_bytes: Option<usize>,
+    max_outstanding_per_connection: Option<usize>,
+    #[serde(default)]
+    users: Vec<FileUser>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Ports the server does not serve yet but accepts in configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OtherPorts {
+    pub http: u16,
+    pub internal: u16,
+}
+
+impl Default for OtherPorts {
+    fn default() -> Self {
+        OtherPorts { http: 8080, internal: 3021 }
+    }
+}
+
+/// Apply a TOML configuration file's settings over `config`.
+pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str) -> Result<()> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| err!(InvalidArgument, "configuration: {e}"))?;
+    if let Some(v) = file.host {
+        config.host = v;
+    }
+    if let Some(v) = file.client_port {
+        config.client_port = v;
+    }
+    if let Some(v) = file.admin_port {
+        config.admin_port = v;
+    }
+    if let Some(v) = file.http_port {
+        other.http = v;
+    }
+    if let Some(v) = file.internal_port {
+        other.internal = v;
+    }
+    if let Some(v) = file.sites {
+        config.sites = v;
+    }
+    if let Some(v) = file.dir {
+        config.dir = v;
+    }
+    if let Some(v) = file.schema {
+        config.schema = Some(v);
+    }
+    if let Some(v) = file.max_message_bytes {
+        if v < 1024 {
+            return Err(err!(InvalidArgument, "configuration: max_message_bytes must be at least 1024"));
+        }
+        config.max_message_bytes = v;
+    }
+    if let Some(v) = file.max_outstanding_per_connection {
+        if v == 0 {
+            return Err(err!(InvalidArgument, "configuration: max_outstanding_per_connection must be positive"));
+        }
+        config.max_outstanding_per_connection = v;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for u in file.users {
+        if u.name.is_empty() || !seen.insert(u.name.clone()) {
+            return Err(err!(InvalidArgument, "configuration: user names must be non-empty and unique ({:?})", u.name));
+        }
+        let roles = u.roles.into_iter().map(|r| r.to_uppercase()).collect();
+        config.users.push(User { name: u.name, password: u.password, roles });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_set_what_they_name_and_refuse_mistakes() {
+        let mut c = ServerConfig::default();
+        let mut o = OtherPorts::default();
+        apply_toml(
+            &mut c,
+            &mut o,
+            "client_port = 1\nsites = 3\nhttp_port = 9\n[[users]]\nname = \"a\"\npassword = \"p\"\nroles = [\"administrator\"]\n",
+        )
+        .unwrap();
+        assert_eq!((c.client_port, c.admin_port, c.sites, o.http), (1, 21211, 3, 9));
+        assert_eq!(c.users, vec![User { name: "a".into(), password: "p".into(), roles: vec!["ADMINISTRATOR".into()] }]);
+        for bad in [
+            "client_port = \"x\"",
+            "nonsense = 1",
+            "client_port = 70000",
+            "max_outstanding_per_connection = 0",
+            "[[users]]\nname = \"a\"\npassword = \"p\"\n[[users]]\nname = \"a\"\npassword = \"q\"",
+            "[[users]]\nname = \"a\"",
+        ] {
+            let e = apply_toml(&mut ServerConfig::default(), &mut OtherPorts::default(), bad).unwrap_err();
+            assert_eq!(e.code(), joule_common::ErrorCode::InvalidArgument, "{bad}");
+        }
+    }
+}

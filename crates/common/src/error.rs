@@ -142,6 +142,11 @@ impl ErrorCode {
         ErrorCode::Internal,
     ];
 
+    /// The code with this public number.
+    pub fn from_number(n: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.number() == n)
+    }
+
     /// The stable public number of this code.
     pub fn number(self) -> u16 {
         self as u16
@@ -208,6 +213,21 @@ impl Error {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Read back an error from its printed form (`[J2007 23505] message`),
+    /// as clients receive it in a status string; `fallback` when the text
+    /// carries no known code.
+    pub fn parse(text: &str, fallback: ErrorCode) -> Error {
+        let parsed = text.strip_prefix("[J").and_then(|rest| {
+            let (code, rest) = rest.split_once(' ')?;
+            let (_, message) = rest.split_once("] ")?;
+            Some((ErrorCode::from_number(code.parse().ok()?)?, message))
+        });
+        match parsed {
+            Some((code, message)) => Error::new(code, message),
+            None => Error::new(fallback, text),
+        }
     }
 
     /// The same error with `context` in front of its message.

@@ -1,0 +1,140 @@
+//! One connection: a writer task sending framed invocations, a reader task
+//! matching responses to waiting calls by client handle.
+
+use crate::Options;
+use joule_common::{err, Result};
+use joule_wire::frame::{payload_len, write_frame};
+use joule_wire::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, Param};
+use sha2::Digest;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+type Reply = oneshot::Sender<Result<ClientResponse>>;
+type Pending = Arc<Mutex<HashMap<i64, Reply>>>;
+
+struct Outgoing {
+    frame: Vec<u8>,
+    handle: i64,
+    reply: Reply,
+}
+
+pub(crate) struct Connection {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    open: Arc<AtomicBool>,
+    next_handle: AtomicI64,
+}
+
+async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    rd.read_exact(&mut header).await.map_err(|e| err!(Unavailable, "connection lost: {e}"))?;
+    let n = payload_len(header, max)?;
+    let mut payload = vec![0u8; n];
+    rd.read_exact(&mut payload).await.map_err(|e| err!(Unavailable, "connection lost: {e}"))?;
+    Ok(payload)
+}
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<i64, Reply>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Connection {
+    pub(crate) async fn open(addr: SocketAddr, options: &Options) -> Result<Connection> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| err!(Unavailable, "cannot connect to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let login = Login {
+            version: 1,
+            scheme: HashScheme::Sha256,
+            service: "database".into(),
+            user: options.user.clone(),
+            password_hash: sha2::Sha256::digest(options.password.as_bytes()).to_vec(),
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &login.encode());
+        wr.write_all(&buf).await.map_err(|e| err!(Unavailable, "cannot log in to {addr}: {e}"))?;
+        let answer = LoginResponse::decode(&read_frame(&mut rd, options.max_message_bytes).await?)?;
+        if answer.result != 0 {
+            return Err(err!(PermissionDenied, "{addr} refused the login (result {})", answer.result));
+        }
+        let open = Arc::new(AtomicBool::new(true));
+        let pending: Pending = Arc::default();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        // Writer: register each call, then send what has accumulated.
+        let (w_open, w_pending) = (open.clone(), pending.clone());
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(first) = rx.recv().await {
+                buf.clear();
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                    if batch.len() >= 512 {
+                        break;
+                    }
+                }
+                {
+                    let mut p = lock(&w_pending);
+                    for o in batch {
+                        buf.extend_from_slice(&o.frame);
+                        p.insert(o.handle, o.reply);
+                    }
+                }
+                if !w_open.load(Ordering::SeqCst) || wr.write_all(&buf).await.is_err() {
+                    w_open.store(false, Ordering::SeqCst);
+                    fail_all(&w_pending);
+                }
+            }
+        });
+        // Reader: answer each call by handle; on loss fail every waiting call.
+        let (r_open, r_pending, max) = (open.clone(), pending, options.max_message_bytes);
+        tokio::spawn(async move {
+            loop {
+                let response = match read_frame(&mut rd, max).await.and_then(|p| ClientResponse::decode(&p)) {
+                    Ok(r) => r,
+                    Err(_) => break,
+                };
+                if let Some(reply) = lock(&r_pending).remove(&response.client_handle) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            r_open.store(false, Ordering::SeqCst);
+            fail_all(&r_pending);
+        });
+        Ok(Connection { tx, open, next_handle: AtomicI64::new(1) })
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn call(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
+        if !self.is_open() {
+            return Err(err!(Unavailable, "connection lost"));
+        }
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let inv = Invocation {
+            version: 0,
+            procedure: procedure.to_string(),
+            client_handle: handle,
+            batch_timeout_ms: None,
+            params,
+        };
+        let mut frame = Vec::new();
+        write_frame(&mut frame, &inv.encode()?);
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| err!(Unavailable, "connection lost"))?;
+        answer.await.map_err(|_| err!(Unavailable, "connection lost before the answer"))?
+    }
+}
+
+fn fail_all(pending: &Pending) {
+    for (_, reply) in lock(pending).drain() {
+        let _ = reply.send(Err(err!(Unavailable, "connection lost before the answer")));
+    }
+}

@@ -1,0 +1,201 @@
+//! JouleDB's Rust client: VoltDB's binary client protocol over TCP.
+//!
+//! [`Client`] is async and pipelined: any number of calls may be in flight
+//! on each connection, matched to their answers by client handle, and calls
+//! are spread over several connections (one or more per server address).
+//! [`BlockingClient`] wraps it with its own runtime for code that is not
+//! async.
+//!
+//! ```no_run
+//! # async fn demo() -> joule_common::Result<()> {
+//! use joule_client::{Client, Options};
+//! let client = Client::connect(&["127.0.0.1:21212"], Options::default()).await?;
+//! client.execute("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(10))", vec![]).await?;
+//! client.call("T.insert", vec![1.into(), "Ann".into()]).await?;
+//! let r = client.execute("SELECT name FROM t WHERE id = ?", vec![1.into()]).await?;
+//! let name: String = r.table(0)?.get(0, 0)?;
+//! # Ok(()) }
+//! ```
+//!
+//! A call that fails on the server returns the server's error (its JouleDB
+//! code, read back from the status string); a lost connection fails every
+//! call in flight on it with `Unavailable`, and later calls go to the
+//! remaining connections.
+
+mod connection;
+mod value;
+
+pub use value::FromValue;
+
+use connection::Connection;
+use joule_common::{err, Error, ErrorCode, Result, Row, Value};
+use joule_wire::{ClientResponse, Param, VoltTable};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub user: String,
+    pub password: String,
+    /// Connections opened to each address.
+    pub connections_per_address: usize,
+    /// Largest response accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            user: String::new(),
+            password: String::new(),
+            connections_per_address: 1,
+            max_message_bytes: joule_wire::frame::DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+/// A successful call's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    pub app_status: i8,
+    pub app_status_string: Option<String>,
+    pub tables: Vec<VoltTable>,
+}
+
+impl Response {
+    /// Result table `i`.
+    pub fn table(&self, i: usize) -> Result<Table<'_>> {
+        self.tables.get(i).map(Table).ok_or_else(|| err!(InvalidArgument, "the response has no table {i}"))
+    }
+}
+
+/// A result table with typed accessors.
+#[derive(Clone, Copy, Debug)]
+pub struct Table<'a>(&'a VoltTable);
+
+impl<'a> Table<'a> {
+    pub fn rows(&self) -> &'a [Row] {
+        &self.0.rows
+    }
+
+    pub fn column_names(&self) -> impl Iterator<Item = &'a str> {
+        self.0.columns.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The value at (`row`, `column`) as a Rust type.
+    pub fn get<T: FromValue>(&self, row: usize, column: usize) -> Result<T> {
+        let v = self
+            .0
+            .rows
+            .get(row)
+            .and_then(|r| r.get(column))
+            .ok_or_else(|| err!(InvalidArgument, "no value at row {row}, column {column}"))?;
+        T::from_value(v)
+    }
+}
+
+/// The async, pipelined client.
+#[derive(Clone)]
+pub struct Client {
+    connections: Arc<Vec<Connection>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Client {
+    /// Connect to every address (`host:port`), log in on each connection.
+    pub async fn connect(addresses: &[&str], options: Options) -> Result<Client> {
+        if addresses.is_empty() || options.connections_per_address == 0 {
+            return Err(err!(InvalidArgument, "give at least one address and one connection per address"));
+        }
+        let mut connections = Vec::new();
+        for a in addresses {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host(*a).await.map_err(|e| err!(Unavailable, "cannot resolve {a}: {e}"))?.collect();
+            let addr = *addrs.first().ok_or_else(|| err!(Unavailable, "{a} resolves to no address"))?;
+            for _ in 0..options.connections_per_address {
+                connections.push(Connection::open(addr, &options).await?);
+            }
+        }
+        Ok(Client { connections: Arc::new(connections), next: Arc::new(AtomicUsize::new(0)) })
+    }
+
+    /// Invoke a procedure; the server's error if it failed.
+    pub async fn call(&self, procedure: &str, params: Vec<Value>) -> Result<Response> {
+        let raw = self.call_raw(procedure, params.into_iter().map(Param::Value).collect()).await?;
+        into_response(raw)
+    }
+
+    /// `@AdHoc`: run SQL with `?`s bound to `params` in order.
+    pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<Response> {
+        let mut all = Vec::with_capacity(params.len() + 1);
+        all.push(Value::String(sql.to_string()));
+        all.extend(params);
+        self.call("@AdHoc", all).await
+    }
+
+    /// Invoke and return the response as it came (any status).
+    pub async fn call_raw(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
+        let n = self.connections.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Skip connections known to be closed.
+        for i in 0..n {
+            let c = &self.connections[(start + i) % n];
+            if c.is_open() {
+                return c.call(procedure, params).await;
+            }
+        }
+        Err(err!(Unavailable, "every connection to the server is closed"))
+    }
+
+    /// Connections still open.
+    pub fn open_connections(&self) -> usize {
+        self.connections.iter().filter(|c| c.is_open()).count()
+    }
+}
+
+fn into_response(r: ClientResponse) -> Result<Response> {
+    if r.status == 1 {
+        return Ok(Response { app_status: r.app_status, app_status_string: r.app_status_string, tables: r.tables });
+    }
+    let fallback = match r.status {
+        -5 => ErrorCode::Unavailable,
+        -1 => ErrorCode::ProcedureAborted,
+        -3 => ErrorCode::Internal,
+        _ => ErrorCode::InvalidArgument,
+    };
+    let text = r.status_string.unwrap_or_else(|| format!("the call failed with status {}", r.status));
+    Err(Error::parse(&text, fallback))
+}
+
+/// A client for code that is not async: each call blocks until answered.
+pub struct BlockingClient {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl BlockingClient {
+    pub fn connect(addresses: &[&str], options: Options) -> Result<BlockingClient> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| err!(Unavailable, "cannot start the client runtime: {e}"))?;
+        let client = runtime.block_on(Client::connect(addresses, options))?;
+        Ok(BlockingClient { runtime, client })
+    }
+
+    pub fn call(&self, procedure: &str, params: Vec<Value>) -> Result<Response> {
+        self.runtime.block_on(self.client.call(procedure, params))
+    }
+
+    pub fn execute(&self, sql: &str, params: Vec<Value>) -> Result<Response> {
+        self.runtime.block_on(self.client.execute(sql, params))
+    }
+
+    /// The async client underneath (to pipeline from a runtime of your own).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}

@@ -1,0 +1,94 @@
+//! The Rust client against a real server on a free port.
+
+use joule_client::{BlockingClient, Client, Options};
+use joule_common::{ErrorCode, Value};
+use joule_server::{Server, ServerConfig};
+
+async fn server() -> Server {
+    let dir = std::env::temp_dir().join(format!(
+        "joule-client-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let config =
+        ServerConfig { client_port: 0, admin_port: 0, host: "127.0.0.1".into(), sites: 2, dir, ..Default::default() };
+    Server::start(config, joule_txn::ProcedureRegistry::new()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_calls_typed_results_and_errors() {
+    let server = server().await;
+    let addr = server.client_addr.to_string();
+    let client = Client::connect(&[&addr], Options { connections_per_address: 3, ..Default::default() }).await.unwrap();
+    assert_eq!(client.open_connections(), 3);
+    client
+        .execute("CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(10), score FLOAT); PARTITION TABLE t ON COLUMN id", vec![])
+        .await
+        .unwrap();
+    // 1000 calls in flight at once over three connections.
+    let calls = (0..1000i64).map(|i| {
+        let c = client.clone();
+        async move { c.call("T.insert", vec![i.into(), format!("n{i}").into(), (i as f64 / 2.0).into()]).await }
+    });
+    let results = futures_join(calls).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{:?}", results.iter().find(|r| r.is_err()));
+    let r = client.execute("SELECT COUNT(*), MAX(name), SUM(score) FROM t", vec![]).await.unwrap();
+    let t = r.table(0).unwrap();
+    assert_eq!(t.get::<i64>(0, 0).unwrap(), 1000);
+    assert_eq!(t.get::<String>(0, 1).unwrap(), "n999");
+    assert_eq!(t.get::<f64>(0, 2).unwrap(), (0..1000).map(|i| i as f64 / 2.0).sum::<f64>());
+    let r = client.call("T.select", vec![5.into()]).await.unwrap();
+    assert_eq!(r.table(0).unwrap().get::<Option<String>>(0, 1).unwrap(), Some("n5".into()));
+    assert!(r.table(0).unwrap().get::<String>(0, 2).is_err());
+    // Server errors come back with their codes.
+    let e = client.call("T.insert", vec![5.into(), Value::Null, Value::Null]).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UniqueViolation);
+    let e = client.call("Missing", vec![]).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UndefinedProcedure);
+    let e = client.execute("SELEC", vec![]).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::SyntaxError);
+    // Losing the server fails calls instead of hanging them.
+    server.shutdown();
+    server.wait().await;
+    let mut failed = false;
+    for _ in 0..50 {
+        match client.call("@Ping", vec![]).await {
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::Unavailable);
+                failed = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    assert!(failed, "calls after shutdown must fail");
+}
+
+/// Await futures concurrently (a tiny join_all on tokio tasks).
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[test]
+fn blocking_client_and_refused_logins() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(server());
+    let addr = server.client_addr.to_string();
+    let c = BlockingClient::connect(&[&addr], Options::default()).unwrap();
+    c.execute("CREATE TABLE b (k INT)", vec![]).unwrap();
+    c.execute("INSERT INTO b VALUES (?)", vec![7.into()]).unwrap();
+    let r = c.execute("SELECT k FROM b", vec![]).unwrap();
+    assert_eq!(r.table(0).unwrap().get::<i32>(0, 0).unwrap(), 7);
+    assert!(BlockingClient::connect(&["127.0.0.1:1"], Options::default()).is_err());
+    assert!(BlockingClient::connect(&[], Options::default()).is_err());
+    server.shutdown();
+}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +30,7 @@ pub(crate) struct Connection {
     next_handle: AtomicI64,
 }
 
-async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Vec<u8>> {
+async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Vec<u8>> {
     let mut header = [0u8; 4];
     rd.read_exact(&mut header).await.map_err(|e| err!(Unavailable, "connection lost: {e}"))?;
     let n = payload_len(header, max)?;
@@ -47,7 +47,8 @@ impl Connection {
     pub(crate) async fn open(addr: SocketAddr, options: &Options) -> Result<Connection> {
         let stream = TcpStream::connect(addr).await.map_err(|e| err!(Unavailable, "cannot connect to {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::with_capacity(64 * 1024, rd);
         let login = Login {
             version: 1,
             scheme: HashScheme::Sha256,
@@ -125,8 +126,9 @@ impl Connection {
             batch_timeout_ms: None,
             params,
         };
-        let mut frame = Vec::new();
-        write_frame(&mut frame, &inv.encode()?);
+        let payload = inv.encode()?;
+        let mut frame = Vec::with_capacity(payload.len() + 4);
+        write_frame(&mut frame, &payload);
         let (reply, answer) = oneshot::channel();
         self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| err!(Unavailable, "connection lost"))?;
         answer.await.map_err(|_| err!(Unavailable, "connection lost before the answer"))?

@@ -24,7 +24,7 @@ use sha1::Digest;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -48,7 +48,7 @@ impl ResponseSink for ConnectionSink {
     }
 }
 
-async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Option<Vec<u8>>> {
+async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Option<Vec<u8>>> {
     let mut header = [0u8; 4];
     match rd.read_exact(&mut header).await {
         Ok(_) => {}
@@ -79,7 +79,9 @@ fn authenticate(users: &[User], login: &Login) -> Option<Vec<String>> {
 
 pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port: bool) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Pipelined requests arrive many to a segment: read them in bulk.
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let max = ctx.config.max_message_bytes;
     // Login.
     let login = match tokio::time::timeout(LOGIN_TIMEOUT, read_frame(&mut rd, max)).await {

@@ -2,6 +2,7 @@
 
 use joule_common::{bail, DataType, Result, Value};
 use joule_txn::{Response, ResultTable, Status};
+use joule_wire::buf::{begin_length, end_length};
 use joule_wire::frame::write_frame;
 use joule_wire::messages::{write_table, ResponseHeader};
 use joule_wire::{Param, VoltType};
@@ -37,10 +38,10 @@ fn column_type(declared: Option<DataType>, table: &ResultTable, column: usize) -
     }
 }
 
-/// Append one framed client response for `handle`.
+/// Append one framed client response for `handle`, encoded in place.
 pub fn write_response(out: &mut Vec<u8>, handle: i64, r: &Response, round_trip_ms: i32) {
     let status_string = r.status_string();
-    let mut payload = Vec::with_capacity(64);
+    let frame_at = begin_length(out);
     let header = ResponseHeader {
         client_handle: handle,
         status: r.status as i8,
@@ -49,21 +50,22 @@ pub fn write_response(out: &mut Vec<u8>, handle: i64, r: &Response, round_trip_m
         app_status_string: r.app_status_string.as_deref(),
         cluster_round_trip_ms: round_trip_ms,
     };
-    let encoded = header.write(&mut payload, r.results.len()).and_then(|()| {
+    let encoded = header.write(out, r.results.len()).and_then(|()| {
         for t in &r.results {
             let columns: Vec<(&str, VoltType)> =
                 t.columns.iter().enumerate().map(|(i, c)| (c.name.as_str(), column_type(c.data_type, t, i))).collect();
-            write_table(&mut payload, &columns, &t.rows)?;
+            write_table(out, &columns, &t.rows)?;
         }
         Ok(())
     });
     if let Err(e) = encoded {
         // A value that cannot travel as its column's type: answer with the
         // error instead of a half-written table.
+        out.truncate(frame_at);
         let failure = Response::failure(e.context("the result cannot be sent"), r.ids);
         return write_response(out, handle, &failure, round_trip_ms);
     }
-    write_frame(out, &payload);
+    end_length(out, frame_at);
 }
 
 /// A framed failure answer made here, without a transaction.

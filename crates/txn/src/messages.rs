@@ -22,8 +22,8 @@ use std::sync::mpsc::{Receiver, RecvError, TryRecvError};
 use std::sync::Arc;
 
 /// Busy polls before a waiting thread yields, and yields before it sleeps.
-const SPINS: u32 = 200;
-const YIELDS: u32 = 20;
+const SPINS: u32 = 2000;
+const YIELDS: u32 = 50;
 
 /// Receive, polling briefly before sleeping. Multi-partition transactions
 /// pass messages back and forth several times each; a reply usually comes

@@ -1,0 +1,154 @@
+//! Network round trips against a real `joule start` process over loopback.
+//!
+//! `cargo bench -p joule-cli --bench network`
+//!
+//! 1. One synchronous client (a blocking socket, one call at a time) doing
+//!    a single-row primary-key `T.select`: latency percentiles.
+//! 2. The same through `joule_client::BlockingClient`.
+//! 3. Pipelined: the async `joule_client::Client` keeping many calls in
+//!    flight over a few connections: calls per second.
+//!
+//! (`JOULE_BENCH_SECONDS` sets each phase's length, default 5.)
+
+use hdrhistogram::Histogram;
+use joule_client::{BlockingClient, Client, Options};
+use joule_common::Value;
+use joule_wire::frame::{payload_len, write_frame};
+use joule_wire::{ClientResponse, HashScheme, Invocation, Login, Param};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ROWS: i64 = 10_000;
+
+fn main() {
+    let seconds: f64 = std::env::var("JOULE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let dir = std::env::temp_dir().join(format!("joule-bench-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["start", "--client-port", "0", "--admin-port", "0", "--host", "127.0.0.1", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("joule starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split("client ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+
+    let setup = BlockingClient::connect(&[&addr], Options::default()).unwrap();
+    setup
+        .execute("CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(20), v BIGINT); PARTITION TABLE t ON COLUMN id", vec![])
+        .unwrap();
+    for i in 0..ROWS {
+        setup.call("T.insert", vec![i.into(), format!("name{i}").into(), (i * 3).into()]).unwrap();
+    }
+
+    // 1. A plain synchronous socket client.
+    let mut sock = TcpStream::connect(&addr).unwrap();
+    sock.set_nodelay(true).unwrap();
+    let login = Login {
+        version: 1,
+        scheme: HashScheme::Sha256,
+        service: "database".into(),
+        user: String::new(),
+        password_hash: vec![0; 32],
+    };
+    send(&mut sock, &login.encode());
+    recv(&mut sock);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
+    let mut i = 0i64;
+    let run = |hist: &mut Histogram<u64>, call: &mut dyn FnMut(i64)| {
+        let end = Instant::now() + Duration::from_secs_f64(seconds);
+        let mut n = 0u64;
+        while Instant::now() < end {
+            let t = Instant::now();
+            call(n as i64);
+            hist.saturating_record(t.elapsed().as_nanos() as u64 / 1000);
+            n += 1;
+        }
+        n
+    };
+    let n = run(&mut hist, &mut |k| {
+        let inv = Invocation {
+            version: 0,
+            procedure: "T.select".into(),
+            client_handle: k,
+            batch_timeout_ms: None,
+            params: vec![Param::Value(Value::Integer((k * 7919) % ROWS))],
+        };
+        send(&mut sock, &inv.encode().unwrap());
+        let r = ClientResponse::decode(&recv(&mut sock)).unwrap();
+        assert!(r.status == 1 && r.tables[0].rows.len() == 1);
+        i += 1;
+    });
+    report("sync socket client, T.select", &hist, n, seconds);
+
+    // 2. The blocking client API.
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
+    let n = run(&mut hist, &mut |k| {
+        let r = setup.call("T.select", vec![((k * 7919) % ROWS).into()]).unwrap();
+        assert_eq!(r.tables[0].rows.len(), 1);
+    });
+    report("BlockingClient, T.select", &hist, n, seconds);
+
+    // 3. Pipelined async client.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rate = rt.block_on(async {
+        let client =
+            Client::connect(&[&addr], Options { connections_per_address: 2, ..Default::default() }).await.unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let end = start + Duration::from_secs_f64(seconds);
+        let mut workers = Vec::new();
+        for w in 0..256u64 {
+            let (client, done) = (client.clone(), done.clone());
+            workers.push(tokio::spawn(async move {
+                let mut k = w as i64;
+                while Instant::now() < end {
+                    let r = client.call("T.select", vec![(k % ROWS).into()]).await.unwrap();
+                    assert_eq!(r.tables[0].rows.len(), 1);
+                    k += 7919;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for w in workers {
+            w.await.unwrap();
+        }
+        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    });
+    println!("pipelined Client (2 connections, 256 in flight), T.select: {rate:.0} calls/s");
+    let _ = i;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn report(what: &str, h: &Histogram<u64>, n: u64, seconds: f64) {
+    println!(
+        "{what}: {:.0} calls/s, p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+        n as f64 / seconds,
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max()
+    );
+}
+
+fn send(s: &mut TcpStream, payload: &[u8]) {
+    let mut buf = Vec::with_capacity(payload.len() + 4);
+    write_frame(&mut buf, payload);
+    s.write_all(&buf).unwrap();
+}
+
+fn recv(s: &mut TcpStream) -> Vec<u8> {
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).unwrap();
+    let mut p = vec![0u8; payload_len(h, 1 << 30).unwrap()];
+    s.read_exact(&mut p).unwrap();
+    p
+}

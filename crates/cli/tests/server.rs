@@ -206,6 +206,85 @@ fn users_and_roles_from_the_configuration_file() {
     assert!(node.child.wait().unwrap().success());
 }
 
+/// Resident memory of a process, from /proc (Linux), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flood_gets_backpressure_and_the_server_stays_responsive() {
+    let conf = std::env::temp_dir().join(format!("joule-flood-{}.toml", rand_suffix()));
+    std::fs::write(&conf, "max_outstanding_per_connection = 200\nmax_queued_requests = 1000\n").unwrap();
+    let node = start(&["--config", conf.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&conf);
+    let mut setup = Conn::open(node.client);
+    assert_eq!(
+        setup.call("@AdHoc", vec![s("CREATE TABLE f (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(100))")]).status,
+        1
+    );
+    assert_eq!(setup.call("F.insert", vec![Value::Integer(1), s(&"x".repeat(100))]).status, 1);
+    let before = rss_kib(node.child.id());
+
+    // A client that writes 200,000 requests and reads nothing yet.
+    let flood = Conn::open(node.client);
+    let mut writer = flood.0.try_clone().unwrap();
+    let sent: i64 = 200_000;
+    let flooder = std::thread::spawn(move || {
+        let inv = |h: i64| {
+            Invocation {
+                version: 0,
+                procedure: "F.select".into(),
+                client_handle: h,
+                batch_timeout_ms: None,
+                params: vec![Param::Value(Value::Integer(1))],
+            }
+            .encode()
+            .unwrap()
+        };
+        let mut buf = Vec::new();
+        for h in 0..sent {
+            write_frame(&mut buf, &inv(h));
+            if buf.len() > 64 * 1024 {
+                writer.write_all(&buf).unwrap();
+                buf.clear();
+            }
+        }
+        writer.write_all(&buf).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // Another client is served promptly meanwhile.
+    let mut other = Conn::open(node.client);
+    let t = std::time::Instant::now();
+    assert_eq!(other.call("@Ping", vec![]).status, 1);
+    assert_eq!(other.call("F.select", vec![Value::Integer(1)]).status, 1);
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    let during = rss_kib(node.child.id());
+    // The server stopped reading the flood instead of buffering answers
+    // (about 200 bytes each, 40 MB for all of them).
+    assert!(during < before + 64 * 1024, "memory grew from {before} KiB to {during} KiB");
+    // Now read: every request is answered, some with backpressure.
+    let mut flood = flood;
+    let (mut ok, mut unavailable) = (0, 0);
+    for _ in 0..sent {
+        let r = ClientResponse::decode(&flood.recv().expect("an answer")).unwrap();
+        match r.status {
+            1 => ok += 1,
+            -5 => unavailable += 1,
+            s => panic!("status {s}: {:?}", r.status_string),
+        }
+    }
+    flooder.join().unwrap();
+    eprintln!("flood: {ok} answered, {unavailable} told unavailable; memory {before} KiB -> {during} KiB");
+    assert_eq!(ok + unavailable, sent);
+    assert!(ok > 0, "some requests succeed");
+    assert_eq!(other.call("@Ping", vec![]).status, 1);
+}
+
 #[test]
 fn stops_on_sigterm() {
     let mut node = start(&[]);

@@ -12,6 +12,7 @@
 //! schema = "schema.sql"        # DDL loaded at start
 //! max_message_bytes = 52428800
 //! max_outstanding_per_connection = 10000
+//! max_queued_requests = 100000
 //!
 //! [[users]]                    # with users, logins must match one
 //! name = "admin"
@@ -37,6 +38,7 @@ struct FileConfig {
     schema: Option<PathBuf>,
     max_message_bytes: Option<usize>,
     max_outstanding_per_connection: Option<usize>,
+    max_queued_requests: Option<usize>,
     #[serde(default)]
     users: Vec<FileUser>,
 }
@@ -101,6 +103,12 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
             return Err(err!(InvalidArgument, "configuration: max_outstanding_per_connection must be positive"));
         }
         config.max_outstanding_per_connection = v;
+    }
+    if let Some(v) = file.max_queued_requests {
+        if v == 0 {
+            return Err(err!(InvalidArgument, "configuration: max_queued_requests must be positive"));
+        }
+        config.max_queued_requests = v;
     }
     let mut seen = std::collections::BTreeSet::new();
     for u in file.users {

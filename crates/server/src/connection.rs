@@ -28,14 +28,33 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::Notify;
 
 /// How long a new connection may take to log in.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers encoded but not yet written, past which the connection stops
+/// reading requests until its client reads (TCP then pushes back on it).
+const MAX_UNWRITTEN_BYTES: usize = 8 << 20;
 
 /// Where a connection's answers go: encoded here, written by the writer task.
 struct ConnectionSink {
     out: UnboundedSender<Vec<u8>>,
     outstanding: AtomicUsize,
+    /// Bytes queued for the writer and not yet written.
+    unwritten: AtomicUsize,
+    /// Signalled by the writer whenever it wrote.
+    written: Notify,
+    /// The server's count of unanswered requests.
+    queued: Arc<AtomicUsize>,
+}
+
+impl ConnectionSink {
+    fn queue(&self, buf: Vec<u8>) {
+        self.unwritten.fetch_add(buf.len(), Ordering::Relaxed);
+        // The connection may be gone; then nobody waits for this answer.
+        let _ = self.out.send(buf);
+    }
 }
 
 impl ResponseSink for ConnectionSink {
@@ -43,8 +62,8 @@ impl ResponseSink for ConnectionSink {
         let mut buf = Vec::with_capacity(128);
         write_response(&mut buf, handle as i64, &response, 0);
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
-        // The connection may be gone; then nobody waits for this answer.
-        let _ = self.out.send(buf);
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.queue(buf);
     }
 }
 
@@ -108,6 +127,14 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     }
 
     let (tx, mut rx) = unbounded_channel::<Vec<u8>>();
+    let sink = Arc::new(ConnectionSink {
+        out: tx.clone(),
+        outstanding: AtomicUsize::new(0),
+        unwritten: AtomicUsize::new(0),
+        written: Notify::new(),
+        queued: ctx.queued.clone(),
+    });
+    let writer_sink = sink.clone();
     let writer = tokio::spawn(async move {
         while let Some(mut buf) = rx.recv().await {
             while let Ok(more) = rx.try_recv() {
@@ -116,16 +143,27 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                     break;
                 }
             }
-            if wr.write_all(&buf).await.is_err() {
+            let ok = wr.write_all(&buf).await.is_ok();
+            writer_sink.unwritten.fetch_sub(buf.len(), Ordering::Relaxed);
+            writer_sink.written.notify_one();
+            if !ok {
                 break;
             }
         }
     });
-    let sink = Arc::new(ConnectionSink { out: tx.clone(), outstanding: AtomicUsize::new(0) });
     let sink_dyn: Arc<dyn ResponseSink> = sink.clone();
     let mut client = ctx.host.client();
     let mut shutdown = ctx.shutdown.subscribe();
-    loop {
+    'serve: loop {
+        // A client that does not read its answers: stop reading its
+        // requests until the writer catches up.
+        while sink.unwritten.load(Ordering::Relaxed) > MAX_UNWRITTEN_BYTES {
+            tokio::select! {
+                _ = sink.written.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.changed() => break 'serve,
+            }
+        }
         let payload = tokio::select! {
             r = read_frame(&mut rd, max) => r,
             _ = shutdown.changed() => break,
@@ -137,7 +175,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 // A bad frame: say why (handle unknown: 0), then close.
                 let mut buf = Vec::new();
                 write_failure(&mut buf, 0, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string());
-                let _ = tx.send(buf);
+                sink.queue(buf);
                 break;
             }
         };
@@ -146,7 +184,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             Err(e) => {
                 let mut buf = Vec::new();
                 write_failure(&mut buf, 0, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string());
-                let _ = tx.send(buf);
+                sink.queue(buf);
                 break;
             }
         };
@@ -160,7 +198,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             }
             "@Shutdown" => {
                 write_ping(&mut out, handle);
-                let _ = tx.send(std::mem::take(&mut out));
+                sink.queue(std::mem::take(&mut out));
                 ctx.request_shutdown();
             }
             name => {
@@ -171,10 +209,18 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                         STATUS_SERVER_UNAVAILABLE,
                         "server unavailable: too many outstanding requests on this connection (backpressure)",
                     );
+                } else if ctx.queued.load(Ordering::Relaxed) >= ctx.config.max_queued_requests {
+                    write_failure(
+                        &mut out,
+                        handle,
+                        STATUS_SERVER_UNAVAILABLE,
+                        "server unavailable: the server has too much queued work (backpressure)",
+                    );
                 } else {
                     match inv.params.into_iter().map(param_value).collect::<Result<Vec<Value>>>() {
                         Ok(params) => {
                             sink.outstanding.fetch_add(1, Ordering::Relaxed);
+                            ctx.queued.fetch_add(1, Ordering::Relaxed);
                             client.call_async(name, params, handle as u64, sink_dyn.clone());
                         }
                         Err(e) => write_response(&mut out, handle, &Response::failure(e, None), 0),
@@ -183,7 +229,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             }
         }
         if !out.is_empty() {
-            let _ = tx.send(out);
+            sink.queue(out);
         }
     }
     drop(tx);

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// Unanswered requests a connection may have before it is told the
     /// server is unavailable.
     pub max_outstanding_per_connection: usize,
+    /// Unanswered requests over all connections, past which new ones are
+    /// told the server is unavailable.
+    pub max_queued_requests: usize,
     /// With users, logins must match one; without, anyone may log in.
     pub users: Vec<User>,
 }
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             schema: None,
             max_message_bytes: joule_wire::frame::DEFAULT_MAX_PAYLOAD,
             max_outstanding_per_connection: 10_000,
+            max_queued_requests: 100_000,
             users: Vec::new(),
         }
     }
@@ -79,6 +83,8 @@ pub(crate) struct ServerContext {
     pub shutdown: watch::Sender<bool>,
     pub next_connection: AtomicU64,
     pub started_millis: i64,
+    /// Requests handed to the host and not yet answered, all connections.
+    pub queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ServerContext {
@@ -133,8 +139,14 @@ impl Server {
         let started_millis =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let (shutdown, _) = watch::channel(false);
-        let ctx =
-            Arc::new(ServerContext { config, host, shutdown, next_connection: AtomicU64::new(1), started_millis });
+        let ctx = Arc::new(ServerContext {
+            config,
+            host,
+            shutdown,
+            next_connection: AtomicU64::new(1),
+            started_millis,
+            queued: Arc::default(),
+        });
         let client_addr = client.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         tokio::spawn(accept(client, ctx.clone(), false));

@@ -20,7 +20,9 @@ use crate::distribute::{reaggregate, Combine, DistQuery, MpStatement};
 use crate::hashinator::Hashinator;
 use crate::host::Shared;
 use crate::ids::{IdGenerator, TxnIds, MP_INITIATOR};
-use crate::messages::{recv_soon, CoordMsg, ItemResult, MpKind, MpReply, MpTask, MpWork, SiteMsg, WorkItem};
+use crate::messages::{
+    recv_soon, CoordMsg, ItemResult, MpKind, MpReply, MpTask, MpWork, SiteMsg, WorkItem, IN_TRANSACTION,
+};
 use crate::procedure::{run_procedure, Batch, BatchExecutor};
 use crate::response::{Response, ResultTable};
 use crate::site::{partition_key, pinned_partition};
@@ -241,8 +243,8 @@ impl Coordinator {
         // carry over from one round to another.
         let mut results: Vec<Vec<ItemResult>> = (0..self.sites.len()).map(|_| Vec::new()).collect();
         for _ in 0..asked {
-            let reply =
-                recv_soon(&self.replies).map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
+            let reply = recv_soon(&self.replies, IN_TRANSACTION)
+                .map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
             match reply.results {
                 Ok(r) => results[reply.partition as usize] = r,
                 Err(e) => {

@@ -21,20 +21,31 @@ use joule_sql::planner::Planned;
 use std::sync::mpsc::{Receiver, RecvError, TryRecvError};
 use std::sync::Arc;
 
-/// Busy polls before a waiting thread yields, and yields before it sleeps.
-const SPINS: u32 = 2000;
-const YIELDS: u32 = 50;
+/// How long a waiting thread polls before it sleeps: busy polls, then
+/// yields. Multi-partition transactions pass messages back and forth
+/// several times each, and a reply usually comes within microseconds — far
+/// sooner than a sleeping thread can be woken; the bound keeps an idle
+/// thread from burning a core.
+#[derive(Clone, Copy)]
+pub(crate) struct Patience {
+    pub spins: u32,
+    pub yields: u32,
+}
 
-/// Receive, polling briefly before sleeping. Multi-partition transactions
-/// pass messages back and forth several times each; a reply usually comes
-/// within microseconds, far sooner than a sleeping thread can be woken.
-/// The bound keeps an idle thread from burning a core.
-pub(crate) fn recv_soon<T>(rx: &Receiver<T>) -> std::result::Result<T, RecvError> {
-    for i in 0..SPINS + YIELDS {
+/// Within a multi-partition transaction: short, so that the three or more
+/// threads taking part do not starve each other of cores.
+pub(crate) const IN_TRANSACTION: Patience = Patience { spins: 200, yields: 20 };
+/// A site waiting for new work: longer, which halves the latency of a
+/// lone client's next call (its request arrives before the site sleeps).
+pub(crate) const BETWEEN_TRANSACTIONS: Patience = Patience { spins: 2000, yields: 50 };
+
+/// Receive, polling briefly (per `patience`) before sleeping.
+pub(crate) fn recv_soon<T>(rx: &Receiver<T>, patience: Patience) -> std::result::Result<T, RecvError> {
+    for i in 0..patience.spins + patience.yields {
         match rx.try_recv() {
             Ok(m) => return Ok(m),
             Err(TryRecvError::Disconnected) => return Err(RecvError),
-            Err(TryRecvError::Empty) if i < SPINS => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) if i < patience.spins => std::hint::spin_loop(),
             Err(TryRecvError::Empty) => std::thread::yield_now(),
         }
     }

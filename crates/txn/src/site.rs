@@ -22,7 +22,9 @@ use crate::compile::{CompiledProcedure, CompiledStatement, Schema};
 use crate::distribute::MpStatement;
 use crate::hashinator::Hashinator;
 use crate::ids::{IdGenerator, TxnIds};
-use crate::messages::{recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem};
+use crate::messages::{
+    recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, BETWEEN_TRANSACTIONS, IN_TRANSACTION,
+};
 use crate::procedure::{run_procedure, Batch, BatchExecutor};
 use crate::response::{Response, ResultTable};
 use joule_common::{bail, err, DataType, Result, Value};
@@ -108,7 +110,7 @@ impl Site {
     /// The site's loop: until shutdown or until every sender is gone.
     pub fn run(mut self) {
         self.install_owner();
-        while let Ok(msg) = recv_soon(&self.inbox) {
+        while let Ok(msg) = recv_soon(&self.inbox, BETWEEN_TRANSACTIONS) {
             match msg {
                 SiteMsg::Sp(task) => self.run_sp(task),
                 SiteMsg::MpBegin(ids) => self.run_mp(ids),
@@ -229,7 +231,7 @@ impl Site {
         });
         self.db.begin();
         loop {
-            let Ok(work) = recv_soon(&self.mp_inbox) else {
+            let Ok(work) = recv_soon(&self.mp_inbox, IN_TRANSACTION) else {
                 // The coordinator is gone: nothing can commit this.
                 let _ = self.db.rollback();
                 return;

@@ -28,6 +28,7 @@ pub(crate) struct Connection {
     tx: mpsc::UnboundedSender<Outgoing>,
     open: Arc<AtomicBool>,
     next_handle: AtomicI64,
+    timeout: Option<std::time::Duration>,
 }
 
 async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Vec<u8>> {
@@ -107,7 +108,7 @@ impl Connection {
             r_open.store(false, Ordering::SeqCst);
             fail_all(&r_pending);
         });
-        Ok(Connection { tx, open, next_handle: AtomicI64::new(1) })
+        Ok(Connection { tx, open, next_handle: AtomicI64::new(1), timeout: options.call_timeout })
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -131,7 +132,13 @@ impl Connection {
         write_frame(&mut frame, &payload);
         let (reply, answer) = oneshot::channel();
         self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| err!(Unavailable, "connection lost"))?;
-        answer.await.map_err(|_| err!(Unavailable, "connection lost before the answer"))?
+        let answer = match self.timeout {
+            Some(t) => tokio::time::timeout(t, answer)
+                .await
+                .map_err(|_| err!(Unavailable, "no answer to {procedure} within {t:?}"))?,
+            None => answer.await,
+        };
+        answer.map_err(|_| err!(Unavailable, "connection lost before the answer"))?
     }
 }
 

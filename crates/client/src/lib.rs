@@ -43,6 +43,9 @@ pub struct Options {
     pub connections_per_address: usize,
     /// Largest response accepted, in bytes.
     pub max_message_bytes: usize,
+    /// How long a call may wait for its answer before failing with
+    /// `Unavailable` (`None`: forever).
+    pub call_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             password: String::new(),
             connections_per_address: 1,
             max_message_bytes: joule_wire::frame::DEFAULT_MAX_PAYLOAD,
+            call_timeout: Some(std::time::Duration::from_secs(120)),
         }
     }
 }

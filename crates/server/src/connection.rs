@@ -37,21 +37,29 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// reading requests until its client reads (TCP then pushes back on it).
 const MAX_UNWRITTEN_BYTES: usize = 8 << 20;
 
-/// Where a connection's answers go: encoded here, written by the writer task.
-struct ConnectionSink {
-    out: UnboundedSender<Vec<u8>>,
-    outstanding: AtomicUsize,
+/// What the writer task shares with the rest of the connection (not the
+/// sender of its own queue: the queue closes when the connection's senders
+/// are gone, which is how the writer knows to stop).
+#[derive(Default)]
+struct WriteState {
     /// Bytes queued for the writer and not yet written.
     unwritten: AtomicUsize,
     /// Signalled by the writer whenever it wrote.
     written: Notify,
+}
+
+/// Where a connection's answers go: encoded here, written by the writer task.
+struct ConnectionSink {
+    out: UnboundedSender<Vec<u8>>,
+    outstanding: AtomicUsize,
+    writes: Arc<WriteState>,
     /// The server's count of unanswered requests.
     queued: Arc<AtomicUsize>,
 }
 
 impl ConnectionSink {
     fn queue(&self, buf: Vec<u8>) {
-        self.unwritten.fetch_add(buf.len(), Ordering::Relaxed);
+        self.writes.unwritten.fetch_add(buf.len(), Ordering::Relaxed);
         // The connection may be gone; then nobody waits for this answer.
         let _ = self.out.send(buf);
     }
@@ -127,14 +135,14 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     }
 
     let (tx, mut rx) = unbounded_channel::<Vec<u8>>();
+    let writes = Arc::new(WriteState::default());
     let sink = Arc::new(ConnectionSink {
         out: tx.clone(),
         outstanding: AtomicUsize::new(0),
-        unwritten: AtomicUsize::new(0),
-        written: Notify::new(),
+        writes: writes.clone(),
         queued: ctx.queued.clone(),
     });
-    let writer_sink = sink.clone();
+    let writer_state = writes.clone();
     let writer = tokio::spawn(async move {
         while let Some(mut buf) = rx.recv().await {
             while let Ok(more) = rx.try_recv() {
@@ -144,8 +152,8 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 }
             }
             let ok = wr.write_all(&buf).await.is_ok();
-            writer_sink.unwritten.fetch_sub(buf.len(), Ordering::Relaxed);
-            writer_sink.written.notify_one();
+            writer_state.unwritten.fetch_sub(buf.len(), Ordering::Relaxed);
+            writer_state.written.notify_one();
             if !ok {
                 break;
             }
@@ -157,9 +165,9 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     'serve: loop {
         // A client that does not read its answers: stop reading its
         // requests until the writer catches up.
-        while sink.unwritten.load(Ordering::Relaxed) > MAX_UNWRITTEN_BYTES {
+        while writes.unwritten.load(Ordering::Relaxed) > MAX_UNWRITTEN_BYTES {
             tokio::select! {
-                _ = sink.written.notified() => {}
+                _ = writes.written.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 _ = shutdown.changed() => break 'serve,
             }

@@ -3,10 +3,12 @@
 //! `joule start` starts a node: VoltDB's client protocol on the client and
 //! admin ports, in front of a host with one site per core (see
 //! `joule-server`); it prints one line when ready and stops on SIGINT,
-//! SIGTERM or `@Shutdown`. `joule sql` runs SQL against an in-process,
-//! in-memory database: statements from `--execute`, or from standard input
-//! (one script, `;`-separated), which is handy for trying the engine from a
-//! shell.
+//! SIGTERM or `@Shutdown`. `joule sql` is the SQL shell (see `shell.rs`),
+//! connecting to a server; with `--embedded` it runs SQL against an
+//! in-process, in-memory database instead, which is handy for trying the
+//! engine without a server.
+
+mod shell;
 
 use clap::{Parser, Subcommand};
 use joule_engine::{Database, ExecResult};
@@ -29,12 +31,38 @@ struct Cli {
 enum Command {
     /// Start a node.
     Start(StartArgs),
-    /// Run SQL against an in-process, in-memory database.
-    Sql {
-        /// SQL to run; without it, SQL is read from standard input.
-        #[arg(short, long)]
-        execute: Option<String>,
-    },
+    /// The SQL shell (VoltDB sqlcmd-compatible): connects to a server.
+    Sql(SqlArgs),
+}
+
+/// `joule sql` flags (sqlcmd's names).
+#[derive(clap::Args)]
+struct SqlArgs {
+    /// Servers to connect to (comma-separated, `host` or `host:port`).
+    #[arg(long, default_value = "localhost")]
+    servers: String,
+    /// Port for servers given without one.
+    #[arg(long, default_value_t = 21212)]
+    port: u16,
+    #[arg(long, default_value = "")]
+    user: String,
+    #[arg(long, default_value = "")]
+    password: String,
+    /// Run these statements and exit (otherwise read a terminal or stdin).
+    #[arg(long, visible_alias = "execute", short = 'e')]
+    query: Option<String>,
+    #[arg(long, value_enum, default_value = "fixed")]
+    output_format: shell::Format,
+    /// Print rows only: no headers, no row counts.
+    #[arg(long)]
+    output_skip_metadata: bool,
+    /// Stop at the first failing statement.
+    #[arg(long)]
+    stop_on_error: bool,
+    /// Run against an in-process, single-partition, in-memory database
+    /// instead of a server.
+    #[arg(long)]
+    embedded: bool,
 }
 
 /// `joule start` flags; each overrides the configuration file's setting.
@@ -72,8 +100,8 @@ struct StartArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Start(args) => start(args),
-        Command::Sql { execute } => {
-            let sql = match execute {
+        Command::Sql(args) if args.embedded => {
+            let sql = match args.query {
                 Some(s) => s,
                 None => {
                     let mut s = String::new();
@@ -86,6 +114,16 @@ fn main() -> ExitCode {
             };
             run_script(&sql)
         }
+        Command::Sql(args) => shell::run(shell::ShellOptions {
+            servers: vec![args.servers],
+            port: args.port,
+            user: args.user,
+            password: args.password,
+            query: args.query,
+            format: args.output_format,
+            skip_metadata: args.output_skip_metadata,
+            stop_on_error: args.stop_on_error,
+        }),
     }
 }
 

@@ -10,7 +10,7 @@ fn joule() -> Command {
 #[test]
 fn sql_runs_a_script_and_prints_rows() {
     let out = joule()
-        .args(["sql", "-e", "CREATE TABLE t (id INTEGER PRIMARY KEY, v VARCHAR(5)); INSERT INTO t VALUES (1, 'a'), (2, 'b'); SELECT * FROM t ORDER BY id DESC;"])
+        .args(["sql", "--embedded", "-e", "CREATE TABLE t (id INTEGER PRIMARY KEY, v VARCHAR(5)); INSERT INTO t VALUES (1, 'a'), (2, 'b'); SELECT * FROM t ORDER BY id DESC;"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -20,8 +20,13 @@ fn sql_runs_a_script_and_prints_rows() {
 
 #[test]
 fn sql_reads_standard_input_and_reports_errors_with_codes() {
-    let mut child =
-        joule().arg("sql").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = joule()
+        .args(["sql", "--embedded"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"CREATE TABLE t (a TINYINT); INSERT INTO t VALUES (300);").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());

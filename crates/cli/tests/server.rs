@@ -392,3 +392,58 @@ fn python_client_package_tests_pass() {
         .expect("python3 runs");
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// `joule sql` against a running node: a script on standard input with
+/// multi-line statements and directives, then CSV output and
+/// --stop-on-error.
+#[test]
+fn sql_shell_runs_scripts_and_directives() {
+    let node = start(&[]);
+    let port = node.client.to_string();
+    let shell = |extra: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_joule"))
+            .args(["sql", "--servers", "127.0.0.1", "--port", &port])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let script = "CREATE TABLE pets (id INT NOT NULL PRIMARY KEY,\n  name VARCHAR(10));\n\
+                  PARTITION TABLE pets ON COLUMN id;\n\
+                  CREATE PROCEDURE AddPet PARTITION ON TABLE pets COLUMN id AS BEGIN\n\
+                    INSERT INTO pets VALUES (?, ?);\n\
+                  END;\n\
+                  exec AddPet 1, 'Rex'\n\
+                  exec PETS.insert 2 'Tom'\n\
+                  -- a comment\n\
+                  SELECT * FROM pets\n  ORDER BY id;\n\
+                  show tables\n\
+                  describe pets\n\
+                  explain SELECT name FROM pets WHERE id = 1\n";
+    let (ok, out, err) = shell(&[], script);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("ID NAME\n-- ----\n 1 Rex\n 2 Tom"), "{out}");
+    assert!(out.contains("(Returned 2 rows in"), "{out}");
+    assert!(out.contains("PETS (TABLE)"), "{out}");
+    assert!(out.contains("NAME") && out.contains("VARCHAR"), "{out}");
+    assert!(out.contains("SINGLE PARTITION"), "{out}");
+    let (ok, out, _) =
+        shell(&["--output-format", "csv", "--output-skip-metadata"], "SELECT id, name FROM pets ORDER BY id;");
+    assert!(ok);
+    assert_eq!(out, "1,Rex\n2,Tom\n");
+    let (ok, out, err) = shell(&["--stop-on-error"], "SELECT * FROM nowhere;\nSELECT 1 FROM pets;\n");
+    assert!(!ok);
+    assert!(err.contains("J1003"), "{err}");
+    assert!(!out.contains("Returned"), "stopped at the error: {out}");
+    let (ok, out, _) = shell(&["--query", "SELECT COUNT(*) FROM pets;"], "");
+    assert!(ok && out.contains("2"), "{out}");
+}

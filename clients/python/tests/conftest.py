@@ -22,7 +22,8 @@ def _binary():
 def server():
     data = tempfile.mkdtemp(prefix="joule-pytest-")
     proc = subprocess.Popen(
-        [_binary(), "start", "--client-port", "0", "--admin-port", "0", "--sites", "2", "--dir", data],
+        [_binary(), "start", "--client-port", "0", "--admin-port", "0", "--http-port", "0",
+         "--sites", "2", "--dir", data],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("JouleDB ready"), line + proc.stderr.read()

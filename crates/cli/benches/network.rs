@@ -28,7 +28,7 @@ fn main() {
     let seconds: f64 = std::env::var("JOULE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let dir = std::env::temp_dir().join(format!("joule-bench-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_joule"))
-        .args(["start", "--client-port", "0", "--admin-port", "0", "--host", "127.0.0.1", "--dir"])
+        .args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0", "--host", "127.0.0.1", "--dir"])
         .arg(&dir)
         .stdout(Stdio::piped())
         .spawn()

@@ -80,7 +80,7 @@ struct StartArgs {
     /// Admin port: the client protocol with administrator rights [default: 21211].
     #[arg(long)]
     admin_port: Option<u16>,
-    /// HTTP/JSON API port (not served yet) [default: 8080].
+    /// HTTP/JSON API port; 0 picks a free one [default: 8080].
     #[arg(long)]
     http_port: Option<u16>,
     /// Port for other cluster members (single-node for now) [default: 3021].
@@ -154,7 +154,7 @@ fn start(args: StartArgs) -> ExitCode {
         config.admin_port = v;
     }
     if let Some(v) = args.http_port {
-        other.http = v;
+        config.http_port = v;
     }
     if let Some(v) = args.internal_port {
         other.internal = v;
@@ -185,11 +185,11 @@ fn start(args: StartArgs) -> ExitCode {
             }
         };
         println!(
-            "JouleDB ready: client {} admin {} ({sites} sites, data in {}; HTTP port {} and internal port {} not served yet)",
+            "JouleDB ready: client {} admin {} http {} ({sites} sites, data in {}; internal port {} not served yet)",
             server.client_addr,
             server.admin_addr,
+            server.http_addr,
             dir.display(),
-            other.http,
             other.internal
         );
         use std::io::Write as _;

@@ -14,6 +14,7 @@ struct Node {
     child: Child,
     client: u16,
     admin: u16,
+    http: u16,
     _dir: TempDir,
 }
 
@@ -35,7 +36,7 @@ impl Drop for Node {
 fn start(extra: &[&str]) -> Node {
     let dir = std::env::temp_dir().join(format!("joule-test-{}-{}", std::process::id(), rand_suffix()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_joule"))
-        .args(["start", "--client-port", "0", "--admin-port", "0", "--sites", "2", "--dir"])
+        .args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0", "--sites", "2", "--dir"])
         .arg(&dir)
         .args(extra)
         .stdout(Stdio::piped())
@@ -50,7 +51,7 @@ fn start(extra: &[&str]) -> Node {
         let addr = line[at..].split_whitespace().next().unwrap();
         addr.rsplit(':').next().unwrap().parse().unwrap()
     };
-    Node { client: port("client "), admin: port("admin "), child, _dir: TempDir(dir) }
+    Node { client: port("client "), admin: port("admin "), http: port("http "), child, _dir: TempDir(dir) }
 }
 
 fn rand_suffix() -> u64 {
@@ -446,4 +447,75 @@ fn sql_shell_runs_scripts_and_directives() {
     assert!(!out.contains("Returned"), "stopped at the error: {out}");
     let (ok, out, _) = shell(&["--query", "SELECT COUNT(*) FROM pets;"], "");
     assert!(ok && out.contains("2"), "{out}");
+}
+
+/// The HTTP/JSON API, driven with curl.
+#[test]
+fn http_json_api_with_curl() {
+    let node = start(&[]);
+    let base = format!("http://127.0.0.1:{}", node.http);
+    let curl = |args: &[&str]| {
+        let out =
+            Command::new("curl").args(["-s", "-S", "-w", "\n%{http_code}"]).args(args).output().expect("curl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = curl(&[
+        "--data-urlencode",
+        "Procedure=@AdHoc",
+        "--data-urlencode",
+        "Parameters=[\"CREATE TABLE h (id INT PRIMARY KEY, name VARCHAR(9))\"]",
+        &format!("{base}/api/1.0/"),
+    ]);
+    assert_eq!(code, "200");
+    assert!(body.contains("\"status\":1"), "{body}");
+    let (_, body) = curl(&[
+        "-G",
+        "--data-urlencode",
+        "Procedure=H.insert",
+        "--data-urlencode",
+        "Parameters=[1,\"Ann\"]",
+        &format!("{base}/api/2.0/"),
+    ]);
+    assert!(body.contains("\"status\":1"), "{body}");
+    let (_, body) = curl(&[
+        "-G",
+        "--data-urlencode",
+        "Procedure=@AdHoc",
+        "--data-urlencode",
+        "Parameters=[\"SELECT id, name FROM h WHERE id = ?\", 1]",
+        &format!("{base}/api/1.0/"),
+    ]);
+    assert!(body.contains("\"schema\":[{\"name\":\"ID\",\"type\":5},{\"name\":\"NAME\",\"type\":9}]"), "{body}");
+    assert!(body.contains("\"data\":[[1,\"Ann\"]]"), "{body}");
+    // JSONP, errors, bad parameters.
+    let (_, body) = curl(&[
+        "-G",
+        "--data-urlencode",
+        "Procedure=@Ping",
+        "--data-urlencode",
+        "jsonp=cb",
+        &format!("{base}/api/1.0/"),
+    ]);
+    assert!(body.starts_with("cb({") && body.ends_with("})") && body.contains("\"status\":1"), "{body}");
+    let (_, body) = curl(&[
+        "-G",
+        "--data-urlencode",
+        "Procedure=H.insert",
+        "--data-urlencode",
+        "Parameters=[1,\"Dup\"]",
+        &format!("{base}/api/1.0/"),
+    ]);
+    assert!(body.contains("\"status\":-2") && body.contains("J2007"), "{body}");
+    let (_, body) = curl(&[
+        "-G",
+        "--data-urlencode",
+        "Parameters=[1",
+        "--data-urlencode",
+        "Procedure=H.select",
+        &format!("{base}/api/1.0/"),
+    ]);
+    assert!(body.contains("not valid JSON"), "{body}");
 }

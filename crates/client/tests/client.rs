@@ -10,8 +10,15 @@ async fn server() -> Server {
         std::process::id(),
         std::thread::current().id()
     ));
-    let config =
-        ServerConfig { client_port: 0, admin_port: 0, host: "127.0.0.1".into(), sites: 2, dir, ..Default::default() };
+    let config = ServerConfig {
+        client_port: 0,
+        admin_port: 0,
+        http_port: 0,
+        host: "127.0.0.1".into(),
+        sites: 2,
+        dir,
+        ..Default::default()
+    };
     Server::start(config, joule_txn::ProcedureRegistry::new()).await.unwrap()
 }
 

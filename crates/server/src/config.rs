@@ -55,13 +55,12 @@ struct FileUser {
 /// Ports the server does not serve yet but accepts in configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OtherPorts {
-    pub http: u16,
     pub internal: u16,
 }
 
 impl Default for OtherPorts {
     fn default() -> Self {
-        OtherPorts { http: 8080, internal: 3021 }
+        OtherPorts { internal: 3021 }
     }
 }
 
@@ -78,7 +77,7 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
         config.admin_port = v;
     }
     if let Some(v) = file.http_port {
-        other.http = v;
+        config.http_port = v;
     }
     if let Some(v) = file.internal_port {
         other.internal = v;
@@ -135,7 +134,7 @@ mod tests {
             "client_port = 1\nsites = 3\nhttp_port = 9\n[[users]]\nname = \"a\"\npassword = \"p\"\nroles = [\"administrator\"]\n",
         )
         .unwrap();
-        assert_eq!((c.client_port, c.admin_port, c.sites, o.http), (1, 21211, 3, 9));
+        assert_eq!((c.client_port, c.admin_port, c.sites, c.http_port, o.internal), (1, 21211, 3, 9, 3021));
         assert_eq!(c.users, vec![User { name: "a".into(), password: "p".into(), roles: vec!["ADMINISTRATOR".into()] }]);
         for bad in [
             "client_port = \"x\"",

@@ -88,6 +88,30 @@ async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Opt
     Ok(Some(payload))
 }
 
+/// Check HTTP credentials: a plain password, or a hex SHA-256 or SHA-1
+/// of it (none configured: anyone).
+pub(crate) fn authenticate_plain(users: &[User], user: &str, password: Option<&str>, hashed: Option<&str>) -> bool {
+    if users.is_empty() {
+        return true;
+    }
+    let Some(u) = users.iter().find(|u| u.name == user) else { return false };
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    match (password, hashed) {
+        (Some(p), _) => same_bytes(p.as_bytes(), u.password.as_bytes()),
+        (None, Some(h)) => {
+            let h = h.to_ascii_lowercase();
+            same_bytes(h.as_bytes(), hex(&sha2::Sha256::digest(u.password.as_bytes())).as_bytes())
+                || same_bytes(h.as_bytes(), hex(&sha1::Sha1::digest(u.password.as_bytes())).as_bytes())
+        }
+        (None, None) => false,
+    }
+}
+
+/// Equality without an early exit.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Check a login against the configured users (none configured: anyone).
 fn authenticate(users: &[User], login: &Login) -> Option<Vec<String>> {
     if users.is_empty() {
@@ -98,10 +122,7 @@ fn authenticate(users: &[User], login: &Login) -> Option<Vec<String>> {
         HashScheme::Sha1 => sha1::Sha1::digest(user.password.as_bytes()).to_vec(),
         HashScheme::Sha256 => sha2::Sha256::digest(user.password.as_bytes()).to_vec(),
     };
-    // Compare without an early exit.
-    let same = expected.len() == login.password_hash.len()
-        && expected.iter().zip(&login.password_hash).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    same.then(|| user.roles.clone())
+    same_bytes(&expected, &login.password_hash).then(|| user.roles.clone())
 }
 
 pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port: bool) {

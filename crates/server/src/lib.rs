@@ -1,5 +1,6 @@
 //! JouleDB's network server: VoltDB's binary client protocol on the client
-//! port (21212) and the admin port (21211), in front of a transaction-layer
+//! port (21212) and the admin port (21211), and its HTTP/JSON API on the
+//! HTTP port (8080; see `http.rs`), in front of a transaction-layer
 //! [`Host`].
 //!
 //! [`Server::start`] binds the ports (port 0 picks a free one; the bound
@@ -14,6 +15,7 @@
 pub mod config;
 mod connection;
 pub mod convert;
+mod http;
 
 use joule_common::{err, Result};
 use joule_txn::{Host, HostConfig, ProcedureRegistry};
@@ -41,6 +43,8 @@ pub struct ServerConfig {
     pub host: String,
     pub client_port: u16,
     pub admin_port: u16,
+    /// The HTTP/JSON API.
+    pub http_port: u16,
     /// Sites (partitions) on this host.
     pub sites: usize,
     /// Data directory (created if missing).
@@ -65,6 +69,7 @@ impl Default for ServerConfig {
             host: "0.0.0.0".to_string(),
             client_port: 21212,
             admin_port: 21211,
+            http_port: 8080,
             sites: std::thread::available_parallelism().map_or(1, |n| n.get()),
             dir: PathBuf::from("joule-data"),
             schema: None,
@@ -110,6 +115,7 @@ pub struct Server {
     ctx: Arc<ServerContext>,
     pub client_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub http_addr: SocketAddr,
 }
 
 impl Server {
@@ -127,6 +133,7 @@ impl Server {
         };
         let client = bind(config.client_port).await?;
         let admin = bind(config.admin_port).await?;
+        let http = bind(config.http_port).await?;
         let host = Host::start(HostConfig { sites_per_host: config.sites, registry })?;
         if let Some(path) = &config.schema {
             let ddl = std::fs::read_to_string(path)
@@ -149,9 +156,11 @@ impl Server {
         });
         let client_addr = client.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
+        let http_addr = http.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         tokio::spawn(accept(client, ctx.clone(), false));
         tokio::spawn(accept(admin, ctx.clone(), true));
-        Ok(Server { ctx, client_addr, admin_addr })
+        tokio::spawn(http::serve(http, ctx.clone()));
+        Ok(Server { ctx, client_addr, admin_addr, http_addr })
     }
 
     /// Ask the server to stop.

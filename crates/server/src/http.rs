@@ -1,0 +1,196 @@
+//! The HTTP/JSON API on the HTTP port, after VoltDB's: `GET` or `POST` to
+//! `/api/1.0/` or `/api/2.0/` with
+//!
+//! * `Procedure` — the procedure to call (required),
+//! * `Parameters` — its parameters as a JSON array,
+//! * `User` and `Password`, or `Hashedpassword` (hex SHA-256 or SHA-1 of the
+//!   password) when the server has users,
+//! * `jsonp` — a callback name to wrap the answer in.
+//!
+//! The answer is a JSON object: `status`, `statusstring`, `appstatus`,
+//! `appstatusstring`, and `results`, one object per result table with its
+//! `status`, `schema` (column `name` and VoltDB wire `type`) and `data`
+//! (rows as arrays). Timestamps are microseconds since the epoch, DECIMALs
+//! strings, VARBINARY hex strings. A refused login answers 401.
+
+use crate::connection::authenticate_plain;
+use crate::convert::STATUS_GRACEFUL_FAILURE;
+use crate::ServerContext;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::get;
+use axum::{Form, Router};
+use joule_common::{DataType, Value};
+use joule_txn::{Response, ResponseSink};
+use joule_wire::VoltType;
+use serde_json::{json, Map, Value as Json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+type Args = HashMap<String, String>;
+
+pub(crate) async fn serve(listener: TcpListener, ctx: Arc<ServerContext>) {
+    let app = Router::new()
+        .route("/api/1.0/", get(get_call).post(post_call))
+        .route("/api/1.0", get(get_call).post(post_call))
+        .route("/api/2.0/", get(get_call).post(post_call))
+        .route("/api/2.0", get(get_call).post(post_call))
+        .with_state(ctx.clone());
+    let mut shutdown = ctx.shutdown.subscribe();
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        eprintln!("joule: HTTP server failed: {e}");
+    }
+}
+
+async fn get_call(State(ctx): State<Arc<ServerContext>>, Query(args): Query<Args>) -> HttpResponse {
+    call(ctx, args).await
+}
+
+async fn post_call(
+    State(ctx): State<Arc<ServerContext>>,
+    Query(mut args): Query<Args>,
+    Form(form): Form<Args>,
+) -> HttpResponse {
+    args.extend(form);
+    call(ctx, args).await
+}
+
+/// Hands one answer to the waiting request.
+struct Reply(std::sync::Mutex<Option<oneshot::Sender<Response>>>);
+
+impl ResponseSink for Reply {
+    fn deliver(&self, _handle: u64, response: Response) {
+        if let Some(tx) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(response);
+        }
+    }
+}
+
+async fn call(ctx: Arc<ServerContext>, args: Args) -> HttpResponse {
+    let jsonp = args.get("jsonp").cloned();
+    let user = args.get("User").cloned().unwrap_or_default();
+    let allowed = authenticate_plain(
+        &ctx.config.users,
+        &user,
+        args.get("Password").map(String::as_str),
+        args.get("Hashedpassword").map(String::as_str),
+    );
+    if !allowed {
+        let body = failure_json(STATUS_GRACEFUL_FAILURE, "[J4005 42501] authentication failed");
+        return respond(StatusCode::UNAUTHORIZED, body, jsonp);
+    }
+    let Some(procedure) = args.get("Procedure").cloned() else {
+        return respond(StatusCode::OK, failure_json(STATUS_GRACEFUL_FAILURE, "Procedure was not given"), jsonp);
+    };
+    let params = match args.get("Parameters").map(|p| parse_params(p)).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => return respond(StatusCode::OK, failure_json(STATUS_GRACEFUL_FAILURE, &e), jsonp),
+    };
+    if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume") {
+        let body = failure_json(STATUS_GRACEFUL_FAILURE, "[J4005 42501] admin procedures are not available over HTTP");
+        return respond(StatusCode::OK, body, jsonp);
+    }
+    let (tx, rx) = oneshot::channel();
+    let sink: Arc<dyn ResponseSink> = Arc::new(Reply(std::sync::Mutex::new(Some(tx))));
+    ctx.host.client().call_async(&procedure, params, 0, sink);
+    let body = match rx.await {
+        Ok(r) => response_json(&r),
+        Err(_) => failure_json(crate::convert::STATUS_SERVER_UNAVAILABLE, "the server is shutting down"),
+    };
+    respond(StatusCode::OK, body, jsonp)
+}
+
+fn respond(code: StatusCode, body: Json, jsonp: Option<String>) -> HttpResponse {
+    let text = body.to_string();
+    match jsonp.filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')) {
+        Some(f) => (code, [(header::CONTENT_TYPE, "application/javascript")], format!("{f}({text})")).into_response(),
+        None => (code, [(header::CONTENT_TYPE, "application/json")], text).into_response(),
+    }
+}
+
+/// `Parameters`: a JSON array of numbers, strings, booleans and nulls.
+fn parse_params(text: &str) -> Result<Vec<Value>, String> {
+    let parsed: Json = serde_json::from_str(text).map_err(|e| format!("Parameters is not valid JSON: {e}"))?;
+    let Json::Array(items) = parsed else {
+        return Err("Parameters must be a JSON array".to_string());
+    };
+    items
+        .into_iter()
+        .map(|v| match v {
+            Json::Null => Ok(Value::Null),
+            Json::Bool(b) => Ok(Value::Boolean(b)),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Ok(Value::Integer(i)),
+                None => n.as_f64().map(Value::Float).ok_or_else(|| format!("{n} is not a usable number")),
+            },
+            Json::String(s) => Ok(Value::String(s)),
+            other => Err(format!("parameter {other} is neither a number, a string, a boolean nor null")),
+        })
+        .collect()
+}
+
+fn failure_json(status: i8, message: &str) -> Json {
+    json!({"status": status, "statusstring": message, "appstatus": -128, "appstatusstring": null, "results": []})
+}
+
+fn cell(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => json!(i64::from(*b)),
+        Value::Integer(i) => json!(i),
+        Value::Float(f) => json!(f),
+        Value::Decimal(d) => json!(d.to_string()),
+        Value::String(s) => json!(s),
+        Value::Binary(b) => json!(b.iter().map(|x| format!("{x:02X}")).collect::<String>()),
+        Value::Timestamp(t) => json!(t),
+    }
+}
+
+fn response_json(r: &Response) -> Json {
+    let results: Vec<Json> = r
+        .results
+        .iter()
+        .map(|t| {
+            let schema: Vec<Json> = t
+                .columns
+                .iter()
+                .map(|c| json!({"name": c.name, "type": VoltType::of(c.data_type.unwrap_or(DataType::Varchar)).code()}))
+                .collect();
+            let data: Vec<Json> = t.rows.iter().map(|row| Json::Array(row.iter().map(cell).collect())).collect();
+            let mut m = Map::new();
+            m.insert("status".into(), json!(-128));
+            m.insert("schema".into(), Json::Array(schema));
+            m.insert("data".into(), Json::Array(data));
+            Json::Object(m)
+        })
+        .collect();
+    json!({
+        "status": r.status as i8,
+        "statusstring": r.status_string(),
+        "appstatus": r.app_status,
+        "appstatusstring": r.app_status_string,
+        "results": results,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_a_json_array() {
+        assert_eq!(
+            parse_params(r#"[1, "a", null, 2.5, true]"#).unwrap(),
+            vec![Value::Integer(1), Value::String("a".into()), Value::Null, Value::Float(2.5), Value::Boolean(true)]
+        );
+        assert!(parse_params("{}").is_err());
+        assert!(parse_params("[[1]]").is_err());
+        assert!(parse_params("[1,").is_err());
+    }
+}

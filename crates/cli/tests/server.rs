@@ -199,6 +199,13 @@ fn users_and_roles_from_the_configuration_file() {
     assert_eq!(Conn::login(node.client, "", "", HashScheme::Sha256).err(), Some(-1));
     let mut app = Conn::login(node.client, "app", "pw", HashScheme::Sha1).expect("SHA-1 login");
     assert_eq!(app.call("@Ping", vec![]).status, 1);
+    // @Pause (admin port) leaves only the admin port taking work.
+    let mut admin_port = Conn::login(node.admin, "app", "pw", HashScheme::Sha256).unwrap();
+    assert_eq!(admin_port.call("@Pause", vec![]).status, 1);
+    assert_eq!(app.call("@AdHoc", vec![s("SELECT 1 FROM (VALUES (1)) v(x)")]).status, -5);
+    assert_eq!(admin_port.call("@Ping", vec![]).status, 1);
+    assert_eq!(admin_port.call("@Resume", vec![]).status, 1);
+    assert_eq!(app.call("@Ping", vec![]).status, 1);
     // Admin procedures need the role or the admin port.
     let r = app.call("@Shutdown", vec![]);
     assert!(r.status_string.unwrap().contains("J4005"));

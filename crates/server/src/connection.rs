@@ -230,6 +230,16 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 sink.queue(std::mem::take(&mut out));
                 ctx.request_shutdown();
             }
+            "@Pause" | "@Resume" => {
+                ctx.paused.store(inv.procedure == "@Pause", Ordering::SeqCst);
+                write_ping(&mut out, handle);
+            }
+            _ if !admin_port && ctx.paused.load(Ordering::Relaxed) => write_failure(
+                &mut out,
+                handle,
+                STATUS_SERVER_UNAVAILABLE,
+                "server unavailable: the database is paused (admin mode); use the admin port",
+            ),
             name => {
                 if sink.outstanding.load(Ordering::Relaxed) >= ctx.config.max_outstanding_per_connection {
                     write_failure(

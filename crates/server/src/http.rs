@@ -92,6 +92,10 @@ async fn call(ctx: Arc<ServerContext>, args: Args) -> HttpResponse {
         Ok(p) => p.unwrap_or_default(),
         Err(e) => return respond(StatusCode::OK, failure_json(STATUS_GRACEFUL_FAILURE, &e), jsonp),
     };
+    if ctx.paused.load(std::sync::atomic::Ordering::Relaxed) {
+        let body = failure_json(crate::convert::STATUS_SERVER_UNAVAILABLE, "the database is paused (admin mode)");
+        return respond(StatusCode::OK, body, jsonp);
+    }
     if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume") {
         let body = failure_json(STATUS_GRACEFUL_FAILURE, "[J4005 42501] admin procedures are not available over HTTP");
         return respond(StatusCode::OK, body, jsonp);

@@ -90,6 +90,8 @@ pub(crate) struct ServerContext {
     pub started_millis: i64,
     /// Requests handed to the host and not yet answered, all connections.
     pub queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// `@Pause`d: only the admin port takes work.
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 impl ServerContext {
@@ -153,6 +155,7 @@ impl Server {
             next_connection: AtomicU64::new(1),
             started_millis,
             queued: Arc::default(),
+            paused: Default::default(),
         });
         let client_addr = client.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;

@@ -214,8 +214,13 @@ fn param() -> impl Strategy<Value = Param> {
     ]
 }
 
+/// Cases per property: 2000 in CI; `JOULE_FUZZ_CASES` for a longer fuzz.
+fn cases() -> u32 {
+    std::env::var("JOULE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn invocations_round_trip(name in "[A-Za-z@.]{1,20}", handle in any::<i64>(), timeout in prop::option::of(0i32..100_000),

@@ -68,7 +68,8 @@ impl ConnectionSink {
 impl ResponseSink for ConnectionSink {
     fn deliver(&self, handle: u64, response: Response) {
         let mut buf = Vec::with_capacity(128);
-        write_response(&mut buf, handle as i64, &response, 0);
+        let round_trip_ms = (response.cluster_micros / 1000).min(i32::MAX as u64) as i32;
+        write_response(&mut buf, handle as i64, &response, round_trip_ms);
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.queue(buf);

@@ -175,6 +175,8 @@ impl Coordinator {
                 r
             }
         };
+        let mut response = response;
+        response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
         task.sink.deliver(task.handle, response);
     }
 

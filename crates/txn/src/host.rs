@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 /// How to start a host.
 #[derive(Clone, Debug)]
@@ -261,10 +262,13 @@ impl Client {
         };
         match routed {
             Ok(Route::Procedure(p, params)) => self.route(p, params, replay, handle, sink),
-            Ok(Route::Sp(p, params, partition, hash_version)) => {
-                self.send_sp(partition as usize, SpTask { procedure: p, params, sink, handle, replay, hash_version })
+            Ok(Route::Sp(p, params, partition, hash_version)) => self.send_sp(
+                partition as usize,
+                SpTask { procedure: p, params, sink, handle, replay, hash_version, accepted: Instant::now() },
+            ),
+            Ok(Route::Mp(kind, params)) => {
+                self.send_mp(MpTask { kind, params, sink, handle, replay, accepted: Instant::now() })
             }
-            Ok(Route::Mp(kind, params)) => self.send_mp(MpTask { kind, params, sink, handle, replay }),
             Ok(Route::Done(response)) => sink.deliver(handle, response),
             Err(e) => sink.deliver(handle, Response::failure(e, None)),
         }
@@ -280,7 +284,8 @@ impl Client {
         sink: Arc<dyn ResponseSink>,
     ) {
         let Some(routing) = &procedure.routing else {
-            return self.send_mp(MpTask { kind: MpKind::Procedure(procedure), params, sink, handle, replay });
+            let accepted = Instant::now();
+            return self.send_mp(MpTask { kind: MpKind::Procedure(procedure), params, sink, handle, replay, accepted });
         };
         let hashinator = self.shared.hashinator.load();
         let partition = match params.get(routing.parameter) {
@@ -299,7 +304,15 @@ impl Client {
             Ok(p) => p as usize,
             Err(e) => return sink.deliver(handle, Response::failure(e, None)),
         };
-        let task = SpTask { procedure, params, sink, handle, replay, hash_version: hashinator.version() };
+        let task = SpTask {
+            procedure,
+            params,
+            sink,
+            handle,
+            replay,
+            hash_version: hashinator.version(),
+            accepted: Instant::now(),
+        };
         self.send_sp(partition, task);
     }
 
@@ -473,7 +486,15 @@ impl Client {
         }
         let (tx, rx) = mpsc::sync_channel(1);
         let kind = MpKind::SetHashinator(Arc::new(hashinator));
-        self.send_mp(MpTask { kind, params: Vec::new(), sink: Arc::new(Waiter(tx)), handle: 0, replay: None });
+        let accepted = Instant::now();
+        self.send_mp(MpTask {
+            kind,
+            params: Vec::new(),
+            sink: Arc::new(Waiter(tx)),
+            handle: 0,
+            replay: None,
+            accepted,
+        });
         rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
     }
 

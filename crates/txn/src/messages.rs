@@ -62,6 +62,8 @@ pub(crate) struct SpTask {
     pub replay: Option<TxnIds>,
     /// The hashinator version the initiator routed with.
     pub hash_version: u64,
+    /// When the initiator accepted the invocation.
+    pub accepted: std::time::Instant,
 }
 
 /// What a site's inbox carries.
@@ -138,6 +140,7 @@ pub(crate) struct MpTask {
     pub sink: Arc<dyn ResponseSink>,
     pub handle: u64,
     pub replay: Option<TxnIds>,
+    pub accepted: std::time::Instant,
 }
 
 /// The coordinator's inbox.

@@ -96,6 +96,9 @@ pub struct Response {
     /// The transaction's ids (absent when it never started: unknown
     /// procedure, bad routing parameter, shutdown).
     pub ids: Option<TxnIds>,
+    /// Time from the invocation's acceptance to its answer, in
+    /// microseconds (VoltDB's cluster round-trip time).
+    pub cluster_micros: u64,
 }
 
 impl Response {
@@ -107,6 +110,7 @@ impl Response {
             app_status_string: None,
             results,
             ids: Some(ids),
+            cluster_micros: 0,
         }
     }
 
@@ -120,6 +124,7 @@ impl Response {
             app_status_string: None,
             results,
             ids: None,
+            cluster_micros: 0,
         }
     }
 
@@ -138,6 +143,7 @@ impl Response {
             app_status_string: None,
             results: Vec::new(),
             ids,
+            cluster_micros: 0,
         }
     }
 

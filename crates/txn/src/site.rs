@@ -190,6 +190,7 @@ impl Site {
         };
         response.app_status = outcome.app_status;
         response.app_status_string = outcome.app_status_string;
+        response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
         task.sink.deliver(task.handle, response);
     }
 

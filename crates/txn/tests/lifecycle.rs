@@ -40,6 +40,9 @@ fn every_invocation_is_answered_across_shutdown() {
     let host = host(2);
     let mut c = host.client();
     exec(&mut c, "CREATE TABLE t (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE t ON COLUMN k");
+    // Answers carry the time from acceptance to answer.
+    assert!(ok(c.call("T.insert", vec![int(-1)])).cluster_micros > 0);
+    assert!(ok(c.adhoc("SELECT COUNT(*) FROM t", vec![])).cluster_micros > 0);
     let tally = Arc::new(Tally::default());
     let sink: Arc<dyn ResponseSink> = tally.clone();
     let sent = 20_000u64;

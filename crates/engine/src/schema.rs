@@ -165,6 +165,23 @@ impl Database {
             DdlPlan::DropProcedure(name) => {
                 catalog.procedures.remove(name);
             }
+            DdlPlan::SwapTables(a, b) => {
+                let mut ta = self.storage.drop_table(*a).ok_or_else(|| err!(Internal, "table #{a} missing"))?;
+                let mut tb = match self.storage.drop_table(*b) {
+                    Some(t) => t,
+                    None => {
+                        self.storage.put_table(ta);
+                        bail!(Internal, "table #{b} missing");
+                    }
+                };
+                if saved.keep {
+                    saved.moved(*a, Some(ta.clone()));
+                    saved.moved(*b, Some(tb.clone()));
+                }
+                ta.swap_contents(&mut tb);
+                self.storage.put_table(ta);
+                self.storage.put_table(tb);
+            }
         }
         catalog.version += 1;
         if saved.keep {

@@ -47,6 +47,9 @@ pub enum Statement {
     DropProcedure { name: String, if_exists: bool },
     /// `PARTITION PROCEDURE name ON TABLE t COLUMN c [PARAMETER n]`.
     PartitionProcedure { name: String, partition: PartitionClause },
+    /// `SWAP TABLE a WITH b`: exchange the rows of two alike tables
+    /// (what `@SwapTables` runs).
+    SwapTables { a: ast::ObjectName, b: ast::ObjectName },
 }
 
 /// Indexes (in order of appearance among UNIQUE constraints) that were
@@ -217,6 +220,11 @@ fn parse_one(mut tokens: Vec<Token>, sql: String) -> Result<ParsedStatement> {
         parser.expect_keyword(Keyword::COLUMN).map_err(syntax)?;
         let column = parser.parse_identifier().map_err(syntax)?;
         Statement::PartitionTable { table, column }
+    } else if parser.parse_keywords(&[Keyword::SWAP, Keyword::TABLE]) {
+        let a = parser.parse_object_name(false).map_err(syntax)?;
+        parser.expect_keyword(Keyword::WITH).map_err(syntax)?;
+        let b = parser.parse_object_name(false).map_err(syntax)?;
+        Statement::SwapTables { a, b }
     } else if parser.parse_keywords(&[Keyword::DROP, Keyword::DATABASE]) {
         let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
         let name = parser.parse_identifier().map_err(syntax)?;

@@ -378,6 +378,17 @@ impl Client {
             // replication yet): quiescing has nothing to wait for.
             "@Quiesce" => Ok(Route::Done(Response::answered(Vec::new()))),
             "@Ping" => Ok(Route::Done(Response::answered(Vec::new()))),
+            "@SwapTables" => {
+                let a = sysprocs::string_param(name, &params, 0)?;
+                let b = sysprocs::string_param(name, &params, 1)?;
+                let valid =
+                    |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                if !valid(&a) || !valid(&b) {
+                    bail!(InvalidArgument, "@SwapTables takes two table names");
+                }
+                let statements = vec![format!("SWAP TABLE {a} WITH {b}")];
+                Ok(Route::Mp(MpKind::Ddl { statements, database: self.database.clone() }, Vec::new()))
+            }
             _ => bail!(UndefinedProcedure, "system procedure {name} was not found"),
         }
     }

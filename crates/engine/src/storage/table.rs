@@ -234,6 +234,14 @@ impl Table {
         Ok(())
     }
 
+    /// Exchange rows and index contents with `other` (`@SwapTables`); each
+    /// keeps its own definition. The caller checks that the definitions
+    /// are alike (same columns, same indexes in the same order).
+    pub fn swap_contents(&mut self, other: &mut Table) {
+        std::mem::swap(&mut self.rows, &mut other.rows);
+        std::mem::swap(&mut self.indexes, &mut other.indexes);
+    }
+
     /// For ALTER TABLE: switch to `def`, mapping every row through `map`
     /// (add, drop or convert columns) and coercing the result to `def`; all
     /// indexes are rebuilt and checked. Row ids are kept. Atomic: on any

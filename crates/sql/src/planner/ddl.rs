@@ -65,6 +65,8 @@ pub enum DdlPlan {
     /// Create or replace (PARTITION PROCEDURE) a stored procedure.
     PutProcedure(ProcedureDef),
     DropProcedure(String),
+    /// Exchange the rows of two alike tables.
+    SwapTables(TableId, TableId),
 }
 
 pub fn plan_ddl(binder: &mut Binder, stmt: &ParsedStatement) -> Result<DdlPlan> {
@@ -121,6 +123,7 @@ pub fn plan_ddl(binder: &mut Binder, stmt: &ParsedStatement) -> Result<DdlPlan> 
             }
             Ok(DdlPlan::PartitionTable { table: def.id, column: pos })
         }
+        Statement::SwapTables { a, b } => swap_tables(binder, a, b),
         Statement::CreateProcedure(c) => super::procedure::create_procedure(binder, c),
         Statement::DropProcedure { name, if_exists } => super::procedure::drop_procedure(binder, name, *if_exists),
         Statement::PartitionProcedure { name, partition } => {
@@ -568,4 +571,45 @@ fn drop_object(
         }
         other => bail!(FeatureNotSupported, "DROP {other} is not supported"),
     }
+}
+
+/// `SWAP TABLE a WITH b`: both tables, not views, with the same columns,
+/// indexes and partitioning, and no materialized views over either.
+fn swap_tables(binder: &Binder, a: &ast::ObjectName, b: &ast::ObjectName) -> Result<DdlPlan> {
+    let catalog = binder.catalog;
+    let (da, na) = binder.split_name(a)?;
+    let (db, nb) = binder.split_name(b)?;
+    let ta = catalog.table(&da, &na)?;
+    let tb = catalog.table(&db, &nb)?;
+    if ta.id == tb.id {
+        bail!(InvalidArgument, "cannot swap table {na} with itself");
+    }
+    for t in [ta, tb] {
+        if t.view.is_some() {
+            bail!(InvalidSchemaDefinition, "{} is a view; only tables can be swapped", t.name);
+        }
+        if !catalog.views_on(t.id).is_empty() {
+            bail!(DependentObjectsExist, "table {} has materialized views; drop them before swapping", t.name);
+        }
+    }
+    if table_shape(ta) != table_shape(tb) {
+        bail!(
+            InvalidSchemaDefinition,
+            "tables {na} and {nb} differ in columns, indexes or partitioning; only alike tables can be swapped"
+        );
+    }
+    Ok(DdlPlan::SwapTables(ta.id, tb.id))
+}
+
+/// What two tables must share to swap contents: columns and indexes (by
+/// structure, not name) and partitioning.
+type Shape<'a> =
+    (Vec<(&'a str, DataType, Option<u32>, bool, bool)>, Vec<(&'a [usize], bool, bool, bool, IndexKind)>, Option<usize>);
+
+fn table_shape(t: &TableDef) -> Shape<'_> {
+    let cols =
+        t.columns.iter().map(|c| (c.name.as_str(), c.data_type, c.max_len, c.len_in_bytes, c.nullable)).collect();
+    let idx =
+        t.indexes.iter().map(|i| (i.columns.as_slice(), i.unique, i.assume_unique, i.primary_key, i.kind)).collect();
+    (cols, idx, t.partition_column)
 }

@@ -52,6 +52,7 @@ fn ddl_name(d: &super::DdlPlan) -> &'static str {
         CreateMaterializedView(_) => "CREATE MATERIALIZED VIEW",
         PutProcedure(_) => "CREATE PROCEDURE",
         DropProcedure(_) => "DROP PROCEDURE",
+        SwapTables(..) => "SWAP TABLES",
     }
 }
 

@@ -35,9 +35,10 @@ pub(crate) struct Patience {
 /// Within a multi-partition transaction: short, so that the three or more
 /// threads taking part do not starve each other of cores.
 pub(crate) const IN_TRANSACTION: Patience = Patience { spins: 200, yields: 20 };
-/// A site waiting for new work: longer, which halves the latency of a
-/// lone client's next call (its request arrives before the site sleeps).
-pub(crate) const BETWEEN_TRANSACTIONS: Patience = Patience { spins: 2000, yields: 50 };
+/// A site waiting for new work: few busy polls (they would take the core
+/// from the threads that bring the work) but many yields, which hand the
+/// core over yet catch a lone client's next call before the site sleeps.
+pub(crate) const BETWEEN_TRANSACTIONS: Patience = Patience { spins: 100, yields: 100 };
 
 /// Receive, polling briefly (per `patience`) before sleeping.
 pub(crate) fn recv_soon<T>(rx: &Receiver<T>, patience: Patience) -> std::result::Result<T, RecvError> {

@@ -225,9 +225,21 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
-fn a_flood_gets_backpressure_and_the_server_stays_responsive() {
+fn a_flood_gets_backpressure_from_the_server_wide_bound() {
+    flood("max_outstanding_per_connection = 200\nmax_queued_requests = 100\n", "queued work");
+}
+
+#[test]
+fn a_flood_gets_backpressure_from_the_connection_bound() {
+    flood("max_outstanding_per_connection = 100\nmax_queued_requests = 100000\n", "on this connection");
+}
+
+/// Flood a node configured with `config` from one client that reads
+/// nothing; check memory, another client's service, and that every
+/// request is answered, some with the backpressure answer naming `bound`.
+fn flood(config: &str, bound: &str) {
     let conf = std::env::temp_dir().join(format!("joule-flood-{}.toml", rand_suffix()));
-    std::fs::write(&conf, "max_outstanding_per_connection = 200\nmax_queued_requests = 1000\n").unwrap();
+    std::fs::write(&conf, config).unwrap();
     let node = start(&["--config", conf.to_str().unwrap()]);
     let _ = std::fs::remove_file(&conf);
     let mut setup = Conn::open(node.client);
@@ -277,12 +289,15 @@ fn a_flood_gets_backpressure_and_the_server_stays_responsive() {
     assert!(during < before + 64 * 1024, "memory grew from {before} KiB to {during} KiB");
     // Now read: every request is answered, some with backpressure.
     let mut flood = flood;
-    let (mut ok, mut unavailable) = (0, 0);
+    let (mut ok, mut unavailable, mut by_bound) = (0, 0, 0);
     for _ in 0..sent {
         let r = ClientResponse::decode(&flood.recv().expect("an answer")).unwrap();
         match r.status {
             1 => ok += 1,
-            -5 => unavailable += 1,
+            -5 => {
+                unavailable += 1;
+                by_bound += usize::from(r.status_string.as_deref().is_some_and(|s| s.contains(bound)));
+            }
             s => panic!("status {s}: {:?}", r.status_string),
         }
     }
@@ -290,6 +305,7 @@ fn a_flood_gets_backpressure_and_the_server_stays_responsive() {
     eprintln!("flood: {ok} answered, {unavailable} told unavailable; memory {before} KiB -> {during} KiB");
     assert_eq!(ok + unavailable, sent);
     assert!(ok > 0, "some requests succeed");
+    assert!(by_bound > 0, "the bound saying {bound:?} answered some");
     assert_eq!(other.call("@Ping", vec![]).status, 1);
 }
 

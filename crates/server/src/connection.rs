@@ -142,7 +142,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
         None => {
             let result = if login.is_err() { login_result::MALFORMED } else { login_result::AUTHENTICATION_FAILED };
             let mut buf = Vec::new();
-            write_frame(&mut buf, &login_failure(result).encode());
+            write_frame(&mut buf, &LoginResponse::refused(result).encode());
             let _ = wr.write_all(&buf).await;
             return;
         }
@@ -278,14 +278,34 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     let _ = writer.await;
 }
 
-fn login_failure(result: i8) -> LoginResponse {
-    LoginResponse {
-        version: 0,
-        result,
-        host_id: 0,
-        connection_id: 0,
-        cluster_start_millis: 0,
-        leader_ipv4: 0,
-        build: String::new(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_checked_only_when_users_exist() {
+        assert!(authenticate_plain(&[], "anyone", None, None));
+        let users = vec![User { name: "u".into(), password: "pw".into(), roles: vec![] }];
+        assert!(authenticate_plain(&users, "u", Some("pw"), None));
+        assert!(!authenticate_plain(&users, "u", Some("px"), None));
+        assert!(!authenticate_plain(&users, "v", Some("pw"), None));
+        assert!(!authenticate_plain(&users, "u", None, None));
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02X}")).collect::<String>();
+        assert!(authenticate_plain(&users, "u", None, Some(&hex(&sha2::Sha256::digest(b"pw")))));
+        assert!(authenticate_plain(&users, "u", None, Some(&hex(&sha1::Sha1::digest(b"pw")))));
+        assert!(!authenticate_plain(&users, "u", None, Some(&hex(&sha1::Sha1::digest(b"px")))));
+        let login = |password: &[u8], scheme| Login {
+            version: 1,
+            scheme,
+            service: "database".into(),
+            user: "u".into(),
+            password_hash: match scheme {
+                HashScheme::Sha1 => sha1::Sha1::digest(password).to_vec(),
+                HashScheme::Sha256 => sha2::Sha256::digest(password).to_vec(),
+            },
+        };
+        assert!(authenticate(&users, &login(b"pw", HashScheme::Sha256)).is_some());
+        assert!(authenticate(&users, &login(b"pw", HashScheme::Sha1)).is_some());
+        assert!(authenticate(&users, &login(b"no", HashScheme::Sha256)).is_none());
     }
 }

@@ -23,7 +23,7 @@ use crate::ids::{IdGenerator, TxnIds, MP_INITIATOR};
 use crate::messages::{
     recv_soon, CoordMsg, ItemResult, MpKind, MpReply, MpTask, MpWork, SiteMsg, WorkItem, IN_TRANSACTION,
 };
-use crate::procedure::{run_procedure, Batch, BatchExecutor};
+use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
 use crate::response::{Response, ResultTable};
 use crate::site::{partition_key, pinned_partition};
 use joule_common::{bail, err, DataType, Error, Result, Row, Value};
@@ -137,10 +137,10 @@ impl Coordinator {
                 (self.run_ddl(statements, database, &mut installs), crate::response::APP_STATUS_UNSET, None)
             }
             MpKind::Checksums => {
-                (self.per_site(WorkItem::Checksum, "CHECKSUM"), crate::response::APP_STATUS_UNSET, None)
+                (self.per_site(|| WorkItem::Checksum, "CHECKSUM"), crate::response::APP_STATUS_UNSET, None)
             }
             MpKind::ValidatePartitioning => (
-                self.per_site(WorkItem::ValidatePartitioning, "MISPARTITIONED_ROWS"),
+                self.per_site(|| WorkItem::ValidatePartitioning, "MISPARTITIONED_ROWS"),
                 crate::response::APP_STATUS_UNSET,
                 None,
             ),
@@ -261,18 +261,8 @@ impl Coordinator {
     }
 
     /// One item to every site; one result table of (partition, table, value).
-    fn per_site(&mut self, make: WorkItem, value_name: &str) -> Result<Vec<ResultTable>> {
-        let n = self.sites.len();
-        let mut per_site: Vec<Vec<WorkItem>> = Vec::with_capacity(n);
-        per_site.push(vec![make]);
-        for _ in 1..n {
-            let item = match &per_site[0][0] {
-                WorkItem::Checksum => WorkItem::Checksum,
-                _ => WorkItem::ValidatePartitioning,
-            };
-            per_site.push(vec![item]);
-        }
-        let results = self.round(per_site)?;
+    fn per_site(&mut self, make: fn() -> WorkItem, value_name: &str) -> Result<Vec<ResultTable>> {
+        let results = self.round((0..self.sites.len()).map(|_| vec![make()]).collect())?;
         let mut rows = Vec::new();
         for (p, r) in results.into_iter().enumerate() {
             for item in r {
@@ -490,11 +480,11 @@ impl MpExecutor<'_> {
         Ok(results)
     }
 
-    fn run_batch(&mut self, statements: &[Arc<CompiledStatement>], batch: &Batch) -> Result<Vec<ResultTable>> {
+    fn run_batch(&mut self, statements: &[Arc<CompiledStatement>], batch: BatchRef<'_>) -> Result<Vec<ResultTable>> {
         let n = self.sites();
         let mut per_site: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
         let mut pending: Vec<(usize, Pending)> = Vec::new();
-        let mut out: Vec<Option<ResultTable>> = (0..batch.items.len()).map(|_| None).collect();
+        let mut out: Vec<Option<ResultTable>> = (0..batch.len()).map(|_| None).collect();
         for (slot, (i, params)) in batch.iter().enumerate() {
             let statement = &statements[i];
             let params: Arc<[Value]> = Arc::from(params);
@@ -580,7 +570,7 @@ impl MpExecutor<'_> {
 }
 
 impl BatchExecutor for MpExecutor<'_> {
-    fn execute(&mut self, statements: &[Arc<CompiledStatement>], batch: &Batch) -> Result<Vec<ResultTable>> {
+    fn execute(&mut self, statements: &[Arc<CompiledStatement>], batch: BatchRef<'_>) -> Result<Vec<ResultTable>> {
         if let Some(e) = &self.failed {
             return Err(e.clone().context("the transaction already failed"));
         }

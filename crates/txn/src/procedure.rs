@@ -85,12 +85,31 @@ impl Batch {
         self.params.clear();
     }
 
-    /// The queued statements: (statement index, its parameters).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &[Value])> + '_ {
-        self.items.iter().map(|(s, r)| (*s, &self.params[r.clone()]))
+    fn view(&self) -> BatchRef<'_> {
+        BatchRef { items: &self.items, params: &self.params }
+    }
+}
+
+/// A batch to execute: statements (by index) with ranges into `params`,
+/// which may be the queued parameters or, for statement procedures, the
+/// invocation's own (so they are not copied).
+#[derive(Clone, Copy)]
+pub(crate) struct BatchRef<'a> {
+    pub items: &'a [(usize, Range<usize>)],
+    pub params: &'a [Value],
+}
+
+impl<'a> BatchRef<'a> {
+    /// The statements: (statement index, its parameters).
+    pub(crate) fn iter(self) -> impl Iterator<Item = (usize, &'a [Value])> {
+        self.items.iter().map(move |(s, r)| (*s, &self.params[r.clone()]))
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(crate) fn len(self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn is_empty(self) -> bool {
         self.items.is_empty()
     }
 }
@@ -98,7 +117,7 @@ impl Batch {
 /// Runs a batch where the transaction runs: on a site (single-partition) or
 /// through the coordinator (multi-partition).
 pub(crate) trait BatchExecutor {
-    fn execute(&mut self, statements: &[Arc<CompiledStatement>], batch: &Batch) -> Result<Vec<ResultTable>>;
+    fn execute(&mut self, statements: &[Arc<CompiledStatement>], batch: BatchRef<'_>) -> Result<Vec<ResultTable>>;
 }
 
 /// What a running procedure sees: its transaction, its statements, and the
@@ -172,7 +191,7 @@ impl<'a> ProcedureContext<'a> {
             self.batch.clear();
             return Err(e);
         }
-        let result = self.executor.execute(self.statements, self.batch);
+        let result = self.executor.execute(self.statements, self.batch.view());
         self.batch.clear();
         result
     }
@@ -291,7 +310,8 @@ fn run_unguarded(
                 );
                 return Outcome { result: Err(e), app_status: APP_STATUS_UNSET, app_status_string: None };
             }
-            // The parameters feed the statements' `?`s in order.
+            // The parameters feed the statements' `?`s in order, read in
+            // place from the invocation.
             batch.clear();
             let mut start = 0;
             for (i, s) in procedure.statements.iter().enumerate() {
@@ -299,8 +319,7 @@ fn run_unguarded(
                 batch.items.push((i, start..start + n));
                 start += n;
             }
-            batch.params.extend_from_slice(params);
-            let result = executor.execute(&procedure.statements, batch);
+            let result = executor.execute(&procedure.statements, BatchRef { items: &batch.items, params });
             batch.clear();
             Outcome { result, app_status: APP_STATUS_UNSET, app_status_string: None }
         }

@@ -102,30 +102,26 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn success(results: Vec<ResultTable>, ids: TxnIds) -> Response {
+    fn new(status: Status, error: Option<Error>, results: Vec<ResultTable>, ids: Option<TxnIds>) -> Response {
         Response {
-            status: Status::Success,
-            error: None,
+            status,
+            error,
             app_status: APP_STATUS_UNSET,
             app_status_string: None,
             results,
-            ids: Some(ids),
+            ids,
             cluster_micros: 0,
         }
+    }
+
+    pub fn success(results: Vec<ResultTable>, ids: TxnIds) -> Response {
+        Response::new(Status::Success, None, results, Some(ids))
     }
 
     /// A success answered without running a transaction (system
     /// procedures that read the schema, `USE`).
     pub fn answered(results: Vec<ResultTable>) -> Response {
-        Response {
-            status: Status::Success,
-            error: None,
-            app_status: APP_STATUS_UNSET,
-            app_status_string: None,
-            results,
-            ids: None,
-            cluster_micros: 0,
-        }
+        Response::new(Status::Success, None, results, None)
     }
 
     /// A failure with the status its error code calls for.
@@ -136,15 +132,7 @@ impl Response {
             ErrorCode::Unavailable => Status::ServerUnavailable,
             _ => Status::GracefulFailure,
         };
-        Response {
-            status,
-            error: Some(error),
-            app_status: APP_STATUS_UNSET,
-            app_status_string: None,
-            results: Vec::new(),
-            ids,
-            cluster_micros: 0,
-        }
+        Response::new(status, Some(error), Vec::new(), ids)
     }
 
     pub fn is_success(&self) -> bool {

@@ -25,7 +25,7 @@ use crate::ids::{IdGenerator, TxnIds};
 use crate::messages::{
     recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, BETWEEN_TRANSACTIONS, IN_TRANSACTION,
 };
-use crate::procedure::{run_procedure, Batch, BatchExecutor};
+use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
 use crate::response::{Response, ResultTable};
 use joule_common::{bail, err, DataType, Result, Value};
 use joule_engine::{Database, PartitionOwner};
@@ -342,11 +342,11 @@ impl SiteExecutor<'_> {
 }
 
 impl BatchExecutor for SiteExecutor<'_> {
-    fn execute(&mut self, statements: &[Arc<CompiledStatement>], batch: &Batch) -> Result<Vec<ResultTable>> {
+    fn execute(&mut self, statements: &[Arc<CompiledStatement>], batch: BatchRef<'_>) -> Result<Vec<ResultTable>> {
         if let Some(e) = &self.failed {
             return Err(e.clone().context("the transaction already failed"));
         }
-        let mut out = Vec::with_capacity(batch.items.len());
+        let mut out = Vec::with_capacity(batch.len());
         for (i, params) in batch.iter() {
             match self.statement(&statements[i], params) {
                 Ok(t) => out.push(t),

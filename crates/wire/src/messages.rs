@@ -108,6 +108,19 @@ pub struct LoginResponse {
 }
 
 impl LoginResponse {
+    /// A refusal with this result code (nothing else is sent).
+    pub fn refused(result: i8) -> LoginResponse {
+        LoginResponse {
+            version: 0,
+            result,
+            host_id: 0,
+            connection_id: 0,
+            cluster_start_millis: 0,
+            leader_ipv4: 0,
+            build: String::new(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(40 + self.build.len());
         put_i8(&mut out, self.version);
@@ -127,15 +140,7 @@ impl LoginResponse {
         let version = r.i8("login response version")?;
         let result = r.i8("login result")?;
         if result != login_result::SUCCESS {
-            return Ok(LoginResponse {
-                version,
-                result,
-                host_id: 0,
-                connection_id: 0,
-                cluster_start_millis: 0,
-                leader_ipv4: 0,
-                build: String::new(),
-            });
+            return Ok(LoginResponse { version, ..LoginResponse::refused(result) });
         }
         Ok(LoginResponse {
             version,

@@ -742,10 +742,9 @@ mod tests {
         use joule_sql::catalog::ColumnDef;
         use proptest::prelude::*;
 
-        /// The same one-column tree index, keyed by integers (`Map::Int`) or
-        /// by values (`Map::Tree`, as for a FLOAT column).
-        fn pair() -> (Index, Index) {
-            let table = |t: DataType| TableDef {
+        /// A one-column table of type `t`.
+        fn table(t: DataType) -> TableDef {
+            TableDef {
                 id: 1,
                 database: "D".into(),
                 name: "T".into(),
@@ -760,7 +759,12 @@ mod tests {
                 indexes: vec![],
                 partition_column: None,
                 view: None,
-            };
+            }
+        }
+
+        /// The same one-column tree index, keyed by integers (`Map::Int`) or
+        /// by values (`Map::Tree`, as for a FLOAT column).
+        fn pair() -> (Index, Index) {
             let def = IndexDef {
                 name: "I".into(),
                 columns: vec![0],
@@ -864,7 +868,6 @@ mod tests {
         /// The same one-column hash index keyed by integers (`Map::IntHash`)
         /// or by values (`Map::Hash`, as for a FLOAT column).
         fn hash_pair(unique: bool) -> (Index, Index) {
-            let (int, gen) = pair();
             let def = IndexDef {
                 name: "H".into(),
                 columns: vec![0],
@@ -873,23 +876,6 @@ mod tests {
                 primary_key: false,
                 kind: IndexKind::Hash,
             };
-            let table = |t: DataType| TableDef {
-                id: 1,
-                database: "D".into(),
-                name: "T".into(),
-                columns: vec![ColumnDef {
-                    name: "K".into(),
-                    data_type: t,
-                    max_len: None,
-                    len_in_bytes: false,
-                    nullable: true,
-                    default: None,
-                }],
-                indexes: vec![],
-                partition_column: None,
-                view: None,
-            };
-            drop((int, gen));
             let int = Index::new(&def, &table(DataType::BigInt));
             let gen = Index::new(&def, &table(DataType::Float));
             assert!(matches!(int.map, Map::IntHash(_)) && matches!(gen.map, Map::Hash(_)));

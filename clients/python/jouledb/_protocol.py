@@ -172,7 +172,32 @@ def _param(value):
             value = value.replace(tzinfo=datetime.timezone.utc)
         micros = (value - _EPOCH) // datetime.timedelta(microseconds=1)
         return struct.pack(">bq", TIMESTAMP, micros)
+    if isinstance(value, (list, tuple)):
+        return _array_param(value)
     raise TypeError("cannot send a %s as a parameter" % type(value).__name__)
+
+
+_NULL_VALUES = {
+    BIGINT: struct.pack(">q", -(2**63)), TIMESTAMP: struct.pack(">q", -(2**63)),
+    FLOAT: struct.pack(">d", NULL_FLOAT), STRING: struct.pack(">i", -1),
+    VARBINARY: struct.pack(">i", -1), DECIMAL: (-(2**127)).to_bytes(16, "big", signed=True),
+}
+
+
+def _array_param(values):
+    """An array parameter (as for `IN ?`): every element of one type, the
+    first non-None element's; None elements are that type's NULL."""
+    encoded = [None if v is None else _param(v) for v in values]
+    kinds = {e[0] for e in encoded if e is not None}
+    if len(values) > 32767:
+        raise ValueError("an array parameter holds at most 32767 values")
+    if len(kinds) > 1:
+        raise TypeError("an array parameter's elements must all have one type")
+    kind = kinds.pop() if kinds else BIGINT
+    if kind not in _NULL_VALUES:
+        raise TypeError("cannot send an array of %s" % TYPE_NAMES.get(kind, kind))
+    body = b"".join(_NULL_VALUES[kind] if e is None else e[1:] for e in encoded)
+    return struct.pack(">bbh", ARRAY, kind, len(values)) + body
 
 
 class Connection:

@@ -47,6 +47,19 @@ def test_calls_types_and_results(server):
         assert db.call("@Ping").tables == []
 
 
+def test_array_parameters(server):
+    with jouledb.connect("127.0.0.1", server) as db:
+        db.execute("CREATE TABLE arr (id BIGINT NOT NULL PRIMARY KEY, s VARCHAR(10))")
+        for i in range(10):
+            db.call("ARR.insert", i, "s%d" % i)
+        r = db.execute("SELECT id FROM arr WHERE id IN ? ORDER BY id", [7, 2, None, 99])
+        assert list(r) == [(2,), (7,)]
+        r = db.execute("SELECT id FROM arr WHERE s IN ? ORDER BY id", ("s1", "s3"))
+        assert list(r) == [(1,), (3,)]
+        with pytest.raises(TypeError):
+            db.execute("SELECT id FROM arr WHERE id IN ?", [1, "two"])
+
+
 def test_errors_raise_with_status_and_code(server):
     with jouledb.connect("127.0.0.1", server) as db:
         db.execute("CREATE TABLE uniq (id INT NOT NULL PRIMARY KEY)")

@@ -336,6 +336,53 @@ fn loads_a_schema_file_and_runs_the_voter_procedures() {
     assert_eq!(r.tables[0].rows, vec![vec![s("Kelly Clauss"), Value::Integer(3), Value::Integer(1)]]);
 }
 
+/// The Rust client crate against the real binary: pipelined calls over
+/// several connections, typed results, array parameters (ad hoc and in a
+/// procedure), errors with their codes, and a clear error once the process
+/// is killed.
+#[test]
+fn rust_client_against_the_binary() {
+    use joule_client::{BlockingClient, Client, Options};
+    use joule_common::ErrorCode;
+    let mut node = start(&[]);
+    let addr = format!("127.0.0.1:{}", node.client);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let options = Options { connections_per_address: 2, ..Default::default() };
+        let client = Client::connect(&[&addr], options).await.unwrap();
+        assert_eq!(client.open_connections(), 2);
+        let ddl = "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(10)); PARTITION TABLE t ON COLUMN id;
+                   CREATE PROCEDURE Names AS SELECT name FROM t WHERE id IN ? ORDER BY id";
+        client.execute(ddl, vec![]).await.unwrap();
+        let calls: Vec<_> = (0..500i64)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(async move { c.call("T.insert", vec![i.into(), format!("n{i}").into()]).await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let ids = || Value::Array(vec![Value::Integer(400), Value::Integer(3), Value::Integer(1000)].into());
+        let r = client.execute("SELECT name FROM t WHERE id IN ? ORDER BY id", vec![ids()]).await.unwrap();
+        assert_eq!(r.table(0).unwrap().rows(), &[vec![s("n3")], vec![s("n400")]]);
+        let r = client.call("Names", vec![ids()]).await.unwrap();
+        assert_eq!(r.table(0).unwrap().get::<String>(1, 0).unwrap(), "n400");
+        let e = client.call("T.insert", vec![ids(), s("x")]).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::DatatypeMismatch, "{e}");
+    });
+    let blocking = BlockingClient::connect(&[&addr], Options::default()).unwrap();
+    let r = blocking.execute("SELECT COUNT(*) FROM t", vec![]).unwrap();
+    assert_eq!(r.table(0).unwrap().get::<i64>(0, 0).unwrap(), 500);
+    let e = blocking.call("T.insert", vec![Value::Integer(1), s("dup")]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UniqueViolation);
+    // kill -9: calls fail with Unavailable instead of hanging.
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let e = blocking.call("@Ping", vec![]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+}
+
 /// VoltDB's own Python client (the `voltdbclient` package), unchanged.
 #[test]
 fn voltdb_python_client_works_unchanged() {
@@ -353,6 +400,10 @@ assert ins.call([2, "Bob"]).status == 1
 r = adhoc.call(["SELECT * FROM users ORDER BY id"])
 for row in r.tables[0].tuples:
     print(tuple(row))
+# An array parameter (VoltDB's `IN ?`).
+pick = VoltProcedure(c, "@AdHoc", [FastSerializer.VOLTTYPE_STRING, FastSerializer.VOLTTYPE_INTEGER])
+r = pick.call(["SELECT name FROM users WHERE id IN ? ORDER BY id", [2, 7, 1]])
+print([row[0] for row in r.tables[0].tuples])
 bad = adhoc.call(["SELECT * FROM nowhere"])
 print(bad.status, bad.statusString)
 c.close()
@@ -366,7 +417,7 @@ c.close()
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.starts_with("(1, 'Alice')\n(2, 'Bob')\n-2 [J1003"), "{stdout}");
+    assert!(stdout.starts_with("(1, 'Alice')\n(2, 'Bob')\n['Alice', 'Bob']\n-2 [J1003"), "{stdout}");
 }
 
 /// Where `voltdbclient` can be imported from: already installed, or
@@ -513,6 +564,17 @@ fn http_json_api_with_curl() {
     ]);
     assert!(body.contains("\"schema\":[{\"name\":\"ID\",\"type\":5},{\"name\":\"NAME\",\"type\":9}]"), "{body}");
     assert!(body.contains("\"data\":[[1,\"Ann\"]]"), "{body}");
+    // 2.0: results keyed by table position, rows as objects; an array
+    // parameter for `IN ?`.
+    let (_, body) = curl(&[
+        "-G",
+        "--data-urlencode",
+        "Procedure=@AdHoc",
+        "--data-urlencode",
+        "Parameters=[\"SELECT id, name FROM h WHERE id IN ?\", [1, 5]]",
+        &format!("{base}/api/2.0/"),
+    ]);
+    assert!(body.contains("\"results\":{\"0\":[{\"ID\":1,\"NAME\":\"Ann\"}]}"), "{body}");
     // JSONP, errors, bad parameters.
     let (_, body) = curl(&[
         "-G",

@@ -108,6 +108,10 @@ pub enum Value {
     Binary(Vec<u8>),
     /// Microseconds since 1970-01-01 00:00:00 UTC.
     Timestamp(i64),
+    /// A list of values: only ever a parameter (VoltDB clients send arrays
+    /// for `IN ?` and for procedures taking arrays). No column stores one;
+    /// casting or comparing one is a type error.
+    Array(std::sync::Arc<[Value]>),
 }
 
 /// A row: one value per column.
@@ -118,10 +122,11 @@ impl Value {
         matches!(self, Value::Null)
     }
 
-    /// The type of this value (`None` for NULL). Integers report BIGINT.
+    /// The type of this value (`None` for NULL and for arrays, which have
+    /// no SQL type). Integers report BIGINT.
     pub fn data_type(&self) -> Option<DataType> {
         Some(match self {
-            Value::Null => return None,
+            Value::Null | Value::Array(_) => return None,
             Value::Boolean(_) => DataType::Boolean,
             Value::Integer(_) => DataType::BigInt,
             Value::Float(_) => DataType::Float,
@@ -134,6 +139,9 @@ impl Value {
 
     /// A short name of this value's kind for error messages.
     pub fn type_name(&self) -> &'static str {
+        if let Value::Array(_) = self {
+            return "ARRAY";
+        }
         self.data_type().map_or("NULL", DataType::name)
     }
 
@@ -266,6 +274,7 @@ impl Value {
         use Value::*;
         let v = match (self, to) {
             (Null, _) => return Ok(Null),
+            (Array(_), t) => bail!(DatatypeMismatch, "an array cannot be used as a {t} value"),
             (Integer(i), t) if t.is_integer() => Integer(*i),
             (Float(f), t) if t.is_integer() => {
                 let t = f.trunc();
@@ -316,6 +325,7 @@ impl Value {
             Value::String(_) => 3,
             Value::Binary(_) => 4,
             Value::Timestamp(_) => 5,
+            Value::Array(_) => 6,
         }
     }
 }
@@ -456,6 +466,16 @@ impl fmt::Display for Value {
             Value::String(s) => f.write_str(s),
             Value::Binary(b) => f.write_str(&hex(b)),
             Value::Timestamp(t) => f.write_str(&format_timestamp(*t)),
+            Value::Array(items) => {
+                f.write_str("[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }
@@ -488,6 +508,7 @@ impl Ord for Value {
             (Boolean(a), Boolean(b)) => a.cmp(b),
             (Binary(a), Binary(b)) => a.cmp(b),
             (Timestamp(a), Timestamp(b)) => a.cmp(b),
+            (Array(a), Array(b)) => a.cmp(b),
             (a, b) => cmp_mixed(a, b),
         }
     }
@@ -524,6 +545,7 @@ impl Hash for Value {
             Value::String(s) => s.hash(state),
             Value::Binary(b) => b.hash(state),
             Value::Timestamp(t) => t.hash(state),
+            Value::Array(items) => items.hash(state),
         }
     }
 }

@@ -133,7 +133,15 @@ pub fn eval_ref<'r>(e: &'r Expr, row: &'r [Value], ctx: &Context<'r>) -> Result<
         }
         Expr::InList { expr, list, negated } => {
             let v = eval_ref(expr, row, ctx)?;
-            let result = in_set(&v, list.iter().map(|item| eval_ref(item, row, ctx)))?;
+            let result = match list.as_slice() {
+                // `x IN ?` with an array parameter: the array's elements.
+                [only] => match eval_ref(only, row, ctx)? {
+                    Cow::Borrowed(Value::Array(items)) => in_set(&v, items.iter().map(|i| Ok(Cow::Borrowed(i))))?,
+                    Cow::Owned(Value::Array(items)) => in_set(&v, items.iter().map(|i| Ok(Cow::Owned(i.clone()))))?,
+                    item => in_set(&v, std::iter::once(Ok(item)))?,
+                },
+                _ => in_set(&v, list.iter().map(|item| eval_ref(item, row, ctx)))?,
+            };
             Cow::Owned(truth_value(if *negated { not3(result) } else { result }))
         }
         Expr::Case { operand, whens, otherwise } => {

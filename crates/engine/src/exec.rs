@@ -366,8 +366,14 @@ pub fn scan<'a>(t: &'a Table, access: &'a Access, filter: Option<&'a Expr>, ctx:
                 IndexLookup::In(list) => {
                     let mut values = Vec::new();
                     for e in list {
-                        if let Some(v) = coerce_key(eval(e, &[], &ctx)?, ty(0))? {
-                            values.push(v);
+                        match eval(e, &[], &ctx)? {
+                            // `x IN ?` with an array parameter.
+                            Value::Array(items) => {
+                                for item in items.iter() {
+                                    values.extend(coerce_key(item.clone(), ty(0))?);
+                                }
+                            }
+                            v => values.extend(coerce_key(v, ty(0))?),
                         }
                     }
                     values.sort();

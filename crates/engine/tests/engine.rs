@@ -211,6 +211,43 @@ fn prepared_statements_take_parameters() {
 }
 
 #[test]
+fn array_parameters_stand_for_in_lists() {
+    let mut db = Database::new();
+    db.execute("CREATE TABLE a (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(10))").unwrap();
+    for i in 0..20 {
+        db.execute(&format!("INSERT INTO a VALUES ({i}, 'n{i}')")).unwrap();
+    }
+    let array = |items: Vec<Value>| Value::Array(items.into());
+    let query = |db: &mut Database, sql: &str, params: &[Value]| -> joule_common::Result<Vec<Vec<Value>>> {
+        let stmt = db.prepare(sql)?;
+        match db.execute_prepared(&stmt, params)? {
+            ExecResult::Rows { rows, .. } => Ok(rows),
+            other => panic!("{other:?}"),
+        }
+    };
+    // Through the primary-key index and through a scan (on name).
+    let by_id = "SELECT id FROM a WHERE id IN ? ORDER BY id";
+    let got = query(&mut db, by_id, &[array(vec![int(3), int(17), int(3), int(99), Value::Null])]).unwrap();
+    assert_eq!(got, vec![vec![int(3)], vec![int(17)]]);
+    assert!(query(&mut db, by_id, &[array(vec![])]).unwrap().is_empty());
+    let by_name = "SELECT id FROM a WHERE name IN ? ORDER BY id";
+    assert_eq!(query(&mut db, by_name, &[array(vec![s("n5"), s("n6")])]).unwrap(), vec![vec![int(5)], vec![int(6)]]);
+    // NOT IN over an array with a NULL is unknown for every row, as SQL says.
+    let not_in = "SELECT COUNT(*) FROM a WHERE id NOT IN ?";
+    assert_eq!(query(&mut db, not_in, &[array(vec![int(1), int(2)])]).unwrap(), vec![vec![int(18)]]);
+    assert_eq!(query(&mut db, not_in, &[array(vec![int(1), Value::Null])]).unwrap(), vec![vec![int(0)]]);
+    // A scalar parameter still works in the `IN ?` spelling.
+    assert_eq!(query(&mut db, by_id, &[int(4)]).unwrap(), vec![vec![int(4)]]);
+    // An array where a single value belongs is a type error, not a panic.
+    let err = query(&mut db, "SELECT id FROM a WHERE id = ?", &[array(vec![int(1)])]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DatatypeMismatch, "{err}");
+    let err = query(&mut db, "INSERT INTO a VALUES (?, 'x')", &[array(vec![int(1)])]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DatatypeMismatch, "{err}");
+    let err = query(&mut db, by_name, &[array(vec![array(vec![])])]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DatatypeMismatch, "{err}");
+}
+
+#[test]
 fn transaction_rollback_restores_everything() {
     let mut db = Database::new();
     db.execute("CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, v INTEGER); INSERT INTO t VALUES (1, 1), (2, 2)")

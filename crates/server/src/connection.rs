@@ -257,14 +257,10 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                         "server unavailable: the server has too much queued work (backpressure)",
                     );
                 } else {
-                    match inv.params.into_iter().map(param_value).collect::<Result<Vec<Value>>>() {
-                        Ok(params) => {
-                            sink.outstanding.fetch_add(1, Ordering::Relaxed);
-                            ctx.queued.fetch_add(1, Ordering::Relaxed);
-                            client.call_async(name, params, handle as u64, sink_dyn.clone());
-                        }
-                        Err(e) => write_response(&mut out, handle, &Response::failure(e, None), 0),
-                    }
+                    let params: Vec<Value> = inv.params.into_iter().map(param_value).collect();
+                    sink.outstanding.fetch_add(1, Ordering::Relaxed);
+                    ctx.queued.fetch_add(1, Ordering::Relaxed);
+                    client.call_async(name, params, handle as u64, sink_dyn.clone());
                 }
             }
         }

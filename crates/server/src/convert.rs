@@ -1,6 +1,6 @@
 //! Between the wire and the transaction layer: parameters in, responses out.
 
-use joule_common::{bail, DataType, Result, Value};
+use joule_common::{DataType, Value};
 use joule_txn::{Response, ResultTable, Status};
 use joule_wire::buf::{begin_length, end_length};
 use joule_wire::frame::write_frame;
@@ -12,11 +12,12 @@ pub const STATUS_SERVER_UNAVAILABLE: i8 = -5;
 /// VoltDB's status for a request the server could not understand.
 pub const STATUS_GRACEFUL_FAILURE: i8 = -2;
 
-/// A wire parameter as a value procedures take.
-pub fn param_value(p: Param) -> Result<Value> {
+/// A wire parameter as a value procedures take: arrays become
+/// `Value::Array` (for `IN ?` and procedures taking arrays).
+pub fn param_value(p: Param) -> Value {
     match p {
-        Param::Value(v) => Ok(v),
-        Param::Array(t, _) => bail!(FeatureNotSupported, "array parameters ({t:?}[]) are not supported yet"),
+        Param::Value(v) => v,
+        Param::Array(_, items) => Value::Array(items.into()),
     }
 }
 

@@ -8,10 +8,17 @@
 //! * `jsonp` — a callback name to wrap the answer in.
 //!
 //! The answer is a JSON object: `status`, `statusstring`, `appstatus`,
-//! `appstatusstring`, and `results`, one object per result table with its
-//! `status`, `schema` (column `name` and VoltDB wire `type`) and `data`
-//! (rows as arrays). Timestamps are microseconds since the epoch, DECIMALs
-//! strings, VARBINARY hex strings. A refused login answers 401.
+//! `appstatusstring`, and `results`, whose shape depends on the version, as
+//! in VoltDB:
+//!
+//! * 1.0: an array, one object per result table with its `status`,
+//!   `schema` (column `name` and VoltDB wire `type`) and `data` (rows as
+//!   arrays);
+//! * 2.0: an object keyed by the table's position (`"0"`, `"1"`, …), each
+//!   an array of rows as objects keyed by column name.
+//!
+//! Timestamps are microseconds since the epoch, DECIMALs strings, VARBINARY
+//! hex strings. A refused login answers 401.
 
 use crate::connection::authenticate_plain;
 use crate::convert::STATUS_GRACEFUL_FAILURE;
@@ -33,12 +40,20 @@ use tokio::sync::oneshot;
 type Args = HashMap<String, String>;
 
 pub(crate) async fn serve(listener: TcpListener, ctx: Arc<ServerContext>) {
-    let app = Router::new()
-        .route("/api/1.0/", get(get_call).post(post_call))
-        .route("/api/1.0", get(get_call).post(post_call))
-        .route("/api/2.0/", get(get_call).post(post_call))
-        .route("/api/2.0", get(get_call).post(post_call))
-        .with_state(ctx.clone());
+    let mut app = Router::new();
+    for (path, version) in [
+        ("/api/1.0/", ApiVersion::V1),
+        ("/api/1.0", ApiVersion::V1),
+        ("/api/2.0/", ApiVersion::V2),
+        ("/api/2.0", ApiVersion::V2),
+    ] {
+        app = app.route(
+            path,
+            get(move |state, query| get_call(state, query, version))
+                .post(move |state, query, form| post_call(state, query, form, version)),
+        );
+    }
+    let app = app.with_state(ctx.clone());
     let mut shutdown = ctx.shutdown.subscribe();
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -48,17 +63,29 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<ServerContext>) {
     }
 }
 
-async fn get_call(State(ctx): State<Arc<ServerContext>>, Query(args): Query<Args>) -> HttpResponse {
-    call(ctx, args).await
+/// Which of VoltDB's JSON answer shapes a request gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ApiVersion {
+    V1,
+    V2,
+}
+
+async fn get_call(
+    State(ctx): State<Arc<ServerContext>>,
+    Query(args): Query<Args>,
+    version: ApiVersion,
+) -> HttpResponse {
+    call(ctx, args, version).await
 }
 
 async fn post_call(
     State(ctx): State<Arc<ServerContext>>,
     Query(mut args): Query<Args>,
     Form(form): Form<Args>,
+    version: ApiVersion,
 ) -> HttpResponse {
     args.extend(form);
-    call(ctx, args).await
+    call(ctx, args, version).await
 }
 
 /// Hands one answer to the waiting request.
@@ -72,7 +99,7 @@ impl ResponseSink for Reply {
     }
 }
 
-async fn call(ctx: Arc<ServerContext>, args: Args) -> HttpResponse {
+async fn call(ctx: Arc<ServerContext>, args: Args, version: ApiVersion) -> HttpResponse {
     let jsonp = args.get("jsonp").cloned();
     let user = args.get("User").cloned().unwrap_or_default();
     let allowed = authenticate_plain(
@@ -82,30 +109,39 @@ async fn call(ctx: Arc<ServerContext>, args: Args) -> HttpResponse {
         args.get("Hashedpassword").map(String::as_str),
     );
     if !allowed {
-        let body = failure_json(STATUS_GRACEFUL_FAILURE, "[J4005 42501] authentication failed");
+        let body = failure_json(version, STATUS_GRACEFUL_FAILURE, "[J4005 42501] authentication failed");
         return respond(StatusCode::UNAUTHORIZED, body, jsonp);
     }
     let Some(procedure) = args.get("Procedure").cloned() else {
-        return respond(StatusCode::OK, failure_json(STATUS_GRACEFUL_FAILURE, "Procedure was not given"), jsonp);
+        return respond(
+            StatusCode::OK,
+            failure_json(version, STATUS_GRACEFUL_FAILURE, "Procedure was not given"),
+            jsonp,
+        );
     };
     let params = match args.get("Parameters").map(|p| parse_params(p)).transpose() {
         Ok(p) => p.unwrap_or_default(),
-        Err(e) => return respond(StatusCode::OK, failure_json(STATUS_GRACEFUL_FAILURE, &e), jsonp),
+        Err(e) => return respond(StatusCode::OK, failure_json(version, STATUS_GRACEFUL_FAILURE, &e), jsonp),
     };
     if ctx.paused.load(std::sync::atomic::Ordering::Relaxed) {
-        let body = failure_json(crate::convert::STATUS_SERVER_UNAVAILABLE, "the database is paused (admin mode)");
+        let body =
+            failure_json(version, crate::convert::STATUS_SERVER_UNAVAILABLE, "the database is paused (admin mode)");
         return respond(StatusCode::OK, body, jsonp);
     }
     if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume") {
-        let body = failure_json(STATUS_GRACEFUL_FAILURE, "[J4005 42501] admin procedures are not available over HTTP");
+        let body = failure_json(
+            version,
+            STATUS_GRACEFUL_FAILURE,
+            "[J4005 42501] admin procedures are not available over HTTP",
+        );
         return respond(StatusCode::OK, body, jsonp);
     }
     let (tx, rx) = oneshot::channel();
     let sink: Arc<dyn ResponseSink> = Arc::new(Reply(std::sync::Mutex::new(Some(tx))));
     ctx.host.client().call_async(&procedure, params, 0, sink);
     let body = match rx.await {
-        Ok(r) => response_json(&r),
-        Err(_) => failure_json(crate::convert::STATUS_SERVER_UNAVAILABLE, "the server is shutting down"),
+        Ok(r) => response_json(&r, version),
+        Err(_) => failure_json(version, crate::convert::STATUS_SERVER_UNAVAILABLE, "the server is shutting down"),
     };
     respond(StatusCode::OK, body, jsonp)
 }
@@ -118,29 +154,38 @@ fn respond(code: StatusCode, body: Json, jsonp: Option<String>) -> HttpResponse 
     }
 }
 
-/// `Parameters`: a JSON array of numbers, strings, booleans and nulls.
+/// `Parameters`: a JSON array of numbers, strings, booleans, nulls and
+/// arrays of those (an array parameter, as for `IN ?`).
 fn parse_params(text: &str) -> Result<Vec<Value>, String> {
     let parsed: Json = serde_json::from_str(text).map_err(|e| format!("Parameters is not valid JSON: {e}"))?;
     let Json::Array(items) = parsed else {
         return Err("Parameters must be a JSON array".to_string());
     };
-    items
-        .into_iter()
-        .map(|v| match v {
-            Json::Null => Ok(Value::Null),
-            Json::Bool(b) => Ok(Value::Boolean(b)),
-            Json::Number(n) => match n.as_i64() {
-                Some(i) => Ok(Value::Integer(i)),
-                None => n.as_f64().map(Value::Float).ok_or_else(|| format!("{n} is not a usable number")),
-            },
-            Json::String(s) => Ok(Value::String(s)),
-            other => Err(format!("parameter {other} is neither a number, a string, a boolean nor null")),
-        })
-        .collect()
+    items.into_iter().map(|v| json_param(v, true)).collect()
 }
 
-fn failure_json(status: i8, message: &str) -> Json {
-    json!({"status": status, "statusstring": message, "appstatus": -128, "appstatusstring": null, "results": []})
+fn json_param(v: Json, array_allowed: bool) -> Result<Value, String> {
+    match v {
+        Json::Null => Ok(Value::Null),
+        Json::Bool(b) => Ok(Value::Boolean(b)),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Ok(Value::Integer(i)),
+            None => n.as_f64().map(Value::Float).ok_or_else(|| format!("{n} is not a usable number")),
+        },
+        Json::String(s) => Ok(Value::String(s)),
+        Json::Array(items) if array_allowed => {
+            Ok(Value::Array(items.into_iter().map(|v| json_param(v, false)).collect::<Result<Vec<_>, _>>()?.into()))
+        }
+        other => Err(format!("parameter {other} is neither a number, a string, a boolean, null nor an array of those")),
+    }
+}
+
+fn failure_json(version: ApiVersion, status: i8, message: &str) -> Json {
+    let results = match version {
+        ApiVersion::V1 => json!([]),
+        ApiVersion::V2 => json!({}),
+    };
+    json!({"status": status, "statusstring": message, "appstatus": -128, "appstatusstring": null, "results": results})
 }
 
 fn cell(v: &Value) -> Json {
@@ -153,11 +198,41 @@ fn cell(v: &Value) -> Json {
         Value::String(s) => json!(s),
         Value::Binary(b) => json!(b.iter().map(|x| format!("{x:02X}")).collect::<String>()),
         Value::Timestamp(t) => json!(t),
+        Value::Array(items) => Json::Array(items.iter().map(cell).collect()),
     }
 }
 
-fn response_json(r: &Response) -> Json {
-    let results: Vec<Json> = r
+fn response_json(r: &Response, version: ApiVersion) -> Json {
+    let results = match version {
+        ApiVersion::V1 => results_v1(r),
+        ApiVersion::V2 => results_v2(r),
+    };
+    json!({
+        "status": r.status as i8,
+        "statusstring": r.status_string(),
+        "appstatus": r.app_status,
+        "appstatusstring": r.app_status_string,
+        "results": results,
+    })
+}
+
+/// 2.0: `{"0": [{"COLUMN": value, …}, …], "1": …}`.
+fn results_v2(r: &Response) -> Json {
+    let mut tables = Map::new();
+    for (i, t) in r.results.iter().enumerate() {
+        let rows = t
+            .rows
+            .iter()
+            .map(|row| Json::Object(t.columns.iter().zip(row).map(|(c, v)| (c.name.clone(), cell(v))).collect()))
+            .collect();
+        tables.insert(i.to_string(), Json::Array(rows));
+    }
+    Json::Object(tables)
+}
+
+/// 1.0: `[{"status": -128, "schema": [{"name", "type"}, …], "data": [[…], …]}, …]`.
+fn results_v1(r: &Response) -> Json {
+    let tables = r
         .results
         .iter()
         .map(|t| {
@@ -174,13 +249,7 @@ fn response_json(r: &Response) -> Json {
             Json::Object(m)
         })
         .collect();
-    json!({
-        "status": r.status as i8,
-        "statusstring": r.status_string(),
-        "appstatus": r.app_status,
-        "appstatusstring": r.app_status_string,
-        "results": results,
-    })
+    Json::Array(tables)
 }
 
 #[cfg(test)]
@@ -194,7 +263,10 @@ mod tests {
             vec![Value::Integer(1), Value::String("a".into()), Value::Null, Value::Float(2.5), Value::Boolean(true)]
         );
         assert!(parse_params("{}").is_err());
-        assert!(parse_params("[[1]]").is_err());
+        let array = parse_params(r#"[[1, "a"]]"#).unwrap();
+        assert_eq!(array, vec![Value::Array(vec![Value::Integer(1), Value::String("a".into())].into())]);
+        assert!(parse_params("[[[1]]]").is_err());
+        assert!(parse_params(r#"[{"a": 1}]"#).is_err());
         assert!(parse_params("[1,").is_err());
     }
 }

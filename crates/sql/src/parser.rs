@@ -211,7 +211,7 @@ fn parse_one(mut tokens: Vec<Token>, sql: String) -> Result<ParsedStatement> {
             tokens[i] = Token::make_keyword("INSERT");
         }
     }
-    let tokens = rewrite_empty_in_lists(tokens);
+    let tokens = rewrite_in_lists(tokens);
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect).with_tokens(tokens);
     let statement = if parser.parse_keywords(&[Keyword::PARTITION, Keyword::TABLE]) {
@@ -250,10 +250,12 @@ fn parse_one(mut tokens: Vec<Token>, sql: String) -> Result<ParsedStatement> {
     Ok(ParsedStatement { statement, assume_unique, sql })
 }
 
-/// `x IN ()` (an empty list, which sqlparser rejects) is always false: it
-/// becomes `x IN (SELECT 1 WHERE 1 = 0)`, an empty subquery with the same
-/// meaning for NULL and NOT IN.
-fn rewrite_empty_in_lists(tokens: Vec<Token>) -> Vec<Token> {
+/// Two spellings sqlparser rejects. `x IN ()` (an empty list) is always
+/// false: it becomes `x IN (SELECT 1 WHERE 1 = 0)`, an empty subquery with
+/// the same meaning for NULL and NOT IN. `x IN ?` (VoltDB's array
+/// parameter) becomes `x IN (?)`: a one-item list whose item, when the
+/// parameter is an array, stands for the array's elements.
+fn rewrite_in_lists(tokens: Vec<Token>) -> Vec<Token> {
     let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
@@ -262,6 +264,11 @@ fn rewrite_empty_in_lists(tokens: Vec<Token>) -> Vec<Token> {
             let mut j = i + 1;
             while matches!(tokens.get(j), Some(Token::Whitespace(_))) {
                 j += 1;
+            }
+            if let Some(p @ Token::Placeholder(_)) = tokens.get(j) {
+                out.extend([Token::LParen, p.clone(), Token::RParen]);
+                i = j + 1;
+                continue;
             }
             if tokens.get(j) == Some(&Token::LParen) {
                 let mut k = j + 1;
@@ -298,6 +305,9 @@ mod tests {
         assert_eq!(p[0].assume_unique, vec![0]);
         let p = parse("DROP DATABASE IF EXISTS sales; CREATE DATABASE sales").unwrap();
         assert_eq!(p.len(), 2);
+        let array = parse("SELECT * FROM t WHERE a IN ? AND b NOT IN ?").unwrap();
+        let list = parse("SELECT * FROM t WHERE a IN (?) AND b NOT IN (?)").unwrap();
+        assert_eq!(format!("{:?}", array[0].statement), format!("{:?}", list[0].statement));
     }
 
     #[test]

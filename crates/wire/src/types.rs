@@ -206,6 +206,7 @@ pub fn param_type(v: &Value) -> VoltType {
         Value::String(_) => VoltType::String,
         Value::Binary(_) => VoltType::Varbinary,
         Value::Timestamp(_) => VoltType::Timestamp,
+        Value::Array(_) => VoltType::Array,
     }
 }
 
@@ -237,21 +238,31 @@ pub fn read_param(r: &mut Reader<'_>) -> Result<Param> {
 /// Write a parameter with its type byte.
 pub fn write_param(out: &mut Vec<u8>, p: &Param) -> Result<()> {
     match p {
+        Param::Value(Value::Array(values)) => {
+            // The element type is the first non-NULL element's.
+            let elem = values.iter().find(|v| !v.is_null()).map_or(VoltType::BigInt, param_type);
+            write_array(out, elem, values)
+        }
         Param::Value(v) => {
             let t = param_type(v);
             put_i8(out, t.code());
             write_value(out, t, v)
         }
-        Param::Array(elem, values) => {
-            put_i8(out, VoltType::Array.code());
-            put_i8(out, elem.code());
-            if values.len() > i16::MAX as usize {
-                bail!(ValueTooLarge, "an array parameter holds at most {} values", i16::MAX);
-            }
-            put_i16(out, values.len() as i16);
-            values.iter().try_for_each(|v| write_value(out, *elem, v))
-        }
+        Param::Array(elem, values) => write_array(out, *elem, values),
     }
+}
+
+fn write_array(out: &mut Vec<u8>, elem: VoltType, values: &[Value]) -> Result<()> {
+    if matches!(elem, VoltType::Array | VoltType::Null | VoltType::TinyInt) {
+        bail!(DatatypeMismatch, "an array parameter cannot hold {elem:?} elements");
+    }
+    put_i8(out, VoltType::Array.code());
+    put_i8(out, elem.code());
+    if values.len() > i16::MAX as usize {
+        bail!(ValueTooLarge, "an array parameter holds at most {} values", i16::MAX);
+    }
+    put_i16(out, values.len() as i16);
+    values.iter().try_for_each(|v| write_value(out, elem, v))
 }
 
 /// Read a parameter set: `i16` count, then the parameters.

@@ -110,6 +110,16 @@ fn invocation_versions_1_and_2_and_arrays() {
             Param::Value(Value::Binary(vec![1, 2, 3])),
         ]
     );
+    // A `Value::Array` is sent as an array of its first non-NULL element's
+    // type; nested arrays and mixed kinds are refused.
+    let mut out = Vec::new();
+    let strings = Value::Array(vec![Value::Null, Value::String("ab".into())].into());
+    joule_wire::types::write_param(&mut out, &Param::Value(strings)).unwrap();
+    assert_eq!(out, hex("9d 09 0002 ffffffff 00000002 6162"));
+    let nested = Value::Array(vec![Value::Array(vec![].into())].into());
+    assert!(joule_wire::types::write_param(&mut Vec::new(), &Param::Value(nested)).is_err());
+    let mixed = Value::Array(vec![Value::Integer(1), Value::String("x".into())].into());
+    assert!(joule_wire::types::write_param(&mut Vec::new(), &Param::Value(mixed)).is_err());
     // v2: a batch-timeout extension and an unknown 4-byte one, skipped.
     let v2 = hex("02 00000001 70 0000000000000009 02 01 03 00000064 2a 03 deadbeef 0000");
     let inv = Invocation::decode(&v2).unwrap();

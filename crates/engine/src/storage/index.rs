@@ -290,7 +290,7 @@ fn int_probe(v: &Value) -> IntProbe {
                 Err(_) => IntProbe::AboveAll,
             }
         }
-        Value::String(_) | Value::Binary(_) | Value::Timestamp(_) => IntProbe::AboveAll,
+        Value::String(_) | Value::Binary(_) | Value::Timestamp(_) | Value::Array(_) => IntProbe::AboveAll,
     }
 }
 

@@ -58,7 +58,7 @@ pub fn format_value(out: &mut String, ty: u8, v: &Value) {
 /// A value read as an integer, the way `sqlite3_column_int64` does.
 fn as_i64(v: &Value) -> i64 {
     match v {
-        Value::Null | Value::Binary(_) => 0,
+        Value::Null | Value::Binary(_) | Value::Array(_) => 0,
         Value::Boolean(b) => i64::from(*b),
         Value::Integer(i) | Value::Timestamp(i) => *i,
         // `as` truncates toward zero and saturates (NaN becomes 0).
@@ -74,7 +74,7 @@ fn as_i64(v: &Value) -> i64 {
 /// A value read as a double, the way `sqlite3_column_double` does.
 fn as_f64(v: &Value) -> f64 {
     match v {
-        Value::Null | Value::Binary(_) => 0.0,
+        Value::Null | Value::Binary(_) | Value::Array(_) => 0.0,
         Value::Boolean(b) => f64::from(u8::from(*b)),
         Value::Integer(i) | Value::Timestamp(i) => *i as f64,
         Value::Float(f) => *f,
@@ -152,6 +152,9 @@ fn write_text(out: &mut String, v: &Value) {
         Value::String(s) => out.push_str(s),
         Value::Binary(b) => out.push_str(&hex(b)),
         Value::Timestamp(t) => out.push_str(&format_timestamp(*t)),
+        Value::Array(_) => {
+            let _ = write!(out, "{v}");
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! 3. Pipelined: the async `joule_client::Client` keeping many calls in
 //!    flight over a few connections: calls per second.
 //!
-//! (`JOULE_BENCH_SECONDS` sets each phase's length, default 5.)
+//! (`JOULE_BENCH_SECONDS` sets each phase's length, default 5;
+//! `JOULE_BENCH_SITES` the server's `--sites`, default its own default.)
 
 use hdrhistogram::Histogram;
 use joule_client::{BlockingClient, Client, Options};
@@ -30,6 +31,7 @@ fn main() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_joule"))
         .args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0", "--host", "127.0.0.1", "--dir"])
         .arg(&dir)
+        .args(std::env::var("JOULE_BENCH_SITES").map(|s| vec!["--sites".to_string(), s]).unwrap_or_default())
         .stdout(Stdio::piped())
         .spawn()
         .expect("joule starts");
@@ -96,15 +98,18 @@ fn main() {
     report("BlockingClient, T.select", &hist, n, seconds);
 
     // 3. Pipelined async client.
+    let in_flight: u64 = std::env::var("JOULE_BENCH_IN_FLIGHT").ok().and_then(|s| s.parse().ok()).unwrap_or(256);
+    let connections: usize = std::env::var("JOULE_BENCH_CONNECTIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let rate = rt.block_on(async {
-        let client =
-            Client::connect(&[&addr], Options { connections_per_address: 2, ..Default::default() }).await.unwrap();
+        let client = Client::connect(&[&addr], Options { connections_per_address: connections, ..Default::default() })
+            .await
+            .unwrap();
         let done = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let end = start + Duration::from_secs_f64(seconds);
         let mut workers = Vec::new();
-        for w in 0..256u64 {
+        for w in 0..in_flight {
             let (client, done) = (client.clone(), done.clone());
             workers.push(tokio::spawn(async move {
                 let mut k = w as i64;
@@ -121,7 +126,7 @@ fn main() {
         }
         done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
     });
-    println!("pipelined Client (2 connections, 256 in flight), T.select: {rate:.0} calls/s");
+    println!("pipelined Client ({connections} connections, {in_flight} in flight), T.select: {rate:.0} calls/s");
     let _ = i;
     let _ = child.kill();
     let _ = child.wait();

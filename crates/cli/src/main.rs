@@ -95,6 +95,21 @@ struct StartArgs {
     /// TOML configuration file (see docs/configuration.md).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// Command log: `sync` answers after the fsync, `async` fsyncs every
+    /// `--command-log-frequency` ms, `off` logs nothing [default: async].
+    #[arg(long, value_enum)]
+    command_log: Option<LogModeArg>,
+    /// Asynchronous command log: the longest time between fsyncs, in ms
+    /// [default: 200].
+    #[arg(long)]
+    command_log_frequency: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogModeArg {
+    Sync,
+    Async,
+    Off,
 }
 
 fn main() -> ExitCode {
@@ -161,6 +176,38 @@ fn start(args: StartArgs) -> ExitCode {
     }
     if let Some(v) = args.sites {
         config.sites = v;
+    } else if !other.sites_set {
+        // An existing data directory keeps its partition count.
+        match joule_durability::node::DataDir::new(&config.dir).meta() {
+            Ok(Some(meta)) => config.sites = meta.partitions as usize,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let frequency = args
+        .command_log_frequency
+        .map(std::time::Duration::from_millis)
+        .or(match config.command_log {
+            Some(joule_durability::LogMode::Async { frequency }) => Some(frequency),
+            _ => None,
+        })
+        .unwrap_or(std::time::Duration::from_millis(200));
+    match args.command_log {
+        Some(LogModeArg::Sync) => config.command_log = Some(joule_durability::LogMode::Sync),
+        Some(LogModeArg::Async) => config.command_log = Some(joule_durability::LogMode::Async { frequency }),
+        Some(LogModeArg::Off) => config.command_log = None,
+        None => {
+            if let Some(joule_durability::LogMode::Async { .. }) = config.command_log {
+                config.command_log = Some(joule_durability::LogMode::Async { frequency });
+            }
+        }
+    }
+    if frequency.is_zero() {
+        eprintln!("error: --command-log-frequency must be at least 1 ms");
+        return ExitCode::from(2);
     }
     if let Some(v) = args.schema {
         config.schema = Some(v);
@@ -184,8 +231,16 @@ fn start(args: StartArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        eprintln!("joule: recovery: {}", server.recovery);
+        let log = match server.command_log_mode() {
+            None => "command log off".to_string(),
+            Some(joule_durability::LogMode::Sync) => "command log sync".to_string(),
+            Some(joule_durability::LogMode::Async { frequency }) => {
+                format!("command log async every {} ms", frequency.as_millis())
+            }
+        };
         println!(
-            "JouleDB ready: client {} admin {} http {} ({sites} sites, data in {}; internal port {} not served yet)",
+            "JouleDB ready: client {} admin {} http {} ({sites} sites, {log}, data in {}; internal port {} not served yet)",
             server.client_addr,
             server.admin_addr,
             server.http_addr,
@@ -199,9 +254,19 @@ fn start(args: StartArgs) -> ExitCode {
             wait_for_signal().await;
             stop();
         });
-        server.wait().await;
-        eprintln!("JouleDB stopped");
-        ExitCode::SUCCESS
+        match server.wait().await {
+            None => {
+                eprintln!("JouleDB stopped");
+                ExitCode::SUCCESS
+            }
+            Some(e) => {
+                eprintln!(
+                    "JouleDB stopped: {e}. Nothing unacknowledged was kept; fix the cause (free disk space, check the \
+                     device) and start again: recovery restores every acknowledged transaction"
+                );
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

@@ -98,6 +98,21 @@ pub enum ErrorCode {
     /// version or type, invalid text.
     ProtocolError = 5001,
 
+    /// Reading or writing the data directory failed (a full disk, a failed
+    /// fsync, a missing permission). A write that hit it was not
+    /// acknowledged.
+    IoError = 6001,
+    /// Stored data fails its checksum or does not decode: a corrupt
+    /// command-log segment or snapshot file.
+    CorruptData = 6002,
+    /// The data directory does not fit this start (another partition
+    /// count, missing files, an unknown format); the message says what to
+    /// do.
+    RecoveryFailed = 6003,
+    /// A snapshot request that cannot be carried out (unknown nonce, one
+    /// already running, a bad directory).
+    SnapshotFailed = 6004,
+
     /// A broken invariant inside JouleDB. Always a bug: please report it.
     Internal = 9001,
 }
@@ -139,6 +154,10 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::PermissionDenied,
         ErrorCode::ProtocolError,
+        ErrorCode::IoError,
+        ErrorCode::CorruptData,
+        ErrorCode::RecoveryFailed,
+        ErrorCode::SnapshotFailed,
         ErrorCode::Internal,
     ];
 
@@ -190,6 +209,10 @@ impl ErrorCode {
             Unavailable => "57P01",
             PermissionDenied => "42501",
             ProtocolError => "08P01",
+            IoError => "58030",
+            CorruptData => "XX001",
+            RecoveryFailed => "55000",
+            SnapshotFailed => "58000",
             Internal => "XX000",
         }
     }

@@ -234,6 +234,12 @@ impl Database {
         self.in_transaction = true;
     }
 
+    /// Whether the running transaction has changed anything (rows or
+    /// schema) so far.
+    pub fn has_changes(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
     /// Commit the running transaction.
     pub fn commit(&mut self) {
         self.undo.clear();

@@ -14,6 +14,11 @@
 //! max_outstanding_per_connection = 10000
 //! max_queued_requests = 100000
 //!
+//! [command_log]
+//! mode = "async"               # sync | async | off
+//! frequency_ms = 200           # async: the longest time between fsyncs
+//! segment_mb = 64              # segment files are closed past this size
+//!
 //! [[users]]                    # with users, logins must match one
 //! name = "admin"
 //! password = "secret"
@@ -22,6 +27,7 @@
 
 use crate::{ServerConfig, User};
 use joule_common::{err, Result};
+use joule_durability::LogMode;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -41,6 +47,15 @@ struct FileConfig {
     max_queued_requests: Option<usize>,
     #[serde(default)]
     users: Vec<FileUser>,
+    command_log: Option<FileCommandLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCommandLog {
+    mode: Option<String>,
+    frequency_ms: Option<u64>,
+    segment_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -52,15 +67,18 @@ struct FileUser {
     roles: Vec<String>,
 }
 
-/// Ports the server does not serve yet but accepts in configuration.
+/// Settings the server does not use itself: ports it does not serve yet,
+/// and whether the file chose the site count (the `joule` command keeps
+/// an existing data directory's count otherwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OtherPorts {
     pub internal: u16,
+    pub sites_set: bool,
 }
 
 impl Default for OtherPorts {
     fn default() -> Self {
-        OtherPorts { internal: 3021 }
+        OtherPorts { internal: 3021, sites_set: false }
     }
 }
 
@@ -84,6 +102,7 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
     }
     if let Some(v) = file.sites {
         config.sites = v;
+        other.sites_set = true;
     }
     if let Some(v) = file.dir {
         config.dir = v;
@@ -108,6 +127,30 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
             return Err(err!(InvalidArgument, "configuration: max_queued_requests must be positive"));
         }
         config.max_queued_requests = v;
+    }
+    if let Some(log) = file.command_log {
+        let frequency = match log.frequency_ms {
+            Some(0) => return Err(err!(InvalidArgument, "configuration: command_log.frequency_ms must be positive")),
+            Some(ms) => std::time::Duration::from_millis(ms),
+            None => std::time::Duration::from_millis(200),
+        };
+        config.command_log = match log.mode.as_deref() {
+            Some("sync") => Some(LogMode::Sync),
+            Some("async") | None => Some(LogMode::Async { frequency }),
+            Some("off") => None,
+            Some(other) => {
+                return Err(err!(
+                    InvalidArgument,
+                    "configuration: command_log.mode must be sync, async or off, not {other:?}"
+                ))
+            }
+        };
+        if let Some(mb) = log.segment_mb {
+            if mb == 0 {
+                return Err(err!(InvalidArgument, "configuration: command_log.segment_mb must be positive"));
+            }
+            config.log_segment_bytes = mb << 20;
+        }
     }
     let mut seen = std::collections::BTreeSet::new();
     for u in file.users {
@@ -136,6 +179,10 @@ mod tests {
         .unwrap();
         assert_eq!((c.client_port, c.admin_port, c.sites, c.http_port, o.internal), (1, 21211, 3, 9, 3021));
         assert_eq!(c.users, vec![User { name: "a".into(), password: "p".into(), roles: vec!["ADMINISTRATOR".into()] }]);
+        apply_toml(&mut c, &mut o, "[command_log]\nmode = \"sync\"\nsegment_mb = 8").unwrap();
+        assert_eq!((c.command_log, c.log_segment_bytes), (Some(LogMode::Sync), 8 << 20));
+        apply_toml(&mut c, &mut o, "[command_log]\nmode = \"off\"").unwrap();
+        assert_eq!(c.command_log, None);
         for bad in [
             "client_port = \"x\"",
             "nonsense = 1",
@@ -143,6 +190,8 @@ mod tests {
             "max_outstanding_per_connection = 0",
             "[[users]]\nname = \"a\"\npassword = \"p\"\n[[users]]\nname = \"a\"\npassword = \"q\"",
             "[[users]]\nname = \"a\"",
+            "[command_log]\nmode = \"always\"",
+            "[command_log]\nfrequency_ms = 0",
         ] {
             let e = apply_toml(&mut ServerConfig::default(), &mut OtherPorts::default(), bad).unwrap_err();
             assert_eq!(e.code(), joule_common::ErrorCode::InvalidArgument, "{bad}");

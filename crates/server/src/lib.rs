@@ -4,8 +4,10 @@
 //! [`Host`].
 //!
 //! [`Server::start`] binds the ports (port 0 picks a free one; the bound
-//! addresses are reported), starts the host with the configured number of
-//! sites, loads a schema file if one is given, and serves each connection
+//! addresses are reported), opens the data directory, starts the host with
+//! the configured number of sites, recovers what the directory holds
+//! (replaying the command log), attaches the command log, loads a schema
+//! file at the first start, and serves each connection
 //! on a tokio task (see [`connection`]). [`Server::wait`] returns when a
 //! shutdown is requested — by `@Shutdown` from an administrator, by
 //! [`Server::shutdown`], or by the process's signal handling in the `joule`
@@ -17,7 +19,10 @@ mod connection;
 pub mod convert;
 mod http;
 
-use joule_common::{err, Result};
+use joule_common::{err, Error, Result};
+use joule_durability::node::{AttachableLog, DataDir};
+use joule_durability::recovery::{read_log, replay, replay_plan};
+use joule_durability::{CommandLogWriter, LogConfig, LogMode};
 use joule_txn::{Host, HostConfig, ProcedureRegistry};
 use joule_wire::messages::login_result;
 use joule_wire::LoginResponse;
@@ -61,6 +66,10 @@ pub struct ServerConfig {
     pub max_queued_requests: usize,
     /// With users, logins must match one; without, anyone may log in.
     pub users: Vec<User>,
+    /// The command log's mode; `None`: off (nothing is logged).
+    pub command_log: Option<LogMode>,
+    /// A command-log segment is closed past this size.
+    pub log_segment_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +86,8 @@ impl Default for ServerConfig {
             max_outstanding_per_connection: 10_000,
             max_queued_requests: 100_000,
             users: Vec::new(),
+            command_log: Some(LogMode::Async { frequency: std::time::Duration::from_millis(200) }),
+            log_segment_bytes: 64 << 20,
         }
     }
 }
@@ -85,7 +96,10 @@ impl Default for ServerConfig {
 pub(crate) struct ServerContext {
     pub config: ServerConfig,
     pub host: Host,
-    pub shutdown: watch::Sender<bool>,
+    pub shutdown: Arc<watch::Sender<bool>>,
+    /// Why the node stopped on its own (a failed command log).
+    pub failure: Arc<std::sync::Mutex<Option<Error>>>,
+    pub log: Arc<AttachableLog>,
     pub next_connection: AtomicU64,
     pub started_millis: i64,
     /// Requests handed to the host and not yet answered, all connections.
@@ -112,19 +126,49 @@ impl ServerContext {
     }
 }
 
+/// What a start found in the data directory and did with it.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub first_start: bool,
+    pub segments: usize,
+    pub transactions: usize,
+    /// A torn log tail that was cut: (segment, offset, bytes, why).
+    pub cut: Option<(u64, u64, u64, String)>,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first_start {
+            return f.write_str("new database (nothing to recover)");
+        }
+        write!(
+            f,
+            "replayed {} transaction(s) from {} command log segment(s) in {:.3} s",
+            self.transactions, self.segments, self.seconds
+        )?;
+        if let Some((seg, offset, bytes, why)) = &self.cut {
+            write!(f, "; cut a torn tail of {bytes} byte(s) at byte {offset} of segment {seg:016x} ({why})")?;
+        }
+        Ok(())
+    }
+}
+
 /// A running server.
 pub struct Server {
     ctx: Arc<ServerContext>,
     pub client_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub recovery: RecoveryReport,
 }
 
 impl Server {
     /// Bind, start the host, load the schema, and start serving.
     pub async fn start(config: ServerConfig, registry: ProcedureRegistry) -> Result<Server> {
-        std::fs::create_dir_all(&config.dir)
-            .map_err(|e| err!(InvalidArgument, "cannot create data directory {}: {e}", config.dir.display()))?;
+        let data = DataDir::new(&config.dir);
+        let partitions = u32::try_from(config.sites).map_err(|_| err!(InvalidArgument, "too many sites"))?;
+        let first_start = data.open(partitions)?;
         let bind = |port: u16| {
             let host = config.host.clone();
             async move {
@@ -136,22 +180,56 @@ impl Server {
         let client = bind(config.client_port).await?;
         let admin = bind(config.admin_port).await?;
         let http = bind(config.http_port).await?;
-        let host = Host::start(HostConfig { sites_per_host: config.sites, registry })?;
-        if let Some(path) = &config.schema {
-            let ddl = std::fs::read_to_string(path)
-                .map_err(|e| err!(InvalidArgument, "cannot read schema file {}: {e}", path.display()))?;
-            let r = host.client().adhoc(&ddl, vec![]);
-            if let Some(e) = r.error {
-                return Err(e.context(format!("schema file {}", path.display())));
+        let log = Arc::new(AttachableLog::new());
+        let host = Host::start(HostConfig {
+            sites_per_host: config.sites,
+            registry,
+            command_log: Some(log.clone()),
+            resume_after: None,
+        })?;
+        let recovery = recover(&host, &data, partitions, first_start)?;
+        let (shutdown, _) = watch::channel(false);
+        let shutdown = Arc::new(shutdown);
+        let failure: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
+        if let Some(mode) = config.command_log {
+            let (stop, failed) = (shutdown.clone(), failure.clone());
+            let on_failure = Box::new(move |e: &Error| {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                let _ = stop.send(true);
+            });
+            let log_config = LogConfig {
+                dir: data.log_dir(),
+                mode,
+                segment_bytes: config.log_segment_bytes,
+                partitions,
+                first_segment: data.next_segment()?,
+            };
+            log.attach(Arc::new(CommandLogWriter::start(log_config, on_failure)?))?;
+        }
+        match (&config.schema, first_start) {
+            (Some(path), true) => {
+                let ddl = std::fs::read_to_string(path)
+                    .map_err(|e| err!(InvalidArgument, "cannot read schema file {}: {e}", path.display()))?;
+                let r = host.client().adhoc(&ddl, vec![]);
+                if let Some(e) = r.error {
+                    return Err(e.context(format!("schema file {}", path.display())));
+                }
             }
+            (Some(path), false) => eprintln!(
+                "joule: schema file {} not loaded: {} already holds a database",
+                path.display(),
+                config.dir.display()
+            ),
+            (None, _) => {}
         }
         let started_millis =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let (shutdown, _) = watch::channel(false);
         let ctx = Arc::new(ServerContext {
             config,
             host,
             shutdown,
+            failure,
+            log,
             next_connection: AtomicU64::new(1),
             started_millis,
             queued: Arc::default(),
@@ -163,7 +241,12 @@ impl Server {
         tokio::spawn(accept(client, ctx.clone(), false));
         tokio::spawn(accept(admin, ctx.clone(), true));
         tokio::spawn(http::serve(http, ctx.clone()));
-        Ok(Server { ctx, client_addr, admin_addr, http_addr })
+        Ok(Server { ctx, client_addr, admin_addr, http_addr, recovery })
+    }
+
+    /// The command log's mode (`None`: off).
+    pub fn command_log_mode(&self) -> Option<LogMode> {
+        self.ctx.config.command_log
     }
 
     /// Ask the server to stop.
@@ -177,8 +260,10 @@ impl Server {
         move || ctx.request_shutdown()
     }
 
-    /// Wait until a shutdown is requested, then stop the host.
-    pub async fn wait(self) {
+    /// Wait until a shutdown is requested, then stop the host and the
+    /// command log (which writes and syncs what is queued). Returns the
+    /// failure that stopped the node on its own, if one did.
+    pub async fn wait(self) -> Option<Error> {
         let mut rx = self.ctx.shutdown.subscribe();
         while !*rx.borrow() {
             if rx.changed().await.is_err() {
@@ -186,7 +271,15 @@ impl Server {
             }
         }
         let ctx = self.ctx.clone();
-        let _ = tokio::task::spawn_blocking(move || ctx.host.shutdown()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            ctx.host.shutdown();
+            if let Some(w) = ctx.log.writer() {
+                w.stop();
+            }
+        })
+        .await;
+        let failure = self.ctx.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        failure
     }
 }
 
@@ -203,4 +296,21 @@ async fn accept(listener: TcpListener, ctx: Arc<ServerContext>, admin: bool) {
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// Replay what the data directory holds into `host` (nothing is logged
+/// meanwhile: the command log is attached afterwards).
+fn recover(host: &Host, data: &DataDir, partitions: u32, first_start: bool) -> Result<RecoveryReport> {
+    let started = std::time::Instant::now();
+    let contents = read_log(&data.log_dir(), partitions)?;
+    let segments = contents.segments.len();
+    let cut = contents.cut.clone();
+    let stats = replay(host, replay_plan(contents.records, 0))?;
+    Ok(RecoveryReport {
+        first_start,
+        segments,
+        transactions: stats.transactions,
+        cut,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

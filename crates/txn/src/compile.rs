@@ -65,6 +65,9 @@ pub struct CompiledProcedure {
     pub roles: Vec<String>,
     /// The catalog version its statements were planned against.
     pub catalog_version: u64,
+    /// Ad hoc SQL: the session database it was planned in (empty for
+    /// catalog procedures).
+    pub database: String,
 }
 
 impl std::fmt::Debug for CompiledProcedure {
@@ -231,6 +234,7 @@ fn compile_procedure(def: &ProcedureDef, catalog: &Catalog, registry: &Procedure
         param_count,
         roles: def.roles.clone(),
         catalog_version: catalog.version,
+        database: String::new(),
     })
 }
 
@@ -280,6 +284,7 @@ fn crud_procedures(table: &TableDef, catalog: &Catalog) -> Result<Vec<CompiledPr
             statements: vec![Arc::new(stmt)],
             roles: Vec::new(),
             catalog_version: catalog.version,
+            database: String::new(),
         });
     }
     Ok(out)

@@ -20,6 +20,7 @@ use crate::distribute::{reaggregate, Combine, DistQuery, MpStatement};
 use crate::hashinator::Hashinator;
 use crate::host::Shared;
 use crate::ids::{IdGenerator, TxnIds, MP_INITIATOR};
+use crate::logging::{self, Answer, CommandLog, LoggedTxn};
 use crate::messages::{
     recv_soon, CoordMsg, ItemResult, MpKind, MpReply, MpTask, MpWork, SiteMsg, WorkItem, IN_TRANSACTION,
 };
@@ -47,6 +48,8 @@ pub(crate) struct Coordinator {
     pub ids: IdGenerator,
     pub hashinator: Arc<Hashinator>,
     pub batch: Batch,
+    /// Where committed changes are logged (none: no command log).
+    pub log: Option<Arc<dyn CommandLog>>,
 }
 
 /// What a transaction changes besides data.
@@ -62,6 +65,7 @@ impl Coordinator {
         inbox: Receiver<CoordMsg>,
         sites: Vec<Sender<MpWork>>,
         replies: Receiver<MpReply>,
+        log: Option<Arc<dyn CommandLog>>,
     ) -> Self {
         let hashinator = shared.hashinator.load_full();
         Coordinator {
@@ -73,6 +77,7 @@ impl Coordinator {
             ids: IdGenerator::new(MP_INITIATOR),
             hashinator,
             batch: Batch::default(),
+            log,
         }
     }
 
@@ -159,25 +164,46 @@ impl Coordinator {
             }
         };
         self.batch = batch;
-        let response = match result {
+        let log = if task.replay.is_some() { None } else { self.log.clone() };
+        let mut response = match result {
             Ok(tables) => {
+                // Logged before any site commits, so that nothing a site
+                // answers afterwards can overtake it in the log.
+                if let Some(log) = &log {
+                    self.log_committed(log.as_ref(), &task.kind, &task.params, ids);
+                }
                 self.commit(installs);
-                let mut r = Response::success(tables, ids);
-                r.app_status = app_status;
-                r.app_status_string = app_status_string;
-                r
+                Response::success(tables, ids)
             }
             Err(e) => {
                 self.rollback();
-                let mut r = Response::failure(e, Some(ids));
-                r.app_status = app_status;
-                r.app_status_string = app_status_string;
-                r
+                Response::failure(e, Some(ids))
             }
         };
-        let mut response = response;
+        response.app_status = app_status;
+        response.app_status_string = app_status_string;
         response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
-        task.sink.deliver(task.handle, response);
+        // Published (schema, hashinator) before it is answered.
+        logging::answer(log.as_ref(), None, Answer { sink: task.sink, handle: task.handle, response });
+    }
+
+    /// Log a committed multi-partition transaction that may have changed
+    /// state: procedures with a writing statement, and DDL.
+    fn log_committed(&self, log: &dyn CommandLog, kind: &MpKind, params: &[Value], ids: TxnIds) {
+        let record = |database: &str, procedure: &str, sql: Option<&str>, params: &[Value]| {
+            let txn = LoggedTxn { ids, partition: None, after_mp: 0, database, procedure, sql, params };
+            log.append(&txn, None);
+        };
+        match kind {
+            MpKind::Procedure(p) if p.statements.iter().any(|s| s.planned.writes) => {
+                let sql = crate::site::adhoc_sql(p);
+                record(&p.database, &p.name, sql.as_deref(), params);
+            }
+            MpKind::Ddl { statements, database } => record(database, "@AdHoc", Some(&statements.join(";\n")), &[]),
+            // Not logged: reads, and hashinator swaps (which no client can
+            // request yet; elastic scaling will log its own steps).
+            MpKind::Procedure(_) | MpKind::Checksums | MpKind::ValidatePartitioning | MpKind::SetHashinator(_) => {}
+        }
     }
 
     /// The procedure as compiled for the current schema: the one routed, or

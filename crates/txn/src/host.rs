@@ -20,6 +20,7 @@ use crate::compile::{compile_statement, CompiledProcedure, CompiledStatement, Pr
 use crate::coordinator::Coordinator;
 use crate::hashinator::Hashinator;
 use crate::ids::TxnIds;
+use crate::logging::CommandLog;
 use crate::messages::{CoordMsg, MpKind, MpTask, SiteMsg, SpTask};
 use crate::procedure::{Batch, ProcedureRegistry};
 use crate::response::{Response, ResponseSink};
@@ -46,6 +47,13 @@ pub struct HostConfig {
     pub sites_per_host: usize,
     /// Native procedure classes `CREATE PROCEDURE ... FROM CLASS` can bind.
     pub registry: ProcedureRegistry,
+    /// Where committed transactions are logged (none: not logged).
+    pub command_log: Option<Arc<dyn CommandLog>>,
+    /// Ids a restored snapshot was taken with: ids issued from now on
+    /// follow them, and every site counts as having started that
+    /// multi-partition transaction (so later log records are not mistaken
+    /// for ones the snapshot covers).
+    pub resume_after: Option<TxnIds>,
 }
 
 impl Default for HostConfig {
@@ -53,7 +61,15 @@ impl Default for HostConfig {
         HostConfig {
             sites_per_host: std::thread::available_parallelism().map_or(1, |n| n.get()),
             registry: ProcedureRegistry::new(),
+            command_log: None,
+            resume_after: None,
         }
+    }
+}
+
+impl std::fmt::Debug for dyn CommandLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CommandLog {{ synchronous: {} }}", self.holds_answers())
     }
 }
 
@@ -95,10 +111,14 @@ impl Host {
         });
         let mut threads = Vec::new();
         for (p, (inbox, mp_inbox)) in site_rx.into_iter().zip(mp_rx).enumerate() {
+            let mut ids = crate::ids::IdGenerator::new(p as u32);
+            if let Some(resume) = config.resume_after {
+                ids.observe(resume);
+            }
             let site = Site {
                 partition: p as u32,
                 db: Database::new(),
-                ids: crate::ids::IdGenerator::new(p as u32),
+                ids,
                 hashinator: hashinator.clone(),
                 schema: schema.clone(),
                 inbox,
@@ -106,10 +126,15 @@ impl Host {
                 mp_reply: reply_tx.clone(),
                 peers: site_tx.clone(),
                 batch: Batch::default(),
+                log: config.command_log.clone(),
+                last_mp: config.resume_after.map_or(0, |ids| ids.txn_id.0),
             };
             threads.push(spawn(format!("joule-site-{p}"), move || site.run())?);
         }
-        let coordinator = Coordinator::new(shared.clone(), coord_rx, mp_tx, reply_rx);
+        let mut coordinator = Coordinator::new(shared.clone(), coord_rx, mp_tx, reply_rx, config.command_log.clone());
+        if let Some(resume) = config.resume_after {
+            coordinator.ids.observe(resume);
+        }
         threads.push(spawn("joule-mp".to_string(), move || coordinator.run())?);
         Ok(Host { shared, threads: Mutex::new(threads) })
     }
@@ -452,10 +477,11 @@ impl Client {
                 (self.replicated_reads % self.shared.sites.len() as u64) as u32
             });
             let version = hashinator.version();
-            return Ok(Route::Sp(Arc::new(adhoc_procedure(statements, &schema)), params, target, version));
+            let procedure = adhoc_procedure(statements, &schema, &self.database);
+            return Ok(Route::Sp(Arc::new(procedure), params, target, version));
         }
         let mp = parsed.iter().map(|stmt| self.plan_multi(stmt, &schema)).collect::<Result<Vec<_>>>()?;
-        Ok(Route::Mp(MpKind::Procedure(Arc::new(adhoc_procedure(mp, &schema))), params))
+        Ok(Route::Mp(MpKind::Procedure(Arc::new(adhoc_procedure(mp, &schema, &self.database))), params))
     }
 
     /// Plan one ad hoc statement for a single partition (cached).
@@ -529,6 +555,13 @@ impl Client {
     pub fn database(&self) -> &str {
         &self.database
     }
+
+    /// Make `database` the session's current one (as `USE` does, without
+    /// checking that it exists: replay restores sessions this way). An
+    /// empty name means the default database.
+    pub fn use_database(&mut self, database: &str) {
+        self.database = if database.is_empty() { DEFAULT_DATABASE.to_string() } else { database.to_string() };
+    }
 }
 
 /// Where an invocation goes.
@@ -540,7 +573,7 @@ enum Route {
     Done(Response),
 }
 
-fn adhoc_procedure(statements: Vec<Arc<CompiledStatement>>, schema: &Schema) -> CompiledProcedure {
+fn adhoc_procedure(statements: Vec<Arc<CompiledStatement>>, schema: &Schema, database: &str) -> CompiledProcedure {
     CompiledProcedure {
         name: "@AdHoc".to_string(),
         routing: None,
@@ -549,5 +582,6 @@ fn adhoc_procedure(statements: Vec<Arc<CompiledStatement>>, schema: &Schema) -> 
         statements,
         roles: Vec::new(),
         catalog_version: schema.version(),
+        database: database.to_string(),
     }
 }

@@ -12,6 +12,7 @@
 //! * `messages`, `site`, `coordinator`: the threads and what they exchange.
 //! * [`host`]: starting a host, and the [`Client`] initiator handle.
 //! * [`response`]: what an invocation answers.
+//! * [`logging`]: what committed transactions hand to the command log.
 //! * `sysprocs`: system procedures answered from the schema (`@Explain`,
 //!   `@SystemCatalog`, ...).
 
@@ -21,6 +22,7 @@ pub mod distribute;
 pub mod hashinator;
 pub mod host;
 pub mod ids;
+pub mod logging;
 mod messages;
 pub mod procedure;
 pub mod response;

@@ -22,6 +22,7 @@ use crate::compile::{CompiledProcedure, CompiledStatement, Schema};
 use crate::distribute::MpStatement;
 use crate::hashinator::Hashinator;
 use crate::ids::{IdGenerator, TxnIds};
+use crate::logging::{self, Answer, CommandLog, LoggedTxn};
 use crate::messages::{
     recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, BETWEEN_TRANSACTIONS, IN_TRANSACTION,
 };
@@ -104,6 +105,10 @@ pub(crate) struct Site {
     /// Every site's inbox (this one's included), for forwarding.
     pub peers: Vec<Sender<SiteMsg>>,
     pub batch: Batch,
+    /// Where committed changes are logged (none: no command log).
+    pub log: Option<Arc<dyn CommandLog>>,
+    /// The id of the last multi-partition transaction started here.
+    pub last_mp: u64,
 }
 
 impl Site {
@@ -158,7 +163,11 @@ impl Site {
         };
         let procedure = match self.current(&task.procedure, &task.params) {
             Ok(p) => p,
-            Err(e) => return task.sink.deliver(task.handle, Response::failure(e, Some(ids))),
+            Err(e) => {
+                let answer = Answer { sink: task.sink, handle: task.handle, response: Response::failure(e, Some(ids)) };
+                let log = if task.replay.is_some() { None } else { self.log.as_ref() };
+                return logging::answer(log, None, answer);
+            }
         };
         self.db.set_function_context(FunctionContext {
             now_micros: ids.unique_id.timestamp_micros(),
@@ -169,8 +178,10 @@ impl Site {
             SiteExecutor { db: &mut self.db, partition: self.partition, hashinator: &self.hashinator, failed: None };
         let outcome = run_procedure(&procedure, &task.params, &mut exec, &mut self.batch, ids, Some(self.partition));
         let failed = exec.failed.take();
+        let mut changed = false;
         let result = match (outcome.result, failed) {
             (Ok(tables), None) => {
+                changed = self.db.has_changes();
                 self.db.commit();
                 Ok(tables)
             }
@@ -191,7 +202,21 @@ impl Site {
         response.app_status = outcome.app_status;
         response.app_status_string = outcome.app_status_string;
         response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
-        task.sink.deliver(task.handle, response);
+        let answer = Answer { sink: task.sink, handle: task.handle, response };
+        if task.replay.is_some() {
+            return answer.deliver();
+        }
+        let sql = if changed { adhoc_sql(&procedure) } else { None };
+        let txn = LoggedTxn {
+            ids,
+            partition: Some(self.partition),
+            after_mp: self.last_mp,
+            database: &procedure.database,
+            procedure: &procedure.name,
+            sql: sql.as_deref(),
+            params: &task.params,
+        };
+        logging::answer(self.log.as_ref(), changed.then_some(&txn), answer);
     }
 
     /// The partition an invocation's key maps to under the current hashinator.
@@ -226,6 +251,7 @@ impl Site {
 
     fn run_mp(&mut self, ids: TxnIds) {
         self.ids.observe(ids);
+        self.last_mp = ids.txn_id.0;
         self.db.set_function_context(FunctionContext {
             now_micros: ids.unique_id.timestamp_micros(),
             random_seed: ids.random_seed(),
@@ -312,6 +338,16 @@ impl Site {
         }
         Ok(out)
     }
+}
+
+/// The SQL text an ad hoc procedure runs (its statements, in order), to log
+/// as `@AdHoc`'s first parameter; `None` for other procedures.
+pub(crate) fn adhoc_sql(procedure: &CompiledProcedure) -> Option<String> {
+    if procedure.name != "@AdHoc" {
+        return None;
+    }
+    let texts: Vec<&str> = procedure.statements.iter().map(|s| s.sql.as_str()).collect();
+    Some(texts.join(";\n"))
 }
 
 /// Runs a single-partition transaction's batches on the site's database.

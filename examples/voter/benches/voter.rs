@@ -80,7 +80,7 @@ fn main() {
     let seconds: f64 = std::env::var("JOULE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
     let mut registry = ProcedureRegistry::new();
     register(&mut registry);
-    let host = Host::start(HostConfig { sites_per_host: sites, registry }).expect("host starts");
+    let host = Host::start(HostConfig { sites_per_host: sites, registry, ..Default::default() }).expect("host starts");
     let mut client = host.client();
     let ok = |r: Response| assert!(r.is_success(), "{r:?}");
     ok(client.adhoc(DDL, vec![]));

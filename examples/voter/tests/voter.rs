@@ -7,7 +7,7 @@ use joule_voter::{register, CallGenerator, CONTESTANTS, DDL, VOTE_ACCEPTED, VOTE
 fn host() -> Host {
     let mut registry = ProcedureRegistry::new();
     register(&mut registry);
-    let host = Host::start(HostConfig { sites_per_host: 2, registry }).unwrap();
+    let host = Host::start(HostConfig { sites_per_host: 2, registry, ..Default::default() }).unwrap();
     let r = host.client().adhoc(DDL, vec![]);
     assert!(r.is_success(), "{r:?}");
     host

@@ -9,7 +9,7 @@ pub fn host(sites: usize) -> Host {
 }
 
 pub fn host_with(sites: usize, registry: ProcedureRegistry) -> Host {
-    Host::start(HostConfig { sites_per_host: sites, registry }).expect("host starts")
+    Host::start(HostConfig { sites_per_host: sites, registry, ..Default::default() }).expect("host starts")
 }
 
 /// The response, which must be a success.

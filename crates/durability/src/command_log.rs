@@ -1,0 +1,436 @@
+//! The command log's writer: one thread that appends logged transactions to
+//! segment files and makes them durable with group commit.
+//!
+//! Sites and the coordinator encode their records on their own threads and
+//! hand them over a channel ([`CommandLogWriter`] implements the
+//! transaction layer's [`CommandLog`]). The writer takes everything queued
+//! at once, writes it with one `write`, and then:
+//!
+//! * **synchronous** mode: syncs the file (`fdatasync`) and only then
+//!   delivers the answers that were waiting on that batch — so an answer
+//!   never leaves before its transaction (and everything logged before it)
+//!   is on disk. While one sync runs, the next batch gathers: the longer a
+//!   sync takes, the more transactions share the next one;
+//! * **asynchronous** mode: answers went out already; the writer syncs
+//!   whenever `frequency` has passed since the last sync (and when it
+//!   stops). A power loss can take the transactions of the last
+//!   `frequency` ms plus one batch; a process crash alone takes nothing
+//!   that reached `write`.
+//!
+//! A segment is synced before the next one starts, so only the last
+//! segment can end in a torn write (see [`crate::segment`]).
+//!
+//! Failures: if a write or sync fails (a full disk, an I/O error), every
+//! answer waiting on it gets a [`ErrorCode::IoError`] failure instead, the
+//! log refuses everything after, and the failure callback runs — the
+//! server uses it to stop the node, since transactions that already ran in
+//! memory could no longer be made durable. Recovery then restores exactly
+//! what was acknowledged.
+
+use crate::segment::{encode_frame, encode_header, list_segments, segment_name, HEADER_BYTES};
+use joule_common::{err, Error, ErrorCode, Result};
+use joule_txn::logging::{Answer, CommandLog, LoggedTxn};
+use joule_txn::Response;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// When answers wait for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogMode {
+    /// Answer only after the fsync that covers the transaction.
+    Sync,
+    /// Answer at once; fsync at least this often.
+    Async { frequency: Duration },
+}
+
+/// How to run the command log.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The `log` directory inside the data directory.
+    pub dir: PathBuf,
+    pub mode: LogMode,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Recorded in every segment header; recovery refuses another count.
+    pub partitions: u32,
+    /// The first segment this writer creates (after those found on disk).
+    pub first_segment: u64,
+}
+
+/// Counters for statistics (`@Statistics COMMANDLOG`) and tests.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub syncs: AtomicU64,
+    /// Total time spent in fsync, microseconds.
+    pub sync_micros: AtomicU64,
+    /// The longest fsync, microseconds.
+    pub max_sync_micros: AtomicU64,
+}
+
+enum Entry {
+    Record(Vec<u8>, Option<Answer>),
+    Barrier(Answer),
+    /// Start a new segment now (at a snapshot's point) and report its
+    /// sequence number: every record before it is in older segments.
+    Rotate(Sender<Result<u64>>),
+    /// Delete the segments numbered below this one (a snapshot covers them).
+    DeleteBefore(u64, Sender<Result<usize>>),
+    Stop,
+}
+
+/// Called once when the log fails.
+pub type FailureHook = Box<dyn Fn(&Error) + Send + Sync>;
+
+/// The command log: a handle to the writer thread.
+pub struct CommandLogWriter {
+    tx: Mutex<Sender<Entry>>,
+    mode: LogMode,
+    failed: Arc<AtomicBool>,
+    stats: Arc<LogStats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl CommandLogWriter {
+    /// Create the directory if needed and start the writer on a new segment.
+    pub fn start(config: LogConfig, on_failure: FailureHook) -> Result<CommandLogWriter> {
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| err!(IoError, "cannot create the command log directory {}: {e}", config.dir.display()))?;
+        let stats = Arc::new(LogStats::default());
+        let failed = Arc::new(AtomicBool::new(false));
+        let segment = Segment::create(&config.dir, config.partitions, config.first_segment)?;
+        sync_dir(&config.dir)?;
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer {
+            config: config.clone(),
+            rx,
+            segment,
+            stats: stats.clone(),
+            failed: failed.clone(),
+            on_failure,
+            buf: Vec::with_capacity(1 << 20),
+            waiting: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("joule-cmdlog".into())
+            .spawn(move || writer.run())
+            .map_err(|e| err!(Internal, "cannot start the command log thread: {e}"))?;
+        Ok(CommandLogWriter { tx: Mutex::new(tx), mode: config.mode, failed, stats, thread: Mutex::new(Some(thread)) })
+    }
+
+    pub fn stats(&self) -> &Arc<LogStats> {
+        &self.stats
+    }
+
+    pub fn mode(&self) -> LogMode {
+        self.mode
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Hands the entry back when the writer is gone (its answer must still
+    /// be given). Entries are moved, not boxed: one allocation less per
+    /// transaction.
+    #[allow(clippy::result_large_err)]
+    fn send(&self, entry: Entry) -> std::result::Result<(), Entry> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tx.send(entry).map_err(|e| e.0)
+    }
+
+    /// Close the current segment and start a new one; returns the new
+    /// one's number. Everything appended before is in older segments.
+    pub fn rotate(&self) -> Result<u64> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Entry::Rotate(tx)).map_err(|_| err!(Unavailable, "the command log has stopped"))?;
+        rx.recv().map_err(|_| err!(Unavailable, "the command log has stopped"))?
+    }
+
+    /// Delete the segments numbered below `seq`; returns how many.
+    pub fn delete_before(&self, seq: u64) -> Result<usize> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Entry::DeleteBefore(seq, tx)).map_err(|_| err!(Unavailable, "the command log has stopped"))?;
+        rx.recv().map_err(|_| err!(Unavailable, "the command log has stopped"))?
+    }
+
+    /// Write and sync what is queued, then stop the writer.
+    pub fn stop(&self) {
+        let _ = self.send(Entry::Stop);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CommandLogWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn log_failed() -> Error {
+    err!(
+        IoError,
+        "the command log failed earlier; the transaction ran but could not be made durable, and the node is stopping"
+    )
+}
+
+impl CommandLog for CommandLogWriter {
+    fn holds_answers(&self) -> bool {
+        self.mode == LogMode::Sync
+    }
+
+    fn append(&self, txn: &LoggedTxn<'_>, answer: Option<Answer>) {
+        let mut frame = Vec::with_capacity(64 + txn.params.len() * 16);
+        encode_frame(&mut frame, txn);
+        if let Err(Entry::Record(_, Some(a))) = self.send(Entry::Record(frame, answer)) {
+            refuse(a, log_failed());
+        }
+    }
+
+    fn after_durable(&self, answer: Answer) {
+        if let Err(Entry::Barrier(a)) = self.send(Entry::Barrier(answer)) {
+            refuse(a, log_failed());
+        }
+    }
+}
+
+/// Answer with `e` instead: the transaction is not durable.
+fn refuse(answer: Answer, e: Error) {
+    let ids = answer.response.ids;
+    Answer { response: Response::failure(e, ids), ..answer }.deliver()
+}
+
+/// The open segment.
+struct Segment {
+    file: File,
+    seq: u64,
+    len: u64,
+}
+
+impl Segment {
+    fn create(dir: &Path, partitions: u32, seq: u64) -> Result<Segment> {
+        let path = dir.join(segment_name(seq));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| err!(IoError, "cannot create command log segment {}: {e}", path.display()))?;
+        file.write_all(&encode_header(partitions, seq))
+            .and_then(|_| file.sync_data())
+            .map_err(|e| err!(IoError, "cannot write command log segment {}: {e}", path.display()))?;
+        Ok(Segment { file, seq, len: HEADER_BYTES as u64 })
+    }
+}
+
+/// Sync a directory so that files created or removed in it stay so.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err!(IoError, "cannot sync directory {}: {e}", dir.display()))
+}
+
+struct Writer {
+    config: LogConfig,
+    rx: Receiver<Entry>,
+    segment: Segment,
+    stats: Arc<LogStats>,
+    failed: Arc<AtomicBool>,
+    on_failure: FailureHook,
+    /// Frames of the batch being gathered.
+    buf: Vec<u8>,
+    /// Answers to deliver once the batch is durable.
+    waiting: Vec<Answer>,
+    /// Bytes written since the last sync.
+    unsynced: bool,
+    last_sync: Instant,
+}
+
+/// Gather at most this much before writing.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+impl Writer {
+    fn run(&mut self) {
+        loop {
+            let first = match self.config.mode {
+                LogMode::Sync => match self.rx.recv() {
+                    Ok(e) => e,
+                    Err(_) => break,
+                },
+                LogMode::Async { frequency } => {
+                    let wait = frequency.saturating_sub(self.last_sync.elapsed());
+                    match self.rx.recv_timeout(wait) {
+                        Ok(e) => e,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync_if_needed();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
+            let mut next = Some(first);
+            let mut stop = false;
+            while let Some(entry) = next.take() {
+                match entry {
+                    Entry::Record(frame, answer) => {
+                        self.buf.extend_from_slice(&frame);
+                        self.waiting.extend(answer);
+                    }
+                    Entry::Barrier(answer) => self.waiting.push(answer),
+                    Entry::Rotate(reply) => {
+                        let r = self.flush().and_then(|_| self.rotate());
+                        let _ = reply.send(r);
+                    }
+                    Entry::DeleteBefore(seq, reply) => {
+                        let _ = reply.send(self.delete_before(seq));
+                    }
+                    Entry::Stop => {
+                        stop = true;
+                        break;
+                    }
+                }
+                if self.buf.len() < MAX_BATCH_BYTES {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if let Err(e) = self.flush() {
+                self.fail(e);
+            }
+            if stop {
+                break;
+            }
+        }
+        if let Err(e) = self.flush().and_then(|_| self.sync()) {
+            self.fail(e);
+        }
+    }
+
+    /// Write the gathered batch; in synchronous mode sync it and deliver
+    /// its answers; in asynchronous mode sync if the window has passed.
+    fn flush(&mut self) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            for a in self.waiting.drain(..) {
+                refuse(a, log_failed());
+            }
+            self.buf.clear();
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            if self.segment.len + self.buf.len() as u64 > self.config.segment_bytes
+                && self.segment.len > HEADER_BYTES as u64
+            {
+                self.rotate()?;
+            }
+            self.segment
+                .file
+                .write_all(&self.buf)
+                .map_err(|e| err!(IoError, "command log write to segment {:016x} failed: {e}", self.segment.seq))?;
+            self.segment.len += self.buf.len() as u64;
+            self.stats.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+            self.stats.records.fetch_add(count_frames(&self.buf), Ordering::Relaxed);
+            self.buf.clear();
+            self.unsynced = true;
+        }
+        match self.config.mode {
+            LogMode::Sync => {
+                self.sync()?;
+                for a in self.waiting.drain(..) {
+                    a.deliver();
+                }
+            }
+            LogMode::Async { .. } => {
+                // Nothing should wait in asynchronous mode; never strand it.
+                for a in self.waiting.drain(..) {
+                    a.deliver();
+                }
+                self.sync_if_needed();
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_if_needed(&mut self) {
+        if let LogMode::Async { frequency } = self.config.mode {
+            if self.unsynced && self.last_sync.elapsed() >= frequency {
+                if let Err(e) = self.sync() {
+                    self.fail(e);
+                }
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.segment
+            .file
+            .sync_data()
+            .map_err(|e| err!(IoError, "command log fsync of segment {:016x} failed: {e}", self.segment.seq))?;
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        self.stats.max_sync_micros.fetch_max(micros, Ordering::Relaxed);
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Sync the current segment and start the next.
+    fn rotate(&mut self) -> Result<u64> {
+        self.sync()?;
+        let next = Segment::create(&self.config.dir, self.config.partitions, self.segment.seq + 1)?;
+        sync_dir(&self.config.dir)?;
+        self.segment = next;
+        Ok(self.segment.seq)
+    }
+
+    fn delete_before(&mut self, seq: u64) -> Result<usize> {
+        let mut deleted = 0;
+        for (s, path) in list_segments(&self.config.dir)? {
+            if s < seq && s != self.segment.seq {
+                std::fs::remove_file(&path)
+                    .map_err(|e| err!(IoError, "cannot delete command log segment {}: {e}", path.display()))?;
+                deleted += 1;
+            }
+        }
+        sync_dir(&self.config.dir)?;
+        Ok(deleted)
+    }
+
+    fn fail(&mut self, e: Error) {
+        let first = !self.failed.swap(true, Ordering::SeqCst);
+        let e = if e.code() == ErrorCode::IoError { e } else { err!(IoError, "{}", e.message()) };
+        for a in self.waiting.drain(..) {
+            refuse(a, e.clone());
+        }
+        self.buf.clear();
+        if first {
+            eprintln!("joule: {e}");
+            (self.on_failure)(&e);
+        }
+    }
+}
+
+/// How many frames a batch of whole frames holds.
+fn count_frames(mut buf: &[u8]) -> u64 {
+    let mut n = 0;
+    while buf.len() >= 8 {
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        buf = &buf[(8 + len).min(buf.len())..];
+        n += 1;
+    }
+    n
+}

@@ -203,6 +203,10 @@ impl CommandLog for CommandLogWriter {
             refuse(a, log_failed());
         }
     }
+
+    fn rotate(&self) -> Result<u64> {
+        CommandLogWriter::rotate(self)
+    }
 }
 
 /// Answer with `e` instead: the transaction is not durable.
@@ -300,7 +304,10 @@ impl Writer {
                         break;
                     }
                 }
-                if self.buf.len() < MAX_BATCH_BYTES {
+                // A batch ends where the segment would overflow, so that
+                // segments stay near their size.
+                let room = self.config.segment_bytes.saturating_sub(self.segment.len) as usize;
+                if self.buf.len() < MAX_BATCH_BYTES.min(room) {
                     next = self.rx.try_recv().ok();
                 }
             }

@@ -13,6 +13,9 @@
 //!   asynchronous modes, failure handling.
 //! * [`recovery`]: reading the log back and replaying it in order.
 //! * [`node`]: the data directory and the log handle recovery attaches.
+//! * [`snapshot`]: snapshot files — writing, reading, verifying.
+//! * [`manager`]: snapshots as a node runs them (save, status, truncate,
+//!   restore, the system procedures' answers).
 //!
 //! Layout of a data directory:
 //!
@@ -25,8 +28,10 @@
 
 pub mod codec;
 pub mod command_log;
+pub mod manager;
 pub mod node;
 pub mod recovery;
 pub mod segment;
+pub mod snapshot;
 
 pub use command_log::{CommandLogWriter, LogConfig, LogMode, LogStats};

@@ -170,6 +170,13 @@ impl CommandLog for AttachableLog {
             None => answer.deliver(),
         }
     }
+
+    fn rotate(&self) -> Result<u64> {
+        match self.writer.get() {
+            Some(w) => w.rotate(),
+            None => Ok(0),
+        }
+    }
 }
 
 /// Whether `path` exists and is a directory with nothing in it.

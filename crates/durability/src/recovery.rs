@@ -21,9 +21,11 @@
 //! at once (each partition runs its own in order, partitions in parallel);
 //! a multi-partition record waits for them and is waited for.
 
+use crate::node::DataDir;
 use crate::segment::{list_segments, scan_segment, LogRecord, Tail};
-use joule_common::{bail, err, Result};
-use joule_txn::{Client, Host, Invocation, Response, ResponseSink};
+use crate::snapshot;
+use joule_common::{bail, err, Result, Value};
+use joule_txn::{Client, Host, Invocation, Response, ResponseSink, TxnIds};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -191,6 +193,10 @@ pub fn replay(host: &Host, steps: Vec<Step>) -> Result<ReplayStats> {
         for r in records {
             stats.transactions += 1;
             stats.max_txn_id = stats.max_txn_id.max(r.ids.txn_id.0);
+            if r.procedure == "@SnapshotRestore" {
+                replay_restore(host, &r)?;
+                continue;
+            }
             let client = clients.entry(r.database.clone()).or_insert_with(|| {
                 let mut c = host.client();
                 c.use_database(&r.database);
@@ -220,6 +226,153 @@ pub fn replay(host: &Host, steps: Vec<Step>) -> Result<ReplayStats> {
         }
     }
     Ok(stats)
+}
+
+/// Replay an online `@SnapshotRestore`: load the same files again.
+fn replay_restore(host: &Host, r: &LogRecord) -> Result<()> {
+    let (Some(Value::String(dir)), Some(Value::String(nonce))) = (r.params.first(), r.params.get(1)) else {
+        bail!(CorruptData, "a logged @SnapshotRestore lacks its directory and nonce");
+    };
+    let path = std::path::Path::new(dir).join(nonce);
+    let loaded = snapshot::load(&path).map_err(|e| {
+        err!(
+            RecoveryFailed,
+            "the command log replays @SnapshotRestore of {}, which cannot be read ({e}); put the snapshot back \
+             there to recover",
+            path.display()
+        )
+    })?;
+    let response = host.client().load_rows(loaded.tables, None);
+    match response.error {
+        Some(e) => bail!(RecoveryFailed, "replaying @SnapshotRestore of {} failed: {e}", path.display()),
+        None => Ok(()),
+    }
+}
+
+/// What a start found in the data directory and did with it.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub first_start: bool,
+    /// The snapshot loaded: (nonce, its transaction id, rows, bytes).
+    pub snapshot: Option<(String, u64, u64, u64)>,
+    /// Snapshots passed over, newest first, with why.
+    pub skipped: Vec<String>,
+    pub snapshot_seconds: f64,
+    pub segments: usize,
+    pub transactions: usize,
+    /// A torn log tail that was cut: (segment, offset, bytes, why).
+    pub cut: Option<(u64, u64, u64, String)>,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first_start {
+            return f.write_str("new database (nothing to recover)");
+        }
+        for s in &self.skipped {
+            write!(f, "skipped {s}; ")?;
+        }
+        match &self.snapshot {
+            Some((nonce, txn, rows, bytes)) => write!(
+                f,
+                "loaded snapshot {nonce} (txn {txn}, {rows} rows, {bytes} bytes) in {:.3} s; ",
+                self.snapshot_seconds
+            )?,
+            None => f.write_str("no snapshot; ")?,
+        }
+        write!(
+            f,
+            "replayed {} transaction(s) from {} command log segment(s); {:.3} s in all",
+            self.transactions, self.segments, self.seconds
+        )?;
+        if let Some((seg, offset, bytes, why)) = &self.cut {
+            write!(f, "; cut a torn tail of {bytes} byte(s) at byte {offset} of segment {seg:016x} ({why})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Bring a node back: read the log (cutting a torn tail), load the newest
+/// usable snapshot (falling back to older ones), start the host with
+/// `start_host` (given the snapshot's ids), rebuild the schema and load
+/// the rows, and replay the log after the snapshot.
+pub fn recover_node(
+    data: &DataDir,
+    partitions: u32,
+    first_start: bool,
+    start_host: impl FnOnce(Option<TxnIds>) -> Result<Host>,
+) -> Result<(Host, RecoveryReport)> {
+    let started = std::time::Instant::now();
+    let mut report = RecoveryReport { first_start, ..Default::default() };
+    let contents = read_log(&data.log_dir(), partitions)?;
+    report.segments = contents.segments.len();
+    report.cut = contents.cut.clone();
+    let first_segment = contents.segments.first().copied();
+    let mut chosen = None;
+    for (path, manifest) in snapshot::scan(&data.snapshot_dir())? {
+        let name = path.display().to_string();
+        let manifest = match manifest {
+            Ok(m) => m,
+            Err(e) => {
+                report.skipped.push(format!("{name} ({e})"));
+                continue;
+            }
+        };
+        if manifest.partitions != partitions {
+            report.skipped.push(format!("{name} (taken with {} partitions)", manifest.partitions));
+            continue;
+        }
+        if let Some(first) = first_segment {
+            if manifest.log_segment > 0 && manifest.log_segment < first {
+                report.skipped.push(format!("{name} (the log after it was truncated)"));
+                continue;
+            }
+        }
+        let t = std::time::Instant::now();
+        match snapshot::load(&path) {
+            Ok(loaded) => {
+                report.snapshot_seconds = t.elapsed().as_secs_f64();
+                chosen = Some(loaded);
+                break;
+            }
+            Err(e) => report.skipped.push(format!("{name} ({e})")),
+        }
+    }
+    if chosen.is_none() && first_segment.is_some_and(|s| s > 1) {
+        bail!(
+            RecoveryFailed,
+            "the command log in {} starts at segment {:016x}: older segments were deleted after a snapshot, but no \
+             usable snapshot is left ({}). Restore the snapshot directory from a backup",
+            data.log_dir().display(),
+            first_segment.unwrap_or(0),
+            if report.skipped.is_empty() { "none found".to_string() } else { report.skipped.join("; ") }
+        );
+    }
+    let host = start_host(chosen.as_ref().map(|s| s.manifest.ids))?;
+    let mut snapshot_txn = 0;
+    if let Some(loaded) = chosen {
+        let t = std::time::Instant::now();
+        let m = &loaded.manifest;
+        snapshot_txn = m.ids.txn_id.0;
+        report.snapshot = Some((m.nonce.clone(), snapshot_txn, m.rows, loaded.bytes));
+        let mut client = host.client();
+        for (database, sql) in &m.ddl {
+            client.use_database(database);
+            if let Some(e) = client.adhoc(sql, Vec::new()).error {
+                bail!(RecoveryFailed, "rebuilding the schema of snapshot {} failed at \"{sql}\": {e}", m.nonce);
+            }
+        }
+        let nonce = m.nonce.clone();
+        if let Some(e) = client.load_rows(loaded.tables, None).error {
+            bail!(RecoveryFailed, "loading the rows of snapshot {nonce} failed: {e}");
+        }
+        report.snapshot_seconds += t.elapsed().as_secs_f64();
+    }
+    let stats = replay(&host, replay_plan(contents.records, snapshot_txn))?;
+    report.transactions = stats.transactions;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok((host, report))
 }
 
 #[cfg(test)]

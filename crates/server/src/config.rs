@@ -19,6 +19,10 @@
 //! frequency_ms = 200           # async: the longest time between fsyncs
 //! segment_mb = 64              # segment files are closed past this size
 //!
+//! [snapshot]
+//! frequency_s = 1800           # automatic snapshots (0: none); each truncates the log
+//! retain = 2                   # snapshots kept usable for recovery
+//!
 //! [[users]]                    # with users, logins must match one
 //! name = "admin"
 //! password = "secret"
@@ -48,6 +52,14 @@ struct FileConfig {
     #[serde(default)]
     users: Vec<FileUser>,
     command_log: Option<FileCommandLog>,
+    snapshot: Option<FileSnapshot>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSnapshot {
+    frequency_s: Option<u64>,
+    retain: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +164,17 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
             config.log_segment_bytes = mb << 20;
         }
     }
+    if let Some(s) = file.snapshot {
+        if let Some(secs) = s.frequency_s {
+            config.snapshot_every = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+        }
+        if let Some(n) = s.retain {
+            if n == 0 {
+                return Err(err!(InvalidArgument, "configuration: snapshot.retain must be at least 1"));
+            }
+            config.snapshot_retain = n;
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     for u in file.users {
         if u.name.is_empty() || !seen.insert(u.name.clone()) {
@@ -183,6 +206,8 @@ mod tests {
         assert_eq!((c.command_log, c.log_segment_bytes), (Some(LogMode::Sync), 8 << 20));
         apply_toml(&mut c, &mut o, "[command_log]\nmode = \"off\"").unwrap();
         assert_eq!(c.command_log, None);
+        apply_toml(&mut c, &mut o, "[snapshot]\nfrequency_s = 0\nretain = 3").unwrap();
+        assert_eq!((c.snapshot_every, c.snapshot_retain), (None, 3));
         for bad in [
             "client_port = \"x\"",
             "nonsense = 1",
@@ -192,6 +217,7 @@ mod tests {
             "[[users]]\nname = \"a\"",
             "[command_log]\nmode = \"always\"",
             "[command_log]\nfrequency_ms = 0",
+            "[snapshot]\nretain = 0",
         ] {
             let e = apply_toml(&mut ServerConfig::default(), &mut OtherPorts::default(), bad).unwrap_err();
             assert_eq!(e.code(), joule_common::ErrorCode::InvalidArgument, "{bad}");

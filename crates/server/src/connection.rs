@@ -222,6 +222,10 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
         let mut out = Vec::new();
         match inv.procedure.as_str() {
             "@Ping" => write_ping(&mut out, handle),
+            name if crate::durable::needs_admin(name) && !is_admin => {
+                let e = err!(PermissionDenied, "{name} needs the ADMINISTRATOR role or the admin port");
+                write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
+            }
             "@Shutdown" | "@Pause" | "@Resume" | "@Quiesce" if !is_admin => {
                 let e = err!(PermissionDenied, "{} needs the ADMINISTRATOR role or the admin port", inv.procedure);
                 write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
@@ -260,7 +264,11 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                     let params: Vec<Value> = inv.params.into_iter().map(param_value).collect();
                     sink.outstanding.fetch_add(1, Ordering::Relaxed);
                     ctx.queued.fetch_add(1, Ordering::Relaxed);
-                    client.call_async(name, params, handle as u64, sink_dyn.clone());
+                    if crate::durable::handles(name) {
+                        crate::durable::invoke(&ctx, &mut client, name, params, handle as u64, sink_dyn.clone());
+                    } else {
+                        client.call_async(name, params, handle as u64, sink_dyn.clone());
+                    }
                 }
             }
         }

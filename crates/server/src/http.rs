@@ -128,7 +128,7 @@ async fn call(ctx: Arc<ServerContext>, args: Args, version: ApiVersion) -> HttpR
             failure_json(version, crate::convert::STATUS_SERVER_UNAVAILABLE, "the database is paused (admin mode)");
         return respond(StatusCode::OK, body, jsonp);
     }
-    if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume") {
+    if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume") || crate::durable::needs_admin(&procedure) {
         let body = failure_json(
             version,
             STATUS_GRACEFUL_FAILURE,
@@ -138,7 +138,12 @@ async fn call(ctx: Arc<ServerContext>, args: Args, version: ApiVersion) -> HttpR
     }
     let (tx, rx) = oneshot::channel();
     let sink: Arc<dyn ResponseSink> = Arc::new(Reply(std::sync::Mutex::new(Some(tx))));
-    ctx.host.client().call_async(&procedure, params, 0, sink);
+    let mut client = ctx.host.client();
+    if crate::durable::handles(&procedure) {
+        crate::durable::invoke(&ctx, &mut client, &procedure, params, 0, sink);
+    } else {
+        client.call_async(&procedure, params, 0, sink);
+    }
     let body = match rx.await {
         Ok(r) => response_json(&r, version),
         Err(_) => failure_json(version, crate::convert::STATUS_SERVER_UNAVAILABLE, "the server is shutting down"),

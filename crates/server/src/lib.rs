@@ -17,11 +17,14 @@
 pub mod config;
 mod connection;
 pub mod convert;
+mod durable;
 mod http;
 
 use joule_common::{err, Error, Result};
+use joule_durability::manager::Snapshots;
 use joule_durability::node::{AttachableLog, DataDir};
-use joule_durability::recovery::{read_log, replay, replay_plan};
+use joule_durability::recovery::recover_node;
+pub use joule_durability::recovery::RecoveryReport;
 use joule_durability::{CommandLogWriter, LogConfig, LogMode};
 use joule_txn::{Host, HostConfig, ProcedureRegistry};
 use joule_wire::messages::login_result;
@@ -70,6 +73,10 @@ pub struct ServerConfig {
     pub command_log: Option<LogMode>,
     /// A command-log segment is closed past this size.
     pub log_segment_bytes: u64,
+    /// Automatic snapshots: how often (`None`: never).
+    pub snapshot_every: Option<std::time::Duration>,
+    /// How many snapshots in the data directory stay usable for recovery.
+    pub snapshot_retain: usize,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +95,8 @@ impl Default for ServerConfig {
             users: Vec::new(),
             command_log: Some(LogMode::Async { frequency: std::time::Duration::from_millis(200) }),
             log_segment_bytes: 64 << 20,
+            snapshot_every: Some(std::time::Duration::from_secs(1800)),
+            snapshot_retain: 2,
         }
     }
 }
@@ -100,6 +109,8 @@ pub(crate) struct ServerContext {
     /// Why the node stopped on its own (a failed command log).
     pub failure: Arc<std::sync::Mutex<Option<Error>>>,
     pub log: Arc<AttachableLog>,
+    pub snapshots: Arc<Snapshots>,
+    pub data: DataDir,
     pub next_connection: AtomicU64,
     pub started_millis: i64,
     /// Requests handed to the host and not yet answered, all connections.
@@ -123,34 +134,6 @@ impl ServerContext {
             leader_ipv4: 0x7f00_0001,
             build: format!("JouleDB {}", env!("CARGO_PKG_VERSION")),
         }
-    }
-}
-
-/// What a start found in the data directory and did with it.
-#[derive(Clone, Debug, Default)]
-pub struct RecoveryReport {
-    pub first_start: bool,
-    pub segments: usize,
-    pub transactions: usize,
-    /// A torn log tail that was cut: (segment, offset, bytes, why).
-    pub cut: Option<(u64, u64, u64, String)>,
-    pub seconds: f64,
-}
-
-impl std::fmt::Display for RecoveryReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.first_start {
-            return f.write_str("new database (nothing to recover)");
-        }
-        write!(
-            f,
-            "replayed {} transaction(s) from {} command log segment(s) in {:.3} s",
-            self.transactions, self.segments, self.seconds
-        )?;
-        if let Some((seg, offset, bytes, why)) = &self.cut {
-            write!(f, "; cut a torn tail of {bytes} byte(s) at byte {offset} of segment {seg:016x} ({why})")?;
-        }
-        Ok(())
     }
 }
 
@@ -181,13 +164,15 @@ impl Server {
         let admin = bind(config.admin_port).await?;
         let http = bind(config.http_port).await?;
         let log = Arc::new(AttachableLog::new());
-        let host = Host::start(HostConfig {
-            sites_per_host: config.sites,
-            registry,
-            command_log: Some(log.clone()),
-            resume_after: None,
+        let (host, recovery) = recover_node(&data, partitions, first_start, |resume_after| {
+            Host::start(HostConfig {
+                sites_per_host: config.sites,
+                registry,
+                command_log: Some(log.clone()),
+                resume_after,
+            })
         })?;
-        let recovery = recover(&host, &data, partitions, first_start)?;
+        let snapshots = Snapshots::new(data.snapshot_dir(), log.clone(), config.snapshot_retain);
         let (shutdown, _) = watch::channel(false);
         let shutdown = Arc::new(shutdown);
         let failure: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
@@ -230,6 +215,8 @@ impl Server {
             shutdown,
             failure,
             log,
+            snapshots,
+            data,
             next_connection: AtomicU64::new(1),
             started_millis,
             queued: Arc::default(),
@@ -241,6 +228,9 @@ impl Server {
         tokio::spawn(accept(client, ctx.clone(), false));
         tokio::spawn(accept(admin, ctx.clone(), true));
         tokio::spawn(http::serve(http, ctx.clone()));
+        if let Some(every) = ctx.config.snapshot_every {
+            tokio::spawn(durable::automatic_snapshots(ctx.clone(), every));
+        }
         Ok(Server { ctx, client_addr, admin_addr, http_addr, recovery })
     }
 
@@ -296,21 +286,4 @@ async fn accept(listener: TcpListener, ctx: Arc<ServerContext>, admin: bool) {
             _ = shutdown.changed() => break,
         }
     }
-}
-
-/// Replay what the data directory holds into `host` (nothing is logged
-/// meanwhile: the command log is attached afterwards).
-fn recover(host: &Host, data: &DataDir, partitions: u32, first_start: bool) -> Result<RecoveryReport> {
-    let started = std::time::Instant::now();
-    let contents = read_log(&data.log_dir(), partitions)?;
-    let segments = contents.segments.len();
-    let cut = contents.cut.clone();
-    let stats = replay(host, replay_plan(contents.records, 0))?;
-    Ok(RecoveryReport {
-        first_start,
-        segments,
-        transactions: stats.transactions,
-        cut,
-        seconds: started.elapsed().as_secs_f64(),
-    })
 }

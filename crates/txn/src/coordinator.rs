@@ -50,6 +50,8 @@ pub(crate) struct Coordinator {
     pub batch: Batch,
     /// Where committed changes are logged (none: no command log).
     pub log: Option<Arc<dyn CommandLog>>,
+    /// Every committed DDL call: (session database, statements), in order.
+    pub ddl_history: Vec<(String, String)>,
 }
 
 /// What a transaction changes besides data.
@@ -78,6 +80,7 @@ impl Coordinator {
             hashinator,
             batch: Batch::default(),
             log,
+            ddl_history: Vec::new(),
         }
     }
 
@@ -118,6 +121,7 @@ impl Coordinator {
             FunctionContext { now_micros: ids.unique_id.timestamp_micros(), random_seed: ids.random_seed() };
         self.schema_db.set_function_context(functions);
         let mut installs = Installs::default();
+        let mut frozen = None;
         let mut batch = std::mem::take(&mut self.batch);
         let (result, app_status, app_status_string) = match &task.kind {
             MpKind::Procedure(routed) => {
@@ -162,6 +166,14 @@ impl Coordinator {
                 installs.hashinator = Some(h.clone());
                 (Ok(Vec::new()), crate::response::APP_STATUS_UNSET, None)
             }
+            MpKind::Snapshot(target) => {
+                let result = self.freeze(ids).map(|db| {
+                    frozen = Some((target.clone(), db));
+                    Vec::new()
+                });
+                (result, crate::response::APP_STATUS_UNSET, None)
+            }
+            MpKind::LoadRows { tables, .. } => (self.load_rows(tables), crate::response::APP_STATUS_UNSET, None),
         };
         self.batch = batch;
         let log = if task.replay.is_some() { None } else { self.log.clone() };
@@ -173,6 +185,9 @@ impl Coordinator {
                     self.log_committed(log.as_ref(), &task.kind, &task.params, ids);
                 }
                 self.commit(installs);
+                if let MpKind::Ddl { statements, database } = &task.kind {
+                    self.ddl_history.push((database.clone(), statements.join(";\n")));
+                }
                 Response::success(tables, ids)
             }
             Err(e) => {
@@ -183,8 +198,13 @@ impl Coordinator {
         response.app_status = app_status;
         response.app_status_string = app_status_string;
         response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
-        // Published (schema, hashinator) before it is answered.
-        logging::answer(log.as_ref(), None, Answer { sink: task.sink, handle: task.handle, response });
+        let answer = Answer { sink: task.sink, handle: task.handle, response };
+        match frozen {
+            // The target answers (at once, or once its files are written).
+            Some((target, db)) => target.frozen(db, answer),
+            // Published (schema, hashinator) before it is answered.
+            None => logging::answer(log.as_ref(), None, answer),
+        }
     }
 
     /// Log a committed multi-partition transaction that may have changed
@@ -200,9 +220,15 @@ impl Coordinator {
                 record(&p.database, &p.name, sql.as_deref(), params);
             }
             MpKind::Ddl { statements, database } => record(database, "@AdHoc", Some(&statements.join(";\n")), &[]),
+            MpKind::LoadRows { log_as: Some((procedure, params)), .. } => record("", procedure, None, params),
             // Not logged: reads, and hashinator swaps (which no client can
             // request yet; elastic scaling will log its own steps).
-            MpKind::Procedure(_) | MpKind::Checksums | MpKind::ValidatePartitioning | MpKind::SetHashinator(_) => {}
+            MpKind::Procedure(_)
+            | MpKind::Checksums
+            | MpKind::ValidatePartitioning
+            | MpKind::SetHashinator(_)
+            | MpKind::Snapshot(_)
+            | MpKind::LoadRows { log_as: None, .. } => {}
         }
     }
 
@@ -254,7 +280,7 @@ impl Coordinator {
 
     /// Send each site its items (sites with none are not asked) and gather
     /// the results, by site. The first error any site reports wins.
-    fn round(&mut self, mut per_site: Vec<Vec<WorkItem>>) -> Result<Vec<Vec<ItemResult>>> {
+    pub(crate) fn round(&mut self, mut per_site: Vec<Vec<WorkItem>>) -> Result<Vec<Vec<ItemResult>>> {
         let mut asked = 0;
         let mut first_error: Option<Error> = None;
         for (site, items) in per_site.iter_mut().enumerate() {

@@ -25,9 +25,10 @@ use crate::messages::{CoordMsg, MpKind, MpTask, SiteMsg, SpTask};
 use crate::procedure::{Batch, ProcedureRegistry};
 use crate::response::{Response, ResponseSink};
 use crate::site::{partition_key, pinned_partition, Site};
+use crate::snapshot::SnapshotTarget;
 use crate::sysprocs;
 use arc_swap::ArcSwap;
-use joule_common::{bail, err, Result, Value};
+use joule_common::{bail, err, Result, Row, Value};
 use joule_engine::Database;
 use joule_sql::catalog::DEFAULT_DATABASE;
 use joule_sql::parser::ParsedStatement;
@@ -532,6 +533,24 @@ impl Client {
             replay: None,
             accepted,
         });
+        rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
+    }
+
+    /// Take a snapshot: every partition frozen at one point and handed to
+    /// `target`, which answers `sink` (see [`crate::snapshot`]).
+    pub fn snapshot(&mut self, target: Arc<dyn SnapshotTarget>, handle: u64, sink: Arc<dyn ResponseSink>) {
+        let kind = MpKind::Snapshot(target);
+        self.send_mp(MpTask { kind, params: Vec::new(), sink, handle, replay: None, accepted: Instant::now() });
+    }
+
+    /// Insert rows into tables (by qualified name) in one multi-partition
+    /// transaction, each row on the partition that owns it; the command log
+    /// records it as `log_as` (procedure, parameters) if given. Waits.
+    pub fn load_rows(&mut self, tables: Vec<(String, Vec<Row>)>, log_as: Option<(String, Vec<Value>)>) -> Response {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let kind = MpKind::LoadRows { tables, log_as };
+        let sink = Arc::new(Waiter(tx));
+        self.send_mp(MpTask { kind, params: Vec::new(), sink, handle: 0, replay: None, accepted: Instant::now() });
         rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
     }
 

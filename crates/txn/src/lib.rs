@@ -13,6 +13,7 @@
 //! * [`host`]: starting a host, and the [`Client`] initiator handle.
 //! * [`response`]: what an invocation answers.
 //! * [`logging`]: what committed transactions hand to the command log.
+//! * [`snapshot`]: freezing every partition at one point, loading rows.
 //! * `sysprocs`: system procedures answered from the schema (`@Explain`,
 //!   `@SystemCatalog`, ...).
 
@@ -27,6 +28,7 @@ mod messages;
 pub mod procedure;
 pub mod response;
 mod site;
+pub mod snapshot;
 mod sysprocs;
 
 pub use compile::Schema;

@@ -77,6 +77,12 @@ pub trait CommandLog: Send + Sync {
 
     /// Deliver `answer` once everything appended before it is durable.
     fn after_durable(&self, answer: Answer);
+
+    /// Start a new segment: everything appended so far lies in older ones.
+    /// Returns the new segment's number (0 when nothing is being logged).
+    fn rotate(&self) -> joule_common::Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Deliver `answer` the way `log` wants: at once, or after what is logged

@@ -15,6 +15,7 @@ use crate::compile::{CompiledProcedure, CompiledStatement, Schema};
 use crate::hashinator::Hashinator;
 use crate::ids::TxnIds;
 use crate::response::ResponseSink;
+use crate::snapshot::{FrozenPartition, SnapshotTarget};
 use joule_common::{Result, Row, Value};
 use joule_engine::ExecResult;
 use joule_sql::planner::Planned;
@@ -88,6 +89,8 @@ pub(crate) enum WorkItem {
     Checksum,
     /// Report, per partitioned table, rows whose key another partition owns.
     ValidatePartitioning,
+    /// Freeze the partition's tables for a snapshot.
+    Freeze,
 }
 
 /// The result of one work item.
@@ -97,6 +100,7 @@ pub(crate) enum ItemResult {
     Rows(Vec<Row>),
     /// (table, value) pairs: checksums or misplaced-row counts.
     Tables(Vec<(String, u64)>),
+    Frozen(FrozenPartition),
 }
 
 /// What the coordinator sends a site inside a multi-partition transaction.
@@ -132,6 +136,14 @@ pub(crate) enum MpKind {
     ValidatePartitioning,
     /// Install a new hashinator everywhere at once.
     SetHashinator(Arc<Hashinator>),
+    /// Freeze every partition and hand them to the target.
+    Snapshot(Arc<dyn SnapshotTarget>),
+    /// Insert rows into tables (by qualified name), routed by the
+    /// hashinator; logged as `log_as` (procedure, parameters) if given.
+    LoadRows {
+        tables: Vec<(String, Vec<Row>)>,
+        log_as: Option<(String, Vec<Value>)>,
+    },
 }
 
 /// A multi-partition invocation.

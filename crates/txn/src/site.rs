@@ -28,6 +28,7 @@ use crate::messages::{
 };
 use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
 use crate::response::{Response, ResultTable};
+use crate::snapshot::{FrozenPartition, FrozenTable};
 use joule_common::{bail, err, DataType, Result, Value};
 use joule_engine::{Database, PartitionOwner};
 use joule_sql::catalog::TableDef;
@@ -317,9 +318,26 @@ impl Site {
                 }
                 WorkItem::Checksum => ItemResult::Tables(self.db.table_checksums()),
                 WorkItem::ValidatePartitioning => ItemResult::Tables(self.misplaced_rows()?),
+                WorkItem::Freeze => ItemResult::Frozen(self.freeze()?),
             });
         }
         Ok(out)
+    }
+
+    /// Freeze this partition's tables: base tables only (views rebuild from
+    /// them), replicated ones on partition 0 only.
+    fn freeze(&self) -> Result<FrozenPartition> {
+        let started = std::time::Instant::now();
+        let catalog = self.db.catalog();
+        let mut tables = Vec::new();
+        for def in catalog.tables() {
+            if def.view.is_some() || (self.partition != 0 && !catalog.is_partitioned(def)) {
+                continue;
+            }
+            let table = self.db.storage().table(def.id)?;
+            tables.push(FrozenTable { def: table.def().clone(), rows: table.freeze() });
+        }
+        Ok(FrozenPartition { partition: self.partition, tables, pause_micros: started.elapsed().as_micros() as u64 })
     }
 
     /// Per partitioned table: how many rows here belong to another partition.

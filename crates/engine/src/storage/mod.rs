@@ -29,6 +29,7 @@ mod proptests;
 mod tests;
 
 pub use index::IndexIter;
+pub use slab::FrozenRows;
 pub use table::Table;
 pub use undo::{SchemaUndo, UndoLog, UndoOp};
 

@@ -22,17 +22,31 @@ use super::RowId;
 use joule_common::{Row, Value};
 use std::collections::BTreeSet;
 use std::mem::size_of;
+use std::sync::Arc;
 
 /// Slots per chunk.
 const CHUNK_BITS: usize = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
+/// One chunk: [`CHUNK`] slots, shared with snapshots until written.
+type Chunk = Arc<[Option<Row>]>;
+
+fn empty_chunk() -> Chunk {
+    (0..CHUNK).map(|_| None).collect()
+}
+
 /// A vector of row slots stored in chunks of [`CHUNK`]: pushing never
 /// moves existing slots (a plain `Vec` doubling would copy the whole table
 /// and touch twice its memory while doing it).
+///
+/// Chunks are reference-counted and copied on write: [`Rows::freeze`]
+/// hands out the chunks as they are (one reference count per chunk, no
+/// row copied), and the first later write to a chunk a frozen copy still
+/// holds copies that chunk only. That is how a snapshot sees one
+/// consistent state while the site goes on writing.
 #[derive(Clone, Debug, Default)]
 struct Rows {
-    chunks: Vec<Vec<Option<Row>>>,
+    chunks: Vec<Chunk>,
     len: usize,
 }
 
@@ -42,11 +56,17 @@ impl Rows {
     }
 
     fn get(&self, i: usize) -> Option<&Option<Row>> {
+        if i >= self.len {
+            return None;
+        }
         self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
     }
 
     fn get_mut(&mut self, i: usize) -> Option<&mut Option<Row>> {
-        self.chunks.get_mut(i >> CHUNK_BITS)?.get_mut(i & (CHUNK - 1))
+        if i >= self.len {
+            return None;
+        }
+        Arc::make_mut(self.chunks.get_mut(i >> CHUNK_BITS)?).get_mut(i & (CHUNK - 1))
     }
 
     fn last(&self) -> Option<&Option<Row>> {
@@ -55,21 +75,22 @@ impl Rows {
 
     fn push(&mut self, slot: Option<Row>) {
         if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            self.chunks.push(empty_chunk());
         }
-        if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(slot);
-            self.len += 1;
+        let i = self.len;
+        self.len += 1;
+        if let Some(s) = self.get_mut(i) {
+            *s = slot;
         }
     }
 
     fn pop(&mut self) -> Option<Option<Row>> {
-        let chunk = self.chunks.last_mut()?;
-        let slot = chunk.pop()?;
-        if chunk.is_empty() {
+        let i = self.len.checked_sub(1)?;
+        let slot = self.get_mut(i)?.take();
+        self.len -= 1;
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.pop();
         }
-        self.len -= 1;
         Some(slot)
     }
 
@@ -80,11 +101,35 @@ impl Rows {
     }
 
     fn iter(&self) -> impl Iterator<Item = &Option<Row>> + '_ {
-        self.chunks.iter().flatten()
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
     }
 
     fn capacity(&self) -> usize {
         self.chunks.len() * CHUNK
+    }
+
+    fn freeze(&self) -> FrozenRows {
+        FrozenRows { chunks: self.chunks.clone(), len: self.len }
+    }
+}
+
+/// A table's rows as they were when frozen, readable from any thread while
+/// the table goes on changing (see [`Rows`]).
+#[derive(Clone, Debug, Default)]
+pub struct FrozenRows {
+    chunks: Vec<Chunk>,
+    len: usize,
+}
+
+impl FrozenRows {
+    /// The rows, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Row> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len).flatten()
+    }
+
+    /// How many chunks (of up to 1024 slots) the rows span.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
     }
 }
 
@@ -172,10 +217,21 @@ impl Slab {
 
     /// Remove every row, returning them in ascending id order.
     pub(crate) fn clear(&mut self) -> Vec<(RowId, Row)> {
-        let rows = std::mem::take(&mut self.rows);
+        let mut rows = std::mem::take(&mut self.rows);
         self.free.clear();
-        self.live = 0;
-        rows.chunks.into_iter().flatten().enumerate().filter_map(|(i, r)| Some((i as RowId, r?))).collect()
+        let mut out = Vec::with_capacity(std::mem::take(&mut self.live));
+        let len = rows.len;
+        for i in 0..len {
+            if let Some(Some(row)) = rows.get_mut(i).map(Option::take) {
+                out.push((i as RowId, row));
+            }
+        }
+        out
+    }
+
+    /// The rows as they are now, for a snapshot (see [`Rows`]).
+    pub(crate) fn freeze(&self) -> FrozenRows {
+        self.rows.freeze()
     }
 
     /// A rough estimate of the heap memory the rows use.
@@ -251,6 +307,38 @@ mod tests {
         assert_eq!(a.holes(), b.holes());
         assert_eq!(a.next_id(), b.next_id());
         assert_eq!(a.iter().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_frozen_copy_keeps_its_rows_while_the_slab_changes() {
+        let mut s = Slab::default();
+        for i in 0..3000 {
+            insert(&mut s, i);
+        }
+        let frozen = s.freeze();
+        assert_eq!(frozen.chunk_count(), 3);
+        // Writes to every chunk, a trim at the end, and growth.
+        s.replace(5, row(-5)).unwrap();
+        s.remove(1500).unwrap();
+        for id in (2000..3000).rev() {
+            s.remove(id).unwrap();
+        }
+        insert(&mut s, 99_999);
+        for i in 0..2000 {
+            insert(&mut s, 100_000 + i);
+        }
+        let seen: Vec<i64> = frozen.iter().map(|r| if let Value::Integer(i) = r[0] { i } else { -1 }).collect();
+        assert_eq!(seen, (0..3000).collect::<Vec<_>>());
+        // The slab has its own new state.
+        assert_eq!(s.get(5), Some(&row(-5)));
+        assert_eq!(s.get(1500), Some(&row(99_999)));
+        assert_eq!(s.len(), 2000 + 2000);
+        // A second freeze sees the new state; dropping both changes nothing.
+        let again = s.freeze();
+        assert_eq!(again.iter().count(), 4000);
+        drop(frozen);
+        drop(again);
+        assert_eq!(s.iter().count(), 4000);
     }
 
     #[test]

@@ -66,6 +66,13 @@ impl Table {
         self.rows.iter()
     }
 
+    /// The rows as they are now, readable elsewhere while this table goes
+    /// on changing; costs one reference count per 1024 rows (chunks are
+    /// copied on their next write instead).
+    pub fn freeze(&self) -> super::FrozenRows {
+        self.rows.freeze()
+    }
+
     /// Convert each value to its column's type and check NOT NULL, lengths
     /// and the 1 MiB limit (not unique constraints).
     pub fn coerce_row(&self, row: Row) -> Result<Row> {

@@ -1,0 +1,424 @@
+//! Snapshot files: writing frozen partitions, reading and verifying them.
+//!
+//! A snapshot is a directory `<root>/<nonce>/` holding one file per
+//! partition and a manifest written last:
+//!
+//! ```text
+//! p0000.jsnap ...   frames (u32 length | u32 CRC32C | payload), payload's
+//!                   first byte its kind:
+//!                     1 table:  str qualified name | u32 columns | (str name, str type)*
+//!                     2 rows:   u32 count | rows (see codec)
+//!                     3 end:    u64 rows | u32 tables
+//! manifest.jsnap    one frame: "JOULEMAN" | u32 format | str nonce | u64 txn id |
+//!                   u64 unique id | u32 partitions | u64 created (Unix ms) |
+//!                   u64 log segment | u32 DDL count | (str database, str sql)* |
+//!                   u32 files | (str name, u64 bytes, u32 CRC32C of the file)* |
+//!                   u64 rows
+//! ```
+//!
+//! Each file is self-describing (table names and column types) and
+//! checksummed block by block and as a whole; the manifest carries the
+//! schema (the DDL that built it) and exists only once every partition
+//! file is written and synced — a snapshot without one is incomplete and
+//! never used. Partition files are written in parallel, one thread each,
+//! while the sites go on running transactions: the frozen rows are shared
+//! copy-on-write with the live tables (see `joule_txn::snapshot`).
+
+use crate::codec::{put_row, put_str, put_u32, put_u64, put_u8, Reader};
+use crate::command_log::sync_dir;
+use joule_common::{bail, err, Result, Row};
+use joule_txn::snapshot::{FrozenDatabase, FrozenPartition};
+use joule_txn::{TxnId, TxnIds, UniqueId};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const FORMAT: u32 = 1;
+const MANIFEST: &str = "manifest.jsnap";
+const MANIFEST_MAGIC: &[u8; 8] = b"JOULEMAN";
+/// Rows per block.
+const BLOCK_ROWS: usize = 4096;
+/// Largest block accepted when reading.
+const MAX_BLOCK_BYTES: usize = 512 << 20;
+
+/// What a manifest says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    pub nonce: String,
+    pub ids: TxnIds,
+    pub partitions: u32,
+    pub created_millis: u64,
+    /// The first command-log segment with records the snapshot does not
+    /// cover (0: the node had no log).
+    pub log_segment: u64,
+    pub ddl: Vec<(String, String)>,
+    /// (file name, bytes, CRC32C of the whole file).
+    pub files: Vec<(String, u64, u32)>,
+    pub rows: u64,
+}
+
+impl Manifest {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.1).sum()
+    }
+}
+
+/// What writing a snapshot did.
+#[derive(Clone, Debug)]
+pub struct SaveReport {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub seconds: f64,
+    /// The longest time a site paused to freeze its partition, µs.
+    pub max_pause_micros: u64,
+}
+
+fn frame(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 8]);
+    payload(out);
+    let len = (out.len() - start - 8) as u32;
+    let crc = crc32c::crc32c(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Writes through, keeping a CRC32C of everything written.
+struct Checksummed<W: Write> {
+    inner: W,
+    crc: u32,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub fn partition_file_name(partition: u32) -> String {
+    format!("p{partition:04}.jsnap")
+}
+
+/// Write one partition's file; returns (name, bytes, CRC, rows).
+fn write_partition(dir: &Path, p: &FrozenPartition) -> Result<(String, u64, u32, u64)> {
+    let name = partition_file_name(p.partition);
+    let path = dir.join(&name);
+    let io = |e: std::io::Error| err!(IoError, "cannot write snapshot file {}: {e}", path.display());
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(io)?;
+    let mut w = Checksummed { inner: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0 };
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut rows_total = 0u64;
+    for t in &p.tables {
+        frame(&mut buf, |out| {
+            put_u8(out, 1);
+            put_str(out, &t.def.qualified_name());
+            put_u32(out, t.def.columns.len() as u32);
+            for c in &t.def.columns {
+                put_str(out, &c.name);
+                put_str(out, c.data_type.name());
+            }
+        });
+        let mut rows = t.rows.iter().peekable();
+        while rows.peek().is_some() {
+            let block: Vec<&Row> = rows.by_ref().take(BLOCK_ROWS).collect();
+            rows_total += block.len() as u64;
+            frame(&mut buf, |out| {
+                put_u8(out, 2);
+                put_u32(out, block.len() as u32);
+                for r in &block {
+                    put_row(out, r);
+                }
+            });
+            if buf.len() >= 1 << 20 {
+                w.write_all(&buf).map_err(io)?;
+                buf.clear();
+            }
+        }
+    }
+    frame(&mut buf, |out| {
+        put_u8(out, 3);
+        put_u64(out, rows_total);
+        put_u32(out, p.tables.len() as u32);
+    });
+    w.write_all(&buf).map_err(io)?;
+    w.flush().map_err(io)?;
+    let (crc, bytes) = (w.crc, w.bytes);
+    let file = w.inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    Ok((name, bytes, crc, rows_total))
+}
+
+fn encode_manifest(m: &Manifest) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame(&mut out, |o| {
+        o.extend_from_slice(MANIFEST_MAGIC);
+        put_u32(o, FORMAT);
+        put_str(o, &m.nonce);
+        put_u64(o, m.ids.txn_id.0);
+        put_u64(o, m.ids.unique_id.0);
+        put_u32(o, m.partitions);
+        put_u64(o, m.created_millis);
+        put_u64(o, m.log_segment);
+        put_u32(o, m.ddl.len() as u32);
+        for (db, sql) in &m.ddl {
+            put_str(o, db);
+            put_str(o, sql);
+        }
+        put_u32(o, m.files.len() as u32);
+        for (name, bytes, crc) in &m.files {
+            put_str(o, name);
+            put_u64(o, *bytes);
+            put_u32(o, *crc);
+        }
+        put_u64(o, m.rows);
+    });
+    out
+}
+
+/// Read and check a frame: (payload, bytes consumed).
+fn read_frame<'a>(bytes: &'a [u8], what: &dyn Fn() -> String) -> Result<(&'a [u8], usize)> {
+    if bytes.len() < 8 {
+        bail!(CorruptData, "{}: truncated ({} bytes where a block header belongs)", what(), bytes.len());
+    }
+    let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if len > MAX_BLOCK_BYTES || len > bytes.len() - 8 {
+        bail!(CorruptData, "{}: truncated (a block of {len} bytes runs past the end)", what());
+    }
+    let payload = &bytes[8..8 + len];
+    if crc32c::crc32c(payload) != crc {
+        bail!(CorruptData, "{}: a block fails its checksum", what());
+    }
+    Ok((payload, 8 + len))
+}
+
+/// Read a snapshot's manifest.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(SnapshotFailed, "{} has no manifest: the snapshot is incomplete", dir.display())
+        }
+        Err(e) => bail!(IoError, "cannot read {}: {e}", path.display()),
+    };
+    let what = || path.display().to_string();
+    let (payload, _) = read_frame(&bytes, &what)?;
+    let mut r = Reader::new(payload);
+    if r.take(8, "magic")? != MANIFEST_MAGIC {
+        bail!(CorruptData, "{} is not a snapshot manifest", path.display());
+    }
+    let format = r.u32("format")?;
+    if format != FORMAT {
+        bail!(RecoveryFailed, "{} has snapshot format {format}; this build reads {FORMAT}", path.display());
+    }
+    let nonce = r.str("nonce")?.to_string();
+    let ids = TxnIds { txn_id: TxnId(r.u64("txn id")?), unique_id: UniqueId(r.u64("unique id")?) };
+    let partitions = r.u32("partitions")?;
+    let created_millis = r.u64("created")?;
+    let log_segment = r.u64("log segment")?;
+    let n = r.u32("DDL count")? as usize;
+    let mut ddl = Vec::with_capacity(n.min(r.remaining()));
+    for _ in 0..n {
+        ddl.push((r.str("database")?.to_string(), r.str("DDL")?.to_string()));
+    }
+    let n = r.u32("file count")? as usize;
+    let mut files = Vec::with_capacity(n.min(r.remaining()));
+    for _ in 0..n {
+        files.push((r.str("file name")?.to_string(), r.u64("file size")?, r.u32("file checksum")?));
+    }
+    let rows = r.u64("rows")?;
+    Ok(Manifest { nonce, ids, partitions, created_millis, log_segment, ddl, files, rows })
+}
+
+/// Write a frozen database as snapshot `nonce` under `root`. The manifest
+/// goes last; a failure leaves no manifest (an incomplete snapshot).
+pub fn save(root: &Path, nonce: &str, db: &FrozenDatabase) -> Result<SaveReport> {
+    let started = Instant::now();
+    check_nonce(nonce)?;
+    let dir = root.join(nonce);
+    if dir.exists() {
+        bail!(SnapshotFailed, "a snapshot named {nonce} already exists in {}", root.display());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| err!(IoError, "cannot create {}: {e}", dir.display()))?;
+    let results: Vec<Result<(String, u64, u32, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = db.partitions.iter().map(|p| s.spawn(|| write_partition(&dir, p))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(err!(Internal, "a snapshot writer thread panicked"))))
+            .collect()
+    });
+    let mut files = Vec::new();
+    let mut rows = 0;
+    for r in results {
+        let (name, bytes, crc, n) = r?;
+        files.push((name, bytes, crc));
+        rows += n;
+    }
+    let manifest = Manifest {
+        nonce: nonce.to_string(),
+        ids: db.ids,
+        partitions: db.partitions.len() as u32,
+        created_millis: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        log_segment: db.log_segment,
+        ddl: db.ddl.clone(),
+        files,
+        rows,
+    };
+    let tmp = dir.join("manifest.tmp");
+    let io = |e: std::io::Error| err!(IoError, "cannot write the manifest of {}: {e}", dir.display());
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&encode_manifest(&manifest)).and_then(|_| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(io)?;
+    sync_dir(&dir)?;
+    sync_dir(root)?;
+    let max_pause_micros = db.partitions.iter().map(|p| p.pause_micros).max().unwrap_or(0);
+    Ok(SaveReport { path: dir, manifest, seconds: started.elapsed().as_secs_f64(), max_pause_micros })
+}
+
+/// Nonces name directories: letters, digits, `_`, `-`, `.`; not `.`/`..`.
+pub fn check_nonce(nonce: &str) -> Result<()> {
+    let ok = !nonce.is_empty()
+        && nonce.len() <= 200
+        && nonce != "."
+        && nonce != ".."
+        && nonce.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        bail!(SnapshotFailed, "snapshot nonce {nonce:?} must be letters, digits, '_', '-' or '.'");
+    }
+    Ok(())
+}
+
+/// A snapshot read back and verified: its tables' rows, by qualified name.
+#[derive(Debug)]
+pub struct LoadedSnapshot {
+    pub manifest: Manifest,
+    /// (qualified table name, rows); a table's rows from every partition.
+    pub tables: Vec<(String, Vec<Row>)>,
+    pub bytes: u64,
+}
+
+/// Read every file of snapshot `dir`, checking every checksum against the
+/// blocks and the manifest.
+pub fn load(dir: &Path) -> Result<LoadedSnapshot> {
+    let manifest = read_manifest(dir)?;
+    if manifest.files.len() != manifest.partitions as usize {
+        bail!(
+            CorruptData,
+            "{}: the manifest lists {} files for {} partitions",
+            dir.display(),
+            manifest.files.len(),
+            manifest.partitions
+        );
+    }
+    let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
+    let mut bytes_total = 0;
+    let mut rows_total = 0u64;
+    for (name, size, crc) in &manifest.files {
+        let path = dir.join(name);
+        let mut bytes = Vec::with_capacity(*size as usize);
+        std::fs::File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| err!(CorruptData, "cannot read snapshot file {}: {e}", path.display()))?;
+        if bytes.len() as u64 != *size || crc32c::crc32c(&bytes) != *crc {
+            bail!(CorruptData, "snapshot file {} does not match its manifest (size or checksum)", path.display());
+        }
+        bytes_total += bytes.len() as u64;
+        rows_total += read_partition_file(&path, &bytes, &mut tables)?;
+    }
+    if rows_total != manifest.rows {
+        bail!(CorruptData, "{}: {rows_total} rows found, the manifest says {}", dir.display(), manifest.rows);
+    }
+    Ok(LoadedSnapshot { manifest, tables, bytes: bytes_total })
+}
+
+fn read_partition_file(path: &Path, bytes: &[u8], tables: &mut Vec<(String, Vec<Row>)>) -> Result<u64> {
+    let what = || path.display().to_string();
+    let mut at = 0;
+    let mut current: Option<usize> = None;
+    let mut rows = 0u64;
+    loop {
+        let (payload, used) = read_frame(&bytes[at..], &what)?;
+        at += used;
+        let mut r = Reader::new(payload);
+        match r.u8("block kind")? {
+            1 => {
+                let name = r.str("table name")?.to_string();
+                let columns = r.u32("column count")?;
+                for _ in 0..columns {
+                    r.str("column name")?;
+                    r.str("column type")?;
+                }
+                current = Some(match tables.iter().position(|(n, _)| *n == name) {
+                    Some(i) => i,
+                    None => {
+                        tables.push((name, Vec::new()));
+                        tables.len() - 1
+                    }
+                });
+            }
+            2 => {
+                let Some(t) = current else { bail!(CorruptData, "{}: rows before any table", what()) };
+                let n = r.u32("row count")? as usize;
+                if n > r.remaining() {
+                    bail!(CorruptData, "{}: {n} rows in {} bytes", what(), r.remaining());
+                }
+                let out = &mut tables[t].1;
+                out.reserve(n);
+                for _ in 0..n {
+                    out.push(r.row().map_err(|e| err!(CorruptData, "{}: {}", what(), e.message()))?);
+                }
+                rows += n as u64;
+            }
+            3 => {
+                let declared = r.u64("row total")?;
+                if declared != rows || at != bytes.len() {
+                    bail!(CorruptData, "{}: the end block does not match the file", what());
+                }
+                return Ok(rows);
+            }
+            k => bail!(CorruptData, "{}: unknown block kind {k}", what()),
+        }
+    }
+}
+
+/// Every snapshot directory under `root` with its manifest (or why it has
+/// none usable), newest first.
+pub fn scan(root: &Path) -> Result<Vec<(PathBuf, Result<Manifest>)>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => bail!(SnapshotFailed, "cannot list {}: {e}", root.display()),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            let m = read_manifest(&path);
+            out.push((path, m));
+        }
+    }
+    out.sort_by_key(|(path, m)| std::cmp::Reverse((m.as_ref().map_or(0, |m| m.ids.txn_id.0), path.clone())));
+    Ok(out)
+}
+
+/// Delete snapshot `nonce` under `root`.
+pub fn delete(root: &Path, nonce: &str) -> Result<()> {
+    check_nonce(nonce)?;
+    let dir = root.join(nonce);
+    if !dir.is_dir() {
+        bail!(SnapshotFailed, "no snapshot {nonce} in {}", root.display());
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| err!(IoError, "cannot delete {}: {e}", dir.display()))?;
+    sync_dir(root)
+}

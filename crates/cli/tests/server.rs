@@ -5,57 +5,38 @@
 use joule_common::Value;
 use joule_wire::frame::{payload_len, write_frame};
 use joule_wire::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, Param};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Node {
-    child: Child,
-    client: u16,
-    admin: u16,
-    http: u16,
+mod common;
+
+use common::{rand_suffix, start_in, Node, TempDir};
+
+/// A node in a fresh data directory (removed with the returned guard).
+fn start(extra: &[&str]) -> NodeInDir {
+    let dir = TempDir::new("test");
+    let node = start_in(dir.path(), extra);
+    NodeInDir { node, _dir: dir }
+}
+
+struct NodeInDir {
+    node: Node,
     _dir: TempDir,
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl std::ops::Deref for NodeInDir {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::DerefMut for NodeInDir {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
     }
-}
-
-fn start(extra: &[&str]) -> Node {
-    let dir = std::env::temp_dir().join(format!("joule-test-{}-{}", std::process::id(), rand_suffix()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_joule"))
-        .args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0", "--sites", "2", "--dir"])
-        .arg(&dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("joule starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("JouleDB ready"), "{line}");
-    let port = |label: &str| -> u16 {
-        let at = line.find(label).unwrap_or_else(|| panic!("{label} in {line}")) + label.len();
-        let addr = line[at..].split_whitespace().next().unwrap();
-        addr.rsplit(':').next().unwrap().parse().unwrap()
-    };
-    Node { client: port("client "), admin: port("admin "), http: port("http "), child, _dir: TempDir(dir) }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 /// A minimal blocking client over the wire codec.
@@ -318,8 +299,7 @@ fn stops_on_sigterm() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = node.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let mut err = String::new();
-    node.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = node.stderr_after_exit();
     assert!(err.contains("stopped"), "{err}");
 }
 

@@ -11,11 +11,13 @@
 //!   never leaves before its transaction (and everything logged before it)
 //!   is on disk. While one sync runs, the next batch gathers: the longer a
 //!   sync takes, the more transactions share the next one;
-//! * **asynchronous** mode: answers went out already; the writer syncs
-//!   whenever `frequency` has passed since the last sync (and when it
-//!   stops). A power loss can take the transactions of the last
-//!   `frequency` ms plus one batch; a process crash alone takes nothing
-//!   that reached `write`.
+//! * **asynchronous** mode: answers went out already; the writer only
+//!   writes, and a second thread syncs the segment every `frequency` (and
+//!   the writer once more when it stops), so a slow sync never holds up
+//!   writing. A power loss can take what was written since the last
+//!   completed sync: at most `frequency` plus the length of one sync. A
+//!   process crash (`kill -9`) takes only what had not yet reached
+//!   `write` — records still in the writer's queue.
 //!
 //! A segment is synced before the next one starts, so only the last
 //! segment can end in a torn write (see [`crate::segment`]).
@@ -35,7 +37,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -93,7 +95,7 @@ pub type FailureHook = Box<dyn Fn(&Error) + Send + Sync>;
 pub struct CommandLogWriter {
     tx: Mutex<Sender<Entry>>,
     mode: LogMode,
-    failed: Arc<AtomicBool>,
+    failure: Arc<Failure>,
     stats: Arc<LogStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -104,27 +106,30 @@ impl CommandLogWriter {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| err!(IoError, "cannot create the command log directory {}: {e}", config.dir.display()))?;
         let stats = Arc::new(LogStats::default());
-        let failed = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Failure { failed: AtomicBool::new(false), hook: on_failure });
         let segment = Segment::create(&config.dir, config.partitions, config.first_segment)?;
         sync_dir(&config.dir)?;
+        let syncer = match config.mode {
+            LogMode::Sync => None,
+            LogMode::Async { frequency } => Some(Syncer::start(&segment, frequency, stats.clone(), failure.clone())?),
+        };
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
             config: config.clone(),
             rx,
             segment,
             stats: stats.clone(),
-            failed: failed.clone(),
-            on_failure,
+            failure: failure.clone(),
             buf: Vec::with_capacity(1 << 20),
             waiting: Vec::new(),
             unsynced: false,
-            last_sync: Instant::now(),
+            syncer,
         };
         let thread = std::thread::Builder::new()
             .name("joule-cmdlog".into())
             .spawn(move || writer.run())
             .map_err(|e| err!(Internal, "cannot start the command log thread: {e}"))?;
-        Ok(CommandLogWriter { tx: Mutex::new(tx), mode: config.mode, failed, stats, thread: Mutex::new(Some(thread)) })
+        Ok(CommandLogWriter { tx: Mutex::new(tx), mode: config.mode, failure, stats, thread: Mutex::new(Some(thread)) })
     }
 
     pub fn stats(&self) -> &Arc<LogStats> {
@@ -136,7 +141,7 @@ impl CommandLogWriter {
     }
 
     pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
+        self.failure.failed.load(Ordering::SeqCst)
     }
 
     /// Hands the entry back when the writer is gone (its answer must still
@@ -244,20 +249,110 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| err!(IoError, "cannot sync directory {}: {e}", dir.display()))
 }
 
+/// The log's failure: raised once, by the writer or the syncer.
+struct Failure {
+    failed: AtomicBool,
+    hook: FailureHook,
+}
+
+impl Failure {
+    fn raise(&self, e: &Error) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            eprintln!("joule: {e}");
+            (self.hook)(e);
+        }
+    }
+}
+
+/// Sync `file`, counting it in `stats`.
+fn timed_sync(file: &File, seq: u64, stats: &LogStats) -> Result<()> {
+    let started = Instant::now();
+    file.sync_data().map_err(|e| err!(IoError, "command log fsync of segment {seq:016x} failed: {e}"))?;
+    let micros = started.elapsed().as_micros() as u64;
+    stats.syncs.fetch_add(1, Ordering::Relaxed);
+    stats.sync_micros.fetch_add(micros, Ordering::Relaxed);
+    stats.max_sync_micros.fetch_max(micros, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Asynchronous mode's background sync: every `frequency`, if anything
+/// was written since, sync the current segment (its own handle to it).
+struct Syncer {
+    state: Arc<SyncState>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct SyncState {
+    /// (handle to the current segment, its number); replaced on rotation.
+    file: Mutex<(File, u64)>,
+    dirty: AtomicBool,
+    stop: Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+impl Syncer {
+    fn start(segment: &Segment, frequency: Duration, stats: Arc<LogStats>, failure: Arc<Failure>) -> Result<Syncer> {
+        let file = segment.file.try_clone().map_err(|e| err!(IoError, "cannot open the command log twice: {e}"))?;
+        let state = Arc::new(SyncState {
+            file: Mutex::new((file, segment.seq)),
+            dirty: AtomicBool::new(false),
+            stop: Mutex::new(false),
+            wake: std::sync::Condvar::new(),
+        });
+        let s = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("joule-cmdlog-sync".into())
+            .spawn(move || loop {
+                let stop = s.stop.lock().unwrap_or_else(|e| e.into_inner());
+                let (stop, _) = s.wake.wait_timeout(stop, frequency).unwrap_or_else(|e| e.into_inner());
+                if *stop {
+                    return;
+                }
+                drop(stop);
+                if s.dirty.swap(false, Ordering::SeqCst) {
+                    let file = s.file.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(e) = timed_sync(&file.0, file.1, &stats) {
+                        failure.raise(&e);
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| err!(Internal, "cannot start the command log sync thread: {e}"))?;
+        Ok(Syncer { state, thread: Some(thread) })
+    }
+
+    /// The writer now writes `segment` (the previous one is synced).
+    fn switch(&self, segment: &Segment) -> Result<()> {
+        let file = segment.file.try_clone().map_err(|e| err!(IoError, "cannot open the command log twice: {e}"))?;
+        *self.state.file.lock().unwrap_or_else(|e| e.into_inner()) = (file, segment.seq);
+        Ok(())
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        *self.state.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.state.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Writer {
     config: LogConfig,
     rx: Receiver<Entry>,
     segment: Segment,
     stats: Arc<LogStats>,
-    failed: Arc<AtomicBool>,
-    on_failure: FailureHook,
+    failure: Arc<Failure>,
     /// Frames of the batch being gathered.
     buf: Vec<u8>,
     /// Answers to deliver once the batch is durable.
     waiting: Vec<Answer>,
     /// Bytes written since the last sync.
     unsynced: bool,
-    last_sync: Instant,
+    /// Asynchronous mode's background sync.
+    syncer: Option<Syncer>,
 }
 
 /// Gather at most this much before writing.
@@ -265,24 +360,7 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 
 impl Writer {
     fn run(&mut self) {
-        loop {
-            let first = match self.config.mode {
-                LogMode::Sync => match self.rx.recv() {
-                    Ok(e) => e,
-                    Err(_) => break,
-                },
-                LogMode::Async { frequency } => {
-                    let wait = frequency.saturating_sub(self.last_sync.elapsed());
-                    match self.rx.recv_timeout(wait) {
-                        Ok(e) => e,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync_if_needed();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-            };
+        while let Ok(first) = self.rx.recv() {
             let mut next = Some(first);
             let mut stop = false;
             while let Some(entry) = next.take() {
@@ -318,15 +396,16 @@ impl Writer {
                 break;
             }
         }
+        self.syncer = None;
         if let Err(e) = self.flush().and_then(|_| self.sync()) {
             self.fail(e);
         }
     }
 
     /// Write the gathered batch; in synchronous mode sync it and deliver
-    /// its answers; in asynchronous mode sync if the window has passed.
+    /// its answers (asynchronous mode leaves syncing to the syncer).
     fn flush(&mut self) -> Result<()> {
-        if self.failed.load(Ordering::SeqCst) {
+        if self.failure.failed.load(Ordering::SeqCst) {
             for a in self.waiting.drain(..) {
                 refuse(a, log_failed());
             }
@@ -348,58 +427,38 @@ impl Writer {
             self.stats.records.fetch_add(count_frames(&self.buf), Ordering::Relaxed);
             self.buf.clear();
             self.unsynced = true;
+            if let Some(s) = &self.syncer {
+                s.state.dirty.store(true, Ordering::SeqCst);
+            }
         }
-        match self.config.mode {
-            LogMode::Sync => {
-                self.sync()?;
-                for a in self.waiting.drain(..) {
-                    a.deliver();
-                }
-            }
-            LogMode::Async { .. } => {
-                // Nothing should wait in asynchronous mode; never strand it.
-                for a in self.waiting.drain(..) {
-                    a.deliver();
-                }
-                self.sync_if_needed();
-            }
+        if self.syncer.is_none() {
+            self.sync()?;
+        }
+        // Nothing waits in asynchronous mode; deliver whatever does anyway.
+        for a in self.waiting.drain(..) {
+            a.deliver();
         }
         Ok(())
-    }
-
-    fn sync_if_needed(&mut self) {
-        if let LogMode::Async { frequency } = self.config.mode {
-            if self.unsynced && self.last_sync.elapsed() >= frequency {
-                if let Err(e) = self.sync() {
-                    self.fail(e);
-                }
-            }
-        }
     }
 
     fn sync(&mut self) -> Result<()> {
         if !self.unsynced {
             return Ok(());
         }
-        let started = Instant::now();
-        self.segment
-            .file
-            .sync_data()
-            .map_err(|e| err!(IoError, "command log fsync of segment {:016x} failed: {e}", self.segment.seq))?;
-        let micros = started.elapsed().as_micros() as u64;
-        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        self.stats.sync_micros.fetch_add(micros, Ordering::Relaxed);
-        self.stats.max_sync_micros.fetch_max(micros, Ordering::Relaxed);
+        timed_sync(&self.segment.file, self.segment.seq, &self.stats)?;
         self.unsynced = false;
-        self.last_sync = Instant::now();
         Ok(())
     }
 
     /// Sync the current segment and start the next.
     fn rotate(&mut self) -> Result<u64> {
+        self.unsynced = true;
         self.sync()?;
         let next = Segment::create(&self.config.dir, self.config.partitions, self.segment.seq + 1)?;
         sync_dir(&self.config.dir)?;
+        if let Some(s) = &self.syncer {
+            s.switch(&next)?;
+        }
         self.segment = next;
         Ok(self.segment.seq)
     }
@@ -418,16 +477,12 @@ impl Writer {
     }
 
     fn fail(&mut self, e: Error) {
-        let first = !self.failed.swap(true, Ordering::SeqCst);
         let e = if e.code() == ErrorCode::IoError { e } else { err!(IoError, "{}", e.message()) };
         for a in self.waiting.drain(..) {
             refuse(a, e.clone());
         }
         self.buf.clear();
-        if first {
-            eprintln!("joule: {e}");
-            (self.on_failure)(&e);
-        }
+        self.failure.raise(&e);
     }
 }
 

@@ -6,9 +6,11 @@
 //! SIGTERM or `@Shutdown`. `joule sql` is the SQL shell (see `shell.rs`),
 //! connecting to a server; with `--embedded` it runs SQL against an
 //! in-process, in-memory database instead, which is handy for trying the
-//! engine without a server.
+//! engine without a server. `joule snapshot save|scan|restore|delete`
+//! wraps the snapshot system procedures (see `snapshot_cmd.rs`).
 
 mod shell;
+mod snapshot_cmd;
 
 use clap::{Parser, Subcommand};
 use joule_engine::{Database, ExecResult};
@@ -33,6 +35,9 @@ enum Command {
     Start(StartArgs),
     /// The SQL shell (VoltDB sqlcmd-compatible): connects to a server.
     Sql(SqlArgs),
+    /// Save, list, restore and delete snapshots of a running node.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
 }
 
 /// `joule sql` flags (sqlcmd's names).
@@ -115,6 +120,7 @@ enum LogModeArg {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Start(args) => start(args),
+        Command::Snapshot(command) => snapshot_cmd::run(command),
         Command::Sql(args) if args.embedded => {
             let sql = match args.query {
                 Some(s) => s,
@@ -144,6 +150,14 @@ fn main() -> ExitCode {
 
 /// Start a node and serve until SIGINT, SIGTERM or `@Shutdown`.
 fn start(args: StartArgs) -> ExitCode {
+    // A file-size limit (`ulimit -f`) is then a write error like a full
+    // disk (EFBIG), which the command log handles, instead of a kill.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" before any other
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let mut config = joule_server::ServerConfig::default();
     let mut other = joule_server::config::OtherPorts::default();
     if let Some(path) = &args.config {

@@ -340,6 +340,17 @@ fn ends_inside_block(text: &str) -> bool {
     depth > 0
 }
 
+/// Print every table of `tables` in the fixed format.
+pub(crate) fn print_fixed(tables: &[joule_wire::VoltTable]) {
+    let mut out = std::io::stdout().lock();
+    for t in tables {
+        let names: Vec<&str> = t.columns.iter().map(|(n, _)| n.as_str()).collect();
+        let rows: Vec<Vec<String>> = t.rows.iter().map(|r| r.iter().map(plain).collect()).collect();
+        fixed(&mut out, &names, &rows, &t.columns);
+        let _ = writeln!(out);
+    }
+}
+
 /// A value as the shell prints it (NULL for NULL, strings unquoted).
 fn plain(v: &Value) -> String {
     match v {

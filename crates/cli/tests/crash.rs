@@ -308,3 +308,61 @@ fn async_log_loses_at_most_its_window_seed_6() {
 fn async_log_with_snapshots_running_seed_7() {
     crash_rounds(7, Mode::Async(Duration::from_millis(100)), 2, true);
 }
+
+/// A full disk under a synchronous log, for real: the process runs under a
+/// file-size limit (`ulimit -f`), so log writes past it fail with EFBIG as
+/// on a full file system. The node must answer the write that hit it (and
+/// any after) with an error, stop by itself, and on restart (without the
+/// limit) hold exactly what was acknowledged.
+#[test]
+fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
+    let dir = TempDir::new("full-disk");
+    let mut cmd = std::process::Command::new("sh");
+    // 512-byte blocks: a 96 KiB limit.
+    cmd.args(["-c", "ulimit -f 192 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_joule"), "start"])
+        .args([
+            "--client-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--http-port",
+            "0",
+            "--sites",
+            "2",
+            "--command-log",
+            "sync",
+            "--dir",
+        ])
+        .arg(dir.path());
+    let mut node = common::start_command(&mut cmd);
+    let c = connect(&node.client_addr());
+    c.execute(
+        "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(400) NOT NULL); PARTITION TABLE kv ON COLUMN k",
+        vec![],
+    )
+    .unwrap();
+    let mut acked = Vec::new();
+    let mut failure = None;
+    for k in 0..2000i64 {
+        match c.call("KV.insert", vec![Value::Integer(k), Value::String("x".repeat(300))]) {
+            Ok(_) => acked.push(k),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let e = failure.expect("the log hit the limit");
+    assert!(e.code() == joule_common::ErrorCode::IoError || e.code() == joule_common::ErrorCode::Unavailable, "{e}");
+    let status = node.child.wait().unwrap();
+    assert!(!status.success(), "the node stopped with a failure status");
+    let stderr = node.stderr_after_exit();
+    assert!(stderr.contains("command log") && stderr.contains("J6001"), "{stderr}");
+    assert!(acked.len() > 10, "{} writes before the limit", acked.len());
+    // Restart without the limit: exactly the acknowledged rows.
+    let node = start_in(dir.path(), &["--command-log", "sync"]);
+    let c = connect(&node.client_addr());
+    let present: Vec<i64> = rows(&c, "SELECT k FROM kv ORDER BY k").iter().map(|r| int(&r[0])).collect();
+    assert_eq!(present, acked, "recovery: {}", node.startup);
+    c.call("KV.insert", vec![Value::Integer(-1), Value::from("after")]).expect("writes work again");
+}

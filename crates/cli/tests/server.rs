@@ -190,6 +190,16 @@ fn users_and_roles_from_the_configuration_file() {
     // Admin procedures need the role or the admin port.
     let r = app.call("@Shutdown", vec![]);
     assert!(r.status_string.unwrap().contains("J4005"));
+    // Snapshot changes are administrators' too; reading their status is not.
+    for (name, params) in [
+        ("@SnapshotSave", vec![s(""), s("n1"), Value::Integer(1)]),
+        ("@SnapshotRestore", vec![s(""), s("n1")]),
+        ("@SnapshotDelete", vec![s(""), s("n1")]),
+    ] {
+        let r = app.call(name, params);
+        assert!(r.status_string.unwrap().contains("J4005"), "{name}");
+    }
+    assert_eq!(app.call("@Statistics", vec![s("SNAPSHOTSTATUS"), Value::Integer(0)]).status, 1);
     let mut admin = Conn::login(node.client, "admin", "s3cret", HashScheme::Sha256).unwrap();
     assert_eq!(admin.call("@Shutdown", vec![]).status, 1);
     assert!(node.child.wait().unwrap().success());

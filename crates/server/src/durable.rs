@@ -85,7 +85,12 @@ pub(crate) fn invoke(
                     }
                     "@SnapshotRestore" => dir_param(&ctx, &params, 0, &name).and_then(|dir| {
                         let nonce = string_param(&params, 1, &name, "the nonce")?;
-                        ctx.snapshots.restore(&mut client, &dir, &nonce)
+                        let tables = ctx.snapshots.restore(&mut client, &dir, &nonce)?;
+                        // A snapshot right away, so that recovery no longer
+                        // needs the restored files.
+                        snapshot_now(&ctx, &mut client)
+                            .map_err(|e| e.context("restored, but the snapshot that follows a restore failed"))?;
+                        Ok(tables)
                     }),
                     "@SnapshotDelete" => delete(&ctx, &params),
                     _ => Err(err!(UndefinedProcedure, "system procedure {name} was not found")),
@@ -198,6 +203,30 @@ fn command_log_table(ctx: &ServerContext) -> ResultTable {
 
 fn now_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Save an automatic snapshot in the data directory and wait for it.
+fn snapshot_now(ctx: &Arc<ServerContext>, client: &mut Client) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    struct Wait(std::sync::mpsc::SyncSender<Response>);
+    impl ResponseSink for Wait {
+        fn deliver(&self, _handle: u64, response: Response) {
+            let _ = self.0.send(response);
+        }
+    }
+    // One may be running already: wait for it to finish first.
+    for _ in 0..6000 {
+        if !ctx.snapshots.is_running() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let request = SaveRequest { dir: None, nonce: format!("AUTO_{}", now_millis()), blocking: true, automatic: true };
+    ctx.snapshots.save(client, request, 0, Arc::new(Wait(tx)));
+    match rx.recv() {
+        Ok(r) => r.error.map_or(Ok(()), Err),
+        Err(_) => Err(err!(Unavailable, "the server stopped")),
+    }
 }
 
 /// Save an automatic snapshot every `every` until the server stops.

@@ -78,8 +78,8 @@ pub struct LogStats {
 }
 
 enum Entry {
-    Record(Vec<u8>, Option<Answer>),
-    Barrier(Answer),
+    /// Whole frames, and answers to deliver once they are durable.
+    Records(Vec<u8>, Vec<Answer>),
     /// Start a new segment now (at a snapshot's point) and report its
     /// sequence number: every record before it is in older segments.
     Rotate(Sender<Result<u64>>),
@@ -195,17 +195,15 @@ impl CommandLog for CommandLogWriter {
         self.mode == LogMode::Sync
     }
 
-    fn append(&self, txn: &LoggedTxn<'_>, answer: Option<Answer>) {
-        let mut frame = Vec::with_capacity(64 + txn.params.len() * 16);
-        encode_frame(&mut frame, txn);
-        if let Err(Entry::Record(_, Some(a))) = self.send(Entry::Record(frame, answer)) {
-            refuse(a, log_failed());
-        }
+    fn encode(&self, txn: &LoggedTxn<'_>, out: &mut Vec<u8>) {
+        encode_frame(out, txn);
     }
 
-    fn after_durable(&self, answer: Answer) {
-        if let Err(Entry::Barrier(a)) = self.send(Entry::Barrier(answer)) {
-            refuse(a, log_failed());
+    fn submit(&self, frames: Vec<u8>, answers: Vec<Answer>) {
+        if let Err(Entry::Records(_, answers)) = self.send(Entry::Records(frames, answers)) {
+            for a in answers {
+                refuse(a, log_failed());
+            }
         }
     }
 
@@ -365,11 +363,14 @@ impl Writer {
             let mut stop = false;
             while let Some(entry) = next.take() {
                 match entry {
-                    Entry::Record(frame, answer) => {
-                        self.buf.extend_from_slice(&frame);
-                        self.waiting.extend(answer);
+                    Entry::Records(frames, answers) => {
+                        if self.buf.is_empty() {
+                            self.buf = frames;
+                        } else {
+                            self.buf.extend_from_slice(&frames);
+                        }
+                        self.waiting.extend(answers);
                     }
-                    Entry::Barrier(answer) => self.waiting.push(answer),
                     Entry::Rotate(reply) => {
                         let r = self.flush().and_then(|_| self.rotate());
                         let _ = reply.send(r);

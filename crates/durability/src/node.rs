@@ -153,21 +153,16 @@ impl CommandLog for AttachableLog {
         self.writer.get().is_some_and(|w| w.holds_answers())
     }
 
-    fn append(&self, txn: &LoggedTxn<'_>, answer: Option<Answer>) {
-        match self.writer.get() {
-            Some(w) => w.append(txn, answer),
-            None => {
-                if let Some(a) = answer {
-                    a.deliver()
-                }
-            }
+    fn encode(&self, txn: &LoggedTxn<'_>, out: &mut Vec<u8>) {
+        if self.writer.get().is_some() {
+            crate::segment::encode_frame(out, txn);
         }
     }
 
-    fn after_durable(&self, answer: Answer) {
+    fn submit(&self, frames: Vec<u8>, answers: Vec<Answer>) {
         match self.writer.get() {
-            Some(w) => w.after_durable(answer),
-            None => answer.deliver(),
+            Some(w) => w.submit(frames, answers),
+            None => answers.into_iter().for_each(Answer::deliver),
         }
     }
 

@@ -129,6 +129,8 @@ impl Host {
                 batch: Batch::default(),
                 log: config.command_log.clone(),
                 last_mp: config.resume_after.map_or(0, |ids| ids.txn_id.0),
+                log_frames: Vec::new(),
+                log_answers: Vec::new(),
             };
             threads.push(spawn(format!("joule-site-{p}"), move || site.run())?);
         }

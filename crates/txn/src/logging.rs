@@ -66,17 +66,37 @@ impl Answer {
 }
 
 /// The command log as the transaction layer sees it.
+///
+/// Sites batch: they encode each transaction into a buffer of their own
+/// and [`CommandLog::submit`] the frames (with the answers waiting on them)
+/// whenever their inbox runs empty, the buffer grows large, or a
+/// multi-partition transaction begins — one hand-over per burst instead of
+/// one per transaction.
 pub trait CommandLog: Send + Sync {
     /// Synchronous mode: answers wait until what came before them is
     /// durable.
     fn holds_answers(&self) -> bool;
 
+    /// Append `txn`'s frame to `out`.
+    fn encode(&self, txn: &LoggedTxn<'_>, out: &mut Vec<u8>);
+
+    /// Hand over whole frames, in order, and the answers to deliver once
+    /// they (and everything submitted before) are durable — or, if the log
+    /// fails, to replace by an error.
+    fn submit(&self, frames: Vec<u8>, answers: Vec<Answer>);
+
     /// Log `txn`; in synchronous mode `answer` is delivered once it is
-    /// durable (or, if the log fails, replaced by an error).
-    fn append(&self, txn: &LoggedTxn<'_>, answer: Option<Answer>);
+    /// durable.
+    fn append(&self, txn: &LoggedTxn<'_>, answer: Option<Answer>) {
+        let mut frames = Vec::with_capacity(128);
+        self.encode(txn, &mut frames);
+        self.submit(frames, answer.into_iter().collect());
+    }
 
     /// Deliver `answer` once everything appended before it is durable.
-    fn after_durable(&self, answer: Answer);
+    fn after_durable(&self, answer: Answer) {
+        self.submit(Vec::new(), vec![answer]);
+    }
 
     /// Start a new segment: everything appended so far lies in older ones.
     /// Returns the new segment's number (0 when nothing is being logged).

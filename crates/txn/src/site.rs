@@ -22,7 +22,7 @@ use crate::compile::{CompiledProcedure, CompiledStatement, Schema};
 use crate::distribute::MpStatement;
 use crate::hashinator::Hashinator;
 use crate::ids::{IdGenerator, TxnIds};
-use crate::logging::{self, Answer, CommandLog, LoggedTxn};
+use crate::logging::{Answer, CommandLog, LoggedTxn};
 use crate::messages::{
     recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, BETWEEN_TRANSACTIONS, IN_TRANSACTION,
 };
@@ -110,19 +110,39 @@ pub(crate) struct Site {
     pub log: Option<Arc<dyn CommandLog>>,
     /// The id of the last multi-partition transaction started here.
     pub last_mp: u64,
+    /// Frames encoded and not yet handed to the log, and the answers
+    /// waiting on them (see [`CommandLog`]).
+    pub log_frames: Vec<u8>,
+    pub log_answers: Vec<Answer>,
 }
+
+/// Hand the log what is batched once it is this large.
+const LOG_BATCH_BYTES: usize = 256 << 10;
 
 impl Site {
     /// The site's loop: until shutdown or until every sender is gone.
     pub fn run(mut self) {
         self.install_owner();
-        while let Ok(msg) = recv_soon(&self.inbox, BETWEEN_TRANSACTIONS) {
+        loop {
+            let msg = match self.inbox.try_recv() {
+                Ok(m) => m,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    // Idle: what is batched goes to the log now.
+                    self.flush_log();
+                    match recv_soon(&self.inbox, BETWEEN_TRANSACTIONS) {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                }
+            };
             match msg {
                 SiteMsg::Sp(task) => self.run_sp(task),
                 SiteMsg::MpBegin(ids) => self.run_mp(ids),
                 SiteMsg::Shutdown => break,
             }
         }
+        self.flush_log();
         // Whatever arrived after the shutdown is answered, not dropped.
         while let Ok(msg) = self.inbox.try_recv() {
             if let SiteMsg::Sp(t) = msg {
@@ -166,8 +186,10 @@ impl Site {
             Ok(p) => p,
             Err(e) => {
                 let answer = Answer { sink: task.sink, handle: task.handle, response: Response::failure(e, Some(ids)) };
-                let log = if task.replay.is_some() { None } else { self.log.as_ref() };
-                return logging::answer(log, None, answer);
+                if task.replay.is_none() && self.log.as_ref().is_some_and(|l| l.holds_answers()) {
+                    return self.log_answers.push(answer);
+                }
+                return answer.deliver();
             }
         };
         self.db.set_function_context(FunctionContext {
@@ -207,17 +229,39 @@ impl Site {
         if task.replay.is_some() {
             return answer.deliver();
         }
-        let sql = if changed { adhoc_sql(&procedure) } else { None };
-        let txn = LoggedTxn {
-            ids,
-            partition: Some(self.partition),
-            after_mp: self.last_mp,
-            database: &procedure.database,
-            procedure: &procedure.name,
-            sql: sql.as_deref(),
-            params: &task.params,
-        };
-        logging::answer(self.log.as_ref(), changed.then_some(&txn), answer);
+        let Some(log) = self.log.clone() else { return answer.deliver() };
+        if changed {
+            let sql = adhoc_sql(&procedure);
+            let txn = LoggedTxn {
+                ids,
+                partition: Some(self.partition),
+                after_mp: self.last_mp,
+                database: &procedure.database,
+                procedure: &procedure.name,
+                sql: sql.as_deref(),
+                params: &task.params,
+            };
+            log.encode(&txn, &mut self.log_frames);
+        }
+        if log.holds_answers() {
+            self.log_answers.push(answer);
+        } else {
+            answer.deliver();
+        }
+        if self.log_frames.len() >= LOG_BATCH_BYTES {
+            self.flush_log();
+        }
+    }
+
+    /// Hand the batched frames and answers to the log.
+    fn flush_log(&mut self) {
+        if self.log_frames.is_empty() && self.log_answers.is_empty() {
+            return;
+        }
+        if let Some(log) = &self.log {
+            let frames = std::mem::replace(&mut self.log_frames, Vec::with_capacity(4096));
+            log.submit(frames, std::mem::take(&mut self.log_answers));
+        }
     }
 
     /// The partition an invocation's key maps to under the current hashinator.
@@ -251,6 +295,8 @@ impl Site {
     }
 
     fn run_mp(&mut self, ids: TxnIds) {
+        // What this site logged before comes before the transaction.
+        self.flush_log();
         self.ids.observe(ids);
         self.last_mp = ids.txn_id.0;
         self.db.set_function_context(FunctionContext {

@@ -5,7 +5,9 @@
 //!
 //! `cargo bench -p joule-voter --bench voter`
 //! (`JOULE_BENCH_SECONDS` sets each phase's length, default 10;
-//! `JOULE_BENCH_PHASE=vote` or `=mp` runs one phase only.)
+//! `JOULE_BENCH_PHASE=vote` or `=mp` runs one phase only;
+//! `JOULE_BENCH_LOG=sync` or `=async` runs with a command log in a
+//! temporary directory, default none.)
 //!
 //! One load thread keeps up to `WINDOW` invocations outstanding, as a
 //! pipelining client does; responses are counted by a sink on the sites'
@@ -80,7 +82,27 @@ fn main() {
     let seconds: f64 = std::env::var("JOULE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
     let mut registry = ProcedureRegistry::new();
     register(&mut registry);
-    let host = Host::start(HostConfig { sites_per_host: sites, registry, ..Default::default() }).expect("host starts");
+    let log_dir = std::env::temp_dir().join(format!("joule-voter-bench-log-{}", std::process::id()));
+    let mode = match std::env::var("JOULE_BENCH_LOG").unwrap_or_default().as_str() {
+        "sync" => Some(joule_durability::LogMode::Sync),
+        "async" => Some(joule_durability::LogMode::Async { frequency: Duration::from_millis(200) }),
+        _ => None,
+    };
+    let log = mode.map(|mode| {
+        let config = joule_durability::LogConfig {
+            dir: log_dir.clone(),
+            mode,
+            segment_bytes: 64 << 20,
+            partitions: sites as u32,
+            first_segment: 1,
+        };
+        Arc::new(
+            joule_durability::CommandLogWriter::start(config, Box::new(|e| panic!("command log failed: {e}"))).unwrap(),
+        )
+    });
+    let command_log = log.clone().map(|l| l as Arc<dyn joule_txn::logging::CommandLog>);
+    let host = Host::start(HostConfig { sites_per_host: sites, registry, command_log, ..Default::default() })
+        .expect("host starts");
     let mut client = host.client();
     let ok = |r: Response| assert!(r.is_success(), "{r:?}");
     ok(client.adhoc(DDL, vec![]));
@@ -97,6 +119,18 @@ fn main() {
     drive(&mut client, 1.0, &counter, &mut vote);
     let votes = drive(&mut client, vote_seconds, &counter, &mut vote);
     let codes: Vec<u64> = counter.by_code.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    if let Some(l) = &log {
+        let s = l.stats();
+        let syncs = s.syncs.load(Ordering::Relaxed).max(1);
+        println!(
+            "command log {:?}: {} records, {} fsyncs ({} records per fsync, mean fsync {} µs)",
+            l.mode(),
+            s.records.load(Ordering::Relaxed),
+            syncs,
+            s.records.load(Ordering::Relaxed) / syncs,
+            s.sync_micros.load(Ordering::Relaxed) / syncs
+        );
+    }
     println!(
         "voter: {sites} sites, {votes:.0} Vote/s (accepted {}, bad contestant {}, over limit {}, failed {})",
         codes[0],
@@ -106,7 +140,9 @@ fn main() {
     );
 
     if phase == "vote" {
-        return host.shutdown();
+        host.shutdown();
+        let _ = std::fs::remove_dir_all(&log_dir);
+        return;
     }
     // Multi-partition: transfers between accounts on different partitions.
     ok(client.adhoc(
@@ -145,4 +181,5 @@ fn main() {
     let r = client.adhoc("SELECT SUM(bal) FROM acct", vec![]);
     assert_eq!(r.results[0].as_i64(), Some(accounts * 1_000_000), "transfers keep the total");
     host.shutdown();
+    let _ = std::fs::remove_dir_all(&log_dir);
 }

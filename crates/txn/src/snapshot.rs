@@ -95,7 +95,8 @@ impl Coordinator {
         Ok(FrozenDatabase { ids, partitions, ddl: self.ddl_history.clone(), log_segment })
     }
 
-    /// Insert rows into tables named by their qualified names, each row
+    /// Insert rows into tables named by their qualified names (or, in the
+    /// default database, their bare names), each row
     /// where the hashinator puts it (replicated tables: everywhere).
     pub(crate) fn load_rows(&mut self, tables: &[(String, Vec<Row>)]) -> Result<Vec<ResultTable>> {
         let mut loaded = Vec::new();
@@ -103,7 +104,10 @@ impl Coordinator {
             let catalog = self.schema_db.catalog_arc().clone();
             let def = catalog
                 .tables()
-                .find(|t| t.qualified_name().eq_ignore_ascii_case(name))
+                .find(|t| {
+                    t.qualified_name().eq_ignore_ascii_case(name)
+                        || (!name.contains('.') && t.database == DEFAULT_DATABASE && t.name.eq_ignore_ascii_case(name))
+                })
                 .ok_or_else(|| err!(UndefinedTable, "table {name} does not exist"))?
                 .clone();
             if def.view.is_some() {

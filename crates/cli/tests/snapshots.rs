@@ -122,3 +122,55 @@ fn recovery_falls_back_past_a_corrupt_snapshot() {
     assert!(node.startup.contains("skipped") && node.startup.contains("loaded snapshot first"), "{}", node.startup);
     assert_eq!(summary(&connect(&node.client_addr())), expected);
 }
+
+/// Automatic snapshots every second keep `retain` of themselves and
+/// truncate the log; recovery starts from the newest. Another partition
+/// count is refused with what to do.
+#[test]
+fn automatic_snapshots_truncate_the_log_and_keep_retain() {
+    let dir = TempDir::new("snap-auto");
+    let conf = dir.path().with_extension("toml");
+    std::fs::write(&conf, "[snapshot]\nfrequency_s = 1\nretain = 2\n[command_log]\nmode = \"sync\"\nsegment_mb = 1\n")
+        .unwrap();
+    let mut node = start_in(dir.path(), &["--config", conf.to_str().unwrap()]);
+    let c = connect(&node.client_addr());
+    c.execute(SCHEMA, vec![]).unwrap();
+    let started = std::time::Instant::now();
+    let mut k = 0i64;
+    while started.elapsed() < std::time::Duration::from_millis(4500) {
+        c.call("KV.insert", vec![Value::Integer(k), Value::String(format!("v{k}")), Value::Integer(k % 7)]).unwrap();
+        k += 1;
+    }
+    let expected = summary(&c);
+    let status = c.call("@Statistics", vec![Value::from("SNAPSHOTSTATUS"), Value::Integer(0)]).unwrap();
+    let autos = status.tables[0]
+        .rows
+        .iter()
+        .filter(|r| r[14] == Value::from("AUTO") && r[13] == Value::from("SUCCESS"))
+        .count();
+    assert!(autos >= 3, "{autos} automatic snapshots in 4.5 s");
+    drop(c);
+    node.kill();
+    let kept: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(kept.len() <= 3 && kept.iter().all(|n| n.starts_with("AUTO_")), "{kept:?}");
+    let segments: Vec<String> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(!segments.contains(&"0000000000000001.jlog".to_string()), "the first segment was truncated: {segments:?}");
+    // Another partition count: refused, saying what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0", "--sites", "3", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("J6003") && err.contains("--sites 2"), "{err}");
+    let node = start_in(dir.path(), &["--config", conf.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&conf);
+    assert!(node.startup.contains("loaded snapshot AUTO_"), "{}", node.startup);
+    assert_eq!(summary(&connect(&node.client_addr())), expected);
+}

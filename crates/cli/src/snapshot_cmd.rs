@@ -46,23 +46,21 @@ pub enum SnapshotCommand {
         dir: String,
     },
     /// Load a snapshot's rows into the node's tables (@SnapshotRestore).
-    Restore {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value = "")]
-        dir: String,
-        #[arg(long)]
-        nonce: String,
-    },
+    Restore(Named),
     /// Delete a snapshot (@SnapshotDelete).
-    Delete {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value = "")]
-        dir: String,
-        #[arg(long)]
-        nonce: String,
-    },
+    Delete(Named),
+}
+
+/// One snapshot: where it is and its name.
+#[derive(clap::Args)]
+pub struct Named {
+    #[command(flatten)]
+    target: Target,
+    /// Directory on the node [default: its data directory's snapshots/].
+    #[arg(long, default_value = "")]
+    dir: String,
+    #[arg(long)]
+    nonce: String,
 }
 
 pub fn run(command: SnapshotCommand) -> ExitCode {
@@ -78,12 +76,8 @@ pub fn run(command: SnapshotCommand) -> ExitCode {
             (target, "@SnapshotSave", params)
         }
         SnapshotCommand::Scan { target, dir } => (target, "@SnapshotScan", vec![Value::from(dir.as_str())]),
-        SnapshotCommand::Restore { target, dir, nonce } => {
-            (target, "@SnapshotRestore", vec![Value::from(dir.as_str()), Value::from(nonce.as_str())])
-        }
-        SnapshotCommand::Delete { target, dir, nonce } => {
-            (target, "@SnapshotDelete", vec![Value::from(dir.as_str()), Value::from(nonce.as_str())])
-        }
+        SnapshotCommand::Restore(n) => (n.target, "@SnapshotRestore", vec![Value::from(n.dir), Value::from(n.nonce)]),
+        SnapshotCommand::Delete(n) => (n.target, "@SnapshotDelete", vec![Value::from(n.dir), Value::from(n.nonce)]),
     };
     let address = format!("{}:{}", target.host, target.port);
     let options = Options { user: target.user, password: target.password, ..Default::default() };

@@ -93,6 +93,46 @@ fn int(v: &Value) -> i64 {
     }
 }
 
+/// One client thread: from `seq + 1` on, call what `next` makes of each
+/// sequence number until a call fails; records acknowledgements (and any
+/// failure before the kill) in the ledger. Returns the last number tried.
+fn writer(
+    addr: String,
+    ledger: Arc<Mutex<Ledger>>,
+    killed: Arc<AtomicBool>,
+    mut seq: i64,
+    mut next: impl FnMut(i64, &mut Ledger) -> (&'static str, Vec<Value>, Acked) + Send + 'static,
+) -> std::thread::JoinHandle<i64> {
+    std::thread::spawn(move || {
+        let c = connect(&addr);
+        loop {
+            seq += 1;
+            let (procedure, params, acked) = next(seq, &mut ledger.lock().unwrap());
+            match c.call(procedure, params) {
+                Ok(_) => {
+                    let mut l = ledger.lock().unwrap();
+                    match acked {
+                        Acked::Row(k) => l.kv_acked.push((k, Instant::now())),
+                        Acked::Transfer(t) => l.transfers_acked.push((t, Instant::now())),
+                    }
+                }
+                Err(e) => {
+                    if !killed.load(Ordering::SeqCst) {
+                        ledger.lock().unwrap().early_errors.push(e.to_string());
+                    }
+                    return seq;
+                }
+            }
+        }
+    })
+}
+
+/// What a successful call acknowledges.
+enum Acked {
+    Row(i64),
+    Transfer((i64, i64)),
+}
+
 /// Run writers against `node` until `kill_after`, then `kill -9` it.
 fn write_until_killed(
     node: &mut Node,
@@ -105,51 +145,27 @@ fn write_until_killed(
     let killed = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for w in 0..KV_WRITERS {
-        let (ledger, killed, addr) = (ledger.clone(), killed.clone(), node.client_addr());
-        let mut seq = seqs[w as usize];
-        threads.push(std::thread::spawn(move || {
-            let c = connect(&addr);
-            loop {
-                seq += 1;
-                let key = w * 1_000_000_000 + seq;
-                ledger.lock().unwrap().kv_attempted.insert(key);
-                match c.call("KV.insert", vec![Value::Integer(key), Value::String(format!("w{w}-{seq}"))]) {
-                    Ok(_) => ledger.lock().unwrap().kv_acked.push((key, Instant::now())),
-                    Err(e) => {
-                        if !killed.load(Ordering::SeqCst) {
-                            ledger.lock().unwrap().early_errors.push(e.to_string());
-                        }
-                        return seq;
-                    }
-                }
-            }
+        threads.push(writer(node.client_addr(), ledger.clone(), killed.clone(), seqs[w as usize], move |seq, l| {
+            let key = w * 1_000_000_000 + seq;
+            l.kv_attempted.insert(key);
+            ("KV.insert", vec![Value::Integer(key), Value::String(format!("w{w}-{seq}"))], Acked::Row(key))
         }));
     }
-    {
-        let (ledger, killed, addr) = (ledger.clone(), killed.clone(), node.client_addr());
-        let mut seq = seqs[KV_WRITERS as usize];
-        let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
-        threads.push(std::thread::spawn(move || {
-            let c = connect(&addr);
-            loop {
-                seq += 1;
-                let from = rng.below(ACCOUNTS as u64) as i64;
-                let to = (from + 1 + rng.below(ACCOUNTS as u64 - 1) as i64) % ACCOUNTS;
-                let amount = 1 + rng.below(9) as i64;
-                ledger.lock().unwrap().transfers_attempted.insert((TRANSFER_WRITER, seq), (amount, from, to));
-                let params = [amount, from, amount, to, TRANSFER_WRITER, seq].map(Value::Integer).to_vec();
-                match c.call("Transfer", params) {
-                    Ok(_) => ledger.lock().unwrap().transfers_acked.push(((TRANSFER_WRITER, seq), Instant::now())),
-                    Err(e) => {
-                        if !killed.load(Ordering::SeqCst) {
-                            ledger.lock().unwrap().early_errors.push(e.to_string());
-                        }
-                        return seq;
-                    }
-                }
-            }
-        }));
-    }
+    let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+    threads.push(writer(
+        node.client_addr(),
+        ledger.clone(),
+        killed.clone(),
+        seqs[KV_WRITERS as usize],
+        move |seq, l| {
+            let from = rng.below(ACCOUNTS as u64) as i64;
+            let to = (from + 1 + rng.below(ACCOUNTS as u64 - 1) as i64) % ACCOUNTS;
+            let amount = 1 + rng.below(9) as i64;
+            l.transfers_attempted.insert((TRANSFER_WRITER, seq), (amount, from, to));
+            let params = [amount, from, amount, to, TRANSFER_WRITER, seq].map(Value::Integer).to_vec();
+            ("Transfer", params, Acked::Transfer((TRANSFER_WRITER, seq)))
+        },
+    ));
     let snapshotter = snapshots.then(|| {
         let (killed, addr) = (killed.clone(), node.admin_addr());
         std::thread::spawn(move || {

@@ -312,50 +312,34 @@ impl SnapshotTarget for SaveJob {
             job.complete(result, txn, pause, started_millis, answer);
         });
         if let Err(e) = spawned {
-            self.snapshots.finish(SnapshotStatus {
-                path: self.root.clone(),
-                nonce: self.nonce.clone(),
-                txn_id: txn,
-                started_millis,
-                seconds: 0.0,
-                bytes: 0,
-                rows: 0,
-                max_pause_micros: pause,
-                automatic: self.automatic,
-                error: Some(format!("cannot start the snapshot writer: {e}")),
-            });
+            let e = err!(Internal, "cannot start the snapshot writer: {e}");
+            self.snapshots.finish(self.status(&Err(e), txn, pause, started_millis));
         }
     }
 }
 
 impl SaveJob {
-    fn complete(&self, result: Result<SaveReport>, txn: u64, pause: u64, started_millis: u64, answer: Option<Answer>) {
-        let status = match &result {
-            Ok(r) => SnapshotStatus {
-                path: self.root.clone(),
-                nonce: self.nonce.clone(),
-                txn_id: txn,
-                started_millis,
-                seconds: r.seconds,
-                bytes: r.manifest.bytes(),
-                rows: r.manifest.rows,
-                max_pause_micros: r.max_pause_micros,
-                automatic: self.automatic,
-                error: None,
-            },
-            Err(e) => SnapshotStatus {
-                path: self.root.clone(),
-                nonce: self.nonce.clone(),
-                txn_id: txn,
-                started_millis,
-                seconds: 0.0,
-                bytes: 0,
-                rows: 0,
-                max_pause_micros: pause,
-                automatic: self.automatic,
-                error: Some(e.to_string()),
-            },
+    fn status(&self, result: &Result<SaveReport>, txn: u64, pause: u64, started_millis: u64) -> SnapshotStatus {
+        let (seconds, bytes, rows, max_pause_micros, error) = match result {
+            Ok(r) => (r.seconds, r.manifest.bytes(), r.manifest.rows, r.max_pause_micros, None),
+            Err(e) => (0.0, 0, 0, pause, Some(e.to_string())),
         };
+        SnapshotStatus {
+            path: self.root.clone(),
+            nonce: self.nonce.clone(),
+            txn_id: txn,
+            started_millis,
+            seconds,
+            bytes,
+            rows,
+            max_pause_micros,
+            automatic: self.automatic,
+            error,
+        }
+    }
+
+    fn complete(&self, result: Result<SaveReport>, txn: u64, pause: u64, started_millis: u64, answer: Option<Answer>) {
+        let status = self.status(&result, txn, pause, started_millis);
         if let Err(e) = &result {
             eprintln!("joule: snapshot {} failed: {e}", self.nonce);
         }

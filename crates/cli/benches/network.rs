@@ -7,6 +7,8 @@
 //! 2. The same through `joule_client::BlockingClient`.
 //! 3. Pipelined: the async `joule_client::Client` keeping many calls in
 //!    flight over a few connections: calls per second.
+//! 4. The same with `Client::call_with` (a callback per call instead of a
+//!    task): calls per second.
 //!
 //! (`JOULE_BENCH_SECONDS` sets each phase's length, default 5;
 //! `JOULE_BENCH_SITES` the server's `--sites`, default its own default.)
@@ -127,10 +129,54 @@ fn main() {
         done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
     });
     println!("pipelined Client ({connections} connections, {in_flight} in flight), T.select: {rate:.0} calls/s");
+
+    // 4. Pipelined with callbacks (`Client::call_with`): each answer's
+    //    callback makes the next call; no task per call.
+    let rate = rt.block_on(async {
+        let client = Client::connect(&[&addr], Options { connections_per_address: connections, ..Default::default() })
+            .await
+            .unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let start = Instant::now();
+        for w in 0..in_flight {
+            issue(client.clone(), done.clone(), stop.clone(), w as i64);
+        }
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        stop.store(true, Ordering::SeqCst);
+        let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        // Let the calls in flight finish.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rate
+    });
+    println!(
+        "pipelined Client::call_with ({connections} connections, {in_flight} in flight), T.select: {rate:.0} calls/s"
+    );
     let _ = i;
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One call whose callback checks the answer and makes the next call.
+fn issue(client: Client, done: Arc<AtomicU64>, stop: Arc<std::sync::atomic::AtomicBool>, k: i64) {
+    let next = client.clone();
+    let sent = client.call_with("T.select", vec![(k % ROWS).into()], move |r| {
+        let r = r.expect("T.select answers");
+        assert_eq!(
+            r.tables[0].rows,
+            vec![vec![
+                Value::Integer(k % ROWS),
+                Value::String(format!("name{}", k % ROWS)),
+                Value::Integer(k % ROWS * 3)
+            ]]
+        );
+        done.fetch_add(1, Ordering::Relaxed);
+        if !stop.load(Ordering::Relaxed) {
+            issue(next, done, stop, k + 7919);
+        }
+    });
+    sent.expect("the call is sent");
 }
 
 fn report(what: &str, h: &Histogram<u64>, n: u64, seconds: f64) {

@@ -15,7 +15,25 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-type Reply = oneshot::Sender<Result<ClientResponse>>;
+/// Who gets a call's answer.
+pub(crate) enum Reply {
+    /// An `async` caller waiting on a channel.
+    Wait(oneshot::Sender<Result<ClientResponse>>),
+    /// A function run with the answer on the reader task (no task to wake).
+    Callback(Box<dyn FnOnce(Result<ClientResponse>) + Send>),
+}
+
+impl Reply {
+    fn complete(self, answer: Result<ClientResponse>) {
+        match self {
+            Reply::Wait(tx) => {
+                let _ = tx.send(answer);
+            }
+            Reply::Callback(f) => f(answer),
+        }
+    }
+}
+
 type Pending = Arc<Mutex<HashMap<i64, Reply>>>;
 
 struct Outgoing {
@@ -101,8 +119,9 @@ impl Connection {
                     Ok(r) => r,
                     Err(_) => break,
                 };
-                if let Some(reply) = lock(&r_pending).remove(&response.client_handle) {
-                    let _ = reply.send(Ok(response));
+                let reply = lock(&r_pending).remove(&response.client_handle);
+                if let Some(reply) = reply {
+                    reply.complete(Ok(response));
                 }
             }
             r_open.store(false, Ordering::SeqCst);
@@ -115,7 +134,8 @@ impl Connection {
         self.open.load(Ordering::SeqCst)
     }
 
-    pub(crate) async fn call(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
+    /// Send the invocation; `reply` gets the answer.
+    pub(crate) fn send(&self, procedure: &str, params: Vec<Param>, reply: Reply) -> Result<()> {
         if !self.is_open() {
             return Err(err!(Unavailable, "connection lost"));
         }
@@ -130,8 +150,12 @@ impl Connection {
         let payload = inv.encode()?;
         let mut frame = Vec::with_capacity(payload.len() + 4);
         write_frame(&mut frame, &payload);
+        self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| err!(Unavailable, "connection lost"))
+    }
+
+    pub(crate) async fn call(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| err!(Unavailable, "connection lost"))?;
+        self.send(procedure, params, Reply::Wait(reply))?;
         let answer = match self.timeout {
             Some(t) => tokio::time::timeout(t, answer)
                 .await
@@ -143,7 +167,8 @@ impl Connection {
 }
 
 fn fail_all(pending: &Pending) {
-    for (_, reply) in lock(pending).drain() {
-        let _ = reply.send(Err(err!(Unavailable, "connection lost before the answer")));
+    let replies: Vec<Reply> = lock(pending).drain().map(|(_, r)| r).collect();
+    for reply in replies {
+        reply.complete(Err(err!(Unavailable, "connection lost before the answer")));
     }
 }

@@ -153,6 +153,31 @@ impl Client {
         Err(err!(Unavailable, "every connection to the server is closed"))
     }
 
+    /// Invoke without waiting: `callback` runs with the answer — or with
+    /// `Unavailable` if the connection is lost first — on the client's I/O
+    /// task, so it must be quick and must not block (it may make further
+    /// calls). No task is woken per call, which makes this the cheapest way
+    /// to keep many calls in flight. An `Err` here means nothing was sent
+    /// (and the callback will not run).
+    pub fn call_with(
+        &self,
+        procedure: &str,
+        params: Vec<Value>,
+        callback: impl FnOnce(Result<Response>) + Send + 'static,
+    ) -> Result<()> {
+        let n = self.connections.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let params: Vec<Param> = params.into_iter().map(Param::Value).collect();
+        for i in 0..n {
+            let c = &self.connections[(start + i) % n];
+            if c.is_open() {
+                let reply = connection::Reply::Callback(Box::new(move |r| callback(r.and_then(into_response))));
+                return c.send(procedure, params, reply);
+            }
+        }
+        Err(err!(Unavailable, "every connection to the server is closed"))
+    }
+
     /// Connections still open.
     pub fn open_connections(&self) -> usize {
         self.connections.iter().filter(|c| c.is_open()).count()

@@ -99,3 +99,62 @@ fn blocking_client_and_refused_logins() {
     assert!(BlockingClient::connect(&[], Options::default()).is_err());
     server.shutdown();
 }
+
+/// `call_with`: callbacks get every answer (successes and failures), can
+/// make further calls, and get `Unavailable` when the server goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_answer_every_call_and_learn_of_connection_loss() {
+    let server = server().await;
+    let addr = server.client_addr.to_string();
+    let client = Client::connect(&[&addr], Options { connections_per_address: 2, ..Default::default() }).await.unwrap();
+    client
+        .execute("CREATE TABLE c (id BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE c ON COLUMN id", vec![])
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Each callback inserts the next id until 500: a chain of calls.
+    fn chain(client: Client, id: i64, tx: tokio::sync::mpsc::UnboundedSender<joule_common::Result<i64>>) {
+        let next = client.clone();
+        client
+            .call_with("C.insert", vec![id.into()], move |r| {
+                let _ = tx.send(r.map(|_| id));
+                if id < 500 {
+                    chain(next, id + 1, tx);
+                }
+            })
+            .unwrap();
+    }
+    chain(client.clone(), 1, tx.clone());
+    let mut seen = Vec::new();
+    while seen.len() < 500 {
+        seen.push(rx.recv().await.unwrap().unwrap());
+    }
+    assert_eq!(seen, (1..=500).collect::<Vec<_>>());
+    // A failing call's callback gets the server's error.
+    let tx2 = tx.clone();
+    client.call_with("C.insert", vec![7.into()], move |r| drop(tx2.send(r.map(|_| 0)))).unwrap();
+    assert_eq!(rx.recv().await.unwrap().unwrap_err().code(), ErrorCode::UniqueViolation);
+    // In flight when the server stops: the callback hears of it.
+    server.shutdown();
+    server.wait().await;
+    let mut lost = false;
+    for _ in 0..50 {
+        let tx3 = tx.clone();
+        match client.call_with("@Ping", vec![], move |r| drop(tx3.send(r.map(|_| 0)))) {
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::Unavailable);
+                lost = true;
+                break;
+            }
+            Ok(()) => match rx.recv().await.unwrap() {
+                Err(e) => {
+                    assert_eq!(e.code(), ErrorCode::Unavailable);
+                    lost = true;
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            },
+        }
+    }
+    assert!(lost, "callbacks learn that the connection is gone");
+}

@@ -135,10 +135,13 @@ fn automatic_snapshots_truncate_the_log_and_keep_retain() {
     let mut node = start_in(dir.path(), &["--config", conf.to_str().unwrap()]);
     let c = connect(&node.client_addr());
     c.execute(SCHEMA, vec![]).unwrap();
+    // Wide rows, so that the 1 MiB log segments fill and rotate.
+    c.execute("CREATE TABLE wide (k BIGINT NOT NULL PRIMARY KEY, pad VARCHAR(2000))", vec![]).unwrap();
     let started = std::time::Instant::now();
     let mut k = 0i64;
     while started.elapsed() < std::time::Duration::from_millis(4500) {
         c.call("KV.insert", vec![Value::Integer(k), Value::String(format!("v{k}")), Value::Integer(k % 7)]).unwrap();
+        c.call("WIDE.insert", vec![Value::Integer(k), Value::String("p".repeat(1500))]).unwrap();
         k += 1;
     }
     let expected = summary(&c);

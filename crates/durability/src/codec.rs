@@ -23,9 +23,10 @@
 
 use joule_common::{bail, err, Decimal, Result, Value};
 
-/// Longest string, binary or array accepted when reading (VoltDB's values
-/// stay under 1 MiB; this leaves room and stops absurd lengths).
-pub const MAX_VALUE_BYTES: usize = 64 << 20;
+/// Longest string, binary or array accepted when reading: as long as the
+/// longest record (a parameter can be as large as a message the server
+/// accepts, which its configuration keeps below this).
+pub const MAX_VALUE_BYTES: usize = 256 << 20;
 
 pub fn put_u8(out: &mut Vec<u8>, v: u8) {
     out.push(v);
@@ -183,7 +184,8 @@ impl<'a> Reader<'a> {
                 if n > self.remaining() {
                     bail!(ProtocolError, "array of {n} values in {} bytes", self.remaining());
                 }
-                let mut items = Vec::with_capacity(n);
+                // Grown as read: a lying count must not allocate ahead.
+                let mut items = Vec::new();
                 for _ in 0..n {
                     items.push(self.value_at(depth + 1)?);
                 }
@@ -199,7 +201,11 @@ impl<'a> Reader<'a> {
         if n > self.remaining() {
             bail!(ProtocolError, "row of {n} columns in {} bytes", self.remaining());
         }
-        (0..n).map(|_| self.value()).collect()
+        let mut row = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            row.push(self.value()?);
+        }
+        Ok(row)
     }
 }
 

@@ -37,7 +37,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -80,9 +80,6 @@ pub struct LogStats {
 enum Entry {
     /// Whole frames, and answers to deliver once they are durable.
     Records(Vec<u8>, Vec<Answer>),
-    /// Start a new segment now (at a snapshot's point) and report its
-    /// sequence number: every record before it is in older segments.
-    Rotate(Sender<Result<u64>>),
     /// Delete the segments numbered below this one (a snapshot covers them).
     DeleteBefore(u64, Sender<Result<usize>>),
     Stop,
@@ -93,7 +90,9 @@ pub type FailureHook = Box<dyn Fn(&Error) + Send + Sync>;
 
 /// The command log: a handle to the writer thread.
 pub struct CommandLogWriter {
-    tx: Mutex<Sender<Entry>>,
+    tx: Mutex<SyncSender<Entry>>,
+    /// The segment being written (see `CommandLog::current_segment`).
+    current: Arc<AtomicU64>,
     mode: LogMode,
     failure: Arc<Failure>,
     stats: Arc<LogStats>,
@@ -113,8 +112,12 @@ impl CommandLogWriter {
             LogMode::Sync => None,
             LogMode::Async { frequency } => Some(Syncer::start(&segment, frequency, stats.clone(), failure.clone())?),
         };
-        let (tx, rx) = mpsc::channel();
+        // Bounded: a disk slower than the transactions holds the sites back
+        // instead of growing the queue (and the async loss window).
+        let (tx, rx) = mpsc::sync_channel(QUEUE_BATCHES);
+        let current = Arc::new(AtomicU64::new(segment.seq));
         let mut writer = Writer {
+            current: current.clone(),
             config: config.clone(),
             rx,
             segment,
@@ -129,7 +132,14 @@ impl CommandLogWriter {
             .name("joule-cmdlog".into())
             .spawn(move || writer.run())
             .map_err(|e| err!(Internal, "cannot start the command log thread: {e}"))?;
-        Ok(CommandLogWriter { tx: Mutex::new(tx), mode: config.mode, failure, stats, thread: Mutex::new(Some(thread)) })
+        Ok(CommandLogWriter {
+            tx: Mutex::new(tx),
+            current,
+            mode: config.mode,
+            failure,
+            stats,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     pub fn stats(&self) -> &Arc<LogStats> {
@@ -153,12 +163,9 @@ impl CommandLogWriter {
         tx.send(entry).map_err(|e| e.0)
     }
 
-    /// Close the current segment and start a new one; returns the new
-    /// one's number. Everything appended before is in older segments.
-    pub fn rotate(&self) -> Result<u64> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Entry::Rotate(tx)).map_err(|_| err!(Unavailable, "the command log has stopped"))?;
-        rx.recv().map_err(|_| err!(Unavailable, "the command log has stopped"))?
+    /// The segment being written now.
+    pub fn current_segment(&self) -> u64 {
+        self.current.load(Ordering::SeqCst)
     }
 
     /// Delete the segments numbered below `seq`; returns how many.
@@ -207,8 +214,8 @@ impl CommandLog for CommandLogWriter {
         }
     }
 
-    fn rotate(&self) -> Result<u64> {
-        CommandLogWriter::rotate(self)
+    fn current_segment(&self) -> u64 {
+        CommandLogWriter::current_segment(self)
     }
 }
 
@@ -226,16 +233,18 @@ struct Segment {
 }
 
 impl Segment {
+    /// Create segment `seq` whole or not at all: its header is written and
+    /// synced under a temporary name, then renamed into place.
     fn create(dir: &Path, partitions: u32, seq: u64) -> Result<Segment> {
         let path = dir.join(segment_name(seq));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| err!(IoError, "cannot create command log segment {}: {e}", path.display()))?;
-        file.write_all(&encode_header(partitions, seq))
-            .and_then(|_| file.sync_data())
-            .map_err(|e| err!(IoError, "cannot write command log segment {}: {e}", path.display()))?;
+        if path.exists() {
+            return Err(err!(IoError, "command log segment {} exists already", path.display()));
+        }
+        let tmp = dir.join(format!("{}.tmp", segment_name(seq)));
+        let io = |e: std::io::Error| err!(IoError, "cannot create command log segment {}: {e}", path.display());
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io)?;
+        file.write_all(&encode_header(partitions, seq)).and_then(|_| file.sync_data()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
         Ok(Segment { file, seq, len: HEADER_BYTES as u64 })
     }
 }
@@ -338,6 +347,7 @@ impl Drop for Syncer {
 }
 
 struct Writer {
+    current: Arc<AtomicU64>,
     config: LogConfig,
     rx: Receiver<Entry>,
     segment: Segment,
@@ -355,6 +365,8 @@ struct Writer {
 
 /// Gather at most this much before writing.
 const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Batches that may wait for the writer before submitters wait too.
+const QUEUE_BATCHES: usize = 1024;
 
 impl Writer {
     fn run(&mut self) {
@@ -370,10 +382,6 @@ impl Writer {
                             self.buf.extend_from_slice(&frames);
                         }
                         self.waiting.extend(answers);
-                    }
-                    Entry::Rotate(reply) => {
-                        let r = self.flush().and_then(|_| self.rotate());
-                        let _ = reply.send(r);
                     }
                     Entry::DeleteBefore(seq, reply) => {
                         let _ = reply.send(self.delete_before(seq));
@@ -452,7 +460,7 @@ impl Writer {
     }
 
     /// Sync the current segment and start the next.
-    fn rotate(&mut self) -> Result<u64> {
+    fn rotate(&mut self) -> Result<()> {
         self.unsynced = true;
         self.sync()?;
         let next = Segment::create(&self.config.dir, self.config.partitions, self.segment.seq + 1)?;
@@ -461,7 +469,8 @@ impl Writer {
             s.switch(&next)?;
         }
         self.segment = next;
-        Ok(self.segment.seq)
+        self.current.store(self.segment.seq, Ordering::SeqCst);
+        Ok(())
     }
 
     fn delete_before(&mut self, seq: u64) -> Result<usize> {

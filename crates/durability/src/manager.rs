@@ -18,7 +18,7 @@ use joule_txn::snapshot::{FrozenDatabase, SnapshotTarget};
 use joule_txn::{Client, Response, ResponseSink, ResultTable};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Statuses kept for `@Statistics SNAPSHOTSTATUS`.
@@ -58,7 +58,9 @@ pub struct Snapshots {
     pub root: PathBuf,
     log: Arc<AttachableLog>,
     retain: usize,
-    running: AtomicBool,
+    /// The running snapshot's token (0: none).
+    running: AtomicU64,
+    tokens: AtomicU64,
     history: Mutex<VecDeque<SnapshotStatus>>,
 }
 
@@ -76,7 +78,8 @@ impl Snapshots {
             root,
             log,
             retain: retain.max(1),
-            running: AtomicBool::new(false),
+            running: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
             history: Mutex::default(),
         })
     }
@@ -86,7 +89,7 @@ impl Snapshots {
     }
 
     pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+        self.running.load(Ordering::SeqCst) != 0
     }
 
     /// Start a snapshot; `sink` gets the answer once the partitions are
@@ -102,23 +105,30 @@ impl Snapshots {
             let e = err!(SnapshotFailed, "a snapshot named {nonce} already exists in {}", root.display());
             return sink.deliver(handle, Response::failure(e, None));
         }
-        if self.running.swap(true, Ordering::SeqCst) {
+        let token = self.tokens.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.running.compare_exchange(0, token, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             let e = err!(SnapshotFailed, "a snapshot is already in progress; try again when it is done");
             return sink.deliver(handle, Response::failure(e, None));
         }
-        let job = Arc::new(SaveJob { snapshots: self.clone(), root, nonce: nonce.to_string(), blocking, automatic });
-        let guard: Arc<dyn ResponseSink> = Arc::new(ClearOnFailure { snapshots: self.clone(), inner: sink });
+        let job =
+            Arc::new(SaveJob { snapshots: self.clone(), root, nonce: nonce.to_string(), blocking, automatic, token });
+        let guard: Arc<dyn ResponseSink> = Arc::new(ClearOnFailure { snapshots: self.clone(), inner: sink, token });
         client.snapshot(job, handle, guard);
     }
 
-    fn finish(&self, status: SnapshotStatus) {
+    fn finish(&self, token: u64, status: SnapshotStatus) {
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         if h.len() == HISTORY {
             h.pop_front();
         }
         h.push_back(status);
         drop(h);
-        self.running.store(false, Ordering::SeqCst);
+        self.release(token);
+    }
+
+    /// The snapshot with `token` is over (a newer one is left alone).
+    fn release(&self, token: u64) {
+        let _ = self.running.compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     /// After a snapshot in the data directory completed: keep the `retain`
@@ -133,7 +143,15 @@ impl Snapshots {
                 snapshot::delete(&self.root, &m.nonce).map_err(|e| e.context(path.display().to_string()))?;
             }
         }
-        let needed = kept.iter().map(|(_, m)| m.log_segment).filter(|s| *s > 0).min();
+        // Automatic snapshots that never completed (a crash, a full disk).
+        for (path, m) in snapshot::scan(&self.root)? {
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            if m.is_err() && name.starts_with("AUTO_") {
+                snapshot::delete(&self.root, &name)?;
+            }
+        }
+        // A snapshot taken with no log (segment 0) needs the log from the start.
+        let needed = kept.iter().map(|(_, m)| m.log_segment.max(1)).min();
         if let (Some(seq), Some(w)) = (needed, self.log.writer()) {
             w.delete_before(seq)?;
         }
@@ -148,7 +166,7 @@ impl Snapshots {
         let loaded = snapshot::load(&dir.join(nonce))?;
         let log_as =
             ("@SnapshotRestore".to_string(), vec![Value::from(dir.display().to_string().as_str()), Value::from(nonce)]);
-        let r = client.load_rows(loaded.tables, Some(log_as));
+        let r = client.load_rows(loaded.logical_tables(), Some(log_as));
         match r.error {
             Some(e) => Err(e.context(format!("restoring snapshot {nonce}"))),
             None => Ok(r.results),
@@ -256,6 +274,7 @@ struct SaveJob {
     nonce: String,
     blocking: bool,
     automatic: bool,
+    token: u64,
 }
 
 impl SaveJob {
@@ -290,6 +309,7 @@ impl SnapshotTarget for SaveJob {
             nonce: self.nonce.clone(),
             blocking: self.blocking,
             automatic: self.automatic,
+            token: self.token,
         };
         let answer = if self.blocking {
             Some(answer)
@@ -299,6 +319,7 @@ impl SnapshotTarget for SaveJob {
             None
         };
         let started_millis = now_millis();
+        let fallback = answer.as_ref().map(|a| (a.sink.clone(), a.handle));
         let spawned = std::thread::Builder::new().name("joule-snapshot".into()).spawn(move || {
             let result = snapshot::save(&job.root, &job.nonce, &db);
             drop(db);
@@ -312,8 +333,12 @@ impl SnapshotTarget for SaveJob {
             job.complete(result, txn, pause, started_millis, answer);
         });
         if let Err(e) = spawned {
+            // The closure (and the answer it held) is gone: answer here.
             let e = err!(Internal, "cannot start the snapshot writer: {e}");
-            self.snapshots.finish(self.status(&Err(e), txn, pause, started_millis));
+            self.snapshots.finish(self.token, self.status(&Err(e.clone()), txn, pause, started_millis));
+            if let Some((sink, handle)) = fallback {
+                sink.deliver(handle, Response::failure(e, None));
+            }
         }
     }
 }
@@ -343,7 +368,7 @@ impl SaveJob {
         if let Err(e) = &result {
             eprintln!("joule: snapshot {} failed: {e}", self.nonce);
         }
-        self.snapshots.finish(status);
+        self.snapshots.finish(self.token, status);
         if let Some(answer) = answer {
             let response = match result {
                 Ok(r) => Response::answered(vec![self.result_table(txn, "SUCCESS", "", r.max_pause_micros)]),
@@ -359,12 +384,13 @@ impl SaveJob {
 struct ClearOnFailure {
     snapshots: Arc<Snapshots>,
     inner: Arc<dyn ResponseSink>,
+    token: u64,
 }
 
 impl ResponseSink for ClearOnFailure {
     fn deliver(&self, handle: u64, response: Response) {
         if response.error.is_some() && response.results.is_empty() {
-            self.snapshots.running.store(false, Ordering::SeqCst);
+            self.snapshots.release(self.token);
         }
         self.inner.deliver(handle, response)
     }

@@ -166,11 +166,8 @@ impl CommandLog for AttachableLog {
         }
     }
 
-    fn rotate(&self) -> Result<u64> {
-        match self.writer.get() {
-            Some(w) => w.rotate(),
-            None => Ok(0),
-        }
+    fn current_segment(&self) -> u64 {
+        self.writer.get().map_or(0, |w| w.current_segment())
     }
 }
 

@@ -23,7 +23,7 @@
 
 use crate::node::DataDir;
 use crate::segment::{list_segments, scan_segment, LogRecord, Tail};
-use crate::snapshot;
+use crate::snapshot::{self, highest};
 use joule_common::{bail, err, Result, Value};
 use joule_txn::{Client, Host, Invocation, Response, ResponseSink, TxnIds};
 use std::collections::HashMap;
@@ -93,6 +93,12 @@ pub fn read_log(dir: &Path, partitions: u32) -> Result<LogContents> {
                 );
             }
             let len = std::fs::metadata(path).map_err(|e| err!(IoError, "{}: {e}", path.display()))?.len();
+            // Keep the cut bytes: damage inside the last segment looks the
+            // same as a torn write, and someone may want to look at it.
+            let aside = path.with_extension(format!("jlog.cut-{offset}"));
+            let bytes = std::fs::read(path).map_err(|e| err!(IoError, "cannot read {}: {e}", path.display()))?;
+            std::fs::write(&aside, &bytes[offset as usize..])
+                .map_err(|e| err!(IoError, "cannot keep the torn tail in {}: {e}", aside.display()))?;
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)
@@ -100,7 +106,7 @@ pub fn read_log(dir: &Path, partitions: u32) -> Result<LogContents> {
             file.set_len(offset)
                 .and_then(|_| file.sync_all())
                 .map_err(|e| err!(IoError, "cannot cut the torn tail of {}: {e}", path.display()))?;
-            out.cut = Some((*seq, offset, len - offset, reason));
+            out.cut = Some((*seq, offset, len - offset, format!("{reason}; the cut bytes are in {}", aside.display())));
         }
     }
     Ok(out)
@@ -242,7 +248,7 @@ fn replay_restore(host: &Host, r: &LogRecord) -> Result<()> {
             path.display()
         )
     })?;
-    let response = host.client().load_rows(loaded.tables, None);
+    let response = host.client().load_rows(loaded.logical_tables(), None);
     match response.error {
         Some(e) => bail!(RecoveryFailed, "replaying @SnapshotRestore of {} failed: {e}", path.display()),
         None => Ok(()),
@@ -324,7 +330,8 @@ pub fn recover_node(
             continue;
         }
         if let Some(first) = first_segment {
-            if manifest.log_segment > 0 && manifest.log_segment < first {
+            // 0: taken with no log; it needs the log from the start.
+            if manifest.log_segment.max(1) < first {
                 report.skipped.push(format!("{name} (the log after it was truncated)"));
                 continue;
             }
@@ -349,7 +356,16 @@ pub fn recover_node(
             if report.skipped.is_empty() { "none found".to_string() } else { report.skipped.join("; ") }
         );
     }
-    let host = start_host(chosen.as_ref().map(|s| s.manifest.ids))?;
+    // Ids from now on follow every id the log or the snapshot knows of —
+    // including multi-partition ids only seen as `after_mp` (reads are not
+    // logged) — so that no new transaction can sort before an old one.
+    let mut resume = chosen.as_ref().map(|s| highest(s.manifest.ids, s.manifest.max_ids));
+    for r in &contents.records {
+        let after = TxnIds { txn_id: joule_txn::TxnId(r.after_mp), unique_id: r.ids.unique_id };
+        let seen = highest(r.ids, after);
+        resume = Some(resume.map_or(seen, |x| highest(x, seen)));
+    }
+    let host = start_host(resume)?;
     let mut snapshot_txn = 0;
     if let Some(loaded) = chosen {
         let t = std::time::Instant::now();
@@ -364,7 +380,7 @@ pub fn recover_node(
             }
         }
         let nonce = m.nonce.clone();
-        if let Some(e) = client.load_rows(loaded.tables, None).error {
+        if let Some(e) = client.place_rows(loaded.placement()).error {
             bail!(RecoveryFailed, "loading the rows of snapshot {nonce} failed: {e}");
         }
         report.snapshot_seconds += t.elapsed().as_secs_f64();

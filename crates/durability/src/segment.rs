@@ -19,11 +19,14 @@
 //! ```
 //!
 //! The writer appends whole batches and syncs them before it writes the
-//! next, and syncs a segment before starting the next one. So in the last
-//! segment everything after the first bad frame (short, or failing its
-//! checksum) belongs to a batch whose sync never finished: a torn tail,
-//! cut off on recovery. A bad frame anywhere else is corruption of data
-//! that was once durable, and recovery refuses to guess.
+//! next, and syncs a segment before starting the next one (segments are
+//! created whole: header written and synced under a temporary name, then
+//! renamed). So in the last segment everything after the first bad frame
+//! (short, or failing its checksum) is taken for a batch whose sync never
+//! finished: a torn tail, cut off on recovery — and kept aside, since
+//! damage to older bytes of that segment looks the same. A bad frame in
+//! any other segment, or a frame that passes its checksum but does not
+//! decode, is corruption, and recovery refuses to guess.
 
 use crate::codec::{put_str, put_u32, put_u64, put_u8, put_value, Reader};
 use joule_common::{bail, err, Result, Value};
@@ -157,7 +160,10 @@ pub fn decode_record(payload: &[u8]) -> Result<LogRecord> {
     if n > r.remaining() {
         bail!(ProtocolError, "{n} parameters in {} bytes", r.remaining());
     }
-    let params = (0..n).map(|_| r.value()).collect::<Result<Vec<_>>>()?;
+    let mut params = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        params.push(r.value()?);
+    }
     if !r.is_empty() {
         bail!(ProtocolError, "{} bytes after the record", r.remaining());
     }
@@ -217,10 +223,16 @@ pub fn scan_segment(path: &Path) -> Result<SegmentScan> {
         if crc32c::crc32c(payload) != crc {
             break bad("a frame fails its checksum".to_string());
         }
-        match decode_record(payload) {
-            Ok(r) => records.push(r),
-            Err(e) => break bad(format!("a frame's record does not decode: {e}")),
-        }
+        // A torn write cannot pass the checksum: a frame that does and
+        // still does not decode is damage (or a bug), never a torn tail.
+        let record = decode_record(payload).map_err(|e| {
+            err!(
+                CorruptData,
+                "{}: the record at byte {at} passes its checksum but does not decode: {e}",
+                path.display()
+            )
+        })?;
+        records.push(record);
         at += FRAME_HEADER + len;
     };
     Ok(SegmentScan { seq, partitions, records, tail })

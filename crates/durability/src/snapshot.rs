@@ -6,11 +6,13 @@
 //! ```text
 //! p0000.jsnap ...   frames (u32 length | u32 CRC32C | payload), payload's
 //!                   first byte its kind:
-//!                     1 table:  str qualified name | u32 columns | (str name, str type)*
-//!                     2 rows:   u32 count | rows (see codec)
+//!                     1 table:  str qualified name | u8 flags (1 view, 2 replicated) |
+//!                               u32 columns | (str name, str type)*
+//!                     2 rows:   u32 count | (u32 row id, row)*  (see codec)
 //!                     3 end:    u64 rows | u32 tables
 //! manifest.jsnap    one frame: "JOULEMAN" | u32 format | str nonce | u64 txn id |
-//!                   u64 unique id | u32 partitions | u64 created (Unix ms) |
+//!                   u64 unique id | u64 highest txn id | u64 highest unique id |
+//!                   u32 partitions | u64 created (Unix ms) |
 //!                   u64 log segment | u32 DDL count | (str database, str sql)* |
 //!                   u32 files | (str name, u64 bytes, u32 CRC32C of the file)* |
 //!                   u64 rows
@@ -33,7 +35,8 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub const FORMAT: u32 = 1;
+/// 2: row ids and table flags in partition files.
+pub const FORMAT: u32 = 2;
 const MANIFEST: &str = "manifest.jsnap";
 const MANIFEST_MAGIC: &[u8; 8] = b"JOULEMAN";
 /// Rows per block.
@@ -45,7 +48,11 @@ const MAX_BLOCK_BYTES: usize = 512 << 20;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
     pub nonce: String,
+    /// The snapshot transaction's ids.
     pub ids: TxnIds,
+    /// The highest ids any site or the coordinator had issued: ids after a
+    /// restore must follow them.
+    pub max_ids: TxnIds,
     pub partitions: u32,
     pub created_millis: u64,
     /// The first command-log segment with records the snapshot does not
@@ -109,6 +116,7 @@ pub fn partition_file_name(partition: u32) -> String {
 
 /// Write one partition's file; returns (name, bytes, CRC, rows).
 fn write_partition(dir: &Path, p: &FrozenPartition) -> Result<(String, u64, u32, u64)> {
+    use joule_engine::storage::RowId;
     let name = partition_file_name(p.partition);
     let path = dir.join(&name);
     let io = |e: std::io::Error| err!(IoError, "cannot write snapshot file {}: {e}", path.display());
@@ -120,20 +128,22 @@ fn write_partition(dir: &Path, p: &FrozenPartition) -> Result<(String, u64, u32,
         frame(&mut buf, |out| {
             put_u8(out, 1);
             put_str(out, &t.def.qualified_name());
+            put_u8(out, u8::from(t.def.view.is_some()) | (u8::from(t.replicated) << 1));
             put_u32(out, t.def.columns.len() as u32);
             for c in &t.def.columns {
                 put_str(out, &c.name);
                 put_str(out, c.data_type.name());
             }
         });
-        let mut rows = t.rows.iter().peekable();
+        let mut rows = t.rows.iter_with_ids().peekable();
         while rows.peek().is_some() {
-            let block: Vec<&Row> = rows.by_ref().take(BLOCK_ROWS).collect();
+            let block: Vec<(RowId, &Row)> = rows.by_ref().take(BLOCK_ROWS).collect();
             rows_total += block.len() as u64;
             frame(&mut buf, |out| {
                 put_u8(out, 2);
                 put_u32(out, block.len() as u32);
-                for r in &block {
+                for (id, r) in &block {
+                    put_u32(out, *id);
                     put_row(out, r);
                 }
             });
@@ -164,6 +174,8 @@ fn encode_manifest(m: &Manifest) -> Vec<u8> {
         put_str(o, &m.nonce);
         put_u64(o, m.ids.txn_id.0);
         put_u64(o, m.ids.unique_id.0);
+        put_u64(o, m.max_ids.txn_id.0);
+        put_u64(o, m.max_ids.unique_id.0);
         put_u32(o, m.partitions);
         put_u64(o, m.created_millis);
         put_u64(o, m.log_segment);
@@ -222,6 +234,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     }
     let nonce = r.str("nonce")?.to_string();
     let ids = TxnIds { txn_id: TxnId(r.u64("txn id")?), unique_id: UniqueId(r.u64("unique id")?) };
+    let max_ids = TxnIds { txn_id: TxnId(r.u64("highest txn id")?), unique_id: UniqueId(r.u64("highest unique id")?) };
     let partitions = r.u32("partitions")?;
     let created_millis = r.u64("created")?;
     let log_segment = r.u64("log segment")?;
@@ -236,7 +249,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         files.push((r.str("file name")?.to_string(), r.u64("file size")?, r.u32("file checksum")?));
     }
     let rows = r.u64("rows")?;
-    Ok(Manifest { nonce, ids, partitions, created_millis, log_segment, ddl, files, rows })
+    Ok(Manifest { nonce, ids, max_ids, partitions, created_millis, log_segment, ddl, files, rows })
 }
 
 /// Write a frozen database as snapshot `nonce` under `root`. The manifest
@@ -266,6 +279,7 @@ pub fn save(root: &Path, nonce: &str, db: &FrozenDatabase) -> Result<SaveReport>
     let manifest = Manifest {
         nonce: nonce.to_string(),
         ids: db.ids,
+        max_ids: db.partitions.iter().map(|p| p.last_ids).fold(db.ids, highest),
         partitions: db.partitions.len() as u32,
         created_millis: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -286,6 +300,15 @@ pub fn save(root: &Path, nonce: &str, db: &FrozenDatabase) -> Result<SaveReport>
     Ok(SaveReport { path: dir, manifest, seconds: started.elapsed().as_secs_f64(), max_pause_micros })
 }
 
+/// Ids after both: the higher sequence and the higher unique id.
+pub fn highest(a: TxnIds, b: TxnIds) -> TxnIds {
+    let seq = a.txn_id.sequence().max(b.txn_id.sequence());
+    TxnIds {
+        txn_id: TxnId(seq << joule_txn::ids::INITIATOR_BITS | u64::from(joule_txn::ids::MP_INITIATOR)),
+        unique_id: a.unique_id.max(b.unique_id),
+    }
+}
+
 /// Nonces name directories: letters, digits, `_`, `-`, `.`; not `.`/`..`.
 pub fn check_nonce(nonce: &str) -> Result<()> {
     let ok = !nonce.is_empty()
@@ -299,13 +322,58 @@ pub fn check_nonce(nonce: &str) -> Result<()> {
     Ok(())
 }
 
-/// A snapshot read back and verified: its tables' rows, by qualified name.
+/// One table of one partition file, read back.
+#[derive(Debug)]
+pub struct LoadedTable {
+    pub name: String,
+    pub view: bool,
+    pub replicated: bool,
+    pub rows: Vec<(u32, Row)>,
+}
+
+/// A snapshot read back and verified.
 #[derive(Debug)]
 pub struct LoadedSnapshot {
     pub manifest: Manifest,
-    /// (qualified table name, rows); a table's rows from every partition.
-    pub tables: Vec<(String, Vec<Row>)>,
+    /// Per partition file, in partition order: its tables.
+    pub partitions: Vec<Vec<LoadedTable>>,
     pub bytes: u64,
+}
+
+impl LoadedSnapshot {
+    /// Base tables' rows by name, every partition's together (for loading
+    /// through INSERT checks into any partition count; views rebuild).
+    pub fn logical_tables(self) -> Vec<(String, Vec<Row>)> {
+        let mut out: Vec<(String, Vec<Row>)> = Vec::new();
+        for t in self.partitions.into_iter().flatten().filter(|t| !t.view) {
+            let rows = t.rows.into_iter().map(|(_, r)| r);
+            match out.iter_mut().find(|(n, _)| *n == t.name) {
+                Some((_, all)) => all.extend(rows),
+                None => out.push((t.name, rows.collect())),
+            }
+        }
+        out
+    }
+
+    /// Each partition's rows at their ids (for recovery into the same
+    /// partition count): its own tables, and the replicated ones (saved
+    /// with partition 0) on every partition.
+    pub fn placement(self) -> Vec<joule_txn::snapshot::PartitionRows> {
+        let mut parts: Vec<Vec<LoadedTable>> = self.partitions;
+        let replicated: Vec<(String, Vec<(u32, Row)>)> = parts
+            .first()
+            .map(|p0| p0.iter().filter(|t| t.replicated).map(|t| (t.name.clone(), t.rows.clone())).collect())
+            .unwrap_or_default();
+        parts
+            .drain(..)
+            .map(|tables| {
+                let mut out: joule_txn::snapshot::PartitionRows =
+                    tables.into_iter().filter(|t| !t.replicated).map(|t| (t.name, t.rows)).collect();
+                out.extend(replicated.iter().cloned());
+                out
+            })
+            .collect()
+    }
 }
 
 /// Read every file of snapshot `dir`, checking every checksum against the
@@ -321,7 +389,7 @@ pub fn load(dir: &Path) -> Result<LoadedSnapshot> {
             manifest.partitions
         );
     }
-    let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
+    let mut partitions = Vec::new();
     let mut bytes_total = 0;
     let mut rows_total = 0u64;
     for (name, size, crc) in &manifest.files {
@@ -334,15 +402,17 @@ pub fn load(dir: &Path) -> Result<LoadedSnapshot> {
             bail!(CorruptData, "snapshot file {} does not match its manifest (size or checksum)", path.display());
         }
         bytes_total += bytes.len() as u64;
+        let mut tables = Vec::new();
         rows_total += read_partition_file(&path, &bytes, &mut tables)?;
+        partitions.push(tables);
     }
     if rows_total != manifest.rows {
         bail!(CorruptData, "{}: {rows_total} rows found, the manifest says {}", dir.display(), manifest.rows);
     }
-    Ok(LoadedSnapshot { manifest, tables, bytes: bytes_total })
+    Ok(LoadedSnapshot { manifest, partitions, bytes: bytes_total })
 }
 
-fn read_partition_file(path: &Path, bytes: &[u8], tables: &mut Vec<(String, Vec<Row>)>) -> Result<u64> {
+fn read_partition_file(path: &Path, bytes: &[u8], tables: &mut Vec<LoadedTable>) -> Result<u64> {
     let what = || path.display().to_string();
     let mut at = 0;
     let mut current: Option<usize> = None;
@@ -354,18 +424,17 @@ fn read_partition_file(path: &Path, bytes: &[u8], tables: &mut Vec<(String, Vec<
         match r.u8("block kind")? {
             1 => {
                 let name = r.str("table name")?.to_string();
+                let flags = r.u8("table flags")?;
                 let columns = r.u32("column count")?;
                 for _ in 0..columns {
                     r.str("column name")?;
                     r.str("column type")?;
                 }
-                current = Some(match tables.iter().position(|(n, _)| *n == name) {
-                    Some(i) => i,
-                    None => {
-                        tables.push((name, Vec::new()));
-                        tables.len() - 1
-                    }
-                });
+                if tables.iter().any(|t| t.name == name) {
+                    bail!(CorruptData, "{}: table {name} appears twice", what());
+                }
+                tables.push(LoadedTable { name, view: flags & 1 != 0, replicated: flags & 2 != 0, rows: Vec::new() });
+                current = Some(tables.len() - 1);
             }
             2 => {
                 let Some(t) = current else { bail!(CorruptData, "{}: rows before any table", what()) };
@@ -373,10 +442,10 @@ fn read_partition_file(path: &Path, bytes: &[u8], tables: &mut Vec<(String, Vec<
                 if n > r.remaining() {
                     bail!(CorruptData, "{}: {n} rows in {} bytes", what(), r.remaining());
                 }
-                let out = &mut tables[t].1;
-                out.reserve(n);
+                let out = &mut tables[t].rows;
                 for _ in 0..n {
-                    out.push(r.row().map_err(|e| err!(CorruptData, "{}: {}", what(), e.message()))?);
+                    let id = r.u32("row id").map_err(|e| err!(CorruptData, "{}: {}", what(), e.message()))?;
+                    out.push((id, r.row().map_err(|e| err!(CorruptData, "{}: {}", what(), e.message()))?));
                 }
                 rows += n as u64;
             }

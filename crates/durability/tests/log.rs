@@ -107,6 +107,8 @@ fn a_torn_tail_is_cut_and_reported() {
     let (seq, offset, bytes, _) = contents.cut.clone().expect("the tail is reported");
     assert_eq!((seq, offset, bytes), (1, good_len, 10));
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len, "the tail was cut");
+    let aside = path.with_extension(format!("jlog.cut-{good_len}"));
+    assert_eq!(std::fs::read(&aside).unwrap(), vec![200, 0, 0, 0, 1, 2, 3, 4, 5, 6], "and kept aside");
     // A checksum failure in the last frame is cut the same way.
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
@@ -116,6 +118,24 @@ fn a_torn_tail_is_cut_and_reported() {
     assert_eq!(contents.records.len(), 9);
     assert!(contents.cut.unwrap().3.contains("checksum"));
     assert!(read_log(&dir, 2).unwrap().cut.is_none(), "cut once, clean after");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_frame_that_passes_its_checksum_but_does_not_decode_is_corruption_not_a_tail() {
+    let dir = temp_dir("undecodable");
+    let log = start(&dir, LogMode::Sync, 64 << 20);
+    write(&log, 5);
+    let (_, path) = list_segments(&dir).unwrap().pop().unwrap();
+    let payload = [9u8, 9, 9, 9];
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, &frame).unwrap();
+    drop(f);
+    let e = read_log(&dir, 2).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::CorruptData, "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

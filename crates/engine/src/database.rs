@@ -229,6 +229,18 @@ impl Database {
         self.statement(|db| db.insert_source(plan, rows))
     }
 
+    /// Recovery: place a snapshot's rows of table `table` at their row ids
+    /// (see `Table::place_row`); views are not maintained (their rows come
+    /// the same way). Undone with the transaction like any insert.
+    pub fn place_rows(&mut self, table: TableId, rows: Vec<(RowId, Row)>) -> Result<()> {
+        let t = self.storage.table_mut(table)?;
+        for (id, row) in rows {
+            t.place_row(id, row)?;
+            self.undo.record(UndoOp::Inserted { table, id });
+        }
+        Ok(())
+    }
+
     /// Start a multi-statement transaction.
     pub fn begin(&mut self) {
         self.in_transaction = true;

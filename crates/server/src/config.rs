@@ -123,8 +123,11 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
         config.schema = Some(v);
     }
     if let Some(v) = file.max_message_bytes {
-        if v < 1024 {
-            return Err(err!(InvalidArgument, "configuration: max_message_bytes must be at least 1024"));
+        if !(1024..=256 << 20).contains(&v) {
+            return Err(err!(
+                InvalidArgument,
+                "configuration: max_message_bytes must be between 1024 and 268435456 (the command log's record limit)"
+            ));
         }
         config.max_message_bytes = v;
     }

@@ -86,10 +86,17 @@ pub(crate) fn invoke(
                     "@SnapshotRestore" => dir_param(&ctx, &params, 0, &name).and_then(|dir| {
                         let nonce = string_param(&params, 1, &name, "the nonce")?;
                         let tables = ctx.snapshots.restore(&mut client, &dir, &nonce)?;
-                        // A snapshot right away, so that recovery no longer
-                        // needs the restored files.
-                        snapshot_now(&ctx, &mut client)
-                            .map_err(|e| e.context("restored, but the snapshot that follows a restore failed"))?;
+                        // A snapshot right away, so that recovery soon no
+                        // longer needs the restored files. The restore has
+                        // committed either way: a failure here is reported,
+                        // not answered.
+                        if let Err(e) = snapshot_now(&ctx, &mut client) {
+                            eprintln!(
+                                "joule: the snapshot after restoring {nonce} failed ({e}); keep {} until a later \
+                                 snapshot completes",
+                                dir.join(&nonce).display()
+                            );
+                        }
                         Ok(tables)
                     }),
                     "@SnapshotDelete" => delete(&ctx, &params),

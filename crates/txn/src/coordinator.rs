@@ -131,7 +131,13 @@ impl Coordinator {
                     Err(e) => {
                         self.rollback();
                         self.batch = batch;
-                        return task.sink.deliver(task.handle, Response::failure(e.clone(), Some(ids)));
+                        let log = if task.replay.is_some() { None } else { self.log.clone() };
+                        let response = Response::failure(e.clone(), Some(ids));
+                        return logging::answer(
+                            log.as_ref(),
+                            None,
+                            Answer { sink: task.sink, handle: task.handle, response },
+                        );
                     }
                 };
                 let mut exec = MpExecutor { coord: self, ids, failed: None };
@@ -174,6 +180,7 @@ impl Coordinator {
                 (result, crate::response::APP_STATUS_UNSET, None)
             }
             MpKind::LoadRows { tables, .. } => (self.load_rows(tables), crate::response::APP_STATUS_UNSET, None),
+            MpKind::PlaceRows(rows) => (self.place_rows(rows), crate::response::APP_STATUS_UNSET, None),
         };
         self.batch = batch;
         let log = if task.replay.is_some() { None } else { self.log.clone() };
@@ -228,6 +235,7 @@ impl Coordinator {
             | MpKind::ValidatePartitioning
             | MpKind::SetHashinator(_)
             | MpKind::Snapshot(_)
+            | MpKind::PlaceRows(_)
             | MpKind::LoadRows { log_as: None, .. } => {}
         }
     }

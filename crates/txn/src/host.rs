@@ -131,6 +131,7 @@ impl Host {
                 last_mp: config.resume_after.map_or(0, |ids| ids.txn_id.0),
                 log_frames: Vec::new(),
                 log_answers: Vec::new(),
+                log_since: None,
             };
             threads.push(spawn(format!("joule-site-{p}"), move || site.run())?);
         }
@@ -551,6 +552,16 @@ impl Client {
     pub fn load_rows(&mut self, tables: Vec<(String, Vec<Row>)>, log_as: Option<(String, Vec<Value>)>) -> Response {
         let (tx, rx) = mpsc::sync_channel(1);
         let kind = MpKind::LoadRows { tables, log_as };
+        let sink = Arc::new(Waiter(tx));
+        self.send_mp(MpTask { kind, params: Vec::new(), sink, handle: 0, replay: None, accepted: Instant::now() });
+        rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
+    }
+
+    /// Recovery: put each partition's rows at their row ids, in one
+    /// multi-partition transaction (not logged). Waits.
+    pub fn place_rows(&mut self, per_partition: Vec<crate::snapshot::PartitionRows>) -> Response {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let kind = MpKind::PlaceRows(per_partition);
         let sink = Arc::new(Waiter(tx));
         self.send_mp(MpTask { kind, params: Vec::new(), sink, handle: 0, replay: None, accepted: Instant::now() });
         rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))

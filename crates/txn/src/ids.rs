@@ -124,6 +124,17 @@ impl IdGenerator {
         }
     }
 
+    /// The last ids issued or observed (zeros before any).
+    pub fn last(&self) -> TxnIds {
+        let i = u64::from(self.initiator);
+        TxnIds {
+            txn_id: TxnId(self.sequence << INITIATOR_BITS | i),
+            unique_id: UniqueId(
+                self.last_millis << (COUNTER_BITS + INITIATOR_BITS) | self.counter << INITIATOR_BITS | i,
+            ),
+        }
+    }
+
     /// Accept ids issued earlier (command-log replay): later ids continue
     /// after them.
     pub fn observe(&mut self, ids: TxnIds) {

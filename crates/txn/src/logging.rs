@@ -98,10 +98,12 @@ pub trait CommandLog: Send + Sync {
         self.submit(Vec::new(), vec![answer]);
     }
 
-    /// Start a new segment: everything appended so far lies in older ones.
-    /// Returns the new segment's number (0 when nothing is being logged).
-    fn rotate(&self) -> joule_common::Result<u64> {
-        Ok(0)
+    /// The number of the segment being written now (0 when nothing is
+    /// logged). Read at a snapshot's point: every record submitted after
+    /// it lands in this segment or a later one, so the segments before it
+    /// hold only records the snapshot covers.
+    fn current_segment(&self) -> u64 {
+        0
     }
 }
 

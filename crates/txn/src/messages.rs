@@ -91,6 +91,8 @@ pub(crate) enum WorkItem {
     ValidatePartitioning,
     /// Freeze the partition's tables for a snapshot.
     Freeze,
+    /// Recovery: put rows at their ids (by table name).
+    PlaceRows(crate::snapshot::PartitionRows),
 }
 
 /// The result of one work item.
@@ -144,6 +146,8 @@ pub(crate) enum MpKind {
         tables: Vec<(String, Vec<Row>)>,
         log_as: Option<(String, Vec<Value>)>,
     },
+    /// Recovery: each partition's rows at their ids (not logged).
+    PlaceRows(Vec<crate::snapshot::PartitionRows>),
 }
 
 /// A multi-partition invocation.

@@ -114,10 +114,17 @@ pub(crate) struct Site {
     /// waiting on them (see [`CommandLog`]).
     pub log_frames: Vec<u8>,
     pub log_answers: Vec<Answer>,
+    /// When the oldest batched frame or answer was batched.
+    pub log_since: Option<std::time::Instant>,
 }
 
-/// Hand the log what is batched once it is this large.
+/// Hand the log what is batched once it is this large, holds this many
+/// answers, or is this old — whichever comes first (and whenever the inbox
+/// runs empty). The age bound keeps a busy site from holding answers or
+/// asynchronous-mode records back.
 const LOG_BATCH_BYTES: usize = 256 << 10;
+const LOG_BATCH_ANSWERS: usize = 512;
+const LOG_BATCH_AGE: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl Site {
     /// The site's loop: until shutdown or until every sender is gone.
@@ -248,13 +255,21 @@ impl Site {
         } else {
             answer.deliver();
         }
-        if self.log_frames.len() >= LOG_BATCH_BYTES {
+        if self.log_frames.is_empty() && self.log_answers.is_empty() {
+            return;
+        }
+        let since = *self.log_since.get_or_insert_with(std::time::Instant::now);
+        if self.log_frames.len() >= LOG_BATCH_BYTES
+            || self.log_answers.len() >= LOG_BATCH_ANSWERS
+            || since.elapsed() >= LOG_BATCH_AGE
+        {
             self.flush_log();
         }
     }
 
     /// Hand the batched frames and answers to the log.
     fn flush_log(&mut self) {
+        self.log_since = None;
         if self.log_frames.is_empty() && self.log_answers.is_empty() {
             return;
         }
@@ -365,25 +380,44 @@ impl Site {
                 WorkItem::Checksum => ItemResult::Tables(self.db.table_checksums()),
                 WorkItem::ValidatePartitioning => ItemResult::Tables(self.misplaced_rows()?),
                 WorkItem::Freeze => ItemResult::Frozen(self.freeze()?),
+                WorkItem::PlaceRows(tables) => {
+                    for (name, rows) in tables {
+                        let id = self
+                            .db
+                            .catalog()
+                            .tables()
+                            .find(|t| t.qualified_name() == name)
+                            .map(|t| t.id)
+                            .ok_or_else(|| err!(UndefinedTable, "table {name} does not exist"))?;
+                        self.db.place_rows(id, rows)?;
+                    }
+                    ItemResult::Exec(joule_engine::ExecResult::Done)
+                }
             });
         }
         Ok(out)
     }
 
-    /// Freeze this partition's tables: base tables only (views rebuild from
-    /// them), replicated ones on partition 0 only.
+    /// Freeze this partition's tables (views included), replicated ones on
+    /// partition 0 only.
     fn freeze(&self) -> Result<FrozenPartition> {
         let started = std::time::Instant::now();
         let catalog = self.db.catalog();
         let mut tables = Vec::new();
         for def in catalog.tables() {
-            if def.view.is_some() || (self.partition != 0 && !catalog.is_partitioned(def)) {
+            let replicated = !catalog.is_partitioned(def);
+            if self.partition != 0 && replicated {
                 continue;
             }
             let table = self.db.storage().table(def.id)?;
-            tables.push(FrozenTable { def: table.def().clone(), rows: table.freeze() });
+            tables.push(FrozenTable { def: table.def().clone(), rows: table.freeze(), replicated });
         }
-        Ok(FrozenPartition { partition: self.partition, tables, pause_micros: started.elapsed().as_micros() as u64 })
+        Ok(FrozenPartition {
+            partition: self.partition,
+            tables,
+            pause_micros: started.elapsed().as_micros() as u64,
+            last_ids: self.ids.last(),
+        })
     }
 
     /// Per partitioned table: how many rows here belong to another partition.

@@ -12,18 +12,24 @@
 //! snapshot covers are exactly those before it (see the durability
 //! crate's `LogRecord::covered_by`).
 //!
-//! Materialized views are not frozen (loading their source rows rebuilds
-//! them); replicated tables are frozen on partition 0 only. The schema
-//! goes along as the DDL that built it, in order ([`FrozenDatabase::ddl`]).
+//! Every table is frozen with its row ids, materialized views included;
+//! replicated tables on partition 0 only. The schema goes along as the DDL
+//! that built it, in order ([`FrozenDatabase::ddl`]).
 //!
-//! Loading ([`Client::load_rows`]) is a multi-partition transaction too:
-//! rows of partitioned tables go to the partition the hashinator names
-//! (the partition count may differ from the snapshot's), rows of
-//! replicated tables to every partition, each through the same checks an
-//! INSERT makes.
+//! Two ways back, both multi-partition transactions:
+//!
+//! * [`Client::place_rows`] (recovery): each partition gets its own rows at
+//!   their original ids, views' rows included, so the slabs — and with them
+//!   the ids later inserts get and the order of scans — are exactly as
+//!   they were; replaying the log then reproduces what happened;
+//! * [`Client::load_rows`] (`@SnapshotRestore`): rows of base tables go to
+//!   the partition the hashinator names (the partition count may differ
+//!   from the snapshot's), replicated rows to every partition, each through
+//!   the same checks an INSERT makes; views are maintained as they go.
 //!
 //! [`Client::snapshot`]: crate::Client::snapshot
 //! [`Client::load_rows`]: crate::Client::load_rows
+//! [`Client::place_rows`]: crate::Client::place_rows
 
 use crate::coordinator::Coordinator;
 use crate::ids::TxnIds;
@@ -32,7 +38,7 @@ use crate::messages::{ItemResult, WorkItem};
 use crate::response::ResultTable;
 use crate::site::partition_key;
 use joule_common::{bail, err, DataType, Result, Row, Value};
-use joule_engine::storage::FrozenRows;
+use joule_engine::storage::{FrozenRows, RowId};
 use joule_sql::catalog::{TableDef, DEFAULT_DATABASE};
 use joule_sql::plan::OutputColumn;
 use std::sync::Arc;
@@ -42,6 +48,9 @@ use std::sync::Arc;
 pub struct FrozenTable {
     pub def: Arc<TableDef>,
     pub rows: FrozenRows,
+    /// Replicated (the same rows, at the same ids, on every partition;
+    /// frozen on partition 0 only).
+    pub replicated: bool,
 }
 
 /// One partition's tables, frozen.
@@ -49,8 +58,11 @@ pub struct FrozenTable {
 pub struct FrozenPartition {
     pub partition: u32,
     pub tables: Vec<FrozenTable>,
-    /// How long the site spent freezing (its whole pause), microseconds.
+    /// How long the site spent freezing, microseconds.
     pub pause_micros: u64,
+    /// The last ids the site's generator issued: ids after a restore must
+    /// come after them.
+    pub last_ids: TxnIds,
 }
 
 /// Every partition at one point.
@@ -61,8 +73,8 @@ pub struct FrozenDatabase {
     /// The DDL that built the schema: (session database, statements), in
     /// the order it ran.
     pub ddl: Vec<(String, String)>,
-    /// The command-log segment started at the snapshot (0: no log): older
-    /// segments hold only records the snapshot covers.
+    /// The command-log segment being written at the snapshot (0: no log):
+    /// older segments hold only records the snapshot covers.
     pub log_segment: u64,
 }
 
@@ -76,8 +88,9 @@ pub trait SnapshotTarget: Send + Sync {
 }
 
 impl Coordinator {
-    /// Freeze every partition (one round), then start a new log segment:
-    /// every record logged before this point is in older segments.
+    /// Freeze every partition (one round) and note the log segment being
+    /// written: the segments before it hold only records from before this
+    /// point (see [`crate::logging::CommandLog::current_segment`]).
     pub(crate) fn freeze(&mut self, ids: TxnIds) -> Result<FrozenDatabase> {
         let results = self.round((0..self.sites.len()).map(|_| vec![WorkItem::Freeze]).collect())?;
         let mut partitions = Vec::with_capacity(results.len());
@@ -88,10 +101,7 @@ impl Coordinator {
                 }
             }
         }
-        let log_segment = match &self.log {
-            Some(log) => log.rotate()?,
-            None => 0,
-        };
+        let log_segment = self.log.as_ref().map_or(0, |log| log.current_segment());
         Ok(FrozenDatabase { ids, partitions, ddl: self.ddl_history.clone(), log_segment })
     }
 
@@ -153,5 +163,25 @@ impl Coordinator {
         let col = |name: &str, t| OutputColumn { name: name.to_string(), data_type: Some(t) };
         let columns = vec![col("TABLE_NAME", DataType::Varchar), col("ROWS_LOADED", DataType::BigInt)];
         Ok(vec![ResultTable::new(columns.into(), loaded)])
+    }
+}
+
+/// Rows by table name with their row ids, for one partition.
+pub type PartitionRows = Vec<(String, Vec<(RowId, Row)>)>;
+
+impl Coordinator {
+    /// Put each partition's rows at their ids (recovery).
+    pub(crate) fn place_rows(&mut self, per_partition: &[PartitionRows]) -> Result<Vec<ResultTable>> {
+        if per_partition.len() != self.sites.len() {
+            bail!(
+                RecoveryFailed,
+                "rows for {} partitions cannot be placed on {}",
+                per_partition.len(),
+                self.sites.len()
+            );
+        }
+        let items = per_partition.iter().map(|rows| vec![WorkItem::PlaceRows(rows.clone())]).collect();
+        self.round(items)?;
+        Ok(Vec::new())
     }
 }

@@ -127,6 +127,16 @@ impl FrozenRows {
         self.chunks.iter().flat_map(|c| c.iter()).take(self.len).flatten()
     }
 
+    /// The rows with their ids, in id order.
+    pub fn iter_with_ids(&self) -> impl Iterator<Item = (RowId, &Row)> + '_ {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .take(self.len)
+            .enumerate()
+            .filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
+    }
+
     /// How many chunks (of up to 1024 slots) the rows span.
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()

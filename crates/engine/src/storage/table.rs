@@ -137,6 +137,27 @@ impl Table {
         self.place(id, row)
     }
 
+    /// Recovery: put a snapshot's `row` at exactly `id` (so that the slab,
+    /// and with it the ids later inserts get, is as it was when the
+    /// snapshot was taken), checking its types and unique keys; materialized
+    /// views are not maintained — their own rows are placed the same way.
+    pub fn place_row(&mut self, id: RowId, row: Row) -> Result<()> {
+        let row = self.coerce_row(row)?;
+        if self.rows.is_occupied(id) {
+            bail!(CorruptData, "row id {id} of table {} appears twice", self.def.name);
+        }
+        for i in 0..self.indexes.len() {
+            if !self.indexes[i].try_insert(&row, id) {
+                for index in &mut self.indexes[..i] {
+                    index.remove(&row, id);
+                }
+                let key = self.indexes[i].key(&row);
+                return Err(self.unique_error(i, key));
+            }
+        }
+        self.place(id, row)
+    }
+
     /// Undo of an update: put `old` back at `id` without coercion or checks
     /// (it was valid before); returns the row it replaces.
     pub fn restore_update(&mut self, id: RowId, old: Row) -> Result<Row> {

@@ -123,8 +123,8 @@ pub(crate) struct Site {
 /// runs empty). The age bound keeps a busy site from holding answers or
 /// asynchronous-mode records back.
 const LOG_BATCH_BYTES: usize = 256 << 10;
-const LOG_BATCH_ANSWERS: usize = 512;
-const LOG_BATCH_AGE: std::time::Duration = std::time::Duration::from_micros(200);
+const LOG_BATCH_ANSWERS: usize = 2048;
+const LOG_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Site {
     /// The site's loop: until shutdown or until every sender is gone.

@@ -594,3 +594,82 @@ fn http_json_api_with_curl() {
     ]);
     assert!(body.contains("not valid JSON"), "{body}");
 }
+
+/// `@Statistics` answers every selector with VoltDB's leading columns,
+/// counts what ran, honours `delta`, and `/metrics` serves the same
+/// figures as Prometheus text.
+#[test]
+fn statistics_selectors_deltas_and_prometheus_metrics() {
+    let node = start(&[]);
+    let mut c = Conn::open(node.client);
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(20)); PARTITION TABLE kv ON COLUMN k";
+    assert_eq!(c.call("@AdHoc", vec![s(ddl)]).status, 1);
+    for k in 0..50 {
+        assert_eq!(c.call("KV.insert", vec![Value::Integer(k), s("v")]).status, 1);
+    }
+    assert_eq!(c.call("KV.insert", vec![Value::Integer(1), s("dup")]).status, -2);
+    let stats = |c: &mut Conn, selector: &str, delta: i64| {
+        let r = c.call("@Statistics", vec![s(selector), Value::Integer(delta)]);
+        assert_eq!(r.status, 1, "{selector}: {:?}", r.status_string);
+        r.tables
+    };
+    for selector in [
+        "PROCEDURE",
+        "PROCEDUREPROFILE",
+        "TABLE",
+        "INDEX",
+        "MEMORY",
+        "CPU",
+        "IOSTATS",
+        "LIVECLIENTS",
+        "INITIATOR",
+        "LATENCY",
+        "LATENCY_HISTOGRAM",
+        "QUEUE",
+        "STARVATION",
+        "PARTITIONCOUNT",
+        "TOPO",
+        "COMMANDLOG",
+        "SNAPSHOTSTATUS",
+    ] {
+        let t = stats(&mut c, selector, 0);
+        assert_eq!(t.len(), 1, "{selector}");
+        if selector != "PROCEDUREPROFILE" && selector != "TOPO" && selector != "SNAPSHOTSTATUS" {
+            assert_eq!(t[0].columns[0].0, "TIMESTAMP", "{selector}");
+        }
+    }
+    assert_eq!(stats(&mut c, "MANAGEMENT", 0).len(), 9);
+    let r = c.call("@Statistics", vec![s("NOPE"), Value::Integer(0)]);
+    assert!(r.status_string.unwrap().contains("J2009"));
+    // PROCEDURE: 51 invocations of KV.insert over the partitions, 1 failure.
+    let proc_rows = |t: &[joule_wire::VoltTable]| -> (i64, i64) {
+        let col = |n: &str| t[0].columns.iter().position(|(c, _)| c == n).unwrap();
+        let (p, inv, fail) = (col("PROCEDURE"), col("INVOCATIONS"), col("FAILURES"));
+        t[0].rows.iter().filter(|r| r[p] == s("KV.insert")).fold((0, 0), |(a, b), r| {
+            let n = |v: &Value| if let Value::Integer(i) = v { *i } else { 0 };
+            (a + n(&r[inv]), b + n(&r[fail]))
+        })
+    };
+    assert_eq!(proc_rows(&stats(&mut c, "PROCEDURE", 0)), (51, 1));
+    // delta: the first delta call counts from the start, the next only what came since.
+    assert_eq!(proc_rows(&stats(&mut c, "PROCEDURE", 1)), (51, 1));
+    assert_eq!(c.call("KV.insert", vec![Value::Integer(100), s("v")]).status, 1);
+    assert_eq!(proc_rows(&stats(&mut c, "PROCEDURE", 1)), (1, 0));
+    let tables = stats(&mut c, "TABLE", 0);
+    let rows_at = tables[0].columns.iter().position(|(n, _)| n == "TUPLE_COUNT").unwrap();
+    let total: i64 = tables[0].rows.iter().map(|r| if let Value::Integer(i) = r[rows_at] { i } else { 0 }).sum();
+    assert_eq!(total, 51);
+    let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{}/metrics", node.http)]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for family in [
+        "# TYPE joule_procedure_invocations_total counter",
+        "joule_procedure_invocations_total{procedure=\"KV.insert\",partition=\"0\"}",
+        "# TYPE joule_transaction_latency_seconds histogram",
+        "joule_transaction_latency_seconds_bucket{le=\"+Inf\"}",
+        "joule_table_rows{table=\"DEFAULT.KV\",partition=\"1\"}",
+        "joule_command_log_records_total",
+        "joule_connections 1",
+    ] {
+        assert!(text.contains(family), "{family} in\n{text}");
+    }
+}

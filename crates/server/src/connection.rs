@@ -48,13 +48,35 @@ struct WriteState {
     written: Notify,
 }
 
+/// A connection's figures for `@Statistics IOSTATS` and `LIVECLIENTS`:
+/// each counter has one writer (the reader task, or the writer task).
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionStats {
+    pub id: i64,
+    pub peer: String,
+    pub admin: bool,
+    pub bytes_read: std::sync::atomic::AtomicU64,
+    pub messages_read: std::sync::atomic::AtomicU64,
+    pub bytes_written: std::sync::atomic::AtomicU64,
+    pub messages_written: std::sync::atomic::AtomicU64,
+}
+
 /// Where a connection's answers go: encoded here, written by the writer task.
-struct ConnectionSink {
+pub(crate) struct ConnectionSink {
     out: UnboundedSender<Vec<u8>>,
-    outstanding: AtomicUsize,
+    pub(crate) outstanding: AtomicUsize,
     writes: Arc<WriteState>,
     /// The server's count of unanswered requests.
     queued: Arc<AtomicUsize>,
+}
+
+/// Unregisters a connection's statistics when it ends.
+struct Registered<'a>(&'a ServerContext, i64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.connections.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
 }
 
 impl ConnectionSink {
@@ -128,6 +150,7 @@ fn authenticate(users: &[User], login: &Login) -> Option<Vec<String>> {
 
 pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port: bool) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let (rd, mut wr) = stream.into_split();
     // Pipelined requests arrive many to a segment: read them in bulk.
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
@@ -150,6 +173,8 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     let is_admin =
         admin_port || roles.iter().any(|r| r.eq_ignore_ascii_case("ADMINISTRATOR") || r.eq_ignore_ascii_case("ADMIN"));
     let connection_id = ctx.next_connection.fetch_add(1, Ordering::Relaxed) as i64;
+    let stats =
+        Arc::new(ConnectionStats { id: connection_id, peer: peer.clone(), admin: is_admin, ..Default::default() });
     let mut buf = Vec::new();
     write_frame(&mut buf, &ctx.login_response(connection_id).encode());
     if wr.write_all(&buf).await.is_err() {
@@ -164,15 +189,25 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
         writes: writes.clone(),
         queued: ctx.queued.clone(),
     });
+    ctx.connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(connection_id, (stats.clone(), Arc::downgrade(&sink)));
+    let _registered = Registered(&ctx, connection_id);
     let writer_state = writes.clone();
+    let writer_stats = stats.clone();
     let writer = tokio::spawn(async move {
         while let Some(mut buf) = rx.recv().await {
+            let mut messages = 1;
             while let Ok(more) = rx.try_recv() {
                 buf.extend_from_slice(&more);
+                messages += 1;
                 if buf.len() > 1 << 20 {
                     break;
                 }
             }
+            writer_stats.bytes_written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            writer_stats.messages_written.fetch_add(messages, Ordering::Relaxed);
             let ok = wr.write_all(&buf).await.is_ok();
             writer_state.unwritten.fetch_sub(buf.len(), Ordering::Relaxed);
             writer_state.written.notify_one();
@@ -199,7 +234,11 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             _ = shutdown.changed() => break,
         };
         let payload = match payload {
-            Ok(Some(p)) => p,
+            Ok(Some(p)) => {
+                stats.bytes_read.fetch_add(p.len() as u64 + 4, Ordering::Relaxed);
+                stats.messages_read.fetch_add(1, Ordering::Relaxed);
+                p
+            }
             Ok(None) => break,
             Err(e) => {
                 // A bad frame: say why (handle unknown: 0), then close.

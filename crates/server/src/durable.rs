@@ -1,7 +1,7 @@
-//! The system procedures of durability, answered by the server with the
-//! durability crate: `@SnapshotSave`, `@SnapshotScan`, `@SnapshotRestore`,
-//! `@SnapshotDelete`, and `@Statistics` for `SNAPSHOTSTATUS` and
-//! `COMMANDLOG`; plus the automatic snapshot timer.
+//! The system procedures the server answers itself, off the I/O threads:
+//! the durability ones (`@SnapshotSave`, `@SnapshotScan`,
+//! `@SnapshotRestore`, `@SnapshotDelete`, with the durability crate) and
+//! `@Statistics` (see `stats.rs`); plus the automatic snapshot timer.
 //!
 //! Saving, restoring and deleting snapshots need the ADMINISTRATOR role or
 //! the admin port (the caller checks [`needs_admin`]). Work that reads or
@@ -73,7 +73,6 @@ pub(crate) fn invoke(
                 Err(e) => sink.deliver(handle, failure(e)),
             }
         }
-        "@Statistics" => sink.deliver(handle, statistics(ctx, &params).map_or_else(failure, Response::answered)),
         _ => {
             // File work off the I/O threads.
             let (ctx, name) = (ctx.clone(), name.to_string());
@@ -100,6 +99,7 @@ pub(crate) fn invoke(
                         Ok(tables)
                     }),
                     "@SnapshotDelete" => delete(&ctx, &params),
+                    "@Statistics" => statistics(&ctx, &params),
                     _ => Err(err!(UndefinedProcedure, "system procedure {name} was not found")),
                 };
                 sink.deliver(handle, result.map_or_else(failure, Response::answered));
@@ -142,20 +142,19 @@ fn delete(ctx: &ServerContext, params: &[Value]) -> Result<Vec<ResultTable>> {
     Ok(vec![ResultTable::new(columns.into(), rows)])
 }
 
-/// `@Statistics(selector[, delta])` for the durability selectors.
+/// `@Statistics(selector[, delta])` (see `stats.rs`).
 fn statistics(ctx: &ServerContext, params: &[Value]) -> Result<Vec<ResultTable>> {
-    let selector = string_param(params, 0, "@Statistics", "the selector")?.to_ascii_uppercase();
-    match selector.as_str() {
-        "SNAPSHOTSTATUS" => Ok(vec![ctx.snapshots.status_table()]),
-        "COMMANDLOG" => Ok(vec![command_log_table(ctx)]),
-        other => bail!(
-            FeatureNotSupported,
-            "@Statistics selector {other} is not supported yet (SNAPSHOTSTATUS, COMMANDLOG are)"
-        ),
-    }
+    let selector = string_param(params, 0, "@Statistics", "the selector")?;
+    let delta = match params.get(1) {
+        None | Some(Value::Null) => false,
+        Some(Value::Integer(i)) => *i != 0,
+        Some(Value::Boolean(b)) => *b,
+        Some(v) => bail!(DatatypeMismatch, "@Statistics: delta must be 0 or 1, not {}", v.type_name()),
+    };
+    crate::stats::statistics(ctx, &selector, delta)
 }
 
-fn command_log_table(ctx: &ServerContext) -> ResultTable {
+pub(crate) fn command_log_table(ctx: &ServerContext) -> ResultTable {
     let col = |n: &str, t| OutputColumn { name: n.to_string(), data_type: Some(t) };
     let columns = vec![
         col("TIMESTAMP", DataType::BigInt),

@@ -53,13 +53,21 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<ServerContext>) {
                 .post(move |state, query, form| post_call(state, query, form, version)),
         );
     }
-    let app = app.with_state(ctx.clone());
+    let app = app.route("/metrics", get(metrics)).with_state(ctx.clone());
     let mut shutdown = ctx.shutdown.subscribe();
     let stop = async move {
         let _ = shutdown.changed().await;
     };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         eprintln!("joule: HTTP server failed: {e}");
+    }
+}
+
+/// `/metrics`: Prometheus text, gathered off the I/O threads.
+async fn metrics(State(ctx): State<Arc<ServerContext>>) -> HttpResponse {
+    match tokio::task::spawn_blocking(move || crate::stats::prometheus(&ctx)).await {
+        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics failed").into_response(),
     }
 }
 

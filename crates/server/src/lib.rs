@@ -19,6 +19,7 @@ mod connection;
 pub mod convert;
 mod durable;
 mod http;
+mod stats;
 
 use joule_common::{err, Error, Result};
 use joule_durability::manager::Snapshots;
@@ -101,6 +102,10 @@ impl Default for ServerConfig {
     }
 }
 
+/// Open connections by id: their statistics and (while open) their sink.
+pub(crate) type ConnectionRegistry =
+    std::collections::BTreeMap<i64, (Arc<connection::ConnectionStats>, std::sync::Weak<connection::ConnectionSink>)>;
+
 /// What every connection shares.
 pub(crate) struct ServerContext {
     pub config: ServerConfig,
@@ -111,8 +116,13 @@ pub(crate) struct ServerContext {
     pub log: Arc<AttachableLog>,
     pub snapshots: Arc<Snapshots>,
     pub data: DataDir,
+    /// Open connections' figures (locked only to add, remove or read them).
+    pub connections: std::sync::Mutex<ConnectionRegistry>,
+    /// What `@Statistics` remembers between calls (deltas, CPU time).
+    pub stats_memory: std::sync::Mutex<stats::Memory>,
     pub next_connection: AtomicU64,
     pub started_millis: i64,
+    pub started: std::time::Instant,
     /// Requests handed to the host and not yet answered, all connections.
     pub queued: Arc<std::sync::atomic::AtomicUsize>,
     /// `@Pause`d: only the admin port takes work.
@@ -217,8 +227,11 @@ impl Server {
             log,
             snapshots,
             data,
+            connections: Default::default(),
+            stats_memory: Default::default(),
             next_connection: AtomicU64::new(1),
             started_millis,
+            started: std::time::Instant::now(),
             queued: Arc::default(),
             paused: Default::default(),
         });

@@ -52,6 +52,8 @@ pub(crate) struct Coordinator {
     pub log: Option<Arc<dyn CommandLog>>,
     /// Every committed DDL call: (session database, statements), in order.
     pub ddl_history: Vec<(String, String)>,
+    /// Multi-partition work's statistics (see [`crate::stats`]).
+    pub counters: crate::stats::SiteCounters,
 }
 
 /// What a transaction changes besides data.
@@ -81,13 +83,20 @@ impl Coordinator {
             batch: Batch::default(),
             log,
             ddl_history: Vec::new(),
+            counters: crate::stats::SiteCounters::new(),
         }
     }
 
     pub fn run(mut self) {
-        while let Ok(msg) = self.inbox.recv() {
+        loop {
+            let idle = std::time::Instant::now();
+            let Ok(msg) = self.inbox.recv() else { break };
+            self.counters.idle += idle.elapsed();
             match msg {
                 CoordMsg::Invoke(task) => self.run_txn(task),
+                CoordMsg::Stats(reply) => {
+                    let _ = reply.send(self.counters.snapshot(None, 0, Vec::new()));
+                }
                 CoordMsg::Shutdown => break,
             }
         }
@@ -205,6 +214,24 @@ impl Coordinator {
         response.app_status = app_status;
         response.app_status_string = app_status_string;
         response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
+        let _ = self.counters.latency.record(response.cluster_micros.max(1));
+        let name = match &task.kind {
+            MpKind::Procedure(p) => p.name.as_str(),
+            MpKind::Ddl { .. } => "@AdHoc",
+            MpKind::Checksums => "@Checksum",
+            MpKind::ValidatePartitioning => "@ValidatePartitioning",
+            MpKind::SetHashinator(_) => "@SetHashinator",
+            MpKind::Snapshot(_) => "@SnapshotSave",
+            MpKind::LoadRows { .. } => "@SnapshotRestore",
+            MpKind::PlaceRows(_) => "@Recover",
+        };
+        let result_bytes = crate::stats::values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
+        self.counters.procedure(name).record(
+            task.accepted.elapsed(),
+            crate::site::outcome_of(&response),
+            crate::stats::values_bytes(task.params.iter()),
+            result_bytes,
+        );
         let answer = Answer { sink: task.sink, handle: task.handle, response };
         match frozen {
             // The target answers (at once, or once its files are written).

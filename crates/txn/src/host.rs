@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub hashinator: ArcSwap<Hashinator>,
     pub registry: ProcedureRegistry,
     pub running: AtomicBool,
+    /// Per site: invocations sent and not yet taken (for QUEUE statistics).
+    pub depths: Arc<[std::sync::atomic::AtomicU64]>,
 }
 
 /// A running host.
@@ -109,6 +111,7 @@ impl Host {
             hashinator: ArcSwap::new(hashinator.clone()),
             registry: config.registry,
             running: AtomicBool::new(true),
+            depths: (0..n).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         });
         let mut threads = Vec::new();
         for (p, (inbox, mp_inbox)) in site_rx.into_iter().zip(mp_rx).enumerate() {
@@ -132,6 +135,8 @@ impl Host {
                 log_frames: Vec::new(),
                 log_answers: Vec::new(),
                 log_since: None,
+                counters: crate::stats::SiteCounters::new(),
+                depths: shared.depths.clone(),
             };
             threads.push(spawn(format!("joule-site-{p}"), move || site.run())?);
         }
@@ -165,6 +170,29 @@ impl Host {
 
     pub fn hashinator(&self) -> Arc<Hashinator> {
         self.shared.hashinator.load_full()
+    }
+
+    /// Every site's statistics and the coordinator's (last), each copied
+    /// by its own thread between transactions. A thread that does not
+    /// answer within `wait` is left out.
+    pub fn statistics(&self, wait: std::time::Duration) -> Vec<crate::stats::SiteStats> {
+        let (tx, rx) = mpsc::channel();
+        let mut asked = 0;
+        for s in &self.shared.sites {
+            asked += usize::from(s.send(SiteMsg::Stats(tx.clone())).is_ok());
+        }
+        asked += usize::from(self.shared.coordinator.send(CoordMsg::Stats(tx.clone())).is_ok());
+        drop(tx);
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::with_capacity(asked);
+        while out.len() < asked {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(s) => out.push(s),
+                Err(_) => break,
+            }
+        }
+        out.sort_by_key(|s| s.partition.unwrap_or(u32::MAX));
+        out
     }
 
     /// Stop taking work, let queued work finish, and join every thread.
@@ -346,7 +374,9 @@ impl Client {
     }
 
     fn send_sp(&self, partition: usize, task: SpTask) {
+        self.shared.depths[partition].fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.shared.sites[partition].send(SiteMsg::Sp(task)) {
+            self.shared.depths[partition].fetch_sub(1, Ordering::Relaxed);
             if let SiteMsg::Sp(t) = e.0 {
                 t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
             }

@@ -14,6 +14,7 @@
 //! * [`response`]: what an invocation answers.
 //! * [`logging`]: what committed transactions hand to the command log.
 //! * [`snapshot`]: freezing every partition at one point, loading rows.
+//! * [`stats`]: what sites count about their work, copied out on request.
 //! * `sysprocs`: system procedures answered from the schema (`@Explain`,
 //!   `@SystemCatalog`, ...).
 
@@ -29,6 +30,7 @@ pub mod procedure;
 pub mod response;
 mod site;
 pub mod snapshot;
+pub mod stats;
 mod sysprocs;
 
 pub use compile::Schema;

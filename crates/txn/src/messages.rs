@@ -75,6 +75,8 @@ pub(crate) enum SiteMsg {
     MpBegin(TxnIds),
     /// Finish what is queued before this, then stop.
     Shutdown,
+    /// Reply with a copy of the site's statistics.
+    Stats(std::sync::mpsc::Sender<crate::stats::SiteStats>),
 }
 
 /// One piece of a multi-partition round for one site.
@@ -164,4 +166,6 @@ pub(crate) struct MpTask {
 pub(crate) enum CoordMsg {
     Invoke(MpTask),
     Shutdown,
+    /// Reply with the coordinator's statistics (multi-partition work).
+    Stats(std::sync::mpsc::Sender<crate::stats::SiteStats>),
 }

@@ -29,6 +29,7 @@ use crate::messages::{
 use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
 use crate::response::{Response, ResultTable};
 use crate::snapshot::{FrozenPartition, FrozenTable};
+use crate::stats::{values_bytes, Outcome, SiteCounters, SiteStats, TableStats};
 use joule_common::{bail, err, DataType, Result, Value};
 use joule_engine::{Database, PartitionOwner};
 use joule_sql::catalog::TableDef;
@@ -116,6 +117,11 @@ pub(crate) struct Site {
     pub log_answers: Vec<Answer>,
     /// When the oldest batched frame or answer was batched.
     pub log_since: Option<std::time::Instant>,
+    /// This site's statistics (see [`crate::stats`]).
+    pub counters: SiteCounters,
+    /// Per site: invocations sent to it and not yet taken (senders add,
+    /// the site takes away).
+    pub depths: Arc<[std::sync::atomic::AtomicU64]>,
 }
 
 /// Hand the log what is batched once it is this large, holds this many
@@ -137,14 +143,23 @@ impl Site {
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     // Idle: what is batched goes to the log now.
                     self.flush_log();
-                    match recv_soon(&self.inbox, BETWEEN_TRANSACTIONS) {
+                    let idle = std::time::Instant::now();
+                    let m = recv_soon(&self.inbox, BETWEEN_TRANSACTIONS);
+                    self.counters.idle += idle.elapsed();
+                    match m {
                         Ok(m) => m,
                         Err(_) => break,
                     }
                 }
             };
             match msg {
-                SiteMsg::Sp(task) => self.run_sp(task),
+                SiteMsg::Sp(task) => {
+                    self.depths[self.partition as usize].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    self.run_sp(task)
+                }
+                SiteMsg::Stats(reply) => {
+                    let _ = reply.send(self.stats());
+                }
                 SiteMsg::MpBegin(ids) => self.run_mp(ids),
                 SiteMsg::Shutdown => break,
             }
@@ -168,6 +183,7 @@ impl Site {
             // Routed before the hashinator changed: the key may live elsewhere now.
             if let Some(target) = self.reroute(&task) {
                 if target != self.partition {
+                    self.depths[target as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Err(e) = self.peers[target as usize]
                         .send(SiteMsg::Sp(SpTask { hash_version: self.hashinator.version(), ..task }))
                     {
@@ -203,6 +219,8 @@ impl Site {
             now_micros: ids.unique_id.timestamp_micros(),
             random_seed: ids.random_seed(),
         });
+        let started = std::time::Instant::now();
+        let _ = self.counters.queue_wait.record(started.duration_since(task.accepted).as_micros() as u64);
         self.db.begin();
         let mut exec =
             SiteExecutor { db: &mut self.db, partition: self.partition, hashinator: &self.hashinator, failed: None };
@@ -232,6 +250,14 @@ impl Site {
         response.app_status = outcome.app_status;
         response.app_status_string = outcome.app_status_string;
         response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
+        let _ = self.counters.latency.record(response.cluster_micros.max(1));
+        let result_bytes = values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
+        self.counters.procedure(&procedure.name).record(
+            started.elapsed(),
+            outcome_of(&response),
+            values_bytes(task.params.iter()),
+            result_bytes,
+        );
         let answer = Answer { sink: task.sink, handle: task.handle, response };
         if task.replay.is_some() {
             return answer.deliver();
@@ -398,6 +424,33 @@ impl Site {
         Ok(out)
     }
 
+    /// A copy of this site's statistics, with its tables' figures now.
+    fn stats(&self) -> SiteStats {
+        let catalog = self.db.catalog();
+        let tables = catalog
+            .tables()
+            .filter_map(|def| {
+                let t = self.db.storage().table(def.id).ok()?;
+                let indexes = def
+                    .indexes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ix)| (ix.name.clone(), t.index_key_count(i).unwrap_or(0) as u64, ix.unique))
+                    .collect();
+                Some(TableStats {
+                    name: def.qualified_name(),
+                    rows: t.len() as u64,
+                    bytes: t.memory_bytes() as u64,
+                    partitioned: catalog.is_partitioned(def),
+                    view: def.view.is_some(),
+                    indexes,
+                })
+            })
+            .collect();
+        let depth = self.depths[self.partition as usize].load(std::sync::atomic::Ordering::Relaxed);
+        self.counters.snapshot(Some(self.partition), depth, tables)
+    }
+
     /// Freeze this partition's tables (views included), replicated ones on
     /// partition 0 only.
     fn freeze(&self) -> Result<FrozenPartition> {
@@ -435,6 +488,15 @@ impl Site {
             out.push((def.qualified_name(), misplaced));
         }
         Ok(out)
+    }
+}
+
+/// How an answered transaction ended, for the statistics.
+pub(crate) fn outcome_of(response: &Response) -> Outcome {
+    match &response.error {
+        None => Outcome::Committed,
+        Some(e) if e.code() == joule_common::ErrorCode::ProcedureAborted => Outcome::Aborted,
+        Some(_) => Outcome::Failed,
     }
 }
 

@@ -1,0 +1,879 @@
+//! `@Statistics(selector, delta)` with VoltDB's column layouts, and the
+//! same figures as Prometheus text for `/metrics`.
+//!
+//! The figures come from the sites (copied by each site's own thread
+//! between transactions, see `joule_txn::stats`), from the connections'
+//! counters, the command log and the snapshot history, and from `/proc`
+//! for memory and CPU. With `delta` = 1, cumulative counters report the
+//! change since the previous delta call of that selector; `LATENCY` always
+//! reports the interval since its previous call (its first call: since
+//! start).
+
+use crate::ServerContext;
+use hdrhistogram::Histogram;
+use joule_common::{bail, DataType, Result, Value};
+use joule_sql::plan::OutputColumn;
+use joule_txn::stats::{new_histogram, ProcedureStats, SiteStats};
+use joule_txn::ResultTable;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Every selector `@Statistics` answers.
+pub(crate) const SELECTORS: &[&str] = &[
+    "PROCEDURE",
+    "PROCEDUREPROFILE",
+    "TABLE",
+    "INDEX",
+    "MEMORY",
+    "CPU",
+    "IOSTATS",
+    "LIVECLIENTS",
+    "INITIATOR",
+    "LATENCY",
+    "LATENCY_HISTOGRAM",
+    "QUEUE",
+    "STARVATION",
+    "PARTITIONCOUNT",
+    "TOPO",
+    "COMMANDLOG",
+    "SNAPSHOTSTATUS",
+    "MANAGEMENT",
+];
+
+/// What `@Statistics` remembers between calls.
+#[derive(Default)]
+pub(crate) struct Memory {
+    /// Per selector: the procedure counters at its last delta call, by
+    /// (partition, procedure).
+    procedures: HashMap<String, HashMap<(Option<u32>, String), ProcedureStats>>,
+    /// The latency histogram at the last LATENCY call, and when.
+    latency: Option<(Histogram<u64>, Instant)>,
+    /// Process CPU time at the last CPU call, and when.
+    cpu: Option<(Duration, Instant)>,
+    /// Per selector: connection byte/message counters at its last delta call.
+    io: HashMap<String, HashMap<i64, [u64; 4]>>,
+}
+
+fn col(name: &str, t: DataType) -> OutputColumn {
+    OutputColumn { name: name.to_string(), data_type: Some(t) }
+}
+
+fn table(columns: &[(&str, DataType)], rows: Vec<Vec<Value>>) -> ResultTable {
+    ResultTable::new(columns.iter().map(|(n, t)| col(n, *t)).collect::<Vec<_>>().into(), rows)
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn int(v: u64) -> Value {
+    Value::Integer(v.min(i64::MAX as u64) as i64)
+}
+
+const HOST: [(&str, DataType); 3] =
+    [("TIMESTAMP", DataType::BigInt), ("HOST_ID", DataType::Integer), ("HOSTNAME", DataType::Varchar)];
+
+fn host_cells() -> Vec<Value> {
+    vec![Value::Integer(now_millis()), Value::Integer(0), Value::from("localhost")]
+}
+
+fn with_host(columns: &[(&'static str, DataType)]) -> Vec<(&'static str, DataType)> {
+    HOST.iter().copied().chain(columns.iter().copied()).collect()
+}
+
+/// The sites' statistics (the coordinator's last).
+fn sites(ctx: &ServerContext) -> Vec<SiteStats> {
+    ctx.host.statistics(Duration::from_secs(10))
+}
+
+/// `@Statistics(selector, delta)`.
+pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Result<Vec<ResultTable>> {
+    let selector = selector.to_ascii_uppercase();
+    Ok(match selector.as_str() {
+        "PROCEDURE" => vec![procedure(ctx, &sites(ctx), delta, &selector)],
+        "PROCEDUREPROFILE" => vec![procedure_profile(ctx, &sites(ctx), delta, &selector)],
+        "INITIATOR" => vec![initiator(ctx, &sites(ctx), delta, &selector)],
+        "TABLE" => vec![tables(&sites(ctx))],
+        "INDEX" => vec![indexes(&sites(ctx))],
+        "MEMORY" => vec![memory(&sites(ctx))],
+        "CPU" => vec![cpu(ctx)],
+        "IOSTATS" => vec![iostats(ctx, delta)],
+        "LIVECLIENTS" => vec![live_clients(ctx)],
+        "LATENCY" => vec![latency(ctx, &sites(ctx))],
+        "LATENCY_HISTOGRAM" => vec![latency_histogram(&sites(ctx))?],
+        "QUEUE" => vec![queue(&sites(ctx))],
+        "STARVATION" => vec![starvation(&sites(ctx))],
+        "PARTITIONCOUNT" => vec![table(
+            &with_host(&[("PARTITION_COUNT", DataType::Integer)]),
+            vec![[host_cells(), vec![int(ctx.host.partitions() as u64)]].concat()],
+        )],
+        "TOPO" => vec![topo(ctx)],
+        "COMMANDLOG" => vec![crate::durable::command_log_table(ctx)],
+        "SNAPSHOTSTATUS" => vec![ctx.snapshots.status_table()],
+        "MANAGEMENT" => {
+            let s = sites(ctx);
+            vec![
+                memory(&s),
+                cpu(ctx),
+                initiator(ctx, &s, delta, "MANAGEMENT"),
+                procedure(ctx, &s, delta, "MANAGEMENT"),
+                iostats(ctx, delta),
+                tables(&s),
+                indexes(&s),
+                starvation(&s),
+                queue(&s),
+            ]
+        }
+        other => bail!(InvalidArgument, "@Statistics has no selector {other}; selectors: {}", SELECTORS.join(", ")),
+    })
+}
+
+/// Per (partition, procedure) counters, as deltas if asked.
+fn procedure_counts(
+    ctx: &ServerContext,
+    sites: &[SiteStats],
+    delta: bool,
+    selector: &str,
+) -> Vec<(Option<u32>, String, ProcedureStats)> {
+    let mut now = Vec::new();
+    for s in sites {
+        let mut names: Vec<&String> = s.procedures.keys().collect();
+        names.sort();
+        for name in names {
+            now.push((s.partition, name.clone(), s.procedures[name].clone()));
+        }
+    }
+    if !delta {
+        return now;
+    }
+    let mut memory = ctx.stats_memory.lock().unwrap_or_else(|e| e.into_inner());
+    let last = memory.procedures.entry(selector.to_string()).or_default();
+    let out = now
+        .iter()
+        .map(|(p, n, st)| {
+            let d = last.get(&(*p, n.clone())).map_or_else(|| st.clone(), |before| st.since(before));
+            (*p, n.clone(), d)
+        })
+        .collect();
+    *last = now.into_iter().map(|(p, n, st)| ((p, n), st)).collect();
+    out
+}
+
+fn site_id(partition: Option<u32>) -> Value {
+    // The coordinator reports as site 16383, VoltDB's MP initiator number.
+    Value::Integer(partition.map_or(i64::from(joule_txn::ids::MP_INITIATOR), i64::from))
+}
+
+fn procedure(ctx: &ServerContext, sites: &[SiteStats], delta: bool, selector: &str) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("SITE_ID", Integer),
+        ("PARTITION_ID", Integer),
+        ("PROCEDURE", Varchar),
+        ("INVOCATIONS", BigInt),
+        ("TIMED_INVOCATIONS", BigInt),
+        ("MIN_EXECUTION_TIME", BigInt),
+        ("MAX_EXECUTION_TIME", BigInt),
+        ("AVG_EXECUTION_TIME", BigInt),
+        ("MIN_RESULT_SIZE", Integer),
+        ("MAX_RESULT_SIZE", Integer),
+        ("AVG_RESULT_SIZE", Integer),
+        ("MIN_PARAMETER_SET_SIZE", Integer),
+        ("MAX_PARAMETER_SET_SIZE", Integer),
+        ("AVG_PARAMETER_SET_SIZE", Integer),
+        ("ABORTS", BigInt),
+        ("FAILURES", BigInt),
+        ("TRANSACTIONAL", TinyInt),
+    ]);
+    let rows = procedure_counts(ctx, sites, delta, selector)
+        .into_iter()
+        .filter(|(_, _, s)| s.invocations > 0)
+        .map(|(p, name, s)| {
+            let n = s.invocations.max(1);
+            [
+                host_cells(),
+                vec![
+                    site_id(p),
+                    site_id(p),
+                    Value::from(name.as_str()),
+                    int(s.invocations),
+                    int(s.invocations),
+                    int(s.min_exec_nanos),
+                    int(s.max_exec_nanos),
+                    int(s.exec_nanos / n),
+                    int(0),
+                    int(s.max_result_bytes),
+                    int(s.result_bytes / n),
+                    int(0),
+                    int(s.max_param_bytes),
+                    int(s.param_bytes / n),
+                    int(s.aborts),
+                    int(s.failures),
+                    Value::Integer(1),
+                ],
+            ]
+            .concat()
+        })
+        .collect();
+    table(&columns, rows)
+}
+
+fn procedure_profile(ctx: &ServerContext, sites: &[SiteStats], delta: bool, selector: &str) -> ResultTable {
+    use DataType::*;
+    let mut by_name: std::collections::BTreeMap<String, ProcedureStats> = Default::default();
+    for (_, name, s) in procedure_counts(ctx, sites, delta, selector) {
+        let e = by_name.entry(name).or_default();
+        if e.invocations == 0 || (s.invocations > 0 && s.min_exec_nanos < e.min_exec_nanos) {
+            e.min_exec_nanos = s.min_exec_nanos;
+        }
+        e.invocations += s.invocations;
+        e.exec_nanos += s.exec_nanos;
+        e.max_exec_nanos = e.max_exec_nanos.max(s.max_exec_nanos);
+        e.aborts += s.aborts;
+        e.failures += s.failures;
+    }
+    let total: u64 = by_name.values().map(|s| s.exec_nanos).sum::<u64>().max(1);
+    let rows = by_name
+        .into_iter()
+        .filter(|(_, s)| s.invocations > 0)
+        .map(|(name, s)| {
+            vec![
+                Value::Integer(now_millis()),
+                Value::from(name.as_str()),
+                int(s.exec_nanos * 100 / total),
+                int(s.invocations),
+                int(s.exec_nanos / s.invocations.max(1)),
+                int(s.min_exec_nanos),
+                int(s.max_exec_nanos),
+                int(s.aborts),
+                int(s.failures),
+            ]
+        })
+        .collect();
+    let columns = [
+        ("TIMESTAMP", BigInt),
+        ("PROCEDURE", Varchar),
+        ("WEIGHTED_PERC", BigInt),
+        ("INVOCATIONS", BigInt),
+        ("AVG", BigInt),
+        ("MIN", BigInt),
+        ("MAX", BigInt),
+        ("ABORTS", BigInt),
+        ("FAILURES", BigInt),
+    ];
+    table(&columns, rows)
+}
+
+fn initiator(ctx: &ServerContext, sites: &[SiteStats], delta: bool, selector: &str) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("SITE_ID", Integer),
+        ("CONNECTION_ID", BigInt),
+        ("CONNECTION_HOSTNAME", Varchar),
+        ("PROCEDURE_NAME", Varchar),
+        ("INVOCATIONS", BigInt),
+        ("AVG_EXECUTION_TIME", Integer),
+        ("MIN_EXECUTION_TIME", Integer),
+        ("MAX_EXECUTION_TIME", Integer),
+        ("ABORTS", BigInt),
+        ("FAILURES", BigInt),
+    ]);
+    // Initiators are the sites (single-partition) and the coordinator; the
+    // connection is not tracked per invocation (-1).
+    let ms = |nanos: u64| int(nanos / 1_000_000);
+    let rows = procedure_counts(ctx, sites, delta, &format!("{selector}/INITIATOR"))
+        .into_iter()
+        .filter(|(_, _, s)| s.invocations > 0)
+        .map(|(p, name, s)| {
+            [
+                host_cells(),
+                vec![
+                    site_id(p),
+                    Value::Integer(-1),
+                    Value::from(""),
+                    Value::from(name.as_str()),
+                    int(s.invocations),
+                    ms(s.exec_nanos / s.invocations.max(1)),
+                    ms(s.min_exec_nanos),
+                    ms(s.max_exec_nanos),
+                    int(s.aborts),
+                    int(s.failures),
+                ],
+            ]
+            .concat()
+        })
+        .collect();
+    table(&columns, rows)
+}
+
+fn tables(sites: &[SiteStats]) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("SITE_ID", Integer),
+        ("PARTITION_ID", BigInt),
+        ("TABLE_NAME", Varchar),
+        ("TABLE_TYPE", Varchar),
+        ("TUPLE_COUNT", BigInt),
+        ("TUPLE_ALLOCATED_MEMORY", BigInt),
+        ("TUPLE_DATA_MEMORY", BigInt),
+        ("STRING_DATA_MEMORY", BigInt),
+        ("TUPLE_LIMIT", Integer),
+        ("PERCENT_FULL", Integer),
+    ]);
+    let mut rows = Vec::new();
+    for s in sites.iter().filter(|s| s.partition.is_some()) {
+        for t in &s.tables {
+            let kind = match (t.view, t.partitioned) {
+                (true, _) => "PersistentTable (view)",
+                (false, true) => "PersistentTable",
+                (false, false) => "ReplicatedTable",
+            };
+            rows.push(
+                [
+                    host_cells(),
+                    vec![
+                        site_id(s.partition),
+                        site_id(s.partition),
+                        Value::from(t.name.as_str()),
+                        Value::from(kind),
+                        int(t.rows),
+                        int(t.bytes / 1024),
+                        int(t.bytes / 1024),
+                        int(0),
+                        Value::Null,
+                        int(0),
+                    ],
+                ]
+                .concat(),
+            );
+        }
+    }
+    table(&columns, rows)
+}
+
+fn indexes(sites: &[SiteStats]) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("SITE_ID", Integer),
+        ("PARTITION_ID", BigInt),
+        ("INDEX_NAME", Varchar),
+        ("TABLE_NAME", Varchar),
+        ("INDEX_TYPE", Varchar),
+        ("IS_UNIQUE", TinyInt),
+        ("IS_COUNTABLE", TinyInt),
+        ("ENTRY_COUNT", BigInt),
+        ("MEMORY_ESTIMATE", BigInt),
+    ]);
+    let mut rows = Vec::new();
+    for s in sites.iter().filter(|s| s.partition.is_some()) {
+        for t in &s.tables {
+            for (name, entries, unique) in &t.indexes {
+                rows.push(
+                    [
+                        host_cells(),
+                        vec![
+                            site_id(s.partition),
+                            site_id(s.partition),
+                            Value::from(name.as_str()),
+                            Value::from(t.name.as_str()),
+                            Value::from("TreeIndex"),
+                            Value::Integer(i64::from(*unique)),
+                            Value::Integer(0),
+                            int(*entries),
+                            // Keys, row ids and tree overhead: about 48 bytes an entry.
+                            int(entries * 48 / 1024),
+                        ],
+                    ]
+                    .concat(),
+                );
+            }
+        }
+    }
+    table(&columns, rows)
+}
+
+/// (resident bytes, physical memory bytes) from /proc.
+fn proc_memory() -> (u64, u64) {
+    let page = 4096u64;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |p| p * page);
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()))
+        })
+        .map_or(0, |k| k * 1024);
+    (rss, total)
+}
+
+fn memory(sites: &[SiteStats]) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("RSS", BigInt),
+        ("JAVAUSED", BigInt),
+        ("JAVAUNUSED", BigInt),
+        ("TUPLEDATA", BigInt),
+        ("TUPLEALLOCATED", BigInt),
+        ("INDEXMEMORY", BigInt),
+        ("STRINGMEMORY", BigInt),
+        ("TUPLECOUNT", BigInt),
+        ("POOLEDMEMORY", BigInt),
+        ("PHYSICALMEMORY", BigInt),
+        ("JAVAMAXHEAP", BigInt),
+    ]);
+    let (rss, physical) = proc_memory();
+    let all = sites.iter().flat_map(|s| s.tables.iter());
+    let (mut data, mut tuples, mut index) = (0u64, 0u64, 0u64);
+    for t in all {
+        data += t.bytes;
+        tuples += t.rows;
+        index += t.indexes.iter().map(|i| i.1 * 48).sum::<u64>();
+    }
+    // Memory figures in KiB, as VoltDB reports them.
+    let row = [
+        host_cells(),
+        vec![
+            int(rss / 1024),
+            int(0),
+            int(0),
+            int(data / 1024),
+            int(data / 1024),
+            int(index / 1024),
+            int(0),
+            int(tuples),
+            int(0),
+            int(physical / 1024),
+            int(0),
+        ],
+    ]
+    .concat();
+    table(&columns, vec![row])
+}
+
+/// CPU time of this process (user + system) from /proc.
+fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Percent of all cores this process used since the previous call.
+fn cpu_percent(ctx: &ServerContext) -> i64 {
+    let now = (process_cpu(), Instant::now());
+    let mut memory = ctx.stats_memory.lock().unwrap_or_else(|e| e.into_inner());
+    let (cpu0, t0) = memory.cpu.unwrap_or((Duration::ZERO, ctx.started));
+    memory.cpu = Some(now);
+    let wall = now.1.duration_since(t0).as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if wall <= 0.0 {
+        return 0;
+    }
+    ((now.0.saturating_sub(cpu0)).as_secs_f64() / wall / cores * 100.0).round() as i64
+}
+
+fn cpu(ctx: &ServerContext) -> ResultTable {
+    let row = [host_cells(), vec![Value::Integer(cpu_percent(ctx))]].concat();
+    table(&with_host(&[("PERCENT_USED", DataType::BigInt)]), vec![row])
+}
+
+fn iostats(ctx: &ServerContext, delta: bool) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("CONNECTION_ID", BigInt),
+        ("CONNECTION_HOSTNAME", Varchar),
+        ("BYTES_READ", BigInt),
+        ("MESSAGES_READ", BigInt),
+        ("BYTES_WRITTEN", BigInt),
+        ("MESSAGES_WRITTEN", BigInt),
+    ]);
+    let conns: Vec<_> =
+        ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(s, _)| s.clone()).collect();
+    let mut memory = ctx.stats_memory.lock().unwrap_or_else(|e| e.into_inner());
+    let last = memory.io.entry("IOSTATS".into()).or_default();
+    let mut rows = Vec::new();
+    let mut now = HashMap::new();
+    for c in conns {
+        let v = [
+            c.bytes_read.load(Ordering::Relaxed),
+            c.messages_read.load(Ordering::Relaxed),
+            c.bytes_written.load(Ordering::Relaxed),
+            c.messages_written.load(Ordering::Relaxed),
+        ];
+        let before = if delta { last.get(&c.id).copied().unwrap_or_default() } else { [0; 4] };
+        now.insert(c.id, v);
+        let d: Vec<Value> = v.iter().zip(before).map(|(a, b)| int(a.saturating_sub(b))).collect();
+        rows.push([host_cells(), vec![Value::Integer(c.id), Value::from(c.peer.as_str())], d].concat());
+    }
+    if delta {
+        *last = now;
+    }
+    table(&columns, rows)
+}
+
+fn live_clients(ctx: &ServerContext) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("CONNECTION_ID", BigInt),
+        ("CLIENT_HOSTNAME", Varchar),
+        ("ADMIN", TinyInt),
+        ("OUTSTANDING_REQUEST_BYTES", BigInt),
+        ("OUTSTANDING_RESPONSE_MESSAGES", BigInt),
+        ("OUTSTANDING_TRANSACTIONS", BigInt),
+    ]);
+    let conns = ctx.connections.lock().unwrap_or_else(|e| e.into_inner());
+    let rows = conns
+        .values()
+        .map(|(s, sink)| {
+            let outstanding = sink.upgrade().map_or(0, |k| k.outstanding.load(Ordering::Relaxed) as u64);
+            [
+                host_cells(),
+                vec![
+                    Value::Integer(s.id),
+                    Value::from(s.peer.as_str()),
+                    Value::Integer(i64::from(s.admin)),
+                    int(0),
+                    int(0),
+                    int(outstanding),
+                ],
+            ]
+            .concat()
+        })
+        .collect();
+    table(&columns, rows)
+}
+
+/// Every site's latency histogram added up.
+fn merged_latency(sites: &[SiteStats]) -> Histogram<u64> {
+    let mut all = new_histogram();
+    for s in sites {
+        let _ = all.add(&s.latency);
+    }
+    all
+}
+
+fn latency(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("INTERVAL", Integer),
+        ("COUNT", Integer),
+        ("TPS", Integer),
+        ("P50", BigInt),
+        ("P95", BigInt),
+        ("P99", BigInt),
+        ("P99.9", BigInt),
+        ("P99.99", BigInt),
+        ("P99.999", BigInt),
+        ("MAX", BigInt),
+    ]);
+    let now = merged_latency(sites);
+    let mut memory = ctx.stats_memory.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut interval, since) = match memory.latency.take() {
+        Some((before, at)) => {
+            let mut h = now.clone();
+            if h.subtract(&before).is_err() {
+                h = now.clone();
+            }
+            (h, at)
+        }
+        None => (now.clone(), ctx.started),
+    };
+    memory.latency = Some((now, Instant::now()));
+    drop(memory);
+    if interval.is_empty() {
+        interval = new_histogram();
+    }
+    let seconds = since.elapsed().as_secs_f64().max(0.001);
+    let q = |p: f64| int(interval.value_at_quantile(p));
+    let row = [
+        host_cells(),
+        vec![
+            int((seconds * 1000.0) as u64),
+            int(interval.len()),
+            int((interval.len() as f64 / seconds) as u64),
+            q(0.5),
+            q(0.95),
+            q(0.99),
+            q(0.999),
+            q(0.9999),
+            q(0.99999),
+            int(interval.max()),
+        ],
+    ]
+    .concat();
+    table(&columns, vec![row])
+}
+
+fn latency_histogram(sites: &[SiteStats]) -> Result<ResultTable> {
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(&merged_latency(sites), &mut bytes)
+        .map_err(|e| joule_common::err!(Internal, "cannot encode the latency histogram: {e:?}"))?;
+    let row = [host_cells(), vec![Value::Binary(bytes)]].concat();
+    Ok(table(&with_host(&[("HISTOGRAM", DataType::Varbinary)]), vec![row]))
+}
+
+fn queue(sites: &[SiteStats]) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("SITE_ID", Integer),
+        ("CURRENT_DEPTH", Integer),
+        ("POLL_COUNT", BigInt),
+        ("AVG_WAIT", BigInt),
+        ("MAX_WAIT", BigInt),
+    ]);
+    let rows = sites
+        .iter()
+        .filter(|s| s.partition.is_some())
+        .map(|s| {
+            [
+                host_cells(),
+                vec![
+                    site_id(s.partition),
+                    int(s.queue_depth),
+                    int(s.queue_wait.len()),
+                    int(s.queue_wait.mean() as u64),
+                    int(s.queue_wait.max()),
+                ],
+            ]
+            .concat()
+        })
+        .collect();
+    table(&columns, rows)
+}
+
+fn starvation(sites: &[SiteStats]) -> ResultTable {
+    use DataType::*;
+    let columns = with_host(&[
+        ("SITE_ID", Integer),
+        ("COUNT", BigInt),
+        ("PERCENT", Float),
+        ("AVG", BigInt),
+        ("MIN", BigInt),
+        ("MAX", BigInt),
+        ("STDDEV", BigInt),
+    ]);
+    let rows = sites
+        .iter()
+        .map(|s| {
+            let total = s.since_start.as_secs_f64().max(1e-9);
+            let idle = s.idle.as_secs_f64();
+            let invocations: u64 = s.procedures.values().map(|p| p.invocations).sum();
+            [
+                host_cells(),
+                vec![
+                    site_id(s.partition),
+                    int(invocations),
+                    Value::Float((idle / total * 100.0).clamp(0.0, 100.0)),
+                    int(0),
+                    int(0),
+                    int(0),
+                    int(0),
+                ],
+            ]
+            .concat()
+        })
+        .collect();
+    table(&columns, rows)
+}
+
+fn topo(ctx: &ServerContext) -> ResultTable {
+    let rows = (0..ctx.host.partitions())
+        .map(|p| vec![Value::Integer(p as i64), Value::from(format!("0:{p}").as_str()), Value::from("0:0")])
+        .chain(std::iter::once(vec![
+            Value::Integer(i64::from(joule_txn::ids::MP_INITIATOR)),
+            Value::from("0:0"),
+            Value::from("0:0"),
+        ]))
+        .collect();
+    table(&[("Partition", DataType::Integer), ("Sites", DataType::Varchar), ("Leader", DataType::Varchar)], rows)
+}
+
+/// One metric family: name, type, help, and (labels, value) samples.
+struct Family {
+    name: String,
+    kind: &'static str,
+    help: String,
+    samples: Vec<(String, f64)>,
+}
+
+/// `/metrics`: the same figures as Prometheus text (version 0.0.4).
+pub(crate) fn prometheus(ctx: &ServerContext) -> String {
+    let sites = sites(ctx);
+    let mut out = String::with_capacity(8192);
+    let mut metrics: Vec<Family> = Vec::new();
+    let mut add = |name: &str, kind: &'static str, help: &str, samples: Vec<(String, f64)>| {
+        metrics.push(Family { name: name.to_string(), kind, help: help.to_string(), samples });
+    };
+    let label = |p: Option<u32>| p.map_or("mp".to_string(), |p| p.to_string());
+    let mut inv = Vec::new();
+    let mut fails = Vec::new();
+    let mut aborts = Vec::new();
+    let mut exec = Vec::new();
+    for s in &sites {
+        let mut names: Vec<&String> = s.procedures.keys().collect();
+        names.sort();
+        for name in names {
+            let p = &s.procedures[name];
+            let l = format!("{{procedure=\"{}\",partition=\"{}\"}}", escape(name), label(s.partition));
+            inv.push((l.clone(), p.invocations as f64));
+            fails.push((l.clone(), p.failures as f64));
+            aborts.push((l.clone(), p.aborts as f64));
+            exec.push((l, p.exec_nanos as f64 / 1e9));
+        }
+    }
+    add(
+        "joule_procedure_invocations_total",
+        "counter",
+        "Invocations run, by procedure and partition (mp: the multi-partition coordinator).",
+        inv,
+    );
+    add("joule_procedure_failures_total", "counter", "Invocations that failed with an error.", fails);
+    add("joule_procedure_aborts_total", "counter", "Invocations the procedure aborted itself.", aborts);
+    add(
+        "joule_procedure_execution_seconds_total",
+        "counter",
+        "Time spent executing, by procedure and partition.",
+        exec,
+    );
+    add(
+        "joule_site_idle_ratio",
+        "gauge",
+        "Share of time a site (or the coordinator) waited for work since it started.",
+        sites
+            .iter()
+            .map(|s| {
+                (
+                    format!("{{partition=\"{}\"}}", label(s.partition)),
+                    s.idle.as_secs_f64() / s.since_start.as_secs_f64().max(1e-9),
+                )
+            })
+            .collect(),
+    );
+    add(
+        "joule_queue_depth",
+        "gauge",
+        "Invocations waiting in a site's inbox.",
+        sites
+            .iter()
+            .filter(|s| s.partition.is_some())
+            .map(|s| (format!("{{partition=\"{}\"}}", label(s.partition)), s.queue_depth as f64))
+            .collect(),
+    );
+    let mut rows = Vec::new();
+    let mut bytes = Vec::new();
+    for s in sites.iter().filter(|s| s.partition.is_some()) {
+        for t in &s.tables {
+            let l = format!("{{table=\"{}\",partition=\"{}\"}}", escape(&t.name), label(s.partition));
+            rows.push((l.clone(), t.rows as f64));
+            bytes.push((l, t.bytes as f64));
+        }
+    }
+    add("joule_table_rows", "gauge", "Rows of a table on a partition.", rows);
+    add("joule_table_bytes", "gauge", "Estimated bytes of a table's rows on a partition.", bytes);
+    let (rss, physical) = proc_memory();
+    add("joule_memory_rss_bytes", "gauge", "Resident memory of the process.", vec![(String::new(), rss as f64)]);
+    add(
+        "joule_memory_physical_bytes",
+        "gauge",
+        "Physical memory of the machine.",
+        vec![(String::new(), physical as f64)],
+    );
+    add(
+        "joule_process_cpu_seconds_total",
+        "counter",
+        "CPU time of the process (user and system).",
+        vec![(String::new(), process_cpu().as_secs_f64())],
+    );
+    let conns =
+        ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+    add("joule_connections", "gauge", "Open client connections.", vec![(String::new(), conns.len() as f64)]);
+    let sum = |f: &dyn Fn(&crate::connection::ConnectionStats) -> u64| conns.iter().map(|c| f(c) as f64).sum::<f64>();
+    add(
+        "joule_network_read_bytes_total",
+        "counter",
+        "Bytes read from open connections.",
+        vec![(String::new(), sum(&|c| c.bytes_read.load(Ordering::Relaxed)))],
+    );
+    add(
+        "joule_network_written_bytes_total",
+        "counter",
+        "Bytes written to open connections.",
+        vec![(String::new(), sum(&|c| c.bytes_written.load(Ordering::Relaxed)))],
+    );
+    if let Some(w) = ctx.log.writer() {
+        let s = w.stats();
+        add(
+            "joule_command_log_records_total",
+            "counter",
+            "Transactions written to the command log.",
+            vec![(String::new(), s.records.load(Ordering::Relaxed) as f64)],
+        );
+        add(
+            "joule_command_log_bytes_total",
+            "counter",
+            "Bytes written to the command log.",
+            vec![(String::new(), s.bytes.load(Ordering::Relaxed) as f64)],
+        );
+        add(
+            "joule_command_log_fsyncs_total",
+            "counter",
+            "fsyncs of the command log.",
+            vec![(String::new(), s.syncs.load(Ordering::Relaxed) as f64)],
+        );
+        add(
+            "joule_command_log_fsync_seconds_total",
+            "counter",
+            "Time spent in command log fsyncs.",
+            vec![(String::new(), s.sync_micros.load(Ordering::Relaxed) as f64 / 1e6)],
+        );
+    }
+    let history = ctx.snapshots.history();
+    add(
+        "joule_snapshots_total",
+        "counter",
+        "Snapshots finished since start (kept in the recent history), by result.",
+        vec![
+            ("{result=\"success\"}".into(), history.iter().filter(|s| s.error.is_none()).count() as f64),
+            ("{result=\"failure\"}".into(), history.iter().filter(|s| s.error.is_some()).count() as f64),
+        ],
+    );
+    for Family { name, kind, help, samples } in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    }
+    // Latency: a histogram in seconds, buckets from 50 µs to 10 s.
+    let h = merged_latency(&sites);
+    let _ = writeln!(out, "# HELP joule_transaction_latency_seconds Time from acceptance to answer of every transaction since start.\n# TYPE joule_transaction_latency_seconds histogram");
+    for le in
+        [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]
+    {
+        let micros = (le * 1e6) as u64;
+        let count: u64 =
+            h.iter_recorded().filter(|v| v.value_iterated_to() <= micros).map(|v| v.count_at_value()).sum();
+        let _ = writeln!(out, "joule_transaction_latency_seconds_bucket{{le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "joule_transaction_latency_seconds_bucket{{le=\"+Inf\"}} {}", h.len());
+    let _ = writeln!(out, "joule_transaction_latency_seconds_sum {}", h.mean() * h.len() as f64 / 1e6);
+    let _ = writeln!(out, "joule_transaction_latency_seconds_count {}", h.len());
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -9,6 +9,7 @@
 //! engine without a server. `joule snapshot save|scan|restore|delete`
 //! wraps the snapshot system procedures (see `snapshot_cmd.rs`).
 
+mod bench;
 mod shell;
 mod snapshot_cmd;
 
@@ -38,6 +39,8 @@ enum Command {
     /// Save, list, restore and delete snapshots of a running node.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
+    /// Load a running node with a workload (voter, kv, tpcb) and report.
+    Bench(bench::BenchArgs),
 }
 
 /// `joule sql` flags (sqlcmd's names).
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Start(args) => start(args),
         Command::Snapshot(command) => snapshot_cmd::run(command),
+        Command::Bench(args) => bench::run(args),
         Command::Sql(args) if args.embedded => {
             let sql = match args.query {
                 Some(s) => s,

@@ -1,0 +1,323 @@
+//! `joule bench`: load a running node with a workload and report
+//! throughput and latency.
+//!
+//! Three ways to drive it:
+//!
+//! * pipelined (default): `--in-flight` calls kept in flight over
+//!   `--connections` connections with `Client::call_with` — each answer's
+//!   callback records the latency and sends the next call;
+//! * `--sync`: `--threads` threads, each with one call outstanding;
+//! * `--rate R`: calls sent on a fixed schedule (R per second), each
+//!   call's latency measured from when it *should* have been sent, so a
+//!   stalled server shows up as the latency its callers would see
+//!   (corrected for coordinated omission).
+//!
+//! A progress bar runs on a terminal; a line every `--report-every`
+//! seconds gives the figures so far; at the end, a report (or with
+//! `--json`, one JSON object: `tps`, `latency_ms` with `p50`, `p95`,
+//! `p99`, `p999`, `max`, `calls`, `errors` by status).
+
+mod workloads;
+
+use hdrhistogram::Histogram;
+use joule_client::{BlockingClient, Client, Options};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use workloads::{KeyValue, Tpcb, Voter, Workload};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// voter, kv or tpcb.
+    #[arg(value_parser = ["voter", "kv", "tpcb"])]
+    workload: String,
+    /// Servers (`host:port`, comma-separated).
+    #[arg(long, default_value = "localhost:21212")]
+    servers: String,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Seconds run before measuring.
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// Connections per server.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Pipelined mode: calls kept in flight.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Calls per second on a fixed schedule (latency corrected for
+    /// coordinated omission).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// One outstanding call per thread.
+    #[arg(long)]
+    sync: bool,
+    /// Threads for --sync.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// kv: the YCSB mix (a, b or c).
+    #[arg(long, default_value = "a")]
+    mix: char,
+    /// kv: records.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// tpcb: scale factor (as pgbench -s).
+    #[arg(long, default_value_t = 1)]
+    scale: i64,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 5.0)]
+    report_every: f64,
+    #[arg(long, default_value = "")]
+    user: String,
+    #[arg(long, default_value = "")]
+    password: String,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the calls measured so far.
+struct Tally {
+    latency: Mutex<Histogram<u64>>,
+    calls: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// Counting starts once the warm-up is over.
+    measuring: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Tally {
+    fn record(&self, micros: u64, result: &joule_common::Result<joule_client::Response>) {
+        if !self.measuring.load(Ordering::Relaxed) {
+            return;
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let _ = self.latency.lock().unwrap_or_else(|e| e.into_inner()).record(micros.max(1));
+        if let Err(e) = result {
+            let key = format!("J{} {:?}", e.code().number(), e.code());
+            *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+        }
+    }
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    match bench(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: BenchArgs) -> joule_common::Result<()> {
+    let workload: Arc<dyn Workload> = match args.workload.as_str() {
+        "voter" => Arc::new(Voter::new()),
+        "kv" => Arc::new(KeyValue::new(args.mix, args.records)?),
+        _ => Arc::new(Tpcb::new(args.scale)),
+    };
+    let servers: Vec<&str> = args.servers.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let options = Options {
+        user: args.user.clone(),
+        password: args.password.clone(),
+        connections_per_address: args.connections.max(1),
+        ..Default::default()
+    };
+    let setup = BlockingClient::connect(&servers, options.clone())?;
+    if !args.json {
+        eprintln!("joule bench: {} on {}: creating the schema and data if absent", workload.name(), args.servers);
+    }
+    let t = Instant::now();
+    workload.setup(&setup)?;
+    if !args.json {
+        eprintln!("joule bench: ready in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let tally = Arc::new(Tally {
+        latency: Mutex::new(joule_txn::stats::new_histogram()),
+        calls: AtomicU64::new(0),
+        errors: Mutex::default(),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+    });
+    let drivers = start_drivers(&args, &servers, options, workload.clone(), tally.clone())?;
+    // Warm-up, then measure with a progress bar and periodic lines.
+    std::thread::sleep(Duration::from_secs_f64(args.warmup.max(0.0)));
+    tally.measuring.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let bar = (!args.json).then(|| {
+        let bar = indicatif::ProgressBar::new((args.duration * 10.0) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {elapsed}/{duration} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut last_report = Instant::now();
+    let mut last_calls = 0;
+    while started.elapsed().as_secs_f64() < args.duration {
+        std::thread::sleep(Duration::from_millis(100));
+        let calls = tally.calls.load(Ordering::Relaxed);
+        if let Some(bar) = &bar {
+            bar.set_position((started.elapsed().as_secs_f64() * 10.0) as u64);
+            bar.set_message(format!("{} calls", calls));
+        }
+        if last_report.elapsed().as_secs_f64() >= args.report_every {
+            let h = tally.latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let line = format!(
+                "{:>6.1} s: {:>9.0} TPS, p50 {:.3} ms, p99 {:.3} ms",
+                started.elapsed().as_secs_f64(),
+                (calls - last_calls) as f64 / last_report.elapsed().as_secs_f64(),
+                h.value_at_quantile(0.5) as f64 / 1000.0,
+                h.value_at_quantile(0.99) as f64 / 1000.0
+            );
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+            last_report = Instant::now();
+            last_calls = calls;
+        }
+    }
+    tally.measuring.store(false, Ordering::SeqCst);
+    let seconds = started.elapsed().as_secs_f64();
+    tally.stop.store(true, Ordering::SeqCst);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    for d in drivers {
+        let _ = d.join();
+    }
+    report(&args, &*workload, &tally, seconds);
+    Ok(())
+}
+
+/// Start the threads (or callback chains) that make the calls.
+fn start_drivers(
+    args: &BenchArgs,
+    servers: &[&str],
+    options: Options,
+    workload: Arc<dyn Workload>,
+    tally: Arc<Tally>,
+) -> joule_common::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    if args.sync {
+        for _ in 0..args.threads.max(1) {
+            let client = BlockingClient::connect(servers, Options { connections_per_address: 1, ..options.clone() })?;
+            let (workload, tally) = (workload.clone(), tally.clone());
+            threads.push(std::thread::spawn(move || {
+                while !tally.stop.load(Ordering::Relaxed) {
+                    let (procedure, params) = workload.next_call();
+                    let t = Instant::now();
+                    let r = client.call(procedure, params);
+                    tally.record(t.elapsed().as_micros() as u64, &r);
+                }
+            }));
+        }
+        return Ok(threads);
+    }
+    let client = BlockingClient::connect(servers, options)?;
+    let async_client = client.client().clone();
+    match args.rate {
+        Some(rate) => {
+            let rate = rate.max(1.0);
+            threads.push(std::thread::spawn(move || {
+                let _keep = client;
+                let start = Instant::now();
+                let mut i: u64 = 0;
+                while !tally.stop.load(Ordering::Relaxed) {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    let (procedure, params) = workload.next_call();
+                    let t = tally.clone();
+                    // Latency from the scheduled time, not the send time.
+                    let sent = async_client.call_with(procedure, params, move |r| {
+                        t.record(due.elapsed().as_micros() as u64, &r);
+                    });
+                    if sent.is_err() {
+                        break;
+                    }
+                    i += 1;
+                }
+                // Let the last calls come back.
+                std::thread::sleep(Duration::from_millis(200));
+            }));
+        }
+        None => {
+            for _ in 0..args.in_flight.max(1) {
+                issue(async_client.clone(), workload.clone(), tally.clone());
+            }
+            threads.push(std::thread::spawn(move || {
+                let _keep = client;
+                while !tally.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }));
+        }
+    }
+    Ok(threads)
+}
+
+/// One call whose callback records it and makes the next.
+fn issue(client: Client, workload: Arc<dyn Workload>, tally: Arc<Tally>) {
+    if tally.stop.load(Ordering::Relaxed) {
+        return;
+    }
+    let (procedure, params) = workload.next_call();
+    let t = Instant::now();
+    let next = client.clone();
+    let sent = client.call_with(procedure, params, move |r| {
+        tally.record(t.elapsed().as_micros() as u64, &r);
+        issue(next, workload, tally);
+    });
+    if let Err(e) = sent {
+        eprintln!("joule bench: a call could not be sent: {e}");
+    }
+}
+
+fn report(args: &BenchArgs, workload: &dyn Workload, tally: &Tally, seconds: f64) {
+    let h = tally.latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let calls = tally.calls.load(Ordering::Relaxed);
+    let errors = tally.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let tps = calls as f64 / seconds;
+    let mode = match (args.sync, args.rate) {
+        (true, _) => format!("sync, {} threads", args.threads),
+        (false, Some(r)) => format!("fixed rate {r}/s"),
+        (false, None) => format!("pipelined, {} in flight", args.in_flight),
+    };
+    if args.json {
+        let object = serde_json::json!({
+            "workload": workload.name(),
+            "mode": mode,
+            "seconds": seconds,
+            "tps": tps,
+            "calls": calls,
+            "latency_ms": { "p50": ms(0.5), "p95": ms(0.95), "p99": ms(0.99), "p999": ms(0.999), "max": h.max() as f64 / 1000.0 },
+            "errors": errors,
+        });
+        println!("{object}");
+        return;
+    }
+    println!("{} ({mode}) over {seconds:.1} s: {calls} calls, {tps:.0} TPS", workload.name());
+    println!(
+        "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        ms(0.5),
+        ms(0.95),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    );
+    if errors.is_empty() {
+        println!("errors: none");
+    }
+    for (status, n) in errors {
+        println!("errors: {n} x {status}");
+    }
+}

@@ -1,0 +1,361 @@
+//! The workloads `joule bench` runs: each creates its schema and initial
+//! data when they are absent, and makes one call at a time from a
+//! generator the load threads share.
+//!
+//! * `voter`: VoltDB's voter — 6 contestants, at most 2 votes per phone,
+//!   callers drawn as VoltDB's benchmark draws them (`CallGenerator`).
+//! * `kv`: YCSB-style key-value mixes over `kv(k BIGINT, v VARCHAR(100))`:
+//!   `a` 50 % reads / 50 % updates, `b` 95 / 5, `c` reads only; keys drawn
+//!   from YCSB's scrambled Zipfian distribution (θ 0.99).
+//! * `tpcb`: pgbench's TPC-B transaction as one procedure (`TpcbTxn`): an
+//!   account update and read, a teller and a branch update, a history
+//!   insert; scale factor `s` = `s` branches, `10 s` tellers, `100000 s`
+//!   accounts, keys uniform as in pgbench. Everything is partitioned by the
+//!   branch, and (as pgbench draws an account independently of the branch)
+//!   the account is taken from the branch's own range, so that the
+//!   transaction stays on one partition — the partitioning a JouleDB user
+//!   would choose.
+
+use joule_client::{BlockingClient, Response};
+use joule_common::{ErrorCode, Result, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// One workload.
+pub trait Workload: Send + Sync {
+    fn name(&self) -> String;
+    /// Create the schema and data if absent.
+    fn setup(&self, client: &BlockingClient) -> Result<()>;
+    /// The next call: procedure and parameters.
+    fn next_call(&self) -> (&'static str, Vec<Value>);
+}
+
+/// A lock-free stream of well-mixed numbers (SplitMix64 over a counter).
+pub struct Stream(AtomicU64);
+
+impl Stream {
+    pub fn new(seed: u64) -> Stream {
+        Stream(AtomicU64::new(seed))
+    }
+
+    pub fn next(&self) -> u64 {
+        let mut z = self.0.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Whether `table` exists (a cheap query that fails with UndefinedTable if not).
+fn has_table(client: &BlockingClient, table: &str) -> Result<bool> {
+    match client.execute(&format!("SELECT COUNT(*) FROM {table}"), vec![]) {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == ErrorCode::UndefinedTable => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn count(client: &BlockingClient, table: &str) -> Result<i64> {
+    let r: Response = client.execute(&format!("SELECT COUNT(*) FROM {table}"), vec![])?;
+    r.table(0)?.get::<i64>(0, 0)
+}
+
+/// Run `make(i)` for `0..n` with many calls in flight; fails on the first error.
+fn load(client: &BlockingClient, n: i64, make: impl Fn(i64) -> (&'static str, Vec<Value>)) -> Result<()> {
+    let pending = std::sync::Arc::new((Mutex::new((0i64, None::<joule_common::Error>)), std::sync::Condvar::new()));
+    for i in 0..n {
+        {
+            let (m, cv) = &*pending;
+            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+            while g.0 >= 1000 {
+                g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            if let Some(e) = g.1.take() {
+                return Err(e);
+            }
+            g.0 += 1;
+        }
+        let (procedure, params) = make(i);
+        let p = pending.clone();
+        client.client().call_with(procedure, params, move |r| {
+            let (m, cv) = &*p;
+            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+            g.0 -= 1;
+            if let Err(e) = r {
+                g.1.get_or_insert(e);
+            }
+            cv.notify_all();
+        })?;
+    }
+    let (m, cv) = &*pending;
+    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+    while g.0 > 0 {
+        g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    match g.1.take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// VoltDB's voter.
+pub struct Voter {
+    calls: Mutex<joule_voter::CallGenerator>,
+}
+
+impl Voter {
+    pub fn new() -> Voter {
+        Voter { calls: Mutex::new(joule_voter::CallGenerator::new(1, 6)) }
+    }
+}
+
+impl Workload for Voter {
+    fn name(&self) -> String {
+        "voter".into()
+    }
+
+    fn setup(&self, client: &BlockingClient) -> Result<()> {
+        if !has_table(client, "votes")? {
+            client.execute(joule_voter::DDL, vec![])?;
+        }
+        client.call("Initialize", vec![Value::Integer(6), Value::from(joule_voter::CONTESTANTS)])?;
+        Ok(())
+    }
+
+    fn next_call(&self) -> (&'static str, Vec<Value>) {
+        let (phone, contestant) = self.calls.lock().unwrap_or_else(|e| e.into_inner()).next_call();
+        ("Vote", vec![Value::Integer(phone), Value::Integer(contestant), Value::Integer(2)])
+    }
+}
+
+/// YCSB's scrambled Zipfian key chooser over `0..n` (θ = 0.99).
+pub struct Zipfian {
+    n: u64,
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+impl Zipfian {
+    pub fn new(n: u64) -> Zipfian {
+        let theta = 0.99;
+        let zeta = |k: u64| (1..=k).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let zetan = zeta(n);
+        let zeta2 = zeta(2);
+        let alpha = 1.0 / (1.0 - theta);
+        let eta = (1.0 - (2.0 / n as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
+        Zipfian { n, theta, alpha, zetan, eta }
+    }
+
+    /// A rank (0 = most popular) for a uniform `u` in [0, 1).
+    pub fn rank(&self, u: f64) -> u64 {
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1;
+        }
+        ((self.n as f64) * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64 % self.n
+    }
+
+    /// A key: the rank scrambled over the key space (FNV-1a 64), as YCSB.
+    pub fn key(&self, u: f64) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.rank(u).to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h % self.n
+    }
+}
+
+/// YCSB-style key-value mixes.
+pub struct KeyValue {
+    records: u64,
+    read_share: f64,
+    mix: char,
+    keys: Zipfian,
+    random: Stream,
+    value: String,
+}
+
+impl KeyValue {
+    pub fn new(mix: char, records: u64) -> Result<KeyValue> {
+        let read_share = match mix {
+            'a' => 0.5,
+            'b' => 0.95,
+            'c' => 1.0,
+            m => joule_common::bail!(InvalidArgument, "kv mix {m:?} is not one of a, b, c"),
+        };
+        Ok(KeyValue {
+            records,
+            read_share,
+            mix,
+            keys: Zipfian::new(records),
+            random: Stream::new(7),
+            value: "x".repeat(100),
+        })
+    }
+}
+
+impl Workload for KeyValue {
+    fn name(&self) -> String {
+        format!("kv (YCSB {}, {} records)", self.mix.to_ascii_uppercase(), self.records)
+    }
+
+    fn setup(&self, client: &BlockingClient) -> Result<()> {
+        if !has_table(client, "kv")? {
+            client.execute(
+                "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(100) NOT NULL); PARTITION TABLE kv ON COLUMN k",
+                vec![],
+            )?;
+        }
+        if count(client, "kv")? < self.records as i64 {
+            let v = self.value.clone();
+            load(client, self.records as i64, |k| ("KV.upsert", vec![Value::Integer(k), Value::from(v.as_str())]))?;
+        }
+        Ok(())
+    }
+
+    fn next_call(&self) -> (&'static str, Vec<Value>) {
+        let k = Value::Integer(self.keys.key(self.random.unit()) as i64);
+        if self.random.unit() < self.read_share {
+            ("KV.select", vec![k])
+        } else {
+            ("KV.update", vec![k.clone(), Value::from(self.value.as_str()), k])
+        }
+    }
+}
+
+/// pgbench's TPC-B.
+pub struct Tpcb {
+    scale: i64,
+    random: Stream,
+}
+
+/// The schema: pgbench's tables, partitioned by branch.
+const TPCB_DDL: &str = "
+CREATE TABLE pgbench_branches (bid INTEGER NOT NULL PRIMARY KEY, bbalance INTEGER NOT NULL, filler VARCHAR(88));
+PARTITION TABLE pgbench_branches ON COLUMN bid;
+CREATE TABLE pgbench_tellers (tid INTEGER NOT NULL, bid INTEGER NOT NULL, tbalance INTEGER NOT NULL, filler VARCHAR(84), PRIMARY KEY (bid, tid));
+PARTITION TABLE pgbench_tellers ON COLUMN bid;
+CREATE TABLE pgbench_accounts (aid INTEGER NOT NULL, bid INTEGER NOT NULL, abalance INTEGER NOT NULL, filler VARCHAR(84), PRIMARY KEY (bid, aid));
+PARTITION TABLE pgbench_accounts ON COLUMN bid;
+CREATE TABLE pgbench_history (tid INTEGER, bid INTEGER NOT NULL, aid INTEGER, delta INTEGER, mtime TIMESTAMP, filler VARCHAR(22));
+PARTITION TABLE pgbench_history ON COLUMN bid;
+CREATE PROCEDURE TpcbTxn PARTITION ON TABLE pgbench_branches COLUMN bid PARAMETER 1 AS BEGIN
+  UPDATE pgbench_accounts SET abalance = abalance + ? WHERE bid = ? AND aid = ?;
+  SELECT abalance FROM pgbench_accounts WHERE bid = ? AND aid = ?;
+  UPDATE pgbench_tellers SET tbalance = tbalance + ? WHERE bid = ? AND tid = ?;
+  UPDATE pgbench_branches SET bbalance = bbalance + ? WHERE bid = ?;
+  INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (?, ?, ?, ?, NOW());
+END;
+";
+
+impl Tpcb {
+    pub fn new(scale: i64) -> Tpcb {
+        Tpcb { scale: scale.max(1), random: Stream::new(11) }
+    }
+}
+
+impl Workload for Tpcb {
+    fn name(&self) -> String {
+        format!("tpcb (scale {})", self.scale)
+    }
+
+    fn setup(&self, client: &BlockingClient) -> Result<()> {
+        if !has_table(client, "pgbench_branches")? {
+            client.execute(TPCB_DDL, vec![])?;
+        }
+        if count(client, "pgbench_accounts")? < self.scale * 100_000 {
+            let s = self.scale;
+            load(client, s, |b| {
+                ("PGBENCH_BRANCHES.upsert", vec![Value::Integer(b + 1), Value::Integer(0), Value::Null])
+            })?;
+            load(client, s * 10, |t| {
+                (
+                    "PGBENCH_TELLERS.upsert",
+                    vec![Value::Integer(t + 1), Value::Integer(t / 10 + 1), Value::Integer(0), Value::Null],
+                )
+            })?;
+            load(client, s * 100_000, |a| {
+                let row = vec![Value::Integer(a + 1), Value::Integer(a / 100_000 + 1), Value::Integer(0), Value::Null];
+                ("PGBENCH_ACCOUNTS.upsert", row)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn next_call(&self) -> (&'static str, Vec<Value>) {
+        let bid = self.random.between(1, self.scale);
+        // pgbench: aid uniform over all accounts, tid over all tellers; here
+        // within the branch, so that the transaction is single-partition.
+        let aid = (bid - 1) * 100_000 + self.random.between(1, 100_000);
+        let tid = (bid - 1) * 10 + self.random.between(1, 10);
+        let delta = self.random.between(-5000, 5000);
+        let v = Value::Integer;
+        // The statements' `?`s in order (parameter 1, the first bid, routes).
+        let params = vec![
+            v(delta),
+            v(bid),
+            v(aid),
+            v(bid),
+            v(aid),
+            v(delta),
+            v(bid),
+            v(tid),
+            v(delta),
+            v(bid),
+            v(tid),
+            v(bid),
+            v(aid),
+            v(delta),
+        ];
+        ("TpcbTxn", params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipfian_keys_stay_in_range_and_favour_a_few() {
+        let z = Zipfian::new(10_000);
+        let s = Stream::new(3);
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..100_000 {
+            let k = z.key(s.unit());
+            assert!(k < 10_000);
+            *counts.entry(k).or_insert(0u32) += 1;
+        }
+        let mut top: Vec<u32> = counts.values().copied().collect();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        // The hottest key takes several percent; a uniform one would take 0.01 %.
+        assert!(top[0] > 2_000, "{}", top[0]);
+    }
+
+    #[test]
+    fn tpcb_calls_stay_in_their_branch() {
+        let t = Tpcb::new(3);
+        for _ in 0..1000 {
+            let (_, p) = t.next_call();
+            let n = |i: usize| if let Value::Integer(x) = p[i] { x } else { panic!() };
+            let (bid, aid, tid) = (n(1), n(2), n(7));
+            assert_eq!((aid - 1) / 100_000 + 1, bid);
+            assert_eq!((tid - 1) / 10 + 1, bid);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `joule bench` against a real node: every workload creates its schema
+//! and data, runs in each mode, and reports JSON with the documented keys
+//! and no errors.
+
+mod common;
+
+use common::{start_in, TempDir};
+use std::process::Command;
+
+fn bench(port: u16, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["bench"])
+        .args(args)
+        .args(["--servers", &format!("127.0.0.1:{port}"), "--duration", "1", "--warmup", "0.2", "--json"])
+        .output()
+        .expect("joule bench runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn every_workload_in_every_mode_reports_json() {
+    let dir = TempDir::new("bench");
+    let node = start_in(dir.path(), &[]);
+    for args in [
+        vec!["voter"],
+        vec!["kv", "--records", "2000", "--mix", "a"],
+        vec!["kv", "--records", "2000", "--mix", "c", "--sync", "--threads", "2"],
+        vec!["tpcb", "--rate", "500"],
+        vec!["tpcb"],
+    ] {
+        let r = bench(node.client, &args);
+        assert!(r["tps"].as_f64().unwrap() > 0.0, "{args:?}: {r}");
+        assert!(r["calls"].as_u64().unwrap() > 0, "{args:?}: {r}");
+        for q in ["p50", "p95", "p99", "p999", "max"] {
+            assert!(r["latency_ms"][q].as_f64().is_some(), "{args:?}: {q} in {r}");
+        }
+        assert_eq!(r["errors"], serde_json::json!({}), "{args:?}: {r}");
+    }
+    // The data the workloads made is there: tpcb kept its balances consistent.
+    let out = Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["sql", "--servers", "127.0.0.1", "--port", &node.client.to_string(), "--output-format", "csv"])
+        .args(["--output-skip-metadata", "--query"])
+        .arg("SELECT (SELECT SUM(bbalance) FROM pgbench_branches) - (SELECT SUM(abalance) FROM pgbench_accounts);")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -4,7 +4,8 @@
 //! on each connection, matched to their answers by client handle, and calls
 //! are spread over several connections (one or more per server address).
 //! [`BlockingClient`] wraps it with its own runtime for code that is not
-//! async.
+//! async. [`SyncConnection`] is one blocking connection for one thread,
+//! with no runtime at all: the fastest way to make one call at a time.
 //!
 //! ```no_run
 //! # async fn demo() -> joule_common::Result<()> {
@@ -23,8 +24,10 @@
 //! remaining connections.
 
 mod connection;
+mod sync;
 mod value;
 
+pub use sync::SyncConnection;
 pub use value::FromValue;
 
 use connection::Connection;

@@ -158,3 +158,27 @@ async fn callbacks_answer_every_call_and_learn_of_connection_loss() {
     }
     assert!(lost, "callbacks learn that the connection is gone");
 }
+
+/// `SyncConnection`: blocking calls on the caller's thread, errors with
+/// their codes, refused logins, a clear error once the server is gone.
+#[test]
+fn sync_connection_calls_on_the_callers_thread() {
+    use joule_client::SyncConnection;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(server());
+    let addr = server.client_addr.to_string();
+    let mut c = SyncConnection::connect(&addr, &Options::default()).unwrap();
+    c.execute("CREATE TABLE s (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(5))", vec![]).unwrap();
+    for i in 0..100i64 {
+        c.call("S.insert", vec![i.into(), "x".into()]).unwrap();
+    }
+    let r = c.execute("SELECT COUNT(*) FROM s", vec![]).unwrap();
+    assert_eq!(r.table(0).unwrap().get::<i64>(0, 0).unwrap(), 100);
+    assert_eq!(c.call("S.insert", vec![1.into(), "y".into()]).unwrap_err().code(), ErrorCode::UniqueViolation);
+    assert_eq!(c.call("Nope", vec![]).unwrap_err().code(), ErrorCode::UndefinedProcedure);
+    assert!(SyncConnection::connect("127.0.0.1:1", &Options::default()).is_err());
+    server.shutdown();
+    rt.block_on(server.wait());
+    let e = (0..50).find_map(|_| c.call("@Ping", vec![]).err()).expect("calls fail once the server is gone");
+    assert_eq!(e.code(), ErrorCode::Unavailable);
+}

@@ -6,7 +6,8 @@
 //! * pipelined (default): `--in-flight` calls kept in flight over
 //!   `--connections` connections with `Client::call_with` — each answer's
 //!   callback records the latency and sends the next call;
-//! * `--sync`: `--threads` threads, each with one call outstanding;
+//! * `--sync`: `--threads` threads, each with one call outstanding on a
+//!   blocking connection of its own (`SyncConnection`);
 //! * `--rate R`: calls sent on a fixed schedule (R per second), each
 //!   call's latency measured from when it *should* have been sent, so a
 //!   stalled server shows up as the latency its callers would see
@@ -20,7 +21,7 @@
 mod workloads;
 
 use hdrhistogram::Histogram;
-use joule_client::{BlockingClient, Client, Options};
+use joule_client::{BlockingClient, Client, Options, SyncConnection};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,7 +47,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     connections: usize,
     /// Pipelined mode: calls kept in flight.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     in_flight: usize,
     /// Calls per second on a fixed schedule (latency corrected for
     /// coordinated omission).
@@ -204,14 +205,15 @@ fn start_drivers(
 ) -> joule_common::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
     if args.sync {
-        for _ in 0..args.threads.max(1) {
-            let client = BlockingClient::connect(servers, Options { connections_per_address: 1, ..options.clone() })?;
+        for i in 0..args.threads.max(1) {
+            // A plain blocking connection per thread, servers in turn.
+            let mut connection = SyncConnection::connect(servers[i % servers.len()], &options)?;
             let (workload, tally) = (workload.clone(), tally.clone());
             threads.push(std::thread::spawn(move || {
                 while !tally.stop.load(Ordering::Relaxed) {
                     let (procedure, params) = workload.next_call();
                     let t = Instant::now();
-                    let r = client.call(procedure, params);
+                    let r = connection.call(procedure, params);
                     tally.record(t.elapsed().as_micros() as u64, &r);
                 }
             }));

@@ -1,0 +1,98 @@
+//! [`SyncConnection`]: one connection used from one thread, one call at a
+//! time, with plain blocking socket reads and writes — no runtime, no
+//! hand-off between threads. The cheapest way for a synchronous caller to
+//! talk to a node (many such callers, one per thread, is how a
+//! thread-per-request application uses it).
+
+use crate::{into_response, Options, Response};
+use joule_common::{err, Result, Value};
+use joule_wire::frame::{payload_len, write_frame};
+use joule_wire::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, Param};
+use sha2::Digest;
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+
+/// A blocking connection: each call writes its invocation and reads the
+/// answer on the calling thread.
+pub struct SyncConnection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    next_handle: i64,
+    max_message_bytes: usize,
+    buf: Vec<u8>,
+}
+
+impl SyncConnection {
+    /// Connect to `address` (`host:port`) and log in.
+    pub fn connect(address: &str, options: &Options) -> Result<SyncConnection> {
+        let stream = TcpStream::connect(address).map_err(|e| err!(Unavailable, "cannot connect to {address}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(options.call_timeout);
+        let writer =
+            stream.try_clone().map_err(|e| err!(Unavailable, "cannot use the connection to {address}: {e}"))?;
+        let mut c = SyncConnection {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+            writer,
+            next_handle: 1,
+            max_message_bytes: options.max_message_bytes,
+            buf: Vec::with_capacity(1024),
+        };
+        let login = Login {
+            version: 1,
+            scheme: HashScheme::Sha256,
+            service: "database".into(),
+            user: options.user.clone(),
+            password_hash: sha2::Sha256::digest(options.password.as_bytes()).to_vec(),
+        };
+        c.send(&login.encode())?;
+        let answer = LoginResponse::decode(&c.receive()?)?;
+        if answer.result != 0 {
+            return Err(err!(PermissionDenied, "{address} refused the login (result {})", answer.result));
+        }
+        Ok(c)
+    }
+
+    fn send(&mut self, payload: &[u8]) -> Result<()> {
+        self.buf.clear();
+        write_frame(&mut self.buf, payload);
+        self.writer.write_all(&self.buf).map_err(|e| err!(Unavailable, "connection lost: {e}"))
+    }
+
+    fn receive(&mut self) -> Result<Vec<u8>> {
+        let mut header = [0u8; 4];
+        self.reader.read_exact(&mut header).map_err(|e| err!(Unavailable, "connection lost: {e}"))?;
+        let mut payload = vec![0u8; payload_len(header, self.max_message_bytes)?];
+        self.reader.read_exact(&mut payload).map_err(|e| err!(Unavailable, "connection lost: {e}"))?;
+        Ok(payload)
+    }
+
+    /// Invoke a procedure and wait for its answer; the server's error if it
+    /// failed.
+    pub fn call(&mut self, procedure: &str, params: Vec<Value>) -> Result<Response> {
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        let inv = Invocation {
+            version: 0,
+            procedure: procedure.to_string(),
+            client_handle: handle,
+            batch_timeout_ms: None,
+            params: params.into_iter().map(Param::Value).collect(),
+        };
+        self.send(&inv.encode()?)?;
+        loop {
+            let r = ClientResponse::decode(&self.receive()?)?;
+            // Anything else is an answer to a call that timed out earlier.
+            if r.client_handle == handle {
+                return into_response(r);
+            }
+        }
+    }
+
+    /// `@AdHoc`: run SQL with `?`s bound to `params` in order.
+    pub fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<Response> {
+        let mut all = Vec::with_capacity(params.len() + 1);
+        all.push(Value::String(sql.to_string()));
+        all.extend(params);
+        self.call("@AdHoc", all)
+    }
+}

@@ -53,13 +53,30 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<ServerContext>) {
                 .post(move |state, query, form| post_call(state, query, form, version)),
         );
     }
-    let app = app.route("/metrics", get(metrics)).with_state(ctx.clone());
+    let app = app
+        .route("/metrics", get(metrics))
+        .route("/", get(console_page))
+        .route("/console/stats", get(console_stats))
+        .with_state(ctx.clone());
     let mut shutdown = ctx.shutdown.subscribe();
     let stop = async move {
         let _ = shutdown.changed().await;
     };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         eprintln!("joule: HTTP server failed: {e}");
+    }
+}
+
+/// The web console: one page, embedded in the binary, that polls
+/// `/console/stats` and draws its charts itself (no outside scripts).
+async fn console_page() -> HttpResponse {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("console.html")).into_response()
+}
+
+async fn console_stats(State(ctx): State<Arc<ServerContext>>) -> HttpResponse {
+    match tokio::task::spawn_blocking(move || crate::stats::console_json(&ctx)).await {
+        Ok(v) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "statistics failed").into_response(),
     }
 }
 

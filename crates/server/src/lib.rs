@@ -120,6 +120,8 @@ pub(crate) struct ServerContext {
     pub connections: std::sync::Mutex<ConnectionRegistry>,
     /// What `@Statistics` remembers between calls (deltas, CPU time).
     pub stats_memory: std::sync::Mutex<stats::Memory>,
+    /// The event log the console shows: (Unix ms, what happened).
+    pub events: std::sync::Mutex<std::collections::VecDeque<(i64, String)>>,
     pub next_connection: AtomicU64,
     pub started_millis: i64,
     pub started: std::time::Instant,
@@ -131,7 +133,19 @@ pub(crate) struct ServerContext {
 
 impl ServerContext {
     pub fn request_shutdown(&self) {
+        self.event("shutdown requested");
         let _ = self.shutdown.send(true);
+    }
+
+    /// Note an event for the console's log (the newest 200 are kept).
+    pub fn event(&self, text: impl Into<String>) {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if events.len() == 200 {
+            events.pop_front();
+        }
+        events.push_back((now, text.into()));
     }
 
     pub fn login_response(&self, connection_id: i64) -> LoginResponse {
@@ -229,6 +243,7 @@ impl Server {
             data,
             connections: Default::default(),
             stats_memory: Default::default(),
+            events: Default::default(),
             next_connection: AtomicU64::new(1),
             started_millis,
             started: std::time::Instant::now(),
@@ -238,6 +253,7 @@ impl Server {
         let client_addr = client.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         let http_addr = http.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
+        ctx.event(format!("node started: {recovery}"));
         tokio::spawn(accept(client, ctx.clone(), false));
         tokio::spawn(accept(admin, ctx.clone(), true));
         tokio::spawn(http::serve(http, ctx.clone()));

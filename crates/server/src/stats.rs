@@ -54,6 +54,8 @@ pub(crate) struct Memory {
     cpu: Option<(Duration, Instant)>,
     /// Per selector: connection byte/message counters at its last delta call.
     io: HashMap<String, HashMap<i64, [u64; 4]>>,
+    /// The latency histogram at the console's last poll.
+    console_latency: Option<Histogram<u64>>,
 }
 
 fn col(name: &str, t: DataType) -> OutputColumn {
@@ -876,4 +878,128 @@ pub(crate) fn prometheus(ctx: &ServerContext) -> String {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The web console's poll (`/console/stats`): cumulative counters (the
+/// page turns them into rates), latency over the interval since the last
+/// poll, and the tables, procedures, durability and events to show.
+pub(crate) fn console_json(ctx: &ServerContext) -> serde_json::Value {
+    use serde_json::json;
+    let sites = sites(ctx);
+    let now = merged_latency(&sites);
+    let interval = {
+        let mut memory = ctx.stats_memory.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = now.clone();
+        if let Some(before) = memory.console_latency.replace(now.clone()) {
+            if h.subtract(&before).is_err() {
+                h = now.clone();
+            }
+        }
+        h
+    };
+    let txns: u64 = sites.iter().flat_map(|s| s.procedures.values()).map(|p| p.invocations).sum();
+    let in_flight: usize = ctx
+        .connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter_map(|(_, sink)| sink.upgrade())
+        .map(|s| s.outstanding.load(Ordering::Relaxed))
+        .sum();
+    let site_rows: Vec<_> = sites
+        .iter()
+        .map(|s| {
+            json!({
+                "partition": s.partition.map_or("mp".to_string(), |p| p.to_string()),
+                "invocations": s.procedures.values().map(|p| p.invocations).sum::<u64>(),
+                "idle_ratio": s.idle.as_secs_f64() / s.since_start.as_secs_f64().max(1e-9),
+                "queue": s.queue_depth,
+            })
+        })
+        .collect();
+    let mut tables: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for s in sites.iter().filter(|s| s.partition.is_some()) {
+        for t in &s.tables {
+            let e = tables.entry(t.name.clone()).or_default();
+            // Replicated tables hold the same rows on every partition: count them once.
+            if t.partitioned || s.partition == Some(0) {
+                e.0 += t.rows;
+                e.1 += t.bytes;
+            }
+        }
+    }
+    let mut procedures: std::collections::BTreeMap<String, ProcedureStats> = Default::default();
+    for s in &sites {
+        for (name, p) in &s.procedures {
+            let e = procedures.entry(name.clone()).or_default();
+            e.invocations += p.invocations;
+            e.exec_nanos += p.exec_nanos;
+            e.aborts += p.aborts;
+            e.failures += p.failures;
+        }
+    }
+    let log = match ctx.log.writer() {
+        Some(w) => {
+            let s = w.stats();
+            let syncs = s.syncs.load(Ordering::Relaxed);
+            json!({
+                "mode": format!("{:?}", w.mode()).to_lowercase(),
+                "records": s.records.load(Ordering::Relaxed),
+                "fsyncs": syncs,
+                "fsync_avg_us": s.sync_micros.load(Ordering::Relaxed).checked_div(syncs).unwrap_or(0),
+            })
+        }
+        None => json!({"mode": "off", "records": 0, "fsyncs": 0, "fsync_avg_us": 0}),
+    };
+    let history = ctx.snapshots.history();
+    let mut events: Vec<(i64, String)> = ctx.events.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    for s in &history {
+        let what = match &s.error {
+            None => format!(
+                "snapshot {} saved ({} rows, {:.1} MB in {:.2} s)",
+                s.nonce,
+                s.rows,
+                s.bytes as f64 / 1e6,
+                s.seconds
+            ),
+            Some(e) => format!("snapshot {} failed: {e}", s.nonce),
+        };
+        events.push((s.started_millis as i64, what));
+    }
+    events.sort();
+    let (rss, _) = proc_memory();
+    json!({
+        "time_ms": now_millis(),
+        "uptime_s": ctx.started.elapsed().as_secs_f64(),
+        "partitions": ctx.host.partitions(),
+        "txns": txns,
+        "latency_us": {
+            "p50": interval.value_at_quantile(0.5),
+            "p95": interval.value_at_quantile(0.95),
+            "p99": interval.value_at_quantile(0.99),
+            "p999": interval.value_at_quantile(0.999),
+            "mean": interval.mean(),
+            "count": interval.len(),
+        },
+        "in_flight": in_flight,
+        "sites": site_rows,
+        "tables": tables.into_iter().map(|(name, (rows, bytes))| json!({"name": name, "rows": rows, "bytes": bytes})).collect::<Vec<_>>(),
+        "procedures": procedures.into_iter().map(|(name, p)| json!({
+            "name": name,
+            "calls": p.invocations,
+            "avg_us": p.exec_nanos / p.invocations.max(1) / 1000,
+            "aborts": p.aborts,
+            "failures": p.failures,
+        })).collect::<Vec<_>>(),
+        "command_log": log,
+        "snapshots": history.iter().rev().map(|s| json!({
+            "nonce": s.nonce,
+            "result": if s.error.is_none() { "SUCCESS" } else { "FAILURE" },
+            "mb": s.bytes as f64 / 1e6,
+            "seconds": s.seconds,
+            "pause_us": s.max_pause_micros,
+        })).collect::<Vec<_>>(),
+        "events": events.iter().rev().take(50).map(|(t, text)| json!({"time_ms": t, "text": text})).collect::<Vec<_>>(),
+        "host": { "rss": rss, "cpu_percent": cpu_percent(ctx) },
+    })
 }

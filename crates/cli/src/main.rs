@@ -41,6 +41,20 @@ enum Command {
     Snapshot(snapshot_cmd::SnapshotCommand),
     /// Load a running node with a workload (voter, kv, tpcb) and report.
     Bench(bench::BenchArgs),
+    /// Recommendations for a running node, with the evidence (@Advise).
+    Advise(AdviseArgs),
+}
+
+/// `joule advise` flags.
+#[derive(clap::Args)]
+struct AdviseArgs {
+    /// The node (`host:port` of its client port).
+    #[arg(long, default_value = "localhost:21212")]
+    servers: String,
+    #[arg(long, default_value = "")]
+    user: String,
+    #[arg(long, default_value = "")]
+    password: String,
 }
 
 /// `joule sql` flags (sqlcmd's names).
@@ -125,6 +139,7 @@ fn main() -> ExitCode {
         Command::Start(args) => start(args),
         Command::Snapshot(command) => snapshot_cmd::run(command),
         Command::Bench(args) => bench::run(args),
+        Command::Advise(args) => advise(args),
         Command::Sql(args) if args.embedded => {
             let sql = match args.query {
                 Some(s) => s,
@@ -150,6 +165,44 @@ fn main() -> ExitCode {
             stop_on_error: args.stop_on_error,
         }),
     }
+}
+
+/// Print `@Advise`'s recommendations, most severe first.
+fn advise(args: AdviseArgs) -> ExitCode {
+    let options = joule_client::Options { user: args.user, password: args.password, ..Default::default() };
+    let mut c = match joule_client::SyncConnection::connect(&args.servers, &options) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot connect to {}: {e}", args.servers);
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = match c.call("@Advise", vec![]) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut rows: Vec<Vec<String>> =
+        r.tables[0].rows.iter().map(|row| row.iter().map(|v| v.to_string()).collect()).collect();
+    let rank = |s: &str| match s {
+        "high" => 0,
+        "medium" => 1,
+        _ => 2,
+    };
+    rows.sort_by_key(|r| rank(&r[1]));
+    if rows.is_empty() {
+        println!("No recommendations: nothing in the statistics or plans calls for a change.");
+    }
+    for r in rows {
+        println!(
+            "[{}] {}: {}
+    evidence: {}",
+            r[1], r[0], r[2], r[3]
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// Start a node and serve until SIGINT, SIGTERM or `@Shutdown`.

@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 /// Whether `name` is one of the procedures this module answers.
 pub(crate) fn handles(name: &str) -> bool {
-    matches!(name, "@SnapshotSave" | "@SnapshotScan" | "@SnapshotRestore" | "@SnapshotDelete" | "@Statistics")
+    matches!(
+        name,
+        "@SnapshotSave" | "@SnapshotScan" | "@SnapshotRestore" | "@SnapshotDelete" | "@Statistics" | "@Advise"
+    )
 }
 
 /// Whether `name` changes snapshots (administrators only).
@@ -100,6 +103,7 @@ pub(crate) fn invoke(
                     }),
                     "@SnapshotDelete" => delete(&ctx, &params),
                     "@Statistics" => statistics(&ctx, &params),
+                    "@Advise" => Ok(vec![crate::advisor::advice_table(&crate::advisor::for_node(&ctx))]),
                     _ => Err(err!(UndefinedProcedure, "system procedure {name} was not found")),
                 };
                 sink.deliver(handle, result.map_or_else(failure, Response::answered));

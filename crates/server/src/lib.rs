@@ -14,6 +14,7 @@
 //! command — after the listeners stopped and the host finished its queued
 //! work.
 
+mod advisor;
 pub mod config;
 mod connection;
 pub mod convert;

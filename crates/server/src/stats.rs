@@ -397,7 +397,7 @@ fn indexes(sites: &[SiteStats]) -> ResultTable {
 }
 
 /// (resident bytes, physical memory bytes) from /proc.
-fn proc_memory() -> (u64, u64) {
+pub(crate) fn proc_memory() -> (u64, u64) {
     let page = 4096u64;
     let rss = std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -558,7 +558,7 @@ fn live_clients(ctx: &ServerContext) -> ResultTable {
 }
 
 /// Every site's latency histogram added up.
-fn merged_latency(sites: &[SiteStats]) -> Histogram<u64> {
+pub(crate) fn merged_latency(sites: &[SiteStats]) -> Histogram<u64> {
     let mut all = new_histogram();
     for s in sites {
         let _ = all.add(&s.latency);

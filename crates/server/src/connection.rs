@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::Notify;
@@ -40,12 +40,19 @@ const MAX_UNWRITTEN_BYTES: usize = 8 << 20;
 /// What the writer task shares with the rest of the connection (not the
 /// sender of its own queue: the queue closes when the connection's senders
 /// are gone, which is how the writer knows to stop).
-#[derive(Default)]
 struct WriteState {
     /// Bytes queued for the writer and not yet written.
     unwritten: AtomicUsize,
     /// Signalled by the writer whenever it wrote.
     written: Notify,
+    /// True while the writer task has nothing queued and is not writing:
+    /// then an answer may be written straight to the socket by whoever
+    /// produced it (a site), saving the writer task's wake-up. Taken while
+    /// writing directly, so writes never interleave.
+    idle: std::sync::Mutex<bool>,
+    /// The socket's write half, shared by the writer task and direct writes.
+    socket: OwnedWriteHalf,
+    stats: Arc<ConnectionStats>,
 }
 
 /// A connection's figures for `@Statistics IOSTATS` and `LIVECLIENTS`:
@@ -80,11 +87,54 @@ impl Drop for Registered<'_> {
 }
 
 impl ConnectionSink {
+    /// Queue `buf` for the writer task.
     fn queue(&self, buf: Vec<u8>) {
-        self.writes.unwritten.fetch_add(buf.len(), Ordering::Relaxed);
+        self.send(buf, false)
+    }
+
+    /// Queue `buf` for the writer task — or, if `direct` and the writer is
+    /// idle, write it now from this thread (the rest, if the socket takes
+    /// only part, still goes to the writer). Direct writes suit a lone
+    /// answer (a synchronous client): they save the writer's wake-up. With
+    /// many answers in flight the writer's batches are cheaper.
+    fn send(&self, mut buf: Vec<u8>, direct: bool) {
+        let w = &self.writes;
+        let mut idle = w.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if *idle && direct {
+            match w.socket.try_write(&buf) {
+                Ok(n) if n == buf.len() => {
+                    w.stats.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+                    w.stats.messages_written.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(n) => {
+                    w.stats.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+                    buf.drain(..n);
+                }
+                // WouldBlock (or an error the writer will meet too).
+                Err(_) => {}
+            }
+            *idle = false;
+        }
+        w.unwritten.fetch_add(buf.len(), Ordering::Relaxed);
         // The connection may be gone; then nobody waits for this answer.
         let _ = self.out.send(buf);
     }
+}
+
+/// Write all of `buf` through the shared write half.
+async fn write_all_shared(socket: &OwnedWriteHalf, buf: &[u8]) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        socket.writable().await?;
+        match socket.try_write(&buf[at..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl ResponseSink for ConnectionSink {
@@ -92,9 +142,10 @@ impl ResponseSink for ConnectionSink {
         let mut buf = Vec::with_capacity(128);
         let round_trip_ms = (response.cluster_micros / 1000).min(i32::MAX as u64) as i32;
         write_response(&mut buf, handle as i64, &response, round_trip_ms);
-        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        let others = self.outstanding.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
         self.queued.fetch_sub(1, Ordering::Relaxed);
-        self.queue(buf);
+        // The only call in flight on this connection: answer it directly.
+        self.send(buf, others == 0);
     }
 }
 
@@ -182,7 +233,13 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     }
 
     let (tx, mut rx) = unbounded_channel::<Vec<u8>>();
-    let writes = Arc::new(WriteState::default());
+    let writes = Arc::new(WriteState {
+        unwritten: AtomicUsize::new(0),
+        written: Notify::new(),
+        idle: std::sync::Mutex::new(true),
+        socket: wr,
+        stats: stats.clone(),
+    });
     let sink = Arc::new(ConnectionSink {
         out: tx.clone(),
         outstanding: AtomicUsize::new(0),
@@ -208,11 +265,16 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             }
             writer_stats.bytes_written.fetch_add(buf.len() as u64, Ordering::Relaxed);
             writer_stats.messages_written.fetch_add(messages, Ordering::Relaxed);
-            let ok = wr.write_all(&buf).await.is_ok();
+            let ok = write_all_shared(&writer_state.socket, &buf).await.is_ok();
             writer_state.unwritten.fetch_sub(buf.len(), Ordering::Relaxed);
             writer_state.written.notify_one();
             if !ok {
                 break;
+            }
+            // Nothing more queued: answers may go straight to the socket.
+            let mut idle = writer_state.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if rx.is_empty() {
+                *idle = true;
             }
         }
     });

@@ -28,6 +28,8 @@ fn every_workload_in_every_mode_reports_json() {
         vec!["kv", "--records", "2000", "--mix", "c", "--sync", "--threads", "2"],
         vec!["tpcb", "--rate", "500"],
         vec!["tpcb"],
+        // Scale 2: pgbench's key draw makes most calls multi-partition.
+        vec!["tpcb", "--scale", "2"],
     ] {
         let r = bench(node.client, &args);
         assert!(r["tps"].as_f64().unwrap() > 0.0, "{args:?}: {r}");

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// tpcb: scale factor (as pgbench -s).
     #[arg(long, default_value_t = 1)]
     scale: i64,
+    /// tpcb: draw the teller and account within the drawn branch (always
+    /// single-partition) instead of uniformly over all, as pgbench does.
+    #[arg(long)]
+    local_keys: bool,
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5.0)]
     report_every: f64,
@@ -118,7 +122,7 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
     let workload: Arc<dyn Workload> = match args.workload.as_str() {
         "voter" => Arc::new(Voter::new()),
         "kv" => Arc::new(KeyValue::new(args.mix, args.records)?),
-        _ => Arc::new(Tpcb::new(args.scale)),
+        _ => Arc::new(Tpcb::new(args.scale, args.local_keys)),
     };
     let servers: Vec<&str> = args.servers.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     let options = Options {

@@ -7,14 +7,17 @@
 //! * `kv`: YCSB-style key-value mixes over `kv(k BIGINT, v VARCHAR(100))`:
 //!   `a` 50 % reads / 50 % updates, `b` 95 / 5, `c` reads only; keys drawn
 //!   from YCSB's scrambled Zipfian distribution (θ 0.99).
-//! * `tpcb`: pgbench's TPC-B transaction as one procedure (`TpcbTxn`): an
-//!   account update and read, a teller and a branch update, a history
-//!   insert; scale factor `s` = `s` branches, `10 s` tellers, `100000 s`
-//!   accounts, keys uniform as in pgbench. Everything is partitioned by the
-//!   branch, and (as pgbench draws an account independently of the branch)
-//!   the account is taken from the branch's own range, so that the
-//!   transaction stays on one partition — the partitioning a JouleDB user
-//!   would choose.
+//! * `tpcb`: pgbench's TPC-B transaction as one procedure: an account
+//!   update and read, a teller and a branch update, a history insert;
+//!   scale factor `s` = `s` branches, `10 s` tellers, `100000 s` accounts.
+//!   Keys are drawn as pgbench draws them — branch, teller and account
+//!   each uniform over all of them, independently. Everything is
+//!   partitioned by branch: when the teller and the account belong to the
+//!   drawn branch (always at scale 1) the call is `TpcbTxn`, a
+//!   single-partition procedure; otherwise `TpcbTxnMp`, the same
+//!   statements as a multi-partition one. `--local-keys` draws the teller
+//!   and account within the branch instead (always single-partition: the
+//!   workload a JouleDB user would design).
 
 use joule_client::{BlockingClient, Response};
 use joule_common::{ErrorCode, Result, Value};
@@ -242,6 +245,8 @@ impl Workload for KeyValue {
 /// pgbench's TPC-B.
 pub struct Tpcb {
     scale: i64,
+    /// Teller and account from the drawn branch (always single-partition).
+    local_keys: bool,
     random: Stream,
 }
 
@@ -262,11 +267,18 @@ CREATE PROCEDURE TpcbTxn PARTITION ON TABLE pgbench_branches COLUMN bid PARAMETE
   UPDATE pgbench_branches SET bbalance = bbalance + ? WHERE bid = ?;
   INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (?, ?, ?, ?, NOW());
 END;
+CREATE PROCEDURE TpcbTxnMp AS BEGIN
+  UPDATE pgbench_accounts SET abalance = abalance + ? WHERE bid = ? AND aid = ?;
+  SELECT abalance FROM pgbench_accounts WHERE bid = ? AND aid = ?;
+  UPDATE pgbench_tellers SET tbalance = tbalance + ? WHERE bid = ? AND tid = ?;
+  UPDATE pgbench_branches SET bbalance = bbalance + ? WHERE bid = ?;
+  INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (?, ?, ?, ?, NOW());
+END;
 ";
 
 impl Tpcb {
-    pub fn new(scale: i64) -> Tpcb {
-        Tpcb { scale: scale.max(1), random: Stream::new(11) }
+    pub fn new(scale: i64, local_keys: bool) -> Tpcb {
+        Tpcb { scale: scale.max(1), local_keys, random: Stream::new(11) }
     }
 }
 
@@ -300,21 +312,25 @@ impl Workload for Tpcb {
 
     fn next_call(&self) -> (&'static str, Vec<Value>) {
         let bid = self.random.between(1, self.scale);
-        // pgbench: aid uniform over all accounts, tid over all tellers; here
-        // within the branch, so that the transaction is single-partition.
-        let aid = (bid - 1) * 100_000 + self.random.between(1, 100_000);
-        let tid = (bid - 1) * 10 + self.random.between(1, 10);
+        let (aid, tid) = if self.local_keys {
+            ((bid - 1) * 100_000 + self.random.between(1, 100_000), (bid - 1) * 10 + self.random.between(1, 10))
+        } else {
+            // As pgbench: each uniform over all of them.
+            (self.random.between(1, self.scale * 100_000), self.random.between(1, self.scale * 10))
+        };
+        let (account_branch, teller_branch) = ((aid - 1) / 100_000 + 1, (tid - 1) / 10 + 1);
         let delta = self.random.between(-5000, 5000);
         let v = Value::Integer;
-        // The statements' `?`s in order (parameter 1, the first bid, routes).
+        // The statements' `?`s in order: each row is addressed by its own
+        // branch (parameter 1 routes the single-partition procedure).
         let params = vec![
             v(delta),
-            v(bid),
+            v(account_branch),
             v(aid),
-            v(bid),
+            v(account_branch),
             v(aid),
             v(delta),
-            v(bid),
+            v(teller_branch),
             v(tid),
             v(delta),
             v(bid),
@@ -323,7 +339,11 @@ impl Workload for Tpcb {
             v(aid),
             v(delta),
         ];
-        ("TpcbTxn", params)
+        if account_branch == bid && teller_branch == bid {
+            ("TpcbTxn", params)
+        } else {
+            ("TpcbTxnMp", params)
+        }
     }
 }
 
@@ -348,14 +368,30 @@ mod tests {
     }
 
     #[test]
-    fn tpcb_calls_stay_in_their_branch() {
-        let t = Tpcb::new(3);
-        for _ in 0..1000 {
-            let (_, p) = t.next_call();
-            let n = |i: usize| if let Value::Integer(x) = p[i] { x } else { panic!() };
-            let (bid, aid, tid) = (n(1), n(2), n(7));
-            assert_eq!((aid - 1) / 100_000 + 1, bid);
-            assert_eq!((tid - 1) / 10 + 1, bid);
+    fn tpcb_draws_keys_as_pgbench_and_routes_by_branch() {
+        let n = |p: &[Value], i: usize| if let Value::Integer(x) = p[i] { x } else { panic!() };
+        // pgbench's draw: at scale 3, two in three accounts lie in another
+        // branch than the one drawn, and those calls are multi-partition.
+        let t = Tpcb::new(3, false);
+        let (mut single, mut multi) = (0, 0);
+        for _ in 0..3000 {
+            let (name, p) = t.next_call();
+            let (bid, aid, tid) = (n(&p, 9), n(&p, 2), n(&p, 7));
+            assert!((1..=3).contains(&bid) && (1..=300_000).contains(&aid) && (1..=30).contains(&tid));
+            let local = (aid - 1) / 100_000 + 1 == bid && (tid - 1) / 10 + 1 == bid;
+            assert_eq!(name, if local { "TpcbTxn" } else { "TpcbTxnMp" });
+            if local {
+                single += 1
+            } else {
+                multi += 1
+            }
+        }
+        assert!(single > 200 && multi > 2000, "{single} single, {multi} multi");
+        // Scale 1 and --local-keys: always single-partition.
+        for t in [Tpcb::new(1, false), Tpcb::new(3, true)] {
+            for _ in 0..500 {
+                assert_eq!(t.next_call().0, "TpcbTxn");
+            }
         }
     }
 }

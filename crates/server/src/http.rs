@@ -74,7 +74,7 @@ async fn console_page() -> HttpResponse {
 }
 
 async fn console_stats(State(ctx): State<Arc<ServerContext>>) -> HttpResponse {
-    match tokio::task::spawn_blocking(move || crate::stats::console_json(&ctx)).await {
+    match tokio::task::spawn_blocking(move || crate::metrics::console_json(&ctx)).await {
         Ok(v) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "statistics failed").into_response(),
     }
@@ -82,7 +82,7 @@ async fn console_stats(State(ctx): State<Arc<ServerContext>>) -> HttpResponse {
 
 /// `/metrics`: Prometheus text, gathered off the I/O threads.
 async fn metrics(State(ctx): State<Arc<ServerContext>>) -> HttpResponse {
-    match tokio::task::spawn_blocking(move || crate::stats::prometheus(&ctx)).await {
+    match tokio::task::spawn_blocking(move || crate::metrics::prometheus(&ctx)).await {
         Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics failed").into_response(),
     }

@@ -20,6 +20,7 @@ mod connection;
 pub mod convert;
 mod durable;
 mod http;
+mod metrics;
 mod stats;
 
 use joule_common::{err, Error, Result};

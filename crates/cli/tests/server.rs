@@ -673,3 +673,58 @@ fn statistics_selectors_deltas_and_prometheus_metrics() {
         assert!(text.contains(family), "{family} in\n{text}");
     }
 }
+
+/// Large answers written in pieces to a client that reads slowly, while
+/// small answers (each the only call in flight, so written directly when
+/// the writer is idle) keep arriving: every frame must come out whole.
+#[test]
+fn answers_never_interleave_on_a_connection() {
+    let node = start(&[]);
+    let mut c = Conn::open(node.client);
+    let ddl =
+        "CREATE TABLE wide (id INTEGER NOT NULL PRIMARY KEY, pad VARCHAR(1000)); PARTITION TABLE wide ON COLUMN id";
+    assert_eq!(c.call("@AdHoc", vec![s(ddl)]).status, 1);
+    let pad = "p".repeat(1000);
+    for id in 0..2000 {
+        assert_eq!(c.call("WIDE.insert", vec![Value::Integer(id), s(&pad)]).status, 1);
+    }
+    // A reader that drains the socket in small, slow pieces.
+    let mut rd = c.0.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut frames = Vec::new();
+        while frames.len() < 60 {
+            let n = rd.read(&mut chunk).expect("read");
+            assert!(n > 0, "the server closed the connection");
+            bytes.extend_from_slice(&chunk[..n]);
+            while bytes.len() >= 4 {
+                let len = payload_len([bytes[0], bytes[1], bytes[2], bytes[3]], 1 << 30).expect("a frame length");
+                if bytes.len() < 4 + len {
+                    break;
+                }
+                let frame: Vec<u8> = bytes.drain(..4 + len).skip(4).collect();
+                frames.push(ClientResponse::decode(&frame).expect("a whole, well-formed answer"));
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        frames
+    });
+    // 10 large multi-partition reads, each followed by 5 small
+    // single-partition calls sent one at a time while it is being written.
+    let mut h = 0;
+    for _ in 0..10 {
+        h += 1;
+        c.invoke(h, "@AdHoc", vec![s("SELECT id, pad FROM wide")]);
+        for k in 0..5 {
+            std::thread::sleep(Duration::from_millis(3));
+            h += 1;
+            c.invoke(h, "WIDE.select", vec![Value::Integer(k)]);
+        }
+    }
+    let frames = reader.join().unwrap();
+    assert_eq!(frames.len(), 60);
+    assert!(frames.iter().all(|r| r.status == 1));
+    let big = frames.iter().filter(|r| r.tables.first().is_some_and(|t| t.rows.len() == 2000)).count();
+    assert_eq!(big, 10);
+}

@@ -20,6 +20,9 @@ pub struct SyncConnection {
     next_handle: i64,
     max_message_bytes: usize,
     buf: Vec<u8>,
+    /// An I/O or framing error happened: the stream may be mid-frame, so
+    /// the connection is not used again.
+    broken: bool,
 }
 
 impl SyncConnection {
@@ -36,6 +39,7 @@ impl SyncConnection {
             next_handle: 1,
             max_message_bytes: options.max_message_bytes,
             buf: Vec::with_capacity(1024),
+            broken: false,
         };
         let login = Login {
             version: 1,
@@ -69,6 +73,9 @@ impl SyncConnection {
     /// Invoke a procedure and wait for its answer; the server's error if it
     /// failed.
     pub fn call(&mut self, procedure: &str, params: Vec<Value>) -> Result<Response> {
+        if self.broken {
+            return Err(err!(Unavailable, "the connection failed earlier; open a new one"));
+        }
         let handle = self.next_handle;
         self.next_handle += 1;
         let inv = Invocation {
@@ -78,14 +85,22 @@ impl SyncConnection {
             batch_timeout_ms: None,
             params: params.into_iter().map(Param::Value).collect(),
         };
-        self.send(&inv.encode()?)?;
-        loop {
-            let r = ClientResponse::decode(&self.receive()?)?;
-            // Anything else is an answer to a call that timed out earlier.
-            if r.client_handle == handle {
-                return into_response(r);
+        let payload = inv.encode()?;
+        // From here a failure may leave the stream between frames: the
+        // connection is not used again.
+        let answer = self.send(&payload).and_then(|_| self.receive()).and_then(|p| ClientResponse::decode(&p));
+        let r = match answer {
+            Ok(r) if r.client_handle == handle => r,
+            Ok(r) => {
+                self.broken = true;
+                return Err(err!(ProtocolError, "an answer for call {} arrived for call {handle}", r.client_handle));
             }
-        }
+            Err(e) => {
+                self.broken = true;
+                return Err(e);
+            }
+        };
+        into_response(r)
     }
 
     /// `@AdHoc`: run SQL with `?`s bound to `params` in order.

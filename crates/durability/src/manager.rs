@@ -62,6 +62,9 @@ pub struct Snapshots {
     running: AtomicU64,
     tokens: AtomicU64,
     history: Mutex<VecDeque<SnapshotStatus>>,
+    /// Snapshots finished since start: succeeded, failed.
+    succeeded: AtomicU64,
+    failed: AtomicU64,
 }
 
 fn now_millis() -> u64 {
@@ -81,6 +84,8 @@ impl Snapshots {
             running: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
             history: Mutex::default(),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         })
     }
 
@@ -116,7 +121,16 @@ impl Snapshots {
         client.snapshot(job, handle, guard);
     }
 
+    /// Snapshots finished since start: (succeeded, failed).
+    pub fn totals(&self) -> (u64, u64) {
+        (self.succeeded.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+
     fn finish(&self, token: u64, status: SnapshotStatus) {
+        match status.error {
+            None => self.succeeded.fetch_add(1, Ordering::Relaxed),
+            Some(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         if h.len() == HISTORY {
             h.pop_front();

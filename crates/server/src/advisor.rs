@@ -99,7 +99,15 @@ fn statement_plan(kind: &PlannedKind) -> Option<&Plan> {
 fn partition_procedures(e: &Evidence<'_>) -> Vec<Advice> {
     let mut out = Vec::new();
     for p in &e.procedures {
-        if p.routing.is_some() || p.name.contains('.') || p.name.starts_with('@') || p.statements.is_empty() {
+        // Statement procedures only: a native procedure's statements take
+        // parameters of their own, not the procedure's.
+        let statements_only = matches!(p.code, joule_txn::compile::ProcedureCode::Statements);
+        if p.routing.is_some()
+            || !statements_only
+            || p.name.contains('.')
+            || p.name.starts_with('@')
+            || p.statements.is_empty()
+        {
             continue;
         }
         let (_, mp_calls) = e.calls.get(&p.name).copied().unwrap_or_default();
@@ -293,7 +301,12 @@ pub(crate) fn for_node(ctx: &crate::ServerContext) -> Vec<Advice> {
             }
         }
         if let Some(partition) = s.partition {
-            per_partition.push(s.procedures.values().map(|p| p.invocations).sum());
+            // By partition id (a site that did not answer leaves a zero).
+            let p = partition as usize;
+            if per_partition.len() <= p {
+                per_partition.resize(p + 1, 0);
+            }
+            per_partition[p] = s.procedures.values().map(|p| p.invocations).sum();
             for t in &s.tables {
                 if t.partitioned || partition == 0 {
                     *table_rows.entry(t.name.clone()).or_default() += t.rows;

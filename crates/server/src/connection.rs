@@ -47,9 +47,12 @@ struct WriteState {
     written: Notify,
     /// True while the writer task has nothing queued and is not writing:
     /// then an answer may be written straight to the socket by whoever
-    /// produced it (a site), saving the writer task's wake-up. Taken while
-    /// writing directly, so writes never interleave.
+    /// produced it (a site), saving the writer task's wake-up. Held while
+    /// writing directly, and set false by every queueing, so a direct write
+    /// never lands inside a frame the writer is writing.
     idle: std::sync::Mutex<bool>,
+    /// The writer has stopped (the socket failed): nothing will be written.
+    closed: std::sync::atomic::AtomicBool,
     /// The socket's write half, shared by the writer task and direct writes.
     socket: OwnedWriteHalf,
     stats: Arc<ConnectionStats>,
@@ -82,7 +85,11 @@ struct Registered<'a>(&'a ServerContext, i64);
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.0.connections.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+        let gone = self.0.connections.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+        if let Some((stats, _)) = gone {
+            self.0.closed_bytes[0].fetch_add(stats.bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.0.closed_bytes[1].fetch_add(stats.bytes_written.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 }
 
@@ -114,11 +121,16 @@ impl ConnectionSink {
                 // WouldBlock (or an error the writer will meet too).
                 Err(_) => {}
             }
-            *idle = false;
         }
-        w.unwritten.fetch_add(buf.len(), Ordering::Relaxed);
+        // Whatever is queued, the writer writes next: no direct write until
+        // it has drained the queue.
+        *idle = false;
+        let len = buf.len();
+        w.unwritten.fetch_add(len, Ordering::Relaxed);
         // The connection may be gone; then nobody waits for this answer.
-        let _ = self.out.send(buf);
+        if self.out.send(buf).is_err() {
+            w.unwritten.fetch_sub(len, Ordering::Relaxed);
+        }
     }
 }
 
@@ -237,6 +249,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
         unwritten: AtomicUsize::new(0),
         written: Notify::new(),
         idle: std::sync::Mutex::new(true),
+        closed: std::sync::atomic::AtomicBool::new(false),
         socket: wr,
         stats: stats.clone(),
     });
@@ -269,6 +282,13 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             writer_state.unwritten.fetch_sub(buf.len(), Ordering::Relaxed);
             writer_state.written.notify_one();
             if !ok {
+                // Nothing more will be written: stop counting, wake the reader.
+                writer_state.closed.store(true, Ordering::SeqCst);
+                rx.close();
+                while let Ok(lost) = rx.try_recv() {
+                    writer_state.unwritten.fetch_sub(lost.len(), Ordering::Relaxed);
+                }
+                writer_state.written.notify_one();
                 break;
             }
             // Nothing more queued: answers may go straight to the socket.
@@ -285,6 +305,9 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
         // A client that does not read its answers: stop reading its
         // requests until the writer catches up.
         while writes.unwritten.load(Ordering::Relaxed) > MAX_UNWRITTEN_BYTES {
+            if writes.closed.load(Ordering::SeqCst) {
+                break 'serve;
+            }
             tokio::select! {
                 _ = writes.written.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}

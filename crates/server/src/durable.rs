@@ -17,6 +17,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// System procedures running on threads of their own, at most.
+const MAX_SYSPROC_THREADS: usize = 8;
+
 /// Whether `name` is one of the procedures this module answers.
 pub(crate) fn handles(name: &str) -> bool {
     matches!(
@@ -77,8 +80,18 @@ pub(crate) fn invoke(
             }
         }
         _ => {
-            // File work off the I/O threads.
+            // File and statistics work off the I/O threads, a few at a time.
+            if ctx.sysproc_threads.fetch_add(1, Ordering::SeqCst) >= MAX_SYSPROC_THREADS {
+                ctx.sysproc_threads.fetch_sub(1, Ordering::SeqCst);
+                let e = err!(
+                    Unavailable,
+                    "server unavailable: {MAX_SYSPROC_THREADS} system procedures are running already"
+                );
+                return sink.deliver(handle, failure(e));
+            }
             let (ctx, name) = (ctx.clone(), name.to_string());
+            let fallback = sink.clone();
+            let running = ctx.clone();
             let spawned = std::thread::Builder::new().name("joule-sysproc".into()).spawn(move || {
                 let mut client = ctx.host.client();
                 let result = match name.as_str() {
@@ -106,10 +119,13 @@ pub(crate) fn invoke(
                     "@Advise" => Ok(vec![crate::advisor::advice_table(&crate::advisor::for_node(&ctx))]),
                     _ => Err(err!(UndefinedProcedure, "system procedure {name} was not found")),
                 };
+                ctx.sysproc_threads.fetch_sub(1, Ordering::SeqCst);
                 sink.deliver(handle, result.map_or_else(failure, Response::answered));
             });
             if let Err(e) = spawned {
-                eprintln!("joule: cannot start a thread for a system procedure: {e}");
+                running.sysproc_threads.fetch_sub(1, Ordering::SeqCst);
+                fallback
+                    .deliver(handle, failure(err!(Unavailable, "cannot start a thread for a system procedure: {e}")));
             }
         }
     }

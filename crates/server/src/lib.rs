@@ -122,6 +122,13 @@ pub(crate) struct ServerContext {
     pub connections: std::sync::Mutex<ConnectionRegistry>,
     /// What `@Statistics` remembers between calls (deltas, CPU time).
     pub stats_memory: std::sync::Mutex<stats::Memory>,
+    /// Serializes `@Statistics` calls (see `stats.rs`).
+    pub stats_serial: std::sync::Mutex<()>,
+    /// System procedures running on threads of their own now.
+    pub sysproc_threads: std::sync::atomic::AtomicUsize,
+    /// Bytes read from and written to connections that have closed (open
+    /// ones count their own), so that the totals only grow.
+    pub closed_bytes: [AtomicU64; 2],
     /// The event log the console shows: (Unix ms, what happened).
     pub events: std::sync::Mutex<std::collections::VecDeque<(i64, String)>>,
     pub next_connection: AtomicU64,
@@ -246,6 +253,9 @@ impl Server {
             connections: Default::default(),
             stats_memory: Default::default(),
             events: Default::default(),
+            sysproc_threads: Default::default(),
+            stats_serial: Default::default(),
+            closed_bytes: Default::default(),
             next_connection: AtomicU64::new(1),
             started_millis,
             started: std::time::Instant::now(),

@@ -107,17 +107,18 @@ pub(crate) fn prometheus(ctx: &ServerContext) -> String {
         ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(s, _)| s.clone()).collect::<Vec<_>>();
     add("joule_connections", "gauge", "Open client connections.", vec![(String::new(), conns.len() as f64)]);
     let sum = |f: &dyn Fn(&crate::connection::ConnectionStats) -> u64| conns.iter().map(|c| f(c) as f64).sum::<f64>();
+    let closed = |i: usize| ctx.closed_bytes[i].load(Ordering::Relaxed) as f64;
     add(
         "joule_network_read_bytes_total",
         "counter",
-        "Bytes read from open connections.",
-        vec![(String::new(), sum(&|c| c.bytes_read.load(Ordering::Relaxed)))],
+        "Bytes read from client connections since start.",
+        vec![(String::new(), closed(0) + sum(&|c| c.bytes_read.load(Ordering::Relaxed)))],
     );
     add(
         "joule_network_written_bytes_total",
         "counter",
-        "Bytes written to open connections.",
-        vec![(String::new(), sum(&|c| c.bytes_written.load(Ordering::Relaxed)))],
+        "Bytes written to client connections since start.",
+        vec![(String::new(), closed(1) + sum(&|c| c.bytes_written.load(Ordering::Relaxed)))],
     );
     if let Some(w) = ctx.log.writer() {
         let s = w.stats();
@@ -146,15 +147,12 @@ pub(crate) fn prometheus(ctx: &ServerContext) -> String {
             vec![(String::new(), s.sync_micros.load(Ordering::Relaxed) as f64 / 1e6)],
         );
     }
-    let history = ctx.snapshots.history();
+    let (ok, failed) = ctx.snapshots.totals();
     add(
         "joule_snapshots_total",
         "counter",
-        "Snapshots finished since start (kept in the recent history), by result.",
-        vec![
-            ("{result=\"success\"}".into(), history.iter().filter(|s| s.error.is_none()).count() as f64),
-            ("{result=\"failure\"}".into(), history.iter().filter(|s| s.error.is_some()).count() as f64),
-        ],
+        "Snapshots finished since start, by result.",
+        vec![("{result=\"success\"}".into(), ok as f64), ("{result=\"failure\"}".into(), failed as f64)],
     );
     for Family { name, kind, help, samples } in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -303,6 +301,6 @@ pub(crate) fn console_json(ctx: &ServerContext) -> serde_json::Value {
             "pause_us": s.max_pause_micros,
         })).collect::<Vec<_>>(),
         "events": events.iter().rev().take(50).map(|(t, text)| json!({"time_ms": t, "text": text})).collect::<Vec<_>>(),
-        "host": { "rss": rss, "cpu_percent": cpu_percent(ctx) },
+        "host": { "rss": rss, "cpu_percent": cpu_percent(ctx, "console") },
     })
 }

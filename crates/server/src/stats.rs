@@ -50,7 +50,8 @@ pub(crate) struct Memory {
     /// The latency histogram at the last LATENCY call, and when.
     latency: Option<(Histogram<u64>, Instant)>,
     /// Process CPU time at the last CPU call, and when.
-    cpu: Option<(Duration, Instant)>,
+    /// Per reader (`CPU`, `MANAGEMENT`, the console): CPU time and when.
+    cpu: HashMap<&'static str, (Duration, Instant)>,
     /// Per selector: connection byte/message counters at its last delta call.
     io: HashMap<String, HashMap<i64, [u64; 4]>>,
     /// The latency histogram at the console's last poll.
@@ -91,6 +92,9 @@ pub(crate) fn sites(ctx: &ServerContext) -> Vec<SiteStats> {
 
 /// `@Statistics(selector, delta)`.
 pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Result<Vec<ResultTable>> {
+    // One call at a time: a delta's baseline is taken from the same figures
+    // the call reports, never overtaken by a concurrent call's.
+    let _serial = ctx.stats_serial.lock().unwrap_or_else(|e| e.into_inner());
     let selector = selector.to_ascii_uppercase();
     Ok(match selector.as_str() {
         "PROCEDURE" => vec![procedure(ctx, &sites(ctx), delta, &selector)],
@@ -100,7 +104,7 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
         "INDEX" => vec![indexes(&sites(ctx))],
         "MEMORY" => vec![memory(&sites(ctx))],
         "CPU" => vec![cpu(ctx)],
-        "IOSTATS" => vec![iostats(ctx, delta)],
+        "IOSTATS" => vec![iostats(ctx, delta, "IOSTATS")],
         "LIVECLIENTS" => vec![live_clients(ctx)],
         "LATENCY" => vec![latency(ctx, &sites(ctx))],
         "LATENCY_HISTOGRAM" => vec![latency_histogram(&sites(ctx))?],
@@ -120,7 +124,7 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
                 cpu(ctx),
                 initiator(ctx, &s, delta, "MANAGEMENT"),
                 procedure(ctx, &s, delta, "MANAGEMENT"),
-                iostats(ctx, delta),
+                iostats(ctx, delta, "MANAGEMENT"),
                 tables(&s),
                 indexes(&s),
                 starvation(&s),
@@ -158,7 +162,10 @@ fn procedure_counts(
             (*p, n.clone(), d)
         })
         .collect();
-    *last = now.into_iter().map(|(p, n, st)| ((p, n), st)).collect();
+    // Merged, not replaced: a site that did not answer keeps its baseline.
+    for (p, n, st) in now {
+        last.insert((p, n), st);
+    }
     out
 }
 
@@ -204,10 +211,10 @@ fn procedure(ctx: &ServerContext, sites: &[SiteStats], delta: bool, selector: &s
                     int(s.min_exec_nanos),
                     int(s.max_exec_nanos),
                     int(s.exec_nanos / n),
-                    int(0),
+                    int(s.min_result_bytes),
                     int(s.max_result_bytes),
                     int(s.result_bytes / n),
-                    int(0),
+                    int(s.min_param_bytes),
                     int(s.max_param_bytes),
                     int(s.param_bytes / n),
                     int(s.aborts),
@@ -434,7 +441,7 @@ fn memory(sites: &[SiteStats]) -> ResultTable {
     for t in all {
         data += t.bytes;
         tuples += t.rows;
-        index += t.indexes.iter().map(|i| i.1 * 48).sum::<u64>();
+        index += t.index_bytes;
     }
     // Memory figures in KiB, as VoltDB reports them.
     let row = [
@@ -472,11 +479,10 @@ pub(crate) fn process_cpu() -> Duration {
 }
 
 /// Percent of all cores this process used since the previous call.
-pub(crate) fn cpu_percent(ctx: &ServerContext) -> i64 {
+pub(crate) fn cpu_percent(ctx: &ServerContext, reader: &'static str) -> i64 {
     let now = (process_cpu(), Instant::now());
     let mut memory = ctx.stats_memory.lock().unwrap_or_else(|e| e.into_inner());
-    let (cpu0, t0) = memory.cpu.unwrap_or((Duration::ZERO, ctx.started));
-    memory.cpu = Some(now);
+    let (cpu0, t0) = memory.cpu.insert(reader, now).unwrap_or((Duration::ZERO, ctx.started));
     let wall = now.1.duration_since(t0).as_secs_f64();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if wall <= 0.0 {
@@ -486,11 +492,11 @@ pub(crate) fn cpu_percent(ctx: &ServerContext) -> i64 {
 }
 
 fn cpu(ctx: &ServerContext) -> ResultTable {
-    let row = [host_cells(), vec![Value::Integer(cpu_percent(ctx))]].concat();
+    let row = [host_cells(), vec![Value::Integer(cpu_percent(ctx, "CPU"))]].concat();
     table(&with_host(&[("PERCENT_USED", DataType::BigInt)]), vec![row])
 }
 
-fn iostats(ctx: &ServerContext, delta: bool) -> ResultTable {
+fn iostats(ctx: &ServerContext, delta: bool, reader: &str) -> ResultTable {
     use DataType::*;
     let columns = with_host(&[
         ("CONNECTION_ID", BigInt),
@@ -503,7 +509,7 @@ fn iostats(ctx: &ServerContext, delta: bool) -> ResultTable {
     let conns: Vec<_> =
         ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(s, _)| s.clone()).collect();
     let mut memory = ctx.stats_memory.lock().unwrap_or_else(|e| e.into_inner());
-    let last = memory.io.entry("IOSTATS".into()).or_default();
+    let last = memory.io.entry(reader.into()).or_default();
     let mut rows = Vec::new();
     let mut now = HashMap::new();
     for c in conns {

@@ -113,6 +113,7 @@ impl Coordinator {
     }
 
     fn run_txn(&mut self, task: MpTask) {
+        let started = std::time::Instant::now();
         let ids = match task.replay {
             Some(ids) => {
                 self.ids.observe(ids);
@@ -227,7 +228,7 @@ impl Coordinator {
         };
         let result_bytes = crate::stats::values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
         self.counters.procedure(name).record(
-            task.accepted.elapsed(),
+            started.elapsed(),
             crate::site::outcome_of(&response),
             crate::stats::values_bytes(task.params.iter()),
             result_bytes,

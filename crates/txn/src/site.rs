@@ -437,10 +437,12 @@ impl Site {
                     .enumerate()
                     .map(|(i, ix)| (ix.name.clone(), t.index_key_count(i).unwrap_or(0) as u64, ix.unique))
                     .collect();
+                let (bytes, index_bytes) = t.memory_estimate();
                 Some(TableStats {
                     name: def.qualified_name(),
                     rows: t.len() as u64,
-                    bytes: t.memory_bytes() as u64,
+                    bytes: bytes as u64,
+                    index_bytes: index_bytes as u64,
                     partitioned: catalog.is_partitioned(def),
                     view: def.view.is_some(),
                     indexes,

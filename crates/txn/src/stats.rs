@@ -30,20 +30,25 @@ pub struct ProcedureStats {
     pub exec_nanos: u64,
     pub min_exec_nanos: u64,
     pub max_exec_nanos: u64,
-    /// Result bytes (an estimate of the answer's size), total and largest.
+    /// Result bytes (an estimate of the answer's size): total, smallest, largest.
     pub result_bytes: u64,
+    pub min_result_bytes: u64,
     pub max_result_bytes: u64,
-    /// Parameter bytes (an estimate), total and largest.
+    /// Parameter bytes (an estimate): total, smallest, largest.
     pub param_bytes: u64,
+    pub min_param_bytes: u64,
     pub max_param_bytes: u64,
 }
 
 impl ProcedureStats {
     pub fn record(&mut self, exec: Duration, outcome: Outcome, param_bytes: u64, result_bytes: u64) {
         let nanos = exec.as_nanos() as u64;
-        if self.invocations == 0 || nanos < self.min_exec_nanos {
-            self.min_exec_nanos = nanos;
+        if self.invocations == 0 {
+            (self.min_exec_nanos, self.min_param_bytes, self.min_result_bytes) = (nanos, param_bytes, result_bytes);
         }
+        self.min_exec_nanos = self.min_exec_nanos.min(nanos);
+        self.min_param_bytes = self.min_param_bytes.min(param_bytes);
+        self.min_result_bytes = self.min_result_bytes.min(result_bytes);
         self.invocations += 1;
         self.exec_nanos += nanos;
         self.max_exec_nanos = self.max_exec_nanos.max(nanos);
@@ -86,8 +91,9 @@ pub enum Outcome {
 pub struct TableStats {
     pub name: String,
     pub rows: u64,
-    /// Estimated bytes of its rows.
+    /// Estimated bytes of its rows (sampled) and of its indexes.
     pub bytes: u64,
+    pub index_bytes: u64,
     pub partitioned: bool,
     pub view: bool,
     /// (index name, entries, unique).

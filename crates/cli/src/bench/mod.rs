@@ -16,7 +16,8 @@
 //! A progress bar runs on a terminal; a line every `--report-every`
 //! seconds gives the figures so far; at the end, a report (or with
 //! `--json`, one JSON object: `tps`, `latency_ms` with `p50`, `p95`,
-//! `p99`, `p999`, `max`, `calls`, `errors` by status).
+//! `p99`, `p999`, `max`, `calls`, `errors` by status). TPS and latency
+//! count successful calls only; failures are counted by status.
 
 mod workloads;
 
@@ -95,15 +96,21 @@ struct Tally {
 }
 
 impl Tally {
+    /// Count a finished call: successes give TPS and latency; failures are
+    /// counted by status only (a fast "unavailable" must not look fast).
     fn record(&self, micros: u64, result: &joule_common::Result<joule_client::Response>) {
         if !self.measuring.load(Ordering::Relaxed) {
             return;
         }
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let _ = self.latency.lock().unwrap_or_else(|e| e.into_inner()).record(micros.max(1));
-        if let Err(e) = result {
-            let key = format!("J{} {:?}", e.code().number(), e.code());
-            *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+        match result {
+            Ok(_) => {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                let _ = self.latency.lock().unwrap_or_else(|e| e.into_inner()).record(micros.max(1));
+            }
+            Err(e) => {
+                let key = format!("J{} {:?}", e.code().number(), e.code());
+                *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+            }
         }
     }
 }
@@ -219,6 +226,14 @@ fn start_drivers(
                     let t = Instant::now();
                     let r = connection.call(procedure, params);
                     tally.record(t.elapsed().as_micros() as u64, &r);
+                    if r.as_ref().is_err_and(|e| e.code() == joule_common::ErrorCode::Unavailable) {
+                        // The connection is gone (or the server refuses): stop this thread.
+                        eprintln!(
+                            "joule bench: a connection stopped: {}",
+                            r.err().map(|e| e.to_string()).unwrap_or_default()
+                        );
+                        break;
+                    }
                 }
             }));
         }

@@ -244,6 +244,14 @@ impl Slab {
         self.rows.freeze()
     }
 
+    /// Like [`Slab::memory_bytes`] but from a sample of at most 256 rows,
+    /// so that it costs the same for any table size (for statistics).
+    pub(crate) fn memory_estimate(&self) -> usize {
+        let sample: Vec<usize> = self.iter().take(256).map(|(_, r)| row_heap_bytes(r)).collect();
+        let per_row = if sample.is_empty() { 0 } else { sample.iter().sum::<usize>() / sample.len() };
+        self.rows.capacity() * size_of::<Option<Row>>() + self.free.len() * 2 * size_of::<RowId>() + per_row * self.live
+    }
+
     /// A rough estimate of the heap memory the rows use.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.rows.capacity() * size_of::<Option<Row>>()

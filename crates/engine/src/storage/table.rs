@@ -289,6 +289,13 @@ impl Table {
     }
 
     /// A rough estimate of the memory this table uses (rows and indexes).
+    /// Estimated bytes of the rows (sampled, so cheap for any size) and of
+    /// the indexes (about 48 bytes an entry): what statistics report.
+    pub fn memory_estimate(&self) -> (usize, usize) {
+        let index_entries: usize = (0..self.indexes.len()).filter_map(|i| self.index_key_count(i).ok()).sum();
+        (self.rows.memory_estimate(), index_entries * 48)
+    }
+
     pub fn memory_bytes(&self) -> usize {
         size_of::<Table>() + self.rows.memory_bytes() + self.indexes.iter().map(Index::memory_bytes).sum::<usize>()
     }

@@ -4,8 +4,7 @@
 use crate::Options;
 use joule_common::{err, Result};
 use joule_wire::frame::{payload_len, write_frame};
-use joule_wire::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, Param};
-use sha2::Digest;
+use joule_wire::{ClientResponse, Invocation, LoginResponse, Param};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -68,13 +67,7 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let (rd, mut wr) = stream.into_split();
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
-        let login = Login {
-            version: 1,
-            scheme: HashScheme::Sha256,
-            service: "database".into(),
-            user: options.user.clone(),
-            password_hash: sha2::Sha256::digest(options.password.as_bytes()).to_vec(),
-        };
+        let login = crate::login_message(options);
         let mut buf = Vec::new();
         write_frame(&mut buf, &login.encode());
         wr.write_all(&buf).await.map_err(|e| err!(Unavailable, "cannot log in to {addr}: {e}"))?;

@@ -187,6 +187,18 @@ impl Client {
     }
 }
 
+/// The login a connection sends: version 1, SHA-256 of the password.
+fn login_message(options: &Options) -> joule_wire::Login {
+    use sha2::Digest;
+    joule_wire::Login {
+        version: 1,
+        scheme: joule_wire::HashScheme::Sha256,
+        service: "database".into(),
+        user: options.user.clone(),
+        password_hash: sha2::Sha256::digest(options.password.as_bytes()).to_vec(),
+    }
+}
+
 fn into_response(r: ClientResponse) -> Result<Response> {
     if r.status == 1 {
         return Ok(Response { app_status: r.app_status, app_status_string: r.app_status_string, tables: r.tables });

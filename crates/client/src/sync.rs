@@ -7,8 +7,7 @@
 use crate::{into_response, Options, Response};
 use joule_common::{err, Result, Value};
 use joule_wire::frame::{payload_len, write_frame};
-use joule_wire::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, Param};
-use sha2::Digest;
+use joule_wire::{ClientResponse, Invocation, LoginResponse, Param};
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 
@@ -41,13 +40,7 @@ impl SyncConnection {
             buf: Vec::with_capacity(1024),
             broken: false,
         };
-        let login = Login {
-            version: 1,
-            scheme: HashScheme::Sha256,
-            service: "database".into(),
-            user: options.user.clone(),
-            password_hash: sha2::Sha256::digest(options.password.as_bytes()).to_vec(),
-        };
+        let login = crate::login_message(options);
         c.send(&login.encode())?;
         let answer = LoginResponse::decode(&c.receive()?)?;
         if answer.result != 0 {

@@ -267,14 +267,10 @@ CREATE TABLE pgbench_accounts (aid INTEGER NOT NULL, bid INTEGER NOT NULL, abala
 PARTITION TABLE pgbench_accounts ON COLUMN bid;
 CREATE TABLE pgbench_history (tid INTEGER, bid INTEGER NOT NULL, aid INTEGER, delta INTEGER, mtime TIMESTAMP, filler VARCHAR(22));
 PARTITION TABLE pgbench_history ON COLUMN bid;
-CREATE PROCEDURE TpcbTxn PARTITION ON TABLE pgbench_branches COLUMN bid PARAMETER 1 AS BEGIN
-  UPDATE pgbench_accounts SET abalance = abalance + ? WHERE bid = ? AND aid = ?;
-  SELECT abalance FROM pgbench_accounts WHERE bid = ? AND aid = ?;
-  UPDATE pgbench_tellers SET tbalance = tbalance + ? WHERE bid = ? AND tid = ?;
-  UPDATE pgbench_branches SET bbalance = bbalance + ? WHERE bid = ?;
-  INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (?, ?, ?, ?, NOW());
-END;
-CREATE PROCEDURE TpcbTxnMp AS BEGIN
+";
+
+/// The transaction: the same statements single- and multi-partition.
+const TPCB_BODY: &str = "BEGIN
   UPDATE pgbench_accounts SET abalance = abalance + ? WHERE bid = ? AND aid = ?;
   SELECT abalance FROM pgbench_accounts WHERE bid = ? AND aid = ?;
   UPDATE pgbench_tellers SET tbalance = tbalance + ? WHERE bid = ? AND tid = ?;
@@ -296,7 +292,11 @@ impl Workload for Tpcb {
 
     fn setup(&self, client: &BlockingClient) -> Result<()> {
         if !has_table(client, "pgbench_branches")? {
-            client.execute(TPCB_DDL, vec![])?;
+            let procedures = format!(
+                "CREATE PROCEDURE TpcbTxn PARTITION ON TABLE pgbench_branches COLUMN bid PARAMETER 1 AS {TPCB_BODY}\n\
+                 CREATE PROCEDURE TpcbTxnMp AS {TPCB_BODY}"
+            );
+            client.execute(&format!("{TPCB_DDL}{procedures}"), vec![])?;
         }
         if count(client, "pgbench_accounts")? < self.scale * 100_000 {
             let s = self.scale;

@@ -83,18 +83,24 @@ impl Table {
     pub fn insert(&mut self, row: Row) -> Result<RowId> {
         let row = self.coerce_row(row)?;
         let id = self.next_id()?;
+        self.index_new_row(id, &row)?;
+        self.place(id, row)?;
+        Ok(id)
+    }
+
+    /// Enter a new row in every index, or (on a duplicate key) in none.
+    fn index_new_row(&mut self, id: RowId, row: &Row) -> Result<()> {
         for i in 0..self.indexes.len() {
-            if !self.indexes[i].try_insert(&row, id) {
+            if !self.indexes[i].try_insert(row, id) {
                 // A duplicate key: take the row out of the indexes it entered.
                 for index in &mut self.indexes[..i] {
-                    index.remove(&row, id);
+                    index.remove(row, id);
                 }
-                let key = self.indexes[i].key(&row);
+                let key = self.indexes[i].key(row);
                 return Err(self.unique_error(i, key));
             }
         }
-        self.place(id, row)?;
-        Ok(id)
+        Ok(())
     }
 
     /// Remove a row from the table and all indexes; returns it.
@@ -146,15 +152,7 @@ impl Table {
         if self.rows.is_occupied(id) {
             bail!(CorruptData, "row id {id} of table {} appears twice", self.def.name);
         }
-        for i in 0..self.indexes.len() {
-            if !self.indexes[i].try_insert(&row, id) {
-                for index in &mut self.indexes[..i] {
-                    index.remove(&row, id);
-                }
-                let key = self.indexes[i].key(&row);
-                return Err(self.unique_error(i, key));
-            }
-        }
+        self.index_new_row(id, &row)?;
         self.place(id, row)
     }
 

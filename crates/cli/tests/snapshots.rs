@@ -137,21 +137,29 @@ fn automatic_snapshots_truncate_the_log_and_keep_retain() {
     c.execute(SCHEMA, vec![]).unwrap();
     // Wide rows, so that the 1 MiB log segments fill and rotate.
     c.execute("CREATE TABLE wide (k BIGINT NOT NULL PRIMARY KEY, pad VARCHAR(2000))", vec![]).unwrap();
+    // Write until three automatic snapshots have completed and one of them
+    // truncated the first log segment (30 s at most: a loaded machine
+    // writes and snapshots more slowly).
     let started = std::time::Instant::now();
     let mut k = 0i64;
-    while started.elapsed() < std::time::Duration::from_millis(4500) {
-        c.call("KV.insert", vec![Value::Integer(k), Value::String(format!("v{k}")), Value::Integer(k % 7)]).unwrap();
-        c.call("WIDE.insert", vec![Value::Integer(k), Value::String("p".repeat(1500))]).unwrap();
-        k += 1;
+    let automatic = |c: &BlockingClient| {
+        let status = c.call("@Statistics", vec![Value::from("SNAPSHOTSTATUS"), Value::Integer(0)]).unwrap();
+        status.tables[0].rows.iter().filter(|r| r[14] == Value::from("AUTO") && r[13] == Value::from("SUCCESS")).count()
+    };
+    let first_segment = dir.path().join("log/0000000000000001.jlog");
+    while automatic(&c) < 3 || first_segment.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "three automatic snapshots and a truncation in 30 s"
+        );
+        for _ in 0..50 {
+            c.call("KV.insert", vec![Value::Integer(k), Value::String(format!("v{k}")), Value::Integer(k % 7)])
+                .unwrap();
+            c.call("WIDE.insert", vec![Value::Integer(k), Value::String("p".repeat(1500))]).unwrap();
+            k += 1;
+        }
     }
     let expected = summary(&c);
-    let status = c.call("@Statistics", vec![Value::from("SNAPSHOTSTATUS"), Value::Integer(0)]).unwrap();
-    let autos = status.tables[0]
-        .rows
-        .iter()
-        .filter(|r| r[14] == Value::from("AUTO") && r[13] == Value::from("SUCCESS"))
-        .count();
-    assert!(autos >= 3, "{autos} automatic snapshots in 4.5 s");
     drop(c);
     node.kill();
     let kept: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))

@@ -90,7 +90,7 @@ pub type FailureHook = Box<dyn Fn(&Error) + Send + Sync>;
 
 /// The command log: a handle to the writer thread.
 pub struct CommandLogWriter {
-    tx: Mutex<SyncSender<Entry>>,
+    tx: SyncSender<Entry>,
     /// The segment being written (see `CommandLog::current_segment`).
     current: Arc<AtomicU64>,
     mode: LogMode,
@@ -132,14 +132,7 @@ impl CommandLogWriter {
             .name("joule-cmdlog".into())
             .spawn(move || writer.run())
             .map_err(|e| err!(Internal, "cannot start the command log thread: {e}"))?;
-        Ok(CommandLogWriter {
-            tx: Mutex::new(tx),
-            current,
-            mode: config.mode,
-            failure,
-            stats,
-            thread: Mutex::new(Some(thread)),
-        })
+        Ok(CommandLogWriter { tx, current, mode: config.mode, failure, stats, thread: Mutex::new(Some(thread)) })
     }
 
     pub fn stats(&self) -> &Arc<LogStats> {
@@ -159,8 +152,7 @@ impl CommandLogWriter {
     /// transaction.
     #[allow(clippy::result_large_err)]
     fn send(&self, entry: Entry) -> std::result::Result<(), Entry> {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        tx.send(entry).map_err(|e| e.0)
+        self.tx.send(entry).map_err(|e| e.0)
     }
 
     /// The segment being written now.

@@ -282,6 +282,7 @@ impl Snapshots {
 }
 
 /// A snapshot request as the coordinator's target.
+#[derive(Clone)]
 struct SaveJob {
     snapshots: Arc<Snapshots>,
     root: PathBuf,
@@ -317,14 +318,7 @@ impl SnapshotTarget for SaveJob {
     fn frozen(&self, db: FrozenDatabase, answer: Answer) {
         let txn = db.ids.txn_id.0;
         let pause = db.partitions.iter().map(|p| p.pause_micros).max().unwrap_or(0);
-        let job = SaveJob {
-            snapshots: self.snapshots.clone(),
-            root: self.root.clone(),
-            nonce: self.nonce.clone(),
-            blocking: self.blocking,
-            automatic: self.automatic,
-            token: self.token,
-        };
+        let job = self.clone();
         let answer = if self.blocking {
             Some(answer)
         } else {

@@ -13,7 +13,7 @@ use crate::command_log::CommandLogWriter;
 use crate::segment::list_segments;
 use joule_common::{bail, err, Result};
 use joule_txn::logging::{Answer, CommandLog, LoggedTxn};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 /// The data directory format this build writes and reads.
@@ -169,9 +169,4 @@ impl CommandLog for AttachableLog {
     fn current_segment(&self) -> u64 {
         self.writer.get().map_or(0, |w| w.current_segment())
     }
-}
-
-/// Whether `path` exists and is a directory with nothing in it.
-pub fn is_empty_dir(path: &Path) -> bool {
-    std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(true)
 }

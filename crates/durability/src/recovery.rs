@@ -28,7 +28,6 @@ use joule_common::{bail, err, Result, Value};
 use joule_txn::{Client, Host, Invocation, Response, ResponseSink, TxnIds};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// What reading the log found.
@@ -158,14 +157,13 @@ pub fn replay_plan(records: Vec<LogRecord>, snapshot: u64) -> Vec<Step> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReplayStats {
     pub transactions: usize,
-    pub max_txn_id: u64,
 }
 
-/// Counts answers; keeps the first failure.
+/// Counts answers; keeps the first failure. The handle of each replayed
+/// invocation is its recorded transaction id.
 struct Tally {
-    state: Mutex<(usize, Option<(u64, String)>)>,
+    state: Mutex<(usize, Option<String>)>,
     done: Condvar,
-    seqs: Mutex<Vec<(u64, String)>>,
 }
 
 impl ResponseSink for Tally {
@@ -173,10 +171,7 @@ impl ResponseSink for Tally {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.0 += 1;
         if let Some(e) = response.error {
-            if s.1.is_none() {
-                let what = self.seqs.lock().unwrap_or_else(|e| e.into_inner()).get(handle as usize).cloned();
-                s.1 = Some((handle, format!("{} ({})", e, what.map(|w| w.1).unwrap_or_default())));
-            }
+            s.1.get_or_insert_with(|| format!("transaction {handle}: {e}"));
         }
         self.done.notify_all();
     }
@@ -188,9 +183,9 @@ impl ResponseSink for Tally {
 pub fn replay(host: &Host, steps: Vec<Step>) -> Result<ReplayStats> {
     let mut clients: HashMap<String, Client> = HashMap::new();
     let mut stats = ReplayStats::default();
-    let tally = Arc::new(Tally { state: Mutex::new((0, None)), done: Condvar::new(), seqs: Mutex::new(Vec::new()) });
+    let tally = Arc::new(Tally { state: Mutex::new((0, None)), done: Condvar::new() });
     let sink: Arc<dyn ResponseSink> = tally.clone();
-    let sent = AtomicUsize::new(0);
+    let mut sent = 0usize;
     for step in steps {
         let records = match step {
             Step::Single(records) => records,
@@ -198,7 +193,6 @@ pub fn replay(host: &Host, steps: Vec<Step>) -> Result<ReplayStats> {
         };
         for r in records {
             stats.transactions += 1;
-            stats.max_txn_id = stats.max_txn_id.max(r.ids.txn_id.0);
             if r.procedure == "@SnapshotRestore" {
                 replay_restore(host, &r)?;
                 continue;
@@ -208,22 +202,17 @@ pub fn replay(host: &Host, steps: Vec<Step>) -> Result<ReplayStats> {
                 c.use_database(&r.database);
                 c
             });
-            let handle = sent.fetch_add(1, Ordering::Relaxed) as u64;
-            tally
-                .seqs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((r.ids.txn_id.0, format!("txn {} {}", r.ids.txn_id.0, r.procedure)));
+            sent += 1;
+            let handle = r.ids.txn_id.0;
             let invocation = Invocation { procedure: r.procedure, params: r.params, replay: Some(r.ids) };
             client.invoke(invocation, handle, sink.clone());
         }
         // Wait for the step before the next one.
-        let want = sent.load(Ordering::Relaxed);
         let mut s = tally.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.0 < want {
+        while s.0 < sent {
             s = tally.done.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        if let Some((_, e)) = &s.1 {
+        if let Some(e) = &s.1 {
             bail!(
                 RecoveryFailed,
                 "replaying the command log failed: {e}. The log does not fit the snapshot it was replayed on; \

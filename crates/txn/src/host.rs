@@ -555,17 +555,14 @@ impl Client {
         if hashinator.ring().iter().any(|(_, p)| *p as usize >= self.shared.sites.len()) {
             return Response::failure(err!(InvalidArgument, "the hashinator names a partition this host lacks"), None);
         }
+        self.run_mp_and_wait(MpKind::SetHashinator(Arc::new(hashinator)))
+    }
+
+    /// Run one internal multi-partition transaction and wait for its answer.
+    fn run_mp_and_wait(&mut self, kind: MpKind) -> Response {
         let (tx, rx) = mpsc::sync_channel(1);
-        let kind = MpKind::SetHashinator(Arc::new(hashinator));
-        let accepted = Instant::now();
-        self.send_mp(MpTask {
-            kind,
-            params: Vec::new(),
-            sink: Arc::new(Waiter(tx)),
-            handle: 0,
-            replay: None,
-            accepted,
-        });
+        let sink = Arc::new(Waiter(tx));
+        self.send_mp(MpTask { kind, params: Vec::new(), sink, handle: 0, replay: None, accepted: Instant::now() });
         rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
     }
 
@@ -580,21 +577,13 @@ impl Client {
     /// transaction, each row on the partition that owns it; the command log
     /// records it as `log_as` (procedure, parameters) if given. Waits.
     pub fn load_rows(&mut self, tables: Vec<(String, Vec<Row>)>, log_as: Option<(String, Vec<Value>)>) -> Response {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let kind = MpKind::LoadRows { tables, log_as };
-        let sink = Arc::new(Waiter(tx));
-        self.send_mp(MpTask { kind, params: Vec::new(), sink, handle: 0, replay: None, accepted: Instant::now() });
-        rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
+        self.run_mp_and_wait(MpKind::LoadRows { tables, log_as })
     }
 
     /// Recovery: put each partition's rows at their row ids, in one
     /// multi-partition transaction (not logged). Waits.
     pub fn place_rows(&mut self, per_partition: Vec<crate::snapshot::PartitionRows>) -> Response {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let kind = MpKind::PlaceRows(per_partition);
-        let sink = Arc::new(Waiter(tx));
-        self.send_mp(MpTask { kind, params: Vec::new(), sink, handle: 0, replay: None, accepted: Instant::now() });
-        rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
+        self.run_mp_and_wait(MpKind::PlaceRows(per_partition))
     }
 
     /// Plan one ad hoc statement for multi-partition execution (cached).

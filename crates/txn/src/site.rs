@@ -262,7 +262,8 @@ impl Site {
         if task.replay.is_some() {
             return answer.deliver();
         }
-        let Some(log) = self.log.clone() else { return answer.deliver() };
+        // Borrows the `log` field only: the batch fields stay usable.
+        let Some(log) = self.log.as_deref() else { return answer.deliver() };
         if changed {
             let sql = adhoc_sql(&procedure);
             let txn = LoggedTxn {

@@ -27,6 +27,7 @@
 //! select the same rows (see [`int_probe`]).
 
 use super::key::{cmp_keys, HashKey, KeyRef, Probe, Tail, TreeKey};
+use super::sharded::ShardedHashMap;
 use super::RowId;
 use hashbrown::hash_map::EntryRef;
 use joule_common::{bail, err, Result, Value};
@@ -216,9 +217,9 @@ enum Map {
     Tree(BTreeMap<Vec<Value>, Posting>),
     /// A tree index on one integer column; NULL is `i64::MIN`.
     Int(BTreeMap<i64, Posting>),
-    Hash(hashbrown::HashMap<HashKey, Posting>),
+    Hash(ShardedHashMap<HashKey, Posting>),
     /// A hash index on one integer column; NULL is `i64::MIN`.
-    IntHash(hashbrown::HashMap<i64, Posting>),
+    IntHash(ShardedHashMap<i64, Posting>),
 }
 
 /// The stored integer key equal to a one-column key (`None`: no integer
@@ -373,8 +374,8 @@ impl Index {
         let map = match def.kind {
             IndexKind::Tree if one_integer_column => Map::Int(BTreeMap::new()),
             IndexKind::Tree => Map::Tree(BTreeMap::new()),
-            IndexKind::Hash if one_integer_column => Map::IntHash(hashbrown::HashMap::new()),
-            IndexKind::Hash => Map::Hash(hashbrown::HashMap::new()),
+            IndexKind::Hash if one_integer_column => Map::IntHash(ShardedHashMap::new()),
+            IndexKind::Hash => Map::Hash(ShardedHashMap::new()),
         };
         Index { columns, unique: def.unique || def.assume_unique || def.primary_key, contiguous, map }
     }
@@ -434,7 +435,7 @@ impl Index {
                 None => debug_assert!(false, "non-integer key in an integer index"),
             },
             Map::IntHash(m) => match stored_int(key) {
-                Some(k) => match m.entry(k) {
+                Some(k) => match m.shard_for_insert(&k).entry(k) {
                     hashbrown::hash_map::Entry::Occupied(e) if check && e.get().has_other(Some(id)) => return false,
                     hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(id),
                     hashbrown::hash_map::Entry::Vacant(e) => {
@@ -456,7 +457,7 @@ impl Index {
                     }
                 }
             }
-            Map::Hash(m) => match m.entry_ref(&key) {
+            Map::Hash(m) => match m.shard_for_insert(&key).entry_ref(&key) {
                 EntryRef::Occupied(e) if check && e.get().has_other(Some(id)) => return false,
                 EntryRef::Occupied(mut e) => e.get_mut().insert(id),
                 EntryRef::Vacant(e) => {

@@ -6,19 +6,22 @@
 //! nothing here locks, nothing is shared, and every structure is a plain
 //! single-threaded collection chosen for speed: rows in a slab addressed by
 //! [`RowId`] ([`Table`]), tree indexes in `BTreeMap`s, hash indexes in
-//! `hashbrown` maps. Iteration that can reach a user (scans, ordered index
+//! sharded `hashbrown` maps. Iteration that can reach a user (scans, ordered index
 //! scans, the table list) is deterministic, because replicas must produce
 //! identical results from identical inputs.
 //!
 //! * [`Table`] (`table.rs`): rows + indexes of one table, atomic mutations;
 //!   row coercion lives in `coerce.rs`, the slab in `slab.rs`.
-//! * `index.rs` / `key.rs`: index structures and allocation-free key lookups.
+//! * `index.rs` / `key.rs`: index structures and allocation-free key lookups;
+//!   `sharded.rs`: the hash indexes' map, which never rehashes more than a
+//!   small share of its entries at once.
 //! * [`UndoLog`] (`undo.rs`): inverse operations for rollback and savepoints.
 //! * [`Storage`] (here): every table of the partition, by [`TableId`].
 
 mod coerce;
 mod index;
 mod key;
+mod sharded;
 mod slab;
 mod table;
 mod undo;

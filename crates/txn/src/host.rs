@@ -137,6 +137,7 @@ impl Host {
                 log_since: None,
                 counters: crate::stats::SiteCounters::new(),
                 depths: shared.depths.clone(),
+                after_mp: false,
             };
             threads.push(spawn(format!("joule-site-{p}"), move || site.run())?);
         }

@@ -24,7 +24,8 @@ use crate::hashinator::Hashinator;
 use crate::ids::{IdGenerator, TxnIds};
 use crate::logging::{Answer, CommandLog, LoggedTxn};
 use crate::messages::{
-    recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, BETWEEN_TRANSACTIONS, IN_TRANSACTION,
+    recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, AFTER_MULTI_PARTITION, AFTER_SINGLE_PARTITION,
+    IN_TRANSACTION,
 };
 use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
 use crate::response::{Response, ResultTable};
@@ -122,6 +123,9 @@ pub(crate) struct Site {
     /// Per site: invocations sent to it and not yet taken (senders add,
     /// the site takes away).
     pub depths: Arc<[std::sync::atomic::AtomicU64]>,
+    /// The last transaction was multi-partition (another usually follows:
+    /// wait for it longer before sleeping).
+    pub after_mp: bool,
 }
 
 /// Hand the log what is batched once it is this large, holds this many
@@ -144,7 +148,8 @@ impl Site {
                     // Idle: what is batched goes to the log now.
                     self.flush_log();
                     let idle = std::time::Instant::now();
-                    let m = recv_soon(&self.inbox, BETWEEN_TRANSACTIONS);
+                    let patience = if self.after_mp { AFTER_MULTI_PARTITION } else { AFTER_SINGLE_PARTITION };
+                    let m = recv_soon(&self.inbox, patience);
                     self.counters.idle += idle.elapsed();
                     match m {
                         Ok(m) => m,
@@ -154,13 +159,17 @@ impl Site {
             };
             match msg {
                 SiteMsg::Sp(task) => {
+                    self.after_mp = false;
                     self.depths[self.partition as usize].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     self.run_sp(task)
                 }
                 SiteMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
-                SiteMsg::MpBegin(ids) => self.run_mp(ids),
+                SiteMsg::MpBegin(ids) => {
+                    self.after_mp = true;
+                    self.run_mp(ids)
+                }
                 SiteMsg::Shutdown => break,
             }
         }

@@ -300,6 +300,47 @@ fn flood(config: &str, bound: &str) {
     assert_eq!(other.call("@Ping", vec![]).status, 1);
 }
 
+/// `THP_enabled` from /proc (Linux): whether the kernel may back the
+/// process's memory with transparent huge pages.
+fn thp_enabled(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(|v| v.trim() == "1")
+}
+
+/// Threads of a process named `name` (Linux: /proc/PID/task/*/comm).
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.trim() == name)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn network_threads_and_transparent_huge_pages_follow_the_settings() {
+    let three = start(&["--network-threads", "3"]);
+    assert_eq!(threads_named(three.child.id(), "tokio-rt-worker"), 3);
+    let out = Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["start", "--network-threads", "0", "--client-port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--network-threads must be at least 1"));
+    let node = start(&[]);
+    let Some(enabled) = thp_enabled(node.child.id()) else {
+        eprintln!("this kernel does not report THP_enabled; nothing to check");
+        return;
+    };
+    assert!(!enabled, "a default node runs without transparent huge pages");
+    let system_allows =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|s| !s.contains("[never]"));
+    let with = start(&["--transparent-huge-pages"]);
+    assert_eq!(thp_enabled(with.child.id()), Some(system_allows), "--transparent-huge-pages leaves them to the kernel");
+}
+
 #[test]
 fn stops_on_sigterm() {
     let mut node = start(&[]);

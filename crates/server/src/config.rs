@@ -8,11 +8,13 @@
 //! http_port = 8080
 //! internal_port = 3021
 //! sites = 2                    # default: one per core
+//! network_threads = 1          # default: a quarter of the cores, at least one
 //! dir = "joule-data"
 //! schema = "schema.sql"        # DDL loaded at start
 //! max_message_bytes = 52428800
 //! max_outstanding_per_connection = 10000
 //! max_queued_requests = 100000
+//! transparent_huge_pages = false   # true: let the kernel use them (see docs/operations.md)
 //!
 //! [command_log]
 //! mode = "async"               # sync | async | off
@@ -44,11 +46,13 @@ struct FileConfig {
     http_port: Option<u16>,
     internal_port: Option<u16>,
     sites: Option<usize>,
+    network_threads: Option<usize>,
     dir: Option<PathBuf>,
     schema: Option<PathBuf>,
     max_message_bytes: Option<usize>,
     max_outstanding_per_connection: Option<usize>,
     max_queued_requests: Option<usize>,
+    transparent_huge_pages: Option<bool>,
     #[serde(default)]
     users: Vec<FileUser>,
     command_log: Option<FileCommandLog>,
@@ -143,6 +147,15 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
         }
         config.max_queued_requests = v;
     }
+    if let Some(v) = file.network_threads {
+        if !(1..=256).contains(&v) {
+            return Err(err!(InvalidArgument, "configuration: network_threads must be between 1 and 256"));
+        }
+        config.network_threads = v;
+    }
+    if let Some(v) = file.transparent_huge_pages {
+        config.transparent_huge_pages = v;
+    }
     if let Some(log) = file.command_log {
         let frequency = match log.frequency_ms {
             Some(0) => return Err(err!(InvalidArgument, "configuration: command_log.frequency_ms must be positive")),
@@ -211,6 +224,10 @@ mod tests {
         assert_eq!(c.command_log, None);
         apply_toml(&mut c, &mut o, "[snapshot]\nfrequency_s = 0\nretain = 3").unwrap();
         assert_eq!((c.snapshot_every, c.snapshot_retain), (None, 3));
+        assert!(!c.transparent_huge_pages);
+        apply_toml(&mut c, &mut o, "transparent_huge_pages = true\nnetwork_threads = 3").unwrap();
+        assert!(c.transparent_huge_pages);
+        assert_eq!(c.network_threads, 3);
         for bad in [
             "client_port = \"x\"",
             "nonsense = 1",
@@ -221,6 +238,8 @@ mod tests {
             "[command_log]\nmode = \"always\"",
             "[command_log]\nfrequency_ms = 0",
             "[snapshot]\nretain = 0",
+            "transparent_huge_pages = 1",
+            "network_threads = 0",
         ] {
             let e = apply_toml(&mut ServerConfig::default(), &mut OtherPorts::default(), bad).unwrap_err();
             assert_eq!(e.code(), joule_common::ErrorCode::InvalidArgument, "{bad}");

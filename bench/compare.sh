@@ -3,7 +3,9 @@
 #
 #   TPC-B:        pgbench (-M prepared) vs `joule bench tpcb`, at the same
 #                 scale and number of clients (each with one call
-#                 outstanding), once with relaxed durability
+#                 outstanding, driven by the same number of threads:
+#                 pgbench -c CLIENTS -j THREADS, joule bench --sync
+#                 --clients CLIENTS --threads THREADS), once with relaxed durability
 #                 (synchronous_commit=off vs the asynchronous command log)
 #                 and once with full durability (synchronous_commit=on vs
 #                 the synchronous command log);
@@ -13,10 +15,12 @@
 # loopback port in a throwaway directory, builds JouleDB in release mode,
 # and prints each pair and its ratio.
 #
-# Settings (environment): CLIENTS (16), SCALE (1), DURATION seconds (15).
+# Settings (environment): CLIENTS (16), THREADS (2), SCALE (1), DURATION
+# seconds (15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-16}
+THREADS=${THREADS:-2}
 SCALE=${SCALE:-1}
 DURATION=${DURATION:-15}
 
@@ -52,7 +56,7 @@ PG="-h 127.0.0.1 -p $PGPORT -U postgres"
 pgbench $PG -i -q -s "$SCALE" postgres >/dev/null 2>&1
 
 pgbench_tps() { # extra pgbench flags...
-  pgbench $PG -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$@" postgres 2>/dev/null \
+  pgbench $PG -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" "$@" postgres 2>/dev/null \
     | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | tail -1
 }
 PG_TPCB_OFF=$(PGOPTIONS='-c synchronous_commit=off' pgbench_tps)
@@ -69,7 +73,7 @@ start_joule() { # command-log mode
   JOULE_PORT=$(sed -n 's/.*client [0-9.]*:\([0-9]*\).*/\1/p' "$out")
 }
 joule_tps() { # workload args...
-  "$JOULE" bench "$@" --servers "127.0.0.1:$JOULE_PORT" --sync --threads "$CLIENTS" \
+  "$JOULE" bench "$@" --servers "127.0.0.1:$JOULE_PORT" --sync --clients "$CLIENTS" --threads "$THREADS" \
     --duration "$DURATION" --warmup 3 --json 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["tps"], 1))'
 }
 start_joule async
@@ -82,7 +86,7 @@ kill "$JOULE_PID"; wait "$JOULE_PID" 2>/dev/null || true
 JOULE_PID=
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}' if $2 else 'n/a')"; }
-echo "JouleDB vs PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'): $CLIENTS clients, scale $SCALE, ${DURATION} s each, $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "JouleDB vs PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'): $CLIENTS clients on $THREADS threads, scale $SCALE, ${DURATION} s each, $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC')"
 printf '%-44s %12s %12s %7s\n' "workload" "JouleDB TPS" "PG TPS" "ratio"
 printf '%-44s %12s %12s %7s\n' "TPC-B, relaxed (async log / sync_commit off)" "$J_TPCB_ASYNC" "$PG_TPCB_OFF" "$(ratio "$J_TPCB_ASYNC" "$PG_TPCB_OFF")"
 printf '%-44s %12s %12s %7s\n' "TPC-B, durable (sync log / sync_commit on)" "$J_TPCB_SYNC" "$PG_TPCB_ON" "$(ratio "$J_TPCB_SYNC" "$PG_TPCB_ON")"

@@ -26,6 +26,8 @@ fn every_workload_in_every_mode_reports_json() {
         vec!["voter"],
         vec!["kv", "--records", "2000", "--mix", "a"],
         vec!["kv", "--records", "2000", "--mix", "c", "--sync", "--threads", "2"],
+        // pgbench's shape: more clients than threads, one call outstanding each.
+        vec!["voter", "--sync", "--clients", "5", "--threads", "2"],
         vec!["tpcb", "--rate", "500"],
         vec!["tpcb"],
         // Scale 2: pgbench's key draw makes most calls multi-partition.

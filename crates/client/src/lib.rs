@@ -6,6 +6,8 @@
 //! [`BlockingClient`] wraps it with its own runtime for code that is not
 //! async. [`SyncConnection`] is one blocking connection for one thread,
 //! with no runtime at all: the fastest way to make one call at a time.
+//! [`PolledConnections`] serves many such connections, one call
+//! outstanding on each, from one thread.
 //!
 //! ```no_run
 //! # async fn demo() -> joule_common::Result<()> {
@@ -24,9 +26,11 @@
 //! remaining connections.
 
 mod connection;
+mod polled;
 mod sync;
 mod value;
 
+pub use polled::PolledConnections;
 pub use sync::SyncConnection;
 pub use value::FromValue;
 
@@ -197,6 +201,18 @@ fn login_message(options: &Options) -> joule_wire::Login {
         user: options.user.clone(),
         password_hash: sha2::Sha256::digest(options.password.as_bytes()).to_vec(),
     }
+}
+
+/// The encoded invocation of `procedure` with plain values, under `handle`.
+fn encode_call(procedure: &str, handle: i64, params: Vec<Value>) -> Result<Vec<u8>> {
+    joule_wire::Invocation {
+        version: 0,
+        procedure: procedure.to_string(),
+        client_handle: handle,
+        batch_timeout_ms: None,
+        params: params.into_iter().map(Param::Value).collect(),
+    }
+    .encode()
 }
 
 fn into_response(r: ClientResponse) -> Result<Response> {

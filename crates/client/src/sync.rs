@@ -7,7 +7,7 @@
 use crate::{into_response, Options, Response};
 use joule_common::{err, Result, Value};
 use joule_wire::frame::{payload_len, write_frame};
-use joule_wire::{ClientResponse, Invocation, LoginResponse, Param};
+use joule_wire::{ClientResponse, LoginResponse};
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 
@@ -27,26 +27,18 @@ pub struct SyncConnection {
 impl SyncConnection {
     /// Connect to `address` (`host:port`) and log in.
     pub fn connect(address: &str, options: &Options) -> Result<SyncConnection> {
-        let stream = TcpStream::connect(address).map_err(|e| err!(Unavailable, "cannot connect to {address}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let stream = open_logged_in(address, options)?;
         let _ = stream.set_read_timeout(options.call_timeout);
         let writer =
             stream.try_clone().map_err(|e| err!(Unavailable, "cannot use the connection to {address}: {e}"))?;
-        let mut c = SyncConnection {
+        Ok(SyncConnection {
             reader: BufReader::with_capacity(64 * 1024, stream),
             writer,
             next_handle: 1,
             max_message_bytes: options.max_message_bytes,
             buf: Vec::with_capacity(1024),
             broken: false,
-        };
-        let login = crate::login_message(options);
-        c.send(&login.encode())?;
-        let answer = LoginResponse::decode(&c.receive()?)?;
-        if answer.result != 0 {
-            return Err(err!(PermissionDenied, "{address} refused the login (result {})", answer.result));
-        }
-        Ok(c)
+        })
     }
 
     fn send(&mut self, payload: &[u8]) -> Result<()> {
@@ -71,14 +63,7 @@ impl SyncConnection {
         }
         let handle = self.next_handle;
         self.next_handle += 1;
-        let inv = Invocation {
-            version: 0,
-            procedure: procedure.to_string(),
-            client_handle: handle,
-            batch_timeout_ms: None,
-            params: params.into_iter().map(Param::Value).collect(),
-        };
-        let payload = inv.encode()?;
+        let payload = crate::encode_call(procedure, handle, params)?;
         // From here a failure may leave the stream between frames: the
         // connection is not used again.
         let answer = self.send(&payload).and_then(|_| self.receive()).and_then(|p| ClientResponse::decode(&p));
@@ -103,4 +88,23 @@ impl SyncConnection {
         all.extend(params);
         self.call("@AdHoc", all)
     }
+}
+
+/// Open a blocking TCP connection to `address` with Nagle off, log in, and
+/// return it with nothing of the server's left unread.
+pub(crate) fn open_logged_in(address: &str, options: &Options) -> Result<TcpStream> {
+    let mut stream = TcpStream::connect(address).map_err(|e| err!(Unavailable, "cannot connect to {address}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let mut frame = Vec::new();
+    write_frame(&mut frame, &crate::login_message(options).encode());
+    stream.write_all(&frame).map_err(|e| err!(Unavailable, "cannot log in to {address}: {e}"))?;
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).map_err(|e| err!(Unavailable, "cannot log in to {address}: {e}"))?;
+    let mut payload = vec![0u8; payload_len(header, options.max_message_bytes)?];
+    stream.read_exact(&mut payload).map_err(|e| err!(Unavailable, "cannot log in to {address}: {e}"))?;
+    let answer = LoginResponse::decode(&payload)?;
+    if answer.result != 0 {
+        return Err(err!(PermissionDenied, "{address} refused the login (result {})", answer.result));
+    }
+    Ok(stream)
 }

@@ -182,3 +182,83 @@ fn sync_connection_calls_on_the_callers_thread() {
     let e = (0..50).find_map(|_| c.call("@Ping", vec![]).err()).expect("calls fail once the server is gone");
     assert_eq!(e.code(), ErrorCode::Unavailable);
 }
+
+/// `PolledConnections`: one thread, several connections, one call
+/// outstanding on each; answers larger than a read, calls larger than the
+/// socket takes at once, errors with their codes, and a lost server.
+#[test]
+fn polled_connections_serve_many_calls_from_one_thread() {
+    use joule_client::PolledConnections;
+    use std::time::Duration;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(server());
+    let addr = server.client_addr.to_string();
+    let mut c =
+        PolledConnections::connect(&[&addr], &Options { connections_per_address: 4, ..Default::default() }).unwrap();
+    assert_eq!(c.len(), 4);
+    // Wait for one answer per busy connection.
+    let answers = |c: &mut PolledConnections, busy: usize| {
+        let mut got = Vec::new();
+        while got.len() < busy {
+            c.poll(Some(Duration::from_secs(10)), |i, r| got.push((i, r))).unwrap();
+        }
+        got.sort_by_key(|(i, _)| *i);
+        got
+    };
+    c.send(0, "@AdHoc", vec!["CREATE TABLE p (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(2000))".into()]).unwrap();
+    assert!(answers(&mut c, 1)[0].1.is_ok());
+    // 4 connections x 50 rounds, a call on every connection each round.
+    let long = "x".repeat(1500);
+    for round in 0..50i64 {
+        for i in 0..4 {
+            c.send(i, "P.insert", vec![(round * 4 + i as i64).into(), long.clone().into()]).unwrap();
+        }
+        // A second call on a busy connection is refused and sends nothing.
+        let e = c.send(2, "@Ping", vec![]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        let got = answers(&mut c, 4);
+        assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert!(got.iter().all(|(_, r)| r.is_ok()), "{got:?}");
+        assert!((0..4).all(|i| c.is_idle(i)));
+    }
+    // An answer of about 300 KB arrives over many reads.
+    c.send(1, "@AdHoc", vec!["SELECT id, v FROM p ORDER BY id".into()]).unwrap();
+    let got = answers(&mut c, 1);
+    let r = got[0].1.as_ref().unwrap();
+    assert_eq!(r.table(0).unwrap().rows().len(), 200);
+    assert_eq!(r.table(0).unwrap().get::<String>(199, 1).unwrap(), long);
+    // A call of 8 MB is more than the socket takes at once; it is written
+    // as the socket drains, and its error comes back with its code.
+    c.send(3, "P.insert", vec![1_000_000i64.into(), "y".repeat(8 << 20).into()]).unwrap();
+    let got = answers(&mut c, 1);
+    assert_eq!(got[0].0, 3);
+    assert_eq!(got[0].1.as_ref().unwrap_err().code(), ErrorCode::StringTooLong);
+    c.send(0, "P.insert", vec![0i64.into(), "dup".into()]).unwrap();
+    assert_eq!(answers(&mut c, 1)[0].1.as_ref().unwrap_err().code(), ErrorCode::UniqueViolation);
+    assert!(PolledConnections::connect(&["127.0.0.1:1"], &Options::default()).is_err());
+    // The server goes: outstanding calls fail as unavailable, later ones are refused.
+    server.shutdown();
+    rt.block_on(server.wait());
+    let mut lost = 0;
+    for _ in 0..50 {
+        if (0..4).all(|i| !c.is_idle(i) && c.send(i, "@Ping", vec![]).is_err()) {
+            break;
+        }
+        for i in 0..4 {
+            if c.is_idle(i) {
+                let _ = c.send(i, "@Ping", vec![]);
+            }
+        }
+        c.poll(Some(Duration::from_millis(100)), |_, r| {
+            if r.is_err_and(|e| e.code() == ErrorCode::Unavailable) {
+                lost += 1;
+            }
+        })
+        .unwrap();
+    }
+    assert!(lost > 0, "calls outstanding when the server went failed as unavailable");
+    for i in 0..4 {
+        assert!(!c.is_idle(i));
+        assert_eq!(c.send(i, "@Ping", vec![]).unwrap_err().code(), ErrorCode::Unavailable);
+    }
+}

@@ -6,8 +6,10 @@
 //! * pipelined (default): `--in-flight` calls kept in flight over
 //!   `--connections` connections with `Client::call_with` — each answer's
 //!   callback records the latency and sends the next call;
-//! * `--sync`: `--threads` threads, each with one call outstanding on a
-//!   blocking connection of its own (`SyncConnection`);
+//! * `--sync`: `--clients` connections, each with one call outstanding,
+//!   served by `--threads` threads (`PolledConnections`: a thread sends a
+//!   connection's next call as soon as its answer arrives) — as
+//!   `pgbench -c CLIENTS -j THREADS` drives its clients;
 //! * `--rate R`: calls sent on a fixed schedule (R per second), each
 //!   call's latency measured from when it *should* have been sent, so a
 //!   stalled server shows up as the latency its callers would see
@@ -22,7 +24,7 @@
 mod workloads;
 
 use hdrhistogram::Histogram;
-use joule_client::{BlockingClient, Client, Options, SyncConnection};
+use joule_client::{BlockingClient, Client, Options, PolledConnections};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,12 +56,15 @@ pub struct BenchArgs {
     /// coordinated omission).
     #[arg(long)]
     rate: Option<f64>,
-    /// One outstanding call per thread.
+    /// Synchronous clients: one outstanding call per client.
     #[arg(long)]
     sync: bool,
-    /// Threads for --sync.
+    /// Threads for --sync (each serves its share of the clients).
     #[arg(long, default_value_t = 4)]
     threads: usize,
+    /// Clients (connections) for --sync; default: one per thread.
+    #[arg(long)]
+    clients: Option<usize>,
     /// kv: the YCSB mix (a, b or c).
     #[arg(long, default_value = "a")]
     mix: char,
@@ -73,7 +78,8 @@ pub struct BenchArgs {
     /// single-partition) instead of uniformly over all, as pgbench does.
     #[arg(long)]
     local_keys: bool,
-    /// Seconds between progress lines.
+    /// Seconds between progress lines (each gives the figures of its
+    /// own interval).
     #[arg(long, default_value_t = 5.0)]
     report_every: f64,
     #[arg(long, default_value = "")]
@@ -85,9 +91,15 @@ pub struct BenchArgs {
     json: bool,
 }
 
+struct Latency {
+    whole: Histogram<u64>,
+    interval: Histogram<u64>,
+}
+
 /// What the calls measured so far.
 struct Tally {
-    latency: Mutex<Histogram<u64>>,
+    /// Latency over the whole run, and since the last progress line.
+    latency: Mutex<Latency>,
     calls: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     /// Counting starts once the warm-up is over.
@@ -105,7 +117,9 @@ impl Tally {
         match result {
             Ok(_) => {
                 self.calls.fetch_add(1, Ordering::Relaxed);
-                let _ = self.latency.lock().unwrap_or_else(|e| e.into_inner()).record(micros.max(1));
+                let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = latency.whole.record(micros.max(1));
+                let _ = latency.interval.record(micros.max(1));
             }
             Err(e) => {
                 let key = format!("J{} {:?}", e.code().number(), e.code());
@@ -148,7 +162,10 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
         eprintln!("joule bench: ready in {:.1} s", t.elapsed().as_secs_f64());
     }
     let tally = Arc::new(Tally {
-        latency: Mutex::new(joule_txn::stats::new_histogram()),
+        latency: Mutex::new(Latency {
+            whole: joule_txn::stats::new_histogram(),
+            interval: joule_txn::stats::new_histogram(),
+        }),
         calls: AtomicU64::new(0),
         errors: Mutex::default(),
         measuring: AtomicBool::new(false),
@@ -177,17 +194,21 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
             bar.set_message(format!("{} calls", calls));
         }
         if last_report.elapsed().as_secs_f64() >= args.report_every {
-            let h = tally.latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let h = std::mem::replace(
+                &mut tally.latency.lock().unwrap_or_else(|e| e.into_inner()).interval,
+                joule_txn::stats::new_histogram(),
+            );
             let line = format!(
-                "{:>6.1} s: {:>9.0} TPS, p50 {:.3} ms, p99 {:.3} ms",
+                "{:>6.1} s: {:>9.0} TPS, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
                 started.elapsed().as_secs_f64(),
                 (calls - last_calls) as f64 / last_report.elapsed().as_secs_f64(),
                 h.value_at_quantile(0.5) as f64 / 1000.0,
-                h.value_at_quantile(0.99) as f64 / 1000.0
+                h.value_at_quantile(0.99) as f64 / 1000.0,
+                h.max() as f64 / 1000.0
             );
             match &bar {
-                Some(bar) => bar.println(line),
-                None => eprintln!("{line}"),
+                Some(bar) if !bar.is_hidden() => bar.println(line),
+                _ => eprintln!("{line}"),
             }
             last_report = Instant::now();
             last_calls = calls;
@@ -216,26 +237,15 @@ fn start_drivers(
 ) -> joule_common::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
     if args.sync {
-        for i in 0..args.threads.max(1) {
-            // A plain blocking connection per thread, servers in turn.
-            let mut connection = SyncConnection::connect(servers[i % servers.len()], &options)?;
+        let threads_n = args.threads.max(1);
+        let clients = args.clients.unwrap_or(threads_n).max(1);
+        for t in 0..threads_n.min(clients) {
+            // This thread's share of the clients, servers in turn.
+            let mine: Vec<&str> = (t..clients).step_by(threads_n).map(|i| servers[i % servers.len()]).collect();
+            let options = Options { connections_per_address: 1, ..options.clone() };
+            let mut connections = PolledConnections::connect(&mine, &options)?;
             let (workload, tally) = (workload.clone(), tally.clone());
-            threads.push(std::thread::spawn(move || {
-                while !tally.stop.load(Ordering::Relaxed) {
-                    let (procedure, params) = workload.next_call();
-                    let t = Instant::now();
-                    let r = connection.call(procedure, params);
-                    tally.record(t.elapsed().as_micros() as u64, &r);
-                    if r.as_ref().is_err_and(|e| e.code() == joule_common::ErrorCode::Unavailable) {
-                        // The connection is gone (or the server refuses): stop this thread.
-                        eprintln!(
-                            "joule bench: a connection stopped: {}",
-                            r.err().map(|e| e.to_string()).unwrap_or_default()
-                        );
-                        break;
-                    }
-                }
-            }));
+            threads.push(std::thread::spawn(move || drive_sync(&mut connections, &*workload, &tally)));
         }
         return Ok(threads);
     }
@@ -285,6 +295,48 @@ fn start_drivers(
     Ok(threads)
 }
 
+/// Keep one call outstanding on each of `connections` until told to stop.
+fn drive_sync(connections: &mut PolledConnections, workload: &dyn Workload, tally: &Tally) {
+    let mut sent_at = vec![Instant::now(); connections.len()];
+    let mut live = connections.len();
+    let send = |connections: &mut PolledConnections, i: usize, sent_at: &mut [Instant]| -> bool {
+        let (procedure, params) = workload.next_call();
+        sent_at[i] = Instant::now();
+        match connections.send(i, procedure, params) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("joule bench: a connection stopped: {e}");
+                false
+            }
+        }
+    };
+    for i in 0..connections.len() {
+        if !send(connections, i, &mut sent_at) {
+            live -= 1;
+        }
+    }
+    let mut answered = Vec::with_capacity(connections.len());
+    while live > 0 && !tally.stop.load(Ordering::Relaxed) {
+        let polled = connections.poll(Some(Duration::from_millis(100)), |i, r| {
+            tally.record(sent_at[i].elapsed().as_micros() as u64, &r);
+            answered.push((i, r.as_ref().is_err_and(|e| e.code() == joule_common::ErrorCode::Unavailable)));
+        });
+        if let Err(e) = polled {
+            eprintln!("joule bench: {e}");
+            return;
+        }
+        for (i, lost) in answered.drain(..) {
+            // A lost connection (or a server refusing calls) stops that client.
+            if lost || !send(connections, i, &mut sent_at) {
+                if lost {
+                    eprintln!("joule bench: a connection stopped (unavailable)");
+                }
+                live -= 1;
+            }
+        }
+    }
+}
+
 /// One call whose callback records it and makes the next.
 fn issue(client: Client, workload: Arc<dyn Workload>, tally: Arc<Tally>) {
     if tally.stop.load(Ordering::Relaxed) {
@@ -303,13 +355,13 @@ fn issue(client: Client, workload: Arc<dyn Workload>, tally: Arc<Tally>) {
 }
 
 fn report(args: &BenchArgs, workload: &dyn Workload, tally: &Tally, seconds: f64) {
-    let h = tally.latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let h = tally.latency.lock().unwrap_or_else(|e| e.into_inner()).whole.clone();
     let calls = tally.calls.load(Ordering::Relaxed);
     let errors = tally.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let tps = calls as f64 / seconds;
     let mode = match (args.sync, args.rate) {
-        (true, _) => format!("sync, {} threads", args.threads),
+        (true, _) => format!("sync, {} clients on {} threads", args.clients.unwrap_or(args.threads), args.threads),
         (false, Some(r)) => format!("fixed rate {r}/s"),
         (false, None) => format!("pipelined, {} in flight", args.in_flight),
     };

@@ -1,0 +1,41 @@
+//! JouleDB's cluster metadata group: which hosts form the cluster, where
+//! every partition's replicas live and which one leads, the hashinator and
+//! catalog versions, and the multi-partition coordinator — kept as a
+//! replicated state machine on `openraft`, so that every host agrees on
+//! them and a change survives the loss of a minority of hosts.
+//!
+//! * [`metadata`]: the state and the commands that change it (pure,
+//!   deterministic; placement and failover rules live here).
+//! * `store.rs`: the group's durable log (a CRC-framed journal, fsynced
+//!   before openraft is told an append is done) and the state machine with
+//!   its snapshots (written whole: temporary file, fsync, rename).
+//! * `network.rs`: openraft's RPCs between hosts over TCP (the internal
+//!   port), framed JSON; also forwards proposals to the leader.
+//! * [`MetadataNode`] (`node.rs`): one host's member of the group — start
+//!   it, form the group, propose commands, read or wait for the metadata.
+//!
+//! What is here is the metadata group alone. Replication of partitions,
+//! failure detection, rejoin and the `joule start --host-count/--join`
+//! wiring build on it and are not written yet (see docs/architecture.md).
+
+use std::io::Cursor;
+
+pub mod metadata;
+mod network;
+mod node;
+mod store;
+
+pub use metadata::{ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement};
+pub use node::MetadataNode;
+
+openraft::declare_raft_types!(
+    /// The metadata group's openraft types.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = HostId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);

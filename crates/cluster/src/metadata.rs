@@ -1,0 +1,393 @@
+//! The cluster's metadata and the commands that change it: the state the
+//! metadata group (openraft, see `node.rs`) replicates to every host.
+//!
+//! What it holds: the hosts and whether each is up, the k-safety factor,
+//! every partition's replica hosts and leader, the hashinator and catalog
+//! versions, and which host coordinates multi-partition transactions. What
+//! changes it: [`Command`]s, applied by [`ClusterMetadata::apply`] in log
+//! order on every host. `apply` is a pure function of the state and the
+//! command — no clocks, no randomness, only ordered maps — so every host that
+//! applies the same log reaches the same metadata, which is what makes it
+//! safe to replicate.
+//!
+//! Placement follows VoltDB's rule: `hosts × sites_per_host / (k+1)`
+//! partitions, each with k+1 replicas on distinct hosts, leaders spread as
+//! evenly as the replicas allow. When a host fails, each partition it led is
+//! given the surviving replica with the fewest leaderships (lowest host id on
+//! a tie); a partition whose replicas are all gone has no leader, and the
+//! cluster cannot serve it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A host's id: also its id in the metadata group.
+pub type HostId = u64;
+
+/// What the metadata says of one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Where other hosts reach it (the internal port).
+    pub internal_address: String,
+    /// Where clients reach it (the client port).
+    pub client_address: String,
+    pub state: HostState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostState {
+    Up,
+    /// Declared dead by failure detection; its partitions are led elsewhere.
+    Failed,
+    /// Removed on purpose (`@StopNode`).
+    Stopped,
+}
+
+/// One partition's replicas and leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPlacement {
+    /// k+1 distinct hosts.
+    pub replicas: Vec<HostId>,
+    /// The replica that orders the partition's transactions; `None` when
+    /// every replica is down.
+    pub leader: Option<HostId>,
+}
+
+/// The replicated cluster metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    /// Set once, when the cluster forms.
+    pub formed: bool,
+    pub kfactor: u32,
+    pub sites_per_host: u32,
+    pub hosts: BTreeMap<HostId, HostInfo>,
+    /// Indexed by partition id.
+    pub partitions: Vec<PartitionPlacement>,
+    pub hashinator_version: u64,
+    pub catalog_version: u64,
+    /// The host that coordinates multi-partition transactions.
+    pub mp_coordinator: Option<HostId>,
+}
+
+/// A change to the metadata, as replicated in the metadata group's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Form the cluster from the hosts that joined: lay out the partitions.
+    Form { kfactor: u32, sites_per_host: u32, hosts: BTreeMap<HostId, HostInfo> },
+    /// Failure detection declared `host` dead.
+    HostFailed { host: HostId },
+    /// An operator removed `host` on purpose.
+    StopHost { host: HostId },
+    /// `host` came back (rejoin finished): it serves its replicas again.
+    HostRejoined { host: HostId },
+    /// A new catalog (schema) version, if the current one is `expected`.
+    SetCatalogVersion { expected: u64, version: u64 },
+    /// A new hashinator version, if the current one is `expected`.
+    SetHashinatorVersion { expected: u64, version: u64 },
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Applied,
+    /// Nothing changed, and why (a refused command is still in the log,
+    /// refused the same way on every host).
+    Refused(String),
+}
+
+impl ClusterMetadata {
+    /// Apply one command.
+    pub fn apply(&mut self, command: &Command) -> CommandResult {
+        match command {
+            Command::Form { kfactor, sites_per_host, hosts } => self.form(*kfactor, *sites_per_host, hosts),
+            Command::HostFailed { host } => self.take_down(*host, HostState::Failed),
+            Command::StopHost { host } => self.take_down(*host, HostState::Stopped),
+            Command::HostRejoined { host } => match self.hosts.get_mut(host) {
+                None => refused(format!("host {host} is not a member")),
+                Some(h) if h.state == HostState::Up => refused(format!("host {host} is already up")),
+                Some(h) => {
+                    h.state = HostState::Up;
+                    // Partitions left without any leader get one back.
+                    for p in 0..self.partitions.len() {
+                        if self.partitions[p].leader.is_none() {
+                            self.partitions[p].leader = self.least_loaded_live_replica(p);
+                        }
+                    }
+                    if self.mp_coordinator.is_none() {
+                        self.mp_coordinator = Some(*host);
+                    }
+                    CommandResult::Applied
+                }
+            },
+            Command::SetCatalogVersion { expected, version } => {
+                set_version(&mut self.catalog_version, *expected, *version, "catalog")
+            }
+            Command::SetHashinatorVersion { expected, version } => {
+                set_version(&mut self.hashinator_version, *expected, *version, "hashinator")
+            }
+        }
+    }
+
+    fn form(&mut self, kfactor: u32, sites_per_host: u32, hosts: &BTreeMap<HostId, HostInfo>) -> CommandResult {
+        if self.formed {
+            return refused("the cluster is already formed".into());
+        }
+        let copies = kfactor as usize + 1;
+        if hosts.len() < copies {
+            return refused(format!("k-factor {kfactor} needs at least {copies} hosts, {} joined", hosts.len()));
+        }
+        if sites_per_host == 0 {
+            return refused("sites per host must be at least 1".into());
+        }
+        let ids: Vec<HostId> = hosts.keys().copied().collect();
+        let partition_count = ids.len() * sites_per_host as usize / copies;
+        // Slots ordered site-major (site 0 of every host, then site 1, ...):
+        // any k+1 consecutive slots are on k+1 distinct hosts.
+        let mut partitions = Vec::with_capacity(partition_count);
+        for p in 0..partition_count {
+            let replicas = (0..copies).map(|r| ids[(p * copies + r) % ids.len()]).collect();
+            partitions.push(PartitionPlacement { replicas, leader: None });
+        }
+        self.formed = true;
+        self.kfactor = kfactor;
+        self.sites_per_host = sites_per_host;
+        self.hosts = hosts.iter().map(|(id, h)| (*id, HostInfo { state: HostState::Up, ..h.clone() })).collect();
+        self.partitions = partitions;
+        for p in 0..self.partitions.len() {
+            self.partitions[p].leader = self.least_loaded_live_replica(p);
+        }
+        self.balance_leaders();
+        self.mp_coordinator = ids.first().copied();
+        CommandResult::Applied
+    }
+
+    /// Move leaderships from the busiest hosts to replicas that lead at
+    /// least two fewer, until no such move is left: leaders end at most one
+    /// apart wherever the replicas allow it. Each move lowers the sum of
+    /// squared leaderships, so this ends.
+    fn balance_leaders(&mut self) {
+        loop {
+            let leads = self.leaderships();
+            let count = |h: &HostId| leads.get(h).copied().unwrap_or(0);
+            let moved = (0..self.partitions.len()).find_map(|p| {
+                let leader = self.partitions[p].leader?;
+                let target = self.partitions[p]
+                    .replicas
+                    .iter()
+                    .filter(|h| self.is_up(**h) && count(h) + 2 <= count(&leader))
+                    .min_by_key(|h| (count(h), **h))?;
+                Some((p, *target))
+            });
+            match moved {
+                Some((p, target)) => self.partitions[p].leader = Some(target),
+                None => return,
+            }
+        }
+    }
+
+    fn take_down(&mut self, host: HostId, state: HostState) -> CommandResult {
+        match self.hosts.get_mut(&host) {
+            None => return refused(format!("host {host} is not a member")),
+            Some(h) if h.state != HostState::Up => return refused(format!("host {host} is already down")),
+            Some(h) => h.state = state,
+        }
+        for p in 0..self.partitions.len() {
+            if self.partitions[p].leader == Some(host) {
+                self.partitions[p].leader = None;
+                self.partitions[p].leader = self.least_loaded_live_replica(p);
+            }
+        }
+        if self.mp_coordinator == Some(host) {
+            self.mp_coordinator = self.hosts.iter().find(|(_, h)| h.state == HostState::Up).map(|(id, _)| *id);
+        }
+        CommandResult::Applied
+    }
+
+    /// Among partition `p`'s replicas that are up, the one leading the
+    /// fewest partitions (lowest id on a tie).
+    fn least_loaded_live_replica(&self, p: usize) -> Option<HostId> {
+        let leads = self.leaderships();
+        self.partitions[p]
+            .replicas
+            .iter()
+            .filter(|h| self.is_up(**h))
+            .min_by_key(|h| (leads.get(h).copied().unwrap_or(0), **h))
+            .copied()
+    }
+
+    /// How many partitions each host leads.
+    pub fn leaderships(&self) -> BTreeMap<HostId, usize> {
+        let mut leads = BTreeMap::new();
+        for p in &self.partitions {
+            if let Some(l) = p.leader {
+                *leads.entry(l).or_default() += 1;
+            }
+        }
+        leads
+    }
+
+    pub fn is_up(&self, host: HostId) -> bool {
+        self.hosts.get(&host).is_some_and(|h| h.state == HostState::Up)
+    }
+
+    /// Partitions with no live replica: the cluster cannot serve them.
+    pub fn unavailable_partitions(&self) -> Vec<usize> {
+        (0..self.partitions.len()).filter(|p| self.partitions[*p].leader.is_none()).collect()
+    }
+}
+
+fn refused(why: String) -> CommandResult {
+    CommandResult::Refused(why)
+}
+
+fn set_version(current: &mut u64, expected: u64, version: u64, what: &str) -> CommandResult {
+    if *current != expected {
+        return refused(format!("the {what} version is {current}, not {expected}"));
+    }
+    if version <= expected {
+        return refused(format!("a new {what} version must be above {expected}"));
+    }
+    *current = version;
+    CommandResult::Applied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn hosts(n: u64) -> BTreeMap<HostId, HostInfo> {
+        (1..=n)
+            .map(|i| {
+                let info = HostInfo {
+                    internal_address: format!("127.0.0.1:{}", 3000 + i),
+                    client_address: format!("127.0.0.1:{}", 21000 + i),
+                    state: HostState::Up,
+                };
+                (i, info)
+            })
+            .collect()
+    }
+
+    fn formed(n: u64, sites: u32, k: u32) -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        assert_eq!(
+            m.apply(&Command::Form { kfactor: k, sites_per_host: sites, hosts: hosts(n) }),
+            CommandResult::Applied
+        );
+        m
+    }
+
+    /// The invariants of any placement: k+1 distinct replicas per partition,
+    /// no host over its sites, a live leader wherever a replica lives.
+    fn check(m: &ClusterMetadata) {
+        let mut per_host: BTreeMap<HostId, u32> = BTreeMap::new();
+        for p in &m.partitions {
+            assert_eq!(p.replicas.len(), m.kfactor as usize + 1);
+            assert_eq!(p.replicas.iter().collect::<BTreeSet<_>>().len(), p.replicas.len(), "{p:?}");
+            for h in &p.replicas {
+                *per_host.entry(*h).or_default() += 1;
+            }
+            match p.leader {
+                Some(l) => assert!(p.replicas.contains(&l) && m.is_up(l), "{p:?}"),
+                None => assert!(p.replicas.iter().all(|h| !m.is_up(*h)), "{p:?}"),
+            }
+        }
+        assert!(per_host.values().all(|n| *n <= m.sites_per_host), "{per_host:?}");
+        if let Some(c) = m.mp_coordinator {
+            assert!(m.is_up(c));
+        }
+    }
+
+    #[test]
+    fn three_hosts_k1_two_sites_each() {
+        let m = formed(3, 2, 1);
+        assert_eq!(m.partitions.len(), 3);
+        check(&m);
+        // Every host leads exactly one partition.
+        assert_eq!(m.leaderships().values().copied().collect::<Vec<_>>(), vec![1, 1, 1]);
+        assert_eq!(m.mp_coordinator, Some(1));
+    }
+
+    #[test]
+    fn failure_promotes_replicas_and_moves_the_coordinator() {
+        let mut m = formed(3, 2, 1);
+        let led_by_1: Vec<usize> = (0..3).filter(|p| m.partitions[*p].leader == Some(1)).collect();
+        assert_eq!(m.apply(&Command::HostFailed { host: 1 }), CommandResult::Applied);
+        check(&m);
+        for p in led_by_1 {
+            assert_ne!(m.partitions[p].leader, Some(1));
+        }
+        assert_eq!(m.mp_coordinator, Some(2));
+        assert!(m.unavailable_partitions().is_empty());
+        // Twice is refused, and changes nothing.
+        let before = m.clone();
+        assert!(matches!(m.apply(&Command::HostFailed { host: 1 }), CommandResult::Refused(_)));
+        assert_eq!(m, before);
+        // k=1 survives one failure, not two that share a partition.
+        m.apply(&Command::HostFailed { host: 2 });
+        check(&m);
+        assert!(!m.unavailable_partitions().is_empty());
+        // The host comes back: the orphaned partitions get a leader again.
+        assert_eq!(m.apply(&Command::HostRejoined { host: 1 }), CommandResult::Applied);
+        check(&m);
+        assert!(m.unavailable_partitions().is_empty());
+    }
+
+    #[test]
+    fn refusals() {
+        let mut m = ClusterMetadata::default();
+        assert!(matches!(
+            m.apply(&Command::Form { kfactor: 2, sites_per_host: 2, hosts: hosts(2) }),
+            CommandResult::Refused(_)
+        ));
+        assert!(!m.formed);
+        let mut m = formed(2, 1, 0);
+        assert!(matches!(
+            m.apply(&Command::Form { kfactor: 0, sites_per_host: 1, hosts: hosts(2) }),
+            CommandResult::Refused(_)
+        ));
+        assert!(matches!(m.apply(&Command::StopHost { host: 9 }), CommandResult::Refused(_)));
+        assert_eq!(m.apply(&Command::SetCatalogVersion { expected: 0, version: 1 }), CommandResult::Applied);
+        assert!(matches!(m.apply(&Command::SetCatalogVersion { expected: 0, version: 2 }), CommandResult::Refused(_)));
+        assert!(matches!(
+            m.apply(&Command::SetHashinatorVersion { expected: 0, version: 0 }),
+            CommandResult::Refused(_)
+        ));
+        assert_eq!(m.catalog_version, 1);
+    }
+
+    proptest! {
+        /// Any cluster shape, then any sequence of failures, stops and
+        /// rejoins: the placement invariants hold after every step, and a
+        /// partition loses its leader only when every replica is down.
+        #[test]
+        fn placement_invariants_hold(
+            n in 1u64..8, sites in 1u32..5, k in 0u32..3,
+            steps in proptest::collection::vec((0u8..3, 1u64..8), 0..20),
+        ) {
+            prop_assume!((k as u64) < n);
+            let m0 = formed(n, sites, k);
+            prop_assert_eq!(m0.partitions.len(), (n as usize * sites as usize) / (k as usize + 1));
+            check(&m0);
+            // Leaders as even as can be: at most one apart when every host is up.
+            let leads = m0.leaderships();
+            let (lo, hi) = (leads.values().min().copied().unwrap_or(0), leads.values().max().copied().unwrap_or(0));
+            let leaderless_hosts = n as usize - leads.len();
+            prop_assert!(hi - if leaderless_hosts > 0 { 0 } else { lo } <= 1, "{:?}", leads);
+            let mut m = m0;
+            for (op, host) in steps {
+                let command = match op {
+                    0 => Command::HostFailed { host },
+                    1 => Command::StopHost { host },
+                    _ => Command::HostRejoined { host },
+                };
+                let before = m.clone();
+                if let CommandResult::Refused(_) = m.apply(&command) {
+                    prop_assert_eq!(&m, &before);
+                }
+                check(&m);
+            }
+        }
+    }
+}

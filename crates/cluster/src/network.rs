@@ -1,0 +1,200 @@
+//! The metadata group's messages between hosts: openraft's three RPCs
+//! (append entries, install snapshot, vote) and forwarded proposals, over
+//! TCP on the internal port.
+//!
+//! Each message is a frame — `length (u32 LE) | JSON` — and each request
+//! gets one reply frame on the same connection. A sender keeps one
+//! connection per peer, opens it on first use, and drops it on any error or
+//! timeout (the next RPC reconnects); openraft treats a failed RPC as the
+//! peer being unreachable and retries with backoff. JSON keeps the format
+//! readable and is cheap at the metadata's size and rate.
+
+use crate::metadata::{Command, CommandResult};
+use crate::{HostId, TypeConfig};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest frame accepted.
+const MAX_FRAME: usize = 64 << 20;
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    Vote(VoteRequest<HostId>),
+    /// A proposal forwarded to the host believed to lead the group.
+    Propose(Command),
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Append(Result<AppendEntriesResponse<HostId>, RaftError<HostId>>),
+    Snapshot(Result<InstallSnapshotResponse<HostId>, RaftError<HostId, InstallSnapshotError>>),
+    Vote(Result<VoteResponse<HostId>, RaftError<HostId>>),
+    /// The command's result, or why it was not applied (an error's text,
+    /// its JouleDB code first).
+    Propose(Result<CommandResult, String>),
+}
+
+async fn write_frame<T: Serialize>(s: &mut TcpStream, message: &T) -> std::io::Result<()> {
+    let payload = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&payload);
+    s.write_all(&buf).await
+}
+
+async fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::Result<T> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).await?;
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+    }
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await?;
+    serde_json::from_slice(&payload).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// A connection to one peer, opened when first needed.
+pub(crate) struct Peer {
+    target: HostId,
+    address: String,
+    connection: Option<TcpStream>,
+}
+
+impl Peer {
+    pub(crate) fn new(target: HostId, address: String) -> Peer {
+        Peer { target, address, connection: None }
+    }
+
+    /// Send `request` and wait up to `ttl` for its reply; any failure drops
+    /// the connection.
+    pub(crate) async fn call(&mut self, request: &Request, ttl: Duration) -> std::io::Result<Reply> {
+        let attempt = async {
+            if self.connection.is_none() {
+                let s = TcpStream::connect(&self.address).await?;
+                s.set_nodelay(true)?;
+                self.connection = Some(s);
+            }
+            let Some(s) = self.connection.as_mut() else { unreachable!("connected above") };
+            write_frame(s, request).await?;
+            read_frame(s).await
+        };
+        let result = match tokio::time::timeout(ttl, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no reply within {ttl:?}"))),
+        };
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
+    }
+
+    async fn rpc<E: std::error::Error>(
+        &mut self,
+        request: Request,
+        option: RPCOption,
+    ) -> Result<Reply, RPCError<HostId, BasicNode, RaftError<HostId, E>>> {
+        self.call(&request, option.hard_ttl()).await.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<HostId, BasicNode, RaftError<HostId, E>> {
+        let e =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("host {} answered another RPC", self.target));
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<HostId>, RPCError<HostId, BasicNode, RaftError<HostId>>> {
+        match self.rpc(Request::Append(rpc), option).await? {
+            Reply::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<HostId>, RPCError<HostId, BasicNode, RaftError<HostId, InstallSnapshotError>>>
+    {
+        match self.rpc(Request::Snapshot(rpc), option).await? {
+            Reply::Snapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<HostId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<HostId>, RPCError<HostId, BasicNode, RaftError<HostId>>> {
+        match self.rpc(Request::Vote(rpc), option).await? {
+            Reply::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(self.unexpected()),
+        }
+    }
+}
+
+/// Makes a [`Peer`] for each member openraft talks to.
+pub(crate) struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: HostId, node: &BasicNode) -> Peer {
+        Peer::new(target, node.addr.clone())
+    }
+}
+
+/// Answer the group's messages arriving on `listener` until the task is
+/// aborted; aborting it also ends every connection it accepted (they live
+/// in its `JoinSet`), so a stopped member answers nothing.
+pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // Reap finished connections as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((mut s, _)) = accepted else {
+            // Out of descriptors or similar: try again shortly.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let raft = raft.clone();
+        connections.spawn(async move {
+            // A malformed frame or a closed connection ends the connection.
+            while let Ok(request) = read_frame::<Request>(&mut s).await {
+                let reply = match request {
+                    Request::Append(r) => Reply::Append(raft.append_entries(r).await),
+                    Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+                    Request::Vote(r) => Reply::Vote(raft.vote(r).await),
+                    Request::Propose(c) => {
+                        Reply::Propose(crate::node::propose_here(&raft, c).await.map_err(|e| e.to_string()))
+                    }
+                };
+                if write_frame(&mut s, &reply).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}

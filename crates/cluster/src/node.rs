@@ -1,0 +1,202 @@
+//! [`MetadataNode`]: one host's member of the metadata group.
+//!
+//! Starting one opens the host's stores (`store.rs`), starts openraft and
+//! answers the group's RPCs on the given listener (`network.rs`). One host
+//! forms the group with [`MetadataNode::initialize`] once it knows every
+//! member; after that any member may [`propose`](MetadataNode::propose) a
+//! command — a member that does not lead forwards it to the one that does —
+//! and every member sees the applied metadata through
+//! [`metadata`](MetadataNode::metadata) and
+//! [`wait_for`](MetadataNode::wait_for).
+//!
+//! A proposal retries while the group has no leader (an election takes a
+//! few hundred milliseconds) until its deadline. Commands are written to be
+//! safe to apply twice (a second `HostFailed` is refused, versions are
+//! compare-and-set), since a forwarded proposal whose reply is lost is
+//! retried.
+
+use crate::metadata::{ClusterMetadata, Command, CommandResult};
+use crate::network::{serve, Network, Peer, Reply, Request};
+use crate::store::{LogStore, StateMachineStore};
+use crate::{HostId, TypeConfig};
+use joule_common::{err, Error, Result};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Raft};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a proposal keeps trying to reach a leader.
+const PROPOSE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One host's member of the metadata group.
+pub struct MetadataNode {
+    id: HostId,
+    address: String,
+    raft: Raft<TypeConfig>,
+    metadata: watch::Receiver<ClusterMetadata>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Why a proposal made on this host did not apply.
+pub(crate) enum NotHere {
+    /// Another member leads (its id and address, when known).
+    NotLeader(Option<(HostId, String)>),
+    Failed(Error),
+}
+
+/// Propose `command` on this host's raft, which must lead.
+pub(crate) async fn propose_here(
+    raft: &Raft<TypeConfig>,
+    command: Command,
+) -> std::result::Result<CommandResult, NotHere> {
+    match raft.client_write(command).await {
+        Ok(r) => Ok(r.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(NotHere::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
+        }
+        Err(e) => Err(NotHere::Failed(err!(Unavailable, "the metadata group cannot take the change: {e}"))),
+    }
+}
+
+impl std::fmt::Display for NotHere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotHere::NotLeader(Some((id, _))) => write!(f, "host {id} leads the metadata group"),
+            NotHere::NotLeader(None) => write!(f, "the metadata group has no leader"),
+            NotHere::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl MetadataNode {
+    /// Start host `id`'s member with its files in `dir`, answering the
+    /// group on `listener`.
+    pub async fn start(id: HostId, dir: &Path, listener: tokio::net::TcpListener) -> Result<MetadataNode> {
+        let address = listener.local_addr().map_err(|e| err!(Internal, "the internal listener has no address: {e}"))?;
+        let log =
+            LogStore::open(dir).map_err(|e| err!(IoError, "cannot open the metadata log in {}: {e}", dir.display()))?;
+        let (state_machine, metadata) = StateMachineStore::open(dir)
+            .map_err(|e| err!(IoError, "cannot open the metadata snapshot in {}: {e}", dir.display()))?;
+        let config = openraft::Config {
+            cluster_name: "jouledb".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| err!(InvalidArgument, "metadata group settings: {e}"))?;
+        let raft = Raft::new(id, Arc::new(config), Network, log, state_machine)
+            .await
+            .map_err(|e| err!(Internal, "cannot start the metadata group: {e}"))?;
+        let server = tokio::spawn(serve(listener, raft.clone()));
+        Ok(MetadataNode { id, address: address.to_string(), raft, metadata, server })
+    }
+
+    pub fn id(&self) -> HostId {
+        self.id
+    }
+
+    /// Where the group reaches this member.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Form the group from `members` (id → internal address). Safe to call
+    /// on several hosts with the same members, and on a group already
+    /// formed (nothing changes).
+    pub async fn initialize(&self, members: BTreeMap<HostId, String>) -> Result<()> {
+        let nodes: BTreeMap<HostId, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(err!(InvalidArgument, "cannot form the metadata group: {e}")),
+        }
+    }
+
+    /// Apply `command` through the group (forwarded to its leader if this
+    /// host does not lead) and return what applying it did.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult> {
+        self.propose_within(command, PROPOSE_DEADLINE).await
+    }
+
+    /// [`propose`](Self::propose), giving up (`Unavailable`) after `limit`.
+    pub async fn propose_within(&self, command: Command, limit: Duration) -> Result<CommandResult> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("no attempt");
+        while Instant::now() < deadline {
+            match propose_here(&self.raft, command.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(NotHere::NotLeader(Some((leader, address)))) if leader != self.id => {
+                    let ttl = deadline.saturating_duration_since(Instant::now());
+                    match Peer::new(leader, address).call(&Request::Propose(command.clone()), ttl).await {
+                        Ok(Reply::Propose(Ok(r))) => return Ok(r),
+                        Ok(Reply::Propose(Err(e))) => last = e,
+                        Ok(_) => last = format!("host {leader} answered another request"),
+                        Err(e) => last = format!("host {leader} is unreachable: {e}"),
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(err!(Unavailable, "the metadata change did not apply within {limit:?}: {last}"))
+    }
+
+    /// The metadata as this host last applied it.
+    pub fn metadata(&self) -> ClusterMetadata {
+        self.metadata.borrow().clone()
+    }
+
+    /// Wait until this host's metadata satisfies `done`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&ClusterMetadata) -> bool,
+    ) -> Result<ClusterMetadata> {
+        let mut rx = self.metadata.clone();
+        let wait = async { rx.wait_for(|m| done(m)).await.map(|m| m.clone()) };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(_)) => Err(err!(Unavailable, "the metadata group stopped")),
+            Err(_) => Err(err!(Unavailable, "the metadata did not reach the expected state within {timeout:?}")),
+        }
+    }
+
+    /// Snapshot the metadata now and drop the log entries it covers; a
+    /// member that is further behind is then sent the snapshot instead.
+    pub async fn compact(&self) -> Result<()> {
+        let applied = self.raft.metrics().borrow().last_applied;
+        let Some(applied) = applied else { return Ok(()) };
+        let stopped = |e| err!(Unavailable, "the metadata group stopped: {e}");
+        self.raft.trigger().snapshot().await.map_err(stopped)?;
+        let mut metrics = self.raft.metrics();
+        let built = async { metrics.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= applied.index)).await.is_ok() };
+        if !tokio::time::timeout(Duration::from_secs(10), built).await.unwrap_or(false) {
+            return Err(err!(Unavailable, "the metadata snapshot was not built within 10 s"));
+        }
+        self.raft.trigger().purge_log(applied.index).await.map_err(stopped)
+    }
+
+    /// The last log index this member's snapshot covers, if it has one.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow().snapshot.map(|id| id.index)
+    }
+
+    /// The member this host believes leads the group.
+    pub fn leader(&self) -> Option<HostId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Stop this member (its files stay; starting again resumes from them).
+    pub async fn shutdown(self) {
+        self.server.abort();
+        let _ = self.raft.shutdown().await;
+    }
+}

@@ -142,6 +142,12 @@ async fn snapshots_catch_up_a_member_and_survive_restarts() {
     let m = back.wait_for(WAIT, |m| m.catalog_version == 40).await.unwrap();
     assert_eq!(m, nodes[0].metadata());
     // It caught up from the snapshot: the log it lacked is gone everywhere.
+    // (openraft's metrics follow the state machine by a moment.)
+    let mut waited = 0;
+    while back.snapshot_index().is_none() && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
     assert!(back.snapshot_index() >= nodes[0].snapshot_index() && back.snapshot_index().is_some());
     nodes.push(back);
     // Every member restarts from its files: the same metadata, and the

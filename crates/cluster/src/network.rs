@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Largest frame accepted.
 const MAX_FRAME: usize = 64 << 20;
+/// How long a forwarded proposal may wait for the group to commit it.
+const PROPOSE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Request {
@@ -40,9 +42,8 @@ pub(crate) enum Reply {
     Append(Result<AppendEntriesResponse<HostId>, RaftError<HostId>>),
     Snapshot(Result<InstallSnapshotResponse<HostId>, RaftError<HostId, InstallSnapshotError>>),
     Vote(Result<VoteResponse<HostId>, RaftError<HostId>>),
-    /// The command's result, or why it was not applied (an error's text,
-    /// its JouleDB code first).
-    Propose(Result<CommandResult, String>),
+    /// The command's result and log index, or why it was not applied.
+    Propose(Result<(CommandResult, u64), String>),
 }
 
 async fn write_frame<T: Serialize>(s: &mut TcpStream, message: &T) -> std::io::Result<()> {
@@ -151,14 +152,27 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
+/// Where this member reaches each other member: the address the
+/// membership records, unless a route overrides it (a host reaching its
+/// peers through another interface; tests putting a fault-injecting proxy
+/// on each link).
+#[derive(Clone, Default)]
+pub(crate) struct Routes(pub std::sync::Arc<std::collections::BTreeMap<HostId, String>>);
+
+impl Routes {
+    pub(crate) fn address(&self, target: HostId, recorded: &str) -> String {
+        self.0.get(&target).cloned().unwrap_or_else(|| recorded.to_string())
+    }
+}
+
 /// Makes a [`Peer`] for each member openraft talks to.
-pub(crate) struct Network;
+pub(crate) struct Network(pub Routes);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: HostId, node: &BasicNode) -> Peer {
-        Peer::new(target, node.addr.clone())
+        Peer::new(target, self.0.address(target, &node.addr))
     }
 }
 
@@ -188,7 +202,12 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
                     Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
                     Request::Vote(r) => Reply::Vote(raft.vote(r).await),
                     Request::Propose(c) => {
-                        Reply::Propose(crate::node::propose_here(&raft, c).await.map_err(|e| e.to_string()))
+                        // A leader that lost its quorum would wait for it indefinitely.
+                        let proposed = tokio::time::timeout(PROPOSE_WAIT, crate::node::propose_here(&raft, c)).await;
+                        Reply::Propose(match proposed {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(_) => Err(format!("no quorum acknowledged the change within {PROPOSE_WAIT:?}")),
+                        })
                     }
                 };
                 if write_frame(&mut s, &reply).await.is_err() {

@@ -16,7 +16,7 @@
 //! retried.
 
 use crate::metadata::{ClusterMetadata, Command, CommandResult};
-use crate::network::{serve, Network, Peer, Reply, Request};
+use crate::network::{serve, Network, Peer, Reply, Request, Routes};
 use crate::store::{LogStore, StateMachineStore};
 use crate::{HostId, TypeConfig};
 use joule_common::{err, Error, Result};
@@ -38,6 +38,7 @@ pub struct MetadataNode {
     raft: Raft<TypeConfig>,
     metadata: watch::Receiver<ClusterMetadata>,
     server: tokio::task::JoinHandle<()>,
+    routes: Routes,
 }
 
 /// Why a proposal made on this host did not apply.
@@ -47,13 +48,14 @@ pub(crate) enum NotHere {
     Failed(Error),
 }
 
-/// Propose `command` on this host's raft, which must lead.
+/// Propose `command` on this host's raft, which must lead: what applying
+/// it did, and its index in the log.
 pub(crate) async fn propose_here(
     raft: &Raft<TypeConfig>,
     command: Command,
-) -> std::result::Result<CommandResult, NotHere> {
+) -> std::result::Result<(CommandResult, u64), NotHere> {
     match raft.client_write(command).await {
-        Ok(r) => Ok(r.data),
+        Ok(r) => Ok((r.data, r.log_id.index)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(NotHere::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
         }
@@ -75,6 +77,18 @@ impl MetadataNode {
     /// Start host `id`'s member with its files in `dir`, answering the
     /// group on `listener`.
     pub async fn start(id: HostId, dir: &Path, listener: tokio::net::TcpListener) -> Result<MetadataNode> {
+        Self::start_with_routes(id, dir, listener, BTreeMap::new()).await
+    }
+
+    /// [`start`](Self::start), reaching the members named in `routes` at
+    /// the given addresses instead of the ones the membership records.
+    pub async fn start_with_routes(
+        id: HostId,
+        dir: &Path,
+        listener: tokio::net::TcpListener,
+        routes: BTreeMap<HostId, String>,
+    ) -> Result<MetadataNode> {
+        let routes = Routes(Arc::new(routes));
         let address = listener.local_addr().map_err(|e| err!(Internal, "the internal listener has no address: {e}"))?;
         let log =
             LogStore::open(dir).map_err(|e| err!(IoError, "cannot open the metadata log in {}: {e}", dir.display()))?;
@@ -91,11 +105,11 @@ impl MetadataNode {
         }
         .validate()
         .map_err(|e| err!(InvalidArgument, "metadata group settings: {e}"))?;
-        let raft = Raft::new(id, Arc::new(config), Network, log, state_machine)
+        let raft = Raft::new(id, Arc::new(config), Network(routes.clone()), log, state_machine)
             .await
             .map_err(|e| err!(Internal, "cannot start the metadata group: {e}"))?;
         let server = tokio::spawn(serve(listener, raft.clone()));
-        Ok(MetadataNode { id, address: address.to_string(), raft, metadata, server })
+        Ok(MetadataNode { id, address: address.to_string(), raft, metadata, server, routes })
     }
 
     pub fn id(&self) -> HostId {
@@ -121,7 +135,8 @@ impl MetadataNode {
     }
 
     /// Apply `command` through the group (forwarded to its leader if this
-    /// host does not lead) and return what applying it did.
+    /// host does not lead) and return what applying it did. When it
+    /// returns, this host's [`metadata`](Self::metadata) includes the change.
     pub async fn propose(&self, command: Command) -> Result<CommandResult> {
         self.propose_within(command, PROPOSE_DEADLINE).await
     }
@@ -131,18 +146,44 @@ impl MetadataNode {
         let deadline = Instant::now() + limit;
         let mut last = String::from("no attempt");
         while Instant::now() < deadline {
-            match propose_here(&self.raft, command.clone()).await {
-                Ok(r) => return Ok(r),
+            // A leader without a quorum waits for one indefinitely: bound it.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = match tokio::time::timeout(left, propose_here(&self.raft, command.clone())).await {
+                Ok(a) => a,
+                Err(_) => Err(NotHere::Failed(err!(Unavailable, "no quorum acknowledged the change"))),
+            };
+            let applied = match attempt {
+                Ok(applied) => Some(applied),
                 Err(NotHere::NotLeader(Some((leader, address)))) if leader != self.id => {
                     let ttl = deadline.saturating_duration_since(Instant::now());
+                    let address = self.routes.address(leader, &address);
                     match Peer::new(leader, address).call(&Request::Propose(command.clone()), ttl).await {
-                        Ok(Reply::Propose(Ok(r))) => return Ok(r),
-                        Ok(Reply::Propose(Err(e))) => last = e,
-                        Ok(_) => last = format!("host {leader} answered another request"),
-                        Err(e) => last = format!("host {leader} is unreachable: {e}"),
+                        Ok(Reply::Propose(Ok(applied))) => Some(applied),
+                        Ok(Reply::Propose(Err(e))) => {
+                            last = e;
+                            None
+                        }
+                        Ok(_) => {
+                            last = format!("host {leader} answered another request");
+                            None
+                        }
+                        Err(e) => {
+                            last = format!("host {leader} is unreachable: {e}");
+                            None
+                        }
                     }
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => {
+                    last = e.to_string();
+                    None
+                }
+            };
+            if let Some((result, index)) = applied {
+                // Committed; wait (within the deadline) until applied here too.
+                let mut metrics = self.raft.metrics();
+                let here = metrics.wait_for(|m| m.last_applied.is_some_and(|id| id.index >= index));
+                let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), here).await;
+                return Ok(result);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -1,0 +1,151 @@
+//! The metadata group with a fault-injecting proxy on every link between
+//! members: a member cut off from the others cannot change the metadata
+//! (no split brain) while the majority elects a leader and carries on; a
+//! hung member holds nothing up; healed links bring every member back to
+//! the same metadata.
+
+mod common;
+
+use common::{eventually, Link, Proxy};
+use joule_cluster::{Command, CommandResult, HostInfo, HostState, MetadataNode};
+use joule_common::ErrorCode;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Three members; member i reaches member j through `links[(i, j)]`.
+struct Cluster {
+    nodes: Vec<MetadataNode>,
+    links: BTreeMap<(u64, u64), Proxy>,
+    _dir: Dir,
+}
+
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = Dir(std::env::temp_dir().join(format!("joule-faults-{}-{nanos}", std::process::id())));
+        let ids = [1u64, 2, 3];
+        let mut listeners = BTreeMap::new();
+        for id in ids {
+            listeners.insert(id, tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let addresses: BTreeMap<u64, String> =
+            listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap().to_string())).collect();
+        let mut links = BTreeMap::new();
+        for from in ids {
+            for to in ids.into_iter().filter(|to| *to != from) {
+                links.insert((from, to), Proxy::start(addresses[&to].clone()).await);
+            }
+        }
+        let mut nodes = Vec::new();
+        for (id, listener) in listeners {
+            let routes =
+                ids.into_iter().filter(|to| *to != id).map(|to| (to, links[&(id, to)].address.clone())).collect();
+            let node =
+                MetadataNode::start_with_routes(id, &dir.0.join(format!("host-{id}")), listener, routes).await.unwrap();
+            nodes.push(node);
+        }
+        nodes[0].initialize(addresses.clone()).await.unwrap();
+        let hosts = addresses
+            .iter()
+            .map(|(id, a)| {
+                let info =
+                    HostInfo { internal_address: a.clone(), client_address: String::new(), state: HostState::Up };
+                (*id, info)
+            })
+            .collect();
+        let r = nodes[0].propose(Command::Form { kfactor: 1, sites_per_host: 2, hosts }).await.unwrap();
+        assert_eq!(r, CommandResult::Applied);
+        for n in &nodes {
+            n.wait_for(WAIT, |m| m.formed).await.unwrap();
+        }
+        Cluster { nodes, links, _dir: dir }
+    }
+
+    fn node(&self, id: u64) -> &MetadataNode {
+        self.nodes.iter().find(|n| n.id() == id).unwrap()
+    }
+
+    /// Set every link to and from `id`.
+    fn isolate(&self, id: u64, link: Link) {
+        for ((from, to), proxy) in &self.links {
+            if *from == id || *to == id {
+                proxy.set(link);
+            }
+        }
+    }
+
+    async fn all_agree(&self, done: impl Fn(&joule_cluster::ClusterMetadata) -> bool + Copy) {
+        let mut seen = Vec::new();
+        for n in &self.nodes {
+            seen.push(n.wait_for(WAIT, done).await.unwrap());
+        }
+        assert!(seen.iter().all(|m| *m == seen[0]), "{seen:?}");
+    }
+
+    async fn shutdown(self) {
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_cannot_change_anything_and_the_majority_carries_on() {
+    let cluster = Cluster::start().await;
+    let old = cluster.nodes[0].leader().unwrap();
+    cluster.isolate(old, Link::Cut);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    // The majority elects one of its own.
+    let majority = cluster.node(others[0]);
+    assert!(
+        eventually(WAIT, || majority.leader().is_some_and(|l| l != old)).await,
+        "the majority elected a leader of its own"
+    );
+    // The old leader, alone, cannot change the metadata...
+    let e = cluster
+        .node(old)
+        .propose_within(Command::SetCatalogVersion { expected: 0, version: 1 }, Duration::from_millis(1500))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unavailable);
+    assert_eq!(cluster.node(old).metadata().catalog_version, 0);
+    // ...while the majority can, including declaring it failed.
+    let r = majority.propose(Command::SetCatalogVersion { expected: 0, version: 2 }).await.unwrap();
+    assert_eq!(r, CommandResult::Applied);
+    assert_eq!(majority.propose(Command::HostFailed { host: old }).await.unwrap(), CommandResult::Applied);
+    let m = majority.metadata();
+    assert!(m.partitions.iter().all(|p| p.leader.is_some() && p.leader != Some(old)), "{m:?}");
+    // Healed: the old leader learns what happened without it, and nothing
+    // it tried alone survives.
+    cluster.isolate(old, Link::Up);
+    cluster.all_agree(|m| m.catalog_version == 2 && !m.is_up(old)).await;
+    assert_eq!(cluster.node(old).propose(Command::HostRejoined { host: old }).await.unwrap(), CommandResult::Applied);
+    cluster.all_agree(|m| m.is_up(old)).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_follower_holds_nothing_up_and_catches_up_when_it_resumes() {
+    let cluster = Cluster::start().await;
+    let leader = cluster.nodes[0].leader().unwrap();
+    let hung = [1u64, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    cluster.isolate(hung, Link::Hang);
+    for v in 0..5u64 {
+        let r = cluster.node(leader).propose(Command::SetCatalogVersion { expected: v, version: v + 1 }).await.unwrap();
+        assert_eq!(r, CommandResult::Applied);
+    }
+    assert_eq!(cluster.node(hung).metadata().catalog_version, 0, "a hung member receives nothing");
+    cluster.isolate(hung, Link::Up);
+    cluster.all_agree(|m| m.catalog_version == 5).await;
+    cluster.shutdown().await;
+}

@@ -13,18 +13,22 @@
 //!   port), framed JSON; also forwards proposals to the leader.
 //! * [`MetadataNode`] (`node.rs`): one host's member of the group — start
 //!   it, form the group, propose commands, read or wait for the metadata.
+//! * `detector.rs`: failure detection — the group's leader pings every
+//!   host and declares dead one silent for the timeout.
 //!
-//! What is here is the metadata group alone. Replication of partitions,
-//! failure detection, rejoin and the `joule start --host-count/--join`
-//! wiring build on it and are not written yet (see docs/architecture.md).
+//! What is here is the metadata group and failure detection. Replication of
+//! partitions, rejoin and the `joule start --host-count/--join` wiring build
+//! on it and are not written yet (see docs/architecture.md).
 
 use std::io::Cursor;
 
+mod detector;
 pub mod metadata;
 mod network;
 mod node;
 mod store;
 
+pub use detector::DetectorSettings;
 pub use metadata::{ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement};
 pub use node::MetadataNode;
 

@@ -1,6 +1,6 @@
 //! The metadata group's messages between hosts: openraft's three RPCs
-//! (append entries, install snapshot, vote) and forwarded proposals, over
-//! TCP on the internal port.
+//! (append entries, install snapshot, vote), forwarded proposals and
+//! failure detection's pings, over TCP on the internal port.
 //!
 //! Each message is a frame — `length (u32 LE) | JSON` — and each request
 //! gets one reply frame on the same connection. A sender keeps one
@@ -35,6 +35,8 @@ pub(crate) enum Request {
     Vote(VoteRequest<HostId>),
     /// A proposal forwarded to the host believed to lead the group.
     Propose(Command),
+    /// Failure detection: are you there?
+    Ping,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,6 +46,7 @@ pub(crate) enum Reply {
     Vote(Result<VoteResponse<HostId>, RaftError<HostId>>),
     /// The command's result and log index, or why it was not applied.
     Propose(Result<(CommandResult, u64), String>),
+    Pong,
 }
 
 async fn write_frame<T: Serialize>(s: &mut TcpStream, message: &T) -> std::io::Result<()> {
@@ -201,6 +204,7 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
                     Request::Append(r) => Reply::Append(raft.append_entries(r).await),
                     Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
                     Request::Vote(r) => Reply::Vote(raft.vote(r).await),
+                    Request::Ping => Reply::Pong,
                     Request::Propose(c) => {
                         // A leader that lost its quorum would wait for it indefinitely.
                         let proposed = tokio::time::timeout(PROPOSE_WAIT, crate::node::propose_here(&raft, c)).await;

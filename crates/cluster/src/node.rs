@@ -39,6 +39,7 @@ pub struct MetadataNode {
     metadata: watch::Receiver<ClusterMetadata>,
     server: tokio::task::JoinHandle<()>,
     routes: Routes,
+    detector: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Why a proposal made on this host did not apply.
@@ -109,7 +110,7 @@ impl MetadataNode {
             .await
             .map_err(|e| err!(Internal, "cannot start the metadata group: {e}"))?;
         let server = tokio::spawn(serve(listener, raft.clone()));
-        Ok(MetadataNode { id, address: address.to_string(), raft, metadata, server, routes })
+        Ok(MetadataNode { id, address: address.to_string(), raft, metadata, server, routes, detector: None })
     }
 
     pub fn id(&self) -> HostId {
@@ -235,8 +236,22 @@ impl MetadataNode {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Run failure detection on this host (it acts while this host leads
+    /// the group; see `detector.rs`).
+    pub fn detect_failures(&mut self, settings: crate::DetectorSettings) {
+        if let Some(old) = self.detector.take() {
+            old.abort();
+        }
+        let task =
+            crate::detector::run(self.id, self.raft.clone(), self.metadata.clone(), self.routes.clone(), settings);
+        self.detector = Some(tokio::spawn(task));
+    }
+
     /// Stop this member (its files stay; starting again resumes from them).
     pub async fn shutdown(self) {
+        if let Some(d) = &self.detector {
+            d.abort();
+        }
         self.server.abort();
         let _ = self.raft.shutdown().await;
     }

@@ -149,3 +149,42 @@ async fn a_hung_follower_holds_nothing_up_and_catches_up_when_it_resumes() {
     cluster.all_agree(|m| m.catalog_version == 5).await;
     cluster.shutdown().await;
 }
+
+/// Failure detection: a hung follower, then a dead leader, are declared
+/// failed by the others within the timeout (plus an election for the
+/// leader), and their partitions fail over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_detection_declares_hung_and_dead_hosts_failed() {
+    let mut cluster = Cluster::start().await;
+    let settings =
+        joule_cluster::DetectorSettings { interval: Duration::from_millis(100), timeout: Duration::from_millis(500) };
+    for n in &mut cluster.nodes {
+        n.detect_failures(settings);
+    }
+    // Nothing is declared failed while all is well.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(cluster.nodes.iter().all(|n| (1..=3).all(|h| n.metadata().is_up(h))));
+
+    let leader = cluster.nodes[0].leader().unwrap();
+    let hung = [1u64, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    cluster.isolate(hung, Link::Hang);
+    let m = cluster.node(leader).wait_for(WAIT, |m| !m.is_up(hung)).await.unwrap();
+    assert_eq!(m.hosts[&hung].state, HostState::Failed);
+    assert!(m.partitions.iter().all(|p| p.leader.is_some() && p.leader != Some(hung)), "{m:?}");
+    // It resumes, learns it was failed, and rejoins.
+    cluster.isolate(hung, Link::Up);
+    cluster.node(hung).wait_for(WAIT, |m| !m.is_up(hung)).await.unwrap();
+    assert_eq!(cluster.node(hung).propose(Command::HostRejoined { host: hung }).await.unwrap(), CommandResult::Applied);
+    cluster.all_agree(|m| (1..=3).all(|h| m.is_up(h))).await;
+
+    // The leader dies: the others elect a leader, which declares it failed.
+    let leader = cluster.nodes[0].leader().unwrap();
+    let at = cluster.nodes.iter().position(|n| n.id() == leader).unwrap();
+    let dead = cluster.nodes.remove(at);
+    dead.shutdown().await;
+    cluster.all_agree(|m| !m.is_up(leader)).await;
+    let m = cluster.nodes[0].metadata();
+    assert!(m.partitions.iter().all(|p| p.leader.is_some() && p.leader != Some(leader)), "{m:?}");
+    assert_ne!(m.mp_coordinator, Some(leader));
+    cluster.shutdown().await;
+}

@@ -221,6 +221,7 @@ fn into_response(r: ClientResponse) -> Result<Response> {
     }
     let fallback = match r.status {
         -5 => ErrorCode::Unavailable,
+        -7 => ErrorCode::OutcomeUnknown,
         -1 => ErrorCode::ProcedureAborted,
         -3 => ErrorCode::Internal,
         _ => ErrorCode::InvalidArgument,

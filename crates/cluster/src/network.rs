@@ -9,7 +9,7 @@
 //! peer being unreachable and retries with backoff. JSON keeps the format
 //! readable and is cheap at the metadata's size and rate.
 
-use crate::metadata::{Command, CommandResult};
+use crate::metadata::{ClusterMetadata, Command, CommandResult};
 use crate::{HostId, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -37,6 +37,20 @@ pub(crate) enum Request {
     Propose(Command),
     /// Failure detection: are you there?
     Ping,
+    /// A linearizable read of the metadata, forwarded to the leader.
+    Read,
+}
+
+/// What became of a forwarded proposal.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Forwarded {
+    /// Applied: the result and the log index.
+    Done(CommandResult, u64),
+    /// The receiver does not lead: nothing was proposed (safe to retry).
+    NotLeader,
+    /// Proposed, and not confirmed (no quorum in time, or the group
+    /// stopped): it may still commit.
+    Unknown(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,9 +58,16 @@ pub(crate) enum Reply {
     Append(Result<AppendEntriesResponse<HostId>, RaftError<HostId>>),
     Snapshot(Result<InstallSnapshotResponse<HostId>, RaftError<HostId, InstallSnapshotError>>),
     Vote(Result<VoteResponse<HostId>, RaftError<HostId>>),
-    /// The command's result and log index, or why it was not applied.
-    Propose(Result<(CommandResult, u64), String>),
+    Propose(Forwarded),
     Pong,
+    Read(Result<ClusterMetadata, ReadRefused>),
+}
+
+/// Why a forwarded read was not answered.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ReadRefused {
+    NotLeader,
+    Failed(String),
 }
 
 async fn write_frame<T: Serialize>(s: &mut TcpStream, message: &T) -> std::io::Result<()> {
@@ -84,24 +105,41 @@ impl Peer {
     /// Send `request` and wait up to `ttl` for its reply; any failure drops
     /// the connection.
     pub(crate) async fn call(&mut self, request: &Request, ttl: Duration) -> std::io::Result<Reply> {
-        let attempt = async {
-            if self.connection.is_none() {
+        self.exchange(request, ttl).await.map_err(|(_, e)| e)
+    }
+
+    /// As [`call`](Self::call), saying on failure whether the request may
+    /// have reached the peer (`true`) or certainly did not (`false`: the
+    /// connection could not be opened).
+    pub(crate) async fn exchange(&mut self, request: &Request, ttl: Duration) -> Result<Reply, (bool, std::io::Error)> {
+        let deadline = tokio::time::Instant::now() + ttl;
+        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no reply within {ttl:?}"));
+        if self.connection.is_none() {
+            let connect = async {
                 let s = TcpStream::connect(&self.address).await?;
                 s.set_nodelay(true)?;
-                self.connection = Some(s);
+                Ok::<_, std::io::Error>(s)
+            };
+            match tokio::time::timeout_at(deadline, connect).await {
+                Ok(Ok(s)) => self.connection = Some(s),
+                Ok(Err(e)) => return Err((false, e)),
+                Err(_) => return Err((false, timed_out())),
             }
-            let Some(s) = self.connection.as_mut() else { unreachable!("connected above") };
+        }
+        let Some(s) = self.connection.as_mut() else { unreachable!("connected above") };
+        let result = match tokio::time::timeout_at(deadline, async {
             write_frame(s, request).await?;
             read_frame(s).await
-        };
-        let result = match tokio::time::timeout(ttl, attempt).await {
+        })
+        .await
+        {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no reply within {ttl:?}"))),
+            Err(_) => Err(timed_out()),
         };
-        if result.is_err() {
+        result.map_err(|e| {
             self.connection = None;
-        }
-        result
+            (true, e)
+        })
     }
 
     async fn rpc<E: std::error::Error>(
@@ -182,7 +220,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Answer the group's messages arriving on `listener` until the task is
 /// aborted; aborting it also ends every connection it accepted (they live
 /// in its `JoinSet`), so a stopped member answers nothing.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    metadata: tokio::sync::watch::Receiver<ClusterMetadata>,
+) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -196,7 +238,7 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
             continue;
         };
         let _ = s.set_nodelay(true);
-        let raft = raft.clone();
+        let (raft, metadata) = (raft.clone(), metadata.clone());
         connections.spawn(async move {
             // A malformed frame or a closed connection ends the connection.
             while let Ok(request) = read_frame::<Request>(&mut s).await {
@@ -205,12 +247,19 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
                     Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
                     Request::Vote(r) => Reply::Vote(raft.vote(r).await),
                     Request::Ping => Reply::Pong,
+                    Request::Read => Reply::Read(match crate::node::read_here(&raft, &metadata, PROPOSE_WAIT).await {
+                        Ok(m) => Ok(m),
+                        Err(crate::node::NotHere::NotLeader(_)) => Err(ReadRefused::NotLeader),
+                        Err(e) => Err(ReadRefused::Failed(e.to_string())),
+                    }),
                     Request::Propose(c) => {
                         // A leader that lost its quorum would wait for it indefinitely.
                         let proposed = tokio::time::timeout(PROPOSE_WAIT, crate::node::propose_here(&raft, c)).await;
                         Reply::Propose(match proposed {
-                            Ok(r) => r.map_err(|e| e.to_string()),
-                            Err(_) => Err(format!("no quorum acknowledged the change within {PROPOSE_WAIT:?}")),
+                            Ok(Ok((result, index))) => Forwarded::Done(result, index),
+                            Ok(Err(crate::node::NotHere::NotLeader(_))) => Forwarded::NotLeader,
+                            Ok(Err(e)) => Forwarded::Unknown(e.to_string()),
+                            Err(_) => Forwarded::Unknown(format!("no quorum confirmed it within {PROPOSE_WAIT:?}")),
                         })
                     }
                 };

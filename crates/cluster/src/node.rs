@@ -16,11 +16,11 @@
 //! retried.
 
 use crate::metadata::{ClusterMetadata, Command, CommandResult};
-use crate::network::{serve, Network, Peer, Reply, Request, Routes};
+use crate::network::{serve, Forwarded, Network, Peer, ReadRefused, Reply, Request, Routes};
 use crate::store::{LogStore, StateMachineStore};
 use crate::{HostId, TypeConfig};
 use joule_common::{err, Error, Result};
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Raft};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,6 +61,25 @@ pub(crate) async fn propose_here(
             Err(NotHere::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
         }
         Err(e) => Err(NotHere::Failed(err!(Unavailable, "the metadata group cannot take the change: {e}"))),
+    }
+}
+
+/// A linearizable read on this host's raft, which must lead: confirm with
+/// a quorum that it still leads, wait until everything committed before
+/// the read is applied, then read.
+pub(crate) async fn read_here(
+    raft: &Raft<TypeConfig>,
+    metadata: &watch::Receiver<ClusterMetadata>,
+    limit: Duration,
+) -> std::result::Result<ClusterMetadata, NotHere> {
+    let confirmed = tokio::time::timeout(limit, raft.ensure_linearizable()).await;
+    match confirmed {
+        Ok(Ok(_)) => Ok(metadata.borrow().clone()),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            Err(NotHere::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
+        }
+        Ok(Err(e)) => Err(NotHere::Failed(err!(Unavailable, "cannot confirm the metadata: {e}"))),
+        Err(_) => Err(NotHere::Failed(err!(Unavailable, "no quorum confirmed this host still leads"))),
     }
 }
 
@@ -109,7 +128,7 @@ impl MetadataNode {
         let raft = Raft::new(id, Arc::new(config), Network(routes.clone()), log, state_machine)
             .await
             .map_err(|e| err!(Internal, "cannot start the metadata group: {e}"))?;
-        let server = tokio::spawn(serve(listener, raft.clone()));
+        let server = tokio::spawn(serve(listener, raft.clone(), metadata.clone()));
         Ok(MetadataNode { id, address: address.to_string(), raft, metadata, server, routes, detector: None })
     }
 
@@ -146,52 +165,82 @@ impl MetadataNode {
     pub async fn propose_within(&self, command: Command, limit: Duration) -> Result<CommandResult> {
         let deadline = Instant::now() + limit;
         let mut last = String::from("no attempt");
+        // Retried only while nothing was proposed (no leader, or a leader
+        // that could not be reached); once a proposal went out, a lost or
+        // late answer is reported as an unknown outcome, never retried.
         while Instant::now() < deadline {
-            // A leader without a quorum waits for one indefinitely: bound it.
             let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = match tokio::time::timeout(left, propose_here(&self.raft, command.clone())).await {
-                Ok(a) => a,
-                Err(_) => Err(NotHere::Failed(err!(Unavailable, "no quorum acknowledged the change"))),
-            };
-            let applied = match attempt {
-                Ok(applied) => Some(applied),
-                Err(NotHere::NotLeader(Some((leader, address)))) if leader != self.id => {
-                    let ttl = deadline.saturating_duration_since(Instant::now());
+            let unknown = |why: String| err!(OutcomeUnknown, "the metadata change may or may not have applied: {why}");
+            // A leader without a quorum waits for one indefinitely: bound it.
+            let applied = match tokio::time::timeout(left, propose_here(&self.raft, command.clone())).await {
+                Err(_) => return Err(unknown(format!("no quorum confirmed it within {limit:?}"))),
+                Ok(Ok(applied)) => applied,
+                Ok(Err(NotHere::Failed(e))) => return Err(unknown(e.to_string())),
+                Ok(Err(NotHere::NotLeader(Some((leader, address))))) if leader != self.id => {
                     let address = self.routes.address(leader, &address);
-                    match Peer::new(leader, address).call(&Request::Propose(command.clone()), ttl).await {
-                        Ok(Reply::Propose(Ok(applied))) => Some(applied),
-                        Ok(Reply::Propose(Err(e))) => {
-                            last = e;
-                            None
+                    match Peer::new(leader, address).exchange(&Request::Propose(command.clone()), left).await {
+                        Ok(Reply::Propose(Forwarded::Done(result, index))) => (result, index),
+                        Ok(Reply::Propose(Forwarded::NotLeader)) => {
+                            last = format!("host {leader} no longer leads");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
                         }
-                        Ok(_) => {
-                            last = format!("host {leader} answered another request");
-                            None
-                        }
-                        Err(e) => {
+                        Ok(Reply::Propose(Forwarded::Unknown(why))) => return Err(unknown(why)),
+                        Ok(_) => return Err(unknown(format!("host {leader} answered another request"))),
+                        Err((true, e)) => return Err(unknown(format!("host {leader} did not answer: {e}"))),
+                        Err((false, e)) => {
                             last = format!("host {leader} is unreachable: {e}");
-                            None
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
                         }
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     last = e.to_string();
-                    None
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
             };
-            if let Some((result, index)) = applied {
-                // Committed; wait (within the deadline) until applied here too.
-                let mut metrics = self.raft.metrics();
-                let here = metrics.wait_for(|m| m.last_applied.is_some_and(|id| id.index >= index));
-                let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), here).await;
-                return Ok(result);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Committed; wait (within the deadline) until applied here too.
+            let (result, index) = applied;
+            let mut metrics = self.raft.metrics();
+            let here = metrics.wait_for(|m| m.last_applied.is_some_and(|id| id.index >= index));
+            let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), here).await;
+            return Ok(result);
         }
         Err(err!(Unavailable, "the metadata change did not apply within {limit:?}: {last}"))
     }
 
-    /// The metadata as this host last applied it.
+    /// The metadata as of a moment between this call and its return — a
+    /// linearizable read, confirmed by the group's leader with a quorum
+    /// (forwarded to it from other hosts). Retried within `limit` while the
+    /// group has no leader; `Unavailable` after that.
+    pub async fn read_within(&self, limit: Duration) -> Result<ClusterMetadata> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("no attempt");
+        while Instant::now() < deadline {
+            match read_here(&self.raft, &self.metadata, deadline.saturating_duration_since(Instant::now())).await {
+                Ok(m) => return Ok(m),
+                Err(NotHere::NotLeader(Some((leader, address)))) if leader != self.id => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let address = self.routes.address(leader, &address);
+                    // A read changes nothing: whatever happened to an attempt, retry.
+                    match Peer::new(leader, address).call(&Request::Read, left).await {
+                        Ok(Reply::Read(Ok(m))) => return Ok(m),
+                        Ok(Reply::Read(Err(ReadRefused::NotLeader))) => last = format!("host {leader} no longer leads"),
+                        Ok(Reply::Read(Err(ReadRefused::Failed(e)))) => last = e,
+                        Ok(_) => last = format!("host {leader} answered another request"),
+                        Err(e) => last = format!("host {leader} did not answer: {e}"),
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(err!(Unavailable, "no linearizable read of the metadata within {limit:?}: {last}"))
+    }
+
+    /// The metadata as this host last applied it (may trail the group).
     pub fn metadata(&self) -> ClusterMetadata {
         self.metadata.borrow().clone()
     }

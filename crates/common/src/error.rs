@@ -93,6 +93,10 @@ pub enum ErrorCode {
     /// The user lacks the role a procedure needs (admin procedures need
     /// the ADMINISTRATOR role or the admin port).
     PermissionDenied = 4005,
+    /// The call may or may not have taken effect: it was sent, and the
+    /// answer was lost (a host failed or was cut off before confirming it).
+    /// Read back before retrying anything that is not idempotent.
+    OutcomeUnknown = 4006,
 
     /// A malformed message on the wire: bad length, truncated, unknown
     /// version or type, invalid text.
@@ -153,6 +157,7 @@ impl ErrorCode {
         ErrorCode::ProcedureAborted,
         ErrorCode::Unavailable,
         ErrorCode::PermissionDenied,
+        ErrorCode::OutcomeUnknown,
         ErrorCode::ProtocolError,
         ErrorCode::IoError,
         ErrorCode::CorruptData,
@@ -208,6 +213,7 @@ impl ErrorCode {
             ProcedureAborted => "P0001",
             Unavailable => "57P01",
             PermissionDenied => "42501",
+            OutcomeUnknown => "08007",
             ProtocolError => "08P01",
             IoError => "58030",
             CorruptData => "XX001",

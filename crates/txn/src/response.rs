@@ -22,6 +22,8 @@ pub enum Status {
     UnexpectedFailure = -3,
     /// The host is shutting down or overloaded.
     ServerUnavailable = -5,
+    /// The outcome is unknown (VoltDB's RESPONSE_UNKNOWN).
+    ResponseUnknown = -7,
 }
 
 /// The app status a procedure did not set.
@@ -130,6 +132,7 @@ impl Response {
             ErrorCode::ProcedureAborted => Status::UserAbort,
             ErrorCode::Internal => Status::UnexpectedFailure,
             ErrorCode::Unavailable => Status::ServerUnavailable,
+            ErrorCode::OutcomeUnknown => Status::ResponseUnknown,
             _ => Status::GracefulFailure,
         };
         Response::new(status, Some(error), Vec::new(), ids)

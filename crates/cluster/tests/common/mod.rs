@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod linearizable;
+
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -4,8 +4,12 @@
 //! a stopped one (`SIGSTOP`: its socket accepts, nothing answers), or a
 //! host cut off from the leader.
 //!
-//! Only the leader decides, so hosts do not race to fail each other; a new
-//! leader starts every host's clock afresh (a grace period of one timeout).
+//! A host whose internal port refuses connections twice in a row (its
+//! process is gone) is failed without waiting for the timeout. Only the
+//! leader decides, so hosts do not race to fail each other; a new leader
+//! starts every host's clock afresh (a grace period of one timeout), except
+//! the previous leader's, which has been silent for an election timeout
+//! already.
 //! The decision goes through the group like any change, so it needs a
 //! quorum: a leader cut off from the majority cannot fail anyone (its
 //! proposal never commits), while the majority's new leader fails it.
@@ -20,6 +24,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// How long followers heard nothing from a leader before electing another
+/// (the metadata group's shortest election timeout).
+const ELECTION_SILENCE: Duration = Duration::from_millis(400);
+/// Refused connections in a row (nothing listens on the host's internal
+/// port: its process is gone) that fail a host before the timeout.
+const REFUSALS: u32 = 2;
 
 /// How often hosts are pinged and how long one may stay silent.
 #[derive(Clone, Copy, Debug)]
@@ -45,22 +56,33 @@ pub(crate) async fn run(
     routes: Routes,
     settings: DetectorSettings,
 ) {
-    // Per host: when it last answered, and a connection to ping it on.
+    // Per host: when it last answered, refusals in a row, and a
+    // connection to ping it on.
     let mut heard: BTreeMap<HostId, Instant> = BTreeMap::new();
+    let mut refused: BTreeMap<HostId, u32> = BTreeMap::new();
     let mut peers: BTreeMap<HostId, Peer> = BTreeMap::new();
     let mut was_leader = false;
+    let mut previous_leader = None;
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let leading = raft.metrics().borrow().current_leader == Some(me);
-        if !leading {
+        let current = raft.metrics().borrow().current_leader;
+        if current != Some(me) {
             was_leader = false;
+            previous_leader = current.or(previous_leader);
             continue;
         }
+        let now = Instant::now();
         if !was_leader {
-            // Newly leading: everyone gets a full timeout from now.
+            // Newly leading: everyone gets a full timeout from now — except
+            // the previous leader, silent for at least an election timeout
+            // already, or there would have been no election.
             heard.clear();
+            refused.clear();
+            if let Some(p) = previous_leader.filter(|p| *p != me) {
+                heard.insert(p, now.checked_sub(ELECTION_SILENCE).unwrap_or(now));
+            }
             was_leader = true;
         }
         let m = metadata.borrow().clone();
@@ -70,33 +92,46 @@ pub(crate) async fn run(
             .filter(|(id, h)| **id != me && h.state == HostState::Up)
             .map(|(id, h)| (*id, routes.address(*id, &h.internal_address)))
             .collect();
-        let now = Instant::now();
         // Ping every up host at once; each waits at most one interval.
         let pings = up.iter().map(|(id, address)| {
             let mut peer = peers.remove(id).unwrap_or_else(|| Peer::new(*id, address.clone()));
             let id = *id;
             async move {
-                let answered = matches!(peer.call(&Request::Ping, settings.interval).await, Ok(Reply::Pong));
-                (id, peer, answered)
+                let answer = peer.exchange(&Request::Ping, settings.interval).await;
+                let answered = matches!(answer, Ok(Reply::Pong));
+                // Nothing listens there: the process is gone.
+                let was_refused =
+                    matches!(&answer, Err((false, e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+                (id, peer, answered, was_refused)
             }
         });
-        for (id, peer, answered) in futures::future::join_all(pings).await {
+        for (id, peer, answered, was_refused) in futures::future::join_all(pings).await {
             peers.insert(id, peer);
             let last = heard.entry(id).or_insert(now);
             if answered {
                 *last = Instant::now();
             }
+            let count = refused.entry(id).or_default();
+            *count = if was_refused { *count + 1 } else { 0 };
         }
         for (id, _) in &up {
-            if heard.get(id).is_some_and(|t| t.elapsed() >= settings.timeout) {
+            let silent = heard.get(id).is_some_and(|t| t.elapsed() >= settings.timeout);
+            let gone = refused.get(id).is_some_and(|n| *n >= REFUSALS);
+            if silent || gone {
                 heard.remove(id);
+                refused.remove(id);
                 peers.remove(id);
                 // Through the group: it commits only with a quorum.
                 let proposed =
                     tokio::time::timeout(settings.timeout, raft.client_write(Command::HostFailed { host: *id }));
                 if let Ok(Ok(r)) = proposed.await {
                     if r.data == CommandResult::Applied {
-                        eprintln!("joule: host {id} did not answer for {:?}: declared failed", settings.timeout);
+                        let why = if gone {
+                            "refused connections".to_string()
+                        } else {
+                            format!("was silent for {:?}", settings.timeout)
+                        };
+                        eprintln!("joule: host {id} {why}: declared failed");
                     }
                 }
             }

@@ -7,7 +7,7 @@ use joule_wire::frame::{payload_len, write_frame};
 use joule_wire::{ClientResponse, Invocation, LoginResponse, Param};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
@@ -46,6 +46,8 @@ pub(crate) struct Connection {
     open: Arc<AtomicBool>,
     next_handle: AtomicI64,
     timeout: Option<std::time::Duration>,
+    /// Calls sent and not yet answered (for least-outstanding balancing).
+    outstanding: Arc<AtomicUsize>,
 }
 
 async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Vec<u8>> {
@@ -78,8 +80,9 @@ impl Connection {
         let open = Arc::new(AtomicBool::new(true));
         let pending: Pending = Arc::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        let outstanding = Arc::new(AtomicUsize::new(0));
         // Writer: register each call, then send what has accumulated.
-        let (w_open, w_pending) = (open.clone(), pending.clone());
+        let (w_open, w_pending, w_outstanding) = (open.clone(), pending.clone(), outstanding.clone());
         tokio::spawn(async move {
             let mut buf = Vec::new();
             while let Some(first) = rx.recv().await {
@@ -91,6 +94,15 @@ impl Connection {
                         break;
                     }
                 }
+                if !w_open.load(Ordering::SeqCst) {
+                    // The connection was lost before these went out: they
+                    // never ran, and may be sent again elsewhere.
+                    for o in batch {
+                        w_outstanding.fetch_sub(1, Ordering::Relaxed);
+                        o.reply.complete(Err(err!(Unavailable, "connection lost before the call was sent")));
+                    }
+                    continue;
+                }
                 {
                     let mut p = lock(&w_pending);
                     for o in batch {
@@ -98,14 +110,19 @@ impl Connection {
                         p.insert(o.handle, o.reply);
                     }
                 }
-                if !w_open.load(Ordering::SeqCst) || wr.write_all(&buf).await.is_err() {
+                if wr.write_all(&buf).await.is_err() {
                     w_open.store(false, Ordering::SeqCst);
-                    fail_all(&w_pending);
+                }
+                // Lost while this batch was registered or written: the
+                // reader may have failed the calls before these joined them.
+                if !w_open.load(Ordering::SeqCst) {
+                    fail_all(&w_pending, &w_outstanding);
                 }
             }
         });
         // Reader: answer each call by handle; on loss fail every waiting call.
         let (r_open, r_pending, max) = (open.clone(), pending, options.max_message_bytes);
+        let r_outstanding = outstanding.clone();
         tokio::spawn(async move {
             loop {
                 let response = match read_frame(&mut rd, max).await.and_then(|p| ClientResponse::decode(&p)) {
@@ -114,17 +131,23 @@ impl Connection {
                 };
                 let reply = lock(&r_pending).remove(&response.client_handle);
                 if let Some(reply) = reply {
+                    r_outstanding.fetch_sub(1, Ordering::Relaxed);
                     reply.complete(Ok(response));
                 }
             }
             r_open.store(false, Ordering::SeqCst);
-            fail_all(&r_pending);
+            fail_all(&r_pending, &r_outstanding);
         });
-        Ok(Connection { tx, open, next_handle: AtomicI64::new(1), timeout: options.call_timeout })
+        Ok(Connection { tx, open, next_handle: AtomicI64::new(1), timeout: options.call_timeout, outstanding })
     }
 
     pub(crate) fn is_open(&self) -> bool {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// Calls sent on this connection and not yet answered.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
     }
 
     /// Send the invocation; `reply` gets the answer.
@@ -143,25 +166,34 @@ impl Connection {
         let payload = inv.encode()?;
         let mut frame = Vec::with_capacity(payload.len() + 4);
         write_frame(&mut frame, &payload);
-        self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| err!(Unavailable, "connection lost"))
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| {
+            self.outstanding.fetch_sub(1, Ordering::Relaxed);
+            err!(Unavailable, "connection lost")
+        })
     }
 
     pub(crate) async fn call(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
         let (reply, answer) = oneshot::channel();
         self.send(procedure, params, Reply::Wait(reply))?;
         let answer = match self.timeout {
-            Some(t) => tokio::time::timeout(t, answer)
-                .await
-                .map_err(|_| err!(Unavailable, "no answer to {procedure} within {t:?}"))?,
+            Some(t) => tokio::time::timeout(t, answer).await.map_err(|_| {
+                err!(OutcomeUnknown, "no answer to {procedure} within {t:?}: it may or may not have run")
+            })?,
             None => answer.await,
         };
-        answer.map_err(|_| err!(Unavailable, "connection lost before the answer"))?
+        answer
+            .map_err(|_| err!(OutcomeUnknown, "connection lost before the answer: the call may or may not have run"))?
     }
 }
 
-fn fail_all(pending: &Pending) {
+/// The connection is gone: every call sent on it gets `OutcomeUnknown` —
+/// it went out, and whether it ran is not known.
+fn fail_all(pending: &Pending, outstanding: &AtomicUsize) {
     let replies: Vec<Reply> = lock(pending).drain().map(|(_, r)| r).collect();
     for reply in replies {
-        reply.complete(Err(err!(Unavailable, "connection lost before the answer")));
+        outstanding.fetch_sub(1, Ordering::Relaxed);
+        reply
+            .complete(Err(err!(OutcomeUnknown, "connection lost before the answer: the call may or may not have run")));
     }
 }

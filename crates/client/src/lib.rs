@@ -21,24 +21,29 @@
 //! ```
 //!
 //! A call that fails on the server returns the server's error (its JouleDB
-//! code, read back from the status string); a lost connection fails every
-//! call in flight on it with `Unavailable`, and later calls go to the
-//! remaining connections.
+//! code, read back from the status string). A lost connection fails the
+//! calls in flight on it — `OutcomeUnknown` for those already sent (they may
+//! have run; read back before retrying), `Unavailable` for those that had
+//! not gone out — and later calls go to the remaining connections (by the
+//! [`Balance`] policy) while the lost one is reopened in the background.
 
+mod balance;
 mod connection;
 mod polled;
 mod sync;
 mod value;
 
+pub use balance::Balance;
 pub use polled::PolledConnections;
 pub use sync::SyncConnection;
 pub use value::FromValue;
 
+use arc_swap::ArcSwap;
 use connection::Connection;
 use joule_common::{err, Error, ErrorCode, Result, Row, Value};
 use joule_wire::{ClientResponse, Param, VoltTable};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Connection settings.
@@ -51,8 +56,10 @@ pub struct Options {
     /// Largest response accepted, in bytes.
     pub max_message_bytes: usize,
     /// How long a call may wait for its answer before failing with
-    /// `Unavailable` (`None`: forever).
+    /// `OutcomeUnknown` (`None`: forever).
     pub call_timeout: Option<std::time::Duration>,
+    /// How calls are spread over the connections.
+    pub balance: Balance,
 }
 
 impl Default for Options {
@@ -63,6 +70,7 @@ impl Default for Options {
             connections_per_address: 1,
             max_message_bytes: joule_wire::frame::DEFAULT_MAX_PAYLOAD,
             call_timeout: Some(std::time::Duration::from_secs(120)),
+            balance: Balance::RoundRobin,
         }
     }
 }
@@ -110,9 +118,24 @@ impl<'a> Table<'a> {
 /// The async, pipelined client.
 #[derive(Clone)]
 pub struct Client {
-    connections: Arc<Vec<Connection>>,
-    next: Arc<AtomicUsize>,
+    slots: Arc<Vec<Slot>>,
+    chooser: Arc<balance::Chooser>,
+    options: Arc<Options>,
+    runtime: tokio::runtime::Handle,
 }
+
+/// One connection's place: its address and the current connection there,
+/// replaced when a lost one is reopened.
+struct Slot {
+    address: SocketAddr,
+    current: ArcSwap<Connection>,
+    reconnecting: AtomicBool,
+}
+
+/// Waits between attempts to reopen a lost connection: doubling from the
+/// first to the last.
+const RECONNECT_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RECONNECT_LAST: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Client {
     /// Connect to every address (`host:port`), log in on each connection.
@@ -120,16 +143,28 @@ impl Client {
         if addresses.is_empty() || options.connections_per_address == 0 {
             return Err(err!(InvalidArgument, "give at least one address and one connection per address"));
         }
-        let mut connections = Vec::new();
+        let chooser = balance::Chooser::new(options.balance.clone(), addresses.len(), options.connections_per_address)
+            .map_err(|why| err!(InvalidArgument, "balance: {why}"))?;
+        let mut slots = Vec::new();
         for a in addresses {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host(*a).await.map_err(|e| err!(Unavailable, "cannot resolve {a}: {e}"))?.collect();
-            let addr = *addrs.first().ok_or_else(|| err!(Unavailable, "{a} resolves to no address"))?;
+            let address = *addrs.first().ok_or_else(|| err!(Unavailable, "{a} resolves to no address"))?;
             for _ in 0..options.connections_per_address {
-                connections.push(Connection::open(addr, &options).await?);
+                let connection = Connection::open(address, &options).await?;
+                slots.push(Slot {
+                    address,
+                    current: ArcSwap::from_pointee(connection),
+                    reconnecting: AtomicBool::new(false),
+                });
             }
         }
-        Ok(Client { connections: Arc::new(connections), next: Arc::new(AtomicUsize::new(0)) })
+        Ok(Client {
+            slots: Arc::new(slots),
+            chooser: Arc::new(chooser),
+            options: Arc::new(options),
+            runtime: tokio::runtime::Handle::current(),
+        })
     }
 
     /// Invoke a procedure; the server's error if it failed.
@@ -146,48 +181,72 @@ impl Client {
         self.call("@AdHoc", all).await
     }
 
-    /// Invoke and return the response as it came (any status).
-    pub async fn call_raw(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
-        let n = self.connections.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        // Skip connections known to be closed.
-        for i in 0..n {
-            let c = &self.connections[(start + i) % n];
-            if c.is_open() {
-                return c.call(procedure, params).await;
+    /// The open connection the balancing policy picks (lost ones start
+    /// reconnecting in the background as they are passed over).
+    fn pick(&self) -> Result<Arc<Connection>> {
+        let open = |i: usize| {
+            let is_open = self.slots[i].current.load().is_open();
+            if !is_open {
+                self.reconnect(i);
             }
+            is_open
+        };
+        let outstanding = |i: usize| self.slots[i].current.load().outstanding();
+        match self.chooser.pick(self.slots.len(), open, outstanding) {
+            Some(i) => Ok(self.slots[i].current.load_full()),
+            None => Err(err!(Unavailable, "every connection to the server is closed (reconnecting)")),
         }
-        Err(err!(Unavailable, "every connection to the server is closed"))
     }
 
-    /// Invoke without waiting: `callback` runs with the answer — or with
-    /// `Unavailable` if the connection is lost first — on the client's I/O
-    /// task, so it must be quick and must not block (it may make further
-    /// calls). No task is woken per call, which makes this the cheapest way
-    /// to keep many calls in flight. An `Err` here means nothing was sent
-    /// (and the callback will not run).
+    /// Reopen slot `i`'s connection in the background, once at a time,
+    /// with growing waits, until it succeeds or the client is dropped.
+    fn reconnect(&self, i: usize) {
+        if self.slots[i].reconnecting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (slots, options) = (Arc::downgrade(&self.slots), self.options.clone());
+        self.runtime.spawn(async move {
+            let mut wait = RECONNECT_FIRST;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(slots) = slots.upgrade() else { return };
+                let slot = &slots[i];
+                if let Ok(c) = Connection::open(slot.address, &options).await {
+                    slot.current.store(Arc::new(c));
+                    slot.reconnecting.store(false, Ordering::SeqCst);
+                    return;
+                }
+                wait = (wait * 2).min(RECONNECT_LAST);
+            }
+        });
+    }
+
+    /// Invoke and return the response as it came (any status).
+    pub async fn call_raw(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
+        self.pick()?.call(procedure, params).await
+    }
+
+    /// Invoke without waiting: `callback` runs with the answer on the
+    /// client's I/O task, so it must be quick and must not block (it may
+    /// make further calls). No task is woken per call, which makes this the
+    /// cheapest way to keep many calls in flight. An `Err` here means
+    /// nothing was sent (and the callback will not run). If the connection
+    /// is lost, the callback gets `Unavailable` for a call that had not
+    /// gone out yet (it never ran) and `OutcomeUnknown` for one that had.
     pub fn call_with(
         &self,
         procedure: &str,
         params: Vec<Value>,
         callback: impl FnOnce(Result<Response>) + Send + 'static,
     ) -> Result<()> {
-        let n = self.connections.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let params: Vec<Param> = params.into_iter().map(Param::Value).collect();
-        for i in 0..n {
-            let c = &self.connections[(start + i) % n];
-            if c.is_open() {
-                let reply = connection::Reply::Callback(Box::new(move |r| callback(r.and_then(into_response))));
-                return c.send(procedure, params, reply);
-            }
-        }
-        Err(err!(Unavailable, "every connection to the server is closed"))
+        let reply = connection::Reply::Callback(Box::new(move |r| callback(r.and_then(into_response))));
+        self.pick()?.send(procedure, params, reply)
     }
 
-    /// Connections still open.
+    /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.connections.iter().filter(|c| c.is_open()).count()
+        self.slots.iter().filter(|s| s.current.load().is_open()).count()
     }
 }
 

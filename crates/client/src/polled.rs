@@ -14,11 +14,12 @@
 //! idle connection (a non-blocking write; what the socket does not take is
 //! written when it becomes writable), and [`PolledConnections::poll`] waits
 //! for readiness and hands each finished call to a callback with the index
-//! of its connection. A lost connection fails its outstanding call with
-//! `Unavailable` and refuses later calls; the others carry on.
+//! of its connection. A lost connection fails its outstanding call —
+//! `OutcomeUnknown` once the call was wholly written (it may have run),
+//! `Unavailable` before — and refuses later calls; the others carry on.
 
 use crate::{into_response, sync::open_logged_in, Options, Response};
-use joule_common::{err, Error, Result, Value};
+use joule_common::{err, Error, ErrorCode, Result, Value};
 use joule_wire::frame::{next_frame, write_frame};
 use joule_wire::ClientResponse;
 use mio::{Events, Interest, Poll, Token};
@@ -148,6 +149,13 @@ impl PolledConnections {
             if let Err(e) = result {
                 let e = c.fail(e);
                 if c.outstanding.take().is_some() {
+                    // Wholly written: it may have run. Partly: the server
+                    // never runs a partial frame.
+                    let e = if c.written == c.output.len() && e.code() == ErrorCode::Unavailable {
+                        err!(OutcomeUnknown, "{}: the call may or may not have run", e.message())
+                    } else {
+                        e
+                    };
                     on_answer(i, Err(e));
                 }
             }

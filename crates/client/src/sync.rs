@@ -5,7 +5,7 @@
 //! thread-per-request application uses it).
 
 use crate::{into_response, Options, Response};
-use joule_common::{err, Result, Value};
+use joule_common::{err, ErrorCode, Result, Value};
 use joule_wire::frame::{payload_len, write_frame};
 use joule_wire::{ClientResponse, LoginResponse};
 use std::io::{BufReader, Read, Write};
@@ -66,7 +66,20 @@ impl SyncConnection {
         let payload = crate::encode_call(procedure, handle, params)?;
         // From here a failure may leave the stream between frames: the
         // connection is not used again.
-        let answer = self.send(&payload).and_then(|_| self.receive()).and_then(|p| ClientResponse::decode(&p));
+        // A failed send left at most part of a frame, which the server
+        // never runs; a failed receive after a whole send leaves the
+        // outcome unknown.
+        let answer = self
+            .send(&payload)
+            .and_then(|_| {
+                self.receive().map_err(|e| match e.code() {
+                    ErrorCode::Unavailable => {
+                        err!(OutcomeUnknown, "{}: the call may or may not have run", e.message())
+                    }
+                    _ => e,
+                })
+            })
+            .and_then(|p| ClientResponse::decode(&p));
         let r = match answer {
             Ok(r) if r.client_handle == handle => r,
             Ok(r) => {

@@ -319,7 +319,10 @@ fn drive_sync(connections: &mut PolledConnections, workload: &dyn Workload, tall
     while live > 0 && !tally.stop.load(Ordering::Relaxed) {
         let polled = connections.poll(Some(Duration::from_millis(100)), |i, r| {
             tally.record(sent_at[i].elapsed().as_micros() as u64, &r);
-            answered.push((i, r.as_ref().is_err_and(|e| e.code() == joule_common::ErrorCode::Unavailable)));
+            let lost = r.as_ref().is_err_and(|e| {
+                matches!(e.code(), joule_common::ErrorCode::Unavailable | joule_common::ErrorCode::OutcomeUnknown)
+            });
+            answered.push((i, lost));
         });
         if let Err(e) = polled {
             eprintln!("joule bench: {e}");

@@ -215,16 +215,18 @@ fn advise(args: AdviseArgs) -> ExitCode {
 }
 
 /// Ask the kernel not to back this process's memory with transparent huge
-/// pages. Tables grow into fresh memory; with huge pages each first touch
-/// of 2 MB zeroes it all at once inside a transaction, which put the
-/// voter benchmark's p99 at 3–5 ms on a fresh node (about 1 ms without).
-/// Best effort: a kernel without the setting leaves things as they were.
-fn disable_transparent_huge_pages() {
+/// pages (`allowed`: clear that request, in case the parent process set it
+/// and we inherited it). Tables grow into fresh memory; with huge pages
+/// each first touch of 2 MB zeroes it all at once inside a transaction,
+/// which put the voter benchmark's p99 at 3–5 ms on a fresh node (about
+/// 1 ms without). Best effort: a kernel without the setting leaves things
+/// as they were.
+fn set_transparent_huge_pages(allowed: bool) {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl with integer arguments only; it changes a flag of this
     // process's memory map.
     unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, libc::c_ulong::from(!allowed), 0, 0, 0);
     }
 }
 
@@ -309,14 +311,12 @@ fn start(args: StartArgs) -> ExitCode {
     if args.transparent_huge_pages {
         config.transparent_huge_pages = true;
     }
-    if !config.transparent_huge_pages {
-        disable_transparent_huge_pages();
-    }
+    set_transparent_huge_pages(config.transparent_huge_pages);
     if let Some(v) = args.network_threads {
         config.network_threads = v;
     }
-    if config.network_threads == 0 {
-        eprintln!("error: --network-threads must be at least 1");
+    if !(1..=256).contains(&config.network_threads) {
+        eprintln!("error: --network-threads must be between 1 and 256");
         return ExitCode::from(2);
     }
     let runtime =

@@ -328,17 +328,17 @@ fn network_threads_and_transparent_huge_pages_follow_the_settings() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--network-threads must be at least 1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--network-threads must be between 1 and 256"));
     let node = start(&[]);
     let Some(enabled) = thp_enabled(node.child.id()) else {
         eprintln!("this kernel does not report THP_enabled; nothing to check");
         return;
     };
     assert!(!enabled, "a default node runs without transparent huge pages");
-    let system_allows =
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|s| !s.contains("[never]"));
+    // THP_enabled shows this process's own setting (the system-wide mode
+    // is separate): with the flag, the node leaves the choice to the kernel.
     let with = start(&["--transparent-huge-pages"]);
-    assert_eq!(thp_enabled(with.child.id()), Some(system_allows), "--transparent-huge-pages leaves them to the kernel");
+    assert_eq!(thp_enabled(with.child.id()), Some(true), "--transparent-huge-pages leaves them to the kernel");
 }
 
 #[test]

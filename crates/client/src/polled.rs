@@ -10,6 +10,9 @@
 //! before it sleeps again. That is how `pgbench -c N -j T` drives its
 //! clients, and `joule bench --sync --clients N --threads T` does the same.
 //!
+//! Logging in is bounded by `Options::call_timeout`; calls are not — the
+//! caller's loop decides how long to wait (its `poll` timeout).
+//!
 //! The caller owns the loop: [`PolledConnections::send`] puts a call on an
 //! idle connection (a non-blocking write; what the socket does not take is
 //! written when it becomes writable), and [`PolledConnections::poll`] waits

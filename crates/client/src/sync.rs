@@ -106,8 +106,20 @@ impl SyncConnection {
 /// Open a blocking TCP connection to `address` with Nagle off, log in, and
 /// return it with nothing of the server's left unread.
 pub(crate) fn open_logged_in(address: &str, options: &Options) -> Result<TcpStream> {
-    let mut stream = TcpStream::connect(address).map_err(|e| err!(Unavailable, "cannot connect to {address}: {e}"))?;
+    // Bounded like a call: a host that accepts and then never answers (a
+    // stopped process) must not hang the caller.
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(address)
+        .map_err(|e| err!(Unavailable, "cannot resolve {address}: {e}"))?
+        .collect();
+    let first = addrs.first().ok_or_else(|| err!(Unavailable, "{address} resolves to no address"))?;
+    let mut stream = match options.call_timeout {
+        Some(t) => TcpStream::connect_timeout(first, t),
+        None => TcpStream::connect(first),
+    }
+    .map_err(|e| err!(Unavailable, "cannot connect to {address}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(options.call_timeout);
+    let _ = stream.set_write_timeout(options.call_timeout);
     let mut frame = Vec::new();
     write_frame(&mut frame, &crate::login_message(options).encode());
     stream.write_all(&frame).map_err(|e| err!(Unavailable, "cannot log in to {address}: {e}"))?;

@@ -54,7 +54,7 @@ async fn round(i: u64) -> Duration {
 }
 
 fn main() {
-    let rounds: u64 = std::env::var("JOULE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let rounds: u64 = std::env::var("JOULE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let settings = DetectorSettings::default();
     let mut times: Vec<Duration> = Vec::new();

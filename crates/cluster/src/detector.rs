@@ -122,8 +122,10 @@ pub(crate) async fn run(
                 refused.remove(id);
                 peers.remove(id);
                 // Through the group: it commits only with a quorum.
-                let proposed =
-                    tokio::time::timeout(settings.timeout, raft.client_write(Command::HostFailed { host: *id }));
+                let proposed = tokio::time::timeout(
+                    settings.timeout,
+                    raft.client_write(crate::node::proposal(me, Command::HostFailed { host: *id })),
+                );
                 if let Ok(Ok(r)) = proposed.await {
                     if r.data == CommandResult::Applied {
                         let why = if gone {

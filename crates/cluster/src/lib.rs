@@ -29,13 +29,15 @@ mod node;
 mod store;
 
 pub use detector::DetectorSettings;
-pub use metadata::{ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement};
+pub use metadata::{
+    ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, Proposal,
+};
 pub use node::MetadataNode;
 
 openraft::declare_raft_types!(
     /// The metadata group's openraft types.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = CommandResult,
         NodeId = HostId,
         Node = openraft::BasicNode,

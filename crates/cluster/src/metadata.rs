@@ -20,6 +20,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Bounds on a cluster's shape (a command past them is refused, never
+/// applied: a huge layout would exhaust every member's memory on replay).
+pub const MAX_SITES_PER_HOST: u32 = 256;
+pub const MAX_HOSTS: usize = 1024;
+
 /// A host's id: also its id in the metadata group.
 pub type HostId = u64;
 
@@ -85,6 +90,16 @@ pub enum Command {
     SetHashinatorVersion { expected: u64, version: u64 },
 }
 
+/// A command as proposed: with an id its proposer chose, so that a retried
+/// proposal (its answer was lost) is applied once — the state machine
+/// answers a repeated id with the first result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// (proposing host, that host's sequence number).
+    pub id: (HostId, u64),
+    pub command: Command,
+}
+
 /// What applying a command did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
@@ -135,8 +150,11 @@ impl ClusterMetadata {
         if hosts.len() < copies {
             return refused(format!("k-factor {kfactor} needs at least {copies} hosts, {} joined", hosts.len()));
         }
-        if sites_per_host == 0 {
-            return refused("sites per host must be at least 1".into());
+        if sites_per_host == 0 || sites_per_host > MAX_SITES_PER_HOST {
+            return refused(format!("sites per host must be between 1 and {MAX_SITES_PER_HOST}"));
+        }
+        if hosts.len() > MAX_HOSTS {
+            return refused(format!("at most {MAX_HOSTS} hosts, not {}", hosts.len()));
         }
         let ids: Vec<HostId> = hosts.keys().copied().collect();
         let partition_count = ids.len() * sites_per_host as usize / copies;
@@ -348,6 +366,11 @@ mod tests {
             CommandResult::Refused(_)
         ));
         assert!(matches!(m.apply(&Command::StopHost { host: 9 }), CommandResult::Refused(_)));
+        // Shapes past the bounds are refused, not laid out.
+        let mut huge = ClusterMetadata::default();
+        let form = Command::Form { kfactor: 0, sites_per_host: u32::MAX, hosts: hosts(3) };
+        assert!(matches!(huge.apply(&form), CommandResult::Refused(_)));
+        assert!(!huge.formed);
         assert_eq!(m.apply(&Command::SetCatalogVersion { expected: 0, version: 1 }), CommandResult::Applied);
         assert!(matches!(m.apply(&Command::SetCatalogVersion { expected: 0, version: 2 }), CommandResult::Refused(_)));
         assert!(matches!(

@@ -9,7 +9,7 @@
 //! peer being unreachable and retries with backoff. JSON keeps the format
 //! readable and is cheap at the metadata's size and rate.
 
-use crate::metadata::{ClusterMetadata, Command, CommandResult};
+use crate::metadata::{ClusterMetadata, CommandResult, Proposal};
 use crate::{HostId, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -34,7 +34,7 @@ pub(crate) enum Request {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     Vote(VoteRequest<HostId>),
     /// A proposal forwarded to the host believed to lead the group.
-    Propose(Command),
+    Propose(Proposal),
     /// Failure detection: are you there?
     Ping,
     /// A linearizable read of the metadata, forwarded to the leader.
@@ -46,7 +46,7 @@ pub(crate) enum Request {
 pub(crate) enum Forwarded {
     /// Applied: the result and the log index.
     Done(CommandResult, u64),
-    /// The receiver does not lead: nothing was proposed (safe to retry).
+    /// The receiver does not lead.
     NotLeader,
     /// Proposed, and not confirmed (no quorum in time, or the group
     /// stopped): it may still commit.

@@ -15,7 +15,7 @@
 //! compare-and-set), since a forwarded proposal whose reply is lost is
 //! retried.
 
-use crate::metadata::{ClusterMetadata, Command, CommandResult};
+use crate::metadata::{ClusterMetadata, Command, CommandResult, Proposal};
 use crate::network::{serve, Forwarded, Network, Peer, ReadRefused, Reply, Request, Routes};
 use crate::store::{LogStore, StateMachineStore};
 use crate::{HostId, TypeConfig};
@@ -49,13 +49,25 @@ pub(crate) enum NotHere {
     Failed(Error),
 }
 
-/// Propose `command` on this host's raft, which must lead: what applying
-/// it did, and its index in the log.
+/// `command` as a proposal from `host` with a new id: the host, and a
+/// sequence that starts from the clock when the process starts, so ids do
+/// not repeat across restarts either.
+pub(crate) fn proposal(host: HostId, command: Command) -> Proposal {
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU64> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        std::sync::atomic::AtomicU64::new(now.as_nanos() as u64)
+    });
+    Proposal { id: (host, next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)), command }
+}
+
+/// Propose on this host's raft, which must lead: what applying it did, and
+/// its index in the log.
 pub(crate) async fn propose_here(
     raft: &Raft<TypeConfig>,
-    command: Command,
+    proposal: Proposal,
 ) -> std::result::Result<(CommandResult, u64), NotHere> {
-    match raft.client_write(command).await {
+    match raft.client_write(proposal).await {
         Ok(r) => Ok((r.data, r.log_id.index)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(NotHere::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
@@ -155,60 +167,76 @@ impl MetadataNode {
     }
 
     /// Apply `command` through the group (forwarded to its leader if this
-    /// host does not lead) and return what applying it did. When it
-    /// returns, this host's [`metadata`](Self::metadata) includes the change.
+    /// host does not lead) and return what applying it did. On return this
+    /// host's [`metadata`](Self::metadata) normally includes the change (it
+    /// may trail if this host is far behind when the deadline comes).
     pub async fn propose(&self, command: Command) -> Result<CommandResult> {
         self.propose_within(command, PROPOSE_DEADLINE).await
     }
 
-    /// [`propose`](Self::propose), giving up (`Unavailable`) after `limit`.
+    /// [`propose`](Self::propose), giving up after `limit`: `Unavailable`
+    /// if the proposal never went out, `OutcomeUnknown` if it did and was
+    /// not confirmed (it may still apply).
     pub async fn propose_within(&self, command: Command, limit: Duration) -> Result<CommandResult> {
         let deadline = Instant::now() + limit;
+        let proposal = proposal(self.id, command);
         let mut last = String::from("no attempt");
-        // Retried only while nothing was proposed (no leader, or a leader
-        // that could not be reached); once a proposal went out, a lost or
-        // late answer is reported as an unknown outcome, never retried.
+        let mut maybe_sent = false;
+        // Every attempt carries the same id, so retrying after a lost or
+        // late answer cannot apply the command twice.
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            let unknown = |why: String| err!(OutcomeUnknown, "the metadata change may or may not have applied: {why}");
-            // A leader without a quorum waits for one indefinitely: bound it.
-            let applied = match tokio::time::timeout(left, propose_here(&self.raft, command.clone())).await {
-                Err(_) => return Err(unknown(format!("no quorum confirmed it within {limit:?}"))),
-                Ok(Ok(applied)) => applied,
-                Ok(Err(NotHere::Failed(e))) => return Err(unknown(e.to_string())),
+            match tokio::time::timeout(left, propose_here(&self.raft, proposal.clone())).await {
+                // A leader without a quorum waits for one indefinitely: bounded above.
+                Err(_) => {
+                    maybe_sent = true;
+                    last = "no quorum confirmed it".into();
+                    break;
+                }
+                Ok(Ok((result, index))) => return Ok(self.applied_here(result, index, deadline).await),
                 Ok(Err(NotHere::NotLeader(Some((leader, address))))) if leader != self.id => {
                     let address = self.routes.address(leader, &address);
-                    match Peer::new(leader, address).exchange(&Request::Propose(command.clone()), left).await {
-                        Ok(Reply::Propose(Forwarded::Done(result, index))) => (result, index),
-                        Ok(Reply::Propose(Forwarded::NotLeader)) => {
-                            last = format!("host {leader} no longer leads");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
+                    match Peer::new(leader, address).exchange(&Request::Propose(proposal.clone()), left).await {
+                        Ok(Reply::Propose(Forwarded::Done(result, index))) => {
+                            return Ok(self.applied_here(result, index, deadline).await)
                         }
-                        Ok(Reply::Propose(Forwarded::Unknown(why))) => return Err(unknown(why)),
-                        Ok(_) => return Err(unknown(format!("host {leader} answered another request"))),
-                        Err((true, e)) => return Err(unknown(format!("host {leader} did not answer: {e}"))),
-                        Err((false, e)) => {
-                            last = format!("host {leader} is unreachable: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
+                        Ok(Reply::Propose(Forwarded::NotLeader)) => last = format!("host {leader} no longer leads"),
+                        Ok(Reply::Propose(Forwarded::Unknown(why))) => {
+                            maybe_sent = true;
+                            last = why;
+                        }
+                        Ok(_) => {
+                            maybe_sent = true;
+                            last = format!("host {leader} answered another request");
+                        }
+                        Err((sent, e)) => {
+                            maybe_sent |= sent;
+                            last = format!("host {leader}: {e}");
                         }
                     }
                 }
-                Ok(Err(e)) => {
+                Ok(Err(NotHere::NotLeader(_))) => last = "the metadata group has no leader".into(),
+                Ok(Err(NotHere::Failed(e))) => {
+                    // It may have reached the log before the failure.
+                    maybe_sent = true;
                     last = e.to_string();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
-            };
-            // Committed; wait (within the deadline) until applied here too.
-            let (result, index) = applied;
-            let mut metrics = self.raft.metrics();
-            let here = metrics.wait_for(|m| m.last_applied.is_some_and(|id| id.index >= index));
-            let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), here).await;
-            return Ok(result);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(err!(Unavailable, "the metadata change did not apply within {limit:?}: {last}"))
+        if maybe_sent {
+            Err(err!(OutcomeUnknown, "the metadata change may or may not have applied within {limit:?}: {last}"))
+        } else {
+            Err(err!(Unavailable, "the metadata change did not apply within {limit:?}: {last}"))
+        }
+    }
+
+    /// Wait (within the deadline) until this host has applied `index` too.
+    async fn applied_here(&self, result: CommandResult, index: u64, deadline: Instant) -> CommandResult {
+        let mut metrics = self.raft.metrics();
+        let here = metrics.wait_for(|m| m.last_applied.is_some_and(|id| id.index >= index));
+        let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), here).await;
+        result
     }
 
     /// The metadata as of a moment between this call and its return — a

@@ -32,7 +32,7 @@ use openraft::{
     SnapshotMeta, StorageError, StoredMembership, Vote,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Write};
@@ -77,54 +77,104 @@ fn frame(out: &mut Vec<u8>, record: &Record) -> Result<(), serde_json::Error> {
     Ok(())
 }
 
-/// The records of a journal and the length of its intact prefix.
-fn read_journal(bytes: &[u8]) -> (Vec<Record>, usize) {
+/// How a journal ends after its last good record.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// Nothing after the last good record.
+    Clean,
+    /// A torn last write: an incomplete frame, or zeros, up to the end.
+    Torn,
+    /// A bad record with more bytes after it: damage, not a crash.
+    Damaged,
+}
+
+/// The records of a journal, the length of its good prefix, and how it
+/// ends after that.
+fn read_journal(bytes: &[u8]) -> (Vec<Record>, usize, Ending) {
     let mut records = Vec::new();
     let mut at = 0;
-    while bytes.len() - at >= 8 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
-        if len > MAX_RECORD || bytes.len() - at - 8 < len {
-            break;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.iter().all(|b| *b == 0) {
+            return (records, at, Ending::Torn);
         }
-        let payload = &bytes[at + 8..at + 8 + len];
-        if crc32c::crc32c(payload) != crc {
-            break;
+        if rest.len() < 8 {
+            return (records, at, Ending::Torn);
         }
-        let Ok(record) = serde_json::from_slice(payload) else { break };
-        records.push(record);
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len > MAX_RECORD {
+            return (records, at, Ending::Damaged);
+        }
+        if rest.len() - 8 < len {
+            return (records, at, Ending::Torn);
+        }
+        let payload = &rest[8..8 + len];
+        let record = (crc32c::crc32c(payload) == crc).then(|| serde_json::from_slice(payload).ok()).flatten();
+        match record {
+            Some(r) => records.push(r),
+            // The last frame, whole in length but not in content: the
+            // file grew before its data reached the disk.
+            None if rest.len() == 8 + len => return (records, at, Ending::Torn),
+            None => return (records, at, Ending::Damaged),
+        }
         at += 8 + len;
     }
-    (records, at)
+    (records, at, Ending::Clean)
+}
+
+/// A temporary name next to `path`, unique within the process.
+fn temporary(path: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    path.with_extension(format!("tmp{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
 }
 
 /// Write `bytes` to `path` whole: a temporary file, fsync, rename, fsync of
 /// the directory.
 fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = temporary(path);
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    sync_parent(path)
 }
 
-/// The log's state in memory, and its journal.
-struct LogInner {
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Run blocking file work off the async runtime's threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)?
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The journal file (written only from blocking threads).
+struct Journal {
     path: PathBuf,
     file: File,
-    /// Records in the journal (live or not), to know when to rewrite it.
+    /// Records in it (live or not), to know when to rewrite it.
     records: usize,
+}
+
+/// The log as the journal says it is, in memory (reads never wait for a
+/// write's fsync).
+#[derive(Default)]
+struct LogData {
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
     last_purged: Option<LogId<NodeId>>,
 }
 
-impl LogInner {
+impl LogData {
     fn apply(&mut self, record: Record) {
         match record {
             Record::Entry(e) => {
@@ -142,29 +192,9 @@ impl LogInner {
         }
     }
 
-    /// Append records to the journal and fsync, then apply them.
-    fn write(&mut self, records: Vec<Record>) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        for r in &records {
-            frame(&mut buf, r).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        self.records += records.len();
-        for r in records {
-            self.apply(r);
-        }
-        Ok(())
-    }
-
-    /// Rewrite the journal with only what is live, once dead records are
-    /// most of it.
-    fn compact_if_worthwhile(&mut self) -> std::io::Result<()> {
-        let live = self.entries.len() + 3;
-        if self.records < 1024 || self.records < live * 4 {
-            return Ok(());
-        }
-        let mut records: Vec<Record> = Vec::new();
+    /// The records that rebuild this state.
+    fn live_records(&self) -> Vec<Record> {
+        let mut records = Vec::new();
         if let Some(id) = self.last_purged {
             records.push(Record::Purge(id));
         }
@@ -173,25 +203,31 @@ impl LogInner {
         }
         records.push(Record::Committed(self.committed));
         records.extend(self.entries.values().cloned().map(Record::Entry));
-        let mut buf = Vec::new();
-        for r in &records {
-            frame(&mut buf, r).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        }
-        write_whole(&self.path, &buf)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
-        self.records = records.len();
-        Ok(())
+        records
     }
 }
 
-/// The metadata group's durable log (see the module doc).
+fn encode(records: &[Record]) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    for r in records {
+        frame(&mut buf, r).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    }
+    Ok(buf)
+}
+
+/// The metadata group's durable log (see the module doc). openraft issues
+/// its writes one at a time; each is written and fsynced on a blocking
+/// thread, then applied to the in-memory copy that reads use.
 #[derive(Clone)]
 pub(crate) struct LogStore {
-    inner: Arc<Mutex<LogInner>>,
+    journal: Arc<Mutex<Journal>>,
+    data: Arc<Mutex<LogData>>,
 }
 
 impl LogStore {
-    /// Open (or create) the journal in `dir`, cutting off a torn tail.
+    /// Open (or create) the journal in `dir`, cutting off a torn tail. A
+    /// damaged record with more after it is an `InvalidData` error: records
+    /// after it were acknowledged, and dropping them could undo a vote.
     pub(crate) fn open(dir: &Path) -> std::io::Result<LogStore> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOG_FILE);
@@ -200,34 +236,78 @@ impl LogStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let (records, intact) = read_journal(&bytes);
+        let (records, good, ending) = read_journal(&bytes);
+        if ending == Ending::Damaged {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} is damaged at byte {good} with {} more bytes after the bad record; \
+                     move it aside to rebuild this member from the others",
+                    path.display(),
+                    bytes.len() - good
+                ),
+            ));
+        }
+        let created = !path.exists();
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        if intact < bytes.len() {
+        if created {
+            sync_parent(&path)?;
+        }
+        if good < bytes.len() {
             // Never acknowledged: written when the process died.
-            file.set_len(intact as u64)?;
+            file.set_len(good as u64)?;
             file.sync_all()?;
         }
-        let mut inner = LogInner {
-            path,
-            file,
-            records: records.len(),
-            entries: BTreeMap::new(),
-            vote: None,
-            committed: None,
-            last_purged: None,
-        };
+        let mut data = LogData::default();
+        let count = records.len();
         for r in records {
-            inner.apply(r);
+            data.apply(r);
         }
-        Ok(LogStore { inner: Arc::new(Mutex::new(inner)) })
+        Ok(LogStore {
+            journal: Arc::new(Mutex::new(Journal { path, file, records: count })),
+            data: Arc::new(Mutex::new(data)),
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// Append records to the journal and fsync, then apply them.
+    async fn write_records(&self, records: Vec<Record>) -> std::io::Result<()> {
+        let buf = encode(&records)?;
+        let (journal, n) = (self.journal.clone(), records.len());
+        blocking(move || {
+            let mut j = lock(&journal);
+            j.file.write_all(&buf)?;
+            j.file.sync_data()?;
+            j.records += n;
+            Ok(())
+        })
+        .await?;
+        let mut data = lock(&self.data);
+        for r in records {
+            data.apply(r);
+        }
+        Ok(())
     }
 
-    fn write(&self, subject: ErrorSubject<NodeId>, records: Vec<Record>) -> StoreResult<()> {
-        self.lock().write(records).map_err(|e| io_error(subject, ErrorVerb::Write, e))
+    async fn write(&self, subject: ErrorSubject<NodeId>, records: Vec<Record>) -> StoreResult<()> {
+        self.write_records(records).await.map_err(|e| io_error(subject, ErrorVerb::Write, e))
+    }
+
+    /// Rewrite the journal with only what is live, once dead records are
+    /// most of it.
+    async fn compact_if_worthwhile(&self) -> std::io::Result<()> {
+        let live = lock(&self.data).live_records();
+        let journal = self.journal.clone();
+        blocking(move || {
+            let mut j = lock(&journal);
+            if j.records < 1024 || j.records < live.len() * 4 {
+                return Ok(());
+            }
+            write_whole(&j.path, &encode(&live)?)?;
+            j.file = OpenOptions::new().append(true).open(&j.path)?;
+            j.records = live.len();
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -236,7 +316,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StoreResult<Vec<Entry<TypeConfig>>> {
-        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(lock(&self.data).entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -244,9 +324,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
-        let inner = self.lock();
-        let last = inner.entries.values().next_back().map(|e| e.log_id).or(inner.last_purged);
-        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
+        let data = lock(&self.data);
+        let last = data.entries.values().next_back().map(|e| e.log_id).or(data.last_purged);
+        Ok(LogState { last_purged_log_id: data.last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -254,19 +334,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
-        self.write(ErrorSubject::Vote, vec![Record::Vote(*vote)])
+        self.write(ErrorSubject::Vote, vec![Record::Vote(*vote)]).await
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
-        Ok(self.lock().vote)
+        Ok(lock(&self.data).vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
-        self.write(ErrorSubject::Store, vec![Record::Committed(committed)])
+        self.write(ErrorSubject::Store, vec![Record::Committed(committed)]).await
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
-        Ok(self.lock().committed)
+        Ok(lock(&self.data).committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
@@ -276,7 +356,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let records: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
         // The callback hears of the fsync's outcome; a failure is also this call's error.
-        match self.lock().write(records) {
+        match self.write_records(records).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -290,38 +370,65 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        self.write(ErrorSubject::Log(log_id), vec![Record::Truncate(log_id.index)])
+        self.write(ErrorSubject::Log(log_id), vec![Record::Truncate(log_id.index)]).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        let mut inner = self.lock();
-        inner
-            .write(vec![Record::Purge(log_id)])
+        self.write_records(vec![Record::Purge(log_id)])
+            .await
             .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))?;
-        inner.compact_if_worthwhile().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+        self.compact_if_worthwhile().await.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 }
+
+/// Proposal ids remembered (with their results) to answer retries.
+const REMEMBERED_PROPOSALS: usize = 4096;
 
 /// What a snapshot file holds.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, BasicNode>,
     metadata: ClusterMetadata,
+    /// The last proposals applied, oldest first, with their results.
+    recent: Vec<((NodeId, u64), CommandResult)>,
 }
 
 struct SmInner {
     metadata: ClusterMetadata,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
+    /// Recently applied proposal ids and their results; `order` oldest first.
+    recent: BTreeMap<(NodeId, u64), CommandResult>,
+    order: VecDeque<(NodeId, u64)>,
     /// The newest snapshot: its meta and bytes.
     snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
     snapshots_built: u64,
+}
+
+impl SmInner {
+    fn remember(&mut self, id: (NodeId, u64), result: CommandResult) {
+        if self.recent.insert(id, result).is_none() {
+            self.order.push_back(id);
+            while self.order.len() > REMEMBERED_PROPOSALS {
+                if let Some(old) = self.order.pop_front() {
+                    self.recent.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn recent_in_order(&self) -> Vec<((NodeId, u64), CommandResult)> {
+        self.order.iter().filter_map(|id| self.recent.get(id).map(|r| (*id, r.clone()))).collect()
+    }
 }
 
 /// The metadata state machine (see the module doc).
 #[derive(Clone)]
 pub(crate) struct StateMachineStore {
     inner: Arc<Mutex<SmInner>>,
+    /// Held while a snapshot file is written and recorded, so a build and
+    /// an install never interleave and an older one never replaces a newer.
+    snapshot_writes: Arc<Mutex<()>>,
     dir: PathBuf,
     published: Arc<watch::Sender<ClusterMetadata>>,
 }
@@ -334,6 +441,8 @@ impl StateMachineStore {
             metadata: ClusterMetadata::default(),
             last_applied: None,
             membership: StoredMembership::default(),
+            recent: BTreeMap::new(),
+            order: VecDeque::new(),
             snapshot: None,
             snapshots_built: 0,
         };
@@ -346,42 +455,47 @@ impl StateMachineStore {
                 inner.metadata = file.metadata;
                 inner.last_applied = file.meta.last_log_id;
                 inner.membership = file.meta.last_membership.clone();
+                for (id, r) in file.recent {
+                    inner.remember(id, r);
+                }
                 inner.snapshot = Some((file.meta, bytes));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         let (tx, rx) = watch::channel(inner.metadata.clone());
-        Ok((
-            StateMachineStore { inner: Arc::new(Mutex::new(inner)), dir: dir.to_path_buf(), published: Arc::new(tx) },
-            rx,
-        ))
+        let store = StateMachineStore {
+            inner: Arc::new(Mutex::new(inner)),
+            snapshot_writes: Arc::default(),
+            dir: dir.to_path_buf(),
+            published: Arc::new(tx),
+        };
+        Ok((store, rx))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SmInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Replace the state with a snapshot's and keep the snapshot.
-    fn install(&self, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: Vec<u8>) -> StoreResult<()> {
-        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let file: SnapshotFile =
-            serde_json::from_slice(&bytes).map_err(|e| json_error(subject(), ErrorVerb::Read, e))?;
-        write_whole(&self.dir.join(SNAPSHOT_FILE), &bytes).map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
-        let mut inner = self.lock();
-        inner.metadata = file.metadata;
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some((meta.clone(), bytes));
-        self.published.send_replace(inner.metadata.clone());
-        Ok(())
+    /// Write a snapshot's file and record it as the current one — unless a
+    /// newer one is already current (a build that finished after an
+    /// install). Returns whether it became current.
+    async fn keep_snapshot(&self, meta: SnapshotMeta<NodeId, BasicNode>, bytes: Vec<u8>) -> std::io::Result<bool> {
+        let (writes, inner, path) = (self.snapshot_writes.clone(), self.inner.clone(), self.dir.join(SNAPSHOT_FILE));
+        blocking(move || {
+            let _one_at_a_time = lock(&writes);
+            let newer_kept = lock(&inner).snapshot.as_ref().is_some_and(|(m, _)| m.last_log_id > meta.last_log_id);
+            if newer_kept {
+                return Ok(false);
+            }
+            write_whole(&path, &bytes)?;
+            lock(&inner).snapshot = Some((meta, bytes));
+            Ok(true)
+        })
+        .await
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
         let (meta, bytes) = {
-            let mut inner = self.lock();
+            let mut inner = lock(&self.inner);
             inner.snapshots_built += 1;
             let snapshot_id = format!("{}-{}", inner.last_applied.map_or(0, |id| id.index), inner.snapshots_built);
             let meta = SnapshotMeta {
@@ -389,14 +503,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_membership: inner.membership.clone(),
                 snapshot_id,
             };
-            let file = SnapshotFile { meta: meta.clone(), metadata: inner.metadata.clone() };
+            let file =
+                SnapshotFile { meta: meta.clone(), metadata: inner.metadata.clone(), recent: inner.recent_in_order() };
             let bytes =
                 serde_json::to_vec(&file).map_err(|e| json_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
             (meta, bytes)
         };
-        write_whole(&self.dir.join(SNAPSHOT_FILE), &bytes)
+        self.keep_snapshot(meta.clone(), bytes.clone())
+            .await
             .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
-        self.lock().snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
@@ -405,7 +520,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = StateMachineStore;
 
     async fn applied_state(&mut self) -> StoreResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
-        let inner = self.lock();
+        let inner = lock(&self.inner);
         Ok((inner.last_applied, inner.membership.clone()))
     }
 
@@ -414,13 +529,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         let mut results = Vec::new();
         for entry in entries {
             inner.last_applied = Some(entry.log_id);
             results.push(match entry.payload {
                 EntryPayload::Blank => CommandResult::Applied,
-                EntryPayload::Normal(command) => inner.metadata.apply(&command),
+                // A repeated proposal (a retry) gets its first result again.
+                EntryPayload::Normal(p) => match inner.recent.get(&p.id) {
+                    Some(first) => first.clone(),
+                    None => {
+                        let result = inner.metadata.apply(&p.command);
+                        inner.remember(p.id, result.clone());
+                        result
+                    }
+                },
                 EntryPayload::Membership(m) => {
                     inner.membership = StoredMembership::new(Some(entry.log_id), m);
                     CommandResult::Applied
@@ -444,12 +567,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StoreResult<()> {
-        self.install(meta, snapshot.into_inner())
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let bytes = snapshot.into_inner();
+        let file: SnapshotFile =
+            serde_json::from_slice(&bytes).map_err(|e| json_error(subject(), ErrorVerb::Read, e))?;
+        self.keep_snapshot(meta.clone(), bytes).await.map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
+        let mut inner = lock(&self.inner);
+        inner.metadata = file.metadata;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.recent.clear();
+        inner.order.clear();
+        for (id, r) in file.recent {
+            inner.remember(id, r);
+        }
+        self.published.send_replace(inner.metadata.clone());
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self
-            .lock()
+        Ok(lock(&self.inner)
             .snapshot
             .as_ref()
             .map(|(meta, bytes)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes.clone())) }))
@@ -459,6 +596,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Proposal;
     use openraft::testing::{StoreBuilder, Suite};
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -492,44 +630,89 @@ mod tests {
         Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Blank }
     }
 
-    /// What was written survives reopening; a torn tail is cut off and
-    /// later appends go after the intact prefix.
+    /// What was written survives reopening; a torn tail (half a record, or
+    /// zeros) is cut off and later appends go after the good prefix.
     #[test]
     fn the_journal_survives_reopening_and_torn_tails() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let dir = temp_dir("journal");
             {
                 let log = LogStore::open(&dir).unwrap();
-                log.write(ErrorSubject::Logs, (1..=10).map(|i| Record::Entry(entry(1, i))).collect()).unwrap();
-                log.write(ErrorSubject::Vote, vec![Record::Vote(Vote::new(2, 3))]).unwrap();
-                log.write(
-                    ErrorSubject::Logs,
-                    vec![Record::Truncate(8), Record::Purge(LogId::new(openraft::CommittedLeaderId::new(1, 1), 2))],
-                )
-                .unwrap();
+                log.write(ErrorSubject::Logs, (1..=10).map(|i| Record::Entry(entry(1, i))).collect()).await.unwrap();
+                log.write(ErrorSubject::Vote, vec![Record::Vote(Vote::new(2, 3))]).await.unwrap();
+                let purge = Record::Purge(LogId::new(openraft::CommittedLeaderId::new(1, 1), 2));
+                log.write(ErrorSubject::Logs, vec![Record::Truncate(8), purge]).await.unwrap();
             }
-            // Half a record at the end, as a crash mid-write leaves it.
             let path = dir.join(LOG_FILE);
-            let mut bytes = Vec::new();
-            frame(&mut bytes, &Record::Entry(entry(1, 8))).unwrap();
-            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-            f.write_all(&bytes[..bytes.len() / 2]).unwrap();
-            drop(f);
-            let mut log = LogStore::open(&dir).unwrap();
-            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 3)));
-            let state = log.get_log_state().await.unwrap();
-            assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(2));
-            assert_eq!(state.last_log_id.map(|id| id.index), Some(7));
-            let got: Vec<u64> = log.try_get_log_entries(0..100).await.unwrap().iter().map(|e| e.log_id.index).collect();
-            assert_eq!(got, (3..=7).collect::<Vec<_>>());
-            log.write(ErrorSubject::Logs, vec![Record::Entry(entry(2, 8))]).unwrap();
+            for tail in [TornTail::Half, TornTail::Zeros] {
+                let mut bytes = Vec::new();
+                frame(&mut bytes, &Record::Entry(entry(1, 8))).unwrap();
+                let torn = match tail {
+                    TornTail::Half => bytes[..bytes.len() / 2].to_vec(),
+                    TornTail::Zeros => vec![0u8; 300],
+                };
+                let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+                f.write_all(&torn).unwrap();
+                drop(f);
+                let mut log = LogStore::open(&dir).unwrap();
+                assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 3)));
+                let state = log.get_log_state().await.unwrap();
+                assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(2));
+                assert_eq!(state.last_log_id.map(|id| id.index), Some(7));
+                let got: Vec<u64> =
+                    log.try_get_log_entries(0..100).await.unwrap().iter().map(|e| e.log_id.index).collect();
+                assert_eq!(got, (3..=7).collect::<Vec<_>>());
+            }
+            let log = LogStore::open(&dir).unwrap();
+            log.write(ErrorSubject::Logs, vec![Record::Entry(entry(2, 8))]).await.unwrap();
             drop(log);
             let mut log = LogStore::open(&dir).unwrap();
-            assert_eq!(
-                log.get_log_state().await.unwrap().last_log_id.map(|id| (id.leader_id.term, id.index)),
-                Some((2, 8))
-            );
+            let last = log.get_log_state().await.unwrap().last_log_id.map(|id| (id.leader_id.term, id.index));
+            assert_eq!(last, Some((2, 8)));
+            drop(log);
+            // Damage with good records after it is not a torn tail: refused.
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[12] ^= 0xFF;
+            std::fs::write(&path, &bytes).unwrap();
+            let e = LogStore::open(&dir).err().expect("a damaged journal is refused");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+            assert!(e.to_string().contains("damaged at byte 0"), "{e}");
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
+    enum TornTail {
+        Half,
+        Zeros,
+    }
+
+    /// A proposal applied twice (a retry whose first attempt committed
+    /// after all) changes the metadata once and answers both with the
+    /// first result; snapshots keep what is remembered.
+    #[test]
+    fn repeated_proposals_apply_once() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = temp_dir("dedupe");
+            let (mut sm, rx) = StateMachineStore::open(&dir).unwrap();
+            let bump = |id: u64, expected: u64| Proposal {
+                id: (1, id),
+                command: crate::Command::SetCatalogVersion { expected, version: expected + 1 },
+            };
+            let entry = |index: u64, p: Proposal| Entry {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(p),
+            };
+            let results =
+                sm.apply(vec![entry(1, bump(7, 0)), entry(2, bump(7, 0)), entry(3, bump(8, 1))]).await.unwrap();
+            assert_eq!(results, vec![CommandResult::Applied, CommandResult::Applied, CommandResult::Applied]);
+            assert_eq!(rx.borrow().catalog_version, 2);
+            sm.build_snapshot().await.unwrap();
+            let (mut reopened, rx) = StateMachineStore::open(&dir).unwrap();
+            let again = reopened.apply(vec![entry(4, bump(8, 1))]).await.unwrap();
+            assert_eq!(again, vec![CommandResult::Applied]);
+            assert_eq!(rx.borrow().catalog_version, 2, "remembered across the snapshot");
             let _ = std::fs::remove_dir_all(&dir);
         });
     }

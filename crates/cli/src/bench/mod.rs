@@ -364,7 +364,10 @@ fn report(args: &BenchArgs, workload: &dyn Workload, tally: &Tally, seconds: f64
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let tps = calls as f64 / seconds;
     let mode = match (args.sync, args.rate) {
-        (true, _) => format!("sync, {} clients on {} threads", args.clients.unwrap_or(args.threads), args.threads),
+        (true, _) => {
+            let clients = args.clients.unwrap_or(args.threads).max(1);
+            format!("sync, {clients} clients on {} threads", args.threads.max(1).min(clients))
+        }
         (false, Some(r)) => format!("fixed rate {r}/s"),
         (false, None) => format!("pipelined, {} in flight", args.in_flight),
     };

@@ -9,6 +9,7 @@ mod common;
 use common::linearizable::{self, Outcome};
 use common::{eventually, Link, Proxy};
 use joule_cluster::{Command, CommandResult, HostInfo, HostState, MetadataNode};
+use joule_common::splitmix::SplitMix64;
 use joule_common::ErrorCode;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -190,24 +191,6 @@ async fn failure_detection_declares_hung_and_dead_hosts_failed() {
     cluster.shutdown().await;
 }
 
-/// SplitMix64: a seeded generator for the workload and the faults, so a
-/// failing seed replays the same choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Jepsen-style: three clients read and compare-and-set the catalog
 /// version through random members while links are cut, hung and healed at
 /// random moments; the history they record must be linearizable. The
@@ -240,7 +223,8 @@ async fn register_workload(seed: u64) -> (Vec<linearizable::Call>, Vec<String>) 
     for client in 0..3usize {
         let cluster = cluster.clone();
         clients.push(tokio::spawn(async move {
-            let mut rng = Rng(seed * 1000 + client as u64);
+            // Seeded, so a failing seed replays the same choices.
+            let mut rng = SplitMix64(seed * 1000 + client as u64);
             let mut history = Vec::new();
             let mut last_seen = 0i64;
             while start.elapsed() < run_for {
@@ -289,7 +273,7 @@ async fn register_workload(seed: u64) -> (Vec<linearizable::Call>, Vec<String>) 
         }));
     }
     // The nemesis: a fault, a pause, healed, a pause — until the clients stop.
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let mut faults = Vec::new();
     while start.elapsed() < run_for {
         let member = 1 + rng.below(3);

@@ -100,20 +100,16 @@ impl Sizes {
     }
 }
 
-/// splitmix64: a small deterministic generator.
-struct Rng(u64);
+/// A seeded generator (splitmix64) with signed draws.
+struct Rng(joule_common::splitmix::SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Rng {
+        Rng(joule_common::splitmix::SplitMix64(seed))
     }
 
     fn below(&mut self, n: i64) -> i64 {
-        (self.next() % n as u64) as i64
+        self.0.below(n as u64) as i64
     }
 }
 
@@ -123,7 +119,7 @@ type Account = [Value; 4];
 /// `n` accounts with ids `0..n` in a scrambled order (a multiplicative
 /// permutation, so no id repeats).
 fn accounts(n: usize, seed: u64) -> Vec<Account> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let step = 1_000_003; // prime, so coprime with every n below it
     (0..n)
         .map(|i| {
@@ -156,7 +152,7 @@ fn text(v: &Value) -> &str {
 /// in a table of `rows` rows, and the exact number of rows they select.
 fn ranges(data: &[Account], count: usize) -> (Vec<(i64, i64)>, usize) {
     let width = (BALANCE_RANGE * ROWS_PER_RANGE as i64 / data.len() as i64).clamp(1, BALANCE_RANGE);
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let ranges: Vec<(i64, i64)> = (0..count)
         .map(|_| {
             let lo = rng.below(BALANCE_RANGE - width + 1);
@@ -328,7 +324,7 @@ struct Data {
 impl Data {
     fn new(s: &Sizes) -> Data {
         let table = accounts(s.table, 2);
-        let mut rng = Rng(3);
+        let mut rng = Rng::new(3);
         let keys = (0..s.lookups).map(|_| rng.below(s.table as i64)).collect();
         let (ranges, range_rows) = ranges(&table, s.range_queries);
         Data {

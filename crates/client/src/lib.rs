@@ -181,9 +181,9 @@ impl Client {
         self.call("@AdHoc", all).await
     }
 
-    /// The open connection the balancing policy picks (lost ones start
-    /// reconnecting in the background as they are passed over).
-    fn pick(&self) -> Result<Arc<Connection>> {
+    /// The slot of the open connection the balancing policy picks (lost
+    /// ones start reconnecting in the background as they are passed over).
+    fn pick(&self) -> Result<&Slot> {
         let open = |i: usize| {
             let is_open = self.slots[i].current.load().is_open();
             if !is_open {
@@ -193,7 +193,7 @@ impl Client {
         };
         let outstanding = |i: usize| self.slots[i].current.load().outstanding();
         match self.chooser.pick(self.slots.len(), open, outstanding) {
-            Some(i) => Ok(self.slots[i].current.load_full()),
+            Some(i) => Ok(&self.slots[i]),
             None => Err(err!(Unavailable, "every connection to the server is closed (reconnecting)")),
         }
     }
@@ -223,7 +223,9 @@ impl Client {
 
     /// Invoke and return the response as it came (any status).
     pub async fn call_raw(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
-        self.pick()?.call(procedure, params).await
+        // Owned across the await (a load guard is for short borrows).
+        let connection = self.pick()?.current.load_full();
+        connection.call(procedure, params).await
     }
 
     /// Invoke without waiting: `callback` runs with the answer on the
@@ -241,7 +243,7 @@ impl Client {
     ) -> Result<()> {
         let params: Vec<Param> = params.into_iter().map(Param::Value).collect();
         let reply = connection::Reply::Callback(Box::new(move |r| callback(r.and_then(into_response))));
-        self.pick()?.send(procedure, params, reply)
+        self.pick()?.current.load().send(procedure, params, reply)
     }
 
     /// Connections open now.

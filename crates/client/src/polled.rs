@@ -35,6 +35,9 @@ pub struct PolledConnections {
     events: Events,
     connections: Vec<Polled>,
     max_message_bytes: usize,
+    /// Where reads land before their bytes join a connection's input
+    /// (allocated once, so a read costs no zeroing).
+    scratch: Vec<u8>,
 }
 
 /// One connection's state.
@@ -85,6 +88,7 @@ impl PolledConnections {
             events: Events::with_capacity(connections.len().max(1)),
             connections,
             max_message_bytes: options.max_message_bytes,
+            scratch: vec![0; 16 * 1024],
         })
     }
 
@@ -148,7 +152,8 @@ impl PolledConnections {
             if c.failed.is_some() {
                 continue;
             }
-            let result = c.flush().and_then(|()| c.receive(self.max_message_bytes, |r| on_answer(i, r)));
+            let result =
+                c.flush().and_then(|()| c.receive(self.max_message_bytes, &mut self.scratch, |r| on_answer(i, r)));
             if let Err(e) = result {
                 let e = c.fail(e);
                 if c.outstanding.take().is_some() {
@@ -185,26 +190,20 @@ impl Polled {
 
     /// Read everything the socket holds (readiness is edge-triggered) and
     /// deliver each complete answer.
-    fn receive(&mut self, max: usize, mut deliver: impl FnMut(Result<Response>)) -> Result<()> {
+    fn receive(&mut self, max: usize, scratch: &mut [u8], mut deliver: impl FnMut(Result<Response>)) -> Result<()> {
         let mut closed = false;
         loop {
-            let start = self.input.len();
-            self.input.resize(start + 16 * 1024, 0);
-            match self.stream.read(&mut self.input[start..]) {
+            match self.stream.read(scratch) {
                 Ok(0) => {
-                    self.input.truncate(start);
                     closed = true;
                     break;
                 }
-                Ok(n) => self.input.truncate(start + n),
-                Err(e) => {
-                    self.input.truncate(start);
-                    match e.kind() {
-                        ErrorKind::WouldBlock => break,
-                        ErrorKind::Interrupted => {}
-                        _ => return Err(err!(Unavailable, "connection lost: {e}")),
-                    }
-                }
+                Ok(n) => self.input.extend_from_slice(&scratch[..n]),
+                Err(e) => match e.kind() {
+                    ErrorKind::WouldBlock => break,
+                    ErrorKind::Interrupted => {}
+                    _ => return Err(err!(Unavailable, "connection lost: {e}")),
+                },
             }
         }
         let mut consumed = 0;

@@ -50,3 +50,21 @@ fn every_workload_in_every_mode_reports_json() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Without a terminal (no progress bar), the periodic lines still appear,
+/// each with its own interval's figures, then the report.
+#[test]
+fn progress_lines_print_without_a_terminal() {
+    let dir = TempDir::new("bench-lines");
+    let node = start_in(dir.path(), &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["bench", "kv", "--records", "1000", "--mix", "c", "--duration", "1.2", "--warmup", "0.1"])
+        .args(["--report-every", "0.3", "--servers", &format!("127.0.0.1:{}", node.client)])
+        .output()
+        .expect("joule bench runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = stderr.lines().filter(|l| l.contains(" TPS, p50 ") && l.contains(" max ")).count();
+    assert!(lines >= 2, "periodic lines on stderr: {stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("latency ms: p50"));
+}

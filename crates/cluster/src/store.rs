@@ -682,6 +682,36 @@ mod tests {
         });
     }
 
+    /// A snapshot build that finishes after a newer install does not
+    /// replace it, on disk or in memory.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = temp_dir("snapshot-order");
+            let (mut sm, _) = StateMachineStore::open(&dir).unwrap();
+            let meta = |index: u64| SnapshotMeta {
+                last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: format!("s{index}"),
+            };
+            let file = |index: u64| {
+                let f = SnapshotFile { meta: meta(index), metadata: ClusterMetadata::default(), recent: Vec::new() };
+                serde_json::to_vec(&f).unwrap()
+            };
+            assert!(sm.keep_snapshot(meta(9), file(9)).await.unwrap());
+            assert!(!sm.keep_snapshot(meta(4), file(4)).await.unwrap(), "older than the one kept");
+            let current = sm.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(current.meta.snapshot_id, "s9");
+            let (mut reopened, _) = StateMachineStore::open(&dir).unwrap();
+            assert_eq!(reopened.get_current_snapshot().await.unwrap().unwrap().meta.snapshot_id, "s9");
+            let on_disk: SnapshotFile =
+                serde_json::from_slice(&std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap()).unwrap();
+            assert_eq!(on_disk.meta.snapshot_id, "s9");
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
     enum TornTail {
         Half,
         Zeros,

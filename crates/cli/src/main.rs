@@ -12,6 +12,7 @@
 mod bench;
 mod shell;
 mod snapshot_cmd;
+mod status;
 
 use clap::{Parser, Subcommand};
 use joule_engine::{Database, ExecResult};
@@ -43,6 +44,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Recommendations for a running node, with the evidence (@Advise).
     Advise(AdviseArgs),
+    /// The cluster's hosts, partitions, leaders and redundancy.
+    Status(status::StatusArgs),
 }
 
 /// `joule advise` flags.
@@ -105,9 +108,29 @@ struct StartArgs {
     /// HTTP/JSON API port; 0 picks a free one [default: 8080].
     #[arg(long)]
     http_port: Option<u16>,
-    /// Port for other cluster members (single-node for now) [default: 3021].
+    /// Port other hosts of a multi-host cluster reach this one on; 0
+    /// picks a free one [default: 3021].
     #[arg(long)]
     internal_port: Option<u16>,
+    /// Hosts the cluster forms with; start the first host with this alone
+    /// and the others with `--join` too [default: 1].
+    #[arg(long)]
+    host_count: Option<usize>,
+    /// Internal addresses (HOST:PORT, comma-separated) of hosts to join:
+    /// the host forming the cluster, or any member.
+    #[arg(long, value_delimiter = ',')]
+    join: Option<Vec<String>>,
+    /// Copies of each partition beyond the first: the cluster survives
+    /// this many hosts failing [default: 0].
+    #[arg(long)]
+    kfactor: Option<u32>,
+    /// The name or IP other hosts and clients reach this host by
+    /// [default: the address the forming host sees].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// A host silent this many milliseconds is declared dead [default: 1000].
+    #[arg(long)]
+    heartbeat_timeout: Option<u64>,
     /// Sites (partitions) on this host [default: the number of cores].
     #[arg(long)]
     sites: Option<usize>,
@@ -149,6 +172,7 @@ fn main() -> ExitCode {
         Command::Snapshot(command) => snapshot_cmd::run(command),
         Command::Bench(args) => bench::run(args),
         Command::Advise(args) => advise(args),
+        Command::Status(args) => status::run(args),
         Command::Sql(args) if args.embedded => {
             let sql = match args.query {
                 Some(s) => s,
@@ -268,7 +292,26 @@ fn start(args: StartArgs) -> ExitCode {
         config.http_port = v;
     }
     if let Some(v) = args.internal_port {
-        other.internal = v;
+        config.cluster.internal_port = v;
+    }
+    if let Some(v) = args.host_count {
+        config.cluster.host_count = v;
+    }
+    if let Some(v) = args.join {
+        config.cluster.join = v.into_iter().filter(|a| !a.is_empty()).collect();
+    }
+    if let Some(v) = args.kfactor {
+        config.cluster.kfactor = v;
+    }
+    if let Some(v) = args.advertise {
+        config.cluster.advertise = Some(v);
+    }
+    if let Some(ms) = args.heartbeat_timeout {
+        config.cluster.heartbeat_timeout = std::time::Duration::from_millis(ms);
+    }
+    if let Err(e) = config.cluster.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     if let Some(v) = args.sites {
         config.sites = v;
@@ -347,13 +390,16 @@ fn start(args: StartArgs) -> ExitCode {
                 format!("command log async every {} ms", frequency.as_millis())
             }
         };
+        let cluster = match &server.internal_addr {
+            Some(internal) => format!("host {} of a cluster, internal {internal}", server.host_id),
+            None => "a one-host cluster".to_string(),
+        };
         println!(
-            "JouleDB ready: client {} admin {} http {} ({sites} sites, {log}, data in {}; internal port {} not served yet)",
+            "JouleDB ready: client {} admin {} http {} ({sites} sites, {log}, data in {}; {cluster})",
             server.client_addr,
             server.admin_addr,
             server.http_addr,
             dir.display(),
-            other.internal
         );
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -366,6 +412,10 @@ fn start(args: StartArgs) -> ExitCode {
             None => {
                 eprintln!("JouleDB stopped");
                 ExitCode::SUCCESS
+            }
+            Some(e) if e.code() == joule_common::ErrorCode::Unavailable => {
+                eprintln!("JouleDB stopped: {e}");
+                ExitCode::FAILURE
             }
             Some(e) => {
                 eprintln!(

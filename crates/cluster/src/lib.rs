@@ -16,19 +16,25 @@
 //! * `detector.rs`: failure detection — the group's leader pings every
 //!   host and declares dead one silent for the timeout.
 //!
-//! What is here is the metadata group and failure detection. Replication of
-//! partitions, rejoin and the `joule start --host-count/--join` wiring build
-//! on it and are not written yet (see docs/architecture.md).
+//! * [`formation`]: forming a cluster (`joule start --host-count N` on one
+//!   host, `--join` on the others), and a member taking its place again
+//!   after a restart.
+//!
+//! What is here is the metadata group, formation and failure detection.
+//! Replication of partitions and rejoin by snapshot build on it and are not
+//! written yet (see docs/architecture.md).
 
 use std::io::Cursor;
 
 mod detector;
+pub mod formation;
 pub mod metadata;
 mod network;
 mod node;
 mod store;
 
 pub use detector::DetectorSettings;
+pub use formation::{form_or_join, FormationSettings};
 pub use metadata::{
     ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, Proposal,
 };

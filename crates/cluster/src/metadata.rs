@@ -115,7 +115,21 @@ impl ClusterMetadata {
         match command {
             Command::Form { kfactor, sites_per_host, hosts } => self.form(*kfactor, *sites_per_host, hosts),
             Command::HostFailed { host } => self.take_down(*host, HostState::Failed),
-            Command::StopHost { host } => self.take_down(*host, HostState::Stopped),
+            Command::StopHost { host } => {
+                // Stopping on purpose must not leave a partition without a copy.
+                let lost: Vec<usize> = (0..self.partitions.len())
+                    .filter(|p| {
+                        let r = &self.partitions[*p].replicas;
+                        r.contains(host) && !r.iter().any(|h| h != host && self.is_up(*h))
+                    })
+                    .collect();
+                if !lost.is_empty() && self.hosts.get(host).is_some_and(|h| h.state == HostState::Up) {
+                    return refused(format!(
+                        "stopping host {host} would leave partitions {lost:?} without a running copy (k-safety)"
+                    ));
+                }
+                self.take_down(*host, HostState::Stopped)
+            }
             Command::HostRejoined { host } => match self.hosts.get_mut(host) {
                 None => refused(format!("host {host} is not a member")),
                 Some(h) if h.state == HostState::Up => refused(format!("host {host} is already up")),
@@ -366,6 +380,16 @@ mod tests {
             CommandResult::Refused(_)
         ));
         assert!(matches!(m.apply(&Command::StopHost { host: 9 }), CommandResult::Refused(_)));
+        // With k = 0 every partition has one copy: stopping its host is refused...
+        match m.apply(&Command::StopHost { host: 1 }) {
+            CommandResult::Refused(why) => assert!(why.contains("k-safety"), "{why}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(m.is_up(1));
+        // ...while a failure is recorded: it happened whatever the rules say.
+        assert_eq!(m.apply(&Command::HostFailed { host: 1 }), CommandResult::Applied);
+        assert_eq!(m.unavailable_partitions(), vec![0]);
+        let mut m = formed(2, 1, 0);
         // Shapes past the bounds are refused, not laid out.
         let mut huge = ClusterMetadata::default();
         let form = Command::Form { kfactor: 0, sites_per_host: u32::MAX, hosts: hosts(3) };

@@ -37,6 +37,8 @@ pub(crate) enum Request {
     Propose(Proposal),
     /// Failure detection: are you there?
     Ping,
+    /// A host asks to join the cluster being formed (see `formation.rs`).
+    Join(crate::formation::JoinRequest),
     /// A linearizable read of the metadata, forwarded to the leader.
     Read,
 }
@@ -61,6 +63,8 @@ pub(crate) enum Reply {
     Propose(Forwarded),
     Pong,
     Read(Result<ClusterMetadata, ReadRefused>),
+    /// The joining host's id, or why it may not join.
+    Join(Result<HostId, String>),
 }
 
 /// Why a forwarded read was not answered.
@@ -224,6 +228,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
     metadata: tokio::sync::watch::Receiver<ClusterMetadata>,
+    joins: Option<crate::formation::Joins>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -232,13 +237,13 @@ pub(crate) async fn serve(
             // Reap finished connections as they end.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let Ok((mut s, _)) = accepted else {
+        let Ok((mut s, peer)) = accepted else {
             // Out of descriptors or similar: try again shortly.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let _ = s.set_nodelay(true);
-        let (raft, metadata) = (raft.clone(), metadata.clone());
+        let (raft, metadata, joins) = (raft.clone(), metadata.clone(), joins.clone());
         connections.spawn(async move {
             // A malformed frame or a closed connection ends the connection.
             while let Ok(request) = read_frame::<Request>(&mut s).await {
@@ -247,6 +252,7 @@ pub(crate) async fn serve(
                     Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
                     Request::Vote(r) => Reply::Vote(raft.vote(r).await),
                     Request::Ping => Reply::Pong,
+                    Request::Join(j) => Reply::Join(crate::formation::ask(joins.as_ref(), j, peer).await),
                     Request::Read => Reply::Read(match crate::node::read_here(&raft, &metadata, PROPOSE_WAIT).await {
                         Ok(m) => Ok(m),
                         Err(crate::node::NotHere::NotLeader(_)) => Err(ReadRefused::NotLeader),

@@ -120,6 +120,17 @@ impl MetadataNode {
         listener: tokio::net::TcpListener,
         routes: BTreeMap<HostId, String>,
     ) -> Result<MetadataNode> {
+        Self::start_inner(id, dir, listener, routes, None).await
+    }
+
+    /// [`start`](Self::start), also taking join requests (the forming host).
+    pub(crate) async fn start_inner(
+        id: HostId,
+        dir: &Path,
+        listener: tokio::net::TcpListener,
+        routes: BTreeMap<HostId, String>,
+        joins: Option<crate::formation::Joins>,
+    ) -> Result<MetadataNode> {
         let routes = Routes(Arc::new(routes));
         let address = listener.local_addr().map_err(|e| err!(Internal, "the internal listener has no address: {e}"))?;
         let log =
@@ -140,7 +151,7 @@ impl MetadataNode {
         let raft = Raft::new(id, Arc::new(config), Network(routes.clone()), log, state_machine)
             .await
             .map_err(|e| err!(Internal, "cannot start the metadata group: {e}"))?;
-        let server = tokio::spawn(serve(listener, raft.clone(), metadata.clone()));
+        let server = tokio::spawn(serve(listener, raft.clone(), metadata.clone(), joins));
         Ok(MetadataNode { id, address: address.to_string(), raft, metadata, server, routes, detector: None })
     }
 
@@ -273,6 +284,11 @@ impl MetadataNode {
         self.metadata.borrow().clone()
     }
 
+    /// A receiver that sees every metadata change this host applies.
+    pub fn watch(&self) -> watch::Receiver<ClusterMetadata> {
+        self.metadata.clone()
+    }
+
     /// Wait until this host's metadata satisfies `done`.
     pub async fn wait_for(
         &self,
@@ -322,6 +338,16 @@ impl MetadataNode {
         let task =
             crate::detector::run(self.id, self.raft.clone(), self.metadata.clone(), self.routes.clone(), settings);
         self.detector = Some(tokio::spawn(task));
+    }
+
+    /// Stop detecting failures and answering the group (a node shutting
+    /// down, which cannot give up ownership of its member); the other hosts
+    /// see it go silent.
+    pub fn stop_serving(&self) {
+        if let Some(d) = &self.detector {
+            d.abort();
+        }
+        self.server.abort();
     }
 
     /// Stop this member (its files stay; starting again resumes from them).

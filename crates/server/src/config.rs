@@ -21,6 +21,13 @@
 //! frequency_ms = 200           # async: the longest time between fsyncs
 //! segment_mb = 64              # segment files are closed past this size
 //!
+//! [cluster]                    # several hosts (see docs/operations.md, "Clusters")
+//! host_count = 3               # hosts the cluster forms with (default 1: alone)
+//! join = ["db1:3021"]          # hosts to join; leave out on the host that forms it
+//! kfactor = 1                  # copies of each partition beyond the first
+//! advertise = "db2"            # the name other hosts reach this one by
+//! heartbeat_timeout_ms = 1000  # a host silent this long is declared dead
+//!
 //! [snapshot]
 //! frequency_s = 1800           # automatic snapshots (0: none); each truncates the log
 //! retain = 2                   # snapshots kept usable for recovery
@@ -57,6 +64,17 @@ struct FileConfig {
     users: Vec<FileUser>,
     command_log: Option<FileCommandLog>,
     snapshot: Option<FileSnapshot>,
+    cluster: Option<FileCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    host_count: Option<usize>,
+    join: Option<Vec<String>>,
+    kfactor: Option<u32>,
+    advertise: Option<String>,
+    heartbeat_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -83,19 +101,12 @@ struct FileUser {
     roles: Vec<String>,
 }
 
-/// Settings the server does not use itself: ports it does not serve yet,
-/// and whether the file chose the site count (the `joule` command keeps
-/// an existing data directory's count otherwise).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Settings the server does not use itself: whether the file chose the
+/// site count (the `joule` command keeps an existing data directory's count
+/// otherwise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OtherPorts {
-    pub internal: u16,
     pub sites_set: bool,
-}
-
-impl Default for OtherPorts {
-    fn default() -> Self {
-        OtherPorts { internal: 3021, sites_set: false }
-    }
 }
 
 /// Apply a TOML configuration file's settings over `config`.
@@ -114,7 +125,25 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
         config.http_port = v;
     }
     if let Some(v) = file.internal_port {
-        other.internal = v;
+        config.cluster.internal_port = v;
+    }
+    if let Some(c) = file.cluster {
+        if let Some(v) = c.host_count {
+            config.cluster.host_count = v;
+        }
+        if let Some(v) = c.join {
+            config.cluster.join = v;
+        }
+        if let Some(v) = c.kfactor {
+            config.cluster.kfactor = v;
+        }
+        if let Some(v) = c.advertise {
+            config.cluster.advertise = Some(v);
+        }
+        if let Some(ms) = c.heartbeat_timeout_ms {
+            config.cluster.heartbeat_timeout = std::time::Duration::from_millis(ms);
+        }
+        config.cluster.validate().map_err(|e| err!(InvalidArgument, "configuration: [cluster]: {e}"))?;
     }
     if let Some(v) = file.sites {
         config.sites = v;
@@ -216,7 +245,9 @@ mod tests {
             "client_port = 1\nsites = 3\nhttp_port = 9\n[[users]]\nname = \"a\"\npassword = \"p\"\nroles = [\"administrator\"]\n",
         )
         .unwrap();
-        assert_eq!((c.client_port, c.admin_port, c.sites, c.http_port, o.internal), (1, 21211, 3, 9, 3021));
+        assert_eq!((c.client_port, c.admin_port, c.sites, c.http_port), (1, 21211, 3, 9));
+        assert_eq!(c.cluster.internal_port, 3021);
+        assert!(o.sites_set);
         assert_eq!(c.users, vec![User { name: "a".into(), password: "p".into(), roles: vec!["ADMINISTRATOR".into()] }]);
         apply_toml(&mut c, &mut o, "[command_log]\nmode = \"sync\"\nsegment_mb = 8").unwrap();
         assert_eq!((c.command_log, c.log_segment_bytes), (Some(LogMode::Sync), 8 << 20));
@@ -228,7 +259,14 @@ mod tests {
         apply_toml(&mut c, &mut o, "transparent_huge_pages = true\nnetwork_threads = 3").unwrap();
         assert!(c.transparent_huge_pages);
         assert_eq!(c.network_threads, 3);
+        apply_toml(&mut c, &mut o, "internal_port = 4000\n[cluster]\nhost_count = 3\njoin = [\"a:1\"]\nkfactor = 1\nheartbeat_timeout_ms = 500").unwrap();
+        assert_eq!((c.cluster.internal_port, c.cluster.host_count, c.cluster.kfactor), (4000, 3, 1));
+        assert_eq!(c.cluster.join, vec!["a:1".to_string()]);
+        assert_eq!(c.cluster.heartbeat_timeout, std::time::Duration::from_millis(500));
         for bad in [
+            "[cluster]\nhost_count = 2\nkfactor = 2",
+            "[cluster]\nheartbeat_timeout_ms = 5",
+            "[cluster]\nhosts = 3",
             "client_port = \"x\"",
             "nonsense = 1",
             "client_port = 70000",

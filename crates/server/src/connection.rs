@@ -344,13 +344,14 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
         };
         let handle = inv.client_handle;
         let mut out = Vec::new();
+        let refusal = crate::cluster::refused_here(&ctx, &inv.procedure);
         match inv.procedure.as_str() {
             "@Ping" => write_ping(&mut out, handle),
             name if crate::durable::needs_admin(name) && !is_admin => {
                 let e = err!(PermissionDenied, "{name} needs the ADMINISTRATOR role or the admin port");
                 write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
             }
-            "@Shutdown" | "@Pause" | "@Resume" | "@Quiesce" if !is_admin => {
+            "@Shutdown" | "@Pause" | "@Resume" | "@Quiesce" | "@StopNode" if !is_admin => {
                 let e = err!(PermissionDenied, "{} needs the ADMINISTRATOR role or the admin port", inv.procedure);
                 write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
             }
@@ -362,6 +363,29 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             "@Pause" | "@Resume" => {
                 ctx.paused.store(inv.procedure == "@Pause", Ordering::SeqCst);
                 write_ping(&mut out, handle);
+            }
+            "@StopNode" => {
+                // A metadata change: answered when the group has applied it.
+                let (ctx, sink) = (ctx.clone(), sink.clone());
+                let host = match inv.params.first().map(|p| param_value(p.clone())) {
+                    Some(Value::Integer(h)) => Ok(h),
+                    Some(v) => Err(err!(DatatypeMismatch, "@StopNode takes a host id, not {}", v.type_name())),
+                    None => Err(err!(WrongParameterCount, "@StopNode takes a host id")),
+                };
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    match async { crate::cluster::stop_node(&ctx, host?).await }.await {
+                        Ok(()) => write_ping(&mut out, handle),
+                        Err(e) => {
+                            write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
+                        }
+                    }
+                    sink.queue(out);
+                });
+            }
+            _ if refusal.is_some() => {
+                let why = refusal.as_ref().map(|e| e.to_string()).unwrap_or_default();
+                write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &why)
             }
             _ if !admin_port && ctx.paused.load(Ordering::Relaxed) => write_failure(
                 &mut out,

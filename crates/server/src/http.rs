@@ -153,7 +153,12 @@ async fn call(ctx: Arc<ServerContext>, args: Args, version: ApiVersion) -> HttpR
             failure_json(version, crate::convert::STATUS_SERVER_UNAVAILABLE, "the database is paused (admin mode)");
         return respond(StatusCode::OK, body, jsonp);
     }
-    if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume") || crate::durable::needs_admin(&procedure) {
+    if let Some(e) = crate::cluster::refused_here(&ctx, &procedure) {
+        return respond(StatusCode::OK, failure_json(version, STATUS_GRACEFUL_FAILURE, &e.to_string()), jsonp);
+    }
+    if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume" | "@StopNode")
+        || crate::durable::needs_admin(&procedure)
+    {
         let body = failure_json(
             version,
             STATUS_GRACEFUL_FAILURE,

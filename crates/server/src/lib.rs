@@ -15,6 +15,7 @@
 //! work.
 
 mod advisor;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod convert;
@@ -85,6 +86,8 @@ pub struct ServerConfig {
     /// Let the kernel use transparent huge pages for the node's memory
     /// (`joule start` turns them off unless this is set).
     pub transparent_huge_pages: bool,
+    /// The cluster this node forms or joins (default: a one-host cluster).
+    pub cluster: cluster::ClusterConfig,
 }
 
 /// A quarter of the cores, at least one: the sites do the work, and on a
@@ -115,6 +118,7 @@ impl Default for ServerConfig {
             snapshot_retain: 2,
             network_threads: default_network_threads(),
             transparent_huge_pages: false,
+            cluster: cluster::ClusterConfig::default(),
         }
     }
 }
@@ -153,6 +157,11 @@ pub(crate) struct ServerContext {
     pub queued: Arc<std::sync::atomic::AtomicUsize>,
     /// `@Pause`d: only the admin port takes work.
     pub paused: std::sync::atomic::AtomicBool,
+    /// The cluster as this node takes part in it.
+    pub membership: cluster::Membership,
+    /// This host's id and name, as statistics report them.
+    pub host_id: u64,
+    pub host_name: String,
 }
 
 impl ServerContext {
@@ -191,12 +200,17 @@ pub struct Server {
     pub client_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where other hosts reach this one (multi-host clusters only).
+    pub internal_addr: Option<String>,
+    /// This host's id in its cluster.
+    pub host_id: u64,
     pub recovery: RecoveryReport,
 }
 
 impl Server {
     /// Bind, start the host, load the schema, and start serving.
     pub async fn start(config: ServerConfig, registry: ProcedureRegistry) -> Result<Server> {
+        config.cluster.validate()?;
         let data = DataDir::new(&config.dir);
         let partitions = u32::try_from(config.sites).map_err(|_| err!(InvalidArgument, "too many sites"))?;
         let first_start = data.open(partitions)?;
@@ -211,6 +225,15 @@ impl Server {
         let client = bind(config.client_port).await?;
         let admin = bind(config.admin_port).await?;
         let http = bind(config.http_port).await?;
+        let client_addr = client.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
+        let membership = if config.cluster.is_multi_host() {
+            let dir = config.dir.join("cluster");
+            cluster::Membership::Member(
+                cluster::join(&config.cluster, &config.host, config.sites, client_addr.port(), dir).await?,
+            )
+        } else {
+            cluster::Membership::alone(config.sites, client_addr.to_string())?
+        };
         let log = Arc::new(AttachableLog::new());
         let (host, recovery) = recover_node(&data, partitions, first_start, |resume_after| {
             Host::start(HostConfig {
@@ -276,18 +299,37 @@ impl Server {
             started: std::time::Instant::now(),
             queued: Arc::default(),
             paused: Default::default(),
+            host_id: membership.host_id(),
+            host_name: membership.host_name(),
+            membership,
         });
-        let client_addr = client.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         let http_addr = http.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         ctx.event(format!("node started: {recovery}"));
+        let (internal_addr, host_id) = match &ctx.membership {
+            cluster::Membership::Member(node) => {
+                let m = node.metadata();
+                ctx.event(format!(
+                    "host {} of a {}-host cluster (k-factor {}, {} partitions); metadata group led by {}",
+                    node.id(),
+                    m.hosts.len(),
+                    m.kfactor,
+                    m.partitions.len(),
+                    node.leader().map_or("no host yet".to_string(), |l| format!("host {l}"))
+                ));
+                let recorded = m.hosts.get(&node.id()).map(|h| h.internal_address.clone());
+                (Some(recorded.unwrap_or_else(|| node.address().to_string())), node.id())
+            }
+            cluster::Membership::Alone(_) => (None, 0),
+        };
+        tokio::spawn(cluster::follow(ctx.clone()));
         tokio::spawn(accept(client, ctx.clone(), false));
         tokio::spawn(accept(admin, ctx.clone(), true));
         tokio::spawn(http::serve(http, ctx.clone()));
         if let Some(every) = ctx.config.snapshot_every {
             tokio::spawn(durable::automatic_snapshots(ctx.clone(), every));
         }
-        Ok(Server { ctx, client_addr, admin_addr, http_addr, recovery })
+        Ok(Server { ctx, client_addr, admin_addr, http_addr, internal_addr, host_id, recovery })
     }
 
     /// The command log's mode (`None`: off).
@@ -317,6 +359,9 @@ impl Server {
             }
         }
         let ctx = self.ctx.clone();
+        if let cluster::Membership::Member(node) = &self.ctx.membership {
+            node.stop_serving();
+        }
         let _ = tokio::task::spawn_blocking(move || {
             ctx.host.shutdown();
             if let Some(w) = ctx.log.writer() {

@@ -36,6 +36,8 @@ pub(crate) const SELECTORS: &[&str] = &[
     "STARVATION",
     "PARTITIONCOUNT",
     "TOPO",
+    "KSAFETY",
+    "CLUSTER",
     "COMMANDLOG",
     "SNAPSHOTSTATUS",
     "MANAGEMENT",
@@ -77,8 +79,8 @@ fn int(v: u64) -> Value {
 const HOST: [(&str, DataType); 3] =
     [("TIMESTAMP", DataType::BigInt), ("HOST_ID", DataType::Integer), ("HOSTNAME", DataType::Varchar)];
 
-fn host_cells() -> Vec<Value> {
-    vec![Value::Integer(now_millis()), Value::Integer(0), Value::from("localhost")]
+fn host_cells(ctx: &ServerContext) -> Vec<Value> {
+    vec![Value::Integer(now_millis()), Value::Integer(ctx.host_id as i64), Value::from(ctx.host_name.as_str())]
 }
 
 fn with_host(columns: &[(&'static str, DataType)]) -> Vec<(&'static str, DataType)> {
@@ -100,35 +102,37 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
         "PROCEDURE" => vec![procedure(ctx, &sites(ctx), delta, &selector)],
         "PROCEDUREPROFILE" => vec![procedure_profile(ctx, &sites(ctx), delta, &selector)],
         "INITIATOR" => vec![initiator(ctx, &sites(ctx), delta, &selector)],
-        "TABLE" => vec![tables(&sites(ctx))],
-        "INDEX" => vec![indexes(&sites(ctx))],
-        "MEMORY" => vec![memory(&sites(ctx))],
+        "TABLE" => vec![tables(ctx, &sites(ctx))],
+        "INDEX" => vec![indexes(ctx, &sites(ctx))],
+        "MEMORY" => vec![memory(ctx, &sites(ctx))],
         "CPU" => vec![cpu(ctx)],
         "IOSTATS" => vec![iostats(ctx, delta, "IOSTATS")],
         "LIVECLIENTS" => vec![live_clients(ctx)],
         "LATENCY" => vec![latency(ctx, &sites(ctx))],
-        "LATENCY_HISTOGRAM" => vec![latency_histogram(&sites(ctx))?],
-        "QUEUE" => vec![queue(&sites(ctx))],
-        "STARVATION" => vec![starvation(&sites(ctx))],
+        "LATENCY_HISTOGRAM" => vec![latency_histogram(ctx, &sites(ctx))?],
+        "QUEUE" => vec![queue(ctx, &sites(ctx))],
+        "STARVATION" => vec![starvation(ctx, &sites(ctx))],
         "PARTITIONCOUNT" => vec![table(
             &with_host(&[("PARTITION_COUNT", DataType::Integer)]),
-            vec![[host_cells(), vec![int(ctx.host.partitions() as u64)]].concat()],
+            vec![[host_cells(ctx), vec![int(ctx.membership.metadata().partitions.len() as u64)]].concat()],
         )],
-        "TOPO" => vec![topo(ctx)],
+        "TOPO" => vec![crate::cluster::topo_table(&ctx.membership.metadata())],
+        "KSAFETY" => vec![ksafety(ctx)],
+        "CLUSTER" => vec![crate::cluster::hosts_table(&ctx.membership)],
         "COMMANDLOG" => vec![crate::durable::command_log_table(ctx)],
         "SNAPSHOTSTATUS" => vec![ctx.snapshots.status_table()],
         "MANAGEMENT" => {
             let s = sites(ctx);
             vec![
-                memory(&s),
+                memory(ctx, &s),
                 cpu(ctx),
                 initiator(ctx, &s, delta, "MANAGEMENT"),
                 procedure(ctx, &s, delta, "MANAGEMENT"),
                 iostats(ctx, delta, "MANAGEMENT"),
-                tables(&s),
-                indexes(&s),
-                starvation(&s),
-                queue(&s),
+                tables(ctx, &s),
+                indexes(ctx, &s),
+                starvation(ctx, &s),
+                queue(ctx, &s),
             ]
         }
         other => bail!(InvalidArgument, "@Statistics has no selector {other}; selectors: {}", SELECTORS.join(", ")),
@@ -201,7 +205,7 @@ fn procedure(ctx: &ServerContext, sites: &[SiteStats], delta: bool, selector: &s
         .map(|(p, name, s)| {
             let n = s.invocations.max(1);
             [
-                host_cells(),
+                host_cells(ctx),
                 vec![
                     site_id(p),
                     site_id(p),
@@ -296,7 +300,7 @@ fn initiator(ctx: &ServerContext, sites: &[SiteStats], delta: bool, selector: &s
         .filter(|(_, _, s)| s.invocations > 0)
         .map(|(p, name, s)| {
             [
-                host_cells(),
+                host_cells(ctx),
                 vec![
                     site_id(p),
                     Value::Integer(-1),
@@ -316,7 +320,7 @@ fn initiator(ctx: &ServerContext, sites: &[SiteStats], delta: bool, selector: &s
     table(&columns, rows)
 }
 
-fn tables(sites: &[SiteStats]) -> ResultTable {
+fn tables(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
     use DataType::*;
     let columns = with_host(&[
         ("SITE_ID", Integer),
@@ -340,7 +344,7 @@ fn tables(sites: &[SiteStats]) -> ResultTable {
             };
             rows.push(
                 [
-                    host_cells(),
+                    host_cells(ctx),
                     vec![
                         site_id(s.partition),
                         site_id(s.partition),
@@ -361,7 +365,7 @@ fn tables(sites: &[SiteStats]) -> ResultTable {
     table(&columns, rows)
 }
 
-fn indexes(sites: &[SiteStats]) -> ResultTable {
+fn indexes(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
     use DataType::*;
     let columns = with_host(&[
         ("SITE_ID", Integer),
@@ -380,7 +384,7 @@ fn indexes(sites: &[SiteStats]) -> ResultTable {
             for (name, entries, unique) in &t.indexes {
                 rows.push(
                     [
-                        host_cells(),
+                        host_cells(ctx),
                         vec![
                             site_id(s.partition),
                             site_id(s.partition),
@@ -420,7 +424,7 @@ pub(crate) fn proc_memory() -> (u64, u64) {
     (rss, total)
 }
 
-fn memory(sites: &[SiteStats]) -> ResultTable {
+fn memory(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
     use DataType::*;
     let columns = with_host(&[
         ("RSS", BigInt),
@@ -445,7 +449,7 @@ fn memory(sites: &[SiteStats]) -> ResultTable {
     }
     // Memory figures in KiB, as VoltDB reports them.
     let row = [
-        host_cells(),
+        host_cells(ctx),
         vec![
             int(rss / 1024),
             int(0),
@@ -492,7 +496,7 @@ pub(crate) fn cpu_percent(ctx: &ServerContext, reader: &'static str) -> i64 {
 }
 
 fn cpu(ctx: &ServerContext) -> ResultTable {
-    let row = [host_cells(), vec![Value::Integer(cpu_percent(ctx, "CPU"))]].concat();
+    let row = [host_cells(ctx), vec![Value::Integer(cpu_percent(ctx, "CPU"))]].concat();
     table(&with_host(&[("PERCENT_USED", DataType::BigInt)]), vec![row])
 }
 
@@ -522,7 +526,7 @@ fn iostats(ctx: &ServerContext, delta: bool, reader: &str) -> ResultTable {
         let before = if delta { last.get(&c.id).copied().unwrap_or_default() } else { [0; 4] };
         now.insert(c.id, v);
         let d: Vec<Value> = v.iter().zip(before).map(|(a, b)| int(a.saturating_sub(b))).collect();
-        rows.push([host_cells(), vec![Value::Integer(c.id), Value::from(c.peer.as_str())], d].concat());
+        rows.push([host_cells(ctx), vec![Value::Integer(c.id), Value::from(c.peer.as_str())], d].concat());
     }
     if delta {
         *last = now;
@@ -546,7 +550,7 @@ fn live_clients(ctx: &ServerContext) -> ResultTable {
         .map(|(s, sink)| {
             let outstanding = sink.upgrade().map_or(0, |k| k.outstanding.load(Ordering::Relaxed) as u64);
             [
-                host_cells(),
+                host_cells(ctx),
                 vec![
                     Value::Integer(s.id),
                     Value::from(s.peer.as_str()),
@@ -605,7 +609,7 @@ fn latency(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
     let seconds = since.elapsed().as_secs_f64().max(0.001);
     let q = |p: f64| int(interval.value_at_quantile(p));
     let row = [
-        host_cells(),
+        host_cells(ctx),
         vec![
             int((seconds * 1000.0) as u64),
             int(interval.len()),
@@ -623,17 +627,17 @@ fn latency(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
     table(&columns, vec![row])
 }
 
-fn latency_histogram(sites: &[SiteStats]) -> Result<ResultTable> {
+fn latency_histogram(ctx: &ServerContext, sites: &[SiteStats]) -> Result<ResultTable> {
     use hdrhistogram::serialization::Serializer as _;
     let mut bytes = Vec::new();
     hdrhistogram::serialization::V2Serializer::new()
         .serialize(&merged_latency(sites), &mut bytes)
         .map_err(|e| joule_common::err!(Internal, "cannot encode the latency histogram: {e:?}"))?;
-    let row = [host_cells(), vec![Value::Binary(bytes)]].concat();
+    let row = [host_cells(ctx), vec![Value::Binary(bytes)]].concat();
     Ok(table(&with_host(&[("HISTOGRAM", DataType::Varbinary)]), vec![row]))
 }
 
-fn queue(sites: &[SiteStats]) -> ResultTable {
+fn queue(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
     use DataType::*;
     let columns = with_host(&[
         ("SITE_ID", Integer),
@@ -647,7 +651,7 @@ fn queue(sites: &[SiteStats]) -> ResultTable {
         .filter(|s| s.partition.is_some())
         .map(|s| {
             [
-                host_cells(),
+                host_cells(ctx),
                 vec![
                     site_id(s.partition),
                     int(s.queue_depth),
@@ -662,7 +666,7 @@ fn queue(sites: &[SiteStats]) -> ResultTable {
     table(&columns, rows)
 }
 
-fn starvation(sites: &[SiteStats]) -> ResultTable {
+fn starvation(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
     use DataType::*;
     let columns = with_host(&[
         ("SITE_ID", Integer),
@@ -680,7 +684,7 @@ fn starvation(sites: &[SiteStats]) -> ResultTable {
             let idle = s.idle.as_secs_f64();
             let invocations: u64 = s.procedures.values().map(|p| p.invocations).sum();
             [
-                host_cells(),
+                host_cells(ctx),
                 vec![
                     site_id(s.partition),
                     int(invocations),
@@ -697,14 +701,17 @@ fn starvation(sites: &[SiteStats]) -> ResultTable {
     table(&columns, rows)
 }
 
-fn topo(ctx: &ServerContext) -> ResultTable {
-    let rows = (0..ctx.host.partitions())
-        .map(|p| vec![Value::Integer(p as i64), Value::from(format!("0:{p}").as_str()), Value::from("0:0")])
-        .chain(std::iter::once(vec![
-            Value::Integer(i64::from(joule_txn::ids::MP_INITIATOR)),
-            Value::from("0:0"),
-            Value::from("0:0"),
-        ]))
+/// Per partition: how many of its k+1 copies are not running.
+fn ksafety(ctx: &ServerContext) -> ResultTable {
+    let m = ctx.membership.metadata();
+    let rows = m
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(p, placement)| {
+            let missing = placement.replicas.iter().filter(|h| !m.is_up(**h)).count();
+            [host_cells(ctx), vec![Value::Integer(p as i64), int(missing as u64)]].concat()
+        })
         .collect();
-    table(&[("Partition", DataType::Integer), ("Sites", DataType::Varchar), ("Leader", DataType::Varchar)], rows)
+    table(&with_host(&[("PARTITION_ID", DataType::Integer), ("MISSING_REPLICA", DataType::Integer)]), rows)
 }

@@ -1,0 +1,405 @@
+//! Forming a cluster, and starting a member of one again.
+//!
+//! One host forms the cluster: it is started without `--join` and with the
+//! number of hosts to expect. Every other host is started with `--join`
+//! naming it (a list: the first that answers is used). A joining host sends
+//! its ports and settings to the forming host over the internal port; the
+//! forming host checks that the settings agree (host count, k-factor, sites
+//! per host — a cluster whose hosts disagree on its shape must not form),
+//! gives it the next host id (0 is the forming host's own) and, once the
+//! expected number of hosts have joined, forms the metadata group with all
+//! of them and proposes [`Command::Form`], which lays out the partitions.
+//!
+//! Addresses: a host is recorded at the address the forming host saw its
+//! join request come from (or at its `--advertise` name), and the forming
+//! host at the address the first joiner reached it by (or its own
+//! `--advertise`). So the addresses recorded are ones that worked.
+//!
+//! A host remembers its id in `host-id` beside the metadata group's files,
+//! written once the cluster has formed. Started again with that file, it
+//! takes its place in the group again (the group's log and snapshot are on
+//! disk) instead of joining. A directory holding group files but no
+//! `host-id` is a formation that never finished: it is refused with a clear
+//! message rather than guessed at.
+
+use crate::metadata::{Command, CommandResult, HostId, HostInfo, HostState};
+use crate::network::{Peer, Reply, Request};
+use crate::{DetectorSettings, MetadataNode};
+use joule_common::{bail, err, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// How to form or join a cluster.
+#[derive(Clone, Debug)]
+pub struct FormationSettings {
+    /// Hosts the cluster has when it forms.
+    pub host_count: usize,
+    pub kfactor: u32,
+    pub sites_per_host: u32,
+    /// Internal addresses of hosts to join; empty: this host forms it.
+    pub join: Vec<String>,
+    /// The name or IP other hosts and clients reach this host by; `None`:
+    /// the address the forming host sees (see the module doc).
+    pub advertise: Option<String>,
+    /// This host's client port (recorded for other hosts and clients).
+    pub client_port: u16,
+    /// Where the metadata group keeps its files.
+    pub dir: PathBuf,
+    pub detector: DetectorSettings,
+}
+
+/// A host's request to join the cluster being formed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub internal_port: u16,
+    pub client_port: u16,
+    pub advertise: Option<String>,
+    /// The address the joining host reached the forming host by.
+    pub contacted: String,
+    pub host_count: usize,
+    pub kfactor: u32,
+    pub sites_per_host: u32,
+}
+
+/// Join requests handed from the internal port's server to the forming
+/// host's formation task, each with where it came from and a reply slot.
+pub(crate) type Joins = mpsc::Sender<(JoinRequest, SocketAddr, oneshot::Sender<std::result::Result<HostId, String>>)>;
+
+/// The internal port's answer to a join request.
+pub(crate) async fn ask(
+    joins: Option<&Joins>,
+    request: JoinRequest,
+    peer: SocketAddr,
+) -> std::result::Result<HostId, String> {
+    const FORMED: &str = "this host is not forming a cluster (it has formed already, or this host joined one)";
+    let Some(joins) = joins else { return Err(FORMED.into()) };
+    let (tx, rx) = oneshot::channel();
+    if joins.send((request, peer, tx)).await.is_err() {
+        return Err(FORMED.into());
+    }
+    rx.await.unwrap_or_else(|_| Err(FORMED.into()))
+}
+
+/// The file holding this host's id once the cluster has formed.
+fn id_file(dir: &Path) -> PathBuf {
+    dir.join("host-id")
+}
+
+/// Who this host is in the cluster it formed or joined: its id, and the
+/// internal port the others know it by (it must come back on that port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub host_id: HostId,
+    pub internal_port: u16,
+}
+
+/// This host's identity, if its cluster has formed (`host-id` holds the id
+/// and the internal port, one per line).
+pub fn stored_identity(dir: &Path) -> Result<Option<Identity>> {
+    let text = match std::fs::read_to_string(id_file(dir)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err!(IoError, "cannot read {}: {e}", id_file(dir).display())),
+    };
+    let mut lines = text.lines().map(str::trim);
+    match (lines.next().map(str::parse), lines.next().map(str::parse)) {
+        (Some(Ok(host_id)), Some(Ok(internal_port))) => Ok(Some(Identity { host_id, internal_port })),
+        _ => {
+            Err(err!(CorruptData, "{} does not hold a host id and an internal port: {text:?}", id_file(dir).display()))
+        }
+    }
+}
+
+fn store_identity(dir: &Path, identity: Identity) -> Result<()> {
+    let path = id_file(dir);
+    let tmp = dir.join("host-id.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{}\n{}", identity.host_id, identity.internal_port)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| err!(IoError, "cannot write {}: {e}", path.display()))
+}
+
+/// Form the cluster, join it, or (with a stored host id) take this host's
+/// place in it again; return once this host's metadata shows the cluster
+/// formed. `progress` is told what is being waited for.
+pub async fn form_or_join(
+    settings: &FormationSettings,
+    listener: tokio::net::TcpListener,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<MetadataNode> {
+    if settings.host_count == 0 || settings.host_count > crate::metadata::MAX_HOSTS {
+        bail!(InvalidArgument, "the host count must be between 1 and {}", crate::metadata::MAX_HOSTS);
+    }
+    if settings.kfactor as usize >= settings.host_count {
+        bail!(
+            InvalidArgument,
+            "k-factor {} needs at least {} hosts, and the host count is {}",
+            settings.kfactor,
+            settings.kfactor + 1,
+            settings.host_count
+        );
+    }
+    std::fs::create_dir_all(&settings.dir)
+        .map_err(|e| err!(IoError, "cannot create {}: {e}", settings.dir.display()))?;
+    let internal_port = listener.local_addr().map_err(|e| err!(Internal, "no internal address: {e}"))?.port();
+    let restarted = stored_identity(&settings.dir)?;
+    if let Some(known) = restarted.filter(|known| known.internal_port != internal_port) {
+        bail!(
+            InvalidArgument,
+            "host {} is known to the cluster at internal port {}, not {internal_port}; start it with --internal-port {} \
+             (or 0, which picks the known port)",
+            known.host_id,
+            known.internal_port,
+            known.internal_port
+        );
+    }
+    let mut node = if let Some(Identity { host_id: id, .. }) = restarted {
+        progress(format!("restarting as host {id} of the cluster"));
+        MetadataNode::start(id, &settings.dir, listener).await?
+    } else {
+        let leftovers = std::fs::read_dir(&settings.dir)
+            .map_err(|e| err!(IoError, "cannot read {}: {e}", settings.dir.display()))?
+            .next()
+            .is_some();
+        if leftovers {
+            bail!(
+                InvalidArgument,
+                "{} holds metadata from a cluster formation that did not finish; remove it and start again",
+                settings.dir.display()
+            );
+        }
+        if settings.join.is_empty() {
+            form(settings, listener, progress).await?
+        } else {
+            join(settings, listener, progress).await?
+        }
+    };
+    let mut current = wait_formed(&node, progress).await;
+    store_identity(&settings.dir, Identity { host_id: node.id(), internal_port })?;
+    let me = node.id();
+    if restarted.is_some() {
+        // What this host applied before it stopped may be stale: ask the group.
+        current = node.read_within(Duration::from_secs(60)).await?;
+    }
+    if !current.hosts.contains_key(&me) {
+        bail!(InvalidArgument, "host {me} is not a member of the cluster its metadata describes");
+    }
+    if !current.is_up(me) {
+        progress(format!("host {me} was down; it takes its place in the cluster again"));
+        match node.propose(Command::HostRejoined { host: me }).await? {
+            CommandResult::Applied => {}
+            CommandResult::Refused(why) => progress(format!("host {me} rejoining: {why}")),
+        }
+    }
+    // Return only once this host's own metadata shows it up, so that what
+    // follows it starts from there.
+    node.wait_for(Duration::from_secs(60), |m| m.is_up(me)).await?;
+    node.detect_failures(settings.detector);
+    Ok(node)
+}
+
+/// Wait (saying so now and then) until the metadata shows the cluster formed.
+async fn wait_formed(node: &MetadataNode, progress: &(dyn Fn(String) + Send + Sync)) -> crate::ClusterMetadata {
+    loop {
+        match node.wait_for(Duration::from_secs(5), |m| m.formed).await {
+            Ok(m) => return m,
+            Err(_) => progress(format!(
+                "host {} is waiting for the cluster's metadata (the group needs a majority of its hosts)",
+                node.id()
+            )),
+        }
+    }
+}
+
+/// This host forms the cluster: take join requests until every host has
+/// joined, then form the metadata group and lay out the partitions.
+async fn form(
+    settings: &FormationSettings,
+    listener: tokio::net::TcpListener,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<MetadataNode> {
+    let internal_port = listener.local_addr().map_err(|e| err!(Internal, "no internal address: {e}"))?.port();
+    let (tx, mut requests) = mpsc::channel(64);
+    let node = MetadataNode::start_inner(0, &settings.dir, listener, BTreeMap::new(), Some(tx)).await?;
+    let mut my_host = settings.advertise.clone();
+    // Joined hosts by id: (host name or IP, internal port, client port).
+    let mut joined: BTreeMap<HostId, (Option<String>, u16, u16)> = BTreeMap::new();
+    joined.insert(0, (None, internal_port, settings.client_port));
+    progress(format!(
+        "forming a cluster of {} hosts on internal port {internal_port}: waiting for {} to join",
+        settings.host_count,
+        settings.host_count - 1
+    ));
+    while joined.len() < settings.host_count {
+        let Some((request, peer, reply)) = requests.recv().await else {
+            bail!(Internal, "the internal port stopped taking join requests");
+        };
+        if let Some(mismatch) = mismatch(settings, &request) {
+            let _ = reply.send(Err(mismatch));
+            continue;
+        }
+        let host = request.advertise.clone().unwrap_or_else(|| peer.ip().to_string());
+        let same =
+            |h: &(Option<String>, u16, u16)| h.0.as_deref() == Some(host.as_str()) && h.1 == request.internal_port;
+        if let Some((id, _)) = joined.iter().find(|(_, h)| same(h)) {
+            // A retried request (its answer was lost): the same id.
+            let _ = reply.send(Ok(*id));
+            continue;
+        }
+        let id = joined.len() as HostId;
+        joined.insert(id, (Some(host.clone()), request.internal_port, request.client_port));
+        if my_host.is_none() {
+            // The first joiner reached this host at `contacted`: others can too.
+            my_host = Some(host_part(&request.contacted));
+        }
+        let _ = reply.send(Ok(id));
+        progress(format!(
+            "host {id} joined from {} ({} of {} hosts)",
+            address(&host, request.internal_port),
+            joined.len(),
+            settings.host_count
+        ));
+    }
+    drop(requests);
+    let my_host = my_host.unwrap_or_else(|| "127.0.0.1".to_string());
+    let hosts: BTreeMap<HostId, HostInfo> = joined
+        .into_iter()
+        .map(|(id, (host, internal, client))| {
+            let host = host.unwrap_or_else(|| my_host.clone());
+            let info = HostInfo {
+                internal_address: address(&host, internal),
+                client_address: address(&host, client),
+                state: HostState::Up,
+            };
+            (id, info)
+        })
+        .collect();
+    node.initialize(hosts.iter().map(|(id, h)| (*id, h.internal_address.clone())).collect()).await?;
+    let form = Command::Form { kfactor: settings.kfactor, sites_per_host: settings.sites_per_host, hosts };
+    match node.propose(form).await? {
+        CommandResult::Applied => Ok(node),
+        // Another attempt formed it (a retried proposal): the same layout.
+        CommandResult::Refused(_) if node.metadata().formed => Ok(node),
+        CommandResult::Refused(why) => Err(err!(InvalidArgument, "the cluster cannot form: {why}")),
+    }
+}
+
+/// Why a join request's settings do not fit this cluster, if they do not.
+fn mismatch(settings: &FormationSettings, r: &JoinRequest) -> Option<String> {
+    let mut wrong = Vec::new();
+    if r.host_count != settings.host_count {
+        wrong.push(format!("host count {} (this cluster: {})", r.host_count, settings.host_count));
+    }
+    if r.kfactor != settings.kfactor {
+        wrong.push(format!("k-factor {} (this cluster: {})", r.kfactor, settings.kfactor));
+    }
+    if r.sites_per_host != settings.sites_per_host {
+        wrong.push(format!("sites per host {} (this cluster: {})", r.sites_per_host, settings.sites_per_host));
+    }
+    (!wrong.is_empty()).then(|| format!("the joining host was started with {}", wrong.join(", ")))
+}
+
+/// `host:port`, bracketing IPv6 addresses.
+fn address(host: &str, port: u16) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
+/// The host part of `host:port` (or `[v6]:port`).
+fn host_part(addr: &str) -> String {
+    match addr.parse::<SocketAddr>() {
+        Ok(a) => a.ip().to_string(),
+        Err(_) => addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string(),
+    }
+}
+
+/// This host joins the cluster another host is forming.
+async fn join(
+    settings: &FormationSettings,
+    listener: tokio::net::TcpListener,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<MetadataNode> {
+    let internal_port = listener.local_addr().map_err(|e| err!(Internal, "no internal address: {e}"))?.port();
+    let mut said = Instant::now();
+    let id = 'joined: loop {
+        for target in &settings.join {
+            let request = JoinRequest {
+                internal_port,
+                client_port: settings.client_port,
+                advertise: settings.advertise.clone(),
+                contacted: target.clone(),
+                host_count: settings.host_count,
+                kfactor: settings.kfactor,
+                sites_per_host: settings.sites_per_host,
+            };
+            match Peer::new(HostId::MAX, target.clone()).call(&Request::Join(request), Duration::from_secs(5)).await {
+                Ok(Reply::Join(Ok(id))) => break 'joined id,
+                Ok(Reply::Join(Err(why))) => bail!(InvalidArgument, "{target} did not let this host join: {why}"),
+                Ok(_) => bail!(InvalidArgument, "{target} answered the join request with something else"),
+                // Not up yet: keep trying.
+                Err(_) => {}
+            }
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            progress(format!("waiting for {} to take this host into the cluster", settings.join.join(", ")));
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    progress(format!("joined the cluster as host {id}"));
+    MetadataNode::start(id, &settings.dir, listener).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(address("10.0.0.1", 3021), "10.0.0.1:3021");
+        assert_eq!(address("::1", 3021), "[::1]:3021");
+        assert_eq!(address("db1.example", 3021), "db1.example:3021");
+        assert_eq!(host_part("10.0.0.1:3021"), "10.0.0.1");
+        assert_eq!(host_part("[::1]:3021"), "::1");
+        assert_eq!(host_part("db1.example:3021"), "db1.example");
+    }
+
+    #[test]
+    fn mismatched_settings_are_named() {
+        let settings = FormationSettings {
+            host_count: 3,
+            kfactor: 1,
+            sites_per_host: 2,
+            join: vec![],
+            advertise: None,
+            client_port: 1,
+            dir: PathBuf::new(),
+            detector: DetectorSettings::default(),
+        };
+        let mut r = JoinRequest {
+            internal_port: 1,
+            client_port: 1,
+            advertise: None,
+            contacted: "x:1".into(),
+            host_count: 3,
+            kfactor: 1,
+            sites_per_host: 2,
+        };
+        assert_eq!(mismatch(&settings, &r), None);
+        r.kfactor = 0;
+        r.sites_per_host = 4;
+        let why = mismatch(&settings, &r).unwrap();
+        assert!(why.contains("k-factor 0 (this cluster: 1)") && why.contains("sites per host 4"), "{why}");
+    }
+}

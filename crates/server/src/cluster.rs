@@ -1,0 +1,448 @@
+//! The node's place in its cluster: the settings that form one, the
+//! membership the node runs with, and what the node does when the cluster's
+//! metadata changes.
+//!
+//! A node started alone (`joule start`, no `--host-count`, no `--join`) is
+//! a one-host cluster: its metadata is laid out locally by the same rule a
+//! cluster uses ([`ClusterMetadata::apply`] of a `Form`), with no metadata
+//! group and no internal port. A node started with `--host-count N` (N > 1)
+//! or `--join` runs a member of the metadata group (`joule-cluster`) on the
+//! internal port: it forms or joins the cluster, runs failure detection, and
+//! follows the metadata from then on — logging every change (hosts failing,
+//! stopping or coming back, partition leaders and the multi-partition
+//! coordinator moving) as an event with the details needed to diagnose it
+//! afterwards, and shutting itself down when `@StopNode` stops it or when
+//! the others declare it failed (a host that was hung or cut off finds the
+//! cluster has moved on without it; it must not serve on its own).
+//!
+//! The metadata feeds `@Statistics TOPO`, `KSAFETY`, `PARTITIONCOUNT` and
+//! `CLUSTER`, `joule status` and the console. Transactions across hosts
+//! (partition replication, forwarding to leaders, the cross-host
+//! multi-partition coordinator) are not built yet: a node of a multi-host
+//! cluster answers its system procedures and refuses transactions with
+//! `FeatureNotSupported` rather than serve a database the other hosts
+//! know nothing of.
+
+use crate::ServerContext;
+use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, MetadataNode};
+use joule_common::{bail, err, DataType, Result, Value};
+use joule_sql::plan::OutputColumn;
+use joule_txn::ResultTable;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the node takes part in a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Hosts the cluster forms with.
+    pub host_count: usize,
+    /// Internal addresses of hosts to join; empty: this host forms the
+    /// cluster (or is a one-host cluster).
+    pub join: Vec<String>,
+    pub kfactor: u32,
+    /// The port other hosts reach this one on (multi-host clusters only).
+    pub internal_port: u16,
+    /// The name or IP other hosts and clients reach this host by.
+    pub advertise: Option<String>,
+    /// Failure detection: a host silent this long is declared dead.
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            host_count: 1,
+            join: Vec::new(),
+            kfactor: 0,
+            internal_port: 3021,
+            advertise: None,
+            heartbeat_timeout: joule_cluster::DetectorSettings::default().timeout,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether the node runs a member of a metadata group.
+    pub fn is_multi_host(&self) -> bool {
+        self.host_count > 1 || !self.join.is_empty()
+    }
+
+    /// Settings that cannot work, refused before anything starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.host_count == 0 || self.host_count > joule_cluster::metadata::MAX_HOSTS {
+            bail!(InvalidArgument, "--host-count must be between 1 and {}", joule_cluster::metadata::MAX_HOSTS);
+        }
+        if self.kfactor as usize >= self.host_count {
+            bail!(
+                InvalidArgument,
+                "--kfactor {} keeps {} copies of every partition, which needs at least {} hosts; --host-count is {}",
+                self.kfactor,
+                self.kfactor + 1,
+                self.kfactor + 1,
+                self.host_count
+            );
+        }
+        if self.heartbeat_timeout < Duration::from_millis(200) {
+            bail!(InvalidArgument, "the heartbeat timeout must be at least 200 ms");
+        }
+        Ok(())
+    }
+}
+
+/// The membership a node runs with.
+pub(crate) enum Membership {
+    /// A one-host cluster: metadata laid out here, nothing replicated.
+    Alone(ClusterMetadata),
+    /// A member of a multi-host cluster's metadata group.
+    Member(MetadataNode),
+}
+
+impl Membership {
+    /// The one-host cluster of a node started alone.
+    pub fn alone(sites: usize, client_address: String) -> Result<Membership> {
+        let mut m = ClusterMetadata::default();
+        let host = HostInfo { internal_address: String::new(), client_address, state: HostState::Up };
+        let form = Command::Form { kfactor: 0, sites_per_host: sites as u32, hosts: BTreeMap::from([(0, host)]) };
+        match m.apply(&form) {
+            CommandResult::Applied => Ok(Membership::Alone(m)),
+            CommandResult::Refused(why) => Err(err!(InvalidArgument, "{why}")),
+        }
+    }
+
+    /// The metadata as this host knows it now.
+    pub fn metadata(&self) -> ClusterMetadata {
+        match self {
+            Membership::Alone(m) => m.clone(),
+            Membership::Member(node) => node.metadata(),
+        }
+    }
+
+    pub fn host_id(&self) -> HostId {
+        match self {
+            Membership::Alone(_) => 0,
+            Membership::Member(node) => node.id(),
+        }
+    }
+
+    pub fn is_multi_host(&self) -> bool {
+        matches!(self, Membership::Member(_))
+    }
+
+    /// The name other hosts reach this one by (`localhost` when alone).
+    pub fn host_name(&self) -> String {
+        let Membership::Member(node) = self else { return "localhost".to_string() };
+        let address = node.metadata().hosts.get(&node.id()).map(|h| h.internal_address.clone()).unwrap_or_default();
+        match address.parse::<std::net::SocketAddr>() {
+            Ok(a) => a.ip().to_string(),
+            Err(_) => address.rsplit_once(':').map_or(address.as_str(), |(h, _)| h).to_string(),
+        }
+    }
+
+    /// The host leading the metadata group (this one when alone).
+    pub fn metadata_leader(&self) -> Option<HostId> {
+        match self {
+            Membership::Alone(_) => Some(0),
+            Membership::Member(node) => node.leader(),
+        }
+    }
+}
+
+/// Start a multi-host node's member of the metadata group: form or join
+/// the cluster (or take its place again after a restart).
+pub(crate) async fn join(
+    config: &ClusterConfig,
+    bind_host: &str,
+    sites: usize,
+    client_port: u16,
+    dir: std::path::PathBuf,
+) -> Result<MetadataNode> {
+    // A host coming back listens where the others know it (port 0: that port).
+    let port = match joule_cluster::formation::stored_identity(&dir)? {
+        Some(known) if config.internal_port == 0 => known.internal_port,
+        _ => config.internal_port,
+    };
+    let listener = tokio::net::TcpListener::bind((bind_host, port))
+        .await
+        .map_err(|e| err!(Unavailable, "cannot listen on {bind_host}:{port} (internal port): {e}"))?;
+    let settings = joule_cluster::FormationSettings {
+        host_count: config.host_count,
+        kfactor: config.kfactor,
+        sites_per_host: u32::try_from(sites).map_err(|_| err!(InvalidArgument, "too many sites"))?,
+        join: config.join.clone(),
+        advertise: config.advertise.clone(),
+        client_port,
+        dir,
+        detector: joule_cluster::DetectorSettings {
+            interval: (config.heartbeat_timeout / 5).max(Duration::from_millis(50)),
+            timeout: config.heartbeat_timeout,
+        },
+    };
+    joule_cluster::form_or_join(&settings, listener, &|line| eprintln!("joule: cluster: {line}")).await
+}
+
+/// Follow the metadata: log each change as an event, and shut the node
+/// down when the metadata says it was stopped.
+pub(crate) async fn follow(ctx: Arc<ServerContext>) {
+    let Membership::Member(node) = &ctx.membership else { return };
+    let me = node.id();
+    let mut rx = node.watch();
+    let mut before = rx.borrow_and_update().clone();
+    let mut shutdown = ctx.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let now = rx.borrow_and_update().clone();
+        for line in changes(&before, &now) {
+            eprintln!("joule: cluster: {line}");
+            ctx.event(line);
+        }
+        let was_up = before.hosts.get(&me).map(|h| h.state) == Some(HostState::Up);
+        match now.hosts.get(&me).map(|h| h.state) {
+            Some(HostState::Stopped) if was_up => {
+                ctx.event(format!("host {me} was stopped by @StopNode: shutting down"));
+                ctx.request_shutdown();
+            }
+            Some(HostState::Failed) if was_up => {
+                // The others have moved on without this host (it was hung or
+                // cut off): serving on would split the cluster's brain.
+                let why = err!(
+                    Unavailable,
+                    "the cluster declared host {me} failed (nothing heard from it within the heartbeat timeout); \
+                     start it again to rejoin"
+                );
+                ctx.event(why.to_string());
+                *ctx.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                ctx.request_shutdown();
+            }
+            _ => {}
+        }
+        before = now;
+    }
+}
+
+/// What changed between two versions of the metadata, one line each.
+pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<String> {
+    let mut out = Vec::new();
+    if !before.formed && after.formed {
+        out.push(format!(
+            "cluster formed: {} hosts, k-factor {}, {} partitions",
+            after.hosts.len(),
+            after.kfactor,
+            after.partitions.len()
+        ));
+    }
+    for (id, h) in &after.hosts {
+        let was = before.hosts.get(id).map(|b| b.state);
+        if was.is_some() && was != Some(h.state) {
+            let what = match h.state {
+                HostState::Up => "is up again",
+                HostState::Failed => "failed (failure detection)",
+                HostState::Stopped => "was stopped (@StopNode)",
+            };
+            out.push(format!("host {id} ({}) {what}", h.internal_address));
+        }
+    }
+    for (p, placement) in after.partitions.iter().enumerate() {
+        let old = before.partitions.get(p).and_then(|b| b.leader);
+        if before.formed && old != placement.leader {
+            match placement.leader {
+                Some(l) => out.push(format!("partition {p}: leader moved from {} to host {l}", host_or_none(old))),
+                None => out.push(format!(
+                    "partition {p}: no running copy left (replicas on hosts {:?}); it cannot be served",
+                    placement.replicas
+                )),
+            }
+        }
+    }
+    if before.formed && before.mp_coordinator != after.mp_coordinator {
+        out.push(format!(
+            "multi-partition coordinator moved from {} to {}",
+            host_or_none(before.mp_coordinator),
+            host_or_none(after.mp_coordinator)
+        ));
+    }
+    out
+}
+
+fn host_or_none(h: Option<HostId>) -> String {
+    h.map_or_else(|| "none".to_string(), |h| format!("host {h}"))
+}
+
+/// Why this node does not run `procedure`, if it does not: a node of a
+/// multi-host cluster answers only what it can answer alone (see the
+/// module doc).
+pub(crate) fn refused_here(ctx: &ServerContext, procedure: &str) -> Option<joule_common::Error> {
+    if !ctx.membership.is_multi_host() || matches!(procedure, "@Statistics" | "@Ping" | "@StopNode" | "@Shutdown") {
+        return None;
+    }
+    Some(err!(
+        FeatureNotSupported,
+        "{procedure}: transactions on a cluster of several hosts are not available yet (this build runs the \
+         cluster's metadata, failure detection and statistics; partition replication is not built)"
+    ))
+}
+
+/// `@StopNode(host_id)`: take a host out of the cluster on purpose.
+pub(crate) async fn stop_node(ctx: &ServerContext, host: i64) -> Result<()> {
+    let Membership::Member(node) = &ctx.membership else {
+        bail!(InvalidArgument, "@StopNode: this node is a one-host cluster; use @Shutdown to stop it");
+    };
+    let host = u64::try_from(host).map_err(|_| err!(InvalidArgument, "@StopNode: no host {host}"))?;
+    match node.propose_within(Command::StopHost { host }, Duration::from_secs(10)).await? {
+        CommandResult::Applied => Ok(()),
+        CommandResult::Refused(why) => Err(err!(InvalidArgument, "@StopNode: {why}")),
+    }
+}
+
+/// `hostId:siteId` of partition `p` on host `h`: the site is the
+/// partition's position among those `h` holds.
+fn site_name(m: &ClusterMetadata, h: HostId, p: usize) -> String {
+    let site = m.partitions[..p].iter().filter(|q| q.replicas.contains(&h)).count();
+    format!("{h}:{site}")
+}
+
+/// `@Statistics TOPO`: per partition its copies and its leader (VoltDB's
+/// layout: `hostId:siteId`), then the multi-partition initiator's row.
+pub(crate) fn topo_table(m: &ClusterMetadata) -> ResultTable {
+    let mut rows: Vec<Vec<Value>> = m
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(p, placement)| {
+            let sites: Vec<String> = placement.replicas.iter().map(|h| site_name(m, *h, p)).collect();
+            let leader = placement.leader.map_or(String::new(), |l| site_name(m, l, p));
+            vec![Value::Integer(p as i64), Value::from(sites.join(",").as_str()), Value::from(leader.as_str())]
+        })
+        .collect();
+    let mp = m.mp_coordinator.map_or(String::new(), |h| format!("{h}:{}", m.sites_per_host));
+    rows.push(vec![
+        Value::Integer(i64::from(joule_txn::ids::MP_INITIATOR)),
+        Value::from(mp.as_str()),
+        Value::from(mp.as_str()),
+    ]);
+    result_table(&[("Partition", DataType::Integer), ("Sites", DataType::Varchar), ("Leader", DataType::Varchar)], rows)
+}
+
+/// `@Statistics CLUSTER`: one row per host — addresses, state, how many
+/// partitions it holds and leads, and which host coordinates
+/// multi-partition work and leads the metadata group.
+pub(crate) fn hosts_table(membership: &Membership) -> ResultTable {
+    let m = membership.metadata();
+    let group_leader = membership.metadata_leader();
+    let leads = m.leaderships();
+    let rows = m
+        .hosts
+        .iter()
+        .map(|(id, h)| {
+            let replicas = m.partitions.iter().filter(|p| p.replicas.contains(id)).count();
+            let state = match h.state {
+                HostState::Up => "UP",
+                HostState::Failed => "FAILED",
+                HostState::Stopped => "STOPPED",
+            };
+            vec![
+                Value::Integer(*id as i64),
+                Value::from(h.internal_address.as_str()),
+                Value::from(h.client_address.as_str()),
+                Value::from(state),
+                Value::Integer(replicas as i64),
+                Value::Integer(leads.get(id).copied().unwrap_or(0) as i64),
+                Value::Integer(i64::from(m.mp_coordinator == Some(*id))),
+                Value::Integer(i64::from(group_leader == Some(*id))),
+            ]
+        })
+        .collect();
+    result_table(
+        &[
+            ("HOST_ID", DataType::Integer),
+            ("INTERNAL_ADDRESS", DataType::Varchar),
+            ("CLIENT_ADDRESS", DataType::Varchar),
+            ("STATE", DataType::Varchar),
+            ("PARTITIONS", DataType::Integer),
+            ("LEADERS", DataType::Integer),
+            ("MP_COORDINATOR", DataType::TinyInt),
+            ("METADATA_LEADER", DataType::TinyInt),
+        ],
+        rows,
+    )
+}
+
+fn result_table(columns: &[(&str, DataType)], rows: Vec<Vec<Value>>) -> ResultTable {
+    let columns = columns.iter().map(|(n, t)| OutputColumn { name: n.to_string(), data_type: Some(*t) });
+    ResultTable::new(columns.collect::<Vec<_>>().into(), rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(n: u64) -> BTreeMap<HostId, HostInfo> {
+        (0..n)
+            .map(|i| {
+                let info = HostInfo {
+                    internal_address: format!("10.0.0.{i}:3021"),
+                    client_address: format!("10.0.0.{i}:21212"),
+                    state: HostState::Up,
+                };
+                (i, info)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_name_hosts_leaders_and_the_coordinator() {
+        let mut before = ClusterMetadata::default();
+        let form = Command::Form { kfactor: 1, sites_per_host: 2, hosts: hosts(3) };
+        let mut formed = before.clone();
+        assert_eq!(formed.apply(&form), CommandResult::Applied);
+        assert_eq!(changes(&before, &formed), vec!["cluster formed: 3 hosts, k-factor 1, 3 partitions".to_string()]);
+        before = formed.clone();
+        let led_by_0: Vec<usize> = (0..3).filter(|p| formed.partitions[*p].leader == Some(0)).collect();
+        assert_eq!(formed.apply(&Command::HostFailed { host: 0 }), CommandResult::Applied);
+        let lines = changes(&before, &formed);
+        assert_eq!(lines[0], "host 0 (10.0.0.0:3021) failed (failure detection)");
+        for p in &led_by_0 {
+            assert!(lines.iter().any(|l| l.starts_with(&format!("partition {p}: leader moved from host 0 to host "))));
+        }
+        assert_eq!(lines.last().unwrap(), "multi-partition coordinator moved from host 0 to host 1");
+        assert!(changes(&formed, &formed).is_empty());
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        let ok = ClusterConfig { host_count: 3, kfactor: 1, ..Default::default() };
+        ok.validate().unwrap();
+        assert!(ok.is_multi_host());
+        assert!(!ClusterConfig::default().is_multi_host());
+        let e = ClusterConfig { host_count: 2, kfactor: 2, ..Default::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("needs at least 3 hosts"), "{e}");
+        assert!(ClusterConfig { host_count: 0, ..Default::default() }.validate().is_err());
+        let fast = ClusterConfig { heartbeat_timeout: Duration::from_millis(10), ..Default::default() };
+        assert!(fast.validate().is_err());
+    }
+
+    #[test]
+    fn topo_names_sites_by_host_and_position() {
+        let mut m = ClusterMetadata::default();
+        assert_eq!(m.apply(&Command::Form { kfactor: 1, sites_per_host: 2, hosts: hosts(3) }), CommandResult::Applied);
+        let t = topo_table(&m);
+        assert_eq!(t.rows.len(), 4);
+        // Partition 0 on hosts 0 and 1, partition 1 on hosts 2 and 0, partition 2 on 1 and 2.
+        assert_eq!(t.rows[0][1], Value::from("0:0,1:0"));
+        assert_eq!(t.rows[1][1], Value::from("2:0,0:1"));
+        assert_eq!(t.rows[2][1], Value::from("1:1,2:1"));
+        assert_eq!(t.rows[3][1], Value::from("0:2"));
+    }
+
+    #[test]
+    fn alone_is_one_host_with_every_partition() {
+        let m = Membership::alone(4, "127.0.0.1:21212".into()).unwrap().metadata();
+        assert!(m.formed);
+        assert_eq!(m.partitions.len(), 4);
+        assert!(m.partitions.iter().all(|p| p.replicas == vec![0] && p.leader == Some(0)));
+        assert_eq!(m.mp_coordinator, Some(0));
+    }
+}

@@ -26,7 +26,15 @@ async fn round(i: u64) -> Duration {
     let hosts = members
         .iter()
         .map(|(id, a)| {
-            (*id, HostInfo { internal_address: a.clone(), client_address: String::new(), state: HostState::Up })
+            (
+                *id,
+                HostInfo {
+                    internal_address: a.clone(),
+                    client_address: String::new(),
+                    state: HostState::Up,
+                    incarnation: 0,
+                },
+            )
         })
         .collect();
     nodes[0].propose(Command::Form { kfactor: 1, sites_per_host: 2, hosts }).await.expect("form");

@@ -59,6 +59,7 @@ pub(crate) async fn run(
     // Per host: when it last answered, refusals in a row, and a
     // connection to ping it on.
     let mut heard: BTreeMap<HostId, Instant> = BTreeMap::new();
+    let mut incarnations: BTreeMap<HostId, u64> = BTreeMap::new();
     let mut refused: BTreeMap<HostId, u32> = BTreeMap::new();
     let mut peers: BTreeMap<HostId, Peer> = BTreeMap::new();
     let mut was_leader = false;
@@ -86,6 +87,13 @@ pub(crate) async fn run(
             was_leader = true;
         }
         let m = metadata.borrow().clone();
+        // A host that rejoined is a new incarnation: its clock starts afresh.
+        for (id, h) in &m.hosts {
+            if incarnations.insert(*id, h.incarnation).is_some_and(|before| before != h.incarnation) {
+                heard.remove(id);
+                refused.remove(id);
+            }
+        }
         let up: Vec<(HostId, String)> = m
             .hosts
             .iter()
@@ -124,7 +132,10 @@ pub(crate) async fn run(
                 // Through the group: it commits only with a quorum.
                 let proposed = tokio::time::timeout(
                     settings.timeout,
-                    raft.client_write(crate::node::proposal(me, Command::HostFailed { host: *id })),
+                    raft.client_write(crate::node::proposal(
+                        me,
+                        Command::HostFailed { host: *id, incarnation: m.hosts.get(id).map(|h| h.incarnation) },
+                    )),
                 );
                 if let Ok(Ok(r)) = proposed.await {
                     if r.data == CommandResult::Applied {

@@ -130,7 +130,9 @@ fn store_identity(dir: &Path, identity: Identity) -> Result<()> {
 
 /// Form the cluster, join it, or (with a stored host id) take this host's
 /// place in it again; return once this host's metadata shows the cluster
-/// formed. `progress` is told what is being waited for.
+/// formed. A restarted host is returned down: it has lost its copies, and
+/// is up again only once it has rejoined ([`rejoined`]). `progress` is told
+/// what is being waited for.
 pub async fn form_or_join(
     settings: &FormationSettings,
     listener: tokio::net::TcpListener,
@@ -193,18 +195,38 @@ pub async fn form_or_join(
     if !current.hosts.contains_key(&me) {
         bail!(InvalidArgument, "host {me} is not a member of the cluster its metadata describes");
     }
-    if !current.is_up(me) {
-        progress(format!("host {me} was down; it takes its place in the cluster again"));
-        match node.propose(Command::HostRejoined { host: me }).await? {
+    if restarted.is_some() && current.is_up(me) {
+        // Restarted faster than failure detection noticed: this host's
+        // copies are gone, so it is down until it has rejoined.
+        progress(format!("host {me} restarted without its data: marking it down until it rejoins"));
+        let incarnation = current.hosts.get(&me).map(|h| h.incarnation);
+        match node.propose(Command::HostFailed { host: me, incarnation }).await? {
             CommandResult::Applied => {}
-            CommandResult::Refused(why) => progress(format!("host {me} rejoining: {why}")),
+            CommandResult::Refused(why) => progress(format!("host {me}: {why}")),
         }
     }
-    // Return only once this host's own metadata shows it up, so that what
-    // follows it starts from there.
-    node.wait_for(Duration::from_secs(60), |m| m.is_up(me)).await?;
+    if restarted.is_some() {
+        // This host's own metadata may trail the group's: wait until it
+        // too shows this host down, so what follows starts from there.
+        node.wait_for(Duration::from_secs(60), |m| m.formed && !m.is_up(me)).await?;
+    }
     node.detect_failures(settings.detector);
     Ok(node)
+}
+
+/// This host has its copies back (or has none to get): mark it up, and
+/// wait until its own metadata shows it.
+pub async fn rejoined(node: &MetadataNode) -> Result<()> {
+    let me = node.id();
+    match node.propose(Command::HostRejoined { host: me }).await? {
+        CommandResult::Applied => {}
+        CommandResult::Refused(why) if node.metadata().is_up(me) => {
+            let _ = why;
+        }
+        CommandResult::Refused(why) => bail!(Unavailable, "host {me} cannot rejoin: {why}"),
+    }
+    node.wait_for(Duration::from_secs(60), |m| m.is_up(me)).await?;
+    Ok(())
 }
 
 /// Wait (saying so now and then) until the metadata shows the cluster formed.
@@ -279,6 +301,7 @@ async fn form(
                 internal_address: address(&host, internal),
                 client_address: address(&host, client),
                 state: HostState::Up,
+                incarnation: 0,
             };
             (id, info)
         })

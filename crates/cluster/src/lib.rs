@@ -29,7 +29,7 @@ use std::io::Cursor;
 mod detector;
 pub mod formation;
 pub mod metadata;
-mod network;
+pub mod network;
 mod node;
 mod store;
 

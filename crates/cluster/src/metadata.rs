@@ -36,6 +36,9 @@ pub struct HostInfo {
     /// Where clients reach it (the client port).
     pub client_address: String,
     pub state: HostState,
+    /// How many times it has rejoined (see `Command::HostFailed`).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,8 +81,14 @@ pub struct ClusterMetadata {
 pub enum Command {
     /// Form the cluster from the hosts that joined: lay out the partitions.
     Form { kfactor: u32, sites_per_host: u32, hosts: BTreeMap<HostId, HostInfo> },
-    /// Failure detection declared `host` dead.
-    HostFailed { host: HostId },
+    /// Failure detection declared `host` dead — the incarnation it
+    /// watched, if given: a host that restarted and rejoined since is a new
+    /// incarnation, and a verdict on the old one is refused.
+    HostFailed {
+        host: HostId,
+        #[serde(default)]
+        incarnation: Option<u64>,
+    },
     /// An operator removed `host` on purpose.
     StopHost { host: HostId },
     /// `host` came back (rejoin finished): it serves its replicas again.
@@ -114,7 +123,15 @@ impl ClusterMetadata {
     pub fn apply(&mut self, command: &Command) -> CommandResult {
         match command {
             Command::Form { kfactor, sites_per_host, hosts } => self.form(*kfactor, *sites_per_host, hosts),
-            Command::HostFailed { host } => self.take_down(*host, HostState::Failed),
+            Command::HostFailed { host, incarnation } => {
+                let now = self.hosts.get(host).map(|h| h.incarnation);
+                match (incarnation, now) {
+                    (Some(watched), Some(now)) if *watched != now => {
+                        refused(format!("host {host} has rejoined since (incarnation {now}, not {watched})"))
+                    }
+                    _ => self.take_down(*host, HostState::Failed),
+                }
+            }
             Command::StopHost { host } => {
                 // Stopping on purpose must not leave a partition without a copy.
                 let lost: Vec<usize> = (0..self.partitions.len())
@@ -135,6 +152,7 @@ impl ClusterMetadata {
                 Some(h) if h.state == HostState::Up => refused(format!("host {host} is already up")),
                 Some(h) => {
                     h.state = HostState::Up;
+                    h.incarnation += 1;
                     // Partitions left without any leader get one back.
                     for p in 0..self.partitions.len() {
                         if self.partitions[p].leader.is_none() {
@@ -182,7 +200,8 @@ impl ClusterMetadata {
         self.formed = true;
         self.kfactor = kfactor;
         self.sites_per_host = sites_per_host;
-        self.hosts = hosts.iter().map(|(id, h)| (*id, HostInfo { state: HostState::Up, ..h.clone() })).collect();
+        self.hosts =
+            hosts.iter().map(|(id, h)| (*id, HostInfo { state: HostState::Up, incarnation: 0, ..h.clone() })).collect();
         self.partitions = partitions;
         for p in 0..self.partitions.len() {
             self.partitions[p].leader = self.least_loaded_live_replica(p);
@@ -295,6 +314,7 @@ mod tests {
                     internal_address: format!("127.0.0.1:{}", 3000 + i),
                     client_address: format!("127.0.0.1:{}", 21000 + i),
                     state: HostState::Up,
+                    incarnation: 0,
                 };
                 (i, info)
             })
@@ -345,7 +365,7 @@ mod tests {
     fn failure_promotes_replicas_and_moves_the_coordinator() {
         let mut m = formed(3, 2, 1);
         let led_by_1: Vec<usize> = (0..3).filter(|p| m.partitions[*p].leader == Some(1)).collect();
-        assert_eq!(m.apply(&Command::HostFailed { host: 1 }), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostFailed { host: 1, incarnation: None }), CommandResult::Applied);
         check(&m);
         for p in led_by_1 {
             assert_ne!(m.partitions[p].leader, Some(1));
@@ -354,10 +374,10 @@ mod tests {
         assert!(m.unavailable_partitions().is_empty());
         // Twice is refused, and changes nothing.
         let before = m.clone();
-        assert!(matches!(m.apply(&Command::HostFailed { host: 1 }), CommandResult::Refused(_)));
+        assert!(matches!(m.apply(&Command::HostFailed { host: 1, incarnation: None }), CommandResult::Refused(_)));
         assert_eq!(m, before);
         // k=1 survives one failure, not two that share a partition.
-        m.apply(&Command::HostFailed { host: 2 });
+        m.apply(&Command::HostFailed { host: 2, incarnation: None });
         check(&m);
         assert!(!m.unavailable_partitions().is_empty());
         // The host comes back: the orphaned partitions get a leader again.
@@ -387,7 +407,7 @@ mod tests {
         }
         assert!(m.is_up(1));
         // ...while a failure is recorded: it happened whatever the rules say.
-        assert_eq!(m.apply(&Command::HostFailed { host: 1 }), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostFailed { host: 1, incarnation: None }), CommandResult::Applied);
         assert_eq!(m.unavailable_partitions(), vec![0]);
         let mut m = formed(2, 1, 0);
         // Shapes past the bounds are refused, not laid out.
@@ -402,6 +422,21 @@ mod tests {
             CommandResult::Refused(_)
         ));
         assert_eq!(m.catalog_version, 1);
+    }
+
+    #[test]
+    fn a_verdict_on_an_earlier_incarnation_is_refused() {
+        let mut m = formed(3, 2, 1);
+        assert_eq!(m.apply(&Command::HostFailed { host: 2, incarnation: Some(0) }), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostRejoined { host: 2 }), CommandResult::Applied);
+        assert_eq!(m.hosts[&2].incarnation, 1);
+        // Failure detection watched the host before it restarted: refused.
+        match m.apply(&Command::HostFailed { host: 2, incarnation: Some(0) }) {
+            CommandResult::Refused(why) => assert!(why.contains("rejoined since"), "{why}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(m.is_up(2));
+        assert_eq!(m.apply(&Command::HostFailed { host: 2, incarnation: Some(1) }), CommandResult::Applied);
     }
 
     proptest! {
@@ -425,7 +460,7 @@ mod tests {
             let mut m = m0;
             for (op, host) in steps {
                 let command = match op {
-                    0 => Command::HostFailed { host },
+                    0 => Command::HostFailed { host, incarnation: None },
                     1 => Command::StopHost { host },
                     _ => Command::HostRejoined { host },
                 };

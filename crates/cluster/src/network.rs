@@ -25,6 +25,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Largest frame accepted.
 const MAX_FRAME: usize = 64 << 20;
+
+/// What a connection to the internal port opens with to carry data-plane
+/// traffic (forwarded calls, replication, remote sites) instead of the
+/// metadata group's frames: read as a frame length it would be past
+/// [`MAX_FRAME`], so it cannot be mistaken for one.
+pub const DATA_MAGIC: [u8; 4] = [0xff, b'J', b'D', b'P'];
+
+/// Where the internal port hands data-plane connections (see
+/// [`crate::MetadataNode::data_connections`]).
+pub(crate) type DataConnections = tokio::sync::mpsc::UnboundedSender<TcpStream>;
 /// How long a forwarded proposal may wait for the group to commit it.
 const PROPOSE_WAIT: Duration = Duration::from_secs(10);
 
@@ -85,6 +95,10 @@ async fn write_frame<T: Serialize>(s: &mut TcpStream, message: &T) -> std::io::R
 async fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::Result<T> {
     let mut header = [0u8; 4];
     s.read_exact(&mut header).await?;
+    read_body(s, header).await
+}
+
+async fn read_body<T: for<'de> Deserialize<'de>>(s: &mut TcpStream, header: [u8; 4]) -> std::io::Result<T> {
     let len = u32::from_le_bytes(header) as usize;
     if len > MAX_FRAME {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
@@ -229,6 +243,7 @@ pub(crate) async fn serve(
     raft: Raft<TypeConfig>,
     metadata: tokio::sync::watch::Receiver<ClusterMetadata>,
     joins: Option<crate::formation::Joins>,
+    data: DataConnections,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -243,10 +258,24 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = s.set_nodelay(true);
-        let (raft, metadata, joins) = (raft.clone(), metadata.clone(), joins.clone());
+        let (raft, metadata, joins, data) = (raft.clone(), metadata.clone(), joins.clone(), data.clone());
         connections.spawn(async move {
+            let mut header = [0u8; 4];
+            if s.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            if header == DATA_MAGIC {
+                let _ = data.send(s);
+                return;
+            }
+            let mut first = Some(header);
             // A malformed frame or a closed connection ends the connection.
-            while let Ok(request) = read_frame::<Request>(&mut s).await {
+            loop {
+                let request = match first.take() {
+                    Some(h) => read_body::<Request>(&mut s, h).await,
+                    None => read_frame::<Request>(&mut s).await,
+                };
+                let Ok(request) = request else { break };
                 let reply = match request {
                     Request::Append(r) => Reply::Append(raft.append_entries(r).await),
                     Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),

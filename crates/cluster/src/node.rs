@@ -40,6 +40,8 @@ pub struct MetadataNode {
     server: tokio::task::JoinHandle<()>,
     routes: Routes,
     detector: Option<tokio::task::JoinHandle<()>>,
+    /// Data-plane connections arriving on the internal port, until taken.
+    data: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>>>,
 }
 
 /// Why a proposal made on this host did not apply.
@@ -151,8 +153,18 @@ impl MetadataNode {
         let raft = Raft::new(id, Arc::new(config), Network(routes.clone()), log, state_machine)
             .await
             .map_err(|e| err!(Internal, "cannot start the metadata group: {e}"))?;
-        let server = tokio::spawn(serve(listener, raft.clone(), metadata.clone(), joins));
-        Ok(MetadataNode { id, address: address.to_string(), raft, metadata, server, routes, detector: None })
+        let (data_tx, data_rx) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(serve(listener, raft.clone(), metadata.clone(), joins, data_tx));
+        Ok(MetadataNode {
+            id,
+            address: address.to_string(),
+            raft,
+            metadata,
+            server,
+            routes,
+            detector: None,
+            data: std::sync::Mutex::new(Some(data_rx)),
+        })
     }
 
     pub fn id(&self) -> HostId {
@@ -282,6 +294,13 @@ impl MetadataNode {
     /// The metadata as this host last applied it (may trail the group).
     pub fn metadata(&self) -> ClusterMetadata {
         self.metadata.borrow().clone()
+    }
+
+    /// Connections to the internal port that opened with
+    /// [`DATA_MAGIC`](crate::network::DATA_MAGIC) (the magic read): the
+    /// data plane's, for the server to serve. Once only.
+    pub fn data_connections(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// A receiver that sees every metadata change this host applies.

@@ -60,8 +60,12 @@ impl Cluster {
         let hosts = addresses
             .iter()
             .map(|(id, a)| {
-                let info =
-                    HostInfo { internal_address: a.clone(), client_address: String::new(), state: HostState::Up };
+                let info = HostInfo {
+                    internal_address: a.clone(),
+                    client_address: String::new(),
+                    state: HostState::Up,
+                    incarnation: 0,
+                };
                 (*id, info)
             })
             .collect();
@@ -124,7 +128,10 @@ async fn a_cut_off_leader_cannot_change_anything_and_the_majority_carries_on() {
     // ...while the majority can, including declaring it failed.
     let r = majority.propose(Command::SetCatalogVersion { expected: 0, version: 2 }).await.unwrap();
     assert_eq!(r, CommandResult::Applied);
-    assert_eq!(majority.propose(Command::HostFailed { host: old }).await.unwrap(), CommandResult::Applied);
+    assert_eq!(
+        majority.propose(Command::HostFailed { host: old, incarnation: None }).await.unwrap(),
+        CommandResult::Applied
+    );
     let m = majority.metadata();
     assert!(m.partitions.iter().all(|p| p.leader.is_some() && p.leader != Some(old)), "{m:?}");
     // Healed: the old leader learns what happened without it, and nothing

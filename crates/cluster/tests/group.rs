@@ -36,6 +36,7 @@ fn host_infos(nodes: &[&MetadataNode]) -> BTreeMap<u64, HostInfo> {
                 internal_address: n.address().to_string(),
                 client_address: format!("127.0.0.1:{}", 21000 + n.id()),
                 state: HostState::Up,
+                incarnation: 0,
             };
             (n.id(), info)
         })
@@ -72,7 +73,7 @@ async fn three_members_form_fail_over_and_restart() {
     let gone = nodes.remove(at);
     let (gone_id, gone_address) = (gone.id(), gone.address().to_string());
     gone.shutdown().await;
-    let failed = Command::HostFailed { host: gone_id };
+    let failed = Command::HostFailed { host: gone_id, incarnation: None };
     assert_eq!(nodes[0].propose(failed).await.unwrap(), CommandResult::Applied);
     for n in &nodes {
         let m = n.wait_for(WAIT, |m| !m.is_up(gone_id)).await.unwrap();

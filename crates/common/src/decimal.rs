@@ -23,7 +23,7 @@ pub const SCALE: u32 = 12;
 pub const MAX_UNITS: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
 
 /// An exact DECIMAL(38,12) value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Decimal(i128);
 
 impl Decimal {

@@ -28,7 +28,7 @@ use std::hash::{Hash, Hasher};
 pub const MAX_VALUE_LENGTH: usize = 1024 * 1024;
 
 /// A SQL data type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum DataType {
     /// Internal: the type of predicates. Not a column type.
     Boolean,
@@ -97,7 +97,7 @@ impl fmt::Display for DataType {
 }
 
 /// A runtime value. Integers of every width are `Integer(i64)`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Boolean(bool),
@@ -331,7 +331,7 @@ impl Value {
 }
 
 /// Binary arithmetic operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ArithOp {
     Add,
     Sub,

@@ -241,6 +241,21 @@ impl Database {
         Ok(())
     }
 
+    /// Take `catalog` as this database's schema, with empty storage for
+    /// each of its tables — a copy of another database's schema, whose rows
+    /// then come through [`place_rows`](Self::place_rows). Only for a
+    /// database that holds no tables and runs no transaction.
+    pub fn load_catalog(&mut self, catalog: Arc<Catalog>) -> Result<()> {
+        if self.in_transaction || self.storage.tables().next().is_some() {
+            return Err(joule_common::err!(Internal, "a catalog can only be loaded into an empty database"));
+        }
+        for def in catalog.tables() {
+            self.storage.create_table(def.clone())?;
+        }
+        self.install_catalog(catalog);
+        Ok(())
+    }
+
     /// Start a multi-statement transaction.
     pub fn begin(&mut self) {
         self.in_transaction = true;

@@ -102,7 +102,7 @@ impl Membership {
     /// The one-host cluster of a node started alone.
     pub fn alone(sites: usize, client_address: String) -> Result<Membership> {
         let mut m = ClusterMetadata::default();
-        let host = HostInfo { internal_address: String::new(), client_address, state: HostState::Up };
+        let host = HostInfo { internal_address: String::new(), client_address, state: HostState::Up, incarnation: 0 };
         let form = Command::Form { kfactor: 0, sites_per_host: sites as u32, hosts: BTreeMap::from([(0, host)]) };
         match m.apply(&form) {
             CommandResult::Applied => Ok(Membership::Alone(m)),
@@ -181,6 +181,64 @@ pub(crate) async fn join(
     joule_cluster::form_or_join(&settings, listener, &|line| eprintln!("joule: cluster: {line}")).await
 }
 
+/// A restarted host takes its place again: for each partition it holds a
+/// copy of, ask the partition's leader for the partition as it is now
+/// (the stream of changes follows it), wait until every copy is loaded,
+/// then mark this host up. A partition with no running copy elsewhere (a
+/// k = 0 cluster) comes back empty.
+pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
+    let Membership::Member(node) = &ctx.membership else { return Ok(()) };
+    let me = node.id();
+    let m = node.metadata();
+    if m.is_up(me) {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut asked = Vec::new();
+    for (p, placement) in m.partitions.iter().enumerate() {
+        if !placement.replicas.contains(&me) {
+            continue;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = node.metadata();
+            let leader = now.partitions[p].leader.filter(|l| *l != me);
+            let Some(leader) = leader else {
+                eprintln!("joule: cluster: partition {p} has no running copy elsewhere: it comes back empty");
+                break;
+            };
+            let address = now.hosts.get(&leader).map(|h| h.internal_address.clone()).unwrap_or_default();
+            match crate::dataplane::request_copy(&address, p as u32, me).await {
+                Ok(()) => {
+                    asked.push(p as u32);
+                    break;
+                }
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("joule: cluster: partition {p}: asking host {leader} for a copy: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.context(format!("partition {p}: no copy from host {leader}"))),
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while !asked.iter().all(|p| ctx.host.replica_loaded(*p)) {
+        if std::time::Instant::now() > deadline {
+            bail!(Unavailable, "the partitions' copies did not arrive within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    joule_cluster::formation::rejoined(node).await?;
+    let line = format!(
+        "host {me} rejoined: copies of {} partitions loaded in {:.1} s",
+        asked.len(),
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("joule: cluster: {line}");
+    ctx.event(line);
+    Ok(())
+}
+
 /// Follow the metadata: log each change as an event, and shut the node
 /// down when the metadata says it was stopped.
 pub(crate) async fn follow(ctx: Arc<ServerContext>) {
@@ -195,6 +253,9 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
             _ = shutdown.changed() => return,
         }
         let now = rx.borrow_and_update().clone();
+        if let Some(link) = &ctx.link {
+            link.update(&now);
+        }
         for line in changes(&before, &now) {
             eprintln!("joule: cluster: {line}");
             ctx.event(line);
@@ -275,14 +336,12 @@ fn host_or_none(h: Option<HostId>) -> String {
 /// multi-host cluster answers only what it can answer alone (see the
 /// module doc).
 pub(crate) fn refused_here(ctx: &ServerContext, procedure: &str) -> Option<joule_common::Error> {
-    if !ctx.membership.is_multi_host() || matches!(procedure, "@Statistics" | "@Ping" | "@StopNode" | "@Shutdown") {
+    if !ctx.membership.is_multi_host()
+        || !matches!(procedure, "@SnapshotSave" | "@SnapshotRestore" | "@SnapshotScan" | "@SnapshotDelete")
+    {
         return None;
     }
-    Some(err!(
-        FeatureNotSupported,
-        "{procedure}: transactions on a cluster of several hosts are not available yet (this build runs the \
-         cluster's metadata, failure detection and statistics; partition replication is not built)"
-    ))
+    Some(err!(FeatureNotSupported, "{procedure}: snapshots of a cluster of several hosts are not available yet"))
 }
 
 /// `@StopNode(host_id)`: take a host out of the cluster on purpose.
@@ -386,6 +445,7 @@ mod tests {
                     internal_address: format!("10.0.0.{i}:3021"),
                     client_address: format!("10.0.0.{i}:21212"),
                     state: HostState::Up,
+                    incarnation: 0,
                 };
                 (i, info)
             })
@@ -401,7 +461,7 @@ mod tests {
         assert_eq!(changes(&before, &formed), vec!["cluster formed: 3 hosts, k-factor 1, 3 partitions".to_string()]);
         before = formed.clone();
         let led_by_0: Vec<usize> = (0..3).filter(|p| formed.partitions[*p].leader == Some(0)).collect();
-        assert_eq!(formed.apply(&Command::HostFailed { host: 0 }), CommandResult::Applied);
+        assert_eq!(formed.apply(&Command::HostFailed { host: 0, incarnation: None }), CommandResult::Applied);
         let lines = changes(&before, &formed);
         assert_eq!(lines[0], "host 0 (10.0.0.0:3021) failed (failure detection)");
         for p in &led_by_0 {

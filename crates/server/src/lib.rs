@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod config;
 mod connection;
 pub mod convert;
+mod dataplane;
 mod durable;
 mod http;
 mod metrics;
@@ -30,7 +31,7 @@ use joule_durability::node::{AttachableLog, DataDir};
 use joule_durability::recovery::recover_node;
 pub use joule_durability::recovery::RecoveryReport;
 use joule_durability::{CommandLogWriter, LogConfig, LogMode};
-use joule_txn::{Host, HostConfig, ProcedureRegistry};
+use joule_txn::{ClusterPlacement, Host, HostConfig, ProcedureRegistry};
 use joule_wire::messages::login_result;
 use joule_wire::LoginResponse;
 use std::net::SocketAddr;
@@ -130,7 +131,7 @@ pub(crate) type ConnectionRegistry =
 /// What every connection shares.
 pub(crate) struct ServerContext {
     pub config: ServerConfig,
-    pub host: Host,
+    pub host: Arc<Host>,
     pub shutdown: Arc<watch::Sender<bool>>,
     /// Why the node stopped on its own (a failed command log).
     pub failure: Arc<std::sync::Mutex<Option<Error>>>,
@@ -159,6 +160,8 @@ pub(crate) struct ServerContext {
     pub paused: std::sync::atomic::AtomicBool,
     /// The cluster as this node takes part in it.
     pub membership: cluster::Membership,
+    /// In a multi-host cluster: the data plane to the other hosts.
+    pub link: Option<Arc<dataplane::Link>>,
     /// This host's id and name, as statistics report them.
     pub host_id: u64,
     pub host_name: String,
@@ -209,8 +212,18 @@ pub struct Server {
 
 impl Server {
     /// Bind, start the host, load the schema, and start serving.
-    pub async fn start(config: ServerConfig, registry: ProcedureRegistry) -> Result<Server> {
+    pub async fn start(mut config: ServerConfig, registry: ProcedureRegistry) -> Result<Server> {
         config.cluster.validate()?;
+        if config.cluster.is_multi_host() && (config.command_log.is_some() || config.snapshot_every.is_some()) {
+            // A multi-host cluster's durability is its replicas (k-safety);
+            // command logs and snapshots per host are not built for it yet.
+            eprintln!(
+                "joule: cluster: command logging and automatic snapshots are off on a multi-host cluster (not built \
+                 for clusters yet): acknowledged transactions survive through the k-factor's replicas"
+            );
+            config.command_log = None;
+            config.snapshot_every = None;
+        }
         let data = DataDir::new(&config.dir);
         let partitions = u32::try_from(config.sites).map_err(|_| err!(InvalidArgument, "too many sites"))?;
         let first_start = data.open(partitions)?;
@@ -235,14 +248,37 @@ impl Server {
             cluster::Membership::alone(config.sites, client_addr.to_string())?
         };
         let log = Arc::new(AttachableLog::new());
-        let (host, recovery) = recover_node(&data, partitions, first_start, |resume_after| {
-            Host::start(HostConfig {
-                sites_per_host: config.sites,
-                registry,
-                command_log: Some(log.clone()),
-                resume_after,
-            })
-        })?;
+        let mut link = None;
+        let (host, recovery) = match &membership {
+            cluster::Membership::Member(node) => {
+                let m = node.metadata();
+                let me = node.id();
+                let l = dataplane::Link::new(me, &m, tokio::runtime::Handle::current());
+                let replicas = (0..m.partitions.len() as u32)
+                    .filter(|p| m.partitions[*p as usize].replicas.contains(&me))
+                    .collect();
+                let placement = ClusterPlacement { partitions: m.partitions.len() as u32, replicas, link: l.clone() };
+                let host = Host::start(HostConfig {
+                    sites_per_host: config.sites,
+                    registry,
+                    command_log: None,
+                    resume_after: None,
+                    cluster: Some(placement),
+                })?;
+                link = Some(l);
+                (host, RecoveryReport { first_start, ..Default::default() })
+            }
+            cluster::Membership::Alone(_) => recover_node(&data, partitions, first_start, |resume_after| {
+                Host::start(HostConfig {
+                    sites_per_host: config.sites,
+                    registry,
+                    command_log: Some(log.clone()),
+                    resume_after,
+                    cluster: None,
+                })
+            })?,
+        };
+        let host = Arc::new(host);
         let snapshots = Snapshots::new(data.snapshot_dir(), log.clone(), config.snapshot_retain);
         let (shutdown, _) = watch::channel(false);
         let shutdown = Arc::new(shutdown);
@@ -262,7 +298,9 @@ impl Server {
             };
             log.attach(Arc::new(CommandLogWriter::start(log_config, on_failure)?))?;
         }
-        match (&config.schema, first_start) {
+        // In a cluster the host that formed it loads the schema, once.
+        let loads_schema = first_start && membership.host_id() == 0;
+        match (&config.schema, loads_schema) {
             (Some(path), true) => {
                 let ddl = std::fs::read_to_string(path)
                     .map_err(|e| err!(InvalidArgument, "cannot read schema file {}: {e}", path.display()))?;
@@ -299,6 +337,7 @@ impl Server {
             started: std::time::Instant::now(),
             queued: Arc::default(),
             paused: Default::default(),
+            link,
             host_id: membership.host_id(),
             host_name: membership.host_name(),
             membership,
@@ -323,6 +362,12 @@ impl Server {
             cluster::Membership::Alone(_) => (None, 0),
         };
         tokio::spawn(cluster::follow(ctx.clone()));
+        if let cluster::Membership::Member(node) = &ctx.membership {
+            if let (Some(connections), Some(link)) = (node.data_connections(), ctx.link.clone()) {
+                tokio::spawn(dataplane::serve(connections, ctx.host.clone(), link));
+            }
+        }
+        cluster::rejoin(&ctx).await?;
         tokio::spawn(accept(client, ctx.clone(), false));
         tokio::spawn(accept(admin, ctx.clone(), true));
         tokio::spawn(http::serve(http, ctx.clone()));

@@ -38,6 +38,7 @@ pub(crate) const SELECTORS: &[&str] = &[
     "TOPO",
     "KSAFETY",
     "CLUSTER",
+    "REPLICACHECKSUM",
     "COMMANDLOG",
     "SNAPSHOTSTATUS",
     "MANAGEMENT",
@@ -119,6 +120,7 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
         "TOPO" => vec![crate::cluster::topo_table(&ctx.membership.metadata())],
         "KSAFETY" => vec![ksafety(ctx)],
         "CLUSTER" => vec![crate::cluster::hosts_table(&ctx.membership)],
+        "REPLICACHECKSUM" => vec![replica_checksums(ctx)],
         "COMMANDLOG" => vec![crate::durable::command_log_table(ctx)],
         "SNAPSHOTSTATUS" => vec![ctx.snapshots.status_table()],
         "MANAGEMENT" => {
@@ -699,6 +701,41 @@ fn starvation(ctx: &ServerContext, sites: &[SiteStats]) -> ResultTable {
         })
         .collect();
     table(&columns, rows)
+}
+
+/// Per partition held on this host, per table: this copy's checksum and
+/// whether this host leads the partition — equal checksums on every host
+/// holding a partition mean its replicas agree.
+fn replica_checksums(ctx: &ServerContext) -> ResultTable {
+    let m = ctx.membership.metadata();
+    let me = ctx.host_id;
+    let mut rows = Vec::new();
+    for (p, tables) in ctx.host.local_checksums(Duration::from_secs(10)) {
+        let leads = m.partitions.get(p as usize).and_then(|x| x.leader) == Some(me);
+        for (table, checksum) in tables {
+            rows.push(
+                [
+                    host_cells(ctx),
+                    vec![
+                        Value::Integer(i64::from(p)),
+                        Value::from(if leads { "LEADER" } else { "REPLICA" }),
+                        Value::from(table.as_str()),
+                        Value::Integer(checksum as i64),
+                    ],
+                ]
+                .concat(),
+            );
+        }
+    }
+    table(
+        &with_host(&[
+            ("PARTITION_ID", DataType::Integer),
+            ("ROLE", DataType::Varchar),
+            ("TABLE_NAME", DataType::Varchar),
+            ("CHECKSUM", DataType::BigInt),
+        ]),
+        rows,
+    )
 }
 
 /// Per partition: how many of its k+1 copies are not running.

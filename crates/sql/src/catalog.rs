@@ -22,7 +22,7 @@ pub const DEFAULT_DATABASE: &str = "DEFAULT";
 pub type TableId = u32;
 
 /// One column of a table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnDef {
     pub name: String,
     pub data_type: DataType,
@@ -47,7 +47,7 @@ impl ColumnDef {
 }
 
 /// Index structure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum IndexKind {
     /// Ordered (B-tree): equality, ranges and ORDER BY.
     Tree,
@@ -56,7 +56,7 @@ pub enum IndexKind {
 }
 
 /// An index (or a PRIMARY KEY / UNIQUE constraint's index) on a table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IndexDef {
     pub name: String,
     /// Indexed columns, by position in the table, in key order.
@@ -69,7 +69,7 @@ pub struct IndexDef {
 }
 
 /// How a materialized view derives from its source table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MaterializedView {
     pub source: TableId,
     /// Source column positions of the GROUP BY keys; the view's first columns.
@@ -79,7 +79,7 @@ pub struct MaterializedView {
 }
 
 /// A table or a materialized view's table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TableDef {
     pub id: TableId,
     pub database: String,
@@ -112,7 +112,7 @@ impl TableDef {
 }
 
 /// A plain (non-materialized) view: its query text, expanded at planning time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ViewDef {
     pub database: String,
     pub name: String,
@@ -122,7 +122,7 @@ pub struct ViewDef {
 
 /// Where a single-partition procedure runs: the partition owning the value of
 /// parameter `parameter`, hashed as `table.column` would be.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProcedurePartition {
     pub database: String,
     pub table: String,
@@ -132,7 +132,7 @@ pub struct ProcedurePartition {
 }
 
 /// What a procedure runs.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ProcedureBody {
     /// `AS stmt` or `AS BEGIN stmt; ...; END`: SQL statements in order. The
     /// procedure's parameters feed the statements' `?`s in order.
@@ -143,7 +143,7 @@ pub enum ProcedureBody {
 
 /// A stored procedure, as declared (its statements are planned by the
 /// transaction layer whenever the schema changes, never per call).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProcedureDef {
     /// Case-sensitive, as clients call it.
     pub name: String,
@@ -157,14 +157,14 @@ pub struct ProcedureDef {
 }
 
 /// One database namespace.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DatabaseDef {
     pub tables: BTreeMap<String, Arc<TableDef>>,
     pub views: BTreeMap<String, Arc<ViewDef>>,
 }
 
 /// The whole schema.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Catalog {
     pub databases: BTreeMap<String, DatabaseDef>,
     /// Stored procedures by (case-sensitive) name.
@@ -184,7 +184,7 @@ impl Default for Catalog {
 }
 
 /// What a name resolved to.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Relation {
     Table(Arc<TableDef>),
     View(Arc<ViewDef>),

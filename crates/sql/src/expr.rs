@@ -13,7 +13,7 @@ use joule_common::{DataType, Value};
 use std::fmt;
 
 /// Comparison operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CmpOp {
     Eq,
     NotEq,
@@ -60,7 +60,7 @@ impl CmpOp {
 }
 
 /// Aggregate functions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AggKind {
     CountStar,
     Count,
@@ -93,7 +93,7 @@ impl AggKind {
 }
 
 /// One aggregate call in an Aggregate plan node.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AggCall {
     pub kind: AggKind,
     /// The argument; `None` for COUNT(*).
@@ -102,7 +102,7 @@ pub struct AggCall {
 }
 
 /// A bound expression.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Expr {
     Constant(Value),
     /// A column of the input row, by position.

@@ -25,14 +25,14 @@ use joule_common::{bail, err, DataType, Decimal, Result, Value};
 /// What functions may read besides their arguments: the transaction's
 /// timestamp (for NOW) and a seed for random functions, both fixed per
 /// transaction so that execution is deterministic.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct FunctionContext {
     pub now_micros: i64,
     pub random_seed: u64,
 }
 
 /// A time unit argument (DATEADD, TRUNCATE, EXTRACT, SINCE_EPOCH, TO_TIMESTAMP).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TimeUnit {
     Year,
     Quarter,
@@ -84,7 +84,7 @@ impl TimeUnit {
 }
 
 /// Which side TRIM removes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TrimSide {
     Both,
     Leading,
@@ -92,7 +92,7 @@ pub enum TrimSide {
 }
 
 /// A scalar function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ScalarFunc {
     Abs,
     Ceiling,

@@ -11,7 +11,7 @@ use crate::expr::{AggCall, Expr};
 use joule_common::DataType;
 
 /// How a scan reaches a table's rows.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Access {
     /// Every row, in storage order.
     Full,
@@ -21,7 +21,7 @@ pub enum Access {
 
 /// What an index scan looks up. Key expressions are constant per execution
 /// (constants, parameters, outer columns).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum IndexLookup {
     /// Rows whose leading key columns equal these values.
     Eq(Vec<Expr>),
@@ -34,7 +34,7 @@ pub enum IndexLookup {
     All,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JoinKind {
     Inner,
     Left,
@@ -42,7 +42,7 @@ pub enum JoinKind {
     Full,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetOpKind {
     Union,
     Intersect,
@@ -50,7 +50,7 @@ pub enum SetOpKind {
 }
 
 /// One ORDER BY key.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SortKey {
     pub expr: Expr,
     pub descending: bool,
@@ -58,7 +58,7 @@ pub struct SortKey {
 }
 
 /// A plan node.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Plan {
     /// Rows of a table. Output: the table's columns.
     Scan {
@@ -165,14 +165,14 @@ impl Plan {
 }
 
 /// A result column of a query.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutputColumn {
     pub name: String,
     pub data_type: Option<DataType>,
 }
 
 /// Whether a statement can run in one partition.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Partitioning {
     /// Touches only replicated tables (or none): any one partition can
     /// answer a read; writes must reach every partition.

@@ -54,6 +54,11 @@ pub(crate) struct Coordinator {
     pub ddl_history: Vec<(String, String)>,
     /// Multi-partition work's statistics (see [`crate::stats`]).
     pub counters: crate::stats::SiteCounters,
+    /// In a cluster: per partition, the proxy for its leader on another
+    /// host (start marker, work), used while this host does not lead it.
+    pub proxies: Vec<Option<(Sender<SiteMsg>, Sender<MpWork>)>>,
+    /// For the transaction running: which partitions are led elsewhere.
+    pub remote: Vec<bool>,
 }
 
 /// What a transaction changes besides data.
@@ -84,6 +89,24 @@ impl Coordinator {
             log,
             ddl_history: Vec::new(),
             counters: crate::stats::SiteCounters::new(),
+            proxies: Vec::new(),
+            remote: Vec::new(),
+        }
+    }
+
+    /// Where partition `p`'s start marker goes in this transaction.
+    fn begin_target(&self, p: usize) -> &Sender<SiteMsg> {
+        match &self.proxies.get(p) {
+            Some(Some((begin, _))) if self.remote[p] => begin,
+            _ => &self.shared.sites[p],
+        }
+    }
+
+    /// Where partition `p`'s work goes in this transaction.
+    fn work_target(&self, p: usize) -> &Sender<MpWork> {
+        match &self.proxies.get(p) {
+            Some(Some((_, work))) if self.remote[p] => work,
+            _ => &self.sites[p],
         }
     }
 
@@ -94,6 +117,8 @@ impl Coordinator {
             self.counters.idle += idle.elapsed();
             match msg {
                 CoordMsg::Invoke(task) => self.run_txn(task),
+                CoordMsg::Install(plans) => self.install(plans),
+                CoordMsg::LoadCatalog(catalog) => self.load_catalog(catalog),
                 CoordMsg::Stats(reply) => {
                     let _ = reply.send(self.counters.snapshot(None, 0, Vec::new()));
                 }
@@ -121,7 +146,16 @@ impl Coordinator {
             }
             None => self.ids.issue(),
         };
-        if self.shared.sites.iter().any(|site| site.send(SiteMsg::MpBegin(ids)).is_err()) {
+        if let Some(link) = self.shared.link.clone() {
+            if !link.coordinates() {
+                // The coordinator moved while this waited: send it there.
+                return crate::host::forward_mp(&link, task);
+            }
+            self.remote = (0..self.sites.len()).map(|p| !link.leads(p as u32)).collect();
+        } else {
+            self.remote = vec![false; self.sites.len()];
+        }
+        if (0..self.sites.len()).any(|p| self.begin_target(p).send(SiteMsg::MpBegin(ids)).is_err()) {
             // Sites that did get the marker wait for an outcome.
             self.rollback();
             let e = err!(Unavailable, "the host is shutting down");
@@ -201,11 +235,19 @@ impl Coordinator {
                 if let Some(log) = &log {
                     self.log_committed(log.as_ref(), &task.kind, &task.params, ids);
                 }
-                self.commit(installs);
+                let everywhere = self.commit(installs);
                 if let MpKind::Ddl { statements, database } = &task.kind {
                     self.ddl_history.push((database.clone(), statements.join(";\n")));
                 }
-                Response::success(tables, ids)
+                if everywhere {
+                    Response::success(tables, ids)
+                } else {
+                    let e = err!(
+                        OutcomeUnknown,
+                        "a host failed while this transaction committed: it may have committed on some partitions"
+                    );
+                    Response::failure(e, Some(ids))
+                }
             }
             Err(e) => {
                 self.rollback();
@@ -286,20 +328,73 @@ impl Coordinator {
         }
     }
 
-    fn commit(&mut self, installs: Installs) {
+    /// Commit everywhere; in a cluster, wait until every partition's
+    /// replicas have the commit too. Whether every partition confirmed.
+    fn commit(&mut self, installs: Installs) -> bool {
         if self.schema_db.in_transaction() {
             self.schema_db.commit();
         }
-        for site in &self.sites {
-            let _ =
-                site.send(MpWork::Commit { schema: installs.schema.clone(), hashinator: installs.hashinator.clone() });
+        let cluster = self.shared.link.is_some();
+        let (done, confirmations) = std::sync::mpsc::channel();
+        for p in 0..self.sites.len() {
+            let _ = self.work_target(p).send(MpWork::Commit {
+                schema: installs.schema.clone(),
+                hashinator: installs.hashinator.clone(),
+                install: false,
+                done: cluster.then(|| done.clone()),
+            });
         }
+        drop(done);
+        let everywhere = !cluster || confirmations.iter().count() == self.sites.len();
         if let Some(s) = installs.schema {
             self.shared.schema.store(s);
         }
         if let Some(h) = installs.hashinator {
             self.hashinator = h.clone();
             self.shared.hashinator.store(h);
+        }
+        everywhere
+    }
+
+    /// A copy of a partition brought its catalog: take it (when newer).
+    fn load_catalog(&mut self, catalog: Arc<joule_sql::catalog::Catalog>) {
+        if catalog.version <= self.schema_db.catalog().version {
+            return;
+        }
+        let mut db = Database::new();
+        if let Err(e) = db.load_catalog(catalog.clone()) {
+            return eprintln!("joule: coordinator: the catalog from the partition's leader does not load: {e}");
+        }
+        self.schema_db = db;
+        let previous = self.shared.schema.load_full();
+        match Schema::compile(catalog, &self.shared.registry, Some(&previous.catalog)) {
+            Ok(schema) => self.shared.schema.store(Arc::new(schema)),
+            Err(e) => eprintln!("joule: coordinator: the catalog from the partition's leader does not compile: {e}"),
+        }
+    }
+
+    /// A schema change made by another host's coordinator reached this
+    /// host: apply its DDL plans to this coordinator's copy (if newer) and
+    /// publish the new schema here.
+    fn install(&mut self, plans: Vec<Arc<joule_sql::planner::Planned>>) {
+        // Plans made against the catalog this copy has: applied once.
+        let Some(first) = plans.iter().map(|p| p.catalog_version).min() else { return };
+        if first != self.schema_db.catalog().version {
+            return;
+        }
+        self.schema_db.begin();
+        for planned in &plans {
+            if let Err(e) = self.schema_db.execute_planned(planned, &[]) {
+                eprintln!("joule: coordinator: a schema change from another host does not apply here: {e}");
+                let _ = self.schema_db.rollback();
+                return;
+            }
+        }
+        self.schema_db.commit();
+        let previous = self.shared.schema.load_full();
+        match Schema::compile(self.schema_db.catalog_arc().clone(), &self.shared.registry, Some(&previous.catalog)) {
+            Ok(schema) => self.shared.schema.store(Arc::new(schema)),
+            Err(e) => eprintln!("joule: coordinator: the schema from another host does not compile here: {e}"),
         }
     }
 
@@ -309,8 +404,8 @@ impl Coordinator {
                 eprintln!("joule: coordinator: schema rollback failed: {e}");
             }
         }
-        for site in &self.sites {
-            let _ = site.send(MpWork::Rollback);
+        for p in 0..self.sites.len() {
+            let _ = self.work_target(p).send(MpWork::Rollback);
         }
     }
 
@@ -321,7 +416,7 @@ impl Coordinator {
         let mut first_error: Option<Error> = None;
         for (site, items) in per_site.iter_mut().enumerate() {
             if !items.is_empty() {
-                match self.sites[site].send(MpWork::Round(std::mem::take(items))) {
+                match self.work_target(site).send(MpWork::Round { items: std::mem::take(items), reply: None }) {
                     Ok(()) => asked += 1,
                     Err(_) => {
                         first_error.get_or_insert(err!(Unavailable, "partition {site} is gone (shutting down)"));

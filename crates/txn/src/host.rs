@@ -21,8 +21,9 @@ use crate::coordinator::Coordinator;
 use crate::hashinator::Hashinator;
 use crate::ids::TxnIds;
 use crate::logging::CommandLog;
-use crate::messages::{CoordMsg, MpKind, MpTask, SiteMsg, SpTask};
+use crate::messages::{CoordMsg, MpKind, MpTask, MpWork, SiteMsg, SpTask};
 use crate::procedure::{Batch, ProcedureRegistry};
+use crate::remote::{ClusterLink, Destination, WireCall};
 use crate::response::{Response, ResponseSink};
 use crate::site::{partition_key, pinned_partition, Site};
 use crate::snapshot::SnapshotTarget;
@@ -55,6 +56,26 @@ pub struct HostConfig {
     /// multi-partition transaction (so later log records are not mistaken
     /// for ones the snapshot covers).
     pub resume_after: Option<TxnIds>,
+    /// In a multi-host cluster: the partitions, the ones held here, and
+    /// the link to the other hosts (`None`: one host holding every
+    /// partition, `sites_per_host` of them).
+    pub cluster: Option<ClusterPlacement>,
+}
+
+/// A host's place in a multi-host cluster (see [`crate::remote`]).
+#[derive(Clone)]
+pub struct ClusterPlacement {
+    /// Partitions in the cluster.
+    pub partitions: u32,
+    /// The partitions this host holds a replica of.
+    pub replicas: Vec<u32>,
+    pub link: Arc<dyn ClusterLink>,
+}
+
+impl std::fmt::Debug for ClusterPlacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterPlacement {{ partitions: {}, replicas: {:?} }}", self.partitions, self.replicas)
+    }
 }
 
 impl Default for HostConfig {
@@ -64,6 +85,7 @@ impl Default for HostConfig {
             registry: ProcedureRegistry::new(),
             command_log: None,
             resume_after: None,
+            cluster: None,
         }
     }
 }
@@ -84,6 +106,16 @@ pub(crate) struct Shared {
     pub running: AtomicBool,
     /// Per site: invocations sent and not yet taken (for QUEUE statistics).
     pub depths: Arc<[std::sync::atomic::AtomicU64]>,
+    /// Per partition: whether a site here holds it (always, on one host).
+    pub local: Vec<bool>,
+    /// Per partition held here: its site's multi-partition inbox (for
+    /// work from other hosts and replication).
+    pub local_work: Vec<Option<Sender<MpWork>>>,
+    /// In a cluster: the other hosts.
+    pub link: Option<Arc<dyn ClusterLink>>,
+    /// Per partition: a copy from its leader has been loaded here (a
+    /// rejoining host).
+    pub loaded: Vec<AtomicBool>,
 }
 
 /// A running host.
@@ -94,27 +126,50 @@ pub struct Host {
 
 impl Host {
     pub fn start(config: HostConfig) -> Result<Host> {
-        let n = config.sites_per_host;
+        let n = match &config.cluster {
+            Some(c) => c.partitions as usize,
+            None => config.sites_per_host,
+        };
         if n == 0 || n > 1024 {
             bail!(InvalidArgument, "sites_per_host must be between 1 and 1024, not {n}");
         }
+        let local: Vec<bool> = match &config.cluster {
+            Some(c) => (0..n as u32).map(|p| c.replicas.contains(&p)).collect(),
+            None => vec![true; n],
+        };
+        let link = config.cluster.as_ref().map(|c| c.link.clone());
         let hashinator = Arc::new(Hashinator::even(n as u32, 1)?);
         let schema = Arc::new(Schema::compile(Arc::new(Default::default()), &config.registry, None)?);
         let (site_tx, site_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<SiteMsg>()).unzip();
         let (mp_tx, mp_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+        // In a cluster, every partition also has a proxy for its leader on
+        // another host (used while this host does not lead it).
+        let proxies: Vec<_> =
+            (0..n).map(|_| link.as_ref().map(|_| (mpsc::channel::<SiteMsg>(), mpsc::channel::<MpWork>()))).collect();
         let (reply_tx, reply_rx) = mpsc::channel();
         let (coord_tx, coord_rx) = mpsc::channel();
+        let route = |p: usize| match &proxies[p] {
+            Some(((begin, _), _)) if !local[p] => begin.clone(),
+            _ => site_tx[p].clone(),
+        };
         let shared = Arc::new(Shared {
-            sites: site_tx.clone(),
-            coordinator: coord_tx,
+            sites: (0..n).map(route).collect(),
+            coordinator: coord_tx.clone(),
             schema: ArcSwap::new(schema.clone()),
             hashinator: ArcSwap::new(hashinator.clone()),
             registry: config.registry,
             running: AtomicBool::new(true),
             depths: (0..n).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+            local: local.clone(),
+            local_work: (0..n).map(|p| local[p].then(|| mp_tx[p].clone())).collect(),
+            link: link.clone(),
+            loaded: (0..n).map(|_| AtomicBool::new(false)).collect(),
         });
         let mut threads = Vec::new();
         for (p, (inbox, mp_inbox)) in site_rx.into_iter().zip(mp_rx).enumerate() {
+            if !local[p] {
+                continue;
+            }
             let mut ids = crate::ids::IdGenerator::new(p as u32);
             if let Some(resume) = config.resume_after {
                 ids.observe(resume);
@@ -138,10 +193,37 @@ impl Host {
                 counters: crate::stats::SiteCounters::new(),
                 depths: shared.depths.clone(),
                 after_mp: false,
+                link: link.clone(),
+                repl_records: Vec::new(),
+                coordinator: coord_tx.clone(),
+                shared: Arc::downgrade(&shared),
             };
             threads.push(spawn(format!("joule-site-{p}"), move || site.run())?);
         }
-        let mut coordinator = Coordinator::new(shared.clone(), coord_rx, mp_tx, reply_rx, config.command_log.clone());
+        let mut proxy_senders = Vec::with_capacity(n);
+        for (p, proxy) in proxies.into_iter().enumerate() {
+            match (proxy, &link) {
+                (Some(((begin, begin_rx), (work, work_rx))), Some(link)) => {
+                    proxy_senders.push(Some((begin, work.clone())));
+                    let (link, replies, shared) = (link.clone(), reply_tx.clone(), Arc::downgrade(&shared));
+                    threads.push(spawn(format!("joule-proxy-{p}"), move || {
+                        crate::remote::run_proxy(p as u32, begin_rx, work_rx, replies, link, shared)
+                    })?);
+                }
+                _ => proxy_senders.push(None),
+            }
+        }
+        let work: Vec<Sender<MpWork>> = (0..n)
+            .map(|p| match &proxy_senders[p] {
+                Some((_, w)) if !local[p] => w.clone(),
+                _ => mp_tx[p].clone(),
+            })
+            .collect();
+        drop(mp_tx);
+        let mut coordinator = Coordinator::new(shared.clone(), coord_rx, work, reply_rx, config.command_log.clone());
+        if link.is_some() {
+            coordinator.proxies = proxy_senders;
+        }
         if let Some(resume) = config.resume_after {
             coordinator.ids.observe(resume);
         }
@@ -157,7 +239,12 @@ impl Host {
             plans: HashMap::new(),
             mp_plans: HashMap::new(),
             replicated_reads: 0,
+            hops: 0,
         }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     pub fn partitions(&self) -> usize {
@@ -179,8 +266,10 @@ impl Host {
     pub fn statistics(&self, wait: std::time::Duration) -> Vec<crate::stats::SiteStats> {
         let (tx, rx) = mpsc::channel();
         let mut asked = 0;
-        for s in &self.shared.sites {
-            asked += usize::from(s.send(SiteMsg::Stats(tx.clone())).is_ok());
+        for (p, s) in self.shared.sites.iter().enumerate() {
+            if self.shared.local[p] {
+                asked += usize::from(s.send(SiteMsg::Stats(tx.clone())).is_ok());
+            }
         }
         asked += usize::from(self.shared.coordinator.send(CoordMsg::Stats(tx.clone())).is_ok());
         drop(tx);
@@ -217,6 +306,53 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Send a single-partition invocation to the host leading its partition.
+pub(crate) fn forward_sp(link: &Arc<dyn ClusterLink>, partition: u32, task: SpTask) {
+    let mut params = task.params;
+    let procedure = task.procedure.name.clone();
+    if let Some(sql) = crate::site::adhoc_sql(&task.procedure) {
+        params.insert(0, Value::String(sql));
+    }
+    let call = WireCall { database: task.procedure.database.clone(), procedure, params, hops: task.hops + 1 };
+    forward(link, Destination::Partition(partition), call, task.handle, task.sink)
+}
+
+/// Send a multi-partition invocation to the host coordinating them.
+pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
+    let (database, procedure, mut params) = match &task.kind {
+        MpKind::Procedure(p) => (p.database.clone(), p.name.clone(), task.params),
+        MpKind::Ddl { statements, database } => {
+            (database.clone(), "@AdHoc".to_string(), vec![Value::String(statements.join(";\n"))])
+        }
+        MpKind::Checksums => (DEFAULT_DATABASE.to_string(), "@Checksum".to_string(), Vec::new()),
+        MpKind::ValidatePartitioning => (DEFAULT_DATABASE.to_string(), "@ValidatePartitioning".to_string(), Vec::new()),
+        _ => {
+            let e =
+                err!(FeatureNotSupported, "this system procedure is not available on a cluster of several hosts yet");
+            return task.sink.deliver(task.handle, Response::failure(e, None));
+        }
+    };
+    if let MpKind::Procedure(p) = &task.kind {
+        if let Some(sql) = crate::site::adhoc_sql(p) {
+            params.insert(0, Value::String(sql));
+        }
+    }
+    let call = WireCall { database, procedure, params, hops: task.hops + 1 };
+    forward(link, Destination::Coordinator, call, task.handle, task.sink)
+}
+
+fn forward(link: &Arc<dyn ClusterLink>, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>) {
+    if call.hops > crate::remote::MAX_HOPS {
+        let e = err!(
+            Unavailable,
+            "the cluster's leadership is moving: {} was forwarded too often; try again",
+            call.procedure
+        );
+        return sink.deliver(handle, Response::failure(e, None));
+    }
+    link.forward(to, call, handle, sink)
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
@@ -265,6 +401,9 @@ pub struct Client {
     mp_plans: HashMap<(String, String), Arc<CompiledStatement>>,
     /// Counts replicated-only ad hoc reads, to spread them over partitions.
     replicated_reads: u64,
+    /// Hosts that forwarded this client's calls here (a cluster's host
+    /// serving forwarded calls sets it).
+    hops: u8,
 }
 
 impl Client {
@@ -322,10 +461,19 @@ impl Client {
             Ok(Route::Procedure(p, params)) => self.route(p, params, replay, handle, sink),
             Ok(Route::Sp(p, params, partition, hash_version)) => self.send_sp(
                 partition as usize,
-                SpTask { procedure: p, params, sink, handle, replay, hash_version, accepted: Instant::now() },
+                SpTask {
+                    procedure: p,
+                    params,
+                    sink,
+                    handle,
+                    replay,
+                    hash_version,
+                    accepted: Instant::now(),
+                    hops: self.hops,
+                },
             ),
             Ok(Route::Mp(kind, params)) => {
-                self.send_mp(MpTask { kind, params, sink, handle, replay, accepted: Instant::now() })
+                self.send_mp(MpTask { kind, params, sink, handle, replay, accepted: Instant::now(), hops: self.hops })
             }
             Ok(Route::Done(response)) => sink.deliver(handle, response),
             Err(e) => sink.deliver(handle, Response::failure(e, None)),
@@ -343,7 +491,15 @@ impl Client {
     ) {
         let Some(routing) = &procedure.routing else {
             let accepted = Instant::now();
-            return self.send_mp(MpTask { kind: MpKind::Procedure(procedure), params, sink, handle, replay, accepted });
+            return self.send_mp(MpTask {
+                kind: MpKind::Procedure(procedure),
+                params,
+                sink,
+                handle,
+                replay,
+                accepted,
+                hops: self.hops,
+            });
         };
         let hashinator = self.shared.hashinator.load();
         let partition = match params.get(routing.parameter) {
@@ -370,11 +526,17 @@ impl Client {
             replay,
             hash_version: hashinator.version(),
             accepted: Instant::now(),
+            hops: self.hops,
         };
         self.send_sp(partition, task);
     }
 
     fn send_sp(&self, partition: usize, task: SpTask) {
+        if let Some(link) = &self.shared.link {
+            if !link.leads(partition as u32) {
+                return forward_sp(link, partition as u32, task);
+            }
+        }
         self.shared.depths[partition].fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.shared.sites[partition].send(SiteMsg::Sp(task)) {
             self.shared.depths[partition].fetch_sub(1, Ordering::Relaxed);
@@ -385,6 +547,11 @@ impl Client {
     }
 
     fn send_mp(&self, task: MpTask) {
+        if let Some(link) = &self.shared.link {
+            if !link.coordinates() {
+                return forward_mp(link, task);
+            }
+        }
         if let Err(e) = self.shared.coordinator.send(CoordMsg::Invoke(task)) {
             if let CoordMsg::Invoke(t) = e.0 {
                 t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
@@ -563,7 +730,15 @@ impl Client {
     fn run_mp_and_wait(&mut self, kind: MpKind) -> Response {
         let (tx, rx) = mpsc::sync_channel(1);
         let sink = Arc::new(Waiter(tx));
-        self.send_mp(MpTask { kind, params: Vec::new(), sink, handle: 0, replay: None, accepted: Instant::now() });
+        self.send_mp(MpTask {
+            kind,
+            params: Vec::new(),
+            sink,
+            handle: 0,
+            replay: None,
+            accepted: Instant::now(),
+            hops: 0,
+        });
         rx.recv().unwrap_or_else(|_| Response::failure(err!(Unavailable, "the host stopped"), None))
     }
 
@@ -571,7 +746,15 @@ impl Client {
     /// `target`, which answers `sink` (see [`crate::snapshot`]).
     pub fn snapshot(&mut self, target: Arc<dyn SnapshotTarget>, handle: u64, sink: Arc<dyn ResponseSink>) {
         let kind = MpKind::Snapshot(target);
-        self.send_mp(MpTask { kind, params: Vec::new(), sink, handle, replay: None, accepted: Instant::now() });
+        self.send_mp(MpTask {
+            kind,
+            params: Vec::new(),
+            sink,
+            handle,
+            replay: None,
+            accepted: Instant::now(),
+            hops: 0,
+        });
     }
 
     /// Insert rows into tables (by qualified name) in one multi-partition
@@ -613,6 +796,25 @@ impl Client {
     /// empty name means the default database.
     pub fn use_database(&mut self, database: &str) {
         self.database = if database.is_empty() { DEFAULT_DATABASE.to_string() } else { database.to_string() };
+    }
+
+    /// Calls through this client were forwarded here by `hops` hosts.
+    pub fn set_hops(&mut self, hops: u8) {
+        self.hops = hops;
+    }
+
+    /// Route an ad hoc batch as it would run (used to apply a replicated
+    /// `@AdHoc` record): its single-partition procedure, if it is one.
+    pub(crate) fn adhoc_procedure(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<(Arc<CompiledProcedure>, Vec<Value>)> {
+        match self.adhoc_route(sql, params)? {
+            Route::Sp(p, params, _, _) => Ok((p, params)),
+            Route::Procedure(p, params) if p.routing.is_some() => Ok((p, params)),
+            _ => bail!(Internal, "a replicated ad hoc record is not single-partition"),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub const EPOCH_MILLIS: u64 = 1_577_836_800_000;
 const COUNTER_BITS: u32 = 9;
 
 /// A transaction id: `sequence << 14 | initiator`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TxnId(pub u64);
 
 impl TxnId {
@@ -46,7 +46,7 @@ impl TxnId {
 }
 
 /// A unique id: `millis << 23 | counter << 14 | initiator`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct UniqueId(pub u64);
 
 impl UniqueId {
@@ -67,13 +67,16 @@ impl UniqueId {
 }
 
 /// The ids of one transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TxnIds {
     pub txn_id: TxnId,
     pub unique_id: UniqueId,
 }
 
 impl TxnIds {
+    /// No transaction (a placeholder where ids are filled in later).
+    pub const ZERO: TxnIds = TxnIds { txn_id: TxnId(0), unique_id: UniqueId(0) };
+
     /// The seed of the transaction's random functions.
     pub fn random_seed(self) -> u64 {
         self.txn_id.0

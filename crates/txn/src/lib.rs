@@ -15,6 +15,8 @@
 //! * [`logging`]: what committed transactions hand to the command log.
 //! * [`snapshot`]: freezing every partition at one point, loading rows.
 //! * [`stats`]: what sites count about their work, copied out on request.
+//! * [`remote`]: a multi-host cluster as this layer sees it — forwarding,
+//!   remote sites, replication, and the forms work takes between hosts.
 //! * `sysprocs`: system procedures answered from the schema (`@Explain`,
 //!   `@SystemCatalog`, ...).
 
@@ -27,6 +29,7 @@ pub mod ids;
 pub mod logging;
 mod messages;
 pub mod procedure;
+pub mod remote;
 pub mod response;
 mod site;
 pub mod snapshot;
@@ -35,7 +38,7 @@ mod sysprocs;
 
 pub use compile::Schema;
 pub use hashinator::{Hashinator, PartitionId};
-pub use host::{Client, Host, HostConfig, Invocation};
+pub use host::{Client, ClusterPlacement, Host, HostConfig, Invocation};
 pub use ids::{TxnId, TxnIds, UniqueId};
 pub use procedure::{Procedure, ProcedureContext, ProcedureRegistry};
 pub use response::{Response, ResponseSink, ResultTable, Status};

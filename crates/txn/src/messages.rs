@@ -71,6 +71,8 @@ pub(crate) struct SpTask {
     pub hash_version: u64,
     /// When the initiator accepted the invocation.
     pub accepted: std::time::Instant,
+    /// Hosts that forwarded it here (see [`crate::remote::MAX_HOPS`]).
+    pub hops: u8,
 }
 
 /// What a site's inbox carries.
@@ -82,6 +84,23 @@ pub(crate) enum SiteMsg {
     Shutdown,
     /// Reply with a copy of the site's statistics.
     Stats(std::sync::mpsc::Sender<crate::stats::SiteStats>),
+    /// Reply with the partition's per-table checksums (this copy's).
+    Checksums(std::sync::mpsc::Sender<(u32, Vec<(String, u64)>)>),
+    /// A cluster: host `host` rejoins as a replica of this (leading) site's
+    /// partition — hand it a copy of the partition now, then the stream.
+    Rejoin {
+        host: u64,
+        reply: std::sync::mpsc::Sender<Result<()>>,
+    },
+    /// A cluster: load part of a copy of the partition from its leader
+    /// (this site rejoins); `done` says whether it applied.
+    Load {
+        catalog: Option<Box<joule_sql::catalog::Catalog>>,
+        table: Option<String>,
+        rows: Vec<(u32, Row)>,
+        last_ids: TxnIds,
+        done: std::sync::mpsc::Sender<Result<()>>,
+    },
 }
 
 /// One piece of a multi-partition round for one site.
@@ -90,6 +109,9 @@ pub(crate) enum WorkItem {
     Execute { planned: Arc<Planned>, params: Arc<[Value]> },
     /// Run fragment `fragment` of the statement's distributed read.
     Fragment { statement: Arc<CompiledStatement>, fragment: usize, params: Arc<[Value]> },
+    /// Run a fragment's plan that came from another host (planned against
+    /// `catalog_version`).
+    Query { plan: Box<joule_sql::plan::Plan>, params: Arc<[Value]>, catalog_version: u64 },
     /// Insert rows computed at the coordinator.
     InsertRows { planned: Arc<Planned>, rows: Vec<Row> },
     /// Report per-table checksums.
@@ -114,13 +136,23 @@ pub(crate) enum ItemResult {
 
 /// What the coordinator sends a site inside a multi-partition transaction.
 pub(crate) enum MpWork {
-    /// Run these items in order and reply (stopping at the first error).
-    Round(Vec<WorkItem>),
+    /// Run these items in order and reply (stopping at the first error) —
+    /// to `reply` if given, else to the coordinator.
+    Round {
+        items: Vec<WorkItem>,
+        reply: Option<std::sync::mpsc::Sender<MpReply>>,
+    },
     /// Make the transaction's changes permanent; install a new schema or
     /// hashinator if the transaction made one.
     Commit {
         schema: Option<Arc<Schema>>,
         hashinator: Option<Arc<Hashinator>>,
+        /// A cluster's transaction from another host changed the schema:
+        /// the host compiles the new catalog itself.
+        install: bool,
+        /// Told once the commit is done — in a cluster, once the
+        /// partition's replicas have it too (dropped unsent if that fails).
+        done: Option<std::sync::mpsc::Sender<()>>,
     },
     Rollback,
 }
@@ -165,11 +197,20 @@ pub(crate) struct MpTask {
     pub handle: u64,
     pub replay: Option<TxnIds>,
     pub accepted: std::time::Instant,
+    /// Hosts that forwarded it here.
+    pub hops: u8,
 }
 
 /// The coordinator's inbox.
 pub(crate) enum CoordMsg {
     Invoke(MpTask),
+    /// A cluster's schema change made on another host reached a site here:
+    /// apply its DDL plans to the coordinator's copy of the schema and
+    /// publish the new schema to this host's initiators.
+    Install(Vec<Arc<Planned>>),
+    /// This host rejoins a cluster: take the catalog a partition's copy
+    /// came with as the coordinator's schema (if this one is older).
+    LoadCatalog(Arc<joule_sql::catalog::Catalog>),
     Shutdown,
     /// Reply with the coordinator's statistics (multi-partition work).
     Stats(std::sync::mpsc::Sender<crate::stats::SiteStats>),

@@ -26,6 +26,21 @@ pub enum Status {
     ResponseUnknown = -7,
 }
 
+impl Status {
+    pub fn from_i8(v: i8) -> Option<Status> {
+        [
+            Status::Success,
+            Status::UserAbort,
+            Status::GracefulFailure,
+            Status::UnexpectedFailure,
+            Status::ServerUnavailable,
+            Status::ResponseUnknown,
+        ]
+        .into_iter()
+        .find(|s| *s as i8 == v)
+    }
+}
+
 /// The app status a procedure did not set.
 pub const APP_STATUS_UNSET: i8 = i8::MIN;
 

@@ -24,10 +24,11 @@ use crate::hashinator::Hashinator;
 use crate::ids::{IdGenerator, TxnIds};
 use crate::logging::{Answer, CommandLog, LoggedTxn};
 use crate::messages::{
-    recv_soon, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, AFTER_MULTI_PARTITION, AFTER_SINGLE_PARTITION,
-    IN_TRANSACTION,
+    recv_soon, CoordMsg, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, AFTER_MULTI_PARTITION,
+    AFTER_SINGLE_PARTITION, IN_TRANSACTION,
 };
 use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
+use crate::remote::{frame_record, to_wire, ClusterLink, Replicated, WireItem};
 use crate::response::{Response, ResultTable};
 use crate::snapshot::{FrozenPartition, FrozenTable};
 use crate::stats::{values_bytes, Outcome, SiteCounters, SiteStats, TableStats};
@@ -126,6 +127,15 @@ pub(crate) struct Site {
     /// The last transaction was multi-partition (another usually follows:
     /// wait for it longer before sleeping).
     pub after_mp: bool,
+    /// In a cluster: the other hosts (this site's replicas among them).
+    pub link: Option<Arc<dyn ClusterLink>>,
+    /// Replication records batched and not yet shipped (with the answers
+    /// waiting in `log_answers`).
+    pub repl_records: Vec<u8>,
+    /// This host's coordinator (told of schema changes from other hosts).
+    pub coordinator: Sender<CoordMsg>,
+    /// What this host's initiators share (the published schema).
+    pub shared: std::sync::Weak<crate::host::Shared>,
 }
 
 /// Hand the log what is batched once it is this large, holds this many
@@ -165,6 +175,15 @@ impl Site {
                 }
                 SiteMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());
+                }
+                SiteMsg::Checksums(reply) => {
+                    let _ = reply.send((self.partition, self.db.table_checksums()));
+                }
+                SiteMsg::Rejoin { host, reply } => {
+                    let _ = reply.send(self.hand_copy(host));
+                }
+                SiteMsg::Load { catalog, table, rows, last_ids, done } => {
+                    let _ = done.send(self.load_copy(catalog, table, rows, last_ids));
                 }
                 SiteMsg::MpBegin(ids) => {
                     self.after_mp = true;
@@ -218,7 +237,7 @@ impl Site {
             Ok(p) => p,
             Err(e) => {
                 let answer = Answer { sink: task.sink, handle: task.handle, response: Response::failure(e, Some(ids)) };
-                if task.replay.is_none() && self.log.as_ref().is_some_and(|l| l.holds_answers()) {
+                if task.replay.is_none() && self.holds_answers() {
                     return self.log_answers.push(answer);
                 }
                 return answer.deliver();
@@ -271,31 +290,49 @@ impl Site {
         if task.replay.is_some() {
             return answer.deliver();
         }
-        // Borrows the `log` field only: the batch fields stay usable.
-        let Some(log) = self.log.as_deref() else { return answer.deliver() };
+        if !self.holds_answers() && self.log.is_none() {
+            return answer.deliver();
+        }
         if changed {
             let sql = adhoc_sql(&procedure);
-            let txn = LoggedTxn {
-                ids,
-                partition: Some(self.partition),
-                after_mp: self.last_mp,
-                database: &procedure.database,
-                procedure: &procedure.name,
-                sql: sql.as_deref(),
-                params: &task.params,
-            };
-            log.encode(&txn, &mut self.log_frames);
+            if let Some(log) = self.log.as_deref() {
+                let txn = LoggedTxn {
+                    ids,
+                    partition: Some(self.partition),
+                    after_mp: self.last_mp,
+                    database: &procedure.database,
+                    procedure: &procedure.name,
+                    sql: sql.as_deref(),
+                    params: &task.params,
+                };
+                log.encode(&txn, &mut self.log_frames);
+            }
+            if self.link.is_some() {
+                let mut params = task.params;
+                if let Some(sql) = sql {
+                    params.insert(0, Value::String(sql));
+                }
+                let record = Replicated::Sp {
+                    ids,
+                    database: procedure.database.clone(),
+                    procedure: procedure.name.clone(),
+                    params,
+                };
+                if let Err(e) = frame_record(&record, &mut self.repl_records) {
+                    eprintln!("joule: partition {}: {e}", self.partition);
+                }
+            }
         }
-        if log.holds_answers() {
+        if self.holds_answers() {
             self.log_answers.push(answer);
         } else {
             answer.deliver();
         }
-        if self.log_frames.is_empty() && self.log_answers.is_empty() {
+        if self.log_frames.is_empty() && self.log_answers.is_empty() && self.repl_records.is_empty() {
             return;
         }
         let since = *self.log_since.get_or_insert_with(std::time::Instant::now);
-        if self.log_frames.len() >= LOG_BATCH_BYTES
+        if self.log_frames.len() + self.repl_records.len() >= LOG_BATCH_BYTES
             || self.log_answers.len() >= LOG_BATCH_ANSWERS
             || since.elapsed() >= LOG_BATCH_AGE
         {
@@ -303,15 +340,49 @@ impl Site {
         }
     }
 
-    /// Hand the batched frames and answers to the log.
+    /// Whether answers wait (for the command log's fsync, or for the
+    /// partition's replicas) instead of going out at once.
+    fn holds_answers(&self) -> bool {
+        self.link.is_some() || self.log.as_ref().is_some_and(|l| l.holds_answers())
+    }
+
+    /// Hand the batched frames and answers to the log — and in a cluster
+    /// the records to the partition's replicas, the answers going out once
+    /// the replicas have applied everything before them (and, with a
+    /// synchronous log, once it is durable here).
     fn flush_log(&mut self) {
         self.log_since = None;
-        if self.log_frames.is_empty() && self.log_answers.is_empty() {
+        if self.log_frames.is_empty() && self.log_answers.is_empty() && self.repl_records.is_empty() {
             return;
         }
-        if let Some(log) = &self.log {
-            let frames = std::mem::replace(&mut self.log_frames, Vec::with_capacity(4096));
-            log.submit(frames, std::mem::take(&mut self.log_answers));
+        let frames = std::mem::replace(&mut self.log_frames, Vec::with_capacity(4096));
+        let answers = std::mem::take(&mut self.log_answers);
+        match &self.link {
+            Some(link) => {
+                if let Some(log) = &self.log {
+                    if !frames.is_empty() {
+                        log.submit(frames, Vec::new());
+                    }
+                }
+                let records = std::mem::take(&mut self.repl_records);
+                let log = self.log.clone();
+                link.replicate(
+                    self.partition,
+                    records,
+                    Box::new(move || {
+                        for a in answers {
+                            match &log {
+                                Some(l) if l.holds_answers() => l.after_durable(a),
+                                _ => a.deliver(),
+                            }
+                        }
+                    }),
+                );
+            }
+            None => match &self.log {
+                Some(log) => log.submit(frames, answers),
+                None => answers.into_iter().for_each(Answer::deliver),
+            },
         }
     }
 
@@ -326,9 +397,17 @@ impl Site {
     /// (after a schema change overtook it) the current one of that name —
     /// but only if that one is still single-partition and its key still
     /// belongs here. Otherwise the caller is told to retry.
-    fn current(&self, p: &Arc<CompiledProcedure>, params: &[Value]) -> Result<Arc<CompiledProcedure>> {
+    fn current(&mut self, p: &Arc<CompiledProcedure>, params: &[Value]) -> Result<Arc<CompiledProcedure>> {
         if p.catalog_version == self.db.catalog().version {
             return Ok(p.clone());
+        }
+        // A schema change from another host is published by this host's
+        // coordinator after the site committed it.
+        if let Some(shared) = self.shared.upgrade() {
+            let published = shared.schema.load_full();
+            if published.version() > self.schema.version() {
+                self.schema = published;
+            }
         }
         let retry = || err!(SchemaChangeConflict, "the schema changed while {} was queued; call it again", p.name);
         if p.name.starts_with('@') {
@@ -355,6 +434,10 @@ impl Site {
             random_seed: ids.random_seed(),
         });
         self.db.begin();
+        // Leading in a cluster: the writes are recorded for the replicas.
+        let mut writes: Option<Vec<WireItem>> =
+            self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(Vec::new);
+        let mut ddl: Vec<Arc<joule_sql::planner::Planned>> = Vec::new();
         loop {
             let Ok(work) = recv_soon(&self.mp_inbox, IN_TRANSACTION) else {
                 // The coordinator is gone: nothing can commit this.
@@ -362,11 +445,15 @@ impl Site {
                 return;
             };
             match work {
-                MpWork::Round(items) => {
+                MpWork::Round { items, reply } => {
+                    for item in &items {
+                        note_write(item, &mut writes, &mut ddl);
+                    }
                     let results = self.run_round(items);
-                    let _ = self.mp_reply.send(MpReply { partition: self.partition, results });
+                    let _ =
+                        reply.as_ref().unwrap_or(&self.mp_reply).send(MpReply { partition: self.partition, results });
                 }
-                MpWork::Commit { schema, hashinator } => {
+                MpWork::Commit { schema, hashinator, install, done } => {
                     self.db.commit();
                     if let Some(s) = schema {
                         self.schema = s;
@@ -374,6 +461,30 @@ impl Site {
                     if let Some(h) = hashinator {
                         self.hashinator = h;
                         self.install_owner();
+                    }
+                    if install && !ddl.is_empty() {
+                        let _ = self.coordinator.send(CoordMsg::Install(ddl));
+                    }
+                    let done = move || {
+                        if let Some(d) = done {
+                            let _ = d.send(());
+                        }
+                    };
+                    match (&self.link, writes) {
+                        (Some(link), Some(items)) => {
+                            let mut records = Vec::new();
+                            if !items.is_empty() {
+                                let schema_changed = items
+                                    .iter()
+                                    .any(|i| matches!(i, WireItem::Execute { planned, .. } if matches!(planned.kind, joule_sql::planner::PlannedKind::Ddl(_))));
+                                let record = Replicated::Mp { ids, items, schema_changed };
+                                if let Err(e) = frame_record(&record, &mut records) {
+                                    eprintln!("joule: partition {}: {e}", self.partition);
+                                }
+                            }
+                            link.replicate(self.partition, records, Box::new(done));
+                        }
+                        _ => done(),
                     }
                     return;
                 }
@@ -412,6 +523,15 @@ impl Site {
                         bail!(Internal, "rows to insert for a statement that is not an INSERT");
                     };
                     ItemResult::Exec(self.db.insert_rows(plan, rows)?)
+                }
+                WorkItem::Query { plan, params, catalog_version } => {
+                    if catalog_version != self.db.catalog().version {
+                        bail!(
+                            SchemaChangeConflict,
+                            "the schema changed since this statement was planned; plan it again"
+                        );
+                    }
+                    ItemResult::Rows(self.db.query(&plan, &params, &[])?)
                 }
                 WorkItem::Checksum => ItemResult::Tables(self.db.table_checksums()),
                 WorkItem::ValidatePartitioning => ItemResult::Tables(self.misplaced_rows()?),
@@ -463,6 +583,58 @@ impl Site {
         self.counters.snapshot(Some(self.partition), depth, tables)
     }
 
+    /// Host `host` rejoins as a replica: everything shipped so far goes
+    /// first, then a copy of the partition as it is now (the catalog, then
+    /// every table, frozen here and encoded on the shipper's thread), then
+    /// every change after it.
+    fn hand_copy(&mut self, host: u64) -> Result<()> {
+        let Some(link) = self.link.clone() else { bail!(InvalidArgument, "this host is not in a cluster") };
+        if !link.leads(self.partition) {
+            bail!(Unavailable, "this host no longer leads partition {}", self.partition);
+        }
+        self.flush_log();
+        let catalog = self.db.catalog_arc().clone();
+        let mut tables = Vec::new();
+        for def in catalog.tables() {
+            tables.push((def.qualified_name(), self.db.storage().table(def.id)?.freeze()));
+        }
+        let copy = crate::remote::PartitionCopy { catalog, tables, last_ids: self.ids.last() };
+        link.add_replica(self.partition, host, Box::new(copy.into_batches()));
+        Ok(())
+    }
+
+    /// Load part of a copy of this partition (this host rejoins).
+    fn load_copy(
+        &mut self,
+        catalog: Option<Box<joule_sql::catalog::Catalog>>,
+        table: Option<String>,
+        rows: Vec<(u32, joule_common::Row)>,
+        last_ids: TxnIds,
+    ) -> Result<()> {
+        self.ids.observe(last_ids);
+        if let Some(catalog) = catalog {
+            let catalog = Arc::new(*catalog);
+            let mut db = Database::new();
+            db.load_catalog(catalog.clone())?;
+            self.db = db;
+            self.install_owner();
+            let _ = self.coordinator.send(CoordMsg::LoadCatalog(catalog));
+        }
+        if let Some(name) = table {
+            let id =
+                self.db.catalog().tables().find(|t| t.qualified_name() == name).map(|t| t.id).ok_or_else(|| {
+                    err!(UndefinedTable, "table {name} of the partition's copy is not in its catalog")
+                })?;
+            self.db.begin();
+            if let Err(e) = self.db.place_rows(id, rows) {
+                let _ = self.db.rollback();
+                return Err(e);
+            }
+            self.db.commit();
+        }
+        Ok(())
+    }
+
     /// Freeze this partition's tables (views included), replicated ones on
     /// partition 0 only.
     fn freeze(&self) -> Result<FrozenPartition> {
@@ -500,6 +672,27 @@ impl Site {
             out.push((def.qualified_name(), misplaced));
         }
         Ok(out)
+    }
+}
+
+/// Record `item` for the replicas if it writes (`writes` is `None` when
+/// nothing is recorded), and keep DDL plans for installing the schema.
+fn note_write(item: &WorkItem, writes: &mut Option<Vec<WireItem>>, ddl: &mut Vec<Arc<joule_sql::planner::Planned>>) {
+    let (planned, writing) = match item {
+        WorkItem::Execute { planned, .. } => (Some(planned), planned.writes),
+        WorkItem::InsertRows { planned, .. } => (Some(planned), true),
+        _ => (None, false),
+    };
+    if let Some(p) = planned {
+        if matches!(p.kind, joule_sql::planner::PlannedKind::Ddl(_)) {
+            ddl.push(p.clone());
+        }
+    }
+    if let (true, Some(w)) = (writing, writes.as_mut()) {
+        match to_wire(item) {
+            Ok(i) => w.push(i),
+            Err(e) => eprintln!("joule: a write cannot be recorded for the replicas: {e}"),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use joule_common::{bail, err, DataType, Result, Value};
 use sqlparser::ast;
 
 /// Where a column of an altered table gets its values.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ColumnSource {
     /// The old row's column at this position (cast to the new type).
     Existing(usize),
@@ -28,7 +28,7 @@ pub enum ColumnSource {
 }
 
 /// A validated schema change.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum DdlPlan {
     Noop,
     CreateDatabase(String),

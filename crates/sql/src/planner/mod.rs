@@ -28,7 +28,7 @@ use sqlparser::ast;
 use std::sync::Arc;
 
 /// A query ready to execute.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueryPlan {
     pub root: Plan,
     /// Shared so that each execution's result can point at it for free.
@@ -36,7 +36,7 @@ pub struct QueryPlan {
 }
 
 /// INSERT / UPSERT.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InsertPlan {
     pub table: TableId,
     /// For each source column, the target column position.
@@ -47,7 +47,7 @@ pub struct InsertPlan {
 }
 
 /// UPDATE: `source` is a Scan of the target table choosing the rows.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UpdatePlan {
     pub table: TableId,
     pub source: Plan,
@@ -56,14 +56,14 @@ pub struct UpdatePlan {
 }
 
 /// DELETE: `source` is a Scan of the target table choosing the rows.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeletePlan {
     pub table: TableId,
     pub source: Plan,
 }
 
 /// What a statement does.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PlannedKind {
     Query(QueryPlan),
     Insert(InsertPlan),
@@ -78,7 +78,7 @@ pub enum PlannedKind {
 }
 
 /// A planned statement.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Planned {
     pub kind: PlannedKind,
     /// Number of `?` parameters it takes.

@@ -1,0 +1,716 @@
+//! The transaction layer's side of a multi-host cluster: what it asks of
+//! the other hosts, and the forms its work takes between them.
+//!
+//! A host of a cluster holds copies ("replicas") of some partitions; each
+//! partition has one leader among its replicas, which orders its work. The
+//! layer asks the cluster (a [`ClusterLink`], implemented over the internal
+//! port by the server) four things:
+//!
+//! * **who leads**: whether this host leads a partition, and whether it
+//!   coordinates multi-partition transactions;
+//! * **forwarding**: an invocation routed to a partition this host does not
+//!   lead, or a multi-partition one on a host that does not coordinate, is
+//!   sent as a [`WireCall`] to the host that does, and its answer relayed;
+//! * **remote sites**: the coordinator drives a partition led elsewhere
+//!   through a [`RemoteSite`] — a proxy thread here (`run_proxy`) sends the
+//!   start marker, each round's items ([`WireItem`]) and the outcome to the
+//!   leader's host, where a [`SessionDriver`] feeds them to the site;
+//! * **replication**: a leader site streams each committed change as a
+//!   [`Replicated`] record to the partition's other replicas, which apply
+//!   the same sequence ([`crate::Host::apply_replicated`]); an answer is
+//!   held until every live replica has applied everything before it.
+//!
+//! Plans travel as data (`serde`, encoded with `postcard`): a replica or a
+//! remote site runs exactly the plan the coordinator made, against the same
+//! catalog version, so nothing is planned twice and nothing can plan
+//! differently. Single-partition records carry the invocation instead (the
+//! procedure and its parameters, with the ids it ran with): execution is
+//! deterministic, so running it again on the same prior state reproduces
+//! the effects — the same reasoning as command-log replay.
+
+use crate::host::Shared;
+use crate::ids::TxnIds;
+use crate::messages::{ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem};
+use crate::response::{Response, ResponseSink, ResultTable, Status};
+use joule_common::{bail, err, Error, ErrorCode, Result, Row, Value};
+use joule_engine::ExecResult;
+use joule_sql::plan::{OutputColumn, Plan};
+use joule_sql::planner::Planned;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Where a forwarded invocation goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// The host leading this partition.
+    Partition(u32),
+    /// The host coordinating multi-partition transactions.
+    Coordinator,
+}
+
+/// What the transaction layer asks of the cluster.
+pub trait ClusterLink: Send + Sync {
+    /// Whether this host leads `partition` now.
+    fn leads(&self, partition: u32) -> bool;
+    /// Whether this host coordinates multi-partition transactions now.
+    fn coordinates(&self) -> bool;
+    /// Run `call` on the host `to` names; its answer goes to `sink`.
+    fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>);
+    /// A session with the site leading `partition` on another host.
+    fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>>;
+    /// Ship `records` (framed [`Replicated`] records, possibly none) to
+    /// `partition`'s other live replicas, after everything shipped before;
+    /// `done` runs once every live replica has applied them.
+    fn replicate(&self, partition: u32, records: Vec<u8>, done: Box<dyn FnOnce() + Send>);
+    /// Host `host` rejoins as a replica of `partition`: send it `copy`
+    /// (batches of framed [`Replicated::Load`] records) after everything
+    /// shipped so far, then every batch after it.
+    fn add_replica(&self, partition: u32, host: u64, copy: Box<dyn Iterator<Item = Vec<u8>> + Send>);
+}
+
+/// A partition's leader on another host, driven by this host's coordinator.
+pub trait RemoteSite: Send {
+    fn begin(&mut self, ids: TxnIds) -> Result<()>;
+    fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>>;
+    /// Commit (installing the catalog the transaction's DDL made, if
+    /// `schema_changed`) or roll back; a commit returns once the leader's
+    /// replicas have it too.
+    fn finish(&mut self, commit: bool, schema_changed: bool) -> Result<()>;
+}
+
+/// An invocation forwarded to another host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireCall {
+    /// The session database it was made in.
+    pub database: String,
+    pub procedure: String,
+    pub params: Vec<Value>,
+    /// Hosts it went through already (a call is not forwarded forever while
+    /// leadership moves).
+    pub hops: u8,
+}
+
+/// Forwards a call takes at most.
+pub const MAX_HOPS: u8 = 3;
+
+/// A work item as it travels to another host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WireItem {
+    Execute {
+        planned: Planned,
+        params: Vec<Value>,
+    },
+    /// One fragment of a distributed read (its plan, as split).
+    Query {
+        plan: Plan,
+        params: Vec<Value>,
+        catalog_version: u64,
+    },
+    InsertRows {
+        planned: Planned,
+        rows: Vec<Row>,
+    },
+    Checksum,
+    ValidatePartitioning,
+}
+
+/// A work item's result as it travels back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WireResult {
+    Query { columns: Vec<OutputColumn>, rows: Vec<Row> },
+    Modified(u64),
+    Done,
+    Rows(Vec<Row>),
+    Tables(Vec<(String, u64)>),
+}
+
+/// A committed change of one partition, as its leader streams it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Replicated {
+    /// A single-partition transaction: the invocation and its ids
+    /// (`@AdHoc`: the SQL text is the first parameter).
+    Sp { ids: TxnIds, database: String, procedure: String, params: Vec<Value> },
+    /// A multi-partition transaction's writes on this partition.
+    Mp { ids: TxnIds, items: Vec<WireItem>, schema_changed: bool },
+    /// Part of a copy of the partition, for a rejoining replica: the
+    /// catalog (first part only), then rows of one table at their ids.
+    Load {
+        catalog: Option<Box<joule_sql::catalog::Catalog>>,
+        table: Option<String>,
+        rows: Vec<(u32, Row)>,
+        last_ids: TxnIds,
+    },
+}
+
+/// A copy of one partition as its leader hands it to a rejoining replica:
+/// the catalog and every table's rows, frozen at one point of the
+/// partition's order (encoded lazily, off the site's thread).
+pub(crate) struct PartitionCopy {
+    pub catalog: Arc<joule_sql::catalog::Catalog>,
+    pub tables: Vec<(String, joule_engine::storage::FrozenRows)>,
+    pub last_ids: TxnIds,
+}
+
+/// Rows per [`Replicated::Load`] record.
+const LOAD_ROWS: usize = 16 * 1024;
+
+impl PartitionCopy {
+    /// The copy as batches of framed records: the catalog, then each
+    /// table in pieces of [`LOAD_ROWS`] rows.
+    pub(crate) fn into_batches(self) -> impl Iterator<Item = Vec<u8>> + Send {
+        let PartitionCopy { catalog, tables, last_ids } = self;
+        let first =
+            Replicated::Load { catalog: Some(Box::new((*catalog).clone())), table: None, rows: Vec::new(), last_ids };
+        let first = std::iter::once(first);
+        let rest = tables.into_iter().flat_map(move |(name, frozen)| {
+            let rows: Vec<(u32, Row)> = frozen.iter_with_ids().map(|(id, r)| (id, r.clone())).collect();
+            let chunks: Vec<Vec<(u32, Row)>> = rows.chunks(LOAD_ROWS).map(|c| c.to_vec()).collect();
+            chunks.into_iter().map(move |rows| Replicated::Load {
+                catalog: None,
+                table: Some(name.clone()),
+                rows,
+                last_ids,
+            })
+        });
+        first.chain(rest).map(|record| {
+            let mut out = Vec::new();
+            if let Err(e) = frame_record(&record, &mut out) {
+                eprintln!("joule: a partition's copy cannot be encoded: {e}");
+            }
+            out
+        })
+    }
+}
+
+/// An answer as it travels back to the host that forwarded the call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireResponse {
+    pub status: i8,
+    /// (error code number, message).
+    pub error: Option<(u16, String)>,
+    pub app_status: i8,
+    pub app_status_string: Option<String>,
+    pub results: Vec<(Vec<OutputColumn>, Vec<Row>)>,
+    pub ids: Option<TxnIds>,
+    pub cluster_micros: u64,
+}
+
+impl From<&Response> for WireResponse {
+    fn from(r: &Response) -> Self {
+        WireResponse {
+            status: r.status as i8,
+            error: r.error.as_ref().map(|e| (e.code().number(), e.message().to_string())),
+            app_status: r.app_status,
+            app_status_string: r.app_status_string.clone(),
+            results: r.results.iter().map(|t| (t.columns.to_vec(), t.rows.clone())).collect(),
+            ids: r.ids,
+            cluster_micros: r.cluster_micros,
+        }
+    }
+}
+
+impl WireResponse {
+    pub fn into_response(self) -> Response {
+        let error = self
+            .error
+            .map(|(code, message)| Error::new(ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal), message));
+        let results = self.results.into_iter().map(|(c, rows)| ResultTable::new(c.into(), rows)).collect();
+        let mut r = match error {
+            Some(e) => Response::failure(e, self.ids),
+            None => Response::success(results, self.ids.unwrap_or(TxnIds::ZERO)),
+        };
+        r.status = Status::from_i8(self.status).unwrap_or(r.status);
+        r.ids = self.ids;
+        r.app_status = self.app_status;
+        r.app_status_string = self.app_status_string;
+        r.cluster_micros = self.cluster_micros;
+        r
+    }
+}
+
+/// Encode `value` (postcard).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| err!(Internal, "cannot encode a message for another host: {e}"))
+}
+
+/// Decode `bytes` (postcard); damage is `ProtocolError`, never a panic.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| err!(ProtocolError, "a malformed message from another host: {e}"))
+}
+
+/// Append `record` to `out`, length-prefixed.
+pub fn frame_record(record: &Replicated, out: &mut Vec<u8>) -> Result<()> {
+    let bytes = encode(record)?;
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// The records framed in `bytes`, in order.
+pub fn unframe_records(mut bytes: &[u8]) -> Result<Vec<Replicated>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 4 {
+            bail!(ProtocolError, "a replication record's length is cut short");
+        }
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let body = bytes.get(4..4 + len).ok_or_else(|| err!(ProtocolError, "a replication record is cut short"))?;
+        out.push(decode(body)?);
+        bytes = &bytes[4 + len..];
+    }
+    Ok(out)
+}
+
+/// A work item in the form another host can run: plans as data.
+pub(crate) fn to_wire(item: &WorkItem) -> Result<WireItem> {
+    Ok(match item {
+        WorkItem::Execute { planned, params } => {
+            WireItem::Execute { planned: (**planned).clone(), params: params.to_vec() }
+        }
+        WorkItem::Fragment { statement, fragment, params } => {
+            let query = match &statement.mp {
+                Some(crate::distribute::MpStatement::Read(q))
+                | Some(crate::distribute::MpStatement::Insert { source: q, .. }) => q,
+                _ => bail!(Internal, "fragment of a statement without a distributed read"),
+            };
+            let f = query.fragments.get(*fragment).ok_or_else(|| err!(Internal, "fragment {fragment} missing"))?;
+            WireItem::Query {
+                plan: f.plan.clone(),
+                params: params.to_vec(),
+                catalog_version: statement.planned.catalog_version,
+            }
+        }
+        WorkItem::InsertRows { planned, rows } => {
+            WireItem::InsertRows { planned: (**planned).clone(), rows: rows.clone() }
+        }
+        WorkItem::Query { plan, params, catalog_version } => {
+            WireItem::Query { plan: (**plan).clone(), params: params.to_vec(), catalog_version: *catalog_version }
+        }
+        WorkItem::Checksum => WireItem::Checksum,
+        WorkItem::ValidatePartitioning => WireItem::ValidatePartitioning,
+        WorkItem::Freeze | WorkItem::PlaceRows(_) => {
+            bail!(FeatureNotSupported, "snapshots of a cluster of several hosts are not available yet")
+        }
+    })
+}
+
+/// A travelled work item, ready for a site.
+pub(crate) fn from_wire(item: WireItem) -> WorkItem {
+    match item {
+        WireItem::Execute { planned, params } => {
+            WorkItem::Execute { planned: Arc::new(planned), params: params.into() }
+        }
+        WireItem::Query { plan, params, catalog_version } => {
+            WorkItem::Query { plan: Box::new(plan), params: params.into(), catalog_version }
+        }
+        WireItem::InsertRows { planned, rows } => WorkItem::InsertRows { planned: Arc::new(planned), rows },
+        WireItem::Checksum => WorkItem::Checksum,
+        WireItem::ValidatePartitioning => WorkItem::ValidatePartitioning,
+    }
+}
+
+pub(crate) fn result_to_wire(r: ItemResult) -> Result<WireResult> {
+    Ok(match r {
+        ItemResult::Exec(ExecResult::Rows { columns, rows }) => WireResult::Query { columns: columns.to_vec(), rows },
+        ItemResult::Exec(ExecResult::Modified(n)) => WireResult::Modified(n),
+        ItemResult::Exec(ExecResult::Done) => WireResult::Done,
+        ItemResult::Rows(rows) => WireResult::Rows(rows),
+        ItemResult::Tables(t) => WireResult::Tables(t),
+        ItemResult::Frozen(_) => bail!(Internal, "a frozen partition cannot travel"),
+    })
+}
+
+pub(crate) fn result_from_wire(r: WireResult) -> ItemResult {
+    match r {
+        WireResult::Query { columns, rows } => ItemResult::Exec(ExecResult::Rows { columns: columns.into(), rows }),
+        WireResult::Modified(n) => ItemResult::Exec(ExecResult::Modified(n)),
+        WireResult::Done => ItemResult::Exec(ExecResult::Done),
+        WireResult::Rows(rows) => ItemResult::Rows(rows),
+        WireResult::Tables(t) => ItemResult::Tables(t),
+    }
+}
+
+/// The proxy for partition `partition`'s leader on another host: takes
+/// what this host's coordinator (or a stale route) sends the partition and
+/// carries it there — invocations forwarded, a multi-partition
+/// transaction's marker, rounds and outcome through a [`RemoteSite`].
+pub(crate) fn run_proxy(
+    partition: u32,
+    inbox: std::sync::mpsc::Receiver<SiteMsg>,
+    work: std::sync::mpsc::Receiver<MpWork>,
+    replies: std::sync::mpsc::Sender<MpReply>,
+    link: Arc<dyn ClusterLink>,
+    shared: std::sync::Weak<Shared>,
+) {
+    while let Ok(msg) = inbox.recv() {
+        match msg {
+            SiteMsg::Sp(task) => crate::host::forward_sp(&link, partition, task),
+            SiteMsg::Stats(_) | SiteMsg::Checksums(_) => {}
+            SiteMsg::Rejoin { reply, .. } => {
+                let _ = reply.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
+            }
+            SiteMsg::Load { done, .. } => {
+                let _ = done.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
+            }
+            SiteMsg::Shutdown => break,
+            SiteMsg::MpBegin(ids) => {
+                let mut session = link.open_remote(partition).and_then(|mut s| s.begin(ids).map(|()| s));
+                loop {
+                    let Ok(w) = work.recv() else { return };
+                    match w {
+                        MpWork::Round { items, reply } => {
+                            let results = match &mut session {
+                                Ok(s) => items
+                                    .iter()
+                                    .map(to_wire)
+                                    .collect::<Result<Vec<_>>>()
+                                    .and_then(|items| s.round(items))
+                                    .map(|r| r.into_iter().map(result_from_wire).collect()),
+                                Err(e) => Err(e.clone()),
+                            };
+                            let _ = reply.as_ref().unwrap_or(&replies).send(MpReply { partition, results });
+                        }
+                        MpWork::Commit { schema, done, .. } => {
+                            if let Ok(s) = &mut session {
+                                if s.finish(true, schema.is_some()).is_ok() {
+                                    if let Some(d) = done {
+                                        let _ = d.send(());
+                                    }
+                                }
+                            }
+                            break;
+                        }
+                        MpWork::Rollback => {
+                            if let Ok(s) = &mut session {
+                                let _ = s.finish(false, false);
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drop(shared);
+}
+
+/// Drives a site here on behalf of the coordinator on another host: one
+/// multi-partition transaction at a time, its marker, rounds and outcome.
+/// Dropped in the middle of a transaction (the coordinator's host went
+/// away), it rolls the transaction back.
+pub struct SessionDriver {
+    partition: u32,
+    inbox: std::sync::mpsc::Sender<SiteMsg>,
+    work: std::sync::mpsc::Sender<MpWork>,
+    replies: (std::sync::mpsc::Sender<MpReply>, std::sync::mpsc::Receiver<MpReply>),
+    open: bool,
+}
+
+impl SessionDriver {
+    pub fn begin(&mut self, ids: TxnIds) -> Result<()> {
+        if self.open {
+            bail!(ProtocolError, "a transaction is already open on partition {}", self.partition);
+        }
+        self.inbox.send(SiteMsg::MpBegin(ids)).map_err(|_| gone(self.partition))?;
+        self.open = true;
+        Ok(())
+    }
+
+    pub fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>> {
+        if !self.open {
+            bail!(ProtocolError, "no transaction is open on partition {}", self.partition);
+        }
+        let items = items.into_iter().map(from_wire).collect();
+        self.work
+            .send(MpWork::Round { items, reply: Some(self.replies.0.clone()) })
+            .map_err(|_| gone(self.partition))?;
+        let reply = self.replies.1.recv().map_err(|_| gone(self.partition))?;
+        reply.results?.into_iter().map(result_to_wire).collect()
+    }
+
+    /// Commit or roll back; a commit returns once the partition's replicas
+    /// have it.
+    pub fn finish(&mut self, commit: bool, schema_changed: bool) -> Result<()> {
+        if !self.open {
+            bail!(ProtocolError, "no transaction is open on partition {}", self.partition);
+        }
+        self.open = false;
+        if !commit {
+            return self.work.send(MpWork::Rollback).map_err(|_| gone(self.partition));
+        }
+        let (done, confirmed) = std::sync::mpsc::channel();
+        let commit = MpWork::Commit { schema: None, hashinator: None, install: schema_changed, done: Some(done) };
+        self.work.send(commit).map_err(|_| gone(self.partition))?;
+        confirmed.recv().map_err(|_| err!(OutcomeUnknown, "partition {}: the commit was not confirmed", self.partition))
+    }
+}
+
+impl Drop for SessionDriver {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.work.send(MpWork::Rollback);
+        }
+    }
+}
+
+fn gone(partition: u32) -> Error {
+    err!(Unavailable, "partition {partition}'s site here has stopped")
+}
+
+/// Told whether replicated records applied.
+pub type ApplyDone = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// A response sink that counts answers down and runs `done` after the last.
+struct Countdown {
+    left: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicBool,
+    done: std::sync::Mutex<Option<ApplyDone>>,
+    partition: u32,
+}
+
+impl Countdown {
+    fn one_done(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            let done = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(done) = done {
+                done(if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    Err(err!(Internal, "partition {}: a replicated record failed on this replica", self.partition))
+                } else {
+                    Ok(())
+                });
+            }
+        }
+    }
+}
+
+impl ResponseSink for Countdown {
+    fn deliver(&self, _handle: u64, response: Response) {
+        // A transaction that failed on the leader failed here the same way
+        // (it was not shipped): any error here means the copies differ.
+        self.one_done(response.error.is_none() || response.status == Status::UserAbort)
+    }
+}
+
+impl crate::Host {
+    /// Apply `records` (framed [`Replicated`] records from the partition's
+    /// leader) to this host's replica of `partition`, in order; `done`
+    /// runs once all are applied.
+    pub fn apply_replicated(&self, partition: u32, records: &[u8], done: ApplyDone) {
+        let shared = self.shared();
+        let (Some(true), Some(Some(work))) =
+            (shared.local.get(partition as usize), shared.local_work.get(partition as usize))
+        else {
+            return done(Err(err!(InvalidArgument, "partition {partition} has no replica on this host")));
+        };
+        let records = match unframe_records(records) {
+            Ok(r) => r,
+            Err(e) => return done(Err(e)),
+        };
+        if records.is_empty() {
+            return done(Ok(()));
+        }
+        let site = &shared.sites[partition as usize];
+        let countdown = Arc::new(Countdown {
+            left: std::sync::atomic::AtomicUsize::new(records.len()),
+            failed: Default::default(),
+            done: std::sync::Mutex::new(Some(done)),
+            partition,
+        });
+        let mut client = self.client();
+        for record in records {
+            match record {
+                Replicated::Sp { ids, database, procedure, mut params } => {
+                    client.use_database(&database);
+                    let resolved = if procedure == "@AdHoc" && !params.is_empty() {
+                        match params.remove(0) {
+                            Value::String(sql) => client.adhoc_procedure(&sql, params),
+                            _ => Err(err!(ProtocolError, "a replicated @AdHoc record without its SQL")),
+                        }
+                    } else {
+                        shared.schema.load().procedure(&procedure).cloned().map(|p| (p, params)).ok_or_else(|| {
+                            err!(UndefinedProcedure, "replicated procedure {procedure} is not defined here")
+                        })
+                    };
+                    match resolved {
+                        Ok((procedure, params)) => {
+                            let task = SpTask {
+                                procedure,
+                                params,
+                                sink: countdown.clone(),
+                                handle: 0,
+                                replay: Some(ids),
+                                hash_version: shared.hashinator.load().version(),
+                                accepted: std::time::Instant::now(),
+                                hops: 0,
+                            };
+                            if site.send(SiteMsg::Sp(task)).is_err() {
+                                countdown.one_done(false);
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("joule: partition {partition}: a replicated record cannot be applied: {e}");
+                            countdown.one_done(false);
+                        }
+                    }
+                }
+                Replicated::Load { catalog, table, rows, last_ids } => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let with_catalog = catalog.is_some();
+                    let sent = site.send(SiteMsg::Load { catalog, table, rows, last_ids, done: tx }).is_ok();
+                    let countdown = countdown.clone();
+                    let shared = self.shared().clone();
+                    std::thread::spawn(move || {
+                        let ok = sent && matches!(rx.recv(), Ok(Ok(())));
+                        if ok && with_catalog {
+                            shared.loaded[partition as usize].store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        countdown.one_done(ok);
+                    });
+                }
+                Replicated::Mp { ids, items, schema_changed } => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let items = items.into_iter().map(from_wire).collect();
+                    let (confirm, confirmed) = std::sync::mpsc::channel();
+                    let sent = site.send(SiteMsg::MpBegin(ids)).is_ok()
+                        && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
+                        && work
+                            .send(MpWork::Commit {
+                                schema: None,
+                                hashinator: None,
+                                install: schema_changed,
+                                done: Some(confirm),
+                            })
+                            .is_ok();
+                    let countdown = countdown.clone();
+                    // Told when the site has run the writes and committed.
+                    std::thread::spawn(move || {
+                        let ran = rx.recv().map(|r| r.results.is_ok()).unwrap_or(false);
+                        let committed = confirmed.recv().is_ok();
+                        countdown.one_done(sent && ran && committed);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Per partition held here, this copy's per-table checksums (taken by
+    /// each site between transactions): comparing them across hosts shows
+    /// whether the replicas agree.
+    pub fn local_checksums(&self, wait: std::time::Duration) -> Vec<(u32, Vec<(String, u64)>)> {
+        let shared = self.shared();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut asked = 0;
+        for (p, site) in shared.sites.iter().enumerate() {
+            if shared.local[p] {
+                asked += usize::from(site.send(SiteMsg::Checksums(tx.clone())).is_ok());
+            }
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + wait;
+        let mut out = Vec::with_capacity(asked);
+        while out.len() < asked {
+            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(c) => out.push(c),
+                Err(_) => break,
+            }
+        }
+        out.sort_by_key(|(p, _)| *p);
+        out
+    }
+
+    /// Host `host` rejoins as a replica of `partition`, which this host
+    /// leads: its site hands over a copy and then the stream.
+    pub fn rejoin_partition(&self, partition: u32, host: u64) -> Result<()> {
+        let shared = self.shared();
+        if !shared.local.get(partition as usize).copied().unwrap_or(false) {
+            bail!(Unavailable, "partition {partition} has no replica on this host");
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        shared.sites[partition as usize].send(SiteMsg::Rejoin { host, reply: tx }).map_err(|_| gone(partition))?;
+        rx.recv().map_err(|_| gone(partition))?
+    }
+
+    /// Whether a copy of `partition` from its leader has been loaded here.
+    pub fn replica_loaded(&self, partition: u32) -> bool {
+        self.shared().loaded.get(partition as usize).is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// A session for another host's coordinator to drive `partition`'s
+    /// site here, which must lead it.
+    pub fn remote_session(&self, partition: u32) -> Result<SessionDriver> {
+        let shared = self.shared();
+        let (Some(true), Some(Some(work))) =
+            (shared.local.get(partition as usize), shared.local_work.get(partition as usize))
+        else {
+            bail!(Unavailable, "partition {partition} has no replica on this host");
+        };
+        if !shared.link.as_ref().is_some_and(|l| l.leads(partition)) {
+            bail!(Unavailable, "this host does not lead partition {partition}");
+        }
+        Ok(SessionDriver {
+            partition,
+            inbox: shared.sites[partition as usize].clone(),
+            work: work.clone(),
+            replies: std::sync::mpsc::channel(),
+            open: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_frame_and_unframe_and_damage_is_an_error() {
+        let ids = TxnIds::ZERO;
+        let records = vec![
+            Replicated::Sp {
+                ids,
+                database: "DEFAULT".into(),
+                procedure: "Vote".into(),
+                params: vec![Value::Integer(5), Value::from("x"), Value::Float(f64::NAN), Value::Null],
+            },
+            Replicated::Mp { ids, items: vec![WireItem::Checksum], schema_changed: true },
+        ];
+        let mut bytes = Vec::new();
+        for r in &records {
+            frame_record(r, &mut bytes).unwrap();
+        }
+        let back = unframe_records(&bytes).unwrap();
+        assert_eq!(back.len(), 2);
+        match &back[0] {
+            Replicated::Sp { procedure, params, .. } => {
+                assert_eq!(procedure, "Vote");
+                assert!(matches!(params[2], Value::Float(f) if f.is_nan()));
+            }
+            r => panic!("{r:?}"),
+        }
+        assert!(matches!(back[1], Replicated::Mp { schema_changed: true, .. }));
+        for cut in [1, 3, bytes.len() - 1] {
+            let e = unframe_records(&bytes[..cut]).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::ProtocolError);
+        }
+        let mut junk = bytes.clone();
+        junk[4] = 0xff;
+        assert!(unframe_records(&junk).is_err());
+    }
+
+    #[test]
+    fn responses_travel_with_their_error_codes() {
+        let r = Response::failure(err!(UniqueViolation, "duplicate key"), None);
+        let back = WireResponse::from(&r).into_response();
+        assert_eq!(back.status, r.status);
+        let e = back.error.unwrap();
+        assert_eq!(e.code(), ErrorCode::UniqueViolation);
+        assert_eq!(e.message(), "duplicate key");
+        let ok =
+            Response::success(vec![ResultTable::new(Vec::new().into(), vec![vec![Value::Integer(1)]])], TxnIds::ZERO);
+        let back = WireResponse::from(&ok).into_response();
+        assert!(back.error.is_none());
+        assert_eq!(back.results[0].rows, vec![vec![Value::Integer(1)]]);
+    }
+}

@@ -5,168 +5,11 @@
 
 mod common;
 
+use common::cluster::*;
 use common::TempDir;
-use joule_client::{Options, SyncConnection};
 use joule_common::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-/// One host of a test cluster.
-struct Host {
-    child: Child,
-    id: u64,
-    client: String,
-    admin: String,
-    internal: String,
-    /// Every stderr line, as it comes.
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A started `joule start` whose ready line has not come yet.
-struct Starting {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_joule"));
-    cmd.args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0", "--internal-port", "0"])
-        .args(["--sites", "2", "--command-log", "off", "--dir"])
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("joule starts");
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
-    Starting { child, stdout, stderr }
-}
-
-/// The first line from `rx` containing `needle` (within 30 s).
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line containing {needle:?}: {e}"),
-        }
-    }
-}
-
-fn field<'a>(line: &'a str, label: &str) -> &'a str {
-    let at = line.find(label).unwrap_or_else(|| panic!("{label} in {line}")) + label.len();
-    line[at..].split([' ', ',', ')', ';']).next().unwrap()
-}
-
-/// `127.0.0.1:PORT` for an address a node listens on (on every interface).
-fn loopback(listening: &str) -> String {
-    format!("127.0.0.1:{}", listening.rsplit(':').next().unwrap())
-}
-
-/// The internal port the forming host announces on stderr.
-fn forming_port(starting: &Starting) -> String {
-    let line = wait_line(&starting.stderr, "forming a cluster");
-    field(&line, "internal port ").trim_end_matches(':').to_string()
-}
-
-impl Starting {
-    fn ready(self) -> Host {
-        let line = wait_line(&self.stdout, "JouleDB ready");
-        Host {
-            id: field(&line, "host ").parse().unwrap(),
-            client: loopback(field(&line, "client ")),
-            admin: loopback(field(&line, "admin ")),
-            internal: field(&line, "internal ").to_string(),
-            child: self.child,
-            stderr: self.stderr,
-        }
-    }
-}
-
-/// Form a cluster of `n` hosts with k-factor `k` in `dirs`.
-fn form(dirs: &[TempDir], k: u32) -> Vec<Host> {
-    let n = dirs.len().to_string();
-    let k = k.to_string();
-    let shape = ["--host-count", n.as_str(), "--kfactor", k.as_str()];
-    let first = spawn(dirs[0].path(), &shape);
-    let join = format!("127.0.0.1:{}", forming_port(&first));
-    let rest: Vec<Starting> =
-        dirs[1..].iter().map(|d| spawn(d.path(), &[&shape[..], &["--join", join.as_str()]].concat())).collect();
-    let mut hosts = vec![first.ready()];
-    hosts.extend(rest.into_iter().map(Starting::ready));
-    hosts.sort_by_key(|h| h.id);
-    hosts
-}
-
-fn connect(addr: &str) -> SyncConnection {
-    SyncConnection::connect(addr, &Options::default()).expect("connects")
-}
-
-/// `@Statistics selector` rows, cells as text.
-fn stats(addr: &str, selector: &str) -> Vec<Vec<String>> {
-    let r = connect(addr).call("@Statistics", vec![Value::from(selector), Value::Integer(0)]).expect(selector);
-    r.tables[0]
-        .rows
-        .iter()
-        .map(|row| {
-            row.iter()
-                .map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Host id → state, from `@Statistics CLUSTER` on `addr`.
-fn states(addr: &str) -> Vec<(u64, String)> {
-    stats(addr, "CLUSTER").into_iter().map(|r| (r[0].parse().unwrap(), r[3].clone())).collect()
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "not within 20 s: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn status(addr: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_joule")).args(["status", "--servers", addr]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Every partition in TOPO (as `addr` sees it) led by a host that is up.
-fn every_partition_led_by_a_live_host(addr: &str) -> bool {
-    let up: Vec<String> = states(addr).into_iter().filter(|(_, s)| s == "UP").map(|(h, _)| h.to_string()).collect();
-    let topo = stats(addr, "TOPO");
-    topo[..topo.len() - 1].iter().all(|r| r[2].split(':').next().is_some_and(|l| up.iter().any(|h| h == l)))
-}
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn three_hosts_form_fail_over_rejoin_and_stop() {
@@ -195,10 +38,31 @@ fn three_hosts_form_fail_over_rejoin_and_stop() {
     let first = status(&hosts[1].client);
     assert!(first.starts_with("3 of 3 hosts up, k-factor 1, 3 partitions; redundancy full"), "{first}");
 
-    // Transactions are refused with a stable code, not run on one host's
-    // copy of the data.
-    let e = connect(&hosts[1].client).call("@AdHoc", vec![Value::from("select 1")]).unwrap_err();
-    assert_eq!(e.code(), joule_common::ErrorCode::FeatureNotSupported, "{e}");
+    // DDL made through one host reaches all; rows written through any host
+    // land on their partition's two copies; every host reads them all.
+    sql(
+        &hosts[1].client,
+        "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(20)); PARTITION TABLE t ON COLUMN id; \
+         CREATE TABLE colors (name VARCHAR(10) NOT NULL PRIMARY KEY);",
+        vec![],
+    );
+    for id in 0..60i64 {
+        let via = &hosts[id as usize % 3].client;
+        sql(via, "INSERT INTO t VALUES (?, ?)", vec![Value::Integer(id), Value::from(format!("v{id}").as_str())]);
+    }
+    sql(&hosts[2].client, "INSERT INTO colors VALUES ('red')", vec![]);
+    for h in &hosts {
+        assert_eq!(scalar(&h.client, "SELECT COUNT(*) FROM t"), 60);
+        assert_eq!(scalar(&h.client, "SELECT COUNT(*) FROM colors"), 1);
+        let row = sql(&h.client, "SELECT v FROM t WHERE id = ?", vec![Value::Integer(42)]);
+        assert_eq!(row.tables[0].rows, vec![vec![Value::from("v42")]]);
+    }
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    assert_eq!(replicas_agree(&clients, 2), Ok(6), "3 partitions × 2 tables, two copies each");
+    // A constraint violation is answered with its own code from any host.
+    let e =
+        connect(&hosts[0].client).call("@AdHoc", vec![Value::from("INSERT INTO t VALUES (7, 'again')")]).unwrap_err();
+    assert_eq!(e.code(), joule_common::ErrorCode::UniqueViolation, "{e}");
 
     // kill -9 the forming host (which led the metadata group): the others
     // elect a leader, declare it failed, and lead its partitions.
@@ -219,14 +83,23 @@ fn three_hosts_form_fail_over_rejoin_and_stop() {
     assert!(reduced.starts_with("2 of 3 hosts up, k-factor 1, 3 partitions; redundancy reduced"), "{reduced}");
     let log = wait_line(&hosts[1].stderr, "host 0 (");
     assert!(log.contains("failed (failure detection)"), "{log}");
+    // Writes go on without host 0, every one acknowledged.
+    for id in 60..90i64 {
+        sql(&hosts[1 + id as usize % 2].client, "INSERT INTO t VALUES (?, 'after')", vec![Value::Integer(id)]);
+    }
+    assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM t"), 90);
 
-    // Started again on its data directory, host 0 takes its place again.
+    // Started again on its data directory, host 0 takes a copy of each of
+    // its partitions from their leaders and is up again; the copies agree.
     let again = spawn(dirs[0].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
     assert_eq!(again.id, 0);
     hosts[0] = again;
     eventually("host 0 up again", || states(&hosts[1].client).iter().all(|(_, s)| s == "UP"));
     let full = status(&hosts[0].client);
     assert!(full.starts_with("3 of 3 hosts up, k-factor 1, 3 partitions; redundancy full"), "{full}");
+    assert_eq!(scalar(&hosts[0].client, "SELECT COUNT(*) FROM t"), 90);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    assert_eq!(replicas_agree(&clients, 2), Ok(6));
 
     // @StopNode takes host 2 out, and its process exits.
     connect(&hosts[0].admin).call("@StopNode", vec![Value::Integer(2)]).expect("stops host 2");

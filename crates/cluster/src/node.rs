@@ -362,11 +362,13 @@ impl MetadataNode {
     /// Stop detecting failures and answering the group (a node shutting
     /// down, which cannot give up ownership of its member); the other hosts
     /// see it go silent.
-    pub fn stop_serving(&self) {
+    pub async fn stop_serving(&self) {
         if let Some(d) = &self.detector {
             d.abort();
         }
         self.server.abort();
+        // A leader that stays alive would keep the others from electing.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.raft.shutdown()).await;
     }
 
     /// Stop this member (its files stay; starting again resumes from them).

@@ -162,7 +162,7 @@ pub(crate) async fn join(
         Some(known) if config.internal_port == 0 => known.internal_port,
         _ => config.internal_port,
     };
-    let listener = tokio::net::TcpListener::bind((bind_host, port))
+    let listener = bind_reusable(bind_host, port)
         .await
         .map_err(|e| err!(Unavailable, "cannot listen on {bind_host}:{port} (internal port): {e}"))?;
     let settings = joule_cluster::FormationSettings {
@@ -237,6 +237,23 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
     eprintln!("joule: cluster: {line}");
     ctx.event(line);
     Ok(())
+}
+
+/// Listen on `host:port` with `SO_REUSEADDR`: a host restarting after a
+/// crash must get its internal port back even while connections its old
+/// process had on it linger in `TIME_WAIT`.
+async fn bind_reusable(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(1024)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} resolves to nothing"))))
 }
 
 /// Follow the metadata: log each change as an event, and shut the node

@@ -243,6 +243,34 @@ fn read_body(s: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(body)
 }
 
+/// How long a frame that has begun may take to arrive whole.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Wait for the next frame, asking `keep_waiting` every [`CHECK_EVERY`]
+/// while none has begun (`Ok(None)` once it says stop); a frame that has
+/// begun is read whole. Timeouts never cut a frame in two.
+fn read_frame_checked(
+    s: &mut std::net::TcpStream,
+    mut keep_waiting: impl FnMut() -> bool,
+) -> std::io::Result<Option<Vec<u8>>> {
+    loop {
+        s.set_read_timeout(Some(CHECK_EVERY))?;
+        let mut first = [0u8; 1];
+        match s.peek(&mut first) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => break,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if !keep_waiting() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    s.set_read_timeout(Some(FRAME_TIMEOUT))?;
+    read_body(s).map(Some)
+}
+
 async fn write_frame_async<T: Serialize>(s: &mut (impl AsyncWriteExt + Unpin), value: &T) -> Result<()> {
     let body = encode(value)?;
     let mut buf = Vec::with_capacity(4 + body.len());
@@ -405,31 +433,28 @@ impl Session {
         };
         let result = (|| {
             write_frame(s, request)?;
-            let _ = s.set_read_timeout(Some(CHECK_EVERY));
-            loop {
-                match read_body(s) {
-                    Ok(body) => {
-                        return decode::<std::result::Result<SessionReply, WireError>>(&body)?.map_err(from_wire_error)
-                    }
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                        if !self.routing.load().up.contains_key(&self.target) {
-                            return Err(err!(
-                                OutcomeUnknown,
-                                "host {} (leading partition {}) failed during the transaction",
-                                self.target,
-                                self.partition
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        return Err(err!(
-                            OutcomeUnknown,
-                            "the connection to host {} (leading partition {}) broke: {e}",
-                            self.target,
-                            self.partition
-                        ))
-                    }
+            let (routing, target, partition) = (&self.routing, self.target, self.partition);
+            let mut why = None;
+            let waited = read_frame_checked(s, || {
+                let r = routing.load();
+                if !r.up.contains_key(&target) {
+                    why = Some(format!("host {target} (leading partition {partition}) failed during the transaction"));
+                } else if r.coordinator != Some(r.me) {
+                    // Another host coordinates now: this transaction is
+                    // abandoned (the partition's leader rolls it back).
+                    why = Some("this host stopped coordinating during the transaction (the metadata moved it)".into());
                 }
+                why.is_none()
+            });
+            match waited {
+                Ok(Some(body)) => {
+                    decode::<std::result::Result<SessionReply, WireError>>(&body)?.map_err(from_wire_error)
+                }
+                Ok(None) => Err(err!(OutcomeUnknown, "{}", why.unwrap_or_default())),
+                Err(e) => Err(err!(
+                    OutcomeUnknown,
+                    "the connection to host {target} (leading partition {partition}) broke: {e}"
+                )),
             }
         })();
         if result.is_err() {
@@ -475,7 +500,14 @@ fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
     let Ok(body) = read_body(&mut s) else { return };
     let Ok((partition, from)) = decode::<(u32, HostId)>(&body) else { return };
     let mut driver: Option<SessionDriver> = None;
-    while let Ok(body) = read_body(&mut s) {
+    loop {
+        // A coordinator that the metadata replaced (dead, hung or cut off)
+        // must not hold this site: its open transaction rolls back.
+        let open = driver.as_ref().is_some_and(|d| d.is_open());
+        let body = match read_frame_checked(&mut s, || !open || link.routing.load().coordinator == Some(from)) {
+            Ok(Some(body)) => body,
+            Ok(None) | Err(_) => break,
+        };
         let reply = match decode::<SessionRequest>(&body) {
             Err(e) => Err(e),
             Ok(SessionRequest::Begin(_)) if link.routing.load().coordinator != Some(from) => Err(err!(
@@ -536,6 +568,9 @@ fn ship(partition: u32, me: HostId, shipments: std::sync::mpsc::Receiver<Shipmen
         match shipment {
             Shipment::AddReplica { host, copy } => {
                 let Some(address) = address_of(&routing, host) else { continue };
+                // A connection from before the host restarted went to its
+                // old process: the copy opens a new one.
+                connections.remove(&host);
                 let mut ok = true;
                 for records in copy {
                     sequence += 1;
@@ -643,10 +678,13 @@ fn deliver_batch(
                 None => None,
             })
             .collect();
+        // Connections to hosts that are not targets now (down, or a
+        // joining host that failed) are closed: one that comes back is a
+        // new process.
+        connections.retain(|h, _| acknowledged.contains(h) || targets.iter().any(|(t, _, _)| t == h));
         if targets.is_empty() {
             return;
         }
-        connections.retain(|h, _| replicas.contains(h));
         let mut sent = Vec::new();
         for (host, address, rejoining) in &targets {
             if !connections.contains_key(host) {
@@ -696,27 +734,17 @@ fn deliver_batch(
 /// Wait for `host`'s acknowledgement; false if the connection broke or
 /// the host was declared down meanwhile.
 fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared<Routing>, joining: bool) -> bool {
-    let _ = c.stream.set_read_timeout(Some(CHECK_EVERY));
-    loop {
-        match read_body(&mut c.stream) {
-            Ok(body) => {
-                return match decode::<std::result::Result<(), WireError>>(&body) {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        eprintln!("joule: host {host} could not apply replicated records: {}", from_wire_error(e));
-                        false
-                    }
-                    Err(_) => false,
-                }
+    // A rejoining host is not up yet: only a broken connection ends its wait.
+    match read_frame_checked(&mut c.stream, || joining || routing.load().up.contains_key(&host)) {
+        Ok(Some(body)) => match decode::<std::result::Result<(), WireError>>(&body) {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                eprintln!("joule: host {host} could not apply replicated records: {}", from_wire_error(e));
+                false
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                // A rejoining host is not up yet: only a broken connection ends the wait.
-                if !joining && !routing.load().up.contains_key(&host) {
-                    return false;
-                }
-            }
-            Err(_) => return false,
-        }
+            Err(_) => false,
+        },
+        Ok(None) | Err(_) => false,
     }
 }
 
@@ -729,11 +757,16 @@ pub(crate) struct ReplicaProgress {
 }
 
 /// Serve a replication connection: apply each batch, then acknowledge it.
+/// What a replica does when it cannot apply what its leader sent: its copy
+/// no longer follows the leader's, so it must stop (and rejoin afresh).
+pub(crate) type OnDivergence = Arc<dyn Fn(Error) + Send + Sync>;
+
 async fn serve_replication(
     mut s: tokio::net::TcpStream,
     host: Arc<Host>,
     progress: Arc<ReplicaProgress>,
     link: Arc<Link>,
+    diverged: OnDivergence,
 ) {
     while let Ok(body) = read_body_async(&mut s).await {
         let Ok((partition, sequence, from, records)) = decode::<(u32, u64, HostId, Vec<u8>)>(&body) else { break };
@@ -759,6 +792,12 @@ async fn serve_replication(
             let (tx, rx) = tokio::sync::oneshot::channel();
             host.apply_replicated(partition, &records, Box::new(move |r| drop(tx.send(r))));
             let r = rx.await.unwrap_or_else(|_| Err(err!(Unavailable, "the host is shutting down")));
+            if let Err(e) = &r {
+                // Partly applied, perhaps: this copy can no longer be trusted.
+                diverged(e.clone().context(format!("partition {partition}: records from host {from} did not apply")));
+                let _ = write_frame_async(&mut s, &r.map_err(|e| to_wire_error(&e))).await;
+                break;
+            }
             progress.applied.send_modify(|m| {
                 let a = m.entry(partition).or_insert(0);
                 *a = (*a).max(sequence);
@@ -783,6 +822,7 @@ pub(crate) async fn serve(
     mut connections: tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>,
     host: Arc<Host>,
     link: Arc<Link>,
+    diverged: OnDivergence,
 ) {
     let progress = Arc::new(ReplicaProgress::default());
     while let Some(mut s) = connections.recv().await {
@@ -796,7 +836,7 @@ pub(crate) async fn serve(
                 tokio::spawn(serve_forwarded(s, host));
             }
             REPLICATION => {
-                tokio::spawn(serve_replication(s, host, progress.clone(), link.clone()));
+                tokio::spawn(serve_replication(s, host, progress.clone(), link.clone(), diverged.clone()));
             }
             REJOIN => {
                 tokio::spawn(serve_rejoin(s, host));

@@ -364,7 +364,18 @@ impl Server {
         tokio::spawn(cluster::follow(ctx.clone()));
         if let cluster::Membership::Member(node) = &ctx.membership {
             if let (Some(connections), Some(link)) = (node.data_connections(), ctx.link.clone()) {
-                tokio::spawn(dataplane::serve(connections, ctx.host.clone(), link));
+                let weak = Arc::downgrade(&ctx);
+                let diverged: dataplane::OnDivergence = Arc::new(move |e: Error| {
+                    let Some(ctx) = weak.upgrade() else { return };
+                    let e = err!(
+                        Unavailable,
+                        "{e}: this host's copy no longer follows its leader; start it again to rejoin"
+                    );
+                    eprintln!("joule: cluster: {e}");
+                    *ctx.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    ctx.request_shutdown();
+                });
+                tokio::spawn(dataplane::serve(connections, ctx.host.clone(), link, diverged));
             }
         }
         cluster::rejoin(&ctx).await?;
@@ -404,16 +415,26 @@ impl Server {
             }
         }
         let ctx = self.ctx.clone();
+        let member = self.ctx.membership.is_multi_host();
         if let cluster::Membership::Member(node) = &self.ctx.membership {
-            node.stop_serving();
+            node.stop_serving().await;
         }
-        let _ = tokio::task::spawn_blocking(move || {
+        let stopped = tokio::task::spawn_blocking(move || {
             ctx.host.shutdown();
             if let Some(w) = ctx.log.writer() {
                 w.stop();
             }
-        })
-        .await;
+        });
+        if member {
+            // A cluster's host may have work waiting on hosts that are gone:
+            // it does not wait for it forever (nothing here is durable
+            // that its replicas do not hold).
+            if tokio::time::timeout(std::time::Duration::from_secs(5), stopped).await.is_err() {
+                eprintln!("joule: cluster: work waiting on other hosts did not finish within 5 s; stopping anyway");
+            }
+        } else {
+            let _ = stopped.await;
+        }
         let failure = self.ctx.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
         failure
     }

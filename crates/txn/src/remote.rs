@@ -407,6 +407,11 @@ pub struct SessionDriver {
 }
 
 impl SessionDriver {
+    /// Whether a transaction is open (begun, not finished).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
     pub fn begin(&mut self, ids: TxnIds) -> Result<()> {
         if self.open {
             bail!(ProtocolError, "a transaction is already open on partition {}", self.partition);

@@ -463,6 +463,9 @@ impl Site {
                         self.install_owner();
                     }
                     if install && !ddl.is_empty() {
+                        // Published before the commit is confirmed: what
+                        // the leader sends next may already use it.
+                        self.publish_schema();
                         let _ = self.coordinator.send(CoordMsg::Install(ddl));
                     }
                     let done = move || {
@@ -603,6 +606,32 @@ impl Site {
         Ok(())
     }
 
+    /// A schema change that came from another host is in this site's
+    /// catalog: compile it and publish it to this host's initiators (unless
+    /// a site here already published it or a newer one), before the change
+    /// is confirmed — records that follow it are planned against it.
+    fn publish_schema(&mut self) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let catalog = self.db.catalog_arc().clone();
+        if shared.schema.load().version() >= catalog.version {
+            self.schema = shared.schema.load_full();
+            return;
+        }
+        let previous = shared.schema.load_full();
+        match crate::compile::Schema::compile(catalog, &shared.registry, Some(&previous.catalog)) {
+            Ok(schema) => {
+                let schema = Arc::new(schema);
+                shared.schema.rcu(
+                    |current| if current.version() >= schema.version() { current.clone() } else { schema.clone() },
+                );
+                self.schema = shared.schema.load_full();
+            }
+            Err(e) => {
+                eprintln!("joule: partition {}: the schema from another host does not compile: {e}", self.partition)
+            }
+        }
+    }
+
     /// Load part of a copy of this partition (this host rejoins).
     fn load_copy(
         &mut self,
@@ -618,6 +647,7 @@ impl Site {
             db.load_catalog(catalog.clone())?;
             self.db = db;
             self.install_owner();
+            self.publish_schema();
             let _ = self.coordinator.send(CoordMsg::LoadCatalog(catalog));
         }
         if let Some(name) = table {

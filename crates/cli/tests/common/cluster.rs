@@ -1,0 +1,276 @@
+//! Clusters of real `joule` processes for end-to-end tests: forming one
+//! on loopback (ports chosen at run time), reading what its hosts say, and
+//! starting a host again.
+
+#![allow(dead_code)]
+
+use super::TempDir;
+use joule_client::{Options, SyncConnection};
+use joule_common::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One host of a test cluster.
+pub struct Host {
+    pub child: Child,
+    pub id: u64,
+    pub client: String,
+    pub admin: String,
+    pub internal: String,
+    /// Every stderr line, as it comes.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A started `joule start` whose ready line has not come yet.
+pub struct Starting {
+    pub child: Child,
+    pub stdout: mpsc::Receiver<String>,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+pub fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_joule"));
+    // A host that restarts comes back on its recorded internal port
+    // (`0` picks it); a new one gets a port the kernel never hands out for
+    // outgoing connections, so that nothing can hold it when it restarts.
+    let internal = if dir.join("cluster").join("host-id").exists() { 0 } else { stable_port() };
+    cmd.args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0"])
+        .args(["--internal-port", &internal.to_string()])
+        .args(["--sites", "2", "--command-log", "off", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("joule starts");
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    Starting { child, stdout, stderr }
+}
+
+/// A free port below the kernel's ephemeral range (chosen at random, and
+/// checked by binding it).
+pub fn stable_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (from, to) = (low.saturating_sub(12000).max(1025), low);
+    let mut x = super::rand_suffix();
+    loop {
+        x = joule_common::splitmix::mix(x);
+        let port = from + (x % u64::from(to - from)) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The first line from `rx` containing `needle` (within 30 s).
+pub fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line containing {needle:?}: {e}"),
+        }
+    }
+}
+
+pub fn field<'a>(line: &'a str, label: &str) -> &'a str {
+    let at = line.find(label).unwrap_or_else(|| panic!("{label} in {line}")) + label.len();
+    line[at..].split([' ', ',', ')', ';']).next().unwrap()
+}
+
+/// `127.0.0.1:PORT` for an address a node listens on (on every interface).
+pub fn loopback(listening: &str) -> String {
+    format!("127.0.0.1:{}", listening.rsplit(':').next().unwrap())
+}
+
+/// The internal port the forming host announces on stderr.
+pub fn forming_port(starting: &Starting) -> String {
+    let line = wait_line(&starting.stderr, "forming a cluster");
+    field(&line, "internal port ").trim_end_matches(':').to_string()
+}
+
+impl Starting {
+    pub fn ready(self) -> Host {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let line = loop {
+            match self.stdout.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("JouleDB ready") => break line,
+                Ok(_) => {}
+                Err(e) => {
+                    let said: Vec<String> = self.stderr.try_iter().collect();
+                    panic!("no ready line ({e}); the host said:\n{}", said.join("\n"));
+                }
+            }
+        };
+        Host {
+            id: field(&line, "host ").parse().unwrap(),
+            client: loopback(field(&line, "client ")),
+            admin: loopback(field(&line, "admin ")),
+            internal: field(&line, "internal ").to_string(),
+            child: self.child,
+            stderr: self.stderr,
+        }
+    }
+}
+
+/// Form a cluster of `n` hosts with k-factor `k` in `dirs`: host `i` in
+/// `dirs[i]` (each joins once the one before has), returned in that order.
+pub fn form(dirs: &[TempDir], k: u32) -> Vec<Host> {
+    let n = dirs.len().to_string();
+    let k = k.to_string();
+    let shape = ["--host-count", n.as_str(), "--kfactor", k.as_str()];
+    let first = spawn(dirs[0].path(), &shape);
+    let join = format!("127.0.0.1:{}", forming_port(&first));
+    let mut rest = Vec::new();
+    for (i, d) in dirs.iter().enumerate().skip(1) {
+        rest.push(spawn(d.path(), &[&shape[..], &["--join", join.as_str()]].concat()));
+        wait_line(&first.stderr, &format!("host {i} joined"));
+    }
+    let mut hosts = vec![first.ready()];
+    hosts.extend(rest.into_iter().map(Starting::ready));
+    for (i, h) in hosts.iter().enumerate() {
+        assert_eq!(h.id, i as u64, "hosts join in order");
+    }
+    hosts
+}
+
+pub fn connect(addr: &str) -> SyncConnection {
+    SyncConnection::connect(addr, &Options::default()).expect("connects")
+}
+
+/// `@Statistics selector` rows, cells as text.
+pub fn stats(addr: &str, selector: &str) -> Vec<Vec<String>> {
+    let r = connect(addr).call("@Statistics", vec![Value::from(selector), Value::Integer(0)]).expect(selector);
+    r.tables[0]
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// [`states`], or `None` if `addr` does not answer.
+pub fn try_states(addr: &str) -> Option<Vec<(u64, String)>> {
+    let mut c = SyncConnection::connect(addr, &Options::default()).ok()?;
+    let r = c.call("@Statistics", vec![Value::from("CLUSTER"), Value::Integer(0)]).ok()?;
+    let rows = r.tables.first()?.rows.iter();
+    Some(
+        rows.map(|row| {
+            let id = match &row[0] {
+                Value::Integer(v) => *v as u64,
+                _ => u64::MAX,
+            };
+            let state = match &row[3] {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            (id, state)
+        })
+        .collect(),
+    )
+}
+
+/// Host id → state, from `@Statistics CLUSTER` on `addr`.
+pub fn states(addr: &str) -> Vec<(u64, String)> {
+    stats(addr, "CLUSTER").into_iter().map(|r| (r[0].parse().unwrap(), r[3].clone())).collect()
+}
+
+/// Whether `done` holds within `limit` (polled every 100 ms).
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within 20 s: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn status(addr: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_joule")).args(["status", "--servers", addr]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every partition in TOPO (as `addr` sees it) led by a host that is up.
+pub fn every_partition_led_by_a_live_host(addr: &str) -> bool {
+    let up: Vec<String> = states(addr).into_iter().filter(|(_, s)| s == "UP").map(|(h, _)| h.to_string()).collect();
+    let topo = stats(addr, "TOPO");
+    topo[..topo.len() - 1].iter().all(|r| r[2].split(':').next().is_some_and(|l| up.iter().any(|h| h == l)))
+}
+
+/// Per (partition, table): every copy's checksum, from each host's
+/// `@Statistics REPLICACHECKSUM`; an error names any that differ or a
+/// partition with fewer than `copies` copies.
+pub fn replicas_agree(clients: &[String], copies: usize) -> Result<usize, String> {
+    let mut seen: std::collections::BTreeMap<(String, String), Vec<(String, String)>> = Default::default();
+    for addr in clients {
+        for r in stats(addr, "REPLICACHECKSUM") {
+            seen.entry((r[3].clone(), r[5].clone())).or_default().push((r[1].clone(), r[6].clone()));
+        }
+    }
+    for ((partition, table), copies_seen) in &seen {
+        if copies_seen.len() != copies {
+            return Err(format!("partition {partition} table {table}: {} copies: {copies_seen:?}", copies_seen.len()));
+        }
+        if copies_seen.iter().any(|(_, c)| *c != copies_seen[0].1) {
+            return Err(format!("partition {partition} table {table}: copies differ: {copies_seen:?}"));
+        }
+    }
+    Ok(seen.len())
+}
+
+/// Run `sql` (with `params`) on `addr`; panics on failure.
+pub fn sql(addr: &str, sql: &str, params: Vec<Value>) -> joule_client::Response {
+    let mut all = vec![Value::from(sql)];
+    all.extend(params);
+    connect(addr).call("@AdHoc", all).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The single integer a query returns.
+pub fn scalar(addr: &str, query: &str) -> i64 {
+    match &sql(addr, query, vec![]).tables[0].rows[0][0] {
+        Value::Integer(v) => *v,
+        v => panic!("{query} returned {v:?}"),
+    }
+}

@@ -74,6 +74,19 @@ impl Roamer {
     }
 }
 
+/// Wait until `watcher` sees every host up; otherwise fail with what each
+/// host said on stderr.
+fn all_up_or_explain(hosts: &[Host], watcher: &str, seed: u64, faults: &[String]) {
+    let all_up = || try_states(watcher).is_some_and(|s| s.iter().all(|(_, s)| s == "UP"));
+    if !wait_until(Duration::from_secs(20), all_up) {
+        let said: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("host {}:\n{}", h.id, h.stderr.try_iter().collect::<Vec<_>>().join("\n")))
+            .collect();
+        panic!("seed {seed}: not every host up within 20 s; faults: {faults:?}; the hosts said:\n{}", said.join("\n"));
+    }
+}
+
 fn modified(r: &joule_client::Response) -> i64 {
     match r.tables.first().and_then(|t| t.rows.first()).map(|row| &row[0]) {
         Some(Value::Integer(n)) => *n,
@@ -231,17 +244,7 @@ fn run(seed: u64) {
         addresses.lock().unwrap()[victim] = again.client.clone();
         hosts[victim] = again;
         let watcher = hosts[(victim + 1) % 3].client.clone();
-        let all_up = || try_states(&watcher).is_some_and(|s| s.iter().all(|(_, s)| s == "UP"));
-        if !wait_until(Duration::from_secs(20), all_up) {
-            let said: Vec<String> = hosts
-                .iter()
-                .map(|h| format!("host {}:\n{}", h.id, h.stderr.try_iter().collect::<Vec<_>>().join("\n")))
-                .collect();
-            panic!(
-                "seed {seed}: not every host up again within 20 s; faults: {faults:?}; the hosts said:\n{}",
-                said.join("\n")
-            );
-        }
+        all_up_or_explain(&hosts, &watcher, seed, &faults);
         faults.push(format!("{:?}: host {} rejoined", started.elapsed(), hosts[victim].id));
     }
     while started.elapsed() < LOAD_FOR {
@@ -255,6 +258,7 @@ fn run(seed: u64) {
         acked.extend(a);
         history.extend(h);
     }
+    all_up_or_explain(&hosts, &hosts[0].client, seed, &faults);
     let context = format!("seed {seed} (replay with JOULE_SEEDS={seed}); faults: {faults:?}");
     eprintln!("seed {seed}: {} acknowledged inserts, {} register calls; {faults:?}", acked.len(), history.len());
     assert!(acked.len() >= 20, "too little got through: {context}");

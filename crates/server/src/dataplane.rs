@@ -774,6 +774,13 @@ async fn serve_replication(
         // followed: a deposed leader that has not noticed yet is refused,
         // so it can neither change a replica nor answer a read.
         let leader = link.routing.load().leaders.get(partition as usize).copied().flatten();
+        if !host.accepts_records(partition, &records) {
+            let e = err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet");
+            if write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await.is_err() {
+                break;
+            }
+            continue;
+        }
         if leader != Some(from) || from == link.me {
             let e = err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})");
             if write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await.is_err() {

@@ -363,6 +363,10 @@ impl Server {
         };
         tokio::spawn(cluster::follow(ctx.clone()));
         if let cluster::Membership::Member(node) = &ctx.membership {
+            if !node.metadata().is_up(node.id()) {
+                // Restarted: its copies come from the leaders (`rejoin`).
+                ctx.host.expect_copies();
+            }
             if let (Some(connections), Some(link)) = (node.data_connections(), ctx.link.clone()) {
                 let weak = Arc::downgrade(&ctx);
                 let diverged: dataplane::OnDivergence = Arc::new(move |e: Error| {

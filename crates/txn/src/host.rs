@@ -113,8 +113,9 @@ pub(crate) struct Shared {
     pub local_work: Vec<Option<Sender<MpWork>>>,
     /// In a cluster: the other hosts.
     pub link: Option<Arc<dyn ClusterLink>>,
-    /// Per partition: a copy from its leader has been loaded here (a
-    /// rejoining host).
+    /// Per partition: this host's copy follows the leader's stream — true
+    /// from the start for a new cluster; for a rejoining host, once the copy
+    /// from the leader has been loaded.
     pub loaded: Vec<AtomicBool>,
 }
 
@@ -163,7 +164,8 @@ impl Host {
             local: local.clone(),
             local_work: (0..n).map(|p| local[p].then(|| mp_tx[p].clone())).collect(),
             link: link.clone(),
-            loaded: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            // Fresh: every copy here is the partition as it is (empty).
+            loaded: (0..n).map(|_| AtomicBool::new(true)).collect(),
         });
         let mut threads = Vec::new();
         for (p, (inbox, mp_inbox)) in site_rx.into_iter().zip(mp_rx).enumerate() {

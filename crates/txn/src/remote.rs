@@ -246,6 +246,12 @@ pub fn frame_record(record: &Replicated, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// The first record framed in `bytes`, if it decodes.
+fn unframe_first(bytes: &[u8]) -> Option<Replicated> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    decode(bytes.get(4..4 + len)?).ok()
+}
+
 /// The records framed in `bytes`, in order.
 pub fn unframe_records(mut bytes: &[u8]) -> Result<Vec<Replicated>> {
     let mut out = Vec::new();
@@ -636,6 +642,25 @@ impl crate::Host {
         let (tx, rx) = std::sync::mpsc::channel();
         shared.sites[partition as usize].send(SiteMsg::Rejoin { host, reply: tx }).map_err(|_| gone(partition))?;
         rx.recv().map_err(|_| gone(partition))?
+    }
+
+    /// This host restarted without its data: its copies follow their
+    /// leaders' streams only once a copy from the leader has been loaded.
+    pub fn expect_copies(&self) {
+        for l in &self.shared().loaded {
+            l.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Whether this host's copy of `partition` may take `records` now: it
+    /// follows the stream already, or they start the copy it waits for. A
+    /// leader that still sends the stream to this host's previous process
+    /// (it has not seen it restart) is refused, not followed.
+    pub fn accepts_records(&self, partition: u32, records: &[u8]) -> bool {
+        if self.replica_loaded(partition) {
+            return true;
+        }
+        matches!(unframe_first(records), Some(Replicated::Load { catalog: Some(_), .. }))
     }
 
     /// Whether a copy of `partition` from its leader has been loaded here.

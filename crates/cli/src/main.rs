@@ -370,7 +370,7 @@ fn start(args: StartArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let sites = config.sites;
         let dir = config.dir.clone();
         let mut registry = joule_txn::ProcedureRegistry::new();
@@ -425,7 +425,11 @@ fn start(args: StartArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Work the server gave up waiting for (a cluster host's, held by hosts
+    // that are gone) must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 fn server_stopper(server: &joule_server::Server) -> impl FnOnce() + Send + 'static {

@@ -373,6 +373,34 @@ pub(crate) async fn stop_node(ctx: &ServerContext, host: i64) -> Result<()> {
     }
 }
 
+/// The console's cluster view: the hosts (state, what they hold and lead)
+/// and every partition's copies and leader, as this host knows them.
+pub(crate) fn console_json(ctx: &ServerContext) -> serde_json::Value {
+    use serde_json::json;
+    let m = ctx.membership.metadata();
+    let leads = m.leaderships();
+    let group_leader = ctx.membership.metadata_leader();
+    json!({
+        "me": ctx.host_id,
+        "kfactor": m.kfactor,
+        "hosts": m.hosts.iter().map(|(id, h)| json!({
+            "id": id,
+            "internal": h.internal_address,
+            "client": h.client_address,
+            "state": format!("{:?}", h.state).to_uppercase(),
+            "copies": m.partitions.iter().filter(|p| p.replicas.contains(id)).count(),
+            "leads": leads.get(id).copied().unwrap_or(0),
+            "coordinator": m.mp_coordinator == Some(*id),
+            "metadata_leader": group_leader == Some(*id),
+        })).collect::<Vec<_>>(),
+        "partitions": m.partitions.iter().enumerate().map(|(p, placement)| json!({
+            "id": p,
+            "replicas": placement.replicas,
+            "leader": placement.leader,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// `hostId:siteId` of partition `p` on host `h`: the site is the
 /// partition's position among those `h` holds.
 fn site_name(m: &ClusterMetadata, h: HostId, p: usize) -> String {

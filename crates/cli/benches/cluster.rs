@@ -40,7 +40,7 @@ fn main() {
     rejoin(&dirs, &mut hosts);
 }
 
-fn failover(dirs: &[TempDir], hosts: &mut Vec<Host>) {
+fn failover(dirs: &[TempDir], hosts: &mut [Host]) {
     let rounds = env_or("JOULE_BENCH_FAILOVERS", 5);
     let mut times = Vec::new();
     for round in 0..rounds {

@@ -216,7 +216,7 @@ fn run(seed: u64) {
         std::thread::sleep(Duration::from_millis(300 + rng.next_u64() % 700));
         let victim = (rng.next_u64() % 3) as usize;
         let pid = hosts[victim].child.id() as libc::pid_t;
-        if rng.next_u64() % 2 == 0 {
+        if rng.next_u64().is_multiple_of(2) {
             faults.push(format!("{:?}: kill -9 host {}", started.elapsed(), hosts[victim].id));
             let _ = hosts[victim].child.kill();
             let _ = hosts[victim].child.wait();

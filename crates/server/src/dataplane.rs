@@ -271,6 +271,14 @@ fn read_frame_checked(
     read_body(s).map(Some)
 }
 
+/// Append `value`'s frame to `buf`.
+fn append_frame<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
+    let body = encode(value)?;
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&body);
+    Ok(())
+}
+
 async fn write_frame_async<T: Serialize>(s: &mut (impl AsyncWriteExt + Unpin), value: &T) -> Result<()> {
     let body = encode(value)?;
     let mut buf = Vec::with_capacity(4 + body.len());
@@ -367,6 +375,7 @@ async fn forwarder(address: String, mut requests: tokio::sync::mpsc::UnboundedRe
             })
         };
         let mut request = Some(first);
+        let mut buf = Vec::with_capacity(64 * 1024);
         loop {
             let Some(r) = request.take() else {
                 tokio::select! {
@@ -377,9 +386,23 @@ async fn forwarder(address: String, mut requests: tokio::sync::mpsc::UnboundedRe
                     _ = wait_finished(&reader) => break,
                 }
             };
-            next_id += 1;
-            pending.lock().unwrap_or_else(|p| p.into_inner()).insert(next_id, (r.handle, r.sink.clone()));
-            if write_frame_async(&mut wr, &(next_id, &r.call)).await.is_err() {
+            // Everything queued goes out in one write.
+            buf.clear();
+            let mut next = Some(r);
+            while let Some(r) = next.take() {
+                next_id += 1;
+                pending.lock().unwrap_or_else(|p| p.into_inner()).insert(next_id, (r.handle, r.sink.clone()));
+                if let Err(e) = append_frame(&mut buf, &(next_id, &r.call)) {
+                    // Not sent: say so to this caller alone.
+                    if let Some((handle, sink)) = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&next_id) {
+                        sink.deliver(handle, Response::failure(e, None));
+                    }
+                }
+                if buf.len() < 1 << 20 {
+                    next = requests.try_recv().ok();
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
                 break;
             }
         }
@@ -904,8 +927,20 @@ async fn serve_forwarded(s: tokio::net::TcpStream, host: Arc<Host>) {
     let (mut rd, mut wr) = s.into_split();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, WireResponse)>();
     let writer = tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(64 * 1024);
         while let Some(answer) = rx.recv().await {
-            if write_frame_async(&mut wr, &answer).await.is_err() {
+            // Everything answered meanwhile goes out in one write.
+            buf.clear();
+            let mut next = Some(answer);
+            while let Some(a) = next.take() {
+                if append_frame(&mut buf, &a).is_err() {
+                    return;
+                }
+                if buf.len() < 1 << 20 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
                 break;
             }
         }

@@ -133,12 +133,14 @@ pub enum Replicated {
     /// A multi-partition transaction's writes on this partition.
     Mp { ids: TxnIds, items: Vec<WireItem>, schema_changed: bool },
     /// Part of a copy of the partition, for a rejoining replica: the
-    /// catalog (first part only), then rows of one table at their ids.
+    /// catalog (first part only), then rows of one table at their ids;
+    /// the last part says the copy is `complete`.
     Load {
         catalog: Option<Box<joule_sql::catalog::Catalog>>,
         table: Option<String>,
         rows: Vec<(u32, Row)>,
         last_ids: TxnIds,
+        complete: bool,
     },
 }
 
@@ -159,9 +161,21 @@ impl PartitionCopy {
     /// table in pieces of [`LOAD_ROWS`] rows.
     pub(crate) fn into_batches(self) -> impl Iterator<Item = Vec<u8>> + Send {
         let PartitionCopy { catalog, tables, last_ids } = self;
-        let first =
-            Replicated::Load { catalog: Some(Box::new((*catalog).clone())), table: None, rows: Vec::new(), last_ids };
+        let first = Replicated::Load {
+            catalog: Some(Box::new((*catalog).clone())),
+            table: None,
+            rows: Vec::new(),
+            last_ids,
+            complete: false,
+        };
         let first = std::iter::once(first);
+        let last = std::iter::once(Replicated::Load {
+            catalog: None,
+            table: None,
+            rows: Vec::new(),
+            last_ids,
+            complete: true,
+        });
         let rest = tables.into_iter().flat_map(move |(name, frozen)| {
             let rows: Vec<(u32, Row)> = frozen.iter_with_ids().map(|(id, r)| (id, r.clone())).collect();
             let chunks: Vec<Vec<(u32, Row)>> = rows.chunks(LOAD_ROWS).map(|c| c.to_vec()).collect();
@@ -170,9 +184,10 @@ impl PartitionCopy {
                 table: Some(name.clone()),
                 rows,
                 last_ids,
+                complete: false,
             })
         });
-        first.chain(rest).map(|record| {
+        first.chain(rest).chain(last).map(|record| {
             let mut out = Vec::new();
             if let Err(e) = frame_record(&record, &mut out) {
                 eprintln!("joule: a partition's copy cannot be encoded: {e}");
@@ -567,15 +582,14 @@ impl crate::Host {
                         }
                     }
                 }
-                Replicated::Load { catalog, table, rows, last_ids } => {
+                Replicated::Load { catalog, table, rows, last_ids, complete } => {
                     let (tx, rx) = std::sync::mpsc::channel();
-                    let with_catalog = catalog.is_some();
                     let sent = site.send(SiteMsg::Load { catalog, table, rows, last_ids, done: tx }).is_ok();
                     let countdown = countdown.clone();
                     let shared = self.shared().clone();
                     std::thread::spawn(move || {
                         let ok = sent && matches!(rx.recv(), Ok(Ok(())));
-                        if ok && with_catalog {
+                        if ok && complete {
                             shared.loaded[partition as usize].store(true, std::sync::atomic::Ordering::SeqCst);
                         }
                         countdown.one_done(ok);
@@ -653,14 +667,15 @@ impl crate::Host {
     }
 
     /// Whether this host's copy of `partition` may take `records` now: it
-    /// follows the stream already, or they start the copy it waits for. A
+    /// follows the stream already, or they are part of the copy it waits
+    /// for (which comes whole before the stream). A
     /// leader that still sends the stream to this host's previous process
     /// (it has not seen it restart) is refused, not followed.
     pub fn accepts_records(&self, partition: u32, records: &[u8]) -> bool {
         if self.replica_loaded(partition) {
             return true;
         }
-        matches!(unframe_first(records), Some(Replicated::Load { catalog: Some(_), .. }))
+        matches!(unframe_first(records), Some(Replicated::Load { .. }))
     }
 
     /// Whether a copy of `partition` from its leader has been loaded here.

@@ -265,6 +265,7 @@ mod tests {
         assert_eq!(c.cluster.heartbeat_timeout, std::time::Duration::from_millis(500));
         for bad in [
             "[cluster]\nhost_count = 2\nkfactor = 2",
+            "[cluster]\nhost_count = 5\nkfactor = 2",
             "[cluster]\nheartbeat_timeout_ms = 5",
             "[cluster]\nhosts = 3",
             "client_port = \"x\"",

@@ -131,6 +131,31 @@ fn a_hung_host_is_declared_failed_and_stops_when_it_wakes() {
     assert!(said.contains("declared host 2 failed"), "{said}");
 }
 
+/// The forming host loads `--schema` once the cluster has formed, through
+/// the cluster: every host has it, and its copies agree.
+#[test]
+fn the_forming_host_loads_the_schema_file_for_everyone() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("schema-{i}"))).collect();
+    let schema = dirs[0].path().with_extension("sql");
+    std::fs::write(
+        &schema,
+        "CREATE TABLE pets (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(10));\nPARTITION TABLE pets ON COLUMN id;\n\
+         CREATE PROCEDURE AddPet PARTITION ON TABLE pets COLUMN id AS INSERT INTO pets VALUES (?, ?);\n",
+    )
+    .unwrap();
+    let hosts = form_with(&dirs, 1, &["--schema", schema.to_str().unwrap()]);
+    for id in 0..30i64 {
+        let via = &hosts[id as usize % 3].client;
+        connect(via).call("AddPet", vec![Value::Integer(id), Value::from("rex")]).expect("AddPet");
+    }
+    for h in &hosts {
+        assert_eq!(scalar(&h.client, "SELECT COUNT(*) FROM pets"), 30);
+    }
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    assert_eq!(replicas_agree(&clients, 2), Ok(3));
+    let _ = std::fs::remove_file(schema);
+}
+
 #[test]
 fn mismatched_settings_are_refused_at_join() {
     let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("mismatch-{i}"))).collect();

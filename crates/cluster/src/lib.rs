@@ -20,9 +20,9 @@
 //!   host, `--join` on the others), and a member taking its place again
 //!   after a restart.
 //!
-//! What is here is the metadata group, formation and failure detection.
-//! Replication of partitions and rejoin by snapshot build on it and are not
-//! written yet (see docs/architecture.md).
+//! What is here is the metadata group, formation and failure detection; the
+//! data plane that replicates partitions and rejoins hosts builds on it in
+//! the server (see docs/architecture.md, "Multi-host clusters").
 
 use std::io::Cursor;
 

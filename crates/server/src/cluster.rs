@@ -16,12 +16,12 @@
 //! cluster has moved on without it; it must not serve on its own).
 //!
 //! The metadata feeds `@Statistics TOPO`, `KSAFETY`, `PARTITIONCOUNT` and
-//! `CLUSTER`, `joule status` and the console. Transactions across hosts
-//! (partition replication, forwarding to leaders, the cross-host
-//! multi-partition coordinator) are not built yet: a node of a multi-host
-//! cluster answers its system procedures and refuses transactions with
-//! `FeatureNotSupported` rather than serve a database the other hosts
-//! know nothing of.
+//! `CLUSTER`, `joule status` and the console, and the data plane's routing
+//! (`dataplane.rs`: forwarding, replication, remote sites, rejoin). A
+//! restarted host takes a copy of each of its partitions from their leaders
+//! before it counts as up again (`rejoin`). Snapshot procedures are refused
+//! on a multi-host cluster (`FeatureNotSupported`): snapshots of a cluster
+//! are not built.
 
 use crate::ServerContext;
 use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, MetadataNode};
@@ -209,23 +209,25 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
         (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me)).collect();
     let mut asked = Vec::new();
     for p in &mine {
-        if ask_for_copy(node, *p).await? {
-            asked.push((*p, std::time::Instant::now()));
+        if let Some(leader) = ask_for_copy(node, *p).await? {
+            asked.push((*p, leader));
         }
     }
-    // A copy that has not arrived is asked for again (its leader may have
-    // failed, or dropped this host when a connection broke).
+    // Up only once every copy is complete. A copy that never completes (its
+    // leader failed, or dropped this host) ends the start with an error:
+    // asking again while a first copy may still complete could mark this
+    // host up with half a copy.
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     while !asked.iter().all(|(p, _)| ctx.host.replica_loaded(*p)) {
         if std::time::Instant::now() > deadline {
-            bail!(Unavailable, "the partitions' copies did not arrive within 10 minutes");
+            bail!(Unavailable, "the partitions' copies did not arrive within 10 minutes; start this host again");
         }
-        for (p, when) in asked.iter_mut() {
-            if !ctx.host.replica_loaded(*p) && when.elapsed() > Duration::from_secs(30) {
-                eprintln!("joule: cluster: partition {p}: no complete copy after 30 s; asking again");
-                ask_for_copy(node, *p).await?;
-                *when = std::time::Instant::now();
-            }
+        let now = node.metadata();
+        let gone = asked
+            .iter()
+            .find(|(p, leader)| !ctx.host.replica_loaded(*p) && now.partitions[*p as usize].leader != Some(*leader));
+        if let Some((p, _)) = gone {
+            bail!(Unavailable, "partition {p}'s leader failed while sending its copy; start this host again");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -241,19 +243,20 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
 }
 
 /// Ask partition `p`'s leader for a copy (retried for a minute while it
-/// cannot be reached); `false` if no other host has a running copy.
-async fn ask_for_copy(node: &MetadataNode, p: u32) -> Result<bool> {
+/// cannot be reached): the leader asked, or `None` if no other host has a
+/// running copy.
+async fn ask_for_copy(node: &MetadataNode, p: u32) -> Result<Option<HostId>> {
     let me = node.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let now = node.metadata();
         let Some(leader) = now.partitions[p as usize].leader.filter(|l| *l != me) else {
             eprintln!("joule: cluster: partition {p} has no running copy elsewhere: it comes back empty");
-            return Ok(false);
+            return Ok(None);
         };
         let address = now.hosts.get(&leader).map(|h| h.internal_address.clone()).unwrap_or_default();
         match crate::dataplane::request_copy(&address, p, me).await {
-            Ok(()) => return Ok(true),
+            Ok(()) => return Ok(Some(leader)),
             Err(e) if std::time::Instant::now() < deadline => {
                 eprintln!("joule: cluster: partition {p}: asking host {leader} for a copy: {e}; trying again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -287,6 +290,10 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
     let me = node.id();
     let mut rx = node.watch();
     let mut before = rx.borrow_and_update().clone();
+    if let Some(link) = &ctx.link {
+        // Changes between starting the link and now.
+        link.update(&before);
+    }
     let mut shutdown = ctx.shutdown.subscribe();
     loop {
         tokio::select! {

@@ -48,6 +48,11 @@ const REPLICATION: u8 = b'R';
 const REJOIN: u8 = b'J';
 /// How long opening a connection to another host may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a rejoining host may take to acknowledge a batch before it is
+/// dropped (it then starts its rejoin again).
+const JOINER_PATIENCE: Duration = Duration::from_secs(10);
+/// Replication batches merged from queued ones stop growing past this.
+const MAX_BATCH_BYTES: usize = 8 << 20;
 /// How often a blocked wait on another host looks at the metadata.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
@@ -152,7 +157,7 @@ impl ClusterLink for Link {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let _ = tx.send(request);
         forwarders.insert(target, tx);
-        self.runtime.spawn(forwarder(address, rx));
+        self.runtime.spawn(forwarder(address, target, self.routing.clone(), rx));
     }
 
     fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>> {
@@ -338,7 +343,12 @@ struct Forward {
 type Pending = Arc<Mutex<HashMap<u64, (u64, Arc<dyn ResponseSink>)>>>;
 
 /// Carry calls to one host over one connection, reopened when it breaks.
-async fn forwarder(address: String, mut requests: tokio::sync::mpsc::UnboundedReceiver<Forward>) {
+async fn forwarder(
+    address: String,
+    target: HostId,
+    routing: Shared<Routing>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Forward>,
+) {
     let mut next_id: u64 = 0;
     while let Some(first) = requests.recv().await {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address)).await;
@@ -377,6 +387,11 @@ async fn forwarder(address: String, mut requests: tokio::sync::mpsc::UnboundedRe
         let mut request = Some(first);
         let mut buf = Vec::with_capacity(64 * 1024);
         loop {
+            // A host declared failed (dead, hung, cut off) answers nothing
+            // more: what waits on it ends as unknown.
+            if !routing.load().up.contains_key(&target) {
+                break;
+            }
             let Some(r) = request.take() else {
                 tokio::select! {
                     r = requests.recv() => match r {
@@ -384,6 +399,7 @@ async fn forwarder(address: String, mut requests: tokio::sync::mpsc::UnboundedRe
                         None => break,
                     },
                     _ = wait_finished(&reader) => break,
+                    _ = tokio::time::sleep(CHECK_EVERY) => continue,
                 }
             };
             // Everything queued goes out in one write.
@@ -537,6 +553,9 @@ fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
                 Unavailable,
                 "host {from} no longer coordinates multi-partition transactions (the metadata moved it)"
             )),
+            Ok(SessionRequest::Begin(_)) if !link.leads(partition) => {
+                Err(err!(Unavailable, "this host no longer leads partition {partition}"))
+            }
             Ok(SessionRequest::Begin(ids)) => {
                 let d = match driver.take() {
                     Some(d) => Ok(d),
@@ -574,8 +593,7 @@ enum Shipment {
     AddReplica { host: HostId, copy: Box<dyn Iterator<Item = Vec<u8>> + Send> },
 }
 
-/// One replica's connection, with the sequence of the last batch it
-/// acknowledged.
+/// One replica's connection (batches in order, one acknowledgement each).
 struct ReplicaConnection {
     stream: std::net::TcpStream,
 }
@@ -590,7 +608,11 @@ fn ship(partition: u32, me: HostId, shipments: std::sync::mpsc::Receiver<Shipmen
     while let Some(shipment) = next.take() {
         match shipment {
             Shipment::AddReplica { host, copy } => {
-                let Some(address) = address_of(&routing, host) else { continue };
+                let Some(address) = address_of(&routing, host) else {
+                    eprintln!("joule: partition {partition}: host {host} asked to rejoin but is not a member");
+                    next = shipments.recv().ok();
+                    continue;
+                };
                 // A connection from before the host restarted went to its
                 // old process: the copy opens a new one.
                 connections.remove(&host);
@@ -613,7 +635,7 @@ fn ship(partition: u32, me: HostId, shipments: std::sync::mpsc::Receiver<Shipmen
                 // Everything queued behind it goes in the same batch.
                 let mut records = records;
                 let mut dones = vec![done];
-                loop {
+                while records.len() < MAX_BATCH_BYTES {
                     match shipments.try_recv() {
                         Ok(Shipment::Batch { records: more, done }) => {
                             records.extend_from_slice(&more);
@@ -757,8 +779,17 @@ fn deliver_batch(
 /// Wait for `host`'s acknowledgement; false if the connection broke or
 /// the host was declared down meanwhile.
 fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared<Routing>, joining: bool) -> bool {
-    // A rejoining host is not up yet: only a broken connection ends its wait.
-    match read_frame_checked(&mut c.stream, || joining || routing.load().up.contains_key(&host)) {
+    // A rejoining host is not up yet, so failure detection does not watch
+    // it: it gets a bounded wait (a hung joiner must not stall the partition).
+    let since = std::time::Instant::now();
+    let keep_waiting = || {
+        if joining {
+            since.elapsed() < JOINER_PATIENCE
+        } else {
+            routing.load().up.contains_key(&host)
+        }
+    };
+    match read_frame_checked(&mut c.stream, keep_waiting) {
         Ok(Some(body)) => match decode::<std::result::Result<(), WireError>>(&body) {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -869,7 +900,7 @@ pub(crate) async fn serve(
                 tokio::spawn(serve_replication(s, host, progress.clone(), link.clone(), diverged.clone()));
             }
             REJOIN => {
-                tokio::spawn(serve_rejoin(s, host));
+                tokio::spawn(serve_rejoin(s, host, link.clone()));
             }
             SESSION => {
                 let Ok(std) = s.into_std() else { continue };
@@ -885,9 +916,14 @@ pub(crate) async fn serve(
 }
 
 /// Serve a rejoining host's request for a copy of a partition led here.
-async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>) {
+async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
     let Ok(body) = read_body_async(&mut s).await else { return };
     let result = match decode::<(u32, u64)>(&body) {
+        Ok((partition, joiner))
+            if !link.routing.load().replicas.get(partition as usize).is_some_and(|r| r.contains(&joiner)) =>
+        {
+            Err(err!(InvalidArgument, "host {joiner} holds no copy of partition {partition}"))
+        }
         Ok((partition, joiner)) => tokio::task::spawn_blocking(move || host.rejoin_partition(partition, joiner))
             .await
             .unwrap_or_else(|_| Err(err!(Internal, "the rejoin request failed"))),
@@ -909,7 +945,10 @@ pub(crate) async fn request_copy(address: &str, partition: u32, me: HostId) -> R
     hello.push(REJOIN);
     s.write_all(&hello).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     write_frame_async(&mut s, &(partition, me)).await?;
-    let body = read_body_async(&mut s).await.map_err(|e| io_error(&format!("{address} did not answer"), e))?;
+    let body = match tokio::time::timeout(Duration::from_secs(30), read_body_async(&mut s)).await {
+        Ok(r) => r.map_err(|e| io_error(&format!("{address} did not answer"), e))?,
+        Err(_) => return Err(err!(Unavailable, "{address} did not answer the request for a copy within 30 s")),
+    };
     decode::<std::result::Result<(), WireError>>(&body)?.map_err(from_wire_error)
 }
 

@@ -300,22 +300,6 @@ impl Server {
         }
         // In a cluster the host that formed it loads the schema, once.
         let loads_schema = first_start && membership.host_id() == 0;
-        match (&config.schema, loads_schema) {
-            (Some(path), true) => {
-                let ddl = std::fs::read_to_string(path)
-                    .map_err(|e| err!(InvalidArgument, "cannot read schema file {}: {e}", path.display()))?;
-                let r = host.client().adhoc(&ddl, vec![]);
-                if let Some(e) = r.error {
-                    return Err(e.context(format!("schema file {}", path.display())));
-                }
-            }
-            (Some(path), false) => eprintln!(
-                "joule: schema file {} not loaded: {} already holds a database",
-                path.display(),
-                config.dir.display()
-            ),
-            (None, _) => {}
-        }
         let started_millis =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let ctx = Arc::new(ServerContext {
@@ -383,6 +367,28 @@ impl Server {
             }
         }
         cluster::rejoin(&ctx).await?;
+        // Last: in a cluster, loading the schema needs the other hosts, and
+        // them to reach this one's data plane (started above).
+        match (ctx.config.schema.clone(), loads_schema) {
+            (Some(path), true) => {
+                let ddl = std::fs::read_to_string(&path)
+                    .map_err(|e| err!(InvalidArgument, "cannot read schema file {}: {e}", path.display()))?;
+                let host = ctx.host.clone();
+                let r = tokio::task::spawn_blocking(move || host.client().adhoc(&ddl, vec![]))
+                    .await
+                    .map_err(|e| err!(Internal, "loading the schema failed: {e}"))?;
+                if let Some(e) = r.error {
+                    ctx.request_shutdown();
+                    return Err(e.context(format!("schema file {}", path.display())));
+                }
+            }
+            (Some(path), false) => eprintln!(
+                "joule: schema file {} not loaded: {} already holds a database",
+                path.display(),
+                ctx.config.dir.display()
+            ),
+            (None, _) => {}
+        }
         tokio::spawn(accept(client, ctx.clone(), false));
         tokio::spawn(accept(admin, ctx.clone(), true));
         tokio::spawn(http::serve(http, ctx.clone()));

@@ -155,7 +155,7 @@ impl Coordinator {
         } else {
             self.remote = vec![false; self.sites.len()];
         }
-        if (0..self.sites.len()).any(|p| self.begin_target(p).send(SiteMsg::MpBegin(ids)).is_err()) {
+        if (0..self.sites.len()).any(|p| self.begin_target(p).send(SiteMsg::MpBegin(ids, None)).is_err()) {
             // Sites that did get the marker wait for an outcome.
             self.rollback();
             let e = err!(Unavailable, "the host is shutting down");
@@ -368,7 +368,7 @@ impl Coordinator {
         self.schema_db = db;
         let previous = self.shared.schema.load_full();
         match Schema::compile(catalog, &self.shared.registry, Some(&previous.catalog)) {
-            Ok(schema) => self.shared.schema.store(Arc::new(schema)),
+            Ok(schema) => publish_newer(&self.shared, Arc::new(schema)),
             Err(e) => eprintln!("joule: coordinator: the catalog from the partition's leader does not compile: {e}"),
         }
     }
@@ -393,7 +393,7 @@ impl Coordinator {
         self.schema_db.commit();
         let previous = self.shared.schema.load_full();
         match Schema::compile(self.schema_db.catalog_arc().clone(), &self.shared.registry, Some(&previous.catalog)) {
-            Ok(schema) => self.shared.schema.store(Arc::new(schema)),
+            Ok(schema) => publish_newer(&self.shared, Arc::new(schema)),
             Err(e) => eprintln!("joule: coordinator: the schema from another host does not compile here: {e}"),
         }
     }
@@ -490,6 +490,13 @@ impl Coordinator {
         installs.schema = Some(Arc::new(schema));
         Ok(results)
     }
+}
+
+/// Publish `schema` to this host's initiators unless a newer one is
+/// published already (sites and the coordinator may race to publish a
+/// schema change from another host; it never moves back).
+pub(crate) fn publish_newer(shared: &Shared, schema: Arc<Schema>) {
+    shared.schema.rcu(|current| if current.version() >= schema.version() { current.clone() } else { schema.clone() });
 }
 
 /// Where a statement's result comes from once its round has run.

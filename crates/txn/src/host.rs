@@ -603,8 +603,9 @@ impl Client {
                 let tables = sysprocs::partition_keys(&kind, &self.shared.hashinator.load(), self.shared.sites.len())?;
                 Ok(Route::Done(Response::answered(tables)))
             }
-            // Nothing is buffered outside transactions (no export or
-            // replication yet): quiescing has nothing to wait for.
+            // Nothing is buffered outside transactions (no export; a
+            // cluster's replication holds the answers of what it has not
+            // shipped): quiescing has nothing to wait for.
             "@Quiesce" => Ok(Route::Done(Response::answered(Vec::new()))),
             "@Ping" => Ok(Route::Done(Response::answered(Vec::new()))),
             "@SwapTables" => {

@@ -79,7 +79,11 @@ pub(crate) struct SpTask {
 pub(crate) enum SiteMsg {
     Sp(SpTask),
     /// Join this multi-partition transaction now.
-    MpBegin(TxnIds),
+    /// (Its work comes on the given channel — each transaction driven from
+    /// another host or applied from a replication record has its own, so
+    /// no message of one transaction can reach another — or, for this
+    /// host's coordinator, on the site's multi-partition inbox.)
+    MpBegin(TxnIds, Option<std::sync::mpsc::Receiver<MpWork>>),
     /// Finish what is queued before this, then stop.
     Shutdown,
     /// Reply with a copy of the site's statistics.

@@ -374,7 +374,7 @@ pub(crate) fn run_proxy(
                 let _ = done.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
             SiteMsg::Shutdown => break,
-            SiteMsg::MpBegin(ids) => {
+            SiteMsg::MpBegin(ids, _) => {
                 let mut session = link.open_remote(partition).and_then(|mut s| s.begin(ids).map(|()| s));
                 loop {
                     let Ok(w) = work.recv() else { return };
@@ -437,7 +437,9 @@ impl SessionDriver {
         if self.open {
             bail!(ProtocolError, "a transaction is already open on partition {}", self.partition);
         }
-        self.inbox.send(SiteMsg::MpBegin(ids)).map_err(|_| gone(self.partition))?;
+        let (work, own) = std::sync::mpsc::channel();
+        self.inbox.send(SiteMsg::MpBegin(ids, Some(own))).map_err(|_| gone(self.partition))?;
+        self.work = work;
         self.open = true;
         Ok(())
     }
@@ -514,9 +516,9 @@ impl Countdown {
 
 impl ResponseSink for Countdown {
     fn deliver(&self, _handle: u64, response: Response) {
-        // A transaction that failed on the leader failed here the same way
-        // (it was not shipped): any error here means the copies differ.
-        self.one_done(response.error.is_none() || response.status == Status::UserAbort)
+        // Only transactions that committed a change are shipped: any error
+        // here, an abort included, means the copies differ.
+        self.one_done(response.error.is_none())
     }
 }
 
@@ -526,7 +528,7 @@ impl crate::Host {
     /// runs once all are applied.
     pub fn apply_replicated(&self, partition: u32, records: &[u8], done: ApplyDone) {
         let shared = self.shared();
-        let (Some(true), Some(Some(work))) =
+        let (Some(true), Some(Some(_))) =
             (shared.local.get(partition as usize), shared.local_work.get(partition as usize))
         else {
             return done(Err(err!(InvalidArgument, "partition {partition} has no replica on this host")));
@@ -572,6 +574,8 @@ impl crate::Host {
                                 accepted: std::time::Instant::now(),
                                 hops: 0,
                             };
+                            // The site counts it off its queue depth as it takes it.
+                            shared.depths[partition as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             if site.send(SiteMsg::Sp(task)).is_err() {
                                 countdown.one_done(false);
                             }
@@ -599,7 +603,8 @@ impl crate::Host {
                     let (tx, rx) = std::sync::mpsc::channel();
                     let items = items.into_iter().map(from_wire).collect();
                     let (confirm, confirmed) = std::sync::mpsc::channel();
-                    let sent = site.send(SiteMsg::MpBegin(ids)).is_ok()
+                    let (work, own) = std::sync::mpsc::channel();
+                    let sent = site.send(SiteMsg::MpBegin(ids, Some(own))).is_ok()
                         && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
                         && work
                             .send(MpWork::Commit {

@@ -185,9 +185,9 @@ impl Site {
                 SiteMsg::Load { catalog, table, rows, last_ids, done } => {
                     let _ = done.send(self.load_copy(catalog, table, rows, last_ids));
                 }
-                SiteMsg::MpBegin(ids) => {
+                SiteMsg::MpBegin(ids, work) => {
                     self.after_mp = true;
-                    self.run_mp(ids)
+                    self.run_mp(ids, work)
                 }
                 SiteMsg::Shutdown => break,
             }
@@ -424,7 +424,7 @@ impl Site {
         Ok(now.clone())
     }
 
-    fn run_mp(&mut self, ids: TxnIds) {
+    fn run_mp(&mut self, ids: TxnIds, own: Option<Receiver<MpWork>>) {
         // What this site logged before comes before the transaction.
         self.flush_log();
         self.ids.observe(ids);
@@ -439,7 +439,7 @@ impl Site {
             self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(Vec::new);
         let mut ddl: Vec<Arc<joule_sql::planner::Planned>> = Vec::new();
         loop {
-            let Ok(work) = recv_soon(&self.mp_inbox, IN_TRANSACTION) else {
+            let Ok(work) = recv_soon(own.as_ref().unwrap_or(&self.mp_inbox), IN_TRANSACTION) else {
                 // The coordinator is gone: nothing can commit this.
                 let _ = self.db.rollback();
                 return;

@@ -141,10 +141,15 @@ impl Starting {
 /// Form a cluster of `n` hosts with k-factor `k` in `dirs`: host `i` in
 /// `dirs[i]` (each joins once the one before has), returned in that order.
 pub fn form(dirs: &[TempDir], k: u32) -> Vec<Host> {
+    form_with(dirs, k, &[])
+}
+
+/// [`form`], the forming host started with `first_extra` too.
+pub fn form_with(dirs: &[TempDir], k: u32, first_extra: &[&str]) -> Vec<Host> {
     let n = dirs.len().to_string();
     let k = k.to_string();
     let shape = ["--host-count", n.as_str(), "--kfactor", k.as_str()];
-    let first = spawn(dirs[0].path(), &shape);
+    let first = spawn(dirs[0].path(), &[&shape[..], first_extra].concat());
     let join = format!("127.0.0.1:{}", forming_port(&first));
     let mut rest = Vec::new();
     for (i, d) in dirs.iter().enumerate().skip(1) {

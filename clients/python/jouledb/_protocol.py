@@ -237,11 +237,21 @@ class Connection:
 
     def call(self, procedure, *params):
         """Invoke a procedure and wait for its answer."""
+        self.send_call(procedure, *params)
+        return self.receive_result()
+
+    def send_call(self, procedure, *params):
+        """Send an invocation (its answer comes from `receive_result`). An
+        `OSError` here means the request was not written whole: the server
+        never ran it."""
         self._handle += 1
         name = procedure.encode("utf-8")
         body = [struct.pack(">bi", 0, len(name)), name, struct.pack(">qh", self._handle, len(params))]
         body.extend(_param(p) for p in params)
         self._send(b"".join(body))
+
+    def receive_result(self):
+        """Wait for the answer to the last `send_call`."""
         return self._response(self._handle)
 
     def execute(self, sql, *params):

@@ -455,39 +455,14 @@ c.close()
 /// Where `voltdbclient` can be imported from: already installed, or
 /// installed by this test from the package registry into target/.
 fn voltdbclient_path() -> String {
-    python_package_path("voltdbclient", "voltdbclient", "python-voltdbclient")
-}
-
-/// A `PYTHONPATH` entry under which `module` imports: the environment's
-/// own, or `target/<dir>` after `pip install --target` of `package`.
-fn python_package_path(module: &str, package: &str, dir: &str) -> String {
-    let import = format!("import {module}");
-    let probe = Command::new("python3").args(["-c", &import]).output();
-    if probe.is_ok_and(|o| o.status.success()) {
-        return String::new();
-    }
-    let target = format!("{}/../../target/{dir}", env!("CARGO_MANIFEST_DIR"));
-    let check = Command::new("python3").args(["-c", &import]).env("PYTHONPATH", &target).output();
-    if check.is_ok_and(|o| o.status.success()) {
-        return target;
-    }
-    let out = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", &target, package])
-        .output()
-        .expect("pip runs");
-    assert!(
-        out.status.success(),
-        "cannot install {package} (pip install {package}): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target
+    common::python_package_path("voltdbclient", "voltdbclient", "python-voltdbclient")
 }
 
 /// The Python package in clients/python, tested with pytest against the
 /// real binary.
 #[test]
 fn python_client_package_tests_pass() {
-    let pytest = python_package_path("pytest", "pytest", "python-test");
+    let pytest = common::python_package_path("pytest", "pytest", "python-test");
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let package = format!("{root}/clients/python");
     let path = if pytest.is_empty() { package.clone() } else { format!("{pytest}:{package}") };

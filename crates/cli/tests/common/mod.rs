@@ -112,3 +112,28 @@ pub fn start_command(cmd: &mut Command) -> Node {
     };
     Node { client: port("client "), admin: port("admin "), http: port("http "), child, startup, stderr: Some(stderr) }
 }
+
+/// A `PYTHONPATH` entry under which `module` imports: the environment's
+/// own, or `target/<dir>` after `pip install --target` of `package`.
+pub fn python_package_path(module: &str, package: &str, dir: &str) -> String {
+    let import = format!("import {module}");
+    let probe = Command::new("python3").args(["-c", &import]).output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return String::new();
+    }
+    let target = format!("{}/../../target/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let check = Command::new("python3").args(["-c", &import]).env("PYTHONPATH", &target).output();
+    if check.is_ok_and(|o| o.status.success()) {
+        return target;
+    }
+    let out = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", &target, package])
+        .output()
+        .expect("pip runs");
+    assert!(
+        out.status.success(),
+        "cannot install {package} (pip install {package}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target
+}

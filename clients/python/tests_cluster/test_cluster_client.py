@@ -1,0 +1,68 @@
+"""The cluster client against a real 3-host, k=1 cluster: it learns the
+hosts, spreads calls as its policy says, and keeps working when a host is
+killed — sending again only calls that never reached a host."""
+
+import collections
+
+import pytest
+
+import jouledb
+
+
+def test_discovers_the_hosts_and_spreads_calls_round_robin(cluster):
+    first = cluster[0].client
+    with jouledb.connect_cluster([first]) as db:
+        assert sorted(db.hosts()) == sorted(h.client for h in cluster)
+        db.execute("CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(10)); PARTITION TABLE kv ON COLUMN k;")
+        for k in range(30):
+            db.call("KV.insert", k, "v")
+        counts = db.calls_per_host()
+        # In turn over the three hosts (the first host also answered the
+        # discovery call, before the others were known).
+        assert sum(counts.values()) == 32, counts
+        assert min(counts.values()) >= 10 and max(counts.values()) - min(counts.values()) <= 2, counts
+        assert db.execute("SELECT COUNT(*) FROM kv").scalar() == 30
+
+
+def test_policies_spread_as_they_promise(cluster):
+    servers = [h.client for h in cluster]
+    with jouledb.connect_cluster(servers, policy="weighted", weights=[6, 3, 1], seed=7, discover=False) as db:
+        for _ in range(300):
+            db.call("@Ping")
+        counts = db.calls_per_host()
+        share = [counts[s] / 300 for s in servers]
+        assert share[0] > share[1] > share[2] > 0, counts
+    with jouledb.connect_cluster(servers, policy="random", seed=3, discover=False) as db:
+        for _ in range(300):
+            db.call("@Ping")
+        assert all(60 < n < 140 for n in db.calls_per_host().values()), db.calls_per_host()
+    with jouledb.connect_cluster(servers, policy="least-outstanding", discover=False) as db:
+        for _ in range(30):
+            db.call("@Ping")
+        # One call at a time: every host is idle, and the least used goes next.
+        assert sorted(db.calls_per_host().values()) == [10, 10, 10]
+    with pytest.raises(ValueError):
+        jouledb.connect_cluster(servers, policy="fastest")
+
+
+def test_a_killed_host_is_passed_over(cluster):
+    servers = [h.client for h in cluster]
+    with jouledb.connect_cluster(servers, discover=False) as db:
+        for _ in servers:
+            db.call("@Ping")
+        before = db.calls_per_host()[servers[2]]
+        cluster[2].kill()
+        done = collections.Counter()
+        for k in range(1000, 1060):
+            try:
+                db.call("KV.upsert", k, "after")
+                done["ok"] += 1
+            except jouledb.JouleError as e:
+                # Only calls that reached a host may end unknown; none is lost silently.
+                assert e.status in (-7, -5), e
+                done[e.status] += 1
+        assert done["ok"] >= 50, done
+        assert db.calls_per_host()[servers[2]] == before, db.calls_per_host()
+        # Every acknowledged write is there; unknown ones may or may not be.
+        stored = db.execute("SELECT COUNT(*) FROM kv WHERE v = 'after'").scalar()
+        assert done["ok"] <= stored <= done["ok"] + done[-7], (stored, done)

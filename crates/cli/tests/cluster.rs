@@ -151,8 +151,38 @@ fn the_forming_host_loads_the_schema_file_for_everyone() {
     for h in &hosts {
         assert_eq!(scalar(&h.client, "SELECT COUNT(*) FROM pets"), 30);
     }
+    // Schema changes while writes go on: each new table is written through
+    // every host at once; the replicas follow the changes in order.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (hosts[1].client.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut c = connect(&addr);
+            let mut id = 1000i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.call("AddPet", vec![Value::Integer(id), Value::from("kit")]).expect("AddPet during DDL");
+                id += 1;
+            }
+        })
+    };
+    for t in 0..5 {
+        sql(
+            &hosts[t % 3].client,
+            &format!("CREATE TABLE toys{t} (id BIGINT NOT NULL PRIMARY KEY, owner BIGINT); PARTITION TABLE toys{t} ON COLUMN id;"),
+            vec![],
+        );
+        for (i, h) in hosts.iter().enumerate() {
+            for k in 0..5i64 {
+                let id = i as i64 * 100 + k;
+                sql(&h.client, &format!("INSERT INTO toys{t} VALUES (?, 1)"), vec![Value::Integer(id)]);
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("the writer");
     let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
-    assert_eq!(replicas_agree(&clients, 2), Ok(3));
+    assert!(clients.iter().all(|c| try_states(c).is_some_and(|s| s.iter().all(|(_, st)| st == "UP"))));
+    assert_eq!(replicas_agree(&clients, 2), Ok(3 * 6), "pets and five toy tables on three partitions");
     let _ = std::fs::remove_file(schema);
 }
 

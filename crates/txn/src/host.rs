@@ -806,18 +806,31 @@ impl Client {
         self.hops = hops;
     }
 
-    /// Route an ad hoc batch as it would run (used to apply a replicated
-    /// `@AdHoc` record): its single-partition procedure, if it is one.
-    pub(crate) fn adhoc_procedure(
+    /// A client a replica site uses to plan a replicated `@AdHoc` record.
+    pub(crate) fn replaying(shared: Arc<Shared>, database: &str) -> Client {
+        let mut c = Client {
+            shared,
+            database: DEFAULT_DATABASE.to_string(),
+            plans: HashMap::new(),
+            mp_plans: HashMap::new(),
+            replicated_reads: 0,
+            hops: 0,
+        };
+        c.use_database(database);
+        c
+    }
+
+    /// Plan a replicated `@AdHoc` record's SQL against `schema` (the
+    /// replica site's own) as the single-partition procedure it ran as.
+    pub(crate) fn adhoc_procedure_at(
         &mut self,
         sql: &str,
         params: Vec<Value>,
+        schema: Arc<Schema>,
     ) -> Result<(Arc<CompiledProcedure>, Vec<Value>)> {
-        match self.adhoc_route(sql, params)? {
-            Route::Sp(p, params, _, _) => Ok((p, params)),
-            Route::Procedure(p, params) if p.routing.is_some() => Ok((p, params)),
-            _ => bail!(Internal, "a replicated ad hoc record is not single-partition"),
-        }
+        let parsed = joule_sql::parser::parse(sql)?;
+        let statements = parsed.iter().map(|stmt| self.plan_single(stmt, &schema)).collect::<Result<Vec<_>>>()?;
+        Ok((Arc::new(adhoc_procedure(statements, &schema, &self.database)), params))
     }
 }
 

@@ -75,9 +75,22 @@ pub(crate) struct SpTask {
     pub hops: u8,
 }
 
+/// A replicated single-partition record for a replica site to resolve
+/// (against its own schema) and run with the ids it ran with.
+pub(crate) struct Replay {
+    pub ids: TxnIds,
+    pub database: String,
+    /// `@AdHoc`: the SQL text is the first parameter.
+    pub procedure: String,
+    pub params: Vec<Value>,
+    pub sink: Arc<dyn ResponseSink>,
+}
+
 /// What a site's inbox carries.
 pub(crate) enum SiteMsg {
     Sp(SpTask),
+    /// A replica applies a record from its partition's leader.
+    Replay(Replay),
     /// Join this multi-partition transaction now.
     /// (Its work comes on the given channel — each transaction driven from
     /// another host or applied from a replication record has its own, so

@@ -30,7 +30,7 @@
 
 use crate::host::Shared;
 use crate::ids::TxnIds;
-use crate::messages::{ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem};
+use crate::messages::{ItemResult, MpReply, MpWork, SiteMsg, WorkItem};
 use crate::response::{Response, ResponseSink, ResultTable, Status};
 use joule_common::{bail, err, Error, ErrorCode, Result, Row, Value};
 use joule_engine::ExecResult;
@@ -367,6 +367,10 @@ pub(crate) fn run_proxy(
         match msg {
             SiteMsg::Sp(task) => crate::host::forward_sp(&link, partition, task),
             SiteMsg::Stats(_) | SiteMsg::Checksums(_) => {}
+            SiteMsg::Replay(r) => {
+                let e = err!(Unavailable, "partition {partition} has no replica on this host");
+                r.sink.deliver(0, Response::failure(e, Some(r.ids)));
+            }
             SiteMsg::Rejoin { reply, .. } => {
                 let _ = reply.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
@@ -547,43 +551,16 @@ impl crate::Host {
             done: std::sync::Mutex::new(Some(done)),
             partition,
         });
-        let mut client = self.client();
         for record in records {
             match record {
-                Replicated::Sp { ids, database, procedure, mut params } => {
-                    client.use_database(&database);
-                    let resolved = if procedure == "@AdHoc" && !params.is_empty() {
-                        match params.remove(0) {
-                            Value::String(sql) => client.adhoc_procedure(&sql, params),
-                            _ => Err(err!(ProtocolError, "a replicated @AdHoc record without its SQL")),
-                        }
-                    } else {
-                        shared.schema.load().procedure(&procedure).cloned().map(|p| (p, params)).ok_or_else(|| {
-                            err!(UndefinedProcedure, "replicated procedure {procedure} is not defined here")
-                        })
-                    };
-                    match resolved {
-                        Ok((procedure, params)) => {
-                            let task = SpTask {
-                                procedure,
-                                params,
-                                sink: countdown.clone(),
-                                handle: 0,
-                                replay: Some(ids),
-                                hash_version: shared.hashinator.load().version(),
-                                accepted: std::time::Instant::now(),
-                                hops: 0,
-                            };
-                            // The site counts it off its queue depth as it takes it.
-                            shared.depths[partition as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if site.send(SiteMsg::Sp(task)).is_err() {
-                                countdown.one_done(false);
-                            }
-                        }
-                        Err(e) => {
-                            eprintln!("joule: partition {partition}: a replicated record cannot be applied: {e}");
-                            countdown.one_done(false);
-                        }
+                Replicated::Sp { ids, database, procedure, params } => {
+                    // Resolved by the site itself, against the schema its
+                    // own data is at (a schema change shipped just before
+                    // is applied by then; one other sites of this host have
+                    // published already is not used early).
+                    let replay = crate::messages::Replay { ids, database, procedure, params, sink: countdown.clone() };
+                    if site.send(SiteMsg::Replay(replay)).is_err() {
+                        countdown.one_done(false);
                     }
                 }
                 Replicated::Load { catalog, table, rows, last_ids, complete } => {

@@ -176,6 +176,10 @@ impl Site {
                 SiteMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
+                SiteMsg::Replay(r) => {
+                    self.after_mp = false;
+                    self.replay(r)
+                }
                 SiteMsg::Checksums(reply) => {
                     let _ = reply.send((self.partition, self.db.table_checksums()));
                 }
@@ -606,6 +610,50 @@ impl Site {
         Ok(())
     }
 
+    /// Run a record from the partition's leader: resolve its procedure (or
+    /// plan its ad hoc SQL) against this site's own schema, then run it with
+    /// the ids it ran with there.
+    fn replay(&mut self, r: crate::messages::Replay) {
+        let crate::messages::Replay { ids, database, procedure, mut params, sink } = r;
+        let resolved = if procedure == "@AdHoc" {
+            match (params.is_empty(), self.shared.upgrade()) {
+                (false, Some(shared)) => match params.remove(0) {
+                    Value::String(sql) => {
+                        let mut client = crate::host::Client::replaying(shared, &database);
+                        client.adhoc_procedure_at(&sql, params, self.schema.clone())
+                    }
+                    _ => Err(err!(ProtocolError, "a replicated @AdHoc record without its SQL")),
+                },
+                _ => Err(err!(ProtocolError, "a replicated @AdHoc record without its SQL")),
+            }
+        } else {
+            self.schema
+                .procedure(&procedure)
+                .cloned()
+                .map(|p| (p, params))
+                .ok_or_else(|| err!(UndefinedProcedure, "replicated procedure {procedure} is not defined here"))
+        };
+        match resolved {
+            Ok((procedure, params)) => {
+                let task = SpTask {
+                    procedure,
+                    params,
+                    sink,
+                    handle: 0,
+                    replay: Some(ids),
+                    hash_version: self.hashinator.version(),
+                    accepted: std::time::Instant::now(),
+                    hops: 0,
+                };
+                self.run_sp(task)
+            }
+            Err(e) => {
+                eprintln!("joule: partition {}: a replicated record cannot be applied: {e}", self.partition);
+                sink.deliver(0, Response::failure(e, Some(ids)));
+            }
+        }
+    }
+
     /// A schema change that came from another host is in this site's
     /// catalog: compile it and publish it to this host's initiators (unless
     /// a site here already published it or a newer one), before the change
@@ -613,8 +661,9 @@ impl Site {
     fn publish_schema(&mut self) {
         let Some(shared) = self.shared.upgrade() else { return };
         let catalog = self.db.catalog_arc().clone();
-        if shared.schema.load().version() >= catalog.version {
-            self.schema = shared.schema.load_full();
+        let published = shared.schema.load_full();
+        if published.version() == catalog.version {
+            self.schema = published;
             return;
         }
         let previous = shared.schema.load_full();

@@ -53,6 +53,11 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// Cell `i` of `row` as text (empty if the server sent fewer cells).
+fn cell(row: &[Value], i: usize) -> String {
+    row.get(i).map(text).unwrap_or_default()
+}
+
 /// One line: hosts up of all, k-factor, partitions, and redundancy — full,
 /// reduced (naming the partitions that lost a copy), or lost (naming the
 /// partitions no host serves).
@@ -62,20 +67,20 @@ pub(crate) fn summary(hosts: &VoltTable, topo: &VoltTable) -> String {
     let up: Vec<String> = hosts
         .rows
         .iter()
-        .filter(|r| state.is_some_and(|s| text(&r[s]) == "UP"))
-        .filter_map(|r| id.map(|i| text(&r[i])))
+        .filter(|r| state.is_some_and(|s| cell(r, s) == "UP"))
+        .filter_map(|r| id.map(|i| cell(r, i)))
         .collect();
     // TOPO's last row is the multi-partition initiator's.
     let partitions = &topo.rows[..topo.rows.len().saturating_sub(1)];
-    let copies = partitions.first().map_or(1, |r| text(&r[1]).split(',').count());
+    let copies = partitions.first().map_or(1, |r| cell(r, 1).split(',').count());
     let mut reduced = Vec::new();
     let mut lost = Vec::new();
     for r in partitions {
-        let running = text(&r[1]).split(',').filter(|s| up.iter().any(|h| s.split(':').next() == Some(h))).count();
-        if running == 0 || text(&r[2]).is_empty() {
-            lost.push(text(&r[0]));
+        let running = cell(r, 1).split(',').filter(|s| up.iter().any(|h| s.split(':').next() == Some(h))).count();
+        if running == 0 || cell(r, 2).is_empty() {
+            lost.push(cell(r, 0));
         } else if running < copies {
-            reduced.push(text(&r[0]));
+            reduced.push(cell(r, 0));
         }
     }
     let redundancy = if !lost.is_empty() {

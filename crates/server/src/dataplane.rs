@@ -16,12 +16,16 @@
 //!   each. Sessions are pooled per (partition, host) between transactions.
 //!   While waiting, a session checks the metadata: a target declared
 //!   failed ends the wait.
-//! * `R`, **replication**: `(partition, sequence, sender, records)` batches, one
+//! * `R`, **replication**: batches (partition, the sender's stream and the
+//!   batch's position on it, records), one
 //!   acknowledgement each once the replica has applied them. A shipper
 //!   thread per partition sends each batch to every live replica and waits
 //!   for all acknowledgements before running the batch's callbacks (which
 //!   release the answers). A batch sent again after a broken connection is
-//!   recognised by its sequence and not applied twice.
+//!   recognised by its position and not applied twice; a position skipped
+//!   means batches were lost, and the replica stops (its copy would
+//!   silently differ). A rejoining replica's copy pieces carry the position
+//!   the copy was taken at.
 //!
 //! Leadership is read on every transaction, so it is kept precomputed
 //! ([`Routing`]) and swapped whole when the metadata changes.
@@ -586,6 +590,22 @@ fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
 
 // ---- replication ----
 
+/// One replication frame: a batch of records, or a piece of a rejoining
+/// replica's copy, on one leader's stream for a partition.
+#[derive(Serialize, Deserialize)]
+struct Batch {
+    partition: u32,
+    /// The sender's stream (one per shipper: a new leader, or a leader's
+    /// new process, starts a new one).
+    stream: u64,
+    /// The batch's position on the stream; a copy piece carries the
+    /// position the copy was taken at.
+    sequence: u64,
+    copy: bool,
+    from: HostId,
+    records: Vec<u8>,
+}
+
 enum Shipment {
     /// Records for every replica; `done` once all have applied them.
     Batch { records: Vec<u8>, done: Box<dyn FnOnce() + Send> },
@@ -604,6 +624,10 @@ fn ship(partition: u32, me: HostId, shipments: std::sync::mpsc::Receiver<Shipmen
     // Rejoining replicas: sent every batch though not up yet.
     let mut joining: std::collections::BTreeSet<HostId> = Default::default();
     let mut sequence: u64 = 0;
+    let stream = joule_common::splitmix::mix(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(partition),
+    );
     let mut next = shipments.recv().ok();
     while let Some(shipment) = next.take() {
         match shipment {
@@ -618,8 +642,8 @@ fn ship(partition: u32, me: HostId, shipments: std::sync::mpsc::Receiver<Shipmen
                 connections.remove(&host);
                 let mut ok = true;
                 for records in copy {
-                    sequence += 1;
-                    if !send_to_one(partition, host, &address, sequence, &records, &routing, &mut connections) {
+                    let piece = Batch { partition, stream, sequence, copy: true, from: me, records };
+                    if !send_to_one(host, &address, &piece, &routing, &mut connections) {
                         ok = false;
                         break;
                     }
@@ -651,7 +675,8 @@ fn ship(partition: u32, me: HostId, shipments: std::sync::mpsc::Receiver<Shipmen
                 // Even with no records: the replicas' acknowledgement confirms
                 // this host still leads, before answers (reads too) go out.
                 sequence += 1;
-                deliver_batch(partition, me, sequence, &records, &routing, &mut connections, &mut joining);
+                let batch = Batch { partition, stream, sequence, copy: false, from: me, records };
+                deliver_batch(&batch, &routing, &mut connections, &mut joining);
                 for d in dones {
                     d();
                 }
@@ -671,11 +696,9 @@ fn address_of(routing: &Shared<Routing>, host: HostId) -> Option<String> {
 /// Send one batch to one (rejoining) host and wait for its
 /// acknowledgement; no retry.
 fn send_to_one(
-    partition: u32,
     host: HostId,
     address: &str,
-    sequence: u64,
-    records: &[u8],
+    piece: &Batch,
     routing: &Shared<Routing>,
     connections: &mut BTreeMap<HostId, ReplicaConnection>,
 ) -> bool {
@@ -686,9 +709,7 @@ fn send_to_one(
             Err(_) => return false,
         },
     };
-    let me = routing.load().me;
-    let ok =
-        write_frame(&mut c.stream, &(partition, sequence, me, records)).is_ok() && wait_ack(c, host, routing, true);
+    let ok = write_frame(&mut c.stream, piece).is_ok() && wait_ack(c, host, routing, true);
     if !ok {
         connections.remove(&host);
     }
@@ -700,14 +721,12 @@ fn send_to_one(
 /// tried again until it acknowledges or the metadata says it is down; a
 /// rejoining one that fails is dropped (it starts its rejoin again).
 fn deliver_batch(
-    partition: u32,
-    me: HostId,
-    sequence: u64,
-    records: &[u8],
+    batch: &Batch,
     routing: &Shared<Routing>,
     connections: &mut BTreeMap<HostId, ReplicaConnection>,
     joining: &mut std::collections::BTreeSet<HostId>,
 ) {
+    let (partition, me) = (batch.partition, batch.from);
     let mut acknowledged: std::collections::BTreeSet<HostId> = Default::default();
     loop {
         let r = routing.load();
@@ -746,7 +765,7 @@ fn deliver_batch(
                 }
             }
             let Some(c) = connections.get_mut(host) else { continue };
-            if write_frame(&mut c.stream, &(partition, sequence, me, records)).is_ok() {
+            if write_frame(&mut c.stream, batch).is_ok() {
                 sent.push((*host, *rejoining));
             } else {
                 connections.remove(host);
@@ -802,12 +821,51 @@ fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared<Routing>, 
     }
 }
 
-/// Per partition replicated here: the last batch received and the last
-/// one applied, so that a batch sent again is acknowledged, not re-applied.
+/// Per partition replicated here: the stream followed (sender and stream
+/// id) with the position of the last batch received, and per partition the
+/// (stream, position) applied. A batch sent again is acknowledged, not
+/// applied twice; a batch past the next position means batches were lost
+/// on the way, and the copy can no longer be trusted.
 #[derive(Default)]
 pub(crate) struct ReplicaProgress {
-    received: Mutex<BTreeMap<u32, u64>>,
-    applied: tokio::sync::watch::Sender<BTreeMap<u32, u64>>,
+    received: Mutex<BTreeMap<u32, (HostId, u64, u64)>>,
+    applied: tokio::sync::watch::Sender<BTreeMap<u32, (u64, u64)>>,
+}
+
+/// What to do with a batch that arrived.
+enum Arrival {
+    Apply,
+    /// Sent again: acknowledge once the first copy has been applied.
+    Repeat,
+    /// Batches before it never arrived: the position expected.
+    Gap(u64),
+}
+
+impl ReplicaProgress {
+    fn arrive(&self, b: &Batch) -> Arrival {
+        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        match received.get_mut(&b.partition) {
+            Some((from, stream, last)) if *from == b.from && *stream == b.stream => {
+                if b.copy {
+                    // A copy: the stream continues after the position it was taken at.
+                    *last = b.sequence;
+                    Arrival::Apply
+                } else if b.sequence <= *last {
+                    Arrival::Repeat
+                } else if b.sequence == *last + 1 {
+                    *last = b.sequence;
+                    Arrival::Apply
+                } else {
+                    Arrival::Gap(*last + 1)
+                }
+            }
+            _ => {
+                // A new stream (a new leader, or the first one): followed from here.
+                received.insert(b.partition, (b.from, b.stream, b.sequence));
+                Arrival::Apply
+            }
+        }
+    }
 }
 
 /// Serve a replication connection: apply each batch, then acknowledge it.
@@ -823,12 +881,13 @@ async fn serve_replication(
     diverged: OnDivergence,
 ) {
     while let Ok(body) = read_body_async(&mut s).await {
-        let Ok((partition, sequence, from, records)) = decode::<(u32, u64, HostId, Vec<u8>)>(&body) else { break };
+        let Ok(batch) = decode::<Batch>(&body) else { break };
+        let (partition, from) = (batch.partition, batch.from);
         // Only the partition's leader (as this host's metadata has it) is
         // followed: a deposed leader that has not noticed yet is refused,
         // so it can neither change a replica nor answer a read.
         let leader = link.routing.load().leaders.get(partition as usize).copied().flatten();
-        if !host.accepts_records(partition, &records) {
+        if !host.accepts_records(partition, &batch.records) {
             let e = err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet");
             if write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await.is_err() {
                 break;
@@ -842,33 +901,45 @@ async fn serve_replication(
             }
             continue;
         }
-        let fresh = {
-            let mut received = progress.received.lock().unwrap_or_else(|p| p.into_inner());
-            let last = received.entry(partition).or_insert(0);
-            let fresh = sequence > *last;
-            *last = (*last).max(sequence);
-            fresh
-        };
-        let result: std::result::Result<(), WireError> = if fresh {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            host.apply_replicated(partition, &records, Box::new(move |r| drop(tx.send(r))));
-            let r = rx.await.unwrap_or_else(|_| Err(err!(Unavailable, "the host is shutting down")));
-            if let Err(e) = &r {
-                // Partly applied, perhaps: this copy can no longer be trusted.
-                diverged(e.clone().context(format!("partition {partition}: records from host {from} did not apply")));
-                let _ = write_frame_async(&mut s, &r.map_err(|e| to_wire_error(&e))).await;
+        let result: std::result::Result<(), WireError> = match progress.arrive(&batch) {
+            Arrival::Apply => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                host.apply_replicated(partition, &batch.records, Box::new(move |r| drop(tx.send(r))));
+                let r = rx.await.unwrap_or_else(|_| Err(err!(Unavailable, "the host is shutting down")));
+                if let Err(e) = &r {
+                    // Partly applied, perhaps: this copy can no longer be trusted.
+                    diverged(
+                        e.clone().context(format!("partition {partition}: records from host {from} did not apply")),
+                    );
+                    let _ = write_frame_async(&mut s, &r.map_err(|e| to_wire_error(&e))).await;
+                    break;
+                }
+                progress.applied.send_modify(|m| {
+                    let a = m.entry(partition).or_insert((batch.stream, 0));
+                    *a = if a.0 == batch.stream {
+                        (a.0, a.1.max(batch.sequence))
+                    } else {
+                        (batch.stream, batch.sequence)
+                    };
+                });
+                Ok(())
+            }
+            Arrival::Repeat => {
+                let mut rx = progress.applied.subscribe();
+                let (stream, sequence) = (batch.stream, batch.sequence);
+                let _ = rx.wait_for(|m| m.get(&partition).is_some_and(|a| a.0 != stream || a.1 >= sequence)).await;
+                Ok(())
+            }
+            Arrival::Gap(expected) => {
+                let e = err!(
+                    Internal,
+                    "partition {partition}: host {from} sent batch {} but batch {expected} never arrived",
+                    batch.sequence
+                );
+                diverged(e.clone());
+                let _ = write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await;
                 break;
             }
-            progress.applied.send_modify(|m| {
-                let a = m.entry(partition).or_insert(0);
-                *a = (*a).max(sequence);
-            });
-            r.map_err(|e| to_wire_error(&e))
-        } else {
-            // Sent again: acknowledge once the first copy has been applied.
-            let mut rx = progress.applied.subscribe();
-            let _ = rx.wait_for(|m| m.get(&partition).copied().unwrap_or(0) >= sequence).await;
-            Ok(())
         };
         if write_frame_async(&mut s, &result).await.is_err() {
             break;
@@ -994,4 +1065,34 @@ async fn serve_forwarded(s: tokio::net::TcpStream, host: Arc<Host>) {
     }
     drop(sink);
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(stream: u64, sequence: u64, copy: bool, from: HostId) -> Batch {
+        Batch { partition: 3, stream, sequence, copy, from, records: Vec::new() }
+    }
+
+    #[test]
+    fn positions_on_a_stream_are_followed_repeats_and_gaps_told_apart() {
+        let p = ReplicaProgress::default();
+        assert!(matches!(p.arrive(&batch(7, 10, false, 1)), Arrival::Apply), "a new stream is followed from anywhere");
+        assert!(matches!(p.arrive(&batch(7, 11, false, 1)), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(7, 11, false, 1)), Arrival::Repeat), "sent again after a broken connection");
+        assert!(matches!(p.arrive(&batch(7, 9, false, 1)), Arrival::Repeat));
+        assert!(matches!(p.arrive(&batch(7, 13, false, 1)), Arrival::Gap(12)), "batch 12 was lost");
+        // A new leader's stream is followed from its own positions.
+        assert!(matches!(p.arrive(&batch(8, 500, false, 2)), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(8, 501, false, 2)), Arrival::Apply));
+        // A copy's pieces all carry the position it was taken at; the stream goes on after it.
+        assert!(matches!(p.arrive(&batch(9, 40, true, 0)), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(9, 40, true, 0)), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(9, 41, false, 0)), Arrival::Apply));
+        assert!(
+            matches!(p.arrive(&batch(9, 43, false, 0)), Arrival::Gap(42)),
+            "the leader stopped sending after the copy"
+        );
+    }
 }

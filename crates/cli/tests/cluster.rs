@@ -229,3 +229,43 @@ fn python_cluster_client_tests_pass() {
         .expect("python3 runs");
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// A client connected to every host sends single-partition calls straight
+/// to their partition's leader: no host forwards them.
+#[test]
+fn the_rust_client_routes_single_partition_calls_to_leaders() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("route-{i}"))).collect();
+    let hosts = form(&dirs, 1);
+    sql(
+        &hosts[0].client,
+        "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE kv ON COLUMN k; \
+         CREATE PROCEDURE Put PARTITION ON TABLE kv COLUMN k AS UPSERT INTO kv VALUES (?, ?);",
+        vec![],
+    );
+    let forwarded = |selector_column: usize| -> i64 {
+        hosts.iter().map(|h| stats(&h.client, "FORWARDING")[0][selector_column].parse::<i64>().unwrap()).sum()
+    };
+    let before = forwarded(3);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let addresses: Vec<&str> = hosts.iter().map(|h| h.client.as_str()).collect();
+        let client = joule_client::Client::connect(&addresses, joule_client::Options::default()).await.unwrap();
+        for k in 0..300i64 {
+            client.call("Put", vec![Value::Integer(k), Value::Integer(k)]).await.expect("Put");
+        }
+    });
+    assert_eq!(forwarded(3) - before, 0, "routed calls are not forwarded");
+    assert_eq!(scalar(&hosts[1].client, "SELECT COUNT(*) FROM kv"), 300);
+    // Without routing, two calls in three reach a host that forwards them.
+    let before = forwarded(3);
+    rt.block_on(async {
+        let addresses: Vec<&str> = hosts.iter().map(|h| h.client.as_str()).collect();
+        let options = joule_client::Options { route_to_leaders: false, ..Default::default() };
+        let client = joule_client::Client::connect(&addresses, options).await.unwrap();
+        for k in 0..300i64 {
+            client.call("Put", vec![Value::Integer(k), Value::Integer(-k)]).await.expect("Put");
+        }
+    });
+    let unrouted = forwarded(3) - before;
+    assert!((150..=250).contains(&unrouted), "{unrouted} of 300 forwarded");
+}

@@ -30,6 +30,7 @@
 mod balance;
 mod connection;
 mod polled;
+mod route;
 mod sync;
 mod value;
 
@@ -60,6 +61,9 @@ pub struct Options {
     pub call_timeout: Option<std::time::Duration>,
     /// How calls are spread over the connections.
     pub balance: Balance,
+    /// Connected to several hosts of a cluster: send single-partition calls
+    /// straight to their partition's leader (see `route.rs`).
+    pub route_to_leaders: bool,
 }
 
 impl Default for Options {
@@ -71,6 +75,7 @@ impl Default for Options {
             max_message_bytes: joule_wire::frame::DEFAULT_MAX_PAYLOAD,
             call_timeout: Some(std::time::Duration::from_secs(120)),
             balance: Balance::RoundRobin,
+            route_to_leaders: true,
         }
     }
 }
@@ -122,7 +127,12 @@ pub struct Client {
     chooser: Arc<balance::Chooser>,
     options: Arc<Options>,
     runtime: tokio::runtime::Handle,
+    /// Where single-partition calls go, when known (several hosts).
+    topology: Arc<arc_swap::ArcSwapOption<route::Topology>>,
 }
+
+/// How often a routing client reads the cluster's topology again.
+const TOPOLOGY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One connection's place: its address and the current connection there,
 /// replaced when a lost one is reopened.
@@ -159,12 +169,68 @@ impl Client {
                 });
             }
         }
-        Ok(Client {
+        let client = Client {
             slots: Arc::new(slots),
             chooser: Arc::new(chooser),
             options: Arc::new(options),
             runtime: tokio::runtime::Handle::current(),
-        })
+            topology: Arc::default(),
+        };
+        if client.options.route_to_leaders && addresses.len() > 1 {
+            client.follow_topology().await;
+        }
+        Ok(client)
+    }
+
+    /// Read the topology now, then every [`TOPOLOGY_EVERY`] in the
+    /// background until the client is dropped.
+    async fn follow_topology(&self) {
+        if let Ok(t) = route::fetch(self).await {
+            self.topology.store(t.map(Arc::new));
+        }
+        let slots = Arc::downgrade(&self.slots);
+        let (chooser, options, topology) = (self.chooser.clone(), self.options.clone(), self.topology.clone());
+        let runtime = self.runtime.clone();
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(TOPOLOGY_EVERY).await;
+                let Some(slots) = slots.upgrade() else { return };
+                let client = Client {
+                    slots,
+                    chooser: chooser.clone(),
+                    options: options.clone(),
+                    runtime: runtime.clone(),
+                    topology: topology.clone(),
+                };
+                if let Ok(t) = route::fetch(&client).await {
+                    topology.store(t.map(Arc::new));
+                }
+            }
+        });
+    }
+
+    /// Each connection slot's address.
+    pub(crate) fn slot_addresses(&self) -> Vec<SocketAddr> {
+        self.slots.iter().map(|s| s.address).collect()
+    }
+
+    /// The open connection to the leader of the call's partition, if the
+    /// call can be routed; else the one the balancing policy picks.
+    fn pick_for(&self, procedure: &str, params: &[Param]) -> Result<&Slot> {
+        if let Some(t) = self.topology.load().as_ref() {
+            if let Some(i) = t.slot_for(procedure, params) {
+                if let Some(slot) = self.slots.get(i).filter(|s| s.current.load().is_open()) {
+                    return Ok(slot);
+                }
+            }
+        }
+        self.pick()
+    }
+
+    /// Invoke by the balancing policy alone (the topology's own reads).
+    pub(crate) async fn call_unrouted(&self, procedure: &str, params: Vec<Value>) -> Result<Response> {
+        let connection = self.pick()?.current.load_full();
+        into_response(connection.call(procedure, params.into_iter().map(Param::Value).collect()).await?)
     }
 
     /// Invoke a procedure; the server's error if it failed.
@@ -224,7 +290,7 @@ impl Client {
     /// Invoke and return the response as it came (any status).
     pub async fn call_raw(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
         // Owned across the await (a load guard is for short borrows).
-        let connection = self.pick()?.current.load_full();
+        let connection = self.pick_for(procedure, &params)?.current.load_full();
         connection.call(procedure, params).await
     }
 
@@ -243,7 +309,7 @@ impl Client {
     ) -> Result<()> {
         let params: Vec<Param> = params.into_iter().map(Param::Value).collect();
         let reply = connection::Reply::Callback(Box::new(move |r| callback(r.and_then(into_response))));
-        self.pick()?.current.load().send(procedure, params, reply)
+        self.pick_for(procedure, &params)?.current.load().send(procedure, params, reply)
     }
 
     /// Connections open now.

@@ -5,6 +5,7 @@
 
 pub mod decimal;
 pub mod error;
+pub mod hashinator;
 pub mod splitmix;
 pub mod types;
 

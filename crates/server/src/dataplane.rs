@@ -104,6 +104,8 @@ pub(crate) struct Link {
     shippers: Mutex<BTreeMap<u32, std::sync::mpsc::Sender<Shipment>>>,
     /// Idle remote-site sessions, by (partition, host).
     sessions: SessionPool,
+    /// Calls this host forwarded: to a partition's leader, to the coordinator.
+    pub forwarded: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// Idle remote-site sessions, by (partition, host).
@@ -118,6 +120,7 @@ impl Link {
             forwarders: Mutex::default(),
             shippers: Mutex::default(),
             sessions: Arc::default(),
+            forwarded: Default::default(),
         })
     }
 
@@ -137,6 +140,8 @@ impl ClusterLink for Link {
     }
 
     fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>) {
+        let which = usize::from(to == Destination::Coordinator);
+        self.forwarded[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let routing = self.routing.load();
         let target = match to {
             Destination::Partition(p) => routing.leaders.get(p as usize).copied().flatten(),

@@ -39,6 +39,7 @@ pub(crate) const SELECTORS: &[&str] = &[
     "KSAFETY",
     "CLUSTER",
     "REPLICACHECKSUM",
+    "FORWARDING",
     "COMMANDLOG",
     "SNAPSHOTSTATUS",
     "MANAGEMENT",
@@ -121,6 +122,14 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
         "KSAFETY" => vec![ksafety(ctx)],
         "CLUSTER" => vec![crate::cluster::hosts_table(&ctx.membership)],
         "REPLICACHECKSUM" => vec![replica_checksums(ctx)],
+        "FORWARDING" => {
+            let count =
+                |i: usize| ctx.link.as_ref().map_or(0, |l| l.forwarded[i].load(std::sync::atomic::Ordering::Relaxed));
+            vec![table(
+                &with_host(&[("TO_PARTITION_LEADERS", DataType::BigInt), ("TO_COORDINATOR", DataType::BigInt)]),
+                vec![[host_cells(ctx), vec![int(count(0)), int(count(1))]].concat()],
+            )]
+        }
         "COMMANDLOG" => vec![crate::durable::command_log_table(ctx)],
         "SNAPSHOTSTATUS" => vec![ctx.snapshots.status_table()],
         "MANAGEMENT" => {

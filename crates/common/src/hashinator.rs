@@ -1,0 +1,247 @@
+//! The hashinator: which partition owns a partition key.
+//!
+//! JouleDB places rows exactly as VoltDB does, so that VoltDB's clients can
+//! route single-partition calls themselves:
+//!
+//! 1. The key's bytes are hashed with MurmurHash3 x64-128, seed 0. Integers
+//!    of every width are hashed as their 8 little-endian bytes (as a BIGINT),
+//!    VARCHAR as its UTF-8 bytes, VARBINARY as its bytes.
+//! 2. The token is the high 32 bits of the first 64-bit half of the hash,
+//!    as a signed 32-bit integer.
+//! 3. The ring is a sorted list of (token, partition) pairs; a token belongs
+//!    to the partition of the largest ring token less than or equal to it,
+//!    wrapping around to the last ring entry for tokens below the first.
+//!
+//! A [`Hashinator`] is an immutable, versioned value: elastic scaling will
+//! build a new one with some ranges moved and swap it in whole, so a reader
+//! always sees one consistent ring. NULL has no hash; it is placed on the
+//! partition that owns the lowest token (`i32::MIN`), so that every key,
+//! even a NULL parameter, has exactly one home.
+//!
+//! MurmurHash3 is written out here (about 60 lines) rather than taken from a
+//! crate, because placement must never change: its test vectors are checked
+//! against an independent implementation (Python's `mmh3`).
+
+use crate::{bail, Result, Value};
+
+/// A partition's number.
+pub type PartitionId = u32;
+
+/// A versioned ring of tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hashinator {
+    version: u64,
+    /// (token, partition), sorted by token, tokens distinct.
+    ring: Vec<(i32, PartitionId)>,
+}
+
+impl Hashinator {
+    /// A ring that splits the token space evenly among `partitions`
+    /// partitions, partition `i` owning the `i`-th slice.
+    pub fn even(partitions: u32, version: u64) -> Result<Hashinator> {
+        if partitions == 0 {
+            bail!(InvalidArgument, "a hashinator needs at least one partition");
+        }
+        let span = (1u64 << 32) / partitions as u64;
+        let ring = (0..partitions).map(|p| ((i32::MIN as i64 + (p as u64 * span) as i64) as i32, p)).collect();
+        Ok(Hashinator { version, ring })
+    }
+
+    /// A ring from explicit (token, partition) pairs, in any order.
+    pub fn from_ring(version: u64, mut ring: Vec<(i32, PartitionId)>) -> Result<Hashinator> {
+        if ring.is_empty() {
+            bail!(InvalidArgument, "a hashinator ring needs at least one token");
+        }
+        ring.sort_unstable();
+        if ring.windows(2).any(|w| w[0].0 == w[1].0) {
+            bail!(InvalidArgument, "a hashinator ring lists a token twice");
+        }
+        Ok(Hashinator { version, ring })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The ring, sorted by token.
+    pub fn ring(&self) -> &[(i32, PartitionId)] {
+        &self.ring
+    }
+
+    /// The partition owning `token`.
+    pub fn partition_for_token(&self, token: i32) -> PartitionId {
+        // Entries with ring token <= token; the last of them owns it.
+        let n = self.ring.partition_point(|(t, _)| *t <= token);
+        let i = if n == 0 { self.ring.len() - 1 } else { n - 1 };
+        self.ring[i].1
+    }
+
+    /// The partition owning a key value.
+    pub fn partition_for(&self, key: &Value) -> Result<PartitionId> {
+        Ok(match token(key)? {
+            Some(t) => self.partition_for_token(t),
+            None => self.partition_for_token(i32::MIN),
+        })
+    }
+}
+
+/// The token of a partition key (`None` for NULL).
+pub fn token(key: &Value) -> Result<Option<i32>> {
+    let h1 = match key {
+        Value::Null => return Ok(None),
+        Value::Integer(i) => murmur3_x64_128(&i.to_le_bytes(), 0).0,
+        Value::String(s) => murmur3_x64_128(s.as_bytes(), 0).0,
+        Value::Binary(b) => murmur3_x64_128(b, 0).0,
+        v => bail!(
+            DatatypeMismatch,
+            "a {} value cannot be a partition key (use an integer, VARCHAR or VARBINARY)",
+            v.type_name()
+        ),
+    };
+    Ok(Some((h1 >> 32) as u32 as i32))
+}
+
+/// MurmurHash3 x64-128 (Austin Appleby's public-domain algorithm): the two
+/// 64-bit halves.
+pub fn murmur3_x64_128(data: &[u8], seed: u32) -> (u64, u64) {
+    const C1: u64 = 0x87c3_7b91_1142_53d5;
+    const C2: u64 = 0x4cf5_ad43_2745_937f;
+    let fmix = |mut k: u64| {
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    };
+    let (mut h1, mut h2) = (seed as u64, seed as u64);
+    let mut blocks = data.chunks_exact(16);
+    for block in &mut blocks {
+        let k1 = u64::from_le_bytes(block[..8].try_into().unwrap_or_default());
+        let k2 = u64::from_le_bytes(block[8..].try_into().unwrap_or_default());
+        h1 ^= k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
+        h1 = h1.rotate_left(27).wrapping_add(h2).wrapping_mul(5).wrapping_add(0x52dc_e729);
+        h2 ^= k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
+        h2 = h2.rotate_left(31).wrapping_add(h1).wrapping_mul(5).wrapping_add(0x3849_5ab5);
+    }
+    let tail = blocks.remainder();
+    let (mut k1, mut k2) = (0u64, 0u64);
+    for (i, b) in tail.iter().enumerate() {
+        if i < 8 {
+            k1 |= (*b as u64) << (8 * i);
+        } else {
+            k2 |= (*b as u64) << (8 * (i - 8));
+        }
+    }
+    if tail.len() > 8 {
+        h2 ^= k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
+    }
+    if !tail.is_empty() {
+        h1 ^= k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
+    }
+    let len = data.len() as u64;
+    h1 ^= len;
+    h2 ^= len;
+    h1 = h1.wrapping_add(h2);
+    h2 = h2.wrapping_add(h1);
+    h1 = fmix(h1);
+    h2 = fmix(h2);
+    h1 = h1.wrapping_add(h2);
+    h2 = h2.wrapping_add(h1);
+    (h1, h2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Vectors from Python's `mmh3.hash64(data, 0, signed=False)`, an
+    /// independent implementation: (input, h1, h2).
+    #[test]
+    fn murmur3_matches_an_independent_implementation() {
+        let ints: [(i64, u64, u64); 7] = [
+            (0, 2945182322382062539, 17462001654787800658),
+            (1, 19144387141682250, 4434582959624657926),
+            (-1, 11593587578262711667, 7575356704511641263),
+            (42, 13163110875106803192, 2646172625393561472),
+            (i64::MAX, 7815693464130447828, 9078010830062108062),
+            (-i64::MAX, 8169395405585754863, 154995738212058967),
+            (1234567890123, 15506224910913890035, 17379845352513669601),
+        ];
+        for (i, h1, h2) in ints {
+            assert_eq!(murmur3_x64_128(&i.to_le_bytes(), 0), (h1, h2), "integer {i}");
+        }
+        let strings: [(&str, u64, u64); 7] = [
+            ("", 0, 0),
+            ("a", 9607679276477937801, 16624257681780017498),
+            ("abc", 13012657714217449575, 4297124817637354834),
+            ("hello world", 5998619086395760910, 12364428806279881649),
+            ("ünïcödé", 894021159702796914, 18151888875458398312),
+            ("xxxxxxxxxxxxxxxxx", 16327912387190054547, 11263429666212951403),
+            ("0123456789abcdef", 5467490433528156583, 9782763267945859290),
+        ];
+        for (s, h1, h2) in strings {
+            assert_eq!(murmur3_x64_128(s.as_bytes(), 0), (h1, h2), "string {s:?}");
+        }
+    }
+
+    #[test]
+    fn token_is_the_high_half_of_h1() {
+        let t = token(&Value::Integer(42)).unwrap().unwrap();
+        assert_eq!(t, (13163110875106803192u64 >> 32) as u32 as i32);
+        assert_eq!(token(&Value::Null).unwrap(), None);
+        assert!(token(&Value::Float(1.0)).is_err());
+        // Strings and binaries with the same bytes hash alike.
+        assert_eq!(token(&Value::String("ab".into())).unwrap(), token(&Value::Binary(b"ab".to_vec())).unwrap());
+    }
+
+    #[test]
+    fn rings_are_validated() {
+        assert!(Hashinator::even(0, 1).is_err());
+        assert!(Hashinator::from_ring(1, vec![]).is_err());
+        assert!(Hashinator::from_ring(1, vec![(5, 0), (5, 1)]).is_err());
+        let h = Hashinator::from_ring(7, vec![(100, 1), (-100, 0)]).unwrap();
+        assert_eq!(h.version(), 7);
+        assert_eq!(h.partition_for_token(-100), 0);
+        assert_eq!(h.partition_for_token(99), 0);
+        assert_eq!(h.partition_for_token(100), 1);
+        // Below the first token wraps to the last entry.
+        assert_eq!(h.partition_for_token(-101), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn owner_is_the_largest_ring_token_at_or_below(
+            tokens in prop::collection::btree_set(any::<i32>(), 1..20),
+            probe in any::<i32>(),
+        ) {
+            let ring: Vec<(i32, PartitionId)> = tokens.iter().enumerate().map(|(i, t)| (*t, i as u32)).collect();
+            let h = Hashinator::from_ring(1, ring.clone()).unwrap();
+            let expected = ring.iter().rev().find(|(t, _)| *t <= probe).or(ring.last()).map(|(_, p)| *p).unwrap();
+            prop_assert_eq!(h.partition_for_token(probe), expected);
+        }
+
+        #[test]
+        fn even_rings_cover_every_partition(partitions in 1u32..64, key in any::<i64>()) {
+            let h = Hashinator::even(partitions, 1).unwrap();
+            prop_assert_eq!(h.ring().len(), partitions as usize);
+            let p = h.partition_for(&Value::Integer(key)).unwrap();
+            prop_assert!(p < partitions);
+            // Placement depends only on the key and the ring.
+            prop_assert_eq!(p, Hashinator::even(partitions, 2).unwrap().partition_for(&Value::Integer(key)).unwrap());
+        }
+    }
+
+    #[test]
+    fn even_ring_spreads_keys() {
+        let h = Hashinator::even(8, 1).unwrap();
+        let mut counts = [0u32; 8];
+        for k in 0..80_000i64 {
+            counts[h.partition_for(&Value::Integer(k)).unwrap() as usize] += 1;
+        }
+        // Each partition gets its share within 10%.
+        for c in counts {
+            assert!((9_000..=11_000).contains(&c), "{counts:?}");
+        }
+    }
+}

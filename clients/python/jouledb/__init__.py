@@ -14,10 +14,11 @@ Both return a `Result`: it iterates the first table's rows as tuples and has
 with the response's `status` and `message` (which starts with JouleDB's error
 code, e.g. `[J2007 23505]`).
 
-For a cluster, `connect_cluster(["db1:21212", "db2:21212"])` spreads calls
-over its hosts by a policy, learns the other hosts from the first that
-answers, moves on from a host that fails, and sends a call again only if it
-never reached the host it was sent to (otherwise it raises `JouleError` with
+For a cluster, `connect_cluster(["db1:21212", "db2:21212"])` sends each
+single-partition call to its partition's leader and spreads the others over
+the hosts by a policy, learns the other hosts from the first that answers,
+moves on from a host that fails, and sends a call again only if it never
+reached the host it was sent to (otherwise it raises `JouleError` with
 status -7: the call may or may not have run).
 """
 

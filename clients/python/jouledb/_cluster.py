@@ -24,12 +24,20 @@ choice is about spreading load and surviving failures:
 * A connection that breaks after the request was written raises `JouleError`
   with status -7 (VoltDB's RESPONSE_UNKNOWN): the call may have run, and it is
   not sent again.
+
+With ``route_to_leaders`` (the default) a single-partition call goes
+straight to its partition's leader, saving the host that would forward it a
+hop: the client reads each partition's leader (``@Statistics TOPO``) and
+which parameter partitions each procedure (``@SystemCatalog PROCEDURES``),
+hashes the key as the server does (`_hashinator.py`), and reads them again
+every couple of seconds. A call it cannot route goes by the policy.
 """
 
 import random as _random
 import threading
 import time
 
+from ._hashinator import partition_for
 from ._protocol import Connection, JouleError
 
 RESPONSE_UNKNOWN = -7
@@ -37,6 +45,8 @@ SERVER_UNAVAILABLE = -5
 POLICIES = ("round-robin", "random", "weighted", "least-outstanding")
 # How long a host that failed is passed over.
 RETRY_AFTER = 1.0
+# How often a routing client reads the topology again.
+TOPOLOGY_EVERY = 2.0
 
 
 def _address(server):
@@ -65,7 +75,7 @@ class Cluster:
     """Connections to several hosts, one per call chosen by `policy`."""
 
     def __init__(self, servers, policy="round-robin", weights=None, seed=None, user=None, password=None,
-                 timeout=30.0, discover=True):
+                 timeout=30.0, discover=True, route_to_leaders=True):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s, not %r" % (", ".join(POLICIES), policy))
         addresses = [_address(s) for s in servers]
@@ -77,6 +87,13 @@ class Cluster:
         self._lock = threading.Lock()
         self._hosts = {a: _Host(a) for a in addresses}
         self._next = 0
+        self._route = route_to_leaders
+        # Routing: partition count, leader address per partition, and the
+        # partition parameter of each single-partition procedure.
+        self._partitions = 0
+        self._leaders = {}
+        self._partition_params = {}
+        self._read_at = 0.0
         self._weights = {}
         if weights is not None:
             if isinstance(weights, dict):
@@ -94,6 +111,7 @@ class Cluster:
             result = self._call_once("@Statistics", ("CLUSTER", 0))
         except JouleError:
             return
+        clients = {}
         with self._lock:
             for row in result.rows:
                 state, client = row[3], row[2]
@@ -102,8 +120,45 @@ class Cluster:
                 address = _address(client)
                 if address[0] in ("0.0.0.0", "::"):
                     continue
+                clients[str(row[0])] = address
                 if address not in self._hosts:
                     self._hosts[address] = _Host(address)
+        self._read_at = time.monotonic()
+        if self._route:
+            self._read_routes(clients)
+
+    def _read_routes(self, clients):
+        """Each partition's leader and each procedure's partition parameter."""
+        try:
+            topo = self._call_once("@Statistics", ("TOPO", 0))
+            procedures = self._call_once("@SystemCatalog", ("PROCEDURES",))
+        except JouleError:
+            return
+        rows = topo.rows[:-1]  # the last row is the multi-partition initiator's
+        leaders = {}
+        for row in rows:
+            host = str(row[2]).split(":")[0]
+            if host in clients:
+                leaders[int(row[0])] = clients[host]
+        columns = [c.upper() for c in procedures.columns]
+        name, remarks = columns.index("PROCEDURE_NAME"), columns.index("REMARKS")
+        params = {}
+        for row in procedures.rows:
+            text = row[remarks] or ""
+            if '"singlePartition":true' in text and '"partitionParameter":' in text:
+                digits = text.split('"partitionParameter":', 1)[1].lstrip().split(",", 1)[0].split("}", 1)[0]
+                if digits.strip().isdigit():
+                    params[row[name]] = int(digits)
+        with self._lock:
+            self._partitions, self._leaders, self._partition_params = len(rows), leaders, params
+
+    def _leader_for(self, procedure, params):
+        """The address of the host leading the call's partition, if known."""
+        index = self._partition_params.get(procedure)
+        if index is None or index >= len(params):
+            return None
+        partition = partition_for(params[index], self._partitions)
+        return None if partition is None else self._leaders.get(partition)
 
     def hosts(self):
         """The hosts known, as ``"host:port"`` strings."""
@@ -136,8 +191,12 @@ class Cluster:
     def _call_once(self, procedure, params):
         tried = set()
         last = None
+        if self._route and self._read_at and time.monotonic() - self._read_at > TOPOLOGY_EVERY:
+            self._read_at = time.monotonic()
+            self.refresh()
+        preferred = self._leader_for(procedure, params) if self._route else None
         while True:
-            host = self._pick(tried)
+            host = self._pick(tried, preferred)
             if host is None:
                 raise JouleError(SERVER_UNAVAILABLE, "no host of the cluster can take the call: %s" % (last,))
             tried.add(host.address)
@@ -148,13 +207,16 @@ class Cluster:
                 with self._lock:
                     host.down_until = time.monotonic() + RETRY_AFTER
 
-    def _pick(self, tried):
+    def _pick(self, tried, preferred=None):
         now = time.monotonic()
         with self._lock:
             live = [h for a, h in self._hosts.items() if a not in tried and h.down_until <= now]
             if not live:
                 return None
-            if self._policy == "round-robin":
+            leader = self._hosts.get(preferred)
+            if leader is not None and leader in live:
+                host = leader
+            elif self._policy == "round-robin":
                 host = live[self._next % len(live)]
                 self._next += 1
             elif self._policy == "random":

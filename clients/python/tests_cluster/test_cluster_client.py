@@ -11,7 +11,7 @@ import jouledb
 
 def test_discovers_the_hosts_and_spreads_calls_round_robin(cluster):
     first = cluster[0].client
-    with jouledb.connect_cluster([first]) as db:
+    with jouledb.connect_cluster([first], route_to_leaders=False) as db:
         assert sorted(db.hosts()) == sorted(h.client for h in cluster)
         db.execute("CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(10)); PARTITION TABLE kv ON COLUMN k;")
         for k in range(30):
@@ -43,6 +43,35 @@ def test_policies_spread_as_they_promise(cluster):
         assert sorted(db.calls_per_host().values()) == [10, 10, 10]
     with pytest.raises(ValueError):
         jouledb.connect_cluster(servers, policy="fastest")
+
+
+def _forwarded(cluster):
+    total = 0
+    for h in cluster:
+        host, port = h.client.rsplit(":", 1)
+        with jouledb.connect(host, int(port)) as c:
+            total += c.call("@Statistics", "FORWARDING", 0).rows[0][3]
+    return total
+
+
+def test_single_partition_calls_go_to_their_leader(cluster):
+    with jouledb.connect_cluster([cluster[0].client]) as db:
+        db.execute("CREATE TABLE votes (phone BIGINT NOT NULL PRIMARY KEY, who VARCHAR(10)); "
+                   "PARTITION TABLE votes ON COLUMN phone;")
+        db.execute("CREATE PROCEDURE CastVote PARTITION ON TABLE votes COLUMN phone AS "
+                   "INSERT INTO votes VALUES (?, ?);")
+        db.refresh()
+        before = _forwarded(cluster)
+        for phone in range(200):
+            db.call("CastVote", 5550000 + phone, "x")
+        # The key hashed here as on the server: no host had to forward.
+        assert _forwarded(cluster) == before
+        assert db.execute("SELECT COUNT(*) FROM votes").scalar() == 200
+    with jouledb.connect_cluster([cluster[0].client], route_to_leaders=False) as db:
+        before = _forwarded(cluster)
+        for phone in range(200, 260):
+            db.call("CastVote", 5550000 + phone, "y")
+        assert _forwarded(cluster) - before >= 20
 
 
 def test_a_killed_host_is_passed_over(cluster):

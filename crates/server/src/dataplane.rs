@@ -34,7 +34,7 @@ use arc_swap::ArcSwap;
 use joule_cluster::network::DATA_MAGIC;
 use joule_cluster::{ClusterMetadata, HostId};
 use joule_common::{err, Error, ErrorCode, Result};
-use joule_txn::remote::{decode, encode, ClusterLink, Destination, RemoteSite, WireCall, WireItem, WireResponse};
+use joule_txn::remote::{append_frame, decode, ClusterLink, Destination, RemoteSite, WireCall, WireItem, WireResponse};
 use joule_txn::remote::{SessionDriver, WireResult};
 use joule_txn::{Host, Response, ResponseSink, TxnIds};
 use serde::{Deserialize, Serialize};
@@ -237,10 +237,8 @@ fn io_error(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn write_frame<T: Serialize>(s: &mut std::net::TcpStream, value: &T) -> Result<()> {
-    let body = encode(value)?;
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&body);
+    let mut buf = Vec::new();
+    append_frame(value, &mut buf)?;
     s.write_all(&buf).map_err(|e| io_error("cannot write to another host", e))
 }
 
@@ -285,19 +283,9 @@ fn read_frame_checked(
     read_body(s).map(Some)
 }
 
-/// Append `value`'s frame to `buf`.
-fn append_frame<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
-    let body = encode(value)?;
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&body);
-    Ok(())
-}
-
 async fn write_frame_async<T: Serialize>(s: &mut (impl AsyncWriteExt + Unpin), value: &T) -> Result<()> {
-    let body = encode(value)?;
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&body);
+    let mut buf = Vec::new();
+    append_frame(value, &mut buf)?;
     s.write_all(&buf).await.map_err(|e| io_error("cannot write to another host", e))
 }
 
@@ -417,7 +405,7 @@ async fn forwarder(
             while let Some(r) = next.take() {
                 next_id += 1;
                 pending.lock().unwrap_or_else(|p| p.into_inner()).insert(next_id, (r.handle, r.sink.clone()));
-                if let Err(e) = append_frame(&mut buf, &(next_id, &r.call)) {
+                if let Err(e) = append_frame(&(next_id, &r.call), &mut buf) {
                     // Not sent: say so to this caller alone.
                     if let Some((handle, sink)) = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&next_id) {
                         sink.deliver(handle, Response::failure(e, None));
@@ -1048,7 +1036,7 @@ async fn serve_forwarded(s: tokio::net::TcpStream, host: Arc<Host>) {
             buf.clear();
             let mut next = Some(answer);
             while let Some(a) = next.take() {
-                if append_frame(&mut buf, &a).is_err() {
+                if append_frame(&a, &mut buf).is_err() {
                     return;
                 }
                 if buf.len() < 1 << 20 {

@@ -108,9 +108,6 @@ pub(crate) struct Shared {
     pub depths: Arc<[std::sync::atomic::AtomicU64]>,
     /// Per partition: whether a site here holds it (always, on one host).
     pub local: Vec<bool>,
-    /// Per partition held here: its site's multi-partition inbox (for
-    /// work from other hosts and replication).
-    pub local_work: Vec<Option<Sender<MpWork>>>,
     /// In a cluster: the other hosts.
     pub link: Option<Arc<dyn ClusterLink>>,
     /// Per partition: this host's copy follows the leader's stream — true
@@ -162,7 +159,6 @@ impl Host {
             running: AtomicBool::new(true),
             depths: (0..n).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             local: local.clone(),
-            local_work: (0..n).map(|p| local[p].then(|| mp_tx[p].clone())).collect(),
             link: link.clone(),
             // Fresh: every copy here is the partition as it is (empty).
             loaded: (0..n).map(|_| AtomicBool::new(true)).collect(),
@@ -207,9 +203,9 @@ impl Host {
             match (proxy, &link) {
                 (Some(((begin, begin_rx), (work, work_rx))), Some(link)) => {
                     proxy_senders.push(Some((begin, work.clone())));
-                    let (link, replies, shared) = (link.clone(), reply_tx.clone(), Arc::downgrade(&shared));
+                    let (link, replies) = (link.clone(), reply_tx.clone());
                     threads.push(spawn(format!("joule-proxy-{p}"), move || {
-                        crate::remote::run_proxy(p as u32, begin_rx, work_rx, replies, link, shared)
+                        crate::remote::run_proxy(p as u32, begin_rx, work_rx, replies, link)
                     })?);
                 }
                 _ => proxy_senders.push(None),

@@ -80,8 +80,9 @@ pub(crate) struct SpTask {
 pub(crate) struct Replay {
     pub ids: TxnIds,
     pub database: String,
-    /// `@AdHoc`: the SQL text is the first parameter.
     pub procedure: String,
+    /// `@AdHoc`: its SQL text.
+    pub sql: Option<String>,
     pub params: Vec<Value>,
     pub sink: Arc<dyn ResponseSink>,
 }

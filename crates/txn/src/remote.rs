@@ -28,7 +28,6 @@
 //! deterministic, so running it again on the same prior state reproduces
 //! the effects — the same reasoning as command-log replay.
 
-use crate::host::Shared;
 use crate::ids::TxnIds;
 use crate::messages::{ItemResult, MpReply, MpWork, SiteMsg, WorkItem};
 use crate::response::{Response, ResponseSink, ResultTable, Status};
@@ -127,9 +126,9 @@ pub enum WireResult {
 /// A committed change of one partition, as its leader streams it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Replicated {
-    /// A single-partition transaction: the invocation and its ids
-    /// (`@AdHoc`: the SQL text is the first parameter).
-    Sp { ids: TxnIds, database: String, procedure: String, params: Vec<Value> },
+    /// A single-partition transaction: the invocation and its ids (`@AdHoc`
+    /// with its SQL text in `sql`).
+    Sp { ids: TxnIds, database: String, procedure: String, sql: Option<String>, params: Vec<Value> },
     /// A multi-partition transaction's writes on this partition.
     Mp { ids: TxnIds, items: Vec<WireItem>, schema_changed: bool },
     /// Part of a copy of the partition, for a rejoining replica: the
@@ -253,12 +252,32 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| err!(ProtocolError, "a malformed message from another host: {e}"))
 }
 
-/// Append `record` to `out`, length-prefixed.
-pub fn frame_record(record: &Replicated, out: &mut Vec<u8>) -> Result<()> {
-    let bytes = encode(record)?;
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&bytes);
+/// Append `value` to `out` as a frame: `length (u32 LE) | postcard`,
+/// encoded in place (on failure `out` is left as it was).
+pub fn append_frame<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = postcard::to_io(value, &mut *out) {
+        out.truncate(start);
+        return Err(err!(Internal, "cannot encode a message for another host: {e}"));
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     Ok(())
+}
+
+/// A single-partition record as a leader site frames it: borrowed from the
+/// transaction it ran (no copy per transaction), encoded exactly as
+/// [`Replicated::Sp`] (postcard writes the variant's index and its fields in
+/// order, and a borrowed string or slice as the owned one).
+#[derive(Serialize)]
+pub(crate) enum SpRecord<'a> {
+    Sp { ids: TxnIds, database: &'a str, procedure: &'a str, sql: Option<&'a str>, params: &'a [Value] },
+}
+
+/// Append `record` to `out`, framed.
+pub fn frame_record(record: &Replicated, out: &mut Vec<u8>) -> Result<()> {
+    append_frame(record, out)
 }
 
 /// The first record framed in `bytes`, if it decodes.
@@ -361,7 +380,6 @@ pub(crate) fn run_proxy(
     work: std::sync::mpsc::Receiver<MpWork>,
     replies: std::sync::mpsc::Sender<MpReply>,
     link: Arc<dyn ClusterLink>,
-    shared: std::sync::Weak<Shared>,
 ) {
     while let Ok(msg) = inbox.recv() {
         match msg {
@@ -416,7 +434,6 @@ pub(crate) fn run_proxy(
             }
         }
     }
-    drop(shared);
 }
 
 /// Drives a site here on behalf of the coordinator on another host: one
@@ -426,36 +443,34 @@ pub(crate) fn run_proxy(
 pub struct SessionDriver {
     partition: u32,
     inbox: std::sync::mpsc::Sender<SiteMsg>,
-    work: std::sync::mpsc::Sender<MpWork>,
+    /// The open transaction's work channel (the site reads it once it
+    /// reaches the transaction's marker).
+    work: Option<std::sync::mpsc::Sender<MpWork>>,
     replies: (std::sync::mpsc::Sender<MpReply>, std::sync::mpsc::Receiver<MpReply>),
-    open: bool,
 }
 
 impl SessionDriver {
     /// Whether a transaction is open (begun, not finished).
     pub fn is_open(&self) -> bool {
-        self.open
+        self.work.is_some()
     }
 
     pub fn begin(&mut self, ids: TxnIds) -> Result<()> {
-        if self.open {
+        if self.work.is_some() {
             bail!(ProtocolError, "a transaction is already open on partition {}", self.partition);
         }
         let (work, own) = std::sync::mpsc::channel();
         self.inbox.send(SiteMsg::MpBegin(ids, Some(own))).map_err(|_| gone(self.partition))?;
-        self.work = work;
-        self.open = true;
+        self.work = Some(work);
         Ok(())
     }
 
     pub fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>> {
-        if !self.open {
+        let Some(work) = &self.work else {
             bail!(ProtocolError, "no transaction is open on partition {}", self.partition);
-        }
+        };
         let items = items.into_iter().map(from_wire).collect();
-        self.work
-            .send(MpWork::Round { items, reply: Some(self.replies.0.clone()) })
-            .map_err(|_| gone(self.partition))?;
+        work.send(MpWork::Round { items, reply: Some(self.replies.0.clone()) }).map_err(|_| gone(self.partition))?;
         let reply = self.replies.1.recv().map_err(|_| gone(self.partition))?;
         reply.results?.into_iter().map(result_to_wire).collect()
     }
@@ -463,24 +478,23 @@ impl SessionDriver {
     /// Commit or roll back; a commit returns once the partition's replicas
     /// have it.
     pub fn finish(&mut self, commit: bool, schema_changed: bool) -> Result<()> {
-        if !self.open {
+        let Some(work) = self.work.take() else {
             bail!(ProtocolError, "no transaction is open on partition {}", self.partition);
-        }
-        self.open = false;
+        };
         if !commit {
-            return self.work.send(MpWork::Rollback).map_err(|_| gone(self.partition));
+            return work.send(MpWork::Rollback).map_err(|_| gone(self.partition));
         }
         let (done, confirmed) = std::sync::mpsc::channel();
         let commit = MpWork::Commit { schema: None, hashinator: None, install: schema_changed, done: Some(done) };
-        self.work.send(commit).map_err(|_| gone(self.partition))?;
+        work.send(commit).map_err(|_| gone(self.partition))?;
         confirmed.recv().map_err(|_| err!(OutcomeUnknown, "partition {}: the commit was not confirmed", self.partition))
     }
 }
 
 impl Drop for SessionDriver {
     fn drop(&mut self) {
-        if self.open {
-            let _ = self.work.send(MpWork::Rollback);
+        if let Some(work) = &self.work {
+            let _ = work.send(MpWork::Rollback);
         }
     }
 }
@@ -531,10 +545,7 @@ impl crate::Host {
     /// leader) to this host's replica of `partition`, in order; `done`
     /// runs once all are applied.
     pub fn apply_replicated(&self, partition: u32, records: &[u8], done: ApplyDone) {
-        let shared = self.shared();
-        let (Some(true), Some(Some(_))) =
-            (shared.local.get(partition as usize), shared.local_work.get(partition as usize))
-        else {
+        let Some(site) = self.local_site(partition) else {
             return done(Err(err!(InvalidArgument, "partition {partition} has no replica on this host")));
         };
         let records = match unframe_records(records) {
@@ -544,7 +555,6 @@ impl crate::Host {
         if records.is_empty() {
             return done(Ok(()));
         }
-        let site = &shared.sites[partition as usize];
         let countdown = Arc::new(Countdown {
             left: std::sync::atomic::AtomicUsize::new(records.len()),
             failed: Default::default(),
@@ -553,12 +563,13 @@ impl crate::Host {
         });
         for record in records {
             match record {
-                Replicated::Sp { ids, database, procedure, params } => {
+                Replicated::Sp { ids, database, procedure, sql, params } => {
                     // Resolved by the site itself, against the schema its
                     // own data is at (a schema change shipped just before
                     // is applied by then; one other sites of this host have
                     // published already is not used early).
-                    let replay = crate::messages::Replay { ids, database, procedure, params, sink: countdown.clone() };
+                    let replay =
+                        crate::messages::Replay { ids, database, procedure, sql, params, sink: countdown.clone() };
                     if site.send(SiteMsg::Replay(replay)).is_err() {
                         countdown.one_done(false);
                     }
@@ -631,12 +642,11 @@ impl crate::Host {
     /// Host `host` rejoins as a replica of `partition`, which this host
     /// leads: its site hands over a copy and then the stream.
     pub fn rejoin_partition(&self, partition: u32, host: u64) -> Result<()> {
-        let shared = self.shared();
-        if !shared.local.get(partition as usize).copied().unwrap_or(false) {
+        let Some(site) = self.local_site(partition) else {
             bail!(Unavailable, "partition {partition} has no replica on this host");
-        }
+        };
         let (tx, rx) = std::sync::mpsc::channel();
-        shared.sites[partition as usize].send(SiteMsg::Rejoin { host, reply: tx }).map_err(|_| gone(partition))?;
+        site.send(SiteMsg::Rejoin { host, reply: tx }).map_err(|_| gone(partition))?;
         rx.recv().map_err(|_| gone(partition))?
     }
 
@@ -668,22 +678,19 @@ impl crate::Host {
     /// A session for another host's coordinator to drive `partition`'s
     /// site here, which must lead it.
     pub fn remote_session(&self, partition: u32) -> Result<SessionDriver> {
-        let shared = self.shared();
-        let (Some(true), Some(Some(work))) =
-            (shared.local.get(partition as usize), shared.local_work.get(partition as usize))
-        else {
+        let Some(site) = self.local_site(partition) else {
             bail!(Unavailable, "partition {partition} has no replica on this host");
         };
-        if !shared.link.as_ref().is_some_and(|l| l.leads(partition)) {
+        if !self.shared().link.as_ref().is_some_and(|l| l.leads(partition)) {
             bail!(Unavailable, "this host does not lead partition {partition}");
         }
-        Ok(SessionDriver {
-            partition,
-            inbox: shared.sites[partition as usize].clone(),
-            work: work.clone(),
-            replies: std::sync::mpsc::channel(),
-            open: false,
-        })
+        Ok(SessionDriver { partition, inbox: site.clone(), work: None, replies: std::sync::mpsc::channel() })
+    }
+
+    /// The inbox of this host's site for `partition`, if it holds a copy.
+    fn local_site(&self, partition: u32) -> Option<&std::sync::mpsc::Sender<SiteMsg>> {
+        let shared = self.shared();
+        shared.local.get(partition as usize).copied().unwrap_or(false).then(|| &shared.sites[partition as usize])
     }
 }
 
@@ -699,6 +706,7 @@ mod tests {
                 ids,
                 database: "DEFAULT".into(),
                 procedure: "Vote".into(),
+                sql: None,
                 params: vec![Value::Integer(5), Value::from("x"), Value::Float(f64::NAN), Value::Null],
             },
             Replicated::Mp { ids, items: vec![WireItem::Checksum], schema_changed: true },
@@ -724,6 +732,26 @@ mod tests {
         let mut junk = bytes.clone();
         junk[4] = 0xff;
         assert!(unframe_records(&junk).is_err());
+    }
+
+    #[test]
+    fn a_borrowed_record_encodes_as_the_owned_one() {
+        let params = vec![Value::Integer(7), Value::from("x")];
+        for sql in [None, Some("UPDATE t SET v = ? WHERE k = ?")] {
+            let mut borrowed = Vec::new();
+            let record = SpRecord::Sp { ids: TxnIds::ZERO, database: "DEFAULT", procedure: "P", sql, params: &params };
+            append_frame(&record, &mut borrowed).unwrap();
+            let owned = Replicated::Sp {
+                ids: TxnIds::ZERO,
+                database: "DEFAULT".into(),
+                procedure: "P".into(),
+                sql: sql.map(String::from),
+                params: params.clone(),
+            };
+            let mut bytes = Vec::new();
+            frame_record(&owned, &mut bytes).unwrap();
+            assert_eq!(borrowed, bytes);
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::messages::{
     AFTER_SINGLE_PARTITION, IN_TRANSACTION,
 };
 use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
-use crate::remote::{frame_record, to_wire, ClusterLink, Replicated, WireItem};
+use crate::remote::{append_frame, frame_record, to_wire, ClusterLink, Replicated, SpRecord, WireItem};
 use crate::response::{Response, ResultTable};
 use crate::snapshot::{FrozenPartition, FrozenTable};
 use crate::stats::{values_bytes, Outcome, SiteCounters, SiteStats, TableStats};
@@ -312,17 +312,14 @@ impl Site {
                 log.encode(&txn, &mut self.log_frames);
             }
             if self.link.is_some() {
-                let mut params = task.params;
-                if let Some(sql) = sql {
-                    params.insert(0, Value::String(sql));
-                }
-                let record = Replicated::Sp {
+                let record = SpRecord::Sp {
                     ids,
-                    database: procedure.database.clone(),
-                    procedure: procedure.name.clone(),
-                    params,
+                    database: &procedure.database,
+                    procedure: &procedure.name,
+                    sql: sql.as_deref(),
+                    params: &task.params,
                 };
-                if let Err(e) = frame_record(&record, &mut self.repl_records) {
+                if let Err(e) = append_frame(&record, &mut self.repl_records) {
                     eprintln!("joule: partition {}: {e}", self.partition);
                 }
             }
@@ -614,24 +611,19 @@ impl Site {
     /// plan its ad hoc SQL) against this site's own schema, then run it with
     /// the ids it ran with there.
     fn replay(&mut self, r: crate::messages::Replay) {
-        let crate::messages::Replay { ids, database, procedure, mut params, sink } = r;
-        let resolved = if procedure == "@AdHoc" {
-            match (params.is_empty(), self.shared.upgrade()) {
-                (false, Some(shared)) => match params.remove(0) {
-                    Value::String(sql) => {
-                        let mut client = crate::host::Client::replaying(shared, &database);
-                        client.adhoc_procedure_at(&sql, params, self.schema.clone())
-                    }
-                    _ => Err(err!(ProtocolError, "a replicated @AdHoc record without its SQL")),
-                },
-                _ => Err(err!(ProtocolError, "a replicated @AdHoc record without its SQL")),
+        let crate::messages::Replay { ids, database, procedure, sql, params, sink } = r;
+        let resolved = match (sql, self.shared.upgrade()) {
+            (Some(sql), Some(shared)) => {
+                let mut client = crate::host::Client::replaying(shared, &database);
+                client.adhoc_procedure_at(&sql, params, self.schema.clone())
             }
-        } else {
-            self.schema
+            (Some(_), None) => Err(err!(Unavailable, "the host is shutting down")),
+            (None, _) => self
+                .schema
                 .procedure(&procedure)
                 .cloned()
                 .map(|p| (p, params))
-                .ok_or_else(|| err!(UndefinedProcedure, "replicated procedure {procedure} is not defined here"))
+                .ok_or_else(|| err!(UndefinedProcedure, "replicated procedure {procedure} is not defined here")),
         };
         match resolved {
             Ok((procedure, params)) => {

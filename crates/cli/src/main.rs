@@ -43,21 +43,9 @@ enum Command {
     /// Load a running node with a workload (voter, kv, tpcb) and report.
     Bench(bench::BenchArgs),
     /// Recommendations for a running node, with the evidence (@Advise).
-    Advise(AdviseArgs),
+    Advise(status::NodeArgs),
     /// The cluster's hosts, partitions, leaders and redundancy.
-    Status(status::StatusArgs),
-}
-
-/// `joule advise` flags.
-#[derive(clap::Args)]
-struct AdviseArgs {
-    /// The node (`host:port` of its client port).
-    #[arg(long, default_value = "localhost:21212")]
-    servers: String,
-    #[arg(long, default_value = "")]
-    user: String,
-    #[arg(long, default_value = "")]
-    password: String,
+    Status(status::NodeArgs),
 }
 
 /// `joule sql` flags (sqlcmd's names).
@@ -201,15 +189,8 @@ fn main() -> ExitCode {
 }
 
 /// Print `@Advise`'s recommendations, most severe first.
-fn advise(args: AdviseArgs) -> ExitCode {
-    let options = joule_client::Options { user: args.user, password: args.password, ..Default::default() };
-    let mut c = match joule_client::SyncConnection::connect(&args.servers, &options) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot connect to {}: {e}", args.servers);
-            return ExitCode::FAILURE;
-        }
-    };
+fn advise(args: status::NodeArgs) -> ExitCode {
+    let Some(mut c) = args.connect() else { return ExitCode::FAILURE };
     let r = match c.call("@Advise", vec![]) {
         Ok(r) => r,
         Err(e) => {

@@ -7,10 +7,10 @@ use joule_common::Value;
 use joule_wire::VoltTable;
 use std::process::ExitCode;
 
-/// `joule status` flags.
+/// Flags naming the node a command talks to (`joule status`, `joule advise`).
 #[derive(clap::Args)]
-pub struct StatusArgs {
-    /// A host of the cluster (its client port).
+pub struct NodeArgs {
+    /// The node, or a host of the cluster (`host:port` of its client port).
     #[arg(long, default_value = "localhost:21212")]
     servers: String,
     #[arg(long, default_value = "")]
@@ -19,15 +19,22 @@ pub struct StatusArgs {
     password: String,
 }
 
-pub fn run(args: StatusArgs) -> ExitCode {
-    let options = joule_client::Options { user: args.user, password: args.password, ..Default::default() };
-    let mut c = match joule_client::SyncConnection::connect(&args.servers, &options) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot connect to {}: {e}", args.servers);
-            return ExitCode::FAILURE;
+impl NodeArgs {
+    /// Connect and log in, saying why on standard error if that fails.
+    pub fn connect(self) -> Option<joule_client::SyncConnection> {
+        let options = joule_client::Options { user: self.user, password: self.password, ..Default::default() };
+        match joule_client::SyncConnection::connect(&self.servers, &options) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: cannot connect to {}: {e}", self.servers);
+                None
+            }
         }
-    };
+    }
+}
+
+pub fn run(args: NodeArgs) -> ExitCode {
+    let Some(mut c) = args.connect() else { return ExitCode::FAILURE };
     let mut fetch = |selector: &str| match c.call("@Statistics", vec![Value::from(selector), Value::Integer(0)]) {
         Ok(mut r) if !r.tables.is_empty() => Ok(r.tables.swap_remove(0)),
         Ok(_) => Err(format!("@Statistics {selector} returned no table")),

@@ -217,17 +217,7 @@ fn mismatched_settings_are_refused_at_join() {
 /// tested with pytest against a real 3-host cluster it forms itself.
 #[test]
 fn python_cluster_client_tests_pass() {
-    let pytest = common::python_package_path("pytest", "pytest", "python-test");
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let package = format!("{root}/clients/python");
-    let path = if pytest.is_empty() { package.clone() } else { format!("{pytest}:{package}") };
-    let out = Command::new("python3")
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("{package}/tests_cluster")])
-        .env("PYTHONPATH", path)
-        .env("JOULE_BIN", env!("CARGO_BIN_EXE_joule"))
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    common::run_python_suite("tests_cluster");
 }
 
 /// A client connected to every host sends single-partition calls straight

@@ -340,7 +340,7 @@ fn address(host: &str, port: u16) -> String {
 }
 
 /// The host part of `host:port` (or `[v6]:port`).
-fn host_part(addr: &str) -> String {
+pub fn host_part(addr: &str) -> String {
     match addr.parse::<SocketAddr>() {
         Ok(a) => a.ip().to_string(),
         Err(_) => addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string(),

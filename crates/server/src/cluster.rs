@@ -144,10 +144,7 @@ impl Membership {
     pub fn host_name(&self) -> String {
         let Membership::Member(node) = self else { return "localhost".to_string() };
         let address = node.metadata().hosts.get(&node.id()).map(|h| h.internal_address.clone()).unwrap_or_default();
-        match address.parse::<std::net::SocketAddr>() {
-            Ok(a) => a.ip().to_string(),
-            Err(_) => address.rsplit_once(':').map_or(address.as_str(), |(h, _)| h).to_string(),
-        }
+        joule_cluster::formation::host_part(&address)
     }
 
     /// The host leading the metadata group (this one when alone).

@@ -137,3 +137,18 @@ pub fn python_package_path(module: &str, package: &str, dir: &str) -> String {
     );
     target
 }
+
+/// Run the pytest suite in `clients/python/<suite>` against the real
+/// binary (pytest installed under `target/` if the environment lacks it).
+pub fn run_python_suite(suite: &str) {
+    let pytest = python_package_path("pytest", "pytest", "python-test");
+    let package = format!("{}/../../clients/python", env!("CARGO_MANIFEST_DIR"));
+    let path = if pytest.is_empty() { package.clone() } else { format!("{pytest}:{package}") };
+    let out = Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("{package}/{suite}")])
+        .env("PYTHONPATH", path)
+        .env("JOULE_BIN", env!("CARGO_BIN_EXE_joule"))
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

@@ -100,7 +100,10 @@ pub(crate) struct Link {
     me: HostId,
     routing: Shared<Routing>,
     runtime: tokio::runtime::Handle,
-    forwarders: Mutex<BTreeMap<HostId, tokio::sync::mpsc::UnboundedSender<Forward>>>,
+    /// Per target host: the queue of its forwarding connection's task. Read
+    /// without a lock on every forwarded call; `spawning` serializes adding one.
+    forwarders: ArcSwap<BTreeMap<HostId, tokio::sync::mpsc::UnboundedSender<Forward>>>,
+    spawning: Mutex<()>,
     shippers: Mutex<BTreeMap<u32, std::sync::mpsc::Sender<Shipment>>>,
     /// Idle remote-site sessions, by (partition, host).
     sessions: SessionPool,
@@ -117,7 +120,8 @@ impl Link {
             me,
             routing: Arc::new(ArcSwap::from_pointee(Routing::from(me, metadata))),
             runtime,
-            forwarders: Mutex::default(),
+            forwarders: ArcSwap::default(),
+            spawning: Mutex::default(),
             shippers: Mutex::default(),
             sessions: Arc::default(),
             forwarded: Default::default(),
@@ -147,26 +151,36 @@ impl ClusterLink for Link {
             Destination::Partition(p) => routing.leaders.get(p as usize).copied().flatten(),
             Destination::Coordinator => routing.coordinator,
         };
-        let Some((target, address)) = target.and_then(|t| routing.up.get(&t).map(|a| (t, a.clone()))) else {
+        let Some((target, address)) = target.and_then(|t| routing.up.get(&t).map(|a| (t, a))) else {
             let e = match to {
                 Destination::Partition(p) => err!(Unavailable, "partition {p} has no running copy in the cluster"),
                 Destination::Coordinator => err!(Unavailable, "the cluster has no multi-partition coordinator"),
             };
             return sink.deliver(handle, Response::failure(e, None));
         };
-        let mut forwarders = self.forwarders.lock().unwrap_or_else(|p| p.into_inner());
-        let request = Forward { call, handle, sink };
-        let request = match forwarders.get(&target) {
-            Some(tx) => match tx.send(request) {
+        let mut request = Forward { call, handle, sink };
+        if let Some(tx) = self.forwarders.load().get(&target) {
+            match tx.send(request) {
                 Ok(()) => return,
-                Err(e) => e.0,
-            },
-            None => request,
-        };
+                Err(e) => request = e.0,
+            }
+        }
+        // First call to this host (or its task ended): start one, once.
+        let _spawning = self.spawning.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = self.forwarders.load().get(&target) {
+            match tx.send(request) {
+                Ok(()) => return,
+                Err(e) => request = e.0,
+            }
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let _ = tx.send(request);
-        forwarders.insert(target, tx);
-        self.runtime.spawn(forwarder(address, target, self.routing.clone(), rx));
+        self.forwarders.rcu(|m| {
+            let mut m = (**m).clone();
+            m.insert(target, tx.clone());
+            m
+        });
+        self.runtime.spawn(forwarder(address.clone(), target, self.routing.clone(), rx));
     }
 
     fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>> {

@@ -57,6 +57,10 @@ fn the_console_shows_live_figures_in_a_real_browser() {
     assert!(attr("data-tps") > 0, "the throughput chart shows the load");
     assert!(dom.contains("DEFAULT.KV") && dom.contains("KV.select"), "tables and procedures are listed");
     assert!(dom.contains("node started"), "the event log shows the start");
+    assert!(
+        dom.contains("data-host=\"0\" data-state=\"UP\"") && dom.contains("k-factor 0"),
+        "the cluster view draws the one host, up"
+    );
     // A screenshot of the page under load, for people to look at.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let out = browse(&["--hide-scrollbars", "--window-size=1400,1000", &format!("--screenshot={}", shot.display())]);

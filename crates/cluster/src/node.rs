@@ -378,5 +378,8 @@ impl MetadataNode {
         }
         self.server.abort();
         let _ = self.raft.shutdown().await;
+        // The listener goes with the serve task: wait for it to be dropped,
+        // so that the address can be bound again as soon as this returns.
+        let _ = self.server.await;
     }
 }

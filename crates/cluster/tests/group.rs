@@ -24,7 +24,16 @@ fn dir(name: &str) -> Dir {
 }
 
 async fn start(id: u64, root: &Dir, address: Option<&str>) -> MetadataNode {
-    let listener = tokio::net::TcpListener::bind(address.unwrap_or("127.0.0.1:0")).await.unwrap();
+    // Members restart on their old addresses, so not on ephemeral ports.
+    let fresh;
+    let address = match address {
+        Some(a) => a,
+        None => {
+            fresh = format!("127.0.0.1:{}", joule_common::testing::stable_port(seed(id)));
+            &fresh
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
     MetadataNode::start(id, &root.0.join(format!("host-{id}")), listener).await.unwrap()
 }
 
@@ -41,6 +50,11 @@ fn host_infos(nodes: &[&MetadataNode]) -> BTreeMap<u64, HostInfo> {
             (n.id(), info)
         })
         .collect()
+}
+
+fn seed(id: u64) -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    nanos ^ (u64::from(std::process::id()) << 32) ^ id
 }
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -54,7 +54,11 @@ pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
     // A host that restarts comes back on its recorded internal port
     // (`0` picks it); a new one gets a port the kernel never hands out for
     // outgoing connections, so that nothing can hold it when it restarts.
-    let internal = if dir.join("cluster").join("host-id").exists() { 0 } else { stable_port() };
+    let internal = if dir.join("cluster").join("host-id").exists() {
+        0
+    } else {
+        joule_common::testing::stable_port(super::rand_suffix())
+    };
     cmd.args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0"])
         .args(["--internal-port", &internal.to_string()])
         .args(["--sites", "2", "--command-log", "off", "--dir"])
@@ -66,24 +70,6 @@ pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
     let stdout = lines(child.stdout.take().unwrap());
     let stderr = lines(child.stderr.take().unwrap());
     Starting { child, stdout, stderr }
-}
-
-/// A free port below the kernel's ephemeral range (chosen at random, and
-/// checked by binding it).
-pub fn stable_port() -> u16 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
-        .unwrap_or(32768);
-    let (from, to) = (low.saturating_sub(12000).max(1025), low);
-    let mut x = super::rand_suffix();
-    loop {
-        x = joule_common::splitmix::mix(x);
-        let port = from + (x % u64::from(to - from)) as u16;
-        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// The first line from `rx` containing `needle` (within 30 s).

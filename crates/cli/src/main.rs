@@ -119,6 +119,11 @@ struct StartArgs {
     /// A host silent this many milliseconds is declared dead [default: 1000].
     #[arg(long)]
     heartbeat_timeout: Option<u64>,
+    /// Reach another host's internal address at another one
+    /// (RECORDED=DIAL, HOST:PORT each; repeatable): a host behind NAT, or
+    /// a relay between two hosts.
+    #[arg(long = "route", value_name = "RECORDED=DIAL")]
+    routes: Vec<String>,
     /// Sites (partitions) on this host [default: the number of cores].
     #[arg(long)]
     sites: Option<usize>,
@@ -289,6 +294,13 @@ fn start(args: StartArgs) -> ExitCode {
     }
     if let Some(ms) = args.heartbeat_timeout {
         config.cluster.heartbeat_timeout = std::time::Duration::from_millis(ms);
+    }
+    for route in &args.routes {
+        let Some((recorded, dial)) = route.split_once('=') else {
+            eprintln!("error: --route {route}: expected RECORDED=DIAL (HOST:PORT each)");
+            return ExitCode::from(2);
+        };
+        config.cluster.routes.insert(recorded.to_string(), dial.to_string());
     }
     if let Err(e) = config.cluster.validate() {
         eprintln!("error: {e}");

@@ -1,8 +1,11 @@
 //! A 3-host k=1 cluster of real `joule` processes under a mixed write
 //! load — single-partition bank transfers and inserts, multi-partition
 //! updates, and reads and writes of one register — while faults come at
-//! moments a seed chooses: `kill -9` of a host, or `SIGSTOP` (a hung host)
-//! and later `SIGCONT`; each failed host is started again and rejoins.
+//! moments a seed chooses: `kill -9` of a host, `SIGSTOP` (a hung host)
+//! and later `SIGCONT`, or the network between two hosts cut (connections
+//! closed) or hung (nothing passes) while both still reach the third, then
+//! healed. Every link runs through a fault-injecting proxy (see
+//! `Mesh`). Each host declared failed is started again and rejoins.
 //!
 //! Afterwards: every acknowledged insert is present, the bank's total is
 //! unchanged, every partition's copies are identical (checksums), and the
@@ -12,11 +15,8 @@
 
 mod common;
 
-#[allow(dead_code)]
-#[path = "../../cluster/tests/common/linearizable.rs"]
-mod linearizable;
-
 use common::cluster::*;
+use common::fault_proxy::{linearizable, Link};
 use common::TempDir;
 use joule_client::{Options, SyncConnection};
 use joule_common::splitmix::SplitMix64;
@@ -95,7 +95,7 @@ fn modified(r: &joule_client::Response) -> i64 {
 }
 
 #[test]
-fn a_cluster_under_load_survives_kills_and_hangs() {
+fn a_cluster_under_load_survives_kills_hangs_and_network_cuts() {
     let seeds: Vec<u64> = std::env::var("JOULE_SEEDS")
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|_| vec![1, 2]);
@@ -106,7 +106,7 @@ fn a_cluster_under_load_survives_kills_and_hangs() {
 
 fn run(seed: u64) {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("faults-{seed}-{i}"))).collect();
-    let mut hosts = form(&dirs, 1);
+    let (mut hosts, mesh) = form_meshed(&dirs, 1);
     let first = hosts[0].client.clone();
     sql(
         &first,
@@ -214,32 +214,73 @@ fn run(seed: u64) {
     let mut faults = Vec::new();
     while started.elapsed() < LOAD_FOR - Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(300 + rng.next_u64() % 700));
-        let victim = (rng.next_u64() % 3) as usize;
+        let mut victim = (rng.next_u64() % 3) as usize;
         let pid = hosts[victim].child.id() as libc::pid_t;
-        if rng.next_u64().is_multiple_of(2) {
-            faults.push(format!("{:?}: kill -9 host {}", started.elapsed(), hosts[victim].id));
-            let _ = hosts[victim].child.kill();
-            let _ = hosts[victim].child.wait();
-            std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 800));
-        } else {
-            faults.push(format!("{:?}: SIGSTOP host {}", started.elapsed(), hosts[victim].id));
-            // SAFETY: signalling a child process this test started.
-            unsafe { libc::kill(pid, libc::SIGSTOP) };
-            std::thread::sleep(Duration::from_millis(1500 + rng.next_u64() % 1000));
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGCONT) };
-            // Declared failed while it hung, it stops on waking; a pause the
-            // others did not notice is no failure.
-            let child = &mut hosts[victim].child;
-            if !wait_until(Duration::from_secs(10), || child.try_wait().ok().flatten().is_some()) {
-                let state = states(&hosts[(victim + 1) % 3].client)[victim].1.clone();
-                assert_eq!(state, "UP", "host {victim} was declared failed and did not stop: {faults:?}");
-                faults.push(format!("{:?}: host {victim} was not declared failed", started.elapsed()));
-                continue;
+        match rng.next_u64() % 3 {
+            0 => {
+                faults.push(format!("{:?}: kill -9 host {}", started.elapsed(), hosts[victim].id));
+                let _ = hosts[victim].child.kill();
+                let _ = hosts[victim].child.wait();
+                std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 800));
+            }
+            1 => {
+                faults.push(format!("{:?}: SIGSTOP host {}", started.elapsed(), hosts[victim].id));
+                // SAFETY: signalling a child process this test started.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                std::thread::sleep(Duration::from_millis(1500 + rng.next_u64() % 1000));
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                // Declared failed while it hung, it stops on waking; a pause the
+                // others did not notice is no failure.
+                let child = &mut hosts[victim].child;
+                if !wait_until(Duration::from_secs(10), || child.try_wait().ok().flatten().is_some()) {
+                    let state = states(&hosts[(victim + 1) % 3].client)[victim].1.clone();
+                    assert_eq!(state, "UP", "host {victim} was declared failed and did not stop: {faults:?}");
+                    faults.push(format!("{:?}: host {victim} was not declared failed", started.elapsed()));
+                    continue;
+                }
+            }
+            _ => {
+                let other = (victim + 1 + (rng.next_u64() % 2) as usize) % 3;
+                let link = if rng.next_u64().is_multiple_of(2) { Link::Cut } else { Link::Hang };
+                faults.push(format!("{:?}: {link:?} between hosts {victim} and {other}", started.elapsed()));
+                mesh.set(victim, other, link);
+                std::thread::sleep(Duration::from_millis(1500 + rng.next_u64() % 1000));
+                mesh.heal();
+                // At most one end is declared failed (or none, if the cut
+                // was too short to notice); it stops once it learns so.
+                let third = 3 - victim - other;
+                let mut exited = None;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while exited.is_none() && Instant::now() < deadline {
+                    exited = [victim, other].into_iter().find(|h| hosts[*h].child.try_wait().ok().flatten().is_some());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let down = || -> Vec<u64> {
+                    states(&hosts[third].client).into_iter().filter(|(_, s)| s != "UP").map(|(h, _)| h).collect()
+                };
+                if let Some(h) = exited {
+                    eventually("the third host sees the stopped host down", || down() == vec![h as u64]);
+                }
+                let down = down();
+                assert!(down.len() <= 1, "a cut between two hosts failed both: {down:?}; {faults:?}");
+                match exited {
+                    Some(h) => {
+                        victim = h;
+                        faults.push(format!("{:?}: host {h} was declared failed", started.elapsed()));
+                    }
+                    None => {
+                        assert!(down.is_empty(), "hosts {down:?} declared failed and did not stop: {faults:?}");
+                        faults.push(format!("{:?}: neither host was declared failed", started.elapsed()));
+                        continue;
+                    }
+                }
             }
         }
         eprintln!("seed {seed}: {}", faults.last().map_or("", String::as_str));
-        let again = spawn(dirs[victim].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
+        let again =
+            spawn(dirs[victim].path(), &[&["--host-count", "3", "--kfactor", "1"][..], &mesh.args(victim)].concat())
+                .ready();
         assert_eq!(again.id, hosts[victim].id);
         addresses.lock().unwrap()[victim] = again.client.clone();
         hosts[victim] = again;

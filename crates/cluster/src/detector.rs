@@ -1,15 +1,23 @@
-//! Failure detection: the metadata group's leader pings every host the
-//! metadata says is up, and declares dead (`Command::HostFailed`) a host
-//! that has not answered for the configured timeout — a crashed process,
-//! a stopped one (`SIGSTOP`: its socket accepts, nothing answers), or a
-//! host cut off from the leader.
+//! Failure detection: every host pings every host the metadata says is
+//! up. The metadata group's leader declares dead (`Command::HostFailed`) a
+//! host that has not answered it for the configured timeout — a crashed
+//! process, a stopped one (`SIGSTOP`: its socket accepts, nothing
+//! answers), or a host cut off from the leader. Any other host that
+//! cannot reach a host for as long reports it (`Command::HostUnreachable`):
+//! the network between two hosts can be cut while both still reach the
+//! leader, and replication between them would stall for as long as the
+//! cut lasts. The group fails the host reported, unless the reporter is
+//! down by then (the other end's report came first: exactly one of the
+//! two goes) or failing it would leave a partition without a running copy.
 //!
 //! A host whose internal port refuses connections twice in a row (its
-//! process is gone) is failed without waiting for the timeout. Only the
-//! leader decides, so hosts do not race to fail each other; a new leader
-//! starts every host's clock afresh (a grace period of one timeout), except
-//! the previous leader's, which has been silent for an election timeout
-//! already.
+//! process is gone) is failed without waiting for the timeout. The leader
+//! decides alone, so hosts do not race to fail each other for silence it
+//! sees too; a new leader starts every host's clock afresh (a grace period
+//! of one timeout), except the previous leader's, which has been silent
+//! for an election timeout already. A reporter also needs several missed
+//! pings in a row, so that a pause of its own (a stall longer than the
+//! timeout) is not taken for the silence of everyone else.
 //! The decision goes through the group like any change, so it needs a
 //! quorum: a leader cut off from the majority cannot fail anyone (its
 //! proposal never commits), while the majority's new leader fails it.
@@ -18,6 +26,7 @@
 
 use crate::metadata::{Command, CommandResult, HostState};
 use crate::network::{Peer, Reply, Request, Routes};
+use crate::node::Proposer;
 use crate::{ClusterMetadata, HostId, TypeConfig};
 use openraft::Raft;
 use std::collections::BTreeMap;
@@ -48,20 +57,28 @@ impl Default for DetectorSettings {
     }
 }
 
+/// Pings in a row a host must miss before another host (not the leader)
+/// reports it unreachable.
+const MISSED_TO_REPORT: u32 = 3;
+
 /// Run failure detection for host `me` until the task is aborted.
 pub(crate) async fn run(
     me: HostId,
     raft: Raft<TypeConfig>,
     metadata: watch::Receiver<ClusterMetadata>,
     routes: Routes,
+    proposer: Proposer,
     settings: DetectorSettings,
 ) {
-    // Per host: when it last answered, refusals in a row, and a
-    // connection to ping it on.
+    // Per host: when it last answered, pings missed and refusals in a row,
+    // and a connection to ping it on.
     let mut heard: BTreeMap<HostId, Instant> = BTreeMap::new();
     let mut incarnations: BTreeMap<HostId, u64> = BTreeMap::new();
     let mut refused: BTreeMap<HostId, u32> = BTreeMap::new();
+    let mut missed: BTreeMap<HostId, u32> = BTreeMap::new();
     let mut peers: BTreeMap<HostId, Peer> = BTreeMap::new();
+    // Reports in flight, by the host reported.
+    let mut reports: BTreeMap<HostId, tokio::task::JoinHandle<()>> = BTreeMap::new();
     let mut was_leader = false;
     let mut previous_leader = None;
     let mut tick = tokio::time::interval(settings.interval);
@@ -69,29 +86,36 @@ pub(crate) async fn run(
     loop {
         tick.tick().await;
         let current = raft.metrics().borrow().current_leader;
-        if current != Some(me) {
-            was_leader = false;
-            previous_leader = current.or(previous_leader);
-            continue;
-        }
+        let leading = current == Some(me);
         let now = Instant::now();
-        if !was_leader {
+        if leading && !was_leader {
             // Newly leading: everyone gets a full timeout from now — except
             // the previous leader, silent for at least an election timeout
             // already, or there would have been no election.
             heard.clear();
             refused.clear();
+            missed.clear();
             if let Some(p) = previous_leader.filter(|p| *p != me) {
                 heard.insert(p, now.checked_sub(ELECTION_SILENCE).unwrap_or(now));
             }
-            was_leader = true;
+        }
+        was_leader = leading;
+        if !leading {
+            previous_leader = current.or(previous_leader);
         }
         let m = metadata.borrow().clone();
+        let my_incarnation = match m.hosts.get(&me) {
+            Some(h) if h.state == HostState::Up => h.incarnation,
+            // Down (or rejoining): the others watch this host, not it them.
+            _ if !leading => continue,
+            _ => 0,
+        };
         // A host that rejoined is a new incarnation: its clock starts afresh.
         for (id, h) in &m.hosts {
             if incarnations.insert(*id, h.incarnation).is_some_and(|before| before != h.incarnation) {
                 heard.remove(id);
                 refused.remove(id);
+                missed.remove(id);
             }
         }
         let up: Vec<(HostId, String)> = m
@@ -116,37 +140,68 @@ pub(crate) async fn run(
         for (id, peer, answered, was_refused) in futures::future::join_all(pings).await {
             peers.insert(id, peer);
             let last = heard.entry(id).or_insert(now);
+            let misses = missed.entry(id).or_default();
             if answered {
                 *last = Instant::now();
+                *misses = 0;
+            } else {
+                *misses += 1;
             }
             let count = refused.entry(id).or_default();
             *count = if was_refused { *count + 1 } else { 0 };
         }
+        reports.retain(|_, r| !r.is_finished());
         for (id, _) in &up {
             let silent = heard.get(id).is_some_and(|t| t.elapsed() >= settings.timeout);
             let gone = refused.get(id).is_some_and(|n| *n >= REFUSALS);
-            if silent || gone {
-                heard.remove(id);
-                refused.remove(id);
-                peers.remove(id);
+            let sure = leading || gone || missed.get(id).is_some_and(|n| *n >= MISSED_TO_REPORT);
+            if !(silent || gone) || !sure || reports.contains_key(id) {
+                continue;
+            }
+            heard.remove(id);
+            refused.remove(id);
+            missed.remove(id);
+            peers.remove(id);
+            let incarnation = m.hosts.get(id).map_or(0, |h| h.incarnation);
+            let why =
+                if gone { "refused connections".to_string() } else { format!("was silent for {:?}", settings.timeout) };
+            if leading {
                 // Through the group: it commits only with a quorum.
                 let proposed = tokio::time::timeout(
                     settings.timeout,
                     raft.client_write(crate::node::proposal(
                         me,
-                        Command::HostFailed { host: *id, incarnation: m.hosts.get(id).map(|h| h.incarnation) },
+                        Command::HostFailed { host: *id, incarnation: Some(incarnation) },
                     )),
                 );
                 if let Ok(Ok(r)) = proposed.await {
                     if r.data == CommandResult::Applied {
-                        let why = if gone {
-                            "refused connections".to_string()
-                        } else {
-                            format!("was silent for {:?}", settings.timeout)
-                        };
                         eprintln!("joule: host {id} {why}: declared failed");
                     }
                 }
+            } else {
+                let command = Command::HostUnreachable {
+                    reporter: me,
+                    reporter_incarnation: my_incarnation,
+                    host: *id,
+                    incarnation,
+                };
+                let (proposer, id) = (proposer.clone(), *id);
+                reports.insert(
+                    id,
+                    tokio::spawn(async move {
+                        match proposer.propose_within(command, settings.timeout).await {
+                            Ok(CommandResult::Applied) => {
+                                eprintln!("joule: host {id} {why} (unreachable from host {me}): declared failed")
+                            }
+                            Ok(CommandResult::Refused(reason)) => {
+                                eprintln!("joule: report on host {id} refused: {reason}")
+                            }
+                            // No answer from the group: the next round tries again.
+                            Err(_) => {}
+                        }
+                    }),
+                );
             }
         }
     }

@@ -23,7 +23,7 @@
 //! message rather than guessed at.
 
 use crate::metadata::{Command, CommandResult, HostId, HostInfo, HostState};
-use crate::network::{Peer, Reply, Request};
+use crate::network::{Peer, Reply, Request, Routes};
 use crate::{DetectorSettings, MetadataNode};
 use joule_common::{bail, err, Result};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,9 @@ pub struct FormationSettings {
     /// Where the metadata group keeps its files.
     pub dir: PathBuf,
     pub detector: DetectorSettings,
+    /// Other hosts' internal addresses (as recorded, or as given in
+    /// `join`) dialled elsewhere; see [`Routes`].
+    pub routes: Routes,
 }
 
 /// A host's request to join the cluster being formed.
@@ -166,7 +169,7 @@ pub async fn form_or_join(
     }
     let mut node = if let Some(Identity { host_id: id, .. }) = restarted {
         progress(format!("restarting as host {id} of the cluster"));
-        MetadataNode::start(id, &settings.dir, listener).await?
+        MetadataNode::start_routed(id, &settings.dir, listener, settings.routes.clone()).await?
     } else {
         let leftovers = std::fs::read_dir(&settings.dir)
             .map_err(|e| err!(IoError, "cannot read {}: {e}", settings.dir.display()))?
@@ -251,7 +254,7 @@ async fn form(
 ) -> Result<MetadataNode> {
     let internal_port = listener.local_addr().map_err(|e| err!(Internal, "no internal address: {e}"))?.port();
     let (tx, mut requests) = mpsc::channel(64);
-    let node = MetadataNode::start_inner(0, &settings.dir, listener, BTreeMap::new(), Some(tx)).await?;
+    let node = MetadataNode::start_inner(0, &settings.dir, listener, settings.routes.clone(), Some(tx)).await?;
     let mut my_host = settings.advertise.clone();
     // Joined hosts by id: (host name or IP, internal port, client port).
     let mut joined: BTreeMap<HostId, (Option<String>, u16, u16)> = BTreeMap::new();
@@ -366,7 +369,10 @@ async fn join(
                 kfactor: settings.kfactor,
                 sites_per_host: settings.sites_per_host,
             };
-            match Peer::new(HostId::MAX, target.clone()).call(&Request::Join(request), Duration::from_secs(5)).await {
+            match Peer::new(HostId::MAX, settings.routes.dial(target))
+                .call(&Request::Join(request), Duration::from_secs(5))
+                .await
+            {
                 Ok(Reply::Join(Ok(id))) => break 'joined id,
                 Ok(Reply::Join(Err(why))) => bail!(InvalidArgument, "{target} did not let this host join: {why}"),
                 Ok(_) => bail!(InvalidArgument, "{target} answered the join request with something else"),
@@ -381,7 +387,7 @@ async fn join(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     progress(format!("joined the cluster as host {id}"));
-    MetadataNode::start(id, &settings.dir, listener).await
+    MetadataNode::start_routed(id, &settings.dir, listener, settings.routes.clone()).await
 }
 
 #[cfg(test)]
@@ -409,6 +415,7 @@ mod tests {
             client_port: 1,
             dir: PathBuf::new(),
             detector: DetectorSettings::default(),
+            routes: Routes::default(),
         };
         let mut r = JoinRequest {
             internal_port: 1,

@@ -38,6 +38,7 @@ pub use formation::{form_or_join, FormationSettings};
 pub use metadata::{
     ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, Proposal,
 };
+pub use network::Routes;
 pub use node::MetadataNode;
 
 openraft::declare_raft_types!(

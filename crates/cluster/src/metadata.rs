@@ -89,6 +89,14 @@ pub enum Command {
         #[serde(default)]
         incarnation: Option<u64>,
     },
+    /// Host `reporter` (at incarnation `reporter_incarnation`) cannot reach
+    /// `host` (at `incarnation`) though both are up: the network between
+    /// the two is cut while both still reach the group. One of them must
+    /// go, or replication between them stalls; the first report applied
+    /// fails `host`, and the other's report, whose reporter is then down,
+    /// is refused. A report that would leave a partition with no running
+    /// copy is refused too: the cluster waits for the cut to heal.
+    HostUnreachable { reporter: HostId, reporter_incarnation: u64, host: HostId, incarnation: u64 },
     /// An operator removed `host` on purpose.
     StopHost { host: HostId },
     /// `host` came back (rejoin finished): it serves its replicas again.
@@ -132,14 +140,30 @@ impl ClusterMetadata {
                     _ => self.take_down(*host, HostState::Failed),
                 }
             }
+            Command::HostUnreachable { reporter, reporter_incarnation, host, incarnation } => {
+                let up_as = |h: &HostId, i: &u64| {
+                    self.hosts.get(h).is_some_and(|h| h.state == HostState::Up && h.incarnation == *i)
+                };
+                if !up_as(reporter, reporter_incarnation) {
+                    return refused(format!(
+                        "host {reporter} (incarnation {reporter_incarnation}) is no longer up: its report is stale"
+                    ));
+                }
+                if !up_as(host, incarnation) {
+                    return refused(format!("host {host} (incarnation {incarnation}) is no longer up"));
+                }
+                let lost = self.only_copies_on(*host);
+                if !lost.is_empty() {
+                    return refused(format!(
+                        "host {reporter} cannot reach host {host}, but failing it would leave partitions {lost:?} \
+                         without a running copy: waiting for the network to heal"
+                    ));
+                }
+                self.take_down(*host, HostState::Failed)
+            }
             Command::StopHost { host } => {
                 // Stopping on purpose must not leave a partition without a copy.
-                let lost: Vec<usize> = (0..self.partitions.len())
-                    .filter(|p| {
-                        let r = &self.partitions[*p].replicas;
-                        r.contains(host) && !r.iter().any(|h| h != host && self.is_up(*h))
-                    })
-                    .collect();
+                let lost = self.only_copies_on(*host);
                 if !lost.is_empty() && self.hosts.get(host).is_some_and(|h| h.state == HostState::Up) {
                     return refused(format!(
                         "stopping host {host} would leave partitions {lost:?} without a running copy (k-safety)"
@@ -251,6 +275,16 @@ impl ClusterMetadata {
             self.mp_coordinator = self.hosts.iter().find(|(_, h)| h.state == HostState::Up).map(|(id, _)| *id);
         }
         CommandResult::Applied
+    }
+
+    /// Partitions whose only running copy is on `host`.
+    fn only_copies_on(&self, host: HostId) -> Vec<usize> {
+        (0..self.partitions.len())
+            .filter(|p| {
+                let r = &self.partitions[*p].replicas;
+                r.contains(&host) && !r.iter().any(|h| *h != host && self.is_up(*h))
+            })
+            .collect()
     }
 
     /// Among partition `p`'s replicas that are up, the one leading the
@@ -384,6 +418,37 @@ mod tests {
         assert_eq!(m.apply(&Command::HostRejoined { host: 1 }), CommandResult::Applied);
         check(&m);
         assert!(m.unavailable_partitions().is_empty());
+    }
+
+    #[test]
+    fn a_cut_between_two_hosts_fails_one_of_them_once() {
+        let mut m = formed(3, 2, 1);
+        let report =
+            |reporter, host| Command::HostUnreachable { reporter, reporter_incarnation: 0, host, incarnation: 0 };
+        // Both ends report; the first applied wins, the other is stale.
+        assert_eq!(m.apply(&report(1, 2)), CommandResult::Applied);
+        check(&m);
+        assert!(!m.is_up(2) && m.unavailable_partitions().is_empty());
+        match m.apply(&report(2, 1)) {
+            CommandResult::Refused(why) => assert!(why.contains("stale"), "{why}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(m.is_up(1));
+        // With host 2 down, failing host 3 would leave partitions shared
+        // by 2 and 3 without a copy: the cluster waits instead.
+        match m.apply(&report(1, 3)) {
+            CommandResult::Refused(why) => assert!(why.contains("without a running copy"), "{why}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(m.is_up(3));
+        // A report about an incarnation that has since rejoined is refused.
+        assert_eq!(m.apply(&Command::HostRejoined { host: 2 }), CommandResult::Applied);
+        assert!(matches!(m.apply(&report(3, 2)), CommandResult::Refused(_)));
+        // So is one from a reporter that has since restarted.
+        assert!(matches!(m.apply(&report(2, 3)), CommandResult::Refused(_)));
+        let fresh = Command::HostUnreachable { reporter: 3, reporter_incarnation: 0, host: 2, incarnation: 1 };
+        assert_eq!(m.apply(&fresh), CommandResult::Applied);
+        check(&m);
     }
 
     #[test]

@@ -212,15 +212,38 @@ impl RaftNetwork<TypeConfig> for Peer {
 }
 
 /// Where this member reaches each other member: the address the
-/// membership records, unless a route overrides it (a host reaching its
-/// peers through another interface; tests putting a fault-injecting proxy
-/// on each link).
-#[derive(Clone, Default)]
-pub(crate) struct Routes(pub std::sync::Arc<std::collections::BTreeMap<HostId, String>>);
+/// membership records, unless a route overrides it — by the address
+/// recorded (`--route RECORDED=VIA`: a host that reaches its peers through
+/// a NAT, another interface or a relay; tests putting a fault-injecting
+/// proxy on each link between real processes) or by member id (in-process
+/// tests).
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    by_host: std::sync::Arc<std::collections::BTreeMap<HostId, String>>,
+    by_address: std::sync::Arc<std::collections::BTreeMap<String, String>>,
+}
 
 impl Routes {
-    pub(crate) fn address(&self, target: HostId, recorded: &str) -> String {
-        self.0.get(&target).cloned().unwrap_or_else(|| recorded.to_string())
+    /// Routes by the address the membership records (recorded → dial).
+    pub fn by_address(routes: std::collections::BTreeMap<String, String>) -> Routes {
+        Routes { by_address: std::sync::Arc::new(routes), ..Routes::default() }
+    }
+
+    pub(crate) fn by_host(routes: std::collections::BTreeMap<HostId, String>) -> Routes {
+        Routes { by_host: std::sync::Arc::new(routes), ..Routes::default() }
+    }
+
+    /// The address to dial for member `target`, recorded at `recorded`.
+    pub fn address(&self, target: HostId, recorded: &str) -> String {
+        match self.by_host.get(&target) {
+            Some(a) => a.clone(),
+            None => self.dial(recorded),
+        }
+    }
+
+    /// The address to dial for a host recorded (or given) as `recorded`.
+    pub fn dial(&self, recorded: &str) -> String {
+        self.by_address.get(recorded).cloned().unwrap_or_else(|| recorded.to_string())
     }
 }
 

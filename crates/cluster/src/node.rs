@@ -111,7 +111,7 @@ impl MetadataNode {
     /// Start host `id`'s member with its files in `dir`, answering the
     /// group on `listener`.
     pub async fn start(id: HostId, dir: &Path, listener: tokio::net::TcpListener) -> Result<MetadataNode> {
-        Self::start_with_routes(id, dir, listener, BTreeMap::new()).await
+        Self::start_inner(id, dir, listener, Routes::default(), None).await
     }
 
     /// [`start`](Self::start), reaching the members named in `routes` at
@@ -122,6 +122,16 @@ impl MetadataNode {
         listener: tokio::net::TcpListener,
         routes: BTreeMap<HostId, String>,
     ) -> Result<MetadataNode> {
+        Self::start_inner(id, dir, listener, Routes::by_host(routes), None).await
+    }
+
+    /// [`start`](Self::start), dialling other members through `routes`.
+    pub async fn start_routed(
+        id: HostId,
+        dir: &Path,
+        listener: tokio::net::TcpListener,
+        routes: Routes,
+    ) -> Result<MetadataNode> {
         Self::start_inner(id, dir, listener, routes, None).await
     }
 
@@ -130,10 +140,9 @@ impl MetadataNode {
         id: HostId,
         dir: &Path,
         listener: tokio::net::TcpListener,
-        routes: BTreeMap<HostId, String>,
+        routes: Routes,
         joins: Option<crate::formation::Joins>,
     ) -> Result<MetadataNode> {
-        let routes = Routes(Arc::new(routes));
         let address = listener.local_addr().map_err(|e| err!(Internal, "the internal listener has no address: {e}"))?;
         let log =
             LogStore::open(dir).map_err(|e| err!(IoError, "cannot open the metadata log in {}: {e}", dir.display()))?;
@@ -201,65 +210,11 @@ impl MetadataNode {
     /// if the proposal never went out, `OutcomeUnknown` if it did and was
     /// not confirmed (it may still apply).
     pub async fn propose_within(&self, command: Command, limit: Duration) -> Result<CommandResult> {
-        let deadline = Instant::now() + limit;
-        let proposal = proposal(self.id, command);
-        let mut last = String::from("no attempt");
-        let mut maybe_sent = false;
-        // Every attempt carries the same id, so retrying after a lost or
-        // late answer cannot apply the command twice.
-        while Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, propose_here(&self.raft, proposal.clone())).await {
-                // A leader without a quorum waits for one indefinitely: bounded above.
-                Err(_) => {
-                    maybe_sent = true;
-                    last = "no quorum confirmed it".into();
-                    break;
-                }
-                Ok(Ok((result, index))) => return Ok(self.applied_here(result, index, deadline).await),
-                Ok(Err(NotHere::NotLeader(Some((leader, address))))) if leader != self.id => {
-                    let address = self.routes.address(leader, &address);
-                    match Peer::new(leader, address).exchange(&Request::Propose(proposal.clone()), left).await {
-                        Ok(Reply::Propose(Forwarded::Done(result, index))) => {
-                            return Ok(self.applied_here(result, index, deadline).await)
-                        }
-                        Ok(Reply::Propose(Forwarded::NotLeader)) => last = format!("host {leader} no longer leads"),
-                        Ok(Reply::Propose(Forwarded::Unknown(why))) => {
-                            maybe_sent = true;
-                            last = why;
-                        }
-                        Ok(_) => {
-                            maybe_sent = true;
-                            last = format!("host {leader} answered another request");
-                        }
-                        Err((sent, e)) => {
-                            maybe_sent |= sent;
-                            last = format!("host {leader}: {e}");
-                        }
-                    }
-                }
-                Ok(Err(NotHere::NotLeader(_))) => last = "the metadata group has no leader".into(),
-                Ok(Err(NotHere::Failed(e))) => {
-                    // It may have reached the log before the failure.
-                    maybe_sent = true;
-                    last = e.to_string();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if maybe_sent {
-            Err(err!(OutcomeUnknown, "the metadata change may or may not have applied within {limit:?}: {last}"))
-        } else {
-            Err(err!(Unavailable, "the metadata change did not apply within {limit:?}: {last}"))
-        }
+        self.proposer().propose_within(command, limit).await
     }
 
-    /// Wait (within the deadline) until this host has applied `index` too.
-    async fn applied_here(&self, result: CommandResult, index: u64, deadline: Instant) -> CommandResult {
-        let mut metrics = self.raft.metrics();
-        let here = metrics.wait_for(|m| m.last_applied.is_some_and(|id| id.index >= index));
-        let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), here).await;
-        result
+    pub(crate) fn proposer(&self) -> Proposer {
+        Proposer { id: self.id, raft: self.raft.clone(), routes: self.routes.clone() }
     }
 
     /// The metadata as of a moment between this call and its return — a
@@ -354,8 +309,14 @@ impl MetadataNode {
         if let Some(old) = self.detector.take() {
             old.abort();
         }
-        let task =
-            crate::detector::run(self.id, self.raft.clone(), self.metadata.clone(), self.routes.clone(), settings);
+        let task = crate::detector::run(
+            self.id,
+            self.raft.clone(),
+            self.metadata.clone(),
+            self.routes.clone(),
+            self.proposer(),
+            settings,
+        );
         self.detector = Some(tokio::spawn(task));
     }
 
@@ -382,4 +343,79 @@ impl MetadataNode {
         // so that the address can be bound again as soon as this returns.
         let _ = self.server.await;
     }
+}
+
+/// Proposes commands through the group on behalf of one host, forwarding
+/// them to the leader when this host does not lead (shared by
+/// [`MetadataNode`] and failure detection).
+#[derive(Clone)]
+pub(crate) struct Proposer {
+    id: HostId,
+    raft: Raft<TypeConfig>,
+    routes: Routes,
+}
+
+impl Proposer {
+    /// See [`MetadataNode::propose_within`].
+    pub(crate) async fn propose_within(&self, command: Command, limit: Duration) -> Result<CommandResult> {
+        let deadline = Instant::now() + limit;
+        let proposal = proposal(self.id, command);
+        let mut last = String::from("no attempt");
+        let mut maybe_sent = false;
+        // Every attempt carries the same id, so retrying after a lost or
+        // late answer cannot apply the command twice.
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, propose_here(&self.raft, proposal.clone())).await {
+                // A leader without a quorum waits for one indefinitely: bounded above.
+                Err(_) => {
+                    maybe_sent = true;
+                    last = "no quorum confirmed it".into();
+                    break;
+                }
+                Ok(Ok((result, index))) => return Ok(applied_here(&self.raft, result, index, deadline).await),
+                Ok(Err(NotHere::NotLeader(Some((leader, address))))) if leader != self.id => {
+                    let address = self.routes.address(leader, &address);
+                    match Peer::new(leader, address).exchange(&Request::Propose(proposal.clone()), left).await {
+                        Ok(Reply::Propose(Forwarded::Done(result, index))) => {
+                            return Ok(applied_here(&self.raft, result, index, deadline).await)
+                        }
+                        Ok(Reply::Propose(Forwarded::NotLeader)) => last = format!("host {leader} no longer leads"),
+                        Ok(Reply::Propose(Forwarded::Unknown(why))) => {
+                            maybe_sent = true;
+                            last = why;
+                        }
+                        Ok(_) => {
+                            maybe_sent = true;
+                            last = format!("host {leader} answered another request");
+                        }
+                        Err((sent, e)) => {
+                            maybe_sent |= sent;
+                            last = format!("host {leader}: {e}");
+                        }
+                    }
+                }
+                Ok(Err(NotHere::NotLeader(_))) => last = "the metadata group has no leader".into(),
+                Ok(Err(NotHere::Failed(e))) => {
+                    // It may have reached the log before the failure.
+                    maybe_sent = true;
+                    last = e.to_string();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if maybe_sent {
+            Err(err!(OutcomeUnknown, "the metadata change may or may not have applied within {limit:?}: {last}"))
+        } else {
+            Err(err!(Unavailable, "the metadata change did not apply within {limit:?}: {last}"))
+        }
+    }
+}
+
+/// Wait (within the deadline) until this host has applied `index` too.
+async fn applied_here(raft: &Raft<TypeConfig>, result: CommandResult, index: u64, deadline: Instant) -> CommandResult {
+    let mut metrics = raft.metrics();
+    let here = metrics.wait_for(|m| m.last_applied.is_some_and(|id| id.index >= index));
+    let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), here).await;
+    result
 }

@@ -47,6 +47,9 @@ pub struct ClusterConfig {
     pub advertise: Option<String>,
     /// Failure detection: a host silent this long is declared dead.
     pub heartbeat_timeout: Duration,
+    /// Other hosts' internal addresses (as the cluster records them, or as
+    /// given to `join`) dialled at another address: `--route A=B`.
+    pub routes: BTreeMap<String, String>,
 }
 
 impl Default for ClusterConfig {
@@ -58,6 +61,7 @@ impl Default for ClusterConfig {
             internal_port: 3021,
             advertise: None,
             heartbeat_timeout: joule_cluster::DetectorSettings::default().timeout,
+            routes: BTreeMap::new(),
         }
     }
 }
@@ -93,6 +97,13 @@ impl ClusterConfig {
                 self.kfactor + 1,
                 self.host_count
             );
+        }
+        for (from, to) in &self.routes {
+            for a in [from, to] {
+                if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                    bail!(InvalidArgument, "route {from}={to}: {a} is not HOST:PORT");
+                }
+            }
         }
         if self.heartbeat_timeout < Duration::from_millis(200) {
             bail!(InvalidArgument, "the heartbeat timeout must be at least 200 ms");
@@ -185,6 +196,7 @@ pub(crate) async fn join(
             interval: (config.heartbeat_timeout / 5).max(Duration::from_millis(50)),
             timeout: config.heartbeat_timeout,
         },
+        routes: joule_cluster::Routes::by_address(config.routes.clone()),
     };
     joule_cluster::form_or_join(&settings, listener, &|line| eprintln!("joule: cluster: {line}")).await
 }
@@ -202,11 +214,12 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
         return Ok(());
     }
     let started = std::time::Instant::now();
+    let routes = joule_cluster::Routes::by_address(ctx.config.cluster.routes.clone());
     let mine: Vec<u32> =
         (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me)).collect();
     let mut asked = Vec::new();
     for p in &mine {
-        if let Some(leader) = ask_for_copy(node, *p).await? {
+        if let Some(leader) = ask_for_copy(node, &routes, *p).await? {
             asked.push((*p, leader));
         }
     }
@@ -242,7 +255,7 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
 /// Ask partition `p`'s leader for a copy (retried for a minute while it
 /// cannot be reached): the leader asked, or `None` if no other host has a
 /// running copy.
-async fn ask_for_copy(node: &MetadataNode, p: u32) -> Result<Option<HostId>> {
+async fn ask_for_copy(node: &MetadataNode, routes: &joule_cluster::Routes, p: u32) -> Result<Option<HostId>> {
     let me = node.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -251,7 +264,7 @@ async fn ask_for_copy(node: &MetadataNode, p: u32) -> Result<Option<HostId>> {
             eprintln!("joule: cluster: partition {p} has no running copy elsewhere: it comes back empty");
             return Ok(None);
         };
-        let address = now.hosts.get(&leader).map(|h| h.internal_address.clone()).unwrap_or_default();
+        let address = now.hosts.get(&leader).map(|h| routes.dial(&h.internal_address)).unwrap_or_default();
         match crate::dataplane::request_copy(&address, p, me).await {
             Ok(()) => return Ok(Some(leader)),
             Err(e) if std::time::Instant::now() < deadline => {

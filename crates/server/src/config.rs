@@ -27,6 +27,7 @@
 //! kfactor = 1                  # copies of each partition beyond the first
 //! advertise = "db2"            # the name other hosts reach this one by
 //! heartbeat_timeout_ms = 1000  # a host silent this long is declared dead
+//! routes = { "db1:3021" = "10.0.0.7:3021" }  # reach a host by another address
 //!
 //! [snapshot]
 //! frequency_s = 1800           # automatic snapshots (0: none); each truncates the log
@@ -75,6 +76,7 @@ struct FileCluster {
     kfactor: Option<u32>,
     advertise: Option<String>,
     heartbeat_timeout_ms: Option<u64>,
+    routes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +144,9 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
         }
         if let Some(ms) = c.heartbeat_timeout_ms {
             config.cluster.heartbeat_timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(routes) = c.routes {
+            config.cluster.routes = routes;
         }
         config.cluster.validate().map_err(|e| err!(InvalidArgument, "configuration: [cluster]: {e}"))?;
     }
@@ -259,10 +264,11 @@ mod tests {
         apply_toml(&mut c, &mut o, "transparent_huge_pages = true\nnetwork_threads = 3").unwrap();
         assert!(c.transparent_huge_pages);
         assert_eq!(c.network_threads, 3);
-        apply_toml(&mut c, &mut o, "internal_port = 4000\n[cluster]\nhost_count = 3\njoin = [\"a:1\"]\nkfactor = 1\nheartbeat_timeout_ms = 500").unwrap();
+        apply_toml(&mut c, &mut o, "internal_port = 4000\n[cluster]\nhost_count = 3\njoin = [\"a:1\"]\nkfactor = 1\nheartbeat_timeout_ms = 500\nroutes = { \"a:1\" = \"b:2\" }").unwrap();
         assert_eq!((c.cluster.internal_port, c.cluster.host_count, c.cluster.kfactor), (4000, 3, 1));
         assert_eq!(c.cluster.join, vec!["a:1".to_string()]);
         assert_eq!(c.cluster.heartbeat_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(c.cluster.routes.get("a:1").map(String::as_str), Some("b:2"));
         for bad in [
             "[cluster]\nhost_count = 2\nkfactor = 2",
             "[cluster]\nhost_count = 5\nkfactor = 2",

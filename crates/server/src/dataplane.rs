@@ -32,7 +32,7 @@
 
 use arc_swap::ArcSwap;
 use joule_cluster::network::DATA_MAGIC;
-use joule_cluster::{ClusterMetadata, HostId};
+use joule_cluster::{ClusterMetadata, HostId, Routes};
 use joule_common::{err, Error, ErrorCode, Result};
 use joule_txn::remote::{append_frame, decode, ClusterLink, Destination, RemoteSite, WireCall, WireItem, WireResponse};
 use joule_txn::remote::{SessionDriver, WireResult};
@@ -76,7 +76,7 @@ pub(crate) struct Routing {
 }
 
 impl Routing {
-    fn from(me: HostId, m: &ClusterMetadata) -> Routing {
+    fn from(me: HostId, m: &ClusterMetadata, routes: &Routes) -> Routing {
         Routing {
             me,
             leaders: m.partitions.iter().map(|p| p.leader).collect(),
@@ -85,10 +85,10 @@ impl Routing {
                 .hosts
                 .iter()
                 .filter(|(id, _)| m.is_up(**id))
-                .map(|(id, h)| (*id, h.internal_address.clone()))
+                .map(|(id, h)| (*id, routes.dial(&h.internal_address)))
                 .collect(),
             replicas: m.partitions.iter().map(|p| p.replicas.clone()).collect(),
-            all: m.hosts.iter().map(|(id, h)| (*id, h.internal_address.clone())).collect(),
+            all: m.hosts.iter().map(|(id, h)| (*id, routes.dial(&h.internal_address))).collect(),
         }
     }
 }
@@ -98,6 +98,8 @@ type Shared<T> = Arc<ArcSwap<T>>;
 /// This host's link to the rest of its cluster.
 pub(crate) struct Link {
     me: HostId,
+    /// Other hosts' addresses dialled elsewhere (`--route`).
+    routes: Routes,
     routing: Shared<Routing>,
     runtime: tokio::runtime::Handle,
     /// Per target host: the queue of its forwarding connection's task. Read
@@ -115,10 +117,11 @@ pub(crate) struct Link {
 type SessionPool = Arc<Mutex<HashMap<(u32, HostId), Vec<std::net::TcpStream>>>>;
 
 impl Link {
-    pub fn new(me: HostId, metadata: &ClusterMetadata, runtime: tokio::runtime::Handle) -> Arc<Link> {
+    pub fn new(me: HostId, metadata: &ClusterMetadata, routes: Routes, runtime: tokio::runtime::Handle) -> Arc<Link> {
         Arc::new(Link {
             me,
-            routing: Arc::new(ArcSwap::from_pointee(Routing::from(me, metadata))),
+            routing: Arc::new(ArcSwap::from_pointee(Routing::from(me, metadata, &routes))),
+            routes,
             runtime,
             forwarders: ArcSwap::default(),
             spawning: Mutex::default(),
@@ -130,7 +133,7 @@ impl Link {
 
     /// The metadata changed: route by it from now on.
     pub fn update(&self, metadata: &ClusterMetadata) {
-        self.routing.store(Arc::new(Routing::from(self.me, metadata)));
+        self.routing.store(Arc::new(Routing::from(self.me, metadata, &self.routes)));
     }
 }
 

@@ -253,7 +253,8 @@ impl Server {
             cluster::Membership::Member(node) => {
                 let m = node.metadata();
                 let me = node.id();
-                let l = dataplane::Link::new(me, &m, tokio::runtime::Handle::current());
+                let routes = joule_cluster::Routes::by_address(config.cluster.routes.clone());
+                let l = dataplane::Link::new(me, &m, routes, tokio::runtime::Handle::current());
                 let replicas = (0..m.partitions.len() as u32)
                     .filter(|p| m.partitions[*p as usize].replicas.contains(&me))
                     .collect();

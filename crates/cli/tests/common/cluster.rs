@@ -59,9 +59,11 @@ pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
     } else {
         joule_common::testing::stable_port(super::rand_suffix())
     };
-    cmd.args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0"])
-        .args(["--internal-port", &internal.to_string()])
-        .args(["--sites", "2", "--command-log", "off", "--dir"])
+    cmd.args(["start", "--client-port", "0", "--admin-port", "0", "--http-port", "0"]);
+    if !extra.contains(&"--internal-port") {
+        cmd.args(["--internal-port", &internal.to_string()]);
+    }
+    cmd.args(["--sites", "2", "--command-log", "off", "--dir"])
         .arg(dir)
         .args(extra)
         .stdout(Stdio::piped())
@@ -75,11 +77,12 @@ pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
 /// The first line from `rx` containing `needle` (within 30 s).
 pub fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line containing {needle:?}: {e}"),
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no line containing {needle:?} ({e}); the lines before:\n{}", seen.join("\n")),
         }
     }
 }
@@ -132,14 +135,19 @@ pub fn form(dirs: &[TempDir], k: u32) -> Vec<Host> {
 
 /// [`form`], the forming host started with `first_extra` too.
 pub fn form_with(dirs: &[TempDir], k: u32, first_extra: &[&str]) -> Vec<Host> {
+    form_each(dirs, k, |i| if i == 0 { first_extra.to_vec() } else { Vec::new() })
+}
+
+/// [`form`], host `i` started with `extra(i)` too.
+fn form_each<'a>(dirs: &[TempDir], k: u32, extra: impl Fn(usize) -> Vec<&'a str>) -> Vec<Host> {
     let n = dirs.len().to_string();
     let k = k.to_string();
     let shape = ["--host-count", n.as_str(), "--kfactor", k.as_str()];
-    let first = spawn(dirs[0].path(), &[&shape[..], first_extra].concat());
+    let first = spawn(dirs[0].path(), &[&shape[..], &extra(0)].concat());
     let join = format!("127.0.0.1:{}", forming_port(&first));
     let mut rest = Vec::new();
     for (i, d) in dirs.iter().enumerate().skip(1) {
-        rest.push(spawn(d.path(), &[&shape[..], &["--join", join.as_str()]].concat()));
+        rest.push(spawn(d.path(), &[&shape[..], &["--join", join.as_str()], &extra(i)].concat()));
         wait_line(&first.stderr, &format!("host {i} joined"));
     }
     let mut hosts = vec![first.ready()];
@@ -148,6 +156,66 @@ pub fn form_with(dirs: &[TempDir], k: u32, first_extra: &[&str]) -> Vec<Host> {
         assert_eq!(h.id, i as u64, "hosts join in order");
     }
     hosts
+}
+
+/// A proxy on every link between the hosts of a cluster (one per
+/// direction), so that a test can cut or hang the network between two
+/// hosts while both still reach the third. Host `i` is started with
+/// `--route` arguments sending its connections to host `t` through the
+/// proxy for (i, t); [`Mesh::args`] gives them again for a restart.
+pub struct Mesh {
+    proxies: std::collections::BTreeMap<(usize, usize), super::fault_proxy::Proxy>,
+    args: Vec<Vec<String>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Mesh {
+    /// Proxies for `n` hosts, with an internal port chosen for each.
+    pub fn new(n: usize) -> Mesh {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let ports: Vec<u16> =
+            (0..n).map(|i| joule_common::testing::stable_port(super::rand_suffix() ^ (i as u64) << 48)).collect();
+        let mut proxies = std::collections::BTreeMap::new();
+        let mut args = Vec::new();
+        for from in 0..n {
+            let mut a = vec!["--internal-port".to_string(), ports[from].to_string()];
+            for to in (0..n).filter(|t| *t != from) {
+                let target = format!("127.0.0.1:{}", ports[to]);
+                let proxy = runtime.block_on(super::fault_proxy::Proxy::start(target.clone()));
+                a.extend(["--route".to_string(), format!("{target}={}", proxy.address)]);
+                proxies.insert((from, to), proxy);
+            }
+            args.push(a);
+        }
+        Mesh { proxies, args, runtime }
+    }
+
+    /// The arguments host `i` starts with (and restarts with).
+    pub fn args(&self, i: usize) -> Vec<&str> {
+        self.args[i].iter().map(String::as_str).collect()
+    }
+
+    /// Set both directions of the link between hosts `a` and `b`.
+    pub fn set(&self, a: usize, b: usize, link: super::fault_proxy::Link) {
+        let _guard = self.runtime.enter();
+        self.proxies[&(a, b)].set(link);
+        self.proxies[&(b, a)].set(link);
+    }
+
+    /// Every link up again.
+    pub fn heal(&self) {
+        let _guard = self.runtime.enter();
+        for p in self.proxies.values() {
+            p.set(super::fault_proxy::Link::Up);
+        }
+    }
+}
+
+/// [`form`], every link through a [`Mesh`]'s proxies.
+pub fn form_meshed(dirs: &[TempDir], k: u32) -> (Vec<Host>, Mesh) {
+    let mesh = Mesh::new(dirs.len());
+    let hosts = form_each(dirs, k, |i| mesh.args(i));
+    (hosts, mesh)
 }
 
 pub fn connect(addr: &str) -> SyncConnection {

@@ -4,6 +4,10 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+/// The fault-injecting TCP proxy (and the linearizability checker) the
+/// metadata group's tests use.
+#[path = "../../../cluster/tests/common/mod.rs"]
+pub mod fault_proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

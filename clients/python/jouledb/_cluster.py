@@ -29,8 +29,11 @@ With ``route_to_leaders`` (the default) a single-partition call goes
 straight to its partition's leader, saving the host that would forward it a
 hop: the client reads each partition's leader (``@Statistics TOPO``) and
 which parameter partitions each procedure (``@SystemCatalog PROCEDURES``),
-hashes the key as the server does (`_hashinator.py`), and reads them again
-every couple of seconds. A call it cannot route goes by the policy.
+hashes the key as the server does (`_hashinator.py`). Its connections
+subscribe to topology notifications (``@Subscribe('TOPOLOGY')``): when one
+arrives (read along with the next answer on that connection) the client
+reads the topology again before its next call — and every few seconds
+regardless. A call it cannot route goes by the policy.
 """
 
 import random as _random
@@ -45,8 +48,9 @@ SERVER_UNAVAILABLE = -5
 POLICIES = ("round-robin", "random", "weighted", "least-outstanding")
 # How long a host that failed is passed over.
 RETRY_AFTER = 1.0
-# How often a routing client reads the topology again.
-TOPOLOGY_EVERY = 2.0
+# How often a routing client reads the topology again without being told
+# it changed.
+TOPOLOGY_EVERY = 5.0
 
 
 def _address(server):
@@ -94,6 +98,8 @@ class Cluster:
         self._leaders = {}
         self._partition_params = {}
         self._read_at = 0.0
+        # A host said the topology changed: read it before the next call.
+        self._stale = False
         self._weights = {}
         if weights is not None:
             if isinstance(weights, dict):
@@ -126,6 +132,9 @@ class Cluster:
         self._read_at = time.monotonic()
         if self._route:
             self._read_routes(clients)
+
+    def _topology_changed(self):
+        self._stale = True
 
     def _read_routes(self, clients):
         """Each partition's leader and each procedure's partition parameter."""
@@ -191,8 +200,9 @@ class Cluster:
     def _call_once(self, procedure, params):
         tried = set()
         last = None
-        if self._route and self._read_at and time.monotonic() - self._read_at > TOPOLOGY_EVERY:
+        if self._route and self._read_at and (self._stale or time.monotonic() - self._read_at > TOPOLOGY_EVERY):
             self._read_at = time.monotonic()
+            self._stale = False
             self.refresh()
         preferred = self._leader_for(procedure, params) if self._route else None
         while True:
@@ -237,7 +247,12 @@ class Cluster:
             if connection is None:
                 try:
                     connection = Connection(host.address[0], host.address[1], user=user, password=password,
-                                            timeout=timeout)
+                                            timeout=timeout, on_topology=self._topology_changed)
+                    if self._route:
+                        try:
+                            connection.call("@Subscribe", "TOPOLOGY")
+                        except JouleError:
+                            pass  # a server without notifications: read on the schedule alone
                 except OSError as e:
                     raise _NotSent("cannot reach %s:%d: %s" % (host.address + (e,)))
                 except JouleError as e:

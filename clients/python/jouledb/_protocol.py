@@ -200,13 +200,24 @@ def _array_param(values):
     return struct.pack(">bbh", ARRAY, kind, len(values)) + body
 
 
-class Connection:
-    """One connection to a JouleDB server (not shared between threads)."""
+# The handle of a topology notification: an unsolicited response a server
+# sends, after ``@Subscribe('TOPOLOGY')``, whenever the cluster's topology
+# changes (VoltDB's value).
+TOPOLOGY_HANDLE = (1 << 63) - 2
 
-    def __init__(self, host, port, user=None, password=None, timeout=30.0):
+
+class Connection:
+    """One connection to a JouleDB server (not shared between threads).
+
+    ``on_topology``, if given, is called (with no arguments) for each
+    topology notification read on the connection; notifications arrive
+    between answers and are read along with them."""
+
+    def __init__(self, host, port, user=None, password=None, timeout=30.0, on_topology=None):
         self._sock = socket.create_connection((host, port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._handle = 0
+        self._on_topology = on_topology
         digest = hashlib.sha256((password or "").encode("utf-8")).digest()
         user_bytes = (user or "").encode("utf-8")
         login = (struct.pack(">bb", 1, 1) + struct.pack(">i", 8) + b"database"
@@ -259,9 +270,14 @@ class Connection:
         return self.call("@AdHoc", sql, *params)
 
     def _response(self, handle):
-        r = _Reader(self._recv())
-        r.unpack("b")
-        got = r.unpack("q")
+        while True:
+            r = _Reader(self._recv())
+            r.unpack("b")
+            got = r.unpack("q")
+            if got != TOPOLOGY_HANDLE:
+                break
+            if self._on_topology is not None:
+                self._on_topology()
         fields = r.unpack("B")
         status = r.unpack("b")
         status_string = r.string() if fields & (1 << 5) else None

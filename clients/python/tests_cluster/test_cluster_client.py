@@ -3,6 +3,7 @@ hosts, spreads calls as its policy says, and keeps working when a host is
 killed — sending again only calls that never reached a host."""
 
 import collections
+import time
 
 import pytest
 
@@ -80,7 +81,21 @@ def test_a_killed_host_is_passed_over(cluster):
         for _ in servers:
             db.call("@Ping")
         before = db.calls_per_host()[servers[2]]
+        # A connection subscribed to topology notifications hears of the
+        # failure: it arrives between answers, and calls still get theirs.
+        notes = []
+        host, _, port = servers[0].rpartition(":")
+        watcher = jouledb.Connection(host, int(port), on_topology=lambda: notes.append(1))
+        watcher.call("@Subscribe", "TOPOLOGY")
+        with pytest.raises(jouledb.JouleError):
+            watcher.call("@Subscribe", "NEWS")
         cluster[2].kill()
+        deadline = time.monotonic() + 20
+        while not notes and time.monotonic() < deadline:
+            watcher.call("@Ping")
+            time.sleep(0.05)
+        assert notes, "no topology notification within 20 s of a host failing"
+        watcher.close()
         done = collections.Counter()
         for k in range(1000, 1060):
             try:

@@ -64,7 +64,13 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<i64, Reply>> {
 }
 
 impl Connection {
-    pub(crate) async fn open(addr: SocketAddr, options: &Options) -> Result<Connection> {
+    /// Open and log in. Topology notifications (after `@Subscribe`) wake
+    /// `pushes`.
+    pub(crate) async fn open(
+        addr: SocketAddr,
+        options: &Options,
+        pushes: Option<Arc<tokio::sync::Notify>>,
+    ) -> Result<Connection> {
         let stream = TcpStream::connect(addr).await.map_err(|e| err!(Unavailable, "cannot connect to {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let (rd, mut wr) = stream.into_split();
@@ -129,6 +135,12 @@ impl Connection {
                     Ok(r) => r,
                     Err(_) => break,
                 };
+                if response.client_handle == joule_wire::TOPOLOGY_HANDLE {
+                    if let Some(p) = &pushes {
+                        p.notify_one();
+                    }
+                    continue;
+                }
                 let reply = lock(&r_pending).remove(&response.client_handle);
                 if let Some(reply) = reply {
                     r_outstanding.fetch_sub(1, Ordering::Relaxed);

@@ -129,10 +129,15 @@ pub struct Client {
     runtime: tokio::runtime::Handle,
     /// Where single-partition calls go, when known (several hosts).
     topology: Arc<arc_swap::ArcSwapOption<route::Topology>>,
+    /// Whether the client follows the topology (routing to leaders): its
+    /// connections subscribe to topology notifications, which wake `pushes`.
+    follows: bool,
+    pushes: Arc<tokio::sync::Notify>,
 }
 
-/// How often a routing client reads the cluster's topology again.
-const TOPOLOGY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a routing client reads the cluster's topology again without
+/// being told it changed (a notification makes it read at once).
+const TOPOLOGY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One connection's place: its address and the current connection there,
 /// replaced when a lost one is reopened.
@@ -140,6 +145,12 @@ struct Slot {
     address: SocketAddr,
     current: ArcSwap<Connection>,
     reconnecting: AtomicBool,
+}
+
+/// Ask `connection`'s host for topology notifications (a server that has
+/// none refuses; the client then reads the topology on its schedule alone).
+async fn subscribe(connection: &Connection) {
+    let _ = connection.call("@Subscribe", vec![Param::Value(Value::from("TOPOLOGY"))]).await;
 }
 
 /// Waits between attempts to reopen a lost connection: doubling from the
@@ -155,13 +166,18 @@ impl Client {
         }
         let chooser = balance::Chooser::new(options.balance.clone(), addresses.len(), options.connections_per_address)
             .map_err(|why| err!(InvalidArgument, "balance: {why}"))?;
+        let follows = options.route_to_leaders && addresses.len() > 1;
+        let pushes = Arc::new(tokio::sync::Notify::new());
         let mut slots = Vec::new();
         for a in addresses {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host(*a).await.map_err(|e| err!(Unavailable, "cannot resolve {a}: {e}"))?.collect();
             let address = *addrs.first().ok_or_else(|| err!(Unavailable, "{a} resolves to no address"))?;
             for _ in 0..options.connections_per_address {
-                let connection = Connection::open(address, &options).await?;
+                let connection = Connection::open(address, &options, Some(pushes.clone())).await?;
+                if follows {
+                    subscribe(&connection).await;
+                }
                 slots.push(Slot {
                     address,
                     current: ArcSwap::from_pointee(connection),
@@ -175,25 +191,31 @@ impl Client {
             options: Arc::new(options),
             runtime: tokio::runtime::Handle::current(),
             topology: Arc::default(),
+            follows,
+            pushes,
         };
-        if client.options.route_to_leaders && addresses.len() > 1 {
+        if follows {
             client.follow_topology().await;
         }
         Ok(client)
     }
 
-    /// Read the topology now, then every [`TOPOLOGY_EVERY`] in the
-    /// background until the client is dropped.
+    /// Read the topology now, then whenever a host says it changed (and
+    /// every [`TOPOLOGY_EVERY`] regardless) in the background until the
+    /// client is dropped.
     async fn follow_topology(&self) {
         if let Ok(t) = route::fetch(self).await {
             self.topology.store(t.map(Arc::new));
         }
         let slots = Arc::downgrade(&self.slots);
         let (chooser, options, topology) = (self.chooser.clone(), self.options.clone(), self.topology.clone());
-        let runtime = self.runtime.clone();
+        let (runtime, pushes) = (self.runtime.clone(), self.pushes.clone());
         self.runtime.spawn(async move {
             loop {
-                tokio::time::sleep(TOPOLOGY_EVERY).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(TOPOLOGY_EVERY) => {}
+                    _ = pushes.notified() => {}
+                }
                 let Some(slots) = slots.upgrade() else { return };
                 let client = Client {
                     slots,
@@ -201,6 +223,8 @@ impl Client {
                     options: options.clone(),
                     runtime: runtime.clone(),
                     topology: topology.clone(),
+                    follows: true,
+                    pushes: pushes.clone(),
                 };
                 if let Ok(t) = route::fetch(&client).await {
                     topology.store(t.map(Arc::new));
@@ -271,13 +295,19 @@ impl Client {
             return;
         }
         let (slots, options) = (Arc::downgrade(&self.slots), self.options.clone());
+        let (follows, pushes) = (self.follows, self.pushes.clone());
         self.runtime.spawn(async move {
             let mut wait = RECONNECT_FIRST;
             loop {
                 tokio::time::sleep(wait).await;
                 let Some(slots) = slots.upgrade() else { return };
                 let slot = &slots[i];
-                if let Ok(c) = Connection::open(slot.address, &options).await {
+                if let Ok(c) = Connection::open(slot.address, &options, Some(pushes.clone())).await {
+                    if follows {
+                        subscribe(&c).await;
+                        // It was away: what it missed is read now.
+                        pushes.notify_one();
+                    }
                     slot.current.store(Arc::new(c));
                     slot.reconnecting.store(false, Ordering::SeqCst);
                     return;

@@ -8,8 +8,10 @@
 //! single-partition and on which parameter (`@SystemCatalog PROCEDURES`, the
 //! `partitionParameter` VoltDB clients read), hashes the call's partition
 //! key with the same hashinator the server uses (`joule_common::hashinator`),
-//! and sends the call on a connection to the leader. The topology is read
-//! again every couple of seconds, so the client follows failovers. A call
+//! and sends the call on a connection to the leader. Its connections
+//! subscribe to topology notifications (`@Subscribe('TOPOLOGY')`): when a
+//! host says the topology changed (a failover, a host back), the client
+//! reads it again at once — and every few seconds regardless. A call
 //! it cannot route — a multi-partition one, a key of another type, a leader
 //! it has no connection to — goes by the balancing policy, and is forwarded
 //! as before: routing only ever saves a hop, it never decides correctness.

@@ -318,6 +318,9 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
             eprintln!("joule: cluster: {line}");
             ctx.event(line);
         }
+        if topology_changed(&before, &now) {
+            crate::connection::push_topology(&ctx, &now);
+        }
         let was_up = before.hosts.get(&me).map(|h| h.state) == Some(HostState::Up);
         match now.hosts.get(&me).map(|h| h.state) {
             Some(HostState::Stopped) if was_up => {
@@ -447,6 +450,12 @@ pub(crate) fn console_json(ctx: &ServerContext) -> serde_json::Value {
 fn site_name(m: &ClusterMetadata, h: HostId, p: usize) -> String {
     let site = m.partitions[..p].iter().filter(|q| q.replicas.contains(&h)).count();
     format!("{h}:{site}")
+}
+
+/// Whether clients routing by the topology must hear of the change: hosts'
+/// states or addresses, partition leaders, or the coordinator moved.
+fn topology_changed(before: &ClusterMetadata, now: &ClusterMetadata) -> bool {
+    before.hosts != now.hosts || before.partitions != now.partitions || before.mp_coordinator != now.mp_coordinator
 }
 
 /// `@Statistics TOPO`: per partition its copies and its leader (VoltDB's

@@ -12,6 +12,14 @@
 //! saying why where the protocol has room for one); more than
 //! `max_outstanding` unanswered requests get VoltDB's "server unavailable"
 //! answer at once instead of queueing without bound.
+//!
+//! A few procedures are answered here rather than by the transaction
+//! layer: `@Ping`, the administrative ones (`@Shutdown`, `@Pause`,
+//! `@StopNode`, ...), and `@Subscribe('TOPOLOGY')`, after which the
+//! connection also gets unsolicited responses (handle
+//! [`joule_wire::TOPOLOGY_HANDLE`], the `@Statistics TOPO` table) whenever
+//! the cluster's topology changes — clients routing calls to partition
+//! leaders follow failovers at once instead of polling.
 
 use crate::convert::{param_value, write_failure, write_ping, write_response, STATUS_SERVER_UNAVAILABLE};
 use crate::{ServerContext, User};
@@ -75,6 +83,9 @@ pub(crate) struct ConnectionStats {
 pub(crate) struct ConnectionSink {
     out: UnboundedSender<Vec<u8>>,
     pub(crate) outstanding: AtomicUsize,
+    /// The client called `@Subscribe('TOPOLOGY')`: topology changes are
+    /// pushed to it (see [`push_topology`]).
+    topology: std::sync::atomic::AtomicBool,
     writes: Arc<WriteState>,
     /// The server's count of unanswered requests.
     queued: Arc<AtomicUsize>,
@@ -158,6 +169,42 @@ impl ResponseSink for ConnectionSink {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         // The only call in flight on this connection: answer it directly.
         self.send(buf, others == 0);
+    }
+}
+
+/// Check `@Subscribe`'s parameters: one, `'TOPOLOGY'` (the only
+/// notification there is).
+fn subscription(params: &[joule_wire::Param]) -> Result<()> {
+    match params {
+        [p] => match param_value(p.clone()) {
+            Value::String(s) if s.eq_ignore_ascii_case("TOPOLOGY") => Ok(()),
+            Value::String(s) => Err(err!(InvalidArgument, "@Subscribe: unknown notification {s:?} (only TOPOLOGY)")),
+            v => Err(err!(DatatypeMismatch, "@Subscribe takes a notification name, not {}", v.type_name())),
+        },
+        _ => Err(err!(WrongParameterCount, "@Subscribe takes one parameter ('TOPOLOGY'), not {}", params.len())),
+    }
+}
+
+/// Push the topology `m` describes to every connection that subscribed:
+/// one response with handle [`joule_wire::TOPOLOGY_HANDLE`] carrying the
+/// `@Statistics TOPO` table.
+pub(crate) fn push_topology(ctx: &ServerContext, m: &joule_cluster::ClusterMetadata) {
+    let sinks: Vec<Arc<ConnectionSink>> = ctx
+        .connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter_map(|(_, sink)| sink.upgrade())
+        .filter(|sink| sink.topology.load(Ordering::Relaxed))
+        .collect();
+    if sinks.is_empty() {
+        return;
+    }
+    let mut buf = Vec::new();
+    let response = joule_txn::Response::answered(vec![crate::cluster::topo_table(m)]);
+    write_response(&mut buf, joule_wire::TOPOLOGY_HANDLE, &response, 0);
+    for sink in sinks {
+        sink.queue(buf.clone());
     }
 }
 
@@ -256,6 +303,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     let sink = Arc::new(ConnectionSink {
         out: tx.clone(),
         outstanding: AtomicUsize::new(0),
+        topology: std::sync::atomic::AtomicBool::new(false),
         writes: writes.clone(),
         queued: ctx.queued.clone(),
     });
@@ -360,6 +408,13 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 sink.queue(std::mem::take(&mut out));
                 ctx.request_shutdown();
             }
+            "@Subscribe" => match subscription(&inv.params) {
+                Ok(()) => {
+                    sink.topology.store(true, Ordering::Relaxed);
+                    write_ping(&mut out, handle);
+                }
+                Err(e) => write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string()),
+            },
             "@Pause" | "@Resume" => {
                 ctx.paused.store(inv.procedure == "@Pause", Ordering::SeqCst);
                 write_ping(&mut out, handle);

@@ -15,5 +15,5 @@ pub mod frame;
 pub mod messages;
 pub mod types;
 
-pub use messages::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, VoltTable};
+pub use messages::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, VoltTable, TOPOLOGY_HANDLE};
 pub use types::{Param, VoltType};

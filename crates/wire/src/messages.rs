@@ -86,6 +86,13 @@ impl Login {
     }
 }
 
+/// The client handle of a topology notification: an unsolicited response
+/// a server sends to connections that called `@Subscribe('TOPOLOGY')`
+/// whenever the cluster's topology changes (hosts failing or coming back,
+/// partition leaders moving). It carries the `@Statistics TOPO` table; the
+/// value is VoltDB's, so its clients understand it too.
+pub const TOPOLOGY_HANDLE: i64 = i64::MAX - 1;
+
 /// Login result codes.
 pub mod login_result {
     pub const SUCCESS: i8 = 0;

@@ -164,20 +164,21 @@ impl Connection {
 
     /// Send the invocation; `reply` gets the answer.
     pub(crate) fn send(&self, procedure: &str, params: Vec<Param>, reply: Reply) -> Result<()> {
+        let invocation = Encoded::new(procedure, params)?;
+        self.send_encoded(&invocation, reply)
+    }
+
+    /// Send an invocation encoded once (under this connection's next
+    /// handle); `reply` gets the answer.
+    pub(crate) fn send_encoded(&self, invocation: &Encoded, reply: Reply) -> Result<()> {
         if !self.is_open() {
             return Err(err!(Unavailable, "connection lost"));
         }
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let inv = Invocation {
-            version: 0,
-            procedure: procedure.to_string(),
-            client_handle: handle,
-            batch_timeout_ms: None,
-            params,
-        };
-        let payload = inv.encode()?;
-        let mut frame = Vec::with_capacity(payload.len() + 4);
-        write_frame(&mut frame, &payload);
+        let mut frame = Vec::with_capacity(invocation.payload.len() + 4);
+        write_frame(&mut frame, &invocation.payload);
+        let at = 4 + invocation.handle_at;
+        frame[at..at + 8].copy_from_slice(&handle.to_be_bytes());
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| {
             self.outstanding.fetch_sub(1, Ordering::Relaxed);
@@ -185,17 +186,46 @@ impl Connection {
         })
     }
 
-    pub(crate) async fn call(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
+    /// Send `invocation` and wait for its answer. `Unavailable` means it
+    /// was never sent (it cannot have run); `OutcomeUnknown` that it was and
+    /// no answer came.
+    pub(crate) async fn call_encoded(&self, invocation: &Encoded) -> Result<ClientResponse> {
         let (reply, answer) = oneshot::channel();
-        self.send(procedure, params, Reply::Wait(reply))?;
+        self.send_encoded(invocation, Reply::Wait(reply))?;
         let answer = match self.timeout {
             Some(t) => tokio::time::timeout(t, answer).await.map_err(|_| {
-                err!(OutcomeUnknown, "no answer to {procedure} within {t:?}: it may or may not have run")
+                err!(OutcomeUnknown, "no answer to {} within {t:?}: it may or may not have run", invocation.procedure)
             })?,
             None => answer.await,
         };
         answer
             .map_err(|_| err!(OutcomeUnknown, "connection lost before the answer: the call may or may not have run"))?
+    }
+
+    pub(crate) async fn call(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
+        self.call_encoded(&Encoded::new(procedure, params)?).await
+    }
+}
+
+/// An invocation encoded once, to be sent under any connection's handle
+/// (a call that never went out is sent again on another connection).
+pub(crate) struct Encoded {
+    procedure: String,
+    payload: Vec<u8>,
+    handle_at: usize,
+}
+
+impl Encoded {
+    pub(crate) fn new(procedure: &str, params: Vec<Param>) -> Result<Encoded> {
+        let invocation = Invocation {
+            version: 0,
+            procedure: procedure.to_string(),
+            client_handle: 0,
+            batch_timeout_ms: None,
+            params,
+        };
+        let payload = invocation.encode()?;
+        Ok(Encoded { handle_at: invocation.handle_offset(), procedure: invocation.procedure, payload })
     }
 }
 

@@ -317,11 +317,24 @@ impl Client {
         });
     }
 
-    /// Invoke and return the response as it came (any status).
+    /// Invoke and return the response as it came (any status). A call
+    /// whose connection was lost before it was written is sent again on
+    /// another (it cannot have run); one that was written is never sent
+    /// twice — its loss is `OutcomeUnknown`.
     pub async fn call_raw(&self, procedure: &str, params: Vec<Param>) -> Result<ClientResponse> {
         // Owned across the await (a load guard is for short borrows).
         let connection = self.pick_for(procedure, &params)?.current.load_full();
-        connection.call(procedure, params).await
+        let invocation = connection::Encoded::new(procedure, params)?;
+        let mut answer = connection.call_encoded(&invocation).await;
+        for _ in 1..self.slots.len() {
+            match &answer {
+                Err(e) if e.code() == ErrorCode::Unavailable => {
+                    answer = self.pick()?.current.load_full().call_encoded(&invocation).await;
+                }
+                _ => break,
+            }
+        }
+        answer
     }
 
     /// Invoke without waiting: `callback` runs with the answer on the

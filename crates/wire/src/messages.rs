@@ -219,6 +219,14 @@ impl Invocation {
     }
 
     /// Encode as version 0 (or 1 when a batch timeout is set).
+    /// Where [`encode`](Self::encode) puts the client handle (8 bytes, big
+    /// endian): a client sending the same invocation on another connection
+    /// patches the handle instead of encoding again.
+    pub fn handle_offset(&self) -> usize {
+        let version = if self.batch_timeout_ms.is_some() { 6 } else { 1 };
+        version + 4 + self.procedure.len()
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(32 + self.procedure.len());
         match self.batch_timeout_ms {

@@ -236,8 +236,15 @@ proptest! {
     fn invocations_round_trip(name in "[A-Za-z@.]{1,20}", handle in any::<i64>(), timeout in prop::option::of(0i32..100_000),
                               params in prop::collection::vec(param(), 0..8)) {
         let inv = Invocation { version: if timeout.is_some() { 1 } else { 0 }, procedure: name, client_handle: handle, batch_timeout_ms: timeout, params };
-        let decoded = Invocation::decode(&inv.encode().unwrap()).unwrap();
-        prop_assert_eq!(decoded, inv);
+        let mut encoded = inv.encode().unwrap();
+        let decoded = Invocation::decode(&encoded).unwrap();
+        prop_assert_eq!(&decoded, &inv);
+        // The handle sits where handle_offset says: patching it there is
+        // the same invocation under another handle.
+        let at = inv.handle_offset();
+        encoded[at..at + 8].copy_from_slice(&handle.wrapping_add(1).to_be_bytes());
+        let patched = Invocation::decode(&encoded).unwrap();
+        prop_assert_eq!(patched, Invocation { client_handle: handle.wrapping_add(1), ..inv });
     }
 
     #[test]

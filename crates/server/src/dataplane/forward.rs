@@ -1,0 +1,157 @@
+//! Forwarded calls: a host's calls for partitions led elsewhere (or for
+//! the coordinator) carried over one connection per target host, and the
+//! serving of such calls here.
+
+use super::*;
+
+pub(super) struct Forward {
+    pub(super) call: WireCall,
+    pub(super) handle: u64,
+    pub(super) sink: Arc<dyn ResponseSink>,
+}
+
+pub(super) type Pending = Arc<Mutex<HashMap<u64, (u64, Arc<dyn ResponseSink>)>>>;
+
+/// Carry calls to one host over one connection, reopened when it breaks.
+pub(super) async fn forwarder(
+    address: String,
+    target: HostId,
+    routing: Shared<Routing>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Forward>,
+) {
+    let mut next_id: u64 = 0;
+    while let Some(first) = requests.recv().await {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address)).await;
+        let mut stream = match stream {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                fail(first, err!(Unavailable, "cannot reach {address} to forward the call: {e}"));
+                continue;
+            }
+            Err(_) => {
+                fail(first, err!(Unavailable, "cannot reach {address} to forward the call within {CONNECT_TIMEOUT:?}"));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut hello = DATA_MAGIC.to_vec();
+        hello.push(FORWARD);
+        if let Err(e) = stream.write_all(&hello).await {
+            fail(first, err!(Unavailable, "cannot reach {address} to forward the call: {e}"));
+            continue;
+        }
+        let (mut rd, mut wr) = stream.into_split();
+        let pending: Pending = Arc::default();
+        let reader = {
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                while let Ok(body) = read_body_async(&mut rd).await {
+                    let Ok((id, response)) = decode::<(u64, WireResponse)>(&body) else { break };
+                    let entry = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    if let Some((handle, sink)) = entry {
+                        sink.deliver(handle, response.into_response());
+                    }
+                }
+            })
+        };
+        let mut request = Some(first);
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            // A host declared failed (dead, hung, cut off) answers nothing
+            // more: what waits on it ends as unknown.
+            if !routing.load().up.contains_key(&target) {
+                break;
+            }
+            let Some(r) = request.take() else {
+                tokio::select! {
+                    r = requests.recv() => match r {
+                        Some(r) => { request = Some(r); continue; }
+                        None => break,
+                    },
+                    _ = wait_finished(&reader) => break,
+                    _ = tokio::time::sleep(CHECK_EVERY) => continue,
+                }
+            };
+            // Everything queued goes out in one write.
+            buf.clear();
+            let mut next = Some(r);
+            while let Some(r) = next.take() {
+                next_id += 1;
+                pending.lock().unwrap_or_else(|p| p.into_inner()).insert(next_id, (r.handle, r.sink.clone()));
+                if let Err(e) = append_frame(&(next_id, &r.call), &mut buf) {
+                    // Not sent: say so to this caller alone.
+                    if let Some((handle, sink)) = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&next_id) {
+                        sink.deliver(handle, Response::failure(e, None));
+                    }
+                }
+                if buf.len() < 1 << 20 {
+                    next = requests.try_recv().ok();
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+        reader.abort();
+        // Calls written and not answered: they may have run.
+        let lost: Vec<_> = pending.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (_, (handle, sink)) in lost {
+            let e = err!(OutcomeUnknown, "the connection to {address} broke before the forwarded call was answered");
+            sink.deliver(handle, Response::failure(e, None));
+        }
+    }
+}
+
+pub(super) async fn wait_finished(task: &tokio::task::JoinHandle<()>) {
+    while !task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(super) fn fail(f: Forward, e: Error) {
+    f.sink.deliver(f.handle, Response::failure(e, None));
+}
+
+/// Answers to forwarded calls, queued for the connection's writer.
+pub(super) struct ForwardedSink(tokio::sync::mpsc::UnboundedSender<(u64, WireResponse)>);
+
+impl ResponseSink for ForwardedSink {
+    fn deliver(&self, handle: u64, response: Response) {
+        let _ = self.0.send((handle, WireResponse::from(&response)));
+    }
+}
+
+/// Serve calls another host forwarded here: run each, answer with its id.
+pub(super) async fn serve_forwarded(s: tokio::net::TcpStream, host: Arc<Host>) {
+    let (mut rd, mut wr) = s.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, WireResponse)>();
+    let writer = tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        while let Some(answer) = rx.recv().await {
+            // Everything answered meanwhile goes out in one write.
+            buf.clear();
+            let mut next = Some(answer);
+            while let Some(a) = next.take() {
+                if append_frame(&a, &mut buf).is_err() {
+                    return;
+                }
+                if buf.len() < 1 << 20 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let sink: Arc<dyn ResponseSink> = Arc::new(ForwardedSink(tx));
+    let mut client = host.client();
+    while let Ok(body) = read_body_async(&mut rd).await {
+        let Ok((id, call)) = decode::<(u64, WireCall)>(&body) else { break };
+        client.use_database(&call.database);
+        client.set_hops(call.hops);
+        client.call_async(&call.procedure, call.params, id, sink.clone());
+    }
+    drop(sink);
+    let _ = writer.await;
+}

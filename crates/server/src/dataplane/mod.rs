@@ -1,0 +1,438 @@
+//! The data plane between a cluster's hosts: the [`ClusterLink`] the
+//! transaction layer uses, over connections to the other hosts' internal
+//! ports, and the serving of such connections here.
+//!
+//! A data-plane connection opens with [`DATA_MAGIC`] (the internal port's
+//! server hands it over; see `joule-cluster`) and one byte saying what it
+//! carries; then frames — `length (u32 LE) | postcard` — each way:
+//!
+//! * `F`, **forwarded calls**: `(id, WireCall)` requests, `(id,
+//!   WireResponse)` answers in any order. One connection per target host,
+//!   shared by every call forwarded there. A call on a connection that
+//!   breaks fails as `OutcomeUnknown` if it was written, `Unavailable` if
+//!   not.
+//! * `S`, **a remote site session**: the coordinator here drives partition
+//!   `p`'s leader there: `Begin`, `Round`, `Finish` requests, one answer
+//!   each. Sessions are pooled per (partition, host) between transactions.
+//!   While waiting, a session checks the metadata: a target declared
+//!   failed ends the wait.
+//! * `R`, **replication**: batches (partition, the sender's stream and the
+//!   batch's position on it, records), one
+//!   acknowledgement each once the replica has applied them. A shipper
+//!   thread per partition sends each batch to every live replica and waits
+//!   for all acknowledgements before running the batch's callbacks (which
+//!   release the answers). A batch sent again after a broken connection is
+//!   recognised by its position and not applied twice; a position skipped
+//!   means batches were lost, and the replica stops (its copy would
+//!   silently differ). A rejoining replica's copy pieces carry the position
+//!   the copy was taken at.
+//!
+//! Leadership is read on every transaction, so it is kept precomputed
+//! ([`Routing`]) and swapped whole when the metadata changes.
+//!
+//! The pieces: `forward.rs` (forwarded calls, both ends), `session.rs`
+//! (remote site sessions, both ends), `replication.rs` (shipping batches
+//! to replicas and applying them), `repair.rs` (a new leader bringing the
+//! surviving copies to the same last batch).
+
+use arc_swap::ArcSwap;
+use joule_cluster::network::DATA_MAGIC;
+use joule_cluster::{ClusterMetadata, HostId, Routes};
+use joule_common::{err, Error, ErrorCode, Result};
+use joule_txn::remote::{append_frame, decode, ClusterLink, Destination, RemoteSite, WireCall, WireItem, WireResponse};
+use joule_txn::remote::{SessionDriver, WireResult};
+use joule_txn::{Host, Response, ResponseSink, TxnIds};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+
+mod forward;
+mod repair;
+mod replication;
+mod session;
+
+use forward::{forwarder, serve_forwarded, Forward};
+use replication::{serve_replication, ship, Shipment};
+pub(crate) use replication::{OnDivergence, ReplicaProgress};
+use session::{serve_session, Session};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Largest data-plane frame accepted.
+const MAX_FRAME: usize = 256 << 20;
+const FORWARD: u8 = b'F';
+const SESSION: u8 = b'S';
+const REPLICATION: u8 = b'R';
+const REJOIN: u8 = b'J';
+/// How long opening a connection to another host may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a rejoining host may take to acknowledge a batch before it is
+/// dropped (it then starts its rejoin again).
+const JOINER_PATIENCE: Duration = Duration::from_secs(10);
+/// Replication batches merged from queued ones stop growing past this.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// How often a blocked wait on another host looks at the metadata.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// Who leads what, from the metadata (precomputed: read per transaction).
+#[derive(Default)]
+pub(crate) struct Routing {
+    /// This host.
+    me: HostId,
+    leaders: Vec<Option<HostId>>,
+    coordinator: Option<HostId>,
+    /// Internal addresses of the hosts that are up.
+    up: BTreeMap<HostId, String>,
+    /// Per partition: its replicas.
+    replicas: Vec<Vec<HostId>>,
+    /// Internal addresses of every host, up or not.
+    all: BTreeMap<HostId, String>,
+}
+
+impl Routing {
+    fn from(me: HostId, m: &ClusterMetadata, routes: &Routes) -> Routing {
+        Routing {
+            me,
+            leaders: m.partitions.iter().map(|p| p.leader).collect(),
+            coordinator: m.mp_coordinator,
+            up: m
+                .hosts
+                .iter()
+                .filter(|(id, _)| m.is_up(**id))
+                .map(|(id, h)| (*id, routes.dial(&h.internal_address)))
+                .collect(),
+            replicas: m.partitions.iter().map(|p| p.replicas.clone()).collect(),
+            all: m.hosts.iter().map(|(id, h)| (*id, routes.dial(&h.internal_address))).collect(),
+        }
+    }
+}
+
+type Shared<T> = Arc<ArcSwap<T>>;
+
+/// This host's link to the rest of its cluster.
+pub(crate) struct Link {
+    me: HostId,
+    /// Other hosts' addresses dialled elsewhere (`--route`).
+    routes: Routes,
+    routing: Shared<Routing>,
+    runtime: tokio::runtime::Handle,
+    /// Per target host: the queue of its forwarding connection's task. Read
+    /// without a lock on every forwarded call; `spawning` serializes adding one.
+    forwarders: ArcSwap<BTreeMap<HostId, tokio::sync::mpsc::UnboundedSender<Forward>>>,
+    spawning: Mutex<()>,
+    shippers: Mutex<BTreeMap<u32, std::sync::mpsc::Sender<Shipment>>>,
+    /// Idle remote-site sessions, by (partition, host).
+    sessions: SessionPool,
+    /// Calls this host forwarded: to a partition's leader, to the coordinator.
+    pub forwarded: [std::sync::atomic::AtomicU64; 2],
+}
+
+/// Idle remote-site sessions, by (partition, host).
+type SessionPool = Arc<Mutex<HashMap<(u32, HostId), Vec<std::net::TcpStream>>>>;
+
+impl Link {
+    pub fn new(me: HostId, metadata: &ClusterMetadata, routes: Routes, runtime: tokio::runtime::Handle) -> Arc<Link> {
+        Arc::new(Link {
+            me,
+            routing: Arc::new(ArcSwap::from_pointee(Routing::from(me, metadata, &routes))),
+            routes,
+            runtime,
+            forwarders: ArcSwap::default(),
+            spawning: Mutex::default(),
+            shippers: Mutex::default(),
+            sessions: Arc::default(),
+            forwarded: Default::default(),
+        })
+    }
+
+    /// The metadata changed: route by it from now on.
+    pub fn update(&self, metadata: &ClusterMetadata) {
+        self.routing.store(Arc::new(Routing::from(self.me, metadata, &self.routes)));
+    }
+}
+
+impl ClusterLink for Link {
+    fn leads(&self, partition: u32) -> bool {
+        self.routing.load().leaders.get(partition as usize).copied().flatten() == Some(self.me)
+    }
+
+    fn coordinates(&self) -> bool {
+        self.routing.load().coordinator == Some(self.me)
+    }
+
+    fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>) {
+        let which = usize::from(to == Destination::Coordinator);
+        self.forwarded[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let routing = self.routing.load();
+        let target = match to {
+            Destination::Partition(p) => routing.leaders.get(p as usize).copied().flatten(),
+            Destination::Coordinator => routing.coordinator,
+        };
+        let Some((target, address)) = target.and_then(|t| routing.up.get(&t).map(|a| (t, a))) else {
+            let e = match to {
+                Destination::Partition(p) => err!(Unavailable, "partition {p} has no running copy in the cluster"),
+                Destination::Coordinator => err!(Unavailable, "the cluster has no multi-partition coordinator"),
+            };
+            return sink.deliver(handle, Response::failure(e, None));
+        };
+        let mut request = Forward { call, handle, sink };
+        if let Some(tx) = self.forwarders.load().get(&target) {
+            match tx.send(request) {
+                Ok(()) => return,
+                Err(e) => request = e.0,
+            }
+        }
+        // First call to this host (or its task ended): start one, once.
+        let _spawning = self.spawning.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = self.forwarders.load().get(&target) {
+            match tx.send(request) {
+                Ok(()) => return,
+                Err(e) => request = e.0,
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ = tx.send(request);
+        self.forwarders.rcu(|m| {
+            let mut m = (**m).clone();
+            m.insert(target, tx.clone());
+            m
+        });
+        self.runtime.spawn(forwarder(address.clone(), target, self.routing.clone(), rx));
+    }
+
+    fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>> {
+        let routing = self.routing.load();
+        let Some(target) = routing.leaders.get(partition as usize).copied().flatten() else {
+            return Err(err!(Unavailable, "partition {partition} has no running copy in the cluster"));
+        };
+        let pooled =
+            self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(partition, target)).and_then(|v| v.pop());
+        let stream = match pooled {
+            Some(s) => s,
+            None => {
+                let address = routing
+                    .up
+                    .get(&target)
+                    .ok_or_else(|| err!(Unavailable, "host {target} (leading partition {partition}) is down"))?;
+                let mut s = connect(address, SESSION)?;
+                write_frame(&mut s, &(partition, self.me))?;
+                s
+            }
+        };
+        Ok(Box::new(Session {
+            stream: Some(stream),
+            partition,
+            target,
+            routing: self.routing.clone(),
+            pool: self.sessions.clone(),
+        }))
+    }
+
+    fn replicate(&self, partition: u32, records: Vec<u8>, done: Box<dyn FnOnce() + Send>) {
+        self.ship_to(partition, Shipment::Batch { records, done })
+    }
+
+    fn add_replica(&self, partition: u32, host: u64, copy: Box<dyn Iterator<Item = Vec<u8>> + Send>) {
+        self.ship_to(partition, Shipment::AddReplica { host, copy })
+    }
+}
+
+impl Link {
+    /// Queue `shipment` on `partition`'s shipper (started on first use).
+    fn ship_to(&self, partition: u32, shipment: Shipment) {
+        let mut shippers = self.shippers.lock().unwrap_or_else(|p| p.into_inner());
+        let shipment = match shippers.get(&partition) {
+            Some(tx) => match tx.send(shipment) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => shipment,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = tx.send(shipment);
+        shippers.insert(partition, tx);
+        let (me, routing) = (self.me, self.routing.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("joule-ship-{partition}"))
+            .spawn(move || ship(partition, me, rx, routing));
+        if let Err(e) = spawned {
+            eprintln!("joule: cannot start partition {partition}'s replication thread: {e}");
+        }
+    }
+}
+
+// ---- framing ----
+
+fn io_error(what: &str, e: impl std::fmt::Display) -> Error {
+    err!(Unavailable, "{what}: {e}")
+}
+
+fn write_frame<T: Serialize>(s: &mut std::net::TcpStream, value: &T) -> Result<()> {
+    let mut buf = Vec::new();
+    append_frame(value, &mut buf)?;
+    s.write_all(&buf).map_err(|e| io_error("cannot write to another host", e))
+}
+
+/// Read one frame's body, blocking (the stream's read timeout applies).
+fn read_body(s: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header)?;
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a frame of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// How long a frame that has begun may take to arrive whole.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Wait for the next frame, asking `keep_waiting` every [`CHECK_EVERY`]
+/// while none has begun (`Ok(None)` once it says stop); a frame that has
+/// begun is read whole. Timeouts never cut a frame in two.
+fn read_frame_checked(
+    s: &mut std::net::TcpStream,
+    mut keep_waiting: impl FnMut() -> bool,
+) -> std::io::Result<Option<Vec<u8>>> {
+    loop {
+        s.set_read_timeout(Some(CHECK_EVERY))?;
+        let mut first = [0u8; 1];
+        match s.peek(&mut first) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => break,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if !keep_waiting() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    s.set_read_timeout(Some(FRAME_TIMEOUT))?;
+    read_body(s).map(Some)
+}
+
+async fn write_frame_async<T: Serialize>(s: &mut (impl AsyncWriteExt + Unpin), value: &T) -> Result<()> {
+    let mut buf = Vec::new();
+    append_frame(value, &mut buf)?;
+    s.write_all(&buf).await.map_err(|e| io_error("cannot write to another host", e))
+}
+
+async fn read_body_async(s: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).await?;
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a frame of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Open a data-plane connection of `kind` to `address` (blocking).
+fn connect(address: &str, kind: u8) -> Result<std::net::TcpStream> {
+    use std::net::ToSocketAddrs;
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| io_error(&format!("cannot resolve {address}"), e))?
+        .next()
+        .ok_or_else(|| err!(Unavailable, "{address} resolves to nothing"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        .map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    let _ = s.set_nodelay(true);
+    let mut hello = DATA_MAGIC.to_vec();
+    hello.push(kind);
+    s.write_all(&hello).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    Ok(s)
+}
+
+/// An error as it travels: (code number, message).
+type WireError = (u16, String);
+
+fn to_wire_error(e: &Error) -> WireError {
+    (e.code().number(), e.message().to_string())
+}
+
+fn from_wire_error((code, message): WireError) -> Error {
+    Error::new(ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal), message)
+}
+
+// ---- serving ----
+
+/// Serve the data-plane connections the internal port hands over.
+pub(crate) async fn serve(
+    mut connections: tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>,
+    host: Arc<Host>,
+    link: Arc<Link>,
+    diverged: OnDivergence,
+) {
+    let progress = Arc::new(ReplicaProgress::default());
+    while let Some(mut s) = connections.recv().await {
+        let mut kind = [0u8; 1];
+        if s.read_exact(&mut kind).await.is_err() {
+            continue;
+        }
+        let host = host.clone();
+        match kind[0] {
+            FORWARD => {
+                tokio::spawn(serve_forwarded(s, host));
+            }
+            REPLICATION => {
+                tokio::spawn(serve_replication(s, host, progress.clone(), link.clone(), diverged.clone()));
+            }
+            REJOIN => {
+                tokio::spawn(serve_rejoin(s, host, link.clone()));
+            }
+            SESSION => {
+                let Ok(std) = s.into_std() else { continue };
+                let _ = std.set_nonblocking(false);
+                let _ = std::thread::Builder::new().name("joule-session".into()).spawn({
+                    let link = link.clone();
+                    move || serve_session(std, host, link)
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Serve a rejoining host's request for a copy of a partition led here.
+async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
+    let Ok(body) = read_body_async(&mut s).await else { return };
+    let result = match decode::<(u32, u64)>(&body) {
+        Ok((partition, joiner))
+            if !link.routing.load().replicas.get(partition as usize).is_some_and(|r| r.contains(&joiner)) =>
+        {
+            Err(err!(InvalidArgument, "host {joiner} holds no copy of partition {partition}"))
+        }
+        Ok((partition, joiner)) => tokio::task::spawn_blocking(move || host.rejoin_partition(partition, joiner))
+            .await
+            .unwrap_or_else(|_| Err(err!(Internal, "the rejoin request failed"))),
+        Err(e) => Err(e),
+    };
+    let _ = write_frame_async(&mut s, &result.map_err(|e| to_wire_error(&e))).await;
+}
+
+/// Ask the host at `address` (leading `partition`) for a copy of it; it
+/// arrives on this host's replication connection, followed by the stream.
+pub(crate) async fn request_copy(address: &str, partition: u32, me: HostId) -> Result<()> {
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await;
+    let mut s = match connect {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(io_error(&format!("cannot reach {address}"), e)),
+        Err(_) => return Err(err!(Unavailable, "cannot reach {address} within {CONNECT_TIMEOUT:?}")),
+    };
+    let mut hello = DATA_MAGIC.to_vec();
+    hello.push(REJOIN);
+    s.write_all(&hello).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    write_frame_async(&mut s, &(partition, me)).await?;
+    let body = match tokio::time::timeout(Duration::from_secs(30), read_body_async(&mut s)).await {
+        Ok(r) => r.map_err(|e| io_error(&format!("{address} did not answer"), e))?,
+        Err(_) => return Err(err!(Unavailable, "{address} did not answer the request for a copy within 30 s")),
+    };
+    decode::<std::result::Result<(), WireError>>(&body)?.map_err(from_wire_error)
+}

@@ -1,0 +1,397 @@
+//! Replication: the per-partition shipper sending each batch of committed
+//! records to every live replica (and rejoining ones) and waiting for their
+//! acknowledgements, and a replica applying what its leader sends, in order.
+
+use super::*;
+
+/// One replication frame: a batch of records, or a piece of a rejoining
+/// replica's copy, on one leader's stream for a partition.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Batch {
+    pub(super) partition: u32,
+    /// The sender's stream (one per shipper: a new leader, or a leader's
+    /// new process, starts a new one).
+    pub(super) stream: u64,
+    /// The batch's position on the stream; a copy piece carries the
+    /// position the copy was taken at.
+    pub(super) sequence: u64,
+    pub(super) copy: bool,
+    pub(super) from: HostId,
+    pub(super) records: Vec<u8>,
+}
+
+pub(super) enum Shipment {
+    /// Records for every replica; `done` once all have applied them.
+    Batch { records: Vec<u8>, done: Box<dyn FnOnce() + Send> },
+    /// A rejoining replica: its copy of the partition, then every batch.
+    AddReplica { host: HostId, copy: Box<dyn Iterator<Item = Vec<u8>> + Send> },
+}
+
+/// One replica's connection (batches in order, one acknowledgement each).
+pub(super) struct ReplicaConnection {
+    pub(super) stream: std::net::TcpStream,
+}
+
+/// Ship partition `partition`'s batches to its live replicas, in order.
+pub(super) fn ship(
+    partition: u32,
+    me: HostId,
+    shipments: std::sync::mpsc::Receiver<Shipment>,
+    routing: Shared<Routing>,
+) {
+    let mut connections: BTreeMap<HostId, ReplicaConnection> = BTreeMap::new();
+    // Rejoining replicas: sent every batch though not up yet.
+    let mut joining: std::collections::BTreeSet<HostId> = Default::default();
+    let mut sequence: u64 = 0;
+    let stream = joule_common::splitmix::mix(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(partition),
+    );
+    let mut next = shipments.recv().ok();
+    while let Some(shipment) = next.take() {
+        match shipment {
+            Shipment::AddReplica { host, copy } => {
+                let Some(address) = address_of(&routing, host) else {
+                    eprintln!("joule: partition {partition}: host {host} asked to rejoin but is not a member");
+                    next = shipments.recv().ok();
+                    continue;
+                };
+                // A connection from before the host restarted went to its
+                // old process: the copy opens a new one.
+                connections.remove(&host);
+                let mut ok = true;
+                for records in copy {
+                    let piece = Batch { partition, stream, sequence, copy: true, from: me, records };
+                    if !send_to_one(host, &address, &piece, &routing, &mut connections) {
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok {
+                    joining.insert(host);
+                } else {
+                    eprintln!("joule: partition {partition}: host {host} did not take the partition's copy");
+                }
+                next = shipments.recv().ok();
+            }
+            Shipment::Batch { records, done } => {
+                // Everything queued behind it goes in the same batch.
+                let mut records = records;
+                let mut dones = vec![done];
+                while records.len() < MAX_BATCH_BYTES {
+                    match shipments.try_recv() {
+                        Ok(Shipment::Batch { records: more, done }) => {
+                            records.extend_from_slice(&more);
+                            dones.push(done);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                // Even with no records: the replicas' acknowledgement confirms
+                // this host still leads, before answers (reads too) go out.
+                sequence += 1;
+                let batch = Batch { partition, stream, sequence, copy: false, from: me, records };
+                deliver_batch(&batch, &routing, &mut connections, &mut joining);
+                for d in dones {
+                    d();
+                }
+                if next.is_none() {
+                    next = shipments.recv().ok();
+                }
+            }
+        }
+    }
+}
+
+/// Where `host` listens, if the metadata knows it (up or not).
+pub(super) fn address_of(routing: &Shared<Routing>, host: HostId) -> Option<String> {
+    routing.load().all.get(&host).cloned()
+}
+
+/// Send one batch to one (rejoining) host and wait for its
+/// acknowledgement; no retry.
+pub(super) fn send_to_one(
+    host: HostId,
+    address: &str,
+    piece: &Batch,
+    routing: &Shared<Routing>,
+    connections: &mut BTreeMap<HostId, ReplicaConnection>,
+) -> bool {
+    let c = match connections.entry(host) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => match connect(address, REPLICATION) {
+            Ok(stream) => e.insert(ReplicaConnection { stream }),
+            Err(_) => return false,
+        },
+    };
+    let ok = write_frame(&mut c.stream, piece).is_ok() && wait_ack(c, host, routing, true);
+    if !ok {
+        connections.remove(&host);
+    }
+    ok
+}
+
+/// Send one batch to every live replica (and every rejoining one) and wait
+/// for their acknowledgements. A live replica that cannot be reached is
+/// tried again until it acknowledges or the metadata says it is down; a
+/// rejoining one that fails is dropped (it starts its rejoin again).
+pub(super) fn deliver_batch(
+    batch: &Batch,
+    routing: &Shared<Routing>,
+    connections: &mut BTreeMap<HostId, ReplicaConnection>,
+    joining: &mut std::collections::BTreeSet<HostId>,
+) {
+    let (partition, me) = (batch.partition, batch.from);
+    let mut acknowledged: std::collections::BTreeSet<HostId> = Default::default();
+    loop {
+        let r = routing.load();
+        // Up now: no longer joining.
+        joining.retain(|h| !r.up.contains_key(h));
+        let replicas = r.replicas.get(partition as usize).cloned().unwrap_or_default();
+        let targets: Vec<(HostId, String, bool)> = replicas
+            .iter()
+            .filter(|h| **h != me && !acknowledged.contains(h))
+            .filter_map(|h| match r.up.get(h) {
+                Some(a) => Some((*h, a.clone(), false)),
+                None if joining.contains(h) => r.all.get(h).map(|a| (*h, a.clone(), true)),
+                None => None,
+            })
+            .collect();
+        // Connections to hosts that are not targets now (down, or a
+        // joining host that failed) are closed: one that comes back is a
+        // new process.
+        connections.retain(|h, _| acknowledged.contains(h) || targets.iter().any(|(t, _, _)| t == h));
+        if targets.is_empty() {
+            return;
+        }
+        let mut sent = Vec::new();
+        for (host, address, rejoining) in &targets {
+            if !connections.contains_key(host) {
+                match connect(address, REPLICATION) {
+                    Ok(stream) => {
+                        connections.insert(*host, ReplicaConnection { stream });
+                    }
+                    Err(_) => {
+                        if *rejoining {
+                            joining.remove(host);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = connections.get_mut(host) else { continue };
+            if write_frame(&mut c.stream, batch).is_ok() {
+                sent.push((*host, *rejoining));
+            } else {
+                connections.remove(host);
+                if *rejoining {
+                    joining.remove(host);
+                }
+            }
+        }
+        for (host, rejoining) in sent {
+            let Some(c) = connections.get_mut(&host) else { continue };
+            if wait_ack(c, host, routing, rejoining) {
+                acknowledged.insert(host);
+            } else {
+                connections.remove(&host);
+                if rejoining {
+                    eprintln!("joule: partition {partition}: rejoining host {host} stopped taking the stream");
+                    joining.remove(&host);
+                }
+            }
+        }
+        if targets.iter().all(|(h, _, _)| acknowledged.contains(h)) {
+            return;
+        }
+        // Try again (the batch's sequence makes a repeat harmless) until
+        // the replicas that failed are declared down.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait for `host`'s acknowledgement; false if the connection broke or
+/// the host was declared down meanwhile.
+pub(super) fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared<Routing>, joining: bool) -> bool {
+    // A rejoining host is not up yet, so failure detection does not watch
+    // it: it gets a bounded wait (a hung joiner must not stall the partition).
+    let since = std::time::Instant::now();
+    let keep_waiting = || {
+        if joining {
+            since.elapsed() < JOINER_PATIENCE
+        } else {
+            routing.load().up.contains_key(&host)
+        }
+    };
+    match read_frame_checked(&mut c.stream, keep_waiting) {
+        Ok(Some(body)) => match decode::<std::result::Result<(), WireError>>(&body) {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                eprintln!("joule: host {host} could not apply replicated records: {}", from_wire_error(e));
+                false
+            }
+            Err(_) => false,
+        },
+        Ok(None) | Err(_) => false,
+    }
+}
+
+/// Per partition replicated here: the stream followed (sender and stream
+/// id) with the position of the last batch received, and per partition the
+/// (stream, position) applied. A batch sent again is acknowledged, not
+/// applied twice; a batch past the next position means batches were lost
+/// on the way, and the copy can no longer be trusted.
+#[derive(Default)]
+pub(crate) struct ReplicaProgress {
+    pub(super) received: Mutex<BTreeMap<u32, (HostId, u64, u64)>>,
+    pub(super) applied: tokio::sync::watch::Sender<BTreeMap<u32, (u64, u64)>>,
+}
+
+/// What to do with a batch that arrived.
+pub(super) enum Arrival {
+    Apply,
+    /// Sent again: acknowledge once the first copy has been applied.
+    Repeat,
+    /// Batches before it never arrived: the position expected.
+    Gap(u64),
+}
+
+impl ReplicaProgress {
+    fn arrive(&self, b: &Batch) -> Arrival {
+        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        match received.get_mut(&b.partition) {
+            Some((from, stream, last)) if *from == b.from && *stream == b.stream => {
+                if b.copy {
+                    // A copy: the stream continues after the position it was taken at.
+                    *last = b.sequence;
+                    Arrival::Apply
+                } else if b.sequence <= *last {
+                    Arrival::Repeat
+                } else if b.sequence == *last + 1 {
+                    *last = b.sequence;
+                    Arrival::Apply
+                } else {
+                    Arrival::Gap(*last + 1)
+                }
+            }
+            _ => {
+                // A new stream (a new leader, or the first one): followed from here.
+                received.insert(b.partition, (b.from, b.stream, b.sequence));
+                Arrival::Apply
+            }
+        }
+    }
+}
+
+/// Serve a replication connection: apply each batch, then acknowledge it.
+/// What a replica does when it cannot apply what its leader sent: its copy
+/// no longer follows the leader's, so it must stop (and rejoin afresh).
+pub(crate) type OnDivergence = Arc<dyn Fn(Error) + Send + Sync>;
+
+pub(super) async fn serve_replication(
+    mut s: tokio::net::TcpStream,
+    host: Arc<Host>,
+    progress: Arc<ReplicaProgress>,
+    link: Arc<Link>,
+    diverged: OnDivergence,
+) {
+    while let Ok(body) = read_body_async(&mut s).await {
+        let Ok(batch) = decode::<Batch>(&body) else { break };
+        let (partition, from) = (batch.partition, batch.from);
+        // Only the partition's leader (as this host's metadata has it) is
+        // followed: a deposed leader that has not noticed yet is refused,
+        // so it can neither change a replica nor answer a read.
+        let leader = link.routing.load().leaders.get(partition as usize).copied().flatten();
+        if !host.accepts_records(partition, &batch.records) {
+            let e = err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet");
+            if write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        if leader != Some(from) || from == link.me {
+            let e = err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})");
+            if write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let result: std::result::Result<(), WireError> = match progress.arrive(&batch) {
+            Arrival::Apply => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                host.apply_replicated(partition, &batch.records, Box::new(move |r| drop(tx.send(r))));
+                let r = rx.await.unwrap_or_else(|_| Err(err!(Unavailable, "the host is shutting down")));
+                if let Err(e) = &r {
+                    // Partly applied, perhaps: this copy can no longer be trusted.
+                    diverged(
+                        e.clone().context(format!("partition {partition}: records from host {from} did not apply")),
+                    );
+                    let _ = write_frame_async(&mut s, &r.map_err(|e| to_wire_error(&e))).await;
+                    break;
+                }
+                progress.applied.send_modify(|m| {
+                    let a = m.entry(partition).or_insert((batch.stream, 0));
+                    *a = if a.0 == batch.stream {
+                        (a.0, a.1.max(batch.sequence))
+                    } else {
+                        (batch.stream, batch.sequence)
+                    };
+                });
+                Ok(())
+            }
+            Arrival::Repeat => {
+                let mut rx = progress.applied.subscribe();
+                let (stream, sequence) = (batch.stream, batch.sequence);
+                let _ = rx.wait_for(|m| m.get(&partition).is_some_and(|a| a.0 != stream || a.1 >= sequence)).await;
+                Ok(())
+            }
+            Arrival::Gap(expected) => {
+                let e = err!(
+                    Internal,
+                    "partition {partition}: host {from} sent batch {} but batch {expected} never arrived",
+                    batch.sequence
+                );
+                diverged(e.clone());
+                let _ = write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await;
+                break;
+            }
+        };
+        if write_frame_async(&mut s, &result).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(stream: u64, sequence: u64, copy: bool, from: HostId) -> Batch {
+        Batch { partition: 3, stream, sequence, copy, from, records: Vec::new() }
+    }
+
+    #[test]
+    fn positions_on_a_stream_are_followed_repeats_and_gaps_told_apart() {
+        let p = ReplicaProgress::default();
+        assert!(matches!(p.arrive(&batch(7, 10, false, 1)), Arrival::Apply), "a new stream is followed from anywhere");
+        assert!(matches!(p.arrive(&batch(7, 11, false, 1)), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(7, 11, false, 1)), Arrival::Repeat), "sent again after a broken connection");
+        assert!(matches!(p.arrive(&batch(7, 9, false, 1)), Arrival::Repeat));
+        assert!(matches!(p.arrive(&batch(7, 13, false, 1)), Arrival::Gap(12)), "batch 12 was lost");
+        // A new leader's stream is followed from its own positions.
+        assert!(matches!(p.arrive(&batch(8, 500, false, 2)), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(8, 501, false, 2)), Arrival::Apply));
+        // A copy's pieces all carry the position it was taken at; the stream goes on after it.
+        assert!(matches!(p.arrive(&batch(9, 40, true, 0)), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(9, 40, true, 0)), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(9, 41, false, 0)), Arrival::Apply));
+        assert!(
+            matches!(p.arrive(&batch(9, 43, false, 0)), Arrival::Gap(42)),
+            "the leader stopped sending after the copy"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Remote site sessions: the coordinator here driving a partition led on
+//! another host (`Begin`, `Round`, `Finish`), and the serving of such
+//! sessions here.
+
+use super::*;
+
+#[derive(Serialize, Deserialize)]
+pub(super) enum SessionRequest {
+    Begin(TxnIds),
+    Round(Vec<WireItem>),
+    Finish { commit: bool, schema_changed: bool },
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) enum SessionReply {
+    Done,
+    Results(Vec<WireResult>),
+}
+
+pub(super) struct Session {
+    pub(super) stream: Option<std::net::TcpStream>,
+    pub(super) partition: u32,
+    pub(super) target: HostId,
+    pub(super) routing: Shared<Routing>,
+    pub(super) pool: SessionPool,
+}
+
+impl Session {
+    fn exchange(&mut self, request: &SessionRequest) -> Result<SessionReply> {
+        let Some(s) = self.stream.as_mut() else {
+            return Err(err!(Unavailable, "the session with host {} broke", self.target));
+        };
+        let result = (|| {
+            write_frame(s, request)?;
+            let (routing, target, partition) = (&self.routing, self.target, self.partition);
+            let mut why = None;
+            let waited = read_frame_checked(s, || {
+                let r = routing.load();
+                if !r.up.contains_key(&target) {
+                    why = Some(format!("host {target} (leading partition {partition}) failed during the transaction"));
+                } else if r.coordinator != Some(r.me) {
+                    // Another host coordinates now: this transaction is
+                    // abandoned (the partition's leader rolls it back).
+                    why = Some("this host stopped coordinating during the transaction (the metadata moved it)".into());
+                }
+                why.is_none()
+            });
+            match waited {
+                Ok(Some(body)) => {
+                    decode::<std::result::Result<SessionReply, WireError>>(&body)?.map_err(from_wire_error)
+                }
+                Ok(None) => Err(err!(OutcomeUnknown, "{}", why.unwrap_or_default())),
+                Err(e) => Err(err!(
+                    OutcomeUnknown,
+                    "the connection to host {target} (leading partition {partition}) broke: {e}"
+                )),
+            }
+        })();
+        if result.is_err() {
+            // A partial frame may be in flight: never reuse this stream.
+            self.stream = None;
+        }
+        result
+    }
+}
+
+impl RemoteSite for Session {
+    fn begin(&mut self, ids: TxnIds) -> Result<()> {
+        self.exchange(&SessionRequest::Begin(ids)).map(|_| ())
+    }
+
+    fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>> {
+        match self.exchange(&SessionRequest::Round(items))? {
+            SessionReply::Results(r) => Ok(r),
+            SessionReply::Done => Err(err!(ProtocolError, "host {} answered a round with no results", self.target)),
+        }
+    }
+
+    fn finish(&mut self, commit: bool, schema_changed: bool) -> Result<()> {
+        self.exchange(&SessionRequest::Finish { commit, schema_changed }).map(|_| ())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(s) = self.stream.take() {
+            self.pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry((self.partition, self.target))
+                .or_default()
+                .push(s);
+        }
+    }
+}
+
+/// Serve one session: another host's coordinator drives a site here.
+pub(super) fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
+    let Ok(body) = read_body(&mut s) else { return };
+    let Ok((partition, from)) = decode::<(u32, HostId)>(&body) else { return };
+    let mut driver: Option<SessionDriver> = None;
+    loop {
+        // A coordinator that the metadata replaced (dead, hung or cut off)
+        // must not hold this site: its open transaction rolls back.
+        let open = driver.as_ref().is_some_and(|d| d.is_open());
+        let body = match read_frame_checked(&mut s, || !open || link.routing.load().coordinator == Some(from)) {
+            Ok(Some(body)) => body,
+            Ok(None) | Err(_) => break,
+        };
+        let reply = match decode::<SessionRequest>(&body) {
+            Err(e) => Err(e),
+            Ok(SessionRequest::Begin(_)) if link.routing.load().coordinator != Some(from) => Err(err!(
+                Unavailable,
+                "host {from} no longer coordinates multi-partition transactions (the metadata moved it)"
+            )),
+            Ok(SessionRequest::Begin(_)) if !link.leads(partition) => {
+                Err(err!(Unavailable, "this host no longer leads partition {partition}"))
+            }
+            Ok(SessionRequest::Begin(ids)) => {
+                let d = match driver.take() {
+                    Some(d) => Ok(d),
+                    None => host.remote_session(partition),
+                };
+                d.and_then(|mut d| {
+                    let r = d.begin(ids);
+                    driver = Some(d);
+                    r.map(|()| SessionReply::Done)
+                })
+            }
+            Ok(SessionRequest::Round(items)) => match driver.as_mut() {
+                Some(d) => d.round(items).map(SessionReply::Results),
+                None => Err(err!(ProtocolError, "a round before the transaction began")),
+            },
+            Ok(SessionRequest::Finish { commit, schema_changed }) => match driver.as_mut() {
+                Some(d) => d.finish(commit, schema_changed).map(|()| SessionReply::Done),
+                None => Err(err!(ProtocolError, "an outcome before the transaction began")),
+            },
+        };
+        let reply = reply.map_err(|e| to_wire_error(&e));
+        if write_frame(&mut s, &reply).is_err() {
+            break;
+        }
+    }
+    // Dropping an open driver rolls its transaction back.
+}

@@ -347,3 +347,56 @@ impl RawConnection {
         }
     }
 }
+
+/// k = 2, the repair step: the link between partition 0's leader and one
+/// of its two replicas hangs while a write is in flight, so one replica
+/// applies the write's batch and the other never gets it; the leader is
+/// killed. The new leader must bring both surviving copies to the same
+/// last batch before it serves — whichever of the two it is.
+#[test]
+fn a_new_leader_repairs_copies_that_differ_by_the_last_batch() {
+    use common::fault_proxy::Link;
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("repair-{i}"))).collect();
+    let (mut hosts, mesh) = form_meshed(&dirs, 2);
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE kv ON COLUMN k;";
+    sql(&hosts[0].client, ddl, vec![]);
+    let leader_of_0 = |addr: &str| -> usize { stats(addr, "TOPO")[0][2].split(':').next().unwrap().parse().unwrap() };
+    let leader = leader_of_0(&hosts[0].client);
+    let (behind, ahead) = ((leader + 1) % 3, (leader + 2) % 3);
+    // A key of partition 0 (two partitions: three hosts, two sites, three copies).
+    let ring = joule_common::hashinator::Hashinator::even(2, 1).unwrap();
+    let key = (0..).find(|k| ring.partition_for(&Value::Integer(*k)).unwrap() == 0).unwrap();
+    sql(&hosts[ahead].client, "INSERT INTO kv VALUES (?, 1)", vec![Value::Integer(key + 1000)]);
+
+    mesh.set(leader, behind, Link::Hang);
+    let through = hosts[ahead].client.clone();
+    let pending = std::thread::spawn(move || {
+        let all = vec![Value::from("INSERT INTO kv VALUES (?, 2)"), Value::Integer(key)];
+        let options = joule_client::Options { call_timeout: Some(Duration::from_secs(30)), ..Default::default() };
+        joule_client::SyncConnection::connect(&through, &options).and_then(|mut c| c.call("@AdHoc", all))
+    });
+    // The batch reaches `ahead` and waits for `behind`, which never gets it.
+    std::thread::sleep(Duration::from_millis(400));
+    let _ = hosts[leader].child.kill();
+    let _ = hosts[leader].child.wait();
+    let answer = pending.join().unwrap();
+    assert!(answer.is_err(), "the write was answered though a live replica never had it: {answer:?}");
+    let dead = leader as u64;
+    eventually("the leader is declared failed and partition 0 led again", || {
+        let s = states(&hosts[ahead].client);
+        s.iter().any(|(h, st)| *h == dead && st != "UP") && every_partition_led_by_a_live_host(&hosts[ahead].client)
+    });
+    let new_leader = leader_of_0(&hosts[ahead].client);
+    assert_ne!(new_leader, leader);
+    wait_line(&hosts[new_leader].stderr, "partition 0: repaired as its new leader");
+    mesh.heal();
+    // Both copies hold the write (one had applied it).
+    let live = [hosts[behind].client.clone(), hosts[ahead].client.clone()];
+    replicas_agree(&live, 2).unwrap();
+    for addr in &live {
+        assert_eq!(scalar(addr, "SELECT COUNT(*) FROM kv"), 2);
+    }
+    // And the partition takes writes under its new leader.
+    sql(&hosts[behind].client, "INSERT INTO kv VALUES (?, 3)", vec![Value::Integer(key + 2000)]);
+    replicas_agree(&live, 2).unwrap();
+}

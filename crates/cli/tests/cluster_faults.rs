@@ -94,19 +94,34 @@ fn modified(r: &joule_client::Response) -> i64 {
     }
 }
 
+/// Seeds from `variable` (comma-separated), else `default`.
+fn seeds(variable: &str, default: &[u64]) -> Vec<u64> {
+    std::env::var(variable)
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| default.to_vec())
+}
+
 #[test]
 fn a_cluster_under_load_survives_kills_hangs_and_network_cuts() {
-    let seeds: Vec<u64> = std::env::var("JOULE_SEEDS")
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|_| vec![1, 2]);
-    for seed in seeds {
-        run(seed);
+    for seed in seeds("JOULE_SEEDS", &[1, 2]) {
+        run(seed, 1);
     }
 }
 
-fn run(seed: u64) {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("faults-{seed}-{i}"))).collect();
-    let (mut hosts, mesh) = form_meshed(&dirs, 1);
+/// k = 2: every partition on all three hosts, so a leader's death leaves
+/// two copies that may differ by the batch it was sending — the new
+/// leader's repair step must bring them level (the checks below compare
+/// all three copies).
+#[test]
+fn a_k2_cluster_under_load_repairs_its_copies_after_faults() {
+    for seed in seeds("JOULE_K2_SEEDS", &[3]) {
+        run(seed, 2);
+    }
+}
+
+fn run(seed: u64, k: u32) {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("faults-k{k}-{seed}-{i}"))).collect();
+    let (mut hosts, mesh) = form_meshed(&dirs, k);
     let first = hosts[0].client.clone();
     sql(
         &first,
@@ -300,13 +315,18 @@ fn run(seed: u64) {
         history.extend(h);
     }
     all_up_or_explain(&hosts, &hosts[0].client, seed, &faults);
-    let context = format!("seed {seed} (replay with JOULE_SEEDS={seed}); faults: {faults:?}");
-    eprintln!("seed {seed}: {} acknowledged inserts, {} register calls; {faults:?}", acked.len(), history.len());
+    let variable = if k == 1 { "JOULE_SEEDS" } else { "JOULE_K2_SEEDS" };
+    let context = format!("seed {seed}, k = {k} (replay with {variable}={seed}); faults: {faults:?}");
+    eprintln!(
+        "seed {seed}, k = {k}: {} acknowledged inserts, {} register calls; {faults:?}",
+        acked.len(),
+        history.len()
+    );
     assert!(acked.len() >= 20, "too little got through: {context}");
 
     let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
     // Every partition's two copies are identical.
-    if let Err(why) = replicas_agree(&clients, 2) {
+    if let Err(why) = replicas_agree(&clients, k as usize + 1) {
         panic!("{why}: {context}");
     }
     // Every acknowledged insert is there, read through every host.

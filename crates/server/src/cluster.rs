@@ -77,17 +77,6 @@ impl ClusterConfig {
         if self.host_count == 0 || self.host_count > joule_cluster::metadata::MAX_HOSTS {
             bail!(InvalidArgument, "--host-count must be between 1 and {}", joule_cluster::metadata::MAX_HOSTS);
         }
-        if self.kfactor > 1 {
-            // With three or more copies, the copies left when a leader dies
-            // may differ by records it sent one and not another; agreeing
-            // on the last transaction (the repair step) is not built.
-            bail!(
-                FeatureNotSupported,
-                "--kfactor {} is not supported yet: k-factors 0 and 1 are (a k-factor above 1 needs the replicas' \
-                 repair step after a leader fails)",
-                self.kfactor
-            );
-        }
         if self.kfactor as usize >= self.host_count {
             bail!(
                 InvalidArgument,
@@ -312,7 +301,8 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
         }
         let now = rx.borrow_and_update().clone();
         if let Some(link) = &ctx.link {
-            link.update(&now);
+            let is_up = |h: HostId| node.metadata().is_up(h);
+            link.follow_metadata(&now, &ctx.host, &crate::on_divergence(&ctx), &is_up).await;
         }
         for line in changes(&before, &now) {
             eprintln!("joule: cluster: {line}");
@@ -574,8 +564,15 @@ mod tests {
         assert!(!ClusterConfig::default().is_multi_host());
         let e = ClusterConfig { host_count: 1, kfactor: 1, ..Default::default() }.validate().unwrap_err();
         assert!(e.to_string().contains("needs at least 2 hosts"), "{e}");
-        let e = ClusterConfig { host_count: 5, kfactor: 2, ..Default::default() }.validate().unwrap_err();
-        assert_eq!(e.code(), joule_common::ErrorCode::FeatureNotSupported, "{e}");
+        ClusterConfig { host_count: 3, kfactor: 2, ..Default::default() }.validate().unwrap();
+        let e = ClusterConfig { host_count: 3, kfactor: 3, ..Default::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("needs at least 4 hosts"), "{e}");
+        let bad_route = ClusterConfig {
+            host_count: 3,
+            routes: BTreeMap::from([("db1:3021".to_string(), "nowhere".to_string())]),
+            ..Default::default()
+        };
+        assert!(bad_route.validate().unwrap_err().to_string().contains("not HOST:PORT"));
         assert!(ClusterConfig { host_count: 0, ..Default::default() }.validate().is_err());
         let fast = ClusterConfig { heartbeat_timeout: Duration::from_millis(10), ..Default::default() };
         assert!(fast.validate().is_err());

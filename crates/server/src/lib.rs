@@ -353,17 +353,7 @@ impl Server {
                 ctx.host.expect_copies();
             }
             if let (Some(connections), Some(link)) = (node.data_connections(), ctx.link.clone()) {
-                let weak = Arc::downgrade(&ctx);
-                let diverged: dataplane::OnDivergence = Arc::new(move |e: Error| {
-                    let Some(ctx) = weak.upgrade() else { return };
-                    let e = err!(
-                        Unavailable,
-                        "{e}: this host's copy no longer follows its leader; start it again to rejoin"
-                    );
-                    eprintln!("joule: cluster: {e}");
-                    *ctx.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    ctx.request_shutdown();
-                });
+                let diverged = on_divergence(&ctx);
                 tokio::spawn(dataplane::serve(connections, ctx.host.clone(), link, diverged));
             }
         }
@@ -464,4 +454,18 @@ async fn accept(listener: TcpListener, ctx: Arc<ServerContext>, admin: bool) {
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// What a host does when one of its copies no longer follows its leader
+/// (or it cannot repair a partition it now leads): it stops, to rejoin
+/// afresh when started again.
+pub(crate) fn on_divergence(ctx: &Arc<ServerContext>) -> dataplane::OnDivergence {
+    let weak = Arc::downgrade(ctx);
+    Arc::new(move |e: Error| {
+        let Some(ctx) = weak.upgrade() else { return };
+        let e = err!(Unavailable, "{e}: this host's copy no longer follows its leader; start it again to rejoin");
+        eprintln!("joule: cluster: {e}");
+        *ctx.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        ctx.request_shutdown();
+    })
 }

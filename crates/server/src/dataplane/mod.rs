@@ -65,6 +65,7 @@ const FORWARD: u8 = b'F';
 const SESSION: u8 = b'S';
 const REPLICATION: u8 = b'R';
 const REJOIN: u8 = b'J';
+const REPAIR: u8 = b'P';
 /// How long opening a connection to another host may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a rejoining host may take to acknowledge a batch before it is
@@ -126,6 +127,12 @@ pub(crate) struct Link {
     sessions: SessionPool,
     /// Calls this host forwarded: to a partition's leader, to the coordinator.
     pub forwarded: [std::sync::atomic::AtomicU64; 2],
+    /// What this host's copies have applied (see `replication.rs`).
+    progress: Arc<ReplicaProgress>,
+    /// Each partition's leader as the newest metadata names it — ahead of
+    /// `routing` while a new leader repairs (`repair.rs`): replicas follow
+    /// only this leader.
+    latest: ArcSwap<Vec<Option<HostId>>>,
 }
 
 /// Idle remote-site sessions, by (partition, host).
@@ -135,6 +142,8 @@ impl Link {
     pub fn new(me: HostId, metadata: &ClusterMetadata, routes: Routes, runtime: tokio::runtime::Handle) -> Arc<Link> {
         Arc::new(Link {
             me,
+            latest: ArcSwap::from_pointee(metadata.partitions.iter().map(|p| p.leader).collect()),
+            progress: Arc::default(),
             routing: Arc::new(ArcSwap::from_pointee(Routing::from(me, metadata, &routes))),
             routes,
             runtime,
@@ -146,9 +155,22 @@ impl Link {
         })
     }
 
-    /// The metadata changed: route by it from now on.
+    /// The metadata changed: route by it from now on. A partition this
+    /// host no longer leads loses its shipper (leading it again starts a
+    /// new stream).
     pub fn update(&self, metadata: &ClusterMetadata) {
-        self.routing.store(Arc::new(Routing::from(self.me, metadata, &self.routes)));
+        self.latest.store(Arc::new(metadata.partitions.iter().map(|p| p.leader).collect()));
+        let routing = Routing::from(self.me, metadata, &self.routes);
+        self.shippers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p, _| routing.leaders.get(*p as usize).copied().flatten() == Some(self.me));
+        self.routing.store(Arc::new(routing));
+    }
+
+    /// Partition `partition`'s leader as the newest metadata names it.
+    pub(crate) fn latest_leader(&self, partition: u32) -> Option<HostId> {
+        self.latest.load().get(partition as usize).copied().flatten()
     }
 }
 
@@ -171,7 +193,12 @@ impl ClusterLink for Link {
         };
         let Some((target, address)) = target.and_then(|t| routing.up.get(&t).map(|a| (t, a))) else {
             let e = match to {
-                Destination::Partition(p) => err!(Unavailable, "partition {p} has no running copy in the cluster"),
+                Destination::Partition(p) => {
+                    err!(
+                        Unavailable,
+                        "partition {p} has no leader now (its copies are down, or a new leader is taking over)"
+                    )
+                }
                 Destination::Coordinator => err!(Unavailable, "the cluster has no multi-partition coordinator"),
             };
             return sink.deliver(handle, Response::failure(e, None));
@@ -252,10 +279,10 @@ impl Link {
         let (tx, rx) = std::sync::mpsc::channel();
         let _ = tx.send(shipment);
         shippers.insert(partition, tx);
-        let (me, routing) = (self.me, self.routing.clone());
+        let (me, routing, progress) = (self.me, self.routing.clone(), self.progress.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("joule-ship-{partition}"))
-            .spawn(move || ship(partition, me, rx, routing));
+            .spawn(move || ship(partition, me, rx, routing, progress));
         if let Err(e) = spawned {
             eprintln!("joule: cannot start partition {partition}'s replication thread: {e}");
         }
@@ -370,7 +397,6 @@ pub(crate) async fn serve(
     link: Arc<Link>,
     diverged: OnDivergence,
 ) {
-    let progress = Arc::new(ReplicaProgress::default());
     while let Some(mut s) = connections.recv().await {
         let mut kind = [0u8; 1];
         if s.read_exact(&mut kind).await.is_err() {
@@ -382,7 +408,10 @@ pub(crate) async fn serve(
                 tokio::spawn(serve_forwarded(s, host));
             }
             REPLICATION => {
-                tokio::spawn(serve_replication(s, host, progress.clone(), link.clone(), diverged.clone()));
+                tokio::spawn(serve_replication(s, host, link.clone(), diverged.clone()));
+            }
+            REPAIR => {
+                tokio::spawn(repair::serve_repair(s, host, link.clone(), diverged.clone()));
             }
             REJOIN => {
                 tokio::spawn(serve_rejoin(s, host, link.clone()));

@@ -1,1 +1,238 @@
-//! placeholder
+//! The repair step: before a host that has just become a partition's
+//! leader serves it, every surviving copy of the partition is brought to
+//! the same last batch.
+//!
+//! A leader's shipper sends each batch to every live replica and sends the
+//! next only once all have acknowledged it, so when a leader dies its
+//! surviving copies differ by at most the batch it was sending: some have
+//! it, some do not (no client was answered for it, but the copies that
+//! applied it must not be left ahead of the rest). With one surviving copy
+//! (k = 1) there is nothing to reconcile; with more (k ≥ 2) the new leader:
+//!
+//! 1. asks each other live copy for the last batch it applied (`Last`),
+//!    once that copy's metadata names it leader — so the copy no longer
+//!    takes batches from the old leader, and its answer cannot move;
+//! 2. takes the most advanced batch among theirs and its own (by term, then
+//!    position on the stream) and, if it lacks it, applies it first (it
+//!    must be the next one for its copy — the one batch that can differ);
+//! 3. sends that batch to every copy that lacks it (`Apply`); one that has
+//!    it acknowledges it as a repeat.
+//!
+//! Only then does the host route calls for the partition to itself, and its
+//! shipper starts a stream one term above every term seen, so that a later
+//! repair orders its batches after these. Meanwhile everything else is
+//! routed by the new metadata (waits on hosts that failed must end), and
+//! calls for the partition are refused as unavailable. A copy that cannot
+//! be brought level (more than one batch apart: it was not following)
+//! stops this host, as a replica that diverged does: another copy leads.
+//!
+//! Connections of kind `P` carry the requests, one answer each.
+
+use super::replication::{apply_batch, Batch};
+use super::*;
+use joule_txn::remote::encode;
+
+/// A new leader's requests to another copy of a partition.
+#[derive(Serialize, Deserialize)]
+enum RepairRequest {
+    /// The last batch applied on `partition` (once everything received is
+    /// applied), if `leader` leads it in the copy's metadata.
+    Last { partition: u32, leader: HostId },
+    /// Apply `batch` if it is the copy's next one (acknowledge it if the
+    /// copy has it already), if `leader` leads its partition.
+    Apply { batch: Batch, leader: HostId },
+}
+
+/// How long a new leader waits for another copy's metadata to name it
+/// leader, or for the copy to answer, before it gives up on the copy while
+/// the metadata still says it is up.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Reads whether a host is up in the newest metadata.
+type IsUp<'a> = &'a (dyn Fn(HostId) -> bool + Sync);
+
+impl Link {
+    /// Follow `metadata`: repair the partitions this host now leads and did
+    /// not before, then route by it (see the module doc). `is_up` reads the
+    /// newest metadata (it changes while the repair runs: a copy declared
+    /// down meanwhile is not waited for).
+    pub(crate) async fn follow_metadata(
+        self: &Arc<Self>,
+        metadata: &ClusterMetadata,
+        host: &Arc<Host>,
+        diverged: &OnDivergence,
+        is_up: IsUp<'_>,
+    ) {
+        let before = self.routing.load_full();
+        let newly_led: Vec<u32> = (0..metadata.partitions.len() as u32)
+            .filter(|p| metadata.partitions[*p as usize].leader == Some(self.me))
+            .filter(|p| before.leaders.get(*p as usize).copied().flatten() != Some(self.me))
+            .collect();
+        // Everything else is routed by the new metadata at once: waits on
+        // hosts that failed must end (a remote session holding a site for
+        // a coordinator that died, say, would hold up the repair). The
+        // partitions being repaired have no leader meanwhile (calls for
+        // them are refused as unavailable), and replicas here follow the
+        // newest leaders.
+        let mut interim = metadata.clone();
+        for p in &newly_led {
+            interim.partitions[*p as usize].leader = None;
+        }
+        self.update(&interim);
+        self.latest.store(Arc::new(metadata.partitions.iter().map(|p| p.leader).collect()));
+        for partition in newly_led {
+            let others: Vec<(HostId, String)> = metadata.partitions[partition as usize]
+                .replicas
+                .iter()
+                .filter(|h| **h != self.me && metadata.is_up(**h))
+                .filter_map(|h| metadata.hosts.get(h).map(|i| (*h, self.routes.dial(&i.internal_address))))
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match self.repair(partition, &others, host, is_up).await {
+                Ok(None) => {}
+                Ok(Some(what)) => eprintln!(
+                    "joule: cluster: partition {partition}: repaired as its new leader in {:.0} ms: {what}",
+                    started.elapsed().as_secs_f64() * 1000.0
+                ),
+                Err(e) => {
+                    diverged(e.context(format!("partition {partition}: the repair step as its new leader failed")))
+                }
+            }
+        }
+        self.update(metadata);
+    }
+
+    /// Bring `partition`'s copies on `others` and here to the same last
+    /// batch; what was done, if anything.
+    async fn repair(
+        self: &Arc<Self>,
+        partition: u32,
+        others: &[(HostId, String)],
+        host: &Arc<Host>,
+        is_up: IsUp<'_>,
+    ) -> Result<Option<String>> {
+        let mine = self.progress.settled_last(partition).await;
+        let mut theirs: Vec<(HostId, &str, Option<Batch>)> = Vec::new();
+        for (other, address) in others {
+            let request = RepairRequest::Last { partition, leader: self.me };
+            // `None`: declared down meanwhile, not a copy to bring level.
+            if let Some(last) = self.ask::<Option<Batch>>(*other, address, &request, is_up).await? {
+                theirs.push((*other, address, last));
+            }
+        }
+        let mine_at = mine.as_deref().map(Batch::position);
+        let candidates = theirs.iter().filter_map(|(_, _, b)| b.as_ref()).chain(mine.as_deref());
+        let Some(best) = candidates.max_by_key(|b| b.position()).cloned() else { return Ok(None) };
+        for b in theirs.iter().filter_map(|(_, _, b)| b.as_ref()) {
+            self.progress.raise_term(partition, b.term);
+            if b.position() == best.position() && b.stream != best.stream {
+                return Err(err!(Internal, "copies of partition {partition} hold different batches at one position"));
+            }
+        }
+        let mut done = Vec::new();
+        if mine_at < Some(best.position()) {
+            if !best.follows(mine.as_deref()) {
+                return Err(err!(
+                    Internal,
+                    "this copy is at {mine_at:?}, more than one batch behind the most advanced copy ({:?})",
+                    best.position()
+                ));
+            }
+            // A failure here is the caller's to report (it stops this host).
+            let report_later: OnDivergence = Arc::new(|_| {});
+            apply_batch(host, &self.progress, best.clone(), &report_later).await?;
+            done.push(format!("applied batch {:?} from host {} here", best.position(), best.from));
+        }
+        for (other, address, b) in &theirs {
+            if b.as_ref().map(Batch::position) < Some(best.position()) {
+                let request = RepairRequest::Apply { batch: best.clone(), leader: self.me };
+                if self.ask::<()>(*other, address, &request, is_up).await?.is_some() {
+                    done.push(format!("sent batch {:?} to host {other}", best.position()));
+                }
+            }
+        }
+        Ok((!done.is_empty()).then(|| done.join("; ")))
+    }
+
+    /// Send `request` to `other` and wait for its answer: `None` if `other`
+    /// is declared down meanwhile. Retried while the other copy's metadata
+    /// does not name this host leader yet.
+    async fn ask<T: for<'de> Deserialize<'de>>(
+        &self,
+        other: HostId,
+        address: &str,
+        request: &RepairRequest,
+        is_up: IsUp<'_>,
+    ) -> Result<Option<T>> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            if !is_up(other) {
+                return Ok(None);
+            }
+            match self.exchange(address, request).await {
+                Ok(Ok(answer)) => return decode::<T>(&answer).map(Some),
+                Ok(Err(e)) if e.code() == ErrorCode::Internal => return Err(e),
+                Ok(Err(e)) | Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(err!(Unavailable, "host {other} did not answer the repair step within {PATIENCE:?}: {last}"))
+    }
+
+    /// One request on a new connection: the answer's encoded body, or the
+    /// other copy's error.
+    async fn exchange(&self, address: &str, request: &RepairRequest) -> Result<Result<Vec<u8>>> {
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await;
+        let mut s = match connect {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(io_error(&format!("cannot reach {address}"), e)),
+            Err(_) => return Err(err!(Unavailable, "cannot reach {address} within {CONNECT_TIMEOUT:?}")),
+        };
+        let mut hello = DATA_MAGIC.to_vec();
+        hello.push(REPAIR);
+        s.write_all(&hello).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+        write_frame_async(&mut s, request).await?;
+        let body = match tokio::time::timeout(PATIENCE, read_body_async(&mut s)).await {
+            Ok(r) => r.map_err(|e| io_error(&format!("{address} did not answer"), e))?,
+            Err(_) => return Err(err!(Unavailable, "{address} did not answer within {PATIENCE:?}")),
+        };
+        Ok(decode::<std::result::Result<Vec<u8>, WireError>>(&body)?.map_err(from_wire_error))
+    }
+}
+
+/// Serve a new leader's repair requests for copies held here.
+pub(super) async fn serve_repair(
+    mut s: tokio::net::TcpStream,
+    host: Arc<Host>,
+    link: Arc<Link>,
+    diverged: OnDivergence,
+) {
+    while let Ok(body) = read_body_async(&mut s).await {
+        let answer: Result<Vec<u8>> = match decode::<RepairRequest>(&body) {
+            Err(e) => Err(e),
+            Ok(RepairRequest::Last { partition, leader }) => match refuse(&link, partition, leader) {
+                Some(e) => Err(e),
+                None => encode(&link.progress.settled_last(partition).await.as_deref()),
+            },
+            Ok(RepairRequest::Apply { batch, leader }) => match refuse(&link, batch.partition, leader) {
+                Some(e) => Err(e),
+                None => apply_batch(&host, &link.progress, batch, &diverged).await.and_then(|()| encode(&())),
+            },
+        };
+        if write_frame_async(&mut s, &answer.map_err(|e| to_wire_error(&e))).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Why `leader`'s repair request for `partition` is refused here, if it is.
+fn refuse(link: &Link, partition: u32, leader: HostId) -> Option<Error> {
+    let named = link.latest_leader(partition);
+    (named != Some(leader)).then(|| {
+        err!(Unavailable, "host {leader} does not lead partition {partition} here yet (the metadata says {named:?})")
+    })
+}

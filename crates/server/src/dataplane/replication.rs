@@ -6,7 +6,7 @@ use super::*;
 
 /// One replication frame: a batch of records, or a piece of a rejoining
 /// replica's copy, on one leader's stream for a partition.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Batch {
     pub(super) partition: u32,
     /// The sender's stream (one per shipper: a new leader, or a leader's
@@ -17,7 +17,28 @@ pub(super) struct Batch {
     pub(super) sequence: u64,
     pub(super) copy: bool,
     pub(super) from: HostId,
+    /// How many leaders' streams precede this one on the partition (see
+    /// `repair.rs`): a later stream has a higher term.
+    pub(super) term: u64,
     pub(super) records: Vec<u8>,
+}
+
+impl Batch {
+    /// Whether this batch comes right after `before` (the last batch a
+    /// copy applied; `None`: nothing yet): the next position on the same
+    /// stream, or the first batch of a later leader's stream.
+    pub(super) fn follows(&self, before: Option<&Batch>) -> bool {
+        match before {
+            None => self.sequence == 1,
+            Some(b) if b.stream == self.stream => self.sequence == b.sequence + 1,
+            Some(b) => self.term > b.term && self.sequence == 1,
+        }
+    }
+
+    /// Where the batch stands among the partition's batches.
+    pub(super) fn position(&self) -> (u64, u64) {
+        (self.term, self.sequence)
+    }
 }
 
 pub(super) enum Shipment {
@@ -38,6 +59,7 @@ pub(super) fn ship(
     me: HostId,
     shipments: std::sync::mpsc::Receiver<Shipment>,
     routing: Shared<Routing>,
+    progress: Arc<ReplicaProgress>,
 ) {
     let mut connections: BTreeMap<HostId, ReplicaConnection> = BTreeMap::new();
     // Rejoining replicas: sent every batch though not up yet.
@@ -47,6 +69,8 @@ pub(super) fn ship(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(partition),
     );
+    // Streams of earlier leaders of this partition come before this one.
+    let term = progress.term(partition) + 1;
     let mut next = shipments.recv().ok();
     while let Some(shipment) = next.take() {
         match shipment {
@@ -61,7 +85,7 @@ pub(super) fn ship(
                 connections.remove(&host);
                 let mut ok = true;
                 for records in copy {
-                    let piece = Batch { partition, stream, sequence, copy: true, from: me, records };
+                    let piece = Batch { partition, stream, sequence, copy: true, from: me, term, records };
                     if !send_to_one(host, &address, &piece, &routing, &mut connections) {
                         ok = false;
                         break;
@@ -94,7 +118,7 @@ pub(super) fn ship(
                 // Even with no records: the replicas' acknowledgement confirms
                 // this host still leads, before answers (reads too) go out.
                 sequence += 1;
-                let batch = Batch { partition, stream, sequence, copy: false, from: me, records };
+                let batch = Batch { partition, stream, sequence, copy: false, from: me, term, records };
                 deliver_batch(&batch, &routing, &mut connections, &mut joining);
                 for d in dones {
                     d();
@@ -249,6 +273,12 @@ pub(super) fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared
 pub(crate) struct ReplicaProgress {
     pub(super) received: Mutex<BTreeMap<u32, (HostId, u64, u64)>>,
     pub(super) applied: tokio::sync::watch::Sender<BTreeMap<u32, (u64, u64)>>,
+    /// Per partition: the last batch of a stream applied here (not copy
+    /// pieces), kept for a new leader's repair (`repair.rs`).
+    last: Mutex<BTreeMap<u32, Arc<Batch>>>,
+    /// Per partition: the highest term seen (a new leader's stream takes
+    /// the next one).
+    terms: Mutex<BTreeMap<u32, u64>>,
 }
 
 /// What to do with a batch that arrived.
@@ -261,7 +291,7 @@ pub(super) enum Arrival {
 }
 
 impl ReplicaProgress {
-    fn arrive(&self, b: &Batch) -> Arrival {
+    pub(super) fn arrive(&self, b: &Batch) -> Arrival {
         let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
         match received.get_mut(&b.partition) {
             Some((from, stream, last)) if *from == b.from && *stream == b.stream => {
@@ -285,6 +315,42 @@ impl ReplicaProgress {
             }
         }
     }
+
+    /// `batch` has been applied here.
+    fn applied(&self, batch: Batch) {
+        let (partition, stream, sequence) = (batch.partition, batch.stream, batch.sequence);
+        self.raise_term(partition, batch.term);
+        if !batch.copy {
+            self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, Arc::new(batch));
+        }
+        self.applied.send_modify(|m| {
+            let a = m.entry(partition).or_insert((stream, 0));
+            *a = if a.0 == stream { (a.0, a.1.max(sequence)) } else { (stream, sequence) };
+        });
+    }
+
+    /// The last batch applied on `partition`, once every batch received
+    /// has been applied.
+    pub(super) async fn settled_last(&self, partition: u32) -> Option<Arc<Batch>> {
+        let received = self.received.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).copied();
+        if let Some((_, stream, last)) = received {
+            let mut rx = self.applied.subscribe();
+            let done = rx.wait_for(|m| m.get(&partition).is_some_and(|a| a.0 != stream || a.1 >= last));
+            let _ = tokio::time::timeout(Duration::from_secs(30), done).await;
+        }
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned()
+    }
+
+    /// The highest term seen on `partition`.
+    pub(super) fn term(&self, partition: u32) -> u64 {
+        self.terms.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).copied().unwrap_or(0)
+    }
+
+    pub(super) fn raise_term(&self, partition: u32, term: u64) {
+        let mut terms = self.terms.lock().unwrap_or_else(|p| p.into_inner());
+        let t = terms.entry(partition).or_default();
+        *t = (*t).max(term);
+    }
 }
 
 /// Serve a replication connection: apply each batch, then acknowledge it.
@@ -295,7 +361,6 @@ pub(crate) type OnDivergence = Arc<dyn Fn(Error) + Send + Sync>;
 pub(super) async fn serve_replication(
     mut s: tokio::net::TcpStream,
     host: Arc<Host>,
-    progress: Arc<ReplicaProgress>,
     link: Arc<Link>,
     diverged: OnDivergence,
 ) {
@@ -305,63 +370,64 @@ pub(super) async fn serve_replication(
         // Only the partition's leader (as this host's metadata has it) is
         // followed: a deposed leader that has not noticed yet is refused,
         // so it can neither change a replica nor answer a read.
-        let leader = link.routing.load().leaders.get(partition as usize).copied().flatten();
-        if !host.accepts_records(partition, &batch.records) {
-            let e = err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet");
-            if write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await.is_err() {
-                break;
-            }
-            continue;
-        }
-        if leader != Some(from) || from == link.me {
-            let e = err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})");
-            if write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await.is_err() {
-                break;
-            }
-            continue;
-        }
-        let result: std::result::Result<(), WireError> = match progress.arrive(&batch) {
-            Arrival::Apply => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                host.apply_replicated(partition, &batch.records, Box::new(move |r| drop(tx.send(r))));
-                let r = rx.await.unwrap_or_else(|_| Err(err!(Unavailable, "the host is shutting down")));
-                if let Err(e) = &r {
-                    // Partly applied, perhaps: this copy can no longer be trusted.
-                    diverged(
-                        e.clone().context(format!("partition {partition}: records from host {from} did not apply")),
-                    );
-                    let _ = write_frame_async(&mut s, &r.map_err(|e| to_wire_error(&e))).await;
-                    break;
-                }
-                progress.applied.send_modify(|m| {
-                    let a = m.entry(partition).or_insert((batch.stream, 0));
-                    *a = if a.0 == batch.stream {
-                        (a.0, a.1.max(batch.sequence))
-                    } else {
-                        (batch.stream, batch.sequence)
-                    };
-                });
-                Ok(())
-            }
-            Arrival::Repeat => {
-                let mut rx = progress.applied.subscribe();
-                let (stream, sequence) = (batch.stream, batch.sequence);
-                let _ = rx.wait_for(|m| m.get(&partition).is_some_and(|a| a.0 != stream || a.1 >= sequence)).await;
-                Ok(())
-            }
-            Arrival::Gap(expected) => {
-                let e = err!(
-                    Internal,
-                    "partition {partition}: host {from} sent batch {} but batch {expected} never arrived",
-                    batch.sequence
-                );
-                diverged(e.clone());
-                let _ = write_frame_async(&mut s, &std::result::Result::<(), WireError>::Err(to_wire_error(&e))).await;
-                break;
-            }
+        let leader = link.latest_leader(partition);
+        let refused = if !host.accepts_records(partition, &batch.records) {
+            Some(err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet"))
+        } else if leader != Some(from) || from == link.me {
+            Some(err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})"))
+        } else {
+            None
         };
-        if write_frame_async(&mut s, &result).await.is_err() {
+        let result = match refused {
+            Some(e) => Err(e),
+            None => apply_batch(&host, &link.progress, batch, &diverged).await,
+        };
+        let stop = result.as_ref().is_err_and(|e| e.code() == ErrorCode::Internal);
+        if write_frame_async(&mut s, &result.map_err(|e| to_wire_error(&e))).await.is_err() || stop {
             break;
+        }
+    }
+}
+
+/// Apply `batch` on this host's copy if it is the next one (acknowledge a
+/// repeat once its first arrival has been applied). A batch that does not
+/// apply, or one past the next position, means this copy no longer follows
+/// the leader's: `diverged` stops the host, and the error is `Internal`.
+pub(super) async fn apply_batch(
+    host: &Arc<Host>,
+    progress: &ReplicaProgress,
+    batch: Batch,
+    diverged: &OnDivergence,
+) -> Result<()> {
+    let (partition, from) = (batch.partition, batch.from);
+    match progress.arrive(&batch) {
+        Arrival::Apply => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            host.apply_replicated(partition, &batch.records, Box::new(move |r| drop(tx.send(r))));
+            let r = rx.await.unwrap_or_else(|_| Err(err!(Unavailable, "the host is shutting down")));
+            if let Err(e) = r {
+                // Partly applied, perhaps: this copy can no longer be trusted.
+                let e = e.context(format!("partition {partition}: records from host {from} did not apply"));
+                diverged(e.clone());
+                return Err(Error::new(ErrorCode::Internal, e.message().to_string()));
+            }
+            progress.applied(batch);
+            Ok(())
+        }
+        Arrival::Repeat => {
+            let mut rx = progress.applied.subscribe();
+            let (stream, sequence) = (batch.stream, batch.sequence);
+            let _ = rx.wait_for(|m| m.get(&partition).is_some_and(|a| a.0 != stream || a.1 >= sequence)).await;
+            Ok(())
+        }
+        Arrival::Gap(expected) => {
+            let e = err!(
+                Internal,
+                "partition {partition}: host {from} sent batch {} but batch {expected} never arrived",
+                batch.sequence
+            );
+            diverged(e.clone());
+            Err(e)
         }
     }
 }
@@ -371,7 +437,7 @@ mod tests {
     use super::*;
 
     fn batch(stream: u64, sequence: u64, copy: bool, from: HostId) -> Batch {
-        Batch { partition: 3, stream, sequence, copy, from, records: Vec::new() }
+        Batch { partition: 3, stream, sequence, copy, from, term: 1, records: Vec::new() }
     }
 
     #[test]

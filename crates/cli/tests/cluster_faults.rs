@@ -1,4 +1,5 @@
-//! A 3-host k=1 cluster of real `joule` processes under a mixed write
+//! A 3-host cluster of real `joule` processes (k = 1, and k = 2, where a
+//! new leader's repair step has copies to reconcile) under a mixed write
 //! load — single-partition bank transfers and inserts, multi-partition
 //! updates, and reads and writes of one register — while faults come at
 //! moments a seed chooses: `kill -9` of a host, `SIGSTOP` (a hung host)
@@ -10,8 +11,9 @@
 //! Afterwards: every acknowledged insert is present, the bank's total is
 //! unchanged, every partition's copies are identical (checksums), and the
 //! register's history is linearizable (`linearizable.rs`, the checker the
-//! metadata group's tests use). Seeds come from `JOULE_SEEDS`
-//! (comma-separated; default 1 and 2), and a failure names its seed.
+//! metadata group's tests use). Seeds come from `JOULE_SEEDS` (k = 1;
+//! comma-separated; default 1 and 2) and `JOULE_K2_SEEDS` (k = 2; default
+//! 3), and a failure names its seed.
 
 mod common;
 

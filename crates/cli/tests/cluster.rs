@@ -83,6 +83,15 @@ fn three_hosts_form_fail_over_rejoin_and_stop() {
     assert!(reduced.starts_with("2 of 3 hosts up, k-factor 1, 3 partitions; redundancy reduced"), "{reduced}");
     let log = wait_line(&hosts[1].stderr, "host 0 (");
     assert!(log.contains("failed (failure detection)"), "{log}");
+    // The console's figures mark it failed (the page draws them).
+    let console: serde_json::Value = serde_json::from_str(&http_get(&hosts[1].http, "/console/stats")).unwrap();
+    let shown: Vec<(u64, String)> = console["cluster"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["id"].as_u64().unwrap(), h["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(shown, vec![(0, "FAILED".into()), (1, "UP".into()), (2, "UP".into())]);
     // Writes go on without host 0, every one acknowledged.
     for id in 60..90i64 {
         sql(&hosts[1 + id as usize % 2].client, "INSERT INTO t VALUES (?, 'after')", vec![Value::Integer(id)]);
@@ -143,7 +152,12 @@ fn the_forming_host_loads_the_schema_file_for_everyone() {
          CREATE PROCEDURE AddPet PARTITION ON TABLE pets COLUMN id AS INSERT INTO pets VALUES (?, ?);\n",
     )
     .unwrap();
-    let hosts = form_with(&dirs, 1, &["--schema", schema.to_str().unwrap()]);
+    // The forming host names itself (`--advertise`): the cluster records,
+    // and the others and clients reach it by, that name.
+    let hosts = form_with(&dirs, 1, &["--schema", schema.to_str().unwrap(), "--advertise", "localhost"]);
+    let recorded = stats(&hosts[1].client, "CLUSTER");
+    assert!(recorded[0][1].starts_with("localhost:") && recorded[0][2].starts_with("localhost:"), "{recorded:?}");
+    assert!(recorded[1][1].starts_with("127.0.0.1:"), "{recorded:?}");
     for id in 0..30i64 {
         let via = &hosts[id as usize % 3].client;
         connect(via).call("AddPet", vec![Value::Integer(id), Value::from("rex")]).expect("AddPet");

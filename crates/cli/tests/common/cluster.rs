@@ -18,6 +18,7 @@ pub struct Host {
     pub id: u64,
     pub client: String,
     pub admin: String,
+    pub http: String,
     pub internal: String,
     /// Every stderr line, as it comes.
     pub stderr: mpsc::Receiver<String>,
@@ -120,6 +121,7 @@ impl Starting {
             id: field(&line, "host ").parse().unwrap(),
             client: loopback(field(&line, "client ")),
             admin: loopback(field(&line, "admin ")),
+            http: loopback(field(&line, "http ")),
             internal: field(&line, "internal ").to_string(),
             child: self.child,
             stderr: self.stderr,
@@ -216,6 +218,19 @@ pub fn form_meshed(dirs: &[TempDir], k: u32) -> (Vec<Host>, Mesh) {
     let mesh = Mesh::new(dirs.len());
     let hosts = form_each(dirs, k, |i| mesh.args(i));
     (hosts, mesh)
+}
+
+/// The body of `GET path` from the HTTP port at `addr`.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the HTTP port answers");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }
 
 pub fn connect(addr: &str) -> SyncConnection {

@@ -216,6 +216,9 @@ fn run(seed: u64, k: u32) {
                 match result {
                     Ok(outcome) => history.push(Call { client: w, op, outcome, invoked, completed: Some(micros()) }),
                     Err(e) if outcome_of(&e) == Outcome::Unknown => {
+                        if std::env::var_os("JOULE_ECHO_UNKNOWN").is_some() {
+                            eprintln!("unknown outcome: {e}");
+                        }
                         history.push(Call { client: w, op, outcome: Outcome::Unknown, invoked, completed: None })
                     }
                     // Refused before it ran: it did nothing.
@@ -319,8 +322,9 @@ fn run(seed: u64, k: u32) {
     all_up_or_explain(&hosts, &hosts[0].client, seed, &faults);
     let variable = if k == 1 { "JOULE_SEEDS" } else { "JOULE_K2_SEEDS" };
     let context = format!("seed {seed}, k = {k} (replay with {variable}={seed}); faults: {faults:?}");
+    let unknown = history.iter().filter(|c| c.outcome == Outcome::Unknown).count();
     eprintln!(
-        "seed {seed}, k = {k}: {} acknowledged inserts, {} register calls; {faults:?}",
+        "seed {seed}, k = {k}: {} acknowledged inserts, {} register calls ({unknown} of unknown outcome); {faults:?}",
         acked.len(),
         history.len()
     );
@@ -346,7 +350,10 @@ fn run(seed: u64, k: u32) {
         // Transfers move money within an account: the total never changes.
         assert_eq!(scalar(addr, "SELECT SUM(a + b) FROM accounts"), ACCOUNTS * 2 * START_BALANCE, "{context}");
     }
-    if let Err(why) = linearizable::check(0, &history) {
+    let checking = Instant::now();
+    let checked = linearizable::check(0, &history);
+    eprintln!("seed {seed}, k = {k}: the register's history checked in {:?}", checking.elapsed());
+    if let Err(why) = checked {
         panic!("the register's history is not linearizable: {why}; {context}\nhistory: {history:?}");
     }
 }

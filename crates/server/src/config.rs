@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(c.cluster.routes.get("a:1").map(String::as_str), Some("b:2"));
         for bad in [
             "[cluster]\nhost_count = 2\nkfactor = 2",
-            "[cluster]\nhost_count = 5\nkfactor = 2",
+            "[cluster]\nhost_count = 3\nkfactor = 3",
             "[cluster]\nheartbeat_timeout_ms = 5",
             "[cluster]\nhosts = 3",
             "client_port = \"x\"",

@@ -38,11 +38,18 @@ pub struct Starting {
     pub stderr: mpsc::Receiver<String>,
 }
 
-pub fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+/// Each line `r` gives, as it comes. With `JOULE_ECHO_HOSTS` set, every
+/// line is also printed (prefixed by `who`): a run that hangs still shows
+/// what the hosts said.
+pub fn lines(r: impl std::io::Read + Send + 'static, who: String) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
+    let echo = std::env::var_os("JOULE_ECHO_HOSTS").is_some();
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
+            if echo {
+                eprintln!("[{who}] {line}");
+            }
+            if tx.send(line).is_err() && !echo {
                 break;
             }
         }
@@ -70,8 +77,9 @@ pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("joule starts");
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
+    let who = format!("{} pid {}", dir.file_name().map_or(String::new(), |n| n.to_string_lossy().into()), child.id());
+    let stdout = lines(child.stdout.take().unwrap(), who.clone());
+    let stderr = lines(child.stderr.take().unwrap(), who);
     Starting { child, stdout, stderr }
 }
 

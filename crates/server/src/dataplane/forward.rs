@@ -40,6 +40,17 @@ pub(super) async fn forwarder(
             fail(first, err!(Unavailable, "cannot reach {address} to forward the call: {e}"));
             continue;
         }
+        // The host's own answer that it serves the connection: a relay or a
+        // dying process may accept and then close, and calls written before
+        // this would end unknown though they never reached the host.
+        let mut ready = [0u8; 1];
+        match tokio::time::timeout(CONNECT_TIMEOUT, stream.read_exact(&mut ready)).await {
+            Ok(Ok(_)) if ready[0] == FORWARD => {}
+            _ => {
+                fail(first, err!(Unavailable, "{address} did not take the connection to forward the call"));
+                continue;
+            }
+        }
         let (mut rd, mut wr) = stream.into_split();
         let pending: Pending = Arc::default();
         let reader = {
@@ -122,7 +133,11 @@ impl ResponseSink for ForwardedSink {
 }
 
 /// Serve calls another host forwarded here: run each, answer with its id.
-pub(super) async fn serve_forwarded(s: tokio::net::TcpStream, host: Arc<Host>) {
+pub(super) async fn serve_forwarded(mut s: tokio::net::TcpStream, host: Arc<Host>) {
+    // Ready: the sender writes calls only after this.
+    if s.write_all(&[FORWARD]).await.is_err() {
+        return;
+    }
     let (mut rd, mut wr) = s.into_split();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, WireResponse)>();
     let writer = tokio::spawn(async move {

@@ -8,9 +8,10 @@
 //!
 //! * `F`, **forwarded calls**: `(id, WireCall)` requests, `(id,
 //!   WireResponse)` answers in any order. One connection per target host,
-//!   shared by every call forwarded there. A call on a connection that
-//!   breaks fails as `OutcomeUnknown` if it was written, `Unavailable` if
-//!   not.
+//!   shared by every call forwarded there, opened once the host answers
+//!   `F` itself (so a relay or a dying process that accepts and closes
+//!   sends nothing unknown). A call on a connection that breaks fails as
+//!   `OutcomeUnknown` if it was written, `Unavailable` if not.
 //! * `S`, **a remote site session**: the coordinator here drives partition
 //!   `p`'s leader there: `Begin`, `Round`, `Finish` requests, one answer
 //!   each. Sessions are pooled per (partition, host) between transactions.

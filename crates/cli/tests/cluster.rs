@@ -414,3 +414,39 @@ fn a_new_leader_repairs_copies_that_differ_by_the_last_batch() {
     sql(&hosts[behind].client, "INSERT INTO kv VALUES (?, 3)", vec![Value::Integer(key + 2000)]);
     replicas_agree(&live, 2).unwrap();
 }
+
+/// A host cut off from both others: they declare it failed, and it — not
+/// hearing so — refuses calls once it has been out of touch for twice the
+/// heartbeat timeout, so its clients go elsewhere instead of waiting on it.
+/// When the network heals it learns it was failed, stops, and rejoins.
+#[test]
+fn a_host_cut_off_from_the_cluster_refuses_calls_then_rejoins() {
+    use common::fault_proxy::Link;
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("cutoff-{i}"))).collect();
+    let (mut hosts, mesh) = form_meshed(&dirs, 1);
+    sql(&hosts[0].client, "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE kv ON COLUMN k;", vec![]);
+    mesh.set(2, 0, Link::Hang);
+    mesh.set(2, 1, Link::Hang);
+    eventually("the others declare host 2 failed", || states(&hosts[0].client)[2].1 == "FAILED");
+    let isolated = hosts[2].client.clone();
+    let refusal = || {
+        let all = vec![Value::from("INSERT INTO kv VALUES (7)")];
+        let options = joule_client::Options { call_timeout: Some(Duration::from_secs(5)), ..Default::default() };
+        joule_client::SyncConnection::connect(&isolated, &options).and_then(|mut c| c.call("@AdHoc", all))
+    };
+    eventually("host 2 refuses calls", || {
+        refusal().is_err_and(|e| e.code() == joule_common::ErrorCode::Unavailable && e.message().contains("lost touch"))
+    });
+    // Its own figures it still answers.
+    assert_eq!(states(&hosts[2].client)[2].1, "UP", "host 2 has not heard it was failed");
+    wait_line(&hosts[2].stderr, "lost touch with the metadata group");
+    // The others go on.
+    sql(&hosts[1].client, "INSERT INTO kv VALUES (1)", vec![]);
+    mesh.heal();
+    let child = &mut hosts[2].child;
+    assert!(wait_until(Duration::from_secs(20), || child.try_wait().ok().flatten().is_some()), "host 2 stops");
+    let again = spawn(dirs[2].path(), &[&["--host-count", "3", "--kfactor", "1"][..], &mesh.args(2)].concat()).ready();
+    hosts[2] = again;
+    eventually("host 2 rejoined", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
+    assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 1);
+}

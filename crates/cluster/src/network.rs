@@ -261,12 +261,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Answer the group's messages arriving on `listener` until the task is
 /// aborted; aborting it also ends every connection it accepted (they live
 /// in its `JoinSet`), so a stopped member answers nothing.
+/// When this member last took entries (or a heartbeat) from a leader it
+/// follows: a follower that has not for a while is cut off from the group.
+pub(crate) type LastContact = std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>;
+
 pub(crate) async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
     metadata: tokio::sync::watch::Receiver<ClusterMetadata>,
     joins: Option<crate::formation::Joins>,
     data: DataConnections,
+    contact: LastContact,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -282,6 +287,7 @@ pub(crate) async fn serve(
         };
         let _ = s.set_nodelay(true);
         let (raft, metadata, joins, data) = (raft.clone(), metadata.clone(), joins.clone(), data.clone());
+        let contact = contact.clone();
         connections.spawn(async move {
             let mut header = [0u8; 4];
             if s.read_exact(&mut header).await.is_err() {
@@ -300,7 +306,13 @@ pub(crate) async fn serve(
                 };
                 let Ok(request) = request else { break };
                 let reply = match request {
-                    Request::Append(r) => Reply::Append(raft.append_entries(r).await),
+                    Request::Append(r) => {
+                        let answer = raft.append_entries(r).await;
+                        if matches!(&answer, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                            *contact.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+                        }
+                        Reply::Append(answer)
+                    }
                     Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
                     Request::Vote(r) => Reply::Vote(raft.vote(r).await),
                     Request::Ping => Reply::Pong,

@@ -39,6 +39,8 @@ pub struct MetadataNode {
     metadata: watch::Receiver<ClusterMetadata>,
     server: tokio::task::JoinHandle<()>,
     routes: Routes,
+    /// When this member last heard from a leader it follows.
+    contact: crate::network::LastContact,
     detector: Option<tokio::task::JoinHandle<()>>,
     /// Data-plane connections arriving on the internal port, until taken.
     data: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>>>,
@@ -163,7 +165,9 @@ impl MetadataNode {
             .await
             .map_err(|e| err!(Internal, "cannot start the metadata group: {e}"))?;
         let (data_tx, data_rx) = tokio::sync::mpsc::unbounded_channel();
-        let server = tokio::spawn(serve(listener, raft.clone(), metadata.clone(), joins, data_tx));
+        let contact: crate::network::LastContact =
+            std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+        let server = tokio::spawn(serve(listener, raft.clone(), metadata.clone(), joins, data_tx, contact.clone()));
         Ok(MetadataNode {
             id,
             address: address.to_string(),
@@ -171,6 +175,7 @@ impl MetadataNode {
             metadata,
             server,
             routes,
+            contact,
             detector: None,
             data: std::sync::Mutex::new(Some(data_rx)),
         })
@@ -296,6 +301,25 @@ impl MetadataNode {
     /// The last log index this member's snapshot covers, if it has one.
     pub fn snapshot_index(&self) -> Option<u64> {
         self.raft.metrics().borrow().snapshot.map(|id| id.index)
+    }
+
+    /// Whether this member is in touch with a quorum of the group: as its
+    /// leader, a quorum acknowledged it within `within`; as a follower, a
+    /// leader's entries or heartbeat came within `within`. A host that is
+    /// not has been cut off (its peers may have declared it failed without
+    /// it hearing so): it must not keep clients waiting on it.
+    pub fn in_contact(&self, within: Duration) -> bool {
+        let (leading, acked) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader == Some(self.id), m.millis_since_quorum_ack)
+        };
+        match acked {
+            Some(ms) if leading => Duration::from_millis(ms) <= within,
+            // A follower, or a leader just elected (no quorum round yet):
+            // when a leader was last heard from.
+            _ => self.contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed() <= within,
+        }
     }
 
     /// The member this host believes leads the group.

@@ -387,12 +387,53 @@ fn host_or_none(h: Option<HostId>) -> String {
 /// multi-host cluster answers only what it can answer alone (see the
 /// module doc).
 pub(crate) fn refused_here(ctx: &ServerContext, procedure: &str) -> Option<joule_common::Error> {
+    if ctx.cut_off.load(std::sync::atomic::Ordering::Relaxed) && !answers_alone(procedure) {
+        return Some(err!(
+            Unavailable,
+            "host {} has lost touch with the cluster's metadata group (cut off from the other hosts?): it takes no \
+             calls until it is back in touch; use another host",
+            ctx.host_id
+        ));
+    }
     if !ctx.membership.is_multi_host()
         || !matches!(procedure, "@SnapshotSave" | "@SnapshotRestore" | "@SnapshotScan" | "@SnapshotDelete")
     {
         return None;
     }
     Some(err!(FeatureNotSupported, "{procedure}: snapshots of a cluster of several hosts are not available yet"))
+}
+
+/// What a host cut off from its cluster still answers: its own figures.
+fn answers_alone(procedure: &str) -> bool {
+    matches!(procedure, "@Statistics" | "@SystemInformation" | "@Ping")
+}
+
+/// Watch whether this host is in touch with a quorum of the metadata group
+/// (every 100 ms): out of touch for twice the heartbeat timeout, it refuses
+/// calls (`refused_here`) — its peers may have declared it failed without
+/// its hearing so, and its clients should go to another host instead of
+/// waiting on it. Each change is an event.
+pub(crate) async fn watch_contact(ctx: Arc<ServerContext>) {
+    let Membership::Member(node) = &ctx.membership else { return };
+    let within = ctx.config.cluster.heartbeat_timeout * 2;
+    let mut shutdown = ctx.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let lost = !node.in_contact(within);
+        if ctx.cut_off.swap(lost, std::sync::atomic::Ordering::Relaxed) != lost {
+            let line = if lost {
+                format!("host {} lost touch with the metadata group for {within:?}: refusing calls", node.id())
+            } else {
+                format!("host {} is back in touch with the metadata group: taking calls", node.id())
+            };
+            eprintln!("joule: cluster: {line}");
+            ctx.event(line);
+        }
+    }
 }
 
 /// `@StopNode(host_id)`: take a host out of the cluster on purpose.

@@ -158,6 +158,9 @@ pub(crate) struct ServerContext {
     pub queued: Arc<std::sync::atomic::AtomicUsize>,
     /// `@Pause`d: only the admin port takes work.
     pub paused: std::sync::atomic::AtomicBool,
+    /// Out of touch with the cluster's metadata group (see
+    /// `cluster::watch_contact`): calls are refused as unavailable.
+    pub cut_off: std::sync::atomic::AtomicBool,
     /// The cluster as this node takes part in it.
     pub membership: cluster::Membership,
     /// In a multi-host cluster: the data plane to the other hosts.
@@ -322,6 +325,7 @@ impl Server {
             started: std::time::Instant::now(),
             queued: Arc::default(),
             paused: Default::default(),
+            cut_off: Default::default(),
             link,
             host_id: membership.host_id(),
             host_name: membership.host_name(),
@@ -347,6 +351,7 @@ impl Server {
             cluster::Membership::Alone(_) => (None, 0),
         };
         tokio::spawn(cluster::follow(ctx.clone()));
+        tokio::spawn(cluster::watch_contact(ctx.clone()));
         if let cluster::Membership::Member(node) = &ctx.membership {
             if !node.metadata().is_up(node.id()) {
                 // Restarted: its copies come from the leaders (`rejoin`).

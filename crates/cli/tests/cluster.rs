@@ -273,6 +273,19 @@ fn the_rust_client_routes_single_partition_calls_to_leaders() {
     let unrouted = forwarded(3) - before;
     assert!((150..=250).contains(&unrouted), "{unrouted} of 300 forwarded");
 
+    // Given one host and asked to discover, the client connects to the
+    // others too (from `@Statistics CLUSTER`) and routes to them.
+    let before = forwarded(3);
+    rt.block_on(async {
+        let options = joule_client::Options { discover_hosts: true, ..Default::default() };
+        let client = joule_client::Client::connect(&[hosts[1].client.as_str()], options).await.unwrap();
+        assert_eq!(client.open_connections(), 3, "one connection to each host");
+        for k in 0..300i64 {
+            client.call("Put", vec![Value::Integer(k), Value::Integer(k * 2)]).await.expect("Put");
+        }
+    });
+    assert_eq!(forwarded(3) - before, 0, "calls routed to hosts the client learned of are not forwarded");
+
     // Topology notifications: a connection that subscribed hears of a host
     // stopping, in a response with VoltDB's topology handle carrying the
     // new TOPO table, between the answers to its own calls.

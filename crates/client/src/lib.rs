@@ -64,6 +64,12 @@ pub struct Options {
     /// Connected to several hosts of a cluster: send single-partition calls
     /// straight to their partition's leader (see `route.rs`).
     pub route_to_leaders: bool,
+    /// Learn the cluster's other hosts from the ones given (`@Statistics
+    /// CLUSTER`) and connect to them too, following hosts that come up
+    /// later. On whenever several addresses are given; set it to learn
+    /// from a single one. Not with the `Weighted` policy (its weights name
+    /// the addresses given).
+    pub discover_hosts: bool,
 }
 
 impl Default for Options {
@@ -76,6 +82,7 @@ impl Default for Options {
             call_timeout: Some(std::time::Duration::from_secs(120)),
             balance: Balance::RoundRobin,
             route_to_leaders: true,
+            discover_hosts: false,
         }
     }
 }
@@ -123,7 +130,9 @@ impl<'a> Table<'a> {
 /// The async, pipelined client.
 #[derive(Clone)]
 pub struct Client {
-    slots: Arc<Vec<Slot>>,
+    /// Connection slots: per address, `connections_per_address` of them.
+    /// Only ever appended to (hosts learned), so an index stays valid.
+    slots: Arc<ArcSwap<Vec<Arc<Slot>>>>,
     chooser: Arc<balance::Chooser>,
     options: Arc<Options>,
     runtime: tokio::runtime::Handle,
@@ -166,7 +175,7 @@ impl Client {
         }
         let chooser = balance::Chooser::new(options.balance.clone(), addresses.len(), options.connections_per_address)
             .map_err(|why| err!(InvalidArgument, "balance: {why}"))?;
-        let follows = options.route_to_leaders && addresses.len() > 1;
+        let follows = addresses.len() > 1 || options.discover_hosts;
         let pushes = Arc::new(tokio::sync::Notify::new());
         let mut slots = Vec::new();
         for a in addresses {
@@ -178,15 +187,15 @@ impl Client {
                 if follows {
                     subscribe(&connection).await;
                 }
-                slots.push(Slot {
+                slots.push(Arc::new(Slot {
                     address,
                     current: ArcSwap::from_pointee(connection),
                     reconnecting: AtomicBool::new(false),
-                });
+                }));
             }
         }
         let client = Client {
-            slots: Arc::new(slots),
+            slots: Arc::new(ArcSwap::from_pointee(slots)),
             chooser: Arc::new(chooser),
             options: Arc::new(options),
             runtime: tokio::runtime::Handle::current(),
@@ -204,9 +213,7 @@ impl Client {
     /// every [`TOPOLOGY_EVERY`] regardless) in the background until the
     /// client is dropped.
     async fn follow_topology(&self) {
-        if let Ok(t) = route::fetch(self).await {
-            self.topology.store(t.map(Arc::new));
-        }
+        self.refresh().await;
         let slots = Arc::downgrade(&self.slots);
         let (chooser, options, topology) = (self.chooser.clone(), self.options.clone(), self.topology.clone());
         let (runtime, pushes) = (self.runtime.clone(), self.pushes.clone());
@@ -226,25 +233,72 @@ impl Client {
                     follows: true,
                     pushes: pushes.clone(),
                 };
-                if let Ok(t) = route::fetch(&client).await {
-                    topology.store(t.map(Arc::new));
-                }
+                client.refresh().await;
             }
         });
     }
 
+    /// Read the cluster's topology: connect to hosts not known yet (see
+    /// [`Options::discover_hosts`]), then note each partition's leader (if
+    /// routing to leaders).
+    async fn refresh(&self) {
+        let Ok((mut topology, up)) = route::fetch(self).await else { return };
+        if self.learn_hosts(&up).await {
+            // Read again, to route to the new connections too.
+            if let Ok((t, _)) = route::fetch(self).await {
+                topology = t;
+            }
+        }
+        if self.options.route_to_leaders {
+            self.topology.store(topology.map(Arc::new));
+        }
+    }
+
     /// Each connection slot's address.
     pub(crate) fn slot_addresses(&self) -> Vec<SocketAddr> {
-        self.slots.iter().map(|s| s.address).collect()
+        self.slots.load().iter().map(|s| s.address).collect()
+    }
+
+    /// Connect to the hosts in `up` (client addresses of hosts that are up)
+    /// the client has no connections to yet; true if it added any. A host
+    /// that cannot be reached now is tried again next time.
+    async fn learn_hosts(&self, up: &[SocketAddr]) -> bool {
+        if matches!(self.options.balance, Balance::Weighted { .. }) {
+            return false;
+        }
+        let known = self.slot_addresses();
+        let mut added = Vec::new();
+        for address in up.iter().filter(|a| !known.contains(a) && !a.ip().is_unspecified()) {
+            for _ in 0..self.options.connections_per_address {
+                let Ok(connection) = Connection::open(*address, &self.options, Some(self.pushes.clone())).await else {
+                    break;
+                };
+                subscribe(&connection).await;
+                added.push(Arc::new(Slot {
+                    address: *address,
+                    current: ArcSwap::from_pointee(connection),
+                    reconnecting: AtomicBool::new(false),
+                }));
+            }
+        }
+        if added.is_empty() {
+            return false;
+        }
+        self.slots.rcu(|slots| {
+            let mut slots = (**slots).clone();
+            slots.extend(added.iter().cloned());
+            slots
+        });
+        true
     }
 
     /// The open connection to the leader of the call's partition, if the
     /// call can be routed; else the one the balancing policy picks.
-    fn pick_for(&self, procedure: &str, params: &[Param]) -> Result<&Slot> {
+    fn pick_for(&self, procedure: &str, params: &[Param]) -> Result<Arc<Slot>> {
         if let Some(t) = self.topology.load().as_ref() {
             if let Some(i) = t.slot_for(procedure, params) {
-                if let Some(slot) = self.slots.get(i).filter(|s| s.current.load().is_open()) {
-                    return Ok(slot);
+                if let Some(slot) = self.slots.load().get(i).filter(|s| s.current.load().is_open()) {
+                    return Ok(slot.clone());
                 }
             }
         }
@@ -273,35 +327,35 @@ impl Client {
 
     /// The slot of the open connection the balancing policy picks (lost
     /// ones start reconnecting in the background as they are passed over).
-    fn pick(&self) -> Result<&Slot> {
+    fn pick(&self) -> Result<Arc<Slot>> {
+        let slots = self.slots.load();
         let open = |i: usize| {
-            let is_open = self.slots[i].current.load().is_open();
+            let is_open = slots[i].current.load().is_open();
             if !is_open {
-                self.reconnect(i);
+                self.reconnect(&slots[i]);
             }
             is_open
         };
-        let outstanding = |i: usize| self.slots[i].current.load().outstanding();
-        match self.chooser.pick(self.slots.len(), open, outstanding) {
-            Some(i) => Ok(&self.slots[i]),
+        let outstanding = |i: usize| slots[i].current.load().outstanding();
+        match self.chooser.pick(slots.len(), open, outstanding) {
+            Some(i) => Ok(slots[i].clone()),
             None => Err(err!(Unavailable, "every connection to the server is closed (reconnecting)")),
         }
     }
 
-    /// Reopen slot `i`'s connection in the background, once at a time,
+    /// Reopen `slot`'s connection in the background, once at a time,
     /// with growing waits, until it succeeds or the client is dropped.
-    fn reconnect(&self, i: usize) {
-        if self.slots[i].reconnecting.swap(true, Ordering::SeqCst) {
+    fn reconnect(&self, slot: &Arc<Slot>) {
+        if slot.reconnecting.swap(true, Ordering::SeqCst) {
             return;
         }
-        let (slots, options) = (Arc::downgrade(&self.slots), self.options.clone());
+        let (slot, alive, options) = (Arc::downgrade(slot), Arc::downgrade(&self.slots), self.options.clone());
         let (follows, pushes) = (self.follows, self.pushes.clone());
         self.runtime.spawn(async move {
             let mut wait = RECONNECT_FIRST;
             loop {
                 tokio::time::sleep(wait).await;
-                let Some(slots) = slots.upgrade() else { return };
-                let slot = &slots[i];
+                let (Some(slot), Some(_client)) = (slot.upgrade(), alive.upgrade()) else { return };
                 if let Ok(c) = Connection::open(slot.address, &options, Some(pushes.clone())).await {
                     if follows {
                         subscribe(&c).await;
@@ -326,7 +380,7 @@ impl Client {
         let connection = self.pick_for(procedure, &params)?.current.load_full();
         let invocation = connection::Encoded::new(procedure, params)?;
         let mut answer = connection.call_encoded(&invocation).await;
-        for _ in 1..self.slots.len() {
+        for _ in 1..self.slots.load().len() {
             match &answer {
                 Err(e) if e.code() == ErrorCode::Unavailable => {
                     answer = self.pick()?.current.load_full().call_encoded(&invocation).await;
@@ -357,7 +411,7 @@ impl Client {
 
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.slots.iter().filter(|s| s.current.load().is_open()).count()
+        self.slots.load().iter().filter(|s| s.current.load().is_open()).count()
     }
 }
 

@@ -109,8 +109,9 @@ fn partition_parameter(remarks: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
-/// Read the topology through `client` (any of its hosts answers).
-pub(crate) async fn fetch(client: &crate::Client) -> Result<Option<Topology>> {
+/// Read the topology through `client` (any of its hosts answers), and the
+/// client addresses of the hosts that are up.
+pub(crate) async fn fetch(client: &crate::Client) -> Result<(Option<Topology>, Vec<SocketAddr>)> {
     let stats = |selector: &str| vec![Value::from(selector), Value::Integer(0)];
     let topo = client.call_unrouted("@Statistics", stats("TOPO")).await?;
     let cluster = client.call_unrouted("@Statistics", stats("CLUSTER")).await?;
@@ -118,9 +119,15 @@ pub(crate) async fn fetch(client: &crate::Client) -> Result<Option<Topology>> {
     let (Some(topo), Some(cluster), Some(procedures)) =
         (topo.tables.first(), cluster.tables.first(), procedures.tables.first())
     else {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     };
-    Ok(Topology::from_tables(topo, cluster, procedures, &client.slot_addresses()))
+    let up = cluster
+        .rows
+        .iter()
+        .filter(|r| r.get(3).is_some_and(|s| text(s) == "UP"))
+        .filter_map(|r| text(r.get(2)?).parse().ok())
+        .collect();
+    Ok((Topology::from_tables(topo, cluster, procedures, &client.slot_addresses()), up))
 }
 
 #[cfg(test)]

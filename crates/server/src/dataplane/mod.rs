@@ -26,7 +26,13 @@
 //!   recognised by its position and not applied twice; a position skipped
 //!   means batches were lost, and the replica stops (its copy would
 //!   silently differ). A rejoining replica's copy pieces carry the position
-//!   the copy was taken at.
+//!   the copy was taken at. Each batch also carries its stream's term (one
+//!   above every term the leader had seen), which orders streams for the
+//!   repair step.
+//! * `J`, **a rejoin request**: a restarted host asks a partition's leader
+//!   for a copy, which then arrives on the replication connection.
+//! * `P`, **the repair step** (`repair.rs`): a new leader asks another copy
+//!   for its last batch (`Last`) or has it apply one (`Apply`).
 //!
 //! Leadership is read on every transaction, so it is kept precomputed
 //! ([`Routing`]) and swapped whole when the metadata changes.

@@ -463,3 +463,47 @@ fn a_host_cut_off_from_the_cluster_refuses_calls_then_rejoins() {
     eventually("host 2 rejoined", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
     assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 1);
 }
+
+/// k = 2: a host that rejoined (its copy taken at the leader's position,
+/// with no batch after it) becomes a partition's leader when the leader
+/// dies. Its repair step must count the copy's position as its last batch,
+/// not take it for a copy that missed everything.
+#[test]
+fn a_rejoined_copy_can_lead_after_the_next_failure() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("rejoined-lead-{i}"))).collect();
+    let mut hosts = form(&dirs, 2);
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE kv ON COLUMN k;";
+    sql(&hosts[0].client, ddl, vec![]);
+    for k in 0..20i64 {
+        sql(
+            &hosts[(k % 3) as usize].client,
+            "INSERT INTO kv VALUES (?, ?)",
+            vec![Value::Integer(k), Value::Integer(k)],
+        );
+    }
+    let leader_of =
+        |addr: &str, p: usize| -> usize { stats(addr, "TOPO")[p][2].split(':').next().unwrap().parse().unwrap() };
+    // The host leading no partition rejoins.
+    let leaders = [leader_of(&hosts[0].client, 0), leader_of(&hosts[0].client, 1)];
+    let rejoiner = (0..3).find(|h| !leaders.contains(h)).expect("two partitions, three hosts");
+    let _ = hosts[rejoiner].child.kill();
+    let _ = hosts[rejoiner].child.wait();
+    let other = (rejoiner + 1) % 3;
+    eventually("the killed host is declared failed", || states(&hosts[other].client)[rejoiner].1 != "UP");
+    hosts[rejoiner] = spawn(dirs[rejoiner].path(), &["--host-count", "3", "--kfactor", "2"]).ready();
+    eventually("it rejoined", || states(&hosts[other].client).iter().all(|(_, s)| s == "UP"));
+    // Partition 0's leader dies; the rejoined host, leading nothing, takes over.
+    let victim = leaders[0];
+    let _ = hosts[victim].child.kill();
+    let _ = hosts[victim].child.wait();
+    let survivor = (0..3).find(|h| *h != victim && *h != rejoiner).unwrap();
+    eventually("partition 0 led again", || {
+        every_partition_led_by_a_live_host(&hosts[survivor].client) && states(&hosts[survivor].client)[victim].1 != "UP"
+    });
+    assert_eq!(leader_of(&hosts[survivor].client, 0), rejoiner, "the host leading nothing leads partition 0");
+    assert!(hosts[rejoiner].child.try_wait().unwrap().is_none(), "the new leader keeps running");
+    sql(&hosts[rejoiner].client, "INSERT INTO kv VALUES (100, 100)", vec![]);
+    let live = [hosts[rejoiner].client.clone(), hosts[survivor].client.clone()];
+    replicas_agree(&live, 2).unwrap();
+    assert_eq!(scalar(&hosts[survivor].client, "SELECT COUNT(*) FROM kv"), 21);
+}

@@ -144,6 +144,9 @@ pub struct Client {
     pushes: Arc<tokio::sync::Notify>,
 }
 
+/// How long connecting to a host learned from the topology may take.
+const LEARN_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How often a routing client reads the cluster's topology again without
 /// being told it changed (a notification makes it read at once).
 const TOPOLOGY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -269,16 +272,26 @@ impl Client {
         let known = self.slot_addresses();
         let mut added = Vec::new();
         for address in up.iter().filter(|a| !known.contains(a) && !a.ip().is_unspecified()) {
+            // All of an address's connections, or none (tried again at the
+            // next read); a host that does not answer soon is not waited on.
+            let mut opened = Vec::new();
             for _ in 0..self.options.connections_per_address {
-                let Ok(connection) = Connection::open(*address, &self.options, Some(self.pushes.clone())).await else {
-                    break;
+                let open = async {
+                    let c = Connection::open(*address, &self.options, Some(self.pushes.clone())).await?;
+                    subscribe(&c).await;
+                    Ok::<_, Error>(c)
                 };
-                subscribe(&connection).await;
-                added.push(Arc::new(Slot {
-                    address: *address,
-                    current: ArcSwap::from_pointee(connection),
-                    reconnecting: AtomicBool::new(false),
-                }));
+                match tokio::time::timeout(LEARN_WITHIN, open).await {
+                    Ok(Ok(connection)) => opened.push(Arc::new(Slot {
+                        address: *address,
+                        current: ArcSwap::from_pointee(connection),
+                        reconnecting: AtomicBool::new(false),
+                    })),
+                    _ => break,
+                }
+            }
+            if opened.len() == self.options.connections_per_address {
+                added.extend(opened);
             }
         }
         if added.is_empty() {

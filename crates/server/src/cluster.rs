@@ -409,13 +409,16 @@ fn answers_alone(procedure: &str) -> bool {
 }
 
 /// Watch whether this host is in touch with a quorum of the metadata group
-/// (every 100 ms): out of touch for twice the heartbeat timeout, it refuses
+/// (every 100 ms): out of touch for twice the heartbeat timeout (2 s at
+/// least), it refuses
 /// calls (`refused_here`) — its peers may have declared it failed without
 /// its hearing so, and its clients should go to another host instead of
 /// waiting on it. Each change is an event.
 pub(crate) async fn watch_contact(ctx: Arc<ServerContext>) {
     let Membership::Member(node) = &ctx.membership else { return };
-    let within = ctx.config.cluster.heartbeat_timeout * 2;
+    // Never shorter than a metadata election (0.4–0.8 s) with room to spare:
+    // followers hear no leader while one is held.
+    let within = (ctx.config.cluster.heartbeat_timeout * 2).max(Duration::from_secs(2));
     let mut shutdown = ctx.shutdown.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {

@@ -439,8 +439,9 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 });
             }
             _ if refusal.is_some() => {
-                let why = refusal.as_ref().map(|e| e.to_string()).unwrap_or_default();
-                write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &why)
+                if let Some(e) = &refusal {
+                    write_failure(&mut out, handle, crate::convert::refusal_status(e), &e.to_string());
+                }
             }
             _ if !admin_port && ctx.paused.load(Ordering::Relaxed) => write_failure(
                 &mut out,

@@ -12,6 +12,17 @@ pub const STATUS_SERVER_UNAVAILABLE: i8 = -5;
 /// VoltDB's status for a request the server could not understand.
 pub const STATUS_GRACEFUL_FAILURE: i8 = -2;
 
+/// The status a call refused before it ran is answered with: "server
+/// unavailable" when another host (or later) may take it — VoltDB clients
+/// then try elsewhere — and a graceful failure otherwise.
+pub fn refusal_status(e: &joule_common::Error) -> i8 {
+    if e.code() == joule_common::ErrorCode::Unavailable {
+        STATUS_SERVER_UNAVAILABLE
+    } else {
+        STATUS_GRACEFUL_FAILURE
+    }
+}
+
 /// A wire parameter as a value procedures take: arrays become
 /// `Value::Array` (for `IN ?` and procedures taking arrays).
 pub fn param_value(p: Param) -> Value {

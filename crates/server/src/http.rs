@@ -154,7 +154,11 @@ async fn call(ctx: Arc<ServerContext>, args: Args, version: ApiVersion) -> HttpR
         return respond(StatusCode::OK, body, jsonp);
     }
     if let Some(e) = crate::cluster::refused_here(&ctx, &procedure) {
-        return respond(StatusCode::OK, failure_json(version, STATUS_GRACEFUL_FAILURE, &e.to_string()), jsonp);
+        return respond(
+            StatusCode::OK,
+            failure_json(version, crate::convert::refusal_status(&e), &e.to_string()),
+            jsonp,
+        );
     }
     if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume" | "@StopNode")
         || crate::durable::needs_admin(&procedure)

@@ -21,36 +21,27 @@ pub(super) async fn forwarder(
 ) {
     let mut next_id: u64 = 0;
     while let Some(first) = requests.recv().await {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address)).await;
-        let mut stream = match stream {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                fail(first, err!(Unavailable, "cannot reach {address} to forward the call: {e}"));
-                continue;
+        // Calls waiting for a connection that cannot be had all fail at
+        // once (not one connection attempt each), and none is sent to a
+        // host declared down.
+        let fail_waiting = |first: Forward, e: Error, requests: &mut tokio::sync::mpsc::UnboundedReceiver<Forward>| {
+            fail(first, e.clone());
+            while let Ok(r) = requests.try_recv() {
+                fail(r, e.clone());
             }
-            Err(_) => {
-                fail(first, err!(Unavailable, "cannot reach {address} to forward the call within {CONNECT_TIMEOUT:?}"));
+        };
+        if !routing.load().up.contains_key(&target) {
+            let e = err!(Unavailable, "host {target} is down: the call was not forwarded");
+            fail_waiting(first, e, &mut requests);
+            continue;
+        }
+        let stream = match open_forwarding(&address).await {
+            Ok(s) => s,
+            Err(e) => {
+                fail_waiting(first, e, &mut requests);
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let mut hello = DATA_MAGIC.to_vec();
-        hello.push(FORWARD);
-        if let Err(e) = stream.write_all(&hello).await {
-            fail(first, err!(Unavailable, "cannot reach {address} to forward the call: {e}"));
-            continue;
-        }
-        // The host's own answer that it serves the connection: a relay or a
-        // dying process may accept and then close, and calls written before
-        // this would end unknown though they never reached the host.
-        let mut ready = [0u8; 1];
-        match tokio::time::timeout(CONNECT_TIMEOUT, stream.read_exact(&mut ready)).await {
-            Ok(Ok(_)) if ready[0] == FORWARD => {}
-            _ => {
-                fail(first, err!(Unavailable, "{address} did not take the connection to forward the call"));
-                continue;
-            }
-        }
         let (mut rd, mut wr) = stream.into_split();
         let pending: Pending = Arc::default();
         let reader = {
@@ -116,6 +107,28 @@ pub(super) async fn forwarder(
 pub(super) async fn wait_finished(task: &tokio::task::JoinHandle<()>) {
     while !task.is_finished() {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A connection to forward calls to `address` on, once the host there has
+/// answered that it serves it: a relay or a dying process may accept and
+/// then close, and calls written before the answer would end unknown though
+/// they never reached the host.
+async fn open_forwarding(address: &str) -> Result<tokio::net::TcpStream> {
+    let unreachable = |e: String| err!(Unavailable, "cannot reach {address} to forward the call: {e}");
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => return Err(unreachable(format!("no connection within {CONNECT_TIMEOUT:?}"))),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut hello = DATA_MAGIC.to_vec();
+    hello.push(FORWARD);
+    stream.write_all(&hello).await.map_err(|e| unreachable(e.to_string()))?;
+    let mut ready = [0u8; 1];
+    match tokio::time::timeout(CONNECT_TIMEOUT, stream.read_exact(&mut ready)).await {
+        Ok(Ok(_)) if ready[0] == FORWARD => Ok(stream),
+        _ => Err(err!(Unavailable, "{address} did not take the connection to forward the call")),
     }
 }
 

@@ -166,7 +166,8 @@ impl Link {
     /// host no longer leads loses its shipper (leading it again starts a
     /// new stream).
     pub fn update(&self, metadata: &ClusterMetadata) {
-        self.latest.store(Arc::new(metadata.partitions.iter().map(|p| p.leader).collect()));
+        let leaders = Arc::new(metadata.partitions.iter().map(|p| p.leader).collect());
+        self.progress.exclusive(|| self.latest.store(leaders));
         let routing = Routing::from(self.me, metadata, &self.routes);
         self.shippers
             .lock()
@@ -406,8 +407,11 @@ pub(crate) async fn serve(
 ) {
     while let Some(mut s) = connections.recv().await {
         let mut kind = [0u8; 1];
-        if s.read_exact(&mut kind).await.is_err() {
-            continue;
+        // A connection that stalls before saying what it carries must not
+        // hold up the others.
+        match tokio::time::timeout(CONNECT_TIMEOUT, s.read_exact(&mut kind)).await {
+            Ok(Ok(_)) => {}
+            _ => continue,
         }
         let host = host.clone();
         match kind[0] {

@@ -79,7 +79,8 @@ impl Link {
             interim.partitions[*p as usize].leader = None;
         }
         self.update(&interim);
-        self.latest.store(Arc::new(metadata.partitions.iter().map(|p| p.leader).collect()));
+        self.progress.exclusive(|| self.latest.store(Arc::new(metadata.partitions.iter().map(|p| p.leader).collect())));
+        let mut settled = metadata.clone();
         for partition in newly_led {
             let others: Vec<(HostId, String)> = metadata.partitions[partition as usize]
                 .replicas
@@ -98,11 +99,16 @@ impl Link {
                     started.elapsed().as_secs_f64() * 1000.0
                 ),
                 Err(e) => {
-                    diverged(e.context(format!("partition {partition}: the repair step as its new leader failed")))
+                    // Not served from here: this host stops, and another
+                    // copy leads.
+                    settled.partitions[partition as usize].leader = None;
+                    diverged(e.context(format!("partition {partition}: the repair step as its new leader failed")));
+                    break;
                 }
             }
         }
-        self.update(metadata);
+        self.update(&settled);
+        self.progress.exclusive(|| self.latest.store(Arc::new(metadata.partitions.iter().map(|p| p.leader).collect())));
     }
 
     /// Bring `partition`'s copies on `others` and here to the same last
@@ -114,7 +120,7 @@ impl Link {
         host: &Arc<Host>,
         is_up: IsUp<'_>,
     ) -> Result<Option<String>> {
-        let mine = self.progress.settled_last(partition).await;
+        let mine = self.progress.settled_last(partition).await?;
         let mut theirs: Vec<(HostId, &str, Option<Batch>)> = Vec::new();
         for (other, address) in others {
             let request = RepairRequest::Last { partition, leader: self.me };
@@ -134,7 +140,7 @@ impl Link {
         }
         let mut done = Vec::new();
         if mine_at < Some(best.position()) {
-            if !best.follows(mine.as_deref()) {
+            if best.copy || !best.follows(mine.as_deref()) {
                 return Err(err!(
                     Internal,
                     "this copy is at {mine_at:?}, more than one batch behind the most advanced copy ({:?})",
@@ -143,15 +149,28 @@ impl Link {
             }
             // A failure here is the caller's to report (it stops this host).
             let report_later: OnDivergence = Arc::new(|_| {});
-            apply_batch(host, &self.progress, best.clone(), &report_later).await?;
+            apply_batch(host, &self.progress, best.clone(), &report_later, || None).await?;
             done.push(format!("applied batch {:?} from host {} here", best.position(), best.from));
         }
         for (other, address, b) in &theirs {
-            if b.as_ref().map(Batch::position) < Some(best.position()) {
-                let request = RepairRequest::Apply { batch: best.clone(), leader: self.me };
-                if self.ask::<()>(*other, address, &request, is_up).await?.is_some() {
-                    done.push(format!("sent batch {:?} to host {other}", best.position()));
-                }
+            if b.as_ref().map(Batch::position) >= Some(best.position()) {
+                continue;
+            }
+            if best.copy {
+                // A copy's position holds no batch to send (and no copy
+                // can be behind it: the copy was taken after every copy had
+                // acknowledged everything before it).
+                done.push(format!("host {other} is behind a rejoined copy's position and cannot be repaired"));
+                continue;
+            }
+            // One that does not follow finds out and stops itself.
+            let request = RepairRequest::Apply { batch: best.clone(), leader: self.me };
+            match self.ask::<()>(*other, address, &request, is_up).await {
+                Ok(Some(())) => done.push(format!("sent batch {:?} to host {other}", best.position())),
+                Ok(None) => {}
+                // That copy diverged and stops; this one carries on.
+                Err(e) if e.code() == ErrorCode::Internal => done.push(format!("host {other}: {e}")),
+                Err(e) => return Err(e),
             }
         }
         Ok((!done.is_empty()).then(|| done.join("; ")))
@@ -169,16 +188,29 @@ impl Link {
     ) -> Result<Option<T>> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let mut last = String::new();
-        while tokio::time::Instant::now() < deadline {
-            if !is_up(other) {
-                return Ok(None);
+        // A copy declared down meanwhile (dead, hung, cut off) is not
+        // waited for, even in the middle of an exchange.
+        let down = async {
+            while is_up(other) {
+                tokio::time::sleep(CHECK_EVERY).await;
             }
-            match self.exchange(address, request).await {
-                Ok(Ok(answer)) => return decode::<T>(&answer).map(Some),
-                Ok(Err(e)) if e.code() == ErrorCode::Internal => return Err(e),
-                Ok(Err(e)) | Err(e) => last = e.to_string(),
+        };
+        tokio::pin!(down);
+        while tokio::time::Instant::now() < deadline {
+            let answer = tokio::select! {
+                a = tokio::time::timeout_at(deadline, self.exchange(address, request)) => a,
+                _ = &mut down => return Ok(None),
+            };
+            match answer {
+                Ok(Ok(Ok(answer))) => return decode::<T>(&answer).map(Some),
+                Ok(Ok(Err(e))) if e.code() == ErrorCode::Internal => return Err(e),
+                Ok(Ok(Err(e)) | Err(e)) => last = e.to_string(),
+                Err(_) => last = "no answer".into(),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !is_up(other) {
+            return Ok(None);
         }
         Err(err!(Unavailable, "host {other} did not answer the repair step within {PATIENCE:?}: {last}"))
     }
@@ -216,17 +248,51 @@ pub(super) async fn serve_repair(
             Err(e) => Err(e),
             Ok(RepairRequest::Last { partition, leader }) => match refuse(&link, partition, leader) {
                 Some(e) => Err(e),
-                None => encode(&link.progress.settled_last(partition).await.as_deref()),
+                None => link.progress.settled_last(partition).await.and_then(|last| encode(&last.as_deref())),
             },
             Ok(RepairRequest::Apply { batch, leader }) => match refuse(&link, batch.partition, leader) {
                 Some(e) => Err(e),
-                None => apply_batch(&host, &link.progress, batch, &diverged).await.and_then(|()| encode(&())),
+                None => repair_apply(&host, &link, batch, leader, &diverged).await.and_then(|()| encode(&())),
             },
         };
         if write_frame_async(&mut s, &answer.map_err(|e| to_wire_error(&e))).await.is_err() {
             break;
         }
     }
+}
+
+/// Apply a batch a new leader sends to bring this copy level: it must be
+/// the one right after this copy's last (or one it has); anything else
+/// means this copy was not following, and it stops.
+async fn repair_apply(
+    host: &Arc<Host>,
+    link: &Arc<Link>,
+    batch: Batch,
+    leader: HostId,
+    diverged: &OnDivergence,
+) -> Result<()> {
+    let partition = batch.partition;
+    let last = link.progress.settled_last(partition).await?;
+    if last.as_deref().map(Batch::position) >= Some(batch.position()) {
+        return Ok(());
+    }
+    if batch.copy || !batch.follows(last.as_deref()) {
+        let e = err!(
+            Internal,
+            "partition {partition}: host {leader}'s repair sent batch {:?}, which does not follow this copy's last \
+             ({:?})",
+            batch.position(),
+            last.as_deref().map(Batch::position)
+        );
+        diverged(e.clone());
+        return Err(e);
+    }
+    // Checked again as the batch arrives (see `ReplicaProgress::exclusive`).
+    let again = {
+        let link = link.clone();
+        move || refuse(&link, partition, leader)
+    };
+    apply_batch(host, &link.progress, batch, diverged, again).await
 }
 
 /// Why `leader`'s repair request for `partition` is refused here, if it is.

@@ -71,6 +71,7 @@ pub(super) fn ship(
     );
     // Streams of earlier leaders of this partition come before this one.
     let term = progress.term(partition) + 1;
+    progress.raise_term(partition, term);
     let mut next = shipments.recv().ok();
     while let Some(shipment) = next.take() {
         match shipment {
@@ -291,9 +292,15 @@ pub(super) enum Arrival {
 }
 
 impl ReplicaProgress {
-    pub(super) fn arrive(&self, b: &Batch) -> Arrival {
+    /// Where `b` stands — unless `refuse` (asked with no other batch
+    /// arriving meanwhile, and no new leader taking over: see
+    /// [`exclusive`](Self::exclusive)) says why it is not taken.
+    pub(super) fn arrive(&self, b: &Batch, refuse: impl FnOnce() -> Option<Error>) -> Result<Arrival> {
         let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
-        match received.get_mut(&b.partition) {
+        if let Some(e) = refuse() {
+            return Err(e);
+        }
+        Ok(match received.get_mut(&b.partition) {
             Some((from, stream, last)) if *from == b.from && *stream == b.stream => {
                 if b.copy {
                     // A copy: the stream continues after the position it was taken at.
@@ -313,16 +320,38 @@ impl ReplicaProgress {
                 received.insert(b.partition, (b.from, b.stream, b.sequence));
                 Arrival::Apply
             }
+        })
+    }
+
+    /// Run `f` with no batch arriving meanwhile: a new leader's repair
+    /// names the leaders replicas follow this way, so that no batch of the
+    /// old leader slips in after a copy told the new one its last batch.
+    pub(super) fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
+    /// Wait (30 s at most) until `partition`'s copy here has applied
+    /// position `sequence` of `stream`.
+    async fn applied_up_to(&self, partition: u32, stream: u64, sequence: u64) -> Result<()> {
+        let mut rx = self.applied.subscribe();
+        let done = async {
+            rx.wait_for(|m| m.get(&partition).is_some_and(|a| a.0 == stream && a.1 >= sequence)).await.is_ok()
+        };
+        if tokio::time::timeout(Duration::from_secs(30), done).await.unwrap_or(false) {
+            return Ok(());
         }
+        Err(err!(Unavailable, "partition {partition}: batch {sequence} was not applied here within 30 s"))
     }
 
     /// `batch` has been applied here.
     fn applied(&self, batch: Batch) {
         let (partition, stream, sequence) = (batch.partition, batch.stream, batch.sequence);
         self.raise_term(partition, batch.term);
-        if !batch.copy {
-            self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, Arc::new(batch));
-        }
+        // A copy piece stands for the position the copy was taken at (its
+        // rows are not kept).
+        let last = if batch.copy { Batch { records: Vec::new(), ..batch } } else { batch };
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, Arc::new(last));
         self.applied.send_modify(|m| {
             let a = m.entry(partition).or_insert((stream, 0));
             *a = if a.0 == stream { (a.0, a.1.max(sequence)) } else { (stream, sequence) };
@@ -331,14 +360,12 @@ impl ReplicaProgress {
 
     /// The last batch applied on `partition`, once every batch received
     /// has been applied.
-    pub(super) async fn settled_last(&self, partition: u32) -> Option<Arc<Batch>> {
+    pub(super) async fn settled_last(&self, partition: u32) -> Result<Option<Arc<Batch>>> {
         let received = self.received.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).copied();
         if let Some((_, stream, last)) = received {
-            let mut rx = self.applied.subscribe();
-            let done = rx.wait_for(|m| m.get(&partition).is_some_and(|a| a.0 != stream || a.1 >= last));
-            let _ = tokio::time::timeout(Duration::from_secs(30), done).await;
+            self.applied_up_to(partition, stream, last).await?;
         }
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned()
+        Ok(self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned())
     }
 
     /// The highest term seen on `partition`.
@@ -367,20 +394,19 @@ pub(super) async fn serve_replication(
     while let Ok(body) = read_body_async(&mut s).await {
         let Ok(batch) = decode::<Batch>(&body) else { break };
         let (partition, from) = (batch.partition, batch.from);
-        // Only the partition's leader (as this host's metadata has it) is
-        // followed: a deposed leader that has not noticed yet is refused,
-        // so it can neither change a replica nor answer a read.
-        let leader = link.latest_leader(partition);
-        let refused = if !host.accepts_records(partition, &batch.records) {
-            Some(err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet"))
-        } else if leader != Some(from) || from == link.me {
-            Some(err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})"))
+        // Only the partition's leader (as this host's newest metadata has
+        // it) is followed: a deposed leader that has not noticed yet is
+        // refused, so it can neither change a replica nor answer a read.
+        let result = if !host.accepts_records(partition, &batch.records) {
+            Err(err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet"))
         } else {
-            None
-        };
-        let result = match refused {
-            Some(e) => Err(e),
-            None => apply_batch(&host, &link.progress, batch, &diverged).await,
+            let refuse = || {
+                let leader = link.latest_leader(partition);
+                (leader != Some(from) || from == link.me).then(|| {
+                    err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})")
+                })
+            };
+            apply_batch(&host, &link.progress, batch, &diverged, refuse).await
         };
         let stop = result.as_ref().is_err_and(|e| e.code() == ErrorCode::Internal);
         if write_frame_async(&mut s, &result.map_err(|e| to_wire_error(&e))).await.is_err() || stop {
@@ -398,9 +424,10 @@ pub(super) async fn apply_batch(
     progress: &ReplicaProgress,
     batch: Batch,
     diverged: &OnDivergence,
+    refuse: impl FnOnce() -> Option<Error>,
 ) -> Result<()> {
     let (partition, from) = (batch.partition, batch.from);
-    match progress.arrive(&batch) {
+    match progress.arrive(&batch, refuse)? {
         Arrival::Apply => {
             let (tx, rx) = tokio::sync::oneshot::channel();
             host.apply_replicated(partition, &batch.records, Box::new(move |r| drop(tx.send(r))));
@@ -414,12 +441,8 @@ pub(super) async fn apply_batch(
             progress.applied(batch);
             Ok(())
         }
-        Arrival::Repeat => {
-            let mut rx = progress.applied.subscribe();
-            let (stream, sequence) = (batch.stream, batch.sequence);
-            let _ = rx.wait_for(|m| m.get(&partition).is_some_and(|a| a.0 != stream || a.1 >= sequence)).await;
-            Ok(())
-        }
+        // Acknowledged once its first arrival is applied.
+        Arrival::Repeat => progress.applied_up_to(partition, batch.stream, batch.sequence).await,
         Arrival::Gap(expected) => {
             let e = err!(
                 Internal,
@@ -443,20 +466,26 @@ mod tests {
     #[test]
     fn positions_on_a_stream_are_followed_repeats_and_gaps_told_apart() {
         let p = ReplicaProgress::default();
-        assert!(matches!(p.arrive(&batch(7, 10, false, 1)), Arrival::Apply), "a new stream is followed from anywhere");
-        assert!(matches!(p.arrive(&batch(7, 11, false, 1)), Arrival::Apply));
-        assert!(matches!(p.arrive(&batch(7, 11, false, 1)), Arrival::Repeat), "sent again after a broken connection");
-        assert!(matches!(p.arrive(&batch(7, 9, false, 1)), Arrival::Repeat));
-        assert!(matches!(p.arrive(&batch(7, 13, false, 1)), Arrival::Gap(12)), "batch 12 was lost");
-        // A new leader's stream is followed from its own positions.
-        assert!(matches!(p.arrive(&batch(8, 500, false, 2)), Arrival::Apply));
-        assert!(matches!(p.arrive(&batch(8, 501, false, 2)), Arrival::Apply));
-        // A copy's pieces all carry the position it was taken at; the stream goes on after it.
-        assert!(matches!(p.arrive(&batch(9, 40, true, 0)), Arrival::Apply));
-        assert!(matches!(p.arrive(&batch(9, 40, true, 0)), Arrival::Apply));
-        assert!(matches!(p.arrive(&batch(9, 41, false, 0)), Arrival::Apply));
         assert!(
-            matches!(p.arrive(&batch(9, 43, false, 0)), Arrival::Gap(42)),
+            matches!(p.arrive(&batch(7, 10, false, 1), || None).unwrap(), Arrival::Apply),
+            "a new stream is followed from anywhere"
+        );
+        assert!(matches!(p.arrive(&batch(7, 11, false, 1), || None).unwrap(), Arrival::Apply));
+        assert!(
+            matches!(p.arrive(&batch(7, 11, false, 1), || None).unwrap(), Arrival::Repeat),
+            "sent again after a broken connection"
+        );
+        assert!(matches!(p.arrive(&batch(7, 9, false, 1), || None).unwrap(), Arrival::Repeat));
+        assert!(matches!(p.arrive(&batch(7, 13, false, 1), || None).unwrap(), Arrival::Gap(12)), "batch 12 was lost");
+        // A new leader's stream is followed from its own positions.
+        assert!(matches!(p.arrive(&batch(8, 500, false, 2), || None).unwrap(), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(8, 501, false, 2), || None).unwrap(), Arrival::Apply));
+        // A copy's pieces all carry the position it was taken at; the stream goes on after it.
+        assert!(matches!(p.arrive(&batch(9, 40, true, 0), || None).unwrap(), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(9, 40, true, 0), || None).unwrap(), Arrival::Apply));
+        assert!(matches!(p.arrive(&batch(9, 41, false, 0), || None).unwrap(), Arrival::Apply));
+        assert!(
+            matches!(p.arrive(&batch(9, 43, false, 0), || None).unwrap(), Arrival::Gap(42)),
             "the leader stopped sending after the copy"
         );
     }

@@ -22,9 +22,13 @@
 //! shipper starts a stream one term above every term seen, so that a later
 //! repair orders its batches after these. Meanwhile everything else is
 //! routed by the new metadata (waits on hosts that failed must end), and
-//! calls for the partition are refused as unavailable. A copy that cannot
-//! be brought level (more than one batch apart: it was not following)
-//! stops this host, as a replica that diverged does: another copy leads.
+//! calls for the partition are refused as unavailable. A rejoined copy's
+//! last position is the one its copy was taken at. Another copy that the
+//! batch does not follow (it was not following) stops itself when it gets
+//! it; if this host's own copy cannot be brought level, or a live copy does
+//! not answer, it leaves the partition unrouted and stops, as a replica
+//! that diverged does: another copy leads. A copy declared down meanwhile
+//! is not waited for.
 //!
 //! Connections of kind `P` carry the requests, one answer each.
 

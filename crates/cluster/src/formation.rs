@@ -141,18 +141,7 @@ pub async fn form_or_join(
     listener: tokio::net::TcpListener,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<MetadataNode> {
-    if settings.host_count == 0 || settings.host_count > crate::metadata::MAX_HOSTS {
-        bail!(InvalidArgument, "the host count must be between 1 and {}", crate::metadata::MAX_HOSTS);
-    }
-    if settings.kfactor as usize >= settings.host_count {
-        bail!(
-            InvalidArgument,
-            "k-factor {} needs at least {} hosts, and the host count is {}",
-            settings.kfactor,
-            settings.kfactor + 1,
-            settings.host_count
-        );
-    }
+    check_shape(settings.host_count, settings.kfactor)?;
     std::fs::create_dir_all(&settings.dir)
         .map_err(|e| err!(IoError, "cannot create {}: {e}", settings.dir.display()))?;
     let internal_port = listener.local_addr().map_err(|e| err!(Internal, "no internal address: {e}"))?.port();
@@ -340,6 +329,24 @@ fn address(host: &str, port: u16) -> String {
         Ok(ip) => SocketAddr::new(ip, port).to_string(),
         Err(_) => format!("{host}:{port}"),
     }
+}
+
+/// Whether a cluster of `host_count` hosts can keep `kfactor` + 1 copies
+/// of every partition.
+pub fn check_shape(host_count: usize, kfactor: u32) -> Result<()> {
+    if host_count == 0 || host_count > crate::metadata::MAX_HOSTS {
+        bail!(InvalidArgument, "the host count must be between 1 and {}", crate::metadata::MAX_HOSTS);
+    }
+    if kfactor as usize >= host_count {
+        bail!(
+            InvalidArgument,
+            "k-factor {kfactor} keeps {} copies of every partition, which needs at least {} hosts; the host count is \
+             {host_count}",
+            kfactor + 1,
+            kfactor + 1
+        );
+    }
+    Ok(())
 }
 
 /// The host part of `host:port` (or `[v6]:port`).

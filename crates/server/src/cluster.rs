@@ -74,19 +74,7 @@ impl ClusterConfig {
 
     /// Settings that cannot work, refused before anything starts.
     pub fn validate(&self) -> Result<()> {
-        if self.host_count == 0 || self.host_count > joule_cluster::metadata::MAX_HOSTS {
-            bail!(InvalidArgument, "--host-count must be between 1 and {}", joule_cluster::metadata::MAX_HOSTS);
-        }
-        if self.kfactor as usize >= self.host_count {
-            bail!(
-                InvalidArgument,
-                "--kfactor {} keeps {} copies of every partition, which needs at least {} hosts; --host-count is {}",
-                self.kfactor,
-                self.kfactor + 1,
-                self.kfactor + 1,
-                self.host_count
-            );
-        }
+        joule_cluster::formation::check_shape(self.host_count, self.kfactor)?;
         for (from, to) in &self.routes {
             for a in [from, to] {
                 if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {

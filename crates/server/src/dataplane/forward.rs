@@ -115,16 +115,8 @@ pub(super) async fn wait_finished(task: &tokio::task::JoinHandle<()>) {
 /// then close, and calls written before the answer would end unknown though
 /// they never reached the host.
 async fn open_forwarding(address: &str) -> Result<tokio::net::TcpStream> {
-    let unreachable = |e: String| err!(Unavailable, "cannot reach {address} to forward the call: {e}");
-    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(unreachable(e.to_string())),
-        Err(_) => return Err(unreachable(format!("no connection within {CONNECT_TIMEOUT:?}"))),
-    };
-    let _ = stream.set_nodelay(true);
-    let mut hello = DATA_MAGIC.to_vec();
-    hello.push(FORWARD);
-    stream.write_all(&hello).await.map_err(|e| unreachable(e.to_string()))?;
+    let mut stream =
+        open_async(address, FORWARD).await.map_err(|e| e.context("cannot forward the call".to_string()))?;
     let mut ready = [0u8; 1];
     match tokio::time::timeout(CONNECT_TIMEOUT, stream.read_exact(&mut ready)).await {
         Ok(Ok(_)) if ready[0] == FORWARD => Ok(stream),

@@ -460,19 +460,36 @@ async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<L
 /// Ask the host at `address` (leading `partition`) for a copy of it; it
 /// arrives on this host's replication connection, followed by the stream.
 pub(crate) async fn request_copy(address: &str, partition: u32, me: HostId) -> Result<()> {
-    let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await;
-    let mut s = match connect {
+    let body = request_async(address, REJOIN, &(partition, me), Duration::from_secs(30)).await?;
+    decode::<std::result::Result<(), WireError>>(&body)?.map_err(from_wire_error)
+}
+
+/// Open a data-plane connection of `kind` to `address` (async).
+pub(super) async fn open_async(address: &str, kind: u8) -> Result<tokio::net::TcpStream> {
+    let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(io_error(&format!("cannot reach {address}"), e)),
         Err(_) => return Err(err!(Unavailable, "cannot reach {address} within {CONNECT_TIMEOUT:?}")),
     };
+    let _ = s.set_nodelay(true);
     let mut hello = DATA_MAGIC.to_vec();
-    hello.push(REJOIN);
+    hello.push(kind);
     s.write_all(&hello).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
-    write_frame_async(&mut s, &(partition, me)).await?;
-    let body = match tokio::time::timeout(Duration::from_secs(30), read_body_async(&mut s)).await {
-        Ok(r) => r.map_err(|e| io_error(&format!("{address} did not answer"), e))?,
-        Err(_) => return Err(err!(Unavailable, "{address} did not answer the request for a copy within 30 s")),
-    };
-    decode::<std::result::Result<(), WireError>>(&body)?.map_err(from_wire_error)
+    Ok(s)
+}
+
+/// One request on a new connection of `kind`: the answer's body, which
+/// may take `wait` to come.
+pub(super) async fn request_async<T: Serialize>(
+    address: &str,
+    kind: u8,
+    request: &T,
+    wait: Duration,
+) -> Result<Vec<u8>> {
+    let mut s = open_async(address, kind).await?;
+    write_frame_async(&mut s, request).await?;
+    match tokio::time::timeout(wait, read_body_async(&mut s)).await {
+        Ok(r) => r.map_err(|e| io_error(&format!("{address} did not answer"), e)),
+        Err(_) => Err(err!(Unavailable, "{address} did not answer within {wait:?}")),
+    }
 }

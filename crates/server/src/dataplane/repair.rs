@@ -222,20 +222,7 @@ impl Link {
     /// One request on a new connection: the answer's encoded body, or the
     /// other copy's error.
     async fn exchange(&self, address: &str, request: &RepairRequest) -> Result<Result<Vec<u8>>> {
-        let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await;
-        let mut s = match connect {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(io_error(&format!("cannot reach {address}"), e)),
-            Err(_) => return Err(err!(Unavailable, "cannot reach {address} within {CONNECT_TIMEOUT:?}")),
-        };
-        let mut hello = DATA_MAGIC.to_vec();
-        hello.push(REPAIR);
-        s.write_all(&hello).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
-        write_frame_async(&mut s, request).await?;
-        let body = match tokio::time::timeout(PATIENCE, read_body_async(&mut s)).await {
-            Ok(r) => r.map_err(|e| io_error(&format!("{address} did not answer"), e))?,
-            Err(_) => return Err(err!(Unavailable, "{address} did not answer within {PATIENCE:?}")),
-        };
+        let body = request_async(address, REPAIR, request, PATIENCE).await?;
         Ok(decode::<std::result::Result<Vec<u8>, WireError>>(&body)?.map_err(from_wire_error))
     }
 }

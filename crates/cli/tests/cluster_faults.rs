@@ -351,13 +351,11 @@ fn run(seed: u64, k: u32) {
         assert_eq!(scalar(addr, "SELECT SUM(a + b) FROM accounts"), ACCOUNTS * 2 * START_BALANCE, "{context}");
     }
     // Every multi-partition update touched every account: all alike, unless
-    // one committed on some partitions and not others. Printed, not
-    // asserted: a multi-partition transaction whose partition leader (or
-    // coordinator) dies during its commit can do that — the known gap in
-    // docs/architecture.md ("Not built yet"); about one run in ten shows
-    // it (it depends on timing: seed 6 in one sweep, seed 5 in another).
+    // one committed on some partitions and not others (a partition leader or
+    // the coordinator died during its commit, and the two-phase commit did
+    // not hold).
     let touched = scalar(&clients[0], "SELECT MAX(touched) - MIN(touched) FROM accounts");
-    eprintln!("seed {seed}, k = {k}: multi-partition updates applied unevenly by {touched}");
+    assert_eq!(touched, 0, "a multi-partition update committed on some partitions only: {context}");
     let checking = Instant::now();
     let checked = linearizable::check(0, &history);
     eprintln!("seed {seed}, k = {k}: the register's history checked in {:?}", checking.elapsed());

@@ -6,6 +6,7 @@
 
 pub mod decimal;
 pub mod error;
+pub mod failpoint;
 pub mod hashinator;
 pub mod splitmix;
 pub mod testing;

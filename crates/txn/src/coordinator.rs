@@ -103,7 +103,7 @@ impl Coordinator {
     }
 
     /// Where partition `p`'s work goes in this transaction.
-    fn work_target(&self, p: usize) -> &Sender<MpWork> {
+    pub(crate) fn work_target(&self, p: usize) -> &Sender<MpWork> {
         match &self.proxies.get(p) {
             Some(Some((_, work))) if self.remote[p] => work,
             _ => &self.sites[p],
@@ -115,8 +115,10 @@ impl Coordinator {
             let idle = std::time::Instant::now();
             let Ok(msg) = self.inbox.recv() else { break };
             self.counters.idle += idle.elapsed();
+            self.resolve_if_new();
             match msg {
                 CoordMsg::Invoke(task) => self.run_txn(task),
+                CoordMsg::Resolve => {}
                 CoordMsg::Install(plans) => self.install(plans),
                 CoordMsg::LoadCatalog(catalog) => self.load_catalog(catalog),
                 CoordMsg::Stats(reply) => {
@@ -129,6 +131,11 @@ impl Coordinator {
             if let CoordMsg::Invoke(t) = msg {
                 t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
             }
+        }
+        // A site prepared and waiting for an outcome is no longer reachable
+        // once this host stops (its replicas hold the writes).
+        for doubt in &self.shared.in_doubt {
+            crate::participant::lock(doubt).pending = None;
         }
         // The sites stop after the last multi-partition transaction: their
         // Shutdown follows every start marker this coordinator sent.
@@ -155,7 +162,7 @@ impl Coordinator {
         } else {
             self.remote = vec![false; self.sites.len()];
         }
-        if (0..self.sites.len()).any(|p| self.begin_target(p).send(SiteMsg::MpBegin(ids, None)).is_err()) {
+        if (0..self.sites.len()).any(|p| self.begin_target(p).send(crate::resolve::begin_marker(ids)).is_err()) {
             // Sites that did get the marker wait for an outcome.
             self.rollback();
             let e = err!(Unavailable, "the host is shutting down");
@@ -228,6 +235,21 @@ impl Coordinator {
         };
         self.batch = batch;
         let log = if task.replay.is_some() { None } else { self.log.clone() };
+        // A cluster's transaction commits in two phases (see
+        // `crate::participant`): every partition prepares first.
+        // A transaction that cannot write has nothing to prepare.
+        let writes = match &task.kind {
+            MpKind::Procedure(p) => p.statements.iter().any(|s| s.planned.writes),
+            MpKind::Checksums | MpKind::ValidatePartitioning | MpKind::Snapshot(_) => false,
+            MpKind::Ddl { .. } | MpKind::SetHashinator(_) | MpKind::LoadRows { .. } | MpKind::PlaceRows(_) => true,
+        };
+        let (result, in_doubt) = match (result, self.shared.link.is_some() && writes) {
+            (Ok(tables), true) => match self.prepare_all() {
+                (in_doubt, None) => (Ok(tables), in_doubt),
+                (in_doubt, Some(e)) => (Err(e), in_doubt),
+            },
+            (result, _) => (result, vec![false; self.sites.len()]),
+        };
         let mut response = match result {
             Ok(tables) => {
                 // Logged before any site commits, so that nothing a site
@@ -235,19 +257,28 @@ impl Coordinator {
                 if let Some(log) = &log {
                     self.log_committed(log.as_ref(), &task.kind, &task.params, ids);
                 }
-                let everywhere = self.commit(installs);
+                let confirmed = self.commit(installs);
+                let everywhere = self.settle_unconfirmed(ids, true, &confirmed, &in_doubt);
                 if let MpKind::Ddl { statements, database } = &task.kind {
                     self.ddl_history.push((database.clone(), statements.join(";\n")));
                 }
                 if everywhere {
                     Response::success(tables, ids)
                 } else {
-                    let e = err!(
-                        OutcomeUnknown,
-                        "a host failed while this transaction committed: it may have committed on some partitions"
-                    );
-                    Response::failure(e, Some(ids))
+                    Response::failure(crate::resolve::unconfirmed(), Some(ids))
                 }
+            }
+            Err(e) if in_doubt.contains(&true) => {
+                self.rollback_prepared(ids, &in_doubt);
+                Response::failure(e, Some(ids))
+            }
+            // A cluster's transaction that failed before it prepared is
+            // rolled back everywhere: no site commits what it did not
+            // prepare, so the outcome is known even if a host failed.
+            Err(e) if self.shared.link.is_some() && e.code() == joule_common::ErrorCode::OutcomeUnknown => {
+                self.rollback();
+                let e = err!(Unavailable, "the transaction was rolled back: {}", e.message());
+                Response::failure(e, Some(ids))
             }
             Err(e) => {
                 self.rollback();
@@ -329,23 +360,35 @@ impl Coordinator {
     }
 
     /// Commit everywhere; in a cluster, wait until every partition's
-    /// replicas have the commit too. Whether every partition confirmed.
-    fn commit(&mut self, installs: Installs) -> bool {
+    /// replicas have the commit too. Per partition, whether it confirmed.
+    fn commit(&mut self, installs: Installs) -> Vec<bool> {
         if self.schema_db.in_transaction() {
             self.schema_db.commit();
         }
+        // On one host a commit cannot fail half way: not waited for.
         let cluster = self.shared.link.is_some();
-        let (done, confirmations) = std::sync::mpsc::channel();
+        let mut waits = Vec::with_capacity(if cluster { self.sites.len() } else { 0 });
         for p in 0..self.sites.len() {
-            let _ = self.work_target(p).send(MpWork::Commit {
+            let done = cluster.then(|| {
+                let (done, confirmed) = std::sync::mpsc::channel();
+                waits.push(confirmed);
+                done
+            });
+            let commit = MpWork::Commit {
                 schema: installs.schema.clone(),
                 hashinator: installs.hashinator.clone(),
                 install: false,
-                done: cluster.then(|| done.clone()),
-            });
+                done,
+            };
+            let _ = self.work_target(p).send(commit);
+            if cluster && p == 0 && joule_common::failpoint::armed("coordinator-after-first-commit") {
+                // One partition committed, the others not told.
+                let _ = waits[0].recv();
+                joule_common::failpoint::crash("coordinator-after-first-commit");
+            }
         }
-        drop(done);
-        let everywhere = !cluster || confirmations.iter().count() == self.sites.len();
+        let everywhere =
+            if cluster { waits.into_iter().map(|c| c.recv().is_ok()).collect() } else { vec![true; self.sites.len()] };
         if let Some(s) = installs.schema {
             self.shared.schema.store(s);
         }
@@ -405,7 +448,7 @@ impl Coordinator {
             }
         }
         for p in 0..self.sites.len() {
-            let _ = self.work_target(p).send(MpWork::Rollback);
+            let _ = self.work_target(p).send(MpWork::Rollback { done: None });
         }
     }
 

@@ -114,6 +114,12 @@ pub(crate) struct Shared {
     /// from the start for a new cluster; for a rejoining host, once the copy
     /// from the leader has been loaded.
     pub loaded: Vec<AtomicBool>,
+    /// Per partition: this host's copy's prepared multi-partition
+    /// transactions (see [`crate::messages::InDoubt`]).
+    pub in_doubt: Vec<Mutex<crate::messages::InDoubt>>,
+    /// A cluster: this host has just become the coordinator and must settle
+    /// what the previous one left in doubt before it runs anything.
+    pub resolve: AtomicBool,
 }
 
 /// A running host.
@@ -162,6 +168,8 @@ impl Host {
             link: link.clone(),
             // Fresh: every copy here is the partition as it is (empty).
             loaded: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            in_doubt: (0..n).map(|_| Mutex::default()).collect(),
+            resolve: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
         for (p, (inbox, mp_inbox)) in site_rx.into_iter().zip(mp_rx).enumerate() {

@@ -9,7 +9,9 @@
 //! * [`procedure`]: the native procedure trait, its context and registry.
 //! * [`compile`]: a catalog's procedures (DDL, native, CRUD) planned once.
 //! * [`distribute`]: splitting multi-partition statements into fragments.
-//! * `messages`, `site`, `coordinator`: the threads and what they exchange.
+//! * `messages`, `site`, `coordinator`: the threads and what they exchange;
+//!   `participant`: a site's part in a multi-partition transaction (the
+//!   prepare and outcome that keep a cluster's commit atomic).
 //! * [`host`]: starting a host, and the [`Client`] initiator handle.
 //! * [`response`]: what an invocation answers.
 //! * [`logging`]: what committed transactions hand to the command log.
@@ -28,8 +30,10 @@ pub mod host;
 pub mod ids;
 pub mod logging;
 mod messages;
+mod participant;
 pub mod procedure;
 pub mod remote;
+mod resolve;
 pub mod response;
 mod site;
 pub mod snapshot;

@@ -97,7 +97,7 @@ pub(crate) enum SiteMsg {
     /// another host or applied from a replication record has its own, so
     /// no message of one transaction can reach another — or, for this
     /// host's coordinator, on the site's multi-partition inbox.)
-    MpBegin(TxnIds, Option<std::sync::mpsc::Receiver<MpWork>>),
+    MpBegin(TxnIds, Option<std::sync::mpsc::Receiver<MpWork>>, Decider),
     /// Finish what is queued before this, then stop.
     Shutdown,
     /// Reply with a copy of the site's statistics.
@@ -156,10 +156,7 @@ pub(crate) enum ItemResult {
 pub(crate) enum MpWork {
     /// Run these items in order and reply (stopping at the first error) —
     /// to `reply` if given, else to the coordinator.
-    Round {
-        items: Vec<WorkItem>,
-        reply: Option<std::sync::mpsc::Sender<MpReply>>,
-    },
+    Round { items: Vec<WorkItem>, reply: Option<std::sync::mpsc::Sender<MpReply>> },
     /// Make the transaction's changes permanent; install a new schema or
     /// hashinator if the transaction made one.
     Commit {
@@ -172,7 +169,68 @@ pub(crate) enum MpWork {
         /// partition's replicas have it too (dropped unsent if that fails).
         done: Option<std::sync::mpsc::Sender<()>>,
     },
-    Rollback,
+    /// Undo the transaction's changes; `done` as for `Commit`.
+    Rollback { done: Option<std::sync::mpsc::Sender<()>> },
+    /// A cluster: every round ran; hold the writes until the outcome. A
+    /// leading site ships them to its replicas, which hold them too, and
+    /// answers `done` once they have them: `true` if this partition wrote
+    /// (it is then *in doubt* until told the outcome), `false` if it only
+    /// read (its outcome changes nothing). `work` reaches this transaction's
+    /// site for as long as it is in doubt (see [`InDoubt`]).
+    Prepare { work: std::sync::mpsc::Sender<MpWork>, done: std::sync::mpsc::Sender<Result<bool>> },
+    /// The session driving this transaction from another host ended. Before
+    /// the prepare this rolls back; after it, the site stays in doubt.
+    Abandon,
+    /// The outcome of the prepared transaction `txn`, from the coordinator
+    /// that resolves it (the one that ran it, after a partition's leader
+    /// changed; or a new one, after the old one's host failed). `done` as
+    /// for `Commit`.
+    Settle { txn: u64, commit: bool, done: std::sync::mpsc::Sender<()> },
+}
+
+/// Who drives a multi-partition transaction on a site, and so whose
+/// outcome it takes once prepared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decider {
+    /// This host's coordinator: taken while this host coordinates.
+    Coordinator,
+    /// The coordinator on host `0`: taken while the metadata names it.
+    RemoteCoordinator(u64),
+    /// The partition's leader, through its replication stream (this site
+    /// is a replica): always taken.
+    Leader,
+}
+
+/// A partition's copy's prepared multi-partition transactions: the one
+/// waiting for its outcome, and the last few outcomes. Shared between the
+/// site (which sets both under the lock, together with checking that its
+/// decider still may decide) and whoever asks or settles (see
+/// `crate::coordinator`'s resolution).
+#[derive(Default)]
+pub(crate) struct InDoubt {
+    /// The prepared transaction waiting for its outcome, and the channel its
+    /// site reads while it waits.
+    pub pending: Option<(u64, std::sync::mpsc::Sender<MpWork>)>,
+    /// Outcomes of prepared transactions, oldest first (the last
+    /// [`DECIDED_KEPT`]).
+    pub decided: std::collections::VecDeque<(u64, bool)>,
+}
+
+/// Outcomes of prepared transactions a copy remembers.
+pub(crate) const DECIDED_KEPT: usize = 64;
+
+impl InDoubt {
+    pub fn decide(&mut self, txn: u64, commit: bool) {
+        self.pending = None;
+        if self.decided.len() == DECIDED_KEPT {
+            self.decided.pop_front();
+        }
+        self.decided.push_back((txn, commit));
+    }
+
+    pub fn outcome(&self, txn: u64) -> Option<bool> {
+        self.decided.iter().rev().find(|(t, _)| *t == txn).map(|(_, c)| *c)
+    }
 }
 
 /// A site's answer to a round.
@@ -230,6 +288,9 @@ pub(crate) enum CoordMsg {
     /// came with as the coordinator's schema (if this one is older).
     LoadCatalog(Arc<joule_sql::catalog::Catalog>),
     Shutdown,
+    /// A cluster: this host has just become the coordinator: settle what the
+    /// previous one left in doubt before anything else.
+    Resolve,
     /// Reply with the coordinator's statistics (multi-partition work).
     Stats(std::sync::mpsc::Sender<crate::stats::SiteStats>),
 }

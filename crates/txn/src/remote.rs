@@ -29,7 +29,7 @@
 //! the effects — the same reasoning as command-log replay.
 
 use crate::ids::TxnIds;
-use crate::messages::{ItemResult, MpReply, MpWork, SiteMsg, WorkItem};
+use crate::messages::{Decider, ItemResult, MpReply, MpWork, SiteMsg, WorkItem};
 use crate::response::{Response, ResponseSink, ResultTable, Status};
 use joule_common::{bail, err, Error, ErrorCode, Result, Row, Value};
 use joule_engine::ExecResult;
@@ -53,6 +53,8 @@ pub trait ClusterLink: Send + Sync {
     fn leads(&self, partition: u32) -> bool;
     /// Whether this host coordinates multi-partition transactions now.
     fn coordinates(&self) -> bool;
+    /// The host coordinating multi-partition transactions now.
+    fn coordinator(&self) -> Option<u64>;
     /// Run `call` on the host `to` names; its answer goes to `sink`.
     fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>);
     /// A session with the site leading `partition` on another host.
@@ -65,12 +67,33 @@ pub trait ClusterLink: Send + Sync {
     /// (batches of framed [`Replicated::Load`] records) after everything
     /// shipped so far, then every batch after it.
     fn add_replica(&self, partition: u32, host: u64, copy: Box<dyn Iterator<Item = Vec<u8>> + Send>);
+    /// What `partition`'s leader knows of prepared multi-partition
+    /// transactions, asked as this host's coordinator (the leader answers
+    /// once its metadata names this host coordinator; see
+    /// `crate::participant`).
+    fn doubt(&self, partition: u32) -> Result<DoubtReport>;
+    /// Have `partition`'s leader end the prepared transaction `txn` as
+    /// `commit` says; returns once its replicas have the outcome too (at
+    /// once if the leader holds no such transaction in doubt).
+    fn settle(&self, partition: u32, txn: u64, commit: bool) -> Result<()>;
+}
+
+/// What a copy of a partition knows of prepared multi-partition
+/// transactions: the one it waits on, and the last outcomes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoubtReport {
+    pub pending: Option<u64>,
+    /// (transaction id, committed), oldest first.
+    pub decided: Vec<(u64, bool)>,
 }
 
 /// A partition's leader on another host, driven by this host's coordinator.
 pub trait RemoteSite: Send {
     fn begin(&mut self, ids: TxnIds) -> Result<()>;
     fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>>;
+    /// Hold the writes until the outcome (see `crate::participant`): whether
+    /// the partition is in doubt (it wrote).
+    fn prepare(&mut self) -> Result<bool>;
     /// Commit (installing the catalog the transaction's DDL made, if
     /// `schema_changed`) or roll back; a commit returns once the leader's
     /// replicas have it too.
@@ -129,8 +152,13 @@ pub enum Replicated {
     /// A single-partition transaction: the invocation and its ids (`@AdHoc`
     /// with its SQL text in `sql`).
     Sp { ids: TxnIds, database: String, procedure: String, sql: Option<String>, params: Vec<Value> },
-    /// A multi-partition transaction's writes on this partition.
-    Mp { ids: TxnIds, items: Vec<WireItem>, schema_changed: bool },
+    /// A multi-partition transaction's writes on this partition, committed.
+    Mp { ids: TxnIds, items: Vec<WireItem> },
+    /// A multi-partition transaction's writes on this partition, prepared:
+    /// run them and hold them until the outcome (see `crate::participant`).
+    MpPrepare { ids: TxnIds, items: Vec<WireItem> },
+    /// The outcome of the prepared transaction `txn`.
+    MpDecide { txn: u64, commit: bool },
     /// Part of a copy of the partition, for a rejoining replica: the
     /// catalog (first part only), then rows of one table at their ids;
     /// the last part says the copy is `complete`.
@@ -396,7 +424,7 @@ pub(crate) fn run_proxy(
                 let _ = done.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
             SiteMsg::Shutdown => break,
-            SiteMsg::MpBegin(ids, _) => {
+            SiteMsg::MpBegin(ids, _, _) => {
                 let mut session = link.open_remote(partition).and_then(|mut s| s.begin(ids).map(|()| s));
                 loop {
                     let Ok(w) = work.recv() else { return };
@@ -413,6 +441,12 @@ pub(crate) fn run_proxy(
                             };
                             let _ = reply.as_ref().unwrap_or(&replies).send(MpReply { partition, results });
                         }
+                        MpWork::Prepare { done, .. } => {
+                            let _ = done.send(match &mut session {
+                                Ok(s) => s.prepare(),
+                                Err(e) => Err(e.clone()),
+                            });
+                        }
                         MpWork::Commit { schema, done, .. } => {
                             if let Ok(s) = &mut session {
                                 if s.finish(true, schema.is_some()).is_ok() {
@@ -423,12 +457,18 @@ pub(crate) fn run_proxy(
                             }
                             break;
                         }
-                        MpWork::Rollback => {
+                        MpWork::Rollback { done } => {
                             if let Ok(s) = &mut session {
-                                let _ = s.finish(false, false);
+                                if s.finish(false, false).is_ok() {
+                                    if let Some(d) = done {
+                                        let _ = d.send(());
+                                    }
+                                }
                             }
                             break;
                         }
+                        // Sent to a site, never through a proxy.
+                        MpWork::Abandon | MpWork::Settle { .. } => {}
                     }
                 }
             }
@@ -442,6 +482,8 @@ pub(crate) fn run_proxy(
 /// away), it rolls the transaction back.
 pub struct SessionDriver {
     partition: u32,
+    /// The coordinator's host.
+    from: u64,
     inbox: std::sync::mpsc::Sender<SiteMsg>,
     /// The open transaction's work channel (the site reads it once it
     /// reaches the transaction's marker).
@@ -460,7 +502,8 @@ impl SessionDriver {
             bail!(ProtocolError, "a transaction is already open on partition {}", self.partition);
         }
         let (work, own) = std::sync::mpsc::channel();
-        self.inbox.send(SiteMsg::MpBegin(ids, Some(own))).map_err(|_| gone(self.partition))?;
+        let by = crate::messages::Decider::RemoteCoordinator(self.from);
+        self.inbox.send(SiteMsg::MpBegin(ids, Some(own), by)).map_err(|_| gone(self.partition))?;
         self.work = Some(work);
         Ok(())
     }
@@ -475,28 +518,51 @@ impl SessionDriver {
         reply.results?.into_iter().map(result_to_wire).collect()
     }
 
-    /// Commit or roll back; a commit returns once the partition's replicas
-    /// have it.
+    /// Hold the writes until the outcome: whether the partition is in doubt.
+    pub fn prepare(&mut self) -> Result<bool> {
+        let Some(work) = &self.work else {
+            bail!(ProtocolError, "no transaction is open on partition {}", self.partition);
+        };
+        let (done, prepared) = std::sync::mpsc::channel();
+        work.send(MpWork::Prepare { work: work.clone(), done }).map_err(|_| gone(self.partition))?;
+        prepared.recv().map_err(|_| gone(self.partition))?
+    }
+
+    /// Commit or roll back; returns once the partition's replicas have the
+    /// outcome.
     pub fn finish(&mut self, commit: bool, schema_changed: bool) -> Result<()> {
         let Some(work) = self.work.take() else {
             bail!(ProtocolError, "no transaction is open on partition {}", self.partition);
         };
-        if !commit {
-            return work.send(MpWork::Rollback).map_err(|_| gone(self.partition));
-        }
         let (done, confirmed) = std::sync::mpsc::channel();
-        let commit = MpWork::Commit { schema: None, hashinator: None, install: schema_changed, done: Some(done) };
-        work.send(commit).map_err(|_| gone(self.partition))?;
-        confirmed.recv().map_err(|_| err!(OutcomeUnknown, "partition {}: the commit was not confirmed", self.partition))
+        let outcome = if commit {
+            MpWork::Commit { schema: None, hashinator: None, install: schema_changed, done: Some(done) }
+        } else {
+            MpWork::Rollback { done: Some(done) }
+        };
+        work.send(outcome).map_err(|_| gone(self.partition))?;
+        confirmed.recv().map_err(|_| {
+            err!(
+                OutcomeUnknown,
+                "partition {}: the outcome was not confirmed (this host no longer decides it)",
+                self.partition
+            )
+        })
     }
 }
 
 impl Drop for SessionDriver {
     fn drop(&mut self) {
+        // Rolls back an unprepared transaction; a prepared one waits for
+        // whoever resolves it.
         if let Some(work) = &self.work {
-            let _ = work.send(MpWork::Rollback);
+            let _ = work.send(MpWork::Abandon);
         }
     }
+}
+
+fn unknown(partition: u32) -> Error {
+    err!(InvalidArgument, "there is no partition {partition}")
 }
 
 fn gone(partition: u32) -> Error {
@@ -587,20 +653,15 @@ impl crate::Host {
                         countdown.one_done(ok);
                     });
                 }
-                Replicated::Mp { ids, items, schema_changed } => {
+                Replicated::Mp { ids, items } => {
                     let (tx, rx) = std::sync::mpsc::channel();
                     let items = items.into_iter().map(from_wire).collect();
                     let (confirm, confirmed) = std::sync::mpsc::channel();
                     let (work, own) = std::sync::mpsc::channel();
-                    let sent = site.send(SiteMsg::MpBegin(ids, Some(own))).is_ok()
+                    let sent = site.send(SiteMsg::MpBegin(ids, Some(own), Decider::Leader)).is_ok()
                         && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
                         && work
-                            .send(MpWork::Commit {
-                                schema: None,
-                                hashinator: None,
-                                install: schema_changed,
-                                done: Some(confirm),
-                            })
+                            .send(MpWork::Commit { schema: None, hashinator: None, install: true, done: Some(confirm) })
                             .is_ok();
                     let countdown = countdown.clone();
                     // Told when the site has run the writes and committed.
@@ -610,8 +671,91 @@ impl crate::Host {
                         countdown.one_done(sent && ran && committed);
                     });
                 }
+                Replicated::MpPrepare { ids, items } => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let items = items.into_iter().map(from_wire).collect();
+                    let (ready, prepared) = std::sync::mpsc::channel();
+                    let (work, own) = std::sync::mpsc::channel();
+                    // In doubt from now on: the outcome that follows on the
+                    // stream (or a coordinator's settle) finds the site here.
+                    crate::participant::lock(&self.shared().in_doubt[partition as usize]).pending =
+                        Some((ids.txn_id.0, work.clone()));
+                    let sent = site.send(SiteMsg::MpBegin(ids, Some(own), Decider::Leader)).is_ok()
+                        && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
+                        && work.send(MpWork::Prepare { work: work.clone(), done: ready }).is_ok();
+                    let countdown = countdown.clone();
+                    // Applied once the site has run the writes and holds them.
+                    std::thread::spawn(move || {
+                        let ran = rx.recv().map(|r| r.results.is_ok()).unwrap_or(false);
+                        let held = matches!(prepared.recv(), Ok(Ok(true)));
+                        countdown.one_done(sent && ran && held);
+                    });
+                }
+                Replicated::MpDecide { txn, commit } => {
+                    let doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);
+                    let (confirm, confirmed) = std::sync::mpsc::channel();
+                    let sent = match (&doubt.pending, doubt.outcome(txn)) {
+                        (Some((t, work)), _) if *t == txn => work
+                            .send(if commit {
+                                MpWork::Commit { schema: None, hashinator: None, install: true, done: Some(confirm) }
+                            } else {
+                                MpWork::Rollback { done: Some(confirm) }
+                            })
+                            .is_ok(),
+                        // Sent again after a broken connection: applied already.
+                        (_, Some(c)) if c == commit => confirm.send(()).is_ok(),
+                        _ => {
+                            eprintln!(
+                                "joule: partition {partition}: the outcome of transaction {txn} arrived, but it is not \
+                                 the one prepared here"
+                            );
+                            false
+                        }
+                    };
+                    drop(doubt);
+                    let countdown = countdown.clone();
+                    std::thread::spawn(move || countdown.one_done(sent && confirmed.recv().is_ok()));
+                }
             }
         }
+    }
+
+    /// This host's copy of `partition`'s prepared multi-partition
+    /// transactions (asked by a coordinator resolving them; see
+    /// `crate::participant`).
+    pub fn local_doubt(&self, partition: u32) -> Result<DoubtReport> {
+        let doubt = self.shared().in_doubt.get(partition as usize).ok_or_else(|| unknown(partition))?;
+        let doubt = crate::participant::lock(doubt);
+        Ok(DoubtReport {
+            pending: doubt.pending.as_ref().map(|(t, _)| *t),
+            decided: doubt.decided.iter().copied().collect(),
+        })
+    }
+
+    /// End the prepared transaction `txn` on this host's copy of
+    /// `partition` (which leads it) as `commit` says; returns once the
+    /// replicas have the outcome. A transaction not in doubt here has
+    /// nothing to end (one already ended the other way is an error).
+    pub fn local_settle(&self, partition: u32, txn: u64, commit: bool) -> Result<()> {
+        let doubt = self.shared().in_doubt.get(partition as usize).ok_or_else(|| unknown(partition))?;
+        let (done, confirmed) = std::sync::mpsc::channel();
+        {
+            let doubt = crate::participant::lock(doubt);
+            match (&doubt.pending, doubt.outcome(txn)) {
+                (Some((t, work)), _) if *t == txn => {
+                    work.send(MpWork::Settle { txn, commit, done }).map_err(|_| gone(partition))?
+                }
+                (_, Some(c)) if c != commit => bail!(
+                    Internal,
+                    "partition {partition}: transaction {txn} was {} here already",
+                    if c { "committed" } else { "rolled back" }
+                ),
+                _ => return Ok(()),
+            }
+        }
+        confirmed
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .map_err(|_| err!(Unavailable, "partition {partition}: the outcome of transaction {txn} was not confirmed"))
     }
 
     /// Per partition held here, this copy's per-table checksums (taken by
@@ -677,14 +821,14 @@ impl crate::Host {
 
     /// A session for another host's coordinator to drive `partition`'s
     /// site here, which must lead it.
-    pub fn remote_session(&self, partition: u32) -> Result<SessionDriver> {
+    pub fn remote_session(&self, partition: u32, from: u64) -> Result<SessionDriver> {
         let Some(site) = self.local_site(partition) else {
             bail!(Unavailable, "partition {partition} has no replica on this host");
         };
         if !self.shared().link.as_ref().is_some_and(|l| l.leads(partition)) {
             bail!(Unavailable, "this host does not lead partition {partition}");
         }
-        Ok(SessionDriver { partition, inbox: site.clone(), work: None, replies: std::sync::mpsc::channel() })
+        Ok(SessionDriver { partition, from, inbox: site.clone(), work: None, replies: std::sync::mpsc::channel() })
     }
 
     /// The inbox of this host's site for `partition`, if it holds a copy.
@@ -709,14 +853,16 @@ mod tests {
                 sql: None,
                 params: vec![Value::Integer(5), Value::from("x"), Value::Float(f64::NAN), Value::Null],
             },
-            Replicated::Mp { ids, items: vec![WireItem::Checksum], schema_changed: true },
+            Replicated::Mp { ids, items: vec![WireItem::Checksum] },
+            Replicated::MpPrepare { ids, items: vec![WireItem::Checksum] },
+            Replicated::MpDecide { txn: 7, commit: true },
         ];
         let mut bytes = Vec::new();
         for r in &records {
             frame_record(r, &mut bytes).unwrap();
         }
         let back = unframe_records(&bytes).unwrap();
-        assert_eq!(back.len(), 2);
+        assert_eq!(back.len(), 4);
         match &back[0] {
             Replicated::Sp { procedure, params, .. } => {
                 assert_eq!(procedure, "Vote");
@@ -724,7 +870,9 @@ mod tests {
             }
             r => panic!("{r:?}"),
         }
-        assert!(matches!(back[1], Replicated::Mp { schema_changed: true, .. }));
+        assert!(matches!(back[1], Replicated::Mp { .. }));
+        assert!(matches!(back[2], Replicated::MpPrepare { .. }));
+        assert!(matches!(back[3], Replicated::MpDecide { txn: 7, commit: true }));
         for cut in [1, 3, bytes.len() - 1] {
             let e = unframe_records(&bytes[..cut]).unwrap_err();
             assert_eq!(e.code(), ErrorCode::ProtocolError);

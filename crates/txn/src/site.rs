@@ -25,10 +25,10 @@ use crate::ids::{IdGenerator, TxnIds};
 use crate::logging::{Answer, CommandLog, LoggedTxn};
 use crate::messages::{
     recv_soon, CoordMsg, ItemResult, MpReply, MpWork, SiteMsg, SpTask, WorkItem, AFTER_MULTI_PARTITION,
-    AFTER_SINGLE_PARTITION, IN_TRANSACTION,
+    AFTER_SINGLE_PARTITION,
 };
 use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
-use crate::remote::{append_frame, frame_record, to_wire, ClusterLink, Replicated, SpRecord, WireItem};
+use crate::remote::{append_frame, ClusterLink, SpRecord};
 use crate::response::{Response, ResultTable};
 use crate::snapshot::{FrozenPartition, FrozenTable};
 use crate::stats::{values_bytes, Outcome, SiteCounters, SiteStats, TableStats};
@@ -189,9 +189,9 @@ impl Site {
                 SiteMsg::Load { catalog, table, rows, last_ids, done } => {
                     let _ = done.send(self.load_copy(catalog, table, rows, last_ids));
                 }
-                SiteMsg::MpBegin(ids, work) => {
+                SiteMsg::MpBegin(ids, work, by) => {
                     self.after_mp = true;
-                    self.run_mp(ids, work)
+                    self.run_mp(ids, work, by)
                 }
                 SiteMsg::Shutdown => break,
             }
@@ -205,7 +205,7 @@ impl Site {
         }
     }
 
-    fn install_owner(&mut self) {
+    pub(crate) fn install_owner(&mut self) {
         let owner = Owner { partition: self.partition, hashinator: self.hashinator.clone() };
         self.db.set_partition_owner(Some(Arc::new(owner)));
     }
@@ -351,7 +351,7 @@ impl Site {
     /// the records to the partition's replicas, the answers going out once
     /// the replicas have applied everything before them (and, with a
     /// synchronous log, once it is durable here).
-    fn flush_log(&mut self) {
+    pub(crate) fn flush_log(&mut self) {
         self.log_since = None;
         if self.log_frames.is_empty() && self.log_answers.is_empty() && self.repl_records.is_empty() {
             return;
@@ -425,84 +425,7 @@ impl Site {
         Ok(now.clone())
     }
 
-    fn run_mp(&mut self, ids: TxnIds, own: Option<Receiver<MpWork>>) {
-        // What this site logged before comes before the transaction.
-        self.flush_log();
-        self.ids.observe(ids);
-        self.last_mp = ids.txn_id.0;
-        self.db.set_function_context(FunctionContext {
-            now_micros: ids.unique_id.timestamp_micros(),
-            random_seed: ids.random_seed(),
-        });
-        self.db.begin();
-        // Leading in a cluster: the writes are recorded for the replicas.
-        let mut writes: Option<Vec<WireItem>> =
-            self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(Vec::new);
-        let mut ddl: Vec<Arc<joule_sql::planner::Planned>> = Vec::new();
-        loop {
-            let Ok(work) = recv_soon(own.as_ref().unwrap_or(&self.mp_inbox), IN_TRANSACTION) else {
-                // The coordinator is gone: nothing can commit this.
-                let _ = self.db.rollback();
-                return;
-            };
-            match work {
-                MpWork::Round { items, reply } => {
-                    for item in &items {
-                        note_write(item, &mut writes, &mut ddl);
-                    }
-                    let results = self.run_round(items);
-                    let _ =
-                        reply.as_ref().unwrap_or(&self.mp_reply).send(MpReply { partition: self.partition, results });
-                }
-                MpWork::Commit { schema, hashinator, install, done } => {
-                    self.db.commit();
-                    if let Some(s) = schema {
-                        self.schema = s;
-                    }
-                    if let Some(h) = hashinator {
-                        self.hashinator = h;
-                        self.install_owner();
-                    }
-                    if install && !ddl.is_empty() {
-                        // Published before the commit is confirmed: what
-                        // the leader sends next may already use it.
-                        self.publish_schema();
-                        let _ = self.coordinator.send(CoordMsg::Install(ddl));
-                    }
-                    let done = move || {
-                        if let Some(d) = done {
-                            let _ = d.send(());
-                        }
-                    };
-                    match (&self.link, writes) {
-                        (Some(link), Some(items)) => {
-                            let mut records = Vec::new();
-                            if !items.is_empty() {
-                                let schema_changed = items
-                                    .iter()
-                                    .any(|i| matches!(i, WireItem::Execute { planned, .. } if matches!(planned.kind, joule_sql::planner::PlannedKind::Ddl(_))));
-                                let record = Replicated::Mp { ids, items, schema_changed };
-                                if let Err(e) = frame_record(&record, &mut records) {
-                                    eprintln!("joule: partition {}: {e}", self.partition);
-                                }
-                            }
-                            link.replicate(self.partition, records, Box::new(done));
-                        }
-                        _ => done(),
-                    }
-                    return;
-                }
-                MpWork::Rollback => {
-                    if let Err(e) = self.db.rollback() {
-                        eprintln!("joule: partition {}: rollback failed: {e}", self.partition);
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    fn run_round(&mut self, items: Vec<WorkItem>) -> Result<Vec<ItemResult>> {
+    pub(crate) fn run_round(&mut self, items: Vec<WorkItem>) -> Result<Vec<ItemResult>> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             out.push(match item {
@@ -650,7 +573,7 @@ impl Site {
     /// catalog: compile it and publish it to this host's initiators (unless
     /// a site here already published it or a newer one), before the change
     /// is confirmed — records that follow it are planned against it.
-    fn publish_schema(&mut self) {
+    pub(crate) fn publish_schema(&mut self) {
         let Some(shared) = self.shared.upgrade() else { return };
         let catalog = self.db.catalog_arc().clone();
         let published = shared.schema.load_full();
@@ -743,27 +666,6 @@ impl Site {
             out.push((def.qualified_name(), misplaced));
         }
         Ok(out)
-    }
-}
-
-/// Record `item` for the replicas if it writes (`writes` is `None` when
-/// nothing is recorded), and keep DDL plans for installing the schema.
-fn note_write(item: &WorkItem, writes: &mut Option<Vec<WireItem>>, ddl: &mut Vec<Arc<joule_sql::planner::Planned>>) {
-    let (planned, writing) = match item {
-        WorkItem::Execute { planned, .. } => (Some(planned), planned.writes),
-        WorkItem::InsertRows { planned, .. } => (Some(planned), true),
-        _ => (None, false),
-    };
-    if let Some(p) = planned {
-        if matches!(p.kind, joule_sql::planner::PlannedKind::Ddl(_)) {
-            ddl.push(p.clone());
-        }
-    }
-    if let (true, Some(w)) = (writing, writes.as_mut()) {
-        match to_wire(item) {
-            Ok(i) => w.push(i),
-            Err(e) => eprintln!("joule: a write cannot be recorded for the replicas: {e}"),
-        }
     }
 }
 

@@ -57,6 +57,18 @@ pub fn lines(r: impl std::io::Read + Send + 'static, who: String) -> mpsc::Recei
     rx
 }
 
+/// Arm the failpoint `name` on the host whose directory is `dir`.
+pub fn arm(dir: &std::path::Path, name: &str) {
+    let points = dir.join("failpoints");
+    std::fs::create_dir_all(&points).unwrap();
+    std::fs::write(points.join(name), b"").unwrap();
+}
+
+/// Disarm every failpoint on the host whose directory is `dir`.
+pub fn disarm(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir.join("failpoints"));
+}
+
 pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_joule"));
     // A host that restarts comes back on its recorded internal port
@@ -71,6 +83,9 @@ pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
     if !extra.contains(&"--internal-port") {
         cmd.args(["--internal-port", &internal.to_string()]);
     }
+    // Fault injection (`joule_common::failpoint`): a test arms a point on
+    // this host by creating a file there.
+    cmd.env("JOULE_FAILPOINTS", dir.join("failpoints"));
     cmd.args(["--sites", "2", "--command-log", "off", "--dir"])
         .arg(dir)
         .args(extra)

@@ -33,6 +33,8 @@
 //!   for a copy, which then arrives on the replication connection.
 //! * `P`, **the repair step** (`repair.rs`): a new leader asks another copy
 //!   for its last batch (`Last`) or has it apply one (`Apply`).
+//! * `D`, **prepared transactions** (`doubt.rs`): the coordinator asks a
+//!   partition's leader what it holds in doubt, or settles it.
 //!
 //! Leadership is read on every transaction, so it is kept precomputed
 //! ([`Routing`]) and swapped whole when the metadata changes.
@@ -53,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 
+mod doubt;
 mod forward;
 mod repair;
 mod replication;
@@ -73,6 +76,7 @@ const SESSION: u8 = b'S';
 const REPLICATION: u8 = b'R';
 const REJOIN: u8 = b'J';
 const REPAIR: u8 = b'P';
+const DOUBT: u8 = b'D';
 /// How long opening a connection to another host may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a rejoining host may take to acknowledge a batch before it is
@@ -191,6 +195,10 @@ impl ClusterLink for Link {
         self.routing.load().coordinator == Some(self.me)
     }
 
+    fn coordinator(&self) -> Option<u64> {
+        self.routing.load().coordinator
+    }
+
     fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>) {
         let which = usize::from(to == Destination::Coordinator);
         self.forwarded[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -270,6 +278,14 @@ impl ClusterLink for Link {
 
     fn add_replica(&self, partition: u32, host: u64, copy: Box<dyn Iterator<Item = Vec<u8>> + Send>) {
         self.ship_to(partition, Shipment::AddReplica { host, copy })
+    }
+
+    fn doubt(&self, partition: u32) -> Result<joule_txn::remote::DoubtReport> {
+        self.ask_leader(partition, None)
+    }
+
+    fn settle(&self, partition: u32, txn: u64, commit: bool) -> Result<()> {
+        self.ask_leader(partition, Some((txn, commit)))
     }
 }
 
@@ -426,6 +442,9 @@ pub(crate) async fn serve(
             }
             REJOIN => {
                 tokio::spawn(serve_rejoin(s, host, link.clone()));
+            }
+            DOUBT => {
+                tokio::spawn(doubt::serve_doubt(s, host, link.clone()));
             }
             SESSION => {
                 let Ok(std) = s.into_std() else { continue };

@@ -78,6 +78,12 @@ impl Link {
         // partitions being repaired have no leader meanwhile (calls for
         // them are refused as unavailable), and replicas here follow the
         // newest leaders.
+        // This host has just become the coordinator (the previous one's
+        // host failed): it settles what that one left in doubt before it
+        // runs anything (`joule_txn`'s `resolve` module).
+        if metadata.mp_coordinator == Some(self.me) && before.coordinator.is_some_and(|c| c != self.me) {
+            host.take_over_coordination();
+        }
         let mut interim = metadata.clone();
         for p in &newly_led {
             interim.partitions[*p as usize].leader = None;

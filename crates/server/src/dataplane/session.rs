@@ -1,5 +1,5 @@
 //! Remote site sessions: the coordinator here driving a partition led on
-//! another host (`Begin`, `Round`, `Finish`), and the serving of such
+//! another host (`Begin`, `Round`, `Prepare`, `Finish`), and the serving of such
 //! sessions here.
 
 use super::*;
@@ -8,6 +8,7 @@ use super::*;
 pub(super) enum SessionRequest {
     Begin(TxnIds),
     Round(Vec<WireItem>),
+    Prepare,
     Finish { commit: bool, schema_changed: bool },
 }
 
@@ -15,6 +16,8 @@ pub(super) enum SessionRequest {
 pub(super) enum SessionReply {
     Done,
     Results(Vec<WireResult>),
+    /// Prepared: whether the partition is in doubt (it wrote).
+    Prepared(bool),
 }
 
 pub(super) struct Session {
@@ -72,7 +75,14 @@ impl RemoteSite for Session {
     fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>> {
         match self.exchange(&SessionRequest::Round(items))? {
             SessionReply::Results(r) => Ok(r),
-            SessionReply::Done => Err(err!(ProtocolError, "host {} answered a round with no results", self.target)),
+            _ => Err(err!(ProtocolError, "host {} answered a round with no results", self.target)),
+        }
+    }
+
+    fn prepare(&mut self) -> Result<bool> {
+        match self.exchange(&SessionRequest::Prepare)? {
+            SessionReply::Prepared(in_doubt) => Ok(in_doubt),
+            _ => Err(err!(ProtocolError, "host {} answered a prepare with something else", self.target)),
         }
     }
 
@@ -119,7 +129,7 @@ pub(super) fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: A
             Ok(SessionRequest::Begin(ids)) => {
                 let d = match driver.take() {
                     Some(d) => Ok(d),
-                    None => host.remote_session(partition),
+                    None => host.remote_session(partition, from),
                 };
                 d.and_then(|mut d| {
                     let r = d.begin(ids);
@@ -130,6 +140,10 @@ pub(super) fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: A
             Ok(SessionRequest::Round(items)) => match driver.as_mut() {
                 Some(d) => d.round(items).map(SessionReply::Results),
                 None => Err(err!(ProtocolError, "a round before the transaction began")),
+            },
+            Ok(SessionRequest::Prepare) => match driver.as_mut() {
+                Some(d) => d.prepare().map(SessionReply::Prepared),
+                None => Err(err!(ProtocolError, "a prepare before the transaction began")),
             },
             Ok(SessionRequest::Finish { commit, schema_changed }) => match driver.as_mut() {
                 Some(d) => d.finish(commit, schema_changed).map(|()| SessionReply::Done),

@@ -1,0 +1,133 @@
+//! A cluster's multi-partition commit stays atomic when a host dies in the
+//! middle of it: real `joule` processes on loopback, each made to die at an
+//! exact step of the two-phase commit by a failpoint
+//! (`joule_common::failpoint`), as `kill -9` would — a partition's leader
+//! after its replicas hold the prepared writes, a leader after it committed
+//! but before its replicas heard, the coordinator after one partition
+//! committed and before the others were told.
+//!
+//! After each: every partition took the same outcome (an update of every
+//! row leaves every row alike), the client was told success only if it
+//! committed, the surviving hosts logged how they settled it, and once the
+//! dead host rejoins every partition's copies are identical.
+
+mod common;
+
+use common::cluster::*;
+use common::TempDir;
+use joule_client::{Options, SyncConnection};
+use joule_common::{ErrorCode, Value};
+use std::time::Duration;
+
+const ROWS: i64 = 30;
+
+/// Three hosts, k = 1 (three partitions, one led by each host), with a
+/// partitioned table whose rows cover every partition.
+fn cluster(name: &str) -> (Vec<TempDir>, Vec<Host>) {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{name}-{i}"))).collect();
+    let hosts = form(&dirs, 1);
+    let ddl = "CREATE TABLE accounts (id BIGINT NOT NULL PRIMARY KEY, touched BIGINT NOT NULL); \
+               PARTITION TABLE accounts ON COLUMN id;";
+    sql(&hosts[0].client, ddl, vec![]);
+    for id in 0..ROWS {
+        sql(&hosts[0].client, "INSERT INTO accounts VALUES (?, 0)", vec![Value::Integer(id)]);
+    }
+    (dirs, hosts)
+}
+
+/// The host coordinating multi-partition transactions (TOPO's last row).
+fn coordinator(addr: &str) -> usize {
+    let topo = stats(addr, "TOPO");
+    topo.last().unwrap()[2].split(':').next().unwrap().parse().unwrap()
+}
+
+/// Update every row in one multi-partition transaction, through `addr`.
+fn touch_all(addr: &str) -> Result<joule_client::Response, joule_common::Error> {
+    let options = Options { call_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    let update = vec![Value::from("UPDATE accounts SET touched = touched + 1")];
+    SyncConnection::connect(addr, &options)?.call("@AdHoc", update)
+}
+
+/// Every row's `touched`, as the lowest and highest, read through `addr`
+/// once every partition is led by a live host.
+fn touched(addr: &str) -> (i64, i64) {
+    eventually("every partition is led by a live host", || every_partition_led_by_a_live_host(addr));
+    (scalar(addr, "SELECT MIN(touched) FROM accounts"), scalar(addr, "SELECT MAX(touched) FROM accounts"))
+}
+
+/// Start the dead host `i` again; once it has rejoined, every partition's
+/// two copies are identical and a new multi-partition update commits.
+fn rejoin_and_check(dirs: &[TempDir], hosts: &mut [Host], i: usize, expected: i64) {
+    let _ = hosts[i].child.wait();
+    disarm(dirs[i].path());
+    hosts[i] = spawn(dirs[i].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
+    let first = hosts[(i + 1) % 3].client.clone();
+    eventually("the host rejoined", || states(&first).iter().all(|(_, s)| s == "UP"));
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    eventually("every copy is level", || replicas_agree(&clients, 2).is_ok());
+    assert_eq!(touched(&hosts[i].client), (expected, expected));
+    touch_all(&hosts[i].client).expect("a multi-partition update after the rejoin");
+    assert_eq!(touched(&first), (expected + 1, expected + 1));
+    replicas_agree(&clients, 2).unwrap();
+}
+
+/// A partition's leader dies once its replica holds the prepared writes,
+/// before the coordinator hears it prepared: the coordinator rolls back,
+/// and settles the rollback with the partition's new leader (the replica,
+/// which waits in doubt).
+#[test]
+fn a_leader_that_dies_prepared_is_rolled_back_by_its_new_leader() {
+    let (dirs, mut hosts) = cluster("commit-prepared");
+    let c = coordinator(&hosts[0].client);
+    let victim = (c + 1) % 3;
+    arm(dirs[victim].path(), "leader-after-prepare");
+    let answer = touch_all(&hosts[c].client);
+    let e = answer.expect_err("a transaction whose partition never said it prepared is not committed");
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+    assert!(e.message().contains("rolled back"), "{e}");
+    wait_line(&hosts[c].stderr, "settled (rollback) with its leader");
+    assert_eq!(touched(&hosts[c].client), (0, 0));
+    rejoin_and_check(&dirs, &mut hosts, victim, 0);
+}
+
+/// A partition's leader commits and dies before its replica hears: the
+/// coordinator settles the commit with the new leader, which holds the
+/// prepared writes, and the client is told the transaction committed.
+#[test]
+fn a_leader_that_dies_committed_is_committed_by_its_new_leader() {
+    let (dirs, mut hosts) = cluster("commit-committed");
+    let c = coordinator(&hosts[0].client);
+    let victim = (c + 1) % 3;
+    arm(dirs[victim].path(), "leader-after-commit");
+    touch_all(&hosts[c].client).expect("committed everywhere once the new leader settled it");
+    wait_line(&hosts[c].stderr, "settled (commit) with its leader");
+    assert_eq!(touched(&hosts[c].client), (1, 1));
+    rejoin_and_check(&dirs, &mut hosts, victim, 1);
+}
+
+/// The coordinator dies after one partition committed and before the
+/// others were told: the next coordinator finds the transaction in doubt,
+/// sees that a partition committed it, and commits it everywhere.
+#[test]
+fn a_coordinator_that_dies_mid_commit_is_finished_by_the_next() {
+    let (dirs, mut hosts) = cluster("commit-coordinator");
+    let c = coordinator(&hosts[0].client);
+    let through = (c + 1) % 3;
+    arm(dirs[c].path(), "coordinator-after-first-commit");
+    let answer = touch_all(&hosts[through].client);
+    assert!(answer.is_err(), "the coordinator died before it could answer: {answer:?}");
+    let next = coordinator_after(&hosts[through].client, c);
+    wait_line(&hosts[next].stderr, "left in doubt on partitions");
+    assert_eq!(touched(&hosts[through].client), (1, 1));
+    rejoin_and_check(&dirs, &mut hosts, c, 1);
+}
+
+/// The coordinator once the metadata has moved it off host `old`.
+fn coordinator_after(addr: &str, old: usize) -> usize {
+    let mut now = old;
+    eventually("another host coordinates", || {
+        now = coordinator(addr);
+        now != old
+    });
+    now
+}

@@ -1,0 +1,372 @@
+//! A site's part in a multi-partition transaction: the rounds, the prepare
+//! (in a cluster), and the outcome — including the outcome of a prepared
+//! transaction whose coordinator or leader failed.
+//!
+//! On one host the coordinator's commit cannot be half done: every site is a
+//! thread of the same process. In a cluster it can. The coordinator commits
+//! partition by partition, over the network, and a host that dies in the
+//! middle would leave some partitions with the transaction's writes and
+//! others without. So a cluster's transaction commits in two phases:
+//!
+//! 1. **Prepare.** Once every round ran, the coordinator sends each
+//!    partition `Prepare`. A leading site that wrote ships the writes to its
+//!    replicas as a [`Replicated::MpPrepare`] record; the replicas run them
+//!    and *hold* them (the transaction open, not committed), and the site
+//!    answers once every live replica has them. From then on the partition
+//!    is **in doubt**: whichever of its copies survives has the writes and
+//!    waits for the outcome. A site that only read answers at once and is
+//!    not in doubt (its outcome changes nothing).
+//! 2. **Outcome.** The coordinator commits only if every partition prepared.
+//!    The site commits (or rolls back) and ships a
+//!    [`Replicated::MpDecide`] record; the replicas finish the same way.
+//!
+//! Every copy remembers, in its [`InDoubt`] entry, the prepared transaction
+//! it waits on and the last few outcomes. A prepared site takes its outcome
+//! only from its *decider*, checked under that entry's lock: its host's
+//! coordinator while this host coordinates, another host's coordinator
+//! while the metadata names it, its leader's stream for a replica. A
+//! session that ends (the coordinator's host went away) does not roll a
+//! prepared transaction back. The outcome then comes as a `Settle`, from
+//!
+//! * the coordinator that ran it, when a partition's leader failed: it
+//!   settles the partition with its new leader (which holds the writes,
+//!   from its replication stream, after the repair step);
+//! * a new coordinator, when the old one's host failed: before it runs
+//!   anything it asks every partition's leader for its entry and commits
+//!   the in-doubt transaction if any copy committed it, rolls it back
+//!   otherwise (see `crate::coordinator`). The leader answers only once its
+//!   metadata names the new coordinator, so the old one can no longer
+//!   decide anything there: the answer cannot change afterwards.
+//!
+//! The coordinator commits only after every partition prepared, so "some
+//! copy committed" and "some copy rolled back" never both hold, and a
+//! transaction rolled back by a new coordinator was never committed
+//! anywhere that survived. Its client was answered success by nobody: the
+//! old coordinator answers only after every partition confirmed.
+
+use crate::ids::TxnIds;
+use crate::messages::{recv_soon, CoordMsg, Decider, InDoubt, MpReply, MpWork, WorkItem, IN_TRANSACTION};
+use crate::remote::{frame_record, to_wire, Replicated, WireItem};
+use crate::site::Site;
+use joule_sql::functions::FunctionContext;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// How a multi-partition transaction ended on this site (when it did).
+enum Ended {
+    /// Committed or rolled back: the site goes back to its inbox.
+    Done,
+    /// Not yet: keep reading this transaction's work.
+    Waiting,
+}
+
+impl Site {
+    pub(crate) fn run_mp(&mut self, ids: TxnIds, own: Option<Receiver<MpWork>>, by: Decider) {
+        // What this site logged before comes before the transaction.
+        self.flush_log();
+        self.ids.observe(ids);
+        self.last_mp = ids.txn_id.0;
+        self.db.set_function_context(FunctionContext {
+            now_micros: ids.unique_id.timestamp_micros(),
+            random_seed: ids.random_seed(),
+        });
+        self.db.begin();
+        // Leading in a cluster: the writes are recorded for the replicas.
+        let mut writes: Option<Vec<WireItem>> =
+            self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(Vec::new);
+        let mut ddl: Vec<Arc<joule_sql::planner::Planned>> = Vec::new();
+        let mut prepared = false;
+        loop {
+            let Ok(work) = recv_soon(own.as_ref().unwrap_or(&self.mp_inbox), IN_TRANSACTION) else {
+                // The coordinator is gone and nothing else can reach this
+                // transaction (a prepared one is reachable until this host
+                // stops): nothing can commit it here.
+                let _ = self.db.rollback();
+                if prepared {
+                    self.forget_doubt(ids.txn_id.0);
+                }
+                return;
+            };
+            let ended = match work {
+                MpWork::Round { items, reply } => {
+                    let results = if prepared {
+                        Err(joule_common::err!(ProtocolError, "a round after the transaction was prepared"))
+                    } else {
+                        for item in &items {
+                            note_write(item, &mut writes, &mut ddl);
+                        }
+                        self.run_round(items)
+                    };
+                    let _ =
+                        reply.as_ref().unwrap_or(&self.mp_reply).send(MpReply { partition: self.partition, results });
+                    Ended::Waiting
+                }
+                MpWork::Prepare { work, done } => {
+                    prepared = self.prepare(ids, by, writes.take(), work, done);
+                    Ended::Waiting
+                }
+                MpWork::Commit { schema, hashinator, install, done } if !prepared => {
+                    self.commit_unprepared(ids, schema, hashinator, install, &ddl, writes.take(), done);
+                    Ended::Done
+                }
+                MpWork::Commit { schema, hashinator, install, done } => {
+                    let outcome = Outcome { commit: true, schema, hashinator, install, done };
+                    self.decide(ids, Some(by), outcome, &ddl)
+                }
+                MpWork::Rollback { done } if !prepared => {
+                    if let Err(e) = self.db.rollback() {
+                        eprintln!("joule: partition {}: rollback failed: {e}", self.partition);
+                    }
+                    if let Some(d) = done {
+                        let _ = d.send(());
+                    }
+                    Ended::Done
+                }
+                MpWork::Rollback { done } => {
+                    let outcome = Outcome { commit: false, schema: None, hashinator: None, install: false, done };
+                    self.decide(ids, Some(by), outcome, &ddl)
+                }
+                MpWork::Abandon if !prepared => {
+                    let _ = self.db.rollback();
+                    Ended::Done
+                }
+                // Prepared: the outcome comes from whoever resolves it.
+                MpWork::Abandon => Ended::Waiting,
+                MpWork::Settle { txn, commit, done } if prepared && txn == ids.txn_id.0 => {
+                    let outcome = Outcome { commit, schema: None, hashinator: None, install: true, done: Some(done) };
+                    self.decide(ids, None, outcome, &ddl)
+                }
+                MpWork::Settle { txn, .. } => {
+                    eprintln!(
+                        "joule: partition {}: an outcome for transaction {txn}, which is not the one prepared here \
+                         ({}), is ignored",
+                        self.partition, ids.txn_id.0
+                    );
+                    Ended::Waiting
+                }
+            };
+            if let Ended::Done = ended {
+                return;
+            }
+        }
+    }
+
+    /// Hold the writes until the outcome (see the module doc): whether this
+    /// site is now in doubt.
+    fn prepare(
+        &mut self,
+        ids: TxnIds,
+        by: Decider,
+        writes: Option<Vec<WireItem>>,
+        work: Sender<MpWork>,
+        done: Sender<joule_common::Result<bool>>,
+    ) -> bool {
+        let p = self.partition;
+        // A replica prepares what its leader prepared; a leader, if it wrote.
+        let wrote = by == Decider::Leader || writes.as_ref().is_some_and(|w| !w.is_empty());
+        let (Some(shared), true) = (self.shared.upgrade(), wrote) else {
+            let _ = done.send(Ok(false));
+            return false;
+        };
+        {
+            // Checked under the entry's lock, as outcomes are: a coordinator
+            // the metadata replaced must not leave this copy in doubt after
+            // the new one has read the entry.
+            let mut doubt = lock(&shared.in_doubt[p as usize]);
+            if !self.may_decide(by) {
+                let e = joule_common::err!(
+                    Unavailable,
+                    "partition {p}: {by:?} no longer coordinates multi-partition transactions (the metadata moved it)"
+                );
+                let _ = done.send(Err(e));
+                return false;
+            }
+            doubt.pending = Some((ids.txn_id.0, work));
+        }
+        match (&self.link, writes) {
+            (Some(link), Some(items)) if by != Decider::Leader && !items.is_empty() => {
+                let mut records = Vec::new();
+                if let Err(e) = frame_record(&Replicated::MpPrepare { ids, items }, &mut records) {
+                    let _ = done.send(Err(e));
+                    return true;
+                }
+                link.replicate(
+                    p,
+                    records,
+                    Box::new(move || {
+                        // The replicas hold the writes; the coordinator does
+                        // not know it.
+                        joule_common::failpoint::crash_if_armed("leader-after-prepare");
+                        drop(done.send(Ok(true)))
+                    }),
+                );
+            }
+            _ => drop(done.send(Ok(true))),
+        }
+        true
+    }
+
+    /// Whether `by` may decide a prepared transaction here now.
+    fn may_decide(&self, by: Decider) -> bool {
+        match (by, &self.link) {
+            (Decider::Leader, _) | (_, None) => true,
+            (Decider::Coordinator, Some(link)) => link.coordinates(),
+            (Decider::RemoteCoordinator(host), Some(link)) => link.coordinator() == Some(host),
+        }
+    }
+
+    /// End the prepared transaction `ids` as `outcome` says, if `by` (none:
+    /// a resolver) may decide it; the outcome reaches the replicas as a
+    /// [`Replicated::MpDecide`] record.
+    fn decide(
+        &mut self,
+        ids: TxnIds,
+        by: Option<Decider>,
+        outcome: Outcome,
+        ddl: &[Arc<joule_sql::planner::Planned>],
+    ) -> Ended {
+        let Some(shared) = self.shared.upgrade() else { return Ended::Done };
+        let p = self.partition;
+        let txn = ids.txn_id.0;
+        {
+            // Checked and recorded under the entry's lock: a new coordinator
+            // reading the entry sees this outcome, or this decider refused.
+            let mut doubt = lock(&shared.in_doubt[p as usize]);
+            if let Some(by) = by.filter(|by| !self.may_decide(*by)) {
+                eprintln!(
+                    "joule: partition {p}: transaction {txn} is prepared here; its outcome from {by:?}, which no \
+                     longer decides it, is refused (the coordinator now named settles it)"
+                );
+                return Ended::Waiting;
+            }
+            doubt.decide(txn, outcome.commit);
+            if outcome.commit {
+                self.db.commit();
+            } else if let Err(e) = self.db.rollback() {
+                eprintln!("joule: partition {p}: rollback failed: {e}");
+            }
+        }
+        if outcome.commit {
+            // Committed here, and the replicas do not know it.
+            joule_common::failpoint::crash_if_armed("leader-after-commit");
+            self.install(outcome.schema, outcome.hashinator, outcome.install, ddl);
+        }
+        let done = move || {
+            if let Some(d) = outcome.done {
+                let _ = d.send(());
+            }
+        };
+        match &self.link {
+            Some(link) if link.leads(p) => {
+                let mut records = Vec::new();
+                if let Err(e) = frame_record(&Replicated::MpDecide { txn, commit: outcome.commit }, &mut records) {
+                    eprintln!("joule: partition {p}: {e}");
+                }
+                link.replicate(p, records, Box::new(done));
+            }
+            _ => done(),
+        }
+        Ended::Done
+    }
+
+    /// Commit a transaction that was not prepared (one host; or a cluster
+    /// host's site the coordinator did not ask to prepare).
+    #[allow(clippy::too_many_arguments)]
+    fn commit_unprepared(
+        &mut self,
+        ids: TxnIds,
+        schema: Option<Arc<crate::compile::Schema>>,
+        hashinator: Option<Arc<crate::hashinator::Hashinator>>,
+        install: bool,
+        ddl: &[Arc<joule_sql::planner::Planned>],
+        writes: Option<Vec<WireItem>>,
+        done: Option<Sender<()>>,
+    ) {
+        self.db.commit();
+        self.install(schema, hashinator, install, ddl);
+        let done = move || {
+            if let Some(d) = done {
+                let _ = d.send(());
+            }
+        };
+        match (&self.link, writes) {
+            (Some(link), Some(items)) => {
+                let mut records = Vec::new();
+                if !items.is_empty() {
+                    if let Err(e) = frame_record(&Replicated::Mp { ids, items }, &mut records) {
+                        eprintln!("joule: partition {}: {e}", self.partition);
+                    }
+                }
+                link.replicate(self.partition, records, Box::new(done));
+            }
+            _ => done(),
+        }
+    }
+
+    /// Take what a committed transaction changed besides data.
+    fn install(
+        &mut self,
+        schema: Option<Arc<crate::compile::Schema>>,
+        hashinator: Option<Arc<crate::hashinator::Hashinator>>,
+        install: bool,
+        ddl: &[Arc<joule_sql::planner::Planned>],
+    ) {
+        if let Some(s) = schema {
+            self.schema = s;
+        }
+        if let Some(h) = hashinator {
+            self.hashinator = h;
+            self.install_owner();
+        }
+        if install && !ddl.is_empty() {
+            // Published before the commit is confirmed: what the leader
+            // sends next may already use it.
+            self.publish_schema();
+            let _ = self.coordinator.send(CoordMsg::Install(ddl.to_vec()));
+        }
+    }
+
+    /// This host stops with `txn` prepared and undecided here.
+    fn forget_doubt(&self, txn: u64) {
+        if let Some(shared) = self.shared.upgrade() {
+            let mut doubt = lock(&shared.in_doubt[self.partition as usize]);
+            if doubt.pending.as_ref().is_some_and(|(t, _)| *t == txn) {
+                doubt.pending = None;
+            }
+        }
+    }
+}
+
+/// A prepared transaction's outcome, as a site takes it.
+struct Outcome {
+    commit: bool,
+    schema: Option<Arc<crate::compile::Schema>>,
+    hashinator: Option<Arc<crate::hashinator::Hashinator>>,
+    install: bool,
+    done: Option<Sender<()>>,
+}
+
+pub(crate) fn lock(m: &Mutex<InDoubt>) -> std::sync::MutexGuard<'_, InDoubt> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Record `item` for the replicas if it writes (`writes` is `None` when
+/// nothing is recorded), and keep DDL plans for installing the schema.
+fn note_write(item: &WorkItem, writes: &mut Option<Vec<WireItem>>, ddl: &mut Vec<Arc<joule_sql::planner::Planned>>) {
+    let (planned, writing) = match item {
+        WorkItem::Execute { planned, .. } => (Some(planned), planned.writes),
+        WorkItem::InsertRows { planned, .. } => (Some(planned), true),
+        _ => (None, false),
+    };
+    if let Some(p) = planned {
+        if matches!(p.kind, joule_sql::planner::PlannedKind::Ddl(_)) {
+            ddl.push(p.clone());
+        }
+    }
+    if let (true, Some(w)) = (writing, writes.as_mut()) {
+        match to_wire(item) {
+            Ok(i) => w.push(i),
+            Err(e) => eprintln!("joule: a write cannot be recorded for the replicas: {e}"),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The coordinator's side of a cluster's two-phase commit (the sites' side,
+//! and why it is needed, is in `crate::participant`): preparing every
+//! partition, sending the outcome and *settling* the partitions that did
+//! not confirm it, and — on a host that has just become the coordinator —
+//! resolving what the previous coordinator left in doubt.
+//!
+//! **Settling.** A partition whose leader failed after it prepared has a
+//! new leader holding the writes (the repair step brought every surviving
+//! copy to the same last batch), waiting for the outcome. The coordinator
+//! sends it the outcome ([`ClusterLink::settle`]) until it is confirmed, for
+//! as long as this host coordinates; the client is answered success only if
+//! every partition that wrote confirmed the commit.
+//!
+//! **Resolving.** A new coordinator asks every partition's leader what it
+//! holds in doubt and how it ended its last prepared transactions
+//! ([`ClusterLink::doubt`]). A transaction some copy committed is committed
+//! everywhere it is in doubt; any other is rolled back: its old coordinator
+//! decided to commit only after every partition prepared, and a copy that
+//! committed says so. Nothing else runs before this is done (the partitions
+//! in doubt could not take part anyway).
+
+use crate::coordinator::Coordinator;
+use crate::messages::{MpWork, SiteMsg};
+use crate::remote::DoubtReport;
+use joule_common::{err, Error, ErrorCode};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long the coordinator keeps trying to settle a partition, or to ask
+/// one what it holds in doubt, before it gives up on it (its copies are all
+/// down: more hosts failed than the k-factor allows).
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Between attempts.
+const RETRY: Duration = Duration::from_millis(100);
+
+impl Coordinator {
+    /// Ask every partition to prepare (a cluster's transaction, after its
+    /// rounds): per partition, whether it may be in doubt (it wrote, or it
+    /// failed to answer and may have prepared), or the first failure.
+    pub(crate) fn prepare_all(&mut self) -> (Vec<bool>, Option<Error>) {
+        let n = self.sites.len();
+        let mut waits = Vec::with_capacity(n);
+        for p in 0..n {
+            let (done, prepared) = std::sync::mpsc::channel();
+            let work = self.work_target(p).clone();
+            let _ = work.send(MpWork::Prepare { work: work.clone(), done });
+            waits.push(prepared);
+        }
+        let mut in_doubt = vec![false; n];
+        let mut failure = None;
+        for (p, prepared) in waits.into_iter().enumerate() {
+            let e = match prepared.recv() {
+                Ok(Ok(wrote)) => {
+                    in_doubt[p] = wrote;
+                    continue;
+                }
+                Ok(Err(e)) => e,
+                Err(_) => err!(Unavailable, "partition {p}'s site stopped"),
+            };
+            in_doubt[p] = true;
+            failure.get_or_insert_with(|| {
+                let code = match e.code() {
+                    ErrorCode::OutcomeUnknown => ErrorCode::Unavailable,
+                    c => c,
+                };
+                Error::new(code, format!("partition {p} could not prepare, and the transaction was rolled back: {e}"))
+            });
+        }
+        (in_doubt, failure)
+    }
+
+    /// Send every partition the outcome and wait for each to confirm it;
+    /// settle those in doubt that did not. Whether every partition in doubt
+    /// confirmed it.
+    pub(crate) fn settle_unconfirmed(
+        &self,
+        ids: crate::TxnIds,
+        commit: bool,
+        confirmed: &[bool],
+        in_doubt: &[bool],
+    ) -> bool {
+        let mut all = true;
+        for p in 0..in_doubt.len() {
+            if in_doubt[p] && !confirmed[p] {
+                all &= self.settle(p as u32, ids.txn_id.0, commit);
+            }
+        }
+        all
+    }
+
+    /// Roll back on every partition; wait for those in doubt to confirm
+    /// (settling them if they do not).
+    pub(crate) fn rollback_prepared(&mut self, ids: crate::TxnIds, in_doubt: &[bool]) {
+        if self.schema_db.in_transaction() {
+            let _ = self.schema_db.rollback();
+        }
+        let mut waits = Vec::with_capacity(in_doubt.len());
+        for p in 0..in_doubt.len() {
+            let (done, confirmed) = std::sync::mpsc::channel();
+            let _ = self.work_target(p).send(MpWork::Rollback { done: Some(done) });
+            waits.push(confirmed);
+        }
+        let confirmed: Vec<bool> = waits.into_iter().map(|c| c.recv().is_ok()).collect();
+        self.settle_unconfirmed(ids, false, &confirmed, in_doubt);
+    }
+
+    /// Have partition `p`'s leader end `txn` as `commit` says, retrying
+    /// while this host coordinates: whether it confirmed.
+    fn settle(&self, p: u32, txn: u64, commit: bool) -> bool {
+        let Some(link) = &self.shared.link else { return false };
+        let deadline = Instant::now() + PATIENCE;
+        let outcome = if commit { "commit" } else { "rollback" };
+        loop {
+            if !link.coordinates() || !self.shared.running.load(Ordering::SeqCst) {
+                eprintln!(
+                    "joule: coordinator: partition {p}: the {outcome} of transaction {txn} is left to the next \
+                     coordinator (this host no longer coordinates)"
+                );
+                return false;
+            }
+            match link.settle(p, txn, commit) {
+                Ok(()) => {
+                    eprintln!(
+                        "joule: coordinator: partition {p}: transaction {txn} settled ({outcome}) with its leader"
+                    );
+                    return true;
+                }
+                Err(e) if e.code() == ErrorCode::Internal || Instant::now() > deadline => {
+                    eprintln!("joule: coordinator: partition {p}: cannot settle transaction {txn} ({outcome}): {e}");
+                    return false;
+                }
+                Err(_) => std::thread::sleep(RETRY),
+            }
+        }
+    }
+
+    /// This host has just become the coordinator: settle what the previous
+    /// one left in doubt (see the module doc).
+    pub(crate) fn resolve_in_doubt(&mut self) {
+        let Some(link) = self.shared.link.clone() else { return };
+        // Told just before this host routes by the metadata that names it.
+        let named = Instant::now() + Duration::from_secs(5);
+        while !link.coordinates() && Instant::now() < named {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let n = self.sites.len() as u32;
+        let mut reports: Vec<(u32, DoubtReport)> = Vec::with_capacity(n as usize);
+        for p in 0..n {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                if !link.coordinates() || !self.shared.running.load(Ordering::SeqCst) {
+                    return;
+                }
+                match link.doubt(p) {
+                    Ok(r) => {
+                        reports.push((p, r));
+                        break;
+                    }
+                    Err(e) if Instant::now() > deadline => {
+                        eprintln!(
+                            "joule: coordinator: partition {p} did not say what it holds in doubt; resolving without \
+                             it: {e}"
+                        );
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(RETRY),
+                }
+            }
+        }
+        let pending: std::collections::BTreeSet<u64> = reports.iter().filter_map(|(_, r)| r.pending).collect();
+        for txn in pending {
+            let committed_on: Vec<u32> =
+                reports.iter().filter(|(_, r)| r.decided.contains(&(txn, true))).map(|(p, _)| *p).collect();
+            let commit = !committed_on.is_empty();
+            let waiting: Vec<u32> = reports.iter().filter(|(_, r)| r.pending == Some(txn)).map(|(p, _)| *p).collect();
+            let why = if commit {
+                format!("partitions {committed_on:?} committed it")
+            } else {
+                "no partition committed it".into()
+            };
+            eprintln!(
+                "joule: coordinator: transaction {txn} was left in doubt on partitions {waiting:?} by the previous \
+                 coordinator: {} it ({why})",
+                if commit { "committing" } else { "rolling back" }
+            );
+            for p in waiting {
+                self.settle(p, txn, commit);
+            }
+        }
+    }
+
+    /// Resolve first if this host has just become the coordinator.
+    pub(crate) fn resolve_if_new(&mut self) {
+        if self.shared.resolve.swap(false, Ordering::SeqCst) {
+            self.resolve_in_doubt();
+        }
+    }
+}
+
+impl crate::Host {
+    /// This host has just become its cluster's coordinator: before its
+    /// coordinator runs anything, it settles what the previous one left in
+    /// doubt. Call before routing multi-partition work here.
+    pub fn take_over_coordination(&self) {
+        let shared = self.shared();
+        shared.resolve.store(true, Ordering::SeqCst);
+        let _ = shared.coordinator.send(crate::messages::CoordMsg::Resolve);
+    }
+}
+
+/// The start marker a coordinator sends its sites.
+pub(crate) fn begin_marker(ids: crate::TxnIds) -> SiteMsg {
+    SiteMsg::MpBegin(ids, None, crate::messages::Decider::Coordinator)
+}
+
+/// A failure for a transaction whose outcome is not known everywhere.
+pub(crate) fn unconfirmed() -> Error {
+    err!(
+        OutcomeUnknown,
+        "a host failed while this transaction committed, and not every partition confirmed it (the coordinator \
+         keeps settling it, or the next coordinator does)"
+    )
+}

@@ -59,6 +59,8 @@ pub(crate) struct Coordinator {
     pub proxies: Vec<Option<(Sender<SiteMsg>, Sender<MpWork>)>>,
     /// For the transaction running: which partitions are led elsewhere.
     pub remote: Vec<bool>,
+    /// For the transaction running: which partitions were sent a write.
+    pub wrote: Vec<bool>,
 }
 
 /// What a transaction changes besides data.
@@ -91,6 +93,7 @@ impl Coordinator {
             counters: crate::stats::SiteCounters::new(),
             proxies: Vec::new(),
             remote: Vec::new(),
+            wrote: Vec::new(),
         }
     }
 
@@ -162,6 +165,8 @@ impl Coordinator {
         } else {
             self.remote = vec![false; self.sites.len()];
         }
+        self.wrote.clear();
+        self.wrote.resize(self.sites.len(), false);
         if (0..self.sites.len()).any(|p| self.begin_target(p).send(crate::resolve::begin_marker(ids)).is_err()) {
             // Sites that did get the marker wait for an outcome.
             self.rollback();
@@ -237,13 +242,11 @@ impl Coordinator {
         let log = if task.replay.is_some() { None } else { self.log.clone() };
         // A cluster's transaction commits in two phases (see
         // `crate::participant`): every partition prepares first.
-        // A transaction that cannot write has nothing to prepare.
-        let writes = match &task.kind {
-            MpKind::Procedure(p) => p.statements.iter().any(|s| s.planned.writes),
-            MpKind::Checksums | MpKind::ValidatePartitioning | MpKind::Snapshot(_) => false,
-            MpKind::Ddl { .. } | MpKind::SetHashinator(_) | MpKind::LoadRows { .. } | MpKind::PlaceRows(_) => true,
-        };
-        let (result, in_doubt) = match (result, self.shared.link.is_some() && writes) {
+        // Only a transaction that wrote on several partitions can commit
+        // on some and not others: one that wrote on one commits in one
+        // phase (its outcome unknown, not partial, if that leader dies).
+        let two_phase = self.shared.link.is_some() && self.wrote.iter().filter(|w| **w).count() > 1;
+        let (result, in_doubt) = match (result, two_phase) {
             (Ok(tables), true) => match self.prepare_all() {
                 (in_doubt, None) => (Ok(tables), in_doubt),
                 (in_doubt, Some(e)) => (Err(e), in_doubt),
@@ -459,6 +462,7 @@ impl Coordinator {
         let mut first_error: Option<Error> = None;
         for (site, items) in per_site.iter_mut().enumerate() {
             if !items.is_empty() {
+                self.wrote[site] |= items.iter().any(WorkItem::writes);
                 match self.work_target(site).send(MpWork::Round { items: std::mem::take(items), reply: None }) {
                     Ok(()) => asked += 1,
                     Err(_) => {

@@ -142,6 +142,21 @@ pub(crate) enum WorkItem {
     PlaceRows(crate::snapshot::PartitionRows),
 }
 
+impl WorkItem {
+    /// Whether the item may change the partition.
+    pub fn writes(&self) -> bool {
+        match self {
+            WorkItem::Execute { planned, .. } => planned.writes,
+            WorkItem::InsertRows { .. } | WorkItem::PlaceRows(_) => true,
+            WorkItem::Fragment { .. }
+            | WorkItem::Query { .. }
+            | WorkItem::Checksum
+            | WorkItem::ValidatePartitioning
+            | WorkItem::Freeze => false,
+        }
+    }
+}
+
 /// The result of one work item.
 #[derive(Debug)]
 pub(crate) enum ItemResult {

@@ -8,14 +8,16 @@
 //! middle would leave some partitions with the transaction's writes and
 //! others without. So a cluster's transaction commits in two phases:
 //!
-//! 1. **Prepare.** Once every round ran, the coordinator sends each
-//!    partition `Prepare`. A leading site that wrote ships the writes to its
-//!    replicas as a [`Replicated::MpPrepare`] record; the replicas run them
-//!    and *hold* them (the transaction open, not committed), and the site
-//!    answers once every live replica has them. From then on the partition
-//!    is **in doubt**: whichever of its copies survives has the writes and
-//!    waits for the outcome. A site that only read answers at once and is
-//!    not in doubt (its outcome changes nothing).
+//! 1. **Prepare.** Once every round ran, the coordinator sends `Prepare`
+//!    to each partition it sent a write (a transaction that wrote on one
+//!    partition only cannot be partial, and commits in one phase). A leading
+//!    site that wrote ships the writes to its replicas as a
+//!    [`Replicated::MpPrepare`] record; the replicas run them and *hold*
+//!    them (the transaction open, not committed), and the site answers once
+//!    every live replica has them. From then on the partition is **in
+//!    doubt**: whichever of its copies survives has the writes and waits for
+//!    the outcome. A site that wrote nothing after all answers at once and
+//!    is not in doubt (its outcome changes nothing).
 //! 2. **Outcome.** The coordinator commits only if every partition prepared.
 //!    The site commits (or rolls back) and ships a
 //!    [`Replicated::MpDecide`] record; the replicas finish the same way.

@@ -34,21 +34,22 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_millis(100);
 
 impl Coordinator {
-    /// Ask every partition to prepare (a cluster's transaction, after its
-    /// rounds): per partition, whether it may be in doubt (it wrote, or it
-    /// failed to answer and may have prepared), or the first failure.
+    /// Ask every partition that was sent a write to prepare (a cluster's
+    /// transaction, after its rounds): per partition, whether it may be in
+    /// doubt (it wrote, or it failed to answer and may have prepared), or
+    /// the first failure.
     pub(crate) fn prepare_all(&mut self) -> (Vec<bool>, Option<Error>) {
         let n = self.sites.len();
         let mut waits = Vec::with_capacity(n);
-        for p in 0..n {
+        for p in (0..n).filter(|p| self.wrote[*p]) {
             let (done, prepared) = std::sync::mpsc::channel();
             let work = self.work_target(p).clone();
             let _ = work.send(MpWork::Prepare { work: work.clone(), done });
-            waits.push(prepared);
+            waits.push((p, prepared));
         }
         let mut in_doubt = vec![false; n];
         let mut failure = None;
-        for (p, prepared) in waits.into_iter().enumerate() {
+        for (p, prepared) in waits {
             let e = match prepared.recv() {
                 Ok(Ok(wrote)) => {
                     in_doubt[p] = wrote;

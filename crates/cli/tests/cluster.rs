@@ -507,3 +507,39 @@ fn a_rejoined_copy_can_lead_after_the_next_failure() {
     replicas_agree(&live, 2).unwrap();
     assert_eq!(scalar(&hosts[survivor].client, "SELECT COUNT(*) FROM kv"), 21);
 }
+
+/// A connection to a host's internal port that opens the data plane and
+/// then says nothing is closed after 2 s, and holds up nothing meanwhile:
+/// calls through another host that need a new data-plane connection to
+/// this one (forwarded to the partition it leads) go through at once.
+#[test]
+fn a_silent_data_plane_connection_is_closed_and_holds_up_nothing() {
+    use std::io::{Read, Write};
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("silent-{i}"))).collect();
+    let hosts = form(&dirs, 1);
+    sql(&hosts[0].client, "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE kv ON COLUMN k;", vec![]);
+    let mut silent = std::net::TcpStream::connect(&hosts[1].internal).unwrap();
+    // The data plane's magic (`joule_cluster::network::DATA_MAGIC`), and no
+    // byte saying what the connection carries.
+    silent.write_all(&[0xff, b'J', b'D', b'P']).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let options = joule_client::Options { call_timeout: Some(Duration::from_millis(1500)), ..Default::default() };
+    let mut c = joule_client::SyncConnection::connect(&hosts[0].client, &options).unwrap();
+    for k in 0..30 {
+        c.call("@AdHoc", vec![Value::from("INSERT INTO kv VALUES (?)"), Value::Integer(k)])
+            .unwrap_or_else(|e| panic!("insert {k} while a silent connection is open: {e}"));
+    }
+    // TO_PARTITION_LEADERS, the second-last column.
+    let forwarded: i64 =
+        stats(&hosts[0].client, "FORWARDING").iter().map(|r| r[r.len() - 2].parse::<i64>().unwrap()).sum();
+    assert!(forwarded > 0, "no insert needed another host");
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        other => panic!("the silent connection is still open after {:?}: {other:?}", started.elapsed()),
+    }
+    assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 30);
+}

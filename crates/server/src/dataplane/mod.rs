@@ -421,41 +421,34 @@ pub(crate) async fn serve(
     link: Arc<Link>,
     diverged: OnDivergence,
 ) {
-    while let Some(mut s) = connections.recv().await {
-        let mut kind = [0u8; 1];
-        // A connection that stalls before saying what it carries must not
-        // hold up the others.
-        match tokio::time::timeout(CONNECT_TIMEOUT, s.read_exact(&mut kind)).await {
-            Ok(Ok(_)) => {}
-            _ => continue,
+    while let Some(s) = connections.recv().await {
+        // Each on its own task: one that stalls before saying what it
+        // carries holds up no other.
+        tokio::spawn(serve_one(s, host.clone(), link.clone(), diverged.clone()));
+    }
+}
+
+/// Read what the connection carries (it has [`CONNECT_TIMEOUT`] to say) and
+/// serve it; anything else closes it.
+async fn serve_one(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link>, diverged: OnDivergence) {
+    let mut kind = [0u8; 1];
+    match tokio::time::timeout(CONNECT_TIMEOUT, s.read_exact(&mut kind)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    match kind[0] {
+        FORWARD => serve_forwarded(s, host).await,
+        REPLICATION => serve_replication(s, host, link, diverged).await,
+        REPAIR => repair::serve_repair(s, host, link, diverged).await,
+        REJOIN => serve_rejoin(s, host, link).await,
+        DOUBT => doubt::serve_doubt(s, host, link).await,
+        SESSION => {
+            let Ok(std) = s.into_std() else { return };
+            let _ = std.set_nonblocking(false);
+            let _ =
+                std::thread::Builder::new().name("joule-session".into()).spawn(move || serve_session(std, host, link));
         }
-        let host = host.clone();
-        match kind[0] {
-            FORWARD => {
-                tokio::spawn(serve_forwarded(s, host));
-            }
-            REPLICATION => {
-                tokio::spawn(serve_replication(s, host, link.clone(), diverged.clone()));
-            }
-            REPAIR => {
-                tokio::spawn(repair::serve_repair(s, host, link.clone(), diverged.clone()));
-            }
-            REJOIN => {
-                tokio::spawn(serve_rejoin(s, host, link.clone()));
-            }
-            DOUBT => {
-                tokio::spawn(doubt::serve_doubt(s, host, link.clone()));
-            }
-            SESSION => {
-                let Ok(std) = s.into_std() else { continue };
-                let _ = std.set_nonblocking(false);
-                let _ = std::thread::Builder::new().name("joule-session".into()).spawn({
-                    let link = link.clone();
-                    move || serve_session(std, host, link)
-                });
-            }
-            _ => {}
-        }
+        _ => {}
     }
 }
 

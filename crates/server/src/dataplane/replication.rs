@@ -100,22 +100,8 @@ pub(super) fn ship(
                 next = shipments.recv().ok();
             }
             Shipment::Batch { records, done } => {
-                // Everything queued behind it goes in the same batch.
-                let mut records = records;
-                let mut dones = vec![done];
-                while records.len() < MAX_BATCH_BYTES {
-                    match shipments.try_recv() {
-                        Ok(Shipment::Batch { records: more, done }) => {
-                            records.extend_from_slice(&more);
-                            dones.push(done);
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let (records, dones, after) = merge_queued(records, done, &shipments, MAX_BATCH_BYTES);
+                next = after;
                 // Even with no records: the replicas' acknowledgement confirms
                 // this host still leads, before answers (reads too) go out.
                 sequence += 1;
@@ -130,6 +116,32 @@ pub(super) fn ship(
             }
         }
     }
+}
+
+/// What runs once every live replica has applied a batch.
+type Done = Box<dyn FnOnce() + Send>;
+
+/// A batch's records and callbacks: `records` and `done`, then every batch
+/// queued behind them until they reach `limit` bytes; and the shipment
+/// that ended the merge if it is not a batch.
+fn merge_queued(
+    mut records: Vec<u8>,
+    done: Done,
+    shipments: &std::sync::mpsc::Receiver<Shipment>,
+    limit: usize,
+) -> (Vec<u8>, Vec<Done>, Option<Shipment>) {
+    let mut dones = vec![done];
+    while records.len() < limit {
+        match shipments.try_recv() {
+            Ok(Shipment::Batch { records: more, done }) => {
+                records.extend_from_slice(&more);
+                dones.push(done);
+            }
+            Ok(other) => return (records, dones, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (records, dones, None)
 }
 
 /// Where `host` listens, if the metadata knows it (up or not).
@@ -488,5 +500,34 @@ mod tests {
             matches!(p.arrive(&batch(9, 43, false, 0), || None).unwrap(), Arrival::Gap(42)),
             "the leader stopped sending after the copy"
         );
+    }
+
+    fn shipment(bytes: usize) -> Shipment {
+        Shipment::Batch { records: vec![7; bytes], done: Box::new(|| {}) }
+    }
+
+    #[test]
+    fn queued_batches_merge_up_to_the_limit_and_stop_at_anything_else() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..3 {
+            tx.send(shipment(5)).unwrap();
+        }
+        // 5 + 5 bytes reach the limit of 8: the merge stops there.
+        let (records, dones, after) = merge_queued(vec![1; 5], Box::new(|| {}), &rx, 8);
+        assert_eq!((records.len(), dones.len()), (10, 2));
+        assert!(after.is_none());
+        // The two left wait for the next batch (an empty one: 0 + 5 + 5).
+        let (records, dones, _) = merge_queued(Vec::new(), Box::new(|| {}), &rx, 8);
+        assert_eq!((records.len(), dones.len()), (10, 3));
+        assert_eq!(rx.try_iter().count(), 0);
+        // A copy for a rejoining host is not merged into a batch: it ends
+        // the merge and comes next, in order.
+        tx.send(shipment(1)).unwrap();
+        tx.send(Shipment::AddReplica { host: 2, copy: Box::new(std::iter::empty()) }).unwrap();
+        tx.send(shipment(1)).unwrap();
+        let (records, dones, after) = merge_queued(vec![1], Box::new(|| {}), &rx, 8);
+        assert_eq!((records.len(), dones.len()), (2, 2));
+        assert!(matches!(after, Some(Shipment::AddReplica { host: 2, .. })));
+        assert_eq!(rx.try_iter().count(), 1);
     }
 }

@@ -122,6 +122,35 @@ fn a_coordinator_that_dies_mid_commit_is_finished_by_the_next() {
     rejoin_and_check(&dirs, &mut hosts, c, 1);
 }
 
+/// A transaction that writes on one partition commits in one phase: its
+/// leader commits and dies before its replica hears. Nothing can be partial,
+/// but the client must not be told it committed: the new leader (the
+/// replica) never had it.
+#[test]
+fn a_single_writer_whose_leader_dies_committed_is_not_reported_committed() {
+    let (dirs, mut hosts) = cluster("commit-one-phase");
+    let c = coordinator(&hosts[0].client);
+    let victim = (c + 1) % 3;
+    let topo = stats(&hosts[0].client, "TOPO");
+    let led = (0..3).find(|p| topo[*p][2].starts_with(&format!("{victim}:"))).expect("the victim leads a partition");
+    let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
+    let key = (0..ROWS).find(|k| ring.partition_for(&Value::Integer(*k)).unwrap() as usize == led).unwrap();
+    arm(dirs[victim].path(), "leader-after-commit");
+    // A multi-partition read, then a write on one partition.
+    let batch = vec![
+        Value::from("SELECT COUNT(*) FROM accounts; UPDATE accounts SET touched = 7 WHERE id = ?"),
+        Value::Integer(key),
+    ];
+    let options = Options { call_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    let answer = SyncConnection::connect(&hosts[c].client, &options).unwrap().call("@AdHoc", batch);
+    let e = answer.expect_err("the only writer died before its replica had the write");
+    assert_eq!(e.code(), ErrorCode::OutcomeUnknown, "{e}");
+    // The new leader never had it.
+    eventually("every partition is led by a live host", || every_partition_led_by_a_live_host(&hosts[c].client));
+    assert_eq!(scalar(&hosts[c].client, "SELECT MAX(touched) FROM accounts"), 0);
+    rejoin_and_check(&dirs, &mut hosts, victim, 0);
+}
+
 /// The coordinator once the metadata has moved it off host `old`.
 fn coordinator_after(addr: &str, old: usize) -> usize {
     let mut now = old;

@@ -61,6 +61,9 @@ pub(crate) struct Coordinator {
     pub remote: Vec<bool>,
     /// For the transaction running: which partitions were sent a write.
     pub wrote: Vec<bool>,
+    /// Outcomes of prepared transactions this coordinator still owes
+    /// partitions: (partition, transaction, commit) (see `crate::resolve`).
+    pub unsettled: Vec<(u32, u64, bool)>,
 }
 
 /// What a transaction changes besides data.
@@ -94,6 +97,7 @@ impl Coordinator {
             proxies: Vec::new(),
             remote: Vec::new(),
             wrote: Vec::new(),
+            unsettled: Vec::new(),
         }
     }
 
@@ -116,11 +120,28 @@ impl Coordinator {
     pub fn run(mut self) {
         loop {
             let idle = std::time::Instant::now();
-            let Ok(msg) = self.inbox.recv() else { break };
+            // Owing partitions an outcome, this thread tries again now and
+            // then even while no work comes (they wait on it).
+            let msg = if self.owes() {
+                match self.inbox.recv_timeout(crate::resolve::RETRY_EVERY) {
+                    Ok(m) => Some(m),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match self.inbox.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                }
+            };
             self.counters.idle += idle.elapsed();
-            self.resolve_if_new();
+            let caught_up = self.catch_up();
+            let Some(msg) = msg else { continue };
             match msg {
-                CoordMsg::Invoke(task) => self.run_txn(task),
+                CoordMsg::Invoke(task) => match caught_up {
+                    Ok(()) => self.run_txn(task),
+                    Err(e) => task.sink.deliver(task.handle, Response::failure(e, None)),
+                },
                 CoordMsg::Resolve => {}
                 CoordMsg::Install(plans) => self.install(plans),
                 CoordMsg::LoadCatalog(catalog) => self.load_catalog(catalog),
@@ -138,7 +159,9 @@ impl Coordinator {
         // A site prepared and waiting for an outcome is no longer reachable
         // once this host stops (its replicas hold the writes).
         for doubt in &self.shared.in_doubt {
-            crate::participant::lock(doubt).pending = None;
+            let mut doubt = crate::participant::lock(doubt);
+            doubt.pending = None;
+            doubt.stopped = true;
         }
         // The sites stop after the last multi-partition transaction: their
         // Shutdown follows every start marker this coordinator sent.
@@ -260,8 +283,13 @@ impl Coordinator {
                 if let Some(log) = &log {
                     self.log_committed(log.as_ref(), &task.kind, &task.params, ids);
                 }
+                let hashinator = installs.hashinator.is_some();
                 let confirmed = self.commit(installs);
-                let everywhere = self.settle_unconfirmed(ids, true, &confirmed, &in_doubt);
+                let settled = self.settle_unconfirmed(ids, true, &confirmed, &in_doubt);
+                // In one phase: every partition that wrote (every one, for
+                // a new hashinator) confirmed.
+                let everywhere = settled
+                    && (two_phase || (0..confirmed.len()).all(|p| confirmed[p] || !(self.wrote[p] || hashinator)));
                 if let MpKind::Ddl { statements, database } = &task.kind {
                     self.ddl_history.push((database.clone(), statements.join(";\n")));
                 }

@@ -200,7 +200,7 @@ pub(crate) enum MpWork {
     /// that resolves it (the one that ran it, after a partition's leader
     /// changed; or a new one, after the old one's host failed). `done` as
     /// for `Commit`.
-    Settle { txn: u64, commit: bool, done: std::sync::mpsc::Sender<()> },
+    Settle { txn: u64, commit: bool, by: Decider, done: std::sync::mpsc::Sender<()> },
 }
 
 /// Who drives a multi-partition transaction on a site, and so whose
@@ -209,7 +209,8 @@ pub(crate) enum MpWork {
 pub(crate) enum Decider {
     /// This host's coordinator: taken while this host coordinates.
     Coordinator,
-    /// The coordinator on host `0`: taken while the metadata names it.
+    /// The coordinator on the given host: taken while the metadata names
+    /// it.
     RemoteCoordinator(u64),
     /// The partition's leader, through its replication stream (this site
     /// is a replica): always taken.
@@ -229,6 +230,9 @@ pub(crate) struct InDoubt {
     /// Outcomes of prepared transactions, oldest first (the last
     /// [`DECIDED_KEPT`]).
     pub decided: std::collections::VecDeque<(u64, bool)>,
+    /// The host stops: nothing is held in doubt here any more (what this
+    /// copy prepared, its replicas hold).
+    pub stopped: bool,
 }
 
 /// Outcomes of prepared transactions a copy remembers.

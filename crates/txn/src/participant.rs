@@ -36,9 +36,11 @@
 //! * a new coordinator, when the old one's host failed: before it runs
 //!   anything it asks every partition's leader for its entry and commits
 //!   the in-doubt transaction if any copy committed it, rolls it back
-//!   otherwise (see `crate::coordinator`). The leader answers only once its
-//!   metadata names the new coordinator, so the old one can no longer
-//!   decide anything there: the answer cannot change afterwards.
+//!   otherwise (see `crate::resolve`). The leader answers only once its
+//!   metadata names the new coordinator and it has applied everything its
+//!   stream brought, so the old one can no longer decide anything there
+//!   (a settle is checked like any outcome: it must come from the
+//!   coordinator the metadata names): the answer cannot change afterwards.
 //!
 //! The coordinator commits only after every partition prepared, so "some
 //! copy committed" and "some copy rolled back" never both hold, and a
@@ -113,7 +115,7 @@ impl Site {
                 }
                 MpWork::Commit { schema, hashinator, install, done } => {
                     let outcome = Outcome { commit: true, schema, hashinator, install, done };
-                    self.decide(ids, Some(by), outcome, &ddl)
+                    self.decide(ids, by, outcome, &ddl)
                 }
                 MpWork::Rollback { done } if !prepared => {
                     if let Err(e) = self.db.rollback() {
@@ -126,7 +128,7 @@ impl Site {
                 }
                 MpWork::Rollback { done } => {
                     let outcome = Outcome { commit: false, schema: None, hashinator: None, install: false, done };
-                    self.decide(ids, Some(by), outcome, &ddl)
+                    self.decide(ids, by, outcome, &ddl)
                 }
                 MpWork::Abandon if !prepared => {
                     let _ = self.db.rollback();
@@ -134,9 +136,9 @@ impl Site {
                 }
                 // Prepared: the outcome comes from whoever resolves it.
                 MpWork::Abandon => Ended::Waiting,
-                MpWork::Settle { txn, commit, done } if prepared && txn == ids.txn_id.0 => {
+                MpWork::Settle { txn, commit, by: settler, done } if prepared && txn == ids.txn_id.0 => {
                     let outcome = Outcome { commit, schema: None, hashinator: None, install: true, done: Some(done) };
-                    self.decide(ids, None, outcome, &ddl)
+                    self.decide(ids, settler, outcome, &ddl)
                 }
                 MpWork::Settle { txn, .. } => {
                     eprintln!(
@@ -170,28 +172,41 @@ impl Site {
             let _ = done.send(Ok(false));
             return false;
         };
+        // What a leader ships its replicas (framed before anything is held).
+        let mut records = Vec::new();
+        let ship = match (&self.link, writes) {
+            (Some(link), Some(items)) if by != Decider::Leader && !items.is_empty() => {
+                if let Err(e) = frame_record(&Replicated::MpPrepare { ids, items }, &mut records) {
+                    let _ = done.send(Err(e));
+                    return false;
+                }
+                Some(link.clone())
+            }
+            _ => None,
+        };
         {
             // Checked under the entry's lock, as outcomes are: a coordinator
             // the metadata replaced must not leave this copy in doubt after
-            // the new one has read the entry.
+            // the new one has read the entry; nor may a host that stops.
             let mut doubt = lock(&shared.in_doubt[p as usize]);
-            if !self.may_decide(by) {
-                let e = joule_common::err!(
+            let refusal = if doubt.stopped {
+                Some(joule_common::err!(Unavailable, "partition {p}: this host is stopping"))
+            } else if !self.may_decide(by) {
+                Some(joule_common::err!(
                     Unavailable,
                     "partition {p}: {by:?} no longer coordinates multi-partition transactions (the metadata moved it)"
-                );
+                ))
+            } else {
+                None
+            };
+            if let Some(e) = refusal {
                 let _ = done.send(Err(e));
                 return false;
             }
             doubt.pending = Some((ids.txn_id.0, work));
         }
-        match (&self.link, writes) {
-            (Some(link), Some(items)) if by != Decider::Leader && !items.is_empty() => {
-                let mut records = Vec::new();
-                if let Err(e) = frame_record(&Replicated::MpPrepare { ids, items }, &mut records) {
-                    let _ = done.send(Err(e));
-                    return true;
-                }
+        match ship {
+            Some(link) => {
                 link.replicate(
                     p,
                     records,
@@ -203,7 +218,7 @@ impl Site {
                     }),
                 );
             }
-            _ => drop(done.send(Ok(true))),
+            None => drop(done.send(Ok(true))),
         }
         true
     }
@@ -217,24 +232,28 @@ impl Site {
         }
     }
 
-    /// End the prepared transaction `ids` as `outcome` says, if `by` (none:
-    /// a resolver) may decide it; the outcome reaches the replicas as a
+    /// End the prepared transaction `ids` as `outcome` says, if `by` may
+    /// decide it; the outcome reaches the replicas as a
     /// [`Replicated::MpDecide`] record.
     fn decide(
         &mut self,
         ids: TxnIds,
-        by: Option<Decider>,
+        by: Decider,
         outcome: Outcome,
         ddl: &[Arc<joule_sql::planner::Planned>],
     ) -> Ended {
-        let Some(shared) = self.shared.upgrade() else { return Ended::Done };
+        let Some(shared) = self.shared.upgrade() else {
+            // The host is gone.
+            let _ = self.db.rollback();
+            return Ended::Done;
+        };
         let p = self.partition;
         let txn = ids.txn_id.0;
         {
             // Checked and recorded under the entry's lock: a new coordinator
             // reading the entry sees this outcome, or this decider refused.
             let mut doubt = lock(&shared.in_doubt[p as usize]);
-            if let Some(by) = by.filter(|by| !self.may_decide(*by)) {
+            if !self.may_decide(by) {
                 eprintln!(
                     "joule: partition {p}: transaction {txn} is prepared here; its outcome from {by:?}, which no \
                      longer decides it, is refused (the coordinator now named settles it)"
@@ -248,9 +267,12 @@ impl Site {
                 eprintln!("joule: partition {p}: rollback failed: {e}");
             }
         }
-        if outcome.commit {
+        let leads = self.link.as_ref().is_some_and(|l| l.leads(p));
+        if outcome.commit && leads {
             // Committed here, and the replicas do not know it.
             joule_common::failpoint::crash_if_armed("leader-after-commit");
+        }
+        if outcome.commit {
             self.install(outcome.schema, outcome.hashinator, outcome.install, ddl);
         }
         let done = move || {
@@ -259,7 +281,7 @@ impl Site {
             }
         };
         match &self.link {
-            Some(link) if link.leads(p) => {
+            Some(link) if leads => {
                 let mut records = Vec::new();
                 if let Err(e) = frame_record(&Replicated::MpDecide { txn, commit: outcome.commit }, &mut records) {
                     eprintln!("joule: partition {p}: {e}");
@@ -295,6 +317,8 @@ impl Site {
             (Some(link), Some(items)) => {
                 let mut records = Vec::new();
                 if !items.is_empty() {
+                    // Committed here, and the replicas do not know it.
+                    joule_common::failpoint::crash_if_armed("leader-after-commit");
                     if let Err(e) = frame_record(&Replicated::Mp { ids, items }, &mut records) {
                         eprintln!("joule: partition {}: {e}", self.partition);
                     }

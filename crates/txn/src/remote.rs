@@ -678,8 +678,12 @@ impl crate::Host {
                     let (work, own) = std::sync::mpsc::channel();
                     // In doubt from now on: the outcome that follows on the
                     // stream (or a coordinator's settle) finds the site here.
-                    crate::participant::lock(&self.shared().in_doubt[partition as usize]).pending =
-                        Some((ids.txn_id.0, work.clone()));
+                    {
+                        let mut doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);
+                        if !doubt.stopped {
+                            doubt.pending = Some((ids.txn_id.0, work.clone()));
+                        }
+                    }
                     let sent = site.send(SiteMsg::MpBegin(ids, Some(own), Decider::Leader)).is_ok()
                         && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
                         && work.send(MpWork::Prepare { work: work.clone(), done: ready }).is_ok();
@@ -726,6 +730,9 @@ impl crate::Host {
     pub fn local_doubt(&self, partition: u32) -> Result<DoubtReport> {
         let doubt = self.shared().in_doubt.get(partition as usize).ok_or_else(|| unknown(partition))?;
         let doubt = crate::participant::lock(doubt);
+        if doubt.stopped {
+            bail!(Unavailable, "this host is stopping");
+        }
         Ok(DoubtReport {
             pending: doubt.pending.as_ref().map(|(t, _)| *t),
             decided: doubt.decided.iter().copied().collect(),
@@ -733,29 +740,44 @@ impl crate::Host {
     }
 
     /// End the prepared transaction `txn` on this host's copy of
-    /// `partition` (which leads it) as `commit` says; returns once the
-    /// replicas have the outcome. A transaction not in doubt here has
-    /// nothing to end (one already ended the other way is an error).
-    pub fn local_settle(&self, partition: u32, txn: u64, commit: bool) -> Result<()> {
+    /// `partition` (which leads it) as `commit` says, for the coordinator
+    /// on host `by` (which must be the one the metadata names when the site
+    /// takes it); returns once the replicas have the outcome. A transaction
+    /// ended here already the same way is confirmed; one ended the other
+    /// way, or a commit of one never prepared here, is an `Internal` error
+    /// (the copies that held it are gone); a rollback of one never prepared
+    /// here has nothing to do.
+    pub fn local_settle(&self, partition: u32, txn: u64, commit: bool, by: u64) -> Result<()> {
         let doubt = self.shared().in_doubt.get(partition as usize).ok_or_else(|| unknown(partition))?;
         let (done, confirmed) = std::sync::mpsc::channel();
         {
             let doubt = crate::participant::lock(doubt);
+            if doubt.stopped {
+                bail!(Unavailable, "this host is stopping");
+            }
+            let outcome = |c: bool| if c { "committed" } else { "rolled back" };
             match (&doubt.pending, doubt.outcome(txn)) {
                 (Some((t, work)), _) if *t == txn => {
-                    work.send(MpWork::Settle { txn, commit, done }).map_err(|_| gone(partition))?
+                    let by = Decider::RemoteCoordinator(by);
+                    work.send(MpWork::Settle { txn, commit, by, done }).map_err(|_| gone(partition))?
                 }
-                (_, Some(c)) if c != commit => bail!(
-                    Internal,
-                    "partition {partition}: transaction {txn} was {} here already",
-                    if c { "committed" } else { "rolled back" }
-                ),
-                _ => return Ok(()),
+                (_, Some(c)) if c == commit => return Ok(()),
+                (_, Some(c)) => {
+                    bail!(Internal, "partition {partition}: transaction {txn} was {} here already", outcome(c))
+                }
+                (_, None) if commit => {
+                    bail!(Internal, "partition {partition}: transaction {txn} was never prepared on this copy")
+                }
+                (_, None) => return Ok(()),
             }
         }
-        confirmed
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .map_err(|_| err!(Unavailable, "partition {partition}: the outcome of transaction {txn} was not confirmed"))
+        confirmed.recv_timeout(std::time::Duration::from_secs(30)).map_err(|_| {
+            err!(
+                Unavailable,
+                "partition {partition}: the outcome of transaction {txn} was not confirmed (refused, or the replicas \
+                 did not acknowledge it in time)"
+            )
+        })
     }
 
     /// Per partition held here, this copy's per-table checksums (taken by

@@ -1,37 +1,45 @@
 //! The coordinator's side of a cluster's two-phase commit (the sites' side,
-//! and why it is needed, is in `crate::participant`): preparing every
-//! partition, sending the outcome and *settling* the partitions that did
-//! not confirm it, and — on a host that has just become the coordinator —
-//! resolving what the previous coordinator left in doubt.
+//! and why it is needed, is in `crate::participant`): preparing the
+//! partitions that were sent a write, sending the outcome and *settling*
+//! the partitions that did not confirm it, and — on a host that has just
+//! become the coordinator — resolving what the previous coordinator left in
+//! doubt.
 //!
 //! **Settling.** A partition whose leader failed after it prepared has a
 //! new leader holding the writes (the repair step brought every surviving
 //! copy to the same last batch), waiting for the outcome. The coordinator
-//! sends it the outcome ([`ClusterLink::settle`]) until it is confirmed, for
-//! as long as this host coordinates; the client is answered success only if
-//! every partition that wrote confirmed the commit.
+//! sends it the outcome ([`ClusterLink::settle`]) until it is confirmed:
+//! for up to [`PATIENCE`] before it answers the client (success only if
+//! every partition that wrote confirmed the commit; `OutcomeUnknown`
+//! otherwise), then every [`RETRY_EVERY`] for as long as this host
+//! coordinates, refusing new transactions as `Unavailable` meanwhile (the
+//! partition in doubt could not take part in them).
 //!
 //! **Resolving.** A new coordinator asks every partition's leader what it
 //! holds in doubt and how it ended its last prepared transactions
 //! ([`ClusterLink::doubt`]). A transaction some copy committed is committed
-//! everywhere it is in doubt; any other is rolled back: its old coordinator
-//! decided to commit only after every partition prepared, and a copy that
-//! committed says so. Nothing else runs before this is done (the partitions
-//! in doubt could not take part anyway).
+//! everywhere it is in doubt; any other is rolled back — once every
+//! partition has answered, since one not heard from may have committed it:
+//! its old coordinator decided to commit only after every partition
+//! prepared, and a copy that committed says so. Nothing else runs before
+//! this is done; it is tried again until it is.
 
 use crate::coordinator::Coordinator;
 use crate::messages::{MpWork, SiteMsg};
 use crate::remote::DoubtReport;
-use joule_common::{err, Error, ErrorCode};
+use joule_common::{bail, err, Error, ErrorCode, Result};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How long the coordinator keeps trying to settle a partition, or to ask
-/// one what it holds in doubt, before it gives up on it (its copies are all
-/// down: more hosts failed than the k-factor allows).
-const PATIENCE: Duration = Duration::from_secs(60);
+/// one what it holds in doubt, before it answers its client and goes back
+/// to its inbox (trying again every [`RETRY_EVERY`], and refusing new
+/// transactions until it is done).
+const PATIENCE: Duration = Duration::from_secs(10);
 /// Between attempts.
 const RETRY: Duration = Duration::from_millis(100);
+/// Between attempts while the coordinator waits for work.
+pub(crate) const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 impl Coordinator {
     /// Ask every partition that was sent a write to prepare (a cluster's
@@ -70,11 +78,10 @@ impl Coordinator {
         (in_doubt, failure)
     }
 
-    /// Send every partition the outcome and wait for each to confirm it;
-    /// settle those in doubt that did not. Whether every partition in doubt
-    /// confirmed it.
+    /// Settle the partitions in doubt that did not confirm the outcome
+    /// `commit` of `ids`: whether every one of them confirmed it.
     pub(crate) fn settle_unconfirmed(
-        &self,
+        &mut self,
         ids: crate::TxnIds,
         commit: bool,
         confirmed: &[bool],
@@ -105,40 +112,83 @@ impl Coordinator {
         self.settle_unconfirmed(ids, false, &confirmed, in_doubt);
     }
 
-    /// Have partition `p`'s leader end `txn` as `commit` says, retrying
-    /// while this host coordinates: whether it confirmed.
-    fn settle(&self, p: u32, txn: u64, commit: bool) -> bool {
-        let Some(link) = &self.shared.link else { return false };
+    /// Have partition `p`'s leader end `txn` as `commit` says, trying for
+    /// [`PATIENCE`]: whether it confirmed. One not confirmed by then is
+    /// owed (tried again before anything else runs); one this host no
+    /// longer coordinates is left to the next coordinator.
+    fn settle(&mut self, p: u32, txn: u64, commit: bool) -> bool {
         let deadline = Instant::now() + PATIENCE;
-        let outcome = if commit { "commit" } else { "rollback" };
         loop {
-            if !link.coordinates() || !self.shared.running.load(Ordering::SeqCst) {
-                eprintln!(
-                    "joule: coordinator: partition {p}: the {outcome} of transaction {txn} is left to the next \
-                     coordinator (this host no longer coordinates)"
-                );
-                return false;
-            }
-            match link.settle(p, txn, commit) {
-                Ok(()) => {
-                    eprintln!(
-                        "joule: coordinator: partition {p}: transaction {txn} settled ({outcome}) with its leader"
-                    );
-                    return true;
-                }
-                Err(e) if e.code() == ErrorCode::Internal || Instant::now() > deadline => {
-                    eprintln!("joule: coordinator: partition {p}: cannot settle transaction {txn} ({outcome}): {e}");
+            match self.try_settle(p, txn, commit) {
+                Settled::Yes => return true,
+                Settled::Never => return false,
+                Settled::NotYet if Instant::now() > deadline => {
+                    self.unsettled.push((p, txn, commit));
                     return false;
                 }
-                Err(_) => std::thread::sleep(RETRY),
+                Settled::NotYet => std::thread::sleep(RETRY),
             }
         }
     }
 
+    fn try_settle(&self, p: u32, txn: u64, commit: bool) -> Settled {
+        let Some(link) = &self.shared.link else { return Settled::Never };
+        let outcome = if commit { "commit" } else { "rollback" };
+        if !link.coordinates() || !self.shared.running.load(Ordering::SeqCst) {
+            eprintln!(
+                "joule: coordinator: partition {p}: the {outcome} of transaction {txn} is left to the next \
+                 coordinator (this host no longer coordinates)"
+            );
+            return Settled::Never;
+        }
+        match link.settle(p, txn, commit) {
+            Ok(()) => {
+                eprintln!("joule: coordinator: partition {p}: transaction {txn} settled ({outcome}) with its leader");
+                Settled::Yes
+            }
+            Err(e) if e.code() == ErrorCode::Internal => {
+                eprintln!("joule: coordinator: partition {p}: cannot settle transaction {txn} ({outcome}): {e}");
+                Settled::Never
+            }
+            Err(_) => Settled::NotYet,
+        }
+    }
+
+    /// Whether this coordinator owes partitions a resolution or an outcome.
+    pub(crate) fn owes(&self) -> bool {
+        !self.unsettled.is_empty() || self.shared.resolve.load(Ordering::SeqCst)
+    }
+
+    /// Resolve (if this host has just become the coordinator) and settle
+    /// what is owed; an error says what is still owed — no new transaction
+    /// runs meanwhile (the partitions in doubt could not take part).
+    pub(crate) fn catch_up(&mut self) -> Result<()> {
+        if self.shared.resolve.swap(false, Ordering::SeqCst) && !self.resolve_in_doubt() {
+            self.shared.resolve.store(true, Ordering::SeqCst);
+        }
+        let owed = std::mem::take(&mut self.unsettled);
+        for (p, txn, commit) in owed {
+            if let Settled::NotYet = self.try_settle(p, txn, commit) {
+                self.unsettled.push((p, txn, commit));
+            }
+        }
+        if let Some((p, txn, _)) = self.unsettled.first() {
+            bail!(
+                Unavailable,
+                "the coordinator is still settling transaction {txn} on partition {p} after a failure; try again"
+            );
+        }
+        if self.shared.resolve.load(Ordering::SeqCst) {
+            bail!(Unavailable, "the new coordinator is still resolving what the previous one left in doubt; try again");
+        }
+        Ok(())
+    }
+
     /// This host has just become the coordinator: settle what the previous
-    /// one left in doubt (see the module doc).
-    pub(crate) fn resolve_in_doubt(&mut self) {
-        let Some(link) = self.shared.link.clone() else { return };
+    /// one left in doubt (see the module doc). Whether that is done (it is
+    /// tried again otherwise).
+    fn resolve_in_doubt(&mut self) -> bool {
+        let Some(link) = self.shared.link.clone() else { return true };
         // Told just before this host routes by the metadata that names it.
         let named = Instant::now() + Duration::from_secs(5);
         while !link.coordinates() && Instant::now() < named {
@@ -146,11 +196,13 @@ impl Coordinator {
         }
         let n = self.sites.len() as u32;
         let mut reports: Vec<(u32, DoubtReport)> = Vec::with_capacity(n as usize);
+        let mut unasked = Vec::new();
         for p in 0..n {
             let deadline = Instant::now() + PATIENCE;
             loop {
                 if !link.coordinates() || !self.shared.running.load(Ordering::SeqCst) {
-                    return;
+                    // The next coordinator resolves.
+                    return true;
                 }
                 match link.doubt(p) {
                     Ok(r) => {
@@ -158,10 +210,8 @@ impl Coordinator {
                         break;
                     }
                     Err(e) if Instant::now() > deadline => {
-                        eprintln!(
-                            "joule: coordinator: partition {p} did not say what it holds in doubt; resolving without \
-                             it: {e}"
-                        );
+                        eprintln!("joule: coordinator: partition {p} did not say what it holds in doubt: {e}");
+                        unasked.push(p);
                         break;
                     }
                     Err(_) => std::thread::sleep(RETRY),
@@ -169,10 +219,19 @@ impl Coordinator {
             }
         }
         let pending: std::collections::BTreeSet<u64> = reports.iter().filter_map(|(_, r)| r.pending).collect();
+        let done = unasked.is_empty();
         for txn in pending {
             let committed_on: Vec<u32> =
                 reports.iter().filter(|(_, r)| r.decided.contains(&(txn, true))).map(|(p, _)| *p).collect();
             let commit = !committed_on.is_empty();
+            if !commit && !unasked.is_empty() {
+                // A partition not heard from may have committed it.
+                eprintln!(
+                    "joule: coordinator: transaction {txn} is in doubt, and partitions {unasked:?} did not say how \
+                     it ended there: asking again"
+                );
+                continue;
+            }
             let waiting: Vec<u32> = reports.iter().filter(|(_, r)| r.pending == Some(txn)).map(|(p, _)| *p).collect();
             let why = if commit {
                 format!("partitions {committed_on:?} committed it")
@@ -188,14 +247,17 @@ impl Coordinator {
                 self.settle(p, txn, commit);
             }
         }
+        done
     }
+}
 
-    /// Resolve first if this host has just become the coordinator.
-    pub(crate) fn resolve_if_new(&mut self) {
-        if self.shared.resolve.swap(false, Ordering::SeqCst) {
-            self.resolve_in_doubt();
-        }
-    }
+/// How one attempt to settle a partition went.
+enum Settled {
+    Yes,
+    /// Tried again later.
+    NotYet,
+    /// Not this coordinator's to settle (any more), or impossible.
+    Never,
 }
 
 impl crate::Host {

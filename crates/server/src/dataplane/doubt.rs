@@ -82,10 +82,13 @@ async fn answer(request: DoubtRequest, host: Arc<Host>, link: &Link) -> Result<V
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Everything the stream brought is applied: an outcome that came on it
+    // before this host led is in the entry read.
+    link.progress.settled_last(partition).await?;
     tokio::task::spawn_blocking(move || match request {
         DoubtRequest::Doubt { partition, .. } => host.local_doubt(partition).and_then(|r: DoubtReport| encode(&r)),
-        DoubtRequest::Settle { partition, txn, commit, .. } => {
-            host.local_settle(partition, txn, commit).and_then(|()| encode(&()))
+        DoubtRequest::Settle { partition, txn, commit, coordinator } => {
+            host.local_settle(partition, txn, commit, coordinator).and_then(|()| encode(&()))
         }
     })
     .await

@@ -9,6 +9,10 @@
 //! cut lasts. The group fails the host reported, unless the reporter is
 //! down by then (the other end's report came first: exactly one of the
 //! two goes) or failing it would leave a partition without a running copy.
+//! A refused report (or a refused failure, on the leader) is not made again
+//! at once: it waits twice the timeout, then twice as long each time (up to
+//! 30 s), until the host answers or any host's state changes — a cut that
+//! lasts does not put a proposal through the group every second.
 //!
 //! A host whose internal port refuses connections twice in a row (its
 //! process is gone) is failed without waiting for the timeout. The leader
@@ -60,6 +64,11 @@ impl Default for DetectorSettings {
 /// Pings in a row a host must miss before another host (not the leader)
 /// reports it unreachable.
 const MISSED_TO_REPORT: u32 = 3;
+/// A report the group refused (failing the host would leave a partition
+/// without a running copy, say) is not made again for twice the timeout,
+/// then twice as long each time, up to this — unless the host answers
+/// meanwhile, or any host's state changes (a copy may have come back).
+const MAX_HOLD_BACK: Duration = Duration::from_secs(30);
 
 /// Run failure detection for host `me` until the task is aborted.
 pub(crate) async fn run(
@@ -77,8 +86,15 @@ pub(crate) async fn run(
     let mut refused: BTreeMap<HostId, u32> = BTreeMap::new();
     let mut missed: BTreeMap<HostId, u32> = BTreeMap::new();
     let mut peers: BTreeMap<HostId, Peer> = BTreeMap::new();
-    // Reports in flight, by the host reported.
-    let mut reports: BTreeMap<HostId, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    // Reports in flight, by the host reported (each ends with the group's
+    // refusal, if it refused).
+    let mut reports: BTreeMap<HostId, tokio::task::JoinHandle<Option<String>>> = BTreeMap::new();
+    // Hosts whose report was refused: not reported again until then, and
+    // the wait after the next refusal.
+    let mut held_back: BTreeMap<HostId, (Instant, Duration)> = BTreeMap::new();
+    // The hosts' states when last looked at: a change may make a refused
+    // report acceptable (a copy came back), so it ends every hold.
+    let mut states_before: Vec<(HostId, HostState, u64)> = Vec::new();
     let mut was_leader = false;
     let mut previous_leader = None;
     let mut tick = tokio::time::interval(settings.interval);
@@ -110,12 +126,19 @@ pub(crate) async fn run(
             _ if !leading => continue,
             _ => 0,
         };
+        let states: Vec<(HostId, HostState, u64)> =
+            m.hosts.iter().map(|(id, h)| (*id, h.state, h.incarnation)).collect();
+        if states != states_before {
+            held_back.clear();
+            states_before = states;
+        }
         // A host that rejoined is a new incarnation: its clock starts afresh.
         for (id, h) in &m.hosts {
             if incarnations.insert(*id, h.incarnation).is_some_and(|before| before != h.incarnation) {
                 heard.remove(id);
                 refused.remove(id);
                 missed.remove(id);
+                held_back.remove(id);
             }
         }
         let up: Vec<(HostId, String)> = m
@@ -144,18 +167,27 @@ pub(crate) async fn run(
             if answered {
                 *last = Instant::now();
                 *misses = 0;
+                held_back.remove(&id);
             } else {
                 *misses += 1;
             }
             let count = refused.entry(id).or_default();
             *count = if was_refused { *count + 1 } else { 0 };
         }
-        reports.retain(|_, r| !r.is_finished());
+        let finished: Vec<HostId> = reports.iter().filter(|(_, r)| r.is_finished()).map(|(id, _)| *id).collect();
+        for id in finished {
+            let refusal = reports.remove(&id).and_then(futures::FutureExt::now_or_never).and_then(Result::ok);
+            if let Some(why) = refusal.flatten() {
+                let wait = hold_back(&mut held_back, id, settings.timeout);
+                eprintln!("joule: report on host {id} refused: {why}; not reported again for {wait:?}");
+            }
+        }
         for (id, _) in &up {
             let silent = heard.get(id).is_some_and(|t| t.elapsed() >= settings.timeout);
             let gone = refused.get(id).is_some_and(|n| *n >= REFUSALS);
             let sure = leading || gone || missed.get(id).is_some_and(|n| *n >= MISSED_TO_REPORT);
-            if !(silent || gone) || !sure || reports.contains_key(id) {
+            let waiting = held_back.get(id).is_some_and(|(until, _)| *until > now);
+            if !(silent || gone) || !sure || reports.contains_key(id) || waiting {
                 continue;
             }
             heard.remove(id);
@@ -175,8 +207,15 @@ pub(crate) async fn run(
                     )),
                 );
                 if let Ok(Ok(r)) = proposed.await {
-                    if r.data == CommandResult::Applied {
-                        eprintln!("joule: host {id} {why}: declared failed");
+                    match r.data {
+                        CommandResult::Applied => eprintln!("joule: host {id} {why}: declared failed"),
+                        CommandResult::Refused(refusal) => {
+                            let wait = hold_back(&mut held_back, *id, settings.timeout);
+                            eprintln!(
+                                "joule: host {id} {why}, but failing it was refused: {refusal}; not tried again \
+                                       for {wait:?}"
+                            );
+                        }
                     }
                 }
             } else {
@@ -192,17 +231,41 @@ pub(crate) async fn run(
                     tokio::spawn(async move {
                         match proposer.propose_within(command, settings.timeout).await {
                             Ok(CommandResult::Applied) => {
-                                eprintln!("joule: host {id} {why} (unreachable from host {me}): declared failed")
+                                eprintln!("joule: host {id} {why} (unreachable from host {me}): declared failed");
+                                None
                             }
-                            Ok(CommandResult::Refused(reason)) => {
-                                eprintln!("joule: report on host {id} refused: {reason}")
-                            }
+                            Ok(CommandResult::Refused(reason)) => Some(reason),
                             // No answer from the group: the next round tries again.
-                            Err(_) => {}
+                            Err(_) => None,
                         }
                     }),
                 );
             }
         }
+    }
+}
+
+/// `id`'s report was refused: hold the next one back (twice the timeout,
+/// then twice the last wait, up to [`MAX_HOLD_BACK`]); how long.
+fn hold_back(held_back: &mut BTreeMap<HostId, (Instant, Duration)>, id: HostId, timeout: Duration) -> Duration {
+    let wait = held_back.get(&id).map_or(2 * timeout, |(_, last)| (*last * 2).min(MAX_HOLD_BACK));
+    held_back.insert(id, (Instant::now() + wait, wait));
+    wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_report_waits_longer_each_time_up_to_a_bound() {
+        let mut held = BTreeMap::new();
+        let timeout = Duration::from_secs(1);
+        let waits: Vec<Duration> = (0..8).map(|_| hold_back(&mut held, 4, timeout)).collect();
+        assert_eq!(waits[..4], [2, 4, 8, 16].map(Duration::from_secs));
+        assert!(waits[4..].iter().all(|w| *w == MAX_HOLD_BACK));
+        assert!(held[&4].0 > Instant::now() + Duration::from_secs(29));
+        // Another host's reports are their own.
+        assert_eq!(hold_back(&mut held, 5, timeout), Duration::from_secs(2));
     }
 }

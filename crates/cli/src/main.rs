@@ -119,6 +119,12 @@ struct StartArgs {
     /// A host silent this many milliseconds is declared dead [default: 1000].
     #[arg(long)]
     heartbeat_timeout: Option<u64>,
+    /// A restarted host may bring partitions back empty when no other host
+    /// has a running copy (a k = 0 cluster, or every host stopped: a
+    /// multi-host cluster keeps no logs yet). Without it the host refuses
+    /// to start rather than lose the data silently.
+    #[arg(long)]
+    accept_data_loss: bool,
     /// Reach another host's internal address at another one
     /// (RECORDED=DIAL, HOST:PORT each; repeatable): a host behind NAT, or
     /// a relay between two hosts.
@@ -294,6 +300,9 @@ fn start(args: StartArgs) -> ExitCode {
     }
     if let Some(ms) = args.heartbeat_timeout {
         config.cluster.heartbeat_timeout = std::time::Duration::from_millis(ms);
+    }
+    if args.accept_data_loss {
+        config.cluster.accept_data_loss = true;
     }
     for route in &args.routes {
         let Some((recorded, dial)) = route.split_once('=') else {

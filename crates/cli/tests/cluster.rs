@@ -543,3 +543,56 @@ fn a_silent_data_plane_connection_is_closed_and_holds_up_nothing() {
     }
     assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 30);
 }
+
+/// Every host stopped at once. A multi-host cluster keeps no logs yet, so
+/// its data is gone: a restarted host says so and refuses to start rather
+/// than serve an empty database in its place. Told to accept the loss
+/// (`--accept-data-loss`), the hosts come back empty and work.
+#[test]
+fn a_whole_cluster_restart_refuses_to_come_back_empty_unless_told() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("wholestop-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    sql(&hosts[0].client, "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE kv ON COLUMN k;", vec![]);
+    for k in 0..10 {
+        sql(&hosts[1].client, "INSERT INTO kv VALUES (?)", vec![Value::Integer(k)]);
+    }
+    for h in &mut hosts {
+        let _ = h.child.kill();
+        let _ = h.child.wait();
+    }
+    drop(hosts);
+    let args = ["--host-count", "3", "--kfactor", "1"];
+    let mut starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
+    for s in &mut starting {
+        let child = &mut s.child;
+        assert!(wait_until(Duration::from_secs(90), || child.try_wait().ok().flatten().is_some()), "a host started");
+        assert!(!child.wait().unwrap().success());
+        let said: Vec<String> = s.stderr.try_iter().collect();
+        assert!(
+            said.iter().any(|l| l.contains("would come back empty") && l.contains("--accept-data-loss")),
+            "the host said:\n{}",
+            said.join("\n")
+        );
+    }
+    drop(starting);
+    let args = ["--host-count", "3", "--kfactor", "1", "--accept-data-loss"];
+    let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
+    let hosts: Vec<Host> = starting.into_iter().map(Starting::ready).collect();
+    eventually("every host is up and every partition led", || {
+        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
+    });
+    let gone = connect(&hosts[0].client).call("@AdHoc", vec![Value::from("SELECT COUNT(*) FROM kv")]);
+    assert!(gone.as_ref().is_err_and(|e| e.message().contains("KV")), "the table came back: {gone:?}");
+    // Leadership may still be settling on the hosts (`Unavailable`, safe to
+    // call again).
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE kv ON COLUMN k;";
+    eventually("the schema can be created again", || {
+        connect(&hosts[2].client).call("@AdHoc", vec![Value::from(ddl)]).is_ok()
+    });
+    for k in 0..10 {
+        sql(&hosts[0].client, "INSERT INTO kv VALUES (?)", vec![Value::Integer(k)]);
+    }
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    replicas_agree(&clients, 2).unwrap();
+    assert_eq!(scalar(&hosts[1].client, "SELECT COUNT(*) FROM kv"), 10);
+}

@@ -50,6 +50,10 @@ pub struct ClusterConfig {
     /// Other hosts' internal addresses (as the cluster records them, or as
     /// given to `join`) dialled at another address: `--route A=B`.
     pub routes: BTreeMap<String, String>,
+    /// A restarted host may bring a partition back empty when no other host
+    /// runs a copy of it (`--accept-data-loss`); otherwise it refuses to
+    /// start.
+    pub accept_data_loss: bool,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +66,7 @@ impl Default for ClusterConfig {
             advertise: None,
             heartbeat_timeout: joule_cluster::DetectorSettings::default().timeout,
             routes: BTreeMap::new(),
+            accept_data_loss: false,
         }
     }
 }
@@ -182,7 +187,8 @@ pub(crate) async fn join(
 /// copy of, ask the partition's leader for the partition as it is now
 /// (the stream of changes follows it), wait until every copy is loaded,
 /// then mark this host up. A partition with no running copy elsewhere (a
-/// k = 0 cluster) comes back empty.
+/// k = 0 cluster, or every host stopped) would come back empty: the host
+/// refuses to start, unless told to accept that (`accept_data_loss`).
 pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
     let Membership::Member(node) = &ctx.membership else { return Ok(()) };
     let me = node.id();
@@ -195,9 +201,28 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
     let mine: Vec<u32> =
         (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me)).collect();
     let mut asked = Vec::new();
+    let mut empty = Vec::new();
     for p in &mine {
-        if let Some(leader) = ask_for_copy(node, &routes, *p).await? {
-            asked.push((*p, leader));
+        match ask_for_copy(node, &routes, *p).await? {
+            Some(leader) => asked.push((*p, leader)),
+            None => empty.push(*p),
+        }
+    }
+    if !empty.is_empty() {
+        if !ctx.config.cluster.accept_data_loss {
+            bail!(
+                Unavailable,
+                "partitions {empty:?} have no running copy on another host, and this host's copies were lost when it \
+                 stopped (a multi-host cluster keeps no logs yet): they would come back empty. Start the hosts that \
+                 hold their other copies first; if none is left (a k = 0 cluster, or every host stopped), their data \
+                 is gone: start this host with --accept-data-loss to bring them back empty"
+            );
+        }
+        let line = format!("host {me}: partitions {empty:?} had no running copy elsewhere: they come back empty");
+        eprintln!("joule: cluster: {line}");
+        ctx.event(line);
+        for p in &empty {
+            ctx.host.copy_loaded(*p);
         }
     }
     // Up only once every copy is complete. A copy that never completes (its
@@ -238,7 +263,6 @@ async fn ask_for_copy(node: &MetadataNode, routes: &joule_cluster::Routes, p: u3
     loop {
         let now = node.metadata();
         let Some(leader) = now.partitions[p as usize].leader.filter(|l| *l != me) else {
-            eprintln!("joule: cluster: partition {p} has no running copy elsewhere: it comes back empty");
             return Ok(None);
         };
         let address = now.hosts.get(&leader).map(|h| routes.dial(&h.internal_address)).unwrap_or_default();

@@ -836,6 +836,14 @@ impl crate::Host {
         matches!(unframe_first(records), Some(Replicated::Load { .. }))
     }
 
+    /// This host's copy of `partition` is the partition as it is (it came
+    /// back empty, with no copy elsewhere to load).
+    pub fn copy_loaded(&self, partition: u32) {
+        if let Some(l) = self.shared().loaded.get(partition as usize) {
+            l.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// Whether a copy of `partition` from its leader has been loaded here.
     pub fn replica_loaded(&self, partition: u32) -> bool {
         self.shared().loaded.get(partition as usize).is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst))

@@ -461,6 +461,11 @@ async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<L
         {
             Err(err!(InvalidArgument, "host {joiner} holds no copy of partition {partition}"))
         }
+        // Only a leader whose own copy is whole hands one out (not a host
+        // that restarted and is waiting for its own).
+        Ok((partition, _)) if !link.leads(partition) || !host.replica_loaded(partition) => {
+            Err(err!(Unavailable, "this host does not lead partition {partition} with a loaded copy"))
+        }
         Ok((partition, joiner)) => tokio::task::spawn_blocking(move || host.rejoin_partition(partition, joiner))
             .await
             .unwrap_or_else(|_| Err(err!(Internal, "the rejoin request failed"))),

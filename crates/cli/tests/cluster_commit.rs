@@ -160,3 +160,46 @@ fn coordinator_after(addr: &str, old: usize) -> usize {
     });
     now
 }
+
+/// k = 2: the prepared writes reach one replica and not the other (its
+/// link hangs), then the partition's leader dies. The new leader's repair
+/// step brings the prepare to both copies, and the coordinator — which
+/// never heard the partition prepared — rolls the transaction back through
+/// the new leader, on both.
+#[test]
+fn a_prepare_that_reached_one_replica_is_rolled_back_on_both() {
+    use common::fault_proxy::Link;
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("commit-k2-{i}"))).collect();
+    let (mut hosts, mesh) = form_meshed(&dirs, 2);
+    let ddl = "CREATE TABLE accounts (id BIGINT NOT NULL PRIMARY KEY, touched BIGINT NOT NULL); \
+               PARTITION TABLE accounts ON COLUMN id;";
+    sql(&hosts[0].client, ddl, vec![]);
+    for id in 0..ROWS {
+        sql(&hosts[0].client, "INSERT INTO accounts VALUES (?, 0)", vec![Value::Integer(id)]);
+    }
+    let c = coordinator(&hosts[0].client);
+    // A partition led by another host than the coordinator's (two
+    // partitions, three copies each).
+    let topo = stats(&hosts[0].client, "TOPO");
+    let leader_of = |p: usize| -> usize { topo[p][2].split(':').next().unwrap().parse().unwrap() };
+    let p = (0..2).find(|p| leader_of(*p) != c).expect("a partition led away from the coordinator");
+    let leader = leader_of(p);
+    let behind = (0..3).find(|h| *h != leader && *h != c).unwrap();
+    mesh.set(leader, behind, Link::Hang);
+    let through = hosts[c].client.clone();
+    let pending = std::thread::spawn(move || touch_all(&through));
+    // The prepare reaches the coordinator's copy and waits for `behind`'s.
+    std::thread::sleep(Duration::from_millis(400));
+    let _ = hosts[leader].child.kill();
+    let _ = hosts[leader].child.wait();
+    let e = pending.join().unwrap().expect_err("a partition never said it prepared");
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+    wait_line(&hosts[c].stderr, "settled (rollback) with its leader");
+    mesh.heal();
+    let live = [hosts[c].client.clone(), hosts[behind].client.clone()];
+    eventually("every copy is level", || replicas_agree(&live, 2).is_ok());
+    assert_eq!(touched(&live[1]), (0, 0));
+    touch_all(&live[1]).expect("a multi-partition update afterwards");
+    assert_eq!(touched(&live[0]), (1, 1));
+    replicas_agree(&live, 2).unwrap();
+}

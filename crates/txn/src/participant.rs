@@ -106,7 +106,7 @@ impl Site {
                     Ended::Waiting
                 }
                 MpWork::Prepare { work, done } => {
-                    prepared = self.prepare(ids, by, writes.take(), work, done);
+                    prepared = self.prepare(ids, by, &mut writes, work, done);
                     Ended::Waiting
                 }
                 MpWork::Commit { schema, hashinator, install, done } if !prepared => {
@@ -161,7 +161,7 @@ impl Site {
         &mut self,
         ids: TxnIds,
         by: Decider,
-        writes: Option<Vec<WireItem>>,
+        writes: &mut Option<Vec<WireItem>>,
         work: Sender<MpWork>,
         done: Sender<joule_common::Result<bool>>,
     ) -> bool {
@@ -172,22 +172,12 @@ impl Site {
             let _ = done.send(Ok(false));
             return false;
         };
-        // What a leader ships its replicas (framed before anything is held).
         let mut records = Vec::new();
-        let ship = match (&self.link, writes) {
-            (Some(link), Some(items)) if by != Decider::Leader && !items.is_empty() => {
-                if let Err(e) = frame_record(&Replicated::MpPrepare { ids, items }, &mut records) {
-                    let _ = done.send(Err(e));
-                    return false;
-                }
-                Some(link.clone())
-            }
-            _ => None,
-        };
-        {
+        let ship = {
             // Checked under the entry's lock, as outcomes are: a coordinator
             // the metadata replaced must not leave this copy in doubt after
-            // the new one has read the entry; nor may a host that stops.
+            // the new one has read the entry; nor may a host that stops. A
+            // refused prepare keeps the writes (only a rollback follows).
             let mut doubt = lock(&shared.in_doubt[p as usize]);
             let refusal = if doubt.stopped {
                 Some(joule_common::err!(Unavailable, "partition {p}: this host is stopping"))
@@ -203,8 +193,20 @@ impl Site {
                 let _ = done.send(Err(e));
                 return false;
             }
+            // What a leader ships its replicas.
+            let ship = match (&self.link, writes.take()) {
+                (Some(link), Some(items)) if by != Decider::Leader && !items.is_empty() => {
+                    if let Err(e) = frame_record(&Replicated::MpPrepare { ids, items }, &mut records) {
+                        let _ = done.send(Err(e));
+                        return false;
+                    }
+                    Some(link.clone())
+                }
+                _ => None,
+            };
             doubt.pending = Some((ids.txn_id.0, work));
-        }
+            ship
+        };
         match ship {
             Some(link) => {
                 link.replicate(

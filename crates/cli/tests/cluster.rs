@@ -563,17 +563,20 @@ fn a_whole_cluster_restart_refuses_to_come_back_empty_unless_told() {
     drop(hosts);
     let args = ["--host-count", "3", "--kfactor", "1"];
     let mut starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
+    let mut told = 0;
     for s in &mut starting {
         let child = &mut s.child;
         assert!(wait_until(Duration::from_secs(90), || child.try_wait().ok().flatten().is_some()), "a host started");
         assert!(!child.wait().unwrap().success());
         let said: Vec<String> = s.stderr.try_iter().collect();
-        assert!(
-            said.iter().any(|l| l.contains("would come back empty") && l.contains("--accept-data-loss")),
-            "the host said:\n{}",
-            said.join("\n")
-        );
+        // Each refuses; the last may not learn that the others went down
+        // before they stopped (the metadata group then has no quorum), and
+        // gives up waiting for a copy from one of them instead.
+        let empty = said.iter().any(|l| l.contains("would come back empty") && l.contains("--accept-data-loss"));
+        assert!(empty || said.iter().any(|l| l.contains("no copy from host")), "the host said:\n{}", said.join("\n"));
+        told += usize::from(empty);
     }
+    assert!(told >= 1, "no host said its partitions would come back empty");
     drop(starting);
     let args = ["--host-count", "3", "--kfactor", "1", "--accept-data-loss"];
     let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();

@@ -289,10 +289,10 @@ fn the_rust_client_routes_single_partition_calls_to_leaders() {
     // Topology notifications: a connection that subscribed hears of a host
     // stopping, in a response with VoltDB's topology handle carrying the
     // new TOPO table, between the answers to its own calls.
-    let mut watcher = RawConnection::open(&hosts[0].client);
-    let subscribed = watcher.call(1, "@Subscribe", "TOPOLOGY");
+    let mut watcher = common::wire::WireConnection::open(hosts[0].client.as_str());
+    let subscribed = watcher.call("@Subscribe", vec![Value::from("TOPOLOGY")]);
     assert_eq!(subscribed.status, 1, "{:?}", subscribed.status_string);
-    let refused = watcher.call(2, "@Subscribe", "NEWS");
+    let refused = watcher.call("@Subscribe", vec![Value::from("NEWS")]);
     assert_eq!(refused.status, -2, "a graceful failure");
     assert!(refused.status_string.unwrap_or_default().contains("only TOPOLOGY"));
     connect(&hosts[0].admin).call("@StopNode", vec![Value::Integer(2)]).expect("@StopNode 2");
@@ -310,68 +310,6 @@ fn the_rust_client_routes_single_partition_calls_to_leaders() {
             v => v.to_string(),
         };
         assert!(!leader.starts_with("2:"), "partition led by the stopped host: {rows:?}");
-    }
-}
-
-/// A bare connection over the wire codec: it sees every response,
-/// unsolicited ones too.
-struct RawConnection(std::net::TcpStream);
-
-impl RawConnection {
-    fn open(address: &str) -> RawConnection {
-        use joule_wire::{HashScheme, Login, LoginResponse};
-        let s = std::net::TcpStream::connect(address).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = RawConnection(s);
-        let login = Login {
-            version: 1,
-            scheme: HashScheme::Sha256,
-            service: "database".into(),
-            user: String::new(),
-            password_hash: vec![0; 32],
-        };
-        c.send(&login.encode());
-        assert_eq!(LoginResponse::decode(&c.frame()).unwrap().result, 0);
-        c
-    }
-
-    fn send(&mut self, payload: &[u8]) {
-        use std::io::Write;
-        let mut buf = Vec::new();
-        joule_wire::frame::write_frame(&mut buf, payload);
-        self.0.write_all(&buf).unwrap();
-    }
-
-    fn frame(&mut self) -> Vec<u8> {
-        use std::io::Read;
-        let mut header = [0u8; 4];
-        self.0.read_exact(&mut header).expect("a frame within 20 s");
-        let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
-        self.0.read_exact(&mut payload).unwrap();
-        payload
-    }
-
-    fn receive(&mut self) -> joule_wire::ClientResponse {
-        joule_wire::ClientResponse::decode(&self.frame()).unwrap()
-    }
-
-    /// Call `procedure(text)` and wait for its answer (skipping
-    /// notifications).
-    fn call(&mut self, handle: i64, procedure: &str, text: &str) -> joule_wire::ClientResponse {
-        let inv = joule_wire::Invocation {
-            version: 0,
-            procedure: procedure.into(),
-            client_handle: handle,
-            batch_timeout_ms: None,
-            params: vec![joule_wire::Param::Value(Value::from(text))],
-        };
-        self.send(&inv.encode().unwrap());
-        loop {
-            let r = self.receive();
-            if r.client_handle == handle {
-                return r;
-            }
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use joule_common::Value;
 use joule_wire::frame::{payload_len, write_frame};
-use joule_wire::{ClientResponse, HashScheme, Invocation, Login, LoginResponse, Param};
+use joule_wire::{ClientResponse, HashScheme, Invocation, Param};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod common;
 
+use common::wire::WireConnection as Conn;
 use common::{rand_suffix, start_in, Node, TempDir};
 
 /// A node in a fresh data directory (removed with the returned guard).
@@ -39,83 +40,6 @@ impl std::ops::DerefMut for NodeInDir {
     }
 }
 
-/// A minimal blocking client over the wire codec.
-struct Conn(TcpStream);
-
-impl Conn {
-    /// Log in as `user` with `password`; the login result code on refusal.
-    fn login(port: u16, user: &str, password: &str, scheme: HashScheme) -> Result<Conn, i8> {
-        use sha1::Digest;
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Conn(s);
-        let password_hash = match scheme {
-            HashScheme::Sha1 => sha1::Sha1::digest(password.as_bytes()).to_vec(),
-            HashScheme::Sha256 => sha2::Sha256::digest(password.as_bytes()).to_vec(),
-        };
-        let version = if scheme == HashScheme::Sha1 { 0 } else { 1 };
-        let login = Login { version, scheme, service: "database".into(), user: user.into(), password_hash };
-        c.send(&login.encode());
-        let r = LoginResponse::decode(&c.recv().unwrap()).unwrap();
-        if r.result != 0 {
-            // Refused logins are followed by a close.
-            assert!(c.recv().is_none());
-            return Err(r.result);
-        }
-        Ok(c)
-    }
-
-    fn open(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Conn(s);
-        let login = Login {
-            version: 1,
-            scheme: HashScheme::Sha256,
-            service: "database".into(),
-            user: String::new(),
-            password_hash: vec![0; 32],
-        };
-        c.send(&login.encode());
-        let r = LoginResponse::decode(&c.recv().unwrap()).unwrap();
-        assert_eq!(r.result, 0);
-        c
-    }
-
-    fn send(&mut self, payload: &[u8]) {
-        let mut buf = Vec::new();
-        write_frame(&mut buf, payload);
-        self.0.write_all(&buf).unwrap();
-    }
-
-    fn recv(&mut self) -> Option<Vec<u8>> {
-        let mut h = [0u8; 4];
-        self.0.read_exact(&mut h).ok()?;
-        let n = payload_len(h, 1 << 30).unwrap();
-        let mut p = vec![0u8; n];
-        self.0.read_exact(&mut p).ok()?;
-        Some(p)
-    }
-
-    fn invoke(&mut self, handle: i64, procedure: &str, params: Vec<Value>) {
-        let inv = Invocation {
-            version: 0,
-            procedure: procedure.into(),
-            client_handle: handle,
-            batch_timeout_ms: None,
-            params: params.into_iter().map(Param::Value).collect(),
-        };
-        self.send(&inv.encode().unwrap());
-    }
-
-    fn call(&mut self, procedure: &str, params: Vec<Value>) -> ClientResponse {
-        self.invoke(99, procedure, params);
-        let r = ClientResponse::decode(&self.recv().expect("a response")).unwrap();
-        assert_eq!(r.client_handle, 99);
-        r
-    }
-}
-
 fn s(x: &str) -> Value {
     Value::String(x.into())
 }
@@ -123,7 +47,7 @@ fn s(x: &str) -> Value {
 #[test]
 fn serves_the_voltdb_protocol_and_shuts_down_on_request() {
     let mut node = start(&[]);
-    let mut c = Conn::open(node.client);
+    let mut c = Conn::open(("127.0.0.1", node.client));
     let r = c.call(
         "@AdHoc",
         vec![s("CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(20)); PARTITION TABLE kv ON COLUMN k")],
@@ -158,7 +82,7 @@ fn serves_the_voltdb_protocol_and_shuts_down_on_request() {
     let _ = bad.read_to_end(&mut sink);
     assert_eq!(c.call("@Ping", vec![]).status, 1);
     // @Shutdown on the admin port stops the process cleanly.
-    let mut admin = Conn::open(node.admin);
+    let mut admin = Conn::open(("127.0.0.1", node.admin));
     assert_eq!(admin.call("@Shutdown", vec![]).status, 1);
     let status = node.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
@@ -175,13 +99,13 @@ fn users_and_roles_from_the_configuration_file() {
     .unwrap();
     let mut node = start(&["--config", conf.to_str().unwrap()]);
     let _ = std::fs::remove_file(&conf);
-    assert_eq!(Conn::login(node.client, "app", "wrong", HashScheme::Sha256).err(), Some(-1));
-    assert_eq!(Conn::login(node.client, "nobody", "pw", HashScheme::Sha256).err(), Some(-1));
-    assert_eq!(Conn::login(node.client, "", "", HashScheme::Sha256).err(), Some(-1));
-    let mut app = Conn::login(node.client, "app", "pw", HashScheme::Sha1).expect("SHA-1 login");
+    assert_eq!(Conn::login(("127.0.0.1", node.client), "app", "wrong", HashScheme::Sha256).err(), Some(-1));
+    assert_eq!(Conn::login(("127.0.0.1", node.client), "nobody", "pw", HashScheme::Sha256).err(), Some(-1));
+    assert_eq!(Conn::login(("127.0.0.1", node.client), "", "", HashScheme::Sha256).err(), Some(-1));
+    let mut app = Conn::login(("127.0.0.1", node.client), "app", "pw", HashScheme::Sha1).expect("SHA-1 login");
     assert_eq!(app.call("@Ping", vec![]).status, 1);
     // @Pause (admin port) leaves only the admin port taking work.
-    let mut admin_port = Conn::login(node.admin, "app", "pw", HashScheme::Sha256).unwrap();
+    let mut admin_port = Conn::login(("127.0.0.1", node.admin), "app", "pw", HashScheme::Sha256).unwrap();
     assert_eq!(admin_port.call("@Pause", vec![]).status, 1);
     assert_eq!(app.call("@AdHoc", vec![s("SELECT 1 FROM (VALUES (1)) v(x)")]).status, -5);
     assert_eq!(admin_port.call("@Ping", vec![]).status, 1);
@@ -200,7 +124,7 @@ fn users_and_roles_from_the_configuration_file() {
         assert!(r.status_string.unwrap().contains("J4005"), "{name}");
     }
     assert_eq!(app.call("@Statistics", vec![s("SNAPSHOTSTATUS"), Value::Integer(0)]).status, 1);
-    let mut admin = Conn::login(node.client, "admin", "s3cret", HashScheme::Sha256).unwrap();
+    let mut admin = Conn::login(("127.0.0.1", node.client), "admin", "s3cret", HashScheme::Sha256).unwrap();
     assert_eq!(admin.call("@Shutdown", vec![]).status, 1);
     assert!(node.child.wait().unwrap().success());
 }
@@ -233,7 +157,7 @@ fn flood(config: &str, bound: &str) {
     std::fs::write(&conf, config).unwrap();
     let node = start(&["--config", conf.to_str().unwrap()]);
     let _ = std::fs::remove_file(&conf);
-    let mut setup = Conn::open(node.client);
+    let mut setup = Conn::open(("127.0.0.1", node.client));
     assert_eq!(
         setup.call("@AdHoc", vec![s("CREATE TABLE f (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(100))")]).status,
         1
@@ -242,7 +166,7 @@ fn flood(config: &str, bound: &str) {
     let before = rss_kib(node.child.id());
 
     // A client that writes 200,000 requests and reads nothing yet.
-    let flood = Conn::open(node.client);
+    let flood = Conn::open(("127.0.0.1", node.client));
     let mut writer = flood.0.try_clone().unwrap();
     let sent: i64 = 200_000;
     let flooder = std::thread::spawn(move || {
@@ -269,7 +193,7 @@ fn flood(config: &str, bound: &str) {
     });
     std::thread::sleep(Duration::from_millis(1500));
     // Another client is served promptly meanwhile.
-    let mut other = Conn::open(node.client);
+    let mut other = Conn::open(("127.0.0.1", node.client));
     let t = std::time::Instant::now();
     assert_eq!(other.call("@Ping", vec![]).status, 1);
     assert_eq!(other.call("F.select", vec![Value::Integer(1)]).status, 1);
@@ -344,7 +268,7 @@ fn network_threads_and_transparent_huge_pages_follow_the_settings() {
 #[test]
 fn stops_on_sigterm() {
     let mut node = start(&[]);
-    let mut c = Conn::open(node.client);
+    let mut c = Conn::open(("127.0.0.1", node.client));
     assert_eq!(c.call("@Ping", vec![]).status, 1);
     let pid = node.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -358,7 +282,7 @@ fn stops_on_sigterm() {
 fn loads_a_schema_file_and_runs_the_voter_procedures() {
     let ddl = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/voter/ddl.sql");
     let node = start(&["--schema", ddl]);
-    let mut c = Conn::open(node.client);
+    let mut c = Conn::open(("127.0.0.1", node.client));
     let r = c.call("Initialize", vec![Value::Integer(6), s(joule_voter::CONTESTANTS)]);
     assert_eq!(r.tables[0].rows, vec![vec![Value::Integer(6)]]);
     let r = c.call("Vote", vec![Value::Integer(2015551234), Value::Integer(3), Value::Integer(2)]);
@@ -608,7 +532,7 @@ fn http_json_api_with_curl() {
 #[test]
 fn statistics_selectors_deltas_and_prometheus_metrics() {
     let node = start(&[]);
-    let mut c = Conn::open(node.client);
+    let mut c = Conn::open(("127.0.0.1", node.client));
     let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(20)); PARTITION TABLE kv ON COLUMN k";
     assert_eq!(c.call("@AdHoc", vec![s(ddl)]).status, 1);
     for k in 0..50 {
@@ -687,7 +611,7 @@ fn statistics_selectors_deltas_and_prometheus_metrics() {
 #[test]
 fn answers_never_interleave_on_a_connection() {
     let node = start(&[]);
-    let mut c = Conn::open(node.client);
+    let mut c = Conn::open(("127.0.0.1", node.client));
     let ddl =
         "CREATE TABLE wide (id INTEGER NOT NULL PRIMARY KEY, pad VARCHAR(1000)); PARTITION TABLE wide ON COLUMN id";
     assert_eq!(c.call("@AdHoc", vec![s(ddl)]).status, 1);

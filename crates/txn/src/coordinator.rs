@@ -190,7 +190,8 @@ impl Coordinator {
         }
         self.wrote.clear();
         self.wrote.resize(self.sites.len(), false);
-        if (0..self.sites.len()).any(|p| self.begin_target(p).send(crate::resolve::begin_marker(ids)).is_err()) {
+        let marker = || SiteMsg::MpBegin(ids, None, crate::messages::Decider::Coordinator);
+        if (0..self.sites.len()).any(|p| self.begin_target(p).send(marker()).is_err()) {
             // Sites that did get the marker wait for an outcome.
             self.rollback();
             let e = err!(Unavailable, "the host is shutting down");
@@ -473,13 +474,18 @@ impl Coordinator {
     }
 
     fn rollback(&mut self) {
+        self.rollback_schema();
+        for p in 0..self.sites.len() {
+            let _ = self.work_target(p).send(MpWork::Rollback { done: None });
+        }
+    }
+
+    /// Undo what the transaction did to the coordinator's copy of the schema.
+    pub(crate) fn rollback_schema(&mut self) {
         if self.schema_db.in_transaction() {
             if let Err(e) = self.schema_db.rollback() {
                 eprintln!("joule: coordinator: schema rollback failed: {e}");
             }
-        }
-        for p in 0..self.sites.len() {
-            let _ = self.work_target(p).send(MpWork::Rollback { done: None });
         }
     }
 

@@ -109,13 +109,14 @@ impl Site {
                     prepared = self.prepare(ids, by, &mut writes, work, done);
                     Ended::Waiting
                 }
-                MpWork::Commit { schema, hashinator, install, done } if !prepared => {
-                    self.commit_unprepared(ids, schema, hashinator, install, &ddl, writes.take(), done);
-                    Ended::Done
-                }
                 MpWork::Commit { schema, hashinator, install, done } => {
                     let outcome = Outcome { commit: true, schema, hashinator, install, done };
-                    self.decide(ids, by, outcome, &ddl)
+                    if prepared {
+                        self.decide(ids, by, outcome, &ddl)
+                    } else {
+                        self.commit_unprepared(ids, outcome, &ddl, writes.take());
+                        Ended::Done
+                    }
                 }
                 MpWork::Rollback { done } if !prepared => {
                     if let Err(e) = self.db.rollback() {
@@ -297,21 +298,17 @@ impl Site {
 
     /// Commit a transaction that was not prepared (one host; or a cluster
     /// host's site the coordinator did not ask to prepare).
-    #[allow(clippy::too_many_arguments)]
     fn commit_unprepared(
         &mut self,
         ids: TxnIds,
-        schema: Option<Arc<crate::compile::Schema>>,
-        hashinator: Option<Arc<crate::hashinator::Hashinator>>,
-        install: bool,
+        outcome: Outcome,
         ddl: &[Arc<joule_sql::planner::Planned>],
         writes: Option<Vec<WireItem>>,
-        done: Option<Sender<()>>,
     ) {
         self.db.commit();
-        self.install(schema, hashinator, install, ddl);
+        self.install(outcome.schema, outcome.hashinator, outcome.install, ddl);
         let done = move || {
-            if let Some(d) = done {
+            if let Some(d) = outcome.done {
                 let _ = d.send(());
             }
         };

@@ -561,6 +561,30 @@ impl Drop for SessionDriver {
     }
 }
 
+/// Run a replicated multi-partition record on `site` (on its own channel,
+/// `work`): the marker, the writes as one round, then `last` (the commit,
+/// or the prepare); `countdown` is told, on a thread of its own, whether
+/// the writes ran and `finished` (which waits for `last`) says it did.
+fn replay_mp(
+    site: &std::sync::mpsc::Sender<SiteMsg>,
+    ids: TxnIds,
+    items: Vec<WireItem>,
+    (work, own): (std::sync::mpsc::Sender<MpWork>, std::sync::mpsc::Receiver<MpWork>),
+    last: MpWork,
+    finished: impl FnOnce() -> bool + Send + 'static,
+    countdown: Arc<Countdown>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let items = items.into_iter().map(from_wire).collect();
+    let sent = site.send(SiteMsg::MpBegin(ids, Some(own), Decider::Leader)).is_ok()
+        && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
+        && work.send(last).is_ok();
+    std::thread::spawn(move || {
+        let ran = rx.recv().map(|r| r.results.is_ok()).unwrap_or(false);
+        countdown.one_done(sent && ran && finished());
+    });
+}
+
 fn unknown(partition: u32) -> Error {
     err!(InvalidArgument, "there is no partition {partition}")
 }
@@ -654,26 +678,13 @@ impl crate::Host {
                     });
                 }
                 Replicated::Mp { ids, items } => {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    let items = items.into_iter().map(from_wire).collect();
                     let (confirm, confirmed) = std::sync::mpsc::channel();
-                    let (work, own) = std::sync::mpsc::channel();
-                    let sent = site.send(SiteMsg::MpBegin(ids, Some(own), Decider::Leader)).is_ok()
-                        && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
-                        && work
-                            .send(MpWork::Commit { schema: None, hashinator: None, install: true, done: Some(confirm) })
-                            .is_ok();
-                    let countdown = countdown.clone();
-                    // Told when the site has run the writes and committed.
-                    std::thread::spawn(move || {
-                        let ran = rx.recv().map(|r| r.results.is_ok()).unwrap_or(false);
-                        let committed = confirmed.recv().is_ok();
-                        countdown.one_done(sent && ran && committed);
-                    });
+                    let commit = MpWork::Commit { schema: None, hashinator: None, install: true, done: Some(confirm) };
+                    // Applied once the site has run the writes and committed.
+                    let committed = move || confirmed.recv().is_ok();
+                    replay_mp(site, ids, items, std::sync::mpsc::channel(), commit, committed, countdown.clone());
                 }
                 Replicated::MpPrepare { ids, items } => {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    let items = items.into_iter().map(from_wire).collect();
                     let (ready, prepared) = std::sync::mpsc::channel();
                     let (work, own) = std::sync::mpsc::channel();
                     // In doubt from now on: the outcome that follows on the
@@ -684,16 +695,10 @@ impl crate::Host {
                             doubt.pending = Some((ids.txn_id.0, work.clone()));
                         }
                     }
-                    let sent = site.send(SiteMsg::MpBegin(ids, Some(own), Decider::Leader)).is_ok()
-                        && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
-                        && work.send(MpWork::Prepare { work: work.clone(), done: ready }).is_ok();
-                    let countdown = countdown.clone();
+                    let prepare = MpWork::Prepare { work: work.clone(), done: ready };
                     // Applied once the site has run the writes and holds them.
-                    std::thread::spawn(move || {
-                        let ran = rx.recv().map(|r| r.results.is_ok()).unwrap_or(false);
-                        let held = matches!(prepared.recv(), Ok(Ok(true)));
-                        countdown.one_done(sent && ran && held);
-                    });
+                    let held = move || matches!(prepared.recv(), Ok(Ok(true)));
+                    replay_mp(site, ids, items, (work, own), prepare, held, countdown.clone());
                 }
                 Replicated::MpDecide { txn, commit } => {
                     let doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);

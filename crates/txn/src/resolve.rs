@@ -25,7 +25,7 @@
 //! this is done; it is tried again until it is.
 
 use crate::coordinator::Coordinator;
-use crate::messages::{MpWork, SiteMsg};
+use crate::messages::MpWork;
 use crate::remote::DoubtReport;
 use joule_common::{bail, err, Error, ErrorCode, Result};
 use std::sync::atomic::Ordering;
@@ -99,9 +99,7 @@ impl Coordinator {
     /// Roll back on every partition; wait for those in doubt to confirm
     /// (settling them if they do not).
     pub(crate) fn rollback_prepared(&mut self, ids: crate::TxnIds, in_doubt: &[bool]) {
-        if self.schema_db.in_transaction() {
-            let _ = self.schema_db.rollback();
-        }
+        self.rollback_schema();
         let mut waits = Vec::with_capacity(in_doubt.len());
         for p in 0..in_doubt.len() {
             let (done, confirmed) = std::sync::mpsc::channel();
@@ -269,11 +267,6 @@ impl crate::Host {
         shared.resolve.store(true, Ordering::SeqCst);
         let _ = shared.coordinator.send(crate::messages::CoordMsg::Resolve);
     }
-}
-
-/// The start marker a coordinator sends its sites.
-pub(crate) fn begin_marker(ids: crate::TxnIds) -> SiteMsg {
-    SiteMsg::MpBegin(ids, None, crate::messages::Decider::Coordinator)
 }
 
 /// A failure for a transaction whose outcome is not known everywhere.

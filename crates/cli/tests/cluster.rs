@@ -504,14 +504,20 @@ fn a_whole_cluster_restart_refuses_to_come_back_empty_unless_told() {
     let mut told = 0;
     for s in &mut starting {
         let child = &mut s.child;
-        assert!(wait_until(Duration::from_secs(90), || child.try_wait().ok().flatten().is_some()), "a host started");
+        assert!(
+            wait_until(Duration::from_secs(90), || child.try_wait().ok().flatten().is_some()),
+            "a host kept running"
+        );
         assert!(!child.wait().unwrap().success());
         let said: Vec<String> = s.stderr.try_iter().collect();
-        // Each refuses; the last may not learn that the others went down
-        // before they stopped (the metadata group then has no quorum), and
-        // gives up waiting for a copy from one of them instead.
+        // Each refuses. The last ones may fail another way first: their
+        // metadata may never learn that the others went down (or lose its
+        // quorum when they stop), so they give up waiting for a copy or for
+        // the group, within a minute. None comes up.
         let empty = said.iter().any(|l| l.contains("would come back empty") && l.contains("--accept-data-loss"));
-        assert!(empty || said.iter().any(|l| l.contains("no copy from host")), "the host said:\n{}", said.join("\n"));
+        // Either way it stops with an error of its own, not a crash.
+        let gave_up = said.iter().any(|l| l.starts_with("error: [J4004 ") || l.starts_with("error: [J4006 "));
+        assert!(empty || gave_up, "the host said:\n{}", said.join("\n"));
         told += usize::from(empty);
     }
     assert!(told >= 1, "no host said its partitions would come back empty");

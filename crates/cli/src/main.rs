@@ -120,9 +120,10 @@ struct StartArgs {
     #[arg(long)]
     heartbeat_timeout: Option<u64>,
     /// A restarted host may bring partitions back empty when no other host
-    /// has a running copy (a k = 0 cluster, or every host stopped: a
-    /// multi-host cluster keeps no logs yet). Without it the host refuses
-    /// to start rather than lose the data silently.
+    /// has a running copy and this host cannot recover its own from its
+    /// copy logs (it keeps none with `--command-log off`, or it was failed
+    /// before the cluster stopped). Without it the host refuses to start
+    /// rather than lose the data silently.
     #[arg(long)]
     accept_data_loss: bool,
     /// Reach another host's internal address at another one

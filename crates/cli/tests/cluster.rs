@@ -482,7 +482,7 @@ fn a_silent_data_plane_connection_is_closed_and_holds_up_nothing() {
     assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 30);
 }
 
-/// Every host stopped at once. A multi-host cluster keeps no logs yet, so
+/// Every host stopped at once, with no copy logs (`--command-log off`), so
 /// its data is gone: a restarted host says so and refuses to start rather
 /// than serve an empty database in its place. Told to accept the loss
 /// (`--accept-data-loss`), the hosts come back empty and work.

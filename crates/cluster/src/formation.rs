@@ -53,6 +53,11 @@ pub struct FormationSettings {
     /// Other hosts' internal addresses (as recorded, or as given in
     /// `join`) dialled elsewhere; see [`Routes`].
     pub routes: Routes,
+    /// The partitions whose copies this host's copy logs hold whole (see
+    /// `joule-server`'s `copylog`): a host restarted while still up in the
+    /// metadata that holds every partition it has a copy of recovers from
+    /// them ([`Command::HostRecovering`]) instead of rejoining by copy.
+    pub logged: std::collections::BTreeSet<u32>,
 }
 
 /// A host's request to join the cluster being formed.
@@ -187,12 +192,30 @@ pub async fn form_or_join(
     if !current.hosts.contains_key(&me) {
         bail!(InvalidArgument, "host {me} is not a member of the cluster its metadata describes");
     }
+    let incarnation = current.hosts.get(&me).map_or(0, |h| h.incarnation);
+    let held: Vec<u32> = (0..current.partitions.len() as u32)
+        .filter(|p| current.partitions[*p as usize].replicas.contains(&me))
+        .collect();
+    let logged = held.iter().all(|p| settings.logged.contains(p));
+    if restarted.is_some() && current.is_recovering(me) && !logged {
+        // Recovering, but its copy logs are gone since: it rejoins by copy.
+        progress(format!("host {me} was recovering but its copy logs are incomplete: marking it down"));
+        if let CommandResult::Refused(why) = node.propose(Command::HostFailed { host: me, incarnation: None }).await? {
+            progress(format!("host {me}: {why}"));
+        }
+    }
     if restarted.is_some() && current.is_up(me) {
-        // Restarted faster than failure detection noticed: this host's
-        // copies are gone, so it is down until it has rejoined.
-        progress(format!("host {me} restarted without its data: marking it down until it rejoins"));
-        let incarnation = current.hosts.get(&me).map(|h| h.incarnation);
-        match node.propose(Command::HostFailed { host: me, incarnation }).await? {
+        // Restarted faster than failure detection noticed (or the whole
+        // cluster stopped): this host is down until it has recovered from
+        // its copy logs, or, without them, rejoined by copy.
+        let command = if logged {
+            progress(format!("host {me} restarted with its copies in its copy logs: recovering"));
+            Command::HostRecovering { host: me, incarnation }
+        } else {
+            progress(format!("host {me} restarted without its data: marking it down until it rejoins"));
+            Command::HostFailed { host: me, incarnation: Some(incarnation) }
+        };
+        match node.propose(command).await? {
             CommandResult::Applied => {}
             CommandResult::Refused(why) => progress(format!("host {me}: {why}")),
         }
@@ -200,7 +223,10 @@ pub async fn form_or_join(
     if restarted.is_some() {
         // This host's own metadata may trail the group's: wait until it
         // too shows this host down, so what follows starts from there.
-        node.wait_for(Duration::from_secs(60), |m| m.formed && !m.is_up(me)).await?;
+        // (Up again at a new incarnation: this was the last host of a
+        // whole-cluster restart to recover, and the cluster resumed.)
+        let again = |m: &crate::ClusterMetadata| m.hosts.get(&me).is_some_and(|h| h.incarnation != incarnation);
+        node.wait_for(Duration::from_secs(60), |m| m.formed && (!m.is_up(me) || again(m))).await?;
     }
     node.detect_failures(settings.detector);
     Ok(node)
@@ -423,6 +449,7 @@ mod tests {
             dir: PathBuf::new(),
             detector: DetectorSettings::default(),
             routes: Routes::default(),
+            logged: Default::default(),
         };
         let mut r = JoinRequest {
             internal_port: 1,

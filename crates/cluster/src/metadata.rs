@@ -48,6 +48,13 @@ pub enum HostState {
     Failed,
     /// Removed on purpose (`@StopNode`).
     Stopped,
+    /// Restarted while still up here, with every copy it holds in its copy
+    /// logs: it waits for the rest of the cluster. Not up (it leads
+    /// nothing), but its copies still count: a leader waits for them to
+    /// acknowledge, as for an up replica, until they are failed. When no
+    /// host is up any more, every recovering host is up again at once (the
+    /// whole cluster restarted) and serves the copies its logs hold.
+    Recovering,
 }
 
 /// One partition's replicas and leader.
@@ -101,6 +108,10 @@ pub enum Command {
     StopHost { host: HostId },
     /// `host` came back (rejoin finished): it serves its replicas again.
     HostRejoined { host: HostId },
+    /// `host` (at `incarnation`, still up here) restarted with its copies
+    /// in its copy logs: it is recovering (see [`HostState::Recovering`]).
+    /// Refused unless the host is up at that incarnation.
+    HostRecovering { host: HostId, incarnation: u64 },
     /// A new catalog (schema) version, if the current one is `expected`.
     SetCatalogVersion { expected: u64, version: u64 },
     /// A new hashinator version, if the current one is `expected`.
@@ -129,6 +140,14 @@ pub enum CommandResult {
 impl ClusterMetadata {
     /// Apply one command.
     pub fn apply(&mut self, command: &Command) -> CommandResult {
+        let result = self.apply_one(command);
+        if result == CommandResult::Applied {
+            self.resume_if_all_restarted();
+        }
+        result
+    }
+
+    fn apply_one(&mut self, command: &Command) -> CommandResult {
         match command {
             Command::Form { kfactor, sites_per_host, hosts } => self.form(*kfactor, *sites_per_host, hosts),
             Command::HostFailed { host, incarnation } => {
@@ -136,6 +155,20 @@ impl ClusterMetadata {
                 match (incarnation, now) {
                     (Some(watched), Some(now)) if *watched != now => {
                         refused(format!("host {host} has rejoined since (incarnation {now}, not {watched})"))
+                    }
+                    _ if self.is_up(*host) && self.hosts.values().any(|h| h.state == HostState::Recovering) => {
+                        // The cluster is restarting: a host not back yet
+                        // may hold the last copies of some partitions in
+                        // its copy logs. Failing it would lose them.
+                        let last = self.last_copies_on(*host);
+                        if last.is_empty() {
+                            self.take_down(*host, HostState::Failed)
+                        } else {
+                            refused(format!(
+                                "the cluster is restarting and host {host} holds the last copies of partitions \
+                                 {last:?}: waiting for it to restart"
+                            ))
+                        }
                     }
                     _ => self.take_down(*host, HostState::Failed),
                 }
@@ -189,6 +222,15 @@ impl ClusterMetadata {
                     CommandResult::Applied
                 }
             },
+            Command::HostRecovering { host, incarnation } => {
+                match self.hosts.get(host).map(|h| (h.state, h.incarnation)) {
+                    None => refused(format!("host {host} is not a member")),
+                    Some((HostState::Up, now)) if now == *incarnation => self.take_down(*host, HostState::Recovering),
+                    Some((state, now)) => refused(format!(
+                        "host {host} is {state:?} at incarnation {now}, not up at {incarnation}: it rejoins by copy"
+                    )),
+                }
+            }
             Command::SetCatalogVersion { expected, version } => {
                 set_version(&mut self.catalog_version, *expected, *version, "catalog")
             }
@@ -262,6 +304,9 @@ impl ClusterMetadata {
     fn take_down(&mut self, host: HostId, state: HostState) -> CommandResult {
         match self.hosts.get_mut(&host) {
             None => return refused(format!("host {host} is not a member")),
+            // A recovering host may still be failed or stopped: the cluster
+            // went on without it.
+            Some(h) if h.state == HostState::Recovering && state != HostState::Recovering => h.state = state,
             Some(h) if h.state != HostState::Up => return refused(format!("host {host} is already down")),
             Some(h) => h.state = state,
         }
@@ -275,6 +320,49 @@ impl ClusterMetadata {
             self.mp_coordinator = self.hosts.iter().find(|(_, h)| h.state == HostState::Up).map(|(id, _)| *id);
         }
         CommandResult::Applied
+    }
+
+    /// No host is up and some are recovering: every host that was up
+    /// restarted (or was failed since), so the recovering ones hold every
+    /// acknowledged transaction between them — a leader acknowledges only
+    /// what every up or recovering replica applied. They are up again, as a
+    /// new incarnation each, and lead what they hold.
+    fn resume_if_all_restarted(&mut self) {
+        let any = |state| self.hosts.values().any(|h| h.state == state);
+        if any(HostState::Up) || !any(HostState::Recovering) {
+            return;
+        }
+        for h in self.hosts.values_mut().filter(|h| h.state == HostState::Recovering) {
+            h.state = HostState::Up;
+            h.incarnation += 1;
+        }
+        for p in 0..self.partitions.len() {
+            if self.partitions[p].leader.is_none() {
+                self.partitions[p].leader = self.least_loaded_live_replica(p);
+            }
+        }
+        self.balance_leaders();
+        if !self.mp_coordinator.is_some_and(|c| self.is_up(c)) {
+            self.mp_coordinator = self.hosts.iter().find(|(_, h)| h.state == HostState::Up).map(|(id, _)| *id);
+        }
+    }
+
+    /// Whether `host` is recovering (see [`HostState::Recovering`]).
+    pub fn is_recovering(&self, host: HostId) -> bool {
+        self.hosts.get(&host).is_some_and(|h| h.state == HostState::Recovering)
+    }
+
+    /// Partitions with a copy on `host` and on no other host up or
+    /// recovering.
+    fn last_copies_on(&self, host: HostId) -> Vec<usize> {
+        let kept =
+            |h: &HostId| self.hosts.get(h).is_some_and(|i| matches!(i.state, HostState::Up | HostState::Recovering));
+        (0..self.partitions.len())
+            .filter(|p| {
+                let r = &self.partitions[*p].replicas;
+                r.contains(&host) && !r.iter().any(|h| *h != host && kept(h))
+            })
+            .collect()
     }
 
     /// Partitions whose only running copy is on `host`.
@@ -393,6 +481,75 @@ mod tests {
         // Every host leads exactly one partition.
         assert_eq!(m.leaderships().values().copied().collect::<Vec<_>>(), vec![1, 1, 1]);
         assert_eq!(m.mp_coordinator, Some(1));
+    }
+
+    #[test]
+    fn a_whole_cluster_restart_resumes_once_no_host_is_up() {
+        let mut m = formed(3, 2, 1);
+        let recovering = |host, incarnation| Command::HostRecovering { host, incarnation };
+        // A host restarting while others still run is down, and stays so.
+        assert_eq!(m.apply(&recovering(1, 0)), CommandResult::Applied);
+        check(&m);
+        assert!(m.is_recovering(1) && !m.is_up(1));
+        assert!(m.partitions.iter().all(|p| p.leader != Some(1)), "a recovering host leads nothing");
+        assert_ne!(m.mp_coordinator, Some(1));
+        // Refused when not up at that incarnation: it rejoins by copy.
+        assert!(matches!(m.apply(&recovering(1, 0)), CommandResult::Refused(_)));
+        assert!(matches!(m.apply(&recovering(2, 7)), CommandResult::Refused(_)));
+        assert_eq!(m.apply(&recovering(2, 0)), CommandResult::Applied);
+        assert!(m.is_up(3) && m.is_recovering(2));
+        // Host 3 never comes back: failing it leaves no host up, and the
+        // recovering ones are up again, leading what they hold.
+        assert_eq!(m.apply(&Command::HostFailed { host: 3, incarnation: Some(0) }), CommandResult::Applied);
+        check(&m);
+        assert!(m.is_up(1) && m.is_up(2) && !m.is_up(3));
+        assert_eq!((m.hosts[&1].incarnation, m.hosts[&2].incarnation), (1, 1));
+        assert!(m.unavailable_partitions().is_empty(), "k = 1: every partition has a copy on 1 or 2");
+        assert!(m.mp_coordinator.is_some_and(|c| m.is_up(c)));
+
+        // Six hosts: while the cluster restarts, a host not back yet is
+        // failed only if every partition it holds has a copy up or
+        // recovering elsewhere.
+        let mut m = formed(6, 2, 1);
+        let holding = |m: &ClusterMetadata, h: HostId| -> Vec<usize> {
+            (0..m.partitions.len()).filter(|p| m.partitions[*p].replicas.contains(&h)).collect()
+        };
+        let first = m.partitions[0].replicas.clone();
+        assert_eq!(m.apply(&recovering(first[0], 0)), CommandResult::Applied);
+        let others: Vec<HostId> = (1..=6).filter(|h| *h != first[0]).collect();
+        let mut failed = Vec::new();
+        for h in &others {
+            if let CommandResult::Applied = m.apply(&Command::HostFailed { host: *h, incarnation: None }) {
+                failed.push(*h);
+            }
+        }
+        check(&m);
+        for h in &failed {
+            for p in holding(&m, *h) {
+                assert!(
+                    m.partitions[p].replicas.iter().any(|r| m.is_up(*r) || m.is_recovering(*r)),
+                    "partition {p} lost its last copy with host {h}"
+                );
+            }
+        }
+        assert!(failed.len() < others.len(), "some host holds last copies and is waited for");
+        assert!(m.unavailable_partitions().is_empty() || m.hosts.values().any(|h| h.state == HostState::Up));
+
+        // A recovering host the running ones fail rejoins by copy.
+        let mut m = formed(3, 2, 1);
+        assert_eq!(m.apply(&recovering(2, 0)), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostFailed { host: 2, incarnation: Some(0) }), CommandResult::Applied);
+        assert_eq!(m.hosts[&2].state, HostState::Failed);
+        check(&m);
+
+        // Every host restarting: up again once the last one recovers.
+        let mut m = formed(3, 2, 1);
+        for h in 1..=3 {
+            assert_eq!(m.apply(&recovering(h, 0)), CommandResult::Applied);
+        }
+        check(&m);
+        assert!((1..=3).all(|h| m.is_up(h)));
+        assert_eq!(m.leaderships().values().copied().collect::<Vec<_>>(), vec![1, 1, 1], "leaders balanced again");
     }
 
     #[test]

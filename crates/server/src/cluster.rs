@@ -157,6 +157,7 @@ pub(crate) async fn join(
     sites: usize,
     client_port: u16,
     dir: std::path::PathBuf,
+    logged: std::collections::BTreeSet<u32>,
 ) -> Result<MetadataNode> {
     // A host coming back listens where the others know it (port 0: that port).
     let port = match joule_cluster::formation::stored_identity(&dir)? {
@@ -179,6 +180,7 @@ pub(crate) async fn join(
             timeout: config.heartbeat_timeout,
         },
         routes: joule_cluster::Routes::by_address(config.routes.clone()),
+        logged,
     };
     joule_cluster::form_or_join(&settings, listener, &|line| eprintln!("joule: cluster: {line}")).await
 }
@@ -189,9 +191,19 @@ pub(crate) async fn join(
 /// then mark this host up. A partition with no running copy elsewhere (a
 /// k = 0 cluster, or every host stopped) would come back empty: the host
 /// refuses to start, unless told to accept that (`accept_data_loss`).
-pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
+pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     let Membership::Member(node) = &ctx.membership else { return Ok(()) };
     let me = node.id();
+    if !*ctx.copies_ready.borrow() {
+        let resumed = recover(ctx, node).await;
+        if let Some(link) = &ctx.link {
+            link.replayed();
+        }
+        let _ = ctx.copies_ready.send(true);
+        if resumed? {
+            return Ok(());
+        }
+    }
     let m = node.metadata();
     if m.is_up(me) {
         return Ok(());
@@ -203,6 +215,9 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
     let mut asked = Vec::new();
     let mut empty = Vec::new();
     for p in &mine {
+        if let Some(logs) = ctx.link.as_ref().and_then(|l| l.logs.as_ref()) {
+            logs.fresh(*p, false)?;
+        }
         match ask_for_copy(node, &routes, *p).await? {
             Some(leader) => asked.push((*p, leader)),
             None => empty.push(*p),
@@ -212,16 +227,19 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
         if !ctx.config.cluster.accept_data_loss {
             bail!(
                 Unavailable,
-                "partitions {empty:?} have no running copy on another host, and this host's copies were lost when it \
-                 stopped (a multi-host cluster keeps no logs yet): they would come back empty. Start the hosts that \
-                 hold their other copies first; if none is left (a k = 0 cluster, or every host stopped), their data \
-                 is gone: start this host with --accept-data-loss to bring them back empty"
+                "partitions {empty:?} have no running copy on another host, and this host cannot bring its own back \
+                 (it was declared failed before the cluster stopped, or it keeps no copy logs: --command-log off): \
+                 they would come back empty. Start the hosts that hold their other copies first; if none is left, \
+                 their data is gone: start this host with --accept-data-loss to bring them back empty"
             );
         }
         let line = format!("host {me}: partitions {empty:?} had no running copy elsewhere: they come back empty");
         eprintln!("joule: cluster: {line}");
         ctx.event(line);
         for p in &empty {
+            if let Some(logs) = ctx.link.as_ref().and_then(|l| l.logs.as_ref()) {
+                logs.fresh(*p, true)?;
+            }
             ctx.host.copy_loaded(*p);
         }
     }
@@ -252,6 +270,68 @@ pub(crate) async fn rejoin(ctx: &ServerContext) -> Result<()> {
     eprintln!("joule: cluster: {line}");
     ctx.event(line);
     Ok(())
+}
+
+/// A host recovering from its copy logs waits for the rest of the cluster:
+/// once no host runs on (every other host restarted too, or was failed),
+/// the metadata has it up again, and it replays its copies; if the
+/// cluster went on without it, the others fail it, and it rejoins by copy
+/// (false).
+async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> {
+    let me = node.id();
+    let started = std::time::Instant::now();
+    let mut said = std::time::Instant::now();
+    let mut rx = node.watch();
+    loop {
+        let m = rx.borrow_and_update().clone();
+        if m.is_up(me) {
+            break;
+        }
+        if !m.is_recovering(me) {
+            let line = format!("host {me}: the cluster went on without it; it rejoins by copy");
+            eprintln!("joule: cluster: {line}");
+            ctx.event(line);
+            return Ok(false);
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            let waiting: Vec<HostId> =
+                m.hosts.iter().filter(|(_, h)| h.state == HostState::Up).map(|(id, _)| *id).collect();
+            eprintln!(
+                "joule: cluster: host {me} is recovering from its copy logs: waiting for hosts {waiting:?} to restart \
+                 (or to be declared failed)"
+            );
+            said = std::time::Instant::now();
+        }
+        let mut shutdown = ctx.shutdown.subscribe();
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { bail!(Unavailable, "the metadata group stopped") },
+            _ = shutdown.changed() => bail!(Unavailable, "the host is shutting down"),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let Some(link) = &ctx.link else { return Ok(false) };
+    let m = node.metadata();
+    let mine: Vec<u32> =
+        (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me)).collect();
+    let diverged = crate::on_divergence(ctx);
+    let mut entries = 0;
+    for p in &mine {
+        entries += link
+            .replay_copy(&ctx.host, *p, &diverged)
+            .await
+            .map_err(|e| e.context(format!("partition {p}: replaying its copy log")))?;
+        if !ctx.host.replica_loaded(*p) {
+            bail!(Internal, "partition {p}: its copy log replayed without a whole copy");
+        }
+    }
+    let line = format!(
+        "host {me} recovered the copies of {} partitions from its copy logs ({entries} entries) in {:.1} s",
+        mine.len(),
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("joule: cluster: {line}");
+    ctx.event(line);
+    Ok(true)
 }
 
 /// Ask partition `p`'s leader for a copy (retried for a minute while it
@@ -301,20 +381,38 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
     let me = node.id();
     let mut rx = node.watch();
     let mut before = rx.borrow_and_update().clone();
-    if let Some(link) = &ctx.link {
-        // Changes between starting the link and now.
-        link.update(&before);
+    let mut ready = ctx.copies_ready.subscribe();
+    let mut was_ready = *ready.borrow_and_update();
+    if let (Some(link), true) = (&ctx.link, was_ready) {
+        // Changes between starting the link and now (leaderships gained
+        // meanwhile are repaired first; a recovered host's too, if its
+        // copies were replayed before this started).
+        let is_up = |h: HostId| node.metadata().is_up(h);
+        link.follow_metadata(&before, &ctx.host, &crate::on_divergence(&ctx), &is_up).await;
     }
     let mut shutdown = ctx.shutdown.subscribe();
     loop {
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
+            _ = ready.changed() => {}
             _ = shutdown.changed() => return,
         }
         let now = rx.borrow_and_update().clone();
-        if let Some(link) = &ctx.link {
+        let is_ready = *ready.borrow_and_update();
+        // A host recovering from its copy logs takes no leadership until
+        // they are replayed; then it takes what the metadata gives it
+        // (repairing each partition first, as any new leader does).
+        if let (Some(link), true) = (&ctx.link, is_ready) {
             let is_up = |h: HostId| node.metadata().is_up(h);
             link.follow_metadata(&now, &ctx.host, &crate::on_divergence(&ctx), &is_up).await;
+        }
+        if is_ready && now.is_up(me) {
+            fail_recovering(&ctx, &now);
+        }
+        let became_ready = is_ready && !was_ready;
+        was_ready = is_ready;
+        if became_ready && now == before {
+            continue;
         }
         for line in changes(&before, &now) {
             eprintln!("joule: cluster: {line}");
@@ -347,6 +445,21 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
     }
 }
 
+/// This host runs and is up, so the cluster goes on: a host recovering
+/// from its copy logs cannot rejoin that way (its copies fall behind
+/// every batch its leaders release from now on). Fail it: it rejoins by
+/// copy.
+fn fail_recovering(ctx: &Arc<ServerContext>, now: &ClusterMetadata) {
+    for (id, h) in now.hosts.iter().filter(|(_, h)| h.state == HostState::Recovering) {
+        let (ctx, host, incarnation) = (ctx.clone(), *id, h.incarnation);
+        tokio::spawn(async move {
+            if let Membership::Member(node) = &ctx.membership {
+                let _ = node.propose(Command::HostFailed { host, incarnation: Some(incarnation) }).await;
+            }
+        });
+    }
+}
+
 /// What changed between two versions of the metadata, one line each.
 pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<String> {
     let mut out = Vec::new();
@@ -365,6 +478,7 @@ pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<
                 HostState::Up => "is up again",
                 HostState::Failed => "failed (failure detection)",
                 HostState::Stopped => "was stopped (@StopNode)",
+                HostState::Recovering => "restarted with its copy logs: recovering until no host runs on",
             };
             out.push(format!("host {id} ({}) {what}", h.internal_address));
         }
@@ -542,6 +656,7 @@ pub(crate) fn hosts_table(membership: &Membership) -> ResultTable {
                 HostState::Up => "UP",
                 HostState::Failed => "FAILED",
                 HostState::Stopped => "STOPPED",
+                HostState::Recovering => "RECOVERING",
             };
             vec![
                 Value::Integer(*id as i64),

@@ -165,6 +165,9 @@ pub(crate) struct ServerContext {
     pub membership: cluster::Membership,
     /// In a multi-host cluster: the data plane to the other hosts.
     pub link: Option<Arc<dataplane::Link>>,
+    /// False while a restarted host waits to recover its copies from its
+    /// copy logs: it follows the metadata but takes no leadership yet.
+    pub copies_ready: watch::Sender<bool>,
     /// This host's id and name, as statistics report them.
     pub host_id: u64,
     pub host_name: String,
@@ -217,13 +220,20 @@ impl Server {
     /// Bind, start the host, load the schema, and start serving.
     pub async fn start(mut config: ServerConfig, registry: ProcedureRegistry) -> Result<Server> {
         config.cluster.validate()?;
-        if config.cluster.is_multi_host() && (config.command_log.is_some() || config.snapshot_every.is_some()) {
-            // A multi-host cluster's durability is its replicas (k-safety);
-            // command logs and snapshots per host are not built for it yet.
-            eprintln!(
-                "joule: cluster: command logging and automatic snapshots are off on a multi-host cluster (not built \
-                 for clusters yet): acknowledged transactions survive through the k-factor's replicas"
-            );
+        // A multi-host cluster logs each copy's replication stream instead
+        // of a command log (`dataplane/copylog.rs`), in the command log's
+        // mode; snapshots of a cluster are not built.
+        let copy_logs = match (config.cluster.is_multi_host(), config.command_log) {
+            (true, Some(LogMode::Sync)) => Some(dataplane::SyncMode::EveryBatch),
+            (true, Some(LogMode::Async { frequency })) => Some(dataplane::SyncMode::Every(frequency)),
+            _ => None,
+        };
+        if config.cluster.is_multi_host() {
+            if config.snapshot_every.is_some() {
+                eprintln!(
+                    "joule: cluster: automatic snapshots are off on a multi-host cluster (not built for clusters yet)"
+                );
+            }
             config.command_log = None;
             config.snapshot_every = None;
         }
@@ -242,22 +252,62 @@ impl Server {
         let admin = bind(config.admin_port).await?;
         let http = bind(config.http_port).await?;
         let client_addr = client.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
+        let copies_dir = config.dir.join("copies");
+        let logs = match copy_logs {
+            Some(mode) => Some(dataplane::CopyLogs::open(&copies_dir, mode)?),
+            None => None,
+        };
+        let logged = if logs.is_some() { dataplane::CopyLogs::replayable(&copies_dir) } else { Default::default() };
         let membership = if config.cluster.is_multi_host() {
             let dir = config.dir.join("cluster");
             cluster::Membership::Member(
-                cluster::join(&config.cluster, &config.host, config.sites, client_addr.port(), dir).await?,
+                cluster::join(&config.cluster, &config.host, config.sites, client_addr.port(), dir, logged).await?,
             )
         } else {
             cluster::Membership::alone(config.sites, client_addr.to_string())?
         };
         let log = Arc::new(AttachableLog::new());
         let mut link = None;
+        // Restarted and recovering from its copy logs (or already resumed:
+        // it was the last host of a whole-cluster restart to recover).
+        let recovering = match &membership {
+            cluster::Membership::Member(node) => {
+                let (m, me) = (node.metadata(), node.id());
+                !first_start && (m.is_recovering(me) || m.is_up(me))
+            }
+            cluster::Membership::Alone(_) => false,
+        };
         let (host, recovery) = match &membership {
             cluster::Membership::Member(node) => {
                 let m = node.metadata();
                 let me = node.id();
                 let routes = joule_cluster::Routes::by_address(config.cluster.routes.clone());
-                let l = dataplane::Link::new(me, &m, routes, tokio::runtime::Handle::current());
+                // A recovering host starts leading nothing: it takes its
+                // leaderships (repairing first) once its copies are replayed.
+                let mut start_from = m.clone();
+                if recovering {
+                    for p in &mut start_from.partitions {
+                        p.leader = p.leader.filter(|l| *l != me);
+                    }
+                    start_from.mp_coordinator = start_from.mp_coordinator.filter(|c| *c != me);
+                }
+                if first_start {
+                    if let Some(logs) = &logs {
+                        for p in
+                            (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me))
+                        {
+                            logs.fresh(p, true)?;
+                        }
+                    }
+                }
+                let l = dataplane::Link::new(
+                    me,
+                    &start_from,
+                    routes,
+                    tokio::runtime::Handle::current(),
+                    logs.clone(),
+                    recovering,
+                );
                 let replicas = (0..m.partitions.len() as u32)
                     .filter(|p| m.partitions[*p as usize].replicas.contains(&me))
                     .collect();
@@ -327,6 +377,7 @@ impl Server {
             paused: Default::default(),
             cut_off: Default::default(),
             link,
+            copies_ready: watch::channel(!recovering).0,
             host_id: membership.host_id(),
             host_name: membership.host_name(),
             membership,
@@ -353,7 +404,7 @@ impl Server {
         tokio::spawn(cluster::follow(ctx.clone()));
         tokio::spawn(cluster::watch_contact(ctx.clone()));
         if let cluster::Membership::Member(node) = &ctx.membership {
-            if !node.metadata().is_up(node.id()) {
+            if recovering || !node.metadata().is_up(node.id()) {
                 // Restarted: its copies come from the leaders (`rejoin`).
                 ctx.host.expect_copies();
             }

@@ -86,11 +86,11 @@ pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
     // Fault injection (`joule_common::failpoint`): a test arms a point on
     // this host by creating a file there.
     cmd.env("JOULE_FAILPOINTS", dir.join("failpoints"));
-    cmd.args(["--sites", "2", "--command-log", "off", "--dir"])
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    // No copy logs unless the test asks for them.
+    if !extra.contains(&"--command-log") {
+        cmd.args(["--command-log", "off"]);
+    }
+    cmd.args(["--sites", "2", "--dir"]).arg(dir).args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("joule starts");
     let who = format!("{} pid {}", dir.file_name().map_or(String::new(), |n| n.to_string_lossy().into()), child.id());
     let stdout = lines(child.stdout.take().unwrap(), who.clone());
@@ -128,6 +128,35 @@ pub fn forming_port(starting: &Starting) -> String {
 }
 
 impl Starting {
+    /// Wait until the forming host `first` says host `i` (this one) joined;
+    /// if it does not within 30 s, or this host exits, fail with what both
+    /// hosts said.
+    fn wait_joined(&mut self, first: &Starting, i: usize) {
+        let needle = format!("host {i} joined");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        loop {
+            match first.stderr.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) if line.contains(&needle) => return,
+                Ok(line) => seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => seen.push("(the forming host's output ended)".into()),
+            }
+            let exited = self.child.try_wait().ok().flatten();
+            let ended = seen.last().is_some_and(|l| l.starts_with("(the forming host's output ended"));
+            if exited.is_some() || ended || Instant::now() >= deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                let said: Vec<String> = self.stderr.try_iter().collect();
+                panic!(
+                    "no line containing {needle:?} (joiner exited: {exited:?}); the forming host said:\n{}\nthe \
+                     joiner said:\n{}",
+                    seen.join("\n"),
+                    said.join("\n")
+                );
+            }
+        }
+    }
+
     pub fn ready(self) -> Host {
         let deadline = Instant::now() + Duration::from_secs(60);
         let line = loop {
@@ -163,6 +192,11 @@ pub fn form_with(dirs: &[TempDir], k: u32, first_extra: &[&str]) -> Vec<Host> {
     form_each(dirs, k, |i| if i == 0 { first_extra.to_vec() } else { Vec::new() })
 }
 
+/// [`form`], every host started with `extra` too.
+pub fn form_all(dirs: &[TempDir], k: u32, extra: &[&str]) -> Vec<Host> {
+    form_each(dirs, k, |_| extra.to_vec())
+}
+
 /// [`form`], host `i` started with `extra(i)` too.
 fn form_each<'a>(dirs: &[TempDir], k: u32, extra: impl Fn(usize) -> Vec<&'a str>) -> Vec<Host> {
     let n = dirs.len().to_string();
@@ -172,8 +206,9 @@ fn form_each<'a>(dirs: &[TempDir], k: u32, extra: impl Fn(usize) -> Vec<&'a str>
     let join = format!("127.0.0.1:{}", forming_port(&first));
     let mut rest = Vec::new();
     for (i, d) in dirs.iter().enumerate().skip(1) {
-        rest.push(spawn(d.path(), &[&shape[..], &["--join", join.as_str()], &extra(i)].concat()));
-        wait_line(&first.stderr, &format!("host {i} joined"));
+        let mut joiner = spawn(d.path(), &[&shape[..], &["--join", join.as_str()], &extra(i)].concat());
+        joiner.wait_joined(&first, i);
+        rest.push(joiner);
     }
     let mut hosts = vec![first.ready()];
     hosts.extend(rest.into_iter().map(Starting::ready));
@@ -198,8 +233,14 @@ impl Mesh {
     /// Proxies for `n` hosts, with an internal port chosen for each.
     pub fn new(n: usize) -> Mesh {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let ports: Vec<u16> =
-            (0..n).map(|i| joule_common::testing::stable_port(super::rand_suffix() ^ (i as u64) << 48)).collect();
+        // Distinct ports: two hosts told the same one would fail to start.
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < n {
+            let port = joule_common::testing::stable_port(super::rand_suffix() ^ (ports.len() as u64) << 48);
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
         let mut proxies = std::collections::BTreeMap::new();
         let mut args = Vec::new();
         for from in 0..n {

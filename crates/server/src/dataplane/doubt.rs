@@ -56,7 +56,11 @@ impl Link {
 /// Serve a coordinator's request about a partition led here.
 pub(super) async fn serve_doubt(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
     let Ok(body) = read_body_async(&mut s).await else { return };
-    let answer = match decode::<DoubtRequest>(&body) {
+    let request = match link.refuse_while_replaying() {
+        Some(e) => Err(e),
+        None => decode::<DoubtRequest>(&body),
+    };
+    let answer = match request {
         Err(e) => Err(e),
         Ok(request) => answer(request, host, &link).await,
     };

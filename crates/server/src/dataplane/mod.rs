@@ -47,7 +47,7 @@
 use arc_swap::ArcSwap;
 use joule_cluster::network::DATA_MAGIC;
 use joule_cluster::{ClusterMetadata, HostId, Routes};
-use joule_common::{err, Error, ErrorCode, Result};
+use joule_common::{bail, err, Error, ErrorCode, Result};
 use joule_txn::remote::{append_frame, decode, ClusterLink, Destination, RemoteSite, WireCall, WireItem, WireResponse};
 use joule_txn::remote::{SessionDriver, WireResult};
 use joule_txn::{Host, Response, ResponseSink, TxnIds};
@@ -55,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 
+mod copylog;
 mod doubt;
 mod forward;
 mod repair;
@@ -100,6 +101,9 @@ pub(crate) struct Routing {
     replicas: Vec<Vec<HostId>>,
     /// Internal addresses of every host, up or not.
     all: BTreeMap<HostId, String>,
+    /// Internal addresses of the hosts recovering from their copy logs:
+    /// not up, but a leader still waits for their acknowledgements.
+    recovering: BTreeMap<HostId, String>,
 }
 
 impl Routing {
@@ -116,7 +120,20 @@ impl Routing {
                 .collect(),
             replicas: m.partitions.iter().map(|p| p.replicas.clone()).collect(),
             all: m.hosts.iter().map(|(id, h)| (*id, routes.dial(&h.internal_address))).collect(),
+            recovering: m
+                .hosts
+                .iter()
+                .filter(|(id, _)| m.is_recovering(**id))
+                .map(|(id, h)| (*id, routes.dial(&h.internal_address)))
+                .collect(),
         }
+    }
+
+    /// Where replica `host` takes batches if a leader must wait for it:
+    /// it is up, or recovering (its copy logs must hold every batch a
+    /// client was answered for; see `copylog.rs`).
+    fn must_acknowledge(&self, host: HostId) -> Option<&String> {
+        self.up.get(&host).or_else(|| self.recovering.get(&host))
     }
 }
 
@@ -144,14 +161,33 @@ pub(crate) struct Link {
     /// `routing` while a new leader repairs (`repair.rs`): replicas follow
     /// only this leader.
     latest: ArcSwap<Vec<Option<HostId>>>,
+    /// This host's copy logs (`None`: off).
+    pub(crate) logs: Option<Arc<copylog::CopyLogs>>,
+    /// Stops this host (a copy log that cannot be written); set when the
+    /// data plane starts serving.
+    stop: std::sync::OnceLock<OnDivergence>,
+    /// Set while this host replays its copy logs: its copies are not what
+    /// they will be, so it takes no batch and answers no repair or doubt
+    /// question (the asker tries again).
+    replaying: std::sync::atomic::AtomicBool,
 }
 
 /// Idle remote-site sessions, by (partition, host).
 type SessionPool = Arc<Mutex<HashMap<(u32, HostId), Vec<std::net::TcpStream>>>>;
 
 impl Link {
-    pub fn new(me: HostId, metadata: &ClusterMetadata, routes: Routes, runtime: tokio::runtime::Handle) -> Arc<Link> {
+    pub fn new(
+        me: HostId,
+        metadata: &ClusterMetadata,
+        routes: Routes,
+        runtime: tokio::runtime::Handle,
+        logs: Option<Arc<copylog::CopyLogs>>,
+        replaying: bool,
+    ) -> Arc<Link> {
         Arc::new(Link {
+            logs,
+            replaying: std::sync::atomic::AtomicBool::new(replaying),
+            stop: std::sync::OnceLock::new(),
             me,
             latest: ArcSwap::from_pointee(metadata.partitions.iter().map(|p| p.leader).collect()),
             progress: Arc::default(),
@@ -178,6 +214,18 @@ impl Link {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|p, _| routing.leaders.get(*p as usize).copied().flatten() == Some(self.me));
         self.routing.store(Arc::new(routing));
+    }
+
+    /// This host has replayed its copy logs (or had none to replay).
+    pub(crate) fn replayed(&self) {
+        self.replaying.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `Unavailable` while this host replays its copy logs.
+    fn refuse_while_replaying(&self) -> Option<Error> {
+        self.replaying
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| err!(Unavailable, "host {} is replaying its copy logs", self.me))
     }
 
     /// Partition `partition`'s leader as the newest metadata names it.
@@ -304,9 +352,10 @@ impl Link {
         let _ = tx.send(shipment);
         shippers.insert(partition, tx);
         let (me, routing, progress) = (self.me, self.routing.clone(), self.progress.clone());
+        let log = self.logs.clone().map(|logs| (logs, self.stop.get().cloned()));
         let spawned = std::thread::Builder::new()
             .name(format!("joule-ship-{partition}"))
-            .spawn(move || ship(partition, me, rx, routing, progress));
+            .spawn(move || ship(partition, me, rx, routing, progress, log));
         if let Err(e) = spawned {
             eprintln!("joule: cannot start partition {partition}'s replication thread: {e}");
         }
@@ -421,6 +470,7 @@ pub(crate) async fn serve(
     link: Arc<Link>,
     diverged: OnDivergence,
 ) {
+    let _ = link.stop.set(diverged.clone());
     while let Some(s) = connections.recv().await {
         // Each on its own task: one that stalls before saying what it
         // carries holds up no other.
@@ -472,6 +522,43 @@ async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<L
         Err(e) => Err(e),
     };
     let _ = write_frame_async(&mut s, &result.map_err(|e| to_wire_error(&e))).await;
+}
+
+pub(crate) use copylog::{CopyLogs, SyncMode};
+
+impl Link {
+    /// Rebuild this host's copy of `partition` from its copy log (the whole
+    /// cluster restarted): every entry through the path a replica applies
+    /// batches by; the number of entries.
+    pub(crate) async fn replay_copy(&self, host: &Arc<Host>, partition: u32, diverged: &OnDivergence) -> Result<u64> {
+        let Some(logs) = self.logs.clone() else { bail!(Unavailable, "this host keeps no copy logs") };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<copylog::Entry>(64);
+        let reader = tokio::task::spawn_blocking(move || {
+            logs.replay(partition, |entry| {
+                tx.blocking_send(entry).map_err(|_| err!(Unavailable, "partition {partition}: the replay stopped"))
+            })
+        });
+        let mut applied = Ok(());
+        while let Some(entry) = rx.recv().await {
+            let r = match entry {
+                copylog::Entry::Complete => {
+                    host.copy_loaded(partition);
+                    Ok(())
+                }
+                copylog::Entry::Batch(b) => {
+                    replication::apply_batch(host, &self.progress, None, b, diverged, || None).await
+                }
+            };
+            if let Err(e) = r {
+                applied = Err(e);
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader.await.map_err(|e| err!(Internal, "the copy-log reader failed: {e}"))?;
+        applied?;
+        read
+    }
 }
 
 /// Ask the host at `address` (leading `partition`) for a copy of it; it

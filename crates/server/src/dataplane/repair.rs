@@ -79,9 +79,9 @@ impl Link {
         // them are refused as unavailable), and replicas here follow the
         // newest leaders.
         // This host has just become the coordinator (the previous one's
-        // host failed): it settles what that one left in doubt before it
+        // host failed, or the whole cluster restarted): it settles what that one left in doubt before it
         // runs anything (`joule_txn`'s `resolve` module).
-        if metadata.mp_coordinator == Some(self.me) && before.coordinator.is_some_and(|c| c != self.me) {
+        if metadata.mp_coordinator == Some(self.me) && before.coordinator != Some(self.me) {
             host.take_over_coordination();
         }
         let mut interim = metadata.clone();
@@ -159,7 +159,7 @@ impl Link {
             }
             // A failure here is the caller's to report (it stops this host).
             let report_later: OnDivergence = Arc::new(|_| {});
-            apply_batch(host, &self.progress, best.clone(), &report_later, || None).await?;
+            apply_batch(host, &self.progress, self.logs.as_deref(), best.clone(), &report_later, || None).await?;
             done.push(format!("applied batch {:?} from host {} here", best.position(), best.from));
         }
         for (other, address, b) in &theirs {
@@ -241,7 +241,11 @@ pub(super) async fn serve_repair(
     diverged: OnDivergence,
 ) {
     while let Ok(body) = read_body_async(&mut s).await {
-        let answer: Result<Vec<u8>> = match decode::<RepairRequest>(&body) {
+        let request = match link.refuse_while_replaying() {
+            Some(e) => Err(e),
+            None => decode::<RepairRequest>(&body),
+        };
+        let answer: Result<Vec<u8>> = match request {
             Err(e) => Err(e),
             Ok(RepairRequest::Last { partition, leader }) => match refuse(&link, partition, leader) {
                 Some(e) => Err(e),
@@ -289,7 +293,7 @@ async fn repair_apply(
         let link = link.clone();
         move || refuse(&link, partition, leader)
     };
-    apply_batch(host, &link.progress, batch, diverged, again).await
+    apply_batch(host, &link.progress, link.logs.as_deref(), batch, diverged, again).await
 }
 
 /// Why `leader`'s repair request for `partition` is refused here, if it is.

@@ -60,6 +60,7 @@ pub(super) fn ship(
     shipments: std::sync::mpsc::Receiver<Shipment>,
     routing: Shared<Routing>,
     progress: Arc<ReplicaProgress>,
+    log: Option<(Arc<super::copylog::CopyLogs>, Option<OnDivergence>)>,
 ) {
     let mut connections: BTreeMap<HostId, ReplicaConnection> = BTreeMap::new();
     // Rejoining replicas: sent every batch though not up yet.
@@ -106,6 +107,15 @@ pub(super) fn ship(
                 // this host still leads, before answers (reads too) go out.
                 sequence += 1;
                 let batch = Batch { partition, stream, sequence, copy: false, from: me, term, records };
+                // Logged before anyone is answered. A host that cannot log
+                // stops; the batch still goes to the replicas, which hold it.
+                if let Some((logs, stop)) = &log {
+                    if let Err(e) = logs.append(partition, &batch) {
+                        if let Some(stop) = stop {
+                            stop(e.context(format!("partition {partition}: its copy log cannot be written")));
+                        }
+                    }
+                }
                 deliver_batch(&batch, &routing, &mut connections, &mut joining);
                 for d in dones {
                     d();
@@ -192,7 +202,7 @@ pub(super) fn deliver_batch(
         let targets: Vec<(HostId, String, bool)> = replicas
             .iter()
             .filter(|h| **h != me && !acknowledged.contains(h))
-            .filter_map(|h| match r.up.get(h) {
+            .filter_map(|h| match r.must_acknowledge(*h) {
                 Some(a) => Some((*h, a.clone(), false)),
                 None if joining.contains(h) => r.all.get(h).map(|a| (*h, a.clone(), true)),
                 None => None,
@@ -261,7 +271,7 @@ pub(super) fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared
         if joining {
             since.elapsed() < JOINER_PATIENCE
         } else {
-            routing.load().up.contains_key(&host)
+            routing.load().must_acknowledge(host).is_some()
         }
     };
     match read_frame_checked(&mut c.stream, keep_waiting) {
@@ -409,7 +419,9 @@ pub(super) async fn serve_replication(
         // Only the partition's leader (as this host's newest metadata has
         // it) is followed: a deposed leader that has not noticed yet is
         // refused, so it can neither change a replica nor answer a read.
-        let result = if !host.accepts_records(partition, &batch.records) {
+        let result = if let Some(e) = link.refuse_while_replaying() {
+            Err(e)
+        } else if !host.accepts_records(partition, &batch.records) {
             Err(err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet"))
         } else {
             let refuse = || {
@@ -418,7 +430,7 @@ pub(super) async fn serve_replication(
                     err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})")
                 })
             };
-            apply_batch(&host, &link.progress, batch, &diverged, refuse).await
+            apply_batch(&host, &link.progress, link.logs.as_deref(), batch, &diverged, refuse).await
         };
         let stop = result.as_ref().is_err_and(|e| e.code() == ErrorCode::Internal);
         if write_frame_async(&mut s, &result.map_err(|e| to_wire_error(&e))).await.is_err() || stop {
@@ -434,6 +446,7 @@ pub(super) async fn serve_replication(
 pub(super) async fn apply_batch(
     host: &Arc<Host>,
     progress: &ReplicaProgress,
+    logs: Option<&super::copylog::CopyLogs>,
     batch: Batch,
     diverged: &OnDivergence,
     refuse: impl FnOnce() -> Option<Error>,
@@ -449,6 +462,21 @@ pub(super) async fn apply_batch(
                 let e = e.context(format!("partition {partition}: records from host {from} did not apply"));
                 diverged(e.clone());
                 return Err(Error::new(ErrorCode::Internal, e.message().to_string()));
+            }
+            // Logged before it is acknowledged; a copy that cannot log stops.
+            if let Some(logs) = logs {
+                let logged = logs.append(partition, &batch).and_then(|()| {
+                    if batch.copy && host.replica_loaded(partition) {
+                        logs.complete(partition)
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = logged {
+                    let e = e.context(format!("partition {partition}: its copy log cannot be written"));
+                    diverged(e.clone());
+                    return Err(Error::new(ErrorCode::Internal, e.message().to_string()));
+                }
             }
             progress.applied(batch);
             Ok(())

@@ -1,0 +1,212 @@
+//! A whole cluster stopped at once comes back from its hosts' copy logs:
+//! real `joule` processes on loopback, started with `--command-log async`
+//! (a multi-host cluster then logs each copy's replication stream), killed
+//! with `kill -9` and started again.
+//!
+//! Checked after each restart: every acknowledged write is there (single-
+//! and multi-partition), the copies of every partition are identical, and
+//! the cluster takes new writes. A host restarted while the others run
+//! rejoins by copy instead (its logs would miss what the others do next);
+//! a host that does not come back with the others is failed (every
+//! partition still has a copy) and rejoins by copy when it does.
+
+mod common;
+
+use common::cluster::*;
+use common::TempDir;
+use joule_common::{ErrorCode, Value};
+use std::time::Duration;
+
+/// A heartbeat timeout of 3 s: a host killed and started again at once is
+/// back before failure detection notices (and recovers, see below).
+const ARGS: [&str; 8] =
+    ["--host-count", "3", "--kfactor", "1", "--command-log", "async", "--heartbeat-timeout", "3000"];
+
+/// `sql` on `addr`, called again while it is refused as `Unavailable`
+/// (leadership settling after a restart: not done, safe to call again).
+fn settled_sql(addr: &str, sql: &str, params: Vec<Value>) -> joule_client::Response {
+    let mut all = vec![Value::from(sql)];
+    all.extend(params);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(addr).call("@AdHoc", all.clone()) {
+            Ok(r) => return r,
+            Err(e) if e.code() == ErrorCode::Unavailable && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+}
+
+fn count_and_sum(addr: &str) -> (i64, i64) {
+    let r = settled_sql(addr, "SELECT COUNT(*), SUM(v) FROM kv", vec![]);
+    match (&r.tables[0].rows[0][0], &r.tables[0].rows[0][1]) {
+        (Value::Integer(c), Value::Integer(s)) => (*c, *s),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Rows `from..to`, each through a different host, then one update of
+/// every row (multi-partition).
+fn write(hosts: &[&Host], from: i64, to: i64) {
+    for k in from..to {
+        let via = &hosts[k as usize % hosts.len()].client;
+        settled_sql(via, "INSERT INTO kv VALUES (?, 0)", vec![Value::Integer(k)]);
+    }
+    settled_sql(&hosts[0].client, "UPDATE kv SET v = v + 1", vec![]);
+}
+
+fn all(hosts: &[Host]) -> Vec<&Host> {
+    hosts.iter().collect()
+}
+
+fn kill(hosts: &mut [Host]) {
+    for h in hosts {
+        let _ = h.child.kill();
+        let _ = h.child.wait();
+    }
+}
+
+/// Everything up, every partition led, every copy identical, and the
+/// count and sum as expected (through every host).
+fn check(hosts: &[Host], count: i64, sum: i64) {
+    eventually("every host is up and every partition led", || {
+        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
+    });
+    for h in hosts {
+        assert_eq!(count_and_sum(&h.client), (count, sum), "through {}", h.client);
+    }
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    eventually("the copies agree", || replicas_agree(&clients, 2).is_ok());
+}
+
+#[test]
+fn a_whole_cluster_restart_recovers_every_acknowledged_write_from_the_copy_logs() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-{i}"))).collect();
+    let mut hosts = form_all(&dirs, 1, &ARGS[4..]);
+    sql(
+        &hosts[0].client,
+        "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT NOT NULL); PARTITION TABLE kv ON COLUMN k; \
+         CREATE TABLE note (id BIGINT NOT NULL PRIMARY KEY, text VARCHAR(20));",
+        vec![],
+    );
+    sql(&hosts[1].client, "INSERT INTO note VALUES (1, 'kept')", vec![]);
+    write(&all(&hosts), 0, 60);
+    write(&all(&hosts), 60, 90);
+    check(&hosts, 90, 60 * 2 + 30);
+
+    // Every host killed at once, then started again: nothing refused,
+    // nothing lost.
+    kill(&mut hosts);
+    drop(hosts);
+    let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &ARGS)).collect();
+    let mut hosts: Vec<Host> = starting.into_iter().map(Starting::ready).collect();
+    check(&hosts, 90, 150);
+    let r = settled_sql(&hosts[2].client, "SELECT text FROM note WHERE id = 1", vec![]);
+    assert_eq!(r.tables[0].rows[0][0], Value::from("kept"), "the replicated table came back");
+    write(&all(&hosts), 90, 120);
+    check(&hosts, 120, 150 + 120);
+
+    // One host killed and started again at once, before failure detection
+    // noticed: it recovers, but the others run on, so they fail it (its
+    // logs would miss what they do next) and it rejoins by copy.
+    let _ = hosts[1].child.kill();
+    let _ = hosts[1].child.wait();
+    hosts[1] = spawn(dirs[1].path(), &ARGS).ready();
+    let said: Vec<String> = hosts[1].stderr.try_iter().collect();
+    for step in ["copy logs: recovering", "the cluster went on without it", "rejoined: copies of"] {
+        assert!(said.iter().any(|l| l.contains(step)), "host 1 did not say {step:?}:\n{}", said.join("\n"));
+    }
+    write(&all(&hosts), 120, 130);
+    check(&hosts, 130, 270 + 130);
+
+    // Every host killed again, and one of them does not come back with
+    // the others: they fail it and resume without it (every partition
+    // has a copy on one of them); when it comes back it rejoins by copy.
+    // Its copy of partition logs started afresh with the copy it took.
+    kill(&mut hosts);
+    drop(hosts);
+    let first = spawn(dirs[0].path(), &ARGS);
+    let third = spawn(dirs[2].path(), &ARGS);
+    let (first, third) = (first.ready(), third.ready());
+    let failed = |addr: &str| states(addr).iter().any(|(h, s)| *h == 1 && s == "FAILED");
+    eventually("host 1 is declared failed", || failed(&first.client));
+    let pair = [first, third];
+    assert_eq!(count_and_sum(&pair[0].client), (130, 400));
+    write(&all(&pair), 130, 140);
+    let second = spawn(dirs[1].path(), &ARGS).ready();
+    let [first, third] = pair;
+    let hosts = vec![first, second, third];
+    check(&hosts, 140, 400 + 140);
+}
+
+/// The lowest and highest `touched` of the rows (all through `addr`).
+fn touched(addr: &str) -> (i64, i64) {
+    let r = settled_sql(addr, "SELECT MIN(touched), MAX(touched) FROM accounts", vec![]);
+    match (&r.tables[0].rows[0][0], &r.tables[0].rows[0][1]) {
+        (Value::Integer(lo), Value::Integer(hi)) => (*lo, *hi),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The whole cluster stops while a multi-partition transaction is in
+/// doubt — a partition's leader died after its replica held the prepared
+/// writes, or right after it committed — and before the coordinator could
+/// settle it: after the restart the coordinator settles it from what the
+/// copy logs brought back, the same way on every partition.
+#[test]
+fn a_transaction_in_doubt_when_the_whole_cluster_stops_is_settled_alike_everywhere() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-doubt-{i}"))).collect();
+    let mut hosts = form_all(&dirs, 1, &ARGS[4..]);
+    sql(
+        &hosts[0].client,
+        "CREATE TABLE accounts (id BIGINT NOT NULL PRIMARY KEY, touched BIGINT NOT NULL); \
+         PARTITION TABLE accounts ON COLUMN id;",
+        vec![],
+    );
+    for id in 0..30 {
+        sql(&hosts[0].client, "INSERT INTO accounts VALUES (?, 0)", vec![Value::Integer(id)]);
+    }
+    let mut expected = 0;
+    for point in ["leader-after-prepare", "leader-after-commit"] {
+        let topo = stats(&hosts[0].client, "TOPO");
+        let coordinator: usize = topo.last().unwrap()[2].split(':').next().unwrap().parse().unwrap();
+        let victim = (coordinator + 1) % 3;
+        arm(dirs[victim].path(), point);
+        let via = hosts[coordinator].client.clone();
+        let update = std::thread::spawn(move || {
+            connect(&via).call("@AdHoc", vec![Value::from("UPDATE accounts SET touched = touched + 1")])
+        });
+        assert!(
+            wait_until(Duration::from_secs(30), || hosts[victim].child.try_wait().ok().flatten().is_some()),
+            "the failpoint {point} did not stop host {victim}"
+        );
+        // Before failure detection (3 s) lets anyone settle it.
+        kill(&mut hosts);
+        let answer = update.join().unwrap();
+        assert!(answer.is_err(), "{point}: the update cannot have been confirmed: {answer:?}");
+        drop(hosts);
+        disarm(dirs[victim].path());
+        let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &ARGS)).collect();
+        hosts = starting.into_iter().map(Starting::ready).collect();
+        eventually("every host is up and every partition led", || {
+            states(&hosts[0].client).iter().all(|(_, s)| s == "UP")
+                && every_partition_led_by_a_live_host(&hosts[0].client)
+        });
+        let (lo, hi) = touched(&hosts[0].client);
+        // The restarted coordinator found it in doubt and settled it.
+        let settled = |h: &Host| h.stderr.try_iter().any(|l| l.contains("settled (") && l.contains("with its leader"));
+        assert!(hosts.iter().any(settled), "{point}: no host said it settled the transaction in doubt");
+        assert_eq!(lo, hi, "{point}: the transaction in doubt was settled differently on different partitions");
+        assert!(lo == expected || lo == expected + 1, "{point}: {lo}, expected {expected} or one more");
+        if point == "leader-after-prepare" {
+            assert_eq!(lo, expected, "{point}: no partition committed it, so it is rolled back");
+        }
+        let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+        eventually("the copies agree", || replicas_agree(&clients, 2).is_ok());
+        settled_sql(&hosts[1].client, "UPDATE accounts SET touched = touched + 1", vec![]);
+        expected = lo + 1;
+        assert_eq!(touched(&hosts[2].client), (expected, expected));
+    }
+}

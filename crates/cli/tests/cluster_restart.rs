@@ -210,3 +210,61 @@ fn a_transaction_in_doubt_when_the_whole_cluster_stops_is_settled_alike_everywhe
         assert_eq!(touched(&hosts[2].client), (expected, expected));
     }
 }
+
+/// Copy logs past their limit (`segment_mb`, 1 MB here) compact: a
+/// frozen copy of the partition becomes a new generation's base and the
+/// generations before it go. A whole-cluster restart then starts from
+/// those bases.
+#[test]
+fn copy_logs_compact_and_a_whole_cluster_restart_starts_from_the_compacted_copies() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-compact-{i}"))).collect();
+    let config_dir = TempDir::new("restart-compact-config");
+    std::fs::create_dir_all(config_dir.path()).unwrap();
+    let config = config_dir.path().join("joule.toml");
+    std::fs::write(&config, "[command_log]\nsegment_mb = 1\n").unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let mut args: Vec<&str> = ARGS.to_vec();
+    args.extend(["--config", config.as_str()]);
+    let mut hosts = form_all(&dirs, 1, &args[4..]);
+    sql(
+        &hosts[0].client,
+        "CREATE TABLE blob (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(20000) NOT NULL); PARTITION TABLE blob ON COLUMN k;",
+        vec![],
+    );
+    // About 2 MB of records per partition on each of its two copies.
+    const ROWS: i64 = 600;
+    let value = "x".repeat(10_000);
+    let mut c = connect(&hosts[0].client);
+    for k in 0..ROWS {
+        c.call(
+            "@AdHoc",
+            vec![Value::from("INSERT INTO blob VALUES (?, ?)"), Value::Integer(k), Value::from(value.as_str())],
+        )
+        .unwrap();
+    }
+    drop(c);
+    let compacted = |d: &TempDir| -> usize {
+        let Ok(parts) = std::fs::read_dir(d.path().join("copies")) else { return 0 };
+        parts
+            .filter_map(|p| std::fs::read_dir(p.ok()?.path()).ok())
+            .map(|files| files.filter_map(|f| Some(f.ok()?.file_name().to_str()?.to_string())).collect::<Vec<_>>())
+            .filter(|names| {
+                names.iter().any(|n| n.ends_with(".base")) && !names.iter().any(|n| n == "0000000000000001.log")
+            })
+            .count()
+    };
+    eventually("every copy's log compacted", || dirs.iter().map(compacted).sum::<usize>() == 6);
+    sql(&hosts[1].client, "UPDATE blob SET v = 'short' WHERE k < 10", vec![]);
+    kill(&mut hosts);
+    drop(hosts);
+    let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
+    let hosts: Vec<Host> = starting.into_iter().map(Starting::ready).collect();
+    eventually("every host is up and every partition led", || {
+        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
+    });
+    let r = settled_sql(&hosts[2].client, "SELECT COUNT(*), SUM(CHAR_LENGTH(v)) FROM blob", vec![]);
+    assert_eq!(r.tables[0].rows[0][0], Value::Integer(ROWS));
+    assert_eq!(r.tables[0].rows[0][1], Value::Integer((ROWS - 10) * 10_000 + 10 * 5));
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    eventually("the copies agree", || replicas_agree(&clients, 2).is_ok());
+}

@@ -254,7 +254,7 @@ impl Server {
         let client_addr = client.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
         let copies_dir = config.dir.join("copies");
         let logs = match copy_logs {
-            Some(mode) => Some(dataplane::CopyLogs::open(&copies_dir, mode)?),
+            Some(mode) => Some(dataplane::CopyLogs::open(&copies_dir, mode, config.log_segment_bytes)?),
             None => None,
         };
         let logged = if logs.is_some() { dataplane::CopyLogs::replayable(&copies_dir) } else { Default::default() };

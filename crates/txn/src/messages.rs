@@ -110,6 +110,13 @@ pub(crate) enum SiteMsg {
         host: u64,
         reply: std::sync::mpsc::Sender<Result<()>>,
     },
+    /// A cluster: freeze the partition as it is now (after everything
+    /// queued before this, and after flushing what waits to be shipped)
+    /// for this host's copy log to compact itself to; handed over through
+    /// `ClusterLink::compact_log`.
+    CompactLog {
+        via_shipper: bool,
+    },
     /// A cluster: load part of a copy of the partition from its leader
     /// (this site rejoins); `done` says whether it applied.
     Load {

@@ -67,6 +67,12 @@ pub trait ClusterLink: Send + Sync {
     /// (batches of framed [`Replicated::Load`] records) after everything
     /// shipped so far, then every batch after it.
     fn add_replica(&self, partition: u32, host: u64, copy: Box<dyn Iterator<Item = Vec<u8>> + Send>);
+    /// This host's copy log of `partition` asked to compact itself: here
+    /// is the partition as it is after everything shipped or applied so
+    /// far (`via_shipper`: this host led it when it asked, and the copy
+    /// goes through the shipper, in order with the batches), or why the
+    /// site could not freeze it.
+    fn compact_log(&self, partition: u32, via_shipper: bool, copy: Result<Box<dyn Iterator<Item = Vec<u8>> + Send>>);
     /// What `partition`'s leader knows of prepared multi-partition
     /// transactions, asked as this host's coordinator (the leader answers
     /// once its metadata names this host coordinator; see
@@ -420,6 +426,7 @@ pub(crate) fn run_proxy(
             SiteMsg::Rejoin { reply, .. } => {
                 let _ = reply.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
+            SiteMsg::CompactLog { .. } => {}
             SiteMsg::Load { done, .. } => {
                 let _ = done.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
@@ -819,6 +826,14 @@ impl crate::Host {
         let (tx, rx) = std::sync::mpsc::channel();
         site.send(SiteMsg::Rejoin { host, reply: tx }).map_err(|_| gone(partition))?;
         rx.recv().map_err(|_| gone(partition))?
+    }
+
+    /// Have `partition`'s site freeze its copy for this host's copy log
+    /// (see [`ClusterLink::compact_log`]); nothing if it holds no copy.
+    pub fn compact_log(&self, partition: u32, via_shipper: bool) {
+        if let Some(site) = self.local_site(partition) {
+            let _ = site.send(SiteMsg::CompactLog { via_shipper });
+        }
     }
 
     /// This host restarted without its data: its copies follow their

@@ -186,6 +186,7 @@ impl Site {
                 SiteMsg::Rejoin { host, reply } => {
                     let _ = reply.send(self.hand_copy(host));
                 }
+                SiteMsg::CompactLog { via_shipper } => self.compact_log(via_shipper),
                 SiteMsg::Load { catalog, table, rows, last_ids, done } => {
                     let _ = done.send(self.load_copy(catalog, table, rows, last_ids));
                 }
@@ -519,15 +520,29 @@ impl Site {
         if !link.leads(self.partition) {
             bail!(Unavailable, "this host no longer leads partition {}", self.partition);
         }
+        let copy = self.frozen_copy()?;
+        link.add_replica(self.partition, host, Box::new(copy.into_batches()));
+        Ok(())
+    }
+
+    /// Everything batched so far goes to the shipper, then the partition
+    /// as it is now, frozen (copy-on-write; encoded later, elsewhere).
+    fn frozen_copy(&mut self) -> Result<crate::remote::PartitionCopy> {
         self.flush_log();
         let catalog = self.db.catalog_arc().clone();
         let mut tables = Vec::new();
         for def in catalog.tables() {
             tables.push((def.qualified_name(), self.db.storage().table(def.id)?.freeze()));
         }
-        let copy = crate::remote::PartitionCopy { catalog, tables, last_ids: self.ids.last() };
-        link.add_replica(self.partition, host, Box::new(copy.into_batches()));
-        Ok(())
+        Ok(crate::remote::PartitionCopy { catalog, tables, last_ids: self.ids.last() })
+    }
+
+    /// This host's copy log of the partition compacts itself to a frozen
+    /// copy of it as it is now.
+    fn compact_log(&mut self, via_shipper: bool) {
+        let Some(link) = self.link.clone() else { return };
+        let copy = self.frozen_copy().map(|c| Box::new(c.into_batches()) as Box<dyn Iterator<Item = Vec<u8>> + Send>);
+        link.compact_log(self.partition, via_shipper, copy);
     }
 
     /// Run a record from the partition's leader: resolve its procedure (or

@@ -50,6 +50,9 @@ pub(super) enum Entry {
     Batch(Batch),
     /// The copy's base is whole: what follows applies on top of it.
     Complete,
+    /// Ends a compaction's base: the last batch the copy had applied when
+    /// it was frozen (in the base already; kept for the repair step).
+    Applied(Batch),
 }
 
 /// Largest entry read back (a batch is at most a data-plane frame).
@@ -68,15 +71,46 @@ pub enum SyncMode {
 pub(crate) struct CopyLogs {
     dir: PathBuf,
     mode: SyncMode,
-    open: Mutex<BTreeMap<u32, Arc<Mutex<File>>>>,
+    /// A generation's log past this many bytes asks for a compaction.
+    limit: u64,
+    parts: Mutex<BTreeMap<u32, Part>>,
+}
+
+/// One partition's log as it is being written.
+struct Part {
+    file: Arc<Mutex<File>>,
+    generation: u64,
+    /// Bytes in the current generation's log.
+    bytes: u64,
+    /// Bytes of the newest base: a log is compacted only once it is larger
+    /// than that too (a large partition is not rewritten for every few
+    /// megabytes of changes).
+    base_bytes: u64,
+    /// A compaction was asked for and has not ended.
+    compacting: bool,
+    /// A replica's compaction: the generation its base is for, and where
+    /// the copy stood (its last batch) when it was asked for.
+    pending: Option<(u64, Option<Arc<Batch>>)>,
+}
+
+/// Where a compaction's base stands on the partition's stream: its pieces
+/// carry this position, and the batch there follows them (not applied
+/// again on replay: [`Entry::Applied`]).
+pub(super) struct BasePosition {
+    pub from: u64,
+    pub stream: u64,
+    pub sequence: u64,
+    pub term: u64,
+    pub last: Option<Arc<Batch>>,
 }
 
 impl CopyLogs {
-    /// The copy logs in `dir` (created if missing); with
-    /// [`SyncMode::Every`], a thread syncs them while they are in use.
-    pub fn open(dir: &Path, mode: SyncMode) -> Result<Arc<CopyLogs>> {
+    /// The copy logs in `dir` (created if missing), compacted past `limit`
+    /// bytes; with [`SyncMode::Every`], a thread syncs them while they are
+    /// in use.
+    pub fn open(dir: &Path, mode: SyncMode, limit: u64) -> Result<Arc<CopyLogs>> {
         std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
-        let logs = Arc::new(CopyLogs { dir: dir.to_path_buf(), mode, open: Mutex::default() });
+        let logs = Arc::new(CopyLogs { dir: dir.to_path_buf(), mode, limit, parts: Mutex::default() });
         if let SyncMode::Every(every) = mode {
             let weak = Arc::downgrade(&logs);
             std::thread::Builder::new()
@@ -91,11 +125,15 @@ impl CopyLogs {
         self.dir.join(format!("p{partition}"))
     }
 
+    fn parts(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Part>> {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Start `partition`'s log afresh (a new copy arrives, or the copy
     /// starts empty: `empty`, whose base is then complete already).
     pub fn fresh(&self, partition: u32, empty: bool) -> Result<()> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.remove(&partition);
+        let mut parts = self.parts();
+        parts.remove(&partition);
         let dir = self.partition_dir(partition);
         if dir.exists() {
             let away = self.dir.join(format!("p{partition}.old"));
@@ -105,28 +143,148 @@ impl CopyLogs {
         }
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         sync_dir(&self.dir)?;
-        let file = Arc::new(Mutex::new(create(&dir.join(generation_name(1)))?));
-        open.insert(partition, file.clone());
-        drop(open);
+        let file = Arc::new(Mutex::new(create(&dir.join(log_name(1)))?));
+        parts.insert(
+            partition,
+            Part { file: file.clone(), generation: 1, bytes: 0, base_bytes: 0, compacting: false, pending: None },
+        );
+        drop(parts);
         if empty {
-            self.write(partition, &file, &Entry::Complete)?;
+            self.write(partition, &Entry::Complete)?;
         }
         Ok(())
     }
 
     /// Append a batch `partition`'s copy applied (or, leading, is about
-    /// to ship).
-    pub(super) fn append(&self, partition: u32, batch: &Batch) -> Result<()> {
-        let file = self.file(partition)?;
+    /// to ship). True when the log has grown past its limit and should be
+    /// compacted now (said once, until that compaction ends).
+    pub(super) fn append(&self, partition: u32, batch: &Batch) -> Result<bool> {
         // Entry::Batch(batch) without cloning the records.
         let body = postcard_entry_batch(batch)?;
-        self.write_body(partition, &file, &body)
+        self.write_body(partition, &body)
     }
 
     /// `partition`'s copy is whole: what follows applies on top of it.
     pub(super) fn complete(&self, partition: u32) -> Result<()> {
-        let file = self.file(partition)?;
-        self.write(partition, &file, &Entry::Complete)
+        self.write(partition, &Entry::Complete).map(drop)
+    }
+
+    /// A compaction of `partition`'s log did not happen after all: it may
+    /// be asked for again.
+    pub(super) fn abandon(&self, partition: u32) {
+        if let Some(part) = self.parts().get_mut(&partition) {
+            part.compacting = false;
+            part.pending = None;
+        }
+    }
+
+    /// `partition`'s log goes on in a new generation from here (its base
+    /// comes later, from [`write_base`](Self::write_base)); the generation.
+    pub(super) fn next_generation(&self, partition: u32) -> Result<u64> {
+        let mut parts = self.parts();
+        let part = parts.get_mut(&partition).ok_or_else(|| not_open(partition))?;
+        let generation = part.generation + 1;
+        let file = create(&self.partition_dir(partition).join(log_name(generation)))?;
+        part.file = Arc::new(Mutex::new(file));
+        part.generation = generation;
+        part.bytes = 0;
+        Ok(generation)
+    }
+
+    /// A replica's compaction: its log goes on in a new generation from
+    /// here, and the base, at `last`, comes when the site hands the copy
+    /// over ([`take_pending`](Self::take_pending)).
+    pub(super) fn expect_base(&self, partition: u32, last: Option<Arc<Batch>>) -> Result<()> {
+        let generation = self.next_generation(partition)?;
+        if let Some(part) = self.parts().get_mut(&partition) {
+            part.pending = Some((generation, last));
+        }
+        Ok(())
+    }
+
+    /// The replica's compaction waiting for its base, if any.
+    pub(super) fn take_pending(&self, partition: u32) -> Option<(u64, Option<Arc<Batch>>)> {
+        self.parts().get_mut(&partition).and_then(|p| p.pending.take())
+    }
+
+    /// Write generation `generation`'s base — the copy's pieces at
+    /// `position`, then [`Entry::Complete`] and the batch there — on a
+    /// thread of its own; once it is whole and synced, the generations
+    /// before it are deleted and the compaction ends.
+    pub(super) fn write_base(
+        self: &Arc<Self>,
+        partition: u32,
+        generation: u64,
+        position: BasePosition,
+        pieces: Box<dyn Iterator<Item = Vec<u8>> + Send>,
+    ) {
+        let logs = self.clone();
+        let spawned = std::thread::Builder::new().name(format!("joule-copylog-base-{partition}")).spawn(move || {
+            let started = std::time::Instant::now();
+            match logs.write_base_now(partition, generation, position, pieces) {
+                Ok(bytes) => {
+                    if let Some(part) = logs.parts().get_mut(&partition) {
+                        part.base_bytes = bytes;
+                    }
+                    eprintln!(
+                        "joule: cluster: partition {partition}: copy log compacted to a {:.1} MB copy in {:.1} s",
+                        bytes as f64 / 1e6,
+                        started.elapsed().as_secs_f64()
+                    )
+                }
+                Err(e) => eprintln!("joule: cluster: partition {partition}: copy log not compacted: {e}"),
+            }
+            logs.abandon(partition);
+        });
+        if let Err(e) = spawned {
+            eprintln!("joule: cluster: partition {partition}: cannot start compacting its copy log: {e}");
+            self.abandon(partition);
+        }
+    }
+
+    fn write_base_now(
+        &self,
+        partition: u32,
+        generation: u64,
+        position: BasePosition,
+        pieces: Box<dyn Iterator<Item = Vec<u8>> + Send>,
+    ) -> Result<u64> {
+        let dir = self.partition_dir(partition);
+        let (tmp, done) = (dir.join(format!("{generation:016}.base.tmp")), dir.join(base_name(generation)));
+        let mut out =
+            std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| io("create", &tmp, e))?);
+        let mut bytes = 0u64;
+        let mut put = |body: &[u8]| -> Result<()> {
+            let frame = frame(body)?;
+            bytes += frame.len() as u64;
+            out.write_all(&frame).map_err(|e| io("write", &tmp, e))
+        };
+        let BasePosition { from, stream, sequence, term, last } = position;
+        for records in pieces {
+            let piece = Batch { partition, stream, sequence, copy: true, from, term, records };
+            put(&postcard_entry_batch(&piece)?)?;
+        }
+        put(&encode(&Entry::Complete)?)?;
+        if let Some(last) = last {
+            put(&encode(&EntryRef::Applied(&last))?)?;
+        }
+        let file = out.into_inner().map_err(|e| io("write", &tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| io("sync", &tmp, e))?;
+        std::fs::rename(&tmp, &done).map_err(|e| io("rename", &tmp, e))?;
+        sync_dir(&dir)?;
+        // The base is whole: the generations before it are not needed.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for path in entries.filter_map(|e| Some(e.ok()?.path())) {
+                let unfinished = path.to_str().and_then(|p| p.strip_suffix(".base.tmp")).map(Path::new);
+                if generation_of(&path)
+                    .or_else(|| unfinished.and_then(generation_of_stem))
+                    .is_some_and(|g| g < generation)
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(bytes)
     }
 
     /// The partitions whose logs here can be replayed (their base is whole).
@@ -155,53 +313,75 @@ impl CopyLogs {
             })?;
             if last {
                 // Cut off a torn tail, and go on appending after what is good.
-                let file = OpenOptions::new().write(true).open(path).map_err(|e| io("open", path, e))?;
+                let mut file = OpenOptions::new().write(true).open(path).map_err(|e| io("open", path, e))?;
                 file.set_len(good).map_err(|e| io("truncate", path, e))?;
-                let mut file = file;
                 std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(|e| io("seek", path, e))?;
-                self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, Arc::new(Mutex::new(file)));
+                let generation = generation_of(path).unwrap_or(1);
+                let base_bytes = std::fs::metadata(dir.join(base_name(generation))).map_or(0, |m| m.len());
+                let file = Arc::new(Mutex::new(file));
+                let part = Part { file, generation, bytes: good, base_bytes, compacting: false, pending: None };
+                self.parts().insert(partition, part);
             }
         }
         Ok(count)
     }
 
-    fn file(&self, partition: u32) -> Result<Arc<Mutex<File>>> {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = open.get(&partition) {
-            return Ok(f.clone());
-        }
-        // A copy this host holds without a log (it never started one):
-        // nothing can be logged for it until a new copy starts one.
-        bail!(Unavailable, "partition {partition} has no copy log open on this host")
+    fn write(&self, partition: u32, entry: &Entry) -> Result<bool> {
+        self.write_body(partition, &encode(entry)?)
     }
 
-    fn write(&self, partition: u32, file: &Mutex<File>, entry: &Entry) -> Result<()> {
-        let body = postcard::to_allocvec(entry).map_err(|e| err!(Internal, "cannot encode a copy-log entry: {e}"))?;
-        self.write_body(partition, file, &body)
-    }
-
-    fn write_body(&self, partition: u32, file: &Mutex<File>, body: &[u8]) -> Result<()> {
-        let len = u32::try_from(body.len()).map_err(|_| err!(ValueTooLarge, "a copy-log entry over 4 GiB"))?;
-        let mut frame = Vec::with_capacity(8 + body.len());
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
-        frame.extend_from_slice(body);
+    fn write_body(&self, partition: u32, body: &[u8]) -> Result<bool> {
+        let frame = frame(body)?;
+        let file = {
+            let mut parts = self.parts();
+            let part = parts.get_mut(&partition).ok_or_else(|| not_open(partition))?;
+            part.bytes += frame.len() as u64;
+            let due = part.bytes > self.limit.max(part.base_bytes) && !part.compacting;
+            part.compacting |= due;
+            (part.file.clone(), due)
+        };
+        let (file, due) = file;
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
         f.write_all(&frame).map_err(|e| err!(IoError, "partition {partition}: cannot write its copy log: {e}"))?;
         if self.mode == SyncMode::EveryBatch {
             f.sync_data().map_err(|e| err!(IoError, "partition {partition}: cannot sync its copy log: {e}"))?;
         }
-        Ok(())
+        Ok(due)
     }
+}
+
+/// A copy this host holds without a log (it never started one): nothing
+/// can be logged for it until a new copy starts one.
+fn not_open(partition: u32) -> Error {
+    err!(Unavailable, "partition {partition} has no copy log open on this host")
+}
+
+/// `length | crc32c | body`.
+fn frame(body: &[u8]) -> Result<Vec<u8>> {
+    let len = u32::try_from(body.len()).map_err(|_| err!(ValueTooLarge, "a copy-log entry over 4 GiB"))?;
+    let mut frame = Vec::with_capacity(8 + body.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    frame.extend_from_slice(body);
+    Ok(frame)
+}
+
+fn encode(entry: &impl Serialize) -> Result<Vec<u8>> {
+    postcard::to_allocvec(entry).map_err(|e| err!(Internal, "cannot encode a copy-log entry: {e}"))
+}
+
+/// [`Entry`] as written, borrowing its batch (same encoding).
+#[derive(Serialize)]
+enum EntryRef<'a> {
+    Batch(&'a Batch),
+    #[allow(dead_code)]
+    Complete,
+    Applied(&'a Batch),
 }
 
 /// `postcard(Entry::Batch(batch))` from a borrowed batch.
 fn postcard_entry_batch(batch: &Batch) -> Result<Vec<u8>> {
-    #[derive(Serialize)]
-    enum EntryRef<'a> {
-        Batch(&'a Batch),
-    }
-    postcard::to_allocvec(&EntryRef::Batch(batch)).map_err(|e| err!(Internal, "cannot encode a copy-log entry: {e}"))
+    encode(&EntryRef::Batch(batch))
 }
 
 /// Sync every open log each `every`, until the logs are dropped.
@@ -209,8 +389,7 @@ fn sync_every(logs: Weak<CopyLogs>, every: Duration) {
     loop {
         std::thread::sleep(every);
         let Some(logs) = logs.upgrade() else { return };
-        let files: Vec<Arc<Mutex<File>>> =
-            logs.open.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let files: Vec<Arc<Mutex<File>>> = logs.parts().values().map(|p| p.file.clone()).collect();
         for f in files {
             // Synced outside the writers' lock: a clone of the descriptor.
             let clone = f.lock().unwrap_or_else(|p| p.into_inner()).try_clone();
@@ -223,33 +402,55 @@ fn sync_every(logs: Weak<CopyLogs>, every: Duration) {
     }
 }
 
-fn generation_name(g: u64) -> String {
+fn log_name(g: u64) -> String {
     format!("{g:016}.log")
 }
 
-/// The generations of a partition's log to replay, oldest first: from the
-/// newest one whose base is whole. `None`: none is.
+fn base_name(g: u64) -> String {
+    format!("{g:016}.base")
+}
+
+/// The generation in a file name's stem (`…/0000000000000003`).
+fn generation_of_stem(stem: &Path) -> Option<u64> {
+    stem.file_name()?.to_str()?.parse().ok()
+}
+
+/// The generation a log or base file belongs to (not a base being written).
+fn generation_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".log").or_else(|| name.strip_suffix(".base"))?.parse().ok()
+}
+
+/// The files of a partition's log to replay, in order: from the newest
+/// generation with a whole base — a compaction's base file, or a base at
+/// the head of its log — that base, then every generation's log from
+/// there. `None`: no generation has one.
 fn read_generations(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(None) };
-    let mut generations: Vec<(u64, PathBuf)> = entries
+    let mut logs: Vec<(u64, PathBuf)> = entries
         .filter_map(|e| {
             let path = e.ok()?.path();
             let g = path.file_name()?.to_str()?.strip_suffix(".log")?.parse::<u64>().ok()?;
             Some((g, path))
         })
         .collect();
-    generations.sort();
-    let mut start = None;
-    for (i, (_, path)) in generations.iter().enumerate().rev() {
-        if base_is_complete(path)? {
-            start = Some(i);
-            break;
-        }
+    logs.sort();
+    for (i, (g, path)) in logs.iter().enumerate().rev() {
+        // A base file exists only once it is whole (renamed into place).
+        let base = dir.join(base_name(*g));
+        let head = if base.exists() {
+            vec![base]
+        } else if base_is_complete(path)? {
+            Vec::new()
+        } else {
+            continue;
+        };
+        return Ok(Some(head.into_iter().chain(logs[i..].iter().map(|(_, p)| p.clone())).collect()));
     }
-    Ok(start.map(|i| generations[i..].iter().map(|(_, p)| p.clone()).collect()))
+    Ok(None)
 }
 
-/// Whether the log at `path` holds a whole base.
+/// Whether the log at `path` starts with a whole base.
 fn base_is_complete(path: &Path) -> Result<bool> {
     let mut complete = false;
     // Copy pieces, then the marker; anything else first: no base.
@@ -259,6 +460,7 @@ fn base_is_complete(path: &Path) -> Result<bool> {
             Ok(false)
         }
         Entry::Batch(b) => Ok(b.copy),
+        Entry::Applied(_) => Ok(false),
     })?;
     Ok(complete)
 }
@@ -349,6 +551,7 @@ mod tests {
             seen.push(match e {
                 Entry::Batch(b) => (b.sequence, b.copy),
                 Entry::Complete => (0, true),
+                Entry::Applied(b) => (b.sequence, false),
             });
             Ok(())
         })
@@ -359,7 +562,7 @@ mod tests {
     #[test]
     fn a_log_replays_what_was_appended_and_a_torn_tail_is_cut_off() {
         let d = dir("replay");
-        let logs = CopyLogs::open(&d, SyncMode::EveryBatch).unwrap();
+        let logs = CopyLogs::open(&d, SyncMode::EveryBatch, 1 << 30).unwrap();
         assert!(CopyLogs::replayable(&d).is_empty());
         logs.fresh(2, false).unwrap();
         logs.append(2, &batch(5, true)).unwrap();
@@ -370,11 +573,11 @@ mod tests {
         assert_eq!(CopyLogs::replayable(&d), BTreeSet::from([2]));
         drop(logs);
         // The process died in the middle of an entry.
-        let path = d.join("p2").join(generation_name(1));
+        let path = d.join("p2").join(log_name(1));
         let full = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(full - 3).unwrap();
-        let logs = CopyLogs::open(&d, SyncMode::EveryBatch).unwrap();
+        let logs = CopyLogs::open(&d, SyncMode::EveryBatch, 1 << 30).unwrap();
         assert_eq!(replayed(&logs), vec![(5, true), (0, true), (6, false)]);
         // Appends go on after the good part.
         logs.append(2, &batch(7, false)).unwrap();
@@ -389,12 +592,12 @@ mod tests {
     #[test]
     fn generations_replay_from_the_newest_whole_base_and_corruption_before_the_last_is_an_error() {
         let d = dir("generations");
-        let logs = CopyLogs::open(&d, SyncMode::Every(Duration::from_millis(10))).unwrap();
+        let logs = CopyLogs::open(&d, SyncMode::Every(Duration::from_millis(10)), 1 << 30).unwrap();
         logs.fresh(2, true).unwrap();
         logs.append(2, &batch(1, false)).unwrap();
         drop(logs);
-        let first = d.join("p2").join(generation_name(1));
-        let second = d.join("p2").join(generation_name(2));
+        let first = d.join("p2").join(log_name(1));
+        let second = d.join("p2").join(log_name(2));
         // Generation 2 holds batches only (its base never completed): it
         // continues generation 1.
         let body = postcard_entry_batch(&batch(2, false)).unwrap();
@@ -402,7 +605,7 @@ mod tests {
         frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         frame.extend_from_slice(&body);
         std::fs::write(&second, &frame).unwrap();
-        let logs = CopyLogs::open(&d, SyncMode::EveryBatch).unwrap();
+        let logs = CopyLogs::open(&d, SyncMode::EveryBatch, 1 << 30).unwrap();
         assert_eq!(replayed(&logs), vec![(0, true), (1, false), (2, false)]);
         let mut bytes = std::fs::read(&first).unwrap();
         let n = bytes.len();
@@ -411,7 +614,7 @@ mod tests {
         let e = logs.replay(2, |_| Ok(())).unwrap_err();
         assert_eq!(e.code(), joule_common::ErrorCode::CorruptData, "{e}");
         // A generation with a whole base of its own starts the replay.
-        std::fs::write(&second, std::fs::read(d.join("p2").join(generation_name(1))).unwrap()).unwrap();
+        std::fs::write(&second, std::fs::read(d.join("p2").join(log_name(1))).unwrap()).unwrap();
         let mut good = Vec::new();
         let body = postcard::to_allocvec(&Entry::Complete).unwrap();
         good.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -420,6 +623,45 @@ mod tests {
         good.extend_from_slice(&frame);
         std::fs::write(&second, &good).unwrap();
         assert_eq!(replayed(&logs), vec![(0, true), (2, false)]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+    #[test]
+    fn a_compaction_starts_a_generation_whose_base_replaces_the_ones_before() {
+        let d = dir("compact");
+        // A limit of 50 bytes: the second batch asks for a compaction.
+        let logs = CopyLogs::open(&d, SyncMode::EveryBatch, 50).unwrap();
+        logs.fresh(2, true).unwrap();
+        assert!(!logs.append(2, &batch(1, false)).unwrap());
+        assert!(logs.append(2, &batch(2, false)).unwrap(), "past the limit");
+        assert!(!logs.append(2, &batch(3, false)).unwrap(), "asked once until the compaction ends");
+        let generation = logs.next_generation(2).unwrap();
+        assert_eq!(generation, 2);
+        // Batch 4 comes while the base is being written.
+        logs.append(2, &batch(4, false)).unwrap();
+        assert_eq!(replayed(&logs), vec![(0, true), (1, false), (2, false), (3, false), (4, false)]);
+        let position = BasePosition { from: 1, stream: 9, sequence: 3, term: 1, last: Some(Arc::new(batch(3, false))) };
+        let pieces: Box<dyn Iterator<Item = Vec<u8>> + Send> = Box::new(vec![vec![1u8; 4], vec![2u8; 4]].into_iter());
+        logs.write_base_now(2, generation, position, pieces).unwrap();
+        logs.abandon(2);
+        assert!(!d.join("p2").join(log_name(1)).exists(), "the generation before the base is gone");
+        // The base's pieces at batch 3, the marker, batch 3 as applied, then batch 4.
+        assert_eq!(replayed(&logs), vec![(3, true), (3, true), (0, true), (3, false), (4, false)]);
+        // Asked again once it has ended, when the log is past the limit and
+        // larger than the base too (about 90 bytes here).
+        let base = std::fs::metadata(d.join("p2").join(base_name(2))).unwrap().len();
+        let mut sequence = 5;
+        while !logs.append(2, &batch(sequence, false)).unwrap() {
+            sequence += 1;
+        }
+        let log = std::fs::metadata(d.join("p2").join(log_name(2))).unwrap().len();
+        assert!(log > base && log > 50 && sequence > 5, "{log} bytes of log, {base} of base");
+        // A base never finished leaves the generation before it in use.
+        let generation = logs.next_generation(2).unwrap();
+        std::fs::write(d.join("p2").join(format!("{generation:016}.base.tmp")), b"partial").unwrap();
+        logs.append(2, &batch(sequence + 1, false)).unwrap();
+        let seen = replayed(&logs);
+        assert_eq!(seen.first(), Some(&(3, true)));
+        assert_eq!(seen.last(), Some(&(sequence + 1, false)));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

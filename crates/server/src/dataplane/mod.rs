@@ -170,6 +170,9 @@ pub(crate) struct Link {
     /// they will be, so it takes no batch and answers no repair or doubt
     /// question (the asker tries again).
     replaying: std::sync::atomic::AtomicBool,
+    /// This host (set when the data plane starts serving): a shipper asks
+    /// its site for a copy to compact the copy log to.
+    host: std::sync::OnceLock<std::sync::Weak<Host>>,
 }
 
 /// Idle remote-site sessions, by (partition, host).
@@ -187,6 +190,7 @@ impl Link {
         Arc::new(Link {
             logs,
             replaying: std::sync::atomic::AtomicBool::new(replaying),
+            host: std::sync::OnceLock::new(),
             stop: std::sync::OnceLock::new(),
             me,
             latest: ArcSwap::from_pointee(metadata.partitions.iter().map(|p| p.leader).collect()),
@@ -328,6 +332,39 @@ impl ClusterLink for Link {
         self.ship_to(partition, Shipment::AddReplica { host, copy })
     }
 
+    fn compact_log(&self, partition: u32, via_shipper: bool, copy: Result<Box<dyn Iterator<Item = Vec<u8>> + Send>>) {
+        let Some(logs) = &self.logs else { return };
+        if via_shipper {
+            // In order with the batches, if this host still ships them.
+            let shippers = self.shippers.lock().unwrap_or_else(|p| p.into_inner());
+            let sent = shippers.get(&partition).is_some_and(|tx| tx.send(Shipment::Compact { copy }).is_ok());
+            if !sent {
+                logs.abandon(partition);
+            }
+            return;
+        }
+        match (logs.take_pending(partition), copy) {
+            (Some((generation, last)), Ok(pieces)) => {
+                let position = match last {
+                    Some(b) => copylog::BasePosition {
+                        from: b.from,
+                        stream: b.stream,
+                        sequence: b.sequence,
+                        term: b.term,
+                        last: (!b.copy).then_some(b),
+                    },
+                    None => copylog::BasePosition { from: self.me, stream: 0, sequence: 0, term: 0, last: None },
+                };
+                logs.write_base(partition, generation, position, pieces);
+            }
+            (Some(_), Err(e)) => {
+                eprintln!("joule: cluster: partition {partition}: copy log not compacted: {e}");
+                logs.abandon(partition);
+            }
+            (None, _) => {}
+        }
+    }
+
     fn doubt(&self, partition: u32) -> Result<joule_txn::remote::DoubtReport> {
         self.ask_leader(partition, None)
     }
@@ -352,7 +389,11 @@ impl Link {
         let _ = tx.send(shipment);
         shippers.insert(partition, tx);
         let (me, routing, progress) = (self.me, self.routing.clone(), self.progress.clone());
-        let log = self.logs.clone().map(|logs| (logs, self.stop.get().cloned()));
+        let log = self.logs.clone().map(|logs| replication::ShipperLog {
+            logs,
+            stop: self.stop.get().cloned(),
+            host: self.host.get().cloned().unwrap_or_default(),
+        });
         let spawned = std::thread::Builder::new()
             .name(format!("joule-ship-{partition}"))
             .spawn(move || ship(partition, me, rx, routing, progress, log));
@@ -471,6 +512,7 @@ pub(crate) async fn serve(
     diverged: OnDivergence,
 ) {
     let _ = link.stop.set(diverged.clone());
+    let _ = link.host.set(Arc::downgrade(&host));
     while let Some(s) = connections.recv().await {
         // Each on its own task: one that stalls before saying what it
         // carries holds up no other.
@@ -547,6 +589,11 @@ impl Link {
                 }
                 copylog::Entry::Batch(b) => {
                     replication::apply_batch(host, &self.progress, None, b, diverged, || None).await
+                }
+                // In the base already: where the copy stands.
+                copylog::Entry::Applied(b) => {
+                    self.progress.applied(b);
+                    Ok(())
                 }
             };
             if let Err(e) = r {

@@ -46,6 +46,18 @@ pub(super) enum Shipment {
     Batch { records: Vec<u8>, done: Box<dyn FnOnce() + Send> },
     /// A rejoining replica: its copy of the partition, then every batch.
     AddReplica { host: HostId, copy: Box<dyn Iterator<Item = Vec<u8>> + Send> },
+    /// This host's copy log compacts itself to this copy of the partition
+    /// (as of the batches shipped before it), or the site could not freeze.
+    Compact { copy: Result<Box<dyn Iterator<Item = Vec<u8>> + Send>> },
+}
+
+/// A shipper's copy log: where batches are written before they are sent,
+/// what stops this host when that fails, and the host whose site is asked
+/// for a copy when the log has grown enough to compact.
+pub(super) struct ShipperLog {
+    pub(super) logs: Arc<super::copylog::CopyLogs>,
+    pub(super) stop: Option<OnDivergence>,
+    pub(super) host: std::sync::Weak<Host>,
 }
 
 /// One replica's connection (batches in order, one acknowledgement each).
@@ -60,8 +72,10 @@ pub(super) fn ship(
     shipments: std::sync::mpsc::Receiver<Shipment>,
     routing: Shared<Routing>,
     progress: Arc<ReplicaProgress>,
-    log: Option<(Arc<super::copylog::CopyLogs>, Option<OnDivergence>)>,
+    log: Option<ShipperLog>,
 ) {
+    // The last batch shipped: a compaction's base stands there.
+    let mut last: Option<Arc<Batch>> = None;
     let mut connections: BTreeMap<HostId, ReplicaConnection> = BTreeMap::new();
     // Rejoining replicas: sent every batch though not up yet.
     let mut joining: std::collections::BTreeSet<HostId> = Default::default();
@@ -109,10 +123,20 @@ pub(super) fn ship(
                 let batch = Batch { partition, stream, sequence, copy: false, from: me, term, records };
                 // Logged before anyone is answered. A host that cannot log
                 // stops; the batch still goes to the replicas, which hold it.
-                if let Some((logs, stop)) = &log {
-                    if let Err(e) = logs.append(partition, &batch) {
-                        if let Some(stop) = stop {
-                            stop(e.context(format!("partition {partition}: its copy log cannot be written")));
+                if let Some(ShipperLog { logs, stop, host }) = &log {
+                    match logs.append(partition, &batch) {
+                        Ok(false) => {}
+                        // Grown past its limit: the site freezes the
+                        // partition after what it has shipped, and the copy
+                        // comes back here in order (`Shipment::Compact`).
+                        Ok(true) => match host.upgrade() {
+                            Some(h) => h.compact_log(partition, true),
+                            None => logs.abandon(partition),
+                        },
+                        Err(e) => {
+                            if let Some(stop) = stop {
+                                stop(e.context(format!("partition {partition}: its copy log cannot be written")));
+                            }
                         }
                     }
                 }
@@ -120,9 +144,27 @@ pub(super) fn ship(
                 for d in dones {
                     d();
                 }
+                last = Some(Arc::new(batch));
                 if next.is_none() {
                     next = shipments.recv().ok();
                 }
+            }
+            Shipment::Compact { copy } => {
+                if let Some(ShipperLog { logs, .. }) = &log {
+                    let started = copy.and_then(|pieces| Ok((logs.next_generation(partition)?, pieces)));
+                    match started {
+                        Ok((generation, pieces)) => {
+                            let position =
+                                super::copylog::BasePosition { from: me, stream, sequence, term, last: last.clone() };
+                            logs.write_base(partition, generation, position, pieces);
+                        }
+                        Err(e) => {
+                            eprintln!("joule: cluster: partition {partition}: copy log not compacted: {e}");
+                            logs.abandon(partition);
+                        }
+                    }
+                }
+                next = shipments.recv().ok();
             }
         }
     }
@@ -366,8 +408,14 @@ impl ReplicaProgress {
         Err(err!(Unavailable, "partition {partition}: batch {sequence} was not applied here within 30 s"))
     }
 
+    /// The last batch applied on `partition` (a copy piece's position, or
+    /// a batch).
+    fn last(&self, partition: u32) -> Option<Arc<Batch>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned()
+    }
+
     /// `batch` has been applied here.
-    fn applied(&self, batch: Batch) {
+    pub(super) fn applied(&self, batch: Batch) {
         let (partition, stream, sequence) = (batch.partition, batch.stream, batch.sequence);
         self.raise_term(partition, batch.term);
         // A copy piece stands for the position the copy was taken at (its
@@ -439,6 +487,26 @@ pub(super) async fn serve_replication(
     }
 }
 
+/// A replica's copy log has grown past its limit: it goes on in a new
+/// generation from the batch just applied, and the site freezes the
+/// partition as it is now for that generation's base. Not while a
+/// prepared transaction is open here: its outcome, coming in a later
+/// batch, would then be both in the base and after it.
+fn compact_replica_log(host: &Arc<Host>, progress: &ReplicaProgress, logs: &super::copylog::CopyLogs, partition: u32) {
+    let in_doubt = host.local_doubt(partition).map_or(true, |d| d.pending.is_some());
+    if in_doubt {
+        logs.abandon(partition);
+        return;
+    }
+    match logs.expect_base(partition, progress.last(partition)) {
+        Ok(()) => host.compact_log(partition, false),
+        Err(e) => {
+            eprintln!("joule: cluster: partition {partition}: copy log not compacted: {e}");
+            logs.abandon(partition);
+        }
+    }
+}
+
 /// Apply `batch` on this host's copy if it is the next one (acknowledge a
 /// repeat once its first arrival has been applied). A batch that does not
 /// apply, or one past the next position, means this copy no longer follows
@@ -464,8 +532,10 @@ pub(super) async fn apply_batch(
                 return Err(Error::new(ErrorCode::Internal, e.message().to_string()));
             }
             // Logged before it is acknowledged; a copy that cannot log stops.
+            let mut due = false;
             if let Some(logs) = logs {
-                let logged = logs.append(partition, &batch).and_then(|()| {
+                let logged = logs.append(partition, &batch).and_then(|d| {
+                    due = d;
                     if batch.copy && host.replica_loaded(partition) {
                         logs.complete(partition)
                     } else {
@@ -479,6 +549,9 @@ pub(super) async fn apply_batch(
                 }
             }
             progress.applied(batch);
+            if let (true, Some(logs)) = (due, logs) {
+                compact_replica_log(host, progress, logs, partition);
+            }
             Ok(())
         }
         // Acknowledged once its first arrival is applied.

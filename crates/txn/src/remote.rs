@@ -209,15 +209,25 @@ impl PartitionCopy {
             last_ids,
             complete: true,
         });
+        // Each piece's rows are cloned out of the frozen table when it is
+        // encoded (never the whole table at once), picking up after the
+        // last row of the piece before.
         let rest = tables.into_iter().flat_map(move |(name, frozen)| {
-            let rows: Vec<(u32, Row)> = frozen.iter_with_ids().map(|(id, r)| (id, r.clone())).collect();
-            let chunks: Vec<Vec<(u32, Row)>> = rows.chunks(LOAD_ROWS).map(|c| c.to_vec()).collect();
-            chunks.into_iter().map(move |rows| Replicated::Load {
-                catalog: None,
-                table: Some(name.clone()),
-                rows,
-                last_ids,
-                complete: false,
+            let mut next: Option<u32> = Some(0);
+            std::iter::from_fn(move || {
+                let rows: Vec<(u32, Row)> =
+                    frozen.iter_from(next?).take(LOAD_ROWS).map(|(id, r)| (id, r.clone())).collect();
+                next = match rows.last() {
+                    Some((id, _)) if rows.len() == LOAD_ROWS => id.checked_add(1),
+                    _ => None,
+                };
+                (!rows.is_empty()).then(|| Replicated::Load {
+                    catalog: None,
+                    table: Some(name.clone()),
+                    rows,
+                    last_ids,
+                    complete: false,
+                })
             })
         });
         first.chain(rest).chain(last).map(|record| {

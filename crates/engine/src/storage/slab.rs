@@ -137,6 +137,22 @@ impl FrozenRows {
             .filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
     }
 
+    /// The rows with their ids from id `start` on, in id order (reached
+    /// directly, not by walking the rows before it).
+    pub fn iter_from(&self, start: RowId) -> impl Iterator<Item = (RowId, &Row)> + '_ {
+        let start = start as usize;
+        let first = start / CHUNK;
+        self.chunks
+            .iter()
+            .skip(first)
+            .flat_map(|c| c.iter())
+            .enumerate()
+            .map(move |(i, r)| (first * CHUNK + i, r))
+            .skip(start - first * CHUNK)
+            .take_while(move |(i, _)| *i < self.len)
+            .filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
+    }
+
     /// How many chunks (of up to 1024 slots) the rows span.
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
@@ -290,6 +306,24 @@ mod tests {
         let id = s.next_id().unwrap();
         s.place(id, row(i)).unwrap();
         id
+    }
+
+    #[test]
+    fn frozen_rows_are_read_from_any_id_on() {
+        let mut s = Slab::default();
+        for i in 0..3000 {
+            insert(&mut s, i);
+        }
+        for id in [5, 1500, 2047, 2999] {
+            s.remove(id).unwrap();
+        }
+        let frozen = s.freeze();
+        let all: Vec<(RowId, Row)> = frozen.iter_with_ids().map(|(i, r)| (i, r.clone())).collect();
+        for start in [0, 1, 5, 1023, 1024, 1500, 2048, 2998, 2999, 3000, 5000] {
+            let from: Vec<(RowId, Row)> = frozen.iter_from(start).map(|(i, r)| (i, r.clone())).collect();
+            let expected: Vec<(RowId, Row)> = all.iter().filter(|(i, _)| *i >= start).cloned().collect();
+            assert_eq!(from, expected, "from {start}");
+        }
     }
 
     #[test]

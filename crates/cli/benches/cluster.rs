@@ -12,6 +12,12 @@
 //!    a host is killed and started again, and the time from its start to
 //!    its "rejoined" line is reported (the host's own figure for loading
 //!    its copies is printed too) — while a client keeps writing.
+//! 3. **Whole-cluster restart**: with those rows loaded, every host gets
+//!    `kill -9`; all three are started again at once, and the time from
+//!    their start until every host is up and serves is reported, with each
+//!    host's own figure for replaying its copy logs.
+//!
+//! The hosts keep copy logs (`--command-log async`, the default).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,7 +36,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 fn main() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("bench-cluster-{i}"))).collect();
-    let mut hosts = form(&dirs, 1);
+    let mut hosts = form_all(&dirs, 1, &ARGS[4..]);
     sql(
         &hosts[0].client,
         "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(1000) NOT NULL); PARTITION TABLE kv ON COLUMN k;",
@@ -38,6 +44,72 @@ fn main() {
     );
     failover(&dirs, &mut hosts);
     rejoin(&dirs, &mut hosts);
+    whole_restart(&dirs, hosts);
+}
+
+const ARGS: [&str; 6] = ["--host-count", "3", "--kfactor", "1", "--command-log", "async"];
+
+fn whole_restart(dirs: &[TempDir], mut hosts: Vec<Host>) {
+    let count = |addr: &str| -> i64 {
+        match &sql(addr, "SELECT COUNT(*) FROM kv", vec![]).tables[0].rows[0][0] {
+            Value::Integer(n) => *n,
+            other => panic!("{other:?}"),
+        }
+    };
+    let before = count(&hosts[0].client);
+    let logs: u64 = dirs.iter().map(|d| dir_bytes(&d.path().join("copies"))).sum();
+    for h in &mut hosts {
+        let _ = h.child.kill();
+        let _ = h.child.wait();
+    }
+    drop(hosts);
+    let started = Instant::now();
+    let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &ARGS)).collect();
+    let mut said = Vec::new();
+    for s in &starting {
+        said.push(wait_line(&s.stderr, "recovered the copies of"));
+    }
+    let hosts: Vec<Host> = starting.into_iter().map(Starting::ready).collect();
+    eventually("every host up, every partition led", || {
+        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
+    });
+    let mut served = None;
+    while served.is_none() {
+        served = match connect(&hosts[1].client).call("@AdHoc", vec![Value::from("SELECT COUNT(*) FROM kv")]) {
+            Ok(r) => Some(r),
+            Err(_) if started.elapsed() < Duration::from_secs(600) => {
+                std::thread::sleep(Duration::from_millis(20));
+                None
+            }
+            Err(e) => panic!("no answer after the restart: {e}"),
+        };
+    }
+    let took = started.elapsed();
+    let after = count(&hosts[2].client);
+    assert_eq!(after, before, "rows lost in the whole-cluster restart");
+    println!(
+        "whole-cluster restart ({:.0} MB of copy logs on the three hosts): {took:.1?} from start to serving; {}",
+        logs as f64 / 1e6,
+        said.iter().map(|l| l.trim_start_matches("joule: cluster: ")).collect::<Vec<_>>().join("; ")
+    );
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    match replicas_agree(&clients, 2) {
+        Ok(n) => println!("after the restart every partition's copies agree ({n} partition tables)"),
+        Err(why) => panic!("copies differ after the restart: {why}"),
+    }
+}
+
+/// Bytes in the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+                _ => e.metadata().map_or(0, |m| m.len()),
+            })
+            .sum()
+    })
 }
 
 fn failover(dirs: &[TempDir], hosts: &mut [Host]) {
@@ -75,7 +147,7 @@ fn failover(dirs: &[TempDir], hosts: &mut [Host]) {
         let took = killed.elapsed();
         println!("failover {round}: host {victim} killed; first write on its partition after {took:.2?}");
         times.push(took);
-        hosts[victim] = spawn(dirs[victim].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
+        hosts[victim] = spawn(dirs[victim].path(), &ARGS).ready();
         eventually("every host up", || states(&via).iter().all(|(_, s)| s == "UP"));
     }
     times.sort();
@@ -158,7 +230,7 @@ fn rejoin(dirs: &[TempDir], hosts: &mut [Host]) {
         })
     };
     let restarted = Instant::now();
-    let again = spawn(dirs[victim].path(), &["--host-count", "3", "--kfactor", "1"]);
+    let again = spawn(dirs[victim].path(), &ARGS);
     let said = wait_line(&again.stderr, "rejoined: copies of");
     let took = restarted.elapsed();
     hosts[victim] = again.ready();

@@ -322,7 +322,7 @@ fn the_rust_client_routes_single_partition_calls_to_leaders() {
 fn a_new_leader_repairs_copies_that_differ_by_the_last_batch() {
     use common::fault_proxy::Link;
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("repair-{i}"))).collect();
-    let (mut hosts, mesh) = form_meshed(&dirs, 2);
+    let (mut hosts, mesh) = form_meshed(&dirs, 2, &[]);
     let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE kv ON COLUMN k;";
     sql(&hosts[0].client, ddl, vec![]);
     let leader_of_0 = |addr: &str| -> usize { stats(addr, "TOPO")[0][2].split(':').next().unwrap().parse().unwrap() };
@@ -374,7 +374,7 @@ fn a_new_leader_repairs_copies_that_differ_by_the_last_batch() {
 fn a_host_cut_off_from_the_cluster_refuses_calls_then_rejoins() {
     use common::fault_proxy::Link;
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("cutoff-{i}"))).collect();
-    let (mut hosts, mesh) = form_meshed(&dirs, 1);
+    let (mut hosts, mesh) = form_meshed(&dirs, 1, &[]);
     sql(&hosts[0].client, "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE kv ON COLUMN k;", vec![]);
     mesh.set(2, 0, Link::Hang);
     mesh.set(2, 1, Link::Hang);

@@ -195,7 +195,7 @@ fn coordinator_after(addr: &str, old: usize) -> usize {
 fn a_prepare_that_reached_one_replica_is_rolled_back_on_both() {
     use common::fault_proxy::Link;
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("commit-k2-{i}"))).collect();
-    let (mut hosts, mesh) = form_meshed(&dirs, 2);
+    let (mut hosts, mesh) = form_meshed(&dirs, 2, &[]);
     let ddl = "CREATE TABLE accounts (id BIGINT NOT NULL PRIMARY KEY, touched BIGINT NOT NULL); \
                PARTITION TABLE accounts ON COLUMN id;";
     sql(&hosts[0].client, ddl, vec![]);

@@ -19,9 +19,12 @@
 //! `CLUSTER`, `joule status` and the console, and the data plane's routing
 //! (`dataplane.rs`: forwarding, replication, remote sites, rejoin). A
 //! restarted host takes a copy of each of its partitions from their leaders
-//! before it counts as up again (`rejoin`). Snapshot procedures are refused
-//! on a multi-host cluster (`FeatureNotSupported`): snapshots of a cluster
-//! are not built.
+//! before it counts as up again (`rejoin`) — unless it was still up when it
+//! stopped and keeps copy logs: then it recovers (`recover`), and either
+//! the whole cluster restarted and it replays its logs, or the others ran
+//! on, fail it, and it rejoins by copy. Snapshot procedures are refused on
+//! a multi-host cluster (`FeatureNotSupported`): snapshots of a cluster are
+//! not built.
 
 use crate::ServerContext;
 use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, MetadataNode};
@@ -310,6 +313,8 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
         }
     }
     let Some(link) = &ctx.link else { return Ok(false) };
+    let waited = started.elapsed();
+    let started = std::time::Instant::now();
     let m = node.metadata();
     let mine: Vec<u32> =
         (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me)).collect();
@@ -325,9 +330,11 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
         }
     }
     let line = format!(
-        "host {me} recovered the copies of {} partitions from its copy logs ({entries} entries) in {:.1} s",
+        "host {me} recovered the copies of {} partitions from its copy logs ({entries} entries) in {:.1} s, after \
+         waiting {:.1} s for the other hosts",
         mine.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        waited.as_secs_f64()
     );
     eprintln!("joule: cluster: {line}");
     ctx.event(line);

@@ -277,10 +277,11 @@ impl Mesh {
     }
 }
 
-/// [`form`], every link through a [`Mesh`]'s proxies.
-pub fn form_meshed(dirs: &[TempDir], k: u32) -> (Vec<Host>, Mesh) {
+/// [`form`], every link through a [`Mesh`]'s proxies, every host started
+/// with `extra` too.
+pub fn form_meshed(dirs: &[TempDir], k: u32, extra: &[&str]) -> (Vec<Host>, Mesh) {
     let mesh = Mesh::new(dirs.len());
-    let hosts = form_each(dirs, k, |i| mesh.args(i));
+    let hosts = form_each(dirs, k, |i| [&mesh.args(i)[..], extra].concat());
     (hosts, mesh)
 }
 

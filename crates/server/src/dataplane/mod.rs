@@ -42,7 +42,9 @@
 //! The pieces: `forward.rs` (forwarded calls, both ends), `session.rs`
 //! (remote site sessions, both ends), `replication.rs` (shipping batches
 //! to replicas and applying them), `repair.rs` (a new leader bringing the
-//! surviving copies to the same last batch).
+//! surviving copies to the same last batch), `doubt.rs` (prepared
+//! transactions), `copylog.rs` (each copy's replication stream on disk, for
+//! a whole-cluster restart).
 
 use arc_swap::ArcSwap;
 use joule_cluster::network::DATA_MAGIC;

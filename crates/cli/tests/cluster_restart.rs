@@ -268,3 +268,67 @@ fn copy_logs_compact_and_a_whole_cluster_restart_starts_from_the_compacted_copie
     let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
     eventually("the copies agree", || replicas_agree(&clients, 2).is_ok());
 }
+
+/// A host whose copy log cannot be written (here a file-size limit, as on
+/// a full disk) stops with the I/O error; the others fail it and go on,
+/// nothing acknowledged is lost, and started again without the limit it
+/// rejoins with identical copies.
+#[test]
+fn a_host_that_cannot_write_its_copy_log_stops_and_nothing_acknowledged_is_lost() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-full-{i}"))).collect();
+    let mut hosts = form_all(&dirs, 1, &ARGS[4..]);
+    sql(
+        &hosts[0].client,
+        "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(400) NOT NULL); PARTITION TABLE kv ON COLUMN k;",
+        vec![],
+    );
+    // Host 2 again, under a 1 MB file-size limit (its copies arrive anew).
+    let _ = hosts[2].child.kill();
+    let _ = hosts[2].child.wait();
+    hosts[2] = spawn_limited(dirs[2].path(), &ARGS, 2048).ready();
+    eventually("host 2 is up again", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
+    let mut acked = Vec::new();
+    let mut tried = Vec::new();
+    let value = "v".repeat(300);
+    let mut c = connect(&hosts[0].client);
+    for k in 0..20_000i64 {
+        if hosts[2].child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        tried.push(k);
+        let call = vec![Value::from("INSERT INTO kv VALUES (?, ?)"), Value::Integer(k), Value::from(value.as_str())];
+        if c.call("@AdHoc", call).is_ok() {
+            acked.push(k);
+        }
+    }
+    drop(c);
+    let status = hosts[2].child.wait().unwrap();
+    assert!(!status.success(), "host 2 stopped with a failure status");
+    let said: Vec<String> = hosts[2].stderr.try_iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("J6001") && l.contains("copy log") && l.contains("this host stops")),
+        "host 2 said:\n{}",
+        said.join("\n")
+    );
+    assert!(acked.len() > 100, "{} writes before the limit", acked.len());
+    // The others go on, with every acknowledged row.
+    eventually("host 2 is declared failed", || states(&hosts[0].client).iter().any(|(h, s)| *h == 2 && s == "FAILED"));
+    let present: Vec<i64> = settled_sql(&hosts[1].client, "SELECT k FROM kv ORDER BY k", vec![]).tables[0]
+        .rows
+        .iter()
+        .map(|r| match r[0] {
+            Value::Integer(k) => k,
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    for k in &acked {
+        assert!(present.binary_search(k).is_ok(), "acknowledged row {k} is missing");
+    }
+    assert!(present.iter().all(|k| tried.contains(k)), "a row nobody wrote");
+    settled_sql(&hosts[0].client, "INSERT INTO kv VALUES (-1, 'after')", vec![]);
+    // Without the limit it rejoins.
+    hosts[2] = spawn(dirs[2].path(), &ARGS).ready();
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    eventually("every host is up", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
+    eventually("the copies agree", || replicas_agree(&clients, 2).is_ok());
+}

@@ -25,7 +25,7 @@ mod http;
 mod metrics;
 mod stats;
 
-use joule_common::{err, Error, Result};
+use joule_common::{err, Error, ErrorCode, Result};
 use joule_durability::manager::Snapshots;
 use joule_durability::node::{AttachableLog, DataDir};
 use joule_durability::recovery::recover_node;
@@ -513,13 +513,25 @@ async fn accept(listener: TcpListener, ctx: Arc<ServerContext>, admin: bool) {
 }
 
 /// What a host does when one of its copies no longer follows its leader
-/// (or it cannot repair a partition it now leads): it stops, to rejoin
-/// afresh when started again.
+/// (or it cannot repair a partition it now leads, or write its copy log):
+/// it stops, to rejoin afresh when started again.
 pub(crate) fn on_divergence(ctx: &Arc<ServerContext>) -> dataplane::OnDivergence {
     let weak = Arc::downgrade(ctx);
     Arc::new(move |e: Error| {
         let Some(ctx) = weak.upgrade() else { return };
-        let e = err!(Unavailable, "{e}: this host's copy no longer follows its leader; start it again to rejoin");
+        let e = if e.code() == ErrorCode::IoError {
+            // Keeps its code: the disk, not the copy, is what failed.
+            Error::new(
+                ErrorCode::IoError,
+                format!(
+                    "{}; this host stops (the other copies keep the data): start it again once the disk is fixed, \
+                     to rejoin",
+                    e.message()
+                ),
+            )
+        } else {
+            err!(Unavailable, "{e}: this host's copy no longer follows its leader; start it again to rejoin")
+        };
         eprintln!("joule: cluster: {e}");
         *ctx.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         ctx.request_shutdown();

@@ -70,7 +70,18 @@ pub fn disarm(dir: &std::path::Path) {
 }
 
 pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Starting {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_joule"));
+    spawn_command(Command::new(env!("CARGO_BIN_EXE_joule")), dir, extra)
+}
+
+/// [`spawn`] under a file-size limit of `blocks` 512-byte blocks (`ulimit
+/// -f`): writes past it fail with `EFBIG`, as on a full file system.
+pub fn spawn_limited(dir: &std::path::Path, extra: &[&str], blocks: u64) -> Starting {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &format!("ulimit -f {blocks} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_joule")]);
+    spawn_command(cmd, dir, extra)
+}
+
+fn spawn_command(mut cmd: Command, dir: &std::path::Path, extra: &[&str]) -> Starting {
     // A host that restarts comes back on its recorded internal port
     // (`0` picks it); a new one gets a port the kernel never hands out for
     // outgoing connections, so that nothing can hold it when it restarts.

@@ -76,6 +76,8 @@ pub(super) fn ship(
 ) {
     // The last batch shipped: a compaction's base stands there.
     let mut last: Option<Arc<Batch>> = None;
+    // The copy log failed and this host is stopping (said once).
+    let mut stopping = false;
     let mut connections: BTreeMap<HostId, ReplicaConnection> = BTreeMap::new();
     // Rejoining replicas: sent every batch though not up yet.
     let mut joining: std::collections::BTreeSet<HostId> = Default::default();
@@ -134,9 +136,10 @@ pub(super) fn ship(
                             None => logs.abandon(partition),
                         },
                         Err(e) => {
-                            if let Some(stop) = stop {
-                                stop(e.context(format!("partition {partition}: its copy log cannot be written")));
+                            if let (Some(stop), false) = (stop, stopping) {
+                                stop(e);
                             }
+                            stopping = true;
                         }
                     }
                 }
@@ -543,7 +546,6 @@ pub(super) async fn apply_batch(
                     }
                 });
                 if let Err(e) = logged {
-                    let e = e.context(format!("partition {partition}: its copy log cannot be written"));
                     diverged(e.clone());
                     return Err(Error::new(ErrorCode::Internal, e.message().to_string()));
                 }

@@ -65,6 +65,13 @@ pub struct PartitionPlacement {
     /// The replica that orders the partition's transactions; `None` when
     /// every replica is down.
     pub leader: Option<HostId>,
+    /// Replicas whose copies lack transactions acknowledged since they went
+    /// down: the partition had a leader while they were neither up nor
+    /// recovering. A replica not in it that comes back with its copy in its
+    /// copy logs may bring the partition back while it has no leader
+    /// (`HostRejoined::revived`); a stale one needs a copy from a leader.
+    #[serde(default)]
+    pub stale: std::collections::BTreeSet<HostId>,
 }
 
 /// The replicated cluster metadata.
@@ -106,8 +113,16 @@ pub enum Command {
     HostUnreachable { reporter: HostId, reporter_incarnation: u64, host: HostId, incarnation: u64 },
     /// An operator removed `host` on purpose.
     StopHost { host: HostId },
-    /// `host` came back (rejoin finished): it serves its replicas again.
-    HostRejoined { host: HostId },
+    /// `host` came back (rejoin finished): it serves its replicas again —
+    /// those in `revived` from its own copy logs, brought back while the
+    /// partition had no leader. Refused while any host is recovering (the
+    /// cluster restarts: wait), or if a revived partition has a leader
+    /// again or this host's copy of it is stale.
+    HostRejoined {
+        host: HostId,
+        #[serde(default)]
+        revived: Vec<u32>,
+    },
     /// `host` (at `incarnation`, still up here) restarted with its copies
     /// in its copy logs: it is recovering (see [`HostState::Recovering`]).
     /// Refused unless the host is up at that incarnation.
@@ -143,6 +158,7 @@ impl ClusterMetadata {
         let result = self.apply_one(command);
         if result == CommandResult::Applied {
             self.resume_if_all_restarted();
+            self.mark_stale();
         }
         result
     }
@@ -155,20 +171,6 @@ impl ClusterMetadata {
                 match (incarnation, now) {
                     (Some(watched), Some(now)) if *watched != now => {
                         refused(format!("host {host} has rejoined since (incarnation {now}, not {watched})"))
-                    }
-                    _ if self.is_up(*host) && self.hosts.values().any(|h| h.state == HostState::Recovering) => {
-                        // The cluster is restarting: a host not back yet
-                        // may hold the last copies of some partitions in
-                        // its copy logs. Failing it would lose them.
-                        let last = self.last_copies_on(*host);
-                        if last.is_empty() {
-                            self.take_down(*host, HostState::Failed)
-                        } else {
-                            refused(format!(
-                                "the cluster is restarting and host {host} holds the last copies of partitions \
-                                 {last:?}: waiting for it to restart"
-                            ))
-                        }
                     }
                     _ => self.take_down(*host, HostState::Failed),
                 }
@@ -204,12 +206,33 @@ impl ClusterMetadata {
                 }
                 self.take_down(*host, HostState::Stopped)
             }
-            Command::HostRejoined { host } => match self.hosts.get_mut(host) {
+            Command::HostRejoined { host, revived } => match self.hosts.get(host).map(|h| h.state) {
                 None => refused(format!("host {host} is not a member")),
-                Some(h) if h.state == HostState::Up => refused(format!("host {host} is already up")),
-                Some(h) => {
-                    h.state = HostState::Up;
-                    h.incarnation += 1;
+                Some(HostState::Up) => refused(format!("host {host} is already up")),
+                Some(_) if self.hosts.values().any(|h| h.state == HostState::Recovering) => {
+                    refused("the cluster is restarting (hosts are recovering from their copy logs): wait".into())
+                }
+                Some(_) => {
+                    for p in revived {
+                        let Some(placement) = self.partitions.get(*p as usize) else {
+                            return refused(format!("there is no partition {p}"));
+                        };
+                        if let Some(l) = placement.leader {
+                            return refused(format!("partition {p} was brought back meanwhile (host {l} leads it)"));
+                        }
+                        if !placement.replicas.contains(host) || placement.stale.contains(host) {
+                            return refused(format!("host {host}'s copy of partition {p} is not a current one"));
+                        }
+                    }
+                    if let Some(h) = self.hosts.get_mut(host) {
+                        h.state = HostState::Up;
+                        h.incarnation += 1;
+                    }
+                    // Its copies are whole again: taken from the leaders, or
+                    // (revived) current already.
+                    for p in &mut self.partitions {
+                        p.stale.remove(host);
+                    }
                     // Partitions left without any leader get one back.
                     for p in 0..self.partitions.len() {
                         if self.partitions[p].leader.is_none() {
@@ -261,7 +284,7 @@ impl ClusterMetadata {
         let mut partitions = Vec::with_capacity(partition_count);
         for p in 0..partition_count {
             let replicas = (0..copies).map(|r| ids[(p * copies + r) % ids.len()]).collect();
-            partitions.push(PartitionPlacement { replicas, leader: None });
+            partitions.push(PartitionPlacement { replicas, leader: None, stale: Default::default() });
         }
         self.formed = true;
         self.kfactor = kfactor;
@@ -352,17 +375,15 @@ impl ClusterMetadata {
         self.hosts.get(&host).is_some_and(|h| h.state == HostState::Recovering)
     }
 
-    /// Partitions with a copy on `host` and on no other host up or
-    /// recovering.
-    fn last_copies_on(&self, host: HostId) -> Vec<usize> {
-        let kept =
-            |h: &HostId| self.hosts.get(h).is_some_and(|i| matches!(i.state, HostState::Up | HostState::Recovering));
-        (0..self.partitions.len())
-            .filter(|p| {
-                let r = &self.partitions[*p].replicas;
-                r.contains(&host) && !r.iter().any(|h| *h != host && kept(h))
-            })
-            .collect()
+    /// A partition that has a leader goes on without its replicas that are
+    /// neither up nor recovering: their copies are stale from now on.
+    fn mark_stale(&mut self) {
+        let hosts = &self.hosts;
+        let away = |h: &HostId| hosts.get(h).is_none_or(|i| !matches!(i.state, HostState::Up | HostState::Recovering));
+        for p in self.partitions.iter_mut().filter(|p| p.leader.is_some()) {
+            let gone: Vec<HostId> = p.replicas.iter().copied().filter(|h| away(h)).collect();
+            p.stale.extend(gone);
+        }
     }
 
     /// Partitions whose only running copy is on `host`.
@@ -507,33 +528,44 @@ mod tests {
         assert!(m.unavailable_partitions().is_empty(), "k = 1: every partition has a copy on 1 or 2");
         assert!(m.mp_coordinator.is_some_and(|c| m.is_up(c)));
 
-        // Six hosts: while the cluster restarts, a host not back yet is
-        // failed only if every partition it holds has a copy up or
-        // recovering elsewhere.
-        let mut m = formed(6, 2, 1);
-        let holding = |m: &ClusterMetadata, h: HostId| -> Vec<usize> {
-            (0..m.partitions.len()).filter(|p| m.partitions[*p].replicas.contains(&h)).collect()
-        };
-        let first = m.partitions[0].replicas.clone();
-        assert_eq!(m.apply(&recovering(first[0], 0)), CommandResult::Applied);
-        let others: Vec<HostId> = (1..=6).filter(|h| *h != first[0]).collect();
-        let mut failed = Vec::new();
-        for h in &others {
-            if let CommandResult::Applied = m.apply(&Command::HostFailed { host: *h, incarnation: None }) {
-                failed.push(*h);
-            }
-        }
+        // A host not back yet is failed like any other; its copies stay
+        // current where no leader went on without them.
+        let mut m = formed(3, 2, 1);
+        assert_eq!(m.apply(&recovering(1, 0)), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostFailed { host: 2, incarnation: None }), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostFailed { host: 3, incarnation: None }), CommandResult::Applied);
         check(&m);
-        for h in &failed {
-            for p in holding(&m, *h) {
-                assert!(
-                    m.partitions[p].replicas.iter().any(|r| m.is_up(*r) || m.is_recovering(*r)),
-                    "partition {p} lost its last copy with host {h}"
-                );
+        assert!(m.is_up(1), "no host up: host 1 resumes alone");
+        let orphan = m.partitions.iter().position(|p| p.leader.is_none()).unwrap();
+        for (i, p) in m.partitions.iter().enumerate() {
+            let others: Vec<HostId> = p.replicas.iter().copied().filter(|h| *h != 1).collect();
+            if i == orphan {
+                // Hosts 2 and 3 hold it: host 3 led it on after host 2
+                // failed (it was not known dead yet), so host 2's copy is
+                // stale; host 3 failed with no one to go on without it.
+                assert_eq!(p.replicas, vec![2, 3]);
+                assert_eq!(p.stale.iter().copied().collect::<Vec<_>>(), vec![2], "{p:?}");
+            } else {
+                // Led by host 1 from now on: the others' copies fall behind.
+                assert_eq!(p.leader, Some(1));
+                assert_eq!(p.stale.iter().copied().collect::<Vec<_>>(), others, "{p:?}");
             }
         }
-        assert!(failed.len() < others.len(), "some host holds last copies and is waited for");
-        assert!(m.unavailable_partitions().is_empty() || m.hosts.values().any(|h| h.state == HostState::Up));
+        // Host 3 may bring it back from its logs; host 2 may not.
+        let orphan = orphan as u32;
+        let rejoined = |host, revived: Vec<u32>| Command::HostRejoined { host, revived };
+        assert!(matches!(m.apply(&rejoined(2, vec![orphan])), CommandResult::Refused(_)));
+        assert_eq!(m.apply(&rejoined(3, vec![orphan])), CommandResult::Applied);
+        check(&m);
+        assert_eq!(m.partitions[orphan as usize].leader, Some(3));
+        assert!(matches!(m.apply(&rejoined(2, vec![orphan])), CommandResult::Refused(_)), "led again");
+        assert_eq!(m.apply(&rejoined(2, vec![])), CommandResult::Applied, "by copy it may");
+        assert!(m.partitions.iter().all(|p| p.stale.is_empty()), "every copy whole again");
+        // No rejoin while the cluster restarts.
+        let mut m = formed(3, 2, 1);
+        assert_eq!(m.apply(&Command::HostFailed { host: 3, incarnation: None }), CommandResult::Applied);
+        assert_eq!(m.apply(&recovering(1, 0)), CommandResult::Applied);
+        assert!(matches!(m.apply(&rejoined(3, vec![])), CommandResult::Refused(_)));
 
         // A recovering host the running ones fail rejoins by copy.
         let mut m = formed(3, 2, 1);
@@ -572,7 +604,7 @@ mod tests {
         check(&m);
         assert!(!m.unavailable_partitions().is_empty());
         // The host comes back: the orphaned partitions get a leader again.
-        assert_eq!(m.apply(&Command::HostRejoined { host: 1 }), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostRejoined { host: 1, revived: vec![] }), CommandResult::Applied);
         check(&m);
         assert!(m.unavailable_partitions().is_empty());
     }
@@ -599,7 +631,7 @@ mod tests {
         }
         assert!(m.is_up(3));
         // A report about an incarnation that has since rejoined is refused.
-        assert_eq!(m.apply(&Command::HostRejoined { host: 2 }), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostRejoined { host: 2, revived: vec![] }), CommandResult::Applied);
         assert!(matches!(m.apply(&report(3, 2)), CommandResult::Refused(_)));
         // So is one from a reporter that has since restarted.
         assert!(matches!(m.apply(&report(2, 3)), CommandResult::Refused(_)));
@@ -650,7 +682,7 @@ mod tests {
     fn a_verdict_on_an_earlier_incarnation_is_refused() {
         let mut m = formed(3, 2, 1);
         assert_eq!(m.apply(&Command::HostFailed { host: 2, incarnation: Some(0) }), CommandResult::Applied);
-        assert_eq!(m.apply(&Command::HostRejoined { host: 2 }), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::HostRejoined { host: 2, revived: vec![] }), CommandResult::Applied);
         assert_eq!(m.hosts[&2].incarnation, 1);
         // Failure detection watched the host before it restarted: refused.
         match m.apply(&Command::HostFailed { host: 2, incarnation: Some(0) }) {
@@ -684,7 +716,7 @@ mod tests {
                 let command = match op {
                     0 => Command::HostFailed { host, incarnation: None },
                     1 => Command::StopHost { host },
-                    _ => Command::HostRejoined { host },
+                    _ => Command::HostRejoined { host, revived: vec![] },
                 };
                 let before = m.clone();
                 if let CommandResult::Refused(_) = m.apply(&command) {

@@ -103,7 +103,10 @@ async fn three_members_form_fail_over_and_restart() {
     let back = start(gone_id, &root, Some(&gone_address)).await;
     let m = back.wait_for(WAIT, |m| m.catalog_version == 7).await.unwrap();
     assert_eq!(m.hosts[&gone_id].state, HostState::Failed);
-    assert_eq!(back.propose(Command::HostRejoined { host: gone_id }).await.unwrap(), CommandResult::Applied);
+    assert_eq!(
+        back.propose(Command::HostRejoined { host: gone_id, revived: vec![] }).await.unwrap(),
+        CommandResult::Applied
+    );
     nodes.push(back);
     let mut seen: Vec<ClusterMetadata> = Vec::new();
     for n in &nodes {

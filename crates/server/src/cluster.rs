@@ -198,32 +198,72 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     let Membership::Member(node) = &ctx.membership else { return Ok(()) };
     let me = node.id();
     if !*ctx.copies_ready.borrow() {
-        let resumed = recover(ctx, node).await;
+        // A replay that failed leaves the host not ready: it stops.
+        let resumed = recover(ctx, node).await?;
         if let Some(link) = &ctx.link {
             link.replayed();
         }
         let _ = ctx.copies_ready.send(true);
-        if resumed? {
+        if resumed {
             return Ok(());
         }
     }
-    let m = node.metadata();
-    if m.is_up(me) {
+    if node.metadata().is_up(me) {
         return Ok(());
     }
+    // While hosts recover from their copy logs, no partition has a leader
+    // to copy from: wait for the cluster to be back.
+    wait_while_restarting(ctx, node).await?;
+    // Decided on the group's metadata as it is now, once this host's own
+    // copy (which the data plane routes by) has caught up with it: just
+    // after a restart it may trail.
+    let m = caught_up(node).await?;
     let started = std::time::Instant::now();
     let routes = joule_cluster::Routes::by_address(ctx.config.cluster.routes.clone());
     let mine: Vec<u32> =
         (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me)).collect();
+    let logs = ctx.link.as_ref().and_then(|l| l.logs.clone());
+    let replayable = logs.as_ref().map(|l| l.replayable_here()).unwrap_or_default();
     let mut asked = Vec::new();
     let mut empty = Vec::new();
+    let mut revived = Vec::new();
     for p in &mine {
-        if let Some(logs) = ctx.link.as_ref().and_then(|l| l.logs.as_ref()) {
+        let placement = &m.partitions[*p as usize];
+        if placement.leader.is_none_or(|l| l == me) {
+            // No copy to take. A copy of it in this host's logs that no
+            // leader went on without (not stale) brings it back.
+            if !placement.stale.contains(&me) && replayable.contains(p) {
+                revived.push(*p);
+            } else {
+                empty.push(*p);
+            }
+            continue;
+        }
+        // A leader goes on without this host's copy: start it afresh.
+        if let Some(logs) = &logs {
             logs.fresh(*p, false)?;
         }
         match ask_for_copy(node, &routes, *p).await? {
             Some(leader) => asked.push((*p, leader)),
             None => empty.push(*p),
+        }
+    }
+    if let (false, Some(link)) = (revived.is_empty(), &ctx.link) {
+        let diverged = crate::on_divergence(ctx);
+        for p in &revived {
+            let entries = link
+                .replay_copy(&ctx.host, *p, &diverged)
+                .await
+                .map_err(|e| e.context(format!("partition {p}: replaying its copy log")))?;
+            if !ctx.host.replica_loaded(*p) {
+                bail!(Internal, "partition {p}: its copy log replayed without a whole copy");
+            }
+            let line = format!(
+                "host {me}: partition {p} had no running copy; brought back from this host's copy log ({entries} \
+                 entries)"
+            );
+            eprintln!("joule: cluster: {line}");
+            ctx.event(line);
         }
     }
     if !empty.is_empty() {
@@ -264,15 +304,80 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    joule_cluster::formation::rejoined(node).await?;
+    loop {
+        match joule_cluster::formation::rejoined(node, revived.clone()).await {
+            Ok(()) => break,
+            // Another host started recovering meanwhile: after the restart.
+            Err(_) if node.metadata().hosts.values().any(|h| h.state == HostState::Recovering) => {
+                wait_while_restarting(ctx, node).await?
+            }
+            Err(e) => {
+                return Err(e.context(
+                    "start this host again (a partition it brought back from its copy log may have been brought \
+                     back by another host meanwhile: it then takes a copy)",
+                ))
+            }
+        }
+    }
     let line = format!(
-        "host {me} rejoined: copies of {} partitions loaded in {:.1} s",
+        "host {me} rejoined: copies of {} partitions loaded, {} brought back from its copy logs, in {:.1} s",
         asked.len(),
+        revived.len(),
         started.elapsed().as_secs_f64()
     );
     eprintln!("joule: cluster: {line}");
     ctx.event(line);
     Ok(())
+}
+
+/// The group's metadata as it is now, once this host has applied it too
+/// (read again if it changed meanwhile).
+async fn caught_up(node: &MetadataNode) -> Result<ClusterMetadata> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = node.read_within(Duration::from_secs(60)).await?;
+        let same = |local: &ClusterMetadata| local.hosts == m.hosts && local.partitions == m.partitions;
+        match node.wait_for(Duration::from_secs(5), same).await {
+            Ok(_) => return Ok(m),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(e.context("this host's metadata did not catch up with the group's"))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Wait while any host is recovering from its copy logs (the cluster
+/// restarts), saying so every 5 s.
+async fn wait_while_restarting(ctx: &ServerContext, node: &MetadataNode) -> Result<()> {
+    let mut rx = node.watch();
+    let mut said = std::time::Instant::now();
+    let mut shutdown = ctx.shutdown.subscribe();
+    loop {
+        let recovering: Vec<HostId> = rx
+            .borrow_and_update()
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.state == HostState::Recovering)
+            .map(|(id, _)| *id)
+            .collect();
+        if recovering.is_empty() {
+            return Ok(());
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "joule: cluster: host {} waits for the cluster's restart (hosts {recovering:?} are recovering) \
+                 before it rejoins",
+                node.id()
+            );
+            said = std::time::Instant::now();
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { bail!(Unavailable, "the metadata group stopped") },
+            _ = shutdown.changed() => bail!(Unavailable, "the host is shutting down"),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// A host recovering from its copy logs waits for the rest of the cluster:
@@ -319,15 +424,24 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
     let mine: Vec<u32> =
         (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me)).collect();
     let diverged = crate::on_divergence(ctx);
+    // Every partition at once (each replays on its own site).
+    let mut replays = tokio::task::JoinSet::new();
+    for p in mine.iter().copied() {
+        let (link, host, diverged) = (link.clone(), ctx.host.clone(), diverged.clone());
+        replays.spawn(async move {
+            let entries = link
+                .replay_copy(&host, p, &diverged)
+                .await
+                .map_err(|e| e.context(format!("partition {p}: replaying its copy log")))?;
+            if !host.replica_loaded(p) {
+                bail!(Internal, "partition {p}: its copy log replayed without a whole copy");
+            }
+            Ok(entries)
+        });
+    }
     let mut entries = 0;
-    for p in &mine {
-        entries += link
-            .replay_copy(&ctx.host, *p, &diverged)
-            .await
-            .map_err(|e| e.context(format!("partition {p}: replaying its copy log")))?;
-        if !ctx.host.replica_loaded(*p) {
-            bail!(Internal, "partition {p}: its copy log replayed without a whole copy");
-        }
+    while let Some(done) = replays.join_next().await {
+        entries += done.map_err(|e| err!(Internal, "a copy-log replay failed: {e}"))??;
     }
     let line = format!(
         "host {me} recovered the copies of {} partitions from its copy logs ({entries} entries) in {:.1} s, after \
@@ -348,7 +462,7 @@ async fn ask_for_copy(node: &MetadataNode, routes: &joule_cluster::Routes, p: u3
     let me = node.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let now = node.metadata();
+        let now = node.read_within(Duration::from_secs(10)).await?;
         let Some(leader) = now.partitions[p as usize].leader.filter(|l| *l != me) else {
             return Ok(None);
         };
@@ -399,10 +513,18 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
     }
     let mut shutdown = ctx.shutdown.subscribe();
     loop {
+        // A recovering host this one (running, up) has not managed to fail
+        // yet — the proposal lost in a change of metadata leader, say — is
+        // tried again every second.
+        let retry = was_ready && before.is_up(me) && before.hosts.values().any(|h| h.state == HostState::Recovering);
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = ready.changed() => {}
             _ = shutdown.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)), if retry => {
+                fail_recovering(&ctx, &before);
+                continue;
+            }
         }
         let now = rx.borrow_and_update().clone();
         let is_ready = *ready.borrow_and_update();

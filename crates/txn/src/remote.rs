@@ -174,6 +174,10 @@ pub enum Replicated {
         rows: Vec<(u32, Row)>,
         last_ids: TxnIds,
         complete: bool,
+        /// On the last part: the outcomes of prepared transactions the copy
+        /// remembered (a coordinator settling one after a failure asks for
+        /// them), oldest first.
+        decided: Vec<(u64, bool)>,
     },
 }
 
@@ -184,6 +188,8 @@ pub(crate) struct PartitionCopy {
     pub catalog: Arc<joule_sql::catalog::Catalog>,
     pub tables: Vec<(String, joule_engine::storage::FrozenRows)>,
     pub last_ids: TxnIds,
+    /// The outcomes of prepared transactions the copy remembers.
+    pub decided: Vec<(u64, bool)>,
 }
 
 /// Rows per [`Replicated::Load`] record.
@@ -193,13 +199,14 @@ impl PartitionCopy {
     /// The copy as batches of framed records: the catalog, then each
     /// table in pieces of [`LOAD_ROWS`] rows.
     pub(crate) fn into_batches(self) -> impl Iterator<Item = Vec<u8>> + Send {
-        let PartitionCopy { catalog, tables, last_ids } = self;
+        let PartitionCopy { catalog, tables, last_ids, decided } = self;
         let first = Replicated::Load {
             catalog: Some(Box::new((*catalog).clone())),
             table: None,
             rows: Vec::new(),
             last_ids,
             complete: false,
+            decided: Vec::new(),
         };
         let first = std::iter::once(first);
         let last = std::iter::once(Replicated::Load {
@@ -208,6 +215,7 @@ impl PartitionCopy {
             rows: Vec::new(),
             last_ids,
             complete: true,
+            decided,
         });
         // Each piece's rows are cloned out of the frozen table when it is
         // encoded (never the whole table at once), picking up after the
@@ -227,6 +235,7 @@ impl PartitionCopy {
                     rows,
                     last_ids,
                     complete: false,
+                    decided: Vec::new(),
                 })
             })
         });
@@ -681,7 +690,7 @@ impl crate::Host {
                         countdown.one_done(false);
                     }
                 }
-                Replicated::Load { catalog, table, rows, last_ids, complete } => {
+                Replicated::Load { catalog, table, rows, last_ids, complete, decided } => {
                     let (tx, rx) = std::sync::mpsc::channel();
                     let sent = site.send(SiteMsg::Load { catalog, table, rows, last_ids, done: tx }).is_ok();
                     let countdown = countdown.clone();
@@ -689,6 +698,10 @@ impl crate::Host {
                     std::thread::spawn(move || {
                         let ok = sent && matches!(rx.recv(), Ok(Ok(())));
                         if ok && complete {
+                            // The copy's memory of outcomes comes with it.
+                            if let Some(doubt) = shared.in_doubt.get(partition as usize) {
+                                crate::participant::lock(doubt).decided = decided.into_iter().collect();
+                            }
                             shared.loaded[partition as usize].store(true, std::sync::atomic::Ordering::SeqCst);
                         }
                         countdown.one_done(ok);
@@ -940,6 +953,28 @@ mod tests {
         let mut junk = bytes.clone();
         junk[4] = 0xff;
         assert!(unframe_records(&junk).is_err());
+    }
+
+    #[test]
+    fn a_partition_copy_ends_with_what_it_remembers_of_prepared_transactions() {
+        let copy = PartitionCopy {
+            catalog: Arc::new(joule_sql::catalog::Catalog::default()),
+            tables: Vec::new(),
+            last_ids: TxnIds::ZERO,
+            decided: vec![(7, true), (9, false)],
+        };
+        let records: Vec<Replicated> = copy.into_batches().flat_map(|piece| unframe_records(&piece).unwrap()).collect();
+        assert_eq!(records.len(), 2, "the catalog, then the last part");
+        match &records[0] {
+            Replicated::Load { catalog: Some(_), complete: false, decided, .. } => assert!(decided.is_empty()),
+            r => panic!("{r:?}"),
+        }
+        match &records[1] {
+            Replicated::Load { catalog: None, complete: true, decided, .. } => {
+                assert_eq!(decided, &vec![(7, true), (9, false)])
+            }
+            r => panic!("{r:?}"),
+        }
     }
 
     #[test]

@@ -534,7 +534,17 @@ impl Site {
         for def in catalog.tables() {
             tables.push((def.qualified_name(), self.db.storage().table(def.id)?.freeze()));
         }
-        Ok(crate::remote::PartitionCopy { catalog, tables, last_ids: self.ids.last() })
+        // What the copy remembers of prepared transactions' outcomes goes
+        // with it (no transaction is open on the site now).
+        let decided = match self.shared.upgrade() {
+            Some(shared) => shared
+                .in_doubt
+                .get(self.partition as usize)
+                .map(|d| crate::participant::lock(d).decided.iter().copied().collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(crate::remote::PartitionCopy { catalog, tables, last_ids: self.ids.last(), decided })
     }
 
     /// This host's copy log of the partition compacts itself to a frozen

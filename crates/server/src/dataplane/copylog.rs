@@ -144,6 +144,7 @@ impl CopyLogs {
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         sync_dir(&self.dir)?;
         let file = Arc::new(Mutex::new(create(&dir.join(log_name(1)))?));
+        sync_dir(&dir)?;
         parts.insert(
             partition,
             Part { file: file.clone(), generation: 1, bytes: 0, base_bytes: 0, compacting: false, pending: None },
@@ -184,7 +185,16 @@ impl CopyLogs {
         let mut parts = self.parts();
         let part = parts.get_mut(&partition).ok_or_else(|| not_open(partition))?;
         let generation = part.generation + 1;
-        let file = create(&self.partition_dir(partition).join(log_name(generation)))?;
+        let dir = self.partition_dir(partition);
+        let file = create(&dir.join(log_name(generation)))?;
+        sync_dir(&dir)?;
+        // The old generation is whole on disk before the new one follows
+        // it (the periodic sync covers only the current file).
+        part.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync_data()
+            .map_err(|e| err!(IoError, "partition {partition}: cannot sync its copy log: {e}"))?;
         part.file = Arc::new(Mutex::new(file));
         part.generation = generation;
         part.bytes = 0;
@@ -287,7 +297,13 @@ impl CopyLogs {
         Ok(bytes)
     }
 
-    /// The partitions whose logs here can be replayed (their base is whole).
+    /// The partitions whose logs here can be replayed now.
+    pub fn replayable_here(&self) -> BTreeSet<u32> {
+        Self::replayable(&self.dir)
+    }
+
+    /// The partitions whose logs in `dir` can be replayed (their base is
+    /// whole).
     pub fn replayable(dir: &Path) -> BTreeSet<u32> {
         let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
         entries
@@ -466,43 +482,58 @@ fn base_is_complete(path: &Path) -> Result<bool> {
 }
 
 /// Read the entries of the log at `path` in order, giving each to `f`
-/// until it says stop (`false`); the length of the good part. A torn or
-/// corrupt entry ends a last log (`last`), and is an error in any other.
+/// until it says stop (`false`); the length of the good part. A last log
+/// (`last`) may end in a torn entry — one a crash cut short: it runs to the
+/// end of the file, or only zeros follow it — which ends it. Any other bad
+/// entry is corruption (`CorruptData`), and a read that fails an error:
+/// nothing after them is thrown away.
 fn read_entries(path: &Path, last: bool, mut f: impl FnMut(Entry) -> Result<bool>) -> Result<u64> {
     let file = File::open(path).map_err(|e| io("open", path, e))?;
+    let size = file.metadata().map_err(|e| io("read", path, e))?.len();
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut good = 0u64;
+    let read_error = |e: std::io::Error| io("read", path, e);
     loop {
         let mut head = [0u8; 8];
-        match read_full(&mut r, &mut head) {
-            Ok(0) => return Ok(good),
-            Ok(8) => {}
-            Ok(_) | Err(_) if last => return Ok(good),
-            Ok(_) | Err(_) => bail!(CorruptData, "{}: a torn entry in the middle of the copy log", path.display()),
+        let n = read_full(&mut r, &mut head).map_err(read_error)?;
+        if n == 0 {
+            return Ok(good);
         }
         let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
         let crc = u32::from_le_bytes(head[4..].try_into().unwrap_or_default());
-        let torn = || -> Result<u64> {
-            if last {
-                Ok(good)
-            } else {
-                Err(err!(CorruptData, "{}: a bad entry at byte {good} of the copy log", path.display()))
+        let mut entry = None;
+        if n == 8 && len <= MAX_ENTRY {
+            let mut body = vec![0u8; len];
+            let got = read_full(&mut r, &mut body).map_err(read_error)?;
+            if got == len && crc32c::crc32c(&body) == crc {
+                entry = postcard::from_bytes::<Entry>(&body).ok();
             }
-        };
-        if len > MAX_ENTRY {
-            return torn();
         }
-        let mut body = vec![0u8; len];
-        if !matches!(read_full(&mut r, &mut body), Ok(n) if n == len) || crc32c::crc32c(&body) != crc {
-            return torn();
-        }
-        let entry: Entry = match postcard::from_bytes(&body) {
-            Ok(e) => e,
-            Err(_) => return torn(),
+        let Some(entry) = entry else {
+            let reaches_end = good + 8 + len as u64 >= size;
+            if last && (reaches_end || zeros_to_end(&mut r, &head[..n]).map_err(read_error)?) {
+                return Ok(good);
+            }
+            bail!(CorruptData, "{}: a bad entry at byte {good} of the copy log, with more after it", path.display());
         };
         good += 8 + len as u64;
         if !f(entry)? {
             return Ok(good);
+        }
+    }
+}
+
+/// Whether `seen` and everything left in `r` are zero bytes.
+fn zeros_to_end(r: &mut impl Read, seen: &[u8]) -> std::io::Result<bool> {
+    if seen.iter().any(|b| *b != 0) {
+        return Ok(false);
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match r.read(&mut buf)? {
+            0 => return Ok(true),
+            n if buf[..n].iter().any(|b| *b != 0) => return Ok(false),
+            _ => {}
         }
     }
 }
@@ -582,6 +613,19 @@ mod tests {
         // Appends go on after the good part.
         logs.append(2, &batch(7, false)).unwrap();
         assert_eq!(replayed(&logs), vec![(5, true), (0, true), (6, false), (7, false)]);
+        // A bad entry with more after it is corruption, not a torn tail.
+        logs.append(2, &batch(8, false)).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 60;
+        bytes[at] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = logs.replay(2, |_| Ok(())).unwrap_err();
+        assert_eq!(e.code(), joule_common::ErrorCode::CorruptData, "{e}");
+        // Zeros after the last good entry (a crash after the file grew) end it.
+        bytes[at] ^= 0xff;
+        bytes.extend_from_slice(&[0u8; 100]);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(replayed(&logs).len(), 5);
         // A new copy replaces the log whole.
         logs.fresh(2, true).unwrap();
         logs.append(2, &batch(1, false)).unwrap();

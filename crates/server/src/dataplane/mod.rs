@@ -87,6 +87,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const JOINER_PATIENCE: Duration = Duration::from_secs(10);
 /// Replication batches merged from queued ones stop growing past this.
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// What a host replaying its copy logs answers requests it cannot take yet
+/// with (the repair step waits for it as long as it says so).
+const REPLAYING: &str = "is replaying its copy logs";
 /// How often a blocked wait on another host looks at the metadata.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
@@ -167,14 +170,14 @@ pub(crate) struct Link {
     pub(crate) logs: Option<Arc<copylog::CopyLogs>>,
     /// Stops this host (a copy log that cannot be written); set when the
     /// data plane starts serving.
-    stop: std::sync::OnceLock<OnDivergence>,
+    stop: Arc<std::sync::OnceLock<OnDivergence>>,
     /// Set while this host replays its copy logs: its copies are not what
     /// they will be, so it takes no batch and answers no repair or doubt
     /// question (the asker tries again).
     replaying: std::sync::atomic::AtomicBool,
     /// This host (set when the data plane starts serving): a shipper asks
     /// its site for a copy to compact the copy log to.
-    host: std::sync::OnceLock<std::sync::Weak<Host>>,
+    host: Arc<std::sync::OnceLock<std::sync::Weak<Host>>>,
 }
 
 /// Idle remote-site sessions, by (partition, host).
@@ -192,8 +195,8 @@ impl Link {
         Arc::new(Link {
             logs,
             replaying: std::sync::atomic::AtomicBool::new(replaying),
-            host: std::sync::OnceLock::new(),
-            stop: std::sync::OnceLock::new(),
+            host: Arc::default(),
+            stop: Arc::default(),
             me,
             latest: ArcSwap::from_pointee(metadata.partitions.iter().map(|p| p.leader).collect()),
             progress: Arc::default(),
@@ -231,7 +234,7 @@ impl Link {
     fn refuse_while_replaying(&self) -> Option<Error> {
         self.replaying
             .load(std::sync::atomic::Ordering::SeqCst)
-            .then(|| err!(Unavailable, "host {} is replaying its copy logs", self.me))
+            .then(|| err!(Unavailable, "host {} {REPLAYING}", self.me))
     }
 
     /// Partition `partition`'s leader as the newest metadata names it.
@@ -393,8 +396,8 @@ impl Link {
         let (me, routing, progress) = (self.me, self.routing.clone(), self.progress.clone());
         let log = self.logs.clone().map(|logs| replication::ShipperLog {
             logs,
-            stop: self.stop.get().cloned(),
-            host: self.host.get().cloned().unwrap_or_default(),
+            stop: self.stop.clone(),
+            host: self.host.clone(),
         });
         let spawned = std::thread::Builder::new()
             .name(format!("joule-ship-{partition}"))

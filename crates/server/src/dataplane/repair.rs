@@ -196,7 +196,7 @@ impl Link {
         request: &RepairRequest,
         is_up: IsUp<'_>,
     ) -> Result<Option<T>> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut deadline = tokio::time::Instant::now() + PATIENCE;
         let mut last = String::new();
         // A copy declared down meanwhile (dead, hung, cut off) is not
         // waited for, even in the middle of an exchange.
@@ -214,6 +214,12 @@ impl Link {
             match answer {
                 Ok(Ok(Ok(answer))) => return decode::<T>(&answer).map(Some),
                 Ok(Ok(Err(e))) if e.code() == ErrorCode::Internal => return Err(e),
+                // Still replaying its copy logs (a whole-cluster restart):
+                // it will answer, however long that takes.
+                Ok(Ok(Err(e))) if e.message().contains(REPLAYING) => {
+                    deadline = tokio::time::Instant::now() + PATIENCE;
+                    last = e.to_string();
+                }
                 Ok(Ok(Err(e)) | Err(e)) => last = e.to_string(),
                 Err(_) => last = "no answer".into(),
             }

@@ -53,11 +53,12 @@ pub(super) enum Shipment {
 
 /// A shipper's copy log: where batches are written before they are sent,
 /// what stops this host when that fails, and the host whose site is asked
-/// for a copy when the log has grown enough to compact.
+/// for a copy when the log has grown enough to compact (the last two set
+/// once the data plane serves).
 pub(super) struct ShipperLog {
     pub(super) logs: Arc<super::copylog::CopyLogs>,
-    pub(super) stop: Option<OnDivergence>,
-    pub(super) host: std::sync::Weak<Host>,
+    pub(super) stop: Arc<std::sync::OnceLock<OnDivergence>>,
+    pub(super) host: Arc<std::sync::OnceLock<std::sync::Weak<Host>>>,
 }
 
 /// One replica's connection (batches in order, one acknowledgement each).
@@ -124,22 +125,30 @@ pub(super) fn ship(
                 sequence += 1;
                 let batch = Batch { partition, stream, sequence, copy: false, from: me, term, records };
                 // Logged before anyone is answered. A host that cannot log
-                // stops; the batch still goes to the replicas, which hold it.
+                // stops: from the first failure on nothing more is sent,
+                // logged or released (its callers learn the outcome is
+                // unknown when the host's connections close).
                 if let Some(ShipperLog { logs, stop, host }) = &log {
-                    match logs.append(partition, &batch) {
+                    let appended = if stopping { Err(None) } else { logs.append(partition, &batch).map_err(Some) };
+                    match appended {
                         Ok(false) => {}
                         // Grown past its limit: the site freezes the
                         // partition after what it has shipped, and the copy
                         // comes back here in order (`Shipment::Compact`).
-                        Ok(true) => match host.upgrade() {
+                        Ok(true) => match host.get().and_then(std::sync::Weak::upgrade) {
                             Some(h) => h.compact_log(partition, true),
                             None => logs.abandon(partition),
                         },
                         Err(e) => {
-                            if let (Some(stop), false) = (stop, stopping) {
+                            if let (Some(e), Some(stop)) = (e, stop.get()) {
                                 stop(e);
                             }
                             stopping = true;
+                            drop(dones);
+                            if next.is_none() {
+                                next = shipments.recv().ok();
+                            }
+                            continue;
                         }
                     }
                 }
@@ -411,12 +420,6 @@ impl ReplicaProgress {
         Err(err!(Unavailable, "partition {partition}: batch {sequence} was not applied here within 30 s"))
     }
 
-    /// The last batch applied on `partition` (a copy piece's position, or
-    /// a batch).
-    fn last(&self, partition: u32) -> Option<Arc<Batch>> {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned()
-    }
-
     /// `batch` has been applied here.
     pub(super) fn applied(&self, batch: Batch) {
         let (partition, stream, sequence) = (batch.partition, batch.stream, batch.sequence);
@@ -495,13 +498,13 @@ pub(super) async fn serve_replication(
 /// partition as it is now for that generation's base. Not while a
 /// prepared transaction is open here: its outcome, coming in a later
 /// batch, would then be both in the base and after it.
-fn compact_replica_log(host: &Arc<Host>, progress: &ReplicaProgress, logs: &super::copylog::CopyLogs, partition: u32) {
+fn compact_replica_log(host: &Arc<Host>, logs: &super::copylog::CopyLogs, partition: u32, last: Arc<Batch>) {
     let in_doubt = host.local_doubt(partition).map_or(true, |d| d.pending.is_some());
     if in_doubt {
         logs.abandon(partition);
         return;
     }
-    match logs.expect_base(partition, progress.last(partition)) {
+    match logs.expect_base(partition, Some(last)) {
         Ok(()) => host.compact_log(partition, false),
         Err(e) => {
             eprintln!("joule: cluster: partition {partition}: copy log not compacted: {e}");
@@ -550,10 +553,14 @@ pub(super) async fn apply_batch(
                     return Err(Error::new(ErrorCode::Internal, e.message().to_string()));
                 }
             }
-            progress.applied(batch);
+            // Before the batch counts as applied: nothing after it (a repeat
+            // of it acknowledged on another connection, then the next
+            // batch) can reach the site before the freeze.
+            let batch = Arc::new(batch);
             if let (true, Some(logs)) = (due, logs) {
-                compact_replica_log(host, progress, logs, partition);
+                compact_replica_log(host, logs, partition, batch.clone());
             }
+            progress.applied(Arc::unwrap_or_clone(batch));
             Ok(())
         }
         // Acknowledged once its first arrival is applied.

@@ -39,6 +39,19 @@ fn settled_sql(addr: &str, sql: &str, params: Vec<Value>) -> joule_client::Respo
     }
 }
 
+/// The lines from `rx` up to the first containing `needle` (within 30 s).
+fn lines_until(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(|l: &String| l.contains(needle)) {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no line containing {needle:?} ({e}); the lines before:\n{}", seen.join("\n")),
+        }
+    }
+    seen
+}
+
 fn count_and_sum(addr: &str) -> (i64, i64) {
     let r = settled_sql(addr, "SELECT COUNT(*), SUM(v) FROM kv", vec![]);
     match (&r.tables[0].rows[0][0], &r.tables[0].rows[0][1]) {
@@ -114,9 +127,14 @@ fn a_whole_cluster_restart_recovers_every_acknowledged_write_from_the_copy_logs(
     let _ = hosts[1].child.kill();
     let _ = hosts[1].child.wait();
     hosts[1] = spawn(dirs[1].path(), &ARGS).ready();
-    // (Its standard error is read on a thread of its own: waited for.)
-    for step in ["copy logs: recovering", "the cluster went on without it", "rejoined: copies of"] {
-        wait_line(&hosts[1].stderr, step);
+    // (Its standard error is read on a thread of its own: waited for.) On
+    // a loaded machine the restart can take longer than the heartbeat
+    // timeout; then it was failed already and simply rejoins.
+    let said = lines_until(&hosts[1].stderr, "rejoined: copies of");
+    if said.iter().any(|l| l.contains("copy logs: recovering")) {
+        assert!(said.iter().any(|l| l.contains("the cluster went on without it")), "{}", said.join("\n"));
+    } else {
+        eprintln!("host 1 restarted after it was declared failed: the recovering path was not taken");
     }
     write(&all(&hosts), 120, 130);
     check(&hosts, 130, 270 + 130);

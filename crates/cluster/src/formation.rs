@@ -234,9 +234,9 @@ pub async fn form_or_join(
 
 /// This host has its copies back (or has none to get): mark it up, and
 /// wait until its own metadata shows it.
-pub async fn rejoined(node: &MetadataNode, revived: Vec<u32>) -> Result<()> {
+pub async fn rejoined(node: &MetadataNode, revived: Vec<u32>, copied: Vec<(u32, HostId, u64)>) -> Result<()> {
     let me = node.id();
-    match node.propose(Command::HostRejoined { host: me, revived }).await? {
+    match node.propose(Command::HostRejoined { host: me, revived, copied }).await? {
         CommandResult::Applied => {}
         CommandResult::Refused(why) if node.metadata().is_up(me) => {
             let _ = why;

@@ -122,6 +122,12 @@ pub enum Command {
         host: HostId,
         #[serde(default)]
         revived: Vec<u32>,
+        /// The partitions it took a copy of, each with the leader (and that
+        /// leader's incarnation) that sent it: refused if one is led by
+        /// another host or incarnation now (the copy may miss what the new
+        /// leader had, or the old one released without it).
+        #[serde(default)]
+        copied: Vec<(u32, HostId, u64)>,
     },
     /// `host` (at `incarnation`, still up here) restarted with its copies
     /// in its copy logs: it is recovering (see [`HostState::Recovering`]).
@@ -206,13 +212,23 @@ impl ClusterMetadata {
                 }
                 self.take_down(*host, HostState::Stopped)
             }
-            Command::HostRejoined { host, revived } => match self.hosts.get(host).map(|h| h.state) {
+            Command::HostRejoined { host, revived, copied } => match self.hosts.get(host).map(|h| h.state) {
                 None => refused(format!("host {host} is not a member")),
                 Some(HostState::Up) => refused(format!("host {host} is already up")),
                 Some(_) if self.hosts.values().any(|h| h.state == HostState::Recovering) => {
                     refused("the cluster is restarting (hosts are recovering from their copy logs): wait".into())
                 }
                 Some(_) => {
+                    for (p, leader, incarnation) in copied {
+                        let now = self.partitions.get(*p as usize).and_then(|p| p.leader);
+                        let at = now.and_then(|l| self.hosts.get(&l)).map(|h| h.incarnation);
+                        if now != Some(*leader) || at != Some(*incarnation) {
+                            return refused(format!(
+                                "partition {p}'s copy came from host {leader} (incarnation {incarnation}), which no \
+                                 longer leads it as such: take a copy again"
+                            ));
+                        }
+                    }
                     for p in revived {
                         let Some(placement) = self.partitions.get(*p as usize) else {
                             return refused(format!("there is no partition {p}"));
@@ -553,7 +569,7 @@ mod tests {
         }
         // Host 3 may bring it back from its logs; host 2 may not.
         let orphan = orphan as u32;
-        let rejoined = |host, revived: Vec<u32>| Command::HostRejoined { host, revived };
+        let rejoined = |host, revived: Vec<u32>| Command::HostRejoined { host, revived, copied: vec![] };
         assert!(matches!(m.apply(&rejoined(2, vec![orphan])), CommandResult::Refused(_)));
         assert_eq!(m.apply(&rejoined(3, vec![orphan])), CommandResult::Applied);
         check(&m);
@@ -561,6 +577,17 @@ mod tests {
         assert!(matches!(m.apply(&rejoined(2, vec![orphan])), CommandResult::Refused(_)), "led again");
         assert_eq!(m.apply(&rejoined(2, vec![])), CommandResult::Applied, "by copy it may");
         assert!(m.partitions.iter().all(|p| p.stale.is_empty()), "every copy whole again");
+        // A copy counts only while the leader that sent it still leads, as
+        // the same incarnation.
+        let mut m = formed(3, 2, 1);
+        assert_eq!(m.apply(&Command::HostFailed { host: 3, incarnation: None }), CommandResult::Applied);
+        let p = m.partitions.iter().position(|p| p.replicas.contains(&3)).unwrap() as u32;
+        let leader = m.partitions[p as usize].leader.unwrap();
+        let with_copy = |copied| Command::HostRejoined { host: 3, revived: vec![], copied };
+        assert!(matches!(m.apply(&with_copy(vec![(p, leader, 7)])), CommandResult::Refused(_)));
+        let other = if leader == 1 { 2 } else { 1 };
+        assert!(matches!(m.apply(&with_copy(vec![(p, other, 0)])), CommandResult::Refused(_)));
+        assert_eq!(m.apply(&with_copy(vec![(p, leader, 0)])), CommandResult::Applied);
         // No rejoin while the cluster restarts.
         let mut m = formed(3, 2, 1);
         assert_eq!(m.apply(&Command::HostFailed { host: 3, incarnation: None }), CommandResult::Applied);
@@ -604,7 +631,10 @@ mod tests {
         check(&m);
         assert!(!m.unavailable_partitions().is_empty());
         // The host comes back: the orphaned partitions get a leader again.
-        assert_eq!(m.apply(&Command::HostRejoined { host: 1, revived: vec![] }), CommandResult::Applied);
+        assert_eq!(
+            m.apply(&Command::HostRejoined { host: 1, revived: vec![], copied: vec![] }),
+            CommandResult::Applied
+        );
         check(&m);
         assert!(m.unavailable_partitions().is_empty());
     }
@@ -631,7 +661,10 @@ mod tests {
         }
         assert!(m.is_up(3));
         // A report about an incarnation that has since rejoined is refused.
-        assert_eq!(m.apply(&Command::HostRejoined { host: 2, revived: vec![] }), CommandResult::Applied);
+        assert_eq!(
+            m.apply(&Command::HostRejoined { host: 2, revived: vec![], copied: vec![] }),
+            CommandResult::Applied
+        );
         assert!(matches!(m.apply(&report(3, 2)), CommandResult::Refused(_)));
         // So is one from a reporter that has since restarted.
         assert!(matches!(m.apply(&report(2, 3)), CommandResult::Refused(_)));
@@ -682,7 +715,10 @@ mod tests {
     fn a_verdict_on_an_earlier_incarnation_is_refused() {
         let mut m = formed(3, 2, 1);
         assert_eq!(m.apply(&Command::HostFailed { host: 2, incarnation: Some(0) }), CommandResult::Applied);
-        assert_eq!(m.apply(&Command::HostRejoined { host: 2, revived: vec![] }), CommandResult::Applied);
+        assert_eq!(
+            m.apply(&Command::HostRejoined { host: 2, revived: vec![], copied: vec![] }),
+            CommandResult::Applied
+        );
         assert_eq!(m.hosts[&2].incarnation, 1);
         // Failure detection watched the host before it restarted: refused.
         match m.apply(&Command::HostFailed { host: 2, incarnation: Some(0) }) {
@@ -716,7 +752,7 @@ mod tests {
                 let command = match op {
                     0 => Command::HostFailed { host, incarnation: None },
                     1 => Command::StopHost { host },
-                    _ => Command::HostRejoined { host, revived: vec![] },
+                    _ => Command::HostRejoined { host, revived: vec![], copied: vec![] },
                 };
                 let before = m.clone();
                 if let CommandResult::Refused(_) = m.apply(&command) {

@@ -139,7 +139,7 @@ async fn a_cut_off_leader_cannot_change_anything_and_the_majority_carries_on() {
     cluster.isolate(old, Link::Up);
     cluster.all_agree(|m| m.catalog_version == 2 && !m.is_up(old)).await;
     assert_eq!(
-        cluster.node(old).propose(Command::HostRejoined { host: old, revived: vec![] }).await.unwrap(),
+        cluster.node(old).propose(Command::HostRejoined { host: old, revived: vec![], copied: vec![] }).await.unwrap(),
         CommandResult::Applied
     );
     cluster.all_agree(|m| m.is_up(old)).await;
@@ -187,7 +187,11 @@ async fn failure_detection_declares_hung_and_dead_hosts_failed() {
     cluster.isolate(hung, Link::Up);
     cluster.node(hung).wait_for(WAIT, |m| !m.is_up(hung)).await.unwrap();
     assert_eq!(
-        cluster.node(hung).propose(Command::HostRejoined { host: hung, revived: vec![] }).await.unwrap(),
+        cluster
+            .node(hung)
+            .propose(Command::HostRejoined { host: hung, revived: vec![], copied: vec![] })
+            .await
+            .unwrap(),
         CommandResult::Applied
     );
     cluster.all_agree(|m| (1..=3).all(|h| m.is_up(h))).await;

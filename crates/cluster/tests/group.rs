@@ -104,7 +104,7 @@ async fn three_members_form_fail_over_and_restart() {
     let m = back.wait_for(WAIT, |m| m.catalog_version == 7).await.unwrap();
     assert_eq!(m.hosts[&gone_id].state, HostState::Failed);
     assert_eq!(
-        back.propose(Command::HostRejoined { host: gone_id, revived: vec![] }).await.unwrap(),
+        back.propose(Command::HostRejoined { host: gone_id, revived: vec![], copied: vec![] }).await.unwrap(),
         CommandResult::Applied
     );
     nodes.push(back);

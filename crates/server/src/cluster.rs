@@ -203,7 +203,9 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
         if let Some(link) = &ctx.link {
             link.replayed();
         }
-        let _ = ctx.copies_ready.send(true);
+        // `send_replace`: stored even if `follow` has not subscribed yet
+        // (`send` drops the value when no receiver exists).
+        ctx.copies_ready.send_replace(true);
         if resumed {
             return Ok(());
         }
@@ -212,12 +214,17 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
         return Ok(());
     }
     // While hosts recover from their copy logs, no partition has a leader
-    // to copy from: wait for the cluster to be back.
-    wait_while_restarting(ctx, node).await?;
-    // Decided on the group's metadata as it is now, once this host's own
-    // copy (which the data plane routes by) has caught up with it: just
-    // after a restart it may trail.
-    let m = caught_up(node).await?;
+    // to copy from: wait for the cluster to be back. Decided on the
+    // group's metadata as it is now, once this host's own copy (which the
+    // data plane routes by) has caught up with it: just after a restart it
+    // may trail.
+    let m = loop {
+        wait_while_restarting(ctx, node).await?;
+        let m = caught_up(node).await?;
+        if !m.hosts.values().any(|h| h.state == HostState::Recovering) {
+            break m;
+        }
+    };
     let started = std::time::Instant::now();
     let routes = joule_cluster::Routes::by_address(ctx.config.cluster.routes.clone());
     let mine: Vec<u32> =
@@ -244,7 +251,7 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
             logs.fresh(*p, false)?;
         }
         match ask_for_copy(node, &routes, *p).await? {
-            Some(leader) => asked.push((*p, leader)),
+            Some((leader, incarnation)) => asked.push((*p, leader, incarnation)),
             None => empty.push(*p),
         }
     }
@@ -291,21 +298,22 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     // asking again while a first copy may still complete could mark this
     // host up with half a copy.
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
-    while !asked.iter().all(|(p, _)| ctx.host.replica_loaded(*p)) {
+    while !asked.iter().all(|(p, _, _)| ctx.host.replica_loaded(*p)) {
         if std::time::Instant::now() > deadline {
             bail!(Unavailable, "the partitions' copies did not arrive within 10 minutes; start this host again");
         }
         let now = node.metadata();
         let gone = asked
             .iter()
-            .find(|(p, leader)| !ctx.host.replica_loaded(*p) && now.partitions[*p as usize].leader != Some(*leader));
-        if let Some((p, _)) = gone {
+            .find(|(p, leader, _)| !ctx.host.replica_loaded(*p) && now.partitions[*p as usize].leader != Some(*leader));
+        if let Some((p, _, _)) = gone {
             bail!(Unavailable, "partition {p}'s leader failed while sending its copy; start this host again");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     loop {
-        match joule_cluster::formation::rejoined(node, revived.clone()).await {
+        // Each copy goes with the leader (and its incarnation) that sent it.
+        match joule_cluster::formation::rejoined(node, revived.clone(), asked.clone()).await {
             Ok(()) => break,
             // Another host started recovering meanwhile: after the restart.
             Err(_) if node.metadata().hosts.values().any(|h| h.state == HostState::Recovering) => {
@@ -314,7 +322,8 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
             Err(e) => {
                 return Err(e.context(
                     "start this host again (a partition it brought back from its copy log may have been brought \
-                     back by another host meanwhile: it then takes a copy)",
+                     back by another host meanwhile, or the leader a copy came from may have changed: it then takes \
+                     a copy)",
                 ))
             }
         }
@@ -335,7 +344,7 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
 async fn caught_up(node: &MetadataNode) -> Result<ClusterMetadata> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let m = node.read_within(Duration::from_secs(60)).await?;
+        let m = node.read_within(Duration::from_secs(30)).await?;
         let same = |local: &ClusterMetadata| local.hosts == m.hosts && local.partitions == m.partitions;
         match node.wait_for(Duration::from_secs(5), same).await {
             Ok(_) => return Ok(m),
@@ -456,9 +465,9 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
 }
 
 /// Ask partition `p`'s leader for a copy (retried for a minute while it
-/// cannot be reached): the leader asked, or `None` if no other host has a
-/// running copy.
-async fn ask_for_copy(node: &MetadataNode, routes: &joule_cluster::Routes, p: u32) -> Result<Option<HostId>> {
+/// cannot be reached): the leader asked and its incarnation, or `None` if
+/// no other host has a running copy.
+async fn ask_for_copy(node: &MetadataNode, routes: &joule_cluster::Routes, p: u32) -> Result<Option<(HostId, u64)>> {
     let me = node.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -467,8 +476,9 @@ async fn ask_for_copy(node: &MetadataNode, routes: &joule_cluster::Routes, p: u3
             return Ok(None);
         };
         let address = now.hosts.get(&leader).map(|h| routes.dial(&h.internal_address)).unwrap_or_default();
+        let incarnation = now.hosts.get(&leader).map_or(0, |h| h.incarnation);
         match crate::dataplane::request_copy(&address, p, me).await {
-            Ok(()) => return Ok(Some(leader)),
+            Ok(()) => return Ok(Some((leader, incarnation))),
             Err(e) if std::time::Instant::now() < deadline => {
                 eprintln!("joule: cluster: partition {p}: asking host {leader} for a copy: {e}; trying again");
                 tokio::time::sleep(Duration::from_millis(500)).await;

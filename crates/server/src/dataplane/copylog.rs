@@ -187,17 +187,19 @@ impl CopyLogs {
         let generation = part.generation + 1;
         let dir = self.partition_dir(partition);
         let file = create(&dir.join(log_name(generation)))?;
+        let old = std::mem::replace(&mut part.file, Arc::new(Mutex::new(file)));
+        part.generation = generation;
+        part.bytes = 0;
+        drop(parts);
+        // The old generation is whole on disk before anything follows it
+        // in the new one (the periodic sync covers only current files);
+        // synced outside the lock every partition's writes take, while the
+        // caller, this partition's only writer, waits.
         sync_dir(&dir)?;
-        // The old generation is whole on disk before the new one follows
-        // it (the periodic sync covers only the current file).
-        part.file
-            .lock()
+        old.lock()
             .unwrap_or_else(|p| p.into_inner())
             .sync_data()
             .map_err(|e| err!(IoError, "partition {partition}: cannot sync its copy log: {e}"))?;
-        part.file = Arc::new(Mutex::new(file));
-        part.generation = generation;
-        part.bytes = 0;
         Ok(generation)
     }
 
@@ -510,7 +512,9 @@ fn read_entries(path: &Path, last: bool, mut f: impl FnMut(Entry) -> Result<bool
             }
         }
         let Some(entry) = entry else {
-            let reaches_end = good + 8 + len as u64 >= size;
+            // Cut short by a crash: a header, or a body of a believable
+            // length, that runs to the end of the file.
+            let reaches_end = n < 8 || (len <= MAX_ENTRY && good + 8 + len as u64 >= size);
             if last && (reaches_end || zeros_to_end(&mut r, &head[..n]).map_err(read_error)?) {
                 return Ok(good);
             }
@@ -621,8 +625,14 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let e = logs.replay(2, |_| Ok(())).unwrap_err();
         assert_eq!(e.code(), joule_common::ErrorCode::CorruptData, "{e}");
-        // Zeros after the last good entry (a crash after the file grew) end it.
+        // So is a length no entry can have, with more after it.
         bytes[at] ^= 0xff;
+        let mut huge = bytes.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &huge).unwrap();
+        let e = logs.replay(2, |_| Ok(())).unwrap_err();
+        assert_eq!(e.code(), joule_common::ErrorCode::CorruptData, "{e}");
+        // Zeros after the last good entry (a crash after the file grew) end it.
         bytes.extend_from_slice(&[0u8; 100]);
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(replayed(&logs).len(), 5);

@@ -94,6 +94,12 @@ pub(super) fn ship(
     while let Some(shipment) = next.take() {
         match shipment {
             Shipment::AddReplica { host, copy } => {
+                // A leader whose log failed sends no copy (it would hold
+                // batches no replica has).
+                if stopping {
+                    next = shipments.recv().ok();
+                    continue;
+                }
                 let Some(address) = address_of(&routing, host) else {
                     eprintln!("joule: partition {partition}: host {host} asked to rejoin but is not a member");
                     next = shipments.recv().ok();
@@ -153,8 +159,18 @@ pub(super) fn ship(
                     }
                 }
                 deliver_batch(&batch, &routing, &mut connections, &mut joining);
-                for d in dones {
-                    d();
+                // Released only while this host still leads: a leader
+                // deposed while it waited (it was paused, say, and the
+                // partition's other copies have moved on or gone) must not
+                // confirm what no current copy holds. It stops once it
+                // learns it was failed; its callers learn the outcome is
+                // unknown.
+                if routing.load().leaders.get(partition as usize).copied().flatten() == Some(me) {
+                    for d in dones {
+                        d();
+                    }
+                } else {
+                    drop(dones);
                 }
                 last = Some(Arc::new(batch));
                 if next.is_none() {

@@ -35,6 +35,7 @@ def connect(host="localhost", port=21212, user=None, password=None, timeout=30.0
 
 def connect_cluster(servers, policy="round-robin", **options):
     """Several hosts of a cluster (``["db1:21212", "db2:21212"]``), one chosen
-    per call by ``policy`` (round-robin, random, weighted, least-outstanding);
+    per call by ``policy`` (round-robin, random, weighted, least-outstanding,
+    latency-aware);
     see `Cluster`."""
     return Cluster(servers, policy=policy, **options)

@@ -9,7 +9,10 @@ one of them, chosen by a policy:
   dict by ``"host:port"``);
 * ``least-outstanding``: the host with the fewest calls in flight from this
   object (it is thread-safe: each call checks a connection out of its host's
-  pool, so threads share the hosts).
+  pool, so threads share the hosts);
+* ``latency-aware``: the host whose recent round trip (an average over its
+  answers, each weighing 1/8), times one more than its calls in flight, is
+  the lowest; a host not measured yet goes first, so each is tried.
 
 Any host serves any call (it forwards to the partition's leader), so the
 choice is about spreading load and surviving failures:
@@ -45,7 +48,7 @@ from ._protocol import Connection, JouleError
 
 RESPONSE_UNKNOWN = -7
 SERVER_UNAVAILABLE = -5
-POLICIES = ("round-robin", "random", "weighted", "least-outstanding")
+POLICIES = ("round-robin", "random", "weighted", "least-outstanding", "latency-aware")
 # How long a host that failed is passed over.
 RETRY_AFTER = 1.0
 # How often a routing client reads the topology again without being told
@@ -73,6 +76,12 @@ class _Host:
         self.outstanding = 0
         self.calls = 0
         self.down_until = 0.0
+        # Recent round trips in seconds (0.0: none answered yet).
+        self.latency = 0.0
+
+    def measured(self, seconds):
+        """Fold one answer's round trip into the average (under the lock)."""
+        self.latency = seconds if self.latency == 0.0 else self.latency + (seconds - self.latency) / 8
 
 
 class Cluster:
@@ -234,6 +243,8 @@ class Cluster:
             elif self._policy == "weighted":
                 weights = [self._weights.get(h.address, 1.0) for h in live]
                 host = self._rng.choices(live, weights=weights)[0] if sum(weights) > 0 else live[0]
+            elif self._policy == "latency-aware":
+                host = min(live, key=lambda h: (h.latency * (h.outstanding + 1), h.calls))
             else:
                 host = min(live, key=lambda h: (h.outstanding, h.calls))
             host.outstanding += 1
@@ -259,6 +270,7 @@ class Cluster:
                     if e.status == -3:
                         raise
                     raise _NotSent("cannot reach %s:%d: %s" % (host.address + (e,)))
+            sent = time.monotonic()
             try:
                 connection.send_call(procedure, *params)
             except OSError as e:
@@ -280,6 +292,7 @@ class Cluster:
             with self._lock:
                 host.idle.append(connection)
                 host.calls += 1
+                host.measured(time.monotonic() - sent)
             return result
         finally:
             with self._lock:

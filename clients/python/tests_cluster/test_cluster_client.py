@@ -42,6 +42,12 @@ def test_policies_spread_as_they_promise(cluster):
             db.call("@Ping")
         # One call at a time: every host is idle, and the least used goes next.
         assert sorted(db.calls_per_host().values()) == [10, 10, 10]
+    with jouledb.connect_cluster(servers, policy="latency-aware", discover=False) as db:
+        for _ in range(60):
+            db.call("@Ping")
+        # Each host is measured first; then the quickest get the calls.
+        counts = db.calls_per_host()
+        assert sum(counts.values()) == 60 and all(n >= 1 for n in counts.values()), counts
     with pytest.raises(ValueError):
         jouledb.connect_cluster(servers, policy="fastest")
 

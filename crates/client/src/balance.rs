@@ -1,8 +1,9 @@
 //! How [`Client`](crate::Client) spreads calls over its connections
 //! ([`Balance`]), and the chooser that applies it without locks: a counter
 //! for round robin, a splitmix64 stream for the random policies (seeded, so
-//! a run can be replayed), and each connection's count of calls awaiting
-//! answers for least-outstanding. Closed connections are skipped by every
+//! a run can be replayed), each connection's count of calls awaiting
+//! answers for least-outstanding, and with it each connection's recent
+//! round trip for latency-aware. Closed connections are skipped by every
 //! policy.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +23,12 @@ pub enum Balance {
     /// The open connection with the fewest calls awaiting answers (ties
     /// taken in turn).
     LeastOutstanding,
+    /// The open connection whose recent round trip (an average over its
+    /// answers), times one more than its calls awaiting answers, is the
+    /// lowest: a slow host gets fewer calls, a busy one too. A connection
+    /// not yet measured counts as the fastest, so each is tried (ties
+    /// taken in turn).
+    LatencyAware,
 }
 
 pub(crate) struct Chooser {
@@ -65,17 +72,22 @@ impl Chooser {
     }
 
     /// The connection (of `n`) for the next call; `None` if none is open.
+    /// `outstanding` and `latency_us` give each connection's calls awaiting
+    /// answers and recent round trip (0: not measured yet).
     pub(crate) fn pick(
         &self,
         n: usize,
         open: impl Fn(usize) -> bool,
         outstanding: impl Fn(usize) -> usize,
+        latency_us: impl Fn(usize) -> u64,
     ) -> Option<usize> {
         if n == 0 {
             return None;
         }
         let start = match &self.balance {
-            Balance::RoundRobin | Balance::LeastOutstanding => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            Balance::RoundRobin | Balance::LeastOutstanding | Balance::LatencyAware => {
+                self.next.fetch_add(1, Ordering::Relaxed) % n
+            }
             Balance::Random { .. } => (self.random() % n as u64) as usize,
             Balance::Weighted { .. } => {
                 let total = *self.cumulative.last().unwrap_or(&1);
@@ -86,6 +98,7 @@ impl Chooser {
         let mut in_turn = (0..n).map(|i| (start + i) % n).filter(|i| open(*i));
         match self.balance {
             Balance::LeastOutstanding => in_turn.min_by_key(|i| outstanding(*i)),
+            Balance::LatencyAware => in_turn.min_by_key(|i| latency_us(*i).saturating_mul(outstanding(*i) as u64 + 1)),
             // Past a closed pick, the next open one that has weight.
             Balance::Weighted { .. } => {
                 let weight = |i: usize| self.cumulative[i] - if i == 0 { 0 } else { self.cumulative[i - 1] };
@@ -104,7 +117,7 @@ mod tests {
     fn counts(chooser: &Chooser, n: usize, calls: usize, open: impl Fn(usize) -> bool + Copy) -> Vec<usize> {
         let mut c = vec![0; n];
         for _ in 0..calls {
-            c[chooser.pick(n, open, |_| 0).unwrap()] += 1;
+            c[chooser.pick(n, open, |_| 0, |_| 0).unwrap()] += 1;
         }
         c
     }
@@ -140,11 +153,25 @@ mod tests {
         let least = Chooser::new(Balance::LeastOutstanding, 3, 1).unwrap();
         let waiting = [5, 2, 9];
         for _ in 0..10 {
-            assert_eq!(least.pick(3, |_| true, |i| waiting[i]), Some(1));
+            assert_eq!(least.pick(3, |_| true, |i| waiting[i], |_| 0), Some(1));
         }
         // Ties are taken in turn.
-        let tied: Vec<_> = (0..6).map(|_| least.pick(3, |_| true, |_| 0).unwrap()).collect();
+        let tied: Vec<_> = (0..6).map(|_| least.pick(3, |_| true, |_| 0, |_| 0).unwrap()).collect();
         assert_eq!(tied.iter().filter(|i| **i == 0).count(), 2, "{tied:?}");
-        assert_eq!(least.pick(3, |_| false, |_| 0), None);
+        assert_eq!(least.pick(3, |_| false, |_| 0, |_| 0), None);
+
+        // Latency-aware: round trip times one more than the calls waiting.
+        let fast = Chooser::new(Balance::LatencyAware, 3, 1).unwrap();
+        let latency = [900, 200, 400];
+        for _ in 0..10 {
+            assert_eq!(fast.pick(3, |_| true, |_| 0, |i| latency[i]), Some(1), "the fastest");
+        }
+        // The fastest with 3 waiting (200 × 4) loses to the next (400 × 1).
+        let waiting = [0, 3, 0];
+        assert_eq!(fast.pick(3, |_| true, |i| waiting[i], |i| latency[i]), Some(2));
+        // One not measured yet is tried first; a closed one never.
+        assert_eq!(fast.pick(3, |_| true, |_| 0, |i| if i == 0 { 0 } else { latency[i] }), Some(0));
+        assert_eq!(fast.pick(3, |i| i != 1, |_| 0, |i| latency[i]), Some(2));
+        assert_eq!(fast.pick(3, |_| false, |_| 0, |i| latency[i]), None);
     }
 }

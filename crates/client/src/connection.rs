@@ -7,7 +7,7 @@ use joule_wire::frame::{payload_len, write_frame};
 use joule_wire::{ClientResponse, Invocation, LoginResponse, Param};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
@@ -33,7 +33,8 @@ impl Reply {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<i64, Reply>>>;
+/// Calls awaiting answers, by handle, with when they were written.
+type Pending = Arc<Mutex<HashMap<i64, (Reply, std::time::Instant)>>>;
 
 struct Outgoing {
     frame: Vec<u8>,
@@ -48,6 +49,9 @@ pub(crate) struct Connection {
     timeout: Option<std::time::Duration>,
     /// Calls sent and not yet answered (for least-outstanding balancing).
     outstanding: Arc<AtomicUsize>,
+    /// Recent round trips, in microseconds: an exponentially weighted
+    /// average over the answers (each weighs 1/8; 0 until the first).
+    latency_us: Arc<AtomicU64>,
 }
 
 async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Vec<u8>> {
@@ -59,7 +63,7 @@ async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Vec
     Ok(payload)
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<i64, Reply>> {
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<i64, (Reply, std::time::Instant)>> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -110,10 +114,12 @@ impl Connection {
                     continue;
                 }
                 {
+                    // One clock reading for the batch: they go out together.
+                    let sent = std::time::Instant::now();
                     let mut p = lock(&w_pending);
                     for o in batch {
                         buf.extend_from_slice(&o.frame);
-                        p.insert(o.handle, o.reply);
+                        p.insert(o.handle, (o.reply, sent));
                     }
                 }
                 if wr.write_all(&buf).await.is_err() {
@@ -129,6 +135,8 @@ impl Connection {
         // Reader: answer each call by handle; on loss fail every waiting call.
         let (r_open, r_pending, max) = (open.clone(), pending, options.max_message_bytes);
         let r_outstanding = outstanding.clone();
+        let latency_us = Arc::new(AtomicU64::new(0));
+        let r_latency = latency_us.clone();
         tokio::spawn(async move {
             loop {
                 let response = match read_frame(&mut rd, max).await.and_then(|p| ClientResponse::decode(&p)) {
@@ -142,15 +150,27 @@ impl Connection {
                     continue;
                 }
                 let reply = lock(&r_pending).remove(&response.client_handle);
-                if let Some(reply) = reply {
+                if let Some((reply, sent)) = reply {
                     r_outstanding.fetch_sub(1, Ordering::Relaxed);
+                    // Only this task writes it.
+                    let sample = (sent.elapsed().as_micros() as u64).max(1);
+                    let before = r_latency.load(Ordering::Relaxed);
+                    let after = if before == 0 { sample } else { before - before / 8 + sample / 8 };
+                    r_latency.store(after.max(1), Ordering::Relaxed);
                     reply.complete(Ok(response));
                 }
             }
             r_open.store(false, Ordering::SeqCst);
             fail_all(&r_pending, &r_outstanding);
         });
-        Ok(Connection { tx, open, next_handle: AtomicI64::new(1), timeout: options.call_timeout, outstanding })
+        Ok(Connection {
+            tx,
+            open,
+            next_handle: AtomicI64::new(1),
+            timeout: options.call_timeout,
+            outstanding,
+            latency_us,
+        })
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -160,6 +180,12 @@ impl Connection {
     /// Calls sent on this connection and not yet answered.
     pub(crate) fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Recent round trips on this connection, in microseconds (0: none
+    /// answered yet).
+    pub(crate) fn latency_us(&self) -> u64 {
+        self.latency_us.load(Ordering::Relaxed)
     }
 
     /// Send the invocation; `reply` gets the answer.
@@ -232,7 +258,7 @@ impl Encoded {
 /// The connection is gone: every call sent on it gets `OutcomeUnknown` —
 /// it went out, and whether it ran is not known.
 fn fail_all(pending: &Pending, outstanding: &AtomicUsize) {
-    let replies: Vec<Reply> = lock(pending).drain().map(|(_, r)| r).collect();
+    let replies: Vec<Reply> = lock(pending).drain().map(|(_, (r, _))| r).collect();
     for reply in replies {
         outstanding.fetch_sub(1, Ordering::Relaxed);
         reply

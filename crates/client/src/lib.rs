@@ -350,7 +350,8 @@ impl Client {
             is_open
         };
         let outstanding = |i: usize| slots[i].current.load().outstanding();
-        match self.chooser.pick(slots.len(), open, outstanding) {
+        let latency_us = |i: usize| slots[i].current.load().latency_us();
+        match self.chooser.pick(slots.len(), open, outstanding, latency_us) {
             Some(i) => Ok(slots[i].clone()),
             None => Err(err!(Unavailable, "every connection to the server is closed (reconnecting)")),
         }

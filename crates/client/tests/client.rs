@@ -288,8 +288,8 @@ async fn hits(address: &str) -> i64 {
 }
 
 /// Two servers: round robin splits calls evenly, weights split them in
-/// proportion, least-outstanding and random reach both; a lost server's
-/// connections are skipped and reopened once it is back.
+/// proportion, least-outstanding, latency-aware and random reach both; a
+/// lost server's connections are skipped and reopened once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balancing_policies_and_reconnection_across_two_servers() {
     use joule_client::Balance;
@@ -321,6 +321,9 @@ async fn balancing_policies_and_reconnection_across_two_servers() {
     assert!(on_a > 50 && on_b > 50, "random gave {on_a}:{on_b}");
     let (on_a, on_b) = run(Balance::LeastOutstanding, 100).await;
     assert_eq!(on_a + on_b, 100);
+    // Each connection is measured first, then the quicker get the calls.
+    let (on_a, on_b) = run(Balance::LatencyAware, 100).await;
+    assert!(on_a > 0 && on_b > 0 && on_a + on_b == 100, "latency-aware gave {on_a}:{on_b}");
 
     // Server B goes away: its calls fail, the rest go to A; when B is back
     // on its port, the client reconnects to it by itself.

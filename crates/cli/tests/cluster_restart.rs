@@ -127,14 +127,16 @@ fn a_whole_cluster_restart_recovers_every_acknowledged_write_from_the_copy_logs(
     let _ = hosts[1].child.kill();
     let _ = hosts[1].child.wait();
     hosts[1] = spawn(dirs[1].path(), &ARGS).ready();
-    // (Its standard error is read on a thread of its own: waited for.) On
-    // a loaded machine the restart can take longer than the heartbeat
-    // timeout; then it was failed already and simply rejoins.
+    // (Its standard error is read on a thread of its own: waited for.) It
+    // says it recovers, and then that the cluster went on without it —
+    // unless the others failed it before its server looked (it then simply
+    // rejoins), or, on a loaded machine, before it even restarted.
     let said = lines_until(&hosts[1].stderr, "rejoined: copies of");
-    if said.iter().any(|l| l.contains("copy logs: recovering")) {
-        assert!(said.iter().any(|l| l.contains("the cluster went on without it")), "{}", said.join("\n"));
-    } else {
-        eprintln!("host 1 restarted after it was declared failed: the recovering path was not taken");
+    let recovered = said.iter().any(|l| l.contains("copy logs: recovering"));
+    let went_on = said.iter().any(|l| l.contains("the cluster went on without it"));
+    assert!(!went_on || recovered, "{}", said.join("\n"));
+    if !went_on {
+        eprintln!("host 1 was failed before its server looked (recovering said: {recovered}): it rejoined by copy");
     }
     write(&all(&hosts), 120, 130);
     check(&hosts, 130, 270 + 130);

@@ -70,9 +70,7 @@ fn whole_restart(dirs: &[TempDir], mut hosts: Vec<Host>) {
         said.push(wait_line(&s.stderr, "recovered the copies of"));
     }
     let hosts: Vec<Host> = starting.into_iter().map(Starting::ready).collect();
-    eventually("every host up, every partition led", || {
-        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
-    });
+    all_up_and_led(&hosts);
     let mut served = None;
     while served.is_none() {
         served = match connect(&hosts[1].client).call("@AdHoc", vec![Value::from("SELECT COUNT(*) FROM kv")]) {

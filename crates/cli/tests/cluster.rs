@@ -525,9 +525,7 @@ fn a_whole_cluster_restart_refuses_to_come_back_empty_unless_told() {
     let args = ["--host-count", "3", "--kfactor", "1", "--accept-data-loss"];
     let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
     let hosts: Vec<Host> = starting.into_iter().map(Starting::ready).collect();
-    eventually("every host is up and every partition led", || {
-        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
-    });
+    all_up_and_led(&hosts);
     // The table is gone (a read refused as `Unavailable` while leadership
     // settles is tried again).
     eventually("the old table is gone", || {

@@ -81,12 +81,30 @@ fn kill(hosts: &mut [Host]) {
     }
 }
 
+/// Three hosts, k = 1, with copy logs (and `extra` too), in directories
+/// named after `name`, with `ddl` run.
+fn logged_cluster(name: &str, extra: &[&str], ddl: &str) -> (Vec<TempDir>, Vec<Host>) {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{name}-{i}"))).collect();
+    let hosts = form_all(&dirs, 1, &[&ARGS[4..], extra].concat());
+    sql(&hosts[0].client, ddl, vec![]);
+    (dirs, hosts)
+}
+
+/// Whether a line of `rx` passes `what` within 10 s (its standard error is
+/// read on a thread of its own, and may trail its exit); what it said.
+fn says(rx: &std::sync::mpsc::Receiver<String>, what: impl Fn(&str) -> bool) -> (bool, Vec<String>) {
+    let mut said = Vec::new();
+    let found = wait_until(Duration::from_secs(10), || {
+        said.extend(rx.try_iter());
+        said.iter().any(|l| what(l))
+    });
+    (found, said)
+}
+
 /// Everything up, every partition led, every copy identical, and the
 /// count and sum as expected (through every host).
 fn check(hosts: &[Host], count: i64, sum: i64) {
-    eventually("every host is up and every partition led", || {
-        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
-    });
+    all_up_and_led(hosts);
     for h in hosts {
         assert_eq!(count_and_sum(&h.client), (count, sum), "through {}", h.client);
     }
@@ -96,13 +114,11 @@ fn check(hosts: &[Host], count: i64, sum: i64) {
 
 #[test]
 fn a_whole_cluster_restart_recovers_every_acknowledged_write_from_the_copy_logs() {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-{i}"))).collect();
-    let mut hosts = form_all(&dirs, 1, &ARGS[4..]);
-    sql(
-        &hosts[0].client,
+    let (dirs, mut hosts) = logged_cluster(
+        "restart",
+        &[],
         "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT NOT NULL); PARTITION TABLE kv ON COLUMN k; \
          CREATE TABLE note (id BIGINT NOT NULL PRIMARY KEY, text VARCHAR(20));",
-        vec![],
     );
     sql(&hosts[1].client, "INSERT INTO note VALUES (1, 'kept')", vec![]);
     write(&all(&hosts), 0, 60);
@@ -177,13 +193,11 @@ fn touched(addr: &str) -> (i64, i64) {
 /// copy logs brought back, the same way on every partition.
 #[test]
 fn a_transaction_in_doubt_when_the_whole_cluster_stops_is_settled_alike_everywhere() {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-doubt-{i}"))).collect();
-    let mut hosts = form_all(&dirs, 1, &ARGS[4..]);
-    sql(
-        &hosts[0].client,
+    let (dirs, mut hosts) = logged_cluster(
+        "restart-doubt",
+        &[],
         "CREATE TABLE accounts (id BIGINT NOT NULL PRIMARY KEY, touched BIGINT NOT NULL); \
          PARTITION TABLE accounts ON COLUMN id;",
-        vec![],
     );
     for id in 0..30 {
         sql(&hosts[0].client, "INSERT INTO accounts VALUES (?, 0)", vec![Value::Integer(id)]);
@@ -210,10 +224,7 @@ fn a_transaction_in_doubt_when_the_whole_cluster_stops_is_settled_alike_everywhe
         disarm(dirs[victim].path());
         let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &ARGS)).collect();
         hosts = starting.into_iter().map(Starting::ready).collect();
-        eventually("every host is up and every partition led", || {
-            states(&hosts[0].client).iter().all(|(_, s)| s == "UP")
-                && every_partition_led_by_a_live_host(&hosts[0].client)
-        });
+        all_up_and_led(&hosts);
         let (lo, hi) = touched(&hosts[0].client);
         // The restarted coordinator found it in doubt and settled it.
         let mut settled = Vec::new();
@@ -241,7 +252,6 @@ fn a_transaction_in_doubt_when_the_whole_cluster_stops_is_settled_alike_everywhe
 /// those bases.
 #[test]
 fn copy_logs_compact_and_a_whole_cluster_restart_starts_from_the_compacted_copies() {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-compact-{i}"))).collect();
     let config_dir = TempDir::new("restart-compact-config");
     std::fs::create_dir_all(config_dir.path()).unwrap();
     let config = config_dir.path().join("joule.toml");
@@ -249,11 +259,10 @@ fn copy_logs_compact_and_a_whole_cluster_restart_starts_from_the_compacted_copie
     let config = config.to_str().unwrap().to_string();
     let mut args: Vec<&str> = ARGS.to_vec();
     args.extend(["--config", config.as_str()]);
-    let mut hosts = form_all(&dirs, 1, &args[4..]);
-    sql(
-        &hosts[0].client,
+    let (dirs, mut hosts) = logged_cluster(
+        "restart-compact",
+        &["--config", config.as_str()],
         "CREATE TABLE blob (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(20000) NOT NULL); PARTITION TABLE blob ON COLUMN k;",
-        vec![],
     );
     // About 2 MB of records per partition on each of its two copies.
     const ROWS: i64 = 600;
@@ -283,9 +292,7 @@ fn copy_logs_compact_and_a_whole_cluster_restart_starts_from_the_compacted_copie
     drop(hosts);
     let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
     let hosts: Vec<Host> = starting.into_iter().map(Starting::ready).collect();
-    eventually("every host is up and every partition led", || {
-        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
-    });
+    all_up_and_led(&hosts);
     let r = settled_sql(&hosts[2].client, "SELECT COUNT(*), SUM(CHAR_LENGTH(v)) FROM blob", vec![]);
     assert_eq!(r.tables[0].rows[0][0], Value::Integer(ROWS));
     assert_eq!(r.tables[0].rows[0][1], Value::Integer((ROWS - 10) * 10_000 + 10 * 5));
@@ -299,12 +306,10 @@ fn copy_logs_compact_and_a_whole_cluster_restart_starts_from_the_compacted_copie
 /// rejoins with identical copies.
 #[test]
 fn a_host_that_cannot_write_its_copy_log_stops_and_nothing_acknowledged_is_lost() {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-full-{i}"))).collect();
-    let mut hosts = form_all(&dirs, 1, &ARGS[4..]);
-    sql(
-        &hosts[0].client,
+    let (dirs, mut hosts) = logged_cluster(
+        "restart-full",
+        &[],
         "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(400) NOT NULL); PARTITION TABLE kv ON COLUMN k;",
-        vec![],
     );
     // Host 2 again, under a 1 MB file-size limit (its copies arrive anew).
     let _ = hosts[2].child.kill();
@@ -328,11 +333,8 @@ fn a_host_that_cannot_write_its_copy_log_stops_and_nothing_acknowledged_is_lost(
     drop(c);
     let status = hosts[2].child.wait().unwrap();
     assert!(!status.success(), "host 2 stopped with a failure status");
-    let mut said = Vec::new();
-    let told = wait_until(Duration::from_secs(10), || {
-        said.extend(hosts[2].stderr.try_iter());
-        said.iter().any(|l| l.contains("J6001") && l.contains("copy log") && l.contains("this host stops"))
-    });
+    let (told, said) =
+        says(&hosts[2].stderr, |l| l.contains("J6001") && l.contains("copy log") && l.contains("this host stops"));
     assert!(told, "host 2 said:\n{}", said.join("\n"));
     assert!(acked.len() > 100, "{} writes before the limit", acked.len());
     // The others go on, with every acknowledged row.
@@ -367,12 +369,10 @@ fn a_host_that_cannot_write_its_copy_log_stops_and_nothing_acknowledged_is_lost(
 /// is lost.
 #[test]
 fn a_partition_whose_copies_all_stopped_is_brought_back_from_a_current_copy_log() {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("restart-revive-{i}"))).collect();
-    let mut hosts = form_all(&dirs, 1, &ARGS[4..]);
-    sql(
-        &hosts[0].client,
+    let (dirs, mut hosts) = logged_cluster(
+        "restart-revive",
+        &[],
         "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT NOT NULL); PARTITION TABLE kv ON COLUMN k;",
-        vec![],
     );
     write(&all(&hosts), 0, 60);
     for h in &mut hosts[..2] {
@@ -384,11 +384,8 @@ fn a_partition_whose_copies_all_stopped_is_brought_back_from_a_current_copy_log(
     let mut first = spawn(dirs[0].path(), &ARGS);
     let child = &mut first.child;
     assert!(wait_until(Duration::from_secs(90), || child.try_wait().ok().flatten().is_some()), "host 0 came up");
-    let mut said = Vec::new();
-    let refused = wait_until(Duration::from_secs(10), || {
-        said.extend(first.stderr.try_iter());
-        said.iter().any(|l| l.contains("would come back empty") && l.contains("--accept-data-loss"))
-    });
+    let (refused, said) =
+        says(&first.stderr, |l| l.contains("would come back empty") && l.contains("--accept-data-loss"));
     assert!(refused, "host 0 said:\n{}", said.join("\n"));
     drop(first);
     // Host 1 brings it back from its log.

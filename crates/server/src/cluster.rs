@@ -258,13 +258,7 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     if let (false, Some(link)) = (revived.is_empty(), &ctx.link) {
         let diverged = crate::on_divergence(ctx);
         for p in &revived {
-            let entries = link
-                .replay_copy(&ctx.host, *p, &diverged)
-                .await
-                .map_err(|e| e.context(format!("partition {p}: replaying its copy log")))?;
-            if !ctx.host.replica_loaded(*p) {
-                bail!(Internal, "partition {p}: its copy log replayed without a whole copy");
-            }
+            let entries = link.replay_copy(&ctx.host, *p, &diverged).await?;
             let line = format!(
                 "host {me}: partition {p} had no running copy; brought back from this host's copy log ({entries} \
                  entries)"
@@ -437,16 +431,7 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
     let mut replays = tokio::task::JoinSet::new();
     for p in mine.iter().copied() {
         let (link, host, diverged) = (link.clone(), ctx.host.clone(), diverged.clone());
-        replays.spawn(async move {
-            let entries = link
-                .replay_copy(&host, p, &diverged)
-                .await
-                .map_err(|e| e.context(format!("partition {p}: replaying its copy log")))?;
-            if !host.replica_loaded(p) {
-                bail!(Internal, "partition {p}: its copy log replayed without a whole copy");
-            }
-            Ok(entries)
-        });
+        replays.spawn(async move { link.replay_copy(&host, p, &diverged).await });
     }
     let mut entries = 0;
     while let Some(done) = replays.join_next().await {

@@ -382,6 +382,13 @@ pub fn status(addr: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Every host up and every partition led (as the first host sees it).
+pub fn all_up_and_led(hosts: &[Host]) {
+    eventually("every host is up and every partition led", || {
+        states(&hosts[0].client).iter().all(|(_, s)| s == "UP") && every_partition_led_by_a_live_host(&hosts[0].client)
+    });
+}
+
 /// Every partition in TOPO (as `addr` sees it) led by a host that is up.
 pub fn every_partition_led_by_a_live_host(addr: &str) -> bool {
     let up: Vec<String> = states(addr).into_iter().filter(|(_, s)| s == "UP").map(|(h, _)| h.to_string()).collect();

@@ -113,24 +113,18 @@ pub(crate) struct Routing {
 
 impl Routing {
     fn from(me: HostId, m: &ClusterMetadata, routes: &Routes) -> Routing {
+        // The internal addresses of the hosts `keep` takes.
+        let addresses = |keep: &dyn Fn(HostId) -> bool| -> BTreeMap<HostId, String> {
+            m.hosts.iter().filter(|(id, _)| keep(**id)).map(|(id, h)| (*id, routes.dial(&h.internal_address))).collect()
+        };
         Routing {
             me,
             leaders: m.partitions.iter().map(|p| p.leader).collect(),
             coordinator: m.mp_coordinator,
-            up: m
-                .hosts
-                .iter()
-                .filter(|(id, _)| m.is_up(**id))
-                .map(|(id, h)| (*id, routes.dial(&h.internal_address)))
-                .collect(),
+            up: addresses(&|h| m.is_up(h)),
             replicas: m.partitions.iter().map(|p| p.replicas.clone()).collect(),
-            all: m.hosts.iter().map(|(id, h)| (*id, routes.dial(&h.internal_address))).collect(),
-            recovering: m
-                .hosts
-                .iter()
-                .filter(|(id, _)| m.is_recovering(**id))
-                .map(|(id, h)| (*id, routes.dial(&h.internal_address)))
-                .collect(),
+            all: addresses(&|_| true),
+            recovering: addresses(&|h| m.is_recovering(h)),
         }
     }
 
@@ -575,9 +569,21 @@ pub(crate) use copylog::{CopyLogs, SyncMode};
 
 impl Link {
     /// Rebuild this host's copy of `partition` from its copy log (the whole
-    /// cluster restarted): every entry through the path a replica applies
-    /// batches by; the number of entries.
+    /// cluster restarted, or the partition is brought back): every entry
+    /// through the path a replica applies batches by; the number of
+    /// entries. An error unless the copy is whole at the end.
     pub(crate) async fn replay_copy(&self, host: &Arc<Host>, partition: u32, diverged: &OnDivergence) -> Result<u64> {
+        let entries = self
+            .replay_entries(host, partition, diverged)
+            .await
+            .map_err(|e| e.context(format!("partition {partition}: replaying its copy log")))?;
+        if !host.replica_loaded(partition) {
+            bail!(Internal, "partition {partition}: its copy log replayed without a whole copy");
+        }
+        Ok(entries)
+    }
+
+    async fn replay_entries(&self, host: &Arc<Host>, partition: u32, diverged: &OnDivergence) -> Result<u64> {
         let Some(logs) = self.logs.clone() else { bail!(Unavailable, "this host keeps no copy logs") };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<copylog::Entry>(64);
         let reader = tokio::task::spawn_blocking(move || {

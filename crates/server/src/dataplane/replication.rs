@@ -76,7 +76,7 @@ pub(super) fn ship(
     log: Option<ShipperLog>,
 ) {
     // The last batch shipped: a compaction's base stands there.
-    let mut last: Option<Arc<Batch>> = None;
+    let mut last: Option<Batch> = None;
     // The copy log failed and this host is stopping (said once).
     let mut stopping = false;
     let mut connections: BTreeMap<HostId, ReplicaConnection> = BTreeMap::new();
@@ -172,7 +172,7 @@ pub(super) fn ship(
                 } else {
                     drop(dones);
                 }
-                last = Some(Arc::new(batch));
+                last = Some(batch);
                 if next.is_none() {
                     next = shipments.recv().ok();
                 }
@@ -183,7 +183,14 @@ pub(super) fn ship(
                     match started {
                         Ok((generation, pieces)) => {
                             let position =
-                                super::copylog::BasePosition { from: me, stream, sequence, term, last: last.clone() };
+                                // (Its records copied once per compaction.)
+                                super::copylog::BasePosition {
+                                    from: me,
+                                    stream,
+                                    sequence,
+                                    term,
+                                    last: last.clone().map(Arc::new),
+                                };
                             logs.write_base(partition, generation, position, pieces);
                         }
                         Err(e) => {

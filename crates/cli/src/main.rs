@@ -7,9 +7,11 @@
 //! connecting to a server; with `--embedded` it runs SQL against an
 //! in-process, in-memory database instead, which is handy for trying the
 //! engine without a server. `joule snapshot save|scan|restore|delete`
-//! wraps the snapshot system procedures (see `snapshot_cmd.rs`).
+//! wraps the snapshot system procedures (see `snapshot_cmd.rs`). `joule
+//! proxy` runs the load balancer (see `proxy_cmd.rs` and `joule-proxy`).
 
 mod bench;
+mod proxy_cmd;
 mod shell;
 mod snapshot_cmd;
 mod status;
@@ -46,6 +48,9 @@ enum Command {
     Advise(status::NodeArgs),
     /// The cluster's hosts, partitions, leaders and redundancy.
     Status(status::NodeArgs),
+    /// A load balancer speaking the client protocol in front of hosts:
+    /// routes single-partition calls to their leaders, spreads the rest.
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 /// `joule sql` flags (sqlcmd's names).
@@ -173,6 +178,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Advise(args) => advise(args),
         Command::Status(args) => status::run(args),
+        Command::Proxy(args) => proxy_cmd::run(args),
         Command::Sql(args) if args.embedded => {
             let sql = match args.query {
                 Some(s) => s,
@@ -440,7 +446,7 @@ fn server_stopper(server: &joule_server::Server) -> impl FnOnce() + Send + 'stat
     move || handle()
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

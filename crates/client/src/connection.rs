@@ -2,7 +2,7 @@
 //! matching responses to waiting calls by client handle.
 
 use crate::Options;
-use joule_common::{err, Result};
+use joule_common::{err, Error, Result};
 use joule_wire::frame::{payload_len, write_frame};
 use joule_wire::{ClientResponse, Invocation, LoginResponse, Param};
 use std::collections::HashMap;
@@ -20,17 +20,29 @@ pub(crate) enum Reply {
     Wait(oneshot::Sender<Result<ClientResponse>>),
     /// A function run with the answer on the reader task (no task to wake).
     Callback(Box<dyn FnOnce(Result<ClientResponse>) + Send>),
+    /// A function run on the reader task with the answer's payload as it
+    /// came, not decoded (a proxy passing it on).
+    Raw(Box<dyn FnOnce(Result<Vec<u8>>) + Send>),
 }
 
 impl Reply {
-    fn complete(self, answer: Result<ClientResponse>) {
+    /// Hand over an answer's payload (decoded here unless `Raw`) or the
+    /// reason there is none.
+    pub(crate) fn complete(self, answer: Result<Vec<u8>>) {
         match self {
             Reply::Wait(tx) => {
-                let _ = tx.send(answer);
+                let _ = tx.send(answer.and_then(|p| ClientResponse::decode(&p)));
             }
-            Reply::Callback(f) => f(answer),
+            Reply::Callback(f) => f(answer.and_then(|p| ClientResponse::decode(&p))),
+            Reply::Raw(f) => f(answer),
         }
     }
+}
+
+/// The client handle of a response payload (after its version byte), read
+/// without decoding the rest.
+fn response_handle(payload: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(payload.get(1..9)?.try_into().ok()?))
 }
 
 /// Calls awaiting answers, by handle, with when they were written.
@@ -139,17 +151,15 @@ impl Connection {
         let r_latency = latency_us.clone();
         tokio::spawn(async move {
             loop {
-                let response = match read_frame(&mut rd, max).await.and_then(|p| ClientResponse::decode(&p)) {
-                    Ok(r) => r,
-                    Err(_) => break,
-                };
-                if response.client_handle == joule_wire::TOPOLOGY_HANDLE {
+                let Ok(payload) = read_frame(&mut rd, max).await else { break };
+                let Some(handle) = response_handle(&payload) else { break };
+                if handle == joule_wire::TOPOLOGY_HANDLE {
                     if let Some(p) = &pushes {
                         p.notify_one();
                     }
                     continue;
                 }
-                let reply = lock(&r_pending).remove(&response.client_handle);
+                let reply = lock(&r_pending).remove(&handle);
                 if let Some((reply, sent)) = reply {
                     r_outstanding.fetch_sub(1, Ordering::Relaxed);
                     // Only this task writes it.
@@ -157,7 +167,7 @@ impl Connection {
                     let before = r_latency.load(Ordering::Relaxed);
                     let after = if before == 0 { sample } else { before - before / 8 + sample / 8 };
                     r_latency.store(after.max(1), Ordering::Relaxed);
-                    reply.complete(Ok(response));
+                    reply.complete(Ok(payload));
                 }
             }
             r_open.store(false, Ordering::SeqCst);
@@ -171,6 +181,20 @@ impl Connection {
             outstanding,
             latency_us,
         })
+    }
+
+    /// A connection that is not open (an address that could not be reached
+    /// yet: its slot reopens it in the background).
+    pub(crate) fn closed(options: &Options) -> Connection {
+        let (tx, _) = mpsc::unbounded_channel();
+        Connection {
+            tx,
+            open: Arc::new(AtomicBool::new(false)),
+            next_handle: AtomicI64::new(1),
+            timeout: options.call_timeout,
+            outstanding: Arc::default(),
+            latency_us: Arc::default(),
+        }
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -191,14 +215,16 @@ impl Connection {
     /// Send the invocation; `reply` gets the answer.
     pub(crate) fn send(&self, procedure: &str, params: Vec<Param>, reply: Reply) -> Result<()> {
         let invocation = Encoded::new(procedure, params)?;
-        self.send_encoded(&invocation, reply)
+        self.send_encoded(&invocation, reply).map_err(|(e, _)| e)
     }
 
     /// Send an invocation encoded once (under this connection's next
-    /// handle); `reply` gets the answer.
-    pub(crate) fn send_encoded(&self, invocation: &Encoded, reply: Reply) -> Result<()> {
+    /// handle); `reply` gets the answer. If it cannot be sent (the
+    /// connection is lost), `reply` comes back with the reason: the call
+    /// never went out and may go on another connection.
+    pub(crate) fn send_encoded(&self, invocation: &Encoded, reply: Reply) -> std::result::Result<(), (Error, Reply)> {
         if !self.is_open() {
-            return Err(err!(Unavailable, "connection lost"));
+            return Err((err!(Unavailable, "connection lost"), reply));
         }
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::with_capacity(invocation.payload.len() + 4);
@@ -206,9 +232,9 @@ impl Connection {
         let at = 4 + invocation.handle_at;
         frame[at..at + 8].copy_from_slice(&handle.to_be_bytes());
         self.outstanding.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Outgoing { frame, handle, reply }).map_err(|_| {
+        self.tx.send(Outgoing { frame, handle, reply }).map_err(|lost| {
             self.outstanding.fetch_sub(1, Ordering::Relaxed);
-            err!(Unavailable, "connection lost")
+            (err!(Unavailable, "connection lost"), lost.0.reply)
         })
     }
 
@@ -217,7 +243,7 @@ impl Connection {
     /// no answer came.
     pub(crate) async fn call_encoded(&self, invocation: &Encoded) -> Result<ClientResponse> {
         let (reply, answer) = oneshot::channel();
-        self.send_encoded(invocation, Reply::Wait(reply))?;
+        self.send_encoded(invocation, Reply::Wait(reply)).map_err(|(e, _)| e)?;
         let answer = match self.timeout {
             Some(t) => tokio::time::timeout(t, answer).await.map_err(|_| {
                 err!(OutcomeUnknown, "no answer to {} within {t:?}: it may or may not have run", invocation.procedure)
@@ -243,13 +269,18 @@ pub(crate) struct Encoded {
 
 impl Encoded {
     pub(crate) fn new(procedure: &str, params: Vec<Param>) -> Result<Encoded> {
-        let invocation = Invocation {
+        Encoded::of(Invocation {
             version: 0,
             procedure: procedure.to_string(),
             client_handle: 0,
             batch_timeout_ms: None,
             params,
-        };
+        })
+    }
+
+    /// `invocation` as it is (its version and batch timeout kept); its
+    /// handle is replaced by each connection's own.
+    pub(crate) fn of(invocation: Invocation) -> Result<Encoded> {
         let payload = invocation.encode()?;
         Ok(Encoded { handle_at: invocation.handle_offset(), procedure: invocation.procedure, payload })
     }

@@ -44,7 +44,7 @@ use connection::Connection;
 use joule_common::{err, Error, ErrorCode, Result, Row, Value};
 use joule_wire::{ClientResponse, Param, VoltTable};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Connection settings.
@@ -70,6 +70,28 @@ pub struct Options {
     /// from a single one. Not with the `Weighted` policy (its weights name
     /// the addresses given).
     pub discover_hosts: bool,
+    /// The service named at login: VoltDB's clients send `database`; a
+    /// `joule proxy` picks the virtual host by it.
+    pub service: String,
+    /// Log in with this hash of the password (and its scheme) instead of
+    /// hashing `password`: a proxy passing its clients' logins through.
+    pub password_hash: Option<(joule_wire::HashScheme, Vec<u8>)>,
+    /// Ping every connection on this schedule and pass over, until it
+    /// answers again, one that did not answer in time: a stopped or hung
+    /// host keeps its connections open, so only pings tell. `None`: only
+    /// lost connections are passed over.
+    pub health_check: Option<HealthCheck>,
+    /// Start when at least one address can be reached; the others are
+    /// opened in the background and used once they answer. Otherwise every
+    /// address must answer at `connect`.
+    pub connect_to_any: bool,
+}
+
+/// When [`Options::health_check`] pings and how long an answer may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub every: std::time::Duration,
+    pub within: std::time::Duration,
 }
 
 impl Default for Options {
@@ -83,6 +105,10 @@ impl Default for Options {
             balance: Balance::RoundRobin,
             route_to_leaders: true,
             discover_hosts: false,
+            service: "database".into(),
+            password_hash: None,
+            health_check: None,
+            connect_to_any: false,
         }
     }
 }
@@ -157,6 +183,48 @@ struct Slot {
     address: SocketAddr,
     current: ArcSwap<Connection>,
     reconnecting: AtomicBool,
+    /// False while its connection fails the health check.
+    healthy: AtomicBool,
+    /// Calls sent through this slot, and of them those routed to it as
+    /// their partition's leader.
+    calls: AtomicU64,
+    routed: AtomicU64,
+}
+
+impl Slot {
+    fn new(address: SocketAddr, connection: Connection) -> Arc<Slot> {
+        Arc::new(Slot {
+            address,
+            current: ArcSwap::from_pointee(connection),
+            reconnecting: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+            calls: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
+        })
+    }
+
+    /// Open and answering its health checks: calls may go to it.
+    fn usable(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && self.current.load().is_open()
+    }
+}
+
+/// One connection of a [`Client`], as [`Client::backends`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub address: SocketAddr,
+    /// Connected (a lost connection is being reopened).
+    pub open: bool,
+    /// Answering its health checks (always, without them).
+    pub healthy: bool,
+    /// Calls awaiting answers.
+    pub outstanding: usize,
+    /// Recent round trip in microseconds (0: none measured yet).
+    pub latency_us: u64,
+    /// Calls sent on it, and of them those sent to it as their partition's
+    /// leader.
+    pub calls: u64,
+    pub routed: u64,
 }
 
 /// Ask `connection`'s host for topology notifications (a server that has
@@ -181,21 +249,29 @@ impl Client {
         let follows = addresses.len() > 1 || options.discover_hosts;
         let pushes = Arc::new(tokio::sync::Notify::new());
         let mut slots = Vec::new();
+        let mut unreachable = None;
         for a in addresses {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host(*a).await.map_err(|e| err!(Unavailable, "cannot resolve {a}: {e}"))?.collect();
             let address = *addrs.first().ok_or_else(|| err!(Unavailable, "{a} resolves to no address"))?;
             for _ in 0..options.connections_per_address {
-                let connection = Connection::open(address, &options, Some(pushes.clone())).await?;
-                if follows {
+                let connection = match Connection::open(address, &options, Some(pushes.clone())).await {
+                    Ok(c) => c,
+                    // Reopened in the background once the client runs.
+                    Err(e) if options.connect_to_any && e.code() == ErrorCode::Unavailable => {
+                        unreachable = Some(e);
+                        Connection::closed(&options)
+                    }
+                    Err(e) => return Err(e),
+                };
+                if follows && connection.is_open() {
                     subscribe(&connection).await;
                 }
-                slots.push(Arc::new(Slot {
-                    address,
-                    current: ArcSwap::from_pointee(connection),
-                    reconnecting: AtomicBool::new(false),
-                }));
+                slots.push(Slot::new(address, connection));
             }
+        }
+        if let Some(e) = unreachable.filter(|_| !slots.iter().any(|s| s.current.load().is_open())) {
+            return Err(e);
         }
         let client = Client {
             slots: Arc::new(ArcSwap::from_pointee(slots)),
@@ -209,7 +285,77 @@ impl Client {
         if follows {
             client.follow_topology().await;
         }
+        for slot in client.slots.load().iter().filter(|s| !s.current.load().is_open()) {
+            client.reconnect(slot);
+        }
+        if let Some(check) = client.options.health_check {
+            client.check_health(check);
+        }
         Ok(client)
+    }
+
+    /// A handle on this client for its background tasks that does not keep
+    /// it alive: they end once every clone of the client is dropped.
+    fn weak(&self) -> WeakClient {
+        WeakClient {
+            slots: Arc::downgrade(&self.slots),
+            chooser: self.chooser.clone(),
+            options: self.options.clone(),
+            runtime: self.runtime.clone(),
+            topology: self.topology.clone(),
+            follows: self.follows,
+            pushes: self.pushes.clone(),
+        }
+    }
+
+    /// Ping every open connection each `check.every`; one that does not
+    /// answer within `check.within` is passed over until it does (a lost
+    /// one is reopened meanwhile, as always).
+    fn check_health(&self, check: HealthCheck) {
+        let weak = self.weak();
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(check.every).await;
+                let Some(client) = weak.upgrade() else { return };
+                let mut pings = tokio::task::JoinSet::new();
+                for slot in client.slots.load().iter() {
+                    let connection = slot.current.load_full();
+                    if !connection.is_open() {
+                        client.reconnect(slot);
+                        continue;
+                    }
+                    let slot = slot.clone();
+                    pings.spawn(async move {
+                        let answer = tokio::time::timeout(check.within, connection.call("@Ping", vec![])).await;
+                        let healthy = matches!(answer, Ok(Ok(ref r)) if r.status == 1);
+                        slot.healthy.store(healthy, Ordering::Relaxed);
+                    });
+                }
+                drop(client);
+                while pings.join_next().await.is_some() {}
+            }
+        });
+    }
+
+    /// Each connection slot's state and counts, in the order of the
+    /// addresses given (hosts learned later after them).
+    pub fn backends(&self) -> Vec<Backend> {
+        self.slots
+            .load()
+            .iter()
+            .map(|s| {
+                let c = s.current.load();
+                Backend {
+                    address: s.address,
+                    open: c.is_open(),
+                    healthy: s.healthy.load(Ordering::Relaxed),
+                    outstanding: c.outstanding(),
+                    latency_us: c.latency_us(),
+                    calls: s.calls.load(Ordering::Relaxed),
+                    routed: s.routed.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
     }
 
     /// Read the topology now, then whenever a host says it changed (and
@@ -217,25 +363,14 @@ impl Client {
     /// client is dropped.
     async fn follow_topology(&self) {
         self.refresh().await;
-        let slots = Arc::downgrade(&self.slots);
-        let (chooser, options, topology) = (self.chooser.clone(), self.options.clone(), self.topology.clone());
-        let (runtime, pushes) = (self.runtime.clone(), self.pushes.clone());
+        let weak = self.weak();
         self.runtime.spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(TOPOLOGY_EVERY) => {}
-                    _ = pushes.notified() => {}
+                    _ = weak.pushes.notified() => {}
                 }
-                let Some(slots) = slots.upgrade() else { return };
-                let client = Client {
-                    slots,
-                    chooser: chooser.clone(),
-                    options: options.clone(),
-                    runtime: runtime.clone(),
-                    topology: topology.clone(),
-                    follows: true,
-                    pushes: pushes.clone(),
-                };
+                let Some(client) = weak.upgrade() else { return };
                 client.refresh().await;
             }
         });
@@ -282,11 +417,7 @@ impl Client {
                     Ok::<_, Error>(c)
                 };
                 match tokio::time::timeout(LEARN_WITHIN, open).await {
-                    Ok(Ok(connection)) => opened.push(Arc::new(Slot {
-                        address: *address,
-                        current: ArcSwap::from_pointee(connection),
-                        reconnecting: AtomicBool::new(false),
-                    })),
+                    Ok(Ok(connection)) => opened.push(Slot::new(*address, connection)),
                     _ => break,
                 }
             }
@@ -310,7 +441,9 @@ impl Client {
     fn pick_for(&self, procedure: &str, params: &[Param]) -> Result<Arc<Slot>> {
         if let Some(t) = self.topology.load().as_ref() {
             if let Some(i) = t.slot_for(procedure, params) {
-                if let Some(slot) = self.slots.load().get(i).filter(|s| s.current.load().is_open()) {
+                if let Some(slot) = self.slots.load().get(i).filter(|s| s.usable()) {
+                    slot.routed.fetch_add(1, Ordering::Relaxed);
+                    slot.calls.fetch_add(1, Ordering::Relaxed);
                     return Ok(slot.clone());
                 }
             }
@@ -318,9 +451,12 @@ impl Client {
         self.pick()
     }
 
-    /// Invoke by the balancing policy alone (the topology's own reads).
+    /// Invoke on the first usable connection, outside the balancing policy
+    /// and its counts (the topology's own reads).
     pub(crate) async fn call_unrouted(&self, procedure: &str, params: Vec<Value>) -> Result<Response> {
-        let connection = self.pick()?.current.load_full();
+        let slot = self.slots.load().iter().find(|s| s.usable()).cloned();
+        let slot = slot.ok_or_else(|| err!(Unavailable, "every connection to the server is closed or failing"))?;
+        let connection = slot.current.load_full();
         into_response(connection.call(procedure, params.into_iter().map(Param::Value).collect()).await?)
     }
 
@@ -347,13 +483,16 @@ impl Client {
             if !is_open {
                 self.reconnect(&slots[i]);
             }
-            is_open
+            is_open && slots[i].healthy.load(Ordering::Relaxed)
         };
         let outstanding = |i: usize| slots[i].current.load().outstanding();
         let latency_us = |i: usize| slots[i].current.load().latency_us();
         match self.chooser.pick(slots.len(), open, outstanding, latency_us) {
-            Some(i) => Ok(slots[i].clone()),
-            None => Err(err!(Unavailable, "every connection to the server is closed (reconnecting)")),
+            Some(i) => {
+                slots[i].calls.fetch_add(1, Ordering::Relaxed);
+                Ok(slots[i].clone())
+            }
+            None => Err(err!(Unavailable, "every connection to the server is closed or failing its health check")),
         }
     }
 
@@ -377,6 +516,7 @@ impl Client {
                         pushes.notify_one();
                     }
                     slot.current.store(Arc::new(c));
+                    slot.healthy.store(true, Ordering::Relaxed);
                     slot.reconnecting.store(false, Ordering::SeqCst);
                     return;
                 }
@@ -423,21 +563,94 @@ impl Client {
         self.pick_for(procedure, &params)?.current.load().send(procedure, params, reply)
     }
 
+    /// Send an invocation (its version and batch timeout as given, its
+    /// handle replaced) as [`call`](Client::call) would (routed to its
+    /// partition's leader, or by the balancing policy) and hand `reply`
+    /// the answer's payload as it came, not decoded — its client handle
+    /// is the connection's own, for the caller to replace. `reply` runs
+    /// exactly once, on the client's I/O task (quick, never blocking):
+    /// with `Unavailable` if no connection could take the call (it never
+    /// ran), `OutcomeUnknown` if its connection was lost after it went out.
+    /// A call whose connection was lost before it went out is sent on
+    /// another, once per connection at most.
+    pub fn forward(&self, invocation: joule_wire::Invocation, reply: impl FnOnce(Result<Vec<u8>>) + Send + 'static) {
+        let reply: RawReply = Box::new(reply);
+        let slot = match self.pick_for(&invocation.procedure, &invocation.params) {
+            Ok(slot) => slot,
+            Err(e) => return reply(Err(e)),
+        };
+        match connection::Encoded::of(invocation) {
+            Ok(invocation) => self.forward_on(slot, Arc::new(invocation), self.slots.load().len(), reply),
+            Err(e) => reply(Err(e)),
+        }
+    }
+
+    /// Send `invocation` on `slot`; if it cannot go out there, on the next
+    /// pick, up to `tries` connections in all.
+    fn forward_on(&self, slot: Arc<Slot>, invocation: Arc<connection::Encoded>, tries: usize, reply: RawReply) {
+        let again = (tries > 1).then(|| (self.clone(), invocation.clone()));
+        let retrying = move |answer: Result<Vec<u8>>| match (answer, again) {
+            (Err(e), Some((client, invocation))) if e.code() == ErrorCode::Unavailable => match client.pick() {
+                Ok(next) => client.forward_on(next, invocation, tries - 1, reply),
+                Err(_) => reply(Err(e)),
+            },
+            (answer, _) => reply(answer),
+        };
+        let connection = slot.current.load();
+        if let Err((e, lost)) = connection.send_encoded(&invocation, connection::Reply::Raw(Box::new(retrying))) {
+            lost.complete(Err(e));
+        }
+    }
+
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.slots.load().iter().filter(|s| s.current.load().is_open()).count()
     }
 }
 
-/// The login a connection sends: version 1, SHA-256 of the password.
+/// What [`Client::forward`] hands an answer's payload to.
+type RawReply = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+
+/// The background tasks' handle on a [`Client`] (see [`Client::weak`]).
+struct WeakClient {
+    slots: std::sync::Weak<ArcSwap<Vec<Arc<Slot>>>>,
+    chooser: Arc<balance::Chooser>,
+    options: Arc<Options>,
+    runtime: tokio::runtime::Handle,
+    topology: Arc<arc_swap::ArcSwapOption<route::Topology>>,
+    follows: bool,
+    pushes: Arc<tokio::sync::Notify>,
+}
+
+impl WeakClient {
+    /// The client, if anyone still holds it.
+    fn upgrade(&self) -> Option<Client> {
+        Some(Client {
+            slots: self.slots.upgrade()?,
+            chooser: self.chooser.clone(),
+            options: self.options.clone(),
+            runtime: self.runtime.clone(),
+            topology: self.topology.clone(),
+            follows: self.follows,
+            pushes: self.pushes.clone(),
+        })
+    }
+}
+
+/// The login a connection sends: version 1, SHA-256 of the password
+/// (or the hash given in the options, with its scheme).
 fn login_message(options: &Options) -> joule_wire::Login {
     use sha2::Digest;
+    let (scheme, password_hash) = match &options.password_hash {
+        Some((scheme, hash)) => (*scheme, hash.clone()),
+        None => (joule_wire::HashScheme::Sha256, sha2::Sha256::digest(options.password.as_bytes()).to_vec()),
+    };
     joule_wire::Login {
         version: 1,
-        scheme: joule_wire::HashScheme::Sha256,
-        service: "database".into(),
+        scheme,
+        service: options.service.clone(),
         user: options.user.clone(),
-        password_hash: sha2::Sha256::digest(options.password.as_bytes()).to_vec(),
+        password_hash,
     }
 }
 

@@ -3,14 +3,10 @@
 use joule_common::{DataType, Value};
 use joule_txn::{Response, ResultTable, Status};
 use joule_wire::buf::{begin_length, end_length};
-use joule_wire::frame::write_frame;
 use joule_wire::messages::{write_table, ResponseHeader};
 use joule_wire::{Param, VoltType};
 
-/// VoltDB's status for a connection that cannot take more work now.
-pub const STATUS_SERVER_UNAVAILABLE: i8 = -5;
-/// VoltDB's status for a request the server could not understand.
-pub const STATUS_GRACEFUL_FAILURE: i8 = -2;
+pub use joule_wire::messages::{STATUS_GRACEFUL_FAILURE, STATUS_SERVER_UNAVAILABLE};
 
 /// The status a call refused before it ran is answered with: "server
 /// unavailable" when another host (or later) may take it — VoltDB clients
@@ -82,31 +78,10 @@ pub fn write_response(out: &mut Vec<u8>, handle: i64, r: &Response, round_trip_m
 
 /// A framed failure answer made here, without a transaction.
 pub fn write_failure(out: &mut Vec<u8>, handle: i64, status: i8, message: &str) {
-    let mut payload = Vec::with_capacity(32 + message.len());
-    let header = ResponseHeader {
-        client_handle: handle,
-        status,
-        status_string: Some(message),
-        app_status: joule_txn::response::APP_STATUS_UNSET,
-        app_status_string: None,
-        cluster_round_trip_ms: 0,
-    };
-    // Zero tables cannot fail to encode.
-    let _ = header.write(&mut payload, 0);
-    write_frame(out, &payload);
+    joule_wire::messages::write_bare_response(out, handle, status, Some(message));
 }
 
 /// The success answer of `@Ping`.
 pub fn write_ping(out: &mut Vec<u8>, handle: i64) {
-    let mut payload = Vec::with_capacity(24);
-    let header = ResponseHeader {
-        client_handle: handle,
-        status: Status::Success as i8,
-        status_string: None,
-        app_status: joule_txn::response::APP_STATUS_UNSET,
-        app_status_string: None,
-        cluster_round_trip_ms: 0,
-    };
-    let _ = header.write(&mut payload, 0);
-    write_frame(out, &payload);
+    joule_wire::messages::write_bare_response(out, handle, Status::Success as i8, None);
 }

@@ -382,6 +382,34 @@ impl ResponseHeader<'_> {
     }
 }
 
+/// VoltDB's application status when the procedure set none.
+pub const APP_STATUS_UNSET: i8 = i8::MIN;
+
+/// VoltDB's status for a connection that cannot take more work now (the
+/// client may try elsewhere).
+pub const STATUS_SERVER_UNAVAILABLE: i8 = -5;
+/// VoltDB's status for a request the server refused or could not run.
+pub const STATUS_GRACEFUL_FAILURE: i8 = -2;
+/// VoltDB's status for a call that went out and whose outcome is unknown.
+pub const STATUS_RESPONSE_UNKNOWN: i8 = -7;
+
+/// Append a framed answer with `status`, an optional status string and no
+/// tables: a failure (or a `@Ping`'s success) made without a transaction.
+pub fn write_bare_response(out: &mut Vec<u8>, handle: i64, status: i8, message: Option<&str>) {
+    let mut payload = Vec::with_capacity(32 + message.map_or(0, str::len));
+    let header = ResponseHeader {
+        client_handle: handle,
+        status,
+        status_string: message,
+        app_status: APP_STATUS_UNSET,
+        app_status_string: None,
+        cluster_round_trip_ms: 0,
+    };
+    // Zero tables cannot fail to encode.
+    let _ = header.write(&mut payload, 0);
+    crate::frame::write_frame(out, &payload);
+}
+
 impl ClientResponse {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(64);

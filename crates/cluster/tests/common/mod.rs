@@ -1,6 +1,7 @@
 //! Test support: a fault-injecting TCP proxy to put on a link between two
-//! members, so that tests can cut a link, or hang it as a stopped process
-//! would (connections stay open, nothing moves), and heal it again.
+//! members, so that tests can cut a link, hang it as a stopped process
+//! would (connections stay open, nothing moves), or slow it down, and heal
+//! it again.
 
 #![allow(dead_code)]
 
@@ -20,6 +21,9 @@ pub enum Link {
     Cut,
     /// Connections stay open but nothing passes (a hung host).
     Hang,
+    /// Bytes pass, but what the target sends back waits this long first
+    /// (a slow or distant host).
+    Delay(Duration),
 }
 
 /// A proxy in front of `target`: connect to [`Proxy::address`] instead.
@@ -73,7 +77,7 @@ async fn relay(a: TcpStream, b: TcpStream, mut link: watch::Receiver<Link>) {
     let (mut abuf, mut bbuf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
         let state = *link.borrow_and_update();
-        match state {
+        let delay = match state {
             Link::Cut => return,
             Link::Hang => {
                 if link.changed().await.is_err() {
@@ -81,8 +85,9 @@ async fn relay(a: TcpStream, b: TcpStream, mut link: watch::Receiver<Link>) {
                 }
                 continue;
             }
-            Link::Up => {}
-        }
+            Link::Up => None,
+            Link::Delay(d) => Some(d),
+        };
         tokio::select! {
             _ = link.changed() => continue,
             n = ar.read(&mut abuf) => match n {
@@ -90,7 +95,12 @@ async fn relay(a: TcpStream, b: TcpStream, mut link: watch::Receiver<Link>) {
                 _ => return,
             },
             n = br.read(&mut bbuf) => match n {
-                Ok(n) if n > 0 => if aw.write_all(&bbuf[..n]).await.is_err() { return },
+                Ok(n) if n > 0 => {
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    if aw.write_all(&bbuf[..n]).await.is_err() { return }
+                }
                 _ => return,
             },
         }

@@ -1,0 +1,219 @@
+//! One client connection to the proxy: the login (which picks the virtual
+//! host and its pool), then invocations in and answers out.
+//!
+//! The reader decodes each invocation and hands it to the pool without
+//! waiting; answers come back on the pool's I/O tasks, get the client's
+//! handle put back and go to this connection's writer task, which sends
+//! whatever has accumulated in one write. So calls are pipelined end to
+//! end and answered in whatever order they finish, as by a server.
+
+use crate::{failure_status, Group, Shared};
+use joule_common::{err, Result, Value};
+use joule_wire::frame::{payload_len, write_frame};
+use joule_wire::messages::{login_result, write_bare_response, STATUS_GRACEFUL_FAILURE, STATUS_SERVER_UNAVAILABLE};
+use joule_wire::{ClientResponse, Invocation, Login, LoginResponse, Param};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// How long a new connection may take to log in, and the proxy to open
+/// the pool for it.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    match rd.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(err!(Unavailable, "connection read failed: {e}")),
+    }
+    let mut payload = vec![0u8; payload_len(header, max)?];
+    rd.read_exact(&mut payload).await.map_err(|e| err!(ProtocolError, "connection closed inside a message: {e}"))?;
+    Ok(Some(payload))
+}
+
+/// Counts a client connection in its group while it lives.
+struct Counted(Arc<Group>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let max = shared.config.max_message_bytes;
+    let refuse = |result: i8| {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &LoginResponse::refused(result).encode());
+        buf
+    };
+    let login = match tokio::time::timeout(LOGIN_TIMEOUT, read_frame(&mut rd, max)).await {
+        Ok(Ok(Some(payload))) => Login::decode(&payload),
+        _ => return,
+    };
+    let login = match login {
+        Ok(login) => login,
+        Err(_) => {
+            let _ = wr.write_all(&refuse(login_result::MALFORMED)).await;
+            return;
+        }
+    };
+    let Some(group) = shared.group(&login.service).cloned() else {
+        eprintln!("joule proxy: {peer} asked for virtual host '{}', which is not configured", login.service);
+        let _ = wr.write_all(&refuse(login_result::AUTHENTICATION_FAILED)).await;
+        return;
+    };
+    let pool = match tokio::time::timeout(LOGIN_TIMEOUT, group.pool(&login, &shared)).await {
+        Ok(Ok(pool)) => pool,
+        Ok(Err(e)) if e.code() == joule_common::ErrorCode::PermissionDenied => {
+            let _ = wr.write_all(&refuse(login_result::AUTHENTICATION_FAILED)).await;
+            return;
+        }
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no backend answered within {LOGIN_TIMEOUT:?}"),
+            };
+            eprintln!("joule proxy: {peer} could not log in to '{}': {why}", group.config.name);
+            let _ = wr.write_all(&refuse(login_result::TIMEOUT)).await;
+            return;
+        }
+    };
+    group.connections.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(group.clone());
+    let connection_id = shared.next_connection.fetch_add(1, Ordering::Relaxed) as i64;
+    let welcome = LoginResponse {
+        version: 0,
+        result: login_result::SUCCESS,
+        host_id: 0,
+        connection_id,
+        cluster_start_millis: shared.started_millis,
+        leader_ipv4: 0x7f00_0001,
+        build: format!("JouleDB proxy {}", env!("CARGO_PKG_VERSION")),
+    };
+    let mut buf = Vec::new();
+    write_frame(&mut buf, &welcome.encode());
+    if wr.write_all(&buf).await.is_err() {
+        return;
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(mut buf) = rx.recv().await {
+            while let Ok(more) = rx.try_recv() {
+                buf.extend_from_slice(&more);
+                if buf.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+    });
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let payload = tokio::select! {
+            r = read_frame(&mut rd, max) => r,
+            _ = shutdown.changed() => break,
+        };
+        let invocation = match payload.and_then(|p| p.map(|p| Invocation::decode(&p)).transpose()) {
+            Ok(Some(inv)) => inv,
+            Ok(None) => break,
+            Err(e) => {
+                // A bad frame or invocation: say why (handle unknown: 0),
+                // then close.
+                let mut out = Vec::new();
+                write_bare_response(&mut out, 0, STATUS_GRACEFUL_FAILURE, Some(&e.to_string()));
+                let _ = tx.send(out);
+                break;
+            }
+        };
+        let handle = invocation.client_handle;
+        if let Some(out) = answer_here(&invocation, &shared).await {
+            group.answered_here.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(out);
+            continue;
+        }
+        if outstanding.load(Ordering::Relaxed) >= shared.config.max_outstanding_per_connection {
+            let mut out = Vec::new();
+            let why = "server unavailable: too many outstanding requests on this proxy connection (backpressure)";
+            write_bare_response(&mut out, handle, STATUS_SERVER_UNAVAILABLE, Some(why));
+            group.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(out);
+            continue;
+        }
+        outstanding.fetch_add(1, Ordering::Relaxed);
+        group.calls.fetch_add(1, Ordering::Relaxed);
+        let (tx, outstanding, group) = (tx.clone(), outstanding.clone(), group.clone());
+        pool.forward(invocation, move |answer| {
+            outstanding.fetch_sub(1, Ordering::Relaxed);
+            let mut out = Vec::new();
+            match answer {
+                Ok(mut payload) if payload.len() >= 9 => {
+                    payload[1..9].copy_from_slice(&handle.to_be_bytes());
+                    write_frame(&mut out, &payload);
+                }
+                Ok(_) => {
+                    let why = err!(ProtocolError, "the backend sent an answer too short to hold a handle");
+                    group.failed.fetch_add(1, Ordering::Relaxed);
+                    write_bare_response(&mut out, handle, failure_status(&why), Some(&why.to_string()));
+                }
+                Err(e) => {
+                    group.failed.fetch_add(1, Ordering::Relaxed);
+                    write_bare_response(&mut out, handle, failure_status(&e), Some(&e.to_string()));
+                }
+            }
+            let _ = tx.send(out);
+        });
+    }
+    // Answers still on their way are written before the socket closes.
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// The answer to a call the proxy serves itself, if it is one: `@Ping`,
+/// `@Statistics PROXY` and `@Subscribe` (acknowledged; the proxy follows
+/// the topology itself).
+async fn answer_here(invocation: &Invocation, shared: &Shared) -> Option<Vec<u8>> {
+    let handle = invocation.client_handle;
+    let mut out = Vec::new();
+    match invocation.procedure.as_str() {
+        "@Ping" | "@Subscribe" => write_bare_response(&mut out, handle, 1, None),
+        "@Statistics" if selector(&invocation.params).is_some_and(|s| s.eq_ignore_ascii_case("PROXY")) => {
+            let response = ClientResponse {
+                client_handle: handle,
+                status: 1,
+                status_string: None,
+                app_status: joule_wire::messages::APP_STATUS_UNSET,
+                app_status_string: None,
+                cluster_round_trip_ms: 0,
+                tables: crate::stats::tables(shared).await,
+            };
+            match response.encode() {
+                Ok(payload) => write_frame(&mut out, &payload),
+                Err(e) => write_bare_response(&mut out, handle, STATUS_GRACEFUL_FAILURE, Some(&e.to_string())),
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// `@Statistics`' first parameter, if it is text.
+fn selector(params: &[Param]) -> Option<&str> {
+    match params.first()? {
+        Param::Value(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}

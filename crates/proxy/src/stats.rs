@@ -1,0 +1,191 @@
+//! `@Statistics PROXY`: what the proxy knows of its virtual hosts and
+//! backends, answered by the proxy itself (the backends' own statistics
+//! are a call away through it, as usual).
+//!
+//! Two tables. The first has a row per virtual host and backend: its
+//! state — `UP` (a connection is open and answering its health checks),
+//! `DOWN` (connections open, but the health check gets no answer in time:
+//! a stopped or overloaded host), `CLOSED` (no connection; being reopened)
+//! or `IDLE` (no client has logged in to the virtual host yet, so the
+//! proxy has not connected) —, the calls sent to it and how many of them
+//! were routed to it as their partition's leader, the calls awaiting its
+//! answers, and its recent round trip. The second has a row per virtual
+//! host: its policy, client connections, pools (one per set of
+//! credentials), calls relayed, calls failed here, and calls the proxy
+//! answered itself.
+
+use crate::Shared;
+use joule_client::{Backend, Balance};
+use joule_common::{Row, Value};
+use joule_wire::{VoltTable, VoltType};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+/// A backend's state, summed over the pools' connections to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendState {
+    pub name: &'static str,
+    pub open: usize,
+    pub calls: u64,
+    pub routed: u64,
+    pub outstanding: usize,
+    /// The highest recent round trip among its connections.
+    pub latency_us: u64,
+}
+
+/// Per backend address, the state of the connections `backends` lists.
+pub fn backend_states(backends: &[Backend]) -> BTreeMap<SocketAddr, BackendState> {
+    let mut states: BTreeMap<SocketAddr, (BackendState, bool, bool)> = BTreeMap::new();
+    for b in backends {
+        let (s, usable, open) = states.entry(b.address).or_default();
+        s.open += usize::from(b.open);
+        s.calls += b.calls;
+        s.routed += b.routed;
+        s.outstanding += b.outstanding;
+        s.latency_us = s.latency_us.max(b.latency_us);
+        *usable |= b.open && b.healthy;
+        *open |= b.open;
+    }
+    states
+        .into_iter()
+        .map(|(a, (mut s, usable, open))| {
+            s.name = match (usable, open) {
+                (true, _) => "UP",
+                (false, true) => "DOWN",
+                (false, false) => "CLOSED",
+            };
+            (a, s)
+        })
+        .collect()
+}
+
+/// The policy's name, as `joule proxy --balance` takes it.
+pub fn policy_name(balance: &Balance) -> &'static str {
+    match balance {
+        Balance::RoundRobin => "round-robin",
+        Balance::Random { .. } => "random",
+        Balance::Weighted { .. } => "weighted",
+        Balance::LeastOutstanding => "least-outstanding",
+        Balance::LatencyAware => "latency-aware",
+    }
+}
+
+fn columns(names: &[(&str, VoltType)]) -> Vec<(String, VoltType)> {
+    names.iter().map(|(n, t)| (n.to_string(), *t)).collect()
+}
+
+pub(crate) async fn tables(shared: &Shared) -> Vec<VoltTable> {
+    let mut backends: Vec<Row> = Vec::new();
+    let mut hosts: Vec<Row> = Vec::new();
+    let int = |n: u64| Value::Integer(n as i64);
+    for group in &shared.groups {
+        let name = Value::String(group.config.name.clone());
+        let states = backend_states(&group.backends().await);
+        let pools = group.pool_count().await;
+        for server in &group.config.servers {
+            // Matched by address once connected; by the text given before.
+            let state = states.iter().find(|(a, _)| a.to_string() == *server || server_is(server, a));
+            let row = match state {
+                Some((address, s)) => vec![
+                    name.clone(),
+                    Value::String(address.to_string()),
+                    Value::String(s.name.into()),
+                    int(s.open as u64),
+                    int(s.calls),
+                    int(s.routed),
+                    int(s.outstanding as u64),
+                    int(s.latency_us),
+                ],
+                None => vec![
+                    name.clone(),
+                    Value::String(server.clone()),
+                    Value::String("IDLE".into()),
+                    int(0),
+                    int(0),
+                    int(0),
+                    int(0),
+                    int(0),
+                ],
+            };
+            backends.push(row);
+        }
+        hosts.push(vec![
+            name,
+            Value::String(policy_name(&group.config.balance).into()),
+            int(group.connections.load(Ordering::Relaxed) as u64),
+            int(pools as u64),
+            int(group.calls.load(Ordering::Relaxed)),
+            int(group.failed.load(Ordering::Relaxed)),
+            int(group.answered_here.load(Ordering::Relaxed)),
+        ]);
+    }
+    use VoltType::{BigInt, String as Text};
+    vec![
+        VoltTable {
+            columns: columns(&[
+                ("VHOST", Text),
+                ("BACKEND", Text),
+                ("STATE", Text),
+                ("CONNECTIONS", BigInt),
+                ("CALLS", BigInt),
+                ("ROUTED", BigInt),
+                ("OUTSTANDING", BigInt),
+                ("LATENCY_US", BigInt),
+            ]),
+            rows: backends,
+        },
+        VoltTable {
+            columns: columns(&[
+                ("VHOST", Text),
+                ("POLICY", Text),
+                ("CLIENT_CONNECTIONS", BigInt),
+                ("POOLS", BigInt),
+                ("CALLS", BigInt),
+                ("FAILED", BigInt),
+                ("ANSWERED_HERE", BigInt),
+            ]),
+            rows: hosts,
+        },
+    ]
+}
+
+/// Whether `server` as given (`host:port`, the host perhaps a name) is
+/// `address`: the port matches and the host resolves to its IP.
+fn server_is(server: &str, address: &SocketAddr) -> bool {
+    use std::net::ToSocketAddrs;
+    server.to_socket_addrs().map(|mut all| all.any(|a| a == *address)).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(address: &str, open: bool, healthy: bool, calls: u64) -> Backend {
+        Backend {
+            address: address.parse().unwrap(),
+            open,
+            healthy,
+            outstanding: 1,
+            latency_us: calls * 10,
+            calls,
+            routed: calls / 2,
+        }
+    }
+
+    #[test]
+    fn a_backend_is_up_if_any_pool_reaches_it_and_down_if_open_but_silent() {
+        let states = backend_states(&[
+            backend("127.0.0.1:1", true, true, 4),
+            backend("127.0.0.1:1", false, true, 6),
+            backend("127.0.0.1:2", true, false, 1),
+            backend("127.0.0.1:3", false, true, 0),
+        ]);
+        let s = |a: &str| states[&a.parse::<SocketAddr>().unwrap()];
+        assert_eq!((s("127.0.0.1:1").name, s("127.0.0.1:1").calls, s("127.0.0.1:1").open), ("UP", 10, 1));
+        assert_eq!(s("127.0.0.1:1").routed, 5);
+        assert_eq!(s("127.0.0.1:1").latency_us, 60);
+        assert_eq!(s("127.0.0.1:2").name, "DOWN");
+        assert_eq!(s("127.0.0.1:3").name, "CLOSED");
+    }
+}

@@ -33,6 +33,8 @@ pub struct Hashinator {
     version: u64,
     /// (token, partition), sorted by token, tokens distinct.
     ring: Vec<(i32, PartitionId)>,
+    /// One more than the highest partition on the ring.
+    partitions: u32,
 }
 
 impl Hashinator {
@@ -44,7 +46,7 @@ impl Hashinator {
         }
         let span = (1u64 << 32) / partitions as u64;
         let ring = (0..partitions).map(|p| ((i32::MIN as i64 + (p as u64 * span) as i64) as i32, p)).collect();
-        Ok(Hashinator { version, ring })
+        Ok(Hashinator { version, ring, partitions })
     }
 
     /// A ring from explicit (token, partition) pairs, in any order.
@@ -56,11 +58,18 @@ impl Hashinator {
         if ring.windows(2).any(|w| w[0].0 == w[1].0) {
             bail!(InvalidArgument, "a hashinator ring lists a token twice");
         }
-        Ok(Hashinator { version, ring })
+        let partitions = ring.iter().map(|(_, p)| p + 1).max().unwrap_or(1);
+        Ok(Hashinator { version, ring, partitions })
     }
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// How many partitions the ring places keys on (one more than the
+    /// highest): range-partitioned tables spread their ranges over them.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions
     }
 
     /// The ring, sorted by token.

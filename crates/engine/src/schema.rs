@@ -129,7 +129,7 @@ impl Database {
                 })?;
                 replace_def(&mut catalog, def)?;
             }
-            DdlPlan::PartitionTable { table, column } => {
+            DdlPlan::PartitionTable { table, column, ranges } => {
                 if !self.storage.table(*table)?.is_empty() {
                     bail!(
                         SchemaChangeConflict,
@@ -139,6 +139,7 @@ impl Database {
                 }
                 let mut def = (**self.table_def(*table)?).clone();
                 def.partition_column = Some(*column);
+                def.partition_ranges = ranges.clone();
                 let def = Arc::new(def);
                 saved.copy(&self.storage, *table);
                 self.storage.table_mut(*table)?.replace_def(def.clone(), Ok)?;

@@ -40,6 +40,7 @@ pub(crate) const SELECTORS: &[&str] = &[
     "CLUSTER",
     "REPLICACHECKSUM",
     "FORWARDING",
+    "FRAGMENTS",
     "COMMANDLOG",
     "SNAPSHOTSTATUS",
     "MANAGEMENT",
@@ -114,6 +115,14 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
         "LATENCY_HISTOGRAM" => vec![latency_histogram(ctx, &sites(ctx))?],
         "QUEUE" => vec![queue(ctx, &sites(ctx))],
         "STARVATION" => vec![starvation(ctx, &sites(ctx))],
+        "FRAGMENTS" => {
+            let rows = sites(ctx)
+                .iter()
+                .filter(|s| s.partition.is_some())
+                .map(|s| [host_cells(ctx), vec![site_id(s.partition), int(s.fragments)]].concat())
+                .collect();
+            vec![table(&with_host(&[("SITE_ID", DataType::Integer), ("FRAGMENTS", DataType::BigInt)]), rows)]
+        }
         "PARTITIONCOUNT" => vec![table(
             &with_host(&[("PARTITION_COUNT", DataType::Integer)]),
             vec![[host_cells(ctx), vec![int(ctx.membership.metadata().partitions.len() as u64)]].concat()],

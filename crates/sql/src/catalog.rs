@@ -11,6 +11,7 @@
 //! `joule-engine`) is kept in step by the code that applies the change.
 
 use crate::expr::AggKind;
+use joule_common::hashinator::{Hashinator, PartitionId};
 use joule_common::{bail, err, DataType, Result, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,6 +90,11 @@ pub struct TableDef {
     pub indexes: Vec<IndexDef>,
     /// `PARTITION TABLE t ON COLUMN c`: the partition column; `None` = replicated.
     pub partition_column: Option<usize>,
+    /// `... USING RANGE (b1, ..., bn)`: the boundaries (ascending, of the
+    /// partition column's type) placing rows by value instead of by the
+    /// hashinator — see [`KeyRoute`]. A view grouping by its source's
+    /// partition column has its source's.
+    pub partition_ranges: Option<Arc<[Value]>>,
     /// Set when this table is a materialized view.
     pub view: Option<MaterializedView>,
 }
@@ -108,6 +114,82 @@ impl TableDef {
 
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", self.database, self.name)
+    }
+
+    /// The partition owning a row whose partition column holds `key`
+    /// (already of the column's type): by value range or by hash.
+    pub fn partition_of(&self, key: &Value, hashinator: &Hashinator) -> Result<PartitionId> {
+        match &self.partition_ranges {
+            Some(bounds) => Ok(range_partition(range_of(bounds, key), hashinator.partition_count())),
+            None => hashinator.partition_for(key),
+        }
+    }
+
+    /// How a value of the partition column finds its partition (`None`:
+    /// replicated, or a view without its source's partition column).
+    pub fn key_route(&self) -> Option<KeyRoute> {
+        let pc = self.partition_column?;
+        Some(KeyRoute { key_type: self.columns[pc].data_type, ranges: self.partition_ranges.clone() })
+    }
+}
+
+/// How a partition key finds its partition: cast to the partition column's
+/// type, then placed by the table's value ranges if it has them, by the
+/// cluster's hashinator otherwise.
+///
+/// Range placement: boundaries `b1 < … < bn` make `n + 1` ranges — range 0
+/// holds keys below `b1`, range `i` keys from `bi` (included) to `b(i+1)`
+/// (excluded), range `n` keys from `bn` up — and range `i` lives on
+/// partition `i mod P`, `P` the cluster's partition count. So `P - 1`
+/// boundaries give each partition one contiguous range.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRoute {
+    pub key_type: DataType,
+    pub ranges: Option<Arc<[Value]>>,
+}
+
+impl KeyRoute {
+    /// Placed by the hashinator.
+    pub fn hashed(key_type: DataType) -> KeyRoute {
+        KeyRoute { key_type, ranges: None }
+    }
+
+    /// The partition owning `value` (cast to the key type first).
+    pub fn partition(&self, value: &Value, hashinator: &Hashinator) -> Result<PartitionId> {
+        let key = partition_key(value, self.key_type)?;
+        match &self.ranges {
+            None => hashinator.partition_for(&key),
+            Some(bounds) => Ok(range_partition(range_of(bounds, &key), hashinator.partition_count())),
+        }
+    }
+
+    /// Whether every key lands on the same partition under both routes
+    /// (integers of any width hash alike; ranges must be the same).
+    pub fn same_placement(&self, other: &KeyRoute) -> bool {
+        let types = self.key_type == other.key_type || (self.key_type.is_integer() && other.key_type.is_integer());
+        types && self.ranges == other.ranges
+    }
+}
+
+/// The range (index) holding `key` among ascending `bounds`.
+pub fn range_of(bounds: &[Value], key: &Value) -> usize {
+    bounds.partition_point(|b| b <= key)
+}
+
+/// The partition of range `range` among `partitions`.
+pub fn range_partition(range: usize, partitions: u32) -> PartitionId {
+    (range % partitions.max(1) as usize) as PartitionId
+}
+
+/// A key value as the partition column's type: integers of any width as
+/// they are, other values cast (an impossible cast is the caller's error).
+pub fn partition_key(value: &Value, key_type: DataType) -> Result<Value> {
+    match value {
+        Value::Null => Ok(Value::Null),
+        Value::Integer(_) if key_type.is_integer() => Ok(value.clone()),
+        Value::String(_) if key_type == DataType::Varchar => Ok(value.clone()),
+        Value::Binary(_) if key_type == DataType::Varbinary => Ok(value.clone()),
+        v => v.cast(key_type),
     }
 }
 

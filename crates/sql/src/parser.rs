@@ -5,7 +5,7 @@
 //! statement at a time and, at each statement start, first tries JouleDB's own
 //! forms:
 //!
-//! * `PARTITION TABLE t ON COLUMN c`
+//! * `PARTITION TABLE t ON COLUMN c [USING RANGE (b1, b2, ...)]`
 //! * `UPSERT INTO ...` (parsed as an INSERT and flagged)
 //! * `DROP DATABASE [IF EXISTS] name`
 //! * `VARCHAR(n BYTES)` (rewritten to sqlparser's `OCTETS` unit)
@@ -35,8 +35,9 @@ pub enum Statement {
     Standard(Box<ast::Statement>),
     /// `UPSERT INTO ...`: an INSERT that replaces rows with the same primary key.
     Upsert(Box<ast::Statement>),
-    /// `PARTITION TABLE t ON COLUMN c`.
-    PartitionTable { table: ast::ObjectName, column: ast::Ident },
+    /// `PARTITION TABLE t ON COLUMN c [USING RANGE (b1, ..., bn)]`: hashed,
+    /// or placed by value ranges with these boundaries.
+    PartitionTable { table: ast::ObjectName, column: ast::Ident, ranges: Option<Vec<ast::Expr>> },
     /// `DROP DATABASE [IF EXISTS] name`.
     DropDatabase { name: ast::Ident, if_exists: bool },
     /// `CREATE DATABASE [IF NOT EXISTS] name`.
@@ -219,7 +220,15 @@ fn parse_one(mut tokens: Vec<Token>, sql: String) -> Result<ParsedStatement> {
         parser.expect_keyword(Keyword::ON).map_err(syntax)?;
         parser.expect_keyword(Keyword::COLUMN).map_err(syntax)?;
         let column = parser.parse_identifier().map_err(syntax)?;
-        Statement::PartitionTable { table, column }
+        let ranges = if parser.parse_keywords(&[Keyword::USING, Keyword::RANGE]) {
+            parser.expect_token(&Token::LParen).map_err(syntax)?;
+            let bounds = parser.parse_comma_separated(Parser::parse_expr).map_err(syntax)?;
+            parser.expect_token(&Token::RParen).map_err(syntax)?;
+            Some(bounds)
+        } else {
+            None
+        };
+        Statement::PartitionTable { table, column, ranges }
     } else if parser.parse_keywords(&[Keyword::SWAP, Keyword::TABLE]) {
         let a = parser.parse_object_name(false).map_err(syntax)?;
         parser.expect_keyword(Keyword::WITH).map_err(syntax)?;
@@ -298,7 +307,13 @@ mod tests {
     #[test]
     fn voltdb_statements() {
         let p = parse("PARTITION TABLE votes ON COLUMN phone_number;").unwrap();
-        assert!(matches!(&p[0].statement, Statement::PartitionTable { column, .. } if column.value == "phone_number"));
+        assert!(
+            matches!(&p[0].statement, Statement::PartitionTable { column, ranges: None, .. } if column.value == "phone_number")
+        );
+        let p = parse("PARTITION TABLE t ON COLUMN c USING RANGE (100, 'x', -5);").unwrap();
+        assert!(matches!(&p[0].statement, Statement::PartitionTable { ranges: Some(b), .. } if b.len() == 3));
+        assert!(parse("PARTITION TABLE t ON COLUMN c USING RANGE 100").is_err());
+        assert!(parse("PARTITION TABLE t ON COLUMN c USING RANGE ()").is_err());
         let p = parse("UPSERT INTO t VALUES (1, 2)").unwrap();
         assert!(matches!(p[0].statement, Statement::Upsert(_)));
         let p = parse("CREATE TABLE t (a VARCHAR(10 BYTES) ASSUMEUNIQUE, b INT UNIQUE)").unwrap();

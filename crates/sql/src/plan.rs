@@ -178,9 +178,9 @@ pub enum Partitioning {
     /// answer a read; writes must reach every partition.
     Replicated,
     /// Pins one partition: the partition column of every partitioned table
-    /// it touches equals this expression (a constant or parameter). The
-    /// type is the partition column's: route by the value cast to it.
-    Single(Expr, DataType),
+    /// it touches equals this expression (a constant or parameter), routed
+    /// as the partition column routes its values (the same for all).
+    Single(Expr, crate::catalog::KeyRoute),
     /// Needs every partition.
     Multi,
 }

@@ -15,7 +15,8 @@
 
 use crate::distribute::{mp_statement, MpStatement};
 use crate::procedure::{Procedure, ProcedureRegistry};
-use joule_common::{bail, err, DataType, Result};
+use joule_common::{bail, err, Result};
+use joule_sql::catalog::KeyRoute;
 use joule_sql::catalog::{Catalog, ProcedureBody, ProcedureDef, TableDef};
 use joule_sql::parser::parse_single;
 use joule_sql::plan::Partitioning;
@@ -39,8 +40,9 @@ pub struct CompiledStatement {
 pub struct Routing {
     /// Which parameter holds the partition key.
     pub parameter: usize,
-    /// The partition column's type: the key is cast to it before hashing.
-    pub key_type: DataType,
+    /// How the key finds its partition (cast to the partition column's
+    /// type, then hashed or placed by value range).
+    pub key: KeyRoute,
     /// `table.column`, for messages.
     pub column: String,
 }
@@ -197,7 +199,7 @@ fn compile_procedure(def: &ProcedureDef, catalog: &Catalog, registry: &Procedure
             }
             Some(Routing {
                 parameter: p.parameter,
-                key_type: t.columns[pos].data_type,
+                key: KeyRoute { key_type: t.columns[pos].data_type, ranges: t.partition_ranges.clone() },
                 column: format!("{}.{}", p.table, p.column),
             })
         }
@@ -270,7 +272,7 @@ fn crud_procedures(table: &TableDef, catalog: &Catalog) -> Result<Vec<CompiledPr
         let routing = match (pc, parameter) {
             (Some(pc), Some(parameter)) => Some(Routing {
                 parameter,
-                key_type: table.columns[pc].data_type,
+                key: KeyRoute { key_type: table.columns[pc].data_type, ranges: table.partition_ranges.clone() },
                 column: format!("{}.{}", table.name, table.columns[pc].name),
             }),
             _ => None,

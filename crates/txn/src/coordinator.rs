@@ -26,7 +26,7 @@ use crate::messages::{
 };
 use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
 use crate::response::{Response, ResultTable};
-use crate::site::{partition_key, pinned_partition};
+use crate::site::pinned_partition;
 use joule_common::{bail, err, DataType, Error, Result, Row, Value};
 use joule_engine::eval::Context;
 use joule_engine::storage::{Storage, Table};
@@ -627,7 +627,15 @@ impl MpExecutor<'_> {
             .iter()
             .enumerate()
             .map(|(f, frag)| {
-                let targets: Vec<usize> = if frag.everywhere { (0..self.sites()).collect() } else { vec![any] };
+                let targets: Vec<usize> = match (&frag.prune, frag.everywhere) {
+                    (Some(prune), true) => prune
+                        .partitions(params, self.coord.hashinator.partition_count())
+                        .into_iter()
+                        .filter(|s| *s < self.sites())
+                        .collect(),
+                    (None, true) => (0..self.sites()).collect(),
+                    (_, false) => vec![any],
+                };
                 targets
                     .into_iter()
                     .map(|s| {
@@ -764,10 +772,10 @@ impl MpExecutor<'_> {
             };
             match mp {
                 MpStatement::Pinned => {
-                    let Partitioning::Single(key, key_type) = &statement.planned.partitioning else {
+                    let Partitioning::Single(key, route) = &statement.planned.partitioning else {
                         bail!(Internal, "pinned statement without a partition key");
                     };
-                    let site = pinned_partition(&self.coord.hashinator, key, *key_type, &params)?
+                    let site = pinned_partition(&self.coord.hashinator, key, route, &params)?
                         .ok_or_else(|| err!(Internal, "the partition key of {} cannot be computed", statement.sql))?
                         as usize;
                     let (site, index) = Self::push(
@@ -808,10 +816,9 @@ impl MpExecutor<'_> {
                     let rows = self.combine(source, inputs, &params)?;
                     let mut by_site: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
                     match route {
-                        Some((pos, key_type)) => {
+                        Some((pos, route)) => {
                             for row in rows {
-                                let key = partition_key(&row[*pos], *key_type)?;
-                                let site = self.coord.hashinator.partition_for(&key)? as usize;
+                                let site = route.partition(&row[*pos], &self.coord.hashinator)? as usize;
                                 by_site.entry(site).or_default().push(row);
                             }
                         }

@@ -51,6 +51,9 @@ pub struct Fragment {
     pub plan: Plan,
     /// Run on every partition (and concatenate); otherwise on any one.
     pub everywhere: bool,
+    /// Run everywhere, but only on the partitions whose value ranges its
+    /// conditions overlap (see `prune.rs`).
+    pub prune: Option<crate::prune::RangePrune>,
 }
 
 /// How the coordinator turns fragment results into the statement's rows.
@@ -86,7 +89,7 @@ pub enum MpStatement {
     Broadcast { planned: Arc<Planned>, replicated: bool },
     /// An INSERT whose rows are computed first, then sent to the partitions
     /// that own them (all partitions for a replicated table).
-    Insert { source: DistQuery, planned: Arc<Planned>, route: Option<(usize, joule_common::DataType)> },
+    Insert { source: DistQuery, planned: Arc<Planned>, route: Option<(usize, joule_sql::catalog::KeyRoute)> },
     /// A statement without data (EXPLAIN): run on any partition.
     Local,
 }
@@ -104,9 +107,8 @@ pub fn mp_statement(planned: Arc<Planned>, catalog: &Catalog) -> Result<MpStatem
             if !catalog.is_partitioned(def) && !source_reads_partitioned {
                 MpStatement::Broadcast { planned: planned.clone(), replicated: true }
             } else {
-                let route = def
-                    .partition_column
-                    .and_then(|pc| i.columns.iter().position(|c| *c == pc).map(|pos| (pos, def.columns[pc].data_type)));
+                let route =
+                    def.partition_column.and_then(|pc| i.columns.iter().position(|c| *c == pc)).zip(def.key_route());
                 if catalog.is_partitioned(def) && route.is_none() {
                     bail!(
                         FeatureNotSupported,
@@ -188,6 +190,7 @@ fn gather(plan: &Plan, catalog: &Catalog) -> DistQuery {
         .map(|t| Fragment {
             plan: Plan::Scan { table: *t, access: Access::Full, filter: None },
             everywhere: catalog.table_by_id(*t).is_some_and(|d| catalog.is_partitioned(d)),
+            prune: None,
         })
         .collect();
     DistQuery { fragments, combine: Combine::Gather { tables, plan: plan.clone() } }
@@ -218,7 +221,8 @@ impl Splitter<'_> {
             Part::Replicated(p) => (p, false),
             Part::Distributed(p) => (p, true),
         };
-        self.fragments.push(Fragment { plan, everywhere });
+        let prune = if everywhere { crate::prune::RangePrune::of(&plan, self.catalog) } else { None };
+        self.fragments.push(Fragment { plan, everywhere, prune });
         Plan::Input { slot: self.fragments.len() - 1, width }
     }
 

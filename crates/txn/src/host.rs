@@ -25,7 +25,7 @@ use crate::messages::{CoordMsg, MpKind, MpTask, MpWork, SiteMsg, SpTask};
 use crate::procedure::{Batch, ProcedureRegistry};
 use crate::remote::{ClusterLink, Destination, WireCall};
 use crate::response::{Response, ResponseSink};
-use crate::site::{partition_key, pinned_partition, Site};
+use crate::site::{pinned_partition, Site};
 use crate::snapshot::SnapshotTarget;
 use crate::sysprocs;
 use arc_swap::ArcSwap;
@@ -516,8 +516,9 @@ impl Client {
                 routing.parameter,
                 params.len()
             )),
-            Some(v) => partition_key(v, routing.key_type)
-                .and_then(|k| hashinator.partition_for(&k))
+            Some(v) => routing
+                .key
+                .partition(v, &hashinator)
                 .map_err(|e| e.context(format!("partition parameter of {} ({})", procedure.name, routing.column))),
         };
         let partition = match partition {
@@ -671,7 +672,7 @@ impl Client {
             let p = &params[offset..offset + s.planned.param_count];
             offset += s.planned.param_count;
             match &s.planned.partitioning {
-                Partitioning::Single(key, key_type) => match pinned_partition(&hashinator, key, *key_type, p)? {
+                Partitioning::Single(key, route) => match pinned_partition(&hashinator, key, route, p)? {
                     Some(owner) if target.is_none_or(|t| t == owner) => target = Some(owner),
                     _ => single = false,
                 },

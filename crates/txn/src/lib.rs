@@ -32,6 +32,7 @@ pub mod logging;
 mod messages;
 mod participant;
 pub mod procedure;
+pub mod prune;
 pub mod remote;
 mod resolve;
 pub mod response;

@@ -32,33 +32,23 @@ use crate::remote::{append_frame, ClusterLink, SpRecord};
 use crate::response::{Response, ResultTable};
 use crate::snapshot::{FrozenPartition, FrozenTable};
 use crate::stats::{values_bytes, Outcome, SiteCounters, SiteStats, TableStats};
-use joule_common::{bail, err, DataType, Result, Value};
+use joule_common::{bail, err, Result, Value};
 use joule_engine::{Database, PartitionOwner};
-use joule_sql::catalog::TableDef;
+use joule_sql::catalog::{KeyRoute, TableDef};
 use joule_sql::expr::Expr;
 use joule_sql::functions::FunctionContext;
 use joule_sql::plan::Partitioning;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
-/// Cast a partition key to its column's type (integers of any width hash
-/// alike; a string key for an integer column is parsed).
-pub fn partition_key(value: &Value, key_type: DataType) -> Result<Value> {
-    match value {
-        Value::Null => Ok(Value::Null),
-        Value::Integer(_) if key_type.is_integer() => Ok(value.clone()),
-        Value::String(_) if key_type == DataType::Varchar => Ok(value.clone()),
-        Value::Binary(_) if key_type == DataType::Varbinary => Ok(value.clone()),
-        v => v.cast(key_type),
-    }
-}
+pub use joule_sql::catalog::partition_key;
 
 /// The partition a statement pinned by `key` (a constant or parameter)
 /// must run on.
 pub(crate) fn pinned_partition(
     hashinator: &Hashinator,
     key: &Expr,
-    key_type: DataType,
+    route: &KeyRoute,
     params: &[Value],
 ) -> Result<Option<u32>> {
     let owned;
@@ -72,7 +62,7 @@ pub(crate) fn pinned_partition(
         }
         _ => return Ok(None),
     };
-    Ok(Some(hashinator.partition_for(&partition_key(v, key_type)?)?))
+    Ok(Some(route.partition(v, hashinator)?))
 }
 
 /// The engine's guard: rows written here must hash here.
@@ -83,7 +73,7 @@ struct Owner {
 
 impl PartitionOwner for Owner {
     fn check(&self, table: &TableDef, column: usize, key: &Value) -> Result<()> {
-        let owner = self.hashinator.partition_for(key)?;
+        let owner = table.partition_of(key, &self.hashinator)?;
         if owner != self.partition {
             bail!(
                 Mispartitioned,
@@ -391,8 +381,7 @@ impl Site {
     /// The partition an invocation's key maps to under the current hashinator.
     fn reroute(&self, task: &SpTask) -> Option<u32> {
         let r = task.procedure.routing.as_ref()?;
-        let key = partition_key(task.params.get(r.parameter)?, r.key_type).ok()?;
-        self.hashinator.partition_for(&key).ok()
+        r.key.partition(task.params.get(r.parameter)?, &self.hashinator).ok()
     }
 
     /// The procedure as compiled for this site's schema: the one routed, or
@@ -420,7 +409,7 @@ impl Site {
         };
         let Some(routing) = &now.routing else { return Err(retry()) };
         let key = params.get(routing.parameter).ok_or_else(retry)?;
-        if self.hashinator.partition_for(&partition_key(key, routing.key_type)?)? != self.partition {
+        if routing.key.partition(key, &self.hashinator)? != self.partition {
             return Err(retry());
         }
         Ok(now.clone())
@@ -432,6 +421,7 @@ impl Site {
             out.push(match item {
                 WorkItem::Execute { planned, params } => ItemResult::Exec(self.db.execute_planned(&planned, &params)?),
                 WorkItem::Fragment { statement, fragment, params } => {
+                    self.counters.fragments += 1;
                     if statement.planned.catalog_version != self.db.catalog().version {
                         bail!(
                             SchemaChangeConflict,
@@ -453,6 +443,8 @@ impl Site {
                     ItemResult::Exec(self.db.insert_rows(plan, rows)?)
                 }
                 WorkItem::Query { plan, params, catalog_version } => {
+                    // A fragment sent from another host's coordinator.
+                    self.counters.fragments += 1;
                     if catalog_version != self.db.catalog().version {
                         bail!(
                             SchemaChangeConflict,
@@ -684,7 +676,7 @@ impl Site {
             let table = self.db.storage().table(def.id)?;
             let mut misplaced = 0;
             for (_, row) in table.scan() {
-                if self.hashinator.partition_for(&row[pc])? != self.partition {
+                if def.partition_of(&row[pc], &self.hashinator)? != self.partition {
                     misplaced += 1;
                 }
             }
@@ -724,8 +716,8 @@ struct SiteExecutor<'a> {
 
 impl SiteExecutor<'_> {
     fn statement(&mut self, stmt: &CompiledStatement, params: &[Value]) -> Result<ResultTable> {
-        if let Partitioning::Single(key, key_type) = &stmt.planned.partitioning {
-            if let Some(owner) = pinned_partition(self.hashinator, key, *key_type, params)? {
+        if let Partitioning::Single(key, route) = &stmt.planned.partitioning {
+            if let Some(owner) = pinned_partition(self.hashinator, key, route, params)? {
                 if owner != self.partition {
                     bail!(
                         Mispartitioned,

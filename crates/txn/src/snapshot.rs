@@ -36,7 +36,6 @@ use crate::ids::TxnIds;
 use crate::logging::Answer;
 use crate::messages::{ItemResult, WorkItem};
 use crate::response::ResultTable;
-use crate::site::partition_key;
 use joule_common::{bail, err, DataType, Result, Row, Value};
 use joule_engine::storage::{FrozenRows, RowId};
 use joule_sql::catalog::{TableDef, DEFAULT_DATABASE};
@@ -139,10 +138,9 @@ impl Coordinator {
             let mut per_site: Vec<Vec<Row>> = (0..n).map(|_| Vec::new()).collect();
             match def.partition_column.filter(|_| catalog.is_partitioned(&def)) {
                 Some(pc) => {
-                    let key_type = def.columns[pc].data_type;
+                    let route = def.key_route().ok_or_else(|| err!(Internal, "{} has no partition key", def.name))?;
                     for row in rows {
-                        let key = partition_key(&row[pc], key_type)?;
-                        per_site[self.hashinator.partition_for(&key)? as usize].push(row.clone());
+                        per_site[route.partition(&row[pc], &self.hashinator)? as usize].push(row.clone());
                     }
                 }
                 None => per_site.iter_mut().for_each(|s| s.extend(rows.iter().cloned())),

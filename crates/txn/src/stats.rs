@@ -115,6 +115,9 @@ pub struct SiteStats {
     pub idle: Duration,
     pub since_start: Duration,
     pub tables: Vec<TableStats>,
+    /// Fragments of multi-partition reads this site ran (range pruning
+    /// spares the partitions a read's conditions exclude).
+    pub fragments: u64,
 }
 
 /// The counters as the site keeps them.
@@ -124,6 +127,7 @@ pub(crate) struct SiteCounters {
     pub queue_wait: Histogram<u64>,
     pub idle: Duration,
     pub started: Instant,
+    pub fragments: u64,
 }
 
 impl SiteCounters {
@@ -134,6 +138,7 @@ impl SiteCounters {
             queue_wait: new_histogram(),
             idle: Duration::ZERO,
             started: Instant::now(),
+            fragments: 0,
         }
     }
 
@@ -154,6 +159,7 @@ impl SiteCounters {
             idle: self.idle,
             since_start: self.started.elapsed(),
             tables,
+            fragments: self.fragments,
         }
     }
 }

@@ -38,8 +38,10 @@ pub(crate) fn explain_sql(schema: &Schema, database: &str, sql: &str) -> Result<
     joule_sql::parser::parse(sql)?
         .iter()
         .map(|stmt| {
-            let planned = plan(stmt, &schema.catalog, database)?;
-            Ok(plan_table(explain(&planned, &schema.catalog)))
+            let planned = Arc::new(plan(stmt, &schema.catalog, database)?);
+            let mut lines = explain(&planned, &schema.catalog);
+            lines.extend(pruning(&planned, &schema.catalog));
+            Ok(plan_table(lines))
         })
         .collect()
 }
@@ -50,12 +52,27 @@ pub(crate) fn explain_proc(schema: &Schema, name: &str) -> Result<Vec<ResultTabl
     let rows = p
         .statements
         .iter()
-        .map(|s| vec![text(s.sql.clone()), text(explain(&s.planned, &schema.catalog).join("\n"))])
+        .map(|s| {
+            let mut lines = explain(&s.planned, &schema.catalog);
+            lines.extend(pruning(&s.planned, &schema.catalog));
+            vec![text(s.sql.clone()), text(lines.join("\n"))]
+        })
         .collect();
     Ok(vec![ResultTable::new(
         columns(&[("SQL_STATEMENT", DataType::Varchar), ("EXECUTION_PLAN", DataType::Varchar)]),
         rows,
     )])
+}
+
+/// EXPLAIN's lines on range pruning: one per pruned fragment of a
+/// multi-partition read.
+fn pruning(planned: &Arc<joule_sql::planner::Planned>, catalog: &joule_sql::catalog::Catalog) -> Vec<String> {
+    match crate::distribute::mp_statement(planned.clone(), catalog) {
+        Ok(crate::distribute::MpStatement::Read(q)) => {
+            q.fragments.iter().filter_map(|f| f.prune.as_ref().map(|p| p.describe())).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn plan_table(lines: Vec<String>) -> ResultTable {
@@ -323,6 +340,11 @@ pub(crate) fn system_catalog(schema: &Schema, selector: &str) -> Result<Vec<Resu
                 .filter_map(|n| schema.procedure(n))
                 .map(|p| {
                     let remarks = match &p.routing {
+                        // Clients hash a partition parameter to route the
+                        // call; a key placed by value ranges is routed here.
+                        Some(r) if r.key.ranges.is_some() => {
+                            "{\"singlePartition\":true,\"rangePartitioned\":true}".to_string()
+                        }
                         Some(r) => format!("{{\"partitionParameter\":{},\"singlePartition\":true}}", r.parameter),
                         None => "{\"singlePartition\":false}".to_string(),
                     };

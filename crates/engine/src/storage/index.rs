@@ -759,6 +759,7 @@ mod tests {
                 }],
                 indexes: vec![],
                 partition_column: None,
+                partition_ranges: None,
                 view: None,
             }
         }

@@ -30,6 +30,7 @@ pub(super) fn table_def(id: TableId, name: &str, columns: Vec<ColumnDef>, indexe
         columns,
         indexes,
         partition_column: None,
+        partition_ranges: None,
         view: None,
     })
 }

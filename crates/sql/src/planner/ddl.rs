@@ -17,6 +17,7 @@ use crate::parser::{ParsedStatement, Statement};
 use crate::plan::Plan;
 use joule_common::{bail, err, DataType, Result, Value};
 use sqlparser::ast;
+use std::sync::Arc;
 
 /// Where a column of an altered table gets its values.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -54,6 +55,8 @@ pub enum DdlPlan {
     PartitionTable {
         table: TableId,
         column: usize,
+        /// Value-range boundaries (`USING RANGE`); `None`: hashed.
+        ranges: Option<Arc<[Value]>>,
     },
     CreateView(ViewDef),
     DropView {
@@ -95,7 +98,7 @@ pub fn plan_ddl(binder: &mut Binder, stmt: &ParsedStatement) -> Result<DdlPlan> 
             }
             Ok(DdlPlan::DropDatabase(n))
         }
-        Statement::PartitionTable { table, column } => {
+        Statement::PartitionTable { table, column, ranges } => {
             let (db, t) = binder.split_name(table)?;
             let def = catalog.table(&db, &t)?;
             let c = ident_name(column);
@@ -115,13 +118,19 @@ pub fn plan_ddl(binder: &mut Binder, stmt: &ParsedStatement) -> Result<DdlPlan> 
             if def.view.is_some() {
                 bail!(InvalidSchemaDefinition, "{t} is a view; partition its source table instead");
             }
+            let ranges = ranges.as_deref().map(|r| range_bounds(r, col, &t)).transpose()?;
             if let Some(existing) = def.partition_column {
-                if existing == pos {
+                if existing == pos && def.partition_ranges == ranges {
                     return Ok(DdlPlan::Noop);
                 }
-                bail!(InvalidSchemaDefinition, "table {t} is already partitioned on {}", def.columns[existing].name);
+                let how = if def.partition_ranges.is_some() { "by value ranges" } else { "by hash" };
+                bail!(
+                    InvalidSchemaDefinition,
+                    "table {t} is already partitioned on {} {how}; its partitioning cannot change",
+                    def.columns[existing].name
+                );
             }
-            Ok(DdlPlan::PartitionTable { table: def.id, column: pos })
+            Ok(DdlPlan::PartitionTable { table: def.id, column: pos, ranges })
         }
         Statement::SwapTables { a, b } => swap_tables(binder, a, b),
         Statement::CreateProcedure(c) => super::procedure::create_procedure(binder, c),
@@ -203,6 +212,11 @@ fn index(name: String, columns: Vec<usize>, unique: bool, primary_key: bool, ass
 
 /// A DEFAULT must be a constant; it is cast to the column's type now.
 fn default_value(e: &ast::Expr, col: &ColumnDef) -> Result<Value> {
+    constant(e, col, &format!("DEFAULT for column {}", col.name))
+}
+
+/// `what` (a constant, perhaps negated) cast to `col`'s type.
+fn constant(e: &ast::Expr, col: &ColumnDef, what: &str) -> Result<Value> {
     let catalog = crate::catalog::Catalog::default();
     let mut b = Binder::new(&catalog, crate::catalog::DEFAULT_DATABASE);
     let bound = b.bind_expr(e, &Default::default())?;
@@ -210,11 +224,43 @@ fn default_value(e: &ast::Expr, col: &ColumnDef) -> Result<Value> {
         Expr::Constant(v) => v,
         Expr::Negate(inner) => match *inner {
             Expr::Constant(v) => v.negate()?,
-            _ => bail!(FeatureNotSupported, "DEFAULT for column {} must be a constant", col.name),
+            _ => bail!(FeatureNotSupported, "{what} must be a constant"),
         },
-        _ => bail!(FeatureNotSupported, "DEFAULT for column {} must be a constant", col.name),
+        _ => bail!(FeatureNotSupported, "{what} must be a constant"),
     };
-    v.cast(col.data_type).map_err(|e| err!(InvalidSchemaDefinition, "DEFAULT for column {}: {}", col.name, e.message()))
+    v.cast(col.data_type).map_err(|e| err!(InvalidSchemaDefinition, "{what}: {}", e.message()))
+}
+
+/// Most boundaries a range-partitioned table may have.
+pub const MAX_RANGE_BOUNDS: usize = 4096;
+
+/// `USING RANGE (b1, ..., bn)`: constants of the partition column's type,
+/// not NULL, strictly ascending.
+fn range_bounds(exprs: &[ast::Expr], col: &ColumnDef, table: &str) -> Result<Arc<[Value]>> {
+    if exprs.is_empty() || exprs.len() > MAX_RANGE_BOUNDS {
+        bail!(
+            InvalidSchemaDefinition,
+            "USING RANGE for {table} takes 1 to {MAX_RANGE_BOUNDS} boundaries, not {}",
+            exprs.len()
+        );
+    }
+    let mut bounds = Vec::with_capacity(exprs.len());
+    for (i, e) in exprs.iter().enumerate() {
+        let v = constant(e, col, &format!("range boundary {} of {table}", i + 1))?;
+        if v.is_null() {
+            bail!(InvalidSchemaDefinition, "range boundary {} of {table} is NULL", i + 1);
+        }
+        if bounds.last().is_some_and(|prev: &Value| *prev >= v) {
+            bail!(
+                InvalidSchemaDefinition,
+                "range boundaries of {table} must be in ascending order without repeats: {} follows {}",
+                v,
+                bounds[i - 1]
+            );
+        }
+        bounds.push(v);
+    }
+    Ok(bounds.into())
 }
 
 fn create_table(binder: &Binder, ct: &ast::CreateTable, assume_unique: &[usize]) -> Result<DdlPlan> {
@@ -250,8 +296,16 @@ fn create_table(binder: &Binder, ct: &ast::CreateTable, assume_unique: &[usize])
         let idx = table_constraint(tc, &name, &mut columns, &mut unique_counter, assume_unique)?;
         indexes.push(idx);
     }
-    let def =
-        TableDef { id: 0, database: db, name: name.clone(), columns, indexes, partition_column: None, view: None };
+    let def = TableDef {
+        id: 0,
+        database: db,
+        name: name.clone(),
+        columns,
+        indexes,
+        partition_column: None,
+        partition_ranges: None,
+        view: None,
+    };
     validate_indexes(&def)?;
     Ok(DdlPlan::CreateTable(def))
 }
@@ -488,6 +542,7 @@ fn materialized_view(binder: &Binder, db: String, name: String, names: Vec<Strin
         name,
         columns,
         indexes: vec![key],
+        partition_ranges: partition_column.and(source.partition_ranges.clone()),
         partition_column,
         view: Some(MaterializedView { source: source.id, group_by: group_cols, aggregates: aggs }),
     }))

@@ -17,13 +17,13 @@ pub mod explain;
 pub mod procedure;
 
 use crate::binder::{ident_name, Binder, Scope};
-use crate::catalog::{Catalog, TableDef, TableId};
+use crate::catalog::{Catalog, KeyRoute, TableDef, TableId};
 use crate::expr::{CmpOp, Expr};
 use crate::optimizer;
 use crate::parser::{ParsedStatement, Statement};
 use crate::plan::{Access, IndexLookup, OutputColumn, Partitioning, Plan};
 pub use ddl::{ColumnSource, DdlPlan};
-use joule_common::{bail, err, DataType, Result};
+use joule_common::{bail, err, Result};
 use sqlparser::ast;
 use std::sync::Arc;
 
@@ -324,7 +324,10 @@ fn partitioning(kind: &PlannedKind, catalog: &Catalog) -> Partitioning {
                                 .all(|p| plan_partitioning(p, catalog) == Partitioning::Replicated)
                         }) =>
                 {
-                    Partitioning::Single(rows[0][pos].clone(), t.columns[pc].data_type)
+                    match t.key_route() {
+                        Some(route) => Partitioning::Single(rows[0][pos].clone(), route),
+                        None => Partitioning::Multi,
+                    }
                 }
                 _ => Partitioning::Multi,
             }
@@ -352,7 +355,7 @@ fn partitioning(kind: &PlannedKind, catalog: &Catalog) -> Partitioning {
 /// Every scan of a partitioned table must pin its partition column to the
 /// same constant for the plan to be single-partition.
 pub fn plan_partitioning(plan: &Plan, catalog: &Catalog) -> Partitioning {
-    let mut pinned: Option<(Expr, DataType)> = None;
+    let mut pinned: Option<(Expr, KeyRoute)> = None;
     let mut multi = false;
     let mut any_partitioned = false;
     visit_scans(plan, &mut |table, access, filter| {
@@ -363,16 +366,17 @@ pub fn plan_partitioning(plan: &Plan, catalog: &Catalog) -> Partitioning {
         any_partitioned = true;
         // A view of a partitioned table without its partition column holds
         // per-partition rows no key can pin.
-        let Some(pc) = t.partition_column else {
+        let (Some(pc), Some(route)) = (t.partition_column, t.key_route()) else {
             multi = true;
             return;
         };
-        let ty = t.columns[pc].data_type;
-        // Two pins agree only if the same value hashes the same for both
-        // columns: integers of any width alike, otherwise the same type.
-        let same_hash = |a: DataType, b: DataType| a == b || (a.is_integer() && b.is_integer());
+        // Two pins agree only if the same value lands on the same partition
+        // for both columns: integers of any width hash alike, otherwise the
+        // same type; value ranges must be the same ranges.
         match scan_pin(t, pc, access, filter) {
-            Some(e) if pinned.as_ref().is_none_or(|p| p.0 == e && same_hash(p.1, ty)) => pinned = Some((e, ty)),
+            Some(e) if pinned.as_ref().is_none_or(|p| p.0 == e && p.1.same_placement(&route)) => {
+                pinned = Some((e, route))
+            }
             _ => multi = true,
         }
     });

@@ -306,3 +306,44 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
     assert!(raw.recv().is_none(), "then the connection closes");
     assert_eq!(who(&alpha), "a");
 }
+
+/// VoltDB's own Python client (the `voltdbclient` package, unchanged)
+/// through the proxy: login, ad hoc SQL, a CRUD procedure routed to its
+/// leader, an array parameter, and a failure's status.
+#[test]
+fn voltdb_python_client_works_through_the_proxy() {
+    // Its own install directory: another test installs the same package
+    // concurrently into the server tests' one.
+    let python_path = common::python_package_path("voltdbclient", "voltdbclient", "python-voltdbclient-proxy");
+    let dir = TempDir::new("proxy-python");
+    let n = node(&dir);
+    let p = proxy(&["--servers", &n.client_addr()]);
+    let port = p.address.rsplit(':').next().unwrap().to_string();
+    let script = r#"
+import sys
+from voltdbclient import FastSerializer, VoltProcedure
+c = FastSerializer("127.0.0.1", int(sys.argv[1]), username="", password="")
+adhoc = VoltProcedure(c, "@AdHoc", [FastSerializer.VOLTTYPE_STRING])
+assert adhoc.call(["CREATE TABLE users (id INT NOT NULL PRIMARY KEY, name VARCHAR(255)); PARTITION TABLE users ON COLUMN id"]).status == 1
+ins = VoltProcedure(c, "USERS.insert", [FastSerializer.VOLTTYPE_INTEGER, FastSerializer.VOLTTYPE_STRING])
+for i, name in enumerate(["Alice", "Bob", "Carol"]):
+    assert ins.call([i + 1, name]).status == 1
+pick = VoltProcedure(c, "@AdHoc", [FastSerializer.VOLTTYPE_STRING, FastSerializer.VOLTTYPE_INTEGER])
+r = pick.call(["SELECT name FROM users WHERE id IN ? ORDER BY id", [3, 1]])
+print([row[0] for row in r.tables[0].tuples])
+bad = adhoc.call(["SELECT * FROM nowhere"])
+print(bad.status, bad.statusString)
+c.close()
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&port)
+        .env("PYTHONPATH", python_path)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("['Alice', 'Carol']\n-2 [J1003"), "{stdout}");
+    assert_eq!(scalar(&n.client_addr(), "SELECT COUNT(*) FROM users"), 3);
+}

@@ -255,7 +255,17 @@ impl Client {
                 tokio::net::lookup_host(*a).await.map_err(|e| err!(Unavailable, "cannot resolve {a}: {e}"))?.collect();
             let address = *addrs.first().ok_or_else(|| err!(Unavailable, "{a} resolves to no address"))?;
             for _ in 0..options.connections_per_address {
-                let connection = match Connection::open(address, &options, Some(pushes.clone())).await {
+                // With `connect_to_any`, an address that does not answer
+                // soon (a host gone without refusing) is not waited on.
+                let open = Connection::open(address, &options, Some(pushes.clone()));
+                let opened = if options.connect_to_any {
+                    tokio::time::timeout(LEARN_WITHIN, open)
+                        .await
+                        .unwrap_or_else(|_| Err(err!(Unavailable, "{address} did not answer within {LEARN_WITHIN:?}")))
+                } else {
+                    open.await
+                };
+                let connection = match opened {
                     Ok(c) => c,
                     // Reopened in the background once the client runs.
                     Err(e) if options.connect_to_any && e.code() == ErrorCode::Unavailable => {

@@ -39,6 +39,10 @@ pub struct ProxyArgs {
     /// (milliseconds).
     #[arg(long, default_value_t = 2000)]
     health_within_ms: u64,
+    /// A relayed call whose backend has not answered within this
+    /// (milliseconds) is answered "response unknown".
+    #[arg(long, default_value_t = 120_000)]
+    call_timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -105,6 +109,7 @@ fn config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
     config.virtual_hosts = virtual_hosts;
     config.health_check.every = Duration::from_millis(args.health_every_ms);
     config.health_check.within = Duration::from_millis(args.health_within_ms);
+    config.call_timeout = Duration::from_millis(args.call_timeout_ms);
     Ok(config)
 }
 

@@ -245,7 +245,8 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
 
     let vhost_a = format!("alpha={}", a.client_addr());
     let vhost_b = format!("beta={}", b.client_addr());
-    let p = proxy(&["--vhost", &vhost_a, "--vhost", &vhost_b]);
+    let b_addr = b.client_addr();
+    let p = proxy(&["--vhost", &vhost_a, "--vhost", &vhost_b, "--servers", &b_addr, "--call-timeout-ms", "1500"]);
     let login = |service: &str, user: &str, password: &str| {
         let options =
             Options { service: service.into(), user: user.into(), password: password.into(), ..Default::default() };
@@ -261,8 +262,24 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
     assert_eq!(login("beta", "app", "wrong").err().map(|e| e.code()), Some(ErrorCode::PermissionDenied));
     assert_eq!(login("gamma", "", "").err().map(|e| e.code()), Some(ErrorCode::PermissionDenied));
     assert!(p.stderr.try_iter().any(|l| l.contains("'gamma'")), "the proxy says why it refused");
-    // VoltDB's SHA-1 logins pass through too (the raw wire; service `database` is not configured).
-    assert_eq!(WireConnection::login(&p.address, "app", "pw", HashScheme::Sha1).err(), Some(-1));
+    // VoltDB's SHA-1 logins pass through too (the raw wire, service
+    // `database`: the group --servers gives).
+    let mut sha1 = WireConnection::login(&p.address, "app", "pw", HashScheme::Sha1).expect("a SHA-1 login");
+    sha1.send(
+        &joule_wire::Invocation {
+            version: 0,
+            procedure: "@AdHoc".into(),
+            client_handle: 77,
+            batch_timeout_ms: None,
+            params: vec![joule_wire::Param::Value(Value::from("SELECT name FROM who"))],
+        }
+        .encode()
+        .unwrap(),
+    );
+    let answer = sha1.receive();
+    assert_eq!((answer.client_handle, answer.status), (77, 1), "{answer:?}");
+    assert_eq!(answer.tables[0].rows[0][0], Value::from("b"));
+    assert_eq!(WireConnection::login(&p.address, "app", "wrong", HashScheme::Sha1).err(), Some(-1));
 
     // A stopped backend fails its health checks: DOWN, and calls to its
     // virtual host are refused as "server unavailable" (never run) until
@@ -270,10 +287,16 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
     let alpha = login("alpha", "", "").unwrap();
     let pid = a.child.id().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    // A call sent before the health checks notice (two missed pings) waits
+    // for the call timeout, then its outcome is unknown.
+    let started = std::time::Instant::now();
+    let stuck = alpha.execute("SELECT name FROM who", vec![]).err().map(|e| e.code());
+    assert_eq!(stuck, Some(ErrorCode::OutcomeUnknown), "after {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
     let down = wait_until(Duration::from_secs(10), || {
         let beta = login("beta", "app", "pw").unwrap();
         let r = beta.call("@Statistics", vec![Value::from("PROXY"), Value::Integer(0)]).unwrap();
-        r.tables[0].rows[0][2] == Value::from("DOWN")
+        r.tables[0].rows.iter().any(|row| row[0] == Value::from("alpha") && row[2] == Value::from("DOWN"))
     });
     let refused = alpha.execute("SELECT name FROM who", vec![]).err().map(|e| e.code());
     assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
@@ -286,7 +309,7 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
 
     // A malformed frame (a length past any limit) after the login is
     // answered with why and the connection closed; the proxy serves on.
-    assert_eq!(WireConnection::login(&p.address, "", "", HashScheme::Sha256).err(), Some(-1), "no 'database' here");
+    assert_eq!(WireConnection::login(&p.address, "", "", HashScheme::Sha256).err(), Some(-1), "b wants a user");
     let stream = std::net::TcpStream::connect(&p.address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut raw = WireConnection(stream);
@@ -346,4 +369,45 @@ c.close()
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.starts_with("['Alice', 'Carol']\n-2 [J1003"), "{stdout}");
     assert_eq!(scalar(&n.client_addr(), "SELECT COUNT(*) FROM users"), 3);
+}
+
+/// A client that sends without reading its answers: the proxy stops
+/// reading its requests once 8 MiB of answers wait to be written (TCP then
+/// holds the client back), and serves it again as it reads.
+#[test]
+fn a_client_that_does_not_read_is_held_back() {
+    let dir = TempDir::new("proxy-unread");
+    let n = node(&dir);
+    let p = proxy(&["--servers", &n.client_addr()]);
+    let mut c = WireConnection::open(&p.address);
+    let ping = joule_wire::Invocation {
+        version: 0,
+        procedure: "@Ping".into(),
+        client_handle: 1,
+        batch_timeout_ms: None,
+        params: vec![],
+    }
+    .encode()
+    .unwrap();
+    let mut frame = Vec::new();
+    joule_wire::frame::write_frame(&mut frame, &ping);
+    // 1,000,000 pings: about 24 MB of requests, 22 MB of answers.
+    let calls = 1_000_000;
+    let burst: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * calls).collect();
+    let mut writer = c.0.try_clone().unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let ok = std::io::Write::write_all(&mut writer, &burst).is_ok();
+        let _ = done_tx.send(ok);
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "the proxy took every request without its answers being read"
+    );
+    // Reading the answers lets the rest through.
+    for i in 0..calls {
+        let answer = c.receive();
+        assert_eq!(answer.status, 1, "answer {i}");
+    }
+    assert_eq!(done_rx.recv_timeout(Duration::from_secs(30)), Ok(true));
 }

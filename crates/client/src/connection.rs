@@ -144,6 +144,9 @@ impl Connection {
                 }
             }
         });
+        if let Some(limit) = options.call_timeout {
+            expire_calls(limit, open.clone(), pending.clone(), outstanding.clone());
+        }
         // Reader: answer each call by handle; on loss fail every waiting call.
         let (r_open, r_pending, max) = (open.clone(), pending, options.max_message_bytes);
         let r_outstanding = outstanding.clone();
@@ -284,6 +287,34 @@ impl Encoded {
         let payload = invocation.encode()?;
         Ok(Encoded { handle_at: invocation.handle_offset(), procedure: invocation.procedure, payload })
     }
+}
+
+/// While the connection is open: fail calls that have waited `limit` for
+/// their answer with `OutcomeUnknown` (a host that stopped without closing
+/// its socket never answers), checked a few times per `limit`. Every kind
+/// of caller is covered, callbacks too; an answer that comes later is
+/// dropped.
+fn expire_calls(limit: std::time::Duration, open: Arc<AtomicBool>, pending: Pending, outstanding: Arc<AtomicUsize>) {
+    let every = (limit / 4).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
+    tokio::spawn(async move {
+        while open.load(Ordering::SeqCst) {
+            tokio::time::sleep(every).await;
+            let expired: Vec<Reply> = {
+                let mut p = lock(&pending);
+                let now = std::time::Instant::now();
+                let late: Vec<i64> =
+                    p.iter().filter(|(_, (_, sent))| now.duration_since(*sent) >= limit).map(|(h, _)| *h).collect();
+                late.into_iter().filter_map(|h| p.remove(&h)).map(|(r, _)| r).collect()
+            };
+            for reply in expired {
+                outstanding.fetch_sub(1, Ordering::Relaxed);
+                reply.complete(Err(err!(
+                    OutcomeUnknown,
+                    "no answer within {limit:?}: the call may or may not have run"
+                )));
+            }
+        }
+    });
 }
 
 /// The connection is gone: every call sent on it gets `OutcomeUnknown` —

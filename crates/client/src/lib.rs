@@ -77,9 +77,9 @@ pub struct Options {
     /// hashing `password`: a proxy passing its clients' logins through.
     pub password_hash: Option<(joule_wire::HashScheme, Vec<u8>)>,
     /// Ping every connection on this schedule and pass over, until it
-    /// answers again, one that did not answer in time: a stopped or hung
-    /// host keeps its connections open, so only pings tell. `None`: only
-    /// lost connections are passed over.
+    /// answers again, one that missed [`MISSES_TO_FAIL`] pings in a row: a
+    /// stopped or hung host keeps its connections open, so only pings
+    /// tell. `None`: only lost connections are passed over.
     pub health_check: Option<HealthCheck>,
     /// Start when at least one address can be reached; the others are
     /// opened in the background and used once they answer. Otherwise every
@@ -170,6 +170,10 @@ pub struct Client {
     pushes: Arc<tokio::sync::Notify>,
 }
 
+/// Health checks a connection may miss in a row before it is passed over
+/// (one late answer on a busy host is not a failure).
+pub const MISSES_TO_FAIL: u32 = 2;
+
 /// How long connecting to a host learned from the topology may take.
 const LEARN_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -185,6 +189,8 @@ struct Slot {
     reconnecting: AtomicBool,
     /// False while its connection fails the health check.
     healthy: AtomicBool,
+    /// Health checks missed in a row by the current connection.
+    misses: std::sync::atomic::AtomicU32,
     /// Calls sent through this slot, and of them those routed to it as
     /// their partition's leader.
     calls: AtomicU64,
@@ -198,6 +204,7 @@ impl Slot {
             current: ArcSwap::from_pointee(connection),
             reconnecting: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            misses: std::sync::atomic::AtomicU32::new(0),
             calls: AtomicU64::new(0),
             routed: AtomicU64::new(0),
         })
@@ -318,9 +325,10 @@ impl Client {
         }
     }
 
-    /// Ping every open connection each `check.every`; one that does not
-    /// answer within `check.within` is passed over until it does (a lost
-    /// one is reopened meanwhile, as always).
+    /// Ping every open connection each `check.every`; one that misses
+    /// [`MISSES_TO_FAIL`] in a row (no answer within `check.within`) is
+    /// passed over until it answers again (a lost one is reopened
+    /// meanwhile, as always).
     fn check_health(&self, check: HealthCheck) {
         let weak = self.weak();
         self.runtime.spawn(async move {
@@ -337,8 +345,17 @@ impl Client {
                     let slot = slot.clone();
                     pings.spawn(async move {
                         let answer = tokio::time::timeout(check.within, connection.call("@Ping", vec![])).await;
-                        let healthy = matches!(answer, Ok(Ok(ref r)) if r.status == 1);
-                        slot.healthy.store(healthy, Ordering::Relaxed);
+                        // A reopened connection starts afresh: this
+                        // verdict is on the one it replaced.
+                        if !Arc::ptr_eq(&slot.current.load_full(), &connection) {
+                            return;
+                        }
+                        if matches!(answer, Ok(Ok(ref r)) if r.status == 1) {
+                            slot.misses.store(0, Ordering::Relaxed);
+                            slot.healthy.store(true, Ordering::Relaxed);
+                        } else if slot.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MISSES_TO_FAIL {
+                            slot.healthy.store(false, Ordering::Relaxed);
+                        }
                     });
                 }
                 drop(client);
@@ -526,6 +543,7 @@ impl Client {
                         pushes.notify_one();
                     }
                     slot.current.store(Arc::new(c));
+                    slot.misses.store(0, Ordering::Relaxed);
                     slot.healthy.store(true, Ordering::Relaxed);
                     slot.reconnecting.store(false, Ordering::SeqCst);
                     return;

@@ -36,6 +36,26 @@ async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Opt
     Ok(Some(payload))
 }
 
+/// Answers encoded but not yet written, past which the connection stops
+/// reading requests until its client reads (TCP then pushes back on it).
+const MAX_UNWRITTEN_BYTES: usize = 8 << 20;
+
+/// The way to this connection's writer task, counting what is queued.
+#[derive(Clone)]
+struct Answers {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    unwritten: Arc<AtomicUsize>,
+}
+
+impl Answers {
+    fn send(&self, frame: Vec<u8>) {
+        self.unwritten.fetch_add(frame.len(), Ordering::Relaxed);
+        if let Err(lost) = self.tx.send(frame) {
+            self.unwritten.fetch_sub(lost.0.len(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Counts a client connection in its group while it lives.
 struct Counted(Arc<Group>);
 
@@ -107,6 +127,9 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     }
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let answers = Answers { tx, unwritten: Arc::new(AtomicUsize::new(0)) };
+    let written = Arc::new(tokio::sync::Notify::new());
+    let (w_unwritten, w_written) = (answers.unwritten.clone(), written.clone());
     let writer = tokio::spawn(async move {
         while let Some(mut buf) = rx.recv().await {
             while let Ok(more) = rx.try_recv() {
@@ -115,14 +138,35 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     break;
                 }
             }
-            if wr.write_all(&buf).await.is_err() {
+            let ok = wr.write_all(&buf).await.is_ok();
+            w_unwritten.fetch_sub(buf.len(), Ordering::Relaxed);
+            w_written.notify_one();
+            if !ok {
+                // Nothing more will be written; the reader stops too.
+                rx.close();
+                while let Ok(lost) = rx.try_recv() {
+                    w_unwritten.fetch_sub(lost.len(), Ordering::Relaxed);
+                }
+                w_written.notify_one();
                 return;
             }
         }
     });
     let outstanding = Arc::new(AtomicUsize::new(0));
     let mut shutdown = shared.shutdown.clone();
-    loop {
+    'serve: loop {
+        // A client that does not read its answers: stop reading its
+        // requests until the writer catches up.
+        while answers.unwritten.load(Ordering::Relaxed) > MAX_UNWRITTEN_BYTES {
+            if answers.tx.is_closed() {
+                break 'serve;
+            }
+            tokio::select! {
+                _ = written.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.changed() => break 'serve,
+            }
+        }
         let payload = tokio::select! {
             r = read_frame(&mut rd, max) => r,
             _ = shutdown.changed() => break,
@@ -135,14 +179,14 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 // then close.
                 let mut out = Vec::new();
                 write_bare_response(&mut out, 0, STATUS_GRACEFUL_FAILURE, Some(&e.to_string()));
-                let _ = tx.send(out);
+                answers.send(out);
                 break;
             }
         };
         let handle = invocation.client_handle;
-        if let Some(out) = answer_here(&invocation, &shared).await {
+        if let Some(out) = answer_here(&invocation, &shared) {
             group.answered_here.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(out);
+            answers.send(out);
             continue;
         }
         if outstanding.load(Ordering::Relaxed) >= shared.config.max_outstanding_per_connection {
@@ -150,12 +194,12 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             let why = "server unavailable: too many outstanding requests on this proxy connection (backpressure)";
             write_bare_response(&mut out, handle, STATUS_SERVER_UNAVAILABLE, Some(why));
             group.failed.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(out);
+            answers.send(out);
             continue;
         }
         outstanding.fetch_add(1, Ordering::Relaxed);
         group.calls.fetch_add(1, Ordering::Relaxed);
-        let (tx, outstanding, group) = (tx.clone(), outstanding.clone(), group.clone());
+        let (answers, outstanding, group) = (answers.clone(), outstanding.clone(), group.clone());
         pool.forward(invocation, move |answer| {
             outstanding.fetch_sub(1, Ordering::Relaxed);
             let mut out = Vec::new();
@@ -174,18 +218,19 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     write_bare_response(&mut out, handle, failure_status(&e), Some(&e.to_string()));
                 }
             }
-            let _ = tx.send(out);
+            answers.send(out);
         });
     }
-    // Answers still on their way are written before the socket closes.
-    drop(tx);
+    // Answers still on their way (each bounded by the call timeout) are
+    // written before the socket closes.
+    drop(answers);
     let _ = writer.await;
 }
 
 /// The answer to a call the proxy serves itself, if it is one: `@Ping`,
 /// `@Statistics PROXY` and `@Subscribe` (acknowledged; the proxy follows
 /// the topology itself).
-async fn answer_here(invocation: &Invocation, shared: &Shared) -> Option<Vec<u8>> {
+fn answer_here(invocation: &Invocation, shared: &Shared) -> Option<Vec<u8>> {
     let handle = invocation.client_handle;
     let mut out = Vec::new();
     match invocation.procedure.as_str() {
@@ -198,7 +243,7 @@ async fn answer_here(invocation: &Invocation, shared: &Shared) -> Option<Vec<u8>
                 app_status: joule_wire::messages::APP_STATUS_UNSET,
                 app_status_string: None,
                 cluster_round_trip_ms: 0,
-                tables: crate::stats::tables(shared).await,
+                tables: crate::stats::tables(shared),
             };
             match response.encode() {
                 Ok(payload) => write_frame(&mut out, &payload),

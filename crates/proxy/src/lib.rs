@@ -118,8 +118,8 @@ impl ProxyConfig {
                 }
             }
         }
-        if self.health_check.every.is_zero() || self.health_check.within.is_zero() {
-            return Err(err!(InvalidArgument, "health checks need a period and a time limit above zero"));
+        if self.health_check.every.is_zero() || self.health_check.within.is_zero() || self.call_timeout.is_zero() {
+            return Err(err!(InvalidArgument, "health checks and calls need time limits above zero"));
         }
         Ok(())
     }
@@ -136,10 +136,18 @@ struct Credentials {
     hash: Vec<u8>,
 }
 
+/// A pool being opened or open: logins with the same credentials wait on
+/// the same opening; others do not wait at all.
+type PoolCell = Arc<tokio::sync::OnceCell<joule_client::Client>>;
+
 /// A virtual host at run time: its pools and counts.
 pub(crate) struct Group {
     pub(crate) config: VirtualHost,
-    pools: tokio::sync::Mutex<BTreeMap<Credentials, joule_client::Client>>,
+    /// Held only to look up or insert a cell, never across a connect.
+    pools: std::sync::Mutex<BTreeMap<Credentials, PoolCell>>,
+    /// Each configured server's address, resolved at start (`None`: it did
+    /// not resolve then), to match the pools' connections to it.
+    pub(crate) resolved: Vec<Option<SocketAddr>>,
     /// Client connections logged in now.
     pub(crate) connections: AtomicUsize,
     /// Calls relayed, calls answered with a failure made here (no backend
@@ -160,10 +168,7 @@ impl Group {
             sha256: login.scheme == HashScheme::Sha256,
             hash: login.password_hash.clone(),
         };
-        let mut pools = self.pools.lock().await;
-        if let Some(pool) = pools.get(&key) {
-            return Ok(pool.clone());
-        }
+        let cell = self.lock().entry(key.clone()).or_default().clone();
         let options = joule_client::Options {
             user: login.user.clone(),
             password_hash: Some((login.scheme, login.password_hash.clone())),
@@ -177,18 +182,32 @@ impl Group {
             ..Default::default()
         };
         let servers: Vec<&str> = self.config.servers.iter().map(String::as_str).collect();
-        let pool = joule_client::Client::connect(&servers, options).await?;
-        pools.insert(key, pool.clone());
-        Ok(pool)
+        let opened = cell.get_or_try_init(|| joule_client::Client::connect(&servers, options)).await.cloned();
+        if opened.is_err() {
+            // Refused or unreachable: nothing kept for these credentials
+            // (unless another login opened the pool meanwhile).
+            let mut pools = self.lock();
+            // Only a cell no other login waits on: one that does will try
+            // again, and must find its pool here once open.
+            if pools.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell) && c.get().is_none() && Arc::strong_count(c) <= 2)
+            {
+                pools.remove(&key);
+            }
+        }
+        opened
     }
 
-    /// Every pool's view of the backends (for statistics).
-    pub(crate) async fn backends(&self) -> Vec<joule_client::Backend> {
-        self.pools.lock().await.values().flat_map(|p| p.backends()).collect()
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Credentials, PoolCell>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) async fn pool_count(&self) -> usize {
-        self.pools.lock().await.len()
+    /// Every open pool's view of the backends (for statistics).
+    pub(crate) fn backends(&self) -> Vec<joule_client::Backend> {
+        self.lock().values().filter_map(|c| c.get()).flat_map(|p| p.backends()).collect()
+    }
+
+    pub(crate) fn pool_count(&self) -> usize {
+        self.lock().values().filter(|c| c.get().is_some()).count()
     }
 }
 
@@ -224,20 +243,23 @@ impl Proxy {
             .map_err(|e| err!(Unavailable, "cannot listen on {}: {e}", config.listen))?;
         let address = listener.local_addr().map_err(|e| err!(Unavailable, "no local address: {e}"))?;
         let (stop, shutdown) = watch::channel(false);
-        let groups = config
-            .virtual_hosts
-            .iter()
-            .map(|v| {
-                Arc::new(Group {
-                    config: v.clone(),
-                    pools: Default::default(),
-                    connections: AtomicUsize::new(0),
-                    calls: AtomicU64::new(0),
-                    failed: AtomicU64::new(0),
-                    answered_here: AtomicU64::new(0),
-                })
-            })
-            .collect();
+        let mut groups = Vec::new();
+        for v in &config.virtual_hosts {
+            let mut resolved = Vec::new();
+            for server in &v.servers {
+                let first = tokio::net::lookup_host(server.as_str()).await.ok().and_then(|mut a| a.next());
+                resolved.push(first);
+            }
+            groups.push(Arc::new(Group {
+                config: v.clone(),
+                pools: Default::default(),
+                resolved,
+                connections: AtomicUsize::new(0),
+                calls: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                answered_here: AtomicU64::new(0),
+            }));
+        }
         let started_millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -268,8 +290,8 @@ impl Proxy {
     }
 
     /// `@Statistics PROXY`'s tables, as the proxy would answer now.
-    pub async fn statistics(&self) -> Vec<joule_wire::VoltTable> {
-        stats::tables(&self.shared).await
+    pub fn statistics(&self) -> Vec<joule_wire::VoltTable> {
+        stats::tables(&self.shared)
     }
 
     /// Stop accepting and close every client connection.
@@ -295,7 +317,7 @@ async fn report_backend_changes(shared: Arc<Shared>) {
             _ = shutdown.changed() => return,
         }
         for group in &shared.groups {
-            for (address, state) in stats::backend_states(&group.backends().await) {
+            for (address, state) in stats::backend_states(&group.backends()) {
                 let key = (group.config.name.clone(), address);
                 if last.insert(key, state.name) != Some(state.name) {
                     eprintln!("joule proxy: backend {address} of '{}' is {}", group.config.name, state.name);

@@ -75,17 +75,17 @@ fn columns(names: &[(&str, VoltType)]) -> Vec<(String, VoltType)> {
     names.iter().map(|(n, t)| (n.to_string(), *t)).collect()
 }
 
-pub(crate) async fn tables(shared: &Shared) -> Vec<VoltTable> {
+pub(crate) fn tables(shared: &Shared) -> Vec<VoltTable> {
     let mut backends: Vec<Row> = Vec::new();
     let mut hosts: Vec<Row> = Vec::new();
     let int = |n: u64| Value::Integer(n as i64);
     for group in &shared.groups {
         let name = Value::String(group.config.name.clone());
-        let states = backend_states(&group.backends().await);
-        let pools = group.pool_count().await;
-        for server in &group.config.servers {
-            // Matched by address once connected; by the text given before.
-            let state = states.iter().find(|(a, _)| a.to_string() == *server || server_is(server, a));
+        let states = backend_states(&group.backends());
+        let pools = group.pool_count();
+        for (server, resolved) in group.config.servers.iter().zip(&group.resolved) {
+            // Matched by the address it resolved to at start.
+            let state = resolved.and_then(|r| states.get_key_value(&r));
             let row = match state {
                 Some((address, s)) => vec![
                     name.clone(),
@@ -148,13 +148,6 @@ pub(crate) async fn tables(shared: &Shared) -> Vec<VoltTable> {
             rows: hosts,
         },
     ]
-}
-
-/// Whether `server` as given (`host:port`, the host perhaps a name) is
-/// `address`: the port matches and the host resolves to its IP.
-fn server_is(server: &str, address: &SocketAddr) -> bool {
-    use std::net::ToSocketAddrs;
-    server.to_socket_addrs().map(|mut all| all.any(|a| a == *address)).unwrap_or(false)
 }
 
 #[cfg(test)]

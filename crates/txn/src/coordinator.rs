@@ -248,6 +248,21 @@ impl Coordinator {
                 );
                 (Err(e), crate::response::APP_STATUS_UNSET, None)
             }
+            // Range-partitioned tables deal their ranges out over the
+            // partitions: another count would move every range, and no rows
+            // move with a hashinator.
+            MpKind::SetHashinator(h)
+                if h.partition_count() != self.hashinator.partition_count()
+                    && self.schema_db.catalog().tables().any(|t| t.partition_ranges.is_some()) =>
+            {
+                let e = err!(
+                    FeatureNotSupported,
+                    "a hashinator over {} partitions instead of {} would move the ranges of range-partitioned tables",
+                    h.partition_count(),
+                    self.hashinator.partition_count()
+                );
+                (Err(e), crate::response::APP_STATUS_UNSET, None)
+            }
             MpKind::SetHashinator(h) => {
                 installs.hashinator = Some(h.clone());
                 (Ok(Vec::new()), crate::response::APP_STATUS_UNSET, None)

@@ -657,14 +657,19 @@ fn swap_tables(binder: &Binder, a: &ast::ObjectName, b: &ast::ObjectName) -> Res
 }
 
 /// What two tables must share to swap contents: columns and indexes (by
-/// structure, not name) and partitioning.
-type Shape<'a> =
-    (Vec<(&'a str, DataType, Option<u32>, bool, bool)>, Vec<(&'a [usize], bool, bool, bool, IndexKind)>, Option<usize>);
+/// structure, not name) and partitioning (the column, and the value ranges
+/// if any: rows placed one way must not end up in a table placed another).
+type Shape<'a> = (
+    Vec<(&'a str, DataType, Option<u32>, bool, bool)>,
+    Vec<(&'a [usize], bool, bool, bool, IndexKind)>,
+    Option<usize>,
+    Option<&'a [Value]>,
+);
 
 fn table_shape(t: &TableDef) -> Shape<'_> {
     let cols =
         t.columns.iter().map(|c| (c.name.as_str(), c.data_type, c.max_len, c.len_in_bytes, c.nullable)).collect();
     let idx =
         t.indexes.iter().map(|i| (i.columns.as_slice(), i.unique, i.assume_unique, i.primary_key, i.kind)).collect();
-    (cols, idx, t.partition_column)
+    (cols, idx, t.partition_column, t.partition_ranges.as_deref())
 }

@@ -43,6 +43,10 @@ pub struct ProxyArgs {
     /// (milliseconds) is answered "response unknown".
     #[arg(long, default_value_t = 120_000)]
     call_timeout_ms: u64,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (a port, or
+    /// `address:port`; 0 picks a free port). Off unless given.
+    #[arg(long)]
+    http: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -87,13 +91,14 @@ fn virtual_host(name: &str, list: &str, args: &ProxyArgs) -> Result<VirtualHost,
     Ok(VirtualHost { name: name.to_string(), servers, balance, route_to_leaders: !args.no_route })
 }
 
+/// A port (every interface) or `address:port`.
+fn listen_address(flag: &str, given: &str) -> Result<std::net::SocketAddr, String> {
+    let full = if given.chars().all(|c| c.is_ascii_digit()) { format!("0.0.0.0:{given}") } else { given.to_string() };
+    full.parse().map_err(|_| format!("--{flag} {given}: give a port or address:port"))
+}
+
 fn config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
-    let listen = if args.listen.chars().all(|c| c.is_ascii_digit()) {
-        format!("0.0.0.0:{}", args.listen)
-    } else {
-        args.listen.clone()
-    };
-    let listen = listen.parse().map_err(|_| format!("--listen {}: give a port or address:port", args.listen))?;
+    let listen = listen_address("listen", &args.listen)?;
     let mut virtual_hosts = Vec::new();
     if let Some(servers) = &args.servers {
         virtual_hosts.push(virtual_host(DEFAULT_SERVICE, servers, args)?);
@@ -110,6 +115,7 @@ fn config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
     config.health_check.every = Duration::from_millis(args.health_every_ms);
     config.health_check.within = Duration::from_millis(args.health_within_ms);
     config.call_timeout = Duration::from_millis(args.call_timeout_ms);
+    config.http = args.http.as_deref().map(|h| listen_address("http", h)).transpose()?;
     Ok(config)
 }
 
@@ -145,7 +151,8 @@ pub fn run(args: ProxyArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        println!("JouleDB proxy ready: listening on {}; virtual hosts: {}", proxy.address(), hosts.join("; "));
+        let metrics = proxy.http_address().map(|a| format!("; metrics http://{a}/metrics")).unwrap_or_default();
+        println!("JouleDB proxy ready: listening on {}; virtual hosts: {}{metrics}", proxy.address(), hosts.join("; "));
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         crate::wait_for_signal().await;

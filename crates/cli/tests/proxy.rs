@@ -21,6 +21,8 @@ use std::time::Duration;
 struct ProxyProcess {
     child: Child,
     address: String,
+    /// `host:port` of its metrics endpoint, if started with `--http`.
+    metrics: Option<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -48,7 +50,8 @@ fn proxy(args: &[&str]) -> ProxyProcess {
     });
     assert!(line.starts_with("JouleDB proxy ready"), "{line}");
     let address = line.split("listening on ").nth(1).unwrap().split(';').next().unwrap().to_string();
-    ProxyProcess { child, address, stderr }
+    let metrics = line.split("metrics http://").nth(1).map(|m| m.trim_end_matches("/metrics").to_string());
+    ProxyProcess { child, address, metrics, stderr }
 }
 
 fn client(address: &str, options: Options) -> BlockingClient {
@@ -112,12 +115,18 @@ fn each_balancing_policy_spreads_calls_as_it_promises() {
     };
 
     // Round-robin: each in turn, exactly.
-    let p = policy("round-robin", &[]);
+    let p = policy("round-robin", &["--http", "127.0.0.1:0"]);
     insert_through(&p.address, "rr", 90, 1);
     assert_eq!(hits(&direct, "rr"), vec![30, 30, 30]);
-    // The proxy's own counts agree.
+    // The proxy's own counts agree, in-band and as Prometheus text.
     let counted: Vec<i64> = proxy_backends(&p.address).iter().map(|b| b.2).collect();
     assert_eq!(counted, vec![30, 30, 30]);
+    let metrics = common::cluster::http_get(p.metrics.as_deref().expect("a metrics address"), "/metrics");
+    for server in servers {
+        let line = format!("joule_proxy_backend_calls_total{{vhost=\"database\",backend=\"{server}\"}} 30");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    assert!(metrics.contains("joule_proxy_calls_total{vhost=\"database\",policy=\"round-robin\"} 90"), "{metrics}");
     drop(p);
 
     // Random: about a third each (expected 100 of 300, spread about ±8).

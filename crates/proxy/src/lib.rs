@@ -79,6 +79,9 @@ pub struct ProxyConfig {
     /// How long a relayed call may wait for its backend's answer before the
     /// client is told its outcome is unknown.
     pub call_timeout: Duration,
+    /// Where to serve `/metrics` (Prometheus text of `@Statistics PROXY`);
+    /// `None`: nowhere.
+    pub http: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -91,6 +94,7 @@ impl ProxyConfig {
             max_message_bytes: joule_wire::frame::DEFAULT_MAX_PAYLOAD,
             max_outstanding_per_connection: 10_000,
             call_timeout: Duration::from_secs(120),
+            http: None,
         }
     }
 
@@ -229,6 +233,7 @@ impl Shared {
 /// A running proxy; stops when dropped or on [`Proxy::shutdown`].
 pub struct Proxy {
     address: SocketAddr,
+    http: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
 }
@@ -242,6 +247,13 @@ impl Proxy {
             .await
             .map_err(|e| err!(Unavailable, "cannot listen on {}: {e}", config.listen))?;
         let address = listener.local_addr().map_err(|e| err!(Unavailable, "no local address: {e}"))?;
+        let http_listener = match config.http {
+            Some(at) => Some(
+                TcpListener::bind(at).await.map_err(|e| err!(Unavailable, "cannot listen for HTTP on {at}: {e}"))?,
+            ),
+            None => None,
+        };
+        let http = http_listener.as_ref().and_then(|l| l.local_addr().ok());
         let (stop, shutdown) = watch::channel(false);
         let mut groups = Vec::new();
         for v in &config.virtual_hosts {
@@ -281,12 +293,20 @@ impl Proxy {
             }
         });
         tokio::spawn(report_backend_changes(shared.clone()));
-        Ok(Proxy { address, shared, stop })
+        if let Some(listener) = http_listener {
+            tokio::spawn(stats::serve_metrics(listener, shared.clone()));
+        }
+        Ok(Proxy { address, http, shared, stop })
     }
 
     /// The address clients connect to.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `/metrics` is served, if anywhere.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// `@Statistics PROXY`'s tables, as the proxy would answer now.

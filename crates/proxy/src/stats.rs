@@ -150,6 +150,88 @@ pub(crate) fn tables(shared: &Shared) -> Vec<VoltTable> {
     ]
 }
 
+/// `/metrics`: the same figures as Prometheus text (version 0.0.4).
+pub(crate) fn prometheus(shared: &Shared) -> String {
+    let tables = tables(shared);
+    let text = |v: &Value| match v {
+        Value::String(s) => s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"),
+        v => v.to_string(),
+    };
+    let number = |v: &Value| if let Value::Integer(i) = v { *i as f64 } else { 0.0 };
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let backends = &tables[0].rows;
+    let per_backend = |column: usize, scale: f64| -> Vec<(String, f64)> {
+        backends
+            .iter()
+            .map(|r| (format!("vhost=\"{}\",backend=\"{}\"", text(&r[0]), text(&r[1])), number(&r[column]) * scale))
+            .collect()
+    };
+    let states = backends
+        .iter()
+        .map(|r| {
+            let up = r[2] == Value::String("UP".into());
+            (
+                format!("vhost=\"{}\",backend=\"{}\",state=\"{}\"", text(&r[0]), text(&r[1]), text(&r[2])),
+                f64::from(u8::from(up)),
+            )
+        })
+        .collect();
+    family("joule_proxy_backend_up", "gauge", "1 if the backend is UP (the state label says which state)", states);
+    family(
+        "joule_proxy_backend_connections",
+        "gauge",
+        "Open connections to the backend, over all pools",
+        per_backend(3, 1.0),
+    );
+    family("joule_proxy_backend_calls_total", "counter", "Calls sent to the backend", per_backend(4, 1.0));
+    family(
+        "joule_proxy_backend_routed_total",
+        "counter",
+        "Calls sent to it as their partition's leader",
+        per_backend(5, 1.0),
+    );
+    family("joule_proxy_backend_outstanding", "gauge", "Calls awaiting the backend's answers", per_backend(6, 1.0));
+    family("joule_proxy_backend_latency_seconds", "gauge", "Recent round trip to the backend", per_backend(7, 1e-6));
+    let hosts = &tables[1].rows;
+    let per_host = |column: usize| -> Vec<(String, f64)> {
+        hosts
+            .iter()
+            .map(|r| (format!("vhost=\"{}\",policy=\"{}\"", text(&r[0]), text(&r[1])), number(&r[column])))
+            .collect()
+    };
+    family("joule_proxy_client_connections", "gauge", "Client connections logged in", per_host(2));
+    family("joule_proxy_pools", "gauge", "Pools open (one per set of credentials)", per_host(3));
+    family("joule_proxy_calls_total", "counter", "Calls relayed to backends", per_host(4));
+    family("joule_proxy_failed_total", "counter", "Calls answered with a failure made at the proxy", per_host(5));
+    family("joule_proxy_answered_here_total", "counter", "Calls the proxy answered itself", per_host(6));
+    out
+}
+
+/// Serve `/metrics` on `listener` until the proxy stops.
+pub(crate) async fn serve_metrics(listener: tokio::net::TcpListener, shared: std::sync::Arc<Shared>) {
+    use axum::routing::get;
+    let mut shutdown = shared.shutdown.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let shared = shared.clone();
+            async move { ([("content-type", "text/plain; version=0.0.4")], prometheus(&shared)) }
+        }),
+    );
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        eprintln!("joule proxy: HTTP server failed: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,10 +175,15 @@ pub(crate) fn system_catalog(schema: &Schema, selector: &str) -> Result<Vec<Resu
                 .tables()
                 .map(|t| {
                     let kind = if t.view.is_some() { "VIEW" } else { "TABLE" };
-                    let remarks = match t.partition_column {
-                        Some(pc) => text(format!("{{\"partitionColumn\":\"{}\"}}", t.columns[pc].name)),
-                        None if catalog.is_partitioned(t) => text("{\"partitioned\":true}"),
-                        None => Value::Null,
+                    let remarks = match (t.partition_column, &t.partition_ranges) {
+                        (Some(pc), Some(bounds)) => text(format!(
+                            "{{\"partitionColumn\":\"{}\",\"partitionRanges\":[{}]}}",
+                            t.columns[pc].name,
+                            bounds.iter().map(json_value).collect::<Vec<_>>().join(",")
+                        )),
+                        (Some(pc), None) => text(format!("{{\"partitionColumn\":\"{}\"}}", t.columns[pc].name)),
+                        (None, _) if catalog.is_partitioned(t) => text("{\"partitioned\":true}"),
+                        (None, _) => Value::Null,
                     };
                     let mut row =
                         vec![Value::Null, text(t.database.clone()), text(t.name.clone()), text(kind), remarks];
@@ -406,4 +411,28 @@ pub(crate) fn system_catalog(schema: &Schema, selector: &str) -> Result<Vec<Resu
         ),
     };
     Ok(vec![table])
+}
+
+/// A range boundary as JSON: integers as numbers, strings quoted,
+/// binaries as quoted hex.
+fn json_value(v: &Value) -> String {
+    match v {
+        Value::Integer(i) => i.to_string(),
+        Value::Binary(b) => format!("\"{}\"", b.iter().map(|x| format!("{x:02X}")).collect::<String>()),
+        Value::String(s) => {
+            let mut out = String::with_capacity(s.len() + 2);
+            out.push('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        other => format!("\"{other}\""),
+    }
 }

@@ -185,6 +185,10 @@ fn range_boundaries_are_checked() {
         ok(c.call("NAMES.insert", vec![text(name)]));
     }
     assert_eq!(misplaced(&mut c), 0);
+    // The catalog shows the ranges (VoltDB's remark, one key more).
+    let r = ok(c.call("@SystemCatalog", vec![Value::from("TABLES")]));
+    let names = r.results[0].rows.iter().find(|row| row[2] == text("NAMES")).expect("NAMES listed");
+    assert_eq!(names[4], text("{\"partitionColumn\":\"S\",\"partitionRanges\":[\"m\"]}"));
     let r = ok(c.call("@SystemCatalog", vec![Value::from("PROCEDURES")]));
     let remarks: Vec<String> =
         r.results[0].rows.iter().map(|row| row.iter().map(|v| v.to_string()).collect()).collect();

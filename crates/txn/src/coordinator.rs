@@ -628,6 +628,19 @@ impl MpExecutor<'_> {
         (site, per_site[site].len() - 1)
     }
 
+    /// The partitions a statement for every partition runs on: all, or
+    /// those a range pruning leaves.
+    fn targets(&self, prune: Option<&crate::prune::RangePrune>, params: &[Value]) -> Vec<usize> {
+        match prune {
+            Some(prune) => prune
+                .partitions(params, self.coord.hashinator.partition_count())
+                .into_iter()
+                .filter(|s| *s < self.sites())
+                .collect(),
+            None => (0..self.sites()).collect(),
+        }
+    }
+
     /// Queue a distributed read's fragments.
     fn push_fragments(
         &self,
@@ -642,15 +655,7 @@ impl MpExecutor<'_> {
             .iter()
             .enumerate()
             .map(|(f, frag)| {
-                let targets: Vec<usize> = match (&frag.prune, frag.everywhere) {
-                    (Some(prune), true) => prune
-                        .partitions(params, self.coord.hashinator.partition_count())
-                        .into_iter()
-                        .filter(|s| *s < self.sites())
-                        .collect(),
-                    (None, true) => (0..self.sites()).collect(),
-                    (_, false) => vec![any],
-                };
+                let targets = if frag.everywhere { self.targets(frag.prune.as_ref(), params) } else { vec![any] };
                 targets
                     .into_iter()
                     .map(|s| {
@@ -809,8 +814,10 @@ impl MpExecutor<'_> {
                     );
                     pending.push((slot, Pending::One { site, index }));
                 }
-                MpStatement::Broadcast { planned, replicated } => {
-                    let at = (0..n)
+                MpStatement::Broadcast { planned, replicated, prune } => {
+                    let at = self
+                        .targets(prune.as_ref(), &params)
+                        .into_iter()
                         .map(|s| {
                             let item = WorkItem::Execute { planned: planned.clone(), params: params.clone() };
                             Self::push(&mut per_site, s, item)

@@ -86,7 +86,9 @@ pub enum MpStatement {
     /// A write every partition runs (UPDATE/DELETE/TRUNCATE, or any write
     /// of a replicated table from replicated data). For partitioned tables
     /// the counts add up; for replicated ones each copy reports the same.
-    Broadcast { planned: Arc<Planned>, replicated: bool },
+    /// An UPDATE or DELETE of a range-partitioned table whose conditions
+    /// exclude ranges runs only where `prune` says.
+    Broadcast { planned: Arc<Planned>, replicated: bool, prune: Option<crate::prune::RangePrune> },
     /// An INSERT whose rows are computed first, then sent to the partitions
     /// that own them (all partitions for a replicated table).
     Insert { source: DistQuery, planned: Arc<Planned>, route: Option<(usize, joule_sql::catalog::KeyRoute)> },
@@ -105,7 +107,7 @@ pub fn mp_statement(planned: Arc<Planned>, catalog: &Catalog) -> Result<MpStatem
             let def = table(catalog, i.table)?;
             let source_reads_partitioned = reads_partitioned(&i.source, catalog);
             if !catalog.is_partitioned(def) && !source_reads_partitioned {
-                MpStatement::Broadcast { planned: planned.clone(), replicated: true }
+                MpStatement::Broadcast { planned: planned.clone(), replicated: true, prune: None }
             } else {
                 let route =
                     def.partition_column.and_then(|pc| i.columns.iter().position(|c| *c == pc)).zip(def.key_route());
@@ -126,7 +128,7 @@ pub fn mp_statement(planned: Arc<Planned>, catalog: &Catalog) -> Result<MpStatem
         PlannedKind::Delete(d) => broadcast(&planned, d.table, &d.source, &[], catalog)?,
         PlannedKind::Truncate(t) => {
             let replicated = !catalog.is_partitioned(table(catalog, *t)?);
-            MpStatement::Broadcast { planned: planned.clone(), replicated }
+            MpStatement::Broadcast { planned: planned.clone(), replicated, prune: None }
         }
         PlannedKind::Explain(_) | PlannedKind::UseDatabase(_) => MpStatement::Local,
         PlannedKind::Ddl(_) => bail!(Internal, "DDL reached multi-partition statement planning"),
@@ -153,7 +155,11 @@ fn broadcast(
             def.name
         );
     }
-    Ok(MpStatement::Broadcast { planned: planned.clone(), replicated: !catalog.is_partitioned(def) })
+    let replicated = !catalog.is_partitioned(def);
+    // The source scans the target table: its conditions say which
+    // partitions can hold rows to change.
+    let prune = if replicated { None } else { crate::prune::RangePrune::of(source, catalog) };
+    Ok(MpStatement::Broadcast { planned: planned.clone(), replicated, prune })
 }
 
 fn table(catalog: &Catalog, id: TableId) -> Result<&TableDef> {

@@ -418,10 +418,18 @@ impl Site {
     pub(crate) fn run_round(&mut self, items: Vec<WorkItem>) -> Result<Vec<ItemResult>> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
+            if matches!(
+                item,
+                WorkItem::Execute { .. }
+                    | WorkItem::Fragment { .. }
+                    | WorkItem::Query { .. }
+                    | WorkItem::InsertRows { .. }
+            ) {
+                self.counters.fragments += 1;
+            }
             out.push(match item {
                 WorkItem::Execute { planned, params } => ItemResult::Exec(self.db.execute_planned(&planned, &params)?),
                 WorkItem::Fragment { statement, fragment, params } => {
-                    self.counters.fragments += 1;
                     if statement.planned.catalog_version != self.db.catalog().version {
                         bail!(
                             SchemaChangeConflict,
@@ -443,8 +451,6 @@ impl Site {
                     ItemResult::Exec(self.db.insert_rows(plan, rows)?)
                 }
                 WorkItem::Query { plan, params, catalog_version } => {
-                    // A fragment sent from another host's coordinator.
-                    self.counters.fragments += 1;
                     if catalog_version != self.db.catalog().version {
                         bail!(
                             SchemaChangeConflict,

@@ -115,8 +115,9 @@ pub struct SiteStats {
     pub idle: Duration,
     pub since_start: Duration,
     pub tables: Vec<TableStats>,
-    /// Fragments of multi-partition reads this site ran (range pruning
-    /// spares the partitions a read's conditions exclude).
+    /// Pieces of multi-partition statements sent to this site — read
+    /// fragments, writes, rows to insert (range pruning spares the
+    /// partitions a statement's conditions exclude).
     pub fragments: u64,
 }
 

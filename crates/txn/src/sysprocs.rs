@@ -71,6 +71,7 @@ fn pruning(planned: &Arc<joule_sql::planner::Planned>, catalog: &joule_sql::cata
         Ok(crate::distribute::MpStatement::Read(q)) => {
             q.fragments.iter().filter_map(|f| f.prune.as_ref().map(|p| p.describe())).collect()
         }
+        Ok(crate::distribute::MpStatement::Broadcast { prune: Some(p), .. }) => vec![p.describe()],
         _ => Vec::new(),
     }
 }

@@ -11,7 +11,9 @@
 //!    task): calls per second.
 //!
 //! (`JOULE_BENCH_SECONDS` sets each phase's length, default 5;
-//! `JOULE_BENCH_SITES` the server's `--sites`, default its own default.)
+//! `JOULE_BENCH_SITES` the server's `--sites`, default its own default;
+//! `JOULE_BENCH_PROXY=1` runs every phase through a `joule proxy` in front
+//! of the server, to measure what the extra hop costs.)
 
 use hdrhistogram::Histogram;
 use joule_client::{BlockingClient, Client, Options};
@@ -50,6 +52,23 @@ fn main() {
     for i in 0..ROWS {
         setup.call("T.insert", vec![i.into(), format!("name{i}").into(), (i * 3).into()]).unwrap();
     }
+    let mut proxy = None;
+    let (addr, setup) = if std::env::var("JOULE_BENCH_PROXY").is_ok_and(|v| v == "1") {
+        let mut p = Command::new(env!("CARGO_BIN_EXE_joule"))
+            .args(["proxy", "--listen", "127.0.0.1:0", "--servers", &addr])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("joule proxy starts");
+        let mut line = String::new();
+        BufReader::new(p.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let through = line.split("listening on ").nth(1).unwrap().split(';').next().unwrap().to_string();
+        println!("(every phase through joule proxy at {through})");
+        proxy = Some(p);
+        let setup = BlockingClient::connect(&[&through], Options::default()).unwrap();
+        (through, setup)
+    } else {
+        (addr, setup)
+    };
 
     // 1. A plain synchronous socket client.
     let mut sock = TcpStream::connect(&addr).unwrap();
@@ -153,6 +172,10 @@ fn main() {
         "pipelined Client::call_with ({connections} connections, {in_flight} in flight), T.select: {rate:.0} calls/s"
     );
     let _ = i;
+    if let Some(mut p) = proxy {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

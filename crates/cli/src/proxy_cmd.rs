@@ -16,8 +16,10 @@ pub struct ProxyArgs {
     /// with a weight for `--balance weighted` (`host:port*3`).
     #[arg(long)]
     servers: Option<String>,
-    /// A named virtual host, `NAME=host:port[*W],...` (repeatable): clients
-    /// logging in with service NAME go to these backends.
+    /// A named virtual host, `NAME[@DATABASE]=host:port[*W],...`
+    /// (repeatable): clients logging in with service NAME go to these
+    /// backends, their unqualified names resolving in DATABASE (default:
+    /// DEFAULT).
     #[arg(long = "vhost")]
     vhosts: Vec<String>,
     /// How calls that are not routed to a partition's leader are spread.
@@ -88,7 +90,14 @@ fn virtual_host(name: &str, list: &str, args: &ProxyArgs) -> Result<VirtualHost,
         BalanceArg::LeastOutstanding => Balance::LeastOutstanding,
         BalanceArg::LatencyAware => Balance::LatencyAware,
     };
-    Ok(VirtualHost { name: name.to_string(), servers, balance, route_to_leaders: !args.no_route })
+    let (name, database) = match name.split_once('@') {
+        Some((n, d)) => (n.trim(), Some(d.trim().to_string())),
+        None => (name, None),
+    };
+    if name.is_empty() || database.as_deref().is_some_and(str::is_empty) {
+        return Err(format!("virtual host '{name}': give NAME or NAME@DATABASE"));
+    }
+    Ok(VirtualHost { name: name.to_string(), servers, balance, route_to_leaders: !args.no_route, database })
 }
 
 /// A port (every interface) or `address:port`.
@@ -141,7 +150,8 @@ pub fn run(args: ProxyArgs) -> ExitCode {
             .map(|v| {
                 let policy = joule_proxy::stats::policy_name(&v.balance);
                 let routing = if v.route_to_leaders { ", single-partition calls to leaders" } else { "" };
-                format!("{} -> {} ({policy}{routing})", v.name, v.servers.join(","))
+                let database = v.database.as_ref().map(|d| format!(", database {d}")).unwrap_or_default();
+                format!("{} -> {} ({policy}{routing}{database})", v.name, v.servers.join(","))
             })
             .collect();
         let proxy = match joule_proxy::Proxy::start(config).await {

@@ -247,6 +247,9 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
     let b = start_in(b_dir.path(), &["--sites", "1", "--command-log", "off", "--config", config.to_str().unwrap()]);
     sql(&a.client_addr(), "CREATE TABLE who (name VARCHAR(10) NOT NULL)", vec![]);
     sql(&a.client_addr(), "INSERT INTO who VALUES ('a')", vec![]);
+    sql(&a.client_addr(), "CREATE DATABASE sales", vec![]);
+    sql(&a.client_addr(), "CREATE TABLE sales.who (name VARCHAR(10) NOT NULL)", vec![]);
+    sql(&a.client_addr(), "INSERT INTO sales.who VALUES ('a-sales')", vec![]);
     let admin = Options { user: "app".into(), password: "pw".into(), ..Default::default() };
     let direct_b = BlockingClient::connect(&[b.client_addr().as_str()], admin.clone()).unwrap();
     direct_b.execute("CREATE TABLE who (name VARCHAR(10) NOT NULL)", vec![]).unwrap();
@@ -255,7 +258,22 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
     let vhost_a = format!("alpha={}", a.client_addr());
     let vhost_b = format!("beta={}", b.client_addr());
     let b_addr = b.client_addr();
-    let p = proxy(&["--vhost", &vhost_a, "--vhost", &vhost_b, "--servers", &b_addr, "--call-timeout-ms", "1500"]);
+    let vhost_sales = format!("sales@SALES={}", a.client_addr());
+    let vhost_none = format!("nowhere@NOWHERE={}", a.client_addr());
+    let p = proxy(&[
+        "--vhost",
+        &vhost_a,
+        "--vhost",
+        &vhost_b,
+        "--vhost",
+        &vhost_sales,
+        "--vhost",
+        &vhost_none,
+        "--servers",
+        &b_addr,
+        "--call-timeout-ms",
+        "1500",
+    ]);
     let login = |service: &str, user: &str, password: &str| {
         let options =
             Options { service: service.into(), user: user.into(), password: password.into(), ..Default::default() };
@@ -267,6 +285,20 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
     // The login's service picks the virtual host.
     assert_eq!(who(&login("alpha", "", "").unwrap()), "a");
     assert_eq!(who(&login("beta", "app", "pw").unwrap()), "b");
+    // A virtual host may name the database its clients' names resolve in;
+    // USE through the proxy would change it for every client sharing the
+    // connection, and is refused.
+    let sales = login("sales", "", "").unwrap();
+    assert_eq!(who(&sales), "a-sales");
+    let refused = sales.execute("SELECT 1 FROM who; USE DEFAULT", vec![]).err().map(|e| e.code());
+    assert_eq!(refused, Some(ErrorCode::FeatureNotSupported));
+    assert_eq!(who(&sales), "a-sales");
+    assert_eq!(who(&login("alpha", "", "").unwrap()), "a");
+    assert_eq!(login("nowhere", "", "").err().map(|e| e.code()), Some(ErrorCode::PermissionDenied));
+    assert!(
+        wait_until(Duration::from_secs(5), || p.stderr.try_iter().any(|l| l.contains("NOWHERE"))),
+        "the proxy says why"
+    );
     // Credentials are the backend's to check; an unknown service is refused.
     assert_eq!(login("beta", "app", "wrong").err().map(|e| e.code()), Some(ErrorCode::PermissionDenied));
     assert_eq!(login("gamma", "", "").err().map(|e| e.code()), Some(ErrorCode::PermissionDenied));

@@ -176,14 +176,31 @@ impl Connection {
             r_open.store(false, Ordering::SeqCst);
             fail_all(&r_pending, &r_outstanding);
         });
-        Ok(Connection {
+        let connection = Connection {
             tx,
             open,
             next_handle: AtomicI64::new(1),
             timeout: options.call_timeout,
             outstanding,
             latency_us,
-        })
+        };
+        if let Some(database) = &options.database {
+            connection.use_database(database).await?;
+        }
+        Ok(connection)
+    }
+
+    /// Make `database` this connection's current database.
+    async fn use_database(&self, database: &str) -> Result<()> {
+        if database.is_empty() || !database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(err!(InvalidArgument, "'{database}' is not a database name (letters, digits, underscores)"));
+        }
+        let answer = self.call("@AdHoc", vec![Param::Value(format!("USE {database}").into())]).await?;
+        if answer.status != 1 {
+            let text = answer.status_string.unwrap_or_else(|| format!("USE {database} failed"));
+            return Err(Error::parse(&text, joule_common::ErrorCode::UndefinedObject));
+        }
+        Ok(())
     }
 
     /// A connection that is not open (an address that could not be reached

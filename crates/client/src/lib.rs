@@ -85,6 +85,10 @@ pub struct Options {
     /// opened in the background and used once they answer. Otherwise every
     /// address must answer at `connect`.
     pub connect_to_any: bool,
+    /// `USE` this database on every connection as it opens (a reopened one
+    /// too), so unqualified names resolve there. `None`: the server's
+    /// `DEFAULT`. (For [`Client`] and [`BlockingClient`].)
+    pub database: Option<String>,
 }
 
 /// When [`Options::health_check`] pings and how long an answer may take.
@@ -109,6 +113,7 @@ impl Default for Options {
             password_hash: None,
             health_check: None,
             connect_to_any: false,
+            database: None,
         }
     }
 }

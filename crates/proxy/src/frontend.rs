@@ -98,6 +98,13 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             let _ = wr.write_all(&refuse(login_result::AUTHENTICATION_FAILED)).await;
             return;
         }
+        // Reached, but not usable as configured (say its database does not
+        // exist there).
+        Ok(Err(e)) if e.code() != joule_common::ErrorCode::Unavailable => {
+            eprintln!("joule proxy: {peer} could not log in to '{}': {e}", group.config.name);
+            let _ = wr.write_all(&refuse(login_result::AUTHENTICATION_FAILED)).await;
+            return;
+        }
         outcome => {
             let why = match outcome {
                 Ok(Err(e)) => e.to_string(),
@@ -229,11 +236,20 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 
 /// The answer to a call the proxy serves itself, if it is one: `@Ping`,
 /// `@Statistics PROXY` and `@Subscribe` (acknowledged; the proxy follows
-/// the topology itself).
+/// the topology itself), and the refusal of `USE` (it would change the
+/// database of a connection other clients share).
 fn answer_here(invocation: &Invocation, shared: &Shared) -> Option<Vec<u8>> {
     let handle = invocation.client_handle;
     let mut out = Vec::new();
     match invocation.procedure.as_str() {
+        "@AdHoc" if selector(&invocation.params).is_some_and(changes_database) => {
+            let e = err!(
+                FeatureNotSupported,
+                "USE through joule proxy: its connections to the backends are shared; give the virtual host a \
+                 database (--vhost NAME@DATABASE=...) or qualify names (database.table)"
+            );
+            write_bare_response(&mut out, handle, STATUS_GRACEFUL_FAILURE, Some(&e.to_string()))
+        }
         "@Ping" | "@Subscribe" => write_bare_response(&mut out, handle, 1, None),
         "@Statistics" if selector(&invocation.params).is_some_and(|s| s.eq_ignore_ascii_case("PROXY")) => {
             let response = ClientResponse {
@@ -255,10 +271,41 @@ fn answer_here(invocation: &Invocation, shared: &Shared) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether ad hoc SQL holds a `USE` statement. Statements are told apart
+/// by semicolons alone, so a semicolon inside a string may make a
+/// statement look like `USE` — refused, never let through.
+fn changes_database(sql: &str) -> bool {
+    sql.split(';').any(|statement| {
+        let words = statement.trim_start();
+        words.len() >= 3
+            && words.is_char_boundary(3)
+            && words[..3].eq_ignore_ascii_case("USE")
+            && words[3..].chars().next().is_none_or(char::is_whitespace)
+    })
+}
+
 /// `@Statistics`' first parameter, if it is text.
 fn selector(params: &[Param]) -> Option<&str> {
     match params.first()? {
         Param::Value(Value::String(s)) => Some(s),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn use_statements_are_found_wherever_they_are() {
+        assert!(changes_database("USE sales"));
+        assert!(changes_database("  use\tSALES;"));
+        assert!(changes_database("SELECT 1; use database sales"));
+        assert!(changes_database("SELECT ';use x'"), "a false alarm is refused, never a miss");
+        assert!(!changes_database("SELECT * FROM users"));
+        assert!(!changes_database("UPDATE t SET used = 1"));
+        assert!(!changes_database("USER"));
+        assert!(!changes_database("é€x"), "no panic inside a character");
+        assert!(!changes_database(""));
     }
 }

@@ -30,6 +30,11 @@
 //! backend, administrative procedures included — the backend decides
 //! whether the login may run them.
 //!
+//! A backend connection's session state is shared by every client whose
+//! calls it carries, so the one piece of it a client could change — the
+//! current database — is fixed per virtual host (`VirtualHost::database`)
+//! and `USE` through the proxy is refused.
+//!
 //! Failures keep VoltDB's meaning: a call no backend could take is
 //! answered "server unavailable" (it never ran, a client may retry it); one
 //! whose backend was lost after it went out is "response unknown" (read
@@ -61,6 +66,10 @@ pub struct VirtualHost {
     /// backends are the hosts of one cluster). Off: every call goes by the
     /// balancing policy (for example backends that are separate databases).
     pub route_to_leaders: bool,
+    /// The database (namespace) unqualified names resolve in for this
+    /// virtual host's clients: every pooled connection `USE`s it. `None`:
+    /// `DEFAULT`.
+    pub database: Option<String>,
 }
 
 /// What the proxy serves and how.
@@ -89,7 +98,13 @@ impl ProxyConfig {
     pub fn new(listen: SocketAddr, servers: Vec<String>, balance: Balance) -> ProxyConfig {
         ProxyConfig {
             listen,
-            virtual_hosts: vec![VirtualHost { name: DEFAULT_SERVICE.into(), servers, balance, route_to_leaders: true }],
+            virtual_hosts: vec![VirtualHost {
+                name: DEFAULT_SERVICE.into(),
+                servers,
+                balance,
+                route_to_leaders: true,
+                database: None,
+            }],
             health_check: joule_client::HealthCheck { every: Duration::from_secs(1), within: Duration::from_secs(2) },
             max_message_bytes: joule_wire::frame::DEFAULT_MAX_PAYLOAD,
             max_outstanding_per_connection: 10_000,
@@ -183,6 +198,7 @@ impl Group {
             connect_to_any: true,
             max_message_bytes: shared.config.max_message_bytes,
             call_timeout: Some(shared.config.call_timeout),
+            database: self.config.database.clone(),
             ..Default::default()
         };
         let servers: Vec<&str> = self.config.servers.iter().map(String::as_str).collect();

@@ -28,9 +28,10 @@ from ._protocol import Connection, JouleError, Result, Table
 __all__ = ["connect", "connect_cluster", "Cluster", "Connection", "JouleError", "Result", "Table", "POLICIES"]
 
 
-def connect(host="localhost", port=21212, user=None, password=None, timeout=30.0):
-    """Open a connection and log in (any name works when the server has no users)."""
-    return Connection(host, port, user=user, password=password, timeout=timeout)
+def connect(host="localhost", port=21212, user=None, password=None, timeout=30.0, service="database"):
+    """Open a connection and log in (any name works when the server has no users).
+    ``service`` names the virtual host when connecting through a ``joule proxy``."""
+    return Connection(host, port, user=user, password=password, timeout=timeout, service=service)
 
 
 def connect_cluster(servers, policy="round-robin", **options):

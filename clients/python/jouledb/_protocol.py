@@ -1,7 +1,8 @@
 """The wire protocol: frames, login, invocations, responses and tables.
 
 All integers are big-endian. A frame is an int32 length and a payload.
-Login: version (1), hash scheme (1 = SHA-256), service "database", user,
+Login: version (1), hash scheme (1 = SHA-256), service ("database" unless
+given: a joule proxy picks its virtual host by it), user,
 the 32-byte SHA-256 of the password. Invocation (version 0): procedure name,
 int64 client handle, int16 parameter count, each parameter as a type byte
 and a value. Response: version, handle, present-fields byte, status,
@@ -213,21 +214,24 @@ class Connection:
     topology notification read on the connection; notifications arrive
     between answers and are read along with them."""
 
-    def __init__(self, host, port, user=None, password=None, timeout=30.0, on_topology=None):
+    def __init__(self, host, port, user=None, password=None, timeout=30.0, on_topology=None, service="database"):
         self._sock = socket.create_connection((host, port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._handle = 0
         self._on_topology = on_topology
         digest = hashlib.sha256((password or "").encode("utf-8")).digest()
         user_bytes = (user or "").encode("utf-8")
-        login = (struct.pack(">bb", 1, 1) + struct.pack(">i", 8) + b"database"
+        service_bytes = service.encode("utf-8")
+        login = (struct.pack(">bb", 1, 1) + struct.pack(">i", len(service_bytes)) + service_bytes
                  + struct.pack(">i", len(user_bytes)) + user_bytes + digest)
         self._send(login)
         r = _Reader(self._recv())
         r.unpack("b")
-        if r.unpack("b") != 0:
+        result = r.unpack("b")
+        if result != 0:
             self.close()
-            raise JouleError(-3, "login refused: wrong user name or password")
+            raise JouleError(-3, "login refused (result %d): wrong user name or password, or (through a "
+                                 "joule proxy) an unknown service or no backend answering" % result)
 
     def _send(self, payload):
         self._sock.sendall(struct.pack(">i", len(payload)) + payload)

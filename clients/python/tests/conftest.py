@@ -31,3 +31,21 @@ def server():
     yield port
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def proxy(server):
+    """A `joule proxy` in front of the server: the group `database`, and
+    `pysales` whose names resolve in database PYSALES (which the test creates
+    before it logs in there). Yields the proxy's port."""
+    backend = "127.0.0.1:%d" % server
+    proc = subprocess.Popen(
+        [_binary(), "proxy", "--listen", "127.0.0.1:0", "--servers", backend,
+         "--vhost", "pysales@PYSALES=" + backend],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("JouleDB proxy ready"), line + proc.stderr.read()
+    port = int(line.split("listening on ")[1].split(";")[0].rsplit(":", 1)[1])
+    yield port
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -73,3 +73,23 @@ def test_errors_raise_with_status_and_code(server):
         assert "J4001" in e.value.message
         # The connection is still usable after errors.
         assert db.execute("SELECT COUNT(*) FROM uniq").scalar() == 1
+
+
+def test_through_a_proxy_the_service_picks_the_virtual_host(server, proxy):
+    with jouledb.connect("127.0.0.1", server) as db:
+        db.execute("CREATE DATABASE IF NOT EXISTS pysales")
+        db.execute("CREATE TABLE IF NOT EXISTS pysales.orders (id INT NOT NULL PRIMARY KEY, item VARCHAR(10))")
+        db.execute("INSERT INTO pysales.orders VALUES (1, 'lamp')")
+    # `pysales` resolves unqualified names in PYSALES; the default group in DEFAULT.
+    with jouledb.connect("127.0.0.1", proxy, service="pysales") as sales:
+        assert list(sales.execute("SELECT item FROM orders")) == [("lamp",)]
+        with pytest.raises(jouledb.JouleError) as e:
+            sales.execute("USE DEFAULT")
+        assert "J1002" in e.value.message
+    with jouledb.connect("127.0.0.1", proxy) as plain:
+        with pytest.raises(jouledb.JouleError):
+            plain.execute("SELECT item FROM orders")
+        assert list(plain.execute("SELECT item FROM pysales.orders")) == [("lamp",)]
+    with pytest.raises(jouledb.JouleError) as e:
+        jouledb.connect("127.0.0.1", proxy, service="nosuch")
+    assert "login refused" in e.value.message

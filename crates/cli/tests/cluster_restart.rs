@@ -363,10 +363,10 @@ fn a_host_that_cannot_write_its_copy_log_stops_and_nothing_acknowledged_is_lost(
 /// (it alone is no majority, so neither is declared failed then). The
 /// first to restart is failed by the running host and finds its copy
 /// stale — a leader was named for the partition while it was down — so it
-/// refuses to start rather than bring the partition back from it. The
-/// other, whose copy no leader went on without, brings the partition back
-/// from its copy log; then the first rejoins by copy. Nothing acknowledged
-/// is lost.
+/// waits rather than bring the partition back from it. The other, whose
+/// copy no leader went on without, brings the partition back from its copy
+/// log; then the first, still waiting, rejoins by copy. Nothing
+/// acknowledged is lost.
 #[test]
 fn a_partition_whose_copies_all_stopped_is_brought_back_from_a_current_copy_log() {
     let (dirs, mut hosts) = logged_cluster(
@@ -380,20 +380,21 @@ fn a_partition_whose_copies_all_stopped_is_brought_back_from_a_current_copy_log(
         let _ = h.child.wait();
     }
     // Host 0 first: failed by host 2 at once, its copy of the partition it
-    // shares with host 1 stale; it refuses.
+    // shares with host 1 stale; it waits, and says why.
     let mut first = spawn(dirs[0].path(), &ARGS);
-    let child = &mut first.child;
-    assert!(wait_until(Duration::from_secs(90), || child.try_wait().ok().flatten().is_some()), "host 0 came up");
-    let (refused, said) =
-        says(&first.stderr, |l| l.contains("would come back empty") && l.contains("--accept-data-loss"));
-    assert!(refused, "host 0 said:\n{}", said.join("\n"));
-    drop(first);
-    // Host 1 brings it back from its log.
+    let mut said = Vec::new();
+    let waits = wait_until(Duration::from_secs(90), || {
+        said.extend(first.stderr.try_iter());
+        said.iter().any(|l| l.contains("waits for partitions") && l.contains("--accept-data-loss"))
+    });
+    assert!(waits, "host 0 said:\n{}", said.join("\n"));
+    assert!(first.child.try_wait().unwrap().is_none(), "host 0 waits, it does not stop");
+    // Host 1 brings it back from its log; host 0 then takes a copy.
     let second = spawn(dirs[1].path(), &ARGS).ready();
     wait_line(&second.stderr, "brought back from this host's copy log");
     let third = hosts.pop().unwrap();
     drop(hosts);
-    let first = spawn(dirs[0].path(), &ARGS).ready();
+    let first = first.ready();
     let hosts = vec![first, second, third];
     check(&hosts, 60, 60);
 }

@@ -192,8 +192,10 @@ pub(crate) async fn join(
 /// copy of, ask the partition's leader for the partition as it is now
 /// (the stream of changes follows it), wait until every copy is loaded,
 /// then mark this host up. A partition with no running copy elsewhere (a
-/// k = 0 cluster, or every host stopped) would come back empty: the host
-/// refuses to start, unless told to accept that (`accept_data_loss`).
+/// k = 0 cluster, or every host stopped) is brought back from this host's
+/// copy log if its copy there is current; otherwise it would come back
+/// empty, and the host waits (saying so every 30 s) for another host to
+/// bring it back, unless told to accept the loss (`accept_data_loss`).
 pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     let Membership::Member(node) = &ctx.membership else { return Ok(()) };
     let me = node.id();
@@ -218,19 +220,68 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     // group's metadata as it is now, once this host's own copy (which the
     // data plane routes by) has caught up with it: just after a restart it
     // may trail.
+    let logs = ctx.link.as_ref().and_then(|l| l.logs.clone());
+    let replayable = logs.as_ref().map(|l| l.replayable_here()).unwrap_or_default();
+    let routes = joule_cluster::Routes::by_address(ctx.config.cluster.routes.clone());
+    let mut waiting_since: Option<std::time::Instant> = None;
+    let mut unreachable_since: Option<std::time::Instant> = None;
     let m = loop {
         wait_while_restarting(ctx, node).await?;
         let m = caught_up(node).await?;
-        if !m.hosts.values().any(|h| h.state == HostState::Recovering) {
-            break m;
+        if m.hosts.values().any(|h| h.state == HostState::Recovering) {
+            continue;
+        }
+        // Partitions with no running copy that this host cannot bring back
+        // itself: another host holding a current copy may still start and
+        // bring them back; wait for it rather than stop (or come back empty
+        // only when told to).
+        let lacking = unrecoverable_here(&m, me, &replayable);
+        if lacking.is_empty() || ctx.config.cluster.accept_data_loss {
+            // A leader that does not answer may be dead and not declared
+            // failed yet (just after a whole-cluster stop): asking it for a
+            // copy would fail half way through this host's partitions.
+            // Wait until it answers or the metadata moves on.
+            match silent_leader(&m, me, &routes).await {
+                None => break m,
+                Some(leader) => {
+                    if unreachable_since.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                        eprintln!(
+                            "joule: cluster: host {me} waits for host {leader}, the leader of partitions it holds, \
+                             to answer or be declared failed"
+                        );
+                        unreachable_since = Some(std::time::Instant::now());
+                    }
+                    let mut shutdown = ctx.shutdown.subscribe();
+                    tokio::select! {
+                        _ = shutdown.changed() => bail!(Unavailable, "the host is shutting down"),
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        if waiting_since.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            let line = format!(
+                "host {me} waits for partitions {lacking:?}: they have no running copy, and this host's own would \
+                 bring them back empty or short (it was declared failed before the cluster stopped, or it keeps no \
+                 copy logs: --command-log off). Start the hosts that hold their other copies; if none is left, their \
+                 data is gone: stop this host and start it with --accept-data-loss to bring them back empty"
+            );
+            eprintln!("joule: cluster: {line}");
+            if waiting_since.is_none() {
+                ctx.event(line);
+            }
+            waiting_since = Some(std::time::Instant::now());
+        }
+        let mut shutdown = ctx.shutdown.subscribe();
+        tokio::select! {
+            _ = shutdown.changed() => bail!(Unavailable, "the host is shutting down"),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
     let started = std::time::Instant::now();
-    let routes = joule_cluster::Routes::by_address(ctx.config.cluster.routes.clone());
     let mine: Vec<u32> =
         (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].replicas.contains(&me)).collect();
-    let logs = ctx.link.as_ref().and_then(|l| l.logs.clone());
-    let replayable = logs.as_ref().map(|l| l.replayable_here()).unwrap_or_default();
     let mut asked = Vec::new();
     let mut empty = Vec::new();
     let mut revived = Vec::new();
@@ -352,6 +403,40 @@ async fn caught_up(node: &MetadataNode) -> Result<ClusterMetadata> {
 
 /// Wait while any host is recovering from its copy logs (the cluster
 /// restarts), saying so every 5 s.
+/// A host leading one of this host's partitions that does not accept a
+/// connection on its internal port within a second, if any.
+async fn silent_leader(m: &ClusterMetadata, me: HostId, routes: &joule_cluster::Routes) -> Option<HostId> {
+    let leaders: std::collections::BTreeSet<HostId> = m
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.contains(&me))
+        .filter_map(|p| p.leader)
+        .filter(|l| *l != me)
+        .collect();
+    for leader in leaders {
+        let address = m.hosts.get(&leader).map(|h| routes.dial(&h.internal_address)).unwrap_or_default();
+        let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(address.as_str()));
+        if !matches!(probe.await, Ok(Ok(_))) {
+            return Some(leader);
+        }
+    }
+    None
+}
+
+/// This host's partitions that have no leader (or only this host) and that
+/// it cannot bring back from its own copy log (its copy is stale, or it has
+/// none): they would come back empty.
+fn unrecoverable_here(m: &ClusterMetadata, me: HostId, replayable: &std::collections::BTreeSet<u32>) -> Vec<u32> {
+    (0..m.partitions.len() as u32)
+        .filter(|p| {
+            let placement = &m.partitions[*p as usize];
+            placement.replicas.contains(&me)
+                && placement.leader.is_none_or(|l| l == me)
+                && (placement.stale.contains(&me) || !replayable.contains(p))
+        })
+        .collect()
+}
+
 async fn wait_while_restarting(ctx: &ServerContext, node: &MetadataNode) -> Result<()> {
     let mut rx = node.watch();
     let mut said = std::time::Instant::now();

@@ -106,9 +106,15 @@ fn seeds(variable: &str, default: &[u64]) -> Vec<u64> {
         .unwrap_or_else(|_| default.to_vec())
 }
 
+/// Seed 21 often (about half its runs) cuts host 2 off while it leads a
+/// partition in the middle of a multi-partition commit: it learns it was
+/// deposed between the prepare and the outcome. Before that case was
+/// handled, its confirmation told the coordinator every copy had the
+/// outcome, the new leader waited on it forever, and every later
+/// multi-partition transaction and the rejoin hung.
 #[test]
 fn a_cluster_under_load_survives_kills_hangs_and_network_cuts() {
-    for seed in seeds("JOULE_SEEDS", &[1, 2]) {
+    for seed in seeds("JOULE_SEEDS", &[1, 2, 21]) {
         run(seed, 1, &["--command-log", "async"]);
     }
 }

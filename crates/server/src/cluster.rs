@@ -195,7 +195,8 @@ pub(crate) async fn join(
 /// k = 0 cluster, or every host stopped) is brought back from this host's
 /// copy log if its copy there is current; otherwise it would come back
 /// empty, and the host waits (saying so every 30 s) for another host to
-/// bring it back, unless told to accept the loss (`accept_data_loss`).
+/// bring it back — or, keeping no copy logs at all, stops — unless told to
+/// accept the loss (`accept_data_loss`).
 pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     let Membership::Member(node) = &ctx.membership else { return Ok(()) };
     let me = node.id();
@@ -236,7 +237,9 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
         // bring them back; wait for it rather than stop (or come back empty
         // only when told to).
         let lacking = unrecoverable_here(&m, me, &replayable);
-        if lacking.is_empty() || ctx.config.cluster.accept_data_loss {
+        // A host that keeps no copy logs at all stops instead (below): in
+        // a cluster run that way, no host can bring anything back.
+        if lacking.is_empty() || ctx.config.cluster.accept_data_loss || logs.is_none() {
             // A leader that does not answer may be dead and not declared
             // failed yet (just after a whole-cluster stop): asking it for a
             // copy would fail half way through this host's partitions.
@@ -263,9 +266,9 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
         if waiting_since.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
             let line = format!(
                 "host {me} waits for partitions {lacking:?}: they have no running copy, and this host's own would \
-                 bring them back empty or short (it was declared failed before the cluster stopped, or it keeps no \
-                 copy logs: --command-log off). Start the hosts that hold their other copies; if none is left, their \
-                 data is gone: stop this host and start it with --accept-data-loss to bring them back empty"
+                 bring them back empty or short (it was declared failed before the cluster stopped). Start the hosts \
+                 that hold their other copies; if none is left, their data is gone: stop this host and start it with \
+                 --accept-data-loss to bring them back empty"
             );
             eprintln!("joule: cluster: {line}");
             if waiting_since.is_none() {

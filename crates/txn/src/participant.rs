@@ -291,6 +291,19 @@ impl Site {
                 }
                 link.replicate(p, records, Box::new(done));
             }
+            // A leader deposed since it prepared: its replicas (the new
+            // leader among them) hold the writes and will not take this
+            // outcome from it. Confirming would tell the coordinator that
+            // every copy has it; unconfirmed, the coordinator settles the
+            // new leader instead.
+            Some(_) if by != Decider::Leader => {
+                eprintln!(
+                    "joule: partition {p}: transaction {txn} ended here after this host stopped leading the \
+                     partition; its new leader learns the outcome from the coordinator"
+                );
+                drop(done);
+            }
+            // A replica, or one host: nothing to pass on.
             _ => done(),
         }
         Ended::Done

@@ -399,15 +399,7 @@ bad = adhoc.call(["SELECT * FROM nowhere"])
 print(bad.status, bad.statusString)
 c.close()
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&port)
-        .env("PYTHONPATH", python_path)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = common::run_python_script(script, &port, &python_path);
     assert!(stdout.starts_with("['Alice', 'Carol']\n-2 [J1003"), "{stdout}");
     assert_eq!(scalar(&n.client_addr(), "SELECT COUNT(*) FROM users"), 3);
 }

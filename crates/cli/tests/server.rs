@@ -364,15 +364,7 @@ bad = adhoc.call(["SELECT * FROM nowhere"])
 print(bad.status, bad.statusString)
 c.close()
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(node.client.to_string())
-        .env("PYTHONPATH", python_path)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = common::run_python_script(script, &node.client.to_string(), &python_path);
     assert!(stdout.starts_with("(1, 'Alice')\n(2, 'Bob')\n['Alice', 'Bob']\n-2 [J1003"), "{stdout}");
 }
 

@@ -242,7 +242,7 @@ fn answer_here(invocation: &Invocation, shared: &Shared) -> Option<Vec<u8>> {
     let handle = invocation.client_handle;
     let mut out = Vec::new();
     match invocation.procedure.as_str() {
-        "@AdHoc" if selector(&invocation.params).is_some_and(changes_database) => {
+        "@AdHoc" if first_text(&invocation.params).is_some_and(changes_database) => {
             let e = err!(
                 FeatureNotSupported,
                 "USE through joule proxy: its connections to the backends are shared; give the virtual host a \
@@ -251,7 +251,7 @@ fn answer_here(invocation: &Invocation, shared: &Shared) -> Option<Vec<u8>> {
             write_bare_response(&mut out, handle, STATUS_GRACEFUL_FAILURE, Some(&e.to_string()))
         }
         "@Ping" | "@Subscribe" => write_bare_response(&mut out, handle, 1, None),
-        "@Statistics" if selector(&invocation.params).is_some_and(|s| s.eq_ignore_ascii_case("PROXY")) => {
+        "@Statistics" if first_text(&invocation.params).is_some_and(|s| s.eq_ignore_ascii_case("PROXY")) => {
             let response = ClientResponse {
                 client_handle: handle,
                 status: 1,
@@ -284,8 +284,9 @@ fn changes_database(sql: &str) -> bool {
     })
 }
 
-/// `@Statistics`' first parameter, if it is text.
-fn selector(params: &[Param]) -> Option<&str> {
+/// A call's first parameter, if it is text (`@Statistics`' selector,
+/// `@AdHoc`'s SQL).
+fn first_text(params: &[Param]) -> Option<&str> {
     match params.first()? {
         Param::Value(Value::String(s)) => Some(s),
         _ => None,

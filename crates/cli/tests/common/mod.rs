@@ -143,6 +143,21 @@ pub fn python_package_path(module: &str, package: &str, dir: &str) -> String {
     target
 }
 
+/// Run a Python `script` with `arg` (its `sys.argv[1]`) and `python_path`
+/// on `PYTHONPATH`; its standard output, once it has succeeded.
+pub fn run_python_script(script: &str, arg: &str, python_path: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(arg)
+        .env("PYTHONPATH", python_path)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 /// Run the pytest suite in `clients/python/<suite>` against the real
 /// binary (pytest installed under `target/` if the environment lacks it).
 pub fn run_python_suite(suite: &str) {

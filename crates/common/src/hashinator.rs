@@ -12,9 +12,10 @@
 //!    to the partition of the largest ring token less than or equal to it,
 //!    wrapping around to the last ring entry for tokens below the first.
 //!
-//! A [`Hashinator`] is an immutable, versioned value: elastic scaling will
-//! build a new one with some ranges moved and swap it in whole, so a reader
-//! always sees one consistent ring. NULL has no hash; it is placed on the
+//! A [`Hashinator`] is an immutable, versioned value: moving a range
+//! ([`Hashinator::with_range_moved`], the transaction layer's `@MoveRange`)
+//! builds the next version and swaps it in whole, so a reader always sees
+//! one consistent ring. NULL has no hash; it is placed on the
 //! partition that owns the lowest token (`i32::MIN`), so that every key,
 //! even a NULL parameter, has exactly one home.
 //!
@@ -62,8 +63,81 @@ impl Hashinator {
         Ok(Hashinator { version, ring, partitions })
     }
 
+    /// A ring over exactly `partitions` partitions (some may own no token:
+    /// the count, not the ring, says how range-partitioned tables spread).
+    pub fn over(version: u64, ring: Vec<(i32, PartitionId)>, partitions: u32) -> Result<Hashinator> {
+        let mut h = Hashinator::from_ring(version, ring)?;
+        if h.partitions > partitions {
+            bail!(
+                InvalidArgument,
+                "a hashinator ring over {partitions} partitions names partition {}",
+                h.partitions - 1
+            );
+        }
+        h.partitions = partitions;
+        Ok(h)
+    }
+
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// This ring with tokens `start..=end` given to partition `to`, as the
+    /// next version. The ring is kept canonical (an entry at `i32::MIN`, no
+    /// two neighbours on one partition), so equal placements are equal rings.
+    pub fn with_range_moved(&self, start: i32, end: i32, to: PartitionId) -> Result<Hashinator> {
+        if start > end {
+            bail!(InvalidArgument, "a token range must start at or below its end ({start} > {end})");
+        }
+        if to >= self.partitions {
+            bail!(InvalidArgument, "partition {to} does not exist (there are {})", self.partitions);
+        }
+        let mut points: std::collections::BTreeMap<i32, PartitionId> = self.ring.iter().copied().collect();
+        points.insert(i32::MIN, self.partition_for_token(i32::MIN));
+        if end < i32::MAX {
+            points.insert(end + 1, self.partition_for_token(end + 1));
+        }
+        points.retain(|t, _| *t < start || *t > end);
+        points.insert(start, to);
+        let mut ring: Vec<(i32, PartitionId)> = Vec::with_capacity(points.len());
+        for (t, p) in points {
+            if ring.last().map(|l| l.1) != Some(p) {
+                ring.push((t, p));
+            }
+        }
+        Ok(Hashinator { version: self.version + 1, ring, partitions: self.partitions })
+    }
+
+    /// The token ranges `target` places on another partition than this
+    /// ring does, as maximal `(start, end, target's partition)` runs in
+    /// token order.
+    pub fn moves_to(&self, target: &Hashinator) -> Vec<(i32, i32, PartitionId)> {
+        let mut cuts: Vec<i32> = self.ring.iter().chain(target.ring.iter()).map(|(t, _)| *t).collect();
+        cuts.push(i32::MIN);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut moves: Vec<(i32, i32, PartitionId)> = Vec::new();
+        for (i, start) in cuts.iter().enumerate() {
+            let end = cuts.get(i + 1).map_or(i32::MAX, |next| next - 1);
+            let (from, to) = (self.partition_for_token(*start), target.partition_for_token(*start));
+            if from == to {
+                continue;
+            }
+            match moves.last_mut() {
+                Some(last) if last.2 == to && last.1.checked_add(1) == Some(*start) => last.1 = end,
+                _ => moves.push((*start, end, to)),
+            }
+        }
+        moves
+    }
+
+    /// The partitions owning some token of `start..=end`, ascending.
+    pub fn owners_of(&self, start: i32, end: i32) -> Vec<PartitionId> {
+        let mut owners = vec![self.partition_for_token(start)];
+        owners.extend(self.ring.iter().filter(|(t, _)| *t > start && *t <= end).map(|(_, p)| *p));
+        owners.sort_unstable();
+        owners.dedup();
+        owners
     }
 
     /// How many partitions the ring places keys on (one more than the
@@ -163,6 +237,71 @@ pub fn murmur3_x64_128(data: &[u8], seed: u32) -> (u64, u64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The owner of every token, checked at the ring's edges and around
+    /// each of its tokens: enough to compare two rings exactly.
+    fn probes(a: &Hashinator, b: &Hashinator) -> Vec<i32> {
+        let mut t: Vec<i32> = vec![i32::MIN, i32::MAX, 0];
+        for (x, _) in a.ring.iter().chain(b.ring.iter()) {
+            t.extend([x.saturating_sub(1), *x, x.saturating_add(1)]);
+        }
+        t
+    }
+
+    #[test]
+    fn moving_a_range_changes_only_that_range() {
+        let even = Hashinator::even(4, 1).unwrap();
+        let moved = even.with_range_moved(-100, 100, 3).unwrap();
+        assert_eq!(moved.version(), 2);
+        assert_eq!(moved.partition_count(), 4);
+        for t in [-101, 101, i32::MIN, i32::MAX, 5000] {
+            assert_eq!(moved.partition_for_token(t), even.partition_for_token(t), "token {t}");
+        }
+        for t in [-100, 0, 100] {
+            assert_eq!(moved.partition_for_token(t), 3, "token {t}");
+        }
+        assert_eq!(even.moves_to(&moved), vec![(-100, 100, 3)]);
+        assert_eq!(even.owners_of(-100, 100), vec![1, 2]);
+        // Moving it back gives the even ring again (canonical form).
+        let back = moved.with_range_moved(-100, -1, 1).unwrap().with_range_moved(0, 100, 2).unwrap();
+        assert_eq!(back.ring(), even.ring());
+        assert!(even.with_range_moved(5, 4, 0).is_err());
+        assert!(even.with_range_moved(0, 4, 4).is_err());
+        // A partition left with no token still counts.
+        let all = even.with_range_moved(i32::MIN, i32::MAX, 0).unwrap();
+        assert_eq!(all.ring(), &[(i32::MIN, 0)]);
+        assert_eq!(all.partition_count(), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn moves_compose_and_diff_exactly(
+            partitions in 1u32..6,
+            steps in proptest::collection::vec((any::<i32>(), any::<i32>(), 0u32..6), 0..8),
+        ) {
+            let start = Hashinator::even(partitions, 1).unwrap();
+            let mut ring = start.clone();
+            for (a, b, p) in steps {
+                let (lo, hi) = (a.min(b), a.max(b));
+                let next = ring.with_range_moved(lo, hi, p % partitions).unwrap();
+                for t in probes(&ring, &next).into_iter().chain([lo, hi]) {
+                    let want = if t >= lo && t <= hi { p % partitions } else { ring.partition_for_token(t) };
+                    prop_assert_eq!(next.partition_for_token(t), want);
+                }
+                ring = next;
+            }
+            // Applying the moves to the start ring reaches the final ring.
+            let mut replayed = start.clone();
+            for (lo, hi, p) in start.moves_to(&ring) {
+                replayed = replayed.with_range_moved(lo, hi, p).unwrap();
+            }
+            for t in probes(&replayed, &ring) {
+                prop_assert_eq!(replayed.partition_for_token(t), ring.partition_for_token(t));
+            }
+            prop_assert_eq!(replayed.ring(), ring.ring());
+            prop_assert!(ring.moves_to(&replayed).is_empty());
+        }
+    }
 
     /// Vectors from Python's `mmh3.hash64(data, 0, signed=False)`, an
     /// independent implementation: (input, h1, h2).

@@ -369,6 +369,12 @@ pub fn recover_node(
             }
         }
         let nonce = m.nonce.clone();
+        // The rows sit where the snapshot's ring put them: that ring first.
+        if let Some(ring) = m.hashinator.clone().filter(|h| h.version() > host.hashinator().version()) {
+            if let Some(e) = client.swap_hashinator(ring).error {
+                bail!(RecoveryFailed, "installing the hashinator ring of snapshot {nonce} failed: {e}");
+            }
+        }
         if let Some(e) = client.place_rows(loaded.placement()).error {
             bail!(RecoveryFailed, "loading the rows of snapshot {nonce} failed: {e}");
         }

@@ -15,8 +15,13 @@
 //!                   u32 partitions | u64 created (Unix ms) |
 //!                   u64 log segment | u32 DDL count | (str database, str sql)* |
 //!                   u32 files | (str name, u64 bytes, u32 CRC32C of the file)* |
-//!                   u64 rows
+//!                   u64 rows | u64 ring version | u32 ring entries |
+//!                   (i32 token, u32 partition)*
 //! ```
+//!
+//! The ring is the hashinator the snapshot's rows are placed by (moved
+//! ranges, see `@MoveRange`); format 2, written before ranges could move,
+//! has none and means the even ring.
 //!
 //! Each file is self-describing (table names and column types) and
 //! checksummed block by block and as a whole; the manifest carries the
@@ -28,6 +33,7 @@
 
 use crate::codec::{put_row, put_str, put_u32, put_u64, put_u8, Reader};
 use crate::command_log::sync_dir;
+use joule_common::hashinator::Hashinator;
 use joule_common::{bail, err, Result, Row};
 use joule_txn::snapshot::{FrozenDatabase, FrozenPartition};
 use joule_txn::{TxnId, TxnIds, UniqueId};
@@ -35,8 +41,10 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// 2: row ids and table flags in partition files.
-pub const FORMAT: u32 = 2;
+/// 2: row ids and table flags in partition files; 3: the hashinator ring.
+pub const FORMAT: u32 = 3;
+/// The oldest format this build reads.
+const OLDEST_FORMAT: u32 = 2;
 const MANIFEST: &str = "manifest.jsnap";
 const MANIFEST_MAGIC: &[u8; 8] = b"JOULEMAN";
 /// Rows per block.
@@ -62,6 +70,9 @@ pub struct Manifest {
     /// (file name, bytes, CRC32C of the whole file).
     pub files: Vec<(String, u64, u32)>,
     pub rows: u64,
+    /// The ring the rows are placed by (`None`: the even ring of
+    /// `partitions`, version 1 — a snapshot of format 2).
+    pub hashinator: Option<Hashinator>,
 }
 
 impl Manifest {
@@ -191,6 +202,14 @@ fn encode_manifest(m: &Manifest) -> Vec<u8> {
             put_u32(o, *crc);
         }
         put_u64(o, m.rows);
+        if let Some(h) = &m.hashinator {
+            put_u64(o, h.version());
+            put_u32(o, h.ring().len() as u32);
+            for (token, partition) in h.ring() {
+                put_u32(o, *token as u32);
+                put_u32(o, *partition);
+            }
+        }
     });
     out
 }
@@ -229,8 +248,12 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         bail!(CorruptData, "{} is not a snapshot manifest", path.display());
     }
     let format = r.u32("format")?;
-    if format != FORMAT {
-        bail!(RecoveryFailed, "{} has snapshot format {format}; this build reads {FORMAT}", path.display());
+    if !(OLDEST_FORMAT..=FORMAT).contains(&format) {
+        bail!(
+            RecoveryFailed,
+            "{} has snapshot format {format}; this build reads formats {OLDEST_FORMAT} to {FORMAT}",
+            path.display()
+        );
     }
     let nonce = r.str("nonce")?.to_string();
     let ids = TxnIds { txn_id: TxnId(r.u64("txn id")?), unique_id: UniqueId(r.u64("unique id")?) };
@@ -249,7 +272,20 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         files.push((r.str("file name")?.to_string(), r.u64("file size")?, r.u32("file checksum")?));
     }
     let rows = r.u64("rows")?;
-    Ok(Manifest { nonce, ids, max_ids, partitions, created_millis, log_segment, ddl, files, rows })
+    let hashinator = if format >= 3 {
+        let version = r.u64("ring version")?;
+        let n = r.u32("ring entries")? as usize;
+        let mut ring = Vec::with_capacity(n.min(r.remaining()));
+        for _ in 0..n {
+            ring.push((r.u32("ring token")? as i32, r.u32("ring partition")?));
+        }
+        let ring = Hashinator::over(version, ring, partitions)
+            .map_err(|e| err!(CorruptData, "{}: its hashinator ring is invalid: {}", path.display(), e.message()))?;
+        Some(ring)
+    } else {
+        None
+    };
+    Ok(Manifest { nonce, ids, max_ids, partitions, created_millis, log_segment, ddl, files, rows, hashinator })
 }
 
 /// Write a frozen database as snapshot `nonce` under `root`. The manifest
@@ -288,6 +324,7 @@ pub fn save(root: &Path, nonce: &str, db: &FrozenDatabase) -> Result<SaveReport>
         ddl: db.ddl.clone(),
         files,
         rows,
+        hashinator: Some((*db.hashinator).clone()),
     };
     let tmp = dir.join("manifest.tmp");
     let io = |e: std::io::Error| err!(IoError, "cannot write the manifest of {}: {e}", dir.display());

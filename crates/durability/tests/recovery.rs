@@ -2,7 +2,8 @@
 //! past every id the log mentions (so later transactions replay after
 //! earlier ones, restart after restart), a restored snapshot puts rows back
 //! at their row ids (so scans after recovery see the order they saw
-//! before), and leftovers of an interrupted segment creation are harmless.
+//! before), leftovers of an interrupted segment creation are harmless, and
+//! moved hashinator ranges come back from the log and from snapshots.
 
 use joule_common::Value;
 use joule_durability::manager::{SaveRequest, Snapshots};
@@ -16,6 +17,7 @@ const SITES: usize = 2;
 
 /// A node in `data`: recovered, with a synchronous log attached.
 struct Node {
+    dir: DataDir,
     host: Host,
     writer: Arc<CommandLogWriter>,
     log: Arc<AttachableLog>,
@@ -44,7 +46,7 @@ impl Node {
         };
         let writer = Arc::new(CommandLogWriter::start(config, Box::new(|e| panic!("log failed: {e}"))).unwrap());
         log.attach(writer.clone()).unwrap();
-        (Node { host, writer, log }, report.to_string())
+        (Node { dir: data.clone(), host, writer, log }, report.to_string())
     }
 
     fn stop(self) {
@@ -148,6 +150,74 @@ fn a_restored_snapshot_keeps_row_ids_so_scans_keep_their_order() {
     sql(&mut c, "INSERT INTO t VALUES (2000, 'c')");
     let ks: Vec<Value> = sql(&mut c, "SELECT k FROM t").results[0].rows.iter().map(|r| r[0].clone()).collect();
     assert_eq!(ks.iter().position(|k| *k == Value::Integer(2000)), Some(15), "filled the next hole (id 15)");
+    node.stop();
+    let _ = std::fs::remove_dir_all(&data.root);
+}
+
+/// Rows of `t` per partition.
+fn per_partition(host: &Host) -> Vec<u64> {
+    let mut stats = host.statistics(std::time::Duration::from_secs(10));
+    stats.retain(|s| s.partition.is_some());
+    stats.sort_by_key(|s| s.partition);
+    stats.iter().map(|s| s.tables.iter().filter(|t| t.name == "DEFAULT.T").map(|t| t.rows).sum()).collect()
+}
+
+fn save_snapshot(node: &Node, c: &mut Client, nonce: &str) {
+    let snapshots = Snapshots::new(node_snapshot_dir(node), node.log.clone(), 2);
+    let (tx, rx) = mpsc::sync_channel(1);
+    let request = SaveRequest { dir: None, nonce: nonce.into(), blocking: true, automatic: false };
+    snapshots.save(c, request, 0, Arc::new(Wait(tx)));
+    let r = rx.recv().unwrap();
+    assert!(r.error.is_none(), "snapshot: {:?}", r.error);
+}
+
+fn node_snapshot_dir(node: &Node) -> std::path::PathBuf {
+    node.dir.snapshot_dir()
+}
+
+#[test]
+fn moved_ranges_come_back_from_the_log_and_from_snapshots() {
+    let data = temp("moves");
+    let (node, _) = Node::start(&data);
+    let mut c = node.host.client();
+    sql(&mut c, "CREATE TABLE t (k BIGINT NOT NULL PRIMARY KEY, n BIGINT); PARTITION TABLE t ON COLUMN k");
+    for k in 0..300 {
+        sql(&mut c, &format!("INSERT INTO t VALUES ({k}, {k})"));
+    }
+    let call = |c: &mut Client, start: i64, end: i64, p: i64| {
+        let r = c.call("@MoveRange", vec![Value::Integer(start), Value::Integer(end), Value::Integer(p)]);
+        assert!(r.error.is_none(), "@MoveRange: {:?}", r.error);
+    };
+    // Partition 1's half of the ring, bit by bit, to partition 0.
+    call(&mut c, 0, 1 << 29, 0);
+    call(&mut c, (1 << 29) + 1, 1 << 30, 0);
+    let ring = node.host.hashinator();
+    let placed = per_partition(&node.host);
+    assert_ne!(placed, vec![150, 150]);
+    node.stop();
+    // From the log alone.
+    let (node, report) = Node::start(&data);
+    assert_eq!(node.host.hashinator().as_ref(), ring.as_ref(), "{report}");
+    assert_eq!(per_partition(&node.host), placed);
+    let mut c = node.host.client();
+    // A snapshot, then one more move after it.
+    save_snapshot(&node, &mut c, "after-moves");
+    call(&mut c, i32::MIN as i64, -1, 1);
+    let ring = node.host.hashinator();
+    let placed = per_partition(&node.host);
+    sql(&mut c, "UPDATE t SET n = n + 1 WHERE k = 7");
+    node.stop();
+    // From the snapshot (its ring) and the log after it.
+    let (node, report) = Node::start(&data);
+    assert!(report.contains("after-moves"), "recovered from the snapshot: {report}");
+    assert_eq!(node.host.hashinator().as_ref(), ring.as_ref(), "{report}");
+    assert_eq!(per_partition(&node.host), placed);
+    let mut c = node.host.client();
+    assert_eq!(scalar(&mut c, "SELECT n FROM t WHERE k = 7"), 8);
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t"), 300);
+    let misplaced =
+        c.call("@ValidatePartitioning", vec![]).results[0].rows.iter().map(|r| r[2].clone()).collect::<Vec<_>>();
+    assert!(misplaced.iter().all(|v| *v == Value::Integer(0)), "{misplaced:?}");
     node.stop();
     let _ = std::fs::remove_dir_all(&data.root);
 }

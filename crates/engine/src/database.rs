@@ -529,6 +529,26 @@ impl Database {
         self.delete_ids(plan.table, ids)
     }
 
+    /// Delete rows `ids` of `table` and hand them back, in `ids` order
+    /// (moving rows to another partition). Views are maintained and the
+    /// deletes are undone with the transaction, like a DELETE statement.
+    pub fn take_rows(&mut self, table: TableId, ids: Vec<RowId>) -> Result<Vec<Row>> {
+        let mut taken = Vec::with_capacity(ids.len());
+        self.statement(|db| {
+            let views = db.views_on(table);
+            for id in ids {
+                let row = db.storage.table_mut(table)?.delete(id)?;
+                if !views.is_empty() {
+                    views::maintain(&mut db.storage, &mut db.undo, &views, id, Some(&row), None)?;
+                }
+                taken.push(row.clone());
+                db.undo.record(UndoOp::Deleted { table, id, row });
+            }
+            Ok(ExecResult::Modified(taken.len() as u64))
+        })?;
+        Ok(taken)
+    }
+
     fn delete_ids(&mut self, table: TableId, ids: Vec<RowId>) -> Result<ExecResult> {
         let views = self.views_on(table);
         let n = ids.len() as u64;

@@ -33,6 +33,10 @@
 //! frequency_s = 1800           # automatic snapshots (0: none); each truncates the log
 //! retain = 2                   # snapshots kept usable for recovery
 //!
+//! [elastic]                    # how fast @Rebalance moves ranges
+//! duration_ms = 50             # aimed-at length of each move's transaction
+//! throughput_mb = 2            # MB/s of rows moved at most (0: no limit; fractions allowed)
+//!
 //! [[users]]                    # with users, logins must match one
 //! name = "admin"
 //! password = "secret"
@@ -66,6 +70,14 @@ struct FileConfig {
     command_log: Option<FileCommandLog>,
     snapshot: Option<FileSnapshot>,
     cluster: Option<FileCluster>,
+    elastic: Option<FileElastic>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileElastic {
+    duration_ms: Option<u64>,
+    throughput_mb: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +237,20 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
             config.snapshot_retain = n;
         }
     }
+    if let Some(e) = file.elastic {
+        if let Some(ms) = e.duration_ms {
+            if !(1..=60_000).contains(&ms) {
+                return Err(err!(InvalidArgument, "configuration: elastic.duration_ms must be between 1 and 60000"));
+            }
+            config.elastic.duration = std::time::Duration::from_millis(ms);
+        }
+        if let Some(mb) = e.throughput_mb {
+            if !(mb >= 0.0 && mb.is_finite()) {
+                return Err(err!(InvalidArgument, "configuration: elastic.throughput_mb must be 0 or more"));
+            }
+            config.elastic.throughput_bytes = (mb * (1 << 20) as f64) as u64;
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     for u in file.users {
         if u.name.is_empty() || !seen.insert(u.name.clone()) {
@@ -260,6 +286,8 @@ mod tests {
         assert_eq!(c.command_log, None);
         apply_toml(&mut c, &mut o, "[snapshot]\nfrequency_s = 0\nretain = 3").unwrap();
         assert_eq!((c.snapshot_every, c.snapshot_retain), (None, 3));
+        apply_toml(&mut c, &mut o, "[elastic]\nduration_ms = 20\nthroughput_mb = 0").unwrap();
+        assert_eq!((c.elastic.duration.as_millis(), c.elastic.throughput_bytes), (20, 0));
         assert!(!c.transparent_huge_pages);
         apply_toml(&mut c, &mut o, "transparent_huge_pages = true\nnetwork_threads = 3").unwrap();
         assert!(c.transparent_huge_pages);
@@ -283,6 +311,8 @@ mod tests {
             "[command_log]\nmode = \"always\"",
             "[command_log]\nfrequency_ms = 0",
             "[snapshot]\nretain = 0",
+            "[elastic]\nduration_ms = 0",
+            "[elastic]\nthroughput_mb = -1",
             "transparent_huge_pages = 1",
             "network_threads = 0",
         ] {

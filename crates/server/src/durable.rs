@@ -24,13 +24,20 @@ const MAX_SYSPROC_THREADS: usize = 8;
 pub(crate) fn handles(name: &str) -> bool {
     matches!(
         name,
-        "@SnapshotSave" | "@SnapshotScan" | "@SnapshotRestore" | "@SnapshotDelete" | "@Statistics" | "@Advise"
+        "@SnapshotSave"
+            | "@SnapshotScan"
+            | "@SnapshotRestore"
+            | "@SnapshotDelete"
+            | "@Statistics"
+            | "@Advise"
+            | "@Rebalance"
     )
 }
 
-/// Whether `name` changes snapshots (administrators only).
+/// Whether `name` changes snapshots or moves data between partitions
+/// (administrators only).
 pub(crate) fn needs_admin(name: &str) -> bool {
-    matches!(name, "@SnapshotSave" | "@SnapshotRestore" | "@SnapshotDelete")
+    matches!(name, "@SnapshotSave" | "@SnapshotRestore" | "@SnapshotDelete" | "@Rebalance" | "@MoveRange")
 }
 
 fn string_param(params: &[Value], i: usize, proc_name: &str, what: &str) -> Result<String> {
@@ -117,6 +124,7 @@ pub(crate) fn invoke(
                     "@SnapshotDelete" => delete(&ctx, &params),
                     "@Statistics" => statistics(&ctx, &params),
                     "@Advise" => Ok(vec![crate::advisor::advice_table(&crate::advisor::for_node(&ctx))]),
+                    "@Rebalance" => crate::rebalance::invoke(&ctx, &params),
                     _ => Err(err!(UndefinedProcedure, "system procedure {name} was not found")),
                 };
                 ctx.sysproc_threads.fetch_sub(1, Ordering::SeqCst);

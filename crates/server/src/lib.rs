@@ -23,6 +23,7 @@ mod dataplane;
 mod durable;
 mod http;
 mod metrics;
+pub mod rebalance;
 mod stats;
 
 use joule_common::{err, Error, ErrorCode, Result};
@@ -89,6 +90,8 @@ pub struct ServerConfig {
     pub transparent_huge_pages: bool,
     /// The cluster this node forms or joins (default: a one-host cluster).
     pub cluster: cluster::ClusterConfig,
+    /// How fast `@Rebalance` moves ranges (see `rebalance.rs`).
+    pub elastic: rebalance::ElasticConfig,
 }
 
 /// A quarter of the cores, at least one: the sites do the work, and on a
@@ -120,6 +123,7 @@ impl Default for ServerConfig {
             network_threads: default_network_threads(),
             transparent_huge_pages: false,
             cluster: cluster::ClusterConfig::default(),
+            elastic: rebalance::ElasticConfig::default(),
         }
     }
 }
@@ -171,6 +175,8 @@ pub(crate) struct ServerContext {
     /// This host's id and name, as statistics report them.
     pub host_id: u64,
     pub host_name: String,
+    /// `@Rebalance`'s job (see `rebalance.rs`).
+    pub rebalance: rebalance::Rebalancer,
 }
 
 impl ServerContext {
@@ -380,6 +386,7 @@ impl Server {
             copies_ready: watch::channel(!recovering).0,
             host_id: membership.host_id(),
             host_name: membership.host_name(),
+            rebalance: rebalance::Rebalancer::default(),
             membership,
         });
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;

@@ -44,6 +44,7 @@ pub(crate) const SELECTORS: &[&str] = &[
     "COMMANDLOG",
     "SNAPSHOTSTATUS",
     "MANAGEMENT",
+    "REBALANCE",
 ];
 
 /// What `@Statistics` remembers between calls.
@@ -141,6 +142,7 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
         }
         "COMMANDLOG" => vec![crate::durable::command_log_table(ctx)],
         "SNAPSHOTSTATUS" => vec![ctx.snapshots.status_table()],
+        "REBALANCE" => vec![crate::rebalance::statistics(ctx, host_cells(ctx), &HOST)],
         "MANAGEMENT" => {
             let s = sites(ctx);
             vec![

@@ -276,6 +276,11 @@ impl Coordinator {
             }
             MpKind::LoadRows { tables, .. } => (self.load_rows(tables), crate::response::APP_STATUS_UNSET, None),
             MpKind::PlaceRows(rows) => (self.place_rows(rows), crate::response::APP_STATUS_UNSET, None),
+            MpKind::MoveRange { start, end, partition } => (
+                self.move_range(*start, *end, *partition, &mut installs.hashinator),
+                crate::response::APP_STATUS_UNSET,
+                None,
+            ),
         };
         self.batch = batch;
         let log = if task.replay.is_some() { None } else { self.log.clone() };
@@ -345,6 +350,7 @@ impl Coordinator {
             MpKind::Snapshot(_) => "@SnapshotSave",
             MpKind::LoadRows { .. } => "@SnapshotRestore",
             MpKind::PlaceRows(_) => "@Recover",
+            MpKind::MoveRange { .. } => "@MoveRange",
         };
         let result_bytes = crate::stats::values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
         self.counters.procedure(name).record(
@@ -376,8 +382,12 @@ impl Coordinator {
             }
             MpKind::Ddl { statements, database } => record(database, "@AdHoc", Some(&statements.join(";\n")), &[]),
             MpKind::LoadRows { log_as: Some((procedure, params)), .. } => record("", procedure, None, params),
-            // Not logged: reads, and hashinator swaps (which no client can
-            // request yet; elastic scaling will log its own steps).
+            MpKind::MoveRange { start, end, partition } => {
+                let params = [i64::from(*start), i64::from(*end), i64::from(*partition)].map(Value::Integer);
+                record("", "@MoveRange", None, &params)
+            }
+            // Not logged: reads, and bare hashinator swaps (which no client
+            // can request: `@MoveRange` logs itself).
             MpKind::Procedure(_)
             | MpKind::Checksums
             | MpKind::ValidatePartitioning

@@ -580,6 +580,10 @@ impl Client {
             }
             "@ValidatePartitioning" => Ok(Route::Mp(MpKind::ValidatePartitioning, Vec::new())),
             "@Checksum" => Ok(Route::Mp(MpKind::Checksums, Vec::new())),
+            "@MoveRange" => {
+                let (start, end, partition) = crate::moverange::parse_params(&params, self.shared.sites.len())?;
+                Ok(Route::Mp(MpKind::MoveRange { start, end, partition }, Vec::new()))
+            }
             "@Explain" => {
                 let sql = sysprocs::string_param(name, &params, 0)?;
                 let schema = self.shared.schema.load_full();

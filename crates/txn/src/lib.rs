@@ -30,6 +30,7 @@ pub mod host;
 pub mod ids;
 pub mod logging;
 mod messages;
+mod moverange;
 mod participant;
 pub mod procedure;
 pub mod prune;

@@ -147,6 +147,12 @@ pub(crate) enum WorkItem {
     Freeze,
     /// Recovery: put rows at their ids (by table name).
     PlaceRows(crate::snapshot::PartitionRows),
+    /// Moving a range: delete and hand back the rows of hash-partitioned
+    /// tables that `hashinator` (the next ring) places on another partition.
+    Evict { hashinator: Arc<Hashinator> },
+    /// Moving a range: insert rows that `hashinator` (the next ring) places
+    /// on this partition, checked against it rather than the current one.
+    Admit { planned: Arc<Planned>, rows: Vec<Row>, hashinator: Arc<Hashinator> },
 }
 
 impl WorkItem {
@@ -154,7 +160,9 @@ impl WorkItem {
     pub fn writes(&self) -> bool {
         match self {
             WorkItem::Execute { planned, .. } => planned.writes,
-            WorkItem::InsertRows { .. } | WorkItem::PlaceRows(_) => true,
+            WorkItem::InsertRows { .. } | WorkItem::PlaceRows(_) | WorkItem::Evict { .. } | WorkItem::Admit { .. } => {
+                true
+            }
             WorkItem::Fragment { .. }
             | WorkItem::Query { .. }
             | WorkItem::Checksum
@@ -172,6 +180,8 @@ pub(crate) enum ItemResult {
     /// (table, value) pairs: checksums or misplaced-row counts.
     Tables(Vec<(String, u64)>),
     Frozen(FrozenPartition),
+    /// Rows given up by [`WorkItem::Evict`], by table (qualified name).
+    Evicted(Vec<(String, Vec<Row>)>),
 }
 
 /// What the coordinator sends a site inside a multi-partition transaction.
@@ -289,6 +299,13 @@ pub(crate) enum MpKind {
     },
     /// Recovery: each partition's rows at their ids (not logged).
     PlaceRows(Vec<crate::snapshot::PartitionRows>),
+    /// `@MoveRange`: give tokens `start..=end` of the ring to `partition`,
+    /// moving their rows, and install the next hashinator.
+    MoveRange {
+        start: i32,
+        end: i32,
+        partition: u32,
+    },
 }
 
 /// A multi-partition invocation.

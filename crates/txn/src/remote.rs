@@ -384,6 +384,9 @@ pub(crate) fn to_wire(item: &WorkItem) -> Result<WireItem> {
         WorkItem::Freeze | WorkItem::PlaceRows(_) => {
             bail!(FeatureNotSupported, "snapshots of a cluster of several hosts are not available yet")
         }
+        WorkItem::Evict { .. } | WorkItem::Admit { .. } => {
+            bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet")
+        }
     })
 }
 
@@ -410,6 +413,7 @@ pub(crate) fn result_to_wire(r: ItemResult) -> Result<WireResult> {
         ItemResult::Rows(rows) => WireResult::Rows(rows),
         ItemResult::Tables(t) => WireResult::Tables(t),
         ItemResult::Frozen(_) => bail!(Internal, "a frozen partition cannot travel"),
+        ItemResult::Evicted(_) => bail!(Internal, "evicted rows cannot travel"),
     })
 }
 

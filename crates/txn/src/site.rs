@@ -475,6 +475,17 @@ impl Site {
                     }
                     ItemResult::Exec(joule_engine::ExecResult::Done)
                 }
+                WorkItem::Evict { hashinator } => ItemResult::Evicted(self.evict(&hashinator)?),
+                WorkItem::Admit { planned, rows, hashinator } => {
+                    let joule_sql::planner::PlannedKind::Insert(plan) = &planned.kind else {
+                        bail!(Internal, "rows to admit for a statement that is not an INSERT");
+                    };
+                    // Checked against the ring the transaction installs.
+                    self.db.set_partition_owner(Some(Arc::new(Owner { partition: self.partition, hashinator })));
+                    let done = self.db.insert_rows(plan, rows);
+                    self.install_owner();
+                    ItemResult::Exec(done?)
+                }
             });
         }
         Ok(out)
@@ -672,6 +683,35 @@ impl Site {
             pause_micros: started.elapsed().as_micros() as u64,
             last_ids: self.ids.last(),
         })
+    }
+
+    /// Delete and return the rows of hash-partitioned tables (not views:
+    /// they follow their source) that `next` places elsewhere, by table in
+    /// catalog order, each table's rows in storage order — the same on
+    /// every copy of the partition.
+    fn evict(&mut self, next: &Hashinator) -> Result<Vec<(String, Vec<joule_common::Row>)>> {
+        let mut out = Vec::new();
+        let tables: Vec<(joule_sql::catalog::TableId, usize, String)> = self
+            .db
+            .catalog()
+            .tables()
+            .filter(|d| d.view.is_none() && d.partition_ranges.is_none() && self.db.catalog().is_partitioned(d))
+            .filter_map(|d| d.partition_column.map(|pc| (d.id, pc, d.qualified_name())))
+            .collect();
+        for (id, pc, name) in tables {
+            let table = self.db.storage().table(id)?;
+            let def = table.def();
+            let mut leaving = Vec::new();
+            for (row_id, row) in table.scan() {
+                if def.partition_of(&row[pc], next)? != self.partition {
+                    leaving.push(row_id);
+                }
+            }
+            if !leaving.is_empty() {
+                out.push((name, self.db.take_rows(id, leaving)?));
+            }
+        }
+        Ok(out)
     }
 
     /// Per partitioned table: how many rows here belong to another partition.

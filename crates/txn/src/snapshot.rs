@@ -38,8 +38,9 @@ use crate::messages::{ItemResult, WorkItem};
 use crate::response::ResultTable;
 use joule_common::{bail, err, DataType, Result, Row, Value};
 use joule_engine::storage::{FrozenRows, RowId};
-use joule_sql::catalog::{TableDef, DEFAULT_DATABASE};
+use joule_sql::catalog::{Catalog, TableDef, DEFAULT_DATABASE};
 use joule_sql::plan::OutputColumn;
+use joule_sql::planner::Planned;
 use std::sync::Arc;
 
 /// One table of one partition, frozen.
@@ -75,6 +76,8 @@ pub struct FrozenDatabase {
     /// The command-log segment being written at the snapshot (0: no log):
     /// older segments hold only records the snapshot covers.
     pub log_segment: u64,
+    /// The ring the frozen rows are placed by.
+    pub hashinator: Arc<crate::hashinator::Hashinator>,
 }
 
 /// Where frozen partitions go (the durability crate's snapshot writer).
@@ -101,7 +104,13 @@ impl Coordinator {
             }
         }
         let log_segment = self.log.as_ref().map_or(0, |log| log.current_segment());
-        Ok(FrozenDatabase { ids, partitions, ddl: self.ddl_history.clone(), log_segment })
+        Ok(FrozenDatabase {
+            ids,
+            partitions,
+            ddl: self.ddl_history.clone(),
+            log_segment,
+            hashinator: self.hashinator.clone(),
+        })
     }
 
     /// Insert rows into tables named by their qualified names (or, in the
@@ -130,10 +139,7 @@ impl Coordinator {
                     bad.len()
                 );
             }
-            let placeholders = vec!["?"; width].join(", ");
-            let sql = format!("INSERT INTO {} VALUES ({placeholders})", def.qualified_name());
-            let stmt = joule_sql::parser::parse_single(&sql)?;
-            let planned = Arc::new(joule_sql::planner::plan(&stmt, &catalog, DEFAULT_DATABASE)?);
+            let planned = insert_plan(&catalog, &def)?;
             let n = self.sites.len();
             let mut per_site: Vec<Vec<Row>> = (0..n).map(|_| Vec::new()).collect();
             match def.partition_column.filter(|_| catalog.is_partitioned(&def)) {
@@ -162,6 +168,15 @@ impl Coordinator {
         let columns = vec![col("TABLE_NAME", DataType::Varchar), col("ROWS_LOADED", DataType::BigInt)];
         Ok(vec![ResultTable::new(columns.into(), loaded)])
     }
+}
+
+/// An INSERT of whole rows into `def`, planned against `catalog`: how rows
+/// computed by the coordinator (loaded, or moved) reach a site.
+pub(crate) fn insert_plan(catalog: &Catalog, def: &TableDef) -> Result<Arc<Planned>> {
+    let placeholders = vec!["?"; def.columns.len()].join(", ");
+    let sql = format!("INSERT INTO {} VALUES ({placeholders})", def.qualified_name());
+    let stmt = joule_sql::parser::parse_single(&sql)?;
+    Ok(Arc::new(joule_sql::planner::plan(&stmt, catalog, DEFAULT_DATABASE)?))
 }
 
 /// Rows by table name with their row ids, for one partition.

@@ -1,0 +1,196 @@
+//! Moving hashinator ranges on a running node (`@Rebalance`, `@MoveRange`)
+//! under a voter load, over the real binary: no vote fails, the vote
+//! totals equal the votes accepted, rows sit where the ring says; a
+//! `kill -9` in the middle of a rebalance loses nothing, and calling
+//! `@Rebalance` again finishes it.
+
+mod common;
+
+use common::cluster::{connect, eventually, stats};
+use common::{start_in, Node, TempDir};
+use joule_client::{Options, SyncConnection};
+use joule_common::Value;
+use joule_voter::{CallGenerator, CONTESTANTS, DDL, VOTE_ACCEPTED};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+fn admin(node: &Node) -> SyncConnection {
+    SyncConnection::connect(&node.admin_addr(), &Options::default()).expect("admin port")
+}
+
+/// The votes accepted by writers voting until `stop`: (accepted, failed calls).
+struct Voters {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    accepted: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn vote_until_stopped(addr: &str, writers: u64, seed: u64) -> Voters {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = (0..writers)
+        .map(|w| {
+            let (addr, accepted, failures, stop) = (addr.to_string(), accepted.clone(), failures.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut c = connect(&addr);
+                let mut calls = CallGenerator::new(seed * 100 + w, 6);
+                while !stop.load(Ordering::SeqCst) {
+                    let (phone, who) = calls.next_call();
+                    match c.call("Vote", vec![Value::Integer(phone), Value::Integer(who), Value::Integer(2)]) {
+                        Ok(r) => {
+                            if int(&r.tables[0].rows[0][0]) == VOTE_ACCEPTED {
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(e) => {
+                            failures.lock().unwrap().push(e.to_string());
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    Voters { threads, accepted, failures, stop }
+}
+
+impl Voters {
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap();
+        assert!(failures.is_empty(), "votes failed: {failures:?}");
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Integer(i) => *i,
+        v => panic!("not an integer: {v:?}"),
+    }
+}
+
+fn scalar(c: &mut SyncConnection, sql: &str) -> i64 {
+    int(&c.execute(sql, vec![]).unwrap_or_else(|e| panic!("{sql}: {e}")).tables[0].rows[0][0])
+}
+
+/// Votes counted three ways: rows, the per-phone view, the results board's view.
+fn vote_totals(addr: &str) -> [i64; 3] {
+    let mut c = connect(addr);
+    [
+        scalar(&mut c, "SELECT COUNT(*) FROM votes"),
+        scalar(&mut c, "SELECT SUM(num_votes) FROM v_votes_by_phone_number"),
+        scalar(&mut c, "SELECT SUM(num_votes) FROM v_votes_by_contestant_number_state"),
+    ]
+}
+
+fn misplaced(addr: &str) -> i64 {
+    let r = connect(addr).call("@ValidatePartitioning", vec![]).unwrap();
+    r.tables[0].rows.iter().map(|row| int(&row[2])).sum()
+}
+
+/// `@Statistics REBALANCE`'s STATUS (empty before the first job).
+fn rebalance_status(addr: &str) -> String {
+    stats(addr, "REBALANCE").first().map(|r| r[3].clone()).unwrap_or_default()
+}
+
+fn rebalance(node: &Node, params: Vec<Value>) -> Vec<Vec<Value>> {
+    admin(node).call("@Rebalance", params).expect("@Rebalance starts").tables[0].rows.clone()
+}
+
+fn setup(node: &Node) {
+    let mut c = connect(&node.client_addr());
+    c.execute(DDL, vec![]).expect("voter schema");
+    c.call("Initialize", vec![Value::Integer(6), Value::from(CONTESTANTS)]).expect("Initialize");
+}
+
+#[test]
+fn ranges_move_under_a_voter_load_without_a_failed_vote() {
+    let dir = TempDir::new("rebalance");
+    let node = start_in(dir.path(), &["--sites", "3"]);
+    setup(&node);
+    let addr = node.client_addr();
+    let voters = vote_until_stopped(&addr, 3, 1);
+    eventually("votes come in", || vote_totals(&addr)[0] > 2000);
+    // Most of partition 0's ring to partition 2, in pieces; then back.
+    let moves = rebalance(&node, vec![Value::Integer(i32::MIN as i64), Value::Integer(-(1 << 30)), Value::Integer(2)]);
+    assert_eq!(moves, vec![vec![Value::Integer(i32::MIN as i64), Value::Integer(-(1 << 30)), Value::Integer(2)]]);
+    // One job at a time.
+    let e = admin(&node).call("@Rebalance", vec![]).map(|_| ()).err();
+    assert!(e.as_ref().is_none_or(|e| e.to_string().contains("running already")), "{e:?}");
+    eventually("the first rebalance is done", || rebalance_status(&addr) == "DONE");
+    let row = &stats(&addr, "REBALANCE")[0];
+    assert_eq!(row[5], "100", "PERCENTAGE_MOVED: {row:?}");
+    assert!(row[6].parse::<u64>().unwrap() > 0, "rows moved: {row:?}");
+    assert!(row[11].parse::<u64>().unwrap() > 1, "in several pieces: {row:?}");
+    assert_eq!(misplaced(&addr), 0);
+    let back = rebalance(&node, vec![]);
+    assert_eq!(back.len(), 1, "one range goes back: {back:?}");
+    eventually("the second rebalance is done", || rebalance_status(&addr) == "DONE");
+    let accepted = voters.finish() as i64;
+    assert_eq!(vote_totals(&addr), [accepted; 3], "every accepted vote counted once");
+    assert_eq!(misplaced(&addr), 0);
+    // Back on the even ring: nothing left to move.
+    assert!(rebalance(&node, vec![]).is_empty());
+    let events = common::cluster::http_get(&format!("127.0.0.1:{}", node.http), "/console/stats");
+    assert!(events.contains("rebalance started") && events.contains("rebalance done"), "{events}");
+}
+
+#[test]
+fn a_rebalance_killed_half_way_loses_nothing_and_finishes_when_asked_again() {
+    let dir = TempDir::new("rebalance-kill");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let config = dir.path().join("elastic.toml");
+    // Slow enough that the kill lands half way.
+    std::fs::write(&config, "[elastic]\nduration_ms = 5\nthroughput_mb = 0.05\n").unwrap();
+    let data = dir.path().join("data");
+    let args = ["--command-log", "sync", "--config", config.to_str().unwrap()];
+    let mut node = start_in(&data, &args);
+    setup(&node);
+    let addr = node.client_addr();
+    let voters = vote_until_stopped(&addr, 2, 2);
+    eventually("votes come in", || vote_totals(&addr)[0] > 3000);
+    rebalance(&node, vec![Value::Integer(0), Value::Integer(i32::MAX as i64), Value::Integer(0)]);
+    eventually("the rebalance has moved some rows", || stats(&addr, "REBALANCE")[0][6].parse::<u64>().unwrap() > 0);
+    assert_eq!(rebalance_status(&addr), "RUNNING", "killed half way");
+    node.kill();
+    // Votes acknowledged before the kill are all there; at most the calls
+    // in flight (one per writer) may have landed unacknowledged.
+    let accepted = voters.stop_after_kill();
+    std::fs::write(&config, "[elastic]\nthroughput_mb = 0\n").unwrap();
+    let node = start_in(&data, &args);
+    let addr = node.client_addr();
+    let totals = vote_totals(&addr);
+    assert!(totals[0] >= accepted && totals[0] <= accepted + 2, "accepted {accepted}, found {totals:?}");
+    assert_eq!(totals, [totals[0]; 3]);
+    assert_eq!(misplaced(&addr), 0);
+    assert_eq!(rebalance_status(&addr), "", "a restarted node runs no job until asked");
+    // Asked again, the rebalance moves only what is left.
+    let left = rebalance(&node, vec![Value::Integer(0), Value::Integer(i32::MAX as i64), Value::Integer(0)]);
+    assert_eq!(left.len(), 1);
+    assert!(int(&left[0][0]) > 0, "part of the range moved before the kill: {left:?}");
+    eventually("the rest moves", || rebalance_status(&addr) == "DONE");
+    assert_eq!(misplaced(&addr), 0);
+    assert_eq!(vote_totals(&addr), totals);
+    let mut stats_rows = stats(&addr, "TABLE");
+    stats_rows.retain(|r| r[5] == "DEFAULT.VOTES");
+    let on_partition_1: i64 = stats_rows.iter().filter(|r| r[4] == "1").map(|r| r[7].parse::<i64>().unwrap()).sum();
+    assert_eq!(on_partition_1, 0, "partition 1's whole half of the ring went to partition 0: {stats_rows:?}");
+}
+
+impl Voters {
+    /// After a kill: the writers' calls fail from now on; the votes
+    /// acknowledged as accepted before.
+    fn stop_after_kill(self) -> i64 {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.accepted.load(Ordering::SeqCst) as i64
+    }
+}

@@ -1,0 +1,391 @@
+//! `@Rebalance`: moving ranges of the hashinator ring in the background,
+//! a piece at a time, throttled, with its progress in `@Statistics
+//! REBALANCE`.
+//!
+//! A move of many tokens (and so many rows) done as one transaction would
+//! stall every partition for as long as it copies. `@Rebalance` instead
+//! works out the ring it is asked to reach — `@Rebalance(first_token,
+//! last_token, partition)` gives that range to the partition,
+//! `@Rebalance()` returns to the even ring — and reaches it through many
+//! small `@MoveRange` transactions (see `joule_txn`'s `moverange.rs`), each
+//! atomic and command-logged on its own: a kill between two of them loses
+//! nothing, and what moved stays moved (calling `@Rebalance` again carries
+//! on from there). `@Rebalance('STOP')` stops after the piece in flight.
+//!
+//! Throttling follows the `[elastic]` settings: each piece aims at
+//! `duration_ms` (its token span scales by how far the last piece was from
+//! it), and rows move at `throughput_mb` MB/s at most (the job sleeps
+//! between pieces; 0 lifts the limit). Every move scans the tables of the
+//! partitions it takes rows from, so a move never takes less than that scan
+//! however few tokens it spans: when the scan alone is longer than
+//! `duration_ms`, pieces aim at twice the scan instead (see [`next_piece`]).
+//!
+//! One job runs at a time, on its own thread, calling the host like any
+//! client; the job's figures are kept here for `@Statistics REBALANCE`, and
+//! its start and end are events (console, `joule status`).
+
+use crate::ServerContext;
+use joule_common::hashinator::Hashinator;
+use joule_common::{bail, DataType, Error, Result, Value};
+use joule_sql::plan::OutputColumn;
+use joule_txn::ResultTable;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `[elastic]`: how fast ranges move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElasticConfig {
+    /// The length each move's transaction aims at.
+    pub duration: Duration,
+    /// Bytes of rows moved per second at most (0: no limit).
+    pub throughput_bytes: u64,
+}
+
+impl Default for ElasticConfig {
+    fn default() -> Self {
+        ElasticConfig { duration: Duration::from_millis(50), throughput_bytes: 2 << 20 }
+    }
+}
+
+/// The first piece's span: 1/4096 of the ring.
+const FIRST_PIECE_TOKENS: u64 = 1 << 20;
+
+/// How a job stands.
+#[derive(Clone, Debug, PartialEq)]
+enum State {
+    Running,
+    Done,
+    Stopped,
+    Failed(String),
+}
+
+/// One job's figures.
+#[derive(Clone, Debug)]
+struct Job {
+    state: State,
+    started: Instant,
+    finished: Option<Instant>,
+    /// (first token, last token, partition) runs to move.
+    ranges: usize,
+    total_tokens: u64,
+    moved_tokens: u64,
+    moved_rows: u64,
+    moved_bytes: u64,
+    calls: u64,
+    /// Time spent inside move transactions.
+    calls_time: Duration,
+}
+
+/// The node's rebalancer: the running or last job.
+#[derive(Default)]
+pub(crate) struct Rebalancer {
+    job: Mutex<Option<Job>>,
+    stop: AtomicBool,
+}
+
+impl Rebalancer {
+    fn update(&self, f: impl FnOnce(&mut Job)) {
+        if let Some(job) = self.job.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            f(job);
+        }
+    }
+}
+
+/// What `@Rebalance(params)` asks for: the ring to reach, or a stop.
+enum Request {
+    Reach(Hashinator),
+    Stop,
+}
+
+fn request(ctx: &ServerContext, params: &[Value]) -> Result<Request> {
+    let current = ctx.host.hashinator();
+    match params {
+        [] => Ok(Request::Reach(Hashinator::even(current.partition_count(), current.version() + 1)?)),
+        [Value::String(s)] if s.eq_ignore_ascii_case("STOP") => Ok(Request::Stop),
+        [first, last, partition] => {
+            let int = |v: &Value, what: &str| -> Result<i64> {
+                match v {
+                    Value::Integer(i) => Ok(*i),
+                    v => bail!(DatatypeMismatch, "@Rebalance: {what} must be an integer, not {}", v.type_name()),
+                }
+            };
+            let token = |v: &Value, what: &str| -> Result<i32> {
+                let i = int(v, what)?;
+                i32::try_from(i).map_err(|_| {
+                    joule_common::err!(InvalidArgument, "@Rebalance: {what} {i} is not a token (a 32-bit integer)")
+                })
+            };
+            let p = int(partition, "the partition")?;
+            let p = u32::try_from(p)
+                .ok()
+                .filter(|p| *p < current.partition_count())
+                .ok_or_else(|| joule_common::err!(InvalidArgument, "@Rebalance: partition {p} does not exist"))?;
+            Ok(Request::Reach(current.with_range_moved(
+                token(first, "the first token")?,
+                token(last, "the last token")?,
+                p,
+            )?))
+        }
+        _ => bail!(
+            WrongParameterCount,
+            "@Rebalance takes no parameters (back to the even ring), 'STOP', or the first token, the last token and \
+             the partition to give them to"
+        ),
+    }
+}
+
+/// `@Rebalance(...)`: start a job (answered at once with what it will
+/// move) or stop the running one.
+pub(crate) fn invoke(ctx: &Arc<ServerContext>, params: &[Value]) -> Result<Vec<ResultTable>> {
+    if ctx.link.is_some() {
+        bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
+    }
+    let target = match request(ctx, params)? {
+        Request::Stop => {
+            let running = matches!(ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner()).as_ref(), Some(j) if j.state == State::Running);
+            if !running {
+                bail!(InvalidArgument, "@Rebalance('STOP'): no rebalance is running");
+            }
+            ctx.rebalance.stop.store(true, Ordering::SeqCst);
+            return Ok(vec![plan_table(&[])]);
+        }
+        Request::Reach(target) => target,
+    };
+    let moves = ctx.host.hashinator().moves_to(&target);
+    {
+        let mut job = ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner());
+        if job.as_ref().is_some_and(|j| j.state == State::Running) {
+            bail!(
+                InvalidArgument,
+                "a rebalance is running already (see @Statistics REBALANCE; stop it with @Rebalance('STOP'))"
+            );
+        }
+        *job = Some(Job {
+            state: if moves.is_empty() { State::Done } else { State::Running },
+            started: Instant::now(),
+            finished: moves.is_empty().then(Instant::now),
+            ranges: moves.len(),
+            total_tokens: moves.iter().map(|(s, e, _)| span(*s, *e)).sum(),
+            moved_tokens: 0,
+            moved_rows: 0,
+            moved_bytes: 0,
+            calls: 0,
+            calls_time: Duration::ZERO,
+        });
+    }
+    if !moves.is_empty() {
+        ctx.rebalance.stop.store(false, Ordering::SeqCst);
+        ctx.event(format!(
+            "rebalance started: {} range(s), {} token(s)",
+            moves.len(),
+            moves.iter().map(|(s, e, _)| span(*s, *e)).sum::<u64>()
+        ));
+        let (job_ctx, job_moves) = (ctx.clone(), moves.clone());
+        let spawned =
+            std::thread::Builder::new().name("joule-rebalance".into()).spawn(move || run(&job_ctx, job_moves));
+        if let Err(e) = spawned {
+            let message = format!("cannot start the rebalance thread: {e}");
+            ctx.rebalance.update(|j| {
+                j.state = State::Failed(message.clone());
+                j.finished = Some(Instant::now());
+            });
+            bail!(Unavailable, "{message}");
+        }
+    }
+    Ok(vec![plan_table(&moves)])
+}
+
+/// Tokens in `start..=end`.
+fn span(start: i32, end: i32) -> u64 {
+    (i64::from(end) - i64::from(start) + 1) as u64
+}
+
+/// The ranges a job moves, as `@Rebalance` answers them.
+fn plan_table(moves: &[(i32, i32, u32)]) -> ResultTable {
+    let col = |name: &str, t| OutputColumn { name: name.to_string(), data_type: Some(t) };
+    let columns = vec![
+        col("FIRST_TOKEN", DataType::BigInt),
+        col("LAST_TOKEN", DataType::BigInt),
+        col("PARTITION_ID", DataType::Integer),
+    ];
+    let rows = moves
+        .iter()
+        .map(|(s, e, p)| {
+            vec![Value::Integer(i64::from(*s)), Value::Integer(i64::from(*e)), Value::Integer(i64::from(*p))]
+        })
+        .collect();
+    ResultTable::new(columns.into(), rows)
+}
+
+/// The job: every range, piece by piece.
+fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
+    let mut client = ctx.host.client();
+    let elastic = ctx.config.elastic.clone();
+    let mut piece = FIRST_PIECE_TOKENS;
+    // The shortest move so far: about what a move costs however few rows
+    // it takes (the scan of the source partitions).
+    let mut fixed = Duration::MAX;
+    let outcome = (|| -> std::result::Result<State, Error> {
+        for (start, end, to) in moves {
+            let mut at = i64::from(start);
+            while at <= i64::from(end) {
+                if ctx.rebalance.stop.load(Ordering::SeqCst) || *ctx.shutdown.borrow() {
+                    return Ok(State::Stopped);
+                }
+                let last = (at + piece as i64 - 1).min(i64::from(end));
+                let began = Instant::now();
+                let r = client
+                    .call("@MoveRange", vec![Value::Integer(at), Value::Integer(last), Value::Integer(i64::from(to))]);
+                let took = began.elapsed();
+                if let Some(e) = r.error {
+                    return Err(e);
+                }
+                let moved = |i: usize| match r.results.first().and_then(|t| t.rows.first()).and_then(|row| row.get(i)) {
+                    Some(Value::Integer(n)) => (*n).max(0) as u64,
+                    _ => 0,
+                };
+                let (rows, bytes) = (moved(3), moved(4));
+                ctx.rebalance.update(|j| {
+                    j.moved_tokens += span(at as i32, last as i32);
+                    j.moved_rows += rows;
+                    j.moved_bytes += bytes;
+                    j.calls += 1;
+                    j.calls_time += took;
+                });
+                piece = next_piece(piece, took, &mut fixed, elastic.duration);
+                // And keep under the throughput: a piece of `bytes` earns
+                // bytes / throughput seconds.
+                if elastic.throughput_bytes > 0 && bytes > 0 {
+                    let earned = Duration::from_secs_f64(bytes as f64 / elastic.throughput_bytes as f64);
+                    pause(ctx, earned.saturating_sub(took));
+                }
+                at = last + 1;
+            }
+        }
+        Ok(State::Done)
+    })();
+    let state = outcome.unwrap_or_else(|e| State::Failed(e.to_string()));
+    let text = match &state {
+        State::Done => "rebalance done".to_string(),
+        State::Stopped => "rebalance stopped".to_string(),
+        State::Failed(e) => format!("rebalance failed: {e}"),
+        State::Running => String::new(),
+    };
+    ctx.rebalance.update(|j| {
+        j.state = state;
+        j.finished = Some(Instant::now());
+    });
+    let figures = ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(j) = figures {
+        ctx.event(format!("{text}: {} row(s), {} byte(s) in {} move(s)", j.moved_rows, j.moved_bytes, j.calls));
+    }
+}
+
+/// The next piece's span after one of `piece` tokens took `took`: scaled
+/// toward the configured duration (at most halved or quadrupled at once),
+/// but toward at least twice the fixed cost of a move, so that at least
+/// half of each move's time goes to moving rows even when scanning the
+/// source partitions alone takes longer than the duration.
+fn next_piece(piece: u64, took: Duration, fixed: &mut Duration, duration: Duration) -> u64 {
+    *fixed = (*fixed).min(took);
+    let aim = duration.max(*fixed * 2).as_secs_f64();
+    let factor = (aim / took.as_secs_f64().max(1e-6)).clamp(0.5, 4.0);
+    ((piece as f64 * factor) as u64).clamp(1, 1 << 32)
+}
+
+/// Sleep up to `d`, waking early for a stop or a shutdown.
+fn pause(ctx: &ServerContext, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !ctx.rebalance.stop.load(Ordering::SeqCst) && !*ctx.shutdown.borrow() {
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
+    }
+}
+
+/// `@Statistics REBALANCE`: the running or last job (no row before the first).
+pub(crate) fn statistics(
+    ctx: &ServerContext,
+    host_cells: Vec<Value>,
+    host_columns: &[(&'static str, DataType)],
+) -> ResultTable {
+    let columns: Vec<(&str, DataType)> = host_columns
+        .iter()
+        .copied()
+        .chain([
+            ("STATUS", DataType::Varchar),
+            ("TOTAL_RANGES", DataType::Integer),
+            ("PERCENTAGE_MOVED", DataType::Float),
+            ("MOVED_ROWS", DataType::BigInt),
+            ("MOVED_BYTES", DataType::BigInt),
+            ("ROWS_PER_SECOND", DataType::Float),
+            ("MEGABYTES_PER_SECOND", DataType::Float),
+            ("ESTIMATED_REMAINING", DataType::BigInt),
+            ("CALLS", DataType::BigInt),
+            ("CALLS_PER_SECOND", DataType::Float),
+            ("CALLS_LATENCY", DataType::Float),
+            ("CALLS_TIME", DataType::BigInt),
+            ("MESSAGE", DataType::Varchar),
+        ])
+        .collect();
+    let job = ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let rows = job.map_or_else(Vec::new, |j| {
+        let elapsed = j.finished.unwrap_or_else(Instant::now).duration_since(j.started).as_secs_f64().max(1e-6);
+        let fraction = if j.total_tokens == 0 { 1.0 } else { j.moved_tokens as f64 / j.total_tokens as f64 };
+        // Milliseconds left at the pace so far (-1: not known yet).
+        let remaining = match (&j.state, fraction > 0.0) {
+            (State::Running, true) => ((elapsed / fraction - elapsed) * 1000.0) as i64,
+            (State::Running, false) => -1,
+            _ => 0,
+        };
+        let (status, message) = match &j.state {
+            State::Running => ("RUNNING", String::new()),
+            State::Done => ("DONE", String::new()),
+            State::Stopped => ("STOPPED", String::new()),
+            State::Failed(e) => ("FAILED", e.clone()),
+        };
+        let latency = if j.calls == 0 { 0.0 } else { j.calls_time.as_secs_f64() * 1000.0 / j.calls as f64 };
+        vec![host_cells
+            .into_iter()
+            .chain([
+                Value::from(status),
+                Value::Integer(j.ranges as i64),
+                Value::Float(fraction * 100.0),
+                Value::Integer(j.moved_rows as i64),
+                Value::Integer(j.moved_bytes as i64),
+                Value::Float(j.moved_rows as f64 / elapsed),
+                Value::Float(j.moved_bytes as f64 / (1 << 20) as f64 / elapsed),
+                Value::Integer(remaining),
+                Value::Integer(j.calls as i64),
+                Value::Float(j.calls as f64 / elapsed),
+                Value::Float(latency),
+                Value::Integer(j.calls_time.as_millis() as i64),
+                Value::from(message.as_str()),
+            ])
+            .collect()]
+    });
+    let columns =
+        columns.iter().map(|(n, t)| OutputColumn { name: n.to_string(), data_type: Some(*t) }).collect::<Vec<_>>();
+    ResultTable::new(columns.into(), rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_aim_at_the_duration_or_at_twice_the_fixed_cost() {
+        let ms = Duration::from_millis;
+        let mut fixed = Duration::MAX;
+        // Quick moves: the span grows, four times at most per step.
+        assert_eq!(next_piece(1000, ms(1), &mut fixed, ms(50)), 4000);
+        assert_eq!(next_piece(1000, ms(25), &mut fixed, ms(50)), 2000);
+        // A slow one halves it at most.
+        assert_eq!(next_piece(1000, ms(500), &mut fixed, ms(50)), 500);
+        // Scans of 80 ms: aim at 160 ms rather than shrink toward nothing.
+        let mut fixed = ms(80);
+        assert_eq!(next_piece(1000, ms(80), &mut fixed, ms(50)), 2000);
+        assert_eq!(next_piece(1000, ms(160), &mut fixed, ms(50)), 1000);
+        assert_eq!(next_piece(1, ms(500), &mut fixed, ms(50)), 1, "never below one token");
+        assert_eq!(next_piece(1 << 32, ms(1), &mut fixed, ms(50)), 1 << 32, "never past the ring");
+    }
+}

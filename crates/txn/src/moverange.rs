@@ -1,0 +1,144 @@
+//! `@MoveRange`: giving a range of hashinator tokens to another partition,
+//! rows and all, in one multi-partition transaction.
+//!
+//! The hashinator ring says which partition owns each token (see
+//! `joule_common::hashinator`). Moving tokens `start..=end` to partition
+//! `p` builds the next ring version ([`Hashinator::with_range_moved`]) and
+//! then, inside one transaction that every site joins at the same point of
+//! its serial order:
+//!
+//! 1. each partition that owns part of the range gives up (deletes and
+//!    returns) the rows of hash-partitioned tables that the next ring places
+//!    elsewhere ([`WorkItem::Evict`]; views follow their source tables);
+//! 2. the coordinator hands those rows to their new partition
+//!    ([`WorkItem::Admit`], checked against the next ring);
+//! 3. the commit installs the next ring on every site and publishes it to
+//!    the host's routing before the answer goes out.
+//!
+//! So no reader or writer ever sees a row twice or not at all: until the
+//! commit the rows and the ring are the old ones, and any failure rolls both
+//! back. A single-partition call routed with the old ring that reaches a
+//! site after the commit is sent on to the key's new owner (see
+//! `crate::site`), and the commit is logged as the call `@MoveRange(start,
+//! end, partition)`, whose replay from the same state moves the same rows.
+//!
+//! Range-partitioned tables and replicated tables do not move: their
+//! placement does not depend on ring tokens, and the ring keeps its
+//! partition count. Moving ranges on a cluster of several hosts is refused
+//! for now: its replicas, copy logs and other hosts' routing would each
+//! need the next ring too.
+
+use crate::coordinator::Coordinator;
+use crate::hashinator::Hashinator;
+use crate::messages::{ItemResult, WorkItem};
+use crate::response::ResultTable;
+use joule_common::{bail, err, DataType, Result, Row, Value};
+use joule_sql::plan::OutputColumn;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// `@MoveRange`'s parameters, checked: (start token, end token, partition).
+pub(crate) fn parse_params(params: &[Value], partitions: usize) -> Result<(i32, i32, u32)> {
+    if params.len() != 3 {
+        bail!(
+            WrongParameterCount,
+            "@MoveRange takes the first token, the last token and the partition to give them to ({} given)",
+            params.len()
+        );
+    }
+    let int = |i: usize, what: &str| -> Result<i64> {
+        match &params[i] {
+            Value::Integer(v) => Ok(*v),
+            v => bail!(DatatypeMismatch, "@MoveRange: {what} must be an integer, not {}", v.type_name()),
+        }
+    };
+    let token = |i: usize, what: &str| -> Result<i32> {
+        let v = int(i, what)?;
+        i32::try_from(v).map_err(|_| err!(InvalidArgument, "@MoveRange: {what} {v} is not a token (a 32-bit integer)"))
+    };
+    let (start, end) = (token(0, "the first token")?, token(1, "the last token")?);
+    if start > end {
+        bail!(InvalidArgument, "@MoveRange: the first token {start} is above the last {end}");
+    }
+    let p = int(2, "the partition")?;
+    if p < 0 || p >= partitions as i64 {
+        bail!(InvalidArgument, "@MoveRange: partition {p} does not exist (partitions are 0 to {})", partitions - 1);
+    }
+    Ok((start, end, p as u32))
+}
+
+impl Coordinator {
+    /// Move tokens `start..=end` and their rows to partition `to`; the next
+    /// ring goes to `next` for the commit to install.
+    pub(crate) fn move_range(
+        &mut self,
+        start: i32,
+        end: i32,
+        to: u32,
+        next: &mut Option<Arc<Hashinator>>,
+    ) -> Result<Vec<ResultTable>> {
+        if self.shared.link.is_some() {
+            bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
+        }
+        let ring = Arc::new(self.hashinator.with_range_moved(start, end, to)?);
+        let n = self.sites.len();
+        let mut evict: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
+        for p in self.hashinator.owners_of(start, end) {
+            if p != to {
+                evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone() });
+            }
+        }
+        // Gathered by table, partitions in order: the same on every run.
+        let mut by_table: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        for item in self.round(evict)?.into_iter().flatten() {
+            if let ItemResult::Evicted(tables) = item {
+                for (name, rows) in tables {
+                    by_table.entry(name).or_default().extend(rows);
+                }
+            }
+        }
+        let catalog = self.schema_db.catalog_arc().clone();
+        let mut admit: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
+        let (mut moved_rows, mut moved_bytes) = (0u64, 0u64);
+        for (name, rows) in by_table {
+            let def = catalog
+                .tables()
+                .find(|t| t.qualified_name() == name)
+                .ok_or_else(|| err!(Internal, "a moved row's table {name} is not in the catalog"))?;
+            let pc = def.partition_column.ok_or_else(|| err!(Internal, "moved rows of unpartitioned {name}"))?;
+            let planned = crate::snapshot::insert_plan(&catalog, def)?;
+            let mut per_site: Vec<Vec<Row>> = (0..n).map(|_| Vec::new()).collect();
+            for row in rows {
+                moved_rows += 1;
+                moved_bytes += crate::stats::values_bytes(row.iter());
+                per_site[def.partition_of(&row[pc], &ring)? as usize].push(row);
+            }
+            for (p, rows) in per_site.into_iter().enumerate() {
+                if !rows.is_empty() {
+                    admit[p].push(WorkItem::Admit { planned: planned.clone(), rows, hashinator: ring.clone() });
+                }
+            }
+        }
+        self.round(admit)?;
+        let version = ring.version();
+        *next = Some(ring);
+        let col = |name: &str, t| OutputColumn { name: name.to_string(), data_type: Some(t) };
+        let columns = vec![
+            col("FIRST_TOKEN", DataType::BigInt),
+            col("LAST_TOKEN", DataType::BigInt),
+            col("PARTITION_ID", DataType::Integer),
+            col("MOVED_ROWS", DataType::BigInt),
+            col("MOVED_BYTES", DataType::BigInt),
+            col("HASHINATOR_VERSION", DataType::BigInt),
+        ];
+        let row = vec![
+            Value::Integer(i64::from(start)),
+            Value::Integer(i64::from(end)),
+            Value::Integer(i64::from(to)),
+            Value::Integer(moved_rows as i64),
+            Value::Integer(moved_bytes as i64),
+            Value::Integer(version as i64),
+        ];
+        Ok(vec![ResultTable::new(columns.into(), vec![row])])
+    }
+}

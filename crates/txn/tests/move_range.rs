@@ -1,0 +1,152 @@
+//! `@MoveRange`: a range of hashinator tokens moves to another partition
+//! with its rows, in one transaction — views follow, range-partitioned and
+//! replicated tables stay, calls keyed in the range run on the new owner,
+//! calls in flight during moves all land, and a move that cannot finish
+//! changes nothing.
+
+mod common;
+
+use common::*;
+use joule_common::hashinator::token;
+use joule_common::{ErrorCode, Value};
+use joule_txn::Host;
+use std::time::Duration;
+
+/// Per partition: the rows of table `name` (qualified).
+fn rows_per_partition(host: &Host, name: &str) -> Vec<u64> {
+    let mut stats = host.statistics(Duration::from_secs(10));
+    stats.retain(|s| s.partition.is_some());
+    stats.sort_by_key(|s| s.partition);
+    stats.iter().map(|s| s.tables.iter().filter(|t| t.name == name).map(|t| t.rows).sum()).collect()
+}
+
+fn tok(k: i64) -> i32 {
+    token(&Value::Integer(k)).unwrap().unwrap()
+}
+
+fn setup(sites: usize) -> (Host, joule_txn::Client) {
+    let host = host(sites);
+    let mut c = host.client();
+    exec(
+        &mut c,
+        "CREATE TABLE h (k BIGINT NOT NULL PRIMARY KEY, g INT NOT NULL, n INT); PARTITION TABLE h ON COLUMN k; \
+         CREATE VIEW hv (g, c, s) AS SELECT g, COUNT(*), SUM(n) FROM h GROUP BY g; \
+         CREATE TABLE r (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE r ON COLUMN k USING RANGE (0); \
+         CREATE TABLE rep (k BIGINT NOT NULL PRIMARY KEY); \
+         CREATE PROCEDURE GetH PARTITION ON TABLE h COLUMN k AS SELECT k, n FROM h WHERE k = ?; \
+         CREATE PROCEDURE AddH PARTITION ON TABLE h COLUMN k AS UPDATE h SET n = n + 1 WHERE k = ?",
+    );
+    (host, c)
+}
+
+fn move_range(c: &mut joule_txn::Client, start: i32, end: i32, to: i64) -> joule_txn::Response {
+    c.call("@MoveRange", vec![int(i64::from(start)), int(i64::from(end)), int(to)])
+}
+
+#[test]
+fn a_moved_range_takes_its_rows_and_only_those() {
+    let (host, mut c) = setup(4);
+    for k in 0..2000 {
+        ok(c.adhoc("INSERT INTO h VALUES (?, ?, ?)", vec![int(k), int(k % 7), int(k)]));
+    }
+    exec(&mut c, "INSERT INTO r VALUES (-5); INSERT INTO r VALUES (5); INSERT INTO rep VALUES (1)");
+    let view_before = query(&mut c, "SELECT g, c, s FROM hv ORDER BY g");
+    let before = rows_per_partition(&host, "DEFAULT.H");
+    // Half of partition 1's ring (tokens -2^30 .. -1) goes to partition 3.
+    let (start, end) = (-(1 << 30), -(1 << 29));
+    let moving = (0..2000).filter(|k| (start..=end).contains(&tok(*k))).count() as u64;
+    assert!(moving > 100, "the range holds rows ({moving})");
+    let r = ok(move_range(&mut c, start, end, 3));
+    let row = &r.results[0].rows[0];
+    assert_eq!(row[3], int(moving as i64), "MOVED_ROWS");
+    assert_eq!(row[5], int(2), "the next hashinator version");
+    let after = rows_per_partition(&host, "DEFAULT.H");
+    assert_eq!(after, vec![before[0], before[1] - moving, before[2], before[3] + moving]);
+    assert_eq!(host.hashinator().partition_for_token(start), 3);
+    assert_eq!(misplaced(&mut c), 0);
+    // The views' totals are the same, now summed from other partitions.
+    assert_eq!(query(&mut c, "SELECT g, c, s FROM hv ORDER BY g"), view_before);
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(2000));
+    assert_eq!(rows_per_partition(&host, "DEFAULT.R"), vec![1, 1, 0, 0]);
+    assert_eq!(rows_per_partition(&host, "DEFAULT.REP"), vec![1, 1, 1, 1]);
+    // Calls keyed in the moved range run on partition 3 and find their row.
+    let k = (0..2000).find(|k| (start..=end).contains(&tok(*k))).unwrap();
+    ok(c.call("AddH", vec![int(k)]));
+    assert_eq!(ok(c.call("GetH", vec![int(k)])).results[0].rows, vec![vec![int(k), int(k + 1)]]);
+    assert_eq!(query(&mut c, &format!("SELECT n FROM h WHERE k = {k}")), vec![vec![int(k + 1)]]);
+    // Moving it back restores the first placement exactly.
+    ok(move_range(&mut c, start, end, 1));
+    assert_eq!(rows_per_partition(&host, "DEFAULT.H"), before);
+    assert_eq!(host.hashinator().ring(), joule_common::hashinator::Hashinator::even(4, 1).unwrap().ring());
+    // A range nobody else owns moves nothing but still switches the ring.
+    let r = ok(move_range(&mut c, 0, 10, 2));
+    assert_eq!(r.results[0].rows[0][3], int(0));
+}
+
+#[test]
+fn bad_moves_are_refused_with_their_reason() {
+    let (_host, mut c) = setup(2);
+    assert_eq!(fails(c.call("@MoveRange", vec![int(0), int(1)])), ErrorCode::WrongParameterCount);
+    assert_eq!(fails(c.call("@MoveRange", vec![text("a"), int(1), int(0)])), ErrorCode::DatatypeMismatch);
+    assert_eq!(fails(move_range(&mut c, 5, 4, 0)), ErrorCode::InvalidArgument);
+    assert_eq!(fails(move_range(&mut c, 0, 4, 2)), ErrorCode::InvalidArgument);
+    assert_eq!(fails(move_range(&mut c, 0, 4, -1)), ErrorCode::InvalidArgument);
+    let too_big = c.call("@MoveRange", vec![int(0), int(1 << 40), int(0)]);
+    assert_eq!(fails(too_big), ErrorCode::InvalidArgument);
+    assert_eq!(_host.hashinator().version(), 1, "nothing was installed");
+}
+
+#[test]
+fn a_move_that_cannot_finish_changes_nothing() {
+    // A unique index without the partition column is unique per partition
+    // only: two rows with one code can live on two partitions, and cannot
+    // be moved onto the same one.
+    let host = host(2);
+    let mut c = host.client();
+    exec(&mut c, "CREATE TABLE u (k BIGINT NOT NULL, code INT NOT NULL, UNIQUE (code)); PARTITION TABLE u ON COLUMN k");
+    let (a, b) = {
+        let ring = host.hashinator();
+        let on = |p: u32| (0..).find(|k| ring.partition_for_token(tok(*k)) == p).unwrap();
+        (on(0), on(1))
+    };
+    ok(c.adhoc("INSERT INTO u VALUES (?, 7)", vec![int(a)]));
+    ok(c.adhoc("INSERT INTO u VALUES (?, 7)", vec![int(b)]));
+    let before = rows_per_partition(&host, "DEFAULT.U");
+    let e = fails(move_range(&mut c, tok(b), tok(b), 0));
+    assert_eq!(e, ErrorCode::UniqueViolation);
+    assert_eq!(rows_per_partition(&host, "DEFAULT.U"), before);
+    assert_eq!(host.hashinator().version(), 1);
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM u"), int(2));
+    assert_eq!(misplaced(&mut c), 0);
+}
+
+#[test]
+fn calls_in_flight_while_ranges_move_all_land() {
+    let (host, mut c) = setup(4);
+    for k in 0..400 {
+        ok(c.adhoc("INSERT INTO h VALUES (?, 0, 0)", vec![int(k)]));
+    }
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let mut c = host.client();
+            std::thread::spawn(move || {
+                for i in 0..1500 {
+                    let k = (i * 7 + w * 13) % 400;
+                    ok(c.call("AddH", vec![int(k)]));
+                }
+            })
+        })
+        .collect();
+    // Slices of the ring hop around the partitions meanwhile.
+    let slice = 1i64 << 28;
+    for step in 0..24i64 {
+        let start = i32::MIN as i64 + (step % 16) * slice;
+        ok(move_range(&mut c, start as i32, (start + slice - 1) as i32, step % 4));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(scalar(&mut c, "SELECT SUM(n) FROM h"), int(3 * 1500));
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(400));
+    assert_eq!(misplaced(&mut c), 0);
+}

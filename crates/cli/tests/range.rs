@@ -92,4 +92,23 @@ fn range_partitions_are_placed_and_pruned_as_declared_across_hosts() {
         .call("@Explain", vec![Value::from("SELECT * FROM readings WHERE day < 50")])
         .expect("@Explain");
     assert!(explained.tables[0].rows[0][0].to_string().contains("RANGE PRUNED"));
+    // Moving ranges is not available on several hosts yet: refused with
+    // its reason, and nothing changes.
+    let e = connect(&clients[0])
+        .call(
+            "@AdHoc",
+            vec![Value::from(
+                "PARTITION TABLE readings ON COLUMN day USING RANGE (100, 200, 300) ON PARTITIONS (0, 0, 2, 3)",
+            )],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("not available"), "{e}");
+    let e = connect(&clients[1])
+        .call("@MoveRange", vec![Value::Integer(0), Value::Integer(10), Value::Integer(0)])
+        .unwrap_err();
+    assert!(e.to_string().contains("not available"), "{e}");
+    let e = connect(&clients[1]).call("@Rebalance", vec![]).unwrap_err();
+    assert!(e.to_string().contains("not available"), "{e}");
+    let r = sql(&clients[1], "SELECT COUNT(*) FROM readings WHERE day >= 100 AND day < 200", vec![]);
+    assert_eq!(r.tables[0].rows[0][0], Value::Integer(200));
 }

@@ -181,9 +181,20 @@ fn moved_ranges_come_back_from_the_log_and_from_snapshots() {
     let (node, _) = Node::start(&data);
     let mut c = node.host.client();
     sql(&mut c, "CREATE TABLE t (k BIGINT NOT NULL PRIMARY KEY, n BIGINT); PARTITION TABLE t ON COLUMN k");
+    sql(&mut c, "CREATE TABLE r (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE r ON COLUMN k USING RANGE (100)");
     for k in 0..300 {
         sql(&mut c, &format!("INSERT INTO t VALUES ({k}, {k})"));
+        sql(&mut c, &format!("INSERT INTO r VALUES ({k})"));
     }
+    // Value ranges split and moved: [50, 100) and [200, ...) to partition 0.
+    sql(&mut c, "PARTITION TABLE r ON COLUMN k USING RANGE (50, 100, 200) ON PARTITIONS (0, 0, 1, 0)");
+    let r_placed = |host: &Host| -> Vec<u64> {
+        let mut stats = host.statistics(std::time::Duration::from_secs(10));
+        stats.retain(|s| s.partition.is_some());
+        stats.sort_by_key(|s| s.partition);
+        stats.iter().map(|s| s.tables.iter().filter(|t| t.name == "DEFAULT.R").map(|t| t.rows).sum()).collect()
+    };
+    assert_eq!(r_placed(&node.host), vec![200, 100]);
     let call = |c: &mut Client, start: i64, end: i64, p: i64| {
         let r = c.call("@MoveRange", vec![Value::Integer(start), Value::Integer(end), Value::Integer(p)]);
         assert!(r.error.is_none(), "@MoveRange: {:?}", r.error);
@@ -199,10 +210,12 @@ fn moved_ranges_come_back_from_the_log_and_from_snapshots() {
     let (node, report) = Node::start(&data);
     assert_eq!(node.host.hashinator().as_ref(), ring.as_ref(), "{report}");
     assert_eq!(per_partition(&node.host), placed);
+    assert_eq!(r_placed(&node.host), vec![200, 100]);
     let mut c = node.host.client();
-    // A snapshot, then one more move after it.
+    // A snapshot, then one more move of each kind after it.
     save_snapshot(&node, &mut c, "after-moves");
     call(&mut c, i32::MIN as i64, -1, 1);
+    sql(&mut c, "PARTITION TABLE r ON COLUMN k USING RANGE (50, 100, 200) ON PARTITIONS (1, 0, 1, 0)");
     let ring = node.host.hashinator();
     let placed = per_partition(&node.host);
     sql(&mut c, "UPDATE t SET n = n + 1 WHERE k = 7");
@@ -212,6 +225,7 @@ fn moved_ranges_come_back_from_the_log_and_from_snapshots() {
     assert!(report.contains("after-moves"), "recovered from the snapshot: {report}");
     assert_eq!(node.host.hashinator().as_ref(), ring.as_ref(), "{report}");
     assert_eq!(per_partition(&node.host), placed);
+    assert_eq!(r_placed(&node.host), vec![150, 150]);
     let mut c = node.host.client();
     assert_eq!(scalar(&mut c, "SELECT n FROM t WHERE k = 7"), 8);
     assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM t"), 300);

@@ -129,8 +129,8 @@ impl Database {
                 })?;
                 replace_def(&mut catalog, def)?;
             }
-            DdlPlan::PartitionTable { table, column, ranges } => {
-                if !self.storage.table(*table)?.is_empty() {
+            DdlPlan::PartitionTable { table, column, ranges, owners, replace } => {
+                if !*replace && !self.storage.table(*table)?.is_empty() {
                     bail!(
                         SchemaChangeConflict,
                         "PARTITION TABLE needs an empty table; {} has rows",
@@ -140,10 +140,27 @@ impl Database {
                 let mut def = (**self.table_def(*table)?).clone();
                 def.partition_column = Some(*column);
                 def.partition_ranges = ranges.clone();
+                def.range_owners = owners.clone();
                 let def = Arc::new(def);
                 saved.copy(&self.storage, *table);
                 self.storage.table_mut(*table)?.replace_def(def.clone(), Ok)?;
                 replace_def(&mut catalog, def)?;
+                // Views grouping by the partition column are placed as
+                // their source is (their rows follow the source's rows).
+                let views: Vec<Arc<TableDef>> = catalog
+                    .tables()
+                    .filter(|v| v.view.as_ref().is_some_and(|m| m.source == *table) && v.partition_ranges.is_some())
+                    .cloned()
+                    .collect();
+                for view in views {
+                    let mut v = (*view).clone();
+                    v.partition_ranges = ranges.clone();
+                    v.range_owners = owners.clone();
+                    let v = Arc::new(v);
+                    saved.copy(&self.storage, v.id);
+                    self.storage.table_mut(v.id)?.replace_def(v.clone(), Ok)?;
+                    replace_def(&mut catalog, v)?;
+                }
             }
             DdlPlan::CreateView(v) => {
                 catalog.database_mut(&v.database)?.views.insert(v.name.clone(), Arc::new(v.clone()));

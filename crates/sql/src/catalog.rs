@@ -95,6 +95,10 @@ pub struct TableDef {
     /// hashinator — see [`KeyRoute`]. A view grouping by its source's
     /// partition column has its source's.
     pub partition_ranges: Option<Arc<[Value]>>,
+    /// `... ON PARTITIONS (p0, ..., pn)`: the partition of each range (one
+    /// more than the boundaries); `None` deals range `i` to partition
+    /// `i mod P`.
+    pub range_owners: Option<Arc<[PartitionId]>>,
     /// Set when this table is a materialized view.
     pub view: Option<MaterializedView>,
 }
@@ -120,7 +124,9 @@ impl TableDef {
     /// (already of the column's type): by value range or by hash.
     pub fn partition_of(&self, key: &Value, hashinator: &Hashinator) -> Result<PartitionId> {
         match &self.partition_ranges {
-            Some(bounds) => Ok(range_partition(range_of(bounds, key), hashinator.partition_count())),
+            Some(bounds) => {
+                Ok(range_partition(self.range_owners.as_deref(), range_of(bounds, key), hashinator.partition_count()))
+            }
             None => hashinator.partition_for(key),
         }
     }
@@ -129,7 +135,11 @@ impl TableDef {
     /// replicated, or a view without its source's partition column).
     pub fn key_route(&self) -> Option<KeyRoute> {
         let pc = self.partition_column?;
-        Some(KeyRoute { key_type: self.columns[pc].data_type, ranges: self.partition_ranges.clone() })
+        Some(KeyRoute {
+            key_type: self.columns[pc].data_type,
+            ranges: self.partition_ranges.clone(),
+            owners: self.range_owners.clone(),
+        })
     }
 }
 
@@ -140,18 +150,22 @@ impl TableDef {
 /// Range placement: boundaries `b1 < … < bn` make `n + 1` ranges — range 0
 /// holds keys below `b1`, range `i` keys from `bi` (included) to `b(i+1)`
 /// (excluded), range `n` keys from `bn` up — and range `i` lives on
-/// partition `i mod P`, `P` the cluster's partition count. So `P - 1`
-/// boundaries give each partition one contiguous range.
+/// partition `i mod P`, `P` the cluster's partition count, unless the
+/// table names each range's partition (`ON PARTITIONS (p0, …, pn)`). So
+/// `P - 1` boundaries give each partition one contiguous range; splitting
+/// a range is adding a boundary, moving one is naming another partition.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KeyRoute {
     pub key_type: DataType,
     pub ranges: Option<Arc<[Value]>>,
+    /// Each range's partition (see [`TableDef::range_owners`]).
+    pub owners: Option<Arc<[PartitionId]>>,
 }
 
 impl KeyRoute {
     /// Placed by the hashinator.
     pub fn hashed(key_type: DataType) -> KeyRoute {
-        KeyRoute { key_type, ranges: None }
+        KeyRoute { key_type, ranges: None, owners: None }
     }
 
     /// The partition owning `value` (cast to the key type first).
@@ -159,7 +173,9 @@ impl KeyRoute {
         let key = partition_key(value, self.key_type)?;
         match &self.ranges {
             None => hashinator.partition_for(&key),
-            Some(bounds) => Ok(range_partition(range_of(bounds, &key), hashinator.partition_count())),
+            Some(bounds) => {
+                Ok(range_partition(self.owners.as_deref(), range_of(bounds, &key), hashinator.partition_count()))
+            }
         }
     }
 
@@ -167,7 +183,7 @@ impl KeyRoute {
     /// (integers of any width hash alike; ranges must be the same).
     pub fn same_placement(&self, other: &KeyRoute) -> bool {
         let types = self.key_type == other.key_type || (self.key_type.is_integer() && other.key_type.is_integer());
-        types && self.ranges == other.ranges
+        types && self.ranges == other.ranges && self.owners == other.owners
     }
 }
 
@@ -176,9 +192,16 @@ pub fn range_of(bounds: &[Value], key: &Value) -> usize {
     bounds.partition_point(|b| b <= key)
 }
 
-/// The partition of range `range` among `partitions`.
-pub fn range_partition(range: usize, partitions: u32) -> PartitionId {
-    (range % partitions.max(1) as usize) as PartitionId
+/// The partition of range `range` among `partitions`: the one `owners`
+/// names, or `range mod partitions`. (Owners are checked against the
+/// partition count when they are declared; one past it — a catalog that
+/// never went through that check — wraps rather than indexes out of bounds.)
+pub fn range_partition(owners: Option<&[PartitionId]>, range: usize, partitions: u32) -> PartitionId {
+    let partitions = partitions.max(1);
+    match owners.and_then(|o| o.get(range)) {
+        Some(p) => p % partitions,
+        None => (range % partitions as usize) as PartitionId,
+    }
 }
 
 /// A key value as the partition column's type: integers of any width as

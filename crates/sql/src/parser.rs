@@ -5,7 +5,7 @@
 //! statement at a time and, at each statement start, first tries JouleDB's own
 //! forms:
 //!
-//! * `PARTITION TABLE t ON COLUMN c [USING RANGE (b1, b2, ...)]`
+//! * `PARTITION TABLE t ON COLUMN c [USING RANGE (b1, b2, ...) [ON PARTITIONS (p0, p1, ...)]]`
 //! * `UPSERT INTO ...` (parsed as an INSERT and flagged)
 //! * `DROP DATABASE [IF EXISTS] name`
 //! * `VARCHAR(n BYTES)` (rewritten to sqlparser's `OCTETS` unit)
@@ -35,9 +35,15 @@ pub enum Statement {
     Standard(Box<ast::Statement>),
     /// `UPSERT INTO ...`: an INSERT that replaces rows with the same primary key.
     Upsert(Box<ast::Statement>),
-    /// `PARTITION TABLE t ON COLUMN c [USING RANGE (b1, ..., bn)]`: hashed,
-    /// or placed by value ranges with these boundaries.
-    PartitionTable { table: ast::ObjectName, column: ast::Ident, ranges: Option<Vec<ast::Expr>> },
+    /// `PARTITION TABLE t ON COLUMN c [USING RANGE (b1, ..., bn) [ON
+    /// PARTITIONS (p0, ..., pn)]]`: hashed, or placed by value ranges with
+    /// these boundaries (on these partitions).
+    PartitionTable {
+        table: ast::ObjectName,
+        column: ast::Ident,
+        ranges: Option<Vec<ast::Expr>>,
+        owners: Option<Vec<ast::Expr>>,
+    },
     /// `DROP DATABASE [IF EXISTS] name`.
     DropDatabase { name: ast::Ident, if_exists: bool },
     /// `CREATE DATABASE [IF NOT EXISTS] name`.
@@ -220,15 +226,20 @@ fn parse_one(mut tokens: Vec<Token>, sql: String) -> Result<ParsedStatement> {
         parser.expect_keyword(Keyword::ON).map_err(syntax)?;
         parser.expect_keyword(Keyword::COLUMN).map_err(syntax)?;
         let column = parser.parse_identifier().map_err(syntax)?;
-        let ranges = if parser.parse_keywords(&[Keyword::USING, Keyword::RANGE]) {
+        let list = |parser: &mut Parser| -> Result<Vec<ast::Expr>> {
             parser.expect_token(&Token::LParen).map_err(syntax)?;
-            let bounds = parser.parse_comma_separated(Parser::parse_expr).map_err(syntax)?;
+            let items = parser.parse_comma_separated(Parser::parse_expr).map_err(syntax)?;
             parser.expect_token(&Token::RParen).map_err(syntax)?;
-            Some(bounds)
+            Ok(items)
+        };
+        let ranges =
+            if parser.parse_keywords(&[Keyword::USING, Keyword::RANGE]) { Some(list(&mut parser)?) } else { None };
+        let owners = if ranges.is_some() && parser.parse_keywords(&[Keyword::ON, Keyword::PARTITIONS]) {
+            Some(list(&mut parser)?)
         } else {
             None
         };
-        Statement::PartitionTable { table, column, ranges }
+        Statement::PartitionTable { table, column, ranges, owners }
     } else if parser.parse_keywords(&[Keyword::SWAP, Keyword::TABLE]) {
         let a = parser.parse_object_name(false).map_err(syntax)?;
         parser.expect_keyword(Keyword::WITH).map_err(syntax)?;
@@ -314,6 +325,10 @@ mod tests {
         assert!(matches!(&p[0].statement, Statement::PartitionTable { ranges: Some(b), .. } if b.len() == 3));
         assert!(parse("PARTITION TABLE t ON COLUMN c USING RANGE 100").is_err());
         assert!(parse("PARTITION TABLE t ON COLUMN c USING RANGE ()").is_err());
+        let p = parse("PARTITION TABLE t ON COLUMN c USING RANGE (10, 20) ON PARTITIONS (1, 0, 1)").unwrap();
+        assert!(matches!(&p[0].statement, Statement::PartitionTable { owners: Some(o), .. } if o.len() == 3));
+        assert!(parse("PARTITION TABLE t ON COLUMN c ON PARTITIONS (1)").is_err());
+        assert!(parse("PARTITION TABLE t ON COLUMN c USING RANGE (1) ON PARTITIONS").is_err());
         let p = parse("UPSERT INTO t VALUES (1, 2)").unwrap();
         assert!(matches!(p[0].statement, Statement::Upsert(_)));
         let p = parse("CREATE TABLE t (a VARCHAR(10 BYTES) ASSUMEUNIQUE, b INT UNIQUE)").unwrap();

@@ -199,7 +199,11 @@ fn compile_procedure(def: &ProcedureDef, catalog: &Catalog, registry: &Procedure
             }
             Some(Routing {
                 parameter: p.parameter,
-                key: KeyRoute { key_type: t.columns[pos].data_type, ranges: t.partition_ranges.clone() },
+                key: KeyRoute {
+                    key_type: t.columns[pos].data_type,
+                    ranges: t.partition_ranges.clone(),
+                    owners: t.range_owners.clone(),
+                },
                 column: format!("{}.{}", p.table, p.column),
             })
         }
@@ -272,7 +276,11 @@ fn crud_procedures(table: &TableDef, catalog: &Catalog) -> Result<Vec<CompiledPr
         let routing = match (pc, parameter) {
             (Some(pc), Some(parameter)) => Some(Routing {
                 parameter,
-                key: KeyRoute { key_type: table.columns[pc].data_type, ranges: table.partition_ranges.clone() },
+                key: KeyRoute {
+                    key_type: table.columns[pc].data_type,
+                    ranges: table.partition_ranges.clone(),
+                    owners: table.range_owners.clone(),
+                },
                 column: format!("{}.{}", table.name, table.columns[pc].name),
             }),
             _ => None,

@@ -582,12 +582,19 @@ impl Coordinator {
             if !matches!(planned.kind, PlannedKind::Ddl(_)) {
                 bail!(FeatureNotSupported, "DDL and other statements cannot be mixed in one call: {sql}");
             }
+            let replaced = crate::moverange::replaced_table(&planned, self.schema_db.catalog(), self.sites.len())?;
+            if replaced.is_some() && self.shared.link.is_some() {
+                bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
+            }
             self.schema_db.execute_planned(&planned, &[])?;
             let params: Arc<[Value]> = Arc::from(Vec::new());
             let items = (0..self.sites.len())
                 .map(|_| vec![WorkItem::Execute { planned: planned.clone(), params: params.clone() }])
                 .collect();
             self.round(items)?;
+            if let Some(table) = replaced {
+                self.replace_ranges(&table)?;
+            }
             results.push(ResultTable::from_exec(ExecResult::Done));
         }
         let previous = self.shared.schema.load_full();

@@ -147,9 +147,11 @@ pub(crate) enum WorkItem {
     Freeze,
     /// Recovery: put rows at their ids (by table name).
     PlaceRows(crate::snapshot::PartitionRows),
-    /// Moving a range: delete and hand back the rows of hash-partitioned
-    /// tables that `hashinator` (the next ring) places on another partition.
-    Evict { hashinator: Arc<Hashinator> },
+    /// Moving a range: delete and hand back the rows that `hashinator`
+    /// (the next ring) places on another partition — of table `table`
+    /// (qualified name) as the catalog now places it, or with no table, of
+    /// every hash-partitioned table.
+    Evict { hashinator: Arc<Hashinator>, table: Option<String> },
     /// Moving a range: insert rows that `hashinator` (the next ring) places
     /// on this partition, checked against it rather than the current one.
     Admit { planned: Arc<Planned>, rows: Vec<Row>, hashinator: Arc<Hashinator> },

@@ -33,9 +33,28 @@ use crate::hashinator::Hashinator;
 use crate::messages::{ItemResult, WorkItem};
 use crate::response::ResultTable;
 use joule_common::{bail, err, DataType, Result, Row, Value};
+use joule_sql::catalog::Catalog;
 use joule_sql::plan::OutputColumn;
+use joule_sql::planner::{DdlPlan, Planned, PlannedKind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// For a planned `PARTITION TABLE`: its named partitions checked against
+/// the `partitions` there are, and — when it re-places a table already
+/// placed by ranges — that table's qualified name (its rows must move).
+pub(crate) fn replaced_table(planned: &Planned, catalog: &Catalog, partitions: usize) -> Result<Option<String>> {
+    let PlannedKind::Ddl(DdlPlan::PartitionTable { table, owners, replace, .. }) = &planned.kind else {
+        return Ok(None);
+    };
+    if let Some(p) = owners.as_deref().and_then(|o| o.iter().find(|p| **p as usize >= partitions)) {
+        bail!(InvalidSchemaDefinition, "ON PARTITIONS names partition {p}, but partitions are 0 to {}", partitions - 1);
+    }
+    if !replace {
+        return Ok(None);
+    }
+    let def = catalog.table_by_id(*table).ok_or_else(|| err!(Internal, "table #{table} is not in the catalog"))?;
+    Ok(Some(def.qualified_name()))
+}
 
 /// `@MoveRange`'s parameters, checked: (start token, end token, partition).
 pub(crate) fn parse_params(params: &[Value], partitions: usize) -> Result<(i32, i32, u32)> {
@@ -68,26 +87,11 @@ pub(crate) fn parse_params(params: &[Value], partitions: usize) -> Result<(i32, 
 }
 
 impl Coordinator {
-    /// Move tokens `start..=end` and their rows to partition `to`; the next
-    /// ring goes to `next` for the commit to install.
-    pub(crate) fn move_range(
-        &mut self,
-        start: i32,
-        end: i32,
-        to: u32,
-        next: &mut Option<Arc<Hashinator>>,
-    ) -> Result<Vec<ResultTable>> {
-        if self.shared.link.is_some() {
-            bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
-        }
-        let ring = Arc::new(self.hashinator.with_range_moved(start, end, to)?);
+    /// Run the `evict` round, then hand every row it gave up to the
+    /// partition that `ring` and the coordinator's catalog (the one the
+    /// transaction installs) place it on. (Rows moved, their bytes.)
+    pub(crate) fn relocate(&mut self, evict: Vec<Vec<WorkItem>>, ring: &Arc<Hashinator>) -> Result<(u64, u64)> {
         let n = self.sites.len();
-        let mut evict: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
-        for p in self.hashinator.owners_of(start, end) {
-            if p != to {
-                evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone() });
-            }
-        }
         // Gathered by table, partitions in order: the same on every run.
         let mut by_table: BTreeMap<String, Vec<Row>> = BTreeMap::new();
         for item in self.round(evict)?.into_iter().flatten() {
@@ -111,7 +115,11 @@ impl Coordinator {
             for row in rows {
                 moved_rows += 1;
                 moved_bytes += crate::stats::values_bytes(row.iter());
-                per_site[def.partition_of(&row[pc], &ring)? as usize].push(row);
+                let p = def.partition_of(&row[pc], ring)? as usize;
+                per_site
+                    .get_mut(p)
+                    .ok_or_else(|| err!(Internal, "a moved row's partition {p} does not exist"))?
+                    .push(row);
             }
             for (p, rows) in per_site.into_iter().enumerate() {
                 if !rows.is_empty() {
@@ -120,6 +128,45 @@ impl Coordinator {
             }
         }
         self.round(admit)?;
+        Ok((moved_rows, moved_bytes))
+    }
+
+    /// After a `PARTITION TABLE` that splits or moves the value ranges of
+    /// `table` (already applied on every site and in the coordinator's
+    /// catalog): move the rows its new placement puts elsewhere.
+    pub(crate) fn replace_ranges(&mut self, table: &str) -> Result<()> {
+        if self.shared.link.is_some() {
+            bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
+        }
+        let ring = self.hashinator.clone();
+        let evict = (0..self.sites.len())
+            .map(|_| vec![WorkItem::Evict { hashinator: ring.clone(), table: Some(table.to_string()) }])
+            .collect();
+        self.relocate(evict, &ring)?;
+        Ok(())
+    }
+
+    /// Move tokens `start..=end` and their rows to partition `to`; the next
+    /// ring goes to `next` for the commit to install.
+    pub(crate) fn move_range(
+        &mut self,
+        start: i32,
+        end: i32,
+        to: u32,
+        next: &mut Option<Arc<Hashinator>>,
+    ) -> Result<Vec<ResultTable>> {
+        if self.shared.link.is_some() {
+            bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
+        }
+        let ring = Arc::new(self.hashinator.with_range_moved(start, end, to)?);
+        let n = self.sites.len();
+        let mut evict: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
+        for p in self.hashinator.owners_of(start, end) {
+            if p != to {
+                evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone(), table: None });
+            }
+        }
+        let (moved_rows, moved_bytes) = self.relocate(evict, &ring)?;
         let version = ring.version();
         *next = Some(ring);
         let col = |name: &str, t| OutputColumn { name: name.to_string(), data_type: Some(t) };

@@ -3,7 +3,8 @@
 //!
 //! A table placed by value ranges (`PARTITION TABLE t ON COLUMN c USING
 //! RANGE (b1, …, bn)`, see [`KeyRoute`](joule_sql::catalog::KeyRoute)) keeps
-//! the rows of range `i` on partition `i mod P`. A fragment that reads such
+//! the rows of range `i` on partition `i mod P`, or on the partition its
+//! `ON PARTITIONS` list names. A fragment that reads such
 //! a table with predicates on `c` — `c = v`, `c < v`, `c <= v`, `c > v`,
 //! `c >= v` (BETWEEN is the last two), in the scan's filter or its index
 //! lookup — can hold rows only from the ranges those predicates overlap, so
@@ -30,6 +31,8 @@ use std::sync::Arc;
 pub struct RangePrune {
     /// The table's range boundaries.
     pub bounds: Arc<[Value]>,
+    /// Each range's partition, if the table names them.
+    pub owners: Option<Arc<[joule_common::hashinator::PartitionId]>>,
     pub key_type: DataType,
     /// `column op value` conditions that every row read satisfies.
     pub limits: Vec<(CmpOp, Expr)>,
@@ -77,7 +80,7 @@ impl RangePrune {
         if limits.is_empty() {
             return None;
         }
-        Some(RangePrune { bounds, key_type: def.columns[pc].data_type, limits })
+        Some(RangePrune { bounds, owners: def.range_owners.clone(), key_type: def.columns[pc].data_type, limits })
     }
 
     /// The partitions (ascending, below `partitions`) whose ranges the
@@ -108,8 +111,13 @@ impl RangePrune {
                 CmpOp::NotEq => {}
             }
         }
-        let mut out: Vec<usize> =
-            (lo..=hi.max(lo)).map(|r| range_partition(r, partitions) as usize).take(partitions as usize).collect();
+        let mut out: Vec<usize> = match &self.owners {
+            Some(owners) => (lo..=hi.max(lo)).map(|r| range_partition(Some(owners), r, partitions) as usize).collect(),
+            None => (lo..=hi.max(lo))
+                .map(|r| range_partition(None, r, partitions) as usize)
+                .take(partitions as usize)
+                .collect(),
+        };
         if lo > hi {
             // Nothing can match: one partition answers (with no rows).
             out.truncate(1);
@@ -159,7 +167,7 @@ mod tests {
 
     fn prune(limits: Vec<(CmpOp, Expr)>) -> RangePrune {
         let bounds: Vec<Value> = [100, 200, 300].iter().map(|b| Value::Integer(*b)).collect();
-        RangePrune { bounds: bounds.into(), key_type: DataType::BigInt, limits }
+        RangePrune { bounds: bounds.into(), owners: None, key_type: DataType::BigInt, limits }
     }
 
     fn c(v: i64) -> Expr {
@@ -192,5 +200,10 @@ mod tests {
         assert_eq!(prune(vec![(CmpOp::GtEq, c(200))]).partitions(&[], 2), vec![0, 1]);
         assert_eq!(prune(vec![(CmpOp::Eq, c(350))]).partitions(&[], 2), vec![1]);
         assert_eq!(prune(vec![(CmpOp::Eq, c(50))]).partitions(&[], 2), vec![0]);
+        // Named partitions: ranges 0..=3 on partitions 2, 2, 0, 3.
+        let named = |limits| RangePrune { owners: Some(vec![2, 2, 0, 3].into()), ..prune(limits) };
+        assert_eq!(named(vec![(CmpOp::Lt, c(200))]).partitions(&[], 4), vec![2]);
+        assert_eq!(named(vec![(CmpOp::GtEq, c(150))]).partitions(&[], 4), vec![0, 2, 3]);
+        assert_eq!(named(vec![(CmpOp::Eq, c(250)), (CmpOp::Eq, c(260))]).partitions(&[], 4), vec![0]);
     }
 }

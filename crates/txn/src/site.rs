@@ -475,7 +475,9 @@ impl Site {
                     }
                     ItemResult::Exec(joule_engine::ExecResult::Done)
                 }
-                WorkItem::Evict { hashinator } => ItemResult::Evicted(self.evict(&hashinator)?),
+                WorkItem::Evict { hashinator, table } => {
+                    ItemResult::Evicted(self.evict(&hashinator, table.as_deref())?)
+                }
                 WorkItem::Admit { planned, rows, hashinator } => {
                     let joule_sql::planner::PlannedKind::Insert(plan) = &planned.kind else {
                         bail!(Internal, "rows to admit for a statement that is not an INSERT");
@@ -685,17 +687,21 @@ impl Site {
         })
     }
 
-    /// Delete and return the rows of hash-partitioned tables (not views:
-    /// they follow their source) that `next` places elsewhere, by table in
-    /// catalog order, each table's rows in storage order — the same on
-    /// every copy of the partition.
-    fn evict(&mut self, next: &Hashinator) -> Result<Vec<(String, Vec<joule_common::Row>)>> {
+    /// Delete and return the rows that `next` places elsewhere — of table
+    /// `only`, or of every hash-partitioned table — by table in catalog
+    /// order, each table's rows in storage order: the same on every copy of
+    /// the partition. Views are never evicted: they follow their source.
+    fn evict(&mut self, next: &Hashinator, only: Option<&str>) -> Result<Vec<(String, Vec<joule_common::Row>)>> {
         let mut out = Vec::new();
+        let chosen = |d: &joule_sql::catalog::TableDef| match only {
+            Some(name) => d.qualified_name() == name,
+            None => d.partition_ranges.is_none(),
+        };
         let tables: Vec<(joule_sql::catalog::TableId, usize, String)> = self
             .db
             .catalog()
             .tables()
-            .filter(|d| d.view.is_none() && d.partition_ranges.is_none() && self.db.catalog().is_partitioned(d))
+            .filter(|d| d.view.is_none() && chosen(d) && self.db.catalog().is_partitioned(d))
             .filter_map(|d| d.partition_column.map(|pc| (d.id, pc, d.qualified_name())))
             .collect();
         for (id, pc, name) in tables {

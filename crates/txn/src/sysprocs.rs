@@ -178,9 +178,13 @@ pub(crate) fn system_catalog(schema: &Schema, selector: &str) -> Result<Vec<Resu
                     let kind = if t.view.is_some() { "VIEW" } else { "TABLE" };
                     let remarks = match (t.partition_column, &t.partition_ranges) {
                         (Some(pc), Some(bounds)) => text(format!(
-                            "{{\"partitionColumn\":\"{}\",\"partitionRanges\":[{}]}}",
+                            "{{\"partitionColumn\":\"{}\",\"partitionRanges\":[{}]{}}}",
                             t.columns[pc].name,
-                            bounds.iter().map(json_value).collect::<Vec<_>>().join(",")
+                            bounds.iter().map(json_value).collect::<Vec<_>>().join(","),
+                            t.range_owners.as_ref().map_or(String::new(), |o| format!(
+                                ",\"rangePartitions\":[{}]",
+                                o.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                            ))
                         )),
                         (Some(pc), None) => text(format!("{{\"partitionColumn\":\"{}\"}}", t.columns[pc].name)),
                         (None, _) if catalog.is_partitioned(t) => text("{\"partitioned\":true}"),

@@ -1,7 +1,9 @@
 //! Range partitioning: `PARTITION TABLE t ON COLUMN c USING RANGE (...)`
-//! places rows by value (range i on partition i mod P) on every write path,
-//! pins and routes by it, and multi-partition reads with conditions on the
-//! partition column visit only the partitions whose ranges they overlap.
+//! places rows by value (range i on partition i mod P, or on the partition
+//! `ON PARTITIONS` names) on every write path, pins and routes by it, and
+//! multi-partition reads with conditions on the partition column visit only
+//! the partitions whose ranges they overlap; declaring other ranges for a
+//! table with rows splits and moves its ranges, rows and views with them.
 
 mod common;
 
@@ -163,10 +165,21 @@ fn range_boundaries_are_checked() {
         assert_eq!(refused(&mut c, &format!("PARTITION TABLE t ON COLUMN k USING RANGE {bounds}")), code, "{bounds}");
     }
     exec(&mut c, "PARTITION TABLE t ON COLUMN k USING RANGE (-5, 10)");
-    // The same again is nothing; another partitioning is refused.
+    // The same again is nothing; hashing instead, or another column, is
+    // refused (other ranges re-place the rows: see below).
     exec(&mut c, "PARTITION TABLE t ON COLUMN k USING RANGE (-5, 10)");
-    assert_eq!(refused(&mut c, "PARTITION TABLE t ON COLUMN k USING RANGE (0)"), ErrorCode::InvalidSchemaDefinition);
     assert_eq!(refused(&mut c, "PARTITION TABLE t ON COLUMN k"), ErrorCode::InvalidSchemaDefinition);
+    assert_eq!(refused(&mut c, "PARTITION TABLE t ON COLUMN s USING RANGE ('a')"), ErrorCode::InvalidSchemaDefinition);
+    for (owners, why) in [
+        ("(0, 1)", "too few"),
+        ("(0, 1, 0, 1)", "too many"),
+        ("(0, 2, 1)", "no partition 2"),
+        ("(0, -1, 1)", "negative"),
+        ("(0, x, 1)", "not a constant"),
+    ] {
+        let sql = format!("PARTITION TABLE t ON COLUMN k USING RANGE (-5, 10) ON PARTITIONS {owners}");
+        assert!(c.adhoc(&sql, vec![]).error.is_some(), "{why}: {owners}");
+    }
     // Tables placed differently cannot swap rows.
     exec(&mut c, "CREATE TABLE u (k INT NOT NULL, s VARCHAR(10) NOT NULL, x INT); PARTITION TABLE u ON COLUMN k");
     assert_eq!(refused(&mut c, "SWAP TABLE t WITH u"), ErrorCode::InvalidSchemaDefinition);
@@ -206,4 +219,78 @@ fn range_boundaries_are_checked() {
             .any(|r| r.contains("NAMES.insert") && r.contains("rangePartitioned") && !r.contains("partitionParameter")),
         "clients are not told to hash range keys: {remarks:?}"
     );
+}
+
+#[test]
+fn ranges_split_and_move_with_their_rows() {
+    let (host, mut c) = setup();
+    exec(
+        &mut c,
+        "CREATE VIEW rv (k, c) AS SELECT k, COUNT(*) FROM r GROUP BY k; \
+         CREATE VIEW rn (n, c) AS SELECT n, COUNT(*) FROM r GROUP BY n",
+    );
+    for k in (-50..650).step_by(10) {
+        ok(c.call("PutR", vec![int(k)]));
+    }
+    let total = query(&mut c, "SELECT COUNT(*) FROM r")[0][0].clone();
+    let by_n = query(&mut c, "SELECT n, c FROM rn ORDER BY n");
+    // Split range [100, 200) at 150 and send [150, 200) and [500, ...) to
+    // partition 3; the rest stays where it was (ranges 0..=5 were on
+    // partitions 0, 1, 2, 3, 0, 1).
+    let r = ok(c.adhoc(
+        "PARTITION TABLE r ON COLUMN k USING RANGE (100, 150, 200, 300, 400, 500) ON PARTITIONS (0, 1, 3, 2, 3, 0, 3)",
+        vec![],
+    ));
+    assert!(was_multi_partition(&r));
+    let place = |k: i64| -> usize {
+        let range = [100, 150, 200, 300, 400, 500].iter().filter(|b| **b <= k).count();
+        [0, 1, 3, 2, 3, 0, 3][range]
+    };
+    let mut expected = vec![0u64; 4];
+    for k in (-50..650).step_by(10) {
+        expected[place(k)] += 1;
+    }
+    assert_eq!(per_partition(&host, "DEFAULT.R").0, expected);
+    assert_eq!(per_partition(&host, "DEFAULT.RV").0, expected, "the view grouped by the key moved along");
+    assert_eq!(misplaced(&mut c), 0);
+    assert_eq!(query(&mut c, "SELECT COUNT(*) FROM r")[0][0], total);
+    assert_eq!(query(&mut c, "SELECT n, c FROM rn ORDER BY n"), by_n);
+    // Calls route by the new placement, and pruning follows it.
+    ok(c.call("PutR", vec![int(155)]));
+    assert_eq!(per_partition(&host, "DEFAULT.R").0[3], expected[3] + 1);
+    let (_, ran) = reached(&host, || query(&mut c, "SELECT COUNT(*) FROM r WHERE k >= 150 AND k < 200"));
+    assert_eq!(ran, vec![3]);
+    // The catalog shows where each range lives.
+    let r = ok(c.call("@SystemCatalog", vec![Value::from("TABLES")]));
+    let row = r.results[0].rows.iter().find(|row| row[2] == text("R")).expect("R listed");
+    assert!(row[4].to_string().contains("\"rangePartitions\":[0,1,3,2,3,0,3]"), "{:?}", row[4]);
+    // Merging back to the first ranges restores the first placement.
+    exec(&mut c, "PARTITION TABLE r ON COLUMN k USING RANGE (100, 200, 300, 400, 500)");
+    let mut first = vec![0u64; 4];
+    for k in (-50..650).step_by(10).chain([155]) {
+        first[partition_of(k)] += 1;
+    }
+    assert_eq!(per_partition(&host, "DEFAULT.R").0, first);
+    assert_eq!(misplaced(&mut c), 0);
+}
+
+#[test]
+fn a_range_move_that_cannot_finish_changes_nothing() {
+    let host = host(2);
+    let mut c = host.client();
+    // Unique per partition only (no partition column in it): two rows with
+    // one code on two partitions cannot come together.
+    exec(
+        &mut c,
+        "CREATE TABLE u (k INT NOT NULL, code INT NOT NULL, UNIQUE (code)); \
+         PARTITION TABLE u ON COLUMN k USING RANGE (10)",
+    );
+    exec(&mut c, "INSERT INTO u VALUES (1, 7); INSERT INTO u VALUES (20, 7)");
+    let e = fails(c.adhoc("PARTITION TABLE u ON COLUMN k USING RANGE (10) ON PARTITIONS (0, 0)", vec![]));
+    assert_eq!(e, ErrorCode::UniqueViolation);
+    assert_eq!(per_partition(&host, "DEFAULT.U").0, vec![1, 1]);
+    let r = ok(c.call("@SystemCatalog", vec![Value::from("TABLES")]));
+    let row = r.results[0].rows.iter().find(|row| row[2] == text("U")).expect("U listed");
+    assert!(!row[4].to_string().contains("rangePartitions"), "the placement did not change: {:?}", row[4]);
+    assert_eq!(misplaced(&mut c), 0);
 }

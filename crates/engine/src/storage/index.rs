@@ -760,6 +760,7 @@ mod tests {
                 indexes: vec![],
                 partition_column: None,
                 partition_ranges: None,
+                range_owners: None,
                 view: None,
             }
         }

@@ -31,6 +31,7 @@ pub(super) fn table_def(id: TableId, name: &str, columns: Vec<ColumnDef>, indexe
         indexes,
         partition_column: None,
         partition_ranges: None,
+        range_owners: None,
         view: None,
     })
 }

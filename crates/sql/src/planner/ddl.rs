@@ -15,6 +15,7 @@ use crate::catalog::{ColumnDef, IndexDef, IndexKind, MaterializedView, Procedure
 use crate::expr::{AggKind, Expr};
 use crate::parser::{ParsedStatement, Statement};
 use crate::plan::Plan;
+use joule_common::hashinator::PartitionId;
 use joule_common::{bail, err, DataType, Result, Value};
 use sqlparser::ast;
 use std::sync::Arc;
@@ -57,6 +58,12 @@ pub enum DdlPlan {
         column: usize,
         /// Value-range boundaries (`USING RANGE`); `None`: hashed.
         ranges: Option<Arc<[Value]>>,
+        /// Each range's partition (`ON PARTITIONS`); `None`: `i mod P`.
+        owners: Option<Arc<[PartitionId]>>,
+        /// The table was placed by ranges on this column already: its rows
+        /// stay, and the transaction layer moves those the new placement
+        /// puts elsewhere (splitting and moving ranges).
+        replace: bool,
     },
     CreateView(ViewDef),
     DropView {
@@ -98,7 +105,7 @@ pub fn plan_ddl(binder: &mut Binder, stmt: &ParsedStatement) -> Result<DdlPlan> 
             }
             Ok(DdlPlan::DropDatabase(n))
         }
-        Statement::PartitionTable { table, column, ranges } => {
+        Statement::PartitionTable { table, column, ranges, owners } => {
             let (db, t) = binder.split_name(table)?;
             let def = catalog.table(&db, &t)?;
             let c = ident_name(column);
@@ -119,18 +126,26 @@ pub fn plan_ddl(binder: &mut Binder, stmt: &ParsedStatement) -> Result<DdlPlan> 
                 bail!(InvalidSchemaDefinition, "{t} is a view; partition its source table instead");
             }
             let ranges = ranges.as_deref().map(|r| range_bounds(r, col, &t)).transpose()?;
+            let owners = match (owners, &ranges) {
+                (Some(o), Some(bounds)) => Some(range_owners(o, bounds.len(), &t)?),
+                _ => None,
+            };
             if let Some(existing) = def.partition_column {
-                if existing == pos && def.partition_ranges == ranges {
+                if existing == pos && def.partition_ranges == ranges && def.range_owners == owners {
                     return Ok(DdlPlan::Noop);
+                }
+                if existing == pos && def.partition_ranges.is_some() && ranges.is_some() {
+                    return Ok(DdlPlan::PartitionTable { table: def.id, column: pos, ranges, owners, replace: true });
                 }
                 let how = if def.partition_ranges.is_some() { "by value ranges" } else { "by hash" };
                 bail!(
                     InvalidSchemaDefinition,
-                    "table {t} is already partitioned on {} {how}; its partitioning cannot change",
+                    "table {t} is already partitioned on {} {how}; its partitioning cannot change (only the ranges \
+                     of a table placed by ranges can be split and moved)",
                     def.columns[existing].name
                 );
             }
-            Ok(DdlPlan::PartitionTable { table: def.id, column: pos, ranges })
+            Ok(DdlPlan::PartitionTable { table: def.id, column: pos, ranges, owners, replace: false })
         }
         Statement::SwapTables { a, b } => swap_tables(binder, a, b),
         Statement::CreateProcedure(c) => super::procedure::create_procedure(binder, c),
@@ -263,6 +278,37 @@ fn range_bounds(exprs: &[ast::Expr], col: &ColumnDef, table: &str) -> Result<Arc
     Ok(bounds.into())
 }
 
+/// `ON PARTITIONS (p0, ..., pn)`: one partition number per range (the
+/// partition count is checked where it is known, by the transaction layer).
+fn range_owners(exprs: &[ast::Expr], bounds: usize, table: &str) -> Result<Arc<[PartitionId]>> {
+    if exprs.len() != bounds + 1 {
+        bail!(
+            InvalidSchemaDefinition,
+            "{bounds} range boundaries of {table} make {} ranges, but ON PARTITIONS names {} partitions",
+            bounds + 1,
+            exprs.len()
+        );
+    }
+    let int = ColumnDef {
+        name: "partition".into(),
+        data_type: DataType::Integer,
+        max_len: None,
+        len_in_bytes: false,
+        nullable: false,
+        default: None,
+    };
+    exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match constant(e, &int, &format!("partition of range {i} of {table}"))? {
+            Value::Integer(p) if (0..=i64::from(u16::MAX)).contains(&p) => Ok(p as PartitionId),
+            v => {
+                bail!(InvalidSchemaDefinition, "partition of range {i} of {table} must be a partition number, not {v}")
+            }
+        })
+        .collect()
+}
+
 fn create_table(binder: &Binder, ct: &ast::CreateTable, assume_unique: &[usize]) -> Result<DdlPlan> {
     if ct.query.is_some() || ct.like.is_some() || ct.clone.is_some() {
         bail!(FeatureNotSupported, "CREATE TABLE ... AS / LIKE / CLONE is not supported");
@@ -304,6 +350,7 @@ fn create_table(binder: &Binder, ct: &ast::CreateTable, assume_unique: &[usize])
         indexes,
         partition_column: None,
         partition_ranges: None,
+        range_owners: None,
         view: None,
     };
     validate_indexes(&def)?;
@@ -543,6 +590,7 @@ fn materialized_view(binder: &Binder, db: String, name: String, names: Vec<Strin
         columns,
         indexes: vec![key],
         partition_ranges: partition_column.and(source.partition_ranges.clone()),
+        range_owners: partition_column.and(source.range_owners.clone()),
         partition_column,
         view: Some(MaterializedView { source: source.id, group_by: group_cols, aggregates: aggs }),
     }))

@@ -529,6 +529,18 @@ impl Database {
         self.delete_ids(plan.table, ids)
     }
 
+    /// Keep `table`'s row ids by the token of `column` while ranges move
+    /// out (see [`Table::track_tokens`](crate::storage::Table::track_tokens)).
+    pub fn track_tokens(&mut self, table: TableId, column: usize) -> Result<()> {
+        self.storage.table_mut(table)?.track_tokens(column);
+        Ok(())
+    }
+
+    /// Stop keeping row ids by token, in every table.
+    pub fn untrack_tokens(&mut self) {
+        self.storage.untrack_tokens();
+    }
+
     /// Delete rows `ids` of `table` and hand them back, in `ids` order
     /// (moving rows to another partition). Views are maintained and the
     /// deletes are undone with the transaction, like a DELETE statement.

@@ -34,8 +34,8 @@
 //! retain = 2                   # snapshots kept usable for recovery
 //!
 //! [elastic]                    # how fast @Rebalance moves ranges
-//! duration_ms = 50             # aimed-at length of each move's transaction
-//! throughput_mb = 2            # MB/s of rows moved at most (0: no limit; fractions allowed)
+//! duration_ms = 5              # aimed-at length of each move's transaction
+//! throughput_mb = 0.5          # MB/s of rows moved at most (0: no limit; fractions allowed)
 //!
 //! [[users]]                    # with users, logins must match one
 //! name = "admin"

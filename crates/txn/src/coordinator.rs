@@ -276,8 +276,8 @@ impl Coordinator {
             }
             MpKind::LoadRows { tables, .. } => (self.load_rows(tables), crate::response::APP_STATUS_UNSET, None),
             MpKind::PlaceRows(rows) => (self.place_rows(rows), crate::response::APP_STATUS_UNSET, None),
-            MpKind::MoveRange { start, end, partition } => (
-                self.move_range(*start, *end, *partition, &mut installs.hashinator),
+            MpKind::MoveRange { start, end, partition, keep } => (
+                self.move_range(*start, *end, *partition, *keep, &mut installs.hashinator),
                 crate::response::APP_STATUS_UNSET,
                 None,
             ),
@@ -382,7 +382,9 @@ impl Coordinator {
             }
             MpKind::Ddl { statements, database } => record(database, "@AdHoc", Some(&statements.join(";\n")), &[]),
             MpKind::LoadRows { log_as: Some((procedure, params)), .. } => record("", procedure, None, params),
-            MpKind::MoveRange { start, end, partition } => {
+            // Logged without `keep` (it changes how rows are found, not
+            // which): a replay keeps nothing it would have to forget.
+            MpKind::MoveRange { start, end, partition, .. } => {
                 let params = [i64::from(*start), i64::from(*end), i64::from(*partition)].map(Value::Integer);
                 record("", "@MoveRange", None, &params)
             }

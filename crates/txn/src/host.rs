@@ -266,6 +266,14 @@ impl Host {
         self.shared.hashinator.load_full()
     }
 
+    /// Moves of ranges are over: every site stops keeping rows by token
+    /// (see [`Client::move_range_piece`]).
+    pub fn forget_tokens(&self) {
+        for site in &self.shared.sites {
+            let _ = site.send(SiteMsg::ForgetTokens);
+        }
+    }
+
     /// Every site's statistics and the coordinator's (last), each copied
     /// by its own thread between transactions. A thread that does not
     /// answer within `wait` is left out.
@@ -582,7 +590,7 @@ impl Client {
             "@Checksum" => Ok(Route::Mp(MpKind::Checksums, Vec::new())),
             "@MoveRange" => {
                 let (start, end, partition) = crate::moverange::parse_params(&params, self.shared.sites.len())?;
-                Ok(Route::Mp(MpKind::MoveRange { start, end, partition }, Vec::new()))
+                Ok(Route::Mp(MpKind::MoveRange { start, end, partition, keep: false }, Vec::new()))
             }
             "@Explain" => {
                 let sql = sysprocs::string_param(name, &params, 0)?;
@@ -736,6 +744,17 @@ impl Client {
             return Response::failure(err!(InvalidArgument, "the hashinator names a partition this host lacks"), None);
         }
         self.run_mp_and_wait(MpKind::SetHashinator(Arc::new(hashinator)))
+    }
+
+    /// `@MoveRange(start, end, partition)` as one piece of many (see the
+    /// server's `@Rebalance`): the partitions giving rows up keep them by
+    /// token for the next pieces, until [`Host::forget_tokens`]. Waits.
+    pub fn move_range_piece(&mut self, start: i32, end: i32, partition: u32) -> Response {
+        if partition as usize >= self.shared.sites.len() || start > end {
+            let e = err!(InvalidArgument, "tokens {start}..={end} cannot move to partition {partition}");
+            return Response::failure(e, None);
+        }
+        self.run_mp_and_wait(MpKind::MoveRange { start, end, partition, keep: true })
     }
 
     /// Run one internal multi-partition transaction and wait for its answer.

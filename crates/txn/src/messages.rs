@@ -117,6 +117,8 @@ pub(crate) enum SiteMsg {
     CompactLog {
         via_shipper: bool,
     },
+    /// Moves of ranges are over: stop keeping rows by token.
+    ForgetTokens,
     /// A cluster: load part of a copy of the partition from its leader
     /// (this site rejoins); `done` says whether it applied.
     Load {
@@ -150,8 +152,10 @@ pub(crate) enum WorkItem {
     /// Moving a range: delete and hand back the rows that `hashinator`
     /// (the next ring) places on another partition — of table `table`
     /// (qualified name) as the catalog now places it, or with no table, of
-    /// every hash-partitioned table.
-    Evict { hashinator: Arc<Hashinator>, table: Option<String> },
+    /// every hash-partitioned table. With `tokens`, only rows whose key's
+    /// token is in that range can leave: tables that keep their rows by
+    /// token find them without a scan, and with `keep` start keeping them.
+    Evict { hashinator: Arc<Hashinator>, table: Option<String>, tokens: Option<(i32, i32)>, keep: bool },
     /// Moving a range: insert rows that `hashinator` (the next ring) places
     /// on this partition, checked against it rather than the current one.
     Admit { planned: Arc<Planned>, rows: Vec<Row>, hashinator: Arc<Hashinator> },
@@ -302,11 +306,14 @@ pub(crate) enum MpKind {
     /// Recovery: each partition's rows at their ids (not logged).
     PlaceRows(Vec<crate::snapshot::PartitionRows>),
     /// `@MoveRange`: give tokens `start..=end` of the ring to `partition`,
-    /// moving their rows, and install the next hashinator.
+    /// moving their rows, and install the next hashinator; with `keep`, the
+    /// partitions giving rows up keep their rows by token afterwards (more
+    /// moves follow).
     MoveRange {
         start: i32,
         end: i32,
         partition: u32,
+        keep: bool,
     },
 }
 

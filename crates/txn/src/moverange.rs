@@ -140,7 +140,10 @@ impl Coordinator {
         }
         let ring = self.hashinator.clone();
         let evict = (0..self.sites.len())
-            .map(|_| vec![WorkItem::Evict { hashinator: ring.clone(), table: Some(table.to_string()) }])
+            .map(|_| {
+                let table = Some(table.to_string());
+                vec![WorkItem::Evict { hashinator: ring.clone(), table, tokens: None, keep: false }]
+            })
             .collect();
         self.relocate(evict, &ring)?;
         Ok(())
@@ -153,6 +156,7 @@ impl Coordinator {
         start: i32,
         end: i32,
         to: u32,
+        keep: bool,
         next: &mut Option<Arc<Hashinator>>,
     ) -> Result<Vec<ResultTable>> {
         if self.shared.link.is_some() {
@@ -163,7 +167,8 @@ impl Coordinator {
         let mut evict: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
         for p in self.hashinator.owners_of(start, end) {
             if p != to {
-                evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone(), table: None });
+                let tokens = Some((start, end));
+                evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone(), table: None, tokens, keep });
             }
         }
         let (moved_rows, moved_bytes) = self.relocate(evict, &ring)?;

@@ -449,7 +449,7 @@ pub(crate) fn run_proxy(
             SiteMsg::Rejoin { reply, .. } => {
                 let _ = reply.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
-            SiteMsg::CompactLog { .. } => {}
+            SiteMsg::CompactLog { .. } | SiteMsg::ForgetTokens => {}
             SiteMsg::Load { done, .. } => {
                 let _ = done.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }

@@ -177,6 +177,7 @@ impl Site {
                     let _ = reply.send(self.hand_copy(host));
                 }
                 SiteMsg::CompactLog { via_shipper } => self.compact_log(via_shipper),
+                SiteMsg::ForgetTokens => self.db.untrack_tokens(),
                 SiteMsg::Load { catalog, table, rows, last_ids, done } => {
                     let _ = done.send(self.load_copy(catalog, table, rows, last_ids));
                 }
@@ -475,8 +476,8 @@ impl Site {
                     }
                     ItemResult::Exec(joule_engine::ExecResult::Done)
                 }
-                WorkItem::Evict { hashinator, table } => {
-                    ItemResult::Evicted(self.evict(&hashinator, table.as_deref())?)
+                WorkItem::Evict { hashinator, table, tokens, keep } => {
+                    ItemResult::Evicted(self.evict(&hashinator, table.as_deref(), tokens, keep)?)
                 }
                 WorkItem::Admit { planned, rows, hashinator } => {
                     let joule_sql::planner::PlannedKind::Insert(plan) = &planned.kind else {
@@ -691,7 +692,16 @@ impl Site {
     /// `only`, or of every hash-partitioned table — by table in catalog
     /// order, each table's rows in storage order: the same on every copy of
     /// the partition. Views are never evicted: they follow their source.
-    fn evict(&mut self, next: &Hashinator, only: Option<&str>) -> Result<Vec<(String, Vec<joule_common::Row>)>> {
+    /// With `tokens` (the range that moves), a hash-partitioned table that
+    /// keeps its rows by token (or starts to, with `keep`) looks only at
+    /// the rows of that range.
+    fn evict(
+        &mut self,
+        next: &Hashinator,
+        only: Option<&str>,
+        tokens: Option<(i32, i32)>,
+        keep: bool,
+    ) -> Result<Vec<(String, Vec<joule_common::Row>)>> {
         let mut out = Vec::new();
         let chosen = |d: &joule_sql::catalog::TableDef| match only {
             Some(name) => d.qualified_name() == name,
@@ -705,12 +715,29 @@ impl Site {
             .filter_map(|d| d.partition_column.map(|pc| (d.id, pc, d.qualified_name())))
             .collect();
         for (id, pc, name) in tables {
+            let hashed = self.db.storage().table(id)?.def().partition_ranges.is_none();
+            if keep && hashed && tokens.is_some() {
+                self.db.track_tokens(id, pc)?;
+            }
             let table = self.db.storage().table(id)?;
             let def = table.def();
             let mut leaving = Vec::new();
-            for (row_id, row) in table.scan() {
-                if def.partition_of(&row[pc], next)? != self.partition {
-                    leaving.push(row_id);
+            match tokens.filter(|_| hashed).and_then(|(start, end)| table.ids_in_tokens(start, end)) {
+                // Ascending ids: the order a scan would give.
+                Some(ids) => {
+                    for row_id in ids {
+                        let row = table.get(row_id).ok_or_else(|| err!(Internal, "row {row_id} of {name} is gone"))?;
+                        if def.partition_of(&row[pc], next)? != self.partition {
+                            leaving.push(row_id);
+                        }
+                    }
+                }
+                None => {
+                    for (row_id, row) in table.scan() {
+                        if def.partition_of(&row[pc], next)? != self.partition {
+                            leaving.push(row_id);
+                        }
+                    }
                 }
             }
             if !leaving.is_empty() {

@@ -150,3 +150,48 @@ fn calls_in_flight_while_ranges_move_all_land() {
     assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(400));
     assert_eq!(misplaced(&mut c), 0);
 }
+
+#[test]
+fn pieces_that_keep_rows_by_token_move_exactly_the_rows_of_their_range() {
+    // As @Rebalance moves: the partitions giving rows up keep them by token
+    // between pieces, while writers insert, update and delete meanwhile.
+    let (host, mut c) = setup(3);
+    for k in 0..3000 {
+        ok(c.adhoc("INSERT INTO h VALUES (?, ?, 0)", vec![int(k), int(k % 5)]));
+    }
+    let writers: Vec<_> = (0..2i64)
+        .map(|w| {
+            let mut c = host.client();
+            std::thread::spawn(move || {
+                for i in 0..1500i64 {
+                    let k = 3000 + w * 10_000 + i;
+                    ok(c.adhoc("INSERT INTO h VALUES (?, 1, 0)", vec![int(k)]));
+                    ok(c.call("AddH", vec![int(i * 2 + w)]));
+                    if i % 3 == 0 {
+                        ok(c.adhoc("DELETE FROM h WHERE k = ?", vec![int(k)]));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Partition 2's slice of the ring to partition 0, in 40 pieces.
+    let start = host.hashinator().ring()[2].0 as i64;
+    let step = (i32::MAX as i64 - start) / 40 + 1;
+    let mut at = start;
+    while at <= i32::MAX as i64 {
+        let last = (at + step - 1).min(i32::MAX as i64);
+        ok(c.move_range_piece(at as i32, last as i32, 0));
+        at = last + 1;
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    host.forget_tokens();
+    assert_eq!(rows_per_partition(&host, "DEFAULT.H")[2], 0, "partition 2 gave every row up");
+    assert_eq!(misplaced(&mut c), 0);
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(3000 + 2 * 1000));
+    assert_eq!(scalar(&mut c, "SELECT SUM(n) FROM h"), int(3000));
+    assert_eq!(scalar(&mut c, "SELECT SUM(c) FROM hv"), int(5000));
+    // Pieces are refused outside the ring's partitions.
+    assert_eq!(fails(c.move_range_piece(0, 1, 3)), ErrorCode::InvalidArgument);
+}

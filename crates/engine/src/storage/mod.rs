@@ -94,6 +94,12 @@ impl Storage {
         self.tables.values()
     }
 
+    /// Stop keeping row ids by token in every table (see
+    /// [`Table::track_tokens`]).
+    pub fn untrack_tokens(&mut self) {
+        self.tables.values_mut().for_each(Table::untrack_tokens);
+    }
+
     /// A rough estimate of the memory all tables use.
     pub fn memory_bytes(&self) -> usize {
         self.tables.values().map(Table::memory_bytes).sum()

@@ -222,6 +222,13 @@ fn check_lookup(t: &Table, model: &Model, index: usize, prefix: &[u8], lower: &B
 /// Every row and every index agrees with the model.
 fn check_all(t: &Table, model: &Model) {
     assert_eq!(t.len(), model.len());
+    // Row ids by the token of A (tracked from the start): all of them, and
+    // those of one slice of the ring.
+    let token = |r: &Row| joule_common::hashinator::token(&r[0]).unwrap().unwrap_or(i32::MIN);
+    assert_eq!(t.ids_in_tokens(i32::MIN, i32::MAX).unwrap(), model.keys().copied().collect::<Vec<_>>());
+    let slice: Vec<RowId> =
+        model.iter().filter(|(_, r)| (-1 << 30..=1 << 29).contains(&token(r))).map(|(id, _)| *id).collect();
+    assert_eq!(t.ids_in_tokens(-1 << 30, 1 << 29).unwrap(), slice);
     assert!(t.scan().map(|(id, r)| (id, r.clone())).eq(model.iter().map(|(id, r)| (*id, r.clone()))));
     for (n, d) in t.def().indexes.iter().enumerate() {
         let mut groups: BTreeMap<Vec<Value>, Vec<RowId>> = BTreeMap::new();
@@ -244,6 +251,7 @@ fn check_all(t: &Table, model: &Model) {
 fn run(ops: Vec<Op>) {
     let mut storage = Storage::new();
     storage.create_table(def()).unwrap();
+    storage.table_mut(TABLE).unwrap().track_tokens(0);
     let mut model = Model::new();
     let mut log = UndoLog::new();
     // Savepoints: (log mark, model, full dump); the bottom one is the last commit.

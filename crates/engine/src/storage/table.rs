@@ -13,6 +13,11 @@
 //!   a missing row id) is an `Internal` error.
 //!
 //! The partition's single thread owns the table: no locks, no atomics.
+//!
+//! While ranges of the hashinator ring move out of the partition, a table
+//! may also keep its row ids by partition-key token ([`Table::track_tokens`]),
+//! so that each piece of a move finds its rows without scanning the table;
+//! every mutation keeps it current, and it is dropped when the moves end.
 
 use super::coerce::{coerce_row, not_null_columns};
 use super::index::{Index, IndexIter};
@@ -34,6 +39,52 @@ pub struct Table {
     indexes: Vec<Index>,
     /// Per column: rejects NULL (NOT NULL or part of the primary key).
     not_null: Vec<bool>,
+    /// While tracked: every row's id by the token of one column.
+    tokens: Option<Box<TokenIndex>>,
+}
+
+/// The ring token a partition-key value hashes to (NULL, and a value that
+/// does not hash, on the lowest token, as the hashinator places them).
+fn token_of(v: &Value) -> i32 {
+    joule_common::hashinator::token(v).ok().flatten().unwrap_or(i32::MIN)
+}
+
+/// Row ids by the token of column `column`'s value: the ring cut into
+/// 65536 slices in token order, each an unordered list of (token, id).
+/// Adding a row is a push; removing one searches its slice (a few dozen
+/// entries for millions of rows); a range of tokens reads the slices it
+/// covers. Cheaper to keep up than a tree on every insert, which is what
+/// matters while rows keep arriving during a move.
+#[derive(Clone, Debug)]
+struct TokenIndex {
+    column: usize,
+    slices: Vec<Vec<(i32, RowId)>>,
+}
+
+impl TokenIndex {
+    const SLICE_BITS: u32 = 16;
+
+    fn slice(token: i32) -> usize {
+        // Order-preserving: i32::MIN is slice 0.
+        ((token as u32 ^ 0x8000_0000) >> (32 - Self::SLICE_BITS)) as usize
+    }
+
+    fn new(column: usize) -> TokenIndex {
+        TokenIndex { column, slices: vec![Vec::new(); 1 << Self::SLICE_BITS] }
+    }
+
+    fn add(&mut self, row: &Row, id: RowId) {
+        let token = token_of(&row[self.column]);
+        self.slices[Self::slice(token)].push((token, id));
+    }
+
+    fn remove(&mut self, row: &Row, id: RowId) {
+        let token = token_of(&row[self.column]);
+        let slice = &mut self.slices[Self::slice(token)];
+        if let Some(at) = slice.iter().position(|e| *e == (token, id)) {
+            slice.swap_remove(at);
+        }
+    }
 }
 
 impl Table {
@@ -41,7 +92,7 @@ impl Table {
     pub fn new(def: Arc<TableDef>) -> Table {
         let indexes = def.indexes.iter().map(|i| Index::new(i, &def)).collect();
         let not_null = not_null_columns(&def);
-        Table { def, rows: Slab::default(), indexes, not_null }
+        Table { def, rows: Slab::default(), indexes, not_null, tokens: None }
     }
 
     pub fn def(&self) -> &Arc<TableDef> {
@@ -111,6 +162,9 @@ impl Table {
         for index in &mut self.indexes {
             index.remove(&row, id);
         }
+        if let Some(t) = &mut self.tokens {
+            t.remove(&row, id);
+        }
         Ok(row)
     }
 
@@ -170,7 +224,42 @@ impl Table {
         for index in &mut self.indexes {
             index.clear();
         }
+        if let Some(t) = &mut self.tokens {
+            t.slices.iter_mut().for_each(Vec::clear);
+        }
         self.rows.clear()
+    }
+
+    /// Keep row ids by the token of column `column` from now on (built
+    /// with one pass over the rows if not kept already).
+    pub fn track_tokens(&mut self, column: usize) {
+        if self.tokens.as_ref().is_some_and(|t| t.column == column) {
+            return;
+        }
+        let mut index = TokenIndex::new(column);
+        for (id, row) in self.rows.iter() {
+            index.add(row, id);
+        }
+        self.tokens = Some(Box::new(index));
+    }
+
+    /// Stop keeping row ids by token.
+    pub fn untrack_tokens(&mut self) {
+        self.tokens = None;
+    }
+
+    /// While tokens are tracked: the ids of the rows whose key's token is in
+    /// `start..=end`, ascending (`None`: not tracked).
+    pub fn ids_in_tokens(&self, start: i32, end: i32) -> Option<Vec<RowId>> {
+        let t = self.tokens.as_ref()?;
+        let mut ids = Vec::new();
+        if start <= end {
+            for slice in &t.slices[TokenIndex::slice(start)..=TokenIndex::slice(end)] {
+                ids.extend(slice.iter().filter(|(token, _)| (start..=end).contains(token)).map(|(_, id)| *id));
+            }
+        }
+        ids.sort_unstable();
+        Some(ids)
     }
 
     /// Rows whose key in index `index` equals `key`. On a tree index `key`
@@ -266,6 +355,8 @@ impl Table {
     pub fn swap_contents(&mut self, other: &mut Table) {
         std::mem::swap(&mut self.rows, &mut other.rows);
         std::mem::swap(&mut self.indexes, &mut other.indexes);
+        self.tokens = None;
+        other.tokens = None;
     }
 
     /// For ALTER TABLE: switch to `def`, mapping every row through `map`
@@ -335,6 +426,12 @@ impl Table {
     }
 
     fn place(&mut self, id: RowId, row: Row) -> Result<()> {
+        if let Some(t) = &mut self.tokens {
+            if self.rows.is_occupied(id) {
+                bail!(Internal, "row id {id} of table {} is already in use", self.def.name);
+            }
+            t.add(&row, id);
+        }
         self.rows.place(id, row).map_err(|_| err!(Internal, "row id {id} of table {} is already in use", self.def.name))
     }
 
@@ -347,6 +444,12 @@ impl Table {
             if !index.same_key(old, &row) {
                 index.remove(old, id);
                 index.insert(&row, id);
+            }
+        }
+        if let Some(t) = &mut self.tokens {
+            if old[t.column] != row[t.column] {
+                t.remove(old, id);
+                t.add(&row, id);
             }
         }
         self.rows.replace(id, row).map_err(|_| err!(Internal, "table {} has no row {id}", self.def.name))

@@ -90,7 +90,7 @@ tail -3 "$WORK/bench.log"
 stop_node
 
 echo "== unthrottled: kv, $RECORDS records"
-printf '[command_log]\nmode = "off"\n[snapshot]\nfrequency_s = 0\n[elastic]\nthroughput_mb = 0\n' >"$WORK/fast.toml"
+printf '[command_log]\nmode = "off"\n[snapshot]\nfrequency_s = 0\n[elastic]\nduration_ms = 50\nthroughput_mb = 0\n' >"$WORK/fast.toml"
 start_node "$WORK/fast.toml"
 "$J" bench kv --servers "127.0.0.1:$CLIENT" --records "$RECORDS" --duration 1 --warmup 0 >/dev/null
 admin "exec @Rebalance 0 2147483647 0;" >/dev/null

@@ -35,7 +35,7 @@
 //!
 //! [elastic]                    # how fast @Rebalance moves ranges
 //! duration_ms = 5              # aimed-at length of each move's transaction
-//! throughput_mb = 0.5          # MB/s of rows moved at most (0: no limit; fractions allowed)
+//! throughput_mb = 0.3          # MB/s of rows moved at most (0: no limit; fractions allowed)
 //!
 //! [[users]]                    # with users, logins must match one
 //! name = "admin"

@@ -248,7 +248,9 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
             if !(mb >= 0.0 && mb.is_finite()) {
                 return Err(err!(InvalidArgument, "configuration: elastic.throughput_mb must be 0 or more"));
             }
-            config.elastic.throughput_bytes = (mb * (1 << 20) as f64) as u64;
+            // A limit too small to count in bytes is one byte a second,
+            // not none.
+            config.elastic.throughput_bytes = ((mb * (1 << 20) as f64).ceil() as u64).max(u64::from(mb > 0.0));
         }
     }
     let mut seen = std::collections::BTreeSet::new();

@@ -716,7 +716,9 @@ impl Site {
             .collect();
         for (id, pc, name) in tables {
             let hashed = self.db.storage().table(id)?.def().partition_ranges.is_none();
-            if keep && hashed && tokens.is_some() {
+            // An empty table is not worth an index: should rows arrive,
+            // the pieces scan it.
+            if keep && hashed && tokens.is_some() && !self.db.storage().table(id)?.is_empty() {
                 self.db.track_tokens(id, pc)?;
             }
             let table = self.db.storage().table(id)?;

@@ -193,6 +193,9 @@ fn range_boundaries_are_checked() {
         "CREATE TABLE w (k INT NOT NULL, s VARCHAR(10) NOT NULL, x INT); PARTITION TABLE w ON COLUMN k USING RANGE (-5, 10)",
     );
     exec(&mut c, "SWAP TABLE t WITH w");
+    // The same ranges on other partitions are placed differently too.
+    exec(&mut c, "PARTITION TABLE w ON COLUMN k USING RANGE (-5, 10) ON PARTITIONS (1, 0, 1)");
+    assert_eq!(refused(&mut c, "SWAP TABLE t WITH w"), ErrorCode::InvalidSchemaDefinition);
     // The ranges are dealt out over the partitions: a hashinator over
     // another count would move them all, with no rows moving.
     let two = joule_txn::Hashinator::even(1, 2).unwrap();

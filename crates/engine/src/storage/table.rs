@@ -26,6 +26,7 @@ use super::slab::Slab;
 use super::RowId;
 use joule_common::{bail, err, Error, ErrorCode, Result, Row, Value};
 use joule_sql::catalog::TableDef;
+use std::collections::BTreeSet;
 use std::mem::size_of;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -49,20 +50,21 @@ fn token_of(v: &Value) -> i32 {
     joule_common::hashinator::token(v).ok().flatten().unwrap_or(i32::MIN)
 }
 
-/// Row ids by the token of column `column`'s value: the ring cut into
-/// 65536 slices in token order, each an unordered list of (token, id).
-/// Adding a row is a push; removing one searches its slice (a few dozen
-/// entries for millions of rows); a range of tokens reads the slices it
-/// covers. Cheaper to keep up than a tree on every insert, which is what
-/// matters while rows keep arriving during a move.
+/// Row ids by the token of column `column`'s value: the ring cut into 4096
+/// slices in token order, each a small ordered set of (token, id). Shallow
+/// sets keep adding a row cheap while rows keep arriving during a move (one
+/// tree over every row cost a cache miss per level on each insert), and
+/// every change stays logarithmic even when many rows share one key (and so
+/// one token). A range of tokens reads the slices it covers.
 #[derive(Clone, Debug)]
 struct TokenIndex {
     column: usize,
-    slices: Vec<Vec<(i32, RowId)>>,
+    slices: Vec<BTreeSet<(i32, RowId)>>,
+    entries: usize,
 }
 
 impl TokenIndex {
-    const SLICE_BITS: u32 = 16;
+    const SLICE_BITS: u32 = 12;
 
     fn slice(token: i32) -> usize {
         // Order-preserving: i32::MIN is slice 0.
@@ -70,20 +72,26 @@ impl TokenIndex {
     }
 
     fn new(column: usize) -> TokenIndex {
-        TokenIndex { column, slices: vec![Vec::new(); 1 << Self::SLICE_BITS] }
+        TokenIndex { column, slices: vec![BTreeSet::new(); 1 << Self::SLICE_BITS], entries: 0 }
     }
 
     fn add(&mut self, row: &Row, id: RowId) {
         let token = token_of(&row[self.column]);
-        self.slices[Self::slice(token)].push((token, id));
+        if self.slices[Self::slice(token)].insert((token, id)) {
+            self.entries += 1;
+        }
     }
 
     fn remove(&mut self, row: &Row, id: RowId) {
         let token = token_of(&row[self.column]);
-        let slice = &mut self.slices[Self::slice(token)];
-        if let Some(at) = slice.iter().position(|e| *e == (token, id)) {
-            slice.swap_remove(at);
+        if self.slices[Self::slice(token)].remove(&(token, id)) {
+            self.entries -= 1;
         }
+    }
+
+    /// About what it holds in memory (an entry and its share of a node).
+    fn memory_bytes(&self) -> usize {
+        self.slices.len() * size_of::<BTreeSet<(i32, RowId)>>() + self.entries * 16
     }
 }
 
@@ -225,7 +233,8 @@ impl Table {
             index.clear();
         }
         if let Some(t) = &mut self.tokens {
-            t.slices.iter_mut().for_each(Vec::clear);
+            t.slices.iter_mut().for_each(BTreeSet::clear);
+            t.entries = 0;
         }
         self.rows.clear()
     }
@@ -255,7 +264,7 @@ impl Table {
         let mut ids = Vec::new();
         if start <= end {
             for slice in &t.slices[TokenIndex::slice(start)..=TokenIndex::slice(end)] {
-                ids.extend(slice.iter().filter(|(token, _)| (start..=end).contains(token)).map(|(_, id)| *id));
+                ids.extend(slice.range((start, RowId::MIN)..=(end, RowId::MAX)).map(|(_, id)| *id));
             }
         }
         ids.sort_unstable();
@@ -382,11 +391,15 @@ impl Table {
     /// the indexes (about 48 bytes an entry): what statistics report.
     pub fn memory_estimate(&self) -> (usize, usize) {
         let index_entries: usize = (0..self.indexes.len()).filter_map(|i| self.index_key_count(i).ok()).sum();
-        (self.rows.memory_estimate(), index_entries * 48)
+        let tokens = self.tokens.as_ref().map_or(0, |t| t.memory_bytes());
+        (self.rows.memory_estimate(), index_entries * 48 + tokens)
     }
 
     pub fn memory_bytes(&self) -> usize {
-        size_of::<Table>() + self.rows.memory_bytes() + self.indexes.iter().map(Index::memory_bytes).sum::<usize>()
+        size_of::<Table>()
+            + self.rows.memory_bytes()
+            + self.indexes.iter().map(Index::memory_bytes).sum::<usize>()
+            + self.tokens.as_ref().map_or(0, |t| t.memory_bytes())
     }
 
     /// The slab's length and free ids: equal shapes mean equal future ids.

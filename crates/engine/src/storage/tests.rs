@@ -576,3 +576,35 @@ fn rollback_restores_exact_state_at_each_mark() {
     assert_eq!(message(r), "table id 99 has no storage in this partition");
     assert_eq!(snap(&st), at_start);
 }
+
+#[test]
+fn rows_sharing_a_key_share_a_token_and_are_tracked_one_by_one() {
+    let mut t = Table::new(table_def(
+        9,
+        "T",
+        vec![col("K", DataType::BigInt, None, false), col("N", DataType::Integer, None, true)],
+        vec![],
+    ));
+    for n in 0..3000 {
+        t.insert(vec![i(7 + n % 2), i(n)]).unwrap();
+    }
+    t.track_tokens(0);
+    let token = |k: i64| joule_common::hashinator::token(&i(k)).unwrap().unwrap();
+    let ids = |t: &Table, k: i64| t.ids_in_tokens(token(k), token(k)).unwrap();
+    assert_eq!(ids(&t, 7).len(), 1500);
+    // Delete every third row of key 7, move some rows of key 8 to key 7.
+    for id in ids(&t, 7).into_iter().step_by(3) {
+        t.delete(id).unwrap();
+    }
+    for id in ids(&t, 8).into_iter().take(100) {
+        let n = t.get(id).unwrap()[1].clone();
+        t.update(id, vec![i(7), n]).unwrap();
+    }
+    let want = |k: i64| -> Vec<RowId> { t.scan().filter(|(_, r)| r[0] == i(k)).map(|(id, _)| id).collect() };
+    assert_eq!(ids(&t, 7), want(7));
+    assert_eq!(ids(&t, 8), want(8));
+    assert_eq!(ids(&t, 7).len(), 1000 + 100);
+    assert!(t.memory_bytes() > 1100 * 16, "the index counts in the table's memory");
+    t.untrack_tokens();
+    assert_eq!(t.ids_in_tokens(i32::MIN, i32::MAX), None);
+}

@@ -706,12 +706,14 @@ fn swap_tables(binder: &Binder, a: &ast::ObjectName, b: &ast::ObjectName) -> Res
 
 /// What two tables must share to swap contents: columns and indexes (by
 /// structure, not name) and partitioning (the column, and the value ranges
-/// if any: rows placed one way must not end up in a table placed another).
+/// and their partitions if any: rows placed one way must not end up in a
+/// table placed another).
 type Shape<'a> = (
     Vec<(&'a str, DataType, Option<u32>, bool, bool)>,
     Vec<(&'a [usize], bool, bool, bool, IndexKind)>,
     Option<usize>,
     Option<&'a [Value]>,
+    Option<&'a [PartitionId]>,
 );
 
 fn table_shape(t: &TableDef) -> Shape<'_> {
@@ -719,5 +721,5 @@ fn table_shape(t: &TableDef) -> Shape<'_> {
         t.columns.iter().map(|c| (c.name.as_str(), c.data_type, c.max_len, c.len_in_bytes, c.nullable)).collect();
     let idx =
         t.indexes.iter().map(|i| (i.columns.as_slice(), i.unique, i.assume_unique, i.primary_key, i.kind)).collect();
-    (cols, idx, t.partition_column, t.partition_ranges.as_deref())
+    (cols, idx, t.partition_column, t.partition_ranges.as_deref(), t.range_owners.as_deref())
 }

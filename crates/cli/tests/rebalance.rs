@@ -1,8 +1,8 @@
 //! Moving hashinator ranges on a running node (`@Rebalance`, `@MoveRange`)
 //! under a voter load, over the real binary: no vote fails, the vote
 //! totals equal the votes accepted, rows sit where the ring says; a
-//! `kill -9` in the middle of a rebalance loses nothing, and calling
-//! `@Rebalance` again finishes it.
+//! stopped rebalance stays stopped, a `kill -9` in the middle of one loses
+//! nothing, and calling `@Rebalance` again finishes it.
 
 mod common;
 
@@ -156,7 +156,16 @@ fn a_rebalance_killed_half_way_loses_nothing_and_finishes_when_asked_again() {
     let voters = vote_until_stopped(&addr, 2, 2);
     eventually("votes come in", || vote_totals(&addr)[0] > 3000);
     rebalance(&node, vec![Value::Integer(0), Value::Integer(i32::MAX as i64), Value::Integer(0)]);
-    eventually("the rebalance has moved some rows", || stats(&addr, "REBALANCE")[0][6].parse::<u64>().unwrap() > 0);
+    let moved = || stats(&addr, "REBALANCE")[0][6].parse::<u64>().unwrap();
+    eventually("the rebalance has moved some rows", || moved() > 0);
+    // Stopped, it stays stopped; asked again, it goes on from there.
+    rebalance(&node, vec![Value::from("STOP")]);
+    eventually("the rebalance stops", || rebalance_status(&addr) == "STOPPED");
+    let e = admin(&node).call("@Rebalance", vec![Value::from("STOP")]).unwrap_err();
+    assert!(e.to_string().contains("no rebalance is running"), "{e}");
+    let left = rebalance(&node, vec![Value::Integer(0), Value::Integer(i32::MAX as i64), Value::Integer(0)]);
+    assert!(int(&left[0][0]) > 0, "what moved before the stop stays moved: {left:?}");
+    eventually("the rebalance goes on", || moved() > 0);
     assert_eq!(rebalance_status(&addr), "RUNNING", "killed half way");
     node.kill();
     // Votes acknowledged before the kill are all there; at most the calls

@@ -7,11 +7,13 @@
 //! connecting to a server; with `--embedded` it runs SQL against an
 //! in-process, in-memory database instead, which is handy for trying the
 //! engine without a server. `joule snapshot save|scan|restore|delete`
-//! wraps the snapshot system procedures (see `snapshot_cmd.rs`). `joule
+//! wraps the snapshot system procedures (see `snapshot_cmd.rs`), `joule
+//! rebalance` runs and follows `@Rebalance` (see `rebalance_cmd.rs`). `joule
 //! proxy` runs the load balancer (see `proxy_cmd.rs` and `joule-proxy`).
 
 mod bench;
 mod proxy_cmd;
+mod rebalance_cmd;
 mod shell;
 mod snapshot_cmd;
 mod status;
@@ -44,6 +46,9 @@ enum Command {
     Snapshot(snapshot_cmd::SnapshotCommand),
     /// Load a running node with a workload (voter, kv, tpcb) and report.
     Bench(bench::BenchArgs),
+    /// Move ranges of the hashinator ring between partitions in the
+    /// background (@Rebalance) and follow the progress.
+    Rebalance(rebalance_cmd::RebalanceArgs),
     /// Recommendations for a running node, with the evidence (@Advise).
     Advise(status::NodeArgs),
     /// The cluster's hosts, partitions, leaders and redundancy.
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Start(args) => start(args),
         Command::Snapshot(command) => snapshot_cmd::run(command),
+        Command::Rebalance(args) => rebalance_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Advise(args) => advise(args),
         Command::Status(args) => status::run(args),

@@ -7,19 +7,20 @@ use joule_client::{BlockingClient, Options};
 use joule_common::Value;
 use std::process::ExitCode;
 
-/// Where and as whom to connect.
+/// Where and as whom to connect (also `joule rebalance`'s).
 #[derive(clap::Args)]
 pub struct Target {
     /// The node's host.
     #[arg(long, default_value = "localhost")]
-    host: String,
-    /// Its admin port (snapshot changes need administrator rights).
+    pub host: String,
+    /// Its admin port (snapshot changes and rebalancing need administrator
+    /// rights).
     #[arg(long, default_value_t = 21211)]
-    port: u16,
+    pub port: u16,
     #[arg(long, default_value = "")]
-    user: String,
+    pub user: String,
     #[arg(long, default_value = "")]
-    password: String,
+    pub password: String,
 }
 
 #[derive(clap::Subcommand)]

@@ -203,3 +203,45 @@ impl Voters {
         self.accepted.load(Ordering::SeqCst) as i64
     }
 }
+
+/// `joule rebalance ARGS` against `node`'s admin port: (success, stdout, stderr).
+fn joule_rebalance(node: &Node, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["rebalance", "--host", "127.0.0.1", "--port", &node.admin.to_string()])
+        .args(args)
+        .output()
+        .expect("joule rebalance runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn joule_rebalance_moves_a_range_and_follows_it_to_the_end() {
+    let dir = TempDir::new("rebalance-cli");
+    let node = start_in(dir.path(), &[]);
+    let addr = node.client_addr();
+    let mut c = connect(&addr);
+    c.execute("CREATE TABLE t (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(40)); PARTITION TABLE t ON COLUMN k", vec![])
+        .unwrap();
+    for k in 0..2000 {
+        c.call("T.insert", vec![Value::Integer(k), Value::from("some value to move")]).unwrap();
+    }
+    let (ok, out, err) = joule_rebalance(&node, &["--first", "-2147483648", "--last", "-1", "--to", "1"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("DONE") && out.contains("100.0 %"), "{out}");
+    let mut rows = stats(&addr, "TABLE");
+    rows.retain(|r| r[5] == "DEFAULT.T");
+    assert!(rows.iter().all(|r| (r[4] == "1") == (r[7] == "2000")), "every row on partition 1: {rows:?}");
+    let (ok, out, _) = joule_rebalance(&node, &["--even"]);
+    assert!(ok && out.contains("DONE"), "{out}");
+    let (ok, out, _) = joule_rebalance(&node, &["--even"]);
+    assert!(ok && out.contains("nothing to move"), "{out}");
+    assert_eq!(misplaced(&addr), 0);
+    // Bad requests say what is wrong and fail.
+    let (ok, _, err) = joule_rebalance(&node, &["--first", "5"]);
+    assert!(!ok && err.contains("--last"), "{err}");
+    let (ok, _, err) = joule_rebalance(&node, &["--first", "0", "--last", "9", "--to", "7"]);
+    assert!(!ok && err.contains("partition 7 does not exist"), "{err}");
+    let (ok, _, err) = joule_rebalance(&node, &["--stop"]);
+    assert!(!ok && err.contains("no rebalance is running"), "{err}");
+}

@@ -80,9 +80,16 @@ pub fn run(args: RebalanceArgs) -> ExitCode {
     }
 }
 
-/// One reading of `@Statistics REBALANCE`: (status, percentage moved, rows,
-/// bytes, message).
-fn progress(client: &BlockingClient) -> joule_common::Result<Option<(String, f64, i64, i64, String)>> {
+/// One reading of `@Statistics REBALANCE`.
+struct Progress {
+    status: String,
+    percent: f64,
+    rows: i64,
+    bytes: i64,
+    message: String,
+}
+
+fn progress(client: &BlockingClient) -> joule_common::Result<Option<Progress>> {
     let r = client.call("@Statistics", vec![Value::from("REBALANCE"), Value::Integer(0)])?;
     let Some(table) = r.tables.first() else { return Ok(None) };
     let Some(row) = table.rows.first() else { return Ok(None) };
@@ -96,13 +103,13 @@ fn progress(client: &BlockingClient) -> joule_common::Result<Option<(String, f64
         Some(Value::Integer(i)) => *i as f64,
         _ => 0.0,
     };
-    Ok(Some((
-        text("STATUS"),
-        number("PERCENTAGE_MOVED"),
-        number("MOVED_ROWS") as i64,
-        number("MOVED_BYTES") as i64,
-        text("MESSAGE"),
-    )))
+    Ok(Some(Progress {
+        status: text("STATUS"),
+        percent: number("PERCENTAGE_MOVED"),
+        rows: number("MOVED_ROWS") as i64,
+        bytes: number("MOVED_BYTES") as i64,
+        message: text("MESSAGE"),
+    }))
 }
 
 /// Show the running job's progress until it ends; its end is the exit code.
@@ -126,7 +133,7 @@ fn follow(client: &BlockingClient) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (status, percent, rows, bytes, message) = now;
+        let Progress { status, percent, rows, bytes, message } = now;
         bar.set_position((percent * 10.0) as u64);
         bar.set_message(format!("{rows} rows, {:.1} MB", bytes as f64 / 1048576.0));
         if status != "RUNNING" {

@@ -75,8 +75,12 @@ fn int(v: &Value) -> i64 {
     }
 }
 
+/// The single number a query returns (a SUM of no rows, NULL, as 0).
 fn scalar(c: &mut SyncConnection, sql: &str) -> i64 {
-    int(&c.execute(sql, vec![]).unwrap_or_else(|e| panic!("{sql}: {e}")).tables[0].rows[0][0])
+    match &c.execute(sql, vec![]).unwrap_or_else(|e| panic!("{sql}: {e}")).tables[0].rows[0][0] {
+        Value::Null => 0,
+        v => int(v),
+    }
 }
 
 /// Votes counted three ways: rows, the per-phone view, the results board's view.

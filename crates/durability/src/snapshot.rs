@@ -528,3 +528,54 @@ pub fn delete(root: &Path, nonce: &str) -> Result<()> {
     std::fs::remove_dir_all(&dir).map_err(|e| err!(IoError, "cannot delete {}: {e}", dir.display()))?;
     sync_dir(root)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(hashinator: Option<Hashinator>) -> Manifest {
+        let ids = TxnIds { txn_id: TxnId(7), unique_id: UniqueId(9) };
+        Manifest {
+            nonce: "n".into(),
+            ids,
+            max_ids: ids,
+            partitions: 4,
+            created_millis: 1,
+            log_segment: 2,
+            ddl: vec![("DEFAULT".into(), "CREATE TABLE t (k INT)".into())],
+            files: vec![("p0000.jsnap".into(), 10, 3)],
+            rows: 5,
+            hashinator,
+        }
+    }
+
+    fn write(dir: &Path, bytes: &[u8]) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(MANIFEST), bytes).unwrap();
+    }
+
+    #[test]
+    fn manifests_carry_the_ring_and_older_ones_mean_the_even_ring() {
+        let dir = std::env::temp_dir().join(format!("joule-manifest-{}", std::process::id()));
+        let moved = Hashinator::even(4, 1).unwrap().with_range_moved(-100, 100, 3).unwrap();
+        let m = manifest(Some(moved));
+        write(&dir, &encode_manifest(&m));
+        assert_eq!(read_manifest(&dir).unwrap(), m);
+        // Format 2: the same fields without the ring.
+        let mut bytes = encode_manifest(&manifest(None));
+        let payload = bytes.split_off(8);
+        let mut old = Vec::new();
+        frame(&mut old, |o| {
+            o.extend_from_slice(&payload);
+            o[8 + 8..8 + 12].copy_from_slice(&2u32.to_le_bytes());
+        });
+        write(&dir, &old);
+        assert_eq!(read_manifest(&dir).unwrap(), manifest(None));
+        // A ring naming a partition the snapshot does not have is refused.
+        let mut wrong = manifest(Some(Hashinator::even(4, 1).unwrap()));
+        wrong.partitions = 2;
+        write(&dir, &encode_manifest(&wrong));
+        assert_eq!(read_manifest(&dir).unwrap_err().code(), joule_common::ErrorCode::CorruptData);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

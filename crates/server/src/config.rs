@@ -290,6 +290,10 @@ mod tests {
         assert_eq!((c.snapshot_every, c.snapshot_retain), (None, 3));
         apply_toml(&mut c, &mut o, "[elastic]\nduration_ms = 20\nthroughput_mb = 0").unwrap();
         assert_eq!((c.elastic.duration.as_millis(), c.elastic.throughput_bytes), (20, 0));
+        apply_toml(&mut c, &mut o, "[elastic]\nthroughput_mb = 0.5").unwrap();
+        assert_eq!(c.elastic.throughput_bytes, 1 << 19);
+        apply_toml(&mut c, &mut o, "[elastic]\nthroughput_mb = 1e-9").unwrap();
+        assert_eq!(c.elastic.throughput_bytes, 1, "a limit too small for bytes is still a limit");
         assert!(!c.transparent_huge_pages);
         apply_toml(&mut c, &mut o, "transparent_huge_pages = true\nnetwork_threads = 3").unwrap();
         assert!(c.transparent_huge_pages);

@@ -109,29 +109,10 @@ fn request(current: &Hashinator, params: &[Value]) -> Result<Request> {
     match params {
         [] => Ok(Request::Reach(Hashinator::even(current.partition_count(), current.version() + 1)?)),
         [Value::String(s)] if s.eq_ignore_ascii_case("STOP") => Ok(Request::Stop),
-        [first, last, partition] => {
-            let int = |v: &Value, what: &str| -> Result<i64> {
-                match v {
-                    Value::Integer(i) => Ok(*i),
-                    v => bail!(DatatypeMismatch, "@Rebalance: {what} must be an integer, not {}", v.type_name()),
-                }
-            };
-            let token = |v: &Value, what: &str| -> Result<i32> {
-                let i = int(v, what)?;
-                i32::try_from(i).map_err(|_| {
-                    joule_common::err!(InvalidArgument, "@Rebalance: {what} {i} is not a token (a 32-bit integer)")
-                })
-            };
-            let p = int(partition, "the partition")?;
-            let p = u32::try_from(p)
-                .ok()
-                .filter(|p| *p < current.partition_count())
-                .ok_or_else(|| joule_common::err!(InvalidArgument, "@Rebalance: partition {p} does not exist"))?;
-            Ok(Request::Reach(current.with_range_moved(
-                token(first, "the first token")?,
-                token(last, "the last token")?,
-                p,
-            )?))
+        [_, _, _] => {
+            let (first, last, partition) =
+                joule_txn::range_move_params("@Rebalance", params, current.partition_count() as usize)?;
+            Ok(Request::Reach(current.with_range_moved(first, last, partition)?))
         }
         _ => bail!(
             WrongParameterCount,

@@ -589,7 +589,8 @@ impl Client {
             "@ValidatePartitioning" => Ok(Route::Mp(MpKind::ValidatePartitioning, Vec::new())),
             "@Checksum" => Ok(Route::Mp(MpKind::Checksums, Vec::new())),
             "@MoveRange" => {
-                let (start, end, partition) = crate::moverange::parse_params(&params, self.shared.sites.len())?;
+                let (start, end, partition) =
+                    crate::moverange::range_move_params(name, &params, self.shared.sites.len())?;
                 Ok(Route::Mp(MpKind::MoveRange { start, end, partition, keep: false }, Vec::new()))
             }
             "@Explain" => {

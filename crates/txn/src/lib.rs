@@ -46,6 +46,7 @@ pub use compile::Schema;
 pub use hashinator::{Hashinator, PartitionId};
 pub use host::{Client, ClusterPlacement, Host, HostConfig, Invocation};
 pub use ids::{TxnId, TxnIds, UniqueId};
+pub use moverange::range_move_params;
 pub use procedure::{Procedure, ProcedureContext, ProcedureRegistry};
 pub use response::{Response, ResponseSink, ResultTable, Status};
 pub use site::partition_key;

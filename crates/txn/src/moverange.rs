@@ -24,7 +24,10 @@
 //!
 //! Range-partitioned tables and replicated tables do not move: their
 //! placement does not depend on ring tokens, and the ring keeps its
-//! partition count. Moving ranges on a cluster of several hosts is refused
+//! partition count. A range-partitioned table's value ranges move by DDL
+//! instead (`PARTITION TABLE ... ON PARTITIONS`): the coordinator applies
+//! the new placement everywhere, then evicts and admits that table's rows
+//! the same way ([`Coordinator::replace_ranges`]) in the same transaction. Moving ranges on a cluster of several hosts is refused
 //! for now: its replicas, copy logs and other hosts' routing would each
 //! need the next ring too.
 
@@ -56,32 +59,34 @@ pub(crate) fn replaced_table(planned: &Planned, catalog: &Catalog, partitions: u
     Ok(Some(def.qualified_name()))
 }
 
-/// `@MoveRange`'s parameters, checked: (start token, end token, partition).
-pub(crate) fn parse_params(params: &[Value], partitions: usize) -> Result<(i32, i32, u32)> {
+/// The parameters of a range move (`@MoveRange`, `@Rebalance`), checked:
+/// (first token, last token, partition), the partition one of
+/// `partitions`. Errors name `procedure`.
+pub fn range_move_params(procedure: &str, params: &[Value], partitions: usize) -> Result<(i32, i32, u32)> {
     if params.len() != 3 {
         bail!(
             WrongParameterCount,
-            "@MoveRange takes the first token, the last token and the partition to give them to ({} given)",
+            "{procedure} takes the first token, the last token and the partition to give them to ({} given)",
             params.len()
         );
     }
     let int = |i: usize, what: &str| -> Result<i64> {
         match &params[i] {
             Value::Integer(v) => Ok(*v),
-            v => bail!(DatatypeMismatch, "@MoveRange: {what} must be an integer, not {}", v.type_name()),
+            v => bail!(DatatypeMismatch, "{procedure}: {what} must be an integer, not {}", v.type_name()),
         }
     };
     let token = |i: usize, what: &str| -> Result<i32> {
         let v = int(i, what)?;
-        i32::try_from(v).map_err(|_| err!(InvalidArgument, "@MoveRange: {what} {v} is not a token (a 32-bit integer)"))
+        i32::try_from(v).map_err(|_| err!(InvalidArgument, "{procedure}: {what} {v} is not a token (a 32-bit integer)"))
     };
     let (start, end) = (token(0, "the first token")?, token(1, "the last token")?);
     if start > end {
-        bail!(InvalidArgument, "@MoveRange: the first token {start} is above the last {end}");
+        bail!(InvalidArgument, "{procedure}: the first token {start} is above the last {end}");
     }
     let p = int(2, "the partition")?;
     if p < 0 || p >= partitions as i64 {
-        bail!(InvalidArgument, "@MoveRange: partition {p} does not exist (partitions are 0 to {})", partitions - 1);
+        bail!(InvalidArgument, "{procedure}: partition {p} does not exist (partitions are 0 to {})", partitions - 1);
     }
     Ok((start, end, p as u32))
 }
@@ -134,10 +139,8 @@ impl Coordinator {
     /// After a `PARTITION TABLE` that splits or moves the value ranges of
     /// `table` (already applied on every site and in the coordinator's
     /// catalog): move the rows its new placement puts elsewhere.
+    /// (`run_ddl` refuses it on a cluster before anything runs.)
     pub(crate) fn replace_ranges(&mut self, table: &str) -> Result<()> {
-        if self.shared.link.is_some() {
-            bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
-        }
         let ring = self.hashinator.clone();
         let evict = (0..self.sites.len())
             .map(|_| {

@@ -723,23 +723,21 @@ impl Site {
             }
             let table = self.db.storage().table(id)?;
             let def = table.def();
+            // The rows of the range if the table keeps them by token (in
+            // ascending ids: the order a scan gives), else every row.
+            type Candidates<'a> =
+                Box<dyn Iterator<Item = Result<(joule_engine::storage::RowId, &'a joule_common::Row)>> + 'a>;
+            let candidates: Candidates = match tokens.filter(|_| hashed).and_then(|(s, e)| table.ids_in_tokens(s, e)) {
+                Some(ids) => Box::new(ids.into_iter().map(|id| {
+                    table.get(id).map(|row| (id, row)).ok_or_else(|| err!(Internal, "row {id} of {name} is gone"))
+                })),
+                None => Box::new(table.scan().map(Ok)),
+            };
             let mut leaving = Vec::new();
-            match tokens.filter(|_| hashed).and_then(|(start, end)| table.ids_in_tokens(start, end)) {
-                // Ascending ids: the order a scan would give.
-                Some(ids) => {
-                    for row_id in ids {
-                        let row = table.get(row_id).ok_or_else(|| err!(Internal, "row {row_id} of {name} is gone"))?;
-                        if def.partition_of(&row[pc], next)? != self.partition {
-                            leaving.push(row_id);
-                        }
-                    }
-                }
-                None => {
-                    for (row_id, row) in table.scan() {
-                        if def.partition_of(&row[pc], next)? != self.partition {
-                            leaving.push(row_id);
-                        }
-                    }
+            for candidate in candidates {
+                let (row_id, row) = candidate?;
+                if def.partition_of(&row[pc], next)? != self.partition {
+                    leaving.push(row_id);
                 }
             }
             if !leaving.is_empty() {

@@ -39,7 +39,7 @@ pub use metadata::{
     ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, Proposal,
 };
 pub use network::Routes;
-pub use node::MetadataNode;
+pub use node::{MetadataHandle, MetadataNode};
 
 openraft::declare_raft_types!(
     /// The metadata group's openraft types.

@@ -84,7 +84,14 @@ pub struct ClusterMetadata {
     pub hosts: BTreeMap<HostId, HostInfo>,
     /// Indexed by partition id.
     pub partitions: Vec<PartitionPlacement>,
-    pub hashinator_version: u64,
+    /// The hashinator ring, once a move of ranges changed it (`None`: the
+    /// even ring of version 1 every host starts with).
+    #[serde(default)]
+    pub ring: Option<joule_common::hashinator::Hashinator>,
+    /// The multi-partition transaction that moved the ring to `ring`: it
+    /// committed (see [`Command::SetRing`]).
+    #[serde(default)]
+    pub ring_txn: Option<u64>,
     pub catalog_version: u64,
     /// The host that coordinates multi-partition transactions.
     pub mp_coordinator: Option<HostId>,
@@ -135,8 +142,15 @@ pub enum Command {
     HostRecovering { host: HostId, incarnation: u64 },
     /// A new catalog (schema) version, if the current one is `expected`.
     SetCatalogVersion { expected: u64, version: u64 },
-    /// A new hashinator version, if the current one is `expected`.
-    SetHashinatorVersion { expected: u64, version: u64 },
+    /// The coordinator `coordinator` (at `incarnation`) moves the ring to
+    /// `ring` (the next version) in transaction `txn`, prepared on every
+    /// partition: this record is the transaction's commit point. Refused
+    /// unless that host still coordinates at that incarnation — so a
+    /// proposal applied after a new coordinator took over, which decides
+    /// by what it finds here, cannot commit what it rolled back — and
+    /// unless the ring is the one after the current one, over the same
+    /// partitions.
+    SetRing { coordinator: HostId, incarnation: u64, ring: joule_common::hashinator::Hashinator, txn: u64 },
 }
 
 /// A command as proposed: with an id its proposer chose, so that a retried
@@ -273,8 +287,8 @@ impl ClusterMetadata {
             Command::SetCatalogVersion { expected, version } => {
                 set_version(&mut self.catalog_version, *expected, *version, "catalog")
             }
-            Command::SetHashinatorVersion { expected, version } => {
-                set_version(&mut self.hashinator_version, *expected, *version, "hashinator")
+            Command::SetRing { coordinator, incarnation, ring, txn } => {
+                self.set_ring(*coordinator, *incarnation, ring, *txn)
             }
         }
     }
@@ -447,6 +461,42 @@ impl ClusterMetadata {
 
 fn refused(why: String) -> CommandResult {
     CommandResult::Refused(why)
+}
+
+impl ClusterMetadata {
+    /// The version of the ring the hosts route by.
+    pub fn ring_version(&self) -> u64 {
+        self.ring.as_ref().map_or(1, |r| r.version())
+    }
+
+    fn set_ring(
+        &mut self,
+        coordinator: HostId,
+        incarnation: u64,
+        ring: &joule_common::hashinator::Hashinator,
+        txn: u64,
+    ) -> CommandResult {
+        let at = self.hosts.get(&coordinator).filter(|h| h.state == HostState::Up).map(|h| h.incarnation);
+        if self.mp_coordinator != Some(coordinator) || at != Some(incarnation) {
+            return refused(format!(
+                "host {coordinator} (incarnation {incarnation}) no longer coordinates: its move of ranges is \
+                 decided by the coordinator now named"
+            ));
+        }
+        if ring.version() != self.ring_version() + 1 {
+            return refused(format!("the ring is at version {}, not {}", self.ring_version(), ring.version() - 1));
+        }
+        if ring.partition_count() as usize != self.partitions.len() {
+            return refused(format!(
+                "a ring over {} partitions, but the cluster has {}",
+                ring.partition_count(),
+                self.partitions.len()
+            ));
+        }
+        self.ring = Some(ring.clone());
+        self.ring_txn = Some(txn);
+        CommandResult::Applied
+    }
 }
 
 fn set_version(current: &mut u64, expected: u64, version: u64, what: &str) -> CommandResult {
@@ -704,11 +754,38 @@ mod tests {
         assert!(!huge.formed);
         assert_eq!(m.apply(&Command::SetCatalogVersion { expected: 0, version: 1 }), CommandResult::Applied);
         assert!(matches!(m.apply(&Command::SetCatalogVersion { expected: 0, version: 2 }), CommandResult::Refused(_)));
-        assert!(matches!(
-            m.apply(&Command::SetHashinatorVersion { expected: 0, version: 0 }),
-            CommandResult::Refused(_)
-        ));
         assert_eq!(m.catalog_version, 1);
+    }
+
+    #[test]
+    fn only_the_coordinator_moves_the_ring_one_version_at_a_time() {
+        use joule_common::hashinator::Hashinator;
+        let mut m = formed(3, 2, 1);
+        let partitions = m.partitions.len() as u32;
+        let coordinator = m.mp_coordinator.unwrap();
+        let next = Hashinator::even(partitions, 1).unwrap().with_range_moved(0, 99, 1).unwrap();
+        let set = |host, incarnation, ring: &Hashinator, txn| Command::SetRing {
+            coordinator: host,
+            incarnation,
+            ring: ring.clone(),
+            txn,
+        };
+        let other = m.hosts.keys().copied().find(|h| *h != coordinator).unwrap();
+        assert!(matches!(m.apply(&set(other, 0, &next, 7)), CommandResult::Refused(_)));
+        assert!(matches!(m.apply(&set(coordinator, 1, &next, 7)), CommandResult::Refused(_)));
+        let skipped = next.with_range_moved(5, 6, 0).unwrap();
+        assert!(matches!(m.apply(&set(coordinator, 0, &skipped, 7)), CommandResult::Refused(_)));
+        let fewer = Hashinator::even(partitions - 1, 2).unwrap();
+        assert!(matches!(m.apply(&set(coordinator, 0, &fewer, 7)), CommandResult::Refused(_)));
+        assert_eq!((m.ring_version(), m.ring_txn), (1, None));
+        assert_eq!(m.apply(&set(coordinator, 0, &next, 7)), CommandResult::Applied);
+        assert_eq!((m.ring_version(), m.ring_txn), (2, Some(7)));
+        assert_eq!(m.ring.as_ref(), Some(&next));
+        // A coordinator replaced since cannot commit a move any more.
+        assert_eq!(m.apply(&Command::HostFailed { host: coordinator, incarnation: None }), CommandResult::Applied);
+        assert!(matches!(m.apply(&set(coordinator, 0, &skipped, 8)), CommandResult::Refused(_)));
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<ClusterMetadata>(&json).unwrap(), m);
     }
 
     #[test]

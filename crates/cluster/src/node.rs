@@ -268,6 +268,13 @@ impl MetadataNode {
         self.metadata.clone()
     }
 
+    /// A handle for proposing through this member and reading what it
+    /// applied, for parts of the server that hold no reference to the node
+    /// (the data plane, which records moves of ranges).
+    pub fn handle(&self) -> MetadataHandle {
+        MetadataHandle { proposer: self.proposer(), metadata: self.metadata.clone() }
+    }
+
     /// Wait until this host's metadata satisfies `done`.
     pub async fn wait_for(
         &self,
@@ -366,6 +373,25 @@ impl MetadataNode {
         // The listener goes with the serve task: wait for it to be dropped,
         // so that the address can be bound again as soon as this returns.
         let _ = self.server.await;
+    }
+}
+
+/// See [`MetadataNode::handle`].
+#[derive(Clone)]
+pub struct MetadataHandle {
+    proposer: Proposer,
+    metadata: watch::Receiver<ClusterMetadata>,
+}
+
+impl MetadataHandle {
+    /// See [`MetadataNode::propose_within`].
+    pub async fn propose_within(&self, command: Command, limit: Duration) -> Result<CommandResult> {
+        self.proposer.propose_within(command, limit).await
+    }
+
+    /// This host's applied copy of the metadata.
+    pub fn metadata(&self) -> ClusterMetadata {
+        self.metadata.borrow().clone()
     }
 }
 

@@ -28,14 +28,38 @@ use crate::{bail, Result, Value};
 /// A partition's number.
 pub type PartitionId = u32;
 
-/// A versioned ring of tokens.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A versioned ring of tokens. It travels (between hosts, in the cluster
+/// metadata) as its version, ring and partition count, checked again when
+/// it arrives.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RingForm", into = "RingForm")]
 pub struct Hashinator {
     version: u64,
     /// (token, partition), sorted by token, tokens distinct.
     ring: Vec<(i32, PartitionId)>,
     /// One more than the highest partition on the ring.
     partitions: u32,
+}
+
+/// A [`Hashinator`] as it is serialized.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RingForm {
+    version: u64,
+    ring: Vec<(i32, PartitionId)>,
+    partitions: u32,
+}
+
+impl TryFrom<RingForm> for Hashinator {
+    type Error = crate::Error;
+    fn try_from(f: RingForm) -> Result<Hashinator> {
+        Hashinator::over(f.version, f.ring, f.partitions)
+    }
+}
+
+impl From<Hashinator> for RingForm {
+    fn from(h: Hashinator) -> RingForm {
+        RingForm { version: h.version, ring: h.ring, partitions: h.partitions }
+    }
 }
 
 impl Hashinator {
@@ -246,6 +270,22 @@ mod tests {
             t.extend([x.saturating_sub(1), *x, x.saturating_add(1)]);
         }
         t
+    }
+
+    #[test]
+    fn rings_travel_whole_and_are_checked_when_they_arrive() {
+        let h = Hashinator::even(4, 3).unwrap().with_range_moved(-10, 10, 2).unwrap();
+        let text = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<Hashinator>(&text).unwrap(), h);
+        // Unsorted, duplicated, or naming a partition past the count.
+        let bad = [
+            r#"{"version":1,"ring":[[0,0],[0,1]],"partitions":2}"#,
+            r#"{"version":1,"ring":[],"partitions":2}"#,
+            r#"{"version":1,"ring":[[0,5]],"partitions":2}"#,
+        ];
+        for text in bad {
+            assert!(serde_json::from_str::<Hashinator>(text).is_err(), "{text}");
+        }
     }
 
     #[test]

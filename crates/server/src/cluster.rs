@@ -587,6 +587,7 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
     let mut before = rx.borrow_and_update().clone();
     let mut ready = ctx.copies_ready.subscribe();
     let mut was_ready = *ready.borrow_and_update();
+    ctx.host.install_ring(before.ring.as_ref());
     if let (Some(link), true) = (&ctx.link, was_ready) {
         // Changes between starting the link and now (leaderships gained
         // meanwhile are repaired first; a recovered host's too, if its
@@ -611,6 +612,9 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
         }
         let now = rx.borrow_and_update().clone();
         let is_ready = *ready.borrow_and_update();
+        // Before a new coordinator here takes over: it decides moves of
+        // ranges left in doubt by this ring.
+        ctx.host.install_ring(now.ring.as_ref());
         // A host recovering from its copy logs takes no leadership until
         // they are replayed; then it takes what the metadata gives it
         // (repairing each partition first, as any new leader does).
@@ -712,6 +716,13 @@ pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<
             "multi-partition coordinator moved from {} to {}",
             host_or_none(before.mp_coordinator),
             host_or_none(after.mp_coordinator)
+        ));
+    }
+    if before.ring_version() != after.ring_version() {
+        out.push(format!(
+            "hashinator ring moved to version {} (transaction {})",
+            after.ring_version(),
+            after.ring_txn.map_or_else(|| "none".to_string(), |t| t.to_string())
         ));
     }
     out

@@ -325,6 +325,9 @@ impl Server {
                     resume_after: None,
                     cluster: Some(placement),
                 })?;
+                // Routed by the metadata's ring from the start.
+                host.install_ring(m.ring.as_ref());
+                l.attach_metadata(node.handle());
                 link = Some(l);
                 (host, RecoveryReport { first_start, ..Default::default() })
             }

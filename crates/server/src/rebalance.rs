@@ -23,7 +23,11 @@
 //!
 //! One job runs at a time, on its own thread, calling the host like any
 //! client; the job's figures are kept here for `@Statistics REBALANCE`, and
-//! its start and end are events (console, `joule status`).
+//! its start and end are events (console, `joule status`). On a cluster the
+//! job runs on the host asked (its pieces go to the coordinator like any
+//! multi-partition call, each also waiting for the metadata's record of its
+//! ring — which is why pieces are sized by their time beyond the quickest
+//! one's), and a piece refused while the cluster fails over is tried again.
 
 use crate::ServerContext;
 use joule_common::hashinator::Hashinator;
@@ -125,9 +129,6 @@ fn request(current: &Hashinator, params: &[Value]) -> Result<Request> {
 /// `@Rebalance(...)`: start a job (answered at once with what it will
 /// move) or stop the running one.
 pub(crate) fn invoke(ctx: &Arc<ServerContext>, params: &[Value]) -> Result<Vec<ResultTable>> {
-    if ctx.link.is_some() {
-        bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
-    }
     // One reading of the ring: the target is made from it and the moves
     // are what it lacks.
     let current = ctx.host.hashinator();
@@ -214,6 +215,8 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
     let mut client = ctx.host.client();
     let elastic = ctx.config.elastic.clone();
     let mut piece = FIRST_PIECE_TOKENS;
+    // The quickest move so far: what a move costs whatever it carries.
+    let mut floor = Duration::MAX;
     // A panic (a bug) still ends the job and drops the token indexes,
     // rather than leave it RUNNING for good.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::result::Result<State, Error> {
@@ -225,7 +228,7 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
                 }
                 let last = (at + piece as i64 - 1).min(i64::from(end));
                 let began = Instant::now();
-                let r = client.move_range_piece(at as i32, last as i32, to);
+                let r = move_piece(ctx, &mut client, at as i32, last as i32, to);
                 let took = began.elapsed();
                 if let Some(e) = r.error {
                     return Err(e);
@@ -242,7 +245,8 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
                     j.calls += 1;
                     j.calls_time += took;
                 });
-                piece = next_piece(piece, took, elastic.duration);
+                floor = floor.min(took);
+                piece = next_piece(piece, took, floor, elastic.duration);
                 // And keep under the throughput: a piece of `bytes` earns
                 // bytes / throughput seconds.
                 if elastic.throughput_bytes > 0 && bytes > 0 {
@@ -255,7 +259,10 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
         Ok(State::Done)
     }))
     .unwrap_or_else(|_| Err(joule_common::err!(Internal, "the rebalance stopped on an internal error (a panic)")));
-    ctx.host.forget_tokens();
+    let forgot = client.forget_tokens();
+    if let Some(e) = forgot.error {
+        eprintln!("joule: rebalance: the token indexes were not dropped (the next rebalance's end drops them): {e}");
+    }
     let state = outcome.unwrap_or_else(|e| State::Failed(e.to_string()));
     let text = match &state {
         State::Done => "rebalance done".to_string(),
@@ -273,12 +280,45 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
     }
 }
 
+/// How long a piece is tried again while the cluster fails over (a host
+/// died: its partitions' new leaders repair, a new coordinator resolves).
+const PIECE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Move one piece, trying again while the answer is `Unavailable` or
+/// `OutcomeUnknown` (in a cluster, while a failed host's work moves to
+/// others). Trying a piece again is safe even if it moved: moving tokens
+/// to the partition that owns them moves nothing.
+fn move_piece(
+    ctx: &ServerContext,
+    client: &mut joule_txn::Client,
+    start: i32,
+    end: i32,
+    to: u32,
+) -> joule_txn::Response {
+    let deadline = Instant::now() + PIECE_PATIENCE;
+    loop {
+        let r = client.move_range_piece(start, end, to);
+        let retry = matches!(
+            r.error.as_ref().map(|e| e.code()),
+            Some(joule_common::ErrorCode::Unavailable | joule_common::ErrorCode::OutcomeUnknown)
+        );
+        if !retry || Instant::now() > deadline || ctx.rebalance.stop.load(Ordering::SeqCst) || *ctx.shutdown.borrow() {
+            return r;
+        }
+        pause(ctx, Duration::from_millis(200));
+    }
+}
+
 /// The next piece's span after one of `piece` tokens took `took`: scaled
-/// toward the configured duration, at most halved or quadrupled at once
-/// (the first piece of a partition also builds its token index, so one slow
-/// piece must not shrink the next ones to nothing).
-fn next_piece(piece: u64, took: Duration, duration: Duration) -> u64 {
-    let factor = (duration.as_secs_f64() / took.as_secs_f64().max(1e-6)).clamp(0.5, 4.0);
+/// so that the time spent moving rows — beyond `floor`, the quickest move
+/// seen, which every move costs (on a cluster, the prepare and the ring's
+/// record in the metadata) — comes to the configured duration; at most
+/// halved or quadrupled at once (the first piece of a partition also builds
+/// its token index, so one slow piece must not shrink the next ones to
+/// nothing).
+fn next_piece(piece: u64, took: Duration, floor: Duration, duration: Duration) -> u64 {
+    let moving = took.saturating_sub(floor);
+    let factor = (duration.as_secs_f64() / moving.as_secs_f64().max(1e-6)).clamp(0.5, 4.0);
     ((piece as f64 * factor) as u64).clamp(1, 1 << 32)
 }
 
@@ -364,12 +404,16 @@ mod tests {
     fn pieces_aim_at_the_duration() {
         let ms = Duration::from_millis;
         // Quick moves: the span grows, four times at most per step.
-        assert_eq!(next_piece(1000, ms(1), ms(50)), 4000);
-        assert_eq!(next_piece(1000, ms(25), ms(50)), 2000);
-        assert_eq!(next_piece(1000, ms(50), ms(50)), 1000);
+        assert_eq!(next_piece(1000, ms(1), ms(0), ms(50)), 4000);
+        assert_eq!(next_piece(1000, ms(25), ms(0), ms(50)), 2000);
+        assert_eq!(next_piece(1000, ms(50), ms(0), ms(50)), 1000);
         // A slow one halves it at most.
-        assert_eq!(next_piece(1000, ms(500), ms(50)), 500);
-        assert_eq!(next_piece(1, ms(500), ms(50)), 1, "never below one token");
-        assert_eq!(next_piece(1 << 32, ms(1), ms(50)), 1 << 32, "never past the ring");
+        assert_eq!(next_piece(1000, ms(500), ms(0), ms(50)), 500);
+        assert_eq!(next_piece(1, ms(500), ms(0), ms(50)), 1, "never below one token");
+        assert_eq!(next_piece(1 << 32, ms(1), ms(0), ms(50)), 1 << 32, "never past the ring");
+        // What every move costs (a cluster's commit) does not count.
+        assert_eq!(next_piece(1000, ms(30), ms(20), ms(5)), 500);
+        assert_eq!(next_piece(1000, ms(21), ms(20), ms(5)), 4000);
+        assert_eq!(next_piece(1000, ms(25), ms(20), ms(5)), 1000);
     }
 }

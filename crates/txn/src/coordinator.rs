@@ -185,6 +185,12 @@ impl Coordinator {
                 return crate::host::forward_mp(&link, task);
             }
             self.remote = (0..self.sites.len()).map(|p| !link.leads(p as u32)).collect();
+            // A ring another host's coordinator moved to (this host
+            // coordinates since), as the metadata gave it.
+            let published = self.shared.hashinator.load_full();
+            if published.version() > self.hashinator.version() {
+                self.hashinator = published;
+            }
         } else {
             self.remote = vec![false; self.sites.len()];
         }
@@ -281,6 +287,11 @@ impl Coordinator {
                 crate::response::APP_STATUS_UNSET,
                 None,
             ),
+            MpKind::ForgetTokens => (
+                self.round((0..self.sites.len()).map(|_| vec![WorkItem::ForgetTokens]).collect()).map(|_| Vec::new()),
+                crate::response::APP_STATUS_UNSET,
+                None,
+            ),
         };
         self.batch = batch;
         let log = if task.replay.is_some() { None } else { self.log.clone() };
@@ -289,10 +300,20 @@ impl Coordinator {
         // Only a transaction that wrote on several partitions can commit
         // on some and not others: one that wrote on one commits in one
         // phase (its outcome unknown, not partial, if that leader dies).
-        let two_phase = self.shared.link.is_some() && self.wrote.iter().filter(|w| **w).count() > 1;
+        // A transaction that moves the ring prepares too: its commit point
+        // is the ring's record in the cluster metadata (`crate::moverange`).
+        let two_phase = self.shared.link.is_some()
+            && (self.wrote.iter().filter(|w| **w).count() > 1 || installs.hashinator.is_some());
+        let mut ring_unknown = false;
         let (result, in_doubt) = match (result, two_phase) {
             (Ok(tables), true) => match self.prepare_all() {
-                (in_doubt, None) => (Ok(tables), in_doubt),
+                (in_doubt, None) => match self.record_ring(installs.hashinator.as_ref(), ids) {
+                    Ok(()) => (Ok(tables), in_doubt),
+                    Err(e) => {
+                        ring_unknown = e.code() == joule_common::ErrorCode::OutcomeUnknown;
+                        (Err(e), in_doubt)
+                    }
+                },
                 (in_doubt, Some(e)) => (Err(e), in_doubt),
             },
             (result, _) => (result, vec![false; self.sites.len()]),
@@ -320,6 +341,10 @@ impl Coordinator {
                     Response::failure(crate::resolve::unconfirmed(), Some(ids))
                 }
             }
+            // Whether the metadata took the ring is not known here, and
+            // this host no longer coordinates: the next coordinator decides
+            // by the metadata (`crate::resolve`).
+            Err(e) if ring_unknown => Response::failure(e, Some(ids)),
             Err(e) if in_doubt.contains(&true) => {
                 self.rollback_prepared(ids, &in_doubt);
                 Response::failure(e, Some(ids))
@@ -351,6 +376,7 @@ impl Coordinator {
             MpKind::LoadRows { .. } => "@SnapshotRestore",
             MpKind::PlaceRows(_) => "@Recover",
             MpKind::MoveRange { .. } => "@MoveRange",
+            MpKind::ForgetTokens => "@ForgetTokens",
         };
         let result_bytes = crate::stats::values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
         self.counters.procedure(name).record(
@@ -394,6 +420,7 @@ impl Coordinator {
             | MpKind::Checksums
             | MpKind::ValidatePartitioning
             | MpKind::SetHashinator(_)
+            | MpKind::ForgetTokens
             | MpKind::Snapshot(_)
             | MpKind::PlaceRows(_)
             | MpKind::LoadRows { log_as: None, .. } => {}
@@ -585,9 +612,6 @@ impl Coordinator {
                 bail!(FeatureNotSupported, "DDL and other statements cannot be mixed in one call: {sql}");
             }
             let replaced = crate::moverange::replaced_table(&planned, self.schema_db.catalog(), self.sites.len())?;
-            if replaced.is_some() && self.shared.link.is_some() {
-                bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
-            }
             self.schema_db.execute_planned(&planned, &[])?;
             let params: Arc<[Value]> = Arc::from(Vec::new());
             let items = (0..self.sites.len())

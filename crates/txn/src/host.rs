@@ -201,6 +201,7 @@ impl Host {
                 after_mp: false,
                 link: link.clone(),
                 repl_records: Vec::new(),
+                next_ring: None,
                 coordinator: coord_tx.clone(),
                 shared: Arc::downgrade(&shared),
             };
@@ -266,14 +267,6 @@ impl Host {
         self.shared.hashinator.load_full()
     }
 
-    /// Moves of ranges are over: every site stops keeping rows by token
-    /// (see [`Client::move_range_piece`]).
-    pub fn forget_tokens(&self) {
-        for site in &self.shared.sites {
-            let _ = site.send(SiteMsg::ForgetTokens);
-        }
-    }
-
     /// Every site's statistics and the coordinator's (last), each copied
     /// by its own thread between transactions. A thread that does not
     /// answer within `wait` is left out.
@@ -297,6 +290,21 @@ impl Host {
         }
         out.sort_by_key(|s| s.partition.unwrap_or(u32::MAX));
         out
+    }
+
+    /// Whether the host still takes work (it has not begun to shut down).
+    pub fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// The cluster metadata's ring (`ring`, `None` for the even ring every
+    /// host starts with): routed by from now on, unless this host has it
+    /// or a newer one already. Sites take it when a call routed with it
+    /// reaches them, and the coordinator when its next transaction starts.
+    pub fn install_ring(&self, ring: Option<&Hashinator>) {
+        let Some(ring) = ring else { return };
+        let ring = Arc::new(ring.clone());
+        self.shared.hashinator.rcu(|now| if now.version() >= ring.version() { now.clone() } else { ring.clone() });
     }
 
     /// Stop taking work, let queued work finish, and join every thread.
@@ -323,6 +331,23 @@ impl Drop for Host {
 }
 
 /// Send a single-partition invocation to the host leading its partition.
+/// Send a single-partition invocation to `partition`'s site here, or to
+/// the host leading it.
+pub(crate) fn dispatch_sp(shared: &Shared, partition: usize, task: SpTask) {
+    if let Some(link) = &shared.link {
+        if !link.leads(partition as u32) {
+            return forward_sp(link, partition as u32, task);
+        }
+    }
+    shared.depths[partition].fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = shared.sites[partition].send(SiteMsg::Sp(task)) {
+        shared.depths[partition].fetch_sub(1, Ordering::Relaxed);
+        if let SiteMsg::Sp(t) = e.0 {
+            t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+        }
+    }
+}
+
 pub(crate) fn forward_sp(link: &Arc<dyn ClusterLink>, partition: u32, task: SpTask) {
     let mut params = task.params;
     let procedure = task.procedure.name.clone();
@@ -334,6 +359,10 @@ pub(crate) fn forward_sp(link: &Arc<dyn ClusterLink>, partition: u32, task: SpTa
 }
 
 /// Send a multi-partition invocation to the host coordinating them.
+/// The internal procedure a host forwards [`Client::forget_tokens`] as
+/// (refused from clients).
+const FORGET_TOKENS: &str = "@ForgetTokens";
+
 pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
     let (database, procedure, mut params) = match &task.kind {
         MpKind::Procedure(p) => (p.database.clone(), p.name.clone(), task.params),
@@ -342,6 +371,14 @@ pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
         }
         MpKind::Checksums => (DEFAULT_DATABASE.to_string(), "@Checksum".to_string(), Vec::new()),
         MpKind::ValidatePartitioning => (DEFAULT_DATABASE.to_string(), "@ValidatePartitioning".to_string(), Vec::new()),
+        MpKind::MoveRange { start, end, partition, keep } => {
+            let mut params = vec![i64::from(*start), i64::from(*end), i64::from(*partition)];
+            if *keep {
+                params.push(1);
+            }
+            (DEFAULT_DATABASE.to_string(), "@MoveRange".to_string(), params.into_iter().map(Value::Integer).collect())
+        }
+        MpKind::ForgetTokens => (DEFAULT_DATABASE.to_string(), FORGET_TOKENS.to_string(), Vec::new()),
         _ => {
             let e =
                 err!(FeatureNotSupported, "this system procedure is not available on a cluster of several hosts yet");
@@ -547,18 +584,7 @@ impl Client {
     }
 
     fn send_sp(&self, partition: usize, task: SpTask) {
-        if let Some(link) = &self.shared.link {
-            if !link.leads(partition as u32) {
-                return forward_sp(link, partition as u32, task);
-            }
-        }
-        self.shared.depths[partition].fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.shared.sites[partition].send(SiteMsg::Sp(task)) {
-            self.shared.depths[partition].fetch_sub(1, Ordering::Relaxed);
-            if let SiteMsg::Sp(t) = e.0 {
-                t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
-            }
-        }
+        dispatch_sp(&self.shared, partition, task)
     }
 
     fn send_mp(&self, task: MpTask) {
@@ -589,10 +615,13 @@ impl Client {
             "@ValidatePartitioning" => Ok(Route::Mp(MpKind::ValidatePartitioning, Vec::new())),
             "@Checksum" => Ok(Route::Mp(MpKind::Checksums, Vec::new())),
             "@MoveRange" => {
+                let keep = crate::moverange::keep_param(name, &mut params)?;
                 let (start, end, partition) =
                     crate::moverange::range_move_params(name, &params, self.shared.sites.len())?;
-                Ok(Route::Mp(MpKind::MoveRange { start, end, partition, keep: false }, Vec::new()))
+                Ok(Route::Mp(MpKind::MoveRange { start, end, partition, keep }, Vec::new()))
             }
+            // Only as forwarded by another host's `forget_tokens`.
+            FORGET_TOKENS if self.hops > 0 => Ok(Route::Mp(MpKind::ForgetTokens, Vec::new())),
             "@Explain" => {
                 let sql = sysprocs::string_param(name, &params, 0)?;
                 let schema = self.shared.schema.load_full();
@@ -749,13 +778,19 @@ impl Client {
 
     /// `@MoveRange(start, end, partition)` as one piece of many (see the
     /// server's `@Rebalance`): the partitions giving rows up keep them by
-    /// token for the next pieces, until [`Host::forget_tokens`]. Waits.
+    /// token for the next pieces, until [`Client::forget_tokens`]. Waits.
     pub fn move_range_piece(&mut self, start: i32, end: i32, partition: u32) -> Response {
         if partition as usize >= self.shared.sites.len() || start > end {
             let e = err!(InvalidArgument, "tokens {start}..={end} cannot move to partition {partition}");
             return Response::failure(e, None);
         }
         self.run_mp_and_wait(MpKind::MoveRange { start, end, partition, keep: true })
+    }
+
+    /// Moves of ranges are over: every copy of every partition stops
+    /// keeping rows by token (see [`Client::move_range_piece`]). Waits.
+    pub fn forget_tokens(&mut self) -> Response {
+        self.run_mp_and_wait(MpKind::ForgetTokens)
     }
 
     /// Run one internal multi-partition transaction and wait for its answer.

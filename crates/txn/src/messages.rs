@@ -117,12 +117,11 @@ pub(crate) enum SiteMsg {
     CompactLog {
         via_shipper: bool,
     },
-    /// Moves of ranges are over: stop keeping rows by token.
-    ForgetTokens,
     /// A cluster: load part of a copy of the partition from its leader
     /// (this site rejoins); `done` says whether it applied.
     Load {
         catalog: Option<Box<joule_sql::catalog::Catalog>>,
+        ring: Option<crate::hashinator::Hashinator>,
         table: Option<String>,
         rows: Vec<(u32, Row)>,
         last_ids: TxnIds,
@@ -159,6 +158,14 @@ pub(crate) enum WorkItem {
     /// Moving a range: insert rows that `hashinator` (the next ring) places
     /// on this partition, checked against it rather than the current one.
     Admit { planned: Arc<Planned>, rows: Vec<Row>, hashinator: Arc<Hashinator> },
+    /// Moving a range to this partition: `hashinator` is the ring the
+    /// transaction installs if it commits, whether or not any row comes
+    /// (the partition's replicas check the rows of later writes against it).
+    NextRing(Arc<Hashinator>),
+    /// Moves of ranges are over: stop keeping rows by token. Counted as a
+    /// write so that it reaches the replicas (which kept them too); it
+    /// changes no row.
+    ForgetTokens,
 }
 
 impl WorkItem {
@@ -166,9 +173,12 @@ impl WorkItem {
     pub fn writes(&self) -> bool {
         match self {
             WorkItem::Execute { planned, .. } => planned.writes,
-            WorkItem::InsertRows { .. } | WorkItem::PlaceRows(_) | WorkItem::Evict { .. } | WorkItem::Admit { .. } => {
-                true
-            }
+            WorkItem::InsertRows { .. }
+            | WorkItem::PlaceRows(_)
+            | WorkItem::Evict { .. }
+            | WorkItem::Admit { .. }
+            | WorkItem::NextRing(_)
+            | WorkItem::ForgetTokens => true,
             WorkItem::Fragment { .. }
             | WorkItem::Query { .. }
             | WorkItem::Checksum
@@ -315,6 +325,9 @@ pub(crate) enum MpKind {
         partition: u32,
         keep: bool,
     },
+    /// Moves of ranges are over: every copy of every partition stops
+    /// keeping rows by token.
+    ForgetTokens,
 }
 
 /// A multi-partition invocation.

@@ -27,9 +27,23 @@
 //! partition count. A range-partitioned table's value ranges move by DDL
 //! instead (`PARTITION TABLE ... ON PARTITIONS`): the coordinator applies
 //! the new placement everywhere, then evicts and admits that table's rows
-//! the same way ([`Coordinator::replace_ranges`]) in the same transaction. Moving ranges on a cluster of several hosts is refused
-//! for now: its replicas, copy logs and other hosts' routing would each
-//! need the next ring too.
+//! the same way ([`Coordinator::replace_ranges`]) in the same transaction.
+//!
+//! **On a cluster of several hosts** the same items travel to the leaders
+//! on other hosts (`crate::remote::WireItem`, the ring whole) and reach
+//! every replica inside its leader's prepare record, so each copy — and a
+//! copy log replayed later — takes the next ring at the same point of its
+//! stream as the rows (`Site::next_ring`; the receiving partition gets a
+//! [`WorkItem::NextRing`] even if no row comes, since its replicas check
+//! later writes against the ring). Partitions that neither give nor take
+//! tokens keep their rings: their tokens are the same in both. The move
+//! always prepares everywhere first, and then its commit point is the
+//! next ring's record in the cluster metadata ([`Coordinator::record_ring`]):
+//! recorded, it commits; refused, it rolls back; if the coordinator's host
+//! fails before it knows, the next coordinator commits it exactly when the
+//! metadata holds its ring (`crate::resolve`). Every host routes by the
+//! metadata's ring, so the cluster never routes by a ring whose rows did
+//! not move.
 
 use crate::coordinator::Coordinator;
 use crate::hashinator::Hashinator;
@@ -41,6 +55,11 @@ use joule_sql::plan::OutputColumn;
 use joule_sql::planner::{DdlPlan, Planned, PlannedKind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// The most row bytes one move carries on a cluster: its rows travel
+/// between hosts in single frames (the data plane's limit is 256 MiB, and
+/// encoding adds to the values), and every partition waits while it runs.
+const CLUSTER_MOVE_BYTES: u64 = 64 << 20;
 
 /// For a planned `PARTITION TABLE`: its named partitions checked against
 /// the `partitions` there are, and — when it re-places a table already
@@ -57,6 +76,23 @@ pub(crate) fn replaced_table(planned: &Planned, catalog: &Catalog, partitions: u
     }
     let def = catalog.table_by_id(*table).ok_or_else(|| err!(Internal, "table #{table} is not in the catalog"))?;
     Ok(Some(def.qualified_name()))
+}
+
+/// `@MoveRange`'s optional fourth parameter, taken off `params`: 1 to have
+/// the partitions giving rows up keep them by token for the next moves
+/// (`@Rebalance`'s pieces), 0 (the default) not to.
+pub(crate) fn keep_param(procedure: &str, params: &mut Vec<Value>) -> Result<bool> {
+    if params.len() != 4 {
+        return Ok(false);
+    }
+    match params.pop() {
+        Some(Value::Integer(0)) => Ok(false),
+        Some(Value::Integer(1)) => Ok(true),
+        Some(v) => {
+            bail!(InvalidArgument, "{procedure}: the fourth parameter (keep the token index) must be 0 or 1, not {v}")
+        }
+        None => Ok(false),
+    }
 }
 
 /// The parameters of a range move (`@MoveRange`, `@Rebalance`), checked:
@@ -92,6 +128,27 @@ pub fn range_move_params(procedure: &str, params: &[Value], partitions: usize) -
 }
 
 impl Coordinator {
+    /// In a cluster: record `ring`, the next ring of transaction `ids`
+    /// (prepared on every partition), in the cluster metadata. This is the
+    /// transaction's commit point: it commits if the metadata took the
+    /// ring, rolls back if the metadata refused it, and stays in doubt —
+    /// for the next coordinator, which decides by the metadata — if this
+    /// host lost the coordination before it could tell
+    /// (`OutcomeUnknown`).
+    pub(crate) fn record_ring(&self, ring: Option<&Arc<Hashinator>>, ids: crate::TxnIds) -> Result<()> {
+        match (&self.shared.link, ring) {
+            (Some(link), Some(ring)) => {
+                // Prepared everywhere, not recorded: the next coordinator rolls back.
+                joule_common::failpoint::crash_if_armed("coordinator-before-ring-recorded");
+                link.record_ring(ring, ids.txn_id.0)?;
+                // Recorded, committed nowhere: the next coordinator commits.
+                joule_common::failpoint::crash_if_armed("coordinator-after-ring-recorded");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Run the `evict` round, then hand every row it gave up to the
     /// partition that `ring` and the coordinator's catalog (the one the
     /// transaction installs) place it on. (Rows moved, their bytes.)
@@ -132,6 +189,13 @@ impl Coordinator {
                 }
             }
         }
+        if self.shared.link.is_some() && moved_bytes > CLUSTER_MOVE_BYTES {
+            bail!(
+                InvalidArgument,
+                "this move carries {moved_bytes} bytes of rows, and one move between the hosts of a cluster carries at \
+                 most {CLUSTER_MOVE_BYTES}: move hash ranges with @Rebalance (in pieces), value ranges in smaller steps"
+            );
+        }
         self.round(admit)?;
         Ok((moved_rows, moved_bytes))
     }
@@ -162,9 +226,6 @@ impl Coordinator {
         keep: bool,
         next: &mut Option<Arc<Hashinator>>,
     ) -> Result<Vec<ResultTable>> {
-        if self.shared.link.is_some() {
-            bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet");
-        }
         let ring = Arc::new(self.hashinator.with_range_moved(start, end, to)?);
         let n = self.sites.len();
         let mut evict: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
@@ -174,6 +235,10 @@ impl Coordinator {
                 evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone(), table: None, tokens, keep });
             }
         }
+        // Every partition whose tokens change takes the next ring with the
+        // transaction, the receiving one too if no row comes (its replicas
+        // check later writes against it); the others keep their tokens.
+        evict[to as usize].push(WorkItem::NextRing(ring.clone()));
         let (moved_rows, moved_bytes) = self.relocate(evict, &ring)?;
         let version = ring.version();
         *next = Some(ring);

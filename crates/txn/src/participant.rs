@@ -75,6 +75,7 @@ impl Site {
             random_seed: ids.random_seed(),
         });
         self.db.begin();
+        self.next_ring = None;
         // Leading in a cluster: the writes are recorded for the replicas.
         let mut writes: Option<Vec<WireItem>> =
             self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(Vec::new);
@@ -352,9 +353,8 @@ impl Site {
         if let Some(s) = schema {
             self.schema = s;
         }
-        if let Some(h) = hashinator {
-            self.hashinator = h;
-            self.install_owner();
+        if let Some(h) = hashinator.or_else(|| self.next_ring.take()) {
+            self.install_ring(h);
         }
         if install && !ddl.is_empty() {
             // Published before the commit is confirmed: what the leader
@@ -394,6 +394,9 @@ fn note_write(item: &WorkItem, writes: &mut Option<Vec<WireItem>>, ddl: &mut Vec
     let (planned, writing) = match item {
         WorkItem::Execute { planned, .. } => (Some(planned), planned.writes),
         WorkItem::InsertRows { planned, .. } => (Some(planned), true),
+        WorkItem::Evict { .. } | WorkItem::Admit { .. } | WorkItem::NextRing(_) | WorkItem::ForgetTokens => {
+            (None, true)
+        }
         _ => (None, false),
     };
     if let Some(p) = planned {

@@ -82,6 +82,16 @@ pub trait ClusterLink: Send + Sync {
     /// `commit` says; returns once its replicas have the outcome too (at
     /// once if the leader holds no such transaction in doubt).
     fn settle(&self, partition: u32, txn: u64, commit: bool) -> Result<()>;
+    /// Record `ring` in the cluster metadata as the ring transaction `txn`
+    /// (prepared on every partition) moves to, if this host still
+    /// coordinates and the metadata's ring is the one before it: the
+    /// transaction's commit point (see `crate::moverange`). Waits for an
+    /// answer while this host coordinates; `OutcomeUnknown` once it no
+    /// longer does without one.
+    fn record_ring(&self, ring: &crate::hashinator::Hashinator, txn: u64) -> Result<()>;
+    /// The transaction whose ring the metadata holds (as this host last
+    /// applied it), if a transaction moved it.
+    fn ring_txn(&self) -> Option<u64>;
 }
 
 /// What a copy of a partition knows of prepared multi-partition
@@ -140,6 +150,24 @@ pub enum WireItem {
     },
     Checksum,
     ValidatePartitioning,
+    /// Moving a range (see [`WorkItem::Evict`]): the next ring travels
+    /// whole, and a replica evicts exactly the rows its leader did.
+    Evict {
+        ring: crate::hashinator::Hashinator,
+        table: Option<String>,
+        tokens: Option<(i32, i32)>,
+        keep: bool,
+    },
+    /// Moving a range (see [`WorkItem::Admit`]).
+    Admit {
+        planned: Planned,
+        rows: Vec<Row>,
+        ring: crate::hashinator::Hashinator,
+    },
+    /// Drop the token indexes moving ranges kept (see [`WorkItem::ForgetTokens`]).
+    ForgetTokens,
+    /// See [`WorkItem::NextRing`].
+    NextRing(crate::hashinator::Hashinator),
 }
 
 /// A work item's result as it travels back.
@@ -150,6 +178,7 @@ pub enum WireResult {
     Done,
     Rows(Vec<Row>),
     Tables(Vec<(String, u64)>),
+    Evicted(Vec<(String, Vec<Row>)>),
 }
 
 /// A committed change of one partition, as its leader streams it.
@@ -170,6 +199,9 @@ pub enum Replicated {
     /// the last part says the copy is `complete`.
     Load {
         catalog: Option<Box<joule_sql::catalog::Catalog>>,
+        /// With the catalog: the ring the copy was taken under (its rows
+        /// are the ones that ring places on the partition).
+        ring: Option<crate::hashinator::Hashinator>,
         table: Option<String>,
         rows: Vec<(u32, Row)>,
         last_ids: TxnIds,
@@ -186,6 +218,7 @@ pub enum Replicated {
 /// partition's order (encoded lazily, off the site's thread).
 pub(crate) struct PartitionCopy {
     pub catalog: Arc<joule_sql::catalog::Catalog>,
+    pub ring: Arc<crate::hashinator::Hashinator>,
     pub tables: Vec<(String, joule_engine::storage::FrozenRows)>,
     pub last_ids: TxnIds,
     /// The outcomes of prepared transactions the copy remembers.
@@ -199,9 +232,10 @@ impl PartitionCopy {
     /// The copy as batches of framed records: the catalog, then each
     /// table in pieces of [`LOAD_ROWS`] rows.
     pub(crate) fn into_batches(self) -> impl Iterator<Item = Vec<u8>> + Send {
-        let PartitionCopy { catalog, tables, last_ids, decided } = self;
+        let PartitionCopy { catalog, ring, tables, last_ids, decided } = self;
         let first = Replicated::Load {
             catalog: Some(Box::new((*catalog).clone())),
+            ring: Some((*ring).clone()),
             table: None,
             rows: Vec::new(),
             last_ids,
@@ -211,6 +245,7 @@ impl PartitionCopy {
         let first = std::iter::once(first);
         let last = std::iter::once(Replicated::Load {
             catalog: None,
+            ring: None,
             table: None,
             rows: Vec::new(),
             last_ids,
@@ -231,6 +266,7 @@ impl PartitionCopy {
                 };
                 (!rows.is_empty()).then(|| Replicated::Load {
                     catalog: None,
+                    ring: None,
                     table: Some(name.clone()),
                     rows,
                     last_ids,
@@ -384,9 +420,14 @@ pub(crate) fn to_wire(item: &WorkItem) -> Result<WireItem> {
         WorkItem::Freeze | WorkItem::PlaceRows(_) => {
             bail!(FeatureNotSupported, "snapshots of a cluster of several hosts are not available yet")
         }
-        WorkItem::Evict { .. } | WorkItem::Admit { .. } => {
-            bail!(FeatureNotSupported, "moving ranges on a cluster of several hosts is not available yet")
+        WorkItem::Evict { hashinator, table, tokens, keep } => {
+            WireItem::Evict { ring: (**hashinator).clone(), table: table.clone(), tokens: *tokens, keep: *keep }
         }
+        WorkItem::Admit { planned, rows, hashinator } => {
+            WireItem::Admit { planned: (**planned).clone(), rows: rows.clone(), ring: (**hashinator).clone() }
+        }
+        WorkItem::ForgetTokens => WireItem::ForgetTokens,
+        WorkItem::NextRing(ring) => WireItem::NextRing((**ring).clone()),
     })
 }
 
@@ -402,6 +443,14 @@ pub(crate) fn from_wire(item: WireItem) -> WorkItem {
         WireItem::InsertRows { planned, rows } => WorkItem::InsertRows { planned: Arc::new(planned), rows },
         WireItem::Checksum => WorkItem::Checksum,
         WireItem::ValidatePartitioning => WorkItem::ValidatePartitioning,
+        WireItem::Evict { ring, table, tokens, keep } => {
+            WorkItem::Evict { hashinator: Arc::new(ring), table, tokens, keep }
+        }
+        WireItem::Admit { planned, rows, ring } => {
+            WorkItem::Admit { planned: Arc::new(planned), rows, hashinator: Arc::new(ring) }
+        }
+        WireItem::ForgetTokens => WorkItem::ForgetTokens,
+        WireItem::NextRing(ring) => WorkItem::NextRing(Arc::new(ring)),
     }
 }
 
@@ -413,7 +462,7 @@ pub(crate) fn result_to_wire(r: ItemResult) -> Result<WireResult> {
         ItemResult::Rows(rows) => WireResult::Rows(rows),
         ItemResult::Tables(t) => WireResult::Tables(t),
         ItemResult::Frozen(_) => bail!(Internal, "a frozen partition cannot travel"),
-        ItemResult::Evicted(_) => bail!(Internal, "evicted rows cannot travel"),
+        ItemResult::Evicted(tables) => WireResult::Evicted(tables),
     })
 }
 
@@ -424,6 +473,7 @@ pub(crate) fn result_from_wire(r: WireResult) -> ItemResult {
         WireResult::Done => ItemResult::Exec(ExecResult::Done),
         WireResult::Rows(rows) => ItemResult::Rows(rows),
         WireResult::Tables(t) => ItemResult::Tables(t),
+        WireResult::Evicted(tables) => ItemResult::Evicted(tables),
     }
 }
 
@@ -449,7 +499,7 @@ pub(crate) fn run_proxy(
             SiteMsg::Rejoin { reply, .. } => {
                 let _ = reply.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
-            SiteMsg::CompactLog { .. } | SiteMsg::ForgetTokens => {}
+            SiteMsg::CompactLog { .. } => {}
             SiteMsg::Load { done, .. } => {
                 let _ = done.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
@@ -656,6 +706,9 @@ impl ResponseSink for Countdown {
     fn deliver(&self, _handle: u64, response: Response) {
         // Only transactions that committed a change are shipped: any error
         // here, an abort included, means the copies differ.
+        if let Some(e) = &response.error {
+            eprintln!("joule: partition {}: a replicated record failed on this replica: {e}", self.partition);
+        }
         self.one_done(response.error.is_none())
     }
 }
@@ -694,9 +747,9 @@ impl crate::Host {
                         countdown.one_done(false);
                     }
                 }
-                Replicated::Load { catalog, table, rows, last_ids, complete, decided } => {
+                Replicated::Load { catalog, ring, table, rows, last_ids, complete, decided } => {
                     let (tx, rx) = std::sync::mpsc::channel();
-                    let sent = site.send(SiteMsg::Load { catalog, table, rows, last_ids, done: tx }).is_ok();
+                    let sent = site.send(SiteMsg::Load { catalog, ring, table, rows, last_ids, done: tx }).is_ok();
                     let countdown = countdown.clone();
                     let shared = self.shared().clone();
                     std::thread::spawn(move || {
@@ -961,16 +1014,21 @@ mod tests {
 
     #[test]
     fn a_partition_copy_ends_with_what_it_remembers_of_prepared_transactions() {
+        let ring = crate::hashinator::Hashinator::even(4, 1).unwrap().with_range_moved(3, 30, 2).unwrap();
         let copy = PartitionCopy {
             catalog: Arc::new(joule_sql::catalog::Catalog::default()),
+            ring: Arc::new(ring.clone()),
             tables: Vec::new(),
             last_ids: TxnIds::ZERO,
             decided: vec![(7, true), (9, false)],
         };
         let records: Vec<Replicated> = copy.into_batches().flat_map(|piece| unframe_records(&piece).unwrap()).collect();
-        assert_eq!(records.len(), 2, "the catalog, then the last part");
+        assert_eq!(records.len(), 2, "the catalog and ring, then the last part");
         match &records[0] {
-            Replicated::Load { catalog: Some(_), complete: false, decided, .. } => assert!(decided.is_empty()),
+            Replicated::Load { catalog: Some(_), ring: Some(r), complete: false, decided, .. } => {
+                assert!(decided.is_empty());
+                assert_eq!(r, &ring, "the ring the copy was taken under goes with its catalog");
+            }
             r => panic!("{r:?}"),
         }
         match &records[1] {

@@ -221,7 +221,9 @@ impl Coordinator {
         for txn in pending {
             let committed_on: Vec<u32> =
                 reports.iter().filter(|(_, r)| r.decided.contains(&(txn, true))).map(|(p, _)| *p).collect();
-            let commit = !committed_on.is_empty();
+            // A move of ranges committed once the metadata took its ring.
+            let in_metadata = link.ring_txn() == Some(txn);
+            let commit = !committed_on.is_empty() || in_metadata;
             if !commit && !unasked.is_empty() {
                 // A partition not heard from may have committed it.
                 eprintln!(
@@ -231,7 +233,9 @@ impl Coordinator {
                 continue;
             }
             let waiting: Vec<u32> = reports.iter().filter(|(_, r)| r.pending == Some(txn)).map(|(p, _)| *p).collect();
-            let why = if commit {
+            let why = if in_metadata {
+                "the cluster metadata holds the ring it moved to".to_string()
+            } else if commit {
                 format!("partitions {committed_on:?} committed it")
             } else {
                 "no partition committed it".into()

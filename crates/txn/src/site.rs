@@ -92,6 +92,11 @@ pub(crate) struct Site {
     pub db: Database,
     pub ids: IdGenerator,
     pub hashinator: Arc<Hashinator>,
+    /// The ring the multi-partition transaction under way moves ranges to
+    /// (from its `Evict` and `Admit` items): installed if it commits. So a
+    /// replica, and a leader on another host than the coordinator, take
+    /// the next ring at the same point of their stream as the rows.
+    pub next_ring: Option<Arc<Hashinator>>,
     pub schema: Arc<Schema>,
     pub inbox: Receiver<SiteMsg>,
     pub mp_inbox: Receiver<MpWork>,
@@ -177,9 +182,8 @@ impl Site {
                     let _ = reply.send(self.hand_copy(host));
                 }
                 SiteMsg::CompactLog { via_shipper } => self.compact_log(via_shipper),
-                SiteMsg::ForgetTokens => self.db.untrack_tokens(),
-                SiteMsg::Load { catalog, table, rows, last_ids, done } => {
-                    let _ = done.send(self.load_copy(catalog, table, rows, last_ids));
+                SiteMsg::Load { catalog, ring, table, rows, last_ids, done } => {
+                    let _ = done.send(self.load_copy(catalog, ring, table, rows, last_ids));
                 }
                 SiteMsg::MpBegin(ids, work, by) => {
                     self.after_mp = true;
@@ -197,6 +201,29 @@ impl Site {
         }
     }
 
+    /// An `Evict` or `Admit` item moves ranges to `ring`.
+    fn note_next_ring(&mut self, ring: &Arc<Hashinator>) {
+        if ring.version() > self.hashinator.version() {
+            self.next_ring = Some(ring.clone());
+        }
+    }
+
+    /// Take `ring` (newer than this site's), and publish it to this host's
+    /// routing unless it has it or a newer one: a cluster's partition on
+    /// another host than the coordinator learns it here, from the
+    /// transaction that moved the range, or from the metadata.
+    pub(crate) fn install_ring(&mut self, ring: Arc<Hashinator>) {
+        if ring.version() <= self.hashinator.version() {
+            return;
+        }
+        self.hashinator = ring;
+        self.install_owner();
+        if let Some(shared) = self.shared.upgrade() {
+            let ring = self.hashinator.clone();
+            shared.hashinator.rcu(|now| if now.version() >= ring.version() { now.clone() } else { ring.clone() });
+        }
+    }
+
     pub(crate) fn install_owner(&mut self) {
         let owner = Owner { partition: self.partition, hashinator: self.hashinator.clone() };
         self.db.set_partition_owner(Some(Arc::new(owner)));
@@ -204,8 +231,28 @@ impl Site {
 
     fn run_sp(&mut self, task: SpTask) {
         if task.hash_version != self.hashinator.version() {
+            if task.hash_version > self.hashinator.version() && task.replay.is_none() {
+                // Routed with a ring this site has not taken: in a cluster,
+                // a partition the move left alone hears of it from the
+                // metadata (its own tokens are the same in both).
+                if let Some(ring) = self.shared.upgrade().map(|s| s.hashinator.load_full()) {
+                    self.install_ring(ring);
+                }
+            }
             // Routed before the hashinator changed: the key may live elsewhere now.
             if let Some(target) = self.reroute(&task) {
+                if target != self.partition && self.link.is_some() {
+                    // Its leader may be on another host.
+                    let task = SpTask { hash_version: self.hashinator.version(), ..task };
+                    match self.shared.upgrade() {
+                        Some(shared) => crate::host::dispatch_sp(&shared, target as usize, task),
+                        None => task.sink.deliver(
+                            task.handle,
+                            Response::failure(err!(Unavailable, "the host is shutting down"), None),
+                        ),
+                    }
+                    return;
+                }
                 if target != self.partition {
                     self.depths[target as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Err(e) = self.peers[target as usize]
@@ -477,9 +524,19 @@ impl Site {
                     ItemResult::Exec(joule_engine::ExecResult::Done)
                 }
                 WorkItem::Evict { hashinator, table, tokens, keep } => {
+                    self.note_next_ring(&hashinator);
                     ItemResult::Evicted(self.evict(&hashinator, table.as_deref(), tokens, keep)?)
                 }
+                WorkItem::NextRing(ring) => {
+                    self.note_next_ring(&ring);
+                    ItemResult::Exec(joule_engine::ExecResult::Done)
+                }
+                WorkItem::ForgetTokens => {
+                    self.db.untrack_tokens();
+                    ItemResult::Exec(joule_engine::ExecResult::Done)
+                }
                 WorkItem::Admit { planned, rows, hashinator } => {
+                    self.note_next_ring(&hashinator);
                     let joule_sql::planner::PlannedKind::Insert(plan) = &planned.kind else {
                         bail!(Internal, "rows to admit for a statement that is not an INSERT");
                     };
@@ -556,7 +613,8 @@ impl Site {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        Ok(crate::remote::PartitionCopy { catalog, tables, last_ids: self.ids.last(), decided })
+        let ring = self.hashinator.clone();
+        Ok(crate::remote::PartitionCopy { catalog, ring, tables, last_ids: self.ids.last(), decided })
     }
 
     /// This host's copy log of the partition compacts itself to a frozen
@@ -637,11 +695,17 @@ impl Site {
     fn load_copy(
         &mut self,
         catalog: Option<Box<joule_sql::catalog::Catalog>>,
+        ring: Option<Hashinator>,
         table: Option<String>,
         rows: Vec<(u32, joule_common::Row)>,
         last_ids: TxnIds,
     ) -> Result<()> {
         self.ids.observe(last_ids);
+        if let Some(ring) = ring {
+            // The copy's placement, whatever this site had.
+            self.hashinator = Arc::new(Hashinator::even(1, 0)?);
+            self.install_ring(Arc::new(ring));
+        }
         if let Some(catalog) = catalog {
             let catalog = Arc::new(*catalog);
             let mut db = Database::new();

@@ -186,7 +186,7 @@ fn pieces_that_keep_rows_by_token_move_exactly_the_rows_of_their_range() {
     for w in writers {
         w.join().unwrap();
     }
-    host.forget_tokens();
+    ok(c.forget_tokens());
     assert_eq!(rows_per_partition(&host, "DEFAULT.H")[2], 0, "partition 2 gave every row up");
     assert_eq!(misplaced(&mut c), 0);
     assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(3000 + 2 * 1000));

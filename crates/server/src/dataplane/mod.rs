@@ -62,6 +62,7 @@ mod doubt;
 mod forward;
 mod repair;
 mod replication;
+mod ring;
 mod session;
 
 use forward::{forwarder, serve_forwarded, Forward};
@@ -172,6 +173,9 @@ pub(crate) struct Link {
     /// This host (set when the data plane starts serving): a shipper asks
     /// its site for a copy to compact the copy log to.
     host: Arc<std::sync::OnceLock<std::sync::Weak<Host>>>,
+    /// This host's member of the metadata group (set once it runs): the
+    /// coordinator records moves of ranges through it (`ring.rs`).
+    metadata: std::sync::OnceLock<joule_cluster::MetadataHandle>,
 }
 
 /// Idle remote-site sessions, by (partition, host).
@@ -190,6 +194,7 @@ impl Link {
             logs,
             replaying: std::sync::atomic::AtomicBool::new(replaying),
             host: Arc::default(),
+            metadata: std::sync::OnceLock::new(),
             stop: Arc::default(),
             me,
             latest: ArcSwap::from_pointee(metadata.partitions.iter().map(|p| p.leader).collect()),
@@ -370,6 +375,14 @@ impl ClusterLink for Link {
 
     fn settle(&self, partition: u32, txn: u64, commit: bool) -> Result<()> {
         self.ask_leader(partition, Some((txn, commit)))
+    }
+
+    fn record_ring(&self, ring: &joule_common::hashinator::Hashinator, txn: u64) -> Result<()> {
+        self.record_ring_in_metadata(ring, txn)
+    }
+
+    fn ring_txn(&self) -> Option<u64> {
+        self.metadata.get().and_then(|m| m.metadata().ring_txn)
     }
 }
 

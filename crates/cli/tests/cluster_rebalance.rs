@@ -1,0 +1,390 @@
+//! Moving hashinator ranges on a cluster of real `joule` processes (3
+//! hosts, k = 1, 3 partitions): `@MoveRange` and `@Rebalance` asked of any
+//! host move rows between hosts under a voter load with no failed vote and
+//! vote totals equal to the votes accepted; every copy of every partition
+//! agrees afterwards; and a rebalance whose coordinator is killed with
+//! `kill -9` half way carries on under the next coordinator, losing
+//! nothing, as does one whose own host is killed once it is asked again.
+
+mod common;
+
+use common::cluster::{all_up_and_led, connect, eventually, form_all, http_get, replicas_agree, spawn, stats, Host};
+use common::TempDir;
+use joule_client::{Options, SyncConnection};
+use joule_common::{ErrorCode, Value};
+use joule_voter::{CallGenerator, CONTESTANTS, DDL, VOTE_ACCEPTED};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Integer(i) => *i,
+        v => panic!("not an integer: {v:?}"),
+    }
+}
+
+/// Writers voting through the given hosts until stopped.
+struct Voters {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    accepted: Arc<AtomicU64>,
+    /// Calls whose outcome the client was not told (a host died under
+    /// them): each may or may not have counted.
+    unknown: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// With `tolerant`, a call that fails as `Unavailable` or `OutcomeUnknown`
+/// (a host was killed) is counted as unknown and the writer goes on
+/// through the next host; any other failure ends the writer and the test.
+fn vote_until_stopped(addrs: &[String], seed: u64, tolerant: bool) -> Voters {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let unknown = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = (0..addrs.len())
+        .map(|w| {
+            let addrs = addrs.to_vec();
+            let (accepted, unknown, failures, stop) =
+                (accepted.clone(), unknown.clone(), failures.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut at = w;
+                let mut c = SyncConnection::connect(&addrs[at], &Options::default()).ok();
+                let mut calls = CallGenerator::new(seed * 100 + w as u64, 6);
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(conn) = c.as_mut() else {
+                        at = (at + 1) % addrs.len();
+                        c = SyncConnection::connect(&addrs[at], &Options::default()).ok();
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    };
+                    let (phone, who) = calls.next_call();
+                    match conn.call("Vote", vec![Value::Integer(phone), Value::Integer(who), Value::Integer(2)]) {
+                        Ok(r) => {
+                            if int(&r.tables[0].rows[0][0]) == VOTE_ACCEPTED {
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(e)
+                            if tolerant
+                                && matches!(
+                                    e.code(),
+                                    ErrorCode::Unavailable | ErrorCode::OutcomeUnknown | ErrorCode::IoError
+                                ) =>
+                        {
+                            unknown.fetch_add(1, Ordering::SeqCst);
+                            c = None;
+                        }
+                        Err(e) => {
+                            failures.lock().unwrap().push(format!("{e} ({:?})", e.code()));
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    Voters { threads, accepted, unknown, failures, stop }
+}
+
+impl Voters {
+    /// (votes accepted, calls whose outcome is unknown).
+    fn finish(self) -> (i64, i64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap();
+        assert!(failures.is_empty(), "votes failed: {failures:?}");
+        (self.accepted.load(Ordering::SeqCst) as i64, self.unknown.load(Ordering::SeqCst) as i64)
+    }
+}
+
+/// The single number a query returns (a SUM of no rows, NULL, as 0).
+fn scalar(addr: &str, sql: &str) -> i64 {
+    let r = connect(addr).execute(sql, vec![]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    match &r.tables[0].rows[0][0] {
+        Value::Null => 0,
+        v => int(v),
+    }
+}
+
+/// Votes counted three ways: rows, the per-phone view, the results board's view.
+fn vote_totals(addr: &str) -> [i64; 3] {
+    [
+        scalar(addr, "SELECT COUNT(*) FROM votes"),
+        scalar(addr, "SELECT SUM(num_votes) FROM v_votes_by_phone_number"),
+        scalar(addr, "SELECT SUM(num_votes) FROM v_votes_by_contestant_number_state"),
+    ]
+}
+
+fn misplaced(addr: &str) -> i64 {
+    let r = connect(addr).call("@ValidatePartitioning", vec![]).unwrap();
+    r.tables[0].rows.iter().map(|row| int(&row[2])).sum()
+}
+
+/// `@Statistics REBALANCE`'s STATUS on `addr` (empty before its first job).
+fn rebalance_status(addr: &str) -> String {
+    stats(addr, "REBALANCE").first().map(|r| r[3].clone()).unwrap_or_default()
+}
+
+/// Rows the job on `addr` has moved.
+fn moved_rows(addr: &str) -> u64 {
+    stats(addr, "REBALANCE").first().map_or(0, |r| r[6].parse().unwrap())
+}
+
+fn rebalance(host: &Host, params: Vec<Value>) -> Vec<Vec<Value>> {
+    let mut admin = SyncConnection::connect(&host.admin, &Options::default()).expect("admin port");
+    admin.call("@Rebalance", params).expect("@Rebalance starts").tables[0].rows.clone()
+}
+
+fn setup(addr: &str) {
+    let mut c = connect(addr);
+    c.execute(DDL, vec![]).expect("voter schema");
+    c.call("Initialize", vec![Value::Integer(6), Value::from(CONTESTANTS)]).expect("Initialize");
+}
+
+/// `elastic.toml` in `dir` with `settings`; its path.
+fn elastic_config(dir: &TempDir, settings: &str) -> String {
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let path = dir.path().join("elastic.toml");
+    std::fs::write(&path, format!("[elastic]\n{settings}\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Rows of `DEFAULT.VOTES` on each partition, as the hosts at `clients`
+/// report their copies.
+fn votes_on_partitions(clients: &[String]) -> std::collections::BTreeMap<i64, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in clients {
+        for r in stats(c, "TABLE").iter().filter(|r| r[5] == "DEFAULT.VOTES") {
+            out.insert(r[4].parse::<i64>().unwrap(), r[7].parse::<i64>().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn ranges_move_between_hosts_under_a_voter_load_without_a_failed_vote() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("crebalance-{i}"))).collect();
+    let config = TempDir::new("crebalance-config");
+    let config = elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0");
+    let hosts = form_all(&dirs, 1, &["--config", &config]);
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    setup(&clients[0]);
+    let voters = vote_until_stopped(&clients, 1, false);
+    eventually("votes come in", || vote_totals(&clients[0])[0] > 1000);
+
+    // One move, asked of a host that does not coordinate: forwarded, and
+    // its figures come back.
+    let r = connect(&clients[2])
+        .call("@MoveRange", vec![Value::Integer(i32::MIN as i64), Value::Integer(-(1 << 30)), Value::Integer(2)])
+        .expect("@MoveRange");
+    let row = &r.tables[0].rows[0];
+    assert!(int(&row[3]) > 0, "rows moved: {row:?}");
+    assert_eq!(int(&row[5]), 2, "the ring's next version: {row:?}");
+    // Every host routes by the new ring (the metadata carries it).
+    for h in &hosts {
+        eventually("each host hears of the new ring", || {
+            http_get(&h.http, "/console/stats").contains("hashinator ring moved to version 2")
+        });
+    }
+    assert_eq!(misplaced(&clients[1]), 0);
+
+    // A rebalance in many pieces, run by host 1; then back to the even
+    // ring, run by host 2.
+    let moves = rebalance(&hosts[1], vec![Value::Integer(0), Value::Integer(i32::MAX as i64), Value::Integer(1)]);
+    assert!(!moves.is_empty());
+    eventually("the first rebalance is done", || rebalance_status(&clients[1]) == "DONE");
+    let row = &stats(&clients[1], "REBALANCE")[0];
+    assert!(row[11].parse::<u64>().unwrap() > 1, "in several pieces: {row:?}");
+    let back = rebalance(&hosts[2], vec![]);
+    assert!(!back.is_empty());
+    eventually("the second rebalance is done", || rebalance_status(&clients[2]) == "DONE");
+    let (accepted, unknown) = voters.finish();
+    assert_eq!(unknown, 0);
+    for c in &clients {
+        assert_eq!(vote_totals(c), [accepted; 3], "every accepted vote counted once, as seen from {c}");
+    }
+    assert_eq!(misplaced(&clients[0]), 0);
+    replicas_agree(&clients, 2).unwrap();
+    // Back on the even ring: nothing left to move, wherever asked.
+    for h in &hosts {
+        assert!(rebalance(h, vec![]).is_empty());
+    }
+}
+
+#[test]
+fn a_rebalance_carries_on_when_its_coordinator_is_killed_and_when_its_host_is() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("crebalance-kill-{i}"))).collect();
+    let config = TempDir::new("crebalance-kill-config");
+    // Slow enough that the kills land half way.
+    let config = elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0.02");
+    let args = ["--host-count", "3", "--kfactor", "1", "--config", config.as_str()];
+    let mut hosts = form_all(&dirs, 1, &["--config", &config]);
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    setup(&clients[0]);
+    // Votes go through hosts 1 and 2 (host 0, the coordinator, dies).
+    let voters = vote_until_stopped(&clients[1..], 2, true);
+    eventually("votes come in", || vote_totals(&clients[1])[0] > 3000);
+
+    // The job runs on host 1; its moves are coordinated by host 0.
+    let coordinator = stats(&clients[1], "TOPO").last().unwrap()[2].clone();
+    assert!(coordinator.starts_with('0'), "host 0 coordinates: {coordinator}");
+    rebalance(&hosts[1], vec![Value::Integer(0), Value::Integer(i32::MAX as i64), Value::Integer(0)]);
+    eventually("the rebalance has moved some rows", || moved_rows(&clients[1]) > 0);
+    assert_eq!(rebalance_status(&clients[1]), "RUNNING", "killed half way");
+    let _ = hosts[0].child.kill();
+    // The job's pieces wait out the failover and go on.
+    let done = common::cluster::wait_until(std::time::Duration::from_secs(90), || {
+        let s = rebalance_status(&clients[1]);
+        assert!(s == "RUNNING" || s == "DONE", "{:?}", stats(&clients[1], "REBALANCE"));
+        s == "DONE"
+    });
+    assert!(done, "the rebalance finishes under the next coordinator: {:?}", stats(&clients[1], "REBALANCE"));
+    assert_eq!(misplaced(&clients[1]), 0);
+    // Partition 2's third of the ring (the top) is all inside 0..=MAX.
+    let placed = votes_on_partitions(&clients[1..]);
+    assert_eq!(placed.get(&2), Some(&0), "partition 2's tokens went to partition 0: {placed:?}");
+
+    // The votes stop (so that the next job has a bounded amount to move).
+    let (accepted, unknown) = voters.finish();
+
+    // The killed host rejoins; then a job on host 2 loses its own host.
+    hosts[0] = spawn(dirs[0].path(), &args).ready();
+    all_up_and_led(&hosts);
+    // (Restarted, a host listens on new ports.)
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    rebalance(&hosts[2], vec![]);
+    eventually("the second rebalance has moved some rows", || moved_rows(&clients[2]) > 0);
+    let _ = hosts[2].child.kill();
+    eventually("host 2 is declared failed", || common::cluster::states(&clients[1])[2].1 != "UP");
+    // What moved stays moved; asked again elsewhere, the rest moves.
+    let left = rebalance(&hosts[1], vec![]);
+    assert!(!left.is_empty(), "the job was killed half way");
+    let done =
+        common::cluster::wait_until(std::time::Duration::from_secs(90), || rebalance_status(&clients[1]) == "DONE");
+    assert!(done, "the rest moves: {:?}", stats(&clients[1], "REBALANCE"));
+    hosts[2] = spawn(dirs[2].path(), &args).ready();
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    let totals = vote_totals(&clients[0]);
+    assert!(
+        totals[0] >= accepted && totals[0] <= accepted + unknown,
+        "accepted {accepted} (and {unknown} unknown), found {totals:?}"
+    );
+    assert_eq!(totals, [totals[0]; 3]);
+    for c in &clients {
+        assert_eq!(vote_totals(c), totals, "as seen from {c}");
+    }
+    assert_eq!(misplaced(&clients[0]), 0);
+    eventually("every copy agrees", || replicas_agree(&clients, 2).is_ok());
+    for h in &hosts {
+        assert!(rebalance(h, vec![]).is_empty(), "back on the even ring");
+    }
+}
+
+/// Three hosts (k = 1), a table with `rows` keys on every partition, and
+/// the host coordinating multi-partition transactions.
+fn keyed_cluster(name: &str, rows: i64) -> (Vec<TempDir>, Vec<Host>, usize) {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{name}-{i}"))).collect();
+    let hosts = common::cluster::form(&dirs, 1);
+    all_up_and_led(&hosts);
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT NOT NULL); PARTITION TABLE kv ON COLUMN k;";
+    common::cluster::sql(&hosts[0].client, ddl, vec![]);
+    for k in 0..rows {
+        common::cluster::sql(
+            &hosts[0].client,
+            "INSERT INTO kv VALUES (?, ?)",
+            vec![Value::Integer(k), Value::Integer(k)],
+        );
+    }
+    let topo = stats(&hosts[0].client, "TOPO");
+    let coordinator = topo.last().unwrap()[2].split(':').next().unwrap().parse().unwrap();
+    (dirs, hosts, coordinator)
+}
+
+/// Rows of `kv` per partition, as the hosts at `addrs` count their copies
+/// (the larger count where two copies are seen).
+fn kv_per_partition(addrs: &[&str]) -> std::collections::BTreeMap<i64, i64> {
+    eventually("every partition is led", || common::cluster::every_partition_led_by_a_live_host(addrs[0]));
+    let mut out = std::collections::BTreeMap::new();
+    for addr in addrs {
+        for r in stats(addr, "TABLE").iter().filter(|r| r[5] == "DEFAULT.KV") {
+            let n = r[7].parse::<i64>().unwrap();
+            let e = out.entry(r[4].parse::<i64>().unwrap()).or_insert(n);
+            *e = (*e).max(n);
+        }
+    }
+    out
+}
+
+/// The coordinator of a move of ranges dies at `failpoint` (prepared
+/// everywhere; then before or after the ring's record in the metadata).
+/// The next coordinator commits the move if and only if the metadata holds
+/// its ring; either way no row is lost or found twice, every host routes by
+/// the metadata's ring, and once the dead host rejoins every copy agrees.
+fn coordinator_dies_moving(name: &str, failpoint: &str, committed: bool) {
+    const ROWS: i64 = 300;
+    let (dirs, mut hosts, c) = keyed_cluster(name, ROWS);
+    let through = (c + 1) % 3;
+    let other = (c + 2) % 3;
+    let survivors = [hosts[through].client.as_str(), hosts[other].client.as_str()];
+    let before = kv_per_partition(&survivors);
+    assert_eq!(before.values().sum::<i64>(), ROWS, "{before:?}");
+    common::cluster::arm(dirs[c].path(), failpoint);
+    // Partition 0's whole slice of the ring to partition 2.
+    let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
+    let last = ring.ring()[1].0 - 1;
+    let answer = connect(&hosts[through].client)
+        .call("@MoveRange", vec![Value::Integer(i32::MIN as i64), Value::Integer(last as i64), Value::Integer(2)]);
+    assert!(answer.is_err(), "the coordinator died before it answered: {answer:?}");
+    let _ = hosts[c].child.wait();
+    let decision = if committed { "committing it" } else { "rolling back" };
+    common::cluster::wait_line(&hosts[through].stderr, decision);
+    let survivors = [hosts[through].client.as_str(), hosts[other].client.as_str()];
+    let after = kv_per_partition(&survivors);
+    assert_eq!(after.values().sum::<i64>(), ROWS, "{after:?}");
+    let on_0 = |m: &std::collections::BTreeMap<i64, i64>| m.get(&0).copied().unwrap_or(0);
+    if committed {
+        assert_eq!(on_0(&after), 0, "partition 0's rows moved: {after:?}");
+    } else {
+        assert_eq!(after, before, "nothing moved");
+    }
+    for h in [through, other] {
+        assert_eq!(misplaced(&hosts[h].client), 0);
+        assert_eq!(scalar(&hosts[h].client, "SELECT COUNT(*) FROM kv"), ROWS);
+        assert_eq!(scalar(&hosts[h].client, "SELECT SUM(v) FROM kv"), ROWS * (ROWS - 1) / 2);
+    }
+    // Every key is found where the surviving hosts route it.
+    for k in (0..ROWS).step_by(7) {
+        let r = connect(&hosts[other].client).call("KV.select", vec![Value::Integer(k)]).expect("KV.select");
+        assert_eq!(r.tables[0].rows.len(), 1, "key {k}");
+    }
+    common::cluster::disarm(dirs[c].path());
+    hosts[c] = spawn(dirs[c].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    eventually("every copy agrees", || replicas_agree(&clients, 2).is_ok());
+    assert_eq!(misplaced(&clients[c]), 0);
+    assert_eq!(scalar(&clients[c], "SELECT COUNT(*) FROM kv"), ROWS);
+    // And the next move goes through.
+    let r = connect(&clients[c])
+        .call("@MoveRange", vec![Value::Integer(i32::MIN as i64), Value::Integer(last as i64), Value::Integer(1)])
+        .expect("@MoveRange after the rejoin");
+    assert_eq!(int(&r.tables[0].rows[0][5]), if committed { 3 } else { 2 }, "ring versions: {r:?}");
+    assert_eq!(misplaced(&clients[through]), 0);
+    replicas_agree(&clients, 2).unwrap();
+}
+
+#[test]
+fn a_move_whose_coordinator_dies_before_the_metadata_has_its_ring_is_rolled_back() {
+    coordinator_dies_moving("move-before-record", "coordinator-before-ring-recorded", false);
+}
+
+#[test]
+fn a_move_whose_coordinator_dies_after_the_metadata_has_its_ring_is_committed() {
+    coordinator_dies_moving("move-after-record", "coordinator-after-ring-recorded", true);
+}

@@ -309,10 +309,15 @@ fn keyed_cluster(name: &str, rows: i64) -> (Vec<TempDir>, Vec<Host>, usize) {
 /// Rows of `kv` per partition, as the hosts at `addrs` count their copies
 /// (the larger count where two copies are seen).
 fn kv_per_partition(addrs: &[&str]) -> std::collections::BTreeMap<i64, i64> {
+    kv_table_rows(addrs, "DEFAULT.KV")
+}
+
+/// Rows of `table` per partition, as [`kv_per_partition`] counts them.
+fn kv_table_rows(addrs: &[&str], table: &str) -> std::collections::BTreeMap<i64, i64> {
     eventually("every partition is led", || common::cluster::every_partition_led_by_a_live_host(addrs[0]));
     let mut out = std::collections::BTreeMap::new();
     for addr in addrs {
-        for r in stats(addr, "TABLE").iter().filter(|r| r[5] == "DEFAULT.KV") {
+        for r in stats(addr, "TABLE").iter().filter(|r| r[5] == table) {
             let n = r[7].parse::<i64>().unwrap();
             let e = out.entry(r[4].parse::<i64>().unwrap()).or_insert(n);
             *e = (*e).max(n);
@@ -387,4 +392,90 @@ fn a_move_whose_coordinator_dies_before_the_metadata_has_its_ring_is_rolled_back
 #[test]
 fn a_move_whose_coordinator_dies_after_the_metadata_has_its_ring_is_committed() {
     coordinator_dies_moving("move-after-record", "coordinator-after-ring-recorded", true);
+}
+
+/// Copies in `dir` whose copy log has a compacted base.
+fn compacted_copies(dir: &TempDir) -> usize {
+    let Ok(parts) = std::fs::read_dir(dir.path().join("copies")) else { return 0 };
+    parts
+        .filter_map(|p| std::fs::read_dir(p.ok()?.path()).ok())
+        .map(|files| files.filter_map(|f| f.ok()?.file_name().into_string().ok()).any(|n| n.ends_with(".base")))
+        .filter(|based| *based)
+        .count()
+}
+
+/// A move, then enough writes that every copy log compacts (its base, a
+/// frozen copy, carries the ring it was taken under), then writes to the
+/// moved range on top; then every host killed at once and started again:
+/// the copies come back from their logs with the moved rows where the
+/// moved ring puts them, later writes replay against it, and the cluster
+/// routes by the ring its metadata kept.
+#[test]
+fn moved_ranges_survive_a_whole_cluster_restart_from_compacted_copy_logs() {
+    let config_dir = TempDir::new("crebalance-restart-config");
+    let config = elastic_config(&config_dir, "throughput_mb = 0\n[command_log]\nsegment_mb = 1");
+    let args =
+        ["--host-count", "3", "--kfactor", "1", "--command-log", "async", "--heartbeat-timeout", "3000", "--config"];
+    let args: Vec<&str> = args.iter().copied().chain([config.as_str()]).collect();
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("crebalance-restart-{i}"))).collect();
+    let mut hosts = form_all(&dirs, 1, &args[4..]);
+    all_up_and_led(&hosts);
+    let ddl = "CREATE TABLE blob (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(20000) NOT NULL); \
+               PARTITION TABLE blob ON COLUMN k;";
+    common::cluster::sql(&hosts[0].client, ddl, vec![]);
+    let insert = |c: &mut SyncConnection, k: i64, v: &str| {
+        c.call("@AdHoc", vec![Value::from("INSERT INTO blob VALUES (?, ?)"), Value::Integer(k), Value::from(v)])
+            .unwrap_or_else(|e| panic!("key {k}: {e}"));
+    };
+    let mut c = connect(&hosts[1].client);
+    for k in 0..60 {
+        insert(&mut c, k, "before");
+    }
+    // Partition 0's slice of the ring to partition 2.
+    let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
+    let last = ring.ring()[1].0 - 1;
+    let r = c
+        .call("@MoveRange", vec![Value::Integer(i32::MIN as i64), Value::Integer(last as i64), Value::Integer(2)])
+        .expect("@MoveRange");
+    assert!(int(&r.tables[0].rows[0][3]) > 0, "rows moved: {r:?}");
+    // About 3 MB of records per partition that owns tokens: their logs compact.
+    let big = "x".repeat(10_000);
+    for k in 1000..1600 {
+        insert(&mut c, k, &big);
+    }
+    // (Partition 0 owns no token now and takes no write: its two copies'
+    // logs stay small; the other four compact.)
+    eventually("the written copies' logs compacted", || dirs.iter().map(compacted_copies).sum::<usize>() >= 4);
+    // Then writes on top of the bases, in the moved range among others.
+    for k in 2000..2060 {
+        insert(&mut c, k, "after");
+    }
+    drop(c);
+    for h in &mut hosts {
+        let _ = h.child.kill();
+        let _ = h.child.wait();
+    }
+    drop(hosts);
+    let starting: Vec<common::cluster::Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
+    let hosts: Vec<Host> = starting.into_iter().map(common::cluster::Starting::ready).collect();
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    eventually("the copies agree", || replicas_agree(&clients, 2).is_ok());
+    for c in &clients {
+        assert_eq!(scalar(c, "SELECT COUNT(*) FROM blob"), 60 + 600 + 60, "through {c}");
+        assert_eq!(misplaced(c), 0);
+    }
+    let survivors: Vec<&str> = clients.iter().map(String::as_str).collect();
+    assert_eq!(
+        kv_table_rows(&survivors, "DEFAULT.BLOB").get(&0).copied().unwrap_or(0),
+        0,
+        "partition 0 gave its slice up"
+    );
+    // The ring came back from the metadata: the next move is version 3.
+    let r = connect(&clients[0])
+        .call("@MoveRange", vec![Value::Integer(i32::MIN as i64), Value::Integer(last as i64), Value::Integer(0)])
+        .expect("@MoveRange after the restart");
+    assert_eq!(int(&r.tables[0].rows[0][5]), 3);
+    assert_eq!(misplaced(&clients[2]), 0);
+    eventually("the copies agree", || replicas_agree(&clients, 2).is_ok());
 }

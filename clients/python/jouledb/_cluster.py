@@ -43,7 +43,7 @@ import random as _random
 import threading
 import time
 
-from ._hashinator import partition_for
+from ._hashinator import parse_ring, partition_for
 from ._protocol import Connection, JouleError
 
 RESPONSE_UNKNOWN = -7
@@ -106,6 +106,7 @@ class Cluster:
         self._partitions = 0
         self._leaders = {}
         self._partition_params = {}
+        self._ring = None
         self._read_at = 0.0
         # A host said the topology changed: read it before the next call.
         self._stale = False
@@ -153,6 +154,12 @@ class Cluster:
         except JouleError:
             return
         rows = topo.rows[:-1]  # the last row is the multi-partition initiator's
+        # The ring the hosts route by (TOPO's second table), if sent.
+        ring = None
+        if len(topo.tables) > 1 and topo.tables[1].rows:
+            columns = [c.upper() for c in topo.tables[1].columns]
+            if "HASHCONFIG" in columns:
+                ring = parse_ring(topo.tables[1].rows[0][columns.index("HASHCONFIG")])
         leaders = {}
         for row in rows:
             host = str(row[2]).split(":")[0]
@@ -169,13 +176,14 @@ class Cluster:
                     params[row[name]] = int(digits)
         with self._lock:
             self._partitions, self._leaders, self._partition_params = len(rows), leaders, params
+            self._ring = ring
 
     def _leader_for(self, procedure, params):
         """The address of the host leading the call's partition, if known."""
         index = self._partition_params.get(procedure)
         if index is None or index >= len(params):
             return None
-        partition = partition_for(params[index], self._partitions)
+        partition = partition_for(params[index], self._partitions, self._ring)
         return None if partition is None else self._leaders.get(partition)
 
     def hosts(self):

@@ -8,6 +8,7 @@ splits the token space evenly, partition ``i`` owning the ``i``-th slice,
 and a token belongs to the largest ring token at or below it.
 """
 
+import bisect
 import struct
 
 _MASK = (1 << 64) - 1
@@ -71,9 +72,25 @@ def key_bytes(key):
     return None
 
 
-def partition_for(key, partitions):
-    """The partition (of ``partitions``, an even ring) owning ``key``, or
-    None if the key cannot be routed."""
+def parse_ring(config):
+    """The ring in ``@Statistics TOPO``'s second table (``HASHCONFIG``: a
+    big-endian 32-bit count, then each entry's token and partition) as a
+    sorted list of (token, partition), or None if it is malformed."""
+    if not isinstance(config, (bytes, bytearray)) or len(config) < 4:
+        return None
+    (count,) = struct.unpack(">i", config[:4])
+    if count <= 0 or len(config) != 4 + 8 * count:
+        return None
+    ring = [struct.unpack(">ii", config[4 + 8 * i:12 + 8 * i]) for i in range(count)]
+    if any(p < 0 for _, p in ring) or any(a[0] >= b[0] for a, b in zip(ring, ring[1:])):
+        return None
+    return ring
+
+
+def partition_for(key, partitions, ring=None):
+    """The partition owning ``key`` — by ``ring`` (sorted (token, partition)
+    pairs, as ``parse_ring`` gives) if given, else by the even ring over
+    ``partitions`` — or None if the key cannot be routed."""
     data = key_bytes(key)
     if data is None or partitions <= 0:
         return None
@@ -81,6 +98,10 @@ def partition_for(key, partitions):
     token = h1 >> 32
     if token >= 1 << 31:
         token -= 1 << 32
+    if ring:
+        # The entry at or below the token; below the first, the last.
+        i = bisect.bisect_right([t for t, _ in ring], token) - 1
+        return ring[i][1]
     span = (1 << 32) // partitions
     # Ring token of partition p: -2**31 + p * span.
     p = (token + (1 << 31)) // span

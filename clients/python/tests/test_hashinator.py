@@ -3,7 +3,7 @@ vectors the server's tests check, from an independent MurmurHash3)."""
 
 import struct
 
-from jouledb._hashinator import murmur3_x64_128, partition_for
+from jouledb._hashinator import murmur3_x64_128, parse_ring, partition_for
 
 
 def test_murmur3_matches_the_servers_vectors():
@@ -30,3 +30,24 @@ def test_partitions_cover_the_ring_and_refuse_what_cannot_be_routed():
     assert partition_for(True, 3) is None
     assert partition_for(1 << 70, 3) is None
     assert partition_for("abc", 3) == partition_for(b"abc", 3)
+
+
+def test_a_ring_from_the_server_places_keys_by_its_entries():
+    # Partition 1's slice of an even 3-partition ring given to partition 0.
+    span = (1 << 32) // 3
+    even = [(-(1 << 31) + p * span, p) for p in range(3)]
+    moved = [even[0], even[2]]
+    config = struct.pack(">i", len(moved)) + b"".join(struct.pack(">ii", t, p) for t, p in moved)
+    ring = parse_ring(config)
+    assert ring == moved
+    for k in range(300):
+        even_p = partition_for(k, 3)
+        assert partition_for(k, 3, ring) == (0 if even_p == 1 else even_p), k
+    # The even ring, as entries, places keys as the even arithmetic does.
+    config = struct.pack(">i", 3) + b"".join(struct.pack(">ii", t, p) for t, p in even)
+    assert all(partition_for(k, 3, parse_ring(config)) == partition_for(k, 3) for k in range(300))
+    # Malformed rings are refused (the client then uses the even ring).
+    assert parse_ring(config[:-1]) is None
+    assert parse_ring(struct.pack(">i", 0)) is None
+    assert parse_ring(struct.pack(">iiiii", 2, 5, 0, 5, 1)) is None
+    assert parse_ring(None) is None

@@ -41,6 +41,7 @@ class Host:
         line = self.proc.stdout.readline()
         assert line.startswith("JouleDB ready"), line
         self.client = "127.0.0.1:" + re.search(r"client \S+:(\d+)", line).group(1)
+        self.admin = "127.0.0.1:" + re.search(r"admin \S+:(\d+)", line).group(1)
         return self
 
     def kill(self):

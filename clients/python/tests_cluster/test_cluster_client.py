@@ -79,6 +79,23 @@ def test_single_partition_calls_go_to_their_leader(cluster):
         for phone in range(200, 260):
             db.call("CastVote", 5550000 + phone, "y")
         assert _forwarded(cluster) - before >= 20
+    # After a move of ranges (partition 1's slice of the ring to partition
+    # 0), the client routes by the ring the hosts send with the topology.
+    host, _, port = cluster[1].admin.rpartition(":")
+    span = (1 << 32) // 3
+    with jouledb.connect(host, int(port)) as admin:
+        admin.call("@MoveRange", -(1 << 31) + span, -(1 << 31) + 2 * span - 1, 0)
+    deadline = time.monotonic() + 20
+    with jouledb.connect_cluster([cluster[0].client]) as db:
+        while len(db._ring or []) != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            db.refresh()
+        assert db._ring is not None and len(db._ring) == 2, db._ring
+        before = _forwarded(cluster)
+        for phone in range(300, 500):
+            db.call("CastVote", 5550000 + phone, "z")
+        assert _forwarded(cluster) == before
+        assert db.execute("SELECT COUNT(*) FROM votes").scalar() == 460
 
 
 def test_a_killed_host_is_passed_over(cluster):

@@ -286,6 +286,30 @@ fn the_rust_client_routes_single_partition_calls_to_leaders() {
     });
     assert_eq!(forwarded(3) - before, 0, "calls routed to hosts the client learned of are not forwarded");
 
+    // After a move of ranges, clients route by the ring the hosts route by
+    // (TOPO's second table), not the even one.
+    let even = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
+    let (start, end) = (even.ring()[1].0, even.ring()[2].0 - 1);
+    connect(&hosts[2].admin)
+        .call("@MoveRange", vec![Value::Integer(start.into()), Value::Integer(end.into()), Value::Integer(0)])
+        .expect("@MoveRange");
+    eventually("every host routes by the new ring", || {
+        hosts.iter().all(|h| {
+            let r = connect(&h.client).call("@Statistics", vec![Value::from("TOPO"), Value::Integer(0)]).unwrap();
+            r.tables.len() == 2 && matches!(&r.tables[1].rows[0][1], Value::Binary(b) if b.len() == 4 + 8 * 2)
+        })
+    });
+    let before = forwarded(3);
+    rt.block_on(async {
+        let addresses: Vec<&str> = hosts.iter().map(|h| h.client.as_str()).collect();
+        let client = joule_client::Client::connect(&addresses, joule_client::Options::default()).await.unwrap();
+        for k in 0..300i64 {
+            client.call("Put", vec![Value::Integer(k), Value::Integer(k * 3)]).await.expect("Put");
+        }
+    });
+    assert_eq!(forwarded(3) - before, 0, "calls routed by the moved ring are not forwarded");
+    assert_eq!(scalar(&hosts[1].client, "SELECT SUM(v) FROM kv"), 3 * 299 * 300 / 2);
+
     // Topology notifications: a connection that subscribed hears of a host
     // stopping, in a response with VoltDB's topology handle carrying the
     // new TOPO table, between the answers to its own calls.

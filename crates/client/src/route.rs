@@ -43,16 +43,21 @@ impl Topology {
         self.leader_slot.get(partition as usize).copied().flatten()
     }
 
-    /// Build from the three system tables and the client's slot addresses.
+    /// Build from the system tables (TOPO's second, the ring, if the server
+    /// sent one; the even ring otherwise) and the client's slot addresses.
     pub(crate) fn from_tables(
         topo: &VoltTable,
+        ring: Option<&VoltTable>,
         cluster: &VoltTable,
         procedures: &VoltTable,
         slots: &[SocketAddr],
     ) -> Option<Topology> {
         // TOPO's last row is the multi-partition initiator's.
-        let partitions = topo.rows.len().checked_sub(1)?;
-        let hashinator = Hashinator::even(u32::try_from(partitions).ok()?, 1).ok()?;
+        let partitions = u32::try_from(topo.rows.len().checked_sub(1)?).ok()?;
+        let hashinator = match ring.and_then(|t| parse_ring(t, partitions)) {
+            Some(h) => h,
+            None => Hashinator::even(partitions, 1).ok()?,
+        };
         let client_of: HashMap<String, SocketAddr> = cluster
             .rows
             .iter()
@@ -63,7 +68,7 @@ impl Topology {
                 (state == "UP").then_some((id, address))
             })
             .collect();
-        let leader_slot = topo.rows[..partitions]
+        let leader_slot = topo.rows[..partitions as usize]
             .iter()
             .map(|r| {
                 let leader = text(r.get(2)?);
@@ -84,6 +89,22 @@ impl Topology {
             .collect();
         Some(Topology { hashinator, leader_slot, procedures })
     }
+}
+
+/// The ring in TOPO's second table (`HASHCONFIG`: a big-endian count, then
+/// each entry's token and partition), over `partitions`; `None` if absent
+/// or malformed (the client then routes by the even ring: a hop more at
+/// worst).
+fn parse_ring(t: &VoltTable, partitions: u32) -> Option<Hashinator> {
+    let Value::Binary(config) = t.rows.first()?.get(column(t, "HASHCONFIG")?)? else { return None };
+    let be = |i: usize| Some(i32::from_be_bytes(config.get(i..i + 4)?.try_into().ok()?));
+    let count = usize::try_from(be(0)?).ok()?;
+    if config.len() != 4 + count * 8 {
+        return None;
+    }
+    let ring =
+        (0..count).map(|i| Some((be(4 + 8 * i)?, u32::try_from(be(8 + 8 * i)?).ok()?))).collect::<Option<Vec<_>>>()?;
+    Hashinator::over(1, ring, partitions).ok()
 }
 
 fn column(t: &VoltTable, name: &str) -> Option<usize> {
@@ -113,11 +134,11 @@ fn partition_parameter(remarks: &str) -> Option<usize> {
 /// client addresses of the hosts that are up.
 pub(crate) async fn fetch(client: &crate::Client) -> Result<(Option<Topology>, Vec<SocketAddr>)> {
     let stats = |selector: &str| vec![Value::from(selector), Value::Integer(0)];
-    let topo = client.call_unrouted("@Statistics", stats("TOPO")).await?;
+    let topo_response = client.call_unrouted("@Statistics", stats("TOPO")).await?;
     let cluster = client.call_unrouted("@Statistics", stats("CLUSTER")).await?;
     let procedures = client.call_unrouted("@SystemCatalog", vec![Value::from("PROCEDURES")]).await?;
     let (Some(topo), Some(cluster), Some(procedures)) =
-        (topo.tables.first(), cluster.tables.first(), procedures.tables.first())
+        (topo_response.tables.first(), cluster.tables.first(), procedures.tables.first())
     else {
         return Ok((None, Vec::new()));
     };
@@ -127,7 +148,8 @@ pub(crate) async fn fetch(client: &crate::Client) -> Result<(Option<Topology>, V
         .filter(|r| r.get(3).is_some_and(|s| text(s) == "UP"))
         .filter_map(|r| text(r.get(2)?).parse().ok())
         .collect();
-    Ok((Topology::from_tables(topo, cluster, procedures, &client.slot_addresses()), up))
+    let ring = topo_response.tables.get(1);
+    Ok((Topology::from_tables(topo, ring, cluster, procedures, &client.slot_addresses()), up))
 }
 
 #[cfg(test)]
@@ -167,7 +189,7 @@ mod tests {
             ],
         );
         let slots: Vec<SocketAddr> = ["127.0.0.1:1000", "127.0.0.1:1001"].iter().map(|a| a.parse().unwrap()).collect();
-        let t = Topology::from_tables(&topo, &cluster, &procs, &slots).unwrap();
+        let t = Topology::from_tables(&topo, None, &cluster, &procs, &slots).unwrap();
         let h = Hashinator::even(3, 1).unwrap();
         for key in 0..50i64 {
             let params = vec![Param::Value(Value::from("x")), Param::Value(Value::Integer(key))];
@@ -180,5 +202,26 @@ mod tests {
         assert_eq!(t.slot_for("Results", &[]), None);
         assert_eq!(t.slot_for("Vote", &[Param::Value(Value::Null)]), None, "too few parameters");
         assert_eq!(partition_parameter("{\"partitionParameter\": 12,\"singlePartition\":true}"), Some(12));
+
+        // With the ring the server sent: partition 1's slice moved to
+        // partition 0 (host 1's), every key routes to host 1.
+        let moved = h.with_range_moved(h.ring()[1].0, h.ring()[2].0 - 1, 0).unwrap();
+        let mut config = (moved.ring().len() as i32).to_be_bytes().to_vec();
+        for (token, p) in moved.ring() {
+            config.extend(token.to_be_bytes());
+            config.extend((*p as i32).to_be_bytes());
+        }
+        let ring = table(&["HASHTYPE", "HASHCONFIG"], vec![vec![s("ELASTIC"), Value::Binary(config.clone())]]);
+        let t = Topology::from_tables(&topo, Some(&ring), &cluster, &procs, &slots).unwrap();
+        for key in 0..50i64 {
+            let params = vec![Param::Value(Value::from("x")), Param::Value(Value::Integer(key))];
+            assert_eq!(t.slot_for("Vote", &params), Some(1), "key {key}");
+        }
+        // A malformed ring falls back to the even one.
+        config.pop();
+        let bad = table(&["HASHTYPE", "HASHCONFIG"], vec![vec![s("ELASTIC"), Value::Binary(config)]]);
+        assert!(parse_ring(&bad, 3).is_none());
+        let too_many = table(&["HASHTYPE", "HASHCONFIG"], vec![vec![s("ELASTIC"), Value::Binary(vec![0, 0, 0, 9])]]);
+        assert!(parse_ring(&too_many, 3).is_none());
     }
 }

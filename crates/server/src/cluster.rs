@@ -838,7 +838,34 @@ fn site_name(m: &ClusterMetadata, h: HostId, p: usize) -> String {
 /// Whether clients routing by the topology must hear of the change: hosts'
 /// states or addresses, partition leaders, or the coordinator moved.
 fn topology_changed(before: &ClusterMetadata, now: &ClusterMetadata) -> bool {
-    before.hosts != now.hosts || before.partitions != now.partitions || before.mp_coordinator != now.mp_coordinator
+    before.hosts != now.hosts
+        || before.partitions != now.partitions
+        || before.mp_coordinator != now.mp_coordinator
+        || before.ring_version() != now.ring_version()
+}
+
+/// `@Statistics TOPO`'s two tables: [`topo_table`], then the ring this
+/// host routes by ([`ring_table`]).
+pub(crate) fn topo_tables(ctx: &crate::ServerContext, m: &ClusterMetadata) -> Vec<ResultTable> {
+    vec![topo_table(m), ring_table(&ctx.host.hashinator())]
+}
+
+/// The hashinator ring, for clients that route by it: one row, `HASHTYPE`
+/// `ELASTIC` and `HASHCONFIG`, the ring as a big-endian 32-bit count of
+/// entries, then each entry's token and partition (32-bit, big-endian), in
+/// token order. A token belongs to the entry at or below it (wrapping to
+/// the last entry below the first).
+pub(crate) fn ring_table(ring: &joule_common::hashinator::Hashinator) -> ResultTable {
+    let mut config = Vec::with_capacity(4 + ring.ring().len() * 8);
+    config.extend_from_slice(&(ring.ring().len() as i32).to_be_bytes());
+    for (token, partition) in ring.ring() {
+        config.extend_from_slice(&token.to_be_bytes());
+        config.extend_from_slice(&(*partition as i32).to_be_bytes());
+    }
+    result_table(
+        &[("HASHTYPE", DataType::Varchar), ("HASHCONFIG", DataType::Varbinary)],
+        vec![vec![Value::from("ELASTIC"), Value::Binary(config)]],
+    )
 }
 
 /// `@Statistics TOPO`: per partition its copies and its leader (VoltDB's
@@ -983,6 +1010,19 @@ mod tests {
         assert_eq!(t.rows[1][1], Value::from("2:0,0:1"));
         assert_eq!(t.rows[2][1], Value::from("1:1,2:1"));
         assert_eq!(t.rows[3][1], Value::from("0:2"));
+    }
+
+    #[test]
+    fn the_ring_table_lists_entries_big_endian() {
+        let ring = joule_common::hashinator::Hashinator::even(2, 1).unwrap().with_range_moved(0, 9, 0).unwrap();
+        let t = ring_table(&ring);
+        let Value::Binary(config) = &t.rows[0][1] else { panic!("{t:?}") };
+        let be = |i: usize| i32::from_be_bytes(config[i..i + 4].try_into().unwrap());
+        assert_eq!(be(0) as usize, ring.ring().len());
+        assert_eq!(config.len(), 4 + 8 * ring.ring().len());
+        for (i, (token, partition)) in ring.ring().iter().enumerate() {
+            assert_eq!((be(4 + 8 * i), be(8 + 8 * i)), (*token, *partition as i32));
+        }
     }
 
     #[test]

@@ -187,7 +187,7 @@ fn subscription(params: &[joule_wire::Param]) -> Result<()> {
 
 /// Push the topology `m` describes to every connection that subscribed:
 /// one response with handle [`joule_wire::TOPOLOGY_HANDLE`] carrying the
-/// `@Statistics TOPO` table.
+/// `@Statistics TOPO` tables.
 pub(crate) fn push_topology(ctx: &ServerContext, m: &joule_cluster::ClusterMetadata) {
     let sinks: Vec<Arc<ConnectionSink>> = ctx
         .connections
@@ -201,7 +201,7 @@ pub(crate) fn push_topology(ctx: &ServerContext, m: &joule_cluster::ClusterMetad
         return;
     }
     let mut buf = Vec::new();
-    let response = joule_txn::Response::answered(vec![crate::cluster::topo_table(m)]);
+    let response = joule_txn::Response::answered(crate::cluster::topo_tables(ctx, m));
     write_response(&mut buf, joule_wire::TOPOLOGY_HANDLE, &response, 0);
     for sink in sinks {
         sink.queue(buf.clone());

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Moving ranges under load on a 3-host, k=1 cluster, every host on this
+# machine (3 partitions, each with two copies):
+#
+#   1. throttled: the voter bench runs through all three hosts for
+#      DURATION seconds, printing a line per second; after WARM seconds
+#      `@Rebalance` (asked of host 1) gives the last partition's slice of
+#      the ring to partition 0 and, once that is done, moves it back. The
+#      seconds while a rebalance ran are marked.
+#   2. unthrottled (throughput_mb = 0): a kv table of RECORDS rows, then
+#      half the ring to partition 0; `@Statistics REBALANCE` gives the rate.
+#
+# Builds JouleDB in release mode; hosts on free loopback ports in a
+# throwaway directory. Settings (environment): DURATION (40), WARM (10),
+# RECORDS (1000000), and for part 1 ELASTIC_DURATION_MS and
+# ELASTIC_THROUGHPUT_MB (unset: the defaults).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-40}
+WARM=${WARM:-10}
+RECORDS=${RECORDS:-1000000}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+cargo build --release -q
+J=$PWD/target/release/joule
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+start_cluster() { # config file
+  rm -rf "$WORK"/h*
+  CLIENTS=(); ADMINS=(); PIDS=()
+  local first_internal=""
+  for i in 0 1 2; do
+    local client admin http internal
+    client=$(free_port); admin=$(free_port); http=$(free_port); internal=$(free_port)
+    local join=()
+    if [ -n "$first_internal" ]; then join=(--join "127.0.0.1:$first_internal"); else first_internal=$internal; fi
+    "$J" start --config "$1" --sites 2 --host-count 3 --kfactor 1 --dir "$WORK/h$i" --client-port "$client" \
+      --admin-port "$admin" --http-port "$http" --internal-port "$internal" "${join[@]}" >"$WORK/h$i.log" 2>&1 &
+    PIDS+=($!); CLIENTS+=("127.0.0.1:$client"); ADMINS+=("$admin")
+    sleep 0.5
+  done
+  for i in 0 1 2; do
+    for _ in $(seq 200); do grep -q "JouleDB ready" "$WORK/h$i.log" && break; sleep 0.1; done
+    grep -q "JouleDB ready" "$WORK/h$i.log" || { cat "$WORK/h$i.log"; exit 1; }
+  done
+  SERVERS=$(IFS=,; echo "${CLIENTS[*]}")
+}
+stop_cluster() { kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; }
+admin() { echo "$1" | "$J" sql --port "${ADMINS[1]}"; }
+status() { admin "exec @Statistics REBALANCE 0;" | awk 'NR == 3 { print $4 }'; }
+wait_done() { while [ "$(status)" = RUNNING ]; do sleep 0.2; done; }
+
+echo "== throttled: voter on 3 hosts (k=1, 3 partitions), rebalancing from second $WARM"
+{
+  printf '[elastic]\n'
+  [ -n "${ELASTIC_DURATION_MS:-}" ] && printf 'duration_ms = %s\n' "$ELASTIC_DURATION_MS"
+  [ -n "${ELASTIC_THROUGHPUT_MB:-}" ] && printf 'throughput_mb = %s\n' "$ELASTIC_THROUGHPUT_MB"
+  true
+} >"$WORK/default.toml"
+start_cluster "$WORK/default.toml"
+"$J" bench voter --servers "$SERVERS" --duration "$DURATION" --warmup 2 --report-every 1 >"$WORK/bench.log" 2>&1 &
+BENCH=$!
+sleep $((WARM + 2))
+# The last partition's slice of the even ring.
+FIRST=$(( -2147483648 + 2 * (4294967296 / 3) ))
+START=$(date +%s.%N)
+admin "exec @Rebalance $FIRST 2147483647 0;" >/dev/null
+wait_done
+admin "exec @Rebalance;" >/dev/null
+wait_done
+END=$(date +%s.%N)
+admin "exec @Statistics REBALANCE 0;"
+wait "$BENCH"
+python3 - "$WORK/bench.log" "$START" "$END" "$WARM" <<'PY'
+import re, sys
+log, start, end, warm = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+span = end - start
+lines = [l for l in open(log) if re.match(r"\s+[0-9.]+ s:", l)]
+steady, during = [], []
+for l in lines:
+    t = float(l.split()[0])
+    tps = float(l.split(":")[1].split()[0])
+    p99 = float(re.search(r"p99 ([0-9.]+) ms", l).group(1))
+    inside = warm < t <= warm + span + 1
+    (during if inside else steady).append((tps, p99))
+    print(("REBALANCING " if inside else "            ") + l.rstrip())
+if steady and during:
+    s = sum(t for t, _ in steady) / len(steady)
+    d = sum(t for t, _ in during) / len(during)
+    print(f"steady {s:,.0f} TPS; while rebalancing {d:,.0f} TPS ({100 * d / s:.0f} %), "
+          f"worst second's p99 {max(p for _, p in during):.2f} ms; rebalances took {span:.1f} s")
+PY
+tail -3 "$WORK/bench.log"
+stop_cluster
+
+echo "== unthrottled: kv, $RECORDS records"
+printf '[elastic]\nduration_ms = 50\nthroughput_mb = 0\n' >"$WORK/fast.toml"
+start_cluster "$WORK/fast.toml"
+"$J" bench kv --servers "$SERVERS" --records "$RECORDS" --duration 1 --warmup 0 >/dev/null
+admin "exec @Rebalance 0 2147483647 0;" >/dev/null
+wait_done
+admin "exec @Statistics REBALANCE 0;"
+stop_cluster

@@ -201,7 +201,7 @@ pub(crate) fn push_topology(ctx: &ServerContext, m: &joule_cluster::ClusterMetad
         return;
     }
     let mut buf = Vec::new();
-    let response = joule_txn::Response::answered(crate::cluster::topo_tables(ctx, m));
+    let response = joule_txn::Response::answered(crate::topology::topo_tables(ctx, m));
     write_response(&mut buf, joule_wire::TOPOLOGY_HANDLE, &response, 0);
     for sink in sinks {
         sink.queue(buf.clone());

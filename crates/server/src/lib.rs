@@ -25,6 +25,7 @@ mod http;
 mod metrics;
 pub mod rebalance;
 mod stats;
+mod topology;
 
 use joule_common::{err, Error, ErrorCode, Result};
 use joule_durability::manager::Snapshots;

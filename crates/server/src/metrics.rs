@@ -302,6 +302,6 @@ pub(crate) fn console_json(ctx: &ServerContext) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "events": events.iter().rev().take(50).map(|(t, text)| json!({"time_ms": t, "text": text})).collect::<Vec<_>>(),
         "host": { "rss": rss, "cpu_percent": cpu_percent(ctx, "console") },
-        "cluster": crate::cluster::console_json(ctx),
+        "cluster": crate::topology::console_json(ctx),
     })
 }

@@ -128,9 +128,9 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
             &with_host(&[("PARTITION_COUNT", DataType::Integer)]),
             vec![[host_cells(ctx), vec![int(ctx.membership.metadata().partitions.len() as u64)]].concat()],
         )],
-        "TOPO" => crate::cluster::topo_tables(ctx, &ctx.membership.metadata()),
+        "TOPO" => crate::topology::topo_tables(ctx, &ctx.membership.metadata()),
         "KSAFETY" => vec![ksafety(ctx)],
-        "CLUSTER" => vec![crate::cluster::hosts_table(&ctx.membership)],
+        "CLUSTER" => vec![crate::topology::hosts_table(&ctx.membership)],
         "REPLICACHECKSUM" => vec![replica_checksums(ctx)],
         "FORWARDING" => {
             let count =

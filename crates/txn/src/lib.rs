@@ -35,6 +35,7 @@ mod participant;
 pub mod procedure;
 pub mod prune;
 pub mod remote;
+mod replica;
 mod resolve;
 pub mod response;
 mod site;

@@ -61,6 +61,12 @@ pub(crate) struct Coordinator {
     pub remote: Vec<bool>,
     /// For the transaction running: which partitions were sent a write.
     pub wrote: Vec<bool>,
+    /// For the transaction running: which partitions were released early
+    /// (their outcome sent before the work, see
+    /// `Coordinator::release_uninvolved`), and in a cluster the channels
+    /// their confirmations come on.
+    pub released: Vec<bool>,
+    pub released_waits: Vec<(usize, std::sync::mpsc::Receiver<()>)>,
     /// Outcomes of prepared transactions this coordinator still owes
     /// partitions: (partition, transaction, commit) (see `crate::resolve`).
     pub unsettled: Vec<(u32, u64, bool)>,
@@ -97,6 +103,8 @@ impl Coordinator {
             proxies: Vec::new(),
             remote: Vec::new(),
             wrote: Vec::new(),
+            released: Vec::new(),
+            released_waits: Vec::new(),
             unsettled: Vec::new(),
         }
     }
@@ -196,6 +204,9 @@ impl Coordinator {
         }
         self.wrote.clear();
         self.wrote.resize(self.sites.len(), false);
+        self.released.clear();
+        self.released.resize(self.sites.len(), false);
+        self.released_waits.clear();
         let marker = || SiteMsg::MpBegin(ids, None, crate::messages::Decider::Coordinator);
         if (0..self.sites.len()).any(|p| self.begin_target(p).send(marker()).is_err()) {
             // Sites that did get the marker wait for an outcome.
@@ -454,10 +465,10 @@ impl Coordinator {
         // On one host a commit cannot fail half way: not waited for.
         let cluster = self.shared.link.is_some();
         let mut waits = Vec::with_capacity(if cluster { self.sites.len() } else { 0 });
-        for p in 0..self.sites.len() {
+        for p in (0..self.sites.len()).filter(|p| !self.released[*p]) {
             let done = cluster.then(|| {
                 let (done, confirmed) = std::sync::mpsc::channel();
-                waits.push(confirmed);
+                waits.push((p, confirmed));
                 done
             });
             let commit = MpWork::Commit {
@@ -467,14 +478,18 @@ impl Coordinator {
                 done,
             };
             let _ = self.work_target(p).send(commit);
-            if cluster && p == 0 && joule_common::failpoint::armed("coordinator-after-first-commit") {
+            if cluster && waits.len() == 1 && joule_common::failpoint::armed("coordinator-after-first-commit") {
                 // One partition committed, the others not told.
-                let _ = waits[0].recv();
+                let _ = waits[0].1.recv();
                 joule_common::failpoint::crash("coordinator-after-first-commit");
             }
         }
-        let everywhere =
-            if cluster { waits.into_iter().map(|c| c.recv().is_ok()).collect() } else { vec![true; self.sites.len()] };
+        // Released partitions committed (nothing) before the work.
+        waits.append(&mut self.released_waits);
+        let mut everywhere = vec![true; self.sites.len()];
+        for (p, confirmed) in waits {
+            everywhere[p] = confirmed.recv().is_ok();
+        }
         if let Some(s) = installs.schema {
             self.shared.schema.store(s);
         }
@@ -529,7 +544,7 @@ impl Coordinator {
 
     fn rollback(&mut self) {
         self.rollback_schema();
-        for p in 0..self.sites.len() {
+        for p in (0..self.sites.len()).filter(|p| !self.released[*p]) {
             let _ = self.work_target(p).send(MpWork::Rollback { done: None });
         }
     }

@@ -12,8 +12,13 @@
 //!    elsewhere ([`WorkItem::Evict`]; views follow their source tables);
 //! 2. the coordinator hands those rows to their new partition
 //!    ([`WorkItem::Admit`], checked against the next ring);
-//! 3. the commit installs the next ring on every site and publishes it to
+//! 3. the commit installs the next ring on those sites and publishes it to
 //!    the host's routing before the answer goes out.
+//!
+//! The partitions the move leaves alone (neither giving nor taking tokens)
+//! are released as soon as they joined ([`Coordinator::release_uninvolved`]):
+//! they take the outcome first, and run their own work while the others
+//! move rows.
 //!
 //! So no reader or writer ever sees a row twice or not at all: until the
 //! commit the rows and the ring are the old ones, and any failure rolls both
@@ -47,7 +52,7 @@
 
 use crate::coordinator::Coordinator;
 use crate::hashinator::Hashinator;
-use crate::messages::{ItemResult, WorkItem};
+use crate::messages::{ItemResult, MpWork, WorkItem};
 use crate::response::ResultTable;
 use joule_common::{bail, err, DataType, Result, Row, Value};
 use joule_sql::catalog::Catalog;
@@ -152,6 +157,31 @@ impl Coordinator {
     /// Run the `evict` round, then hand every row it gave up to the
     /// partition that `ring` and the coordinator's catalog (the one the
     /// transaction installs) place it on. (Rows moved, their bytes.)
+    /// Send the partitions a move leaves alone their outcome at once: they
+    /// took the start marker (so each partition's order still places the
+    /// move between the same transactions), but the move reads and writes
+    /// nothing there, so committing it there first changes nothing — and
+    /// they go back to their own work instead of waiting out the move's
+    /// rounds, prepare and ring record. They keep their ring until a call
+    /// routed by the next one reaches them (`Site::run_sp` takes the
+    /// host's then): their own tokens are the same in both, so every check
+    /// they make of a key's owner answers the same either way. (Were one of
+    /// them to give tokens up or take some, the move would send it an item,
+    /// and it would not be released.)
+    pub(crate) fn release_uninvolved(&mut self, involved: &[bool]) {
+        let cluster = self.shared.link.is_some();
+        for p in (0..self.sites.len()).filter(|p| !involved[*p]) {
+            let (done, confirmed) = std::sync::mpsc::channel();
+            let outcome = MpWork::Commit { schema: None, hashinator: None, install: false, done: Some(done) };
+            if self.work_target(p).send(outcome).is_ok() {
+                self.released[p] = true;
+                if cluster {
+                    self.released_waits.push((p, confirmed));
+                }
+            }
+        }
+    }
+
     pub(crate) fn relocate(&mut self, evict: Vec<Vec<WorkItem>>, ring: &Arc<Hashinator>) -> Result<(u64, u64)> {
         let n = self.sites.len();
         // Gathered by table, partitions in order: the same on every run.
@@ -239,6 +269,8 @@ impl Coordinator {
         // transaction, the receiving one too if no row comes (its replicas
         // check later writes against it); the others keep their tokens.
         evict[to as usize].push(WorkItem::NextRing(ring.clone()));
+        let involved: Vec<bool> = evict.iter().map(|items| !items.is_empty()).collect();
+        self.release_uninvolved(&involved);
         let (moved_rows, moved_bytes) = self.relocate(evict, &ring)?;
         let version = ring.version();
         *next = Some(ring);

@@ -101,12 +101,16 @@ impl Coordinator {
     pub(crate) fn rollback_prepared(&mut self, ids: crate::TxnIds, in_doubt: &[bool]) {
         self.rollback_schema();
         let mut waits = Vec::with_capacity(in_doubt.len());
-        for p in 0..in_doubt.len() {
+        for p in (0..in_doubt.len()).filter(|p| !self.released[*p]) {
             let (done, confirmed) = std::sync::mpsc::channel();
             let _ = self.work_target(p).send(MpWork::Rollback { done: Some(done) });
-            waits.push(confirmed);
+            waits.push((p, confirmed));
         }
-        let confirmed: Vec<bool> = waits.into_iter().map(|c| c.recv().is_ok()).collect();
+        // Released partitions (never in doubt) took their outcome already.
+        let mut confirmed = vec![true; in_doubt.len()];
+        for (p, c) in waits {
+            confirmed[p] = c.recv().is_ok();
+        }
         self.settle_unconfirmed(ids, false, &confirmed, in_doubt);
     }
 

@@ -240,7 +240,11 @@ impl Site {
                 }
             }
             // Routed before the hashinator changed: the key may live elsewhere now.
-            if let Some(target) = self.reroute(&task) {
+            let target = match self.reroute(&task) {
+                Ok(target) => target,
+                Err(e) => return task.sink.deliver(task.handle, Response::failure(e, None)),
+            };
+            if let Some(target) = target {
                 if target != self.partition && self.link.is_some() {
                     // Its leader may be on another host.
                     let task = SpTask { hash_version: self.hashinator.version(), ..task };
@@ -426,10 +430,37 @@ impl Site {
         }
     }
 
-    /// The partition an invocation's key maps to under the current hashinator.
-    fn reroute(&self, task: &SpTask) -> Option<u32> {
-        let r = task.procedure.routing.as_ref()?;
-        r.key.partition(task.params.get(r.parameter)?, &self.hashinator).ok()
+    /// The partition an invocation belongs to under this site's ring: a
+    /// procedure's by its key; ad hoc statements' by the keys that pin
+    /// them (`None`: nothing pins it — a replicated read runs anywhere).
+    /// Ad hoc statements that pinned one partition under the ring they were
+    /// routed by may pin several under this one: that is an error, and the
+    /// call, made again, runs as a multi-partition transaction.
+    fn reroute(&self, task: &SpTask) -> Result<Option<u32>> {
+        let procedure = &task.procedure;
+        if let Some(r) = procedure.routing.as_ref() {
+            return Ok(task.params.get(r.parameter).and_then(|k| r.key.partition(k, &self.hashinator).ok()));
+        }
+        if !matches!(procedure.code, crate::compile::ProcedureCode::Statements) {
+            return Ok(None);
+        }
+        let mut target: Option<u32> = None;
+        let mut offset = 0;
+        for s in &procedure.statements {
+            let params = task.params.get(offset..offset + s.planned.param_count).unwrap_or_default();
+            offset += s.planned.param_count;
+            let Partitioning::Single(key, route) = &s.planned.partitioning else { continue };
+            let Ok(Some(owner)) = pinned_partition(&self.hashinator, key, route, params) else { continue };
+            match target {
+                Some(t) if t != owner => bail!(
+                    Mispartitioned,
+                    "the hashinator changed while this call was in flight, and its statements now belong to \
+                     partitions {t} and {owner}: call it again (it will run as a multi-partition transaction)"
+                ),
+                _ => target = Some(owner),
+            }
+        }
+        Ok(target)
     }
 
     /// The procedure as compiled for this site's schema: the one routed, or

@@ -195,3 +195,160 @@ fn pieces_that_keep_rows_by_token_move_exactly_the_rows_of_their_range() {
     // Pieces are refused outside the ring's partitions.
     assert_eq!(fails(c.move_range_piece(0, 1, 3)), ErrorCode::InvalidArgument);
 }
+
+/// Holds its partition's site until the test lets it go.
+struct Hold {
+    started: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    gates: std::sync::Mutex<std::collections::BTreeMap<i64, std::sync::mpsc::Receiver<()>>>,
+}
+
+impl joule_txn::Procedure for Hold {
+    fn statements(&self) -> &[&'static str] {
+        &[]
+    }
+
+    fn run(
+        &self,
+        _ctx: &mut joule_txn::ProcedureContext<'_>,
+        params: &[Value],
+    ) -> joule_common::Result<Vec<joule_txn::ResultTable>> {
+        let k = joule_txn::procedure::param_i64(params, 0)?;
+        let gate = self.gates.lock().unwrap().remove(&k).expect("a gate for the key");
+        self.started.lock().unwrap().send(()).unwrap();
+        let _ = gate.recv();
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn partitions_a_move_leaves_alone_serve_while_it_waits() {
+    // Partition 2 neither gives nor takes tokens when partition 0's slice
+    // moves to partition 1: it must answer its own calls while the move
+    // waits on partition 1, not after.
+    let (started, started_rx) = std::sync::mpsc::channel();
+    let (gate1, gate1_rx) = std::sync::mpsc::channel::<()>();
+    let (gate2, gate2_rx) = std::sync::mpsc::channel::<()>();
+    let h = joule_txn::Hashinator::even(3, 1).unwrap();
+    let on = |p: u32| (0..10_000).find(|k| h.partition_for(&int(*k)).unwrap() == p).unwrap();
+    let (k0, k1, k2) = (on(0), on(1), on(2));
+    let gates = [(k1, gate1_rx), (k2, gate2_rx)].into_iter().collect();
+    let mut registry = joule_txn::ProcedureRegistry::new();
+    registry
+        .register("test.Hold", Hold { started: std::sync::Mutex::new(started), gates: std::sync::Mutex::new(gates) });
+    let host = host_with(3, registry);
+    let mut c = host.client();
+    exec(
+        &mut c,
+        "CREATE TABLE h (k BIGINT NOT NULL PRIMARY KEY, n INT); PARTITION TABLE h ON COLUMN k; \
+         CREATE PROCEDURE GetH PARTITION ON TABLE h COLUMN k AS SELECT k, n FROM h WHERE k = ?; \
+         CREATE PROCEDURE PARTITION ON TABLE h COLUMN k FROM CLASS test.Hold",
+    );
+    for k in [k0, k1, k2] {
+        ok(c.adhoc("INSERT INTO h VALUES (?, 1)", vec![int(k)]));
+    }
+    // Partitions 1 and 2 busy with a held call each.
+    let call = |proc: &'static str, k: i64| {
+        let mut c = host.client();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(c.call(proc, vec![int(k)])));
+        rx
+    };
+    let held1 = call("Hold", k1);
+    let held2 = call("Hold", k2);
+    for _ in 0..2 {
+        started_rx.recv_timeout(Duration::from_secs(10)).expect("both holds started");
+    }
+    // The move: its start marker queues behind each hold.
+    // The first half of partition 0's slice.
+    let slice = h.ring()[0].0;
+    let end = slice + (h.ring()[1].0 - slice) / 2;
+    assert_eq!(h.partition_for_token(slice), 0);
+    let moved = {
+        let mut c = host.client();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(move_range(&mut c, slice, end, 1)));
+        rx
+    };
+    // Time for the coordinator to queue its start markers, so that the
+    // call below comes after the move at partition 2 (were the markers
+    // slower, the call would come first and pass without testing this).
+    std::thread::sleep(Duration::from_millis(300));
+    let read2 = call("GetH", k2);
+    gate2.send(()).unwrap();
+    ok(held2.recv_timeout(Duration::from_secs(10)).expect("partition 2's hold ends"));
+    let answered = read2.recv_timeout(Duration::from_secs(10));
+    let waiting = moved.try_recv().is_err();
+    // Let partition 1 go before any assertion (a failed one would leave
+    // the host's threads waiting on it).
+    gate1.send(()).unwrap();
+    let r = answered.expect("partition 2 answers while the move still waits on partition 1");
+    assert_eq!(ok(r).results[0].rows, vec![vec![int(k2), int(1)]]);
+    assert!(waiting, "the move still waited on partition 1");
+    ok(held1.recv_timeout(Duration::from_secs(10)).expect("partition 1's hold ends"));
+    ok(moved.recv_timeout(Duration::from_secs(10)).expect("the move ends"));
+    // The slice and its row are partition 1's; partition 2's calls, routed
+    // by the next ring, still find theirs.
+    assert_eq!(host.hashinator().partition_for_token(slice), 1);
+    for k in [k0, k1, k2] {
+        assert_eq!(ok(c.call("GetH", vec![int(k)])).results[0].rows, vec![vec![int(k), int(1)]]);
+    }
+    assert_eq!(misplaced(&mut c), 0);
+}
+
+#[test]
+fn ad_hoc_calls_routed_by_the_previous_ring_follow_their_rows() {
+    // Ad hoc single-partition calls queued at a partition behind a move
+    // that takes their keys away: each runs where its key went, and a
+    // batch the move split between two partitions is refused, to be made
+    // again, rather than run half-placed.
+    let (started, started_rx) = std::sync::mpsc::channel();
+    let (gate, gate_rx) = std::sync::mpsc::channel::<()>();
+    let h = joule_txn::Hashinator::even(3, 1).unwrap();
+    let (slice, next) = (h.ring()[0].0, h.ring()[1].0);
+    let end = slice + (next - slice) / 2;
+    let on0 = |range: std::ops::RangeInclusive<i32>| (0..100_000).filter(move |k| range.contains(&tok(*k)));
+    let hold_key = on0(slice..=next - 1).next().unwrap();
+    let moving: Vec<i64> = on0(slice..=end).filter(|k| *k != hold_key).take(2).collect();
+    let staying = on0(end + 1..=next - 1).find(|k| *k != hold_key).unwrap();
+    let gates = [(hold_key, gate_rx)].into_iter().collect();
+    let mut registry = joule_txn::ProcedureRegistry::new();
+    registry
+        .register("test.Hold", Hold { started: std::sync::Mutex::new(started), gates: std::sync::Mutex::new(gates) });
+    let host = host_with(3, registry);
+    let mut c = host.client();
+    exec(
+        &mut c,
+        "CREATE TABLE h (k BIGINT NOT NULL PRIMARY KEY, n INT); PARTITION TABLE h ON COLUMN k; \
+         CREATE PROCEDURE PARTITION ON TABLE h COLUMN k FROM CLASS test.Hold",
+    );
+    let spawn = |f: Box<dyn FnOnce(&mut joule_txn::Client) -> joule_txn::Response + Send>| {
+        let mut c = host.client();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f(&mut c)));
+        rx
+    };
+    let held = spawn(Box::new(move |c| c.call("Hold", vec![int(hold_key)])));
+    started_rx.recv_timeout(Duration::from_secs(10)).expect("the hold started");
+    let moved = spawn(Box::new(move |c| move_range(c, slice, end, 1)));
+    // Time for the move's start marker to queue at partition 0 (were it
+    // slower, the calls below would run before the move and pass without
+    // testing this).
+    std::thread::sleep(Duration::from_millis(300));
+    let (a, b) = (moving[0], moving[1]);
+    let one = spawn(Box::new(move |c| c.adhoc("INSERT INTO h VALUES (?, 1)", vec![int(a)])));
+    let split = spawn(Box::new(move |c| {
+        c.adhoc("INSERT INTO h VALUES (?, 2); INSERT INTO h VALUES (?, 2)", vec![int(b), int(staying)])
+    }));
+    std::thread::sleep(Duration::from_millis(100));
+    gate.send(()).unwrap();
+    let wait = |rx: std::sync::mpsc::Receiver<joule_txn::Response>| rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    ok(wait(held));
+    ok(wait(moved));
+    ok(wait(one));
+    let r = wait(split);
+    assert_eq!(fails(r), ErrorCode::Mispartitioned);
+    // Made again, the batch runs across both partitions.
+    ok(c.adhoc("INSERT INTO h VALUES (?, 2); INSERT INTO h VALUES (?, 2)", vec![int(b), int(staying)]));
+    assert_eq!(rows_per_partition(&host, "DEFAULT.H"), vec![1, 2, 0]);
+    assert_eq!(misplaced(&mut c), 0);
+}

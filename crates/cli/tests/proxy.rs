@@ -302,7 +302,10 @@ fn virtual_hosts_logins_health_checks_and_bad_input() {
     // Credentials are the backend's to check; an unknown service is refused.
     assert_eq!(login("beta", "app", "wrong").err().map(|e| e.code()), Some(ErrorCode::PermissionDenied));
     assert_eq!(login("gamma", "", "").err().map(|e| e.code()), Some(ErrorCode::PermissionDenied));
-    assert!(p.stderr.try_iter().any(|l| l.contains("'gamma'")), "the proxy says why it refused");
+    assert!(
+        wait_until(Duration::from_secs(5), || p.stderr.try_iter().any(|l| l.contains("'gamma'"))),
+        "the proxy says why it refused"
+    );
     // VoltDB's SHA-1 logins pass through too (the raw wire, service
     // `database`: the group --servers gives).
     let mut sha1 = WireConnection::login(&p.address, "app", "pw", HashScheme::Sha1).expect("a SHA-1 login");

@@ -220,6 +220,26 @@ impl joule_txn::Procedure for Hold {
     }
 }
 
+/// Three partitions, table `h (k, n)` partitioned on `k`, `GetH(k)`, and
+/// `Hold(k)` holding its site until `gates[k]` is sent to.
+fn hold_host(
+    started: std::sync::mpsc::Sender<()>,
+    gates: std::collections::BTreeMap<i64, std::sync::mpsc::Receiver<()>>,
+) -> (Host, joule_txn::Client) {
+    let mut registry = joule_txn::ProcedureRegistry::new();
+    registry
+        .register("test.Hold", Hold { started: std::sync::Mutex::new(started), gates: std::sync::Mutex::new(gates) });
+    let host = host_with(3, registry);
+    let mut c = host.client();
+    exec(
+        &mut c,
+        "CREATE TABLE h (k BIGINT NOT NULL PRIMARY KEY, n INT); PARTITION TABLE h ON COLUMN k; \
+         CREATE PROCEDURE GetH PARTITION ON TABLE h COLUMN k AS SELECT k, n FROM h WHERE k = ?; \
+         CREATE PROCEDURE PARTITION ON TABLE h COLUMN k FROM CLASS test.Hold",
+    );
+    (host, c)
+}
+
 #[test]
 fn partitions_a_move_leaves_alone_serve_while_it_waits() {
     // Partition 2 neither gives nor takes tokens when partition 0's slice
@@ -232,17 +252,7 @@ fn partitions_a_move_leaves_alone_serve_while_it_waits() {
     let on = |p: u32| (0..10_000).find(|k| h.partition_for(&int(*k)).unwrap() == p).unwrap();
     let (k0, k1, k2) = (on(0), on(1), on(2));
     let gates = [(k1, gate1_rx), (k2, gate2_rx)].into_iter().collect();
-    let mut registry = joule_txn::ProcedureRegistry::new();
-    registry
-        .register("test.Hold", Hold { started: std::sync::Mutex::new(started), gates: std::sync::Mutex::new(gates) });
-    let host = host_with(3, registry);
-    let mut c = host.client();
-    exec(
-        &mut c,
-        "CREATE TABLE h (k BIGINT NOT NULL PRIMARY KEY, n INT); PARTITION TABLE h ON COLUMN k; \
-         CREATE PROCEDURE GetH PARTITION ON TABLE h COLUMN k AS SELECT k, n FROM h WHERE k = ?; \
-         CREATE PROCEDURE PARTITION ON TABLE h COLUMN k FROM CLASS test.Hold",
-    );
+    let (host, mut c) = hold_host(started, gates);
     for k in [k0, k1, k2] {
         ok(c.adhoc("INSERT INTO h VALUES (?, 1)", vec![int(k)]));
     }
@@ -311,16 +321,7 @@ fn ad_hoc_calls_routed_by_the_previous_ring_follow_their_rows() {
     let moving: Vec<i64> = on0(slice..=end).filter(|k| *k != hold_key).take(2).collect();
     let staying = on0(end + 1..=next - 1).find(|k| *k != hold_key).unwrap();
     let gates = [(hold_key, gate_rx)].into_iter().collect();
-    let mut registry = joule_txn::ProcedureRegistry::new();
-    registry
-        .register("test.Hold", Hold { started: std::sync::Mutex::new(started), gates: std::sync::Mutex::new(gates) });
-    let host = host_with(3, registry);
-    let mut c = host.client();
-    exec(
-        &mut c,
-        "CREATE TABLE h (k BIGINT NOT NULL PRIMARY KEY, n INT); PARTITION TABLE h ON COLUMN k; \
-         CREATE PROCEDURE PARTITION ON TABLE h COLUMN k FROM CLASS test.Hold",
-    );
+    let (host, mut c) = hold_host(started, gates);
     let spawn = |f: Box<dyn FnOnce(&mut joule_txn::Client) -> joule_txn::Response + Send>| {
         let mut c = host.client();
         let (tx, rx) = std::sync::mpsc::channel();

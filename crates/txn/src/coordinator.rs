@@ -42,7 +42,14 @@ pub(crate) struct Coordinator {
     pub shared: Arc<Shared>,
     pub inbox: Receiver<CoordMsg>,
     pub sites: Vec<Sender<MpWork>>,
+    /// Per partition, the inbox of the site here (or of the proxy for its
+    /// leader): where start markers go. Partitions added by a
+    /// transaction join it here at once, and the initiators' routes once
+    /// it committed (see [`crate::partitions`]).
+    pub site_inboxes: Vec<Sender<SiteMsg>>,
     pub replies: Receiver<MpReply>,
+    /// Where sites answer rounds (for the sites of added partitions).
+    pub reply_to: Sender<MpReply>,
     /// The schema without data: plans DDL and runs combine steps.
     pub schema_db: Database,
     pub ids: IdGenerator,
@@ -77,6 +84,9 @@ pub(crate) struct Coordinator {
 struct Installs {
     schema: Option<Arc<Schema>>,
     hashinator: Option<Arc<Hashinator>>,
+    /// The initiators' routes with added partitions (published before the
+    /// ring that counts them, see [`crate::partitions`]).
+    routes: Option<Arc<crate::host::Routes>>,
 }
 
 impl Coordinator {
@@ -84,15 +94,18 @@ impl Coordinator {
         shared: Arc<Shared>,
         inbox: Receiver<CoordMsg>,
         sites: Vec<Sender<MpWork>>,
-        replies: Receiver<MpReply>,
+        (reply_to, replies): (Sender<MpReply>, Receiver<MpReply>),
         log: Option<Arc<dyn CommandLog>>,
     ) -> Self {
         let hashinator = shared.hashinator.load_full();
+        let site_inboxes = shared.routes.load().sites.clone();
         Coordinator {
             shared,
             inbox,
             sites,
+            site_inboxes,
             replies,
+            reply_to,
             schema_db: Database::new(),
             ids: IdGenerator::new(MP_INITIATOR),
             hashinator,
@@ -113,7 +126,7 @@ impl Coordinator {
     fn begin_target(&self, p: usize) -> &Sender<SiteMsg> {
         match &self.proxies.get(p) {
             Some(Some((begin, _))) if self.remote[p] => begin,
-            _ => &self.shared.sites[p],
+            _ => &self.site_inboxes[p],
         }
     }
 
@@ -173,7 +186,7 @@ impl Coordinator {
         }
         // The sites stop after the last multi-partition transaction: their
         // Shutdown follows every start marker this coordinator sent.
-        for site in &self.shared.sites {
+        for site in &self.site_inboxes {
             let _ = site.send(SiteMsg::Shutdown);
         }
     }
@@ -303,6 +316,15 @@ impl Coordinator {
                 crate::response::APP_STATUS_UNSET,
                 None,
             ),
+            MpKind::AddPartitions(count) => {
+                let mut added = None;
+                let result = self.add_partitions(*count, ids, &mut added);
+                if let Some(added) = added {
+                    installs.hashinator = Some(added.hashinator);
+                    installs.routes = Some(added.routes);
+                }
+                (result, crate::response::APP_STATUS_UNSET, None)
+            }
         };
         self.batch = batch;
         let log = if task.replay.is_some() { None } else { self.log.clone() };
@@ -388,6 +410,7 @@ impl Coordinator {
             MpKind::PlaceRows(_) => "@Recover",
             MpKind::MoveRange { .. } => "@MoveRange",
             MpKind::ForgetTokens => "@ForgetTokens",
+            MpKind::AddPartitions(_) => "@AddPartitions",
         };
         let result_bytes = crate::stats::values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
         self.counters.procedure(name).record(
@@ -435,6 +458,8 @@ impl Coordinator {
             | MpKind::Snapshot(_)
             | MpKind::PlaceRows(_)
             | MpKind::LoadRows { log_as: None, .. } => {}
+            // Refused with a command log (see `crate::partitions`).
+            MpKind::AddPartitions(_) => {}
         }
     }
 
@@ -492,6 +517,9 @@ impl Coordinator {
         }
         if let Some(s) = installs.schema {
             self.shared.schema.store(s);
+        }
+        if let Some(routes) = installs.routes {
+            self.shared.routes.store(routes);
         }
         if let Some(h) = installs.hashinator {
             self.hashinator = h.clone();

@@ -22,10 +22,10 @@ use crate::hashinator::Hashinator;
 use crate::ids::TxnIds;
 use crate::logging::CommandLog;
 use crate::messages::{CoordMsg, MpKind, MpTask, MpWork, SiteMsg, SpTask};
-use crate::procedure::{Batch, ProcedureRegistry};
+use crate::procedure::ProcedureRegistry;
 use crate::remote::{ClusterLink, Destination, WireCall};
 use crate::response::{Response, ResponseSink};
-use crate::site::{pinned_partition, Site};
+use crate::site::pinned_partition;
 use crate::snapshot::SnapshotTarget;
 use crate::sysprocs;
 use arc_swap::ArcSwap;
@@ -98,16 +98,18 @@ impl std::fmt::Debug for dyn CommandLog {
 
 /// What initiators and the coordinator share.
 pub(crate) struct Shared {
-    pub sites: Vec<Sender<SiteMsg>>,
+    /// The partitions initiators route to (replaced whole when partitions
+    /// are added, see [`crate::partitions`]).
+    pub routes: ArcSwap<Routes>,
     pub coordinator: Sender<CoordMsg>,
     pub schema: ArcSwap<Schema>,
     pub hashinator: ArcSwap<Hashinator>,
     pub registry: ProcedureRegistry,
     pub running: AtomicBool,
     /// Per site: invocations sent and not yet taken (for QUEUE statistics).
+    /// Sized for [`MAX_PARTITIONS`], as are `loaded` and `in_doubt`, so
+    /// that adding partitions never moves them.
     pub depths: Arc<[std::sync::atomic::AtomicU64]>,
-    /// Per partition: whether a site here holds it (always, on one host).
-    pub local: Vec<bool>,
     /// In a cluster: the other hosts.
     pub link: Option<Arc<dyn ClusterLink>>,
     /// Per partition: this host's copy follows the leader's stream — true
@@ -120,6 +122,39 @@ pub(crate) struct Shared {
     /// A cluster: this host has just become the coordinator and must settle
     /// what the previous one left in doubt before it runs anything.
     pub resolve: AtomicBool,
+    /// Threads started after the host (the sites of added partitions),
+    /// joined at shutdown.
+    pub spawned: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The most partitions a host routes to (held here or not).
+pub const MAX_PARTITIONS: usize = 1024;
+
+/// The partition set as initiators see it: per partition, where its calls
+/// go (the inbox of the site here, or the proxy for its leader on another
+/// host) and whether a site here holds a copy.
+pub(crate) struct Routes {
+    pub sites: Vec<Sender<SiteMsg>>,
+    pub local: Vec<bool>,
+}
+
+impl Shared {
+    /// How many partitions there are.
+    pub fn partition_count(&self) -> usize {
+        self.routes.load().sites.len()
+    }
+
+    /// The inbox of this host's site for `partition`, if it holds a copy.
+    pub fn local_site(&self, partition: u32) -> Option<Sender<SiteMsg>> {
+        let routes = self.routes.load();
+        let p = partition as usize;
+        routes.local.get(p).copied().unwrap_or(false).then(|| routes.sites[p].clone())
+    }
+
+    /// `partition`'s prepared transactions here, if the partition exists.
+    pub fn doubt(&self, partition: u32) -> Option<&Mutex<crate::messages::InDoubt>> {
+        ((partition as usize) < self.partition_count()).then(|| &self.in_doubt[partition as usize])
+    }
 }
 
 /// A running host.
@@ -134,8 +169,8 @@ impl Host {
             Some(c) => c.partitions as usize,
             None => config.sites_per_host,
         };
-        if n == 0 || n > 1024 {
-            bail!(InvalidArgument, "sites_per_host must be between 1 and 1024, not {n}");
+        if n == 0 || n > MAX_PARTITIONS {
+            bail!(InvalidArgument, "sites_per_host must be between 1 and {MAX_PARTITIONS}, not {n}");
         }
         let local: Vec<bool> = match &config.cluster {
             Some(c) => (0..n as u32).map(|p| c.replicas.contains(&p)).collect(),
@@ -157,55 +192,35 @@ impl Host {
             _ => site_tx[p].clone(),
         };
         let shared = Arc::new(Shared {
-            sites: (0..n).map(route).collect(),
+            routes: ArcSwap::from_pointee(Routes { sites: (0..n).map(route).collect(), local: local.clone() }),
             coordinator: coord_tx.clone(),
             schema: ArcSwap::new(schema.clone()),
             hashinator: ArcSwap::new(hashinator.clone()),
             registry: config.registry,
             running: AtomicBool::new(true),
-            depths: (0..n).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
-            local: local.clone(),
+            depths: (0..MAX_PARTITIONS).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             link: link.clone(),
             // Fresh: every copy here is the partition as it is (empty).
-            loaded: (0..n).map(|_| AtomicBool::new(true)).collect(),
-            in_doubt: (0..n).map(|_| Mutex::default()).collect(),
+            loaded: (0..MAX_PARTITIONS).map(|_| AtomicBool::new(true)).collect(),
+            in_doubt: (0..MAX_PARTITIONS).map(|_| Mutex::default()).collect(),
             resolve: AtomicBool::new(false),
+            spawned: Mutex::new(Vec::new()),
         });
         let mut threads = Vec::new();
         for (p, (inbox, mp_inbox)) in site_rx.into_iter().zip(mp_rx).enumerate() {
             if !local[p] {
                 continue;
             }
-            let mut ids = crate::ids::IdGenerator::new(p as u32);
-            if let Some(resume) = config.resume_after {
-                ids.observe(resume);
-            }
-            let site = Site {
+            let start = crate::partitions::SiteStart {
                 partition: p as u32,
                 db: Database::new(),
-                ids,
                 hashinator: hashinator.clone(),
                 schema: schema.clone(),
                 inbox,
                 mp_inbox,
-                mp_reply: reply_tx.clone(),
-                peers: site_tx.clone(),
-                batch: Batch::default(),
-                log: config.command_log.clone(),
-                last_mp: config.resume_after.map_or(0, |ids| ids.txn_id.0),
-                log_frames: Vec::new(),
-                log_answers: Vec::new(),
-                log_since: None,
-                counters: crate::stats::SiteCounters::new(),
-                depths: shared.depths.clone(),
-                after_mp: false,
-                link: link.clone(),
-                repl_records: Vec::new(),
-                next_ring: None,
-                coordinator: coord_tx.clone(),
-                shared: Arc::downgrade(&shared),
+                resume_after: config.resume_after,
             };
-            threads.push(spawn(format!("joule-site-{p}"), move || site.run())?);
+            threads.push(crate::partitions::start_site(&shared, start, reply_tx.clone(), config.command_log.clone())?);
         }
         let mut proxy_senders = Vec::with_capacity(n);
         for (p, proxy) in proxies.into_iter().enumerate() {
@@ -227,7 +242,8 @@ impl Host {
             })
             .collect();
         drop(mp_tx);
-        let mut coordinator = Coordinator::new(shared.clone(), coord_rx, work, reply_rx, config.command_log.clone());
+        let mut coordinator =
+            Coordinator::new(shared.clone(), coord_rx, work, (reply_tx, reply_rx), config.command_log.clone());
         if link.is_some() {
             coordinator.proxies = proxy_senders;
         }
@@ -255,7 +271,7 @@ impl Host {
     }
 
     pub fn partitions(&self) -> usize {
-        self.shared.sites.len()
+        self.shared.partition_count()
     }
 
     /// The schema initiators currently plan against.
@@ -273,10 +289,9 @@ impl Host {
     pub fn statistics(&self, wait: std::time::Duration) -> Vec<crate::stats::SiteStats> {
         let (tx, rx) = mpsc::channel();
         let mut asked = 0;
-        for (p, s) in self.shared.sites.iter().enumerate() {
-            if self.shared.local[p] {
-                asked += usize::from(s.send(SiteMsg::Stats(tx.clone())).is_ok());
-            }
+        let routes = self.shared.routes.load();
+        for (site, _) in routes.sites.iter().zip(&routes.local).filter(|(_, local)| **local) {
+            asked += usize::from(site.send(SiteMsg::Stats(tx.clone())).is_ok());
         }
         asked += usize::from(self.shared.coordinator.send(CoordMsg::Stats(tx.clone())).is_ok());
         drop(tx);
@@ -313,12 +328,17 @@ impl Host {
     pub fn shutdown(&self) {
         self.shared.running.store(false, Ordering::SeqCst);
         if self.shared.coordinator.send(CoordMsg::Shutdown).is_err() {
-            for s in &self.shared.sites {
+            for s in &self.shared.routes.load().sites {
                 let _ = s.send(SiteMsg::Shutdown);
             }
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
+            let _ = t.join();
+        }
+        // The coordinator started these and has stopped them.
+        let spawned = std::mem::take(&mut *self.shared.spawned.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in spawned {
             let _ = t.join();
         }
     }
@@ -340,7 +360,7 @@ pub(crate) fn dispatch_sp(shared: &Shared, partition: usize, task: SpTask) {
         }
     }
     shared.depths[partition].fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = shared.sites[partition].send(SiteMsg::Sp(task)) {
+    if let Err(e) = shared.routes.load().sites[partition].send(SiteMsg::Sp(task)) {
         shared.depths[partition].fetch_sub(1, Ordering::Relaxed);
         if let SiteMsg::Sp(t) = e.0 {
             t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
@@ -617,7 +637,7 @@ impl Client {
             "@MoveRange" => {
                 let keep = crate::moverange::keep_param(name, &mut params)?;
                 let (start, end, partition) =
-                    crate::moverange::range_move_params(name, &params, self.shared.sites.len())?;
+                    crate::moverange::range_move_params(name, &params, self.shared.partition_count())?;
                 Ok(Route::Mp(MpKind::MoveRange { start, end, partition, keep }, Vec::new()))
             }
             // Only as forwarded by another host's `forget_tokens`.
@@ -641,13 +661,14 @@ impl Client {
                 let version = self.shared.schema.load().version();
                 Ok(Route::Done(Response::answered(sysprocs::system_information(
                     &selector,
-                    self.shared.sites.len(),
+                    self.shared.partition_count(),
                     version,
                 )?)))
             }
             "@GetPartitionKeys" => {
                 let kind = sysprocs::string_param(name, &params, 0)?;
-                let tables = sysprocs::partition_keys(&kind, &self.shared.hashinator.load(), self.shared.sites.len())?;
+                let tables =
+                    sysprocs::partition_keys(&kind, &self.shared.hashinator.load(), self.shared.partition_count())?;
                 Ok(Route::Done(Response::answered(tables)))
             }
             // Nothing is buffered outside transactions (no export; a
@@ -726,7 +747,7 @@ impl Client {
             // Replicated-only reads spread over the partitions.
             let target = target.unwrap_or_else(|| {
                 self.replicated_reads += 1;
-                (self.replicated_reads % self.shared.sites.len() as u64) as u32
+                (self.replicated_reads % self.shared.partition_count() as u64) as u32
             });
             let version = hashinator.version();
             let procedure = adhoc_procedure(statements, &schema, &self.database);
@@ -770,7 +791,7 @@ impl Client {
             );
             return Response::failure(e, None);
         }
-        if hashinator.ring().iter().any(|(_, p)| *p as usize >= self.shared.sites.len()) {
+        if hashinator.ring().iter().any(|(_, p)| *p as usize >= self.shared.partition_count()) {
             return Response::failure(err!(InvalidArgument, "the hashinator names a partition this host lacks"), None);
         }
         self.run_mp_and_wait(MpKind::SetHashinator(Arc::new(hashinator)))
@@ -780,11 +801,19 @@ impl Client {
     /// server's `@Rebalance`): the partitions giving rows up keep them by
     /// token for the next pieces, until [`Client::forget_tokens`]. Waits.
     pub fn move_range_piece(&mut self, start: i32, end: i32, partition: u32) -> Response {
-        if partition as usize >= self.shared.sites.len() || start > end {
+        if partition as usize >= self.shared.partition_count() || start > end {
             let e = err!(InvalidArgument, "tokens {start}..={end} cannot move to partition {partition}");
             return Response::failure(e, None);
         }
         self.run_mp_and_wait(MpKind::MoveRange { start, end, partition, keep: true })
+    }
+
+    /// Add `count` partitions, held by new sites on this host, as one
+    /// multi-partition transaction (see [`crate::partitions`]): they start
+    /// with the schema and the replicated tables' rows and own no token of
+    /// the ring until a range moves to them. Answers their ids. Waits.
+    pub fn add_partitions(&mut self, count: u32) -> Response {
+        self.run_mp_and_wait(MpKind::AddPartitions(count))
     }
 
     /// Moves of ranges are over: every copy of every partition stops

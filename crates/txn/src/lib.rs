@@ -32,6 +32,7 @@ pub mod logging;
 mod messages;
 mod moverange;
 mod participant;
+mod partitions;
 pub mod procedure;
 pub mod prune;
 pub mod remote;

@@ -328,6 +328,9 @@ pub(crate) enum MpKind {
     /// Moves of ranges are over: every copy of every partition stops
     /// keeping rows by token.
     ForgetTokens,
+    /// Add this many partitions, held by new sites on this host (see
+    /// `crate::partitions`).
+    AddPartitions(u32),
 }
 
 /// A multi-partition invocation.

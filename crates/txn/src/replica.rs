@@ -144,7 +144,7 @@ impl crate::Host {
                     let commit = MpWork::Commit { schema: None, hashinator: None, install: true, done: Some(confirm) };
                     // Applied once the site has run the writes and committed.
                     let committed = move || confirmed.recv().is_ok();
-                    replay_mp(site, ids, items, std::sync::mpsc::channel(), commit, committed, countdown.clone());
+                    replay_mp(&site, ids, items, std::sync::mpsc::channel(), commit, committed, countdown.clone());
                 }
                 Replicated::MpPrepare { ids, items } => {
                     let (ready, prepared) = std::sync::mpsc::channel();
@@ -160,7 +160,7 @@ impl crate::Host {
                     let prepare = MpWork::Prepare { work: work.clone(), done: ready };
                     // Applied once the site has run the writes and holds them.
                     let held = move || matches!(prepared.recv(), Ok(Ok(true)));
-                    replay_mp(site, ids, items, (work, own), prepare, held, countdown.clone());
+                    replay_mp(&site, ids, items, (work, own), prepare, held, countdown.clone());
                 }
                 Replicated::MpDecide { txn, commit } => {
                     let doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);
@@ -195,7 +195,7 @@ impl crate::Host {
     /// transactions (asked by a coordinator resolving them; see
     /// `crate::participant`).
     pub fn local_doubt(&self, partition: u32) -> Result<DoubtReport> {
-        let doubt = self.shared().in_doubt.get(partition as usize).ok_or_else(|| unknown(partition))?;
+        let doubt = self.shared().doubt(partition).ok_or_else(|| unknown(partition))?;
         let doubt = crate::participant::lock(doubt);
         if doubt.stopped {
             bail!(Unavailable, "this host is stopping");
@@ -215,7 +215,7 @@ impl crate::Host {
     /// (the copies that held it are gone); a rollback of one never prepared
     /// here has nothing to do.
     pub fn local_settle(&self, partition: u32, txn: u64, commit: bool, by: u64) -> Result<()> {
-        let doubt = self.shared().in_doubt.get(partition as usize).ok_or_else(|| unknown(partition))?;
+        let doubt = self.shared().doubt(partition).ok_or_else(|| unknown(partition))?;
         let (done, confirmed) = std::sync::mpsc::channel();
         {
             let doubt = crate::participant::lock(doubt);
@@ -254,10 +254,9 @@ impl crate::Host {
         let shared = self.shared();
         let (tx, rx) = std::sync::mpsc::channel();
         let mut asked = 0;
-        for (p, site) in shared.sites.iter().enumerate() {
-            if shared.local[p] {
-                asked += usize::from(site.send(SiteMsg::Checksums(tx.clone())).is_ok());
-            }
+        let routes = shared.routes.load();
+        for (site, _) in routes.sites.iter().zip(&routes.local).filter(|(_, local)| **local) {
+            asked += usize::from(site.send(SiteMsg::Checksums(tx.clone())).is_ok());
         }
         drop(tx);
         let deadline = std::time::Instant::now() + wait;
@@ -314,19 +313,19 @@ impl crate::Host {
     /// This host's copy of `partition` is the partition as it is (it came
     /// back empty, with no copy elsewhere to load).
     pub fn copy_loaded(&self, partition: u32) {
-        if let Some(l) = self.shared().loaded.get(partition as usize) {
-            l.store(true, std::sync::atomic::Ordering::SeqCst);
+        if (partition as usize) < self.shared().partition_count() {
+            self.shared().loaded[partition as usize].store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     /// Whether a copy of `partition` from its leader has been loaded here.
     pub fn replica_loaded(&self, partition: u32) -> bool {
-        self.shared().loaded.get(partition as usize).is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst))
+        (partition as usize) < self.shared().partition_count()
+            && self.shared().loaded[partition as usize].load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The inbox of this host's site for `partition`, if it holds a copy.
-    pub(crate) fn local_site(&self, partition: u32) -> Option<&std::sync::mpsc::Sender<SiteMsg>> {
-        let shared = self.shared();
-        shared.local.get(partition as usize).copied().unwrap_or(false).then(|| &shared.sites[partition as usize])
+    pub(crate) fn local_site(&self, partition: u32) -> Option<std::sync::mpsc::Sender<SiteMsg>> {
+        self.shared().local_site(partition)
     }
 }

@@ -101,8 +101,6 @@ pub(crate) struct Site {
     pub inbox: Receiver<SiteMsg>,
     pub mp_inbox: Receiver<MpWork>,
     pub mp_reply: Sender<MpReply>,
-    /// Every site's inbox (this one's included), for forwarding.
-    pub peers: Vec<Sender<SiteMsg>>,
     pub batch: Batch,
     /// Where committed changes are logged (none: no command log).
     pub log: Option<Arc<dyn CommandLog>>,
@@ -245,8 +243,9 @@ impl Site {
                 Err(e) => return task.sink.deliver(task.handle, Response::failure(e, None)),
             };
             if let Some(target) = target {
-                if target != self.partition && self.link.is_some() {
-                    // Its leader may be on another host.
+                if target != self.partition {
+                    // Another site's (on another host, in a cluster, if
+                    // another leads it).
                     let task = SpTask { hash_version: self.hashinator.version(), ..task };
                     match self.shared.upgrade() {
                         Some(shared) => crate::host::dispatch_sp(&shared, target as usize, task),
@@ -254,20 +253,6 @@ impl Site {
                             task.handle,
                             Response::failure(err!(Unavailable, "the host is shutting down"), None),
                         ),
-                    }
-                    return;
-                }
-                if target != self.partition {
-                    self.depths[target as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Err(e) = self.peers[target as usize]
-                        .send(SiteMsg::Sp(SpTask { hash_version: self.hashinator.version(), ..task }))
-                    {
-                        if let SiteMsg::Sp(t) = e.0 {
-                            t.sink.deliver(
-                                t.handle,
-                                Response::failure(err!(Unavailable, "the host is shutting down"), None),
-                            );
-                        }
                     }
                     return;
                 }

@@ -27,6 +27,7 @@
 use std::io::Cursor;
 
 mod detector;
+mod elastic;
 pub mod formation;
 pub mod metadata;
 pub mod network;

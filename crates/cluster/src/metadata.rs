@@ -24,6 +24,9 @@ use std::collections::BTreeMap;
 /// applied: a huge layout would exhaust every member's memory on replay).
 pub const MAX_SITES_PER_HOST: u32 = 256;
 pub const MAX_HOSTS: usize = 1024;
+/// The most partitions a cluster has (as many as a host's transaction
+/// layer routes to).
+pub const MAX_PARTITIONS: usize = 1024;
 
 /// A host's id: also its id in the metadata group.
 pub type HostId = u64;
@@ -72,6 +75,10 @@ pub struct PartitionPlacement {
     /// (`HostRejoined::revived`); a stale one needs a copy from a leader.
     #[serde(default)]
     pub stale: std::collections::BTreeSet<HostId>,
+    /// Added with new hosts and not yet in the order of multi-partition
+    /// transactions: the ring gives it no token (see `crate::elastic`).
+    #[serde(default)]
+    pub joining: bool,
 }
 
 /// The replicated cluster metadata.
@@ -151,6 +158,16 @@ pub enum Command {
     /// unless the ring is the one after the current one, over the same
     /// partitions.
     SetRing { coordinator: HostId, incarnation: u64, ring: joule_common::hashinator::Hashinator, txn: u64 },
+    /// k+1 new hosts join the running cluster with `sites_per_host` new
+    /// partitions, joining (see `crate::elastic`).
+    AddHosts { hosts: BTreeMap<HostId, HostInfo> },
+    /// The coordinator's transaction that brought the joining partitions
+    /// into the transaction order commits: `ring` is the current one, one
+    /// version on, over every partition. Refused as `SetRing` is.
+    PartitionsJoined { coordinator: HostId, incarnation: u64, ring: joule_common::hashinator::Hashinator, txn: u64 },
+    /// Give up the join under way: the joining partitions and the hosts
+    /// added with them are removed.
+    AbandonJoin,
 }
 
 /// A command as proposed: with an id its proposer chose, so that a retried
@@ -290,6 +307,11 @@ impl ClusterMetadata {
             Command::SetRing { coordinator, incarnation, ring, txn } => {
                 self.set_ring(*coordinator, *incarnation, ring, *txn)
             }
+            Command::AddHosts { hosts } => self.add_hosts(hosts),
+            Command::PartitionsJoined { coordinator, incarnation, ring, txn } => {
+                self.partitions_joined(*coordinator, *incarnation, ring, *txn)
+            }
+            Command::AbandonJoin => self.abandon_join(),
         }
     }
 
@@ -309,12 +331,15 @@ impl ClusterMetadata {
         }
         let ids: Vec<HostId> = hosts.keys().copied().collect();
         let partition_count = ids.len() * sites_per_host as usize / copies;
+        if partition_count > MAX_PARTITIONS {
+            return refused(format!("at most {MAX_PARTITIONS} partitions, not {partition_count}"));
+        }
         // Slots ordered site-major (site 0 of every host, then site 1, ...):
         // any k+1 consecutive slots are on k+1 distinct hosts.
         let mut partitions = Vec::with_capacity(partition_count);
         for p in 0..partition_count {
             let replicas = (0..copies).map(|r| ids[(p * copies + r) % ids.len()]).collect();
-            partitions.push(PartitionPlacement { replicas, leader: None, stale: Default::default() });
+            partitions.push(PartitionPlacement { replicas, leader: None, stale: Default::default(), joining: false });
         }
         self.formed = true;
         self.kfactor = kfactor;
@@ -428,7 +453,7 @@ impl ClusterMetadata {
 
     /// Among partition `p`'s replicas that are up, the one leading the
     /// fewest partitions (lowest id on a tie).
-    fn least_loaded_live_replica(&self, p: usize) -> Option<HostId> {
+    pub(crate) fn least_loaded_live_replica(&self, p: usize) -> Option<HostId> {
         let leads = self.leaderships();
         self.partitions[p]
             .replicas
@@ -459,7 +484,7 @@ impl ClusterMetadata {
     }
 }
 
-fn refused(why: String) -> CommandResult {
+pub(crate) fn refused(why: String) -> CommandResult {
     CommandResult::Refused(why)
 }
 
@@ -476,12 +501,11 @@ impl ClusterMetadata {
         ring: &joule_common::hashinator::Hashinator,
         txn: u64,
     ) -> CommandResult {
-        let at = self.hosts.get(&coordinator).filter(|h| h.state == HostState::Up).map(|h| h.incarnation);
-        if self.mp_coordinator != Some(coordinator) || at != Some(incarnation) {
-            return refused(format!(
-                "host {coordinator} (incarnation {incarnation}) no longer coordinates: its move of ranges is \
-                 decided by the coordinator now named"
-            ));
+        if let CommandResult::Refused(why) = self.coordinates(coordinator, incarnation) {
+            return refused(why);
+        }
+        if self.joining() {
+            return refused("partitions are joining: ranges move once they joined".into());
         }
         if ring.version() != self.ring_version() + 1 {
             return refused(format!("the ring is at version {}, not {}", self.ring_version(), ring.version() - 1));
@@ -499,6 +523,21 @@ impl ClusterMetadata {
     }
 }
 
+impl ClusterMetadata {
+    /// Applied if `coordinator` coordinates at `incarnation`: only then may
+    /// it commit a transaction by a record here.
+    pub(crate) fn coordinates(&self, coordinator: HostId, incarnation: u64) -> CommandResult {
+        let at = self.hosts.get(&coordinator).filter(|h| h.state == HostState::Up).map(|h| h.incarnation);
+        if self.mp_coordinator != Some(coordinator) || at != Some(incarnation) {
+            return refused(format!(
+                "host {coordinator} (incarnation {incarnation}) no longer coordinates: its transaction is decided \
+                 by the coordinator now named"
+            ));
+        }
+        CommandResult::Applied
+    }
+}
+
 fn set_version(current: &mut u64, expected: u64, version: u64, what: &str) -> CommandResult {
     if *current != expected {
         return refused(format!("the {what} version is {current}, not {expected}"));
@@ -511,12 +550,12 @@ fn set_version(current: &mut u64, expected: u64, version: u64, what: &str) -> Co
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
-    fn hosts(n: u64) -> BTreeMap<HostId, HostInfo> {
+    pub(crate) fn hosts(n: u64) -> BTreeMap<HostId, HostInfo> {
         (1..=n)
             .map(|i| {
                 let info = HostInfo {
@@ -530,7 +569,7 @@ mod tests {
             .collect()
     }
 
-    fn formed(n: u64, sites: u32, k: u32) -> ClusterMetadata {
+    pub(crate) fn formed(n: u64, sites: u32, k: u32) -> ClusterMetadata {
         let mut m = ClusterMetadata::default();
         assert_eq!(
             m.apply(&Command::Form { kfactor: k, sites_per_host: sites, hosts: hosts(n) }),
@@ -541,7 +580,7 @@ mod tests {
 
     /// The invariants of any placement: k+1 distinct replicas per partition,
     /// no host over its sites, a live leader wherever a replica lives.
-    fn check(m: &ClusterMetadata) {
+    pub(crate) fn check(m: &ClusterMetadata) {
         let mut per_host: BTreeMap<HostId, u32> = BTreeMap::new();
         for p in &m.partitions {
             assert_eq!(p.replicas.len(), m.kfactor as usize + 1);

@@ -32,11 +32,12 @@
 //! every host it names, and a restarting cluster must settle first) and
 //! past the bounds. Moving ranges waits while partitions join.
 //!
-//! Not built yet: removing hosts (their partitions would have to leave the
-//! dense partition ids every layer indexes by), and anything that proposes
-//! these commands — the hosts' side (raft membership of the new hosts, the
-//! data plane's links and the transaction layer's proxies for the new
-//! partitions) comes next.
+//! `admission.rs` proposes `AddHosts` once k+1 new hosts have caught up
+//! with the group. Not built yet: removing hosts (their partitions would
+//! have to leave the dense partition ids every layer indexes by), and the
+//! hosts' side of a join — the data plane's links and the transaction
+//! layer's proxies for the new partitions, and the coordinator's join
+//! transaction that proposes `PartitionsJoined`.
 
 use crate::metadata::{
     refused, ClusterMetadata, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, MAX_HOSTS, MAX_PARTITIONS,

@@ -42,6 +42,9 @@ pub struct FormationSettings {
     pub sites_per_host: u32,
     /// Internal addresses of hosts to join; empty: this host forms it.
     pub join: Vec<String>,
+    /// Join a running cluster as a new host (elastic scaling, see
+    /// `admission.rs`) rather than one being formed; `join` names members.
+    pub add: bool,
     /// The name or IP other hosts and clients reach this host by; `None`:
     /// the address the forming host sees (see the module doc).
     pub advertise: Option<String>,
@@ -146,7 +149,12 @@ pub async fn form_or_join(
     listener: tokio::net::TcpListener,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<MetadataNode> {
-    check_shape(settings.host_count, settings.kfactor)?;
+    if settings.add && settings.join.is_empty() {
+        bail!(InvalidArgument, "a host added to a running cluster needs --join naming one of its hosts");
+    }
+    if !settings.add {
+        check_shape(settings.host_count, settings.kfactor)?;
+    }
     std::fs::create_dir_all(&settings.dir)
         .map_err(|e| err!(IoError, "cannot create {}: {e}", settings.dir.display()))?;
     let internal_port = listener.local_addr().map_err(|e| err!(Internal, "no internal address: {e}"))?.port();
@@ -176,7 +184,9 @@ pub async fn form_or_join(
                 settings.dir.display()
             );
         }
-        if settings.join.is_empty() {
+        if settings.add {
+            crate::admission::add_this_host(settings, listener, progress).await?
+        } else if settings.join.is_empty() {
             form(settings, listener, progress).await?
         } else {
             join(settings, listener, progress).await?
@@ -350,7 +360,7 @@ fn mismatch(settings: &FormationSettings, r: &JoinRequest) -> Option<String> {
 }
 
 /// `host:port`, bracketing IPv6 addresses.
-fn address(host: &str, port: u16) -> String {
+pub(crate) fn address(host: &str, port: u16) -> String {
     match host.parse::<std::net::IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port).to_string(),
         Err(_) => format!("{host}:{port}"),
@@ -444,6 +454,7 @@ mod tests {
             kfactor: 1,
             sites_per_host: 2,
             join: vec![],
+            add: false,
             advertise: None,
             client_port: 1,
             dir: PathBuf::new(),

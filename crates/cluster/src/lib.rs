@@ -26,6 +26,7 @@
 
 use std::io::Cursor;
 
+mod admission;
 mod detector;
 mod elastic;
 pub mod formation;

@@ -51,6 +51,9 @@ pub(crate) enum Request {
     Join(crate::formation::JoinRequest),
     /// A linearizable read of the metadata, forwarded to the leader.
     Read,
+    /// A new host asks to be admitted to the running cluster (see
+    /// `admission.rs`).
+    Admit(crate::admission::AdmitRequest),
 }
 
 /// What became of a forwarded proposal.
@@ -75,6 +78,8 @@ pub(crate) enum Reply {
     Read(Result<ClusterMetadata, ReadRefused>),
     /// The joining host's id, or why it may not join.
     Join(Result<HostId, String>),
+    /// How an admission goes, or why the host may not be admitted.
+    Admit(Result<crate::admission::AdmitReply, String>),
 }
 
 /// Why a forwarded read was not answered.
@@ -272,6 +277,7 @@ pub(crate) async fn serve(
     joins: Option<crate::formation::Joins>,
     data: DataConnections,
     contact: LastContact,
+    admissions: std::sync::Arc<crate::admission::Admissions>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -287,7 +293,7 @@ pub(crate) async fn serve(
         };
         let _ = s.set_nodelay(true);
         let (raft, metadata, joins, data) = (raft.clone(), metadata.clone(), joins.clone(), data.clone());
-        let contact = contact.clone();
+        let (contact, admissions) = (contact.clone(), admissions.clone());
         connections.spawn(async move {
             let mut header = [0u8; 4];
             if s.read_exact(&mut header).await.is_err() {
@@ -317,6 +323,7 @@ pub(crate) async fn serve(
                     Request::Vote(r) => Reply::Vote(raft.vote(r).await),
                     Request::Ping => Reply::Pong,
                     Request::Join(j) => Reply::Join(crate::formation::ask(joins.as_ref(), j, peer).await),
+                    Request::Admit(a) => Reply::Admit(admissions.answer(&raft, &metadata, a, peer).await),
                     Request::Read => Reply::Read(match crate::node::read_here(&raft, &metadata, PROPOSE_WAIT).await {
                         Ok(m) => Ok(m),
                         Err(crate::node::NotHere::NotLeader(_)) => Err(ReadRefused::NotLeader),

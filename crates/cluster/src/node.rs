@@ -167,7 +167,9 @@ impl MetadataNode {
         let (data_tx, data_rx) = tokio::sync::mpsc::unbounded_channel();
         let contact: crate::network::LastContact =
             std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
-        let server = tokio::spawn(serve(listener, raft.clone(), metadata.clone(), joins, data_tx, contact.clone()));
+        let admissions = std::sync::Arc::default();
+        let server =
+            tokio::spawn(serve(listener, raft.clone(), metadata.clone(), joins, data_tx, contact.clone(), admissions));
         Ok(MetadataNode {
             id,
             address: address.to_string(),
@@ -327,6 +329,11 @@ impl MetadataNode {
             // when a leader was last heard from.
             _ => self.contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed() <= within,
         }
+    }
+
+    /// The group's voting members, as this member knows them.
+    pub fn voters(&self) -> Vec<HostId> {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
     }
 
     /// The member this host believes leads the group.

@@ -173,6 +173,8 @@ pub(crate) async fn join(
         kfactor: config.kfactor,
         sites_per_host: u32::try_from(sites).map_err(|_| err!(InvalidArgument, "too many sites"))?,
         join: config.join.clone(),
+        // Hosts whose partitions join a running cluster are not served yet.
+        add: false,
         advertise: config.advertise.clone(),
         client_port,
         dir,

@@ -1,0 +1,145 @@
+//! New hosts admitted to a running cluster (in one process, over real TCP
+//! on loopback, each member with its own directory): k+1 at a time, as
+//! voters of the metadata group, with partitions of their own marked
+//! joining; hosts whose settings do not fit are refused.
+
+use joule_cluster::{form_or_join, DetectorSettings, FormationSettings, MetadataNode, Routes};
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(name: &str) -> Dir {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    Dir(std::env::temp_dir().join(format!("joule-admit-{name}-{}-{nanos}", std::process::id())))
+}
+
+fn settings(
+    root: &Dir,
+    name: &str,
+    hosts: usize,
+    k: u32,
+    sites: u32,
+    join: Vec<String>,
+    add: bool,
+) -> FormationSettings {
+    FormationSettings {
+        host_count: hosts,
+        kfactor: k,
+        sites_per_host: sites,
+        join,
+        add,
+        advertise: Some("127.0.0.1".into()),
+        client_port: 1,
+        dir: root.0.join(name),
+        detector: DetectorSettings::default(),
+        routes: Routes::default(),
+        logged: Default::default(),
+    }
+}
+
+async fn listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// A cluster of `hosts` formed in this process: its members, and the
+/// forming host's internal address.
+async fn formed(root: &Dir, hosts: usize, k: u32, sites: u32) -> (Vec<MetadataNode>, String) {
+    let first = listener().await;
+    let address = first.local_addr().unwrap().to_string();
+    let mut tasks = Vec::new();
+    let s = settings(root, "host-0", hosts, k, sites, vec![], false);
+    tasks.push(tokio::spawn(async move { form_or_join(&s, first, &|_| {}).await.unwrap() }));
+    for i in 1..hosts {
+        let s = settings(root, &format!("host-{i}"), hosts, k, sites, vec![address.clone()], false);
+        let l = listener().await;
+        tasks.push(tokio::spawn(async move { form_or_join(&s, l, &|_| {}).await.unwrap() }));
+    }
+    let mut nodes = Vec::new();
+    for t in tasks {
+        nodes.push(t.await.unwrap());
+    }
+    (nodes, address)
+}
+
+async fn add(root: &Dir, name: &str, k: u32, sites: u32, join: &str) -> joule_common::Result<MetadataNode> {
+    let s = settings(root, name, 0, k, sites, vec![join.to_string()], true);
+    form_or_join(&s, listener().await, &|_| {}).await
+}
+
+/// Why adding a host was refused.
+async fn refused(root: &Dir, name: &str, k: u32, sites: u32, join: &str) -> String {
+    match add(root, name, k, sites, join).await {
+        Ok(node) => panic!("host {} was admitted", node.id()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_added_to_a_k0_cluster_becomes_a_voter_with_partitions_joining() {
+    let root = dir("k0");
+    let (nodes, address) = formed(&root, 2, 0, 2).await;
+    let new = add(&root, "host-new", 0, 2, &address).await.unwrap();
+    assert_eq!(new.id(), 2);
+    let m = new.metadata();
+    assert_eq!(m.hosts.len(), 3);
+    assert_eq!(m.partitions.len(), 6);
+    assert_eq!(m.active_partitions(), 4);
+    for p in &m.partitions[4..] {
+        assert!(p.joining);
+        assert_eq!((p.replicas.clone(), p.leader), (vec![2], Some(2)));
+    }
+    let mut voters = nodes[0].voters();
+    voters.sort_unstable();
+    assert_eq!(voters, vec![0, 1, 2]);
+    // Every member applies what follows, the new one included.
+    let change = joule_cluster::Command::SetCatalogVersion { expected: 0, version: 5 };
+    assert_eq!(new.propose(change).await.unwrap(), joule_cluster::CommandResult::Applied);
+    for n in nodes.iter().chain([&new]) {
+        n.wait_for(Duration::from_secs(10), |m| m.catalog_version == 5).await.unwrap();
+    }
+    // While its partitions join, no further host is admitted.
+    let why = refused(&root, "host-more", 0, 2, &address).await;
+    assert!(why.contains("still joining"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_k1_hosts_are_admitted_two_at_a_time_and_misfits_are_refused() {
+    let root = dir("k1");
+    let (nodes, address) = formed(&root, 2, 1, 2).await;
+    let why = refused(&root, "host-odd", 1, 3, &address).await;
+    assert!(why.contains("sites per host 3 (this cluster: 2)"), "{why}");
+    let why = refused(&root, "host-k0", 0, 2, &address).await;
+    assert!(why.contains("k-factor 0 (this cluster: 1)"), "{why}");
+    // Asking a member that does not lead works as well as asking the leader.
+    let follower = nodes.iter().find(|n| nodes[0].leader() != Some(n.id())).unwrap().address().to_string();
+    let (root_a, root_b) = (&root, &root);
+    let first = add(root_a, "host-a", 1, 2, &address);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        add(root_b, "host-b", 1, 2, &follower).await
+    };
+    let (a, b) = tokio::join!(first, second);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let m = a.metadata();
+    assert_eq!(m.hosts.len(), 4);
+    assert_eq!(m.partitions.len(), 4, "2 sites on 2 new hosts, 2 copies each: 2 new partitions");
+    let mut ids = vec![a.id(), b.id()];
+    ids.sort_unstable();
+    assert_eq!(ids, vec![2, 3]);
+    for p in &m.partitions[2..] {
+        let mut replicas = p.replicas.clone();
+        replicas.sort_unstable();
+        assert_eq!(replicas, vec![2, 3]);
+    }
+    assert_ne!(m.partitions[2].leader, m.partitions[3].leader, "the new hosts lead one each");
+    let mut voters = nodes[0].voters();
+    voters.sort_unstable();
+    assert_eq!(voters, vec![0, 1, 2, 3]);
+}

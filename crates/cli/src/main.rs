@@ -118,6 +118,11 @@ struct StartArgs {
     /// the host forming the cluster, or any member.
     #[arg(long, value_delimiter = ',')]
     join: Option<Vec<String>>,
+    /// Join a running cluster (one of `--join`'s hosts) as a new host:
+    /// k+1 hosts are added at a time, with partitions of their own; then
+    /// `@Rebalance` gives them ranges of the ring.
+    #[arg(long)]
+    add: bool,
     /// Copies of each partition beyond the first: the cluster survives
     /// this many hosts failing [default: 0].
     #[arg(long)]
@@ -305,6 +310,7 @@ fn start(args: StartArgs) -> ExitCode {
     if let Some(v) = args.join {
         config.cluster.join = v.into_iter().filter(|a| !a.is_empty()).collect();
     }
+    config.cluster.add |= args.add;
     if let Some(v) = args.kfactor {
         config.cluster.kfactor = v;
     }

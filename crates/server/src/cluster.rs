@@ -55,6 +55,11 @@ pub struct ClusterConfig {
     /// runs a copy of it (`--accept-data-loss`); otherwise it refuses to
     /// start.
     pub accept_data_loss: bool,
+    /// Join a running cluster as a new host (`--add`, with `join` naming
+    /// its members): elastic scaling adds k+1 hosts at a time, each with
+    /// partitions of its own that join the transaction order and then take
+    /// ranges of the ring (`@Rebalance`).
+    pub add: bool,
 }
 
 impl Default for ClusterConfig {
@@ -68,6 +73,7 @@ impl Default for ClusterConfig {
             heartbeat_timeout: joule_cluster::DetectorSettings::default().timeout,
             routes: BTreeMap::new(),
             accept_data_loss: false,
+            add: false,
         }
     }
 }
@@ -80,7 +86,12 @@ impl ClusterConfig {
 
     /// Settings that cannot work, refused before anything starts.
     pub fn validate(&self) -> Result<()> {
-        joule_cluster::formation::check_shape(self.host_count, self.kfactor)?;
+        if self.add && self.join.is_empty() {
+            bail!(InvalidArgument, "--add needs --join naming a host of the running cluster");
+        }
+        if !self.add {
+            joule_cluster::formation::check_shape(self.host_count, self.kfactor)?;
+        }
         for (from, to) in &self.routes {
             for a in [from, to] {
                 if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
@@ -173,8 +184,7 @@ pub(crate) async fn join(
         kfactor: config.kfactor,
         sites_per_host: u32::try_from(sites).map_err(|_| err!(InvalidArgument, "too many sites"))?,
         join: config.join.clone(),
-        // Hosts whose partitions join a running cluster are not served yet.
-        add: false,
+        add: config.add,
         advertise: config.advertise.clone(),
         client_port,
         dir,
@@ -587,6 +597,7 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
     let mut before = rx.borrow_and_update().clone();
     let mut ready = ctx.copies_ready.subscribe();
     let mut was_ready = *ready.borrow_and_update();
+    crate::elastic::follow_partitions(&ctx, &before);
     ctx.host.install_ring(before.ring.as_ref());
     if let (Some(link), true) = (&ctx.link, was_ready) {
         // Changes between starting the link and now (leaderships gained
@@ -594,6 +605,9 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
         // copies were replayed before this started).
         let is_up = |h: HostId| node.metadata().is_up(h);
         link.follow_metadata(&before, &ctx.host, &crate::on_divergence(&ctx), &is_up).await;
+    }
+    if was_ready && before.is_up(me) {
+        crate::elastic::bring_in_joining(&ctx, &before);
     }
     let mut shutdown = ctx.shutdown.subscribe();
     loop {
@@ -613,7 +627,8 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
         let now = rx.borrow_and_update().clone();
         let is_ready = *ready.borrow_and_update();
         // Before a new coordinator here takes over: it decides moves of
-        // ranges left in doubt by this ring.
+        // ranges left in doubt by this ring (and by the partitions it counts).
+        crate::elastic::follow_partitions(&ctx, &now);
         ctx.host.install_ring(now.ring.as_ref());
         // A host recovering from its copy logs takes no leadership until
         // they are replayed; then it takes what the metadata gives it
@@ -624,6 +639,7 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
         }
         if is_ready && now.is_up(me) {
             fail_recovering(&ctx, &now);
+            crate::elastic::bring_in_joining(&ctx, &now);
         }
         let became_ready = is_ready && !was_ready;
         was_ready = is_ready;
@@ -688,6 +704,9 @@ pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<
         ));
     }
     for (id, h) in &after.hosts {
+        if before.formed && !before.hosts.contains_key(id) {
+            out.push(format!("host {id} ({}) was added to the cluster", h.internal_address));
+        }
         let was = before.hosts.get(id).map(|b| b.state);
         if was.is_some() && was != Some(h.state) {
             let what = match h.state {
@@ -699,8 +718,15 @@ pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<
             out.push(format!("host {id} ({}) {what}", h.internal_address));
         }
     }
-    for (p, placement) in after.partitions.iter().enumerate() {
-        let old = before.partitions.get(p).and_then(|b| b.leader);
+    let (had, has) = (before.partitions.len(), after.partitions.len());
+    if before.formed && has > had {
+        out.push(format!(
+            "partitions {had}..{} were created on the added hosts; they join the transaction order next",
+            has - 1
+        ));
+    }
+    for (p, placement) in after.partitions.iter().enumerate().take(had) {
+        let old = before.partitions[p].leader;
         if before.formed && old != placement.leader {
             match placement.leader {
                 Some(l) => out.push(format!("partition {p}: leader moved from {} to host {l}", host_or_none(old))),
@@ -846,6 +872,25 @@ mod tests {
         }
         assert_eq!(lines.last().unwrap(), "multi-partition coordinator moved from host 0 to host 1");
         assert!(changes(&formed, &formed).is_empty());
+    }
+
+    #[test]
+    fn changes_name_added_hosts_and_their_partitions() {
+        let mut before = ClusterMetadata::default();
+        assert_eq!(
+            before.apply(&Command::Form { kfactor: 0, sites_per_host: 2, hosts: hosts(2) }),
+            CommandResult::Applied
+        );
+        let mut after = before.clone();
+        let added: BTreeMap<HostId, HostInfo> = hosts(3).into_iter().filter(|(id, _)| *id == 2).collect();
+        assert_eq!(after.apply(&Command::AddHosts { hosts: added }), CommandResult::Applied);
+        assert_eq!(
+            changes(&before, &after),
+            vec![
+                "host 2 (10.0.0.2:3021) was added to the cluster".to_string(),
+                "partitions 4..5 were created on the added hosts; they join the transaction order next".to_string(),
+            ]
+        );
     }
 
     #[test]

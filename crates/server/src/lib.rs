@@ -21,6 +21,7 @@ mod connection;
 pub mod convert;
 mod dataplane;
 mod durable;
+mod elastic;
 mod http;
 mod metrics;
 pub mod rebalance;
@@ -178,6 +179,9 @@ pub(crate) struct ServerContext {
     pub host_name: String,
     /// `@Rebalance`'s job (see `rebalance.rs`).
     pub rebalance: rebalance::Rebalancer,
+    /// A join transaction for partitions added with new hosts is under way
+    /// here (see `elastic.rs`).
+    pub joining: std::sync::atomic::AtomicBool,
 }
 
 impl ServerContext {
@@ -318,7 +322,12 @@ impl Server {
                 let replicas = (0..m.partitions.len() as u32)
                     .filter(|p| m.partitions[*p as usize].replicas.contains(&me))
                     .collect();
-                let placement = ClusterPlacement { partitions: m.partitions.len() as u32, replicas, link: l.clone() };
+                let placement = ClusterPlacement {
+                    partitions: m.partitions.len() as u32,
+                    active: m.active_partitions() as u32,
+                    replicas,
+                    link: l.clone(),
+                };
                 let host = Host::start(HostConfig {
                     sites_per_host: config.sites,
                     registry,
@@ -391,6 +400,7 @@ impl Server {
             host_id: membership.host_id(),
             host_name: membership.host_name(),
             rebalance: rebalance::Rebalancer::default(),
+            joining: Default::default(),
             membership,
         });
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;

@@ -48,8 +48,6 @@ pub(crate) struct Coordinator {
     /// it committed (see [`crate::partitions`]).
     pub site_inboxes: Vec<Sender<SiteMsg>>,
     pub replies: Receiver<MpReply>,
-    /// Where sites answer rounds (for the sites of added partitions).
-    pub reply_to: Sender<MpReply>,
     /// The schema without data: plans DDL and runs combine steps.
     pub schema_db: Database,
     pub ids: IdGenerator,
@@ -63,7 +61,7 @@ pub(crate) struct Coordinator {
     pub counters: crate::stats::SiteCounters,
     /// In a cluster: per partition, the proxy for its leader on another
     /// host (start marker, work), used while this host does not lead it.
-    pub proxies: Vec<Option<(Sender<SiteMsg>, Sender<MpWork>)>>,
+    pub proxies: Vec<Option<crate::host::PartitionInboxes>>,
     /// For the transaction running: which partitions are led elsewhere.
     pub remote: Vec<bool>,
     /// For the transaction running: which partitions were sent a write.
@@ -77,6 +75,9 @@ pub(crate) struct Coordinator {
     /// Outcomes of prepared transactions this coordinator still owes
     /// partitions: (partition, transaction, commit) (see `crate::resolve`).
     pub unsettled: Vec<(u32, u64, bool)>,
+    /// For the transaction running: the partition count before it brought
+    /// partitions in (see [`crate::partitions`]).
+    pub joining_from: Option<usize>,
 }
 
 /// What a transaction changes besides data.
@@ -84,28 +85,28 @@ pub(crate) struct Coordinator {
 struct Installs {
     schema: Option<Arc<Schema>>,
     hashinator: Option<Arc<Hashinator>>,
-    /// The initiators' routes with added partitions (published before the
-    /// ring that counts them, see [`crate::partitions`]).
-    routes: Option<Arc<crate::host::Routes>>,
+    /// Partitions the transaction brought into the order: sites started
+    /// here for them (one host), and the count in the order after it (see
+    /// [`crate::partitions`]; published before the ring that counts them).
+    partitions: Option<crate::partitions::Joined>,
 }
 
 impl Coordinator {
     pub fn new(
         shared: Arc<Shared>,
         inbox: Receiver<CoordMsg>,
-        sites: Vec<Sender<MpWork>>,
-        (reply_to, replies): (Sender<MpReply>, Receiver<MpReply>),
+        replies: Receiver<MpReply>,
         log: Option<Arc<dyn CommandLog>>,
     ) -> Self {
         let hashinator = shared.hashinator.load_full();
-        let site_inboxes = shared.routes.load().sites.clone();
+        let routes = shared.routes.load_full();
+        let active = routes.active;
         Coordinator {
             shared,
             inbox,
-            sites,
-            site_inboxes,
+            sites: routes.work[..active].to_vec(),
+            site_inboxes: routes.sites[..active].to_vec(),
             replies,
-            reply_to,
             schema_db: Database::new(),
             ids: IdGenerator::new(MP_INITIATOR),
             hashinator,
@@ -113,17 +114,18 @@ impl Coordinator {
             log,
             ddl_history: Vec::new(),
             counters: crate::stats::SiteCounters::new(),
-            proxies: Vec::new(),
+            proxies: routes.proxies[..active].to_vec(),
             remote: Vec::new(),
             wrote: Vec::new(),
             released: Vec::new(),
             released_waits: Vec::new(),
             unsettled: Vec::new(),
+            joining_from: None,
         }
     }
 
     /// Where partition `p`'s start marker goes in this transaction.
-    fn begin_target(&self, p: usize) -> &Sender<SiteMsg> {
+    pub(crate) fn begin_target(&self, p: usize) -> &Sender<SiteMsg> {
         match &self.proxies.get(p) {
             Some(Some((begin, _))) if self.remote[p] => begin,
             _ => &self.site_inboxes[p],
@@ -205,6 +207,8 @@ impl Coordinator {
                 // The coordinator moved while this waited: send it there.
                 return crate::host::forward_mp(&link, task);
             }
+            // Partitions another host's coordinator brought in.
+            self.follow_partitions();
             self.remote = (0..self.sites.len()).map(|p| !link.leads(p as u32)).collect();
             // A ring another host's coordinator moved to (this host
             // coordinates since), as the metadata gave it.
@@ -317,12 +321,7 @@ impl Coordinator {
                 None,
             ),
             MpKind::AddPartitions(count) => {
-                let mut added = None;
-                let result = self.add_partitions(*count, ids, &mut added);
-                if let Some(added) = added {
-                    installs.hashinator = Some(added.hashinator);
-                    installs.routes = Some(added.routes);
-                }
+                let result = self.add_partitions(*count, ids, &mut installs.hashinator, &mut installs.partitions);
                 (result, crate::response::APP_STATUS_UNSET, None)
             }
         };
@@ -395,6 +394,8 @@ impl Coordinator {
                 Response::failure(e, Some(ids))
             }
         };
+        // Partitions a failed transaction was to bring in (rolled back above).
+        self.forget_joining();
         response.app_status = app_status;
         response.app_status_string = app_status_string;
         response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
@@ -518,8 +519,8 @@ impl Coordinator {
         if let Some(s) = installs.schema {
             self.shared.schema.store(s);
         }
-        if let Some(routes) = installs.routes {
-            self.shared.routes.store(routes);
+        if let Some(joined) = installs.partitions {
+            self.publish_partitions(joined);
         }
         if let Some(h) = installs.hashinator {
             self.hashinator = h.clone();

@@ -65,8 +65,10 @@ pub struct HostConfig {
 /// A host's place in a multi-host cluster (see [`crate::remote`]).
 #[derive(Clone)]
 pub struct ClusterPlacement {
-    /// Partitions in the cluster.
+    /// Partitions in the cluster (joining ones included).
     pub partitions: u32,
+    /// Partitions in the transaction order (the others are joining).
+    pub active: u32,
     /// The partitions this host holds a replica of.
     pub replicas: Vec<u32>,
     pub link: Arc<dyn ClusterLink>,
@@ -74,7 +76,11 @@ pub struct ClusterPlacement {
 
 impl std::fmt::Debug for ClusterPlacement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClusterPlacement {{ partitions: {}, replicas: {:?} }}", self.partitions, self.replicas)
+        write!(
+            f,
+            "ClusterPlacement {{ partitions: {}, active: {}, replicas: {:?} }}",
+            self.partitions, self.active, self.replicas
+        )
     }
 }
 
@@ -102,6 +108,8 @@ pub(crate) struct Shared {
     /// are added, see [`crate::partitions`]).
     pub routes: ArcSwap<Routes>,
     pub coordinator: Sender<CoordMsg>,
+    /// Where sites and proxies answer the coordinator's rounds.
+    pub replies: Sender<crate::messages::MpReply>,
     pub schema: ArcSwap<Schema>,
     pub hashinator: ArcSwap<Hashinator>,
     pub registry: ProcedureRegistry,
@@ -127,20 +135,36 @@ pub(crate) struct Shared {
     pub spawned: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// A partition's two inboxes, as a site or a proxy takes them: start
+/// markers and single-partition work, and multi-partition work.
+pub(crate) type PartitionInboxes = (Sender<SiteMsg>, Sender<MpWork>);
+
 /// The most partitions a host routes to (held here or not).
 pub const MAX_PARTITIONS: usize = 1024;
 
-/// The partition set as initiators see it: per partition, where its calls
-/// go (the inbox of the site here, or the proxy for its leader on another
-/// host) and whether a site here holds a copy.
+/// The partition set as this host sees it: per partition, where its
+/// calls and start markers go (the inbox of the site here, or the proxy for
+/// its leader on another host), where multi-partition work goes (the
+/// site's work inbox, or the proxy's), the proxy (in a cluster), and
+/// whether a site here holds a copy. Partitions past `active` exist (a
+/// cluster's hosts added them) but are not in the transaction order yet.
+#[derive(Clone)]
 pub(crate) struct Routes {
     pub sites: Vec<Sender<SiteMsg>>,
+    pub work: Vec<Sender<MpWork>>,
+    pub proxies: Vec<Option<PartitionInboxes>>,
     pub local: Vec<bool>,
+    pub active: usize,
 }
 
 impl Shared {
-    /// How many partitions there are.
+    /// How many partitions are in the transaction order.
     pub fn partition_count(&self) -> usize {
+        self.routes.load().active
+    }
+
+    /// How many partitions this host knows of (joining ones included).
+    pub fn known_partitions(&self) -> usize {
         self.routes.load().sites.len()
     }
 
@@ -153,7 +177,7 @@ impl Shared {
 
     /// `partition`'s prepared transactions here, if the partition exists.
     pub fn doubt(&self, partition: u32) -> Option<&Mutex<crate::messages::InDoubt>> {
-        ((partition as usize) < self.partition_count()).then(|| &self.in_doubt[partition as usize])
+        ((partition as usize) < self.known_partitions()).then(|| &self.in_doubt[partition as usize])
     }
 }
 
@@ -172,28 +196,31 @@ impl Host {
         if n == 0 || n > MAX_PARTITIONS {
             bail!(InvalidArgument, "sites_per_host must be between 1 and {MAX_PARTITIONS}, not {n}");
         }
+        let active = match &config.cluster {
+            Some(c) => (c.active as usize).clamp(1, n),
+            None => n,
+        };
         let local: Vec<bool> = match &config.cluster {
             Some(c) => (0..n as u32).map(|p| c.replicas.contains(&p)).collect(),
             None => vec![true; n],
         };
         let link = config.cluster.as_ref().map(|c| c.link.clone());
-        let hashinator = Arc::new(Hashinator::even(n as u32, 1)?);
+        let hashinator = Arc::new(Hashinator::even(active as u32, 1)?);
         let schema = Arc::new(Schema::compile(Arc::new(Default::default()), &config.registry, None)?);
         let (site_tx, site_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<SiteMsg>()).unzip();
-        let (mp_tx, mp_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
-        // In a cluster, every partition also has a proxy for its leader on
-        // another host (used while this host does not lead it).
-        let proxies: Vec<_> =
-            (0..n).map(|_| link.as_ref().map(|_| (mpsc::channel::<SiteMsg>(), mpsc::channel::<MpWork>()))).collect();
+        let (mp_tx, mp_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<MpWork>()).unzip();
         let (reply_tx, reply_rx) = mpsc::channel();
         let (coord_tx, coord_rx) = mpsc::channel();
-        let route = |p: usize| match &proxies[p] {
-            Some(((begin, _), _)) if !local[p] => begin.clone(),
-            _ => site_tx[p].clone(),
-        };
         let shared = Arc::new(Shared {
-            routes: ArcSwap::from_pointee(Routes { sites: (0..n).map(route).collect(), local: local.clone() }),
+            routes: ArcSwap::from_pointee(Routes {
+                sites: site_tx.clone(),
+                work: mp_tx.clone(),
+                proxies: vec![None; n],
+                local: local.clone(),
+                active,
+            }),
             coordinator: coord_tx.clone(),
+            replies: reply_tx.clone(),
             schema: ArcSwap::new(schema.clone()),
             hashinator: ArcSwap::new(hashinator.clone()),
             registry: config.registry,
@@ -222,31 +249,23 @@ impl Host {
             };
             threads.push(crate::partitions::start_site(&shared, start, reply_tx.clone(), config.command_log.clone())?);
         }
-        let mut proxy_senders = Vec::with_capacity(n);
-        for (p, proxy) in proxies.into_iter().enumerate() {
-            match (proxy, &link) {
-                (Some(((begin, begin_rx), (work, work_rx))), Some(link)) => {
-                    proxy_senders.push(Some((begin, work.clone())));
-                    let (link, replies) = (link.clone(), reply_tx.clone());
-                    threads.push(spawn(format!("joule-proxy-{p}"), move || {
-                        crate::remote::run_proxy(p as u32, begin_rx, work_rx, replies, link)
-                    })?);
-                }
-                _ => proxy_senders.push(None),
-            }
-        }
-        let work: Vec<Sender<MpWork>> = (0..n)
-            .map(|p| match &proxy_senders[p] {
-                Some((_, w)) if !local[p] => w.clone(),
-                _ => mp_tx[p].clone(),
-            })
-            .collect();
-        drop(mp_tx);
-        let mut coordinator =
-            Coordinator::new(shared.clone(), coord_rx, work, (reply_tx, reply_rx), config.command_log.clone());
+        drop((site_tx, mp_tx));
+        // In a cluster, every partition also has a proxy for its leader on
+        // another host (used while this host does not lead it).
         if link.is_some() {
-            coordinator.proxies = proxy_senders;
+            let mut routes = Routes::clone(&shared.routes.load());
+            for (p, &held) in local.iter().enumerate().take(n) {
+                let (thread, proxy) = crate::partitions::start_proxy(&shared, p as u32)?;
+                threads.push(thread);
+                if !held {
+                    routes.sites[p] = proxy.0.clone();
+                    routes.work[p] = proxy.1.clone();
+                }
+                routes.proxies[p] = Some(proxy);
+            }
+            shared.routes.store(Arc::new(routes));
         }
+        let mut coordinator = Coordinator::new(shared.clone(), coord_rx, reply_rx, config.command_log.clone());
         if let Some(resume) = config.resume_after {
             coordinator.ids.observe(resume);
         }
@@ -270,8 +289,14 @@ impl Host {
         &self.shared
     }
 
+    /// Partitions in the transaction order.
     pub fn partitions(&self) -> usize {
         self.shared.partition_count()
+    }
+
+    /// Partitions this host routes to, joining ones included.
+    pub fn known_partitions(&self) -> usize {
+        self.shared.known_partitions()
     }
 
     /// The schema initiators currently plan against.
@@ -318,6 +343,12 @@ impl Host {
     /// reaches them, and the coordinator when its next transaction starts.
     pub fn install_ring(&self, ring: Option<&Hashinator>) {
         let Some(ring) = ring else { return };
+        // A ring over more partitions: partitions joined (see
+        // `crate::partitions`), routed to before the ring that counts them.
+        let count = (ring.partition_count() as usize).min(self.shared.known_partitions());
+        if count > self.shared.partition_count() {
+            self.shared.routes.rcu(|now| Routes { active: now.active.max(count), ..Routes::clone(now) });
+        }
         let ring = Arc::new(ring.clone());
         self.shared.hashinator.rcu(|now| if now.version() >= ring.version() { now.clone() } else { ring.clone() });
     }
@@ -426,7 +457,7 @@ fn forward(link: &Arc<dyn ClusterLink>, to: Destination, call: WireCall, handle:
     link.forward(to, call, handle, sink)
 }
 
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(f)

@@ -166,6 +166,13 @@ pub(crate) enum WorkItem {
     /// write so that it reaches the replicas (which kept them too); it
     /// changes no row.
     ForgetTokens,
+    /// Hand over the rows of every replicated table (views on them too)
+    /// with their ids (see `crate::partitions`).
+    ReplicatedRows,
+    /// A partition joins the transaction order: take `catalog` as the
+    /// schema (the partition holds no row yet) and place the replicated
+    /// tables' rows at their ids.
+    JoinPartition { catalog: Arc<joule_sql::catalog::Catalog>, rows: crate::snapshot::PartitionRows },
 }
 
 impl WorkItem {
@@ -178,12 +185,14 @@ impl WorkItem {
             | WorkItem::Evict { .. }
             | WorkItem::Admit { .. }
             | WorkItem::NextRing(_)
-            | WorkItem::ForgetTokens => true,
+            | WorkItem::ForgetTokens
+            | WorkItem::JoinPartition { .. } => true,
             WorkItem::Fragment { .. }
             | WorkItem::Query { .. }
             | WorkItem::Checksum
             | WorkItem::ValidatePartitioning
-            | WorkItem::Freeze => false,
+            | WorkItem::Freeze
+            | WorkItem::ReplicatedRows => false,
         }
     }
 }
@@ -198,6 +207,8 @@ pub(crate) enum ItemResult {
     Frozen(FrozenPartition),
     /// Rows given up by [`WorkItem::Evict`], by table (qualified name).
     Evicted(Vec<(String, Vec<Row>)>),
+    /// Rows with their ids, by table ([`WorkItem::ReplicatedRows`]).
+    Placed(crate::snapshot::PartitionRows),
 }
 
 /// What the coordinator sends a site inside a multi-partition transaction.

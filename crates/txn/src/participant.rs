@@ -394,9 +394,11 @@ fn note_write(item: &WorkItem, writes: &mut Option<Vec<WireItem>>, ddl: &mut Vec
     let (planned, writing) = match item {
         WorkItem::Execute { planned, .. } => (Some(planned), planned.writes),
         WorkItem::InsertRows { planned, .. } => (Some(planned), true),
-        WorkItem::Evict { .. } | WorkItem::Admit { .. } | WorkItem::NextRing(_) | WorkItem::ForgetTokens => {
-            (None, true)
-        }
+        WorkItem::Evict { .. }
+        | WorkItem::Admit { .. }
+        | WorkItem::NextRing(_)
+        | WorkItem::ForgetTokens
+        | WorkItem::JoinPartition { .. } => (None, true),
         _ => (None, false),
     };
     if let Some(p) = planned {

@@ -47,7 +47,8 @@ use crate::hashinator::Hashinator;
 use crate::host::{Routes, Shared, MAX_PARTITIONS};
 use crate::ids::TxnIds;
 use crate::logging::CommandLog;
-use crate::messages::{Decider, ItemResult, MpReply, MpWork, SiteMsg, WorkItem};
+use crate::messages::MpWork;
+use crate::messages::{Decider, ItemResult, MpReply, SiteMsg, WorkItem};
 use crate::procedure::Batch;
 use crate::response::ResultTable;
 use crate::site::Site;
@@ -116,30 +117,85 @@ pub(crate) fn start_site(
         .map_err(|e| err!(Internal, "cannot start thread {name}: {e}"))
 }
 
-/// What adding partitions installs at its commit.
-pub(crate) struct Added {
-    /// The ring over the larger partition count.
-    pub hashinator: Arc<Hashinator>,
-    /// The initiators' routes with the new partitions.
-    pub routes: Arc<Routes>,
+/// Start the proxy thread for `partition`'s leader on another host: its
+/// thread, and its inboxes (start markers, work).
+pub(crate) fn start_proxy(
+    shared: &Arc<Shared>,
+    partition: u32,
+) -> Result<(JoinHandle<()>, crate::host::PartitionInboxes)> {
+    let link = shared.link.clone().ok_or_else(|| err!(Internal, "a proxy needs the cluster's link"))?;
+    let (begin, begin_rx) = mpsc::channel();
+    let (work, work_rx) = mpsc::channel();
+    let replies = shared.replies.clone();
+    let thread = crate::host::spawn(format!("joule-proxy-{partition}"), move || {
+        crate::remote::run_proxy(partition, begin_rx, work_rx, replies, link)
+    })?;
+    Ok((thread, (begin, work)))
+}
+
+impl crate::host::Host {
+    /// A cluster's hosts added partitions up to `total` (see the cluster
+    /// metadata's `AddHosts`): route to their leaders through proxies. They
+    /// join the transaction order later, when the coordinator's join
+    /// transaction commits; until then no call reaches them (the ring
+    /// gives them no token). Partitions this host holds a copy of were
+    /// placed when it started.
+    pub fn extend_partitions(&self, total: u32) -> Result<()> {
+        let shared = self.shared();
+        let known = shared.known_partitions();
+        if total as usize <= known {
+            return Ok(());
+        }
+        if shared.link.is_none() || total as usize > MAX_PARTITIONS {
+            bail!(InvalidArgument, "cannot route to {total} partitions here");
+        }
+        let mut added = Vec::new();
+        for p in known..total as usize {
+            let (thread, proxy) = start_proxy(shared, p as u32)?;
+            shared.spawned.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
+            shared.loaded[p].store(true, std::sync::atomic::Ordering::SeqCst);
+            added.push(proxy);
+        }
+        shared.routes.rcu(|now| {
+            let mut routes = Routes::clone(now);
+            for (begin, work) in added.iter().skip(routes.sites.len() - known) {
+                routes.sites.push(begin.clone());
+                routes.work.push(work.clone());
+                routes.proxies.push(Some((begin.clone(), work.clone())));
+                routes.local.push(false);
+            }
+            routes
+        });
+        Ok(())
+    }
+}
+
+/// What a transaction that brought partitions in publishes at its commit.
+pub(crate) struct Joined {
+    /// Partitions in the order from now on.
+    pub active: usize,
+    /// One host: the inboxes of the sites started for them.
+    pub started: Vec<(Sender<SiteMsg>, Sender<MpWork>)>,
 }
 
 impl Coordinator {
-    /// Add `count` partitions, held by new sites on this host, inside the
-    /// transaction `ids` (every existing site has joined it). On success
-    /// the new sites have joined it too and hold the replicated tables'
-    /// rows; `added` is what the commit installs. On failure the new sites
-    /// are stopped and forgotten (the caller rolls the others back).
+    /// Bring `count` partitions into the transaction order inside the
+    /// transaction `ids` (every partition in it so far has joined): on one
+    /// host new sites are started for them; on a cluster they are the ones
+    /// the metadata added with new hosts, which this host routes to
+    /// already. Each takes the schema and the replicated tables' rows
+    /// (`WorkItem::JoinPartition`); `ring` and `joined` are what the commit
+    /// installs. On failure the coordinator forgets them again once the
+    /// transaction has rolled back (`forget_joining`).
     pub(crate) fn add_partitions(
         &mut self,
         count: u32,
         ids: TxnIds,
-        added: &mut Option<Added>,
+        ring: &mut Option<Arc<Hashinator>>,
+        joined: &mut Option<Joined>,
     ) -> Result<Vec<ResultTable>> {
         let n = self.sites.len();
-        if self.shared.link.is_some() {
-            bail!(FeatureNotSupported, "adding partitions to a cluster of several hosts is not built yet");
-        }
+        let cluster = self.shared.link.is_some();
         if self.log.is_some() {
             bail!(
                 FeatureNotSupported,
@@ -162,62 +218,66 @@ impl Coordinator {
                 t.qualified_name()
             );
         }
+        let routes = self.shared.routes.load_full();
+        if cluster && routes.sites.len() < n + count as usize {
+            bail!(Unavailable, "partitions {n}..{} are not known on this host yet; try again", n + count as usize - 1);
+        }
         let replicated = self.replicated_rows()?;
         let next = Arc::new(Hashinator::over(
             self.hashinator.version() + 1,
             self.hashinator.ring().to_vec(),
             (n + count as usize) as u32,
         )?);
-        let catalog = self.schema_db.catalog_arc().clone();
-        let schema = self.shared.schema.load_full();
-        let current = self.shared.routes.load_full();
-        let mut routes = Routes { sites: current.sites.clone(), local: current.local.clone() };
+        let mut started = Vec::new();
+        self.joining_from = Some(n);
         for p in n..n + count as usize {
-            let (inbox_tx, inbox) = mpsc::channel();
-            let (work, mp_inbox) = mpsc::channel();
-            // The start marker is first in its inbox: the site joins this
-            // transaction before anything else can reach it. (The receiver
-            // is at hand, so the send cannot fail.)
-            let _ = inbox_tx.send(SiteMsg::MpBegin(ids, None, Decider::Coordinator));
-            let mut db = Database::new();
-            db.load_catalog(catalog.clone())
-                .and_then(|()| {
-                    let start = SiteStart {
-                        partition: p as u32,
-                        db,
-                        hashinator: self.hashinator.clone(),
-                        schema: schema.clone(),
-                        inbox,
-                        mp_inbox,
-                        resume_after: None,
-                    };
-                    let thread = start_site(&self.shared, start, self.reply_to.clone(), None)?;
-                    self.shared.spawned.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
-                    Ok(())
-                })
-                .inspect_err(|_| self.forget_added(n))?;
-            self.shared.depths[p].store(0, std::sync::atomic::Ordering::Relaxed);
-            self.shared.loaded[p].store(true, std::sync::atomic::Ordering::SeqCst);
-            *crate::participant::lock(&self.shared.in_doubt[p]) = Default::default();
-            self.sites.push(work);
-            self.site_inboxes.push(inbox_tx.clone());
-            self.remote.push(false);
+            if cluster {
+                self.sites.push(routes.work[p].clone());
+                self.site_inboxes.push(routes.sites[p].clone());
+                self.proxies.push(routes.proxies[p].clone());
+                self.remote.push(self.shared.link.as_ref().is_some_and(|l| !l.leads(p as u32)));
+            } else {
+                let (inbox_tx, inbox) = mpsc::channel();
+                let (work, mp_inbox) = mpsc::channel();
+                let start = SiteStart {
+                    partition: p as u32,
+                    db: Database::new(),
+                    hashinator: self.hashinator.clone(),
+                    schema: self.shared.schema.load_full(),
+                    inbox,
+                    mp_inbox,
+                    resume_after: None,
+                };
+                let thread = start_site(&self.shared, start, self.shared.replies.clone(), None)?;
+                self.shared.spawned.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
+                self.shared.depths[p].store(0, std::sync::atomic::Ordering::Relaxed);
+                self.shared.loaded[p].store(true, std::sync::atomic::Ordering::SeqCst);
+                *crate::participant::lock(&self.shared.in_doubt[p]) = Default::default();
+                self.sites.push(work.clone());
+                self.site_inboxes.push(inbox_tx.clone());
+                self.proxies.push(None);
+                self.remote.push(false);
+                started.push((inbox_tx, work));
+            }
             self.wrote.push(false);
             self.released.push(false);
-            routes.sites.push(inbox_tx);
-            routes.local.push(true);
+            if self.begin_target(p).send(SiteMsg::MpBegin(ids, None, Decider::Coordinator)).is_err() {
+                bail!(Unavailable, "partition {p} is gone (shutting down)");
+            }
         }
+        let catalog = self.schema_db.catalog_arc().clone();
         let items = (0..n + count as usize)
             .map(|p| {
-                if p >= n && !replicated.is_empty() {
-                    vec![WorkItem::PlaceRows(replicated.clone())]
+                if p >= n {
+                    vec![WorkItem::JoinPartition { catalog: catalog.clone(), rows: replicated.clone() }]
                 } else {
                     Vec::new()
                 }
             })
             .collect();
-        self.round(items).inspect_err(|_| self.forget_added(n))?;
-        *added = Some(Added { hashinator: next, routes: Arc::new(routes) });
+        self.round(items)?;
+        *ring = Some(next);
+        *joined = Some(Joined { active: n + count as usize, started });
         let columns = vec![OutputColumn { name: "PARTITION_ID".to_string(), data_type: Some(DataType::Integer) }];
         let rows = (n..n + count as usize).map(|p| vec![Value::Integer(p as i64)]).collect();
         Ok(vec![ResultTable::new(columns.into(), rows)])
@@ -227,30 +287,57 @@ impl Coordinator {
     /// their ids, as partition 0 holds them in this transaction.
     fn replicated_rows(&mut self) -> Result<PartitionRows> {
         let mut items: Vec<Vec<WorkItem>> = (0..self.sites.len()).map(|_| Vec::new()).collect();
-        items[0].push(WorkItem::Freeze);
+        items[0].push(WorkItem::ReplicatedRows);
         let mut results = self.round(items)?;
-        let Some(ItemResult::Frozen(frozen)) = results[0].pop() else {
-            bail!(Internal, "partition 0 did not hand over its frozen tables");
-        };
-        Ok(frozen
-            .tables
-            .iter()
-            .filter(|t| t.replicated)
-            .map(|t| (t.def.qualified_name(), t.rows.iter_with_ids().map(|(id, row)| (id, row.clone())).collect()))
-            .collect())
+        match results[0].pop() {
+            Some(ItemResult::Placed(rows)) => Ok(rows),
+            _ => bail!(Internal, "partition 0 did not hand over its replicated tables"),
+        }
     }
 
-    /// Stop the sites added from partition `n` on (rolling back what they
-    /// did in this transaction) and drop them from this transaction.
-    fn forget_added(&mut self, n: usize) {
-        for p in n..self.sites.len() {
-            let _ = self.sites[p].send(MpWork::Rollback { done: None });
-            let _ = self.site_inboxes[p].send(SiteMsg::Shutdown);
+    /// The transaction that was to bring partitions in from `joining_from`
+    /// on did not commit (and has rolled back): forget them (stopping the
+    /// sites started for them on one host).
+    pub(crate) fn forget_joining(&mut self) {
+        let Some(n) = self.joining_from.take() else { return };
+        if self.shared.link.is_none() {
+            for site in &self.site_inboxes[n..] {
+                let _ = site.send(SiteMsg::Shutdown);
+            }
         }
         self.sites.truncate(n);
         self.site_inboxes.truncate(n);
+        self.proxies.truncate(n);
         self.remote.truncate(n);
         self.wrote.truncate(n);
         self.released.truncate(n);
+    }
+
+    /// The transaction that brought partitions in committed: route to them
+    /// (before the ring that counts them is published).
+    pub(crate) fn publish_partitions(&mut self, joined: Joined) {
+        self.joining_from = None;
+        self.shared.routes.rcu(|now| {
+            let mut routes = Routes::clone(now);
+            for (inbox, work) in &joined.started {
+                routes.sites.push(inbox.clone());
+                routes.work.push(work.clone());
+                routes.proxies.push(None);
+                routes.local.push(true);
+            }
+            routes.active = routes.active.max(joined.active);
+            routes
+        });
+    }
+
+    /// Partitions another host's coordinator brought into the order (this
+    /// host coordinates since): include them from now on.
+    pub(crate) fn follow_partitions(&mut self) {
+        let routes = self.shared.routes.load();
+        for p in self.sites.len()..routes.active {
+            self.sites.push(routes.work[p].clone());
+            self.site_inboxes.push(routes.sites[p].clone());
+            self.proxies.push(routes.proxies[p].clone());
+        }
     }
 }

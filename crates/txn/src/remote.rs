@@ -170,6 +170,13 @@ pub enum WireItem {
     ForgetTokens,
     /// See [`WorkItem::NextRing`].
     NextRing(crate::hashinator::Hashinator),
+    /// See [`WorkItem::ReplicatedRows`].
+    ReplicatedRows,
+    /// See [`WorkItem::JoinPartition`]: the catalog travels whole.
+    JoinPartition {
+        catalog: joule_sql::catalog::Catalog,
+        rows: crate::snapshot::PartitionRows,
+    },
 }
 
 /// A work item's result as it travels back.
@@ -181,6 +188,7 @@ pub enum WireResult {
     Rows(Vec<Row>),
     Tables(Vec<(String, u64)>),
     Evicted(Vec<(String, Vec<Row>)>),
+    Placed(crate::snapshot::PartitionRows),
 }
 
 /// A committed change of one partition, as its leader streams it.
@@ -430,6 +438,10 @@ pub(crate) fn to_wire(item: &WorkItem) -> Result<WireItem> {
         }
         WorkItem::ForgetTokens => WireItem::ForgetTokens,
         WorkItem::NextRing(ring) => WireItem::NextRing((**ring).clone()),
+        WorkItem::ReplicatedRows => WireItem::ReplicatedRows,
+        WorkItem::JoinPartition { catalog, rows } => {
+            WireItem::JoinPartition { catalog: (**catalog).clone(), rows: rows.clone() }
+        }
     })
 }
 
@@ -453,6 +465,8 @@ pub(crate) fn from_wire(item: WireItem) -> WorkItem {
         }
         WireItem::ForgetTokens => WorkItem::ForgetTokens,
         WireItem::NextRing(ring) => WorkItem::NextRing(Arc::new(ring)),
+        WireItem::ReplicatedRows => WorkItem::ReplicatedRows,
+        WireItem::JoinPartition { catalog, rows } => WorkItem::JoinPartition { catalog: Arc::new(catalog), rows },
     }
 }
 
@@ -465,6 +479,7 @@ pub(crate) fn result_to_wire(r: ItemResult) -> Result<WireResult> {
         ItemResult::Tables(t) => WireResult::Tables(t),
         ItemResult::Frozen(_) => bail!(Internal, "a frozen partition cannot travel"),
         ItemResult::Evicted(tables) => WireResult::Evicted(tables),
+        ItemResult::Placed(rows) => WireResult::Placed(rows),
     })
 }
 
@@ -476,6 +491,7 @@ pub(crate) fn result_from_wire(r: WireResult) -> ItemResult {
         WireResult::Rows(rows) => ItemResult::Rows(rows),
         WireResult::Tables(t) => ItemResult::Tables(t),
         WireResult::Evicted(tables) => ItemResult::Evicted(tables),
+        WireResult::Placed(rows) => ItemResult::Placed(rows),
     }
 }
 

@@ -196,7 +196,10 @@ impl Coordinator {
         while !link.coordinates() && Instant::now() < named {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let n = self.sites.len() as u32;
+        // Joining partitions too: a join transaction prepared there (see
+        // `crate::partitions`) is decided like any other.
+        self.follow_partitions();
+        let n = self.shared.known_partitions() as u32;
         let mut reports: Vec<(u32, DoubtReport)> = Vec::with_capacity(n as usize);
         let mut unasked = Vec::new();
         for p in 0..n {

@@ -551,6 +551,11 @@ impl Site {
                     self.db.untrack_tokens();
                     ItemResult::Exec(joule_engine::ExecResult::Done)
                 }
+                WorkItem::ReplicatedRows => ItemResult::Placed(self.replicated_rows()?),
+                WorkItem::JoinPartition { catalog, rows } => {
+                    self.join_partition(catalog, rows)?;
+                    ItemResult::Exec(joule_engine::ExecResult::Done)
+                }
                 WorkItem::Admit { planned, rows, hashinator } => {
                     self.note_next_ring(&hashinator);
                     let joule_sql::planner::PlannedKind::Insert(plan) = &planned.kind else {
@@ -742,6 +747,60 @@ impl Site {
                 return Err(e);
             }
             self.db.commit();
+        }
+        Ok(())
+    }
+
+    /// The rows of every replicated table and view, with their ids.
+    fn replicated_rows(&self) -> Result<crate::snapshot::PartitionRows> {
+        let catalog = self.db.catalog();
+        let mut out = Vec::new();
+        for def in catalog.tables().filter(|t| !catalog.is_partitioned(t)) {
+            let rows = self.db.storage().table(def.id)?.freeze();
+            out.push((def.qualified_name(), rows.iter_with_ids().map(|(id, row)| (id, row.clone())).collect()));
+        }
+        Ok(out)
+    }
+
+    /// This partition joins the transaction order (see `crate::partitions`):
+    /// take `catalog` (it holds no row yet: a new partition, or one whose
+    /// earlier join rolled back) and place the replicated tables' rows, in
+    /// the transaction under way.
+    fn join_partition(
+        &mut self,
+        catalog: Arc<joule_sql::catalog::Catalog>,
+        rows: crate::snapshot::PartitionRows,
+    ) -> Result<()> {
+        if self.db.catalog().version != catalog.version
+            || self.db.catalog().tables().count() != catalog.tables().count()
+        {
+            if let Some(t) =
+                self.db.catalog().tables().find(|t| self.db.storage().table(t.id).is_ok_and(|t| !t.is_empty()))
+            {
+                bail!(
+                    Internal,
+                    "partition {} holds rows of {} and cannot join as a new partition",
+                    self.partition,
+                    t.name
+                );
+            }
+            let mut db = Database::new();
+            db.load_catalog(catalog.clone())?;
+            db.begin();
+            self.db = db;
+            self.install_owner();
+            self.publish_schema();
+            let _ = self.coordinator.send(CoordMsg::LoadCatalog(catalog));
+        }
+        for (name, rows) in rows {
+            let id = self
+                .db
+                .catalog()
+                .tables()
+                .find(|t| t.qualified_name() == name)
+                .map(|t| t.id)
+                .ok_or_else(|| err!(UndefinedTable, "table {name} does not exist"))?;
+            self.db.place_rows(id, rows)?;
         }
         Ok(())
     }

@@ -45,7 +45,13 @@ impl Link {
                     self.me
                 );
             };
-            let command = Command::SetRing { coordinator: self.me, incarnation, ring: ring.clone(), txn };
+            // A ring over more partitions brings joining ones in (see
+            // `joule_txn`'s `partitions`); otherwise ranges moved.
+            let command = if ring.partition_count() as usize > now.active_partitions() {
+                Command::PartitionsJoined { coordinator: self.me, incarnation, ring: ring.clone(), txn }
+            } else {
+                Command::SetRing { coordinator: self.me, incarnation, ring: ring.clone(), txn }
+            };
             match self.runtime.block_on(handle.propose_within(command, ATTEMPT)) {
                 Ok(CommandResult::Applied) => return Ok(()),
                 Ok(CommandResult::Refused(why)) if handle.metadata().ring_txn != Some(txn) => {

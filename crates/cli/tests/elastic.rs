@@ -1,14 +1,18 @@
-//! Adding a host to a running cluster of real `joule` processes: a 2-host
-//! k = 0 cluster takes a third host started with `--add --join`; the new
+//! Adding hosts to a running cluster of real `joule` processes. A 2-host
+//! k = 0 cluster takes a third host started with `--add --join`: the new
 //! host's partitions join the transaction order with the schema and the
-//! replicated tables' rows, `@Rebalance` gives them ranges of the ring
-//! while writes go on, and afterwards every row is where the ring says,
-//! none lost, none doubled, and calls keyed on the new partitions run
-//! there.
+//! replicated tables' rows, ranges of the ring move to them in the
+//! background while writes go on, and afterwards every row is where the
+//! ring says, none lost, none doubled, and calls keyed on the new
+//! partitions run there. A 2-host k = 1 cluster under a voter load takes
+//! two hosts at once with no failed vote and vote totals equal to the
+//! votes accepted, every copy agreeing; an added host killed with
+//! `kill -9` comes back with its copies.
 
 mod common;
 
-use common::cluster::{connect, eventually, form_all, http_get, spawn, stats};
+use common::cluster::{all_up_and_led, connect, eventually, form_all, http_get, replicas_agree, spawn, stats};
+use common::voters::{setup, vote_totals, vote_until_stopped};
 use common::TempDir;
 use joule_client::{Options, SyncConnection};
 use joule_common::Value;
@@ -105,10 +109,8 @@ fn a_host_added_to_a_running_cluster_joins_and_takes_ranges_under_load() {
     assert_eq!(labels.len(), 6, "{labels:?}");
     assert!(labels.values().all(|n| *n == 7), "{labels:?}");
 
-    // Ranges move to them while the writers go on.
-    let mut admin = SyncConnection::connect(&hosts[1].admin, &Options::default()).unwrap();
-    admin.call("@Rebalance", vec![]).expect("@Rebalance starts");
-    eventually("the rebalance is done", || stats(&clients[1], "REBALANCE").first().is_some_and(|r| r[3] == "DONE"));
+    // Ranges move to them, by themselves, while the writers go on.
+    eventually("the rebalance is done", || stats(&clients[0], "REBALANCE").first().is_some_and(|r| r[3] == "DONE"));
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.join().unwrap();
@@ -132,4 +134,79 @@ fn a_host_added_to_a_running_cluster_joins_and_takes_ranges_under_load() {
         let r = c.call("LabelOf", vec![Value::Integer(k)]).unwrap();
         assert_eq!(r.tables[0].rows, vec![vec![Value::from(format!("label-{}", k % 7))]], "key {k}");
     }
+}
+
+/// `config` (an `[elastic]` file) in a directory of its own; its path.
+fn elastic_config(dir: &TempDir, settings: &str) -> String {
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let path = dir.path().join("elastic.toml");
+    std::fs::write(&path, format!("[elastic]\n{settings}\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_k1_cluster_takes_two_hosts_at_once_under_a_voter_load_without_a_failed_vote() {
+    let dirs: Vec<TempDir> = (0..4).map(|i| TempDir::new(&format!("elastic-k1-{i}"))).collect();
+    let config = TempDir::new("elastic-k1-config");
+    let config = elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0");
+    let mut hosts = form_all(&dirs[..2], 1, &["--config", &config]);
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    setup(&clients[0]);
+    let voters = vote_until_stopped(&clients, 3, false);
+    eventually("votes come in", || vote_totals(&clients[0])[0] > 2000);
+
+    // k + 1 = 2 new hosts, started together: admitted together.
+    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    let add = ["--add", "--join", join.as_str(), "--kfactor", "1", "--config", config.as_str()];
+    let starting: Vec<_> = dirs[2..].iter().map(|d| spawn(d.path(), &add)).collect();
+    hosts.extend(starting.into_iter().map(|s| s.ready()));
+    let mut ids: Vec<u64> = hosts[2..].iter().map(|h| h.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![2, 3]);
+    // (The one started from `dirs[3]` is killed below.)
+    let victim = hosts[3].id as usize;
+    hosts.sort_by_key(|h| h.id);
+    let all: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    let joined = common::cluster::wait_until(std::time::Duration::from_secs(30), || {
+        http_get(&hosts[0].http, "/console/stats").contains("partitions 2..3 joined the cluster's transaction order")
+    });
+    if !joined {
+        for h in &hosts {
+            eprintln!("HOST {}: {:?}", h.id, h.stderr.try_iter().collect::<Vec<_>>());
+        }
+    }
+    assert!(joined, "the new partitions join: {}", http_get(&hosts[0].http, "/console/stats"));
+    eventually("the rebalance after the join is done", || {
+        stats(&clients[0], "REBALANCE").first().is_some_and(|r| r[3] == "DONE")
+    });
+    let moved: u64 = stats(&clients[0], "REBALANCE")[0][6].parse().unwrap();
+    assert!(moved > 0, "rows moved to the new partitions");
+    // Votes go on through the new hosts too.
+    let more = vote_until_stopped(&all[2..], 4, false);
+    let before = vote_totals(&all[0])[0];
+    eventually("votes come in through the new hosts", || vote_totals(&all[2])[0] > before + 2000);
+    let (accepted, unknown) = voters.finish();
+    let (accepted_later, unknown_later) = more.finish();
+    let accepted = accepted + accepted_later;
+    assert_eq!(unknown + unknown_later, 0);
+    for c in &all {
+        assert_eq!(vote_totals(c), [accepted; 3], "every accepted vote counted once, as seen from {c}");
+    }
+    let misplaced: i64 =
+        connect(&all[3]).call("@ValidatePartitioning", vec![]).unwrap().tables[0].rows.iter().map(|r| int(&r[2])).sum();
+    assert_eq!(misplaced, 0);
+    let placed = rows_on_partitions(&all, "DEFAULT.VOTES");
+    assert_eq!(placed.len(), 4, "{placed:?}");
+    assert!(placed[&2] > 0 && placed[&3] > 0, "the new partitions took votes: {placed:?}");
+    assert_eq!(replicas_agree(&all, 2).unwrap(), 4 * 5, "4 partitions, 5 tables and views, 2 copies each");
+
+    // An added host killed and restarted rejoins with its copies.
+    let _ = hosts[victim].child.kill();
+    eventually("the added host is declared failed", || common::cluster::states(&all[0])[victim].1 != "UP");
+    hosts[victim] = spawn(dirs[3].path(), &add).ready();
+    all_up_and_led(&hosts);
+    let all: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    eventually("every copy agrees", || replicas_agree(&all, 2).is_ok());
+    assert_eq!(vote_totals(&all[victim]), [accepted; 3]);
 }

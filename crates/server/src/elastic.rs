@@ -13,8 +13,11 @@
 //! commits by recording `PartitionsJoined` in the metadata (the data
 //! plane's `ring.rs`). It tries again every second while the partitions
 //! are joining and this host coordinates; a coordinator that takes over
-//! goes on where it stopped. Ranges of the ring move to the new
-//! partitions with `@Rebalance` afterwards.
+//! goes on where it stopped. Once they have joined, the same host starts
+//! `@Rebalance()` (`rebalance.rs`): ranges move to the new partitions in
+//! the background, throttled by `[elastic]`, until the ring is even again.
+//! Should that host die before the job ends, what moved stays moved and
+//! `@Rebalance()` on any host carries on.
 
 use crate::cluster::Membership;
 use crate::ServerContext;
@@ -71,6 +74,7 @@ pub(crate) fn bring_in_joining(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
             match answer {
                 Ok(r) if r.is_success() => {
                     say(&ctx, format!("partitions {from}..{} joined the cluster's transaction order", to - 1));
+                    start_rebalance(&ctx);
                     break;
                 }
                 Ok(r) => {
@@ -86,4 +90,12 @@ pub(crate) fn bring_in_joining(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
         }
         ctx.joining.store(false, Ordering::SeqCst);
     });
+}
+
+/// After a join: move ranges to the new partitions in the background.
+fn start_rebalance(ctx: &Arc<ServerContext>) {
+    match crate::rebalance::invoke(ctx, &[]) {
+        Ok(_) => say(ctx, "ranges move to the new partitions in the background (@Statistics REBALANCE)".to_string()),
+        Err(e) => say(ctx, format!("the rebalance after the join did not start (start it with @Rebalance()): {e}")),
+    }
 }

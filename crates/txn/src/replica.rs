@@ -313,14 +313,14 @@ impl crate::Host {
     /// This host's copy of `partition` is the partition as it is (it came
     /// back empty, with no copy elsewhere to load).
     pub fn copy_loaded(&self, partition: u32) {
-        if (partition as usize) < self.shared().partition_count() {
+        if (partition as usize) < self.shared().known_partitions() {
             self.shared().loaded[partition as usize].store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     /// Whether a copy of `partition` from its leader has been loaded here.
     pub fn replica_loaded(&self, partition: u32) -> bool {
-        (partition as usize) < self.shared().partition_count()
+        (partition as usize) < self.shared().known_partitions()
             && self.shared().loaded[partition as usize].load(std::sync::atomic::Ordering::SeqCst)
     }
 

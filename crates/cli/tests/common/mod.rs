@@ -8,6 +8,7 @@ pub mod cluster;
 /// metadata group's tests use.
 #[path = "../../../cluster/tests/common/mod.rs"]
 pub mod fault_proxy;
+pub mod voters;
 pub mod wire;
 
 use std::io::{BufRead, BufReader};

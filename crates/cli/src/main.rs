@@ -119,8 +119,9 @@ struct StartArgs {
     #[arg(long, value_delimiter = ',')]
     join: Option<Vec<String>>,
     /// Join a running cluster (one of `--join`'s hosts) as a new host:
-    /// k+1 hosts are added at a time, with partitions of their own; then
-    /// `@Rebalance` gives them ranges of the ring.
+    /// k+1 hosts are added at a time, with partitions of their own, and
+    /// ranges of the ring move to them in the background. Give the
+    /// cluster's `--kfactor` and `--sites`.
     #[arg(long)]
     add: bool,
     /// Copies of each partition beyond the first: the cluster survives

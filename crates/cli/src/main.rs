@@ -10,8 +10,11 @@
 //! wraps the snapshot system procedures (see `snapshot_cmd.rs`), `joule
 //! rebalance` runs and follows `@Rebalance` (see `rebalance_cmd.rs`). `joule
 //! proxy` runs the load balancer (see `proxy_cmd.rs` and `joule-proxy`).
+//! `joule cluster remove` takes hosts out of a running cluster (see
+//! `cluster_cmd.rs`).
 
 mod bench;
+mod cluster_cmd;
 mod proxy_cmd;
 mod rebalance_cmd;
 mod shell;
@@ -53,6 +56,9 @@ enum Command {
     Advise(status::NodeArgs),
     /// The cluster's hosts, partitions, leaders and redundancy.
     Status(status::NodeArgs),
+    /// Change a running cluster's hosts (`remove`).
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
     /// A load balancer speaking the client protocol in front of hosts:
     /// routes single-partition calls to their leaders, spreads the rest.
     Proxy(proxy_cmd::ProxyArgs),
@@ -187,6 +193,7 @@ fn main() -> ExitCode {
         Command::Start(args) => start(args),
         Command::Snapshot(command) => snapshot_cmd::run(command),
         Command::Rebalance(args) => rebalance_cmd::run(args),
+        Command::Cluster(command) => cluster_cmd::run(command),
         Command::Bench(args) => bench::run(args),
         Command::Advise(args) => advise(args),
         Command::Status(args) => status::run(args),

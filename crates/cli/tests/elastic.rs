@@ -7,11 +7,13 @@
 //! partitions run there. A 2-host k = 1 cluster under a voter load takes
 //! two hosts at once with no failed vote and vote totals equal to the
 //! votes accepted, every copy agreeing; an added host killed with
-//! `kill -9` comes back with its copies.
+//! `kill -9` comes back with its copies. A cluster grown from two hosts to
+//! three goes back to two (`joule cluster remove`) under a voter load,
+//! with no failed vote and every vote counted.
 
 mod common;
 
-use common::cluster::{all_up_and_led, connect, eventually, form_all, http_get, replicas_agree, spawn, stats};
+use common::cluster::{all_up_and_led, connect, eventually, form_all, http_get, replicas_agree, spawn, states, stats};
 use common::voters::{setup, vote_totals, vote_until_stopped};
 use common::TempDir;
 use joule_client::{Options, SyncConnection};
@@ -203,10 +205,105 @@ fn a_k1_cluster_takes_two_hosts_at_once_under_a_voter_load_without_a_failed_vote
 
     // An added host killed and restarted rejoins with its copies.
     let _ = hosts[victim].child.kill();
-    eventually("the added host is declared failed", || common::cluster::states(&all[0])[victim].1 != "UP");
+    eventually("the added host is declared failed", || states(&all[0])[victim].1 != "UP");
     hosts[victim] = spawn(dirs[3].path(), &add).ready();
     all_up_and_led(&hosts);
     let all: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
     eventually("every copy agrees", || replicas_agree(&all, 2).is_ok());
     assert_eq!(vote_totals(&all[victim]), [accepted; 3]);
+}
+
+/// `joule cluster remove` with `args`, against `admin` (host:port): its
+/// exit status, standard output and standard error; two minutes at most.
+fn cluster_remove(admin: &str, args: &[&str]) -> (bool, String, String) {
+    let (host, port) = admin.rsplit_once(':').unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_joule"));
+    cmd.args(["cluster", "remove", "--host", host, "--port", port]).args(args);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output().unwrap());
+    });
+    let out = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("joule cluster remove ends within 2 min");
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn a_cluster_grows_to_three_hosts_and_back_to_two_under_a_voter_load_without_a_failed_vote() {
+    let dirs: Vec<TempDir> = (0..4).map(|i| TempDir::new(&format!("elastic-rm-{i}"))).collect();
+    let config = TempDir::new("elastic-rm-config");
+    let config = elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0");
+    let hosts = form_all(&dirs[..2], 0, &["--config", &config]);
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    setup(&clients[0]);
+    let voters = vote_until_stopped(&clients, 5, false);
+    eventually("votes come in", || vote_totals(&clients[0])[0] > 2000);
+
+    // 2 → 3: the added host's partitions join and take ranges.
+    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    let add = ["--add", "--join", join.as_str(), "--config", config.as_str()];
+    let mut added = spawn(dirs[2].path(), &add).ready();
+    assert_eq!(added.id, 2);
+    eventually("the new partitions join", || {
+        http_get(&hosts[0].http, "/console/stats").contains("partitions 4..5 joined the cluster's transaction order")
+    });
+    eventually("the rebalance after the join is done", || {
+        stats(&clients[0], "REBALANCE").first().is_some_and(|r| r[3] == "DONE")
+    });
+    let all = vec![clients[0].clone(), clients[1].clone(), added.client.clone()];
+    let placed = rows_on_partitions(&all, "DEFAULT.VOTES");
+    assert!(placed[&4] > 0 && placed[&5] > 0, "the added host's partitions took votes: {placed:?}");
+
+    // 3 → 2. Hosts leave last added first: host 0 cannot, and the
+    // refusal names the one that can.
+    let e = connect(&hosts[1].admin).call("@ElasticRemove", vec![Value::from("x")]).unwrap_err().to_string();
+    assert!(e.contains("takes host ids"), "{e}");
+    let (ok, _, err) = cluster_remove(&hosts[1].admin, &["0"]);
+    assert!(!ok && err.contains("remove hosts {2}"), "{err}");
+    let (ok, out, err) = cluster_remove(&hosts[1].admin, &["2"]);
+    assert!(ok, "joule cluster remove 2: {out}\n{err}");
+    assert!(out.contains("hosts [2] left the cluster"), "{out}");
+    // The removed host shuts down by itself, cleanly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let exit = loop {
+        if let Some(status) = added.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the removed host did not stop within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(exit.success(), "the removed host exits cleanly: {exit:?}");
+    let events = http_get(&hosts[0].http, "/console/stats");
+    for line in
+        ["hosts {2} are being removed", "was removed from the cluster", "partitions 4..5 left the transaction order"]
+    {
+        assert!(events.contains(line), "{line}: {events}");
+    }
+    assert_eq!(states(&clients[1]), vec![(0, "UP".to_string()), (1, "UP".to_string())]);
+
+    let (accepted, unknown) = voters.finish();
+    assert_eq!(unknown, 0, "no vote's outcome was left unknown");
+    for c in &clients {
+        assert_eq!(vote_totals(c), [accepted; 3], "every accepted vote counted once, as seen from {c}");
+    }
+    let placed = rows_on_partitions(&clients, "DEFAULT.VOTES");
+    assert_eq!(placed.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3], "{placed:?}");
+    let misplaced: i64 = connect(&clients[0]).call("@ValidatePartitioning", vec![]).unwrap().tables[0]
+        .rows
+        .iter()
+        .map(|r| int(&r[2]))
+        .sum();
+    assert_eq!(misplaced, 0);
+
+    // The cluster grows again; the removed host's id is not given again.
+    let again = spawn(dirs[3].path(), &add).ready();
+    assert_eq!(again.id, 3);
+    // Its partitions join and take ranges (the events scroll by: the
+    // votes on its partitions tell).
+    eventually("the partitions added again take votes", || {
+        let placed = rows_on_partitions(std::slice::from_ref(&again.client), "DEFAULT.VOTES");
+        placed.get(&4).is_some_and(|n| *n > 0) && placed.get(&5).is_some_and(|n| *n > 0)
+    });
+    assert_eq!(vote_totals(&again.client), [accepted; 3]);
 }

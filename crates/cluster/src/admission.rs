@@ -108,7 +108,7 @@ impl Admissions {
             if let Some((id, _)) = pending.reserved.iter().find(|(_, h)| h.internal_address == info.internal_address) {
                 return Ok(AdmitReply::Reserved(*id));
             }
-            let id = m.hosts.keys().chain(pending.reserved.keys()).max().map_or(0, |h| h + 1);
+            let id = m.hosts.keys().chain(&m.retired).chain(pending.reserved.keys()).max().map_or(0, |h| h + 1);
             pending.reserved.insert(id, info);
             return Ok(AdmitReply::Reserved(id));
         };
@@ -183,6 +183,9 @@ fn unfit(m: &ClusterMetadata, request: &AdmitRequest) -> Option<String> {
     }
     if m.joining() {
         return Some("hosts added before are still joining: add more once they have".into());
+    }
+    if m.removing.is_some() {
+        return Some("hosts are being removed: add more once they have left".into());
     }
     if let Some((h, info)) = m.hosts.iter().find(|(_, i)| i.state != HostState::Up) {
         return Some(format!("host {h} is {:?}: every host must be up to add hosts", info.state));

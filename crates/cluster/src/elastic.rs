@@ -33,11 +33,10 @@
 //! past the bounds. Moving ranges waits while partitions join.
 //!
 //! `admission.rs` proposes `AddHosts` once k+1 new hosts have caught up
-//! with the group. Not built yet: removing hosts (their partitions would
-//! have to leave the dense partition ids every layer indexes by), and the
-//! hosts' side of a join — the data plane's links and the transaction
-//! layer's proxies for the new partitions, and the coordinator's join
-//! transaction that proposes `PartitionsJoined`.
+//! with the group; the hosts' side of a join (proxies for the new
+//! partitions, the coordinator's join transaction that proposes
+//! `PartitionsJoined`) is the server's `elastic.rs`. Removing hosts is
+//! `removal.rs`: the reverse, last added first.
 
 use crate::metadata::{
     refused, ClusterMetadata, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, MAX_HOSTS, MAX_PARTITIONS,
@@ -86,6 +85,9 @@ impl ClusterMetadata {
         }
         if self.joining() {
             return refused("hosts added before are still joining: one addition at a time".into());
+        }
+        if self.removing.is_some() {
+            return refused("hosts are being removed: add hosts once they have left".into());
         }
         if let Some((h, info)) = self.hosts.iter().find(|(_, i)| i.state != HostState::Up) {
             return refused(format!(

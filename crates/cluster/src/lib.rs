@@ -33,12 +33,13 @@ pub mod formation;
 pub mod metadata;
 pub mod network;
 mod node;
+mod removal;
 mod store;
 
 pub use detector::DetectorSettings;
 pub use formation::{form_or_join, FormationSettings};
 pub use metadata::{
-    ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, Proposal,
+    ClusterMetadata, Command, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, Proposal, Removal,
 };
 pub use network::Routes;
 pub use node::{MetadataHandle, MetadataNode};

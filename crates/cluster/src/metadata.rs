@@ -102,6 +102,23 @@ pub struct ClusterMetadata {
     pub catalog_version: u64,
     /// The host that coordinates multi-partition transactions.
     pub mp_coordinator: Option<HostId>,
+    /// Hosts being removed, with the partitions that leave with them (see
+    /// `crate::removal`).
+    #[serde(default)]
+    pub removing: Option<Removal>,
+    /// Hosts removed from the cluster: the metadata group's leader takes
+    /// them out of the group, and their ids are never given again.
+    #[serde(default)]
+    pub retired: std::collections::BTreeSet<HostId>,
+}
+
+/// A removal under way: `hosts` hold every copy of the partitions from
+/// `keep` on, and nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub hosts: std::collections::BTreeSet<HostId>,
+    /// The partitions that stay: `0..keep`.
+    pub keep: usize,
 }
 
 /// A change to the metadata, as replicated in the metadata group's log.
@@ -168,6 +185,17 @@ pub enum Command {
     /// Give up the join under way: the joining partitions and the hosts
     /// added with them are removed.
     AbandonJoin,
+    /// Start removing `hosts`, which must hold every copy of the last
+    /// partitions and nothing else (see `crate::removal`): ranges move off
+    /// those partitions, then they leave the transaction order.
+    RemoveHosts { hosts: std::collections::BTreeSet<HostId> },
+    /// The coordinator's transaction that took the leaving partitions out
+    /// of the transaction order commits: `ring` is the current one, one
+    /// version on, over the partitions that stay. The partitions and hosts
+    /// are removed. Refused as `SetRing` is.
+    PartitionsLeft { coordinator: HostId, incarnation: u64, ring: joule_common::hashinator::Hashinator, txn: u64 },
+    /// Give up the removal under way (before its partitions left).
+    CancelRemove,
 }
 
 /// A command as proposed: with an id its proposer chose, so that a retried
@@ -312,6 +340,14 @@ impl ClusterMetadata {
                 self.partitions_joined(*coordinator, *incarnation, ring, *txn)
             }
             Command::AbandonJoin => self.abandon_join(),
+            Command::RemoveHosts { hosts } => self.remove_hosts(hosts),
+            Command::PartitionsLeft { coordinator, incarnation, ring, txn } => {
+                self.partitions_left(*coordinator, *incarnation, ring, *txn)
+            }
+            Command::CancelRemove => match self.removing.take() {
+                Some(_) => CommandResult::Applied,
+                None => refused("no hosts are being removed".into()),
+            },
         }
     }
 

@@ -331,6 +331,16 @@ impl MetadataNode {
         }
     }
 
+    /// Whether this host still votes in the group as far as it knows: the
+    /// newest voter set it has seen names it. A removed host waits to be
+    /// out before it stops (it may never hear the change that follows:
+    /// the leader stops sending to it once it is out).
+    pub fn in_group(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().get_joint_config().last().is_some_and(|voters| voters.contains(&self.id))
+    }
+
     /// The group's voting members, as this member knows them.
     pub fn voters(&self) -> Vec<HostId> {
         self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
@@ -342,7 +352,8 @@ impl MetadataNode {
     }
 
     /// Run failure detection on this host (it acts while this host leads
-    /// the group; see `detector.rs`).
+    /// the group; see `detector.rs`), and take removed hosts out of the
+    /// group while it leads (`removal.rs`).
     pub fn detect_failures(&mut self, settings: crate::DetectorSettings) {
         if let Some(old) = self.detector.take() {
             old.abort();
@@ -355,7 +366,10 @@ impl MetadataNode {
             self.proposer(),
             settings,
         );
-        self.detector = Some(tokio::spawn(task));
+        let retire = crate::removal::retire_members(self.id, self.raft.clone(), self.metadata.clone());
+        self.detector = Some(tokio::spawn(async move {
+            tokio::join!(task, retire);
+        }));
     }
 
     /// Stop detecting failures and answering the group (a node shutting

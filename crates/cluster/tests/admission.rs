@@ -1,7 +1,8 @@
 //! New hosts admitted to a running cluster (in one process, over real TCP
 //! on loopback, each member with its own directory): k+1 at a time, as
 //! voters of the metadata group, with partitions of their own marked
-//! joining; hosts whose settings do not fit are refused.
+//! joining; hosts whose settings do not fit are refused. Removed hosts
+//! leave the group, and their ids are not given again.
 
 use joule_cluster::{form_or_join, DetectorSettings, FormationSettings, MetadataNode, Routes};
 use std::path::PathBuf;
@@ -142,4 +143,65 @@ async fn with_k1_hosts_are_admitted_two_at_a_time_and_misfits_are_refused() {
     let mut voters = nodes[0].voters();
     voters.sort_unstable();
     assert_eq!(voters, vec![0, 1, 2, 3]);
+}
+
+/// Wait until `done` holds (10 s at most).
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "not within 10 s: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_hosts_leave_the_metadata_group_and_their_ids_are_not_given_again() {
+    use joule_cluster::{Command, CommandResult};
+    use joule_common::hashinator::Hashinator;
+    let root = dir("remove");
+    let (mut nodes, address) = formed(&root, 2, 1, 2).await;
+    let (a, b) = tokio::join!(add(&root, "host-a", 1, 2, &address), add(&root, "host-b", 1, 2, &address));
+    nodes.extend([a.unwrap(), b.unwrap()]);
+    for n in &mut nodes {
+        n.detect_failures(DetectorSettings::default());
+    }
+    // The join and the drain as the coordinator records them.
+    let m = nodes[0].metadata();
+    let (coordinator, incarnation) = (m.mp_coordinator.unwrap(), 0);
+    let even = Hashinator::even(2, 1).unwrap();
+    let ring = |version, count| Hashinator::over(version, even.ring().to_vec(), count).unwrap();
+    let joined = Command::PartitionsJoined { coordinator, incarnation, ring: ring(2, 4), txn: 1 };
+    assert_eq!(nodes[0].propose(joined).await.unwrap(), CommandResult::Applied);
+    let remove = Command::RemoveHosts { hosts: [2].into() };
+    match nodes[1].propose(remove).await.unwrap() {
+        CommandResult::Refused(why) => assert!(why.contains("remove hosts {2, 3}"), "{why}"),
+        r => panic!("{r:?}"),
+    }
+    let remove = Command::RemoveHosts { hosts: [2, 3].into() };
+    assert_eq!(nodes[1].propose(remove).await.unwrap(), CommandResult::Applied);
+    let left = Command::PartitionsLeft { coordinator, incarnation, ring: ring(3, 2), txn: 2 };
+    assert_eq!(nodes[0].propose(left).await.unwrap(), CommandResult::Applied);
+
+    // Two voters of four leave: the quorum of those that stay must not
+    // count them, or the group would stall once they stop.
+    until("the removed hosts are out of the group", || {
+        let mut voters = nodes[0].voters();
+        voters.sort_unstable();
+        voters == vec![0, 1]
+    })
+    .await;
+    until("each removed host knows", || !nodes[2].in_group() && !nodes[3].in_group()).await;
+    assert!(nodes[0].in_group() && nodes[1].in_group());
+    for n in nodes.drain(2..) {
+        n.shutdown().await;
+    }
+    let change = Command::SetCatalogVersion { expected: 0, version: 3 };
+    assert_eq!(nodes[1].propose(change).await.unwrap(), CommandResult::Applied);
+    let m = nodes[0].metadata();
+    assert_eq!((m.hosts.len(), m.partitions.len(), m.retired.len()), (2, 2, 2));
+    // The cluster grows again, past the retired ids.
+    let (c, d) = tokio::join!(add(&root, "host-c", 1, 2, &address), add(&root, "host-d", 1, 2, &address));
+    let mut ids = vec![c.unwrap().id(), d.unwrap().id()];
+    ids.sort_unstable();
+    assert_eq!(ids, vec![4, 5]);
 }

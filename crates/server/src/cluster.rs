@@ -608,6 +608,7 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
     }
     if was_ready && before.is_up(me) {
         crate::elastic::bring_in_joining(&ctx, &before);
+        crate::elastic::drain_removing(&ctx, &before);
     }
     let mut shutdown = ctx.shutdown.subscribe();
     loop {
@@ -640,13 +641,15 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
         if is_ready && now.is_up(me) {
             fail_recovering(&ctx, &now);
             crate::elastic::bring_in_joining(&ctx, &now);
+            crate::elastic::drain_removing(&ctx, &now);
         }
+        crate::elastic::leave_if_removed(&ctx, &before, &now);
         let became_ready = is_ready && !was_ready;
         was_ready = is_ready;
         if became_ready && now == before {
             continue;
         }
-        for line in changes(&before, &now) {
+        for line in crate::changes::changes(&before, &now) {
             eprintln!("joule: cluster: {line}");
             ctx.event(line);
         }
@@ -690,72 +693,6 @@ fn fail_recovering(ctx: &Arc<ServerContext>, now: &ClusterMetadata) {
             }
         });
     }
-}
-
-/// What changed between two versions of the metadata, one line each.
-pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<String> {
-    let mut out = Vec::new();
-    if !before.formed && after.formed {
-        out.push(format!(
-            "cluster formed: {} hosts, k-factor {}, {} partitions",
-            after.hosts.len(),
-            after.kfactor,
-            after.partitions.len()
-        ));
-    }
-    for (id, h) in &after.hosts {
-        if before.formed && !before.hosts.contains_key(id) {
-            out.push(format!("host {id} ({}) was added to the cluster", h.internal_address));
-        }
-        let was = before.hosts.get(id).map(|b| b.state);
-        if was.is_some() && was != Some(h.state) {
-            let what = match h.state {
-                HostState::Up => "is up again",
-                HostState::Failed => "failed (failure detection)",
-                HostState::Stopped => "was stopped (@StopNode)",
-                HostState::Recovering => "restarted with its copy logs: recovering until no host runs on",
-            };
-            out.push(format!("host {id} ({}) {what}", h.internal_address));
-        }
-    }
-    let (had, has) = (before.partitions.len(), after.partitions.len());
-    if before.formed && has > had {
-        out.push(format!(
-            "partitions {had}..{} were created on the added hosts; they join the transaction order next",
-            has - 1
-        ));
-    }
-    for (p, placement) in after.partitions.iter().enumerate().take(had) {
-        let old = before.partitions[p].leader;
-        if before.formed && old != placement.leader {
-            match placement.leader {
-                Some(l) => out.push(format!("partition {p}: leader moved from {} to host {l}", host_or_none(old))),
-                None => out.push(format!(
-                    "partition {p}: no running copy left (replicas on hosts {:?}); it cannot be served",
-                    placement.replicas
-                )),
-            }
-        }
-    }
-    if before.formed && before.mp_coordinator != after.mp_coordinator {
-        out.push(format!(
-            "multi-partition coordinator moved from {} to {}",
-            host_or_none(before.mp_coordinator),
-            host_or_none(after.mp_coordinator)
-        ));
-    }
-    if before.ring_version() != after.ring_version() {
-        out.push(format!(
-            "hashinator ring moved to version {} (transaction {})",
-            after.ring_version(),
-            after.ring_txn.map_or_else(|| "none".to_string(), |t| t.to_string())
-        ));
-    }
-    out
-}
-
-fn host_or_none(h: Option<HostId>) -> String {
-    h.map_or_else(|| "none".to_string(), |h| format!("host {h}"))
 }
 
 /// Why this node does not run `procedure`, if it does not: a node of a
@@ -838,60 +775,9 @@ fn topology_changed(before: &ClusterMetadata, now: &ClusterMetadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::changes::tests::hosts;
     use crate::topology::{ring_table, topo_table};
     use joule_common::Value;
-
-    fn hosts(n: u64) -> BTreeMap<HostId, HostInfo> {
-        (0..n)
-            .map(|i| {
-                let info = HostInfo {
-                    internal_address: format!("10.0.0.{i}:3021"),
-                    client_address: format!("10.0.0.{i}:21212"),
-                    state: HostState::Up,
-                    incarnation: 0,
-                };
-                (i, info)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn changes_name_hosts_leaders_and_the_coordinator() {
-        let mut before = ClusterMetadata::default();
-        let form = Command::Form { kfactor: 1, sites_per_host: 2, hosts: hosts(3) };
-        let mut formed = before.clone();
-        assert_eq!(formed.apply(&form), CommandResult::Applied);
-        assert_eq!(changes(&before, &formed), vec!["cluster formed: 3 hosts, k-factor 1, 3 partitions".to_string()]);
-        before = formed.clone();
-        let led_by_0: Vec<usize> = (0..3).filter(|p| formed.partitions[*p].leader == Some(0)).collect();
-        assert_eq!(formed.apply(&Command::HostFailed { host: 0, incarnation: None }), CommandResult::Applied);
-        let lines = changes(&before, &formed);
-        assert_eq!(lines[0], "host 0 (10.0.0.0:3021) failed (failure detection)");
-        for p in &led_by_0 {
-            assert!(lines.iter().any(|l| l.starts_with(&format!("partition {p}: leader moved from host 0 to host "))));
-        }
-        assert_eq!(lines.last().unwrap(), "multi-partition coordinator moved from host 0 to host 1");
-        assert!(changes(&formed, &formed).is_empty());
-    }
-
-    #[test]
-    fn changes_name_added_hosts_and_their_partitions() {
-        let mut before = ClusterMetadata::default();
-        assert_eq!(
-            before.apply(&Command::Form { kfactor: 0, sites_per_host: 2, hosts: hosts(2) }),
-            CommandResult::Applied
-        );
-        let mut after = before.clone();
-        let added: BTreeMap<HostId, HostInfo> = hosts(3).into_iter().filter(|(id, _)| *id == 2).collect();
-        assert_eq!(after.apply(&Command::AddHosts { hosts: added }), CommandResult::Applied);
-        assert_eq!(
-            changes(&before, &after),
-            vec![
-                "host 2 (10.0.0.2:3021) was added to the cluster".to_string(),
-                "partitions 4..5 were created on the added hosts; they join the transaction order next".to_string(),
-            ]
-        );
-    }
 
     #[test]
     fn settings_that_cannot_work_are_refused() {

@@ -399,7 +399,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 let e = err!(PermissionDenied, "{name} needs the ADMINISTRATOR role or the admin port");
                 write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
             }
-            "@Shutdown" | "@Pause" | "@Resume" | "@Quiesce" | "@StopNode" if !is_admin => {
+            "@Shutdown" | "@Pause" | "@Resume" | "@Quiesce" | "@StopNode" | "@ElasticRemove" if !is_admin => {
                 let e = err!(PermissionDenied, "{} needs the ADMINISTRATOR role or the admin port", inv.procedure);
                 write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
             }
@@ -430,6 +430,21 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 tokio::spawn(async move {
                     let mut out = Vec::new();
                     match async { crate::cluster::stop_node(&ctx, host?).await }.await {
+                        Ok(()) => write_ping(&mut out, handle),
+                        Err(e) => {
+                            write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
+                        }
+                    }
+                    sink.queue(out);
+                });
+            }
+            "@ElasticRemove" => {
+                // Answered once the metadata recorded it; the drain goes on.
+                let (ctx, sink) = (ctx.clone(), sink.clone());
+                let params: Vec<Value> = inv.params.into_iter().map(param_value).collect();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    match crate::elastic::remove_hosts(&ctx, params).await {
                         Ok(()) => write_ping(&mut out, handle),
                         Err(e) => {
                             write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())

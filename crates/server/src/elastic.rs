@@ -18,10 +18,24 @@
 //! the background, throttled by `[elastic]`, until the ring is even again.
 //! Should that host die before the job ends, what moved stays moved and
 //! `@Rebalance()` on any host carries on.
+//!
+//! Removing hosts is the reverse ([`remove_hosts`], `@ElasticRemove`,
+//! `joule cluster remove`): the metadata records the removal (the hosts
+//! must hold every copy of the last partitions and nothing else, see
+//! `joule-cluster`'s `removal.rs`); the coordinator host drains those
+//! partitions ([`drain_removing`]: a rebalance job to the ring that gives
+//! their tokens evenly to the partitions that stay, throttled like any),
+//! then runs the transaction layer's `remove_partitions`, which commits by
+//! recording `PartitionsLeft`. The removed hosts see themselves gone from
+//! the metadata and shut down ([`leave_if_removed`]) once the metadata
+//! group's leader has taken them out of the group.
 
 use crate::cluster::Membership;
 use crate::ServerContext;
-use joule_cluster::ClusterMetadata;
+use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId};
+use joule_common::hashinator::Hashinator;
+use joule_common::{bail, err, Result, Value};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,4 +112,138 @@ fn start_rebalance(ctx: &Arc<ServerContext>) {
         Ok(_) => say(ctx, "ranges move to the new partitions in the background (@Statistics REBALANCE)".to_string()),
         Err(e) => say(ctx, format!("the rebalance after the join did not start (start it with @Rebalance()): {e}")),
     }
+}
+
+/// `@ElasticRemove(host, ...)`: start removing those hosts (answered once
+/// the metadata recorded it; the drain runs in the background);
+/// `@ElasticRemove('CANCEL')`: give up the removal under way.
+pub(crate) async fn remove_hosts(ctx: &ServerContext, params: Vec<Value>) -> Result<()> {
+    let Membership::Member(node) = &ctx.membership else {
+        bail!(InvalidArgument, "@ElasticRemove: this node is a one-host cluster; there is no host to remove");
+    };
+    let command = match params.as_slice() {
+        [Value::String(s)] if s.eq_ignore_ascii_case("CANCEL") => Command::CancelRemove,
+        [] => bail!(WrongParameterCount, "@ElasticRemove takes the ids of the hosts to remove, or 'CANCEL'"),
+        _ => {
+            let mut hosts = BTreeSet::new();
+            for p in &params {
+                match p {
+                    Value::Integer(h) if *h >= 0 => hosts.insert(*h as HostId),
+                    Value::Integer(h) => bail!(InvalidArgument, "@ElasticRemove: no host {h}"),
+                    v => bail!(DatatypeMismatch, "@ElasticRemove takes host ids, not {}", v.type_name()),
+                };
+            }
+            Command::RemoveHosts { hosts }
+        }
+    };
+    match node.propose_within(command, Duration::from_secs(10)).await? {
+        CommandResult::Applied => Ok(()),
+        CommandResult::Refused(why) => Err(err!(InvalidArgument, "@ElasticRemove: {why}")),
+    }
+}
+
+/// The ring that gives every token of `current` to the partitions that
+/// stay (`0..keep`), evenly, over the same partition count: what a removal
+/// drains to.
+pub(crate) fn drained_ring(current: &Hashinator, keep: usize) -> Result<Hashinator> {
+    let even = Hashinator::even(keep as u32, 1)?;
+    Hashinator::over(current.version() + 1, even.ring().to_vec(), current.partition_count())
+}
+
+/// If hosts are being removed and this host coordinates: drain their
+/// partitions, then take them out of the transaction order (once at a
+/// time), trying again each second until they left.
+pub(crate) fn drain_removing(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
+    let Membership::Member(node) = &ctx.membership else { return };
+    if m.removing.is_none() || m.mp_coordinator != Some(node.id()) || ctx.removing.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut said = String::new();
+        let Membership::Member(node) = &ctx.membership else { return };
+        loop {
+            let m = node.metadata();
+            let Some(removal) = m.removing.clone() else {
+                if m.partitions.len() == ctx.host.known_partitions() {
+                    // Cancelled: ranges moved so far stay where they went.
+                    let _ = crate::rebalance::invoke(&ctx, &[Value::from("STOP")]);
+                }
+                break;
+            };
+            if m.mp_coordinator != Some(node.id()) || !ctx.host.is_running() {
+                break;
+            }
+            let (keep, count) = (removal.keep, m.partitions.len());
+            let current = ctx.host.hashinator();
+            let step = if current.ring().iter().any(|(_, p)| *p as usize >= keep) {
+                // Started once; while it runs, `@Rebalance` refuses another.
+                match drained_ring(&current, keep) {
+                    Ok(target) => match crate::rebalance::reach(&ctx, &target) {
+                        Ok(true) => Ok(format!(
+                            "ranges move off partitions {keep}..{} to the partitions that stay (@Statistics REBALANCE)",
+                            count - 1
+                        )),
+                        Ok(false) => Ok(String::new()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                let host = ctx.host.clone();
+                let answer = tokio::task::spawn_blocking(move || host.client().remove_partitions(keep as u32)).await;
+                match answer {
+                    Ok(r) if r.is_success() => {
+                        say(
+                            &ctx,
+                            format!(
+                                "partitions {keep}..{} left the cluster's transaction order; hosts {:?} leave the \
+                                 cluster",
+                                count - 1,
+                                removal.hosts
+                            ),
+                        );
+                        break;
+                    }
+                    Ok(r) => Err(r.error.map_or_else(|| "no reason given".to_string(), |e| e.to_string())),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            match step {
+                Ok(line) if !line.is_empty() => say(&ctx, line),
+                Ok(_) => {}
+                Err(why) if why != said => {
+                    say(&ctx, format!("partitions {keep}..{} could not leave yet (trying again): {why}", count - 1));
+                    said = why;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        ctx.removing.store(false, Ordering::SeqCst);
+    });
+}
+
+/// `before` named this host and `now` retired it: once the metadata
+/// group has let it go (its quorum must not count a host that is gone),
+/// shut down. Waits 30 s at most for that.
+pub(crate) fn leave_if_removed(ctx: &Arc<ServerContext>, before: &ClusterMetadata, now: &ClusterMetadata) {
+    let Membership::Member(node) = &ctx.membership else { return };
+    let me = node.id();
+    if !before.hosts.contains_key(&me) || now.hosts.contains_key(&me) || !now.retired.contains(&me) {
+        return;
+    }
+    say(ctx, format!("host {me} was removed from the cluster: shutting down once the metadata group lets it go"));
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let Membership::Member(node) = &ctx.membership else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while node.in_group() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Time for this host's acknowledgement of the change to reach the
+        // leader, which may need it to commit.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ctx.request_shutdown();
+    });
 }

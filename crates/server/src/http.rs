@@ -160,7 +160,7 @@ async fn call(ctx: Arc<ServerContext>, args: Args, version: ApiVersion) -> HttpR
             jsonp,
         );
     }
-    if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume" | "@StopNode")
+    if matches!(procedure.as_str(), "@Shutdown" | "@Pause" | "@Resume" | "@StopNode" | "@ElasticRemove")
         || crate::durable::needs_admin(&procedure)
     {
         let body = failure_json(

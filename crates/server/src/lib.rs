@@ -15,6 +15,7 @@
 //! work.
 
 mod advisor;
+mod changes;
 pub mod cluster;
 pub mod config;
 mod connection;
@@ -182,6 +183,9 @@ pub(crate) struct ServerContext {
     /// A join transaction for partitions added with new hosts is under way
     /// here (see `elastic.rs`).
     pub joining: std::sync::atomic::AtomicBool,
+    /// Partitions of hosts being removed are drained here (see
+    /// `elastic.rs`).
+    pub removing: std::sync::atomic::AtomicBool,
 }
 
 impl ServerContext {
@@ -401,6 +405,7 @@ impl Server {
             host_name: membership.host_name(),
             rebalance: rebalance::Rebalancer::default(),
             joining: Default::default(),
+            removing: Default::default(),
             membership,
         });
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;

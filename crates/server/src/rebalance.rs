@@ -108,10 +108,15 @@ enum Request {
     Stop,
 }
 
-/// The request `params` make against the `current` ring.
-fn request(current: &Hashinator, params: &[Value]) -> Result<Request> {
+/// The request `params` make against the `current` ring. While hosts are
+/// being removed (`removing`: the partitions that stay), the even ring is
+/// over the partitions that stay.
+fn request(current: &Hashinator, params: &[Value], removing: Option<usize>) -> Result<Request> {
     match params {
-        [] => Ok(Request::Reach(Hashinator::even(current.partition_count(), current.version() + 1)?)),
+        [] => match removing {
+            Some(keep) => Ok(Request::Reach(crate::elastic::drained_ring(current, keep)?)),
+            None => Ok(Request::Reach(Hashinator::even(current.partition_count(), current.version() + 1)?)),
+        },
         [Value::String(s)] if s.eq_ignore_ascii_case("STOP") => Ok(Request::Stop),
         [_, _, _] => {
             let (first, last, partition) =
@@ -132,7 +137,11 @@ pub(crate) fn invoke(ctx: &Arc<ServerContext>, params: &[Value]) -> Result<Vec<R
     // One reading of the ring: the target is made from it and the moves
     // are what it lacks.
     let current = ctx.host.hashinator();
-    let target = match request(&current, params)? {
+    let removing = match &ctx.membership {
+        crate::cluster::Membership::Member(node) => node.metadata().removing.map(|r| r.keep),
+        _ => None,
+    };
+    let target = match request(&current, params, removing)? {
         Request::Stop => {
             // Under the job's lock, so that it stops this job and no later one.
             let job = ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner());
@@ -144,14 +153,28 @@ pub(crate) fn invoke(ctx: &Arc<ServerContext>, params: &[Value]) -> Result<Vec<R
         }
         Request::Reach(target) => target,
     };
-    let moves = current.moves_to(&target);
+    match start(ctx, &current, &target)? {
+        Some(moves) => Ok(vec![plan_table(&moves)]),
+        None => bail!(
+            InvalidArgument,
+            "a rebalance is running already (see @Statistics REBALANCE; stop it with @Rebalance('STOP'))"
+        ),
+    }
+}
+
+/// Start a job to reach `target` unless one runs already (`false`).
+pub(crate) fn reach(ctx: &Arc<ServerContext>, target: &Hashinator) -> Result<bool> {
+    Ok(start(ctx, &ctx.host.hashinator(), target)?.is_some())
+}
+
+/// Start a job moving `current` to `target`: the ranges it moves, or
+/// `None` if a job runs already.
+fn start(ctx: &Arc<ServerContext>, current: &Hashinator, target: &Hashinator) -> Result<Option<Vec<(i32, i32, u32)>>> {
+    let moves = current.moves_to(target);
     {
         let mut job = ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner());
         if job.as_ref().is_some_and(|j| j.state == State::Running) {
-            bail!(
-                InvalidArgument,
-                "a rebalance is running already (see @Statistics REBALANCE; stop it with @Rebalance('STOP'))"
-            );
+            return Ok(None);
         }
         *job = Some(Job {
             state: if moves.is_empty() { State::Done } else { State::Running },
@@ -185,7 +208,7 @@ pub(crate) fn invoke(ctx: &Arc<ServerContext>, params: &[Value]) -> Result<Vec<R
             bail!(Unavailable, "{message}");
         }
     }
-    Ok(vec![plan_table(&moves)])
+    Ok(Some(moves))
 }
 
 /// Tokens in `start..=end`.

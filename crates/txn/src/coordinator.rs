@@ -89,6 +89,9 @@ struct Installs {
     /// here for them (one host), and the count in the order after it (see
     /// [`crate::partitions`]; published before the ring that counts them).
     partitions: Option<crate::partitions::Joined>,
+    /// The partitions that stay after a transaction that took the last
+    /// ones out of the order (see [`crate::partitions`]).
+    left: Option<usize>,
 }
 
 impl Coordinator {
@@ -188,7 +191,10 @@ impl Coordinator {
         }
         // The sites stop after the last multi-partition transaction: their
         // Shutdown follows every start marker this coordinator sent.
-        for site in &self.site_inboxes {
+        // So do the ones not in the order: joining, or left.
+        let routes = self.shared.routes.load();
+        let retired = std::mem::take(&mut *self.shared.retired.lock().unwrap_or_else(|e| e.into_inner()));
+        for site in self.site_inboxes.iter().chain(routes.sites.iter().skip(self.site_inboxes.len())).chain(&retired) {
             let _ = site.send(SiteMsg::Shutdown);
         }
     }
@@ -324,6 +330,10 @@ impl Coordinator {
                 let result = self.add_partitions(*count, ids, &mut installs.hashinator, &mut installs.partitions);
                 (result, crate::response::APP_STATUS_UNSET, None)
             }
+            MpKind::RemovePartitions(keep) => {
+                let result = self.remove_partitions(*keep as usize, &mut installs.hashinator, &mut installs.left);
+                (result, crate::response::APP_STATUS_UNSET, None)
+            }
         };
         self.batch = batch;
         let log = if task.replay.is_some() { None } else { self.log.clone() };
@@ -412,6 +422,7 @@ impl Coordinator {
             MpKind::MoveRange { .. } => "@MoveRange",
             MpKind::ForgetTokens => "@ForgetTokens",
             MpKind::AddPartitions(_) => "@AddPartitions",
+            MpKind::RemovePartitions(_) => "@RemovePartitions",
         };
         let result_bytes = crate::stats::values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
         self.counters.procedure(name).record(
@@ -460,7 +471,7 @@ impl Coordinator {
             | MpKind::PlaceRows(_)
             | MpKind::LoadRows { log_as: None, .. } => {}
             // Refused with a command log (see `crate::partitions`).
-            MpKind::AddPartitions(_) => {}
+            MpKind::AddPartitions(_) | MpKind::RemovePartitions(_) => {}
         }
     }
 
@@ -521,6 +532,9 @@ impl Coordinator {
         }
         if let Some(joined) = installs.partitions {
             self.publish_partitions(joined);
+        }
+        if let Some(keep) = installs.left {
+            self.retire_partitions(keep);
         }
         if let Some(h) = installs.hashinator {
             self.hashinator = h.clone();

@@ -133,6 +133,10 @@ pub(crate) struct Shared {
     /// Threads started after the host (the sites of added partitions),
     /// joined at shutdown.
     pub spawned: Mutex<Vec<JoinHandle<()>>>,
+    /// Inboxes of sites here whose partitions left the order (see
+    /// `crate::partitions`): no route reaches them, and they stop with the
+    /// host.
+    pub retired: Mutex<Vec<Sender<SiteMsg>>>,
 }
 
 /// A partition's two inboxes, as a site or a proxy takes them: start
@@ -232,6 +236,7 @@ impl Host {
             in_doubt: (0..MAX_PARTITIONS).map(|_| Mutex::default()).collect(),
             resolve: AtomicBool::new(false),
             spawned: Mutex::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
         });
         let mut threads = Vec::new();
         for (p, (inbox, mp_inbox)) in site_rx.into_iter().zip(mp_rx).enumerate() {
@@ -349,6 +354,11 @@ impl Host {
         if count > self.shared.partition_count() {
             self.shared.routes.rcu(|now| Routes { active: now.active.max(count), ..Routes::clone(now) });
         }
+        // A newer ring over fewer partitions: the last ones left.
+        let current = self.shared.hashinator.load();
+        if ring.version() >= current.version() && (ring.partition_count() as usize) < self.shared.partition_count() {
+            crate::partitions::retire_routes(&self.shared, ring.partition_count() as usize);
+        }
         let ring = Arc::new(ring.clone());
         self.shared.hashinator.rcu(|now| if now.version() >= ring.version() { now.clone() } else { ring.clone() });
     }
@@ -405,7 +415,13 @@ pub(crate) fn forward_sp(link: &Arc<dyn ClusterLink>, partition: u32, task: SpTa
     if let Some(sql) = crate::site::adhoc_sql(&task.procedure) {
         params.insert(0, Value::String(sql));
     }
-    let call = WireCall { database: task.procedure.database.clone(), procedure, params, hops: task.hops + 1 };
+    let call = WireCall {
+        database: task.procedure.database.clone(),
+        procedure,
+        params,
+        hops: task.hops + 1,
+        ring: task.hash_version,
+    };
     forward(link, Destination::Partition(partition), call, task.handle, task.sink)
 }
 
@@ -441,7 +457,7 @@ pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
             params.insert(0, Value::String(sql));
         }
     }
-    let call = WireCall { database, procedure, params, hops: task.hops + 1 };
+    let call = WireCall { database, procedure, params, hops: task.hops + 1, ring: 0 };
     forward(link, Destination::Coordinator, call, task.handle, task.sink)
 }
 
@@ -839,14 +855,6 @@ impl Client {
         self.run_mp_and_wait(MpKind::MoveRange { start, end, partition, keep: true })
     }
 
-    /// Add `count` partitions, held by new sites on this host, as one
-    /// multi-partition transaction (see [`crate::partitions`]): they start
-    /// with the schema and the replicated tables' rows and own no token of
-    /// the ring until a range moves to them. Answers their ids. Waits.
-    pub fn add_partitions(&mut self, count: u32) -> Response {
-        self.run_mp_and_wait(MpKind::AddPartitions(count))
-    }
-
     /// Moves of ranges are over: every copy of every partition stops
     /// keeping rows by token (see [`Client::move_range_piece`]). Waits.
     pub fn forget_tokens(&mut self) -> Response {
@@ -854,7 +862,7 @@ impl Client {
     }
 
     /// Run one internal multi-partition transaction and wait for its answer.
-    fn run_mp_and_wait(&mut self, kind: MpKind) -> Response {
+    pub(crate) fn run_mp_and_wait(&mut self, kind: MpKind) -> Response {
         let (tx, rx) = mpsc::sync_channel(1);
         let sink = Arc::new(Waiter(tx));
         self.send_mp(MpTask {

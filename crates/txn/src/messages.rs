@@ -173,6 +173,9 @@ pub(crate) enum WorkItem {
     /// schema (the partition holds no row yet) and place the replicated
     /// tables' rows at their ids.
     JoinPartition { catalog: Arc<joule_sql::catalog::Catalog>, rows: crate::snapshot::PartitionRows },
+    /// The partition leaves the transaction order: it must hold no row of
+    /// a partitioned table (every range moved off it).
+    Retire,
 }
 
 impl WorkItem {
@@ -192,7 +195,8 @@ impl WorkItem {
             | WorkItem::Checksum
             | WorkItem::ValidatePartitioning
             | WorkItem::Freeze
-            | WorkItem::ReplicatedRows => false,
+            | WorkItem::ReplicatedRows
+            | WorkItem::Retire => false,
         }
     }
 }
@@ -342,6 +346,9 @@ pub(crate) enum MpKind {
     /// Add this many partitions, held by new sites on this host (see
     /// `crate::partitions`).
     AddPartitions(u32),
+    /// Take the partitions from this one on out of the order: they own no
+    /// token and hold no partitioned row (see `crate::partitions`).
+    RemovePartitions(u32),
 }
 
 /// A multi-partition invocation.

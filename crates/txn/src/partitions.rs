@@ -1,5 +1,5 @@
 //! The partition set: starting a partition's site, and adding partitions
-//! to a running host.
+//! to a running host or taking the last ones away.
 //!
 //! A host starts with a fixed number of partitions ([`crate::host::Host::start`]
 //! starts one site thread per partition it holds). Elastic scaling needs
@@ -28,6 +28,16 @@
 //! nothing was published. Single-partition calls reach a new partition only
 //! once a range moves to it.
 //!
+//! Taking partitions away ([`Coordinator::remove_partitions`]) is the
+//! reverse, and only from the end (partition ids are dense): every range
+//! of the ring has moved off the partitions that leave first (moves of
+//! ranges, `crate::moverange`), so they hold no row of a partitioned table;
+//! each checks that (`WorkItem::Retire`) inside the transaction, whose
+//! commit installs the same ring over the partitions that stay and drops
+//! the leaving ones from the routes — on one host their sites stop. In a
+//! cluster the commit point is the metadata's record (`PartitionsLeft`),
+//! and the hosts that held them leave the cluster after it.
+//!
 //! The per-partition state initiators read without a lock (queue depths,
 //! whether a copy is loaded, prepared transactions) is sized for
 //! [`MAX_PARTITIONS`] when the host starts, so adding partitions never
@@ -47,10 +57,10 @@ use crate::hashinator::Hashinator;
 use crate::host::{Routes, Shared, MAX_PARTITIONS};
 use crate::ids::TxnIds;
 use crate::logging::CommandLog;
-use crate::messages::MpWork;
 use crate::messages::{Decider, ItemResult, MpReply, SiteMsg, WorkItem};
+use crate::messages::{MpKind, MpWork};
 use crate::procedure::Batch;
-use crate::response::ResultTable;
+use crate::response::{Response, ResultTable};
 use crate::site::Site;
 use crate::snapshot::PartitionRows;
 use joule_common::{bail, err, DataType, Result, Value};
@@ -167,6 +177,66 @@ impl crate::host::Host {
             routes
         });
         Ok(())
+    }
+}
+
+/// Route to partitions `0..keep` only, from now on. Sites here of the
+/// partitions that left (a host leaving the cluster holds them) stop when
+/// the host does: their inboxes are kept for that (`Shared::retired`).
+pub(crate) fn retire_routes(shared: &Shared, keep: usize) {
+    if shared.routes.load().sites.len() <= keep {
+        return;
+    }
+    let mut retired = Vec::new();
+    shared.routes.rcu(|now| {
+        let mut routes = Routes::clone(now);
+        retired = (keep..routes.sites.len()).filter(|p| routes.local[*p]).map(|p| routes.sites[p].clone()).collect();
+        routes.sites.truncate(keep);
+        routes.work.truncate(keep);
+        routes.proxies.truncate(keep);
+        routes.local.truncate(keep);
+        routes.active = routes.active.min(keep);
+        routes
+    });
+    shared.retired.lock().unwrap_or_else(|e| e.into_inner()).extend(retired);
+}
+
+impl crate::site::Site {
+    /// This partition leaves the order: it must hold no row of a
+    /// partitioned table (replicated ones are copies; they go with it).
+    pub(crate) fn check_empty(&self) -> Result<()> {
+        let catalog = self.db.catalog();
+        for def in catalog.tables().filter(|t| catalog.is_partitioned(t)) {
+            let rows = self.db.storage().table(def.id).map_or(0, |t| t.len());
+            if rows > 0 {
+                bail!(
+                    InvalidArgument,
+                    "partition {} still holds {rows} row(s) of {}: its ranges must move off before it leaves",
+                    self.partition,
+                    def.qualified_name()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl crate::host::Client {
+    /// Add `count` partitions, held by new sites on this host, as one
+    /// multi-partition transaction (see [`crate::partitions`]): they start
+    /// with the schema and the replicated tables' rows and own no token of
+    /// the ring until a range moves to them. Answers their ids. Waits.
+    pub fn add_partitions(&mut self, count: u32) -> Response {
+        self.run_mp_and_wait(MpKind::AddPartitions(count))
+    }
+
+    /// Take the partitions from `keep` on out of the transaction order, as
+    /// one multi-partition transaction (see [`crate::partitions`]): every
+    /// range must have moved off them, so they hold no partitioned row.
+    /// On one host their sites stop; in a cluster the metadata records it
+    /// (and the hosts holding them leave). Answers their ids. Waits.
+    pub fn remove_partitions(&mut self, keep: u32) -> Response {
+        self.run_mp_and_wait(MpKind::RemovePartitions(keep))
     }
 }
 
@@ -330,10 +400,85 @@ impl Coordinator {
         });
     }
 
-    /// Partitions another host's coordinator brought into the order (this
-    /// host coordinates since): include them from now on.
+    /// Take the partitions from `keep` on out of the order inside the
+    /// transaction under way: the ring gives them no token, and each
+    /// checks it holds no partitioned row (`WorkItem::Retire`). `ring` and
+    /// `left` are what the commit installs.
+    pub(crate) fn remove_partitions(
+        &mut self,
+        keep: usize,
+        ring: &mut Option<Arc<Hashinator>>,
+        left: &mut Option<usize>,
+    ) -> Result<Vec<ResultTable>> {
+        let n = self.sites.len();
+        if self.log.is_some() {
+            bail!(
+                FeatureNotSupported,
+                "removing partitions from a node with a command log is not built yet (its segments and snapshots \
+                 record the partition count)"
+            );
+        }
+        if keep == 0 || keep >= n {
+            bail!(InvalidArgument, "cannot keep {keep} of {n} partitions: keep at least 1 and remove at least 1");
+        }
+        if let Some(t) = self.schema_db.catalog().tables().find(|t| t.partition_ranges.is_some()) {
+            bail!(
+                FeatureNotSupported,
+                "table {} is partitioned by value ranges, which are dealt out over the partition count: removing \
+                 partitions would move them",
+                t.qualified_name()
+            );
+        }
+        if let Some((_, p)) = self.hashinator.ring().iter().find(|(_, p)| *p as usize >= keep) {
+            bail!(
+                InvalidArgument,
+                "partition {p} still owns ranges of the ring: move them to partitions 0..{} first (@Rebalance)",
+                keep - 1
+            );
+        }
+        let items = (0..n).map(|p| if p >= keep { vec![WorkItem::Retire] } else { Vec::new() }).collect();
+        self.round(items)?;
+        *ring = Some(Arc::new(Hashinator::over(
+            self.hashinator.version() + 1,
+            self.hashinator.ring().to_vec(),
+            keep as u32,
+        )?));
+        *left = Some(keep);
+        let columns = vec![OutputColumn { name: "PARTITION_ID".to_string(), data_type: Some(DataType::Integer) }];
+        let rows = (keep..n).map(|p| vec![Value::Integer(p as i64)]).collect();
+        Ok(vec![ResultTable::new(columns.into(), rows)])
+    }
+
+    /// The transaction that took the partitions from `keep` on out of the
+    /// order committed (every one of them took the commit): forget them.
+    /// On one host their sites stop, after the commit in their inboxes; in
+    /// a cluster they live on the hosts that leave.
+    pub(crate) fn retire_partitions(&mut self, keep: usize) {
+        if self.shared.link.is_none() {
+            for site in &self.site_inboxes[keep..] {
+                let _ = site.send(SiteMsg::Shutdown);
+            }
+        }
+        self.truncate_partitions(keep);
+        retire_routes(&self.shared, keep);
+    }
+
+    fn truncate_partitions(&mut self, keep: usize) {
+        self.sites.truncate(keep);
+        self.site_inboxes.truncate(keep);
+        self.proxies.truncate(keep);
+        self.remote.truncate(keep);
+        self.wrote.truncate(keep);
+        self.released.truncate(keep);
+    }
+
+    /// Partitions another host's coordinator brought into the order, or
+    /// took out of it (this host coordinates since): follow.
     pub(crate) fn follow_partitions(&mut self) {
         let routes = self.shared.routes.load();
+        if routes.active < self.sites.len() {
+            self.truncate_partitions(routes.active);
+        }
         for p in self.sites.len()..routes.active {
             self.sites.push(routes.work[p].clone());
             self.site_inboxes.push(routes.sites[p].clone());

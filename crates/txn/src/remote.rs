@@ -128,6 +128,12 @@ pub struct WireCall {
     /// Hosts it went through already (a call is not forwarded forever while
     /// leadership moves).
     pub hops: u8,
+    /// The ring version the forwarding host routed it by (0: not routed by
+    /// key). A host whose ring is older waits for the newer one before it
+    /// routes the call, so that a call does not bounce between a host that
+    /// has a move of ranges and one that does not have it yet.
+    #[serde(default)]
+    pub ring: u64,
 }
 
 /// Forwards a call takes at most.
@@ -177,6 +183,8 @@ pub enum WireItem {
         catalog: joule_sql::catalog::Catalog,
         rows: crate::snapshot::PartitionRows,
     },
+    /// See [`WorkItem::Retire`].
+    Retire,
 }
 
 /// A work item's result as it travels back.
@@ -442,6 +450,7 @@ pub(crate) fn to_wire(item: &WorkItem) -> Result<WireItem> {
         WorkItem::JoinPartition { catalog, rows } => {
             WireItem::JoinPartition { catalog: (**catalog).clone(), rows: rows.clone() }
         }
+        WorkItem::Retire => WireItem::Retire,
     })
 }
 
@@ -467,6 +476,7 @@ pub(crate) fn from_wire(item: WireItem) -> WorkItem {
         WireItem::NextRing(ring) => WorkItem::NextRing(Arc::new(ring)),
         WireItem::ReplicatedRows => WorkItem::ReplicatedRows,
         WireItem::JoinPartition { catalog, rows } => WorkItem::JoinPartition { catalog: Arc::new(catalog), rows },
+        WireItem::Retire => WorkItem::Retire,
     }
 }
 

@@ -556,6 +556,10 @@ impl Site {
                     self.join_partition(catalog, rows)?;
                     ItemResult::Exec(joule_engine::ExecResult::Done)
                 }
+                WorkItem::Retire => {
+                    self.check_empty()?;
+                    ItemResult::Exec(joule_engine::ExecResult::Done)
+                }
                 WorkItem::Admit { planned, rows, hashinator } => {
                     self.note_next_ring(&hashinator);
                     let joule_sql::planner::PlannedKind::Insert(plan) = &planned.kind else {

@@ -2,7 +2,8 @@
 //! schema and the replicated tables' rows, own no token until a range moves
 //! to them, take part in every later multi-partition transaction (DDL and
 //! replicated writes included), and calls keep landing while they are
-//! added and filled.
+//! added and filled. Removing the last ones again, once ranges moved off
+//! them.
 
 mod common;
 
@@ -172,4 +173,93 @@ fn calls_in_flight_while_partitions_are_added_and_filled_all_land() {
     let placed = rows_per_partition(&host, "DEFAULT.H");
     assert_eq!(&placed[..4], &[0, 0, 0, 0], "{placed:?}");
     assert!(placed[4..].iter().all(|n| *n > 0), "{placed:?}");
+}
+
+#[test]
+fn the_last_partitions_leave_once_their_ranges_moved_off_and_can_come_back() {
+    let (host, mut c) = setup(2);
+    for k in 0..1000 {
+        ok(c.adhoc("INSERT INTO h VALUES (?, ?, ?)", vec![int(k), int(k % 7), int(k)]));
+    }
+    exec(&mut c, "INSERT INTO rep VALUES (1, 'odd'); INSERT INTO rep VALUES (2, 'even')");
+    ok(c.add_partitions(2));
+    let (a, b) = ((i32::MIN, i32::MIN / 2 - 1), (0, i32::MAX / 2));
+    ok(move_range(&mut c, a.0, a.1, 2));
+    ok(move_range(&mut c, b.0, b.1, 3));
+    let grown = rows_per_partition(&host, "DEFAULT.H");
+    assert!(grown[2] > 0 && grown[3] > 0, "{grown:?}");
+
+    // Refused while the leaving partitions own ranges (and nothing changes).
+    assert_eq!(fails(c.remove_partitions(2)), ErrorCode::InvalidArgument);
+    assert_eq!(fails(c.remove_partitions(0)), ErrorCode::InvalidArgument);
+    assert_eq!(fails(c.remove_partitions(4)), ErrorCode::InvalidArgument);
+    assert_eq!(host.partitions(), 4);
+    // Partition 3's ranges go back: partition 2 still owns some.
+    ok(move_range(&mut c, b.0, b.1, 1));
+    let version = host.hashinator().version();
+    let r = ok(c.remove_partitions(3));
+    assert_eq!(r.results[0].rows, vec![vec![int(3)]]);
+    assert_eq!(fails(c.remove_partitions(2)), ErrorCode::InvalidArgument);
+    ok(move_range(&mut c, a.0, a.1, 0));
+    let r = ok(c.remove_partitions(2));
+    assert_eq!(r.results[0].rows, vec![vec![int(2)]]);
+    assert_eq!(host.partitions(), 2);
+    assert_eq!(host.hashinator().version(), version + 3, "a move, a removal, a move and a removal");
+    assert_eq!(host.hashinator().partition_count(), 2);
+    assert_eq!(rows_per_partition(&host, "DEFAULT.H").len(), 2, "the leaving sites stopped");
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(1000));
+    assert_eq!(scalar(&mut c, "SELECT SUM(n) FROM h"), int((0..1000).sum()));
+    assert_eq!(rows_per_partition(&host, "DEFAULT.REP"), vec![2, 2]);
+    assert_eq!(misplaced(&mut c), 0);
+    for k in 0..1000 {
+        ok(c.call("AddH", vec![int(k)]));
+    }
+    assert_eq!(scalar(&mut c, "SELECT SUM(n) FROM h"), int((0..1000).sum::<i64>() + 1000));
+
+    // Partitions come back at the same ids, empty but for replicated rows.
+    let r = ok(c.add_partitions(1));
+    assert_eq!(r.results[0].rows, vec![vec![int(2)]]);
+    assert_eq!(rows_per_partition(&host, "DEFAULT.REP"), vec![2, 2, 2]);
+    assert_eq!(rows_per_partition(&host, "DEFAULT.H")[2], 0);
+    ok(move_range(&mut c, b.0, b.1, 2));
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(1000));
+    assert_eq!(misplaced(&mut c), 0);
+}
+
+#[test]
+fn calls_in_flight_while_partitions_are_drained_and_removed_all_land() {
+    let (host, mut c) = setup(2);
+    for k in 0..400 {
+        ok(c.adhoc("INSERT INTO h VALUES (?, 0, 0)", vec![int(k)]));
+    }
+    ok(c.add_partitions(2));
+    let slice = 1i64 << 30;
+    for step in 0..4i64 {
+        let start = i32::MIN as i64 + step * slice;
+        ok(move_range(&mut c, start as i32, (start + slice - 1) as i32, 2 + step % 2));
+    }
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let mut c = host.client();
+            std::thread::spawn(move || {
+                for i in 0..1500 {
+                    let k = (i * 7 + w * 13) % 400;
+                    ok(c.call("AddH", vec![int(k)]));
+                }
+            })
+        })
+        .collect();
+    // Drain the new partitions to the first two, then remove them.
+    for step in 0..4i64 {
+        let start = i32::MIN as i64 + step * slice;
+        ok(move_range(&mut c, start as i32, (start + slice - 1) as i32, step % 2));
+    }
+    ok(c.remove_partitions(2));
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(host.partitions(), 2);
+    assert_eq!(scalar(&mut c, "SELECT SUM(n) FROM h"), int(3 * 1500));
+    assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(400));
+    assert_eq!(misplaced(&mut c), 0);
 }

@@ -137,6 +137,9 @@ impl ResponseSink for ForwardedSink {
     }
 }
 
+/// How long a forwarded call waits for the ring it was routed by.
+const RING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serve calls another host forwarded here: run each, answer with its id.
 pub(super) async fn serve_forwarded(mut s: tokio::net::TcpStream, host: Arc<Host>) {
     // Ready: the sender writes calls only after this.
@@ -168,6 +171,13 @@ pub(super) async fn serve_forwarded(mut s: tokio::net::TcpStream, host: Arc<Host
     let mut client = host.client();
     while let Ok(body) = read_body_async(&mut rd).await {
         let Ok((id, call)) = decode::<(u64, WireCall)>(&body) else { break };
+        // Routed by a newer ring than this host's: a move of ranges
+        // committed, and this host hears of it in a moment (from the
+        // metadata, or its own sites). Routing now would send the call back.
+        let deadline = tokio::time::Instant::now() + RING_PATIENCE;
+        while host.hashinator().version() < call.ring && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         client.use_database(&call.database);
         client.set_hops(call.hops);
         client.call_async(&call.procedure, call.params, id, sink.clone());

@@ -45,10 +45,13 @@ impl Link {
                     self.me
                 );
             };
-            // A ring over more partitions brings joining ones in (see
-            // `joule_txn`'s `partitions`); otherwise ranges moved.
+            // A ring over more partitions brings joining ones in, one over
+            // fewer takes the last ones out (see `joule_txn`'s
+            // `partitions`); otherwise ranges moved.
             let command = if ring.partition_count() as usize > now.active_partitions() {
                 Command::PartitionsJoined { coordinator: self.me, incarnation, ring: ring.clone(), txn }
+            } else if (ring.partition_count() as usize) < now.partitions.len() {
+                Command::PartitionsLeft { coordinator: self.me, incarnation, ring: ring.clone(), txn }
             } else {
                 Command::SetRing { coordinator: self.me, incarnation, ring: ring.clone(), txn }
             };

@@ -285,6 +285,8 @@ fn start(args: StartArgs) -> ExitCode {
     let mut config = joule_server::ServerConfig::default();
     let mut other = joule_server::config::OtherPorts::default();
     if let Some(path) = &args.config {
+        // Hosts the auto-scaler starts here take the same file.
+        config.autoscale.config_file = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()));
         let applied =
             std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display())).and_then(
                 |text| joule_server::config::apply_toml(&mut config, &mut other, &text).map_err(|e| e.to_string()),

@@ -1,7 +1,8 @@
 //! `joule status`: the cluster as one of its hosts sees it — a summary
 //! line (hosts up, k-factor, partitions, redundancy), then the hosts
 //! (`@Statistics CLUSTER`) and every partition's copies and leader
-//! (`@Statistics TOPO`).
+//! (`@Statistics TOPO`); with the auto-scaler on, what it does and its last
+//! decision (`@Statistics AUTOSCALER`).
 
 use joule_common::Value;
 use joule_wire::VoltTable;
@@ -48,6 +49,11 @@ pub fn run(args: NodeArgs) -> ExitCode {
         }
     };
     println!("{}", summary(&hosts, &topo));
+    if let Ok(scaler) = fetch("AUTOSCALER") {
+        if let Some(line) = autoscaler(&scaler) {
+            println!("{line}");
+        }
+    }
     println!();
     crate::shell::print_fixed(&[hosts, topo]);
     ExitCode::SUCCESS
@@ -63,6 +69,22 @@ fn text(v: &Value) -> String {
 /// Cell `i` of `row` as text (empty if the server sent fewer cells).
 fn cell(row: &[Value], i: usize) -> String {
     row.get(i).map(text).unwrap_or_default()
+}
+
+/// The auto-scaler's state and last decision, if it is on.
+fn autoscaler(t: &VoltTable) -> Option<String> {
+    let column = |name: &str| t.columns.iter().position(|(n, _)| n == name);
+    let row = t.rows.first()?;
+    if cell(row, column("ENABLED")?) != "1" {
+        return None;
+    }
+    let last = column("LAST_DECISION").map(|i| cell(row, i)).filter(|s| !s.is_empty() && s != "NULL");
+    Some(format!(
+        "autoscaler: {} (as host {} sees it){}",
+        column("STATE").map(|i| cell(row, i)).unwrap_or_default(),
+        column("HOST_ID").map(|i| cell(row, i)).unwrap_or_default(),
+        last.map_or(String::new(), |l| format!("; last: {l}"))
+    ))
 }
 
 /// One line: hosts up of all, k-factor, partitions, and redundancy — full,

@@ -37,6 +37,14 @@
 //! duration_ms = 5              # aimed-at length of each move's transaction
 //! throughput_mb = 0.3          # MB/s of rows moved at most (0: no limit; fractions allowed)
 //!
+//! [autoscale]                  # add and remove hosts by the load (see autoscale/)
+//! enabled = true
+//! provider = "local"           # local: joule processes here; command: a script
+//! target_p99_ms = 10
+//! target_utilization = 75      # percent of the sites' time busy
+//! min_hosts = 2
+//! max_hosts = 6
+//!
 //! [[users]]                    # with users, logins must match one
 //! name = "admin"
 //! password = "secret"
@@ -71,6 +79,7 @@ struct FileConfig {
     snapshot: Option<FileSnapshot>,
     cluster: Option<FileCluster>,
     elastic: Option<FileElastic>,
+    autoscale: Option<crate::autoscale::FileAutoscale>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +261,9 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
             // not none.
             config.elastic.throughput_bytes = ((mb * (1 << 20) as f64).ceil() as u64).max(u64::from(mb > 0.0));
         }
+    }
+    if let Some(a) = file.autoscale {
+        crate::autoscale::apply(&mut config.autoscale, a)?;
     }
     let mut seen = std::collections::BTreeSet::new();
     for u in file.users {

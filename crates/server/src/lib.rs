@@ -15,6 +15,7 @@
 //! work.
 
 mod advisor;
+pub mod autoscale;
 mod changes;
 pub mod cluster;
 pub mod config;
@@ -95,6 +96,8 @@ pub struct ServerConfig {
     pub cluster: cluster::ClusterConfig,
     /// How fast `@Rebalance` moves ranges (see `rebalance.rs`).
     pub elastic: rebalance::ElasticConfig,
+    /// The auto-scaler's policy and provider (see `autoscale/`).
+    pub autoscale: autoscale::AutoscaleConfig,
 }
 
 /// A quarter of the cores, at least one: the sites do the work, and on a
@@ -127,6 +130,7 @@ impl Default for ServerConfig {
             transparent_huge_pages: false,
             cluster: cluster::ClusterConfig::default(),
             elastic: rebalance::ElasticConfig::default(),
+            autoscale: autoscale::AutoscaleConfig::default(),
         }
     }
 }
@@ -186,6 +190,8 @@ pub(crate) struct ServerContext {
     /// Partitions of hosts being removed are drained here (see
     /// `elastic.rs`).
     pub removing: std::sync::atomic::AtomicBool,
+    /// What the auto-scaler last saw and decided (see `autoscale/`).
+    pub autoscaler: autoscale::Autoscaler,
 }
 
 impl ServerContext {
@@ -406,6 +412,7 @@ impl Server {
             rebalance: rebalance::Rebalancer::default(),
             joining: Default::default(),
             removing: Default::default(),
+            autoscaler: Default::default(),
             membership,
         });
         let admin_addr = admin.local_addr().map_err(|e| err!(Unavailable, "{e}"))?;
@@ -429,6 +436,13 @@ impl Server {
         };
         tokio::spawn(cluster::follow(ctx.clone()));
         tokio::spawn(cluster::watch_contact(ctx.clone()));
+        match (&ctx.membership, ctx.config.autoscale.enabled) {
+            (cluster::Membership::Member(_), true) => drop(tokio::spawn(autoscale::run(ctx.clone()))),
+            (cluster::Membership::Alone(_), true) => ctx.event(
+                "autoscaler: off: a single node cannot add hosts (start a cluster with --host-count to scale it)",
+            ),
+            _ => {}
+        }
         if let cluster::Membership::Member(node) = &ctx.membership {
             if recovering || !node.metadata().is_up(node.id()) {
                 // Restarted: its copies come from the leaders (`rejoin`).

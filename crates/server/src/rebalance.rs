@@ -162,6 +162,11 @@ pub(crate) fn invoke(ctx: &Arc<ServerContext>, params: &[Value]) -> Result<Vec<R
     }
 }
 
+/// Whether a job is running on this host.
+pub(crate) fn running(ctx: &ServerContext) -> bool {
+    ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|j| j.state == State::Running)
+}
+
 /// Start a job to reach `target` unless one runs already (`false`).
 pub(crate) fn reach(ctx: &Arc<ServerContext>, target: &Hashinator) -> Result<bool> {
     Ok(start(ctx, &ctx.host.hashinator(), target)?.is_some())

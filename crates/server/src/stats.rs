@@ -45,6 +45,7 @@ pub(crate) const SELECTORS: &[&str] = &[
     "SNAPSHOTSTATUS",
     "MANAGEMENT",
     "REBALANCE",
+    "AUTOSCALER",
 ];
 
 /// What `@Statistics` remembers between calls.
@@ -143,6 +144,7 @@ pub(crate) fn statistics(ctx: &ServerContext, selector: &str, delta: bool) -> Re
         "COMMANDLOG" => vec![crate::durable::command_log_table(ctx)],
         "SNAPSHOTSTATUS" => vec![ctx.snapshots.status_table()],
         "REBALANCE" => vec![crate::rebalance::statistics(ctx, host_cells(ctx), &HOST)],
+        "AUTOSCALER" => vec![crate::autoscale::statistics(ctx, host_cells(ctx), &HOST)],
         "MANAGEMENT" => {
             let s = sites(ctx);
             vec![

@@ -130,6 +130,11 @@ struct StartArgs {
     /// cluster's `--kfactor` and `--sites`.
     #[arg(long)]
     add: bool,
+    /// Form a cluster even with one host (`--host-count 1`), so that hosts
+    /// can be added to it later with `--add`: it runs the metadata group and
+    /// keeps copy logs instead of a command log.
+    #[arg(long)]
+    elastic: bool,
     /// Copies of each partition beyond the first: the cluster survives
     /// this many hosts failing [default: 0].
     #[arg(long)]
@@ -321,6 +326,7 @@ fn start(args: StartArgs) -> ExitCode {
         config.cluster.join = v.into_iter().filter(|a| !a.is_empty()).collect();
     }
     config.cluster.add |= args.add;
+    config.cluster.elastic |= args.elastic;
     if let Some(v) = args.kfactor {
         config.cluster.kfactor = v;
     }

@@ -60,6 +60,10 @@ pub struct ClusterConfig {
     /// partitions of its own that join the transaction order and then take
     /// ranges of the ring (`@Rebalance`).
     pub add: bool,
+    /// Run a metadata group even with one host (`--elastic`), so that
+    /// hosts can be added to it later: a one-host cluster with copy logs,
+    /// not a single node with a command log.
+    pub elastic: bool,
 }
 
 impl Default for ClusterConfig {
@@ -74,6 +78,7 @@ impl Default for ClusterConfig {
             routes: BTreeMap::new(),
             accept_data_loss: false,
             add: false,
+            elastic: false,
         }
     }
 }
@@ -81,7 +86,7 @@ impl Default for ClusterConfig {
 impl ClusterConfig {
     /// Whether the node runs a member of a metadata group.
     pub fn is_multi_host(&self) -> bool {
-        self.host_count > 1 || !self.join.is_empty()
+        self.host_count > 1 || !self.join.is_empty() || self.elastic
     }
 
     /// Settings that cannot work, refused before anything starts.

@@ -98,6 +98,7 @@ struct FileCluster {
     advertise: Option<String>,
     heartbeat_timeout_ms: Option<u64>,
     routes: Option<std::collections::BTreeMap<String, String>>,
+    elastic: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +169,9 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
         }
         if let Some(routes) = c.routes {
             config.cluster.routes = routes;
+        }
+        if let Some(v) = c.elastic {
+            config.cluster.elastic = v;
         }
         config.cluster.validate().map_err(|e| err!(InvalidArgument, "configuration: [cluster]: {e}"))?;
     }
@@ -315,6 +319,10 @@ mod tests {
         assert_eq!(c.cluster.join, vec!["a:1".to_string()]);
         assert_eq!(c.cluster.heartbeat_timeout, std::time::Duration::from_millis(500));
         assert_eq!(c.cluster.routes.get("a:1").map(String::as_str), Some("b:2"));
+        let mut alone = ServerConfig::default();
+        assert!(!alone.cluster.is_multi_host());
+        apply_toml(&mut alone, &mut o, "[cluster]\nelastic = true").unwrap();
+        assert!(alone.cluster.elastic && alone.cluster.is_multi_host(), "one host that may grow runs the group");
         for bad in [
             "[cluster]\nhost_count = 2\nkfactor = 2",
             "[cluster]\nhost_count = 3\nkfactor = 3",

@@ -88,7 +88,7 @@ pub(crate) fn bring_in_joining(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
             match answer {
                 Ok(r) if r.is_success() => {
                     say(&ctx, format!("partitions {from}..{} joined the cluster's transaction order", to - 1));
-                    start_rebalance(&ctx);
+                    start_rebalance(&ctx).await;
                     break;
                 }
                 Ok(r) => {
@@ -106,8 +106,18 @@ pub(crate) fn bring_in_joining(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
     });
 }
 
-/// After a join: move ranges to the new partitions in the background.
-fn start_rebalance(ctx: &Arc<ServerContext>) {
+/// After a join: move ranges to the new partitions in the background. A
+/// job still moving ranges for an earlier join aims at a ring without the
+/// new partitions: it is stopped after its piece in flight, and the new
+/// job carries on from where it left the ring.
+async fn start_rebalance(ctx: &Arc<ServerContext>) {
+    if crate::rebalance::running(ctx) {
+        let _ = crate::rebalance::invoke(ctx, &[Value::from("STOP")]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while crate::rebalance::running(ctx) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     match crate::rebalance::invoke(ctx, &[]) {
         Ok(_) => say(ctx, "ranges move to the new partitions in the background (@Statistics REBALANCE)".to_string()),
         Err(e) => say(ctx, format!("the rebalance after the join did not start (start it with @Rebalance()): {e}")),

@@ -438,9 +438,9 @@ impl Server {
         tokio::spawn(cluster::watch_contact(ctx.clone()));
         match (&ctx.membership, ctx.config.autoscale.enabled) {
             (cluster::Membership::Member(_), true) => drop(tokio::spawn(autoscale::run(ctx.clone()))),
-            (cluster::Membership::Alone(_), true) => ctx.event(
-                "autoscaler: off: a single node cannot add hosts (start a cluster with --host-count to scale it)",
-            ),
+            (cluster::Membership::Alone(_), true) => {
+                ctx.event("autoscaler: off: a single node cannot add hosts (start it with --elastic to scale it)")
+            }
             _ => {}
         }
         if let cluster::Membership::Member(node) = &ctx.membership {

@@ -36,6 +36,7 @@
 //! [elastic]                    # how fast @Rebalance moves ranges
 //! duration_ms = 5              # aimed-at length of each move's transaction
 //! throughput_mb = 0.3          # MB/s of rows moved at most (0: no limit; fractions allowed)
+//! busy_percent = 25            # share of the time moves may run at most
 //!
 //! [autoscale]                  # add and remove hosts by the load (see autoscale/)
 //! enabled = true
@@ -87,6 +88,7 @@ struct FileConfig {
 struct FileElastic {
     duration_ms: Option<u64>,
     throughput_mb: Option<f64>,
+    busy_percent: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +267,12 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
             // not none.
             config.elastic.throughput_bytes = ((mb * (1 << 20) as f64).ceil() as u64).max(u64::from(mb > 0.0));
         }
+        if let Some(p) = e.busy_percent {
+            if !(1..=100).contains(&p) {
+                return Err(err!(InvalidArgument, "configuration: elastic.busy_percent must be between 1 and 100"));
+            }
+            config.elastic.busy_percent = p;
+        }
     }
     if let Some(a) = file.autoscale {
         crate::autoscale::apply(&mut config.autoscale, a)?;
@@ -310,6 +318,8 @@ mod tests {
         assert_eq!(c.elastic.throughput_bytes, 1 << 19);
         apply_toml(&mut c, &mut o, "[elastic]\nthroughput_mb = 1e-9").unwrap();
         assert_eq!(c.elastic.throughput_bytes, 1, "a limit too small for bytes is still a limit");
+        apply_toml(&mut c, &mut o, "[elastic]\nbusy_percent = 50").unwrap();
+        assert_eq!(c.elastic.busy_percent, 50);
         assert!(!c.transparent_huge_pages);
         apply_toml(&mut c, &mut o, "transparent_huge_pages = true\nnetwork_threads = 3").unwrap();
         assert!(c.transparent_huge_pages);
@@ -339,6 +349,8 @@ mod tests {
             "[snapshot]\nretain = 0",
             "[elastic]\nduration_ms = 0",
             "[elastic]\nthroughput_mb = -1",
+            "[elastic]\nbusy_percent = 0",
+            "[elastic]\nbusy_percent = 101",
             "transparent_huge_pages = 1",
             "network_threads = 0",
         ] {

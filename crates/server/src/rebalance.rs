@@ -43,8 +43,17 @@ use std::time::{Duration, Instant};
 pub struct ElasticConfig {
     /// The length each move's transaction aims at.
     pub duration: Duration,
-    /// Bytes of rows moved per second at most (0: no limit).
+    /// Bytes of rows moved per second at most (0: no limit, and no
+    /// `busy_percent` either).
     pub throughput_bytes: u64,
+    /// The share of the time, in percent, that moves may run at most: after
+    /// each piece the job rests at least `100 / busy_percent - 1` times as
+    /// long as the piece took. Every piece is a multi-partition transaction
+    /// and holds the partitions it moves between (and, while it waits for
+    /// them, the ones queued behind it); on a cluster a piece costs 10–20
+    /// ms whatever it carries, so without this bound tiny pieces would run
+    /// back to back and hold the partitions most of the time.
+    pub busy_percent: u32,
 }
 
 /// The defaults kept a voter load at 66–90 % of its throughput (75 % on
@@ -54,7 +63,7 @@ pub struct ElasticConfig {
 /// for 50 ms at a time and halved the throughput.
 impl Default for ElasticConfig {
     fn default() -> Self {
-        ElasticConfig { duration: Duration::from_millis(5), throughput_bytes: 3 * (1 << 20) / 10 }
+        ElasticConfig { duration: Duration::from_millis(5), throughput_bytes: 3 * (1 << 20) / 10, busy_percent: 25 }
     }
 }
 
@@ -275,11 +284,10 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
                 });
                 floor = floor.min(took);
                 piece = next_piece(piece, took, floor, elastic.duration);
-                // And keep under the throughput: a piece of `bytes` earns
-                // bytes / throughput seconds.
-                if elastic.throughput_bytes > 0 && bytes > 0 {
-                    let earned = Duration::from_secs_f64(bytes as f64 / elastic.throughput_bytes as f64);
-                    pause(ctx, earned.saturating_sub(took));
+                // And keep under the throughput (a piece of `bytes` earns
+                // bytes / throughput seconds) and the share of busy time.
+                if elastic.throughput_bytes > 0 {
+                    pause(ctx, rest_after(took, bytes, &elastic));
                 }
                 at = last + 1;
             }
@@ -348,6 +356,14 @@ fn next_piece(piece: u64, took: Duration, floor: Duration, duration: Duration) -
     let moving = took.saturating_sub(floor);
     let factor = (duration.as_secs_f64() / moving.as_secs_f64().max(1e-6)).clamp(0.5, 4.0);
     ((piece as f64 * factor) as u64).clamp(1, 1 << 32)
+}
+
+/// How long the job rests after a piece of `bytes` that took `took`.
+fn rest_after(took: Duration, bytes: u64, elastic: &ElasticConfig) -> Duration {
+    let earned = Duration::from_secs_f64(bytes as f64 / elastic.throughput_bytes.max(1) as f64);
+    let busy = elastic.busy_percent.clamp(1, 100);
+    let idle = took.mul_f64(f64::from(100 - busy) / f64::from(busy));
+    earned.saturating_sub(took).max(idle)
 }
 
 /// Sleep up to `d`, waking early for a stop or a shutdown.
@@ -443,5 +459,19 @@ mod tests {
         assert_eq!(next_piece(1000, ms(30), ms(20), ms(5)), 500);
         assert_eq!(next_piece(1000, ms(21), ms(20), ms(5)), 4000);
         assert_eq!(next_piece(1000, ms(25), ms(20), ms(5)), 1000);
+    }
+
+    #[test]
+    fn the_job_rests_for_the_throughput_and_the_share_of_busy_time() {
+        let ms = Duration::from_millis;
+        let elastic = ElasticConfig { duration: ms(5), throughput_bytes: 1 << 20, busy_percent: 25 };
+        // 512 KiB at 1 MiB/s earn half a second; the piece took 100 ms.
+        assert_eq!(rest_after(ms(100), 1 << 19, &elastic), ms(400));
+        // A small piece on a cluster: 1 KiB earns 1 ms, but 10 ms busy at
+        // 25 % asks for 30 ms of rest.
+        assert_eq!(rest_after(ms(10), 1 << 10, &elastic), ms(30));
+        assert_eq!(rest_after(ms(10), 0, &elastic), ms(30), "an empty piece held the partitions too");
+        let anytime = ElasticConfig { busy_percent: 100, ..elastic };
+        assert_eq!(rest_after(ms(10), 0, &anytime), ms(0));
     }
 }

@@ -179,9 +179,15 @@ fn a_k1_cluster_takes_two_hosts_at_once_under_a_voter_load_without_a_failed_vote
         }
     }
     assert!(joined, "the new partitions join: {}", http_get(&hosts[0].http, "/console/stats"));
-    eventually("the rebalance after the join is done", || {
+    let done = common::cluster::wait_until(std::time::Duration::from_secs(60), || {
         stats(&clients[0], "REBALANCE").first().is_some_and(|r| r[3] == "DONE")
     });
+    if !done {
+        for h in &hosts {
+            eprintln!("HOST {}: {:?}", h.id, h.stderr.try_iter().collect::<Vec<_>>());
+        }
+    }
+    assert!(done, "the rebalance after the join is done: {:?}", stats(&clients[0], "REBALANCE"));
     let moved: u64 = stats(&clients[0], "REBALANCE")[0][6].parse().unwrap();
     assert!(moved > 0, "rows moved to the new partitions");
     // Votes go on through the new hosts too.

@@ -19,6 +19,10 @@
 //! * [`formation`]: forming a cluster (`joule start --host-count N` on one
 //!   host, `--join` on the others), and a member taking its place again
 //!   after a restart.
+//! * `admission.rs`, `elastic.rs`, `removal.rs`: hosts added to a running
+//!   cluster (`--add`, k+1 at a time, with partitions of their own that
+//!   join the transaction order) and removed again, last added first, with
+//!   their ids retired and their members taken out of the group.
 //!
 //! What is here is the metadata group, formation and failure detection; the
 //! data plane that replicates partitions and rejoins hosts builds on it in

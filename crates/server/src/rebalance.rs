@@ -283,7 +283,7 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
                     j.calls_time += took;
                 });
                 floor = floor.min(took);
-                piece = next_piece(piece, took, floor, elastic.duration);
+                piece = next_piece(piece, rows, took, floor, elastic.duration);
                 // And keep under the throughput (a piece of `bytes` earns
                 // bytes / throughput seconds) and the share of busy time.
                 if elastic.throughput_bytes > 0 {
@@ -351,12 +351,23 @@ fn move_piece(
 /// record in the metadata) — comes to the configured duration; at most
 /// halved or quadrupled at once (the first piece of a partition also builds
 /// its token index, so one slow piece must not shrink the next ones to
-/// nothing).
-fn next_piece(piece: u64, took: Duration, floor: Duration, duration: Duration) -> u64 {
+/// nothing). A piece that moved fewer than [`SMALL_PIECE_ROWS`] rows is
+/// never shrunk, and at least doubled: its time was the fixed cost and the
+/// wait behind the calls queued on its partitions, not its rows — under a
+/// busy machine's varying waits, pieces sized by time alone shrank to one
+/// token each and a rebalance crawled.
+fn next_piece(piece: u64, rows: u64, took: Duration, floor: Duration, duration: Duration) -> u64 {
     let moving = took.saturating_sub(floor);
-    let factor = (duration.as_secs_f64() / moving.as_secs_f64().max(1e-6)).clamp(0.5, 4.0);
+    let mut factor = (duration.as_secs_f64() / moving.as_secs_f64().max(1e-6)).clamp(0.5, 4.0);
+    if rows < SMALL_PIECE_ROWS {
+        factor = factor.max(2.0);
+    }
     ((piece as f64 * factor) as u64).clamp(1, 1 << 32)
 }
+
+/// Rows below which a piece's time says nothing of its size (about 5 ms of
+/// moving at 6 µs a row, `duration_ms`'s default).
+const SMALL_PIECE_ROWS: u64 = 1000;
 
 /// How long the job rests after a piece of `bytes` that took `took`.
 fn rest_after(took: Duration, bytes: u64, elastic: &ElasticConfig) -> Duration {
@@ -448,17 +459,20 @@ mod tests {
     fn pieces_aim_at_the_duration() {
         let ms = Duration::from_millis;
         // Quick moves: the span grows, four times at most per step.
-        assert_eq!(next_piece(1000, ms(1), ms(0), ms(50)), 4000);
-        assert_eq!(next_piece(1000, ms(25), ms(0), ms(50)), 2000);
-        assert_eq!(next_piece(1000, ms(50), ms(0), ms(50)), 1000);
+        assert_eq!(next_piece(1000, 5000, ms(1), ms(0), ms(50)), 4000);
+        assert_eq!(next_piece(1000, 5000, ms(25), ms(0), ms(50)), 2000);
+        assert_eq!(next_piece(1000, 5000, ms(50), ms(0), ms(50)), 1000);
         // A slow one halves it at most.
-        assert_eq!(next_piece(1000, ms(500), ms(0), ms(50)), 500);
-        assert_eq!(next_piece(1, ms(500), ms(0), ms(50)), 1, "never below one token");
-        assert_eq!(next_piece(1 << 32, ms(1), ms(0), ms(50)), 1 << 32, "never past the ring");
+        assert_eq!(next_piece(1000, 5000, ms(500), ms(0), ms(50)), 500);
+        assert_eq!(next_piece(1, 5000, ms(500), ms(0), ms(50)), 1, "never below one token");
+        assert_eq!(next_piece(1 << 32, 5000, ms(1), ms(0), ms(50)), 1 << 32, "never past the ring");
         // What every move costs (a cluster's commit) does not count.
-        assert_eq!(next_piece(1000, ms(30), ms(20), ms(5)), 500);
-        assert_eq!(next_piece(1000, ms(21), ms(20), ms(5)), 4000);
-        assert_eq!(next_piece(1000, ms(25), ms(20), ms(5)), 1000);
+        assert_eq!(next_piece(1000, 5000, ms(30), ms(20), ms(5)), 500);
+        assert_eq!(next_piece(1000, 5000, ms(21), ms(20), ms(5)), 4000);
+        assert_eq!(next_piece(1000, 5000, ms(25), ms(20), ms(5)), 1000);
+        // A piece of few rows: slow or not, the next one is bigger.
+        assert_eq!(next_piece(1000, 10, ms(500), ms(0), ms(5)), 2000);
+        assert_eq!(next_piece(1000, 0, ms(1), ms(0), ms(5)), 4000);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! which hosts can go.
 
 use crate::snapshot_cmd::Target;
-use joule_client::{BlockingClient, Options};
+use joule_client::BlockingClient;
 use joule_common::Value;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -43,16 +43,7 @@ pub fn run(command: ClusterCommand) -> ExitCode {
 }
 
 fn remove(args: RemoveArgs) -> ExitCode {
-    let address = format!("{}:{}", args.target.host, args.target.port);
-    let options =
-        Options { user: args.target.user.clone(), password: args.target.password.clone(), ..Default::default() };
-    let client = match BlockingClient::connect(&[&address], options) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot connect to {address}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(client) = args.target.connect() else { return ExitCode::FAILURE };
     let params = if args.cancel {
         vec![Value::from("CANCEL")]
     } else {

@@ -4,7 +4,7 @@
 
 use crate::shell::print_fixed;
 use crate::snapshot_cmd::Target;
-use joule_client::{BlockingClient, Options};
+use joule_client::BlockingClient;
 use joule_common::Value;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -46,16 +46,7 @@ pub fn run(args: RebalanceArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let address = format!("{}:{}", args.target.host, args.target.port);
-    let options =
-        Options { user: args.target.user.clone(), password: args.target.password.clone(), ..Default::default() };
-    let client = match BlockingClient::connect(&[&address], options) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot connect to {address}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(client) = args.target.connect() else { return ExitCode::FAILURE };
     match client.call("@Rebalance", params) {
         Ok(_) if args.stop => {
             println!("stopping the rebalance after the piece in flight");

@@ -7,7 +7,8 @@ use joule_client::{BlockingClient, Options};
 use joule_common::Value;
 use std::process::ExitCode;
 
-/// Where and as whom to connect (also `joule rebalance`'s).
+/// Where and as whom to connect (also `joule rebalance`'s and `joule
+/// cluster`'s).
 #[derive(clap::Args)]
 pub struct Target {
     /// The node's host.
@@ -21,6 +22,21 @@ pub struct Target {
     pub user: String,
     #[arg(long, default_value = "")]
     pub password: String,
+}
+
+impl Target {
+    /// Connect and log in, saying why on standard error if that fails.
+    pub fn connect(&self) -> Option<BlockingClient> {
+        let address = format!("{}:{}", self.host, self.port);
+        let options = Options { user: self.user.clone(), password: self.password.clone(), ..Default::default() };
+        match BlockingClient::connect(&[&address], options) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: cannot connect to {address}: {e}");
+                None
+            }
+        }
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -80,15 +96,7 @@ pub fn run(command: SnapshotCommand) -> ExitCode {
         SnapshotCommand::Restore(n) => (n.target, "@SnapshotRestore", vec![Value::from(n.dir), Value::from(n.nonce)]),
         SnapshotCommand::Delete(n) => (n.target, "@SnapshotDelete", vec![Value::from(n.dir), Value::from(n.nonce)]),
     };
-    let address = format!("{}:{}", target.host, target.port);
-    let options = Options { user: target.user, password: target.password, ..Default::default() };
-    let client = match BlockingClient::connect(&[&address], options) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot connect to {address}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(client) = target.connect() else { return ExitCode::FAILURE };
     match client.call(procedure, params) {
         Ok(r) => {
             print_fixed(&r.tables);

@@ -357,7 +357,7 @@ impl Host {
         // A newer ring over fewer partitions: the last ones left.
         let current = self.shared.hashinator.load();
         if ring.version() >= current.version() && (ring.partition_count() as usize) < self.shared.partition_count() {
-            crate::partitions::retire_routes(&self.shared, ring.partition_count() as usize);
+            crate::partitions::retire_routes(&self.shared, ring.partition_count() as usize, false);
         }
         let ring = Arc::new(ring.clone());
         self.shared.hashinator.rcu(|now| if now.version() >= ring.version() { now.clone() } else { ring.clone() });

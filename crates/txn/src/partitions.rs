@@ -181,9 +181,11 @@ impl crate::host::Host {
 }
 
 /// Route to partitions `0..keep` only, from now on. Sites here of the
-/// partitions that left (a host leaving the cluster holds them) stop when
-/// the host does: their inboxes are kept for that (`Shared::retired`).
-pub(crate) fn retire_routes(shared: &Shared, keep: usize) {
+/// partitions that left stop now (`stop`: one host, their commit ahead of
+/// the `Shutdown` in their inboxes) or with the host (a host leaving the
+/// cluster holds them, and they may still owe their replicas the commit):
+/// their inboxes are kept for that (`Shared::retired`).
+pub(crate) fn retire_routes(shared: &Shared, keep: usize, stop: bool) {
     if shared.routes.load().sites.len() <= keep {
         return;
     }
@@ -198,7 +200,13 @@ pub(crate) fn retire_routes(shared: &Shared, keep: usize) {
         routes.active = routes.active.min(keep);
         routes
     });
-    shared.retired.lock().unwrap_or_else(|e| e.into_inner()).extend(retired);
+    if stop {
+        for site in retired {
+            let _ = site.send(SiteMsg::Shutdown);
+        }
+    } else {
+        shared.retired.lock().unwrap_or_else(|e| e.into_inner()).extend(retired);
+    }
 }
 
 impl crate::site::Site {
@@ -266,26 +274,12 @@ impl Coordinator {
     ) -> Result<Vec<ResultTable>> {
         let n = self.sites.len();
         let cluster = self.shared.link.is_some();
-        if self.log.is_some() {
-            bail!(
-                FeatureNotSupported,
-                "adding partitions to a node with a command log is not built yet (its segments and snapshots \
-                 record the partition count)"
-            );
-        }
+        self.count_may_change("adding")?;
         if count == 0 || n + count as usize > MAX_PARTITIONS {
             bail!(
                 InvalidArgument,
                 "cannot add {count} partition(s) to {n}: the count must be at least 1 and the total at most \
                  {MAX_PARTITIONS}"
-            );
-        }
-        if let Some(t) = self.schema_db.catalog().tables().find(|t| t.partition_ranges.is_some()) {
-            bail!(
-                FeatureNotSupported,
-                "table {} is partitioned by value ranges, which are dealt out over the partition count: adding \
-                 partitions would move them",
-                t.qualified_name()
             );
         }
         let routes = self.shared.routes.load_full();
@@ -353,6 +347,30 @@ impl Coordinator {
         Ok(vec![ResultTable::new(columns.into(), rows)])
     }
 
+    /// Whether the partition count may change here (`doing`: "adding" or
+    /// "removing"): not with a command log (its segments and snapshots
+    /// record the count), nor while a table is partitioned by value ranges
+    /// (they are dealt out over the count, so another count would move
+    /// them).
+    fn count_may_change(&self, doing: &str) -> Result<()> {
+        if self.log.is_some() {
+            bail!(
+                FeatureNotSupported,
+                "{doing} partitions on a node with a command log is not built yet (its segments and snapshots \
+                 record the partition count)"
+            );
+        }
+        if let Some(t) = self.schema_db.catalog().tables().find(|t| t.partition_ranges.is_some()) {
+            bail!(
+                FeatureNotSupported,
+                "table {} is partitioned by value ranges, which are dealt out over the partition count: {doing} \
+                 partitions would move them",
+                t.qualified_name()
+            );
+        }
+        Ok(())
+    }
+
     /// The rows of every replicated table (views on them included) with
     /// their ids, as partition 0 holds them in this transaction.
     fn replicated_rows(&mut self) -> Result<PartitionRows> {
@@ -375,12 +393,7 @@ impl Coordinator {
                 let _ = site.send(SiteMsg::Shutdown);
             }
         }
-        self.sites.truncate(n);
-        self.site_inboxes.truncate(n);
-        self.proxies.truncate(n);
-        self.remote.truncate(n);
-        self.wrote.truncate(n);
-        self.released.truncate(n);
+        self.truncate_partitions(n);
     }
 
     /// The transaction that brought partitions in committed: route to them
@@ -411,23 +424,9 @@ impl Coordinator {
         left: &mut Option<usize>,
     ) -> Result<Vec<ResultTable>> {
         let n = self.sites.len();
-        if self.log.is_some() {
-            bail!(
-                FeatureNotSupported,
-                "removing partitions from a node with a command log is not built yet (its segments and snapshots \
-                 record the partition count)"
-            );
-        }
+        self.count_may_change("removing")?;
         if keep == 0 || keep >= n {
             bail!(InvalidArgument, "cannot keep {keep} of {n} partitions: keep at least 1 and remove at least 1");
-        }
-        if let Some(t) = self.schema_db.catalog().tables().find(|t| t.partition_ranges.is_some()) {
-            bail!(
-                FeatureNotSupported,
-                "table {} is partitioned by value ranges, which are dealt out over the partition count: removing \
-                 partitions would move them",
-                t.qualified_name()
-            );
         }
         if let Some((_, p)) = self.hashinator.ring().iter().find(|(_, p)| *p as usize >= keep) {
             bail!(
@@ -454,13 +453,8 @@ impl Coordinator {
     /// On one host their sites stop, after the commit in their inboxes; in
     /// a cluster they live on the hosts that leave.
     pub(crate) fn retire_partitions(&mut self, keep: usize) {
-        if self.shared.link.is_none() {
-            for site in &self.site_inboxes[keep..] {
-                let _ = site.send(SiteMsg::Shutdown);
-            }
-        }
         self.truncate_partitions(keep);
-        retire_routes(&self.shared, keep);
+        retire_routes(&self.shared, keep, self.shared.link.is_none());
     }
 
     fn truncate_partitions(&mut self, keep: usize) {

@@ -46,6 +46,26 @@ fn move_range(c: &mut joule_txn::Client, start: i32, end: i32, to: i64) -> joule
     c.call("@MoveRange", vec![int(i64::from(start)), int(i64::from(end)), int(to)])
 }
 
+/// Three writers, each bumping 1500 of the 400 rows of `h` (which must be
+/// there) and reading every partition now and then: 4500 bumps in all.
+fn three_writers(host: &Host) -> Vec<std::thread::JoinHandle<()>> {
+    (0..3)
+        .map(|w| {
+            let mut c = host.client();
+            std::thread::spawn(move || {
+                for i in 0..1500 {
+                    let k = (i * 7 + w * 13) % 400;
+                    ok(c.call("AddH", vec![int(k)]));
+                    if i % 50 == 0 {
+                        // Multi-partition reads see every partition.
+                        assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(400));
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn added_partitions_start_with_the_schema_and_replicated_rows_and_take_moved_ranges() {
     let (host, mut c) = setup(2);
@@ -137,21 +157,7 @@ fn calls_in_flight_while_partitions_are_added_and_filled_all_land() {
     for k in 0..400 {
         ok(c.adhoc("INSERT INTO h VALUES (?, 0, 0)", vec![int(k)]));
     }
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            let mut c = host.client();
-            std::thread::spawn(move || {
-                for i in 0..1500 {
-                    let k = (i * 7 + w * 13) % 400;
-                    ok(c.call("AddH", vec![int(k)]));
-                    if i % 50 == 0 {
-                        // Multi-partition reads see every partition.
-                        assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(400));
-                    }
-                }
-            })
-        })
-        .collect();
+    let writers = three_writers(&host);
     // Two partitions at a time, each given slices of the ring at once.
     let slice = 1i64 << 28;
     for round in 0..3i64 {
@@ -238,17 +244,7 @@ fn calls_in_flight_while_partitions_are_drained_and_removed_all_land() {
         let start = i32::MIN as i64 + step * slice;
         ok(move_range(&mut c, start as i32, (start + slice - 1) as i32, 2 + step % 2));
     }
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            let mut c = host.client();
-            std::thread::spawn(move || {
-                for i in 0..1500 {
-                    let k = (i * 7 + w * 13) % 400;
-                    ok(c.call("AddH", vec![int(k)]));
-                }
-            })
-        })
-        .collect();
+    let writers = three_writers(&host);
     // Drain the new partitions to the first two, then remove them.
     for step in 0..4i64 {
         let start = i32::MIN as i64 + step * slice;

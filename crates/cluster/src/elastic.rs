@@ -179,7 +179,7 @@ impl ClusterMetadata {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::metadata::tests::{check, formed, hosts};
     use crate::metadata::{ClusterMetadata, Command, CommandResult, HostId, HostInfo};
     use joule_common::hashinator::Hashinator;
@@ -187,13 +187,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     /// Hosts `from..from+n`, as `AddHosts` takes them.
-    fn new_hosts(from: u64, n: u64) -> BTreeMap<HostId, HostInfo> {
+    pub(crate) fn new_hosts(from: u64, n: u64) -> BTreeMap<HostId, HostInfo> {
         let mut all = hosts(from + n - 1);
         all.retain(|id, _| *id >= from);
         all
     }
 
-    fn joined(m: &ClusterMetadata, txn: u64) -> Command {
+    pub(crate) fn joined(m: &ClusterMetadata, txn: u64) -> Command {
         let ring = m.current_ring().unwrap();
         let next = Hashinator::over(ring.version() + 1, ring.ring().to_vec(), m.partitions.len() as u32).unwrap();
         Command::PartitionsJoined {
@@ -204,7 +204,8 @@ mod tests {
         }
     }
 
-    fn refused(m: &mut ClusterMetadata, c: &Command) -> String {
+    /// Why `c` was refused (it must be), checking it changed nothing.
+    pub(crate) fn refused(m: &mut ClusterMetadata, c: &Command) -> String {
         let before = m.clone();
         match m.apply(c) {
             CommandResult::Refused(why) => {

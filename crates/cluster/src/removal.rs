@@ -205,22 +205,17 @@ impl ClusterMetadata {
 
 #[cfg(test)]
 mod tests {
+    use crate::elastic::tests::{joined, new_hosts, refused};
     use crate::metadata::tests::{check, formed, hosts};
     use crate::metadata::{ClusterMetadata, Command, CommandResult, HostId};
     use joule_common::hashinator::Hashinator;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
+    /// Hosts `from..from+n` added, and their partitions joined.
     fn add(m: &mut ClusterMetadata, from: u64, n: u64, txn: u64) {
-        let mut new = hosts(from + n - 1);
-        new.retain(|id, _| *id >= from);
-        assert_eq!(m.apply(&Command::AddHosts { hosts: new }), CommandResult::Applied);
-        let ring = m.current_ring().unwrap();
-        let next = Hashinator::over(ring.version() + 1, ring.ring().to_vec(), m.partitions.len() as u32).unwrap();
-        let coordinator = m.mp_coordinator.unwrap();
-        let incarnation = m.hosts[&coordinator].incarnation;
-        let joined = Command::PartitionsJoined { coordinator, incarnation, ring: next, txn };
-        assert_eq!(m.apply(&joined), CommandResult::Applied);
+        assert_eq!(m.apply(&Command::AddHosts { hosts: new_hosts(from, n) }), CommandResult::Applied);
+        assert_eq!(m.apply(&joined(m, txn)), CommandResult::Applied);
     }
 
     /// The ring over `keep` partitions' worth of tokens, as a driver moves
@@ -244,17 +239,6 @@ mod tests {
             incarnation: m.hosts[&coordinator].incarnation,
             ring: Hashinator::over(current.version() + 1, current.ring().to_vec(), keep as u32).unwrap(),
             txn,
-        }
-    }
-
-    fn refused(m: &mut ClusterMetadata, c: &Command) -> String {
-        let before = m.clone();
-        match m.apply(c) {
-            CommandResult::Refused(why) => {
-                assert_eq!(*m, before, "a refused command changes nothing");
-                why
-            }
-            r => panic!("{c:?} was not refused: {r:?}"),
         }
     }
 

@@ -46,6 +46,29 @@ fn say(ctx: &ServerContext, line: String) {
     ctx.event(line);
 }
 
+/// Say `line(why)` unless `why` is what was said last (`said`): a step
+/// retried every second is reported once per reason.
+fn say_once(ctx: &ServerContext, said: &mut String, why: String, line: impl FnOnce(&str) -> String) {
+    if why != *said {
+        say(ctx, line(&why));
+        *said = why;
+    }
+}
+
+/// Run `call` on a client of this host, off the async runtime (it waits
+/// for a multi-partition transaction): its failure as text.
+async fn client_call(
+    ctx: &Arc<ServerContext>,
+    call: impl FnOnce(&mut joule_txn::Client) -> joule_txn::Response + Send + 'static,
+) -> std::result::Result<(), String> {
+    let host = ctx.host.clone();
+    match tokio::task::spawn_blocking(move || call(&mut host.client())).await {
+        Ok(r) if r.is_success() => Ok(()),
+        Ok(r) => Err(r.error.map_or_else(|| "no reason given".to_string(), |e| e.to_string())),
+        Err(e) => Err(format!("the call stopped: {e}")),
+    }
+}
+
 /// Route to every partition `m` names (those that joined the metadata
 /// since this host started included).
 pub(crate) fn follow_partitions(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
@@ -82,23 +105,16 @@ pub(crate) fn bring_in_joining(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
             }
             let (from, to) = (m.active_partitions(), m.partitions.len());
             follow_partitions(&ctx, &m);
-            let host = ctx.host.clone();
             let count = (to - from) as u32;
-            let answer = tokio::task::spawn_blocking(move || host.client().add_partitions(count)).await;
-            match answer {
-                Ok(r) if r.is_success() => {
+            match client_call(&ctx, move |c| c.add_partitions(count)).await {
+                Ok(()) => {
                     say(&ctx, format!("partitions {from}..{} joined the cluster's transaction order", to - 1));
                     start_rebalance(&ctx).await;
                     break;
                 }
-                Ok(r) => {
-                    let why = r.error.map_or_else(|| "no reason given".to_string(), |e| e.to_string());
-                    if why != said {
-                        say(&ctx, format!("partitions {from}..{} could not join yet (trying again): {why}", to - 1));
-                        said = why;
-                    }
-                }
-                Err(e) => say(&ctx, format!("the join of partitions {from}..{} stopped: {e}", to - 1)),
+                Err(why) => say_once(&ctx, &mut said, why, |why| {
+                    format!("partitions {from}..{} could not join yet (trying again): {why}", to - 1)
+                }),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -200,10 +216,8 @@ pub(crate) fn drain_removing(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
                     Err(e) => Err(e.to_string()),
                 }
             } else {
-                let host = ctx.host.clone();
-                let answer = tokio::task::spawn_blocking(move || host.client().remove_partitions(keep as u32)).await;
-                match answer {
-                    Ok(r) if r.is_success() => {
+                match client_call(&ctx, move |c| c.remove_partitions(keep as u32)).await {
+                    Ok(()) => {
                         say(
                             &ctx,
                             format!(
@@ -215,18 +229,15 @@ pub(crate) fn drain_removing(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
                         );
                         break;
                     }
-                    Ok(r) => Err(r.error.map_or_else(|| "no reason given".to_string(), |e| e.to_string())),
-                    Err(e) => Err(e.to_string()),
+                    Err(why) => Err(why),
                 }
             };
             match step {
                 Ok(line) if !line.is_empty() => say(&ctx, line),
                 Ok(_) => {}
-                Err(why) if why != said => {
-                    say(&ctx, format!("partitions {keep}..{} could not leave yet (trying again): {why}", count - 1));
-                    said = why;
-                }
-                Err(_) => {}
+                Err(why) => say_once(&ctx, &mut said, why, |why| {
+                    format!("partitions {keep}..{} could not leave yet (trying again): {why}", count - 1)
+                }),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -313,6 +313,11 @@ impl Host {
         self.shared.hashinator.load_full()
     }
 
+    /// The version of the ring this host routes by (no copy of the ring).
+    pub fn ring_version(&self) -> u64 {
+        self.shared.hashinator.load().version()
+    }
+
     /// Every site's statistics and the coordinator's (last), each copied
     /// by its own thread between transactions. A thread that does not
     /// answer within `wait` is left out.

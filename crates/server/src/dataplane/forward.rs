@@ -174,9 +174,11 @@ pub(super) async fn serve_forwarded(mut s: tokio::net::TcpStream, host: Arc<Host
         // Routed by a newer ring than this host's: a move of ranges
         // committed, and this host hears of it in a moment (from the
         // metadata, or its own sites). Routing now would send the call back.
-        let deadline = tokio::time::Instant::now() + RING_PATIENCE;
-        while host.hashinator().version() < call.ring && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        if host.ring_version() < call.ring {
+            let deadline = tokio::time::Instant::now() + RING_PATIENCE;
+            while host.ring_version() < call.ring && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
         }
         client.use_database(&call.database);
         client.set_hops(call.hops);

@@ -12,13 +12,15 @@
 #
 # Builds JouleDB in release mode; hosts on free loopback ports in a
 # throwaway directory. Settings (environment): DURATION (40), WARM (10),
-# RECORDS (1000000), and for part 1 ELASTIC_DURATION_MS and
-# ELASTIC_THROUGHPUT_MB (unset: the defaults).
+# RECORDS (1000000), PARTS ("1 2": which parts run), and for part 1
+# ELASTIC_DURATION_MS and ELASTIC_THROUGHPUT_MB (unset: the defaults);
+# PERF_OUT=FILE records part 2's move with `perf record` into FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-40}
 WARM=${WARM:-10}
 RECORDS=${RECORDS:-1000000}
+PARTS=${PARTS:-1 2}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 cargo build --release -q
@@ -51,6 +53,7 @@ admin() { echo "$1" | "$J" sql --port "${ADMINS[1]}"; }
 status() { admin "exec @Statistics REBALANCE 0;" | awk 'NR == 3 { print $4 }'; }
 wait_done() { while [ "$(status)" = RUNNING ]; do sleep 0.2; done; }
 
+part1() {
 echo "== throttled: voter on 3 hosts (k=1, 3 partitions), rebalancing from second $WARM"
 {
   printf '[elastic]\n'
@@ -93,12 +96,22 @@ if steady and during:
 PY
 tail -3 "$WORK/bench.log"
 stop_cluster
+}
 
+part2() {
 echo "== unthrottled: kv, $RECORDS records"
 printf '[elastic]\nduration_ms = 50\nthroughput_mb = 0\n' >"$WORK/fast.toml"
 start_cluster "$WORK/fast.toml"
 "$J" bench kv --servers "$SERVERS" --records "$RECORDS" --duration 1 --warmup 0 >/dev/null
+local perf=""
+if [ -n "${PERF_OUT:-}" ]; then
+  perf record -F 499 -g -o "$PERF_OUT" -p "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null & perf=$!
+fi
 admin "exec @Rebalance 0 2147483647 0;" >/dev/null
 wait_done
+[ -n "$perf" ] && { kill -INT "$perf"; wait "$perf" || true; }
 admin "exec @Statistics REBALANCE 0;"
 stop_cluster
+}
+
+for part in $PARTS; do "part$part"; done

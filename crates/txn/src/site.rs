@@ -870,19 +870,32 @@ impl Site {
             // ascending ids: the order a scan gives), else every row.
             type Candidates<'a> =
                 Box<dyn Iterator<Item = Result<(joule_engine::storage::RowId, &'a joule_common::Row)>> + 'a>;
-            let candidates: Candidates = match tokens.filter(|_| hashed).and_then(|(s, e)| table.ids_in_tokens(s, e)) {
-                Some(ids) => Box::new(ids.into_iter().map(|id| {
-                    table.get(id).map(|row| (id, row)).ok_or_else(|| err!(Internal, "row {id} of {name} is gone"))
-                })),
-                None => Box::new(table.scan().map(Ok)),
-            };
-            let mut leaving = Vec::new();
-            for candidate in candidates {
-                let (row_id, row) = candidate?;
-                if def.partition_of(&row[pc], next)? != self.partition {
-                    leaving.push(row_id);
+            let in_range = tokens.filter(|_| hashed).and_then(|(s, e)| Some((table.ids_in_tokens(s, e)?, s, e)));
+            let leaving = match in_range {
+                // The next ring gives the whole range to one other
+                // partition (a move does): every row of it leaves, and
+                // their keys need not be hashed again.
+                Some((ids, s, e)) if !next.owners_of(s, e).contains(&self.partition) => ids,
+                _ => {
+                    let candidates: Candidates = match in_range {
+                        Some((ids, _, _)) => Box::new(ids.into_iter().map(|id| {
+                            table
+                                .get(id)
+                                .map(|row| (id, row))
+                                .ok_or_else(|| err!(Internal, "row {id} of {name} is gone"))
+                        })),
+                        None => Box::new(table.scan().map(Ok)),
+                    };
+                    let mut leaving = Vec::new();
+                    for candidate in candidates {
+                        let (row_id, row) = candidate?;
+                        if def.partition_of(&row[pc], next)? != self.partition {
+                            leaving.push(row_id);
+                        }
+                    }
+                    leaving
                 }
-            }
+            };
             if !leaving.is_empty() {
                 out.push((name, self.db.take_rows(id, leaving)?));
             }

@@ -331,6 +331,37 @@ impl Map {
             (Map::Hash(m), k) => m.remove(&k),
         };
     }
+
+    /// A B-tree's removal of `id` under `key` in one descent, for the
+    /// usual case of a key that only `id` has (a unique index): the entry
+    /// comes out whole and goes back only if other ids remain. `None` for
+    /// hash maps (their two probes cost little), which the caller removes
+    /// from the usual way.
+    fn remove_sole(&mut self, key: KeyRef<'_>, id: RowId) -> Option<bool> {
+        fn put_back<K: Ord>(m: &mut BTreeMap<K, Posting>, entry: Option<(K, Posting)>, id: RowId) -> bool {
+            let Some((k, mut p)) = entry else { return false };
+            let found = p.has_id(id);
+            if !p.remove(id) {
+                m.insert(k, p);
+            }
+            found
+        }
+        match (self, key) {
+            (Map::Int(m), k) => {
+                let entry = stored_int(k).and_then(|i| m.remove_entry(&i));
+                Some(put_back(m, entry, id))
+            }
+            (Map::Tree(m), KeyRef::Slice(s)) => {
+                let entry = m.remove_entry(s);
+                Some(put_back(m, entry, id))
+            }
+            (Map::Tree(m), k) => {
+                let entry = m.remove_entry(&k as &dyn TreeKey);
+                Some(put_back(m, entry, id))
+            }
+            (Map::Hash(_) | Map::IntHash(_), _) => None,
+        }
+    }
 }
 
 fn probe<'a>(prefix: &'a [Value], next: Option<&'a Value>, tail: Tail) -> Probe<'a> {
@@ -444,6 +475,16 @@ impl Index {
                 },
                 None => debug_assert!(false, "non-integer key in an integer index"),
             },
+            // A unique index's key is nearly always new: one descent
+            // through `entry` with the key copied beforehand (the copy an
+            // insert needs anyway) beats a lookup followed by an insert.
+            Map::Tree(m) if self.unique => match m.entry(key.to_vec()) {
+                btree_map::Entry::Occupied(e) if check && e.get().has_other(Some(id)) => return false,
+                btree_map::Entry::Occupied(mut e) => e.get_mut().insert(id),
+                btree_map::Entry::Vacant(e) => {
+                    e.insert(Posting::One(id));
+                }
+            },
             Map::Tree(m) => {
                 let posting = match key {
                     KeyRef::Slice(s) => m.get_mut(s),
@@ -471,6 +512,11 @@ impl Index {
     /// Remove `id` under `row`'s key. Returns whether it was there.
     pub(crate) fn remove(&mut self, row: &[Value], id: RowId) -> bool {
         let key = key_in(self.contiguous, &self.columns, row);
+        if self.unique {
+            if let Some(found) = self.map.remove_sole(key, id) {
+                return found;
+            }
+        }
         let Some(p) = self.map.get_mut(key) else { return false };
         let found = p.has_id(id);
         if p.remove(id) {

@@ -13,7 +13,9 @@
 
 mod common;
 
-use common::cluster::{all_up_and_led, connect, eventually, form_all, http_get, replicas_agree, spawn, states, stats};
+use common::cluster::{
+    all_up_and_led, connect, eventually, form_all, http_get, replicas_agree, scalar, spawn, states, stats,
+};
 use common::voters::{setup, vote_totals, vote_until_stopped};
 use common::TempDir;
 use joule_client::{Options, SyncConnection};
@@ -26,11 +28,6 @@ fn int(v: &Value) -> i64 {
         Value::Integer(i) => *i,
         v => panic!("not an integer: {v:?}"),
     }
-}
-
-fn scalar(addr: &str, sql: &str) -> i64 {
-    let r = connect(addr).execute(sql, vec![]).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    int(&r.tables[0].rows[0][0])
 }
 
 /// Rows of table `name` on each partition, as the hosts at `clients`
@@ -321,4 +318,72 @@ fn a_cluster_grows_from_one_host_to_three_and_back_to_two_under_a_voter_load_wit
         placed.get(&4).is_some_and(|n| *n > 0) && placed.get(&5).is_some_and(|n| *n > 0)
     });
     assert_eq!(vote_totals(&again.client), [accepted; 3]);
+}
+
+#[test]
+fn a_removal_cancelled_while_it_drains_leaves_the_host_serving_with_nothing_lost() {
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("elastic-cancel-{i}"))).collect();
+    let config = TempDir::new("elastic-cancel-config");
+    // 50 KB/s: the drain below (about 450 KB) takes about 9 s.
+    let config = elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0.05");
+    let mut hosts = form_all(&dirs[..1], 0, &["--elastic", "--config", &config]);
+    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    hosts.push(spawn(dirs[1].path(), &["--add", "--join", &join, "--config", &config]).ready());
+    eventually("the added host's partitions join", || {
+        http_get(&hosts[0].http, "/console/stats").contains("partitions 2..3 joined the cluster's transaction order")
+    });
+    eventually("the rebalance after the join is done", || {
+        stats(&hosts[0].client, "REBALANCE").first().is_some_and(|r| r[3] == "DONE")
+    });
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    let mut c = connect(&clients[0]);
+    c.execute(
+        "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(400)); PARTITION TABLE kv ON COLUMN k",
+        vec![],
+    )
+    .expect("schema");
+    let value = "x".repeat(300);
+    for k in 0..ROWS {
+        c.execute("INSERT INTO kv VALUES (?, ?)", vec![Value::Integer(k), Value::from(value.as_str())]).unwrap();
+    }
+    let before = rows_on_partitions(&clients, "DEFAULT.KV");
+    assert!(before[&2] + before[&3] > ROWS / 4, "{before:?}");
+
+    let (ok, out, err) = cluster_remove(&hosts[0].admin, &["1", "--no-wait"]);
+    assert!(ok && out.contains("removing hosts [1]"), "{out}\n{err}");
+    eventually("the drain starts", || stats(&clients[0], "REBALANCE").first().is_some_and(|r| r[3] == "RUNNING"));
+    let (ok, out, err) = cluster_remove(&hosts[0].admin, &["--cancel"]);
+    assert!(ok && out.contains("the removal was cancelled"), "{out}\n{err}");
+    // The drain job stops after its piece in flight, well before it ends.
+    eventually("the drain stops", || stats(&clients[0], "REBALANCE").first().is_some_and(|r| r[3] != "RUNNING"));
+    let job = stats(&clients[0], "REBALANCE").remove(0);
+    assert_eq!(job[3], "STOPPED", "{job:?}");
+    // Nothing is removing any more: a second cancel is refused, and the
+    // host stays, serving its partitions.
+    let (ok, _, err) = cluster_remove(&hosts[0].admin, &["--cancel"]);
+    assert!(!ok && err.contains("no hosts are being removed"), "{err}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(hosts[1].child.try_wait().unwrap().is_none(), "the host whose removal was cancelled keeps running");
+    assert_eq!(states(&clients[1]), vec![(0, "UP".to_string()), (1, "UP".to_string())]);
+    let after = rows_on_partitions(&clients, "DEFAULT.KV");
+    assert_eq!(after.values().sum::<i64>(), ROWS, "{after:?}");
+    assert!(after[&2] + after[&3] > 0, "the cancelled drain left rows on the host: {after:?}");
+    assert!(after[&2] + after[&3] < before[&2] + before[&3], "some rows had drained: {before:?} {after:?}");
+    for addr in &clients {
+        assert_eq!(scalar(addr, "SELECT COUNT(*) FROM kv"), ROWS);
+    }
+    let misplaced: i64 = connect(&clients[1]).call("@ValidatePartitioning", vec![]).unwrap().tables[0]
+        .rows
+        .iter()
+        .map(|r| int(&r[2]))
+        .sum();
+    assert_eq!(misplaced, 0);
+    // Writes keyed anywhere land, through either host.
+    for (i, k) in (0..ROWS).step_by(101).enumerate() {
+        let r = connect(&clients[i % 2]).execute("UPDATE kv SET v = 'y' WHERE k = ?", vec![Value::Integer(k)]).unwrap();
+        assert_eq!(r.tables[0].rows[0][0], Value::Integer(1), "key {k}");
+    }
+    // The host can be asked to leave again.
+    let (ok, out, err) = cluster_remove(&hosts[0].admin, &["1", "--no-wait"]);
+    assert!(ok && out.contains("removing hosts [1]"), "{out}\n{err}");
 }

@@ -28,6 +28,11 @@ use crate::{bail, Result, Value};
 /// A partition's number.
 pub type PartitionId = u32;
 
+/// Tokens in `start..=end`.
+fn span(start: i32, end: i32) -> u64 {
+    (i64::from(end) - i64::from(start) + 1) as u64
+}
+
 /// A versioned ring of tokens. It travels (between hosts, in the cluster
 /// metadata) as its version, ring and partition count, checked again when
 /// it arrives.
@@ -153,6 +158,75 @@ impl Hashinator {
             }
         }
         moves
+    }
+
+    /// The next ring without partitions `keep..`: the tokens of the
+    /// partitions that stay stay where they are, and only the leaving
+    /// partitions' tokens are shared out, in token order, to the staying
+    /// partitions furthest below an even share (`2^32 / keep`, the
+    /// remainder to the lowest partitions), cutting a range where a share
+    /// fills. So a removal moves only the rows that must move, and leaves
+    /// the partitions that stay as even as they can be without moving
+    /// more. The partition count is kept (the leaving partitions own no
+    /// token until the transaction that removes them).
+    pub fn drained(&self, keep: u32) -> Result<Hashinator> {
+        if keep == 0 || keep > self.partitions {
+            bail!(InvalidArgument, "cannot keep {keep} of {} partitions", self.partitions);
+        }
+        let runs = self.runs();
+        let total = 1u64 << 32;
+        let share = |p: u32| total / u64::from(keep) + u64::from(u64::from(p) < total % u64::from(keep));
+        let mut owned = vec![0u64; keep as usize];
+        for (s, e, p) in &runs {
+            if *p < keep {
+                owned[*p as usize] += span(*s, *e);
+            }
+        }
+        let mut want: Vec<u64> = (0..keep).map(|p| share(p).saturating_sub(owned[p as usize])).collect();
+        let mut ring: Vec<(i32, PartitionId)> = Vec::new();
+        let mut push = |start: i32, p: PartitionId| {
+            if ring.last().is_none_or(|(_, last)| *last != p) {
+                ring.push((start, p));
+            }
+        };
+        for (s, e, p) in runs {
+            if p < keep {
+                push(s, p);
+                continue;
+            }
+            let mut at = i64::from(s);
+            while at <= i64::from(e) {
+                // The staying partition furthest below its share (the
+                // lowest on a tie) takes tokens until its share fills.
+                let (to, gap) =
+                    (0..keep).map(|q| (q, want[q as usize])).max_by_key(|(q, w)| (*w, u32::MAX - q)).unwrap_or((0, 0));
+                let left = (i64::from(e) - at + 1) as u64;
+                let take = if gap == 0 { left } else { gap.min(left) };
+                push(at as i32, to);
+                want[to as usize] = gap.saturating_sub(take);
+                at += take as i64;
+            }
+        }
+        Hashinator::over(self.version + 1, ring, self.partitions)
+    }
+
+    /// The ring as maximal `(start, end, partition)` runs covering every
+    /// token, in token order.
+    fn runs(&self) -> Vec<(i32, i32, PartitionId)> {
+        let mut runs: Vec<(i32, i32, PartitionId)> = Vec::new();
+        let mut starts: Vec<i32> = self.ring.iter().map(|(t, _)| *t).collect();
+        if starts.first() != Some(&i32::MIN) {
+            starts.insert(0, i32::MIN);
+        }
+        for (i, start) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(i32::MAX, |next| next - 1);
+            let p = self.partition_for_token(*start);
+            match runs.last_mut() {
+                Some(last) if last.2 == p => last.1 = end,
+                _ => runs.push((*start, end, p)),
+            }
+        }
+        runs
     }
 
     /// The partitions owning some token of `start..=end`, ascending.
@@ -340,6 +414,65 @@ mod tests {
             }
             prop_assert_eq!(replayed.ring(), ring.ring());
             prop_assert!(ring.moves_to(&replayed).is_empty());
+        }
+    }
+
+    /// Tokens each partition owns.
+    fn owned(ring: &Hashinator) -> Vec<u64> {
+        let mut owned = vec![0u64; ring.partition_count() as usize];
+        for (s, e, p) in ring.runs() {
+            owned[p as usize] += span(s, e);
+        }
+        owned
+    }
+
+    #[test]
+    fn draining_moves_only_the_leaving_partitions_tokens() {
+        let even = Hashinator::even(4, 7).unwrap();
+        let drained = even.drained(2).unwrap();
+        assert_eq!(drained.version(), 8);
+        assert_eq!(drained.partition_count(), 4);
+        assert_eq!(owned(&drained), vec![1 << 31, 1 << 31, 0, 0]);
+        // Partition 2's quarter goes to 0, 3's to 1; 0 and 1 keep theirs
+        // (the even ring over two would also have moved 1's quarter).
+        let quarter = 1i32 << 30;
+        assert_eq!(even.moves_to(&drained), vec![(0, quarter - 1, 0), (quarter, i32::MAX, 1)]);
+        // Keeping every partition moves nothing; keeping none or more than
+        // there are is refused.
+        assert!(even.moves_to(&even.drained(4).unwrap()).is_empty());
+        assert!(even.drained(0).is_err());
+        assert!(even.drained(5).is_err());
+        // A partition already above its share keeps all it has.
+        let lopsided = even.with_range_moved(i32::MIN, 0, 0).unwrap();
+        assert_eq!(owned(&lopsided.drained(2).unwrap()), vec![(1 << 31) + 1, (1 << 31) - 1, 0, 0]);
+    }
+
+    proptest! {
+        #[test]
+        fn draining_keeps_what_stays_and_evens_out_what_leaves(
+            partitions in 1u32..7,
+            steps in proptest::collection::vec((any::<i32>(), any::<i32>(), 0u32..7), 0..6),
+            keep in 1u32..7,
+        ) {
+            let mut ring = Hashinator::even(partitions, 1).unwrap();
+            for (a, b, p) in steps {
+                ring = ring.with_range_moved(a.min(b), a.max(b), p % partitions).unwrap();
+            }
+            let keep = keep.min(partitions);
+            let drained = ring.drained(keep).unwrap();
+            let (before, after) = (owned(&ring), owned(&drained));
+            prop_assert_eq!(after.iter().sum::<u64>(), 1u64 << 32);
+            // Only the leaving partitions' tokens move, and all of them.
+            for (s, e, _) in ring.moves_to(&drained) {
+                prop_assert!(ring.owners_of(s, e).iter().all(|p| *p >= keep));
+            }
+            prop_assert!(after[keep as usize..].iter().all(|n| *n == 0));
+            // No staying partition goes past its share unless it was there.
+            let share = |q: usize| (1u64 << 32) / u64::from(keep) + u64::from((q as u64) < (1u64 << 32) % u64::from(keep));
+            for q in 0..keep as usize {
+                prop_assert!(after[q] >= before[q]);
+                prop_assert!(after[q] <= before[q].max(share(q)), "partition {}: {} -> {}", q, before[q], after[q]);
+            }
         }
     }
 

@@ -33,7 +33,6 @@
 use crate::cluster::Membership;
 use crate::ServerContext;
 use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId};
-use joule_common::hashinator::Hashinator;
 use joule_common::{bail, err, Result, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -168,14 +167,6 @@ pub(crate) async fn remove_hosts(ctx: &ServerContext, params: Vec<Value>) -> Res
     }
 }
 
-/// The ring that gives every token of `current` to the partitions that
-/// stay (`0..keep`), evenly, over the same partition count: what a removal
-/// drains to.
-pub(crate) fn drained_ring(current: &Hashinator, keep: usize) -> Result<Hashinator> {
-    let even = Hashinator::even(keep as u32, 1)?;
-    Hashinator::over(current.version() + 1, even.ring().to_vec(), current.partition_count())
-}
-
 /// If hosts are being removed and this host coordinates: drain their
 /// partitions, then take them out of the transaction order (once at a
 /// time), trying again each second until they left.
@@ -204,7 +195,7 @@ pub(crate) fn drain_removing(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
             let current = ctx.host.hashinator();
             let step = if current.ring().iter().any(|(_, p)| *p as usize >= keep) {
                 // Started once; while it runs, `@Rebalance` refuses another.
-                match drained_ring(&current, keep) {
+                match current.drained(keep as u32) {
                     Ok(target) => match crate::rebalance::reach(&ctx, &target) {
                         Ok(true) => Ok(format!(
                             "ranges move off partitions {keep}..{} to the partitions that stay (@Statistics REBALANCE)",

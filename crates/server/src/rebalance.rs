@@ -118,12 +118,12 @@ enum Request {
 }
 
 /// The request `params` make against the `current` ring. While hosts are
-/// being removed (`removing`: the partitions that stay), the even ring is
-/// over the partitions that stay.
+/// being removed (`removing`: the partitions that stay), `@Rebalance()`
+/// aims at the drained ring ([`Hashinator::drained`]) instead of the even one.
 fn request(current: &Hashinator, params: &[Value], removing: Option<usize>) -> Result<Request> {
     match params {
         [] => match removing {
-            Some(keep) => Ok(Request::Reach(crate::elastic::drained_ring(current, keep)?)),
+            Some(keep) => Ok(Request::Reach(current.drained(keep as u32)?)),
             None => Ok(Request::Reach(Hashinator::even(current.partition_count(), current.version() + 1)?)),
         },
         [Value::String(s)] if s.eq_ignore_ascii_case("STOP") => Ok(Request::Stop),

@@ -23,7 +23,8 @@ pub struct RebalanceArgs {
     /// The partition to give the range to.
     #[arg(long, requires = "first")]
     to: Option<u32>,
-    /// Move every range back to the even ring.
+    /// Give every partition an even share of the ring, moving as few tokens
+    /// as possible (the even ring itself after ranges moved off it).
     #[arg(long, conflicts_with = "stop")]
     even: bool,
     /// Stop the running rebalance after the piece in flight.

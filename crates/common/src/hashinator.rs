@@ -33,6 +33,30 @@ fn span(start: i32, end: i32) -> u64 {
     (i64::from(end) - i64::from(start) + 1) as u64
 }
 
+/// Tokens `start..=end` while [`Hashinator::balanced`] works: who owns
+/// them, whom the even ring gives them, and whether their owner gives
+/// them up.
+#[derive(Clone, Copy, Debug)]
+struct Stretch {
+    start: i32,
+    end: i32,
+    owner: PartitionId,
+    home: PartitionId,
+    released: bool,
+}
+
+impl Stretch {
+    fn len(&self) -> u64 {
+        span(self.start, self.end)
+    }
+
+    /// The first `n` tokens and the rest (`0 < n < len`).
+    fn split(self, n: u64) -> (Stretch, Stretch) {
+        let cut = (i64::from(self.start) + n as i64) as i32;
+        (Stretch { end: cut - 1, ..self }, Stretch { start: cut, ..self })
+    }
+}
+
 /// A versioned ring of tokens. It travels (between hosts, in the cluster
 /// metadata) as its version, ring and partition count, checked again when
 /// it arrives.
@@ -160,51 +184,110 @@ impl Hashinator {
         moves
     }
 
-    /// The next ring without partitions `keep..`: the tokens of the
-    /// partitions that stay stay where they are, and only the leaving
-    /// partitions' tokens are shared out, in token order, to the staying
-    /// partitions furthest below an even share (`2^32 / keep`, the
-    /// remainder to the lowest partitions), cutting a range where a share
-    /// fills. So a removal moves only the rows that must move, and leaves
-    /// the partitions that stay as even as they can be without moving
-    /// more. The partition count is kept (the leaving partitions own no
-    /// token until the transaction that removes them).
-    pub fn drained(&self, keep: u32) -> Result<Hashinator> {
+    /// The next ring that gives each of partitions `0..keep` as many
+    /// tokens as the even ring over `keep` does, and the partitions from
+    /// `keep` on none, moving as few tokens as possible: only a partition
+    /// above its share gives tokens up — first those the even ring places
+    /// elsewhere, then its highest — and they go, in ring order, to the
+    /// partition the even ring places them on if it is below its share,
+    /// else to the one furthest below (the lowest on a tie). So the even
+    /// ring stays as it is, one range moved away comes back exactly, hosts
+    /// joining take only their share (not a reshuffle of every partition's
+    /// tokens), and a removal moves only the leaving partitions' tokens.
+    /// The partition count is kept.
+    pub fn balanced(&self, keep: u32) -> Result<Hashinator> {
         if keep == 0 || keep > self.partitions {
-            bail!(InvalidArgument, "cannot keep {keep} of {} partitions", self.partitions);
+            bail!(InvalidArgument, "cannot balance over {keep} of {} partitions", self.partitions);
         }
-        let runs = self.runs();
-        let total = 1u64 << 32;
-        let share = |p: u32| total / u64::from(keep) + u64::from(u64::from(p) < total % u64::from(keep));
-        let mut owned = vec![0u64; keep as usize];
-        for (s, e, p) in &runs {
-            if *p < keep {
-                owned[*p as usize] += span(*s, *e);
+        let even = Hashinator::even(keep, 0)?;
+        let n = self.partitions as usize;
+        let mut share = vec![0u64; n];
+        for (s, e, p) in even.runs() {
+            share[p as usize] += span(s, e);
+        }
+        // Stretches cut wherever either ring changes hands.
+        let mut cuts: Vec<i32> = self.runs().iter().chain(even.runs().iter()).map(|r| r.0).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let stretches: Vec<Stretch> = cuts
+            .iter()
+            .enumerate()
+            .map(|(i, start)| Stretch {
+                start: *start,
+                end: cuts.get(i + 1).map_or(i32::MAX, |next| next - 1),
+                owner: self.partition_for_token(*start),
+                home: even.partition_for_token(*start),
+                released: false,
+            })
+            .collect();
+        let mut excess = vec![0u64; n];
+        for st in &stretches {
+            excess[st.owner as usize] += st.len();
+        }
+        let mut want: Vec<u64> = (0..n).map(|p| share[p].saturating_sub(excess[p])).collect();
+        for (x, s) in excess.iter_mut().zip(&share) {
+            *x = x.saturating_sub(*s);
+        }
+        // Give up first what the even ring places elsewhere, lowest first...
+        let mut out = Vec::with_capacity(stretches.len() + n);
+        for st in stretches {
+            let x = &mut excess[st.owner as usize];
+            if st.home == st.owner || *x == 0 {
+                out.push(st);
+            } else if st.len() <= *x {
+                *x -= st.len();
+                out.push(Stretch { released: true, ..st });
+            } else {
+                let (head, tail) = st.split(*x);
+                *x = 0;
+                out.extend([Stretch { released: true, ..head }, tail]);
             }
         }
-        let mut want: Vec<u64> = (0..keep).map(|p| share(p).saturating_sub(owned[p as usize])).collect();
+        // ...then the highest tokens.
+        let mut stretches = Vec::with_capacity(out.len() + n);
+        for st in out.into_iter().rev() {
+            let x = &mut excess[st.owner as usize];
+            if st.released || *x == 0 {
+                stretches.push(st);
+            } else if st.len() <= *x {
+                *x -= st.len();
+                stretches.push(Stretch { released: true, ..st });
+            } else {
+                let (head, tail) = st.split(st.len() - *x);
+                *x = 0;
+                stretches.extend([Stretch { released: true, ..tail }, head]);
+            }
+        }
+        stretches.reverse();
         let mut ring: Vec<(i32, PartitionId)> = Vec::new();
         let mut push = |start: i32, p: PartitionId| {
             if ring.last().is_none_or(|(_, last)| *last != p) {
                 ring.push((start, p));
             }
         };
-        for (s, e, p) in runs {
-            if p < keep {
-                push(s, p);
+        for mut st in stretches {
+            if !st.released {
+                push(st.start, st.owner);
                 continue;
             }
-            let mut at = i64::from(s);
-            while at <= i64::from(e) {
-                // The staying partition furthest below its share (the
-                // lowest on a tie) takes tokens until its share fills.
-                let (to, gap) =
-                    (0..keep).map(|q| (q, want[q as usize])).max_by_key(|(q, w)| (*w, u32::MAX - q)).unwrap_or((0, 0));
-                let left = (i64::from(e) - at + 1) as u64;
-                let take = if gap == 0 { left } else { gap.min(left) };
-                push(at as i32, to);
-                want[to as usize] = gap.saturating_sub(take);
-                at += take as i64;
+            loop {
+                let to = if want[st.home as usize] > 0 {
+                    st.home as usize
+                } else {
+                    (0..n).max_by_key(|q| (want[*q], std::cmp::Reverse(*q))).unwrap_or(0)
+                };
+                // (What is given up equals what is wanted, so a stretch
+                // never finds every share full; if it did, it would stay
+                // with the partition chosen.)
+                let take = if want[to] == 0 { st.len() } else { want[to].min(st.len()) };
+                want[to] = want[to].saturating_sub(take);
+                if take == st.len() {
+                    push(st.start, to as PartitionId);
+                    break;
+                }
+                let (head, tail) = st.split(take);
+                push(head.start, to as PartitionId);
+                st = tail;
             }
         }
         Hashinator::over(self.version + 1, ring, self.partitions)
@@ -426,30 +509,41 @@ mod tests {
         owned
     }
 
+    /// Tokens moved from `a` to `b`.
+    fn moved(a: &Hashinator, b: &Hashinator) -> u64 {
+        a.moves_to(b).iter().map(|(s, e, _)| span(*s, *e)).sum()
+    }
+
     #[test]
-    fn draining_moves_only_the_leaving_partitions_tokens() {
-        let even = Hashinator::even(4, 7).unwrap();
-        let drained = even.drained(2).unwrap();
-        assert_eq!(drained.version(), 8);
-        assert_eq!(drained.partition_count(), 4);
-        assert_eq!(owned(&drained), vec![1 << 31, 1 << 31, 0, 0]);
-        // Partition 2's quarter goes to 0, 3's to 1; 0 and 1 keep theirs
-        // (the even ring over two would also have moved 1's quarter).
+    fn balancing_moves_only_what_must_move() {
         let quarter = 1i32 << 30;
-        assert_eq!(even.moves_to(&drained), vec![(0, quarter - 1, 0), (quarter, i32::MAX, 1)]);
-        // Keeping every partition moves nothing; keeping none or more than
-        // there are is refused.
-        assert!(even.moves_to(&even.drained(4).unwrap()).is_empty());
-        assert!(even.drained(0).is_err());
-        assert!(even.drained(5).is_err());
-        // A partition already above its share keeps all it has.
-        let lopsided = even.with_range_moved(i32::MIN, 0, 0).unwrap();
-        assert_eq!(owned(&lopsided.drained(2).unwrap()), vec![(1 << 31) + 1, (1 << 31) - 1, 0, 0]);
+        // Two partitions grow to four: the new ones take a quarter each,
+        // half the ring moves (the even ring over four would move three
+        // quarters: partition 0's upper half to 1 as well).
+        let two = Hashinator::over(3, Hashinator::even(2, 1).unwrap().ring().to_vec(), 4).unwrap();
+        let grown = two.balanced(4).unwrap();
+        assert_eq!(grown.version(), 4);
+        assert_eq!(owned(&grown), vec![1 << 30; 4]);
+        assert_eq!(two.moves_to(&grown), vec![(-quarter, -1, 2), (0, quarter - 1, 3)]);
+        assert_eq!(moved(&two, &Hashinator::even(4, 1).unwrap()), 3 << 30);
+        // Removing the last two of four: only their quarters move.
+        let even = Hashinator::even(4, 7).unwrap();
+        let drained = even.balanced(2).unwrap();
+        assert_eq!(owned(&drained), vec![1 << 31, 1 << 31, 0, 0]);
+        assert_eq!(drained.partition_count(), 4);
+        assert_eq!(moved(&even, &drained), 1 << 31);
+        assert!(even.moves_to(&drained).iter().all(|(s, e, _)| even.owners_of(*s, *e).iter().all(|p| *p >= 2)));
+        // The even ring is balanced; a range moved away comes back exactly.
+        assert!(even.moves_to(&even.balanced(4).unwrap()).is_empty());
+        let moved_away = even.with_range_moved(-100, 100, 3).unwrap();
+        assert_eq!(moved_away.balanced(4).unwrap().ring(), even.ring());
+        assert!(even.balanced(0).is_err());
+        assert!(even.balanced(5).is_err());
     }
 
     proptest! {
         #[test]
-        fn draining_keeps_what_stays_and_evens_out_what_leaves(
+        fn balancing_evens_out_moving_the_fewest_tokens(
             partitions in 1u32..7,
             steps in proptest::collection::vec((any::<i32>(), any::<i32>(), 0u32..7), 0..6),
             keep in 1u32..7,
@@ -459,20 +553,18 @@ mod tests {
                 ring = ring.with_range_moved(a.min(b), a.max(b), p % partitions).unwrap();
             }
             let keep = keep.min(partitions);
-            let drained = ring.drained(keep).unwrap();
-            let (before, after) = (owned(&ring), owned(&drained));
-            prop_assert_eq!(after.iter().sum::<u64>(), 1u64 << 32);
-            // Only the leaving partitions' tokens move, and all of them.
-            for (s, e, _) in ring.moves_to(&drained) {
-                prop_assert!(ring.owners_of(s, e).iter().all(|p| *p >= keep));
-            }
-            prop_assert!(after[keep as usize..].iter().all(|n| *n == 0));
-            // No staying partition goes past its share unless it was there.
-            let share = |q: usize| (1u64 << 32) / u64::from(keep) + u64::from((q as u64) < (1u64 << 32) % u64::from(keep));
-            for q in 0..keep as usize {
-                prop_assert!(after[q] >= before[q]);
-                prop_assert!(after[q] <= before[q].max(share(q)), "partition {}: {} -> {}", q, before[q], after[q]);
-            }
+            let balanced = ring.balanced(keep).unwrap();
+            let (before, after) = (owned(&ring), owned(&balanced));
+            // Every partition gets the even ring's share...
+            let mut share = owned(&Hashinator::even(keep, 1).unwrap());
+            share.resize(partitions as usize, 0);
+            prop_assert_eq!(&after, &share);
+            // ...and no more tokens move than the partitions above their
+            // share hold beyond it (any ring with these shares moves as many).
+            let least: u64 = before.iter().zip(&share).map(|(b, s)| b.saturating_sub(*s)).sum();
+            prop_assert_eq!(moved(&ring, &balanced), least);
+            // Balancing again moves nothing.
+            prop_assert!(balanced.moves_to(&balanced.balanced(keep).unwrap()).is_empty());
         }
     }
 

@@ -195,7 +195,7 @@ pub(crate) fn drain_removing(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
             let current = ctx.host.hashinator();
             let step = if current.ring().iter().any(|(_, p)| *p as usize >= keep) {
                 // Started once; while it runs, `@Rebalance` refuses another.
-                match current.drained(keep as u32) {
+                match current.balanced(keep as u32) {
                     Ok(target) => match crate::rebalance::reach(&ctx, &target) {
                         Ok(true) => Ok(format!(
                             "ranges move off partitions {keep}..{} to the partitions that stay (@Statistics REBALANCE)",

@@ -6,7 +6,9 @@
 //! stall every partition for as long as it copies. `@Rebalance` instead
 //! works out the ring it is asked to reach — `@Rebalance(first_token,
 //! last_token, partition)` gives that range to the partition,
-//! `@Rebalance()` returns to the even ring — and reaches it through many
+//! `@Rebalance()` gives every partition an even share of the tokens,
+//! moving as few as it can (`Hashinator::balanced`: the even ring itself
+//! when only ranges moved off it) — and reaches it through many
 //! small `@MoveRange` transactions (see `joule_txn`'s `moverange.rs`), each
 //! atomic and command-logged on its own: a kill between two of them loses
 //! nothing, and what moved stays moved (calling `@Rebalance` again carries
@@ -119,12 +121,12 @@ enum Request {
 
 /// The request `params` make against the `current` ring. While hosts are
 /// being removed (`removing`: the partitions that stay), `@Rebalance()`
-/// aims at the drained ring ([`Hashinator::drained`]) instead of the even one.
+/// balances over the partitions that stay ([`Hashinator::balanced`]).
 fn request(current: &Hashinator, params: &[Value], removing: Option<usize>) -> Result<Request> {
     match params {
         [] => match removing {
-            Some(keep) => Ok(Request::Reach(current.drained(keep as u32)?)),
-            None => Ok(Request::Reach(Hashinator::even(current.partition_count(), current.version() + 1)?)),
+            Some(keep) => Ok(Request::Reach(current.balanced(keep as u32)?)),
+            None => Ok(Request::Reach(current.balanced(current.partition_count())?)),
         },
         [Value::String(s)] if s.eq_ignore_ascii_case("STOP") => Ok(Request::Stop),
         [_, _, _] => {
@@ -134,8 +136,8 @@ fn request(current: &Hashinator, params: &[Value], removing: Option<usize>) -> R
         }
         _ => bail!(
             WrongParameterCount,
-            "@Rebalance takes no parameters (back to the even ring), 'STOP', or the first token, the last token and \
-             the partition to give them to"
+            "@Rebalance takes no parameters (an even share for every partition), 'STOP', or the first token, the last \
+             token and the partition to give them to"
         ),
     }
 }

@@ -4,13 +4,15 @@
 //!
 //! The host that coordinates multi-partition transactions decides (one
 //! decider per cluster; another host takes over with the coordination).
-//! Every `interval` it samples its own figures over the interval just
-//! ended ([`Sampler`]): the p99 of the calls it answered (single- and
-//! multi-partition, from acceptance to answer) and how busy its sites were
-//! (the share of the interval they were not waiting for work). A
-//! hash-partitioned load spreads over every partition, so one host's
-//! figures stand for the cluster's; a load on one host alone is not seen
-//! from another.
+//! Every `interval` it samples the figures of every host that is up over
+//! the interval just ended ([`Sampler`]; the other hosts send their running
+//! totals over the data plane, `dataplane/load.rs`): the p99 of all the
+//! calls the cluster answered (single- and multi-partition, from
+//! acceptance to answer; the hosts' histograms merged, not their p99s
+//! averaged) and how busy all the sites were (the share of the interval
+//! they were not waiting for work). A host that does not answer within two
+//! seconds is left out of that interval's figures, which say how many
+//! hosts they cover.
 //!
 //! [`decide`] is a pure function of the policy, the figures and the
 //! cluster's situation, so it is tested on its own:
@@ -192,7 +194,7 @@ pub(crate) fn apply(config: &mut AutoscaleConfig, file: FileAutoscale) -> Result
     Ok(())
 }
 
-/// One interval's figures on the deciding host.
+/// One interval's figures, over every host that reported.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Figures {
     /// Calls answered in the interval.
@@ -201,6 +203,8 @@ pub(crate) struct Figures {
     pub p99: Option<Duration>,
     /// Percent of the sites' time busy.
     pub utilization: f64,
+    /// Hosts whose figures these are.
+    pub hosts: usize,
 }
 
 impl std::fmt::Display for Figures {
@@ -209,48 +213,90 @@ impl std::fmt::Display for Figures {
             Some(p99) => write!(f, "p99 {:.2} ms over {} calls", p99.as_secs_f64() * 1000.0, self.calls)?,
             None => write!(f, "no calls")?,
         }
-        write!(f, ", sites {:.0} % busy", self.utilization)
+        write!(f, ", sites {:.0} % busy (figures of {} host(s))", self.utilization, self.hosts)
     }
 }
 
-/// Turns the sites' running totals into one interval's figures.
+/// One host's running totals: the latency of every call its sites
+/// answered since they started, and per site (partition, time idle, time
+/// since start). The deciding host reads its own; the others send theirs
+/// (`dataplane::load`).
+#[derive(Clone, Debug)]
+pub(crate) struct HostLoad {
+    pub latency: Histogram<u64>,
+    pub sites: Vec<(u32, Duration, Duration)>,
+}
+
+impl HostLoad {
+    pub fn of(sites: &[SiteStats]) -> HostLoad {
+        let mut latency = new_histogram();
+        for s in sites {
+            let _ = latency.add(&s.latency);
+        }
+        let sites = sites.iter().filter_map(|s| Some((s.partition?, s.idle, s.since_start))).collect();
+        HostLoad { latency, sites }
+    }
+}
+
+/// Turns every host's running totals into one interval's figures.
 #[derive(Default)]
 pub(crate) struct Sampler {
+    hosts: BTreeMap<HostId, HostSample>,
+}
+
+/// One host's totals at the last sample.
+#[derive(Default)]
+struct HostSample {
     latency: Option<Histogram<u64>>,
-    /// Per partition: (idle, since start) at the last sample.
+    /// Per partition: (idle, since start).
     time: BTreeMap<u32, (Duration, Duration)>,
 }
 
-impl Sampler {
-    /// The figures since the last sample (the first sample counts from the
-    /// sites' start).
-    pub fn sample(&mut self, sites: &[SiteStats]) -> Figures {
-        let mut now = new_histogram();
-        for s in sites {
-            let _ = now.add(&s.latency);
-        }
-        let mut interval = now.clone();
+impl HostSample {
+    /// This host's calls since the last sample (the first counts from its
+    /// sites' start), and its sites' (busy, elapsed) seconds.
+    fn sample(&mut self, load: &HostLoad) -> (Histogram<u64>, f64, f64) {
+        let mut interval = load.latency.clone();
         if let Some(before) = &self.latency {
-            // Totals only grow, unless a site restarted: then start afresh.
+            // Totals only grow, unless the host restarted: then start afresh.
             if interval.subtract(before).is_err() {
-                interval = now.clone();
+                interval = load.latency.clone();
             }
         }
-        self.latency = Some(now);
+        self.latency = Some(load.latency.clone());
         let (mut busy, mut total) = (0.0, 0.0);
-        for s in sites {
-            let Some(p) = s.partition else { continue };
-            let (idle0, start0) = self.time.insert(p, (s.idle, s.since_start)).unwrap_or_default();
+        for (p, idle, since_start) in &load.sites {
+            let (idle0, start0) = self.time.insert(*p, (*idle, *since_start)).unwrap_or_default();
             let (idle0, start0) =
-                if s.since_start < start0 { (Duration::ZERO, Duration::ZERO) } else { (idle0, start0) };
-            let elapsed = s.since_start.saturating_sub(start0).as_secs_f64();
+                if *since_start < start0 { (Duration::ZERO, Duration::ZERO) } else { (idle0, start0) };
+            let elapsed = since_start.saturating_sub(start0).as_secs_f64();
             total += elapsed;
-            busy += (elapsed - s.idle.saturating_sub(idle0).as_secs_f64()).max(0.0);
+            busy += (elapsed - idle.saturating_sub(idle0).as_secs_f64()).max(0.0);
+        }
+        (interval, busy, total)
+    }
+}
+
+impl Sampler {
+    /// The figures since the last sample, over the hosts in `loads` (one
+    /// that missed a sample counts from its last one when it is back):
+    /// every call's latency in one histogram, every site's time summed.
+    /// Hosts no longer in `members` are forgotten.
+    pub fn sample(&mut self, loads: &BTreeMap<HostId, HostLoad>, members: &BTreeSet<HostId>) -> Figures {
+        self.hosts.retain(|h, _| members.contains(h));
+        let mut calls = new_histogram();
+        let (mut busy, mut total) = (0.0, 0.0);
+        for (host, load) in loads {
+            let (interval, b, t) = self.hosts.entry(*host).or_default().sample(load);
+            let _ = calls.add(&interval);
+            busy += b;
+            total += t;
         }
         Figures {
-            calls: interval.len(),
-            p99: (!interval.is_empty()).then(|| Duration::from_micros(interval.value_at_quantile(0.99))),
+            calls: calls.len(),
+            p99: (!calls.is_empty()).then(|| Duration::from_micros(calls.value_at_quantile(0.99))),
             utilization: if total > 0.0 { busy / total * 100.0 } else { 0.0 },
+            hosts: loads.len(),
         }
     }
 }
@@ -427,6 +473,7 @@ pub(crate) fn statistics(
         ("P99_MS", DataType::Float),
         ("UTILIZATION", DataType::Float),
         ("CALLS", DataType::BigInt),
+        ("REPORTING_HOSTS", DataType::Integer),
         ("LAST_DECISION", DataType::Varchar),
         ("LAST_DECISION_AGO_MS", DataType::BigInt),
     ]);
@@ -455,6 +502,7 @@ pub(crate) fn statistics(
         f.p99.map_or(Value::Null, |d| Value::Float(d.as_secs_f64() * 1000.0)),
         Value::Float(f.utilization),
         Value::Integer(f.calls as i64),
+        Value::Integer(f.hosts as i64),
         r.last.as_ref().map_or(Value::Null, |(_, s)| Value::from(s.as_str())),
         r.last.as_ref().map_or(Value::Null, |(at, _)| Value::Integer(at.elapsed().as_millis() as i64)),
     ]);
@@ -498,11 +546,8 @@ pub(crate) async fn run(ctx: Arc<ServerContext>) {
             (sampler, streaks) = (Sampler::default(), Streaks::default());
             continue;
         }
-        let host = ctx.host.clone();
-        let Ok(sites) = tokio::task::spawn_blocking(move || host.statistics(Duration::from_secs(5))).await else {
-            continue;
-        };
-        let figures = sampler.sample(&sites);
+        let Some(loads) = gather(&ctx, &m, node.id()).await else { continue };
+        let figures = sampler.sample(&loads, &m.hosts.keys().copied().collect());
         let cooling = last_change.and_then(|t| policy.cooldown.checked_sub(t.elapsed())).filter(|d| !d.is_zero());
         let situation = Situation::of(&m, crate::rebalance::running(&ctx), cooling);
         let decision = decide(&policy, &mut streaks, &figures, &situation);
@@ -543,6 +588,30 @@ pub(crate) async fn run(ctx: Arc<ServerContext>) {
             }
         }
     }
+}
+
+/// This host's running totals and those of every other host that is up
+/// and answers within two seconds (asked at once); `None` if this host's
+/// own could not be read.
+async fn gather(ctx: &ServerContext, m: &ClusterMetadata, me: HostId) -> Option<BTreeMap<HostId, HostLoad>> {
+    let mut asking = tokio::task::JoinSet::new();
+    if let Some(link) = &ctx.link {
+        for id in m.hosts.keys().copied().filter(|h| *h != me && m.is_up(*h)) {
+            let link = link.clone();
+            asking.spawn(async move { (id, link.host_load(id).await) });
+        }
+    }
+    let host = ctx.host.clone();
+    let own = tokio::task::spawn_blocking(move || HostLoad::of(&host.statistics(Duration::from_secs(5)))).await.ok()?;
+    let mut loads = BTreeMap::from([(me, own)]);
+    while let Some(answer) = asking.join_next().await {
+        // A host that does not answer is left out of this interval's
+        // figures (they say how many hosts they cover).
+        if let Ok((id, Ok(load))) = answer {
+            loads.insert(id, load);
+        }
+    }
+    Some(loads)
 }
 
 /// The policy in one line.

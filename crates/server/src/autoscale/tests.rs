@@ -16,7 +16,7 @@ fn policy() -> AutoscaleConfig {
 }
 
 fn figures(p99_ms: Option<u64>, utilization: f64) -> Figures {
-    Figures { calls: p99_ms.map_or(0, |_| 1000), p99: p99_ms.map(Duration::from_millis), utilization }
+    Figures { calls: p99_ms.map_or(0, |_| 1000), p99: p99_ms.map(Duration::from_millis), utilization, hosts: 2 }
 }
 
 fn situation(hosts: usize) -> Situation {
@@ -32,7 +32,10 @@ fn a_broken_target_for_enough_intervals_scales_out_and_a_quiet_cluster_scales_in
     match decide(&p, &mut s, &figures(Some(25), 10.0), &situation(2)) {
         Decision::Out { hosts: 1, why } => {
             assert!(why.contains("p99 above the 10 ms target for 2 intervals"), "{why}");
-            assert!(why.contains("p99 25.00 ms over 1000 calls, sites 10 % busy; 2 hosts"), "{why}");
+            assert!(
+                why.contains("p99 25.00 ms over 1000 calls, sites 10 % busy (figures of 2 host(s)); 2 hosts"),
+                "{why}"
+            );
         }
         d => panic!("{d:?}"),
     }
@@ -116,21 +119,61 @@ fn site(partition: u32, idle_ms: u64, since_ms: u64, latencies_us: &[u64]) -> Si
     }
 }
 
+/// One host's totals: its sites' (partition, idle ms, since start ms) and
+/// every call's latency (µs).
+fn load(sites: &[(u32, u64, u64)], latencies_us: &[u64]) -> HostLoad {
+    let mut latency = new_histogram();
+    for l in latencies_us {
+        latency.record(*l).unwrap();
+    }
+    let ms = Duration::from_millis;
+    HostLoad { latency, sites: sites.iter().map(|(p, idle, since)| (*p, ms(*idle), ms(*since))).collect() }
+}
+
 #[test]
 fn figures_cover_the_interval_since_the_last_sample() {
     let mut sampler = Sampler::default();
-    let first = sampler.sample(&[site(0, 500, 1000, &[100; 10]), site(1, 1000, 1000, &[])]);
-    assert_eq!((first.calls, first.utilization.round()), (10, 25.0));
+    let one = BTreeSet::from([0]);
+    let sample = |sampler: &mut Sampler, l: HostLoad| sampler.sample(&BTreeMap::from([(0, l)]), &one);
+    let first = sample(&mut sampler, HostLoad::of(&[site(0, 500, 1000, &[100; 10]), site(1, 1000, 1000, &[])]));
+    assert_eq!((first.calls, first.utilization.round(), first.hosts), (10, 25.0, 1));
     // Next interval: partition 0 idle all along, partition 1 busy all
     // along; 100 slow calls.
     let mut slow = vec![100; 10];
     slow.extend([20_000; 100]);
-    let next = sampler.sample(&[site(0, 1500, 2000, &slow), site(1, 1000, 2000, &[])]);
+    let next = sample(&mut sampler, load(&[(0, 1500, 2000), (1, 1000, 2000)], &slow));
     assert_eq!(next.calls, 100);
     assert_eq!(next.p99.map(|d| d.as_millis()), Some(20));
     assert_eq!(next.utilization.round(), 50.0);
-    let quiet = sampler.sample(&[site(0, 2500, 3000, &slow), site(1, 2000, 3000, &[])]);
+    let quiet = sample(&mut sampler, load(&[(0, 2500, 3000), (1, 2000, 3000)], &slow));
     assert_eq!((quiet.calls, quiet.p99, quiet.utilization.round()), (0, None, 0.0));
+}
+
+#[test]
+fn figures_merge_every_host_and_follow_hosts_that_miss_a_sample() {
+    let mut sampler = Sampler::default();
+    let members = BTreeSet::from([0, 1]);
+    let fast = [100u64; 99];
+    // Interval 1: host 0 quick and idle, host 1 slow and busy. The p99 is
+    // that of all 198 calls together (not either host's, nor an average).
+    let mut slow = vec![100u64; 90];
+    slow.extend([30_000; 9]);
+    let loads = BTreeMap::from([(0, load(&[(0, 900, 1000)], &fast)), (1, load(&[(1, 100, 1000)], &slow))]);
+    let f = sampler.sample(&loads, &members);
+    assert_eq!((f.calls, f.hosts, f.utilization.round()), (198, 2, 50.0));
+    assert_eq!(f.p99.map(|d| d.as_millis()), Some(30));
+    // Interval 2: host 1 does not answer; the figures are host 0's.
+    let fast2: Vec<u64> = fast.iter().chain(&fast).copied().collect();
+    let f = sampler.sample(&BTreeMap::from([(0, load(&[(0, 1900, 2000)], &fast2))]), &members);
+    assert_eq!((f.calls, f.hosts, f.utilization.round()), (99, 1, 0.0));
+    // Interval 3: host 1 is back; its figures count from its last sample
+    // (10 calls and 1 s busy since), not from its start.
+    let mut slow3 = slow.clone();
+    slow3.extend([100; 10]);
+    let loads = BTreeMap::from([(0, load(&[(0, 2900, 3000)], &fast2)), (1, load(&[(1, 100, 3000)], &slow3))]);
+    let f = sampler.sample(&loads, &members);
+    assert_eq!((f.calls, f.hosts), (10, 2));
+    assert_eq!(f.utilization.round(), 67.0, "host 0 idle its 1 s, host 1 busy its 2 s: {f:?}");
 }
 
 #[test]

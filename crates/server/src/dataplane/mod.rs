@@ -35,6 +35,8 @@
 //!   for its last batch (`Last`) or has it apply one (`Apply`).
 //! * `D`, **prepared transactions** (`doubt.rs`): the coordinator asks a
 //!   partition's leader what it holds in doubt, or settles it.
+//! * `L`, **load figures** (`load.rs`): the auto-scaler's deciding host
+//!   asks another for its calls' latencies and its sites' busy time.
 //!
 //! Leadership is read on every transaction, so it is kept precomputed
 //! ([`Routing`]) and swapped whole when the metadata changes.
@@ -60,6 +62,7 @@ use std::io::{Read, Write};
 mod copylog;
 mod doubt;
 mod forward;
+mod load;
 mod repair;
 mod replication;
 mod ring;
@@ -81,6 +84,7 @@ const REPLICATION: u8 = b'R';
 const REJOIN: u8 = b'J';
 const REPAIR: u8 = b'P';
 const DOUBT: u8 = b'D';
+const LOAD: u8 = b'L';
 /// How long opening a connection to another host may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a rejoining host may take to acknowledge a batch before it is
@@ -546,6 +550,7 @@ async fn serve_one(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link
         REPAIR => repair::serve_repair(s, host, link, diverged).await,
         REJOIN => serve_rejoin(s, host, link).await,
         DOUBT => doubt::serve_doubt(s, host, link).await,
+        LOAD => load::serve_load(s, host).await,
         SESSION => {
             let Ok(std) = s.into_std() else { return };
             let _ = std.set_nonblocking(false);

@@ -1,0 +1,59 @@
+//! What a host's sites have been doing (connections of kind `L`): the
+//! auto-scaler's deciding host asks every other host that is up for its
+//! running totals — the latency of every call its sites answered since
+//! they started (an HDR histogram, V2 encoding) and each site's idle and
+//! elapsed time — so that its decisions stand on the whole cluster's
+//! figures rather than its own (see `crate::autoscale`).
+
+use super::*;
+use crate::autoscale::HostLoad;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+
+/// A host's running totals as they travel.
+#[derive(Serialize, Deserialize)]
+struct LoadReport {
+    /// V2-encoded HDR histogram of call latencies (µs).
+    latency: Vec<u8>,
+    /// (partition, idle µs, since start µs) per site.
+    sites: Vec<(u32, u64, u64)>,
+}
+
+/// How long the asker waits for an answer.
+const WAIT: Duration = Duration::from_secs(2);
+
+impl Link {
+    /// Host `host`'s running totals (it must be up).
+    pub(crate) async fn host_load(&self, host: HostId) -> Result<HostLoad> {
+        let address =
+            self.routing.load().up.get(&host).cloned().ok_or_else(|| err!(Unavailable, "host {host} is down"))?;
+        let body = request_async(&address, LOAD, &(), WAIT).await?;
+        let report = decode::<std::result::Result<LoadReport, WireError>>(&body)?.map_err(from_wire_error)?;
+        let latency = Deserializer::new()
+            .deserialize(&mut report.latency.as_slice())
+            .map_err(|e| err!(CorruptData, "host {host} sent a latency histogram that does not decode: {e:?}"))?;
+        let micros = Duration::from_micros;
+        let sites = report.sites.into_iter().map(|(p, idle, since)| (p, micros(idle), micros(since))).collect();
+        Ok(HostLoad { latency, sites })
+    }
+}
+
+/// Answer a request for this host's running totals.
+pub(super) async fn serve_load(mut s: tokio::net::TcpStream, host: Arc<Host>) {
+    if read_body_async(&mut s).await.is_err() {
+        return;
+    }
+    let answer = tokio::task::spawn_blocking(move || report(&HostLoad::of(&host.statistics(WAIT))))
+        .await
+        .unwrap_or_else(|_| Err(err!(Internal, "gathering this host's figures failed")));
+    let _ = write_frame_async(&mut s, &answer.map_err(|e| to_wire_error(&e))).await;
+}
+
+fn report(load: &HostLoad) -> Result<LoadReport> {
+    let mut latency = Vec::new();
+    V2Serializer::new()
+        .serialize(&load.latency, &mut latency)
+        .map_err(|e| err!(Internal, "cannot encode the latency histogram: {e:?}"))?;
+    let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
+    let sites = load.sites.iter().map(|(p, idle, since)| (*p, micros(*idle), micros(*since))).collect();
+    Ok(LoadReport { latency, sites })
+}

@@ -214,6 +214,38 @@ fn a_k1_cluster_takes_two_hosts_at_once_under_a_voter_load_without_a_failed_vote
     let all: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
     eventually("every copy agrees", || replicas_agree(&all, 2).is_ok());
     assert_eq!(vote_totals(&all[victim]), [accepted; 3]);
+
+    // Both added hosts leave again together (k + 1 = 2, holding every copy
+    // of partitions 2 and 3): the metadata group loses two of its four
+    // voters and keeps a quorum; the votes drain back to partitions 0..1.
+    let more = vote_until_stopped(&all[..2], 5, false);
+    eventually("votes come in", || vote_totals(&all[0])[0] > accepted + 1000);
+    let (ok, out, err) = cluster_remove(&hosts[1].admin, &["2", "3"]);
+    assert!(ok && out.contains("hosts [2, 3] left the cluster"), "joule cluster remove 2 3: {out}\n{err}");
+    for h in &mut hosts[2..] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let exit = loop {
+            if let Some(status) = h.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "removed host {} did not stop within 60 s", h.id);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert!(exit.success(), "removed host {} exits cleanly: {exit:?}", h.id);
+    }
+    let (accepted_last, unknown_last) = more.finish();
+    assert_eq!(unknown_last, 0);
+    let accepted = accepted + accepted_last;
+    assert_eq!(states(&all[0]), vec![(0, "UP".to_string()), (1, "UP".to_string())]);
+    for c in &all[..2] {
+        assert_eq!(vote_totals(c), [accepted; 3], "every accepted vote counted once, as seen from {c}");
+    }
+    assert_eq!(rows_on_partitions(&all[..2], "DEFAULT.VOTES").keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(replicas_agree(&all[..2], 2).unwrap(), 2 * 5, "2 partitions, 5 tables and views, 2 copies each");
+    // The metadata group still commits with its two voters: a change to
+    // the cluster goes through.
+    let (ok, _, err) = cluster_remove(&hosts[1].admin, &["--cancel"]);
+    assert!(!ok && err.contains("no hosts are being removed"), "{err}");
 }
 
 /// `joule cluster remove` with `args`, against `admin` (host:port): its

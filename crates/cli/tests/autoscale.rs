@@ -141,10 +141,17 @@ fn the_command_provider_runs_the_script_on_figures_gathered_from_every_host() {
     let decider = &hosts[0].http;
     event(decider, "autoscaler: on: targets p99 0.001 ms");
 
-    // A load on host 1's partitions (2 and 3) only, through host 1: the
-    // deciding host 0 answers none of it, and sees it in host 1's figures.
+    // A load on host 1's partitions only, through host 1: the deciding
+    // host 0 answers none of it, and sees it in host 1's figures.
+    let led_by_1: Vec<u32> = stats(&hosts[1].client, "TOPO")
+        .iter()
+        .filter(|r| r[2].starts_with("1:"))
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    assert_eq!(led_by_1.len(), 2, "{:?}", stats(&hosts[1].client, "TOPO"));
     let ring = Hashinator::even(4, 1).unwrap();
-    let keys: Vec<i64> = (0..).filter(|k| ring.partition_for(&Value::Integer(*k)).unwrap() >= 2).take(200).collect();
+    let on_1 = |k: &i64| led_by_1.contains(&ring.partition_for(&Value::Integer(*k)).unwrap());
+    let keys: Vec<i64> = (0..).filter(on_1).take(200).collect();
     let through = hosts[1].client.clone();
     let mut c = connect(&through);
     c.execute(

@@ -419,3 +419,49 @@ fn a_removal_cancelled_while_it_drains_leaves_the_host_serving_with_nothing_lost
     let (ok, out, err) = cluster_remove(&hosts[0].admin, &["1", "--no-wait"]);
     assert!(ok && out.contains("removing hosts [1]"), "{out}\n{err}");
 }
+
+#[test]
+fn a_join_whose_new_host_dies_first_is_given_up_and_the_cluster_grows_again() {
+    let dirs: Vec<TempDir> = (0..4).map(|i| TempDir::new(&format!("elastic-abandon-{i}"))).collect();
+    let hosts = form_all(&dirs[..2], 0, &[]);
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    setup(&clients[0]);
+    let voters = vote_until_stopped(&clients, 8, false);
+    eventually("votes come in", || vote_totals(&clients[0])[0] > 2000);
+
+    // The new host is admitted, then dies as its partitions are brought in.
+    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    let add = ["--add", "--join", join.as_str()];
+    common::cluster::arm(dirs[2].path(), "partition-joining");
+    let mut doomed = spawn(dirs[2].path(), &add);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while doomed.child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the new host did not die at its failpoint");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Declared failed, its join is given up: the cluster is as before.
+    eventually("the join is given up", || {
+        http_get(&hosts[0].http, "/console/stats").contains("the join of hosts {2} was given up")
+    });
+    assert_eq!(states(&clients[1]), vec![(0, "UP".to_string()), (1, "UP".to_string())]);
+    assert_eq!(rows_on_partitions(&clients, "DEFAULT.VOTES").keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+
+    // Another host joins: a new id, partitions 4..5 again, ranges move.
+    let added = spawn(dirs[3].path(), &add).ready();
+    assert_eq!(added.id, 3, "the given-up host's id is not given again");
+    let all = vec![clients[0].clone(), clients[1].clone(), added.client.clone()];
+    eventually("the new partitions take votes and the rebalance ends", || {
+        let placed = rows_on_partitions(&all, "DEFAULT.VOTES");
+        (4..6).all(|p| placed.get(&p).is_some_and(|n| *n > 0))
+            && stats(&clients[0], "REBALANCE").first().is_some_and(|r| r[3] == "DONE")
+    });
+    let (accepted, unknown) = voters.finish();
+    assert_eq!(unknown, 0, "no vote's outcome was left unknown");
+    for c in &all {
+        assert_eq!(vote_totals(c), [accepted; 3], "every accepted vote counted once, as seen from {c}");
+    }
+    let misplaced: i64 =
+        connect(&all[2]).call("@ValidatePartitioning", vec![]).unwrap().tables[0].rows.iter().map(|r| int(&r[2])).sum();
+    assert_eq!(misplaced, 0);
+}

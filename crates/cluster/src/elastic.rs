@@ -22,10 +22,12 @@
 //!    and it names the transaction (`ring_txn`), so a coordinator that
 //!    takes over decides a transaction left in doubt by what it finds here.
 //!
-//! A join that cannot finish (a new host failed first, the operator gave
-//! up) is undone by [`Command::AbandonJoin`]: the joining partitions and the
-//! hosts added with them are removed. Whichever of `PartitionsJoined` and
-//! `AbandonJoin` applies first wins; the other is refused.
+//! A join that cannot finish (every new host failed first) is undone by
+//! [`Command::AbandonJoin`], which the coordinator host proposes (the
+//! server's `elastic.rs`): the joining partitions and the hosts added with
+//! them are removed, and those hosts' ids retired. Whichever of
+//! `PartitionsJoined` and `AbandonJoin` applies first wins; the other is
+//! refused.
 //!
 //! One join at a time: `AddHosts` is refused while partitions are joining,
 //! while any host is not up (a k-safe copy of every new partition needs
@@ -167,8 +169,12 @@ impl ClusterMetadata {
         self.partitions.truncate(active);
         for h in added {
             // Only hosts that hold nothing else: the ones added with them.
+            // Their ids are retired like removed hosts' (never given again,
+            // out of the metadata group's voters, and a host that comes
+            // back finds itself retired and stops).
             if !self.partitions.iter().any(|p| p.replicas.contains(&h)) {
                 self.hosts.remove(&h);
+                self.retired.insert(h);
             }
         }
         if self.mp_coordinator.is_some_and(|c| !self.hosts.contains_key(&c)) {
@@ -294,7 +300,10 @@ pub(crate) mod tests {
         check(&m);
         let join = joined(&m, 4);
         assert_eq!(m.apply(&Command::AbandonJoin), CommandResult::Applied);
-        assert_eq!(m, before, "as before the addition");
+        assert_eq!(m.retired, [3].into(), "the host added is retired");
+        m.retired.clear();
+        assert_eq!(m, before, "otherwise as before the addition");
+        m.retired.insert(3);
         // The coordinator's record of the join now comes too late.
         assert!(refused(&mut m, &join).contains("no partitions"));
         // While a host is down, nothing is added.

@@ -17,14 +17,17 @@
 //! `@Rebalance()` (`rebalance.rs`): ranges move to the new partitions in
 //! the background, throttled by `[elastic]`, until the ring is even again.
 //! Should that host die before the job ends, what moved stays moved and
-//! `@Rebalance()` on any host carries on.
+//! `@Rebalance()` on any host carries on. If every host added with the
+//! joining partitions fails first, the same loop gives the join up
+//! (`AbandonJoin`; their ids are retired).
 //!
 //! Removing hosts is the reverse ([`remove_hosts`], `@ElasticRemove`,
 //! `joule cluster remove`): the metadata records the removal (the hosts
 //! must hold every copy of the last partitions and nothing else, see
 //! `joule-cluster`'s `removal.rs`); the coordinator host drains those
 //! partitions ([`drain_removing`]: a rebalance job to the ring that gives
-//! their tokens evenly to the partitions that stay, throttled like any),
+//! their tokens to the partitions that stay, up to an even share each —
+//! `Hashinator::balanced` — throttled like any),
 //! then runs the transaction layer's `remove_partitions`, which commits by
 //! recording `PartitionsLeft`. The removed hosts see themselves gone from
 //! the metadata and shut down ([`leave_if_removed`]) once the metadata
@@ -32,7 +35,7 @@
 
 use crate::cluster::Membership;
 use crate::ServerContext;
-use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId};
+use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId, HostState};
 use joule_common::{bail, err, Result, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -103,6 +106,28 @@ pub(crate) fn bring_in_joining(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
                 break;
             }
             let (from, to) = (m.active_partitions(), m.partitions.len());
+            if let Some(added) = failed_joiners(&m) {
+                match node.propose_within(Command::AbandonJoin, Duration::from_secs(10)).await {
+                    Ok(CommandResult::Applied) => {
+                        say(
+                            &ctx,
+                            format!(
+                                "the join of hosts {added:?} was given up: they failed before their partitions \
+                                 joined (their ids are retired; start the machines again with --add and an empty \
+                                 --dir)"
+                            ),
+                        );
+                        break;
+                    }
+                    // Joined or given up meanwhile: the loop sees which.
+                    Ok(CommandResult::Refused(_)) => continue,
+                    Err(e) => say_once(&ctx, &mut said, e.to_string(), |why| {
+                        format!("the join of hosts {added:?} cannot be given up yet (trying again): {why}")
+                    }),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             follow_partitions(&ctx, &m);
             let count = (to - from) as u32;
             match client_call(&ctx, move |c| c.add_partitions(count)).await {
@@ -119,6 +144,16 @@ pub(crate) fn bring_in_joining(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
         }
         ctx.joining.store(false, Ordering::SeqCst);
     });
+}
+
+/// The hosts added with the joining partitions, if every one of them has
+/// failed or stopped: the join cannot finish (the partitions' only copies
+/// are on them) and is to be given up.
+fn failed_joiners(m: &ClusterMetadata) -> Option<BTreeSet<HostId>> {
+    let added: BTreeSet<HostId> =
+        m.partitions[m.active_partitions()..].iter().flat_map(|p| p.replicas.iter().copied()).collect();
+    let down = |h: &HostId| m.hosts.get(h).is_none_or(|i| matches!(i.state, HostState::Failed | HostState::Stopped));
+    (!added.is_empty() && added.iter().all(down)).then_some(added)
 }
 
 /// After a join: move ranges to the new partitions in the background. A
@@ -179,15 +214,17 @@ pub(crate) fn drain_removing(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
     tokio::spawn(async move {
         let mut said = String::new();
         let Membership::Member(node) = &ctx.membership else { return };
+        let mut keeping = None;
         loop {
             let m = node.metadata();
             let Some(removal) = m.removing.clone() else {
-                if m.partitions.len() == ctx.host.known_partitions() {
+                if keeping.is_some_and(|keep| m.partitions.len() > keep) {
                     // Cancelled: ranges moved so far stay where they went.
                     let _ = crate::rebalance::invoke(&ctx, &[Value::from("STOP")]);
                 }
                 break;
             };
+            keeping = Some(removal.keep);
             if m.mp_coordinator != Some(node.id()) || !ctx.host.is_running() {
                 break;
             }

@@ -553,6 +553,8 @@ impl Site {
                 }
                 WorkItem::ReplicatedRows => ItemResult::Placed(self.replicated_rows()?),
                 WorkItem::JoinPartition { catalog, rows } => {
+                    // (Tests: a new host that dies before its partitions join.)
+                    joule_common::failpoint::crash_if_armed("partition-joining");
                     self.join_partition(catalog, rows)?;
                     ItemResult::Exec(joule_engine::ExecResult::Done)
                 }

@@ -71,8 +71,39 @@ impl TokenIndex {
         ((token as u32 ^ 0x8000_0000) >> (32 - Self::SLICE_BITS)) as usize
     }
 
-    fn new(column: usize) -> TokenIndex {
-        TokenIndex { column, slices: vec![BTreeSet::new(); 1 << Self::SLICE_BITS], entries: 0 }
+    /// The index over `rows`, built in bulk: each row's (token, id) dealt
+    /// to its slice (one counting pass, one placing pass), each slice
+    /// sorted on its own (a few hundred entries, in cache) and its set
+    /// built from the sorted run at once. It runs inside the first piece
+    /// of a move on the partition, which holds the partition: adding the
+    /// rows one at a time to the sets took 0.4–2.2 s over a partition's
+    /// millions of votes under load, and those seconds were the calls'
+    /// worst latencies during a rebalance.
+    fn build<'a>(column: usize, rows: impl Iterator<Item = (RowId, &'a Row)>) -> TokenIndex {
+        let slices = 1usize << Self::SLICE_BITS;
+        let mut ends = vec![0usize; slices + 1];
+        let entries: Vec<(i32, RowId)> = rows.map(|(id, row)| (token_of(&row[column]), id)).collect();
+        for (token, _) in &entries {
+            ends[Self::slice(*token) + 1] += 1;
+        }
+        for s in 0..slices {
+            ends[s + 1] += ends[s];
+        }
+        let mut next = ends.clone();
+        let mut placed = vec![(0i32, 0 as RowId); entries.len()];
+        for e in &entries {
+            let s = Self::slice(e.0);
+            placed[next[s]] = *e;
+            next[s] += 1;
+        }
+        let sets = (0..slices)
+            .map(|s| {
+                let run = &mut placed[ends[s]..ends[s + 1]];
+                run.sort_unstable();
+                run.iter().copied().collect::<BTreeSet<_>>()
+            })
+            .collect();
+        TokenIndex { column, slices: sets, entries: placed.len() }
     }
 
     fn add(&mut self, row: &Row, id: RowId) {
@@ -245,11 +276,7 @@ impl Table {
         if self.tokens.as_ref().is_some_and(|t| t.column == column) {
             return;
         }
-        let mut index = TokenIndex::new(column);
-        for (id, row) in self.rows.iter() {
-            index.add(row, id);
-        }
-        self.tokens = Some(Box::new(index));
+        self.tokens = Some(Box::new(TokenIndex::build(column, self.rows.iter())));
     }
 
     /// Stop keeping row ids by token.

@@ -15,7 +15,8 @@
 //! are joining and this host coordinates; a coordinator that takes over
 //! goes on where it stopped. Once they have joined, the same host starts
 //! `@Rebalance()` (`rebalance.rs`): ranges move to the new partitions in
-//! the background, throttled by `[elastic]`, until the ring is even again.
+//! the background, throttled by `[elastic]`, until every partition has
+//! its even share of the ring.
 //! Should that host die before the job ends, what moved stays moved and
 //! `@Rebalance()` on any host carries on. If every host added with the
 //! joining partitions fails first, the same loop gives the join up
@@ -120,7 +121,7 @@ pub(crate) fn bring_in_joining(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
                         break;
                     }
                     // Joined or given up meanwhile: the loop sees which.
-                    Ok(CommandResult::Refused(_)) => continue,
+                    Ok(CommandResult::Refused(_)) => {}
                     Err(e) => say_once(&ctx, &mut said, e.to_string(), |why| {
                         format!("the join of hosts {added:?} cannot be given up yet (trying again): {why}")
                     }),

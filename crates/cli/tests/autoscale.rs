@@ -29,30 +29,39 @@ fn event(http: &str, needle: &str) {
     assert!(seen, "no event {needle:?} within 90 s: {}", http_get(http, "/console/stats"));
 }
 
-#[test]
-fn the_local_provider_adds_a_host_under_a_load_that_breaks_the_target_and_removes_it_after() {
-    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("autoscale-{i}"))).collect();
-    let scaled = TempDir::new("autoscale-hosts");
-    let _reaper = Reaper(scaled.path().to_path_buf());
-    let config_dir = TempDir::new("autoscale-config");
+/// A cluster of `dirs.len()` hosts whose policy (written to `joule.toml`
+/// in `config_dir`, with `provider`'s lines) any call breaks — a p99
+/// target of 1 µs — between 2 and 3 hosts, deciding every 300 ms; once
+/// its auto-scaler is on.
+fn scaling_cluster(dirs: &[TempDir], config_dir: &TempDir, provider: &str) -> Vec<common::cluster::Host> {
     std::fs::create_dir_all(config_dir.path()).unwrap();
     let config = config_dir.path().join("joule.toml");
     std::fs::write(
         &config,
         format!(
             "[elastic]\nduration_ms = 5\nthroughput_mb = 0\n\
-             [autoscale]\nenabled = true\nprovider = \"local\"\ndir = {:?}\n\
+             [autoscale]\nenabled = true\n{provider}\n\
              target_p99_ms = 0.001\ntarget_utilization = 100\nmin_hosts = 2\nmax_hosts = 3\n\
-             cooldown_s = 1\ninterval_ms = 300\nintervals = 2\n",
-            scaled.path()
+             cooldown_s = 1\ninterval_ms = 300\nintervals = 2\n"
         ),
     )
     .unwrap();
-    let hosts = form_all(&dirs, 0, &["--config", config.to_str().unwrap()]);
+    let hosts = form_all(dirs, 0, &["--config", config.to_str().unwrap()]);
     all_up_and_led(&hosts);
+    event(&hosts[0].http, "autoscaler: on: targets p99 0.001 ms");
+    hosts
+}
+
+#[test]
+fn the_local_provider_adds_a_host_under_a_load_that_breaks_the_target_and_removes_it_after() {
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("autoscale-{i}"))).collect();
+    let scaled = TempDir::new("autoscale-hosts");
+    let _reaper = Reaper(scaled.path().to_path_buf());
+    let config_dir = TempDir::new("autoscale-config");
+    let provider = format!("provider = \"local\"\ndir = {:?}", scaled.path());
+    let hosts = scaling_cluster(&dirs, &config_dir, &provider);
     let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
     let decider = &hosts[0].http;
-    event(decider, "autoscaler: on: targets p99 0.001 ms");
 
     // Under the voter load every interval breaks the target: one host more.
     setup(&clients[0]);
@@ -124,22 +133,9 @@ fn the_command_provider_runs_the_script_on_figures_gathered_from_every_host() {
         ),
     )
     .unwrap();
-    let config = scaled.path().join("joule.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[elastic]\nduration_ms = 5\nthroughput_mb = 0\n\
-             [autoscale]\nenabled = true\nprovider = \"command\"\ncommand = \"sh {}\"\n\
-             target_p99_ms = 0.001\ntarget_utilization = 100\nmin_hosts = 2\nmax_hosts = 3\n\
-             cooldown_s = 1\ninterval_ms = 300\nintervals = 2\n",
-            script.display()
-        ),
-    )
-    .unwrap();
-    let hosts = form_all(&dirs, 0, &["--config", config.to_str().unwrap()]);
-    all_up_and_led(&hosts);
+    let provider = format!("provider = \"command\"\ncommand = \"sh {}\"", script.display());
+    let hosts = scaling_cluster(&dirs, &scaled, &provider);
     let decider = &hosts[0].http;
-    event(decider, "autoscaler: on: targets p99 0.001 ms");
 
     // A load on host 1's partitions only, through host 1: the deciding
     // host 0 answers none of it, and sees it in host 1's figures.

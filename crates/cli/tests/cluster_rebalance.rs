@@ -9,7 +9,7 @@
 mod common;
 
 use common::cluster::{
-    all_up_and_led, connect, eventually, form_all, http_get, replicas_agree, scalar, spawn, stats, Host,
+    all_up_and_led, connect, eventually, form_all, http_get, misplaced, replicas_agree, scalar, spawn, stats, Host,
 };
 use common::voters::{setup, vote_totals, vote_until_stopped};
 use common::TempDir;
@@ -21,11 +21,6 @@ fn int(v: &Value) -> i64 {
         Value::Integer(i) => *i,
         v => panic!("not an integer: {v:?}"),
     }
-}
-
-fn misplaced(addr: &str) -> i64 {
-    let r = connect(addr).call("@ValidatePartitioning", vec![]).unwrap();
-    r.tables[0].rows.iter().map(|row| int(&row[2])).sum()
 }
 
 /// `@Statistics REBALANCE`'s STATUS on `addr` (empty before its first job).

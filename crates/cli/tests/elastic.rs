@@ -14,7 +14,7 @@
 mod common;
 
 use common::cluster::{
-    all_up_and_led, connect, eventually, form_all, http_get, replicas_agree, scalar, spawn, states, stats,
+    all_up_and_led, connect, eventually, form_all, http_get, misplaced, replicas_agree, scalar, spawn, states, stats,
 };
 use common::voters::{setup, vote_totals, vote_until_stopped};
 use common::TempDir;
@@ -22,13 +22,6 @@ use joule_client::{Options, SyncConnection};
 use joule_common::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Integer(i) => *i,
-        v => panic!("not an integer: {v:?}"),
-    }
-}
 
 /// Rows of table `name` on each partition, as the hosts at `clients`
 /// report their copies.
@@ -120,12 +113,7 @@ fn a_host_added_to_a_running_cluster_joins_and_takes_ranges_under_load() {
     assert!(placed[&4] > ROWS / 10 && placed[&5] > ROWS / 10, "the new partitions took rows: {placed:?}");
     assert_eq!(scalar(&added.client, "SELECT COUNT(*) FROM kv"), ROWS);
     assert_eq!(scalar(&clients[0], "SELECT SUM(v) FROM kv"), bumped.load(Ordering::SeqCst) as i64);
-    let misplaced: i64 = connect(&clients[1]).call("@ValidatePartitioning", vec![]).unwrap().tables[0]
-        .rows
-        .iter()
-        .map(|r| int(&r[2]))
-        .sum();
-    assert_eq!(misplaced, 0);
+    assert_eq!(misplaced(&clients[1]), 0);
     // Calls keyed anywhere, through any host, find their row and the
     // replicated rows on its partition.
     for (i, k) in (0..ROWS).step_by(97).enumerate() {
@@ -198,9 +186,7 @@ fn a_k1_cluster_takes_two_hosts_at_once_under_a_voter_load_without_a_failed_vote
     for c in &all {
         assert_eq!(vote_totals(c), [accepted; 3], "every accepted vote counted once, as seen from {c}");
     }
-    let misplaced: i64 =
-        connect(&all[3]).call("@ValidatePartitioning", vec![]).unwrap().tables[0].rows.iter().map(|r| int(&r[2])).sum();
-    assert_eq!(misplaced, 0);
+    assert_eq!(misplaced(&all[3]), 0);
     let placed = rows_on_partitions(&all, "DEFAULT.VOTES");
     assert_eq!(placed.len(), 4, "{placed:?}");
     assert!(placed[&2] > 0 && placed[&3] > 0, "the new partitions took votes: {placed:?}");
@@ -333,12 +319,7 @@ fn a_cluster_grows_from_one_host_to_three_and_back_to_two_under_a_voter_load_wit
     }
     let placed = rows_on_partitions(&clients, "DEFAULT.VOTES");
     assert_eq!(placed.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3], "{placed:?}");
-    let misplaced: i64 = connect(&clients[0]).call("@ValidatePartitioning", vec![]).unwrap().tables[0]
-        .rows
-        .iter()
-        .map(|r| int(&r[2]))
-        .sum();
-    assert_eq!(misplaced, 0);
+    assert_eq!(misplaced(&clients[0]), 0);
 
     // The cluster grows again; the removed host's id is not given again.
     let again = spawn(dirs[3].path(), &add).ready();
@@ -404,12 +385,7 @@ fn a_removal_cancelled_while_it_drains_leaves_the_host_serving_with_nothing_lost
     for addr in &clients {
         assert_eq!(scalar(addr, "SELECT COUNT(*) FROM kv"), ROWS);
     }
-    let misplaced: i64 = connect(&clients[1]).call("@ValidatePartitioning", vec![]).unwrap().tables[0]
-        .rows
-        .iter()
-        .map(|r| int(&r[2]))
-        .sum();
-    assert_eq!(misplaced, 0);
+    assert_eq!(misplaced(&clients[1]), 0);
     // Writes keyed anywhere land, through either host.
     for (i, k) in (0..ROWS).step_by(101).enumerate() {
         let r = connect(&clients[i % 2]).execute("UPDATE kv SET v = 'y' WHERE k = ?", vec![Value::Integer(k)]).unwrap();
@@ -461,7 +437,5 @@ fn a_join_whose_new_host_dies_first_is_given_up_and_the_cluster_grows_again() {
     for c in &all {
         assert_eq!(vote_totals(c), [accepted; 3], "every accepted vote counted once, as seen from {c}");
     }
-    let misplaced: i64 =
-        connect(&all[2]).call("@ValidatePartitioning", vec![]).unwrap().tables[0].rows.iter().map(|r| int(&r[2])).sum();
-    assert_eq!(misplaced, 0);
+    assert_eq!(misplaced(&all[2]), 0);
 }

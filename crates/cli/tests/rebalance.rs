@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{connect, eventually, stats};
+use common::cluster::{connect, eventually, misplaced, stats};
 use common::{start_in, Node, TempDir};
 use joule_client::{Options, SyncConnection};
 use joule_common::Value;
@@ -91,11 +91,6 @@ fn vote_totals(addr: &str) -> [i64; 3] {
         scalar(&mut c, "SELECT SUM(num_votes) FROM v_votes_by_phone_number"),
         scalar(&mut c, "SELECT SUM(num_votes) FROM v_votes_by_contestant_number_state"),
     ]
-}
-
-fn misplaced(addr: &str) -> i64 {
-    let r = connect(addr).call("@ValidatePartitioning", vec![]).unwrap();
-    r.tables[0].rows.iter().map(|row| int(&row[2])).sum()
 }
 
 /// `@Statistics REBALANCE`'s STATUS (empty before the first job).

@@ -46,26 +46,6 @@ fn move_range(c: &mut joule_txn::Client, start: i32, end: i32, to: i64) -> joule
     c.call("@MoveRange", vec![int(i64::from(start)), int(i64::from(end)), int(to)])
 }
 
-/// Three writers, each bumping 1500 of the 400 rows of `h` (which must be
-/// there) and reading every partition now and then: 4500 bumps in all.
-fn three_writers(host: &Host) -> Vec<std::thread::JoinHandle<()>> {
-    (0..3)
-        .map(|w| {
-            let mut c = host.client();
-            std::thread::spawn(move || {
-                for i in 0..1500 {
-                    let k = (i * 7 + w * 13) % 400;
-                    ok(c.call("AddH", vec![int(k)]));
-                    if i % 50 == 0 {
-                        // Multi-partition reads see every partition.
-                        assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(400));
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn added_partitions_start_with_the_schema_and_replicated_rows_and_take_moved_ranges() {
     let (host, mut c) = setup(2);

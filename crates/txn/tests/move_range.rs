@@ -126,17 +126,7 @@ fn calls_in_flight_while_ranges_move_all_land() {
     for k in 0..400 {
         ok(c.adhoc("INSERT INTO h VALUES (?, 0, 0)", vec![int(k)]));
     }
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            let mut c = host.client();
-            std::thread::spawn(move || {
-                for i in 0..1500 {
-                    let k = (i * 7 + w * 13) % 400;
-                    ok(c.call("AddH", vec![int(k)]));
-                }
-            })
-        })
-        .collect();
+    let writers = three_writers(&host);
     // Slices of the ring hop around the partitions meanwhile.
     let slice = 1i64 << 28;
     for step in 0..24i64 {

@@ -431,3 +431,17 @@ pub fn scalar(addr: &str, query: &str) -> i64 {
         v => panic!("{query} returned {v:?}"),
     }
 }
+
+/// Rows placed on the wrong partition, by `@ValidatePartitioning` on `addr`
+/// (every table, every partition).
+pub fn misplaced(addr: &str) -> i64 {
+    let r = connect(addr).call("@ValidatePartitioning", vec![]).expect("@ValidatePartitioning");
+    r.tables[0]
+        .rows
+        .iter()
+        .map(|row| match &row[2] {
+            Value::Integer(n) => *n,
+            v => panic!("MISPARTITIONED_ROWS is not an integer: {v:?}"),
+        })
+        .sum()
+}

@@ -96,6 +96,9 @@ impl TokenIndex {
             placed[next[s]] = *e;
             next[s] += 1;
         }
+        // (Two lists of every row's entry at once is the peak; the sets
+        // are built from the second alone.)
+        drop(entries);
         let sets = (0..slices)
             .map(|s| {
                 let run = &mut placed[ends[s]..ends[s + 1]];

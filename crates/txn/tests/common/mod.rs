@@ -63,3 +63,24 @@ pub fn misplaced(c: &mut Client) -> i64 {
     let r = ok(c.call("@ValidatePartitioning", vec![]));
     r.results[0].rows.iter().map(|row| if let Value::Integer(n) = row[2] { n } else { 0 }).sum()
 }
+
+/// Three writers, each bumping 1500 of the 400 rows of `h` (which must be
+/// there, with the procedure `AddH` that adds 1 to a row's `n`) and reading
+/// every partition now and then: 4500 bumps in all.
+pub fn three_writers(host: &Host) -> Vec<std::thread::JoinHandle<()>> {
+    (0..3)
+        .map(|w| {
+            let mut c = host.client();
+            std::thread::spawn(move || {
+                for i in 0..1500 {
+                    let k = (i * 7 + w * 13) % 400;
+                    ok(c.call("AddH", vec![int(k)]));
+                    if i % 50 == 0 {
+                        // Multi-partition reads see every partition.
+                        assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(400));
+                    }
+                }
+            })
+        })
+        .collect()
+}

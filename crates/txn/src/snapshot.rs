@@ -3,7 +3,7 @@
 //!
 //! A snapshot is a multi-partition transaction ([`Client::snapshot`]): every
 //! site reaches it at the same point of its order, freezes its tables —
-//! one reference count per 1024 rows, since row chunks are copied on write
+//! one reference count per 4096 rows, since row slots are copied on write
 //! (see `joule_engine::storage`) — and goes back to work; the coordinator
 //! asks the command log to start a new segment (so that every record
 //! before the snapshot lies in older segments) and hands the frozen

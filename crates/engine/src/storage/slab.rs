@@ -1,7 +1,7 @@
 //! The row slab of one table partition: rows addressed by dense [`RowId`]s.
 //!
-//! Rows live in fixed-size chunks of `Option<Row>` slots ([`Rows`]), so a
-//! growing table never copies its rows to a bigger array; a deleted row
+//! Rows live in fixed-size leaves of `Option<Row>` slots under branches
+//! ([`Rows`]), so a growing table never copies its rows to a bigger array; a deleted row
 //! leaves a hole whose id is reused by a later insert. The reuse policy is chosen so that the slab's
 //! state is a pure function of *which ids are occupied*:
 //!
@@ -22,31 +22,62 @@ use super::RowId;
 use joule_common::{Row, Value};
 use std::collections::BTreeSet;
 use std::mem::size_of;
-use std::sync::Arc;
+use triomphe::Arc;
 
-/// Slots per chunk.
-const CHUNK_BITS: usize = 10;
-const CHUNK: usize = 1 << CHUNK_BITS;
+/// Slots per leaf: the rows a first write after a freeze copies.
+const LEAF_BITS: usize = 6;
+const LEAF: usize = 1 << LEAF_BITS;
+/// Leaves per branch: the references a first write after a freeze copies.
+const BRANCH_BITS: usize = 6;
+const BRANCH: usize = 1 << BRANCH_BITS;
+/// Slots per branch.
+const BRANCH_SLOTS_BITS: usize = LEAF_BITS + BRANCH_BITS;
 
-/// One chunk: [`CHUNK`] slots, shared with snapshots until written.
-type Chunk = Arc<[Option<Row>]>;
+/// [`LEAF`] slots, shared with frozen copies until written.
+type Leaf = Arc<[Option<Row>; LEAF]>;
 
-fn empty_chunk() -> Chunk {
-    (0..CHUNK).map(|_| None).collect()
+/// [`BRANCH`] leaves, shared with frozen copies until written. Leaves are
+/// allocated as slots are pushed: only those past the last slot are absent.
+/// (Inline, so that a read goes from the branch to the leaf to the slot.)
+#[derive(Clone, Debug)]
+struct Branch {
+    leaves: [Option<Leaf>; BRANCH],
 }
 
-/// A vector of row slots stored in chunks of [`CHUNK`]: pushing never
-/// moves existing slots (a plain `Vec` doubling would copy the whole table
-/// and touch twice its memory while doing it).
+impl Branch {
+    fn new() -> Arc<Branch> {
+        Arc::new(Branch { leaves: std::array::from_fn(|_| None) })
+    }
+}
+
+fn empty_leaf() -> Leaf {
+    Arc::new(std::array::from_fn(|_| None))
+}
+
+/// Every slot of `branches`, in order (the caller cuts it at the length).
+fn slots(branches: &[Arc<Branch>]) -> impl Iterator<Item = &Option<Row>> + '_ {
+    branches.iter().flat_map(|b| b.leaves.iter().flatten()).flat_map(|l| l.iter())
+}
+
+/// A vector of row slots stored in a two-level tree: branches of
+/// [`BRANCH`] leaves of [`LEAF`] slots. Pushing never moves existing slots
+/// (a plain `Vec` doubling would copy the whole table and touch twice its
+/// memory while doing it).
 ///
-/// Chunks are reference-counted and copied on write: [`Rows::freeze`]
-/// hands out the chunks as they are (one reference count per chunk, no
-/// row copied), and the first later write to a chunk a frozen copy still
-/// holds copies that chunk only. That is how a snapshot sees one
-/// consistent state while the site goes on writing.
+/// Branches and leaves are reference-counted and copied on write:
+/// [`Rows::freeze`] hands out the branches as they are (one reference
+/// count per 4096 rows, no row copied), and the first later write under a
+/// branch a frozen copy still holds copies that branch's 64 leaf
+/// references, the first write to a shared leaf its 64 rows. That is how a
+/// snapshot sees one consistent state while the site goes on writing, and
+/// why the two levels: one level of large chunks made each first write
+/// copy a thousand rows (a scattered write load, or a range move's
+/// deletes, paid for copying most of the table within moments of every
+/// freeze), and one level of small ones made the freeze itself count one
+/// reference per 64 rows, a site pause growing with the table.
 #[derive(Clone, Debug, Default)]
 struct Rows {
-    chunks: Vec<Chunk>,
+    branches: Vec<Arc<Branch>>,
     len: usize,
 }
 
@@ -59,14 +90,17 @@ impl Rows {
         if i >= self.len {
             return None;
         }
-        self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
+        let leaf = self.branches.get(i >> BRANCH_SLOTS_BITS)?.leaves[(i >> LEAF_BITS) & (BRANCH - 1)].as_ref()?;
+        leaf.get(i & (LEAF - 1))
     }
 
     fn get_mut(&mut self, i: usize) -> Option<&mut Option<Row>> {
         if i >= self.len {
             return None;
         }
-        Arc::make_mut(self.chunks.get_mut(i >> CHUNK_BITS)?).get_mut(i & (CHUNK - 1))
+        let branch = Arc::make_mut(self.branches.get_mut(i >> BRANCH_SLOTS_BITS)?);
+        let leaf = Arc::make_mut(branch.leaves[(i >> LEAF_BITS) & (BRANCH - 1)].as_mut()?);
+        leaf.get_mut(i & (LEAF - 1))
     }
 
     fn last(&self) -> Option<&Option<Row>> {
@@ -74,8 +108,13 @@ impl Rows {
     }
 
     fn push(&mut self, slot: Option<Row>) {
-        if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(empty_chunk());
+        if self.len.is_multiple_of(LEAF) {
+            if self.len.is_multiple_of(BRANCH * LEAF) {
+                self.branches.push(Branch::new());
+            }
+            if let Some(branch) = self.branches.last_mut() {
+                Arc::make_mut(branch).leaves[(self.len >> LEAF_BITS) & (BRANCH - 1)] = Some(empty_leaf());
+            }
         }
         let i = self.len;
         self.len += 1;
@@ -88,8 +127,13 @@ impl Rows {
         let i = self.len.checked_sub(1)?;
         let slot = self.get_mut(i)?.take();
         self.len -= 1;
-        if self.len.is_multiple_of(CHUNK) {
-            self.chunks.pop();
+        if self.len.is_multiple_of(LEAF) {
+            if let Some(branch) = self.branches.last_mut() {
+                Arc::make_mut(branch).leaves[(self.len >> LEAF_BITS) & (BRANCH - 1)] = None;
+            }
+            if self.len.is_multiple_of(BRANCH * LEAF) {
+                self.branches.pop();
+            }
         }
         Some(slot)
     }
@@ -101,15 +145,16 @@ impl Rows {
     }
 
     fn iter(&self) -> impl Iterator<Item = &Option<Row>> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+        slots(&self.branches).take(self.len)
     }
 
+    /// Slots allocated: whole leaves, one per [`LEAF`] slots begun.
     fn capacity(&self) -> usize {
-        self.chunks.len() * CHUNK
+        self.len.div_ceil(LEAF) * LEAF
     }
 
     fn freeze(&self) -> FrozenRows {
-        FrozenRows { chunks: self.chunks.clone(), len: self.len }
+        FrozenRows { branches: self.branches.clone(), len: self.len }
     }
 }
 
@@ -117,45 +162,38 @@ impl Rows {
 /// the table goes on changing (see [`Rows`]).
 #[derive(Clone, Debug, Default)]
 pub struct FrozenRows {
-    chunks: Vec<Chunk>,
+    branches: Vec<Arc<Branch>>,
     len: usize,
 }
 
 impl FrozenRows {
     /// The rows, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &Row> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter()).take(self.len).flatten()
+        slots(&self.branches).take(self.len).flatten()
     }
 
     /// The rows with their ids, in id order.
     pub fn iter_with_ids(&self) -> impl Iterator<Item = (RowId, &Row)> + '_ {
-        self.chunks
-            .iter()
-            .flat_map(|c| c.iter())
-            .take(self.len)
-            .enumerate()
-            .filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
+        slots(&self.branches).take(self.len).enumerate().filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
     }
 
     /// The rows with their ids from id `start` on, in id order (reached
-    /// directly, not by walking the rows before it).
+    /// through its branch, not by walking the rows of the branches before).
     pub fn iter_from(&self, start: RowId) -> impl Iterator<Item = (RowId, &Row)> + '_ {
         let start = start as usize;
-        let first = start / CHUNK;
-        self.chunks
-            .iter()
-            .skip(first)
-            .flat_map(|c| c.iter())
+        let first = (start >> BRANCH_SLOTS_BITS).min(self.branches.len());
+        let base = first << BRANCH_SLOTS_BITS;
+        slots(&self.branches[first..])
             .enumerate()
-            .map(move |(i, r)| (first * CHUNK + i, r))
-            .skip(start - first * CHUNK)
+            .map(move |(i, r)| (base + i, r))
+            .skip(start.saturating_sub(base))
             .take_while(move |(i, _)| *i < self.len)
             .filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
     }
 
-    /// How many chunks (of up to 1024 slots) the rows span.
-    pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
+    /// How many leaves (of up to 64 slots) the rows span.
+    pub fn leaf_count(&self) -> usize {
+        self.branches.iter().map(|b| b.leaves.iter().flatten().count()).sum()
     }
 }
 
@@ -311,15 +349,16 @@ mod tests {
     #[test]
     fn frozen_rows_are_read_from_any_id_on() {
         let mut s = Slab::default();
-        for i in 0..3000 {
+        for i in 0..9000 {
             insert(&mut s, i);
         }
-        for id in [5, 1500, 2047, 2999] {
+        for id in [5, 1500, 2047, 4096, 8999] {
             s.remove(id).unwrap();
         }
         let frozen = s.freeze();
         let all: Vec<(RowId, Row)> = frozen.iter_with_ids().map(|(i, r)| (i, r.clone())).collect();
-        for start in [0, 1, 5, 1023, 1024, 1500, 2048, 2998, 2999, 3000, 5000] {
+        assert_eq!(all.len(), 8995);
+        for start in [0, 1, 5, 63, 64, 1500, 2048, 4095, 4096, 4097, 8191, 8192, 8998, 8999, 9000, 20_000] {
             let from: Vec<(RowId, Row)> = frozen.iter_from(start).map(|(i, r)| (i, r.clone())).collect();
             let expected: Vec<(RowId, Row)> = all.iter().filter(|(i, _)| *i >= start).cloned().collect();
             assert_eq!(from, expected, "from {start}");
@@ -368,8 +407,11 @@ mod tests {
             insert(&mut s, i);
         }
         let frozen = s.freeze();
-        assert_eq!(frozen.chunk_count(), 3);
-        // Writes to every chunk, a trim at the end, and growth.
+        assert_eq!(frozen.leaf_count(), 47);
+        // Writes to every leaf, a trim at the end, and growth.
+        for id in (10..3000).step_by(64) {
+            s.replace(id, row(-(id as i64))).unwrap();
+        }
         s.replace(5, row(-5)).unwrap();
         s.remove(1500).unwrap();
         for id in (2000..3000).rev() {
@@ -404,5 +446,96 @@ mod tests {
         assert_eq!(s.holes(), (0, vec![]));
         assert_eq!(s.len(), 0);
         assert!(s.memory_bytes() < 1024);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u16),
+        Remove(u16),
+        RemoveTail(u16),
+        Replace(u16),
+        Place(u16),
+        Freeze,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (1u16..600).prop_map(Op::Insert),
+            3 => any::<u16>().prop_map(Op::Remove),
+            1 => (1u16..600).prop_map(Op::RemoveTail),
+            2 => any::<u16>().prop_map(Op::Replace),
+            1 => (0u16..10_000).prop_map(Op::Place),
+            1 => Just(Op::Freeze),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Growth and trimming across leaves and branches, with frozen
+        /// copies taken along the way: the slab agrees with a map of its
+        /// rows, its holes are the free ids below its length, and every
+        /// frozen copy still reads exactly as the slab did when frozen.
+        #[test]
+        fn slab_and_frozen_copies_agree_with_a_model(ops in proptest::collection::vec(op(), 1..60)) {
+            use std::collections::BTreeMap;
+            let mut s = Slab::default();
+            let mut model: BTreeMap<RowId, Row> = BTreeMap::new();
+            let mut frozen: Vec<(FrozenRows, Vec<(RowId, Row)>)> = Vec::new();
+            let mut next = 0i64;
+            for op in ops {
+                let occupied: Vec<RowId> = model.keys().copied().collect();
+                let pick = |n: u16| occupied.get(n as usize % occupied.len().max(1)).copied();
+                match op {
+                    Op::Insert(n) => {
+                        for _ in 0..n {
+                            next += 1;
+                            let id = insert(&mut s, next);
+                            proptest::prop_assert!(model.insert(id, row(next)).is_none());
+                        }
+                    }
+                    Op::Remove(n) => {
+                        if let Some(id) = pick(n) {
+                            proptest::prop_assert_eq!(s.remove(id), model.remove(&id));
+                        }
+                    }
+                    Op::RemoveTail(n) => {
+                        for id in occupied.iter().rev().take(n as usize) {
+                            proptest::prop_assert_eq!(s.remove(*id), model.remove(id));
+                        }
+                    }
+                    Op::Replace(n) => {
+                        if let Some(id) = pick(n) {
+                            next += 1;
+                            proptest::prop_assert_eq!(s.replace(id, row(-next)).ok(), model.insert(id, row(-next)));
+                        }
+                    }
+                    Op::Place(id) => {
+                        let id = RowId::from(id);
+                        next += 1;
+                        let placed = s.place(id, row(next)).is_ok();
+                        proptest::prop_assert_eq!(placed, !model.contains_key(&id));
+                        if placed {
+                            model.insert(id, row(next));
+                        }
+                    }
+                    Op::Freeze => frozen.push((s.freeze(), model.iter().map(|(i, r)| (*i, r.clone())).collect())),
+                }
+            }
+            let now: Vec<(RowId, Row)> = s.iter().map(|(i, r)| (i, r.clone())).collect();
+            proptest::prop_assert_eq!(now, model.iter().map(|(i, r)| (*i, r.clone())).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(s.len(), model.len());
+            let len = model.keys().next_back().map_or(0, |last| *last as usize + 1);
+            let holes: Vec<RowId> = (0..len as RowId).filter(|i| !model.contains_key(i)).collect();
+            proptest::prop_assert_eq!(s.holes(), (len, holes));
+            proptest::prop_assert_eq!(s.rows.capacity(), len.div_ceil(LEAF) * LEAF);
+            for (copy, then) in &frozen {
+                let seen: Vec<(RowId, Row)> = copy.iter_with_ids().map(|(i, r)| (i, r.clone())).collect();
+                proptest::prop_assert_eq!(&seen, then);
+                let from = then.len() / 2;
+                let start = then.get(from).map_or(0, |(i, _)| *i);
+                let tail: Vec<(RowId, Row)> = copy.iter_from(start).map(|(i, r)| (i, r.clone())).collect();
+                proptest::prop_assert_eq!(&tail[..], &then[from..]);
+            }
+        }
     }
 }

@@ -160,8 +160,8 @@ impl Table {
     }
 
     /// The rows as they are now, readable elsewhere while this table goes
-    /// on changing; costs one reference count per 1024 rows (chunks are
-    /// copied on their next write instead).
+    /// on changing; costs one reference count per 4096 rows (the slab's
+    /// branches and leaves are copied on their next write instead).
     pub fn freeze(&self) -> super::FrozenRows {
         self.rows.freeze()
     }

@@ -536,6 +536,13 @@ impl Database {
         Ok(())
     }
 
+    /// Build `table`'s index of row ids by the token of `column` a step at a
+    /// time (see [`Table::track_tokens_step`](crate::storage::Table::track_tokens_step)):
+    /// the row ids left to look at after this step (0: complete).
+    pub fn track_tokens_step(&mut self, table: TableId, column: usize, limit: usize) -> Result<usize> {
+        Ok(self.storage.table_mut(table)?.track_tokens_step(column, limit))
+    }
+
     /// Stop keeping row ids by token, in every table.
     pub fn untrack_tokens(&mut self) {
         self.storage.untrack_tokens();

@@ -19,9 +19,11 @@
 //! it, see [`next_piece`]), and rows move at `throughput_mb` MB/s at most
 //! (the job sleeps between pieces; 0 lifts the limit). The partitions
 //! giving rows up keep them by token while the job runs (so a piece finds
-//! its rows without scanning: `joule_engine`'s token index, built by the
-//! first piece that touches a partition, with one pass over its rows) and
-//! drop that index when the job ends.
+//! its rows without scanning: `joule_engine`'s token index) and drop that
+//! index when the job ends. The job builds each one before its first
+//! piece, a step at a time ([`index_partition`]: steps sized and rested
+//! like pieces), since one pass over a partition's millions of rows inside
+//! a piece held the partition for up to a second.
 //!
 //! One job runs at a time, on its own thread, calling the host like any
 //! client; the job's figures are kept here for `@Statistics REBALANCE`, and
@@ -259,6 +261,17 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
     // A panic (a bug) still ends the job and drops the token indexes,
     // rather than leave it RUNNING for good.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::result::Result<State, Error> {
+        // The partitions giving rows up index them by token first, a step
+        // at a time (built inside the first piece, the index held the
+        // partition for up to a second).
+        let ring = ctx.host.hashinator();
+        let sources: std::collections::BTreeSet<u32> =
+            moves.iter().flat_map(|(s, e, to)| ring.owners_of(*s, *e).into_iter().filter(move |p| p != to)).collect();
+        for p in sources {
+            if !index_partition(ctx, &mut client, p, &elastic)? {
+                return Ok(State::Stopped);
+            }
+        }
         for (start, end, to) in moves {
             let mut at = i64::from(start);
             while at <= i64::from(end) {
@@ -318,6 +331,45 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
     }
 }
 
+/// The first step's row ids (later ones are sized like pieces, by their
+/// time).
+const FIRST_INDEX_STEP: u64 = 16 * 1024;
+
+/// Build partition `p`'s token index a step at a time, resting between
+/// steps as between pieces: `false` if the job was stopped first.
+fn index_partition(
+    ctx: &ServerContext,
+    client: &mut joule_txn::Client,
+    p: u32,
+    elastic: &ElasticConfig,
+) -> std::result::Result<bool, Error> {
+    let mut step = FIRST_INDEX_STEP;
+    let mut floor = Duration::MAX;
+    loop {
+        if ctx.rebalance.stop.load(Ordering::SeqCst) || *ctx.shutdown.borrow() {
+            return Ok(false);
+        }
+        let began = Instant::now();
+        let r = retried(ctx, || client.index_tokens(p, step));
+        let took = began.elapsed();
+        if let Some(e) = r.error {
+            return Err(e);
+        }
+        let left = match r.results.first().and_then(|t| t.rows.first()).and_then(|row| row.first()) {
+            Some(Value::Integer(n)) => *n,
+            _ => bail!(Internal, "@IndexTokens answered no ROWS_LEFT"),
+        };
+        if left <= 0 {
+            return Ok(true);
+        }
+        floor = floor.min(took);
+        step = next_piece(step, step, took, floor, elastic.duration).clamp(1024, 1 << 22);
+        if elastic.throughput_bytes > 0 {
+            pause(ctx, rest_after(took, 0, elastic));
+        }
+    }
+}
+
 /// How long a piece is tried again while the cluster fails over (a host
 /// died: its partitions' new leaders repair, a new coordinator resolves).
 const PIECE_PATIENCE: Duration = Duration::from_secs(30);
@@ -333,9 +385,15 @@ fn move_piece(
     end: i32,
     to: u32,
 ) -> joule_txn::Response {
+    retried(ctx, || client.move_range_piece(start, end, to))
+}
+
+/// Call `call` until its answer is other than `Unavailable` or
+/// `OutcomeUnknown`, for [`PIECE_PATIENCE`] at most.
+fn retried(ctx: &ServerContext, mut call: impl FnMut() -> joule_txn::Response) -> joule_txn::Response {
     let deadline = Instant::now() + PIECE_PATIENCE;
     loop {
-        let r = client.move_range_piece(start, end, to);
+        let r = call();
         let retry = matches!(
             r.error.as_ref().map(|e| e.code()),
             Some(joule_common::ErrorCode::Unavailable | joule_common::ErrorCode::OutcomeUnknown)
@@ -351,9 +409,8 @@ fn move_piece(
 /// so that the time spent moving rows — beyond `floor`, the quickest move
 /// seen, which every move costs (on a cluster, the prepare and the ring's
 /// record in the metadata) — comes to the configured duration; at most
-/// halved or quadrupled at once (the first piece of a partition also builds
-/// its token index, so one slow piece must not shrink the next ones to
-/// nothing). A piece that moved fewer than [`SMALL_PIECE_ROWS`] rows is
+/// halved or quadrupled at once (one slow piece, held up by a compaction or
+/// a busy core, must not shrink the next ones to nothing). A piece that moved fewer than [`SMALL_PIECE_ROWS`] rows is
 /// never shrunk, and at least doubled: its time was the fixed cost and the
 /// wait behind the calls queued on its partitions, not its rows — under a
 /// busy machine's varying waits, pieces sized by time alone shrank to one

@@ -326,6 +326,9 @@ impl Coordinator {
                 crate::response::APP_STATUS_UNSET,
                 None,
             ),
+            MpKind::IndexTokens { partition, rows } => {
+                (self.index_tokens(*partition, *rows), crate::response::APP_STATUS_UNSET, None)
+            }
             MpKind::AddPartitions(count) => {
                 let result = self.add_partitions(*count, ids, &mut installs.hashinator, &mut installs.partitions);
                 (result, crate::response::APP_STATUS_UNSET, None)
@@ -421,6 +424,7 @@ impl Coordinator {
             MpKind::PlaceRows(_) => "@Recover",
             MpKind::MoveRange { .. } => "@MoveRange",
             MpKind::ForgetTokens => "@ForgetTokens",
+            MpKind::IndexTokens { .. } => "@IndexTokens",
             MpKind::AddPartitions(_) => "@AddPartitions",
             MpKind::RemovePartitions(_) => "@RemovePartitions",
         };
@@ -467,6 +471,7 @@ impl Coordinator {
             | MpKind::ValidatePartitioning
             | MpKind::SetHashinator(_)
             | MpKind::ForgetTokens
+            | MpKind::IndexTokens { .. }
             | MpKind::Snapshot(_)
             | MpKind::PlaceRows(_)
             | MpKind::LoadRows { log_as: None, .. } => {}

@@ -434,6 +434,9 @@ pub(crate) fn forward_sp(link: &Arc<dyn ClusterLink>, partition: u32, task: SpTa
 /// The internal procedure a host forwards [`Client::forget_tokens`] as
 /// (refused from clients).
 const FORGET_TOKENS: &str = "@ForgetTokens";
+/// The internal procedure a host forwards [`Client::index_tokens`] as
+/// (refused from clients).
+const INDEX_TOKENS: &str = "@IndexTokens";
 
 pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
     let (database, procedure, mut params) = match &task.kind {
@@ -451,6 +454,10 @@ pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
             (DEFAULT_DATABASE.to_string(), "@MoveRange".to_string(), params.into_iter().map(Value::Integer).collect())
         }
         MpKind::ForgetTokens => (DEFAULT_DATABASE.to_string(), FORGET_TOKENS.to_string(), Vec::new()),
+        MpKind::IndexTokens { partition, rows } => {
+            let params = vec![Value::Integer(i64::from(*partition)), Value::Integer(*rows as i64)];
+            (DEFAULT_DATABASE.to_string(), INDEX_TOKENS.to_string(), params)
+        }
         _ => {
             let e =
                 err!(FeatureNotSupported, "this system procedure is not available on a cluster of several hosts yet");
@@ -694,6 +701,13 @@ impl Client {
             }
             // Only as forwarded by another host's `forget_tokens`.
             FORGET_TOKENS if self.hops > 0 => Ok(Route::Mp(MpKind::ForgetTokens, Vec::new())),
+            INDEX_TOKENS if self.hops > 0 => match params.as_slice() {
+                [Value::Integer(p), Value::Integer(rows)] if *p >= 0 && *rows > 0 => {
+                    let partition = u32::try_from(*p).map_err(|_| err!(InvalidArgument, "no partition {p}"))?;
+                    Ok(Route::Mp(MpKind::IndexTokens { partition, rows: *rows as u64 }, Vec::new()))
+                }
+                _ => bail!(InvalidArgument, "{INDEX_TOKENS} takes a partition and a count of rows"),
+            },
             "@Explain" => {
                 let sql = sysprocs::string_param(name, &params, 0)?;
                 let schema = self.shared.schema.load_full();
@@ -858,6 +872,19 @@ impl Client {
             return Response::failure(e, None);
         }
         self.run_mp_and_wait(MpKind::MoveRange { start, end, partition, keep: true })
+    }
+
+    /// Ranges will move off `partition`: one step of building its index of
+    /// rows by token, over the next `rows` row ids of each of its tables
+    /// (every copy of it does the same). Answers one row, `ROWS_LEFT`: the
+    /// row ids still to look at (0: the index is complete, and pieces find
+    /// their rows through it). Waits.
+    pub fn index_tokens(&mut self, partition: u32, rows: u64) -> Response {
+        if partition as usize >= self.shared.partition_count() || rows == 0 {
+            let e = err!(InvalidArgument, "no step of {rows} rows can index partition {partition}");
+            return Response::failure(e, None);
+        }
+        self.run_mp_and_wait(MpKind::IndexTokens { partition, rows })
     }
 
     /// Moves of ranges are over: every copy of every partition stops

@@ -25,6 +25,7 @@
 pub mod compile;
 mod coordinator;
 pub mod distribute;
+mod evict;
 pub mod hashinator;
 pub mod host;
 pub mod ids;

@@ -166,6 +166,12 @@ pub(crate) enum WorkItem {
     /// write so that it reaches the replicas (which kept them too); it
     /// changes no row.
     ForgetTokens,
+    /// Ranges will move off this partition: build each hash-partitioned
+    /// table's index of rows by token a step at a time, the next `rows` row
+    /// ids of each (see `joule_engine::storage::Table::track_tokens_step`);
+    /// answers the row ids left to look at. Counted as a write so that the
+    /// replicas build theirs in the same steps; it changes no row.
+    IndexTokens { rows: u64 },
     /// Hand over the rows of every replicated table (views on them too)
     /// with their ids (see `crate::partitions`).
     ReplicatedRows,
@@ -189,6 +195,7 @@ impl WorkItem {
             | WorkItem::Admit { .. }
             | WorkItem::NextRing(_)
             | WorkItem::ForgetTokens
+            | WorkItem::IndexTokens { .. }
             | WorkItem::JoinPartition { .. } => true,
             WorkItem::Fragment { .. }
             | WorkItem::Query { .. }
@@ -343,6 +350,13 @@ pub(crate) enum MpKind {
     /// Moves of ranges are over: every copy of every partition stops
     /// keeping rows by token.
     ForgetTokens,
+    /// Ranges will move off `partition`: a step of building its index of
+    /// rows by token, over the next `rows` row ids of each table (the
+    /// other partitions are released at once).
+    IndexTokens {
+        partition: u32,
+        rows: u64,
+    },
     /// Add this many partitions, held by new sites on this host (see
     /// `crate::partitions`).
     AddPartitions(u32),

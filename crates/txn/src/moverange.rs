@@ -248,6 +248,28 @@ impl Coordinator {
 
     /// Move tokens `start..=end` and their rows to partition `to`; the next
     /// ring goes to `next` for the commit to install.
+    /// `@IndexTokens`: one step of building `partition`'s token index (see
+    /// `crate::evict`); the other partitions are released at once. Answers
+    /// `ROWS_LEFT`, the row ids still to look at.
+    pub(crate) fn index_tokens(&mut self, partition: u32, rows: u64) -> Result<Vec<ResultTable>> {
+        let n = self.sites.len();
+        if partition as usize >= n {
+            bail!(InvalidArgument, "there is no partition {partition}");
+        }
+        let mut items: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
+        items[partition as usize].push(WorkItem::IndexTokens { rows });
+        let involved: Vec<bool> = items.iter().map(|i| !i.is_empty()).collect();
+        self.release_uninvolved(&involved);
+        let mut left = 0u64;
+        for result in self.round(items)?.into_iter().flatten() {
+            if let ItemResult::Exec(joule_engine::ExecResult::Modified(n)) = result {
+                left += n;
+            }
+        }
+        let columns = vec![OutputColumn { name: "ROWS_LEFT".to_string(), data_type: Some(DataType::BigInt) }];
+        Ok(vec![ResultTable::new(columns.into(), vec![vec![Value::Integer(left as i64)]])])
+    }
+
     pub(crate) fn move_range(
         &mut self,
         start: i32,

@@ -398,6 +398,7 @@ fn note_write(item: &WorkItem, writes: &mut Option<Vec<WireItem>>, ddl: &mut Vec
         | WorkItem::Admit { .. }
         | WorkItem::NextRing(_)
         | WorkItem::ForgetTokens
+        | WorkItem::IndexTokens { .. }
         | WorkItem::JoinPartition { .. } => (None, true),
         _ => (None, false),
     };

@@ -185,6 +185,10 @@ pub enum WireItem {
     },
     /// See [`WorkItem::Retire`].
     Retire,
+    /// See [`WorkItem::IndexTokens`] (last: encoded by variant number).
+    IndexTokens {
+        rows: u64,
+    },
 }
 
 /// A work item's result as it travels back.
@@ -451,6 +455,7 @@ pub(crate) fn to_wire(item: &WorkItem) -> Result<WireItem> {
             WireItem::JoinPartition { catalog: (**catalog).clone(), rows: rows.clone() }
         }
         WorkItem::Retire => WireItem::Retire,
+        WorkItem::IndexTokens { rows } => WireItem::IndexTokens { rows: *rows },
     })
 }
 
@@ -477,6 +482,7 @@ pub(crate) fn from_wire(item: WireItem) -> WorkItem {
         WireItem::ReplicatedRows => WorkItem::ReplicatedRows,
         WireItem::JoinPartition { catalog, rows } => WorkItem::JoinPartition { catalog: Arc::new(catalog), rows },
         WireItem::Retire => WorkItem::Retire,
+        WireItem::IndexTokens { rows } => WorkItem::IndexTokens { rows },
     }
 }
 

@@ -143,8 +143,20 @@ fn calls_in_flight_while_ranges_move_all_land() {
 
 #[test]
 fn pieces_that_keep_rows_by_token_move_exactly_the_rows_of_their_range() {
-    // As @Rebalance moves: the partitions giving rows up keep them by token
-    // between pieces, while writers insert, update and delete meanwhile.
+    pieces_under_writers(false);
+}
+
+#[test]
+fn a_token_index_built_in_steps_under_writers_finds_every_row_of_the_pieces() {
+    pieces_under_writers(true);
+}
+
+/// As @Rebalance moves: the partitions giving rows up keep them by token
+/// between pieces, while writers insert, update and delete meanwhile. With
+/// `stepped`, partition 2 builds its token index first in steps of 100 row
+/// ids (`@IndexTokens`, as @Rebalance does), the writers running between
+/// the steps; else the first piece builds it.
+fn pieces_under_writers(stepped: bool) {
     let (host, mut c) = setup(3);
     for k in 0..3000 {
         ok(c.adhoc("INSERT INTO h VALUES (?, ?, 0)", vec![int(k), int(k % 5)]));
@@ -164,6 +176,24 @@ fn pieces_that_keep_rows_by_token_move_exactly_the_rows_of_their_range() {
             })
         })
         .collect();
+    if stepped {
+        let left = |r: joule_txn::Response| match ok(r).results[0].rows[0][0] {
+            Value::Integer(n) => n,
+            ref v => panic!("ROWS_LEFT {v:?}"),
+        };
+        let mut lefts = vec![left(c.index_tokens(2, 100))];
+        while *lefts.last().unwrap() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+            lefts.push(left(c.index_tokens(2, 100)));
+            assert!(lefts.len() < 10_000, "the index steps end");
+        }
+        // About a thousand rows on partition 2, and more arriving: at least
+        // ten steps, each looking at a hundred more ids than rows arrived.
+        assert!(lefts.len() >= 10, "{lefts:?}");
+        // Bad requests are refused.
+        assert_eq!(fails(c.index_tokens(3, 100)), ErrorCode::InvalidArgument);
+        assert_eq!(fails(c.index_tokens(0, 0)), ErrorCode::InvalidArgument);
+    }
     // Partition 2's slice of the ring to partition 0, in 40 pieces.
     let start = host.hashinator().ring()[2].0 as i64;
     let step = (i32::MAX as i64 - start) / 40 + 1;

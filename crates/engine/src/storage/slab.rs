@@ -59,6 +59,19 @@ fn slots(branches: &[Arc<Branch>]) -> impl Iterator<Item = &Option<Row>> + '_ {
     branches.iter().flat_map(|b| b.leaves.iter().flatten()).flat_map(|l| l.iter())
 }
 
+/// The occupied slots of `branches` with their ids, from id `start` to
+/// `end` (exclusive), in id order: the walk starts at `start`'s branch.
+fn occupied_from(branches: &[Arc<Branch>], start: usize, end: usize) -> impl Iterator<Item = (RowId, &Row)> + '_ {
+    let first = (start >> BRANCH_SLOTS_BITS).min(branches.len());
+    let base = first << BRANCH_SLOTS_BITS;
+    slots(&branches[first..])
+        .enumerate()
+        .map(move |(i, r)| (base + i, r))
+        .skip(start.saturating_sub(base))
+        .take_while(move |(i, _)| *i < end)
+        .filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
+}
+
 /// A vector of row slots stored in a two-level tree: branches of
 /// [`BRANCH`] leaves of [`LEAF`] slots. Pushing never moves existing slots
 /// (a plain `Vec` doubling would copy the whole table and touch twice its
@@ -180,15 +193,7 @@ impl FrozenRows {
     /// The rows with their ids from id `start` on, in id order (reached
     /// through its branch, not by walking the rows of the branches before).
     pub fn iter_from(&self, start: RowId) -> impl Iterator<Item = (RowId, &Row)> + '_ {
-        let start = start as usize;
-        let first = (start >> BRANCH_SLOTS_BITS).min(self.branches.len());
-        let base = first << BRANCH_SLOTS_BITS;
-        slots(&self.branches[first..])
-            .enumerate()
-            .map(move |(i, r)| (base + i, r))
-            .skip(start.saturating_sub(base))
-            .take_while(move |(i, _)| *i < self.len)
-            .filter_map(|(i, r)| Some((i as RowId, r.as_ref()?)))
+        occupied_from(&self.branches, start as usize, self.len)
     }
 
     /// How many leaves (of up to 64 slots) the rows span.
@@ -272,6 +277,16 @@ impl Slab {
             Some(Some(slot)) => Ok(std::mem::replace(slot, row)),
             _ => Err(row),
         }
+    }
+
+    /// One past the highest occupied id (0 when empty).
+    pub(crate) fn end(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Occupied rows with ids in `start..end`, in ascending id order.
+    pub(crate) fn iter_range(&self, start: usize, end: usize) -> impl Iterator<Item = (RowId, &Row)> + '_ {
+        occupied_from(&self.rows.branches, start, end.min(self.rows.len()))
     }
 
     /// Occupied rows in ascending id order.

@@ -61,6 +61,13 @@ struct TokenIndex {
     column: usize,
     slices: Vec<BTreeSet<(i32, RowId)>>,
     entries: usize,
+    /// Built a step at a time ([`Table::track_tokens_step`]): every row
+    /// with an id below this is in the index (rows written since tracking
+    /// began are too, whatever their id).
+    built_to: usize,
+    /// Every row is in the index: only then does it answer lookups. Once
+    /// set it stays set (every later write keeps the index).
+    complete: bool,
 }
 
 impl TokenIndex {
@@ -106,7 +113,34 @@ impl TokenIndex {
                 run.iter().copied().collect::<BTreeSet<_>>()
             })
             .collect();
-        TokenIndex { column, slices: sets, entries: placed.len() }
+        TokenIndex { column, slices: sets, entries: placed.len(), built_to: 0, complete: true }
+    }
+
+    /// An index to be built a step at a time, holding nothing yet.
+    fn empty(column: usize) -> TokenIndex {
+        let slices = (0..1usize << Self::SLICE_BITS).map(|_| BTreeSet::new()).collect();
+        TokenIndex { column, slices, entries: 0, built_to: 0, complete: false }
+    }
+
+    /// Add the rows of the next `limit` ids (sorted first, so each slice is
+    /// filled in order); returns the ids left to look at (0: complete).
+    fn step(&mut self, rows: &Slab, limit: usize) -> usize {
+        if self.complete {
+            return 0;
+        }
+        let end = rows.end();
+        let to = self.built_to.saturating_add(limit).min(end);
+        let mut entries: Vec<(i32, RowId)> =
+            rows.iter_range(self.built_to, to).map(|(id, row)| (token_of(&row[self.column]), id)).collect();
+        entries.sort_unstable();
+        for e in entries {
+            if self.slices[Self::slice(e.0)].insert(e) {
+                self.entries += 1;
+            }
+        }
+        self.built_to = to;
+        self.complete = to >= end;
+        end - to
     }
 
     fn add(&mut self, row: &Row, id: RowId) {
@@ -269,17 +303,42 @@ impl Table {
         if let Some(t) = &mut self.tokens {
             t.slices.iter_mut().for_each(BTreeSet::clear);
             t.entries = 0;
+            // No row is left to index.
+            t.complete = true;
         }
         self.rows.clear()
     }
 
     /// Keep row ids by the token of column `column` from now on (built
-    /// with one pass over the rows if not kept already).
+    /// with one pass over the rows if not kept already, or finished if
+    /// begun by [`Table::track_tokens_step`]).
     pub fn track_tokens(&mut self, column: usize) {
-        if self.tokens.as_ref().is_some_and(|t| t.column == column) {
-            return;
+        match &mut self.tokens {
+            Some(t) if t.column == column => {
+                t.step(&self.rows, usize::MAX);
+            }
+            _ => self.tokens = Some(Box::new(TokenIndex::build(column, self.rows.iter()))),
         }
-        self.tokens = Some(Box::new(TokenIndex::build(column, self.rows.iter())));
+    }
+
+    /// Keep row ids by the token of column `column` from now on, building
+    /// the index over the rows already here a step at a time: each call
+    /// adds the rows of the next `limit` row ids. Returns the row ids left
+    /// to look at; at 0 the index is complete, and only then does
+    /// [`Table::ids_in_tokens`] answer. Rows written between steps keep the
+    /// index as they would a complete one, so nothing is missed: the steps
+    /// are for a big table whose index built at once would hold its
+    /// partition for a long time (a second or more for millions of rows).
+    pub fn track_tokens_step(&mut self, column: usize, limit: usize) -> usize {
+        match &mut self.tokens {
+            Some(t) if t.column == column => t.step(&self.rows, limit),
+            _ => {
+                let mut t = Box::new(TokenIndex::empty(column));
+                let left = t.step(&self.rows, limit);
+                self.tokens = Some(t);
+                left
+            }
+        }
     }
 
     /// Stop keeping row ids by token.
@@ -290,7 +349,7 @@ impl Table {
     /// While tokens are tracked: the ids of the rows whose key's token is in
     /// `start..=end`, ascending (`None`: not tracked).
     pub fn ids_in_tokens(&self, start: i32, end: i32) -> Option<Vec<RowId>> {
-        let t = self.tokens.as_ref()?;
+        let t = self.tokens.as_ref().filter(|t| t.complete)?;
         let mut ids = Vec::new();
         if start <= end {
             for slice in &t.slices[TokenIndex::slice(start)..=TokenIndex::slice(end)] {

@@ -9,6 +9,9 @@
 #      seconds while a rebalance ran are marked.
 #   2. unthrottled (throughput_mb = 0): a kv table of RECORDS rows, then
 #      half the ring to partition 0; `@Statistics REBALANCE` gives the rate.
+#   3. unthrottled scale-out (k=0, not run by default): RECORDS kv rows on
+#      one `--elastic` host of 2 sites, then a second host joins and the
+#      rebalance after its join moves half the rows; the rate as in 2.
 #
 # Builds JouleDB in release mode; hosts on free loopback ports in a
 # throwaway directory. Settings (environment): DURATION (40), WARM (10),
@@ -111,6 +114,35 @@ admin "exec @Rebalance 0 2147483647 0;" >/dev/null
 wait_done
 [ -n "$perf" ] && { kill -INT "$perf"; wait "$perf" || true; }
 admin "exec @Statistics REBALANCE 0;"
+stop_cluster
+}
+
+part3() {
+echo "== unthrottled scale-out: kv, $RECORDS records on one --elastic host (2 sites), then a second host joins"
+printf '[elastic]\nduration_ms = 50\nthroughput_mb = 0\n' >"$WORK/fast.toml"
+rm -rf "$WORK"/h*
+ADMINS=(); PIDS=()
+local join=() first=""
+for i in 0 1; do
+  local client admin http internal
+  client=$(free_port); admin=$(free_port); http=$(free_port); internal=$(free_port)
+  if [ "$i" = 0 ]; then join=(--elastic); first="127.0.0.1:$client"; else join=(--add --join "$JOIN"); fi
+  "$J" start --config "$WORK/fast.toml" --sites 2 --dir "$WORK/h$i" --client-port "$client" --admin-port "$admin" \
+    --http-port "$http" --internal-port "$internal" "${join[@]}" >"$WORK/h$i.log" 2>&1 &
+  PIDS+=($!); ADMINS+=("$admin")
+  for _ in $(seq 300); do grep -q "JouleDB ready" "$WORK/h$i.log" && break; sleep 0.1; done
+  grep -q "JouleDB ready" "$WORK/h$i.log" || { cat "$WORK/h$i.log"; exit 1; }
+  if [ "$i" = 0 ]; then
+    JOIN="127.0.0.1:$internal"
+    "$J" bench kv --servers "$first" --records "$RECORDS" --duration 1 --warmup 0 >/dev/null
+  fi
+done
+for _ in $(seq 600); do grep -q "partitions 2..3 joined" "$WORK/h0.log" && break; sleep 0.1; done
+sleep 0.5
+while [ "$(echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${ADMINS[0]}" | awk 'NR == 3 { print $4 }')" = RUNNING ]; do
+  sleep 0.2
+done
+echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${ADMINS[0]}"
 stop_cluster
 }
 

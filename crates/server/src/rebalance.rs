@@ -17,7 +17,10 @@
 //! Throttling follows the `[elastic]` settings: each piece aims at
 //! `duration_ms` (its token span scales by how far the last piece was from
 //! it, see [`next_piece`]), and rows move at `throughput_mb` MB/s at most
-//! (the job sleeps between pieces; 0 lifts the limit). The partitions
+//! (the job sleeps between pieces; 0 lifts the limit, and then each piece
+//! takes the next span of every partition giving tokens up, so those
+//! partitions — and the ones taking them — work side by side: `lanes`).
+//! The partitions
 //! giving rows up keep them by token while the job runs (so a piece finds
 //! its rows without scanning: `joule_engine`'s token index) and drop that
 //! index when the job ends. The job builds each one before its first
@@ -38,6 +41,7 @@ use joule_common::hashinator::Hashinator;
 use joule_common::{bail, DataType, Error, Result, Value};
 use joule_sql::plan::OutputColumn;
 use joule_txn::ResultTable;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -272,39 +276,59 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
                 return Ok(State::Stopped);
             }
         }
-        for (start, end, to) in moves {
-            let mut at = i64::from(start);
-            while at <= i64::from(end) {
-                if ctx.rebalance.stop.load(Ordering::SeqCst) || *ctx.shutdown.borrow() {
-                    return Ok(State::Stopped);
+        // Throttled, one range at a time; unthrottled, a piece takes the
+        // next span of every lane (the ranges of one giving partition) at
+        // once, so the partitions involved evict and admit side by side.
+        let mut lanes = lanes(&ring, &moves, elastic.throughput_bytes == 0);
+        loop {
+            if ctx.rebalance.stop.load(Ordering::SeqCst) || *ctx.shutdown.borrow() {
+                return Ok(State::Stopped);
+            }
+            let ranges: Vec<(i32, i32, u32)> = lanes
+                .iter()
+                .filter_map(|lane| {
+                    let (at, end, to) = *lane.front()?;
+                    Some((at, (i64::from(at) + piece as i64 - 1).min(i64::from(end)) as i32, to))
+                })
+                .collect();
+            if ranges.is_empty() {
+                break;
+            }
+            let began = Instant::now();
+            let r = retried(ctx, || client.move_ranges_piece(&ranges));
+            let took = began.elapsed();
+            if let Some(e) = r.error {
+                return Err(e);
+            }
+            let moved = |i: usize| -> u64 {
+                let rows = r.results.first().map(|t| t.rows.as_slice()).unwrap_or_default();
+                rows.iter()
+                    .map(|row| if let Some(Value::Integer(n)) = row.get(i) { (*n).max(0) as u64 } else { 0 })
+                    .sum()
+            };
+            let (rows, bytes) = (moved(3), moved(4));
+            ctx.rebalance.update(|j| {
+                j.moved_tokens += ranges.iter().map(|(s, e, _)| span(*s, *e)).sum::<u64>();
+                j.moved_rows += rows;
+                j.moved_bytes += bytes;
+                j.calls += 1;
+                j.calls_time += took;
+            });
+            floor = floor.min(took);
+            piece = next_piece(piece, rows / ranges.len() as u64, took, floor, elastic.duration);
+            // And keep under the throughput (a piece of `bytes` earns
+            // bytes / throughput seconds) and the share of busy time.
+            if elastic.throughput_bytes > 0 {
+                pause(ctx, rest_after(took, bytes, &elastic));
+            }
+            for lane in &mut lanes {
+                let Some(front) = lane.front_mut() else { continue };
+                let last = (i64::from(front.0) + piece_taken(&ranges, front.0)) - 1;
+                if last >= i64::from(front.1) {
+                    lane.pop_front();
+                } else {
+                    front.0 = (last + 1) as i32;
                 }
-                let last = (at + piece as i64 - 1).min(i64::from(end));
-                let began = Instant::now();
-                let r = move_piece(ctx, &mut client, at as i32, last as i32, to);
-                let took = began.elapsed();
-                if let Some(e) = r.error {
-                    return Err(e);
-                }
-                let moved = |i: usize| match r.results.first().and_then(|t| t.rows.first()).and_then(|row| row.get(i)) {
-                    Some(Value::Integer(n)) => (*n).max(0) as u64,
-                    _ => 0,
-                };
-                let (rows, bytes) = (moved(3), moved(4));
-                ctx.rebalance.update(|j| {
-                    j.moved_tokens += span(at as i32, last as i32);
-                    j.moved_rows += rows;
-                    j.moved_bytes += bytes;
-                    j.calls += 1;
-                    j.calls_time += took;
-                });
-                floor = floor.min(took);
-                piece = next_piece(piece, rows, took, floor, elastic.duration);
-                // And keep under the throughput (a piece of `bytes` earns
-                // bytes / throughput seconds) and the share of busy time.
-                if elastic.throughput_bytes > 0 {
-                    pause(ctx, rest_after(took, bytes, &elastic));
-                }
-                at = last + 1;
             }
         }
         Ok(State::Done)
@@ -329,6 +353,36 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
     if let Some(j) = figures {
         ctx.event(format!("{text}: {} row(s), {} byte(s) in {} move(s)", j.moved_rows, j.moved_bytes, j.calls));
     }
+}
+
+/// The ranges of `moves` in lanes: unless `parallel`, one lane of all of
+/// them in order; else one lane per partition giving tokens up (each range
+/// cut where `current` changes owner), in token order.
+fn lanes(current: &Hashinator, moves: &[(i32, i32, u32)], parallel: bool) -> Vec<VecDeque<(i32, i32, u32)>> {
+    if !parallel {
+        return vec![moves.iter().copied().collect()];
+    }
+    let mut by_source: BTreeMap<u32, VecDeque<(i32, i32, u32)>> = BTreeMap::new();
+    for &(start, end, to) in moves {
+        let mut at = start;
+        loop {
+            // Up to the next token where the current ring changes owner.
+            let cut = current.ring().iter().map(|(t, _)| *t).find(|t| *t > at && *t <= end);
+            let last = cut.map_or(end, |t| t - 1);
+            by_source.entry(current.partition_for_token(at)).or_default().push_back((at, last, to));
+            match cut {
+                Some(t) => at = t,
+                None => break,
+            }
+        }
+    }
+    by_source.into_values().collect()
+}
+
+/// The span a piece of `ranges` took from the lane whose front range
+/// starts at `start`.
+fn piece_taken(ranges: &[(i32, i32, u32)], start: i32) -> i64 {
+    ranges.iter().find(|(s, _, _)| *s == start).map_or(0, |(s, e, _)| i64::from(*e) - i64::from(*s) + 1)
 }
 
 /// The first step's row ids (later ones are sized like pieces, by their
@@ -374,22 +428,11 @@ fn index_partition(
 /// died: its partitions' new leaders repair, a new coordinator resolves).
 const PIECE_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Move one piece, trying again while the answer is `Unavailable` or
-/// `OutcomeUnknown` (in a cluster, while a failed host's work moves to
-/// others). Trying a piece again is safe even if it moved: moving tokens
-/// to the partition that owns them moves nothing.
-fn move_piece(
-    ctx: &ServerContext,
-    client: &mut joule_txn::Client,
-    start: i32,
-    end: i32,
-    to: u32,
-) -> joule_txn::Response {
-    retried(ctx, || client.move_range_piece(start, end, to))
-}
-
-/// Call `call` until its answer is other than `Unavailable` or
-/// `OutcomeUnknown`, for [`PIECE_PATIENCE`] at most.
+/// Call `call` (a piece, or a step of indexing) until its answer is other
+/// than `Unavailable` or `OutcomeUnknown` (in a cluster, while a failed
+/// host's work moves to others), for [`PIECE_PATIENCE`] at most. Trying a
+/// piece again is safe even if it moved: moving tokens to the partition
+/// that owns them moves nothing.
 fn retried(ctx: &ServerContext, mut call: impl FnMut() -> joule_txn::Response) -> joule_txn::Response {
     let deadline = Instant::now() + PIECE_PATIENCE;
     loop {
@@ -532,6 +575,33 @@ mod tests {
         // A piece of few rows: slow or not, the next one is bigger.
         assert_eq!(next_piece(1000, 10, ms(500), ms(0), ms(5)), 2000);
         assert_eq!(next_piece(1000, 0, ms(1), ms(0), ms(5)), 4000);
+    }
+
+    #[test]
+    fn unthrottled_moves_run_in_a_lane_per_giving_partition() {
+        let current = Hashinator::even(4, 1).unwrap();
+        let quarter = 1i64 << 30;
+        let at = |q: i64| (i64::from(i32::MIN) + q * quarter) as i32;
+        // The upper half of partition 0's quarter and all of partition 1's
+        // to partition 2; the lower half of partition 3's to partition 2.
+        let moves = vec![(at(0) + (1 << 29), at(2) - 1, 2), (at(3), at(3) + (1 << 29) - 1, 2)];
+        assert_eq!(
+            lanes(&current, &moves, true),
+            vec![
+                VecDeque::from([(at(0) + (1 << 29), at(1) - 1, 2)]),
+                VecDeque::from([(at(1), at(2) - 1, 2)]),
+                VecDeque::from([(at(3), at(3) + (1 << 29) - 1, 2)]),
+            ]
+        );
+        // Throttled: one lane, the moves as they are.
+        assert_eq!(lanes(&current, &moves, false), vec![VecDeque::from(moves.clone())]);
+        // The ring's last token ends a lane too.
+        let last = vec![(at(3), i32::MAX, 0)];
+        assert_eq!(lanes(&current, &last, true), vec![VecDeque::from(last.clone())]);
+        // What a piece took from the lane whose front starts at a token.
+        assert_eq!(piece_taken(&[(10, 19, 0), (40, 40, 1)], 40), 1);
+        assert_eq!(piece_taken(&[(10, 19, 0)], 10), 10);
+        assert_eq!(piece_taken(&[(10, 19, 0)], 11), 0);
     }
 
     #[test]

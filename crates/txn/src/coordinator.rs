@@ -316,11 +316,9 @@ impl Coordinator {
             }
             MpKind::LoadRows { tables, .. } => (self.load_rows(tables), crate::response::APP_STATUS_UNSET, None),
             MpKind::PlaceRows(rows) => (self.place_rows(rows), crate::response::APP_STATUS_UNSET, None),
-            MpKind::MoveRange { start, end, partition, keep } => (
-                self.move_range(*start, *end, *partition, *keep, &mut installs.hashinator),
-                crate::response::APP_STATUS_UNSET,
-                None,
-            ),
+            MpKind::MoveRange { ranges, keep } => {
+                (self.move_range(ranges, *keep, &mut installs.hashinator), crate::response::APP_STATUS_UNSET, None)
+            }
             MpKind::ForgetTokens => (
                 self.round((0..self.sites.len()).map(|_| vec![WorkItem::ForgetTokens]).collect()).map(|_| Vec::new()),
                 crate::response::APP_STATUS_UNSET,
@@ -460,10 +458,7 @@ impl Coordinator {
             MpKind::LoadRows { log_as: Some((procedure, params)), .. } => record("", procedure, None, params),
             // Logged without `keep` (it changes how rows are found, not
             // which): a replay keeps nothing it would have to forget.
-            MpKind::MoveRange { start, end, partition, .. } => {
-                let params = [i64::from(*start), i64::from(*end), i64::from(*partition)].map(Value::Integer);
-                record("", "@MoveRange", None, &params)
-            }
+            MpKind::MoveRange { ranges, .. } => record("", "@MoveRange", None, &crate::moverange::range_values(ranges)),
             // Not logged: reads, and bare hashinator swaps (which no client
             // can request: `@MoveRange` logs itself).
             MpKind::Procedure(_)

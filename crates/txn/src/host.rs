@@ -446,12 +446,12 @@ pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
         }
         MpKind::Checksums => (DEFAULT_DATABASE.to_string(), "@Checksum".to_string(), Vec::new()),
         MpKind::ValidatePartitioning => (DEFAULT_DATABASE.to_string(), "@ValidatePartitioning".to_string(), Vec::new()),
-        MpKind::MoveRange { start, end, partition, keep } => {
-            let mut params = vec![i64::from(*start), i64::from(*end), i64::from(*partition)];
+        MpKind::MoveRange { ranges, keep } => {
+            let mut params = crate::moverange::range_values(ranges);
             if *keep {
-                params.push(1);
+                params.push(Value::Integer(1));
             }
-            (DEFAULT_DATABASE.to_string(), "@MoveRange".to_string(), params.into_iter().map(Value::Integer).collect())
+            (DEFAULT_DATABASE.to_string(), "@MoveRange".to_string(), params)
         }
         MpKind::ForgetTokens => (DEFAULT_DATABASE.to_string(), FORGET_TOKENS.to_string(), Vec::new()),
         MpKind::IndexTokens { partition, rows } => {
@@ -695,9 +695,8 @@ impl Client {
             "@Checksum" => Ok(Route::Mp(MpKind::Checksums, Vec::new())),
             "@MoveRange" => {
                 let keep = crate::moverange::keep_param(name, &mut params)?;
-                let (start, end, partition) =
-                    crate::moverange::range_move_params(name, &params, self.shared.partition_count())?;
-                Ok(Route::Mp(MpKind::MoveRange { start, end, partition, keep }, Vec::new()))
+                let ranges = crate::moverange::range_moves_params(name, &params, self.shared.partition_count())?;
+                Ok(Route::Mp(MpKind::MoveRange { ranges, keep }, Vec::new()))
             }
             // Only as forwarded by another host's `forget_tokens`.
             FORGET_TOKENS if self.hops > 0 => Ok(Route::Mp(MpKind::ForgetTokens, Vec::new())),
@@ -867,11 +866,19 @@ impl Client {
     /// server's `@Rebalance`): the partitions giving rows up keep them by
     /// token for the next pieces, until [`Client::forget_tokens`]. Waits.
     pub fn move_range_piece(&mut self, start: i32, end: i32, partition: u32) -> Response {
-        if partition as usize >= self.shared.partition_count() || start > end {
-            let e = err!(InvalidArgument, "tokens {start}..={end} cannot move to partition {partition}");
-            return Response::failure(e, None);
+        self.move_ranges_piece(&[(start, end, partition)])
+    }
+
+    /// Like [`Client::move_range_piece`], several disjoint ranges (each to
+    /// its partition) in one transaction: the partitions involved evict and
+    /// admit their rows at the same time.
+    pub fn move_ranges_piece(&mut self, ranges: &[(i32, i32, u32)]) -> Response {
+        let partitions = self.shared.partition_count();
+        let values = crate::moverange::range_values(ranges);
+        match crate::moverange::range_moves_params("@MoveRange", &values, partitions) {
+            Ok(ranges) => self.run_mp_and_wait(MpKind::MoveRange { ranges, keep: true }),
+            Err(e) => Response::failure(e, None),
         }
-        self.run_mp_and_wait(MpKind::MoveRange { start, end, partition, keep: true })
     }
 
     /// Ranges will move off `partition`: one step of building its index of

@@ -337,14 +337,13 @@ pub(crate) enum MpKind {
     },
     /// Recovery: each partition's rows at their ids (not logged).
     PlaceRows(Vec<crate::snapshot::PartitionRows>),
-    /// `@MoveRange`: give tokens `start..=end` of the ring to `partition`,
-    /// moving their rows, and install the next hashinator; with `keep`, the
-    /// partitions giving rows up keep their rows by token afterwards (more
-    /// moves follow).
+    /// `@MoveRange`: give each range of tokens `start..=end` of the ring
+    /// to its partition (`ranges`: one or more, disjoint), moving their
+    /// rows, and install the next hashinator; with `keep`, the partitions
+    /// giving rows up keep their rows by token afterwards (more moves
+    /// follow).
     MoveRange {
-        start: i32,
-        end: i32,
-        partition: u32,
+        ranges: Vec<(i32, i32, u32)>,
         keep: bool,
     },
     /// Moves of ranges are over: every copy of every partition stops

@@ -1,11 +1,12 @@
-//! `@MoveRange`: giving a range of hashinator tokens to another partition,
+//! `@MoveRange`: giving ranges of hashinator tokens to other partitions,
 //! rows and all, in one multi-partition transaction.
 //!
 //! The hashinator ring says which partition owns each token (see
 //! `joule_common::hashinator`). Moving tokens `start..=end` to partition
-//! `p` builds the next ring version ([`Hashinator::with_range_moved`]) and
-//! then, inside one transaction that every site joins at the same point of
-//! its serial order:
+//! `p` (or several disjoint ranges, each to its partition, at once: one
+//! version more, [`Hashinator::with_range_moved`] for each) builds the
+//! next ring version and then, inside one transaction that every site
+//! joins at the same point of its serial order:
 //!
 //! 1. each partition that owns part of the range gives up (deletes and
 //!    returns) the rows of hash-partitioned tables that the next ring places
@@ -83,18 +84,18 @@ pub(crate) fn replaced_table(planned: &Planned, catalog: &Catalog, partitions: u
     Ok(Some(def.qualified_name()))
 }
 
-/// `@MoveRange`'s optional fourth parameter, taken off `params`: 1 to have
-/// the partitions giving rows up keep them by token for the next moves
-/// (`@Rebalance`'s pieces), 0 (the default) not to.
+/// `@MoveRange`'s optional last parameter (after each range's three),
+/// taken off `params`: 1 to have the partitions giving rows up keep them by
+/// token for the next moves (`@Rebalance`'s pieces), 0 (the default) not to.
 pub(crate) fn keep_param(procedure: &str, params: &mut Vec<Value>) -> Result<bool> {
-    if params.len() != 4 {
+    if params.len() < 4 || params.len() % 3 != 1 {
         return Ok(false);
     }
     match params.pop() {
         Some(Value::Integer(0)) => Ok(false),
         Some(Value::Integer(1)) => Ok(true),
         Some(v) => {
-            bail!(InvalidArgument, "{procedure}: the fourth parameter (keep the token index) must be 0 or 1, not {v}")
+            bail!(InvalidArgument, "{procedure}: the last parameter (keep the token index) must be 0 or 1, not {v}")
         }
         None => Ok(false),
     }
@@ -130,6 +131,27 @@ pub fn range_move_params(procedure: &str, params: &[Value], partitions: usize) -
         bail!(InvalidArgument, "{procedure}: partition {p} does not exist (partitions are 0 to {})", partitions - 1);
     }
     Ok((start, end, p as u32))
+}
+
+/// The ranges of a move of several (`@MoveRange(start, end, partition,
+/// start, end, partition, ...)`), each checked as [`range_move_params`]
+/// does, and disjoint.
+pub(crate) fn range_moves_params(procedure: &str, params: &[Value], partitions: usize) -> Result<Vec<(i32, i32, u32)>> {
+    if params.is_empty() || !params.len().is_multiple_of(3) {
+        return range_move_params(procedure, params, partitions).map(|r| vec![r]);
+    }
+    let mut ranges =
+        params.chunks(3).map(|c| range_move_params(procedure, c, partitions)).collect::<Result<Vec<_>>>()?;
+    ranges.sort_unstable();
+    if let Some(w) = ranges.windows(2).find(|w| w[1].0 <= w[0].1) {
+        bail!(InvalidArgument, "{procedure}: the ranges {}..={} and {}..={} overlap", w[0].0, w[0].1, w[1].0, w[1].1);
+    }
+    Ok(ranges)
+}
+
+/// Ranges as `@MoveRange`'s parameters (three each).
+pub(crate) fn range_values(ranges: &[(i32, i32, u32)]) -> Vec<Value> {
+    ranges.iter().flat_map(|(s, e, p)| [i64::from(*s), i64::from(*e), i64::from(*p)]).map(Value::Integer).collect()
 }
 
 impl Coordinator {
@@ -182,20 +204,36 @@ impl Coordinator {
         }
     }
 
-    pub(crate) fn relocate(&mut self, evict: Vec<Vec<WorkItem>>, ring: &Arc<Hashinator>) -> Result<(u64, u64)> {
+    /// Evict (`evict`: per site, its items), then admit the rows where
+    /// `ring` places them; returns, per site and evict item, the rows and
+    /// bytes of values it gave up.
+    pub(crate) fn relocate(
+        &mut self,
+        evict: Vec<Vec<WorkItem>>,
+        ring: &Arc<Hashinator>,
+    ) -> Result<Vec<Vec<(u64, u64)>>> {
         let n = self.sites.len();
         // Gathered by table, partitions in order: the same on every run.
         let mut by_table: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-        for item in self.round(evict)?.into_iter().flatten() {
-            if let ItemResult::Evicted(tables) = item {
-                for (name, rows) in tables {
-                    by_table.entry(name).or_default().extend(rows);
+        let mut per_item: Vec<Vec<(u64, u64)>> = Vec::with_capacity(n);
+        for results in self.round(evict)? {
+            let mut counts = Vec::with_capacity(results.len());
+            for item in results {
+                let (mut rows_given, mut bytes_given) = (0u64, 0u64);
+                if let ItemResult::Evicted(tables) = item {
+                    for (name, rows) in tables {
+                        rows_given += rows.len() as u64;
+                        bytes_given += rows.iter().map(|r| crate::stats::values_bytes(r.iter())).sum::<u64>();
+                        by_table.entry(name).or_default().extend(rows);
+                    }
                 }
+                counts.push((rows_given, bytes_given));
             }
+            per_item.push(counts);
         }
+        let moved_bytes: u64 = per_item.iter().flatten().map(|(_, b)| b).sum();
         let catalog = self.schema_db.catalog_arc().clone();
         let mut admit: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
-        let (mut moved_rows, mut moved_bytes) = (0u64, 0u64);
         for (name, rows) in by_table {
             let def = catalog
                 .tables()
@@ -205,8 +243,6 @@ impl Coordinator {
             let planned = crate::snapshot::insert_plan(&catalog, def)?;
             let mut per_site: Vec<Vec<Row>> = (0..n).map(|_| Vec::new()).collect();
             for row in rows {
-                moved_rows += 1;
-                moved_bytes += crate::stats::values_bytes(row.iter());
                 let p = def.partition_of(&row[pc], ring)? as usize;
                 per_site
                     .get_mut(p)
@@ -227,7 +263,7 @@ impl Coordinator {
             );
         }
         self.round(admit)?;
-        Ok((moved_rows, moved_bytes))
+        Ok(per_item)
     }
 
     /// After a `PARTITION TABLE` that splits or moves the value ranges of
@@ -272,28 +308,51 @@ impl Coordinator {
 
     pub(crate) fn move_range(
         &mut self,
-        start: i32,
-        end: i32,
-        to: u32,
+        ranges: &[(i32, i32, u32)],
         keep: bool,
         next: &mut Option<Arc<Hashinator>>,
     ) -> Result<Vec<ResultTable>> {
-        let ring = Arc::new(self.hashinator.with_range_moved(start, end, to)?);
+        // Every range moved, as one version after the current ring.
+        let mut moved = (*self.hashinator).clone();
+        for (start, end, to) in ranges {
+            moved = moved.with_range_moved(*start, *end, *to)?;
+        }
+        let ring = Arc::new(Hashinator::over(
+            self.hashinator.version() + 1,
+            moved.ring().to_vec(),
+            self.hashinator.partition_count(),
+        )?);
         let n = self.sites.len();
         let mut evict: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
-        for p in self.hashinator.owners_of(start, end) {
-            if p != to {
-                let tokens = Some((start, end));
-                evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone(), table: None, tokens, keep });
+        // Per site, the range each of its evict items is for.
+        let mut of_range: Vec<Vec<usize>> = (0..n).map(|_| Vec::new()).collect();
+        for (r, (start, end, to)) in ranges.iter().enumerate() {
+            for p in self.hashinator.owners_of(*start, *end) {
+                if p != *to {
+                    let tokens = Some((*start, *end));
+                    evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone(), table: None, tokens, keep });
+                    of_range[p as usize].push(r);
+                }
             }
         }
         // Every partition whose tokens change takes the next ring with the
         // transaction, the receiving one too if no row comes (its replicas
         // check later writes against it); the others keep their tokens.
-        evict[to as usize].push(WorkItem::NextRing(ring.clone()));
+        for (_, _, to) in ranges {
+            if evict[*to as usize].iter().all(|i| !matches!(i, WorkItem::NextRing(_))) {
+                evict[*to as usize].push(WorkItem::NextRing(ring.clone()));
+            }
+        }
         let involved: Vec<bool> = evict.iter().map(|items| !items.is_empty()).collect();
         self.release_uninvolved(&involved);
-        let (moved_rows, moved_bytes) = self.relocate(evict, &ring)?;
+        let per_item = self.relocate(evict, &ring)?;
+        let mut per_range = vec![(0u64, 0u64); ranges.len()];
+        for (site, counts) in per_item.iter().enumerate() {
+            for (&r, (rows, bytes)) in of_range[site].iter().zip(counts) {
+                per_range[r].0 += rows;
+                per_range[r].1 += bytes;
+            }
+        }
         let version = ring.version();
         *next = Some(ring);
         let col = |name: &str, t| OutputColumn { name: name.to_string(), data_type: Some(t) };
@@ -305,14 +364,20 @@ impl Coordinator {
             col("MOVED_BYTES", DataType::BigInt),
             col("HASHINATOR_VERSION", DataType::BigInt),
         ];
-        let row = vec![
-            Value::Integer(i64::from(start)),
-            Value::Integer(i64::from(end)),
-            Value::Integer(i64::from(to)),
-            Value::Integer(moved_rows as i64),
-            Value::Integer(moved_bytes as i64),
-            Value::Integer(version as i64),
-        ];
-        Ok(vec![ResultTable::new(columns.into(), vec![row])])
+        let rows = ranges
+            .iter()
+            .zip(per_range)
+            .map(|((start, end, to), (rows, bytes))| {
+                vec![
+                    Value::Integer(i64::from(*start)),
+                    Value::Integer(i64::from(*end)),
+                    Value::Integer(i64::from(*to)),
+                    Value::Integer(rows as i64),
+                    Value::Integer(bytes as i64),
+                    Value::Integer(version as i64),
+                ]
+            })
+            .collect();
+        Ok(vec![ResultTable::new(columns.into(), rows)])
     }
 }

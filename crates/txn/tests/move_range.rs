@@ -84,9 +84,51 @@ fn a_moved_range_takes_its_rows_and_only_those() {
 }
 
 #[test]
+fn several_ranges_move_in_one_transaction_each_with_its_rows() {
+    let (host, mut c) = setup(4);
+    for k in 0..2000 {
+        ok(c.adhoc("INSERT INTO h VALUES (?, ?, ?)", vec![int(k), int(k % 7), int(k)]));
+    }
+    let view_before = query(&mut c, "SELECT g, c, s FROM hv ORDER BY g");
+    let before = rows_per_partition(&host, "DEFAULT.H");
+    // Half of partition 1's ring to partition 3, half of partition 2's to
+    // partition 0 (given in the other order: answered in token order).
+    let a = (-(1 << 30), -(1 << 29), 3i64);
+    let b = (1 << 29, (1 << 30) - 1, 0i64);
+    let moving = |(s, e, _): (i32, i32, i64)| (0..2000).filter(|k| (s..=e).contains(&tok(*k))).count() as i64;
+    let r = ok(c.call(
+        "@MoveRange",
+        [b.0 as i64, b.1 as i64, b.2, a.0 as i64, a.1 as i64, a.2, 1].into_iter().map(int).collect(),
+    ));
+    let rows = &r.results[0].rows;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][..4], [int(a.0 as i64), int(a.1 as i64), int(a.2), int(moving(a))]);
+    assert_eq!(rows[1][..4], [int(b.0 as i64), int(b.1 as i64), int(b.2), int(moving(b))]);
+    assert!(rows.iter().all(|r| r[5] == int(2)), "one version for both: {rows:?}");
+    let after = rows_per_partition(&host, "DEFAULT.H");
+    let (ma, mb) = (moving(a) as u64, moving(b) as u64);
+    assert_eq!(after, vec![before[0] + mb, before[1] - ma, before[2] - mb, before[3] + ma]);
+    assert_eq!(misplaced(&mut c), 0);
+    assert_eq!(query(&mut c, "SELECT g, c, s FROM hv ORDER BY g"), view_before);
+    ok(c.forget_tokens());
+    // Both back at once, as a client piece does.
+    ok(c.move_ranges_piece(&[(a.0, a.1, 1), (b.0, b.1, 2)]));
+    assert_eq!(rows_per_partition(&host, "DEFAULT.H"), before);
+    assert_eq!(host.hashinator().version(), 3);
+    // Overlapping ranges are refused, and change nothing.
+    let overlap = c.call("@MoveRange", [0, 10, 1, 10, 20, 2].into_iter().map(int).collect());
+    assert_eq!(fails(overlap), ErrorCode::InvalidArgument);
+    assert_eq!(fails(c.move_ranges_piece(&[(0, 10, 1), (5, 6, 2)])), ErrorCode::InvalidArgument);
+    assert_eq!(host.hashinator().version(), 3);
+    ok(c.forget_tokens());
+}
+
+#[test]
 fn bad_moves_are_refused_with_their_reason() {
     let (_host, mut c) = setup(2);
     assert_eq!(fails(c.call("@MoveRange", vec![int(0), int(1)])), ErrorCode::WrongParameterCount);
+    let five = c.call("@MoveRange", [0, 1, 0, 2, 3].into_iter().map(int).collect());
+    assert_eq!(fails(five), ErrorCode::WrongParameterCount);
     assert_eq!(fails(c.call("@MoveRange", vec![text("a"), int(1), int(0)])), ErrorCode::DatatypeMismatch);
     assert_eq!(fails(move_range(&mut c, 5, 4, 0)), ErrorCode::InvalidArgument);
     assert_eq!(fails(move_range(&mut c, 0, 4, 2)), ErrorCode::InvalidArgument);

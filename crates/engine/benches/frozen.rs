@@ -2,11 +2,12 @@
 //!
 //! A snapshot, a copy log's compaction and a partition's copy for a
 //! rejoining host all freeze the partition's tables (`Table::freeze`): the
-//! row slab's chunks are shared with the copy until it is written, and the
-//! first write to a shared chunk copies that chunk. Writes spread over the
-//! whole table (updates of random accounts, the deletes of a range move)
-//! therefore each copy a chunk for a while after every freeze. This bench
-//! measures that on one partition, one thread, in process:
+//! row slab's parts are shared with the copy until it is written, and the
+//! first write to a shared part copies it (at most 64 references and 64
+//! rows; 1024 rows when the slab was one level of chunks). Writes spread
+//! over the whole table (updates of random accounts, the deletes of a range
+//! move) therefore each copy a part for a while after every freeze. This
+//! bench measures that on one partition, one thread, in process:
 //!
 //! 1. a table `kv (k BIGINT PRIMARY KEY, v VARCHAR(64), n BIGINT)` of
 //!    `JOULE_BENCH_ROWS` rows (default 1,000,000);

@@ -46,8 +46,10 @@ impl Site {
     /// order, each table's rows in storage order: the same on every copy of
     /// the partition. Views are never evicted: they follow their source.
     /// With `tokens` (the range that moves), a hash-partitioned table that
-    /// keeps its rows by token (or starts to, with `keep`) looks only at
-    /// the rows of that range.
+    /// keeps its rows by token (or starts to, with `keep`) reads only the
+    /// rows of that range; any other scans the table but takes only rows
+    /// of that range (so that each range of a move of several takes its own
+    /// rows, the same ones in the same order with or without an index).
     pub(crate) fn evict(
         &mut self,
         next: &Hashinator,
@@ -94,7 +96,21 @@ impl Site {
                                 .map(|row| (id, row))
                                 .ok_or_else(|| err!(Internal, "row {id} of {name} is gone"))
                         })),
-                        None => Box::new(table.scan().map(Ok)),
+                        // A scan (no index yet, or a replay) looks at the rows
+                        // of this item's range only, as the index would:
+                        // with several ranges in one move, each item takes
+                        // its own range's rows, in the same order.
+                        None => match tokens.filter(|_| hashed) {
+                            Some((s, e)) => Box::new(
+                                table
+                                    .scan()
+                                    .filter(move |(_, row)| {
+                                        (s..=e).contains(&joule_engine::storage::token_of(&row[pc]))
+                                    })
+                                    .map(Ok),
+                            ),
+                            None => Box::new(table.scan().map(Ok)),
+                        },
                     };
                     let mut leaving = Vec::new();
                     for candidate in candidates {

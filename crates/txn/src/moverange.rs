@@ -26,7 +26,9 @@
 //! back. A single-partition call routed with the old ring that reaches a
 //! site after the commit is sent on to the key's new owner (see
 //! `crate::site`), and the commit is logged as the call `@MoveRange(start,
-//! end, partition)`, whose replay from the same state moves the same rows.
+//! end, partition, ...)` (a triple per range), whose replay from the same
+//! state moves the same rows in the same order — with or without a token
+//! index, each range's `Evict` takes that range's rows, ascending by id.
 //!
 //! Range-partitioned tables and replicated tables do not move: their
 //! placement does not depend on ring tokens, and the ring keeps its
@@ -137,7 +139,15 @@ pub fn range_move_params(procedure: &str, params: &[Value], partitions: usize) -
 /// start, end, partition, ...)`), each checked as [`range_move_params`]
 /// does, and disjoint.
 pub(crate) fn range_moves_params(procedure: &str, params: &[Value], partitions: usize) -> Result<Vec<(i32, i32, u32)>> {
-    if params.is_empty() || !params.len().is_multiple_of(3) {
+    if params.len() > 3 && !params.len().is_multiple_of(3) {
+        bail!(
+            WrongParameterCount,
+            "{procedure} takes ranges of three parameters each (the first token, the last token and the partition \
+             to give them to), then optionally 1 to keep the token index ({} given)",
+            params.len()
+        );
+    }
+    if params.len() <= 3 {
         return range_move_params(procedure, params, partitions).map(|r| vec![r]);
     }
     let mut ranges =
@@ -282,8 +292,6 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Move tokens `start..=end` and their rows to partition `to`; the next
-    /// ring goes to `next` for the commit to install.
     /// `@IndexTokens`: one step of building `partition`'s token index (see
     /// `crate::evict`); the other partitions are released at once. Answers
     /// `ROWS_LEFT`, the row ids still to look at.
@@ -306,6 +314,9 @@ impl Coordinator {
         Ok(vec![ResultTable::new(columns.into(), vec![vec![Value::Integer(left as i64)]])])
     }
 
+    /// Move each range of `ranges` (disjoint, in token order) and its rows
+    /// to its partition; the next ring — one version on — goes to `next`
+    /// for the commit to install. Answers a row per range.
     pub(crate) fn move_range(
         &mut self,
         ranges: &[(i32, i32, u32)],

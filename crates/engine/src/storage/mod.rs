@@ -33,7 +33,7 @@ mod tests;
 
 pub use index::IndexIter;
 pub use slab::FrozenRows;
-pub use table::Table;
+pub use table::{token_of, Table};
 pub use undo::{SchemaUndo, UndoLog, UndoOp};
 
 use joule_common::{bail, err, Result};

@@ -46,7 +46,7 @@ pub struct Table {
 
 /// The ring token a partition-key value hashes to (NULL, and a value that
 /// does not hash, on the lowest token, as the hashinator places them).
-fn token_of(v: &Value) -> i32 {
+pub fn token_of(v: &Value) -> i32 {
     joule_common::hashinator::token(v).ok().flatten().unwrap_or(i32::MIN)
 }
 

@@ -862,42 +862,9 @@ impl Client {
         self.run_mp_and_wait(MpKind::SetHashinator(Arc::new(hashinator)))
     }
 
-    /// `@MoveRange(start, end, partition)` as one piece of many (see the
-    /// server's `@Rebalance`): the partitions giving rows up keep them by
-    /// token for the next pieces, until [`Client::forget_tokens`]. Waits.
-    pub fn move_range_piece(&mut self, start: i32, end: i32, partition: u32) -> Response {
-        self.move_ranges_piece(&[(start, end, partition)])
-    }
-
-    /// Like [`Client::move_range_piece`], several disjoint ranges (each to
-    /// its partition) in one transaction: the partitions involved evict and
-    /// admit their rows at the same time.
-    pub fn move_ranges_piece(&mut self, ranges: &[(i32, i32, u32)]) -> Response {
-        let partitions = self.shared.partition_count();
-        let values = crate::moverange::range_values(ranges);
-        match crate::moverange::range_moves_params("@MoveRange", &values, partitions) {
-            Ok(ranges) => self.run_mp_and_wait(MpKind::MoveRange { ranges, keep: true }),
-            Err(e) => Response::failure(e, None),
-        }
-    }
-
-    /// Ranges will move off `partition`: one step of building its index of
-    /// rows by token, over the next `rows` row ids of each of its tables
-    /// (every copy of it does the same). Answers one row, `ROWS_LEFT`: the
-    /// row ids still to look at (0: the index is complete, and pieces find
-    /// their rows through it). Waits.
-    pub fn index_tokens(&mut self, partition: u32, rows: u64) -> Response {
-        if partition as usize >= self.shared.partition_count() || rows == 0 {
-            let e = err!(InvalidArgument, "no step of {rows} rows can index partition {partition}");
-            return Response::failure(e, None);
-        }
-        self.run_mp_and_wait(MpKind::IndexTokens { partition, rows })
-    }
-
-    /// Moves of ranges are over: every copy of every partition stops
-    /// keeping rows by token (see [`Client::move_range_piece`]). Waits.
-    pub fn forget_tokens(&mut self) -> Response {
-        self.run_mp_and_wait(MpKind::ForgetTokens)
+    /// How many partitions the cluster has now.
+    pub(crate) fn partition_count(&self) -> usize {
+        self.shared.partition_count()
     }
 
     /// Run one internal multi-partition transaction and wait for its answer.

@@ -55,8 +55,8 @@
 
 use crate::coordinator::Coordinator;
 use crate::hashinator::Hashinator;
-use crate::messages::{ItemResult, MpWork, WorkItem};
-use crate::response::ResultTable;
+use crate::messages::{ItemResult, MpKind, MpWork, WorkItem};
+use crate::response::{Response, ResultTable};
 use joule_common::{bail, err, DataType, Result, Row, Value};
 use joule_sql::catalog::Catalog;
 use joule_sql::plan::OutputColumn;
@@ -162,6 +162,47 @@ pub(crate) fn range_moves_params(procedure: &str, params: &[Value], partitions: 
 /// Ranges as `@MoveRange`'s parameters (three each).
 pub(crate) fn range_values(ranges: &[(i32, i32, u32)]) -> Vec<Value> {
     ranges.iter().flat_map(|(s, e, p)| [i64::from(*s), i64::from(*e), i64::from(*p)]).map(Value::Integer).collect()
+}
+
+/// The calls of a rebalance job (the server's `@Rebalance`).
+impl crate::host::Client {
+    /// `@MoveRange(start, end, partition)` as one piece of many (see the
+    /// server's `@Rebalance`): the partitions giving rows up keep them by
+    /// token for the next pieces, until [`Self::forget_tokens`]. Waits.
+    pub fn move_range_piece(&mut self, start: i32, end: i32, partition: u32) -> Response {
+        self.move_ranges_piece(&[(start, end, partition)])
+    }
+
+    /// Like [`Self::move_range_piece`], several disjoint ranges (each to
+    /// its partition) in one transaction: the partitions involved evict and
+    /// admit their rows at the same time.
+    pub fn move_ranges_piece(&mut self, ranges: &[(i32, i32, u32)]) -> Response {
+        let partitions = self.partition_count();
+        let values = range_values(ranges);
+        match range_moves_params("@MoveRange", &values, partitions) {
+            Ok(ranges) => self.run_mp_and_wait(MpKind::MoveRange { ranges, keep: true }),
+            Err(e) => Response::failure(e, None),
+        }
+    }
+
+    /// Ranges will move off `partition`: one step of building its index of
+    /// rows by token, over the next `rows` row ids of each of its tables
+    /// (every copy of it does the same). Answers one row, `ROWS_LEFT`: the
+    /// row ids still to look at (0: the index is complete, and pieces find
+    /// their rows through it). Waits.
+    pub fn index_tokens(&mut self, partition: u32, rows: u64) -> Response {
+        if partition as usize >= self.partition_count() || rows == 0 {
+            let e = err!(InvalidArgument, "no step of {rows} rows can index partition {partition}");
+            return Response::failure(e, None);
+        }
+        self.run_mp_and_wait(MpKind::IndexTokens { partition, rows })
+    }
+
+    /// Moves of ranges are over: every copy of every partition stops
+    /// keeping rows by token (see [`Self::move_range_piece`]). Waits.
+    pub fn forget_tokens(&mut self) -> Response {
+        self.run_mp_and_wait(MpKind::ForgetTokens)
+    }
 }
 
 impl Coordinator {

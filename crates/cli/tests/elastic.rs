@@ -14,9 +14,10 @@
 mod common;
 
 use common::cluster::{
-    all_up_and_led, connect, eventually, form_all, http_get, misplaced, replicas_agree, scalar, spawn, states, stats,
+    all_up_and_led, connect, eventually, form_all, http_get, loopback, misplaced, replicas_agree, scalar, spawn,
+    states, stats, Host,
 };
-use common::voters::{setup, vote_totals, vote_until_stopped};
+use common::voters::{setup, vote_totals, vote_until_stopped, Voters};
 use common::TempDir;
 use joule_client::{Options, SyncConnection};
 use joule_common::Value;
@@ -87,7 +88,7 @@ fn a_host_added_to_a_running_cluster_joins_and_takes_ranges_under_load() {
         .collect();
 
     // The new host: admitted with two partitions of its own, which join.
-    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    let join = loopback(&hosts[0].internal);
     let added = spawn(dirs[2].path(), &["--add", "--join", &join, "--config", &config]).ready();
     assert_eq!(added.id, 2);
     eventually("the new partitions join", || {
@@ -131,20 +132,27 @@ fn elastic_config(dir: &TempDir, settings: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// Once `hosts` are up and led: the voter schema, and voters (seeded with
+/// `seed`) running through every host until stopped, their first votes in.
+fn voting(hosts: &[Host], seed: u64) -> (Vec<String>, Voters) {
+    all_up_and_led(hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    setup(&clients[0]);
+    let voters = vote_until_stopped(&clients, seed, false);
+    eventually("votes come in", || vote_totals(&clients[0])[0] > 2000);
+    (clients, voters)
+}
+
 #[test]
 fn a_k1_cluster_takes_two_hosts_at_once_under_a_voter_load_without_a_failed_vote() {
     let dirs: Vec<TempDir> = (0..4).map(|i| TempDir::new(&format!("elastic-k1-{i}"))).collect();
     let config = TempDir::new("elastic-k1-config");
     let config = elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0");
     let mut hosts = form_all(&dirs[..2], 1, &["--config", &config]);
-    all_up_and_led(&hosts);
-    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
-    setup(&clients[0]);
-    let voters = vote_until_stopped(&clients, 3, false);
-    eventually("votes come in", || vote_totals(&clients[0])[0] > 2000);
+    let (clients, voters) = voting(&hosts, 3);
 
     // k + 1 = 2 new hosts, started together: admitted together.
-    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    let join = loopback(&hosts[0].internal);
     let add = ["--add", "--join", join.as_str(), "--kfactor", "1", "--config", config.as_str()];
     let starting: Vec<_> = dirs[2..].iter().map(|d| spawn(d.path(), &add)).collect();
     hosts.extend(starting.into_iter().map(|s| s.ready()));
@@ -261,7 +269,7 @@ fn a_cluster_grows_from_one_host_to_three_and_back_to_two_under_a_voter_load_wit
     eventually("votes come in", || vote_totals(&hosts[0].client)[0] > 2000);
 
     // 1 → 2 → 3: each added host's partitions join and take ranges.
-    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    let join = loopback(&hosts[0].internal);
     let add = ["--add", "--join", join.as_str(), "--config", config.as_str()];
     hosts.push(spawn(dirs[1].path(), &add).ready());
     assert_eq!(hosts[1].id, 1);
@@ -340,7 +348,7 @@ fn a_removal_cancelled_while_it_drains_leaves_the_host_serving_with_nothing_lost
     // 50 KB/s: the drain below (about 450 KB) takes about 9 s.
     let config = elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0.05");
     let mut hosts = form_all(&dirs[..1], 0, &["--elastic", "--config", &config]);
-    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    let join = loopback(&hosts[0].internal);
     hosts.push(spawn(dirs[1].path(), &["--add", "--join", &join, "--config", &config]).ready());
     eventually("the added host's partitions join", || {
         http_get(&hosts[0].http, "/console/stats").contains("partitions 2..3 joined the cluster's transaction order")
@@ -400,14 +408,10 @@ fn a_removal_cancelled_while_it_drains_leaves_the_host_serving_with_nothing_lost
 fn a_join_whose_new_host_dies_first_is_given_up_and_the_cluster_grows_again() {
     let dirs: Vec<TempDir> = (0..4).map(|i| TempDir::new(&format!("elastic-abandon-{i}"))).collect();
     let hosts = form_all(&dirs[..2], 0, &[]);
-    all_up_and_led(&hosts);
-    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
-    setup(&clients[0]);
-    let voters = vote_until_stopped(&clients, 8, false);
-    eventually("votes come in", || vote_totals(&clients[0])[0] > 2000);
+    let (clients, voters) = voting(&hosts, 8);
 
     // The new host is admitted, then dies as its partitions are brought in.
-    let join = format!("127.0.0.1:{}", hosts[0].internal.rsplit(':').next().unwrap());
+    let join = loopback(&hosts[0].internal);
     let add = ["--add", "--join", join.as_str()];
     common::cluster::arm(dirs[2].path(), "partition-joining");
     let mut doomed = spawn(dirs[2].path(), &add);

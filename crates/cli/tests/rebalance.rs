@@ -128,6 +128,10 @@ fn ranges_move_under_a_voter_load_without_a_failed_vote() {
     assert!(row[6].parse::<u64>().unwrap() > 0, "rows moved: {row:?}");
     assert!(row[11].parse::<u64>().unwrap() > 1, "in several pieces: {row:?}");
     assert_eq!(misplaced(&addr), 0);
+    // The giving partition indexed its rows by token in steps first.
+    let profile = stats(&addr, "PROCEDUREPROFILE");
+    let steps = profile.iter().find(|r| r[1] == "@IndexTokens").unwrap_or_else(|| panic!("{profile:?}"));
+    assert!(steps[3].parse::<u64>().unwrap() >= 1 && steps[8] == "0", "{steps:?}");
     let back = rebalance(&node, vec![]);
     assert_eq!(back.len(), 1, "one range goes back: {back:?}");
     eventually("the second rebalance is done", || rebalance_status(&addr) == "DONE");

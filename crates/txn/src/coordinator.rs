@@ -72,6 +72,11 @@ pub(crate) struct Coordinator {
     /// their confirmations come on.
     pub released: Vec<bool>,
     pub released_waits: Vec<(usize, std::sync::mpsc::Receiver<()>)>,
+    /// For the transaction running: partitions not sent their start marker
+    /// yet (a move's partitions that only take rows start when the rows
+    /// come, see `Coordinator::start_deferred`). Until then they hold
+    /// nothing: they count as released.
+    pub deferred: Vec<bool>,
     /// Outcomes of prepared transactions this coordinator still owes
     /// partitions: (partition, transaction, commit) (see `crate::resolve`).
     pub unsettled: Vec<(u32, u64, bool)>,
@@ -122,6 +127,7 @@ impl Coordinator {
             wrote: Vec::new(),
             released: Vec::new(),
             released_waits: Vec::new(),
+            deferred: Vec::new(),
             unsettled: Vec::new(),
             joining_from: None,
         }
@@ -227,11 +233,15 @@ impl Coordinator {
         }
         self.wrote.clear();
         self.wrote.resize(self.sites.len(), false);
-        self.released.clear();
-        self.released.resize(self.sites.len(), false);
+        self.deferred = match &task.kind {
+            MpKind::MoveRange { ranges, .. } => self.only_taking(ranges),
+            _ => vec![false; self.sites.len()],
+        };
+        self.released.clone_from(&self.deferred);
         self.released_waits.clear();
         let marker = || SiteMsg::MpBegin(ids, None, crate::messages::Decider::Coordinator);
-        if (0..self.sites.len()).any(|p| self.begin_target(p).send(marker()).is_err()) {
+        let mut marked = (0..self.sites.len()).filter(|p| !self.deferred[*p]);
+        if marked.any(|p| self.begin_target(p).send(marker()).is_err()) {
             // Sites that did get the marker wait for an outcome.
             self.rollback();
             let e = err!(Unavailable, "the host is shutting down");
@@ -317,7 +327,8 @@ impl Coordinator {
             MpKind::LoadRows { tables, .. } => (self.load_rows(tables), crate::response::APP_STATUS_UNSET, None),
             MpKind::PlaceRows(rows) => (self.place_rows(rows), crate::response::APP_STATUS_UNSET, None),
             MpKind::MoveRange { ranges, keep } => {
-                (self.move_range(ranges, *keep, &mut installs.hashinator), crate::response::APP_STATUS_UNSET, None)
+                let result = self.move_range(ranges, *keep, ids, &mut installs.hashinator);
+                (result, crate::response::APP_STATUS_UNSET, None)
             }
             MpKind::ForgetTokens => (
                 self.round((0..self.sites.len()).map(|_| vec![WorkItem::ForgetTokens]).collect()).map(|_| Vec::new()),

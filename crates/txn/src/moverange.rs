@@ -255,13 +255,61 @@ impl Coordinator {
         }
     }
 
+    /// For a move of `ranges` (before it starts): the partitions that only
+    /// take rows — the target of a range, giving up no token of any. Their
+    /// start marker waits until the rows come (`start_deferred`): the move
+    /// takes its place in their order then rather than at the start, which
+    /// is as good a place (no other multi-partition transaction runs
+    /// meanwhile, and the tokens they take are not theirs until the
+    /// commit), and their own calls run on while the giving partitions
+    /// evict — on a cluster, half or more of a piece's time.
+    pub(crate) fn only_taking(&self, ranges: &[(i32, i32, u32)]) -> Vec<bool> {
+        let n = self.sites.len();
+        let mut taking = vec![false; n];
+        for (_, _, to) in ranges {
+            if let Some(t) = taking.get_mut(*to as usize) {
+                *t = true;
+            }
+        }
+        for (start, end, to) in ranges {
+            for p in self.hashinator.owners_of(*start, *end) {
+                if p != *to {
+                    if let Some(t) = taking.get_mut(p as usize) {
+                        *t = false;
+                    }
+                }
+            }
+        }
+        taking
+    }
+
+    /// Send the partitions whose start was deferred their start marker:
+    /// they join the transaction now, and hold from here to its outcome.
+    pub(crate) fn start_deferred(&mut self, ids: crate::TxnIds) -> Result<()> {
+        for p in 0..self.sites.len() {
+            if !self.deferred[p] {
+                continue;
+            }
+            let marker = crate::messages::SiteMsg::MpBegin(ids, None, crate::messages::Decider::Coordinator);
+            if self.begin_target(p).send(marker).is_err() {
+                bail!(Unavailable, "partition {p} is gone (shutting down)");
+            }
+            self.deferred[p] = false;
+            self.released[p] = false;
+        }
+        Ok(())
+    }
+
     /// Evict (`evict`: per site, its items), then admit the rows where
     /// `ring` places them; returns, per site and evict item, the rows and
-    /// bytes of values it gave up.
+    /// bytes of values it gave up. `late`: the transaction's ids, and the
+    /// items of the partitions whose start was deferred, which start just
+    /// before the admit round and take these items first in it.
     pub(crate) fn relocate(
         &mut self,
         evict: Vec<Vec<WorkItem>>,
         ring: &Arc<Hashinator>,
+        late: Option<(crate::TxnIds, Vec<Vec<WorkItem>>)>,
     ) -> Result<Vec<Vec<(u64, u64)>>> {
         let n = self.sites.len();
         // Gathered by table, partitions in order: the same on every run.
@@ -284,7 +332,13 @@ impl Coordinator {
         }
         let moved_bytes: u64 = per_item.iter().flatten().map(|(_, b)| b).sum();
         let catalog = self.schema_db.catalog_arc().clone();
-        let mut admit: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
+        let mut admit: Vec<Vec<WorkItem>> = match late {
+            Some((ids, items)) => {
+                self.start_deferred(ids)?;
+                items
+            }
+            None => (0..n).map(|_| Vec::new()).collect(),
+        };
         for (name, rows) in by_table {
             let def = catalog
                 .tables()
@@ -329,7 +383,7 @@ impl Coordinator {
                 vec![WorkItem::Evict { hashinator: ring.clone(), table, tokens: None, keep: false }]
             })
             .collect();
-        self.relocate(evict, &ring)?;
+        self.relocate(evict, &ring, None)?;
         Ok(())
     }
 
@@ -362,6 +416,7 @@ impl Coordinator {
         &mut self,
         ranges: &[(i32, i32, u32)],
         keep: bool,
+        ids: crate::TxnIds,
         next: &mut Option<Arc<Hashinator>>,
     ) -> Result<Vec<ResultTable>> {
         // Every range moved, as one version after the current ring.
@@ -390,14 +445,19 @@ impl Coordinator {
         // Every partition whose tokens change takes the next ring with the
         // transaction, the receiving one too if no row comes (its replicas
         // check later writes against it); the others keep their tokens.
+        // A partition that only takes rows starts with the admit round, so
+        // it takes it there (see `Coordinator::start_deferred`).
+        let mut late: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
         for (_, _, to) in ranges {
-            if evict[*to as usize].iter().all(|i| !matches!(i, WorkItem::NextRing(_))) {
-                evict[*to as usize].push(WorkItem::NextRing(ring.clone()));
+            let to = *to as usize;
+            let items = if self.deferred[to] { &mut late[to] } else { &mut evict[to] };
+            if items.iter().all(|i| !matches!(i, WorkItem::NextRing(_))) {
+                items.push(WorkItem::NextRing(ring.clone()));
             }
         }
-        let involved: Vec<bool> = evict.iter().map(|items| !items.is_empty()).collect();
+        let involved: Vec<bool> = (0..n).map(|p| !evict[p].is_empty() || self.deferred[p]).collect();
         self.release_uninvolved(&involved);
-        let per_item = self.relocate(evict, &ring)?;
+        let per_item = self.relocate(evict, &ring, Some((ids, late)))?;
         let mut per_range = vec![(0u64, 0u64); ranges.len()];
         for (site, counts) in per_item.iter().enumerate() {
             for (&r, (rows, bytes)) in of_range[site].iter().zip(counts) {

@@ -325,6 +325,7 @@ impl Coordinator {
             }
             self.wrote.push(false);
             self.released.push(false);
+            self.deferred.push(false);
             if self.begin_target(p).send(SiteMsg::MpBegin(ids, None, Decider::Coordinator)).is_err() {
                 bail!(Unavailable, "partition {p} is gone (shutting down)");
             }
@@ -464,6 +465,7 @@ impl Coordinator {
         self.remote.truncate(keep);
         self.wrote.truncate(keep);
         self.released.truncate(keep);
+        self.deferred.truncate(keep);
     }
 
     /// Partitions another host's coordinator brought into the order, or

@@ -388,6 +388,55 @@ fn partitions_a_move_leaves_alone_serve_while_it_waits() {
 }
 
 #[test]
+fn a_partition_that_only_takes_rows_serves_until_they_come() {
+    // Partition 0's slice moves to partition 1 while partition 0 is busy:
+    // the move waits there to evict, and partition 1, which only takes
+    // rows, joins the move when they come — until then it answers its own
+    // calls.
+    let (started, started_rx) = std::sync::mpsc::channel();
+    let (gate0, gate0_rx) = std::sync::mpsc::channel::<()>();
+    let h = joule_txn::Hashinator::even(3, 1).unwrap();
+    let on = |p: u32| (0..10_000).find(|k| h.partition_for(&int(*k)).unwrap() == p).unwrap();
+    let (k0, k1) = (on(0), on(1));
+    let (host, mut c) = hold_host(started, [(k0, gate0_rx)].into_iter().collect());
+    for k in [k0, k1] {
+        ok(c.adhoc("INSERT INTO h VALUES (?, 1)", vec![int(k)]));
+    }
+    let spawn = |f: Box<dyn FnOnce(&mut joule_txn::Client) -> joule_txn::Response + Send>| {
+        let mut c = host.client();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f(&mut c)));
+        rx
+    };
+    let held = spawn(Box::new(move |c| c.call("Hold", vec![int(k0)])));
+    started_rx.recv_timeout(Duration::from_secs(10)).expect("the hold started");
+    let slice = h.ring()[0].0;
+    let end = slice + (h.ring()[1].0 - slice) / 2;
+    let moved = spawn(Box::new(move |c| move_range(c, slice, end, 1)));
+    // Time for the coordinator to send its start markers (were they
+    // slower, the call below would come before the move and pass without
+    // testing this).
+    std::thread::sleep(Duration::from_millis(300));
+    let read1 = spawn(Box::new(move |c| c.call("GetH", vec![int(k1)])));
+    let answered = read1.recv_timeout(Duration::from_secs(10));
+    let waiting = moved.try_recv().is_err();
+    // Let partition 0 go before any assertion (a failed one would leave
+    // the host's threads waiting on it).
+    gate0.send(()).unwrap();
+    let r = answered.expect("partition 1 answers while the move still waits on partition 0");
+    assert_eq!(ok(r).results[0].rows, vec![vec![int(k1), int(1)]]);
+    assert!(waiting, "the move still waited on partition 0");
+    ok(held.recv_timeout(Duration::from_secs(10)).expect("the hold ends"));
+    let r = ok(moved.recv_timeout(Duration::from_secs(10)).expect("the move ends"));
+    assert_eq!(r.results[0].rows[0][2], int(1));
+    assert_eq!(host.hashinator().partition_for_token(slice), 1);
+    for k in [k0, k1] {
+        assert_eq!(ok(c.call("GetH", vec![int(k)])).results[0].rows, vec![vec![int(k), int(1)]]);
+    }
+    assert_eq!(misplaced(&mut c), 0);
+}
+
+#[test]
 fn ad_hoc_calls_routed_by_the_previous_ring_follow_their_rows() {
     // Ad hoc single-partition calls queued at a partition behind a move
     // that takes their keys away: each runs where its key went, and a

@@ -123,6 +123,44 @@ fn three_hosts_form_fail_over_rejoin_and_stop() {
 }
 
 #[test]
+fn two_k1_hosts_ride_out_the_loss_of_the_one_that_does_not_lead_the_metadata() {
+    // Of two hosts, one votes in the metadata group and the other follows
+    // (two voters would both be needed for every change): killed, the
+    // follower is failed over by the voter alone, and comes back.
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("pair-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    let voting = |addr: &str| -> Vec<(usize, usize)> {
+        stats(addr, "CLUSTER").iter().map(|r| (r[7].parse().unwrap(), r[8].parse().unwrap())).collect()
+    };
+    // (leads the metadata group, votes) per host: the leader alone votes.
+    eventually("one voter, the metadata group's leader", || {
+        let v = voting(&hosts[0].client);
+        v.iter().filter(|(_, votes)| *votes == 1).count() == 1 && v.iter().all(|(leads, votes)| leads == votes)
+    });
+    let leader = voting(&hosts[0].client).iter().position(|(leads, _)| *leads == 1).unwrap();
+    let other = 1 - leader;
+    sql(&hosts[0].client, "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE t ON COLUMN id", vec![]);
+    for id in 0..40i64 {
+        sql(&hosts[id as usize % 2].client, "INSERT INTO t VALUES (?)", vec![Value::Integer(id)]);
+    }
+    let _ = hosts[other].child.kill();
+    let _ = hosts[other].child.wait();
+    let live = hosts[leader].client.clone();
+    eventually("the killed host declared failed", || states(&live)[other].1 == "FAILED");
+    eventually("the live host leads every partition", || every_partition_led_by_a_live_host(&live));
+    for id in 40..60i64 {
+        sql(&live, "INSERT INTO t VALUES (?)", vec![Value::Integer(id)]);
+    }
+    assert_eq!(scalar(&live, "SELECT COUNT(*) FROM t"), 60);
+    // Started again on its directory, it takes its copies and is up.
+    hosts[other] = spawn(dirs[other].path(), &["--host-count", "2", "--kfactor", "1"]).ready();
+    eventually("both up again", || states(&live).iter().all(|(_, s)| s == "UP"));
+    assert_eq!(scalar(&hosts[other].client, "SELECT COUNT(*) FROM t"), 60);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    assert_eq!(replicas_agree(&clients, 2), Ok(2), "2 partitions, two copies each");
+}
+
+#[test]
 fn a_hung_host_is_declared_failed_and_stops_when_it_wakes() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("hung-{i}"))).collect();
     let mut hosts = form(&dirs, 1);

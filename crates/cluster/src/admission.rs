@@ -13,7 +13,8 @@
 //! 2. **Ready**: the leader adds the member as a learner and waits until
 //!    it has caught up with the group's log. Hosts are added k+1 at a time
 //!    (each new partition has a copy on every one of them): once k+1 are
-//!    caught up, the leader makes them voters and proposes
+//!    caught up, the leader makes them voters (all but one when the hosts
+//!    would be an even number, see `voters.rs`) and proposes
 //!    `Command::AddHosts`. Every ready host's answer waits until the
 //!    metadata names it.
 //!
@@ -69,7 +70,7 @@ pub(crate) struct Admissions {
 }
 
 #[derive(Default)]
-struct Pending {
+pub(crate) struct Pending {
     /// Reserved ids and what the hosts will be recorded as.
     reserved: BTreeMap<HostId, HostInfo>,
     /// Reserved hosts whose members caught up as learners.
@@ -77,6 +78,11 @@ struct Pending {
 }
 
 impl Admissions {
+    /// No admission under way: held, none starts (see `crate::voters`).
+    pub(crate) fn quiet(&self) -> Option<tokio::sync::MutexGuard<'_, Pending>> {
+        self.pending.try_lock().ok()
+    }
+
     /// Answer `request` from `peer` on this member (see the module doc).
     pub(crate) async fn answer(
         &self,
@@ -139,8 +145,11 @@ impl Admissions {
                 let ids: BTreeSet<HostId> = pending.ready.iter().copied().take(copies).collect();
                 let hosts: BTreeMap<HostId, HostInfo> =
                     ids.iter().filter_map(|id| pending.reserved.get(id).map(|h| (*id, h.clone()))).collect();
-                if let Err(e) = raft.change_membership(ChangeMembers::AddVoterIds(ids.clone()), true).await {
-                    return Err(format!("hosts {ids:?} could not become voters of the metadata group: {e}"));
+                // Voters as `crate::voters` has them: an odd number.
+                let members: BTreeSet<HostId> = metadata.borrow().hosts.keys().chain(&ids).copied().collect();
+                let voters = crate::voters::voters_for(&members, metrics.id);
+                if let Err(e) = raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), true).await {
+                    return Err(format!("hosts {ids:?} could not join the metadata group's members: {e}"));
                 }
                 let proposal = crate::node::proposal(metrics.id, Command::AddHosts { hosts });
                 match crate::node::propose_here(raft, proposal).await {

@@ -23,6 +23,8 @@
 //!   cluster (`--add`, k+1 at a time, with partitions of their own that
 //!   join the transaction order) and removed again, last added first, with
 //!   their ids retired and their members taken out of the group.
+//! * `voters.rs`: which members vote — an odd number of them, so that a
+//!   two-host cluster survives the loss of the host that does not lead.
 //!
 //! What is here is the metadata group, formation and failure detection; the
 //! data plane that replicates partitions and rejoins hosts builds on it in
@@ -39,6 +41,7 @@ pub mod network;
 mod node;
 mod removal;
 mod store;
+mod voters;
 
 pub use detector::DetectorSettings;
 pub use formation::{form_or_join, FormationSettings};

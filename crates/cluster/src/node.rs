@@ -42,6 +42,8 @@ pub struct MetadataNode {
     /// When this member last heard from a leader it follows.
     contact: crate::network::LastContact,
     detector: Option<tokio::task::JoinHandle<()>>,
+    /// The admissions this member answers while it leads.
+    admissions: std::sync::Arc<crate::admission::Admissions>,
     /// Data-plane connections arriving on the internal port, until taken.
     data: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>>>,
 }
@@ -167,9 +169,16 @@ impl MetadataNode {
         let (data_tx, data_rx) = tokio::sync::mpsc::unbounded_channel();
         let contact: crate::network::LastContact =
             std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
-        let admissions = std::sync::Arc::default();
-        let server =
-            tokio::spawn(serve(listener, raft.clone(), metadata.clone(), joins, data_tx, contact.clone(), admissions));
+        let admissions: std::sync::Arc<crate::admission::Admissions> = std::sync::Arc::default();
+        let server = tokio::spawn(serve(
+            listener,
+            raft.clone(),
+            metadata.clone(),
+            joins,
+            data_tx,
+            contact.clone(),
+            admissions.clone(),
+        ));
         Ok(MetadataNode {
             id,
             address: address.to_string(),
@@ -179,6 +188,7 @@ impl MetadataNode {
             routes,
             contact,
             detector: None,
+            admissions,
             data: std::sync::Mutex::new(Some(data_rx)),
         })
     }
@@ -346,6 +356,12 @@ impl MetadataNode {
         self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
     }
 
+    /// The group's members, voting or not (learners), as this member
+    /// knows them.
+    pub fn members(&self) -> Vec<HostId> {
+        self.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect()
+    }
+
     /// The member this host believes leads the group.
     pub fn leader(&self) -> Option<HostId> {
         self.raft.metrics().borrow().current_leader
@@ -353,7 +369,8 @@ impl MetadataNode {
 
     /// Run failure detection on this host (it acts while this host leads
     /// the group; see `detector.rs`), and take removed hosts out of the
-    /// group while it leads (`removal.rs`).
+    /// group and keep its voters an odd number while it leads
+    /// (`voters.rs`).
     pub fn detect_failures(&mut self, settings: crate::DetectorSettings) {
         if let Some(old) = self.detector.take() {
             old.abort();
@@ -366,9 +383,10 @@ impl MetadataNode {
             self.proposer(),
             settings,
         );
-        let retire = crate::removal::retire_members(self.id, self.raft.clone(), self.metadata.clone());
+        let settle =
+            crate::voters::settle_members(self.id, self.raft.clone(), self.metadata.clone(), self.admissions.clone());
         self.detector = Some(tokio::spawn(async move {
-            tokio::join!(task, retire);
+            tokio::join!(task, settle);
         }));
     }
 

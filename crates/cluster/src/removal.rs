@@ -23,8 +23,8 @@
 //!    [`Command::PartitionsLeft`]: the same ring, one version on, over the
 //!    partitions that stay. The partitions go, the hosts go, and their ids
 //!    are kept in [`ClusterMetadata::retired`], never given again. The
-//!    metadata group's leader takes retired hosts out of the group's voters;
-//!    each removed host stops once it is out.
+//!    metadata group's leader takes retired hosts out of the group
+//!    (`voters.rs`); each removed host stops once it no longer votes.
 //!
 //! [`Command::CancelRemove`] gives up a removal whose partitions have not
 //! left yet (the ranges moved off stay where they went; `@Rebalance()`
@@ -37,41 +37,8 @@
 //! [`Removal`]: crate::metadata::Removal
 
 use crate::metadata::{refused, ClusterMetadata, CommandResult, HostId, HostState, Removal};
-use crate::TypeConfig;
 use joule_common::hashinator::Hashinator;
-use openraft::{ChangeMembers, Raft};
 use std::collections::BTreeSet;
-use std::time::Duration;
-
-/// While host `me` leads the metadata group: take the hosts the metadata
-/// retired out of the group's membership (voters and learners), so that
-/// the group's quorum no longer counts them. Runs until the metadata's
-/// sender goes (the member stopped).
-pub(crate) async fn retire_members(
-    me: HostId,
-    raft: Raft<TypeConfig>,
-    mut metadata: tokio::sync::watch::Receiver<ClusterMetadata>,
-) {
-    loop {
-        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), metadata.changed()).await {
-            return;
-        }
-        let (leading, members) = {
-            let metrics = raft.metrics();
-            let m = metrics.borrow();
-            let members: BTreeSet<HostId> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
-            (m.current_leader == Some(me), members)
-        };
-        let retired: BTreeSet<HostId> = metadata.borrow().retired.intersection(&members).copied().collect();
-        if !leading || retired.is_empty() {
-            continue;
-        }
-        // `false`: not kept as learners either.
-        if let Err(e) = raft.change_membership(ChangeMembers::RemoveVoters(retired.clone()), false).await {
-            eprintln!("joule: the removed hosts {retired:?} could not leave the metadata group yet: {e}");
-        }
-    }
-}
 
 impl ClusterMetadata {
     /// The partitions that would stay if `hosts` were removed, or why they

@@ -140,9 +140,36 @@ async fn with_k1_hosts_are_admitted_two_at_a_time_and_misfits_are_refused() {
         assert_eq!(replicas, vec![2, 3]);
     }
     assert_ne!(m.partitions[2].leader, m.partitions[3].leader, "the new hosts lead one each");
+    // Four hosts, three voters: the highest id that does not lead (the
+    // group's leader is one of the first two) follows as a learner.
     let mut voters = nodes[0].voters();
     voters.sort_unstable();
-    assert_eq!(voters, vec![0, 1, 2, 3]);
+    assert_eq!(voters, vec![0, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_host_group_rides_out_the_loss_of_the_host_that_does_not_lead() {
+    // Two voters would both be needed for every change, failover included;
+    // with one voter and one learner, the leader fails the other host over
+    // on its own.
+    let root = dir("two");
+    let (mut nodes, _) = formed(&root, 2, 1, 2).await;
+    for n in &mut nodes {
+        n.detect_failures(DetectorSettings::default());
+    }
+    let leader = nodes[0].leader().expect("the group has a leader");
+    until("one voter, the leader", || nodes[0].voters() == vec![leader] && nodes[1].voters() == vec![leader]).await;
+    let (stays, goes) = if leader == 0 { (0, 1) } else { (1, 0) };
+    let other = nodes.remove(goes);
+    assert!(!other.in_group(), "the other host follows as a learner");
+    other.stop_serving().await;
+    let m = nodes[0]
+        .wait_for(Duration::from_secs(20), |m| m.hosts[&(goes as u64)].state == joule_cluster::HostState::Failed)
+        .await
+        .expect("the leader declares the silent host failed on its own");
+    assert!(m.partitions.iter().all(|p| p.leader == Some(stays as u64)), "{:?}", m.partitions);
+    let change = joule_cluster::Command::SetCatalogVersion { expected: 0, version: 7 };
+    assert_eq!(nodes[0].propose(change).await.unwrap(), joule_cluster::CommandResult::Applied);
 }
 
 /// Wait until `done` holds (10 s at most).
@@ -182,16 +209,18 @@ async fn removed_hosts_leave_the_metadata_group_and_their_ids_are_not_given_agai
     let left = Command::PartitionsLeft { coordinator, incarnation, ring: ring(3, 2), txn: 2 };
     assert_eq!(nodes[0].propose(left).await.unwrap(), CommandResult::Applied);
 
-    // Two voters of four leave: the quorum of those that stay must not
-    // count them, or the group would stall once they stop.
+    // Two hosts of four leave: the quorum of those that stay must not
+    // count them, or the group would stall once they stop; of the two that
+    // stay, the leader votes and the other follows (an odd number of
+    // voters).
+    let leader = nodes[0].leader().expect("the group has a leader");
     until("the removed hosts are out of the group", || {
-        let mut voters = nodes[0].voters();
-        voters.sort_unstable();
-        voters == vec![0, 1]
+        let members: Vec<u64> = nodes[0].members();
+        nodes[0].voters() == vec![leader] && members == vec![0, 1]
     })
     .await;
     until("each removed host knows", || !nodes[2].in_group() && !nodes[3].in_group()).await;
-    assert!(nodes[0].in_group() && nodes[1].in_group());
+    assert!(nodes[leader as usize].in_group() && !nodes[1 - leader as usize].in_group());
     for n in nodes.drain(2..) {
         n.shutdown().await;
     }

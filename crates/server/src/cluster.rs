@@ -164,6 +164,15 @@ impl Membership {
             Membership::Member(node) => node.leader(),
         }
     }
+
+    /// The hosts that vote in the metadata group (an odd number; the
+    /// others follow it as learners), as this host knows them.
+    pub fn metadata_voters(&self) -> Vec<HostId> {
+        match self {
+            Membership::Alone(_) => vec![0],
+            Membership::Member(node) => node.voters(),
+        }
+    }
 }
 
 /// Start a multi-host node's member of the metadata group: form or join

@@ -93,11 +93,12 @@ pub(crate) fn topo_table(m: &ClusterMetadata) -> ResultTable {
 }
 
 /// `@Statistics CLUSTER`: one row per host — addresses, state, how many
-/// partitions it holds and leads, and which host coordinates
-/// multi-partition work and leads the metadata group.
+/// partitions it holds and leads, which host coordinates multi-partition
+/// work and leads the metadata group, and which hosts vote in it.
 pub(crate) fn hosts_table(membership: &Membership) -> ResultTable {
     let m = membership.metadata();
     let group_leader = membership.metadata_leader();
+    let voters = membership.metadata_voters();
     let leads = m.leaderships();
     let rows = m
         .hosts
@@ -119,6 +120,7 @@ pub(crate) fn hosts_table(membership: &Membership) -> ResultTable {
                 Value::Integer(leads.get(id).copied().unwrap_or(0) as i64),
                 Value::Integer(i64::from(m.mp_coordinator == Some(*id))),
                 Value::Integer(i64::from(group_leader == Some(*id))),
+                Value::Integer(i64::from(voters.contains(id))),
             ]
         })
         .collect();
@@ -132,6 +134,7 @@ pub(crate) fn hosts_table(membership: &Membership) -> ResultTable {
             ("LEADERS", DataType::Integer),
             ("MP_COORDINATOR", DataType::TinyInt),
             ("METADATA_LEADER", DataType::TinyInt),
+            ("METADATA_VOTER", DataType::TinyInt),
         ],
         rows,
     )

@@ -1,0 +1,118 @@
+//! Who votes in the metadata group.
+//!
+//! Every host of the cluster is a member of the metadata group, but not
+//! every member votes: the voters are always an odd number. An even
+//! number of voters survives no more failures than one voter fewer — two
+//! survive none, four survive one, as three do — and costs a larger
+//! quorum on every write. So when the cluster has an even number of hosts,
+//! one of them is kept a learner: it follows the group's log (and takes
+//! over nothing but its vote), and its failure is one the others ride out.
+//! The one kept out is the member with the highest id that does not lead
+//! the group ([`voters_for`]): after a host is added to a one-host cluster,
+//! the first host keeps the group going alone when the second one fails —
+//! where two voters would both have been needed for every change,
+//! failover included. (The first host's own failure still stops the
+//! group until it is back: one voter is no more than that.)
+//!
+//! The rule is applied where membership changes: the admission of new
+//! hosts (`admission.rs`) makes exactly the voters [`voters_for`] names;
+//! and [`settle_members`], a task on every member that acts while it
+//! leads, brings the group there after the cluster formed (formation makes
+//! every host a voter) and after a removal, and takes retired hosts out of
+//! the group (see `removal.rs`). It changes membership only while no
+//! admission is under way, so the two never race.
+
+use crate::metadata::{ClusterMetadata, HostId};
+use crate::TypeConfig;
+use openraft::{ChangeMembers, Raft};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// The voters for a group of `members` led by `leader`: all of them, or —
+/// when they are an even number — all but the one with the highest id
+/// other than the leader.
+pub(crate) fn voters_for(members: &BTreeSet<HostId>, leader: HostId) -> BTreeSet<HostId> {
+    let mut voters = members.clone();
+    if voters.len().is_multiple_of(2) {
+        if let Some(out) = voters.iter().rev().find(|h| **h != leader).copied() {
+            voters.remove(&out);
+        }
+    }
+    voters
+}
+
+/// While host `me` leads the metadata group: take the hosts the metadata
+/// retired out of the group (voters and learners), so that its quorum no
+/// longer counts them, and make the voters those [`voters_for`] names
+/// among the hosts that stay (demoted ones stay members, as learners).
+/// Acts on each change of the metadata, and each second; runs until the
+/// metadata's sender goes (the member stopped).
+pub(crate) async fn settle_members(
+    me: HostId,
+    raft: Raft<TypeConfig>,
+    mut metadata: tokio::sync::watch::Receiver<ClusterMetadata>,
+    admissions: std::sync::Arc<crate::admission::Admissions>,
+) {
+    loop {
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), metadata.changed()).await {
+            return;
+        }
+        let (leading, members, voters) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let members: BTreeSet<HostId> = membership.nodes().map(|(id, _)| *id).collect();
+            let voters: BTreeSet<HostId> = membership.voter_ids().collect();
+            (m.current_leader == Some(me), members, voters)
+        };
+        if !leading || !metadata.borrow().formed {
+            continue;
+        }
+        // Not while hosts are being admitted: they change membership too.
+        let Some(_quiet) = admissions.quiet() else { continue };
+        let (retired, staying): (BTreeSet<HostId>, BTreeSet<HostId>) = {
+            let m = metadata.borrow();
+            let retired = m.retired.intersection(&members).copied().collect();
+            let staying = m.hosts.keys().filter(|h| members.contains(h)).copied().collect();
+            (retired, staying)
+        };
+        let wanted = voters_for(&staying, me);
+        if !wanted.is_empty() && wanted != voters {
+            // `true`: a voter no longer wanted stays a member, as a learner.
+            if let Err(e) = raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), true).await {
+                eprintln!("joule: the metadata group's voters could not become {wanted:?} yet: {e}");
+                continue;
+            }
+        }
+        if !retired.is_empty() {
+            if let Err(e) = raft.change_membership(ChangeMembers::RemoveNodes(retired.clone()), false).await {
+                eprintln!("joule: the removed hosts {retired:?} could not leave the metadata group yet: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_voters_are_always_an_odd_number_and_include_the_leader() {
+        let set = |ids: &[HostId]| ids.iter().copied().collect::<BTreeSet<HostId>>();
+        assert_eq!(voters_for(&set(&[0]), 0), set(&[0]));
+        assert_eq!(voters_for(&set(&[0, 1]), 0), set(&[0]));
+        assert_eq!(voters_for(&set(&[0, 1]), 1), set(&[1]), "the leader keeps its vote");
+        assert_eq!(voters_for(&set(&[0, 1, 2]), 1), set(&[0, 1, 2]));
+        assert_eq!(voters_for(&set(&[0, 1, 2, 3]), 0), set(&[0, 1, 2]));
+        assert_eq!(voters_for(&set(&[0, 1, 2, 3]), 3), set(&[0, 1, 3]));
+        assert_eq!(voters_for(&set(&[2, 5, 7, 9]), 9), set(&[2, 5, 9]));
+        for n in 1..10u64 {
+            let members: BTreeSet<HostId> = (0..n).collect();
+            for leader in 0..n {
+                let v = voters_for(&members, leader);
+                assert_eq!(v.len() % 2, 1, "{n} members");
+                assert!(v.contains(&leader) && v.is_subset(&members) && v.len() + 1 >= members.len());
+            }
+        }
+    }
+}

@@ -28,6 +28,10 @@ use openraft::{ChangeMembers, Raft};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+/// How long one change of membership may take before the task lets go
+/// (and tries again on its next round).
+const CHANGE_PATIENCE: Duration = Duration::from_secs(10);
+
 /// The voters for a group of `members` led by `leader`: all of them, or —
 /// when they are an even number — all but the one with the highest id
 /// other than the leader.
@@ -57,6 +61,12 @@ pub(crate) async fn settle_members(
         if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), metadata.changed()).await {
             return;
         }
+        if !metadata.borrow().formed {
+            continue;
+        }
+        // Not while hosts are being admitted: they change membership too
+        // (and membership is read under this, so none changes meanwhile).
+        let Some(_quiet) = admissions.quiet() else { continue };
         let (leading, members, voters) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
@@ -65,11 +75,9 @@ pub(crate) async fn settle_members(
             let voters: BTreeSet<HostId> = membership.voter_ids().collect();
             (m.current_leader == Some(me), members, voters)
         };
-        if !leading || !metadata.borrow().formed {
+        if !leading {
             continue;
         }
-        // Not while hosts are being admitted: they change membership too.
-        let Some(_quiet) = admissions.quiet() else { continue };
         let (retired, staying): (BTreeSet<HostId>, BTreeSet<HostId>) = {
             let m = metadata.borrow();
             let retired = m.retired.intersection(&members).copied().collect();
@@ -77,16 +85,34 @@ pub(crate) async fn settle_members(
             (retired, staying)
         };
         let wanted = voters_for(&staying, me);
+        // Each change within a bound: one that cannot commit (the group
+        // lost its quorum meanwhile) must not hold admissions off for good.
+        let change = |members| tokio::time::timeout(CHANGE_PATIENCE, raft.change_membership(members, true));
         if !wanted.is_empty() && wanted != voters {
             // `true`: a voter no longer wanted stays a member, as a learner.
-            if let Err(e) = raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), true).await {
-                eprintln!("joule: the metadata group's voters could not become {wanted:?} yet: {e}");
-                continue;
+            match change(ChangeMembers::ReplaceAllVoters(wanted.clone())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    eprintln!("joule: the metadata group's voters could not become {wanted:?} yet: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    eprintln!(
+                        "joule: the metadata group's voters did not become {wanted:?} within {CHANGE_PATIENCE:?}"
+                    );
+                    continue;
+                }
             }
         }
         if !retired.is_empty() {
-            if let Err(e) = raft.change_membership(ChangeMembers::RemoveNodes(retired.clone()), false).await {
-                eprintln!("joule: the removed hosts {retired:?} could not leave the metadata group yet: {e}");
+            match change(ChangeMembers::RemoveNodes(retired.clone())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    eprintln!("joule: the removed hosts {retired:?} could not leave the metadata group yet: {e}")
+                }
+                Err(_) => eprintln!(
+                    "joule: the removed hosts {retired:?} did not leave the metadata group within {CHANGE_PATIENCE:?}"
+                ),
             }
         }
     }

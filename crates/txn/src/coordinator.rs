@@ -66,10 +66,11 @@ pub(crate) struct Coordinator {
     pub remote: Vec<bool>,
     /// For the transaction running: which partitions were sent a write.
     pub wrote: Vec<bool>,
-    /// For the transaction running: which partitions were released early
-    /// (their outcome sent before the work, see
-    /// `Coordinator::release_uninvolved`), and in a cluster the channels
-    /// their confirmations come on.
+    /// For the transaction running: which partitions hold nothing for it —
+    /// released early (their outcome sent before the work, see
+    /// `Coordinator::release_uninvolved`) or not started yet (`deferred`)
+    /// — and in a cluster the channels the released ones' confirmations
+    /// come on.
     pub released: Vec<bool>,
     pub released_waits: Vec<(usize, std::sync::mpsc::Receiver<()>)>,
     /// For the transaction running: partitions not sent their start marker

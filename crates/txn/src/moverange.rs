@@ -6,7 +6,8 @@
 //! `p` (or several disjoint ranges, each to its partition, at once: one
 //! version more, [`Hashinator::with_range_moved`] for each) builds the
 //! next ring version and then, inside one transaction that every site
-//! joins at the same point of its serial order:
+//! joins at one point of its serial order (a partition that only takes
+//! rows joins when they come, [`Coordinator::start_deferred`]):
 //!
 //! 1. each partition that owns part of the range gives up (deletes and
 //!    returns) the rows of hash-partitioned tables that the next ring places
@@ -331,6 +332,13 @@ impl Coordinator {
             per_item.push(counts);
         }
         let moved_bytes: u64 = per_item.iter().flatten().map(|(_, b)| b).sum();
+        if self.shared.link.is_some() && moved_bytes > CLUSTER_MOVE_BYTES {
+            bail!(
+                InvalidArgument,
+                "this move carries {moved_bytes} bytes of rows, and one move between the hosts of a cluster carries at \
+                 most {CLUSTER_MOVE_BYTES}: move hash ranges with @Rebalance (in pieces), value ranges in smaller steps"
+            );
+        }
         let catalog = self.schema_db.catalog_arc().clone();
         let mut admit: Vec<Vec<WorkItem>> = match late {
             Some((ids, items)) => {
@@ -359,13 +367,6 @@ impl Coordinator {
                     admit[p].push(WorkItem::Admit { planned: planned.clone(), rows, hashinator: ring.clone() });
                 }
             }
-        }
-        if self.shared.link.is_some() && moved_bytes > CLUSTER_MOVE_BYTES {
-            bail!(
-                InvalidArgument,
-                "this move carries {moved_bytes} bytes of rows, and one move between the hosts of a cluster carries at \
-                 most {CLUSTER_MOVE_BYTES}: move hash ranges with @Rebalance (in pieces), value ranges in smaller steps"
-            );
         }
         self.round(admit)?;
         Ok(per_item)

@@ -467,9 +467,15 @@ fn next_piece(piece: u64, rows: u64, took: Duration, floor: Duration, duration: 
     ((piece as f64 * factor) as u64).clamp(1, 1 << 32)
 }
 
-/// Rows below which a piece's time says nothing of its size (about 5 ms of
-/// moving at 6 µs a row, `duration_ms`'s default).
-const SMALL_PIECE_ROWS: u64 = 1000;
+/// Rows below which a piece's time says little of its size: its time is
+/// then mostly what every move costs and the wait behind the calls queued
+/// on its partitions (250 rows are 1.5 ms of moving at 6 µs a row). Above
+/// it pieces are sized by their time toward `duration_ms`. At 1000 rows,
+/// pieces under a saturating load stayed at 1,000–1,400 rows and held
+/// their partitions 13–15 ms on a cluster, three times `duration_ms`'s
+/// default, which set the calls' p99 while ranges moved (see
+/// docs/performance.md, "Scaling out and in").
+const SMALL_PIECE_ROWS: u64 = 250;
 
 /// How long the job rests after a piece of `bytes` that took `took`.
 fn rest_after(took: Duration, bytes: u64, elastic: &ElasticConfig) -> Duration {

@@ -322,6 +322,18 @@ fn hold_host(
     (host, c)
 }
 
+/// Run `f` with a new client of `host` on its own thread; its answer
+/// arrives on the receiver.
+fn in_thread(
+    host: &Host,
+    f: impl FnOnce(&mut joule_txn::Client) -> joule_txn::Response + Send + 'static,
+) -> std::sync::mpsc::Receiver<joule_txn::Response> {
+    let mut c = host.client();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f(&mut c)));
+    rx
+}
+
 #[test]
 fn partitions_a_move_leaves_alone_serve_while_it_waits() {
     // Partition 2 neither gives nor takes tokens when partition 0's slice
@@ -339,12 +351,7 @@ fn partitions_a_move_leaves_alone_serve_while_it_waits() {
         ok(c.adhoc("INSERT INTO h VALUES (?, 1)", vec![int(k)]));
     }
     // Partitions 1 and 2 busy with a held call each.
-    let call = |proc: &'static str, k: i64| {
-        let mut c = host.client();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(c.call(proc, vec![int(k)])));
-        rx
-    };
+    let call = |proc: &'static str, k: i64| in_thread(&host, move |c| c.call(proc, vec![int(k)]));
     let held1 = call("Hold", k1);
     let held2 = call("Hold", k2);
     for _ in 0..2 {
@@ -355,12 +362,7 @@ fn partitions_a_move_leaves_alone_serve_while_it_waits() {
     let slice = h.ring()[0].0;
     let end = slice + (h.ring()[1].0 - slice) / 2;
     assert_eq!(h.partition_for_token(slice), 0);
-    let moved = {
-        let mut c = host.client();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(move_range(&mut c, slice, end, 1)));
-        rx
-    };
+    let moved = in_thread(&host, move |c| move_range(c, slice, end, 1));
     // Time for the coordinator to queue its start markers, so that the
     // call below comes after the move at partition 2 (were the markers
     // slower, the call would come first and pass without testing this).
@@ -402,22 +404,16 @@ fn a_partition_that_only_takes_rows_serves_until_they_come() {
     for k in [k0, k1] {
         ok(c.adhoc("INSERT INTO h VALUES (?, 1)", vec![int(k)]));
     }
-    let spawn = |f: Box<dyn FnOnce(&mut joule_txn::Client) -> joule_txn::Response + Send>| {
-        let mut c = host.client();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(f(&mut c)));
-        rx
-    };
-    let held = spawn(Box::new(move |c| c.call("Hold", vec![int(k0)])));
+    let held = in_thread(&host, move |c| c.call("Hold", vec![int(k0)]));
     started_rx.recv_timeout(Duration::from_secs(10)).expect("the hold started");
     let slice = h.ring()[0].0;
     let end = slice + (h.ring()[1].0 - slice) / 2;
-    let moved = spawn(Box::new(move |c| move_range(c, slice, end, 1)));
+    let moved = in_thread(&host, move |c| move_range(c, slice, end, 1));
     // Time for the coordinator to send its start markers (were they
     // slower, the call below would come before the move and pass without
     // testing this).
     std::thread::sleep(Duration::from_millis(300));
-    let read1 = spawn(Box::new(move |c| c.call("GetH", vec![int(k1)])));
+    let read1 = in_thread(&host, move |c| c.call("GetH", vec![int(k1)]));
     let answered = read1.recv_timeout(Duration::from_secs(10));
     let waiting = moved.try_recv().is_err();
     // Let partition 0 go before any assertion (a failed one would leave
@@ -453,24 +449,18 @@ fn ad_hoc_calls_routed_by_the_previous_ring_follow_their_rows() {
     let staying = on0(end + 1..=next - 1).find(|k| *k != hold_key).unwrap();
     let gates = [(hold_key, gate_rx)].into_iter().collect();
     let (host, mut c) = hold_host(started, gates);
-    let spawn = |f: Box<dyn FnOnce(&mut joule_txn::Client) -> joule_txn::Response + Send>| {
-        let mut c = host.client();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(f(&mut c)));
-        rx
-    };
-    let held = spawn(Box::new(move |c| c.call("Hold", vec![int(hold_key)])));
+    let held = in_thread(&host, move |c| c.call("Hold", vec![int(hold_key)]));
     started_rx.recv_timeout(Duration::from_secs(10)).expect("the hold started");
-    let moved = spawn(Box::new(move |c| move_range(c, slice, end, 1)));
+    let moved = in_thread(&host, move |c| move_range(c, slice, end, 1));
     // Time for the move's start marker to queue at partition 0 (were it
     // slower, the calls below would run before the move and pass without
     // testing this).
     std::thread::sleep(Duration::from_millis(300));
     let (a, b) = (moving[0], moving[1]);
-    let one = spawn(Box::new(move |c| c.adhoc("INSERT INTO h VALUES (?, 1)", vec![int(a)])));
-    let split = spawn(Box::new(move |c| {
+    let one = in_thread(&host, move |c| c.adhoc("INSERT INTO h VALUES (?, 1)", vec![int(a)]));
+    let split = in_thread(&host, move |c| {
         c.adhoc("INSERT INTO h VALUES (?, 2); INSERT INTO h VALUES (?, 2)", vec![int(b), int(staying)])
-    }));
+    });
     std::thread::sleep(Duration::from_millis(100));
     gate.send(()).unwrap();
     let wait = |rx: std::sync::mpsc::Receiver<joule_txn::Response>| rx.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -234,10 +234,11 @@ impl Coordinator {
         }
         self.wrote.clear();
         self.wrote.resize(self.sites.len(), false);
-        self.deferred = match &task.kind {
-            MpKind::MoveRange { ranges, .. } => self.only_taking(ranges),
-            _ => vec![false; self.sites.len()],
-        };
+        self.deferred.clear();
+        self.deferred.resize(self.sites.len(), false);
+        if let MpKind::MoveRange { ranges, .. } = &task.kind {
+            self.defer_taking(ranges);
+        }
         self.released.clone_from(&self.deferred);
         self.released_waits.clear();
         let marker = || SiteMsg::MpBegin(ids, None, crate::messages::Decider::Coordinator);

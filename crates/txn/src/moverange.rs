@@ -256,17 +256,17 @@ impl Coordinator {
         }
     }
 
-    /// For a move of `ranges` (before it starts): the partitions that only
-    /// take rows — the target of a range, giving up no token of any. Their
+    /// For a move of `ranges` (before it starts): mark in `deferred` the
+    /// partitions that only take rows — the target of a range, giving up
+    /// no token of any (`deferred` is all false before). Their
     /// start marker waits until the rows come (`start_deferred`): the move
     /// takes its place in their order then rather than at the start, which
     /// is as good a place (no other multi-partition transaction runs
     /// meanwhile, and the tokens they take are not theirs until the
     /// commit), and their own calls run on while the giving partitions
     /// evict — on a cluster, half or more of a piece's time.
-    pub(crate) fn only_taking(&self, ranges: &[(i32, i32, u32)]) -> Vec<bool> {
-        let n = self.sites.len();
-        let mut taking = vec![false; n];
+    pub(crate) fn defer_taking(&mut self, ranges: &[(i32, i32, u32)]) {
+        let taking = &mut self.deferred;
         for (_, _, to) in ranges {
             if let Some(t) = taking.get_mut(*to as usize) {
                 *t = true;
@@ -281,7 +281,6 @@ impl Coordinator {
                 }
             }
         }
-        taking
     }
 
     /// Send the partitions whose start was deferred their start marker:

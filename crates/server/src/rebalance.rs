@@ -580,6 +580,10 @@ mod tests {
         assert_eq!(next_piece(1000, 5000, ms(25), ms(20), ms(5)), 1000);
         // A piece of few rows: slow or not, the next one is bigger.
         assert_eq!(next_piece(1000, 10, ms(500), ms(0), ms(5)), 2000);
+        // A few hundred rows are enough to size by: a slow piece of 500
+        // shrinks (under load, pieces follow `duration_ms` down to there).
+        assert_eq!(next_piece(1000, 500, ms(30), ms(20), ms(5)), 500);
+        assert_eq!(next_piece(1000, SMALL_PIECE_ROWS - 1, ms(30), ms(20), ms(5)), 2000);
         assert_eq!(next_piece(1000, 0, ms(1), ms(0), ms(5)), 4000);
     }
 

@@ -146,8 +146,14 @@ impl Admissions {
                 let hosts: BTreeMap<HostId, HostInfo> =
                     ids.iter().filter_map(|id| pending.reserved.get(id).map(|h| (*id, h.clone()))).collect();
                 // Voters as `crate::voters` has them: an odd number.
-                let members: BTreeSet<HostId> = metadata.borrow().hosts.keys().chain(&ids).copied().collect();
-                let voters = crate::voters::voters_for(&members, metrics.id);
+                let (members, down) = {
+                    let m = metadata.borrow();
+                    let members: BTreeSet<HostId> = m.hosts.keys().chain(&ids).copied().collect();
+                    (members, crate::voters::down_hosts(&m))
+                };
+                let current: BTreeSet<HostId> =
+                    raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+                let voters = crate::voters::voters_for(&members, metrics.id, &down, &current);
                 if let Err(e) = raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), true).await {
                     return Err(format!("hosts {ids:?} could not join the metadata group's members: {e}"));
                 }

@@ -7,12 +7,18 @@
 //! quorum on every write. So when the cluster has an even number of hosts,
 //! one of them is kept a learner: it follows the group's log (and takes
 //! over nothing but its vote), and its failure is one the others ride out.
-//! The one kept out is the member with the highest id that does not lead
-//! the group ([`voters_for`]): after a host is added to a one-host cluster,
-//! the first host keeps the group going alone when the second one fails —
-//! where two voters would both have been needed for every change,
-//! failover included. (The first host's own failure still stops the
-//! group until it is back: one voter is no more than that.)
+//! The one kept out ([`voters_for`]) is never the leader; it is a member
+//! that is down (failed or stopped) if there is one, so a voter's failure
+//! hands its vote to the learner and the group rides out one more —
+//! with voters {0, 1, 2} and learner 3, the failure of 2 makes 3 a voter,
+//! and the failure of 1 after it leaves two of three voting. Otherwise it
+//! is the member kept out already (a host coming back does not move the
+//! votes again), and failing that the one with the highest id: after a
+//! host is added to a one-host cluster, the first host keeps the group
+//! going alone when the second one fails — where two voters would both
+//! have been needed for every change, failover included. (The first
+//! host's own failure still stops the group until it is back: one voter
+//! is no more than that.)
 //!
 //! The rule is applied where membership changes: the admission of new
 //! hosts (`admission.rs`) makes exactly the voters [`voters_for`] names;
@@ -22,7 +28,7 @@
 //! the group (see `removal.rs`). It changes membership only while no
 //! admission is under way, so the two never race.
 
-use crate::metadata::{ClusterMetadata, HostId};
+use crate::metadata::{ClusterMetadata, HostId, HostState};
 use crate::TypeConfig;
 use openraft::{ChangeMembers, Raft};
 use std::collections::BTreeSet;
@@ -33,16 +39,36 @@ use std::time::Duration;
 const CHANGE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The voters for a group of `members` led by `leader`: all of them, or —
-/// when they are an even number — all but the one with the highest id
-/// other than the leader.
-pub(crate) fn voters_for(members: &BTreeSet<HostId>, leader: HostId) -> BTreeSet<HostId> {
+/// when they are an even number — all but one other than the leader. The
+/// one kept out is, first choice, a member that is `down` (failed or
+/// stopped: its vote would count toward nothing); else the one kept out
+/// now (a member not among the `current` voters), so a host coming back
+/// does not move the votes again; else the one with the highest id.
+pub(crate) fn voters_for(
+    members: &BTreeSet<HostId>,
+    leader: HostId,
+    down: &BTreeSet<HostId>,
+    current: &BTreeSet<HostId>,
+) -> BTreeSet<HostId> {
     let mut voters = members.clone();
     if voters.len().is_multiple_of(2) {
-        if let Some(out) = voters.iter().rev().find(|h| **h != leader).copied() {
+        let others = || voters.iter().rev().filter(|h| **h != leader);
+        let out = others()
+            .find(|h| down.contains(h))
+            .or_else(|| others().find(|h| !current.contains(h)))
+            .or_else(|| others().next())
+            .copied();
+        if let Some(out) = out {
             voters.remove(&out);
         }
     }
     voters
+}
+
+/// The hosts of `metadata` that are failed or stopped.
+pub(crate) fn down_hosts(metadata: &ClusterMetadata) -> BTreeSet<HostId> {
+    let down = |s: &HostState| matches!(s, HostState::Failed | HostState::Stopped);
+    metadata.hosts.iter().filter(|(_, i)| down(&i.state)).map(|(h, _)| *h).collect()
 }
 
 /// While host `me` leads the metadata group: take the hosts the metadata
@@ -78,13 +104,13 @@ pub(crate) async fn settle_members(
         if !leading {
             continue;
         }
-        let (retired, staying): (BTreeSet<HostId>, BTreeSet<HostId>) = {
+        let (retired, staying, down) = {
             let m = metadata.borrow();
-            let retired = m.retired.intersection(&members).copied().collect();
-            let staying = m.hosts.keys().filter(|h| members.contains(h)).copied().collect();
-            (retired, staying)
+            let retired: BTreeSet<HostId> = m.retired.intersection(&members).copied().collect();
+            let staying: BTreeSet<HostId> = m.hosts.keys().filter(|h| members.contains(h)).copied().collect();
+            (retired, staying, down_hosts(&m))
         };
-        let wanted = voters_for(&staying, me);
+        let wanted = voters_for(&staying, me, &down, &voters);
         // Each change within a bound: one that cannot commit (the group
         // lost its quorum meanwhile) must not hold admissions off for good.
         let change = |members| tokio::time::timeout(CHANGE_PATIENCE, raft.change_membership(members, true));
@@ -122,23 +148,47 @@ pub(crate) async fn settle_members(
 mod tests {
     use super::*;
 
+    fn set(ids: &[HostId]) -> BTreeSet<HostId> {
+        ids.iter().copied().collect()
+    }
+
     #[test]
     fn the_voters_are_always_an_odd_number_and_include_the_leader() {
-        let set = |ids: &[HostId]| ids.iter().copied().collect::<BTreeSet<HostId>>();
-        assert_eq!(voters_for(&set(&[0]), 0), set(&[0]));
-        assert_eq!(voters_for(&set(&[0, 1]), 0), set(&[0]));
-        assert_eq!(voters_for(&set(&[0, 1]), 1), set(&[1]), "the leader keeps its vote");
-        assert_eq!(voters_for(&set(&[0, 1, 2]), 1), set(&[0, 1, 2]));
-        assert_eq!(voters_for(&set(&[0, 1, 2, 3]), 0), set(&[0, 1, 2]));
-        assert_eq!(voters_for(&set(&[0, 1, 2, 3]), 3), set(&[0, 1, 3]));
-        assert_eq!(voters_for(&set(&[2, 5, 7, 9]), 9), set(&[2, 5, 9]));
+        let none = set(&[]);
+        let all = |ids: &[HostId]| set(ids);
+        assert_eq!(voters_for(&set(&[0]), 0, &none, &all(&[0])), set(&[0]));
+        assert_eq!(voters_for(&set(&[0, 1]), 0, &none, &all(&[0, 1])), set(&[0]));
+        assert_eq!(voters_for(&set(&[0, 1]), 1, &none, &all(&[0, 1])), set(&[1]), "the leader keeps its vote");
+        assert_eq!(voters_for(&set(&[0, 1, 2]), 1, &none, &all(&[0, 1])), set(&[0, 1, 2]));
+        assert_eq!(voters_for(&set(&[0, 1, 2, 3]), 0, &none, &all(&[0, 1, 2, 3])), set(&[0, 1, 2]));
+        assert_eq!(voters_for(&set(&[0, 1, 2, 3]), 3, &none, &all(&[0, 1, 2, 3])), set(&[0, 1, 3]));
+        assert_eq!(voters_for(&set(&[2, 5, 7, 9]), 9, &none, &all(&[2, 5, 7, 9])), set(&[2, 5, 9]));
         for n in 1..10u64 {
             let members: BTreeSet<HostId> = (0..n).collect();
             for leader in 0..n {
-                let v = voters_for(&members, leader);
-                assert_eq!(v.len() % 2, 1, "{n} members");
-                assert!(v.contains(&leader) && v.is_subset(&members) && v.len() + 1 >= members.len());
+                for down in 0..n {
+                    let v = voters_for(&members, leader, &set(&[down]), &members);
+                    assert_eq!(v.len() % 2, 1, "{n} members");
+                    assert!(v.contains(&leader) && v.is_subset(&members) && v.len() + 1 >= members.len());
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_host_that_is_down_gives_its_vote_to_one_that_is_up() {
+        let members = set(&[0, 1, 2, 3]);
+        // Voters {0, 1, 2}, 3 a learner: voter 2 fails, so 3 votes instead —
+        // and a second failure among the voters is one the group survives.
+        assert_eq!(voters_for(&members, 0, &set(&[2]), &set(&[0, 1, 2])), set(&[0, 1, 3]));
+        // Host 2 back up: the votes stay where they are.
+        assert_eq!(voters_for(&members, 0, &set(&[]), &set(&[0, 1, 3])), set(&[0, 1, 3]));
+        // The learner failing changes nothing.
+        assert_eq!(voters_for(&members, 0, &set(&[3]), &set(&[0, 1, 2])), set(&[0, 1, 2]));
+        // Two down of four: one of them is kept out, the other still votes
+        // (any three of the four would include one of them).
+        assert_eq!(voters_for(&members, 0, &set(&[1, 2]), &set(&[0, 1, 2])), set(&[0, 1, 3]));
+        // Odd: everyone votes, down or not.
+        assert_eq!(voters_for(&set(&[0, 1, 2]), 0, &set(&[2]), &set(&[0, 1, 2])), set(&[0, 1, 2]));
     }
 }

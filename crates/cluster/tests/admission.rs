@@ -172,6 +172,46 @@ async fn a_two_host_group_rides_out_the_loss_of_the_host_that_does_not_lead() {
     assert_eq!(nodes[0].propose(change).await.unwrap(), joule_cluster::CommandResult::Applied);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_voter_hands_its_vote_to_the_learner() {
+    // Four hosts: three voters and a learner. When a voter fails, the
+    // learner votes in its place, so the group rides out the loss of a
+    // second voter (with the votes left where they were, two of the three
+    // voters would be gone and nothing could be recorded any more).
+    use joule_cluster::HostState::Failed;
+    let root = dir("handover");
+    let (mut nodes, _) = formed(&root, 4, 1, 2).await;
+    for n in &mut nodes {
+        n.detect_failures(DetectorSettings::default());
+    }
+    nodes.sort_by_key(|n| n.id());
+    let leader = nodes[0].leader().expect("the group has a leader");
+    until("three voters", || nodes.iter().all(|n| n.voters().len() == 3)).await;
+    let voters = nodes[0].voters();
+    let learner = (0..4u64).find(|h| !voters.contains(h)).unwrap();
+    let mut others = voters.iter().copied().filter(|h| *h != leader);
+    let (first, second) = (others.next().unwrap(), others.next().unwrap());
+    let mut stopped = Vec::new();
+    for (goes, voters_after) in [(first, 3), (second, 3)] {
+        nodes[goes as usize].stop_serving().await;
+        stopped.push(goes);
+        let m = nodes[leader as usize]
+            .wait_for(Duration::from_secs(20), |m| m.hosts[&goes].state == Failed)
+            .await
+            .unwrap_or_else(|e| panic!("host {goes} was not declared failed: {e}"));
+        assert_eq!(m.hosts.values().filter(|h| h.state == Failed).count(), stopped.len());
+        if goes == first {
+            until("the learner votes in the failed voter's place", || {
+                let v = nodes[leader as usize].voters();
+                v.len() == voters_after && v.contains(&learner) && !v.contains(&first)
+            })
+            .await;
+        }
+    }
+    let change = joule_cluster::Command::SetCatalogVersion { expected: 0, version: 5 };
+    assert_eq!(nodes[leader as usize].propose(change).await.unwrap(), joule_cluster::CommandResult::Applied);
+}
+
 /// Wait until `done` holds (10 s at most).
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

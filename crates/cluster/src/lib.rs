@@ -28,7 +28,7 @@
 //!
 //! What is here is the metadata group, formation and failure detection; the
 //! data plane that replicates partitions and rejoins hosts builds on it in
-//! the server (see docs/architecture.md, "Multi-host clusters").
+//! the server (see docs/architecture/6-multi-host.md).
 
 use std::io::Cursor;
 

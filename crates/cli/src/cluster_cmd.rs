@@ -1,12 +1,11 @@
 //! `joule cluster remove`: take hosts out of a running cluster
 //! (`@ElasticRemove` on a host's admin port), then follow until they have
-//! left: their partitions drain to the others in the background, leave the
-//! transaction order, and the hosts shut down.
-//!
-//! Hosts leave last added first: the ones named must hold every copy of
-//! the cluster's last partitions and nothing else (for hosts added
-//! together, all k+1 of them). The node refuses anything else and says
-//! which hosts can go.
+//! left and shut down. Hosts holding every copy of the cluster's last
+//! partitions and nothing else (the k+1 added last) leave with those
+//! partitions: ranges drain off them to the others, and they leave the
+//! transaction order. Any other hosts leave by having their copies made
+//! again on the hosts that stay (`joule_cluster`'s `copies`); the node
+//! refuses a removal that would leave fewer than k+1 hosts.
 
 use crate::snapshot_cmd::Target;
 use joule_client::BlockingClient;
@@ -57,7 +56,11 @@ fn remove(args: RemoveArgs) -> ExitCode {
         println!("the removal was cancelled; ranges moved so far stay where they went (@Rebalance spreads them)");
         return ExitCode::SUCCESS;
     }
-    println!("removing hosts {:?}: their partitions drain to the others, then the hosts leave", args.hosts);
+    println!(
+        "removing hosts {:?}: their partitions drain to the others (or their copies are made again there), then \
+         the hosts leave",
+        args.hosts
+    );
     if args.no_wait {
         return ExitCode::SUCCESS;
     }

@@ -14,30 +14,13 @@ mod common;
 
 use common::cluster::*;
 use common::TempDir;
-use joule_common::{ErrorCode, Value};
+use joule_common::Value;
 use std::time::Duration;
 
 /// A heartbeat timeout of 3 s: a host killed and started again at once is
 /// back before failure detection notices (and recovers, see below).
 const ARGS: [&str; 8] =
     ["--host-count", "3", "--kfactor", "1", "--command-log", "async", "--heartbeat-timeout", "3000"];
-
-/// `sql` on `addr`, called again while it is refused as `Unavailable`
-/// (leadership settling after a restart: not done, safe to call again).
-fn settled_sql(addr: &str, sql: &str, params: Vec<Value>) -> joule_client::Response {
-    let mut all = vec![Value::from(sql)];
-    all.extend(params);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match connect(addr).call("@AdHoc", all.clone()) {
-            Ok(r) => return r,
-            Err(e) if e.code() == ErrorCode::Unavailable && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            Err(e) => panic!("{sql}: {e}"),
-        }
-    }
-}
 
 /// The lines from `rx` up to the first containing `needle` (within 30 s).
 fn lines_until(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {

@@ -14,8 +14,8 @@
 mod common;
 
 use common::cluster::{
-    all_up_and_led, connect, eventually, form_all, http_get, loopback, misplaced, replicas_agree, scalar, spawn,
-    states, stats, Host,
+    all_up_and_led, cluster_remove, connect, eventually, form_all, http_get, loopback, misplaced, replicas_agree,
+    scalar, spawn, states, stats, Host,
 };
 use common::voters::{setup, vote_totals, vote_until_stopped, Voters};
 use common::TempDir;
@@ -242,21 +242,6 @@ fn a_k1_cluster_takes_two_hosts_at_once_under_a_voter_load_without_a_failed_vote
     assert!(!ok && err.contains("no hosts are being removed"), "{err}");
 }
 
-/// `joule cluster remove` with `args`, against `admin` (host:port): its
-/// exit status, standard output and standard error; two minutes at most.
-fn cluster_remove(admin: &str, args: &[&str]) -> (bool, String, String) {
-    let (host, port) = admin.rsplit_once(':').unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_joule"));
-    cmd.args(["cluster", "remove", "--host", host, "--port", port]).args(args);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(cmd.output().unwrap());
-    });
-    let out = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("joule cluster remove ends within 2 min");
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.success(), text(out.stdout), text(out.stderr))
-}
-
 #[test]
 fn a_cluster_grows_from_one_host_to_three_and_back_to_two_under_a_voter_load_without_a_failed_vote() {
     let dirs: Vec<TempDir> = (0..4).map(|i| TempDir::new(&format!("elastic-rm-{i}"))).collect();
@@ -290,12 +275,11 @@ fn a_cluster_grows_from_one_host_to_three_and_back_to_two_under_a_voter_load_wit
             && stats(&clients[0], "REBALANCE").first().is_some_and(|r| r[3] == "DONE")
     });
 
-    // 3 → 2. Hosts leave last added first: host 0 cannot, and the
-    // refusal names the one that can.
+    // 3 → 2, the host added last leaving with its partitions.
     let e = connect(&hosts[1].admin).call("@ElasticRemove", vec![Value::from("x")]).unwrap_err().to_string();
     assert!(e.contains("takes host ids"), "{e}");
-    let (ok, _, err) = cluster_remove(&hosts[1].admin, &["0"]);
-    assert!(!ok && err.contains("remove hosts {2}"), "{err}");
+    let (ok, _, err) = cluster_remove(&hosts[1].admin, &["0", "1", "2"]);
+    assert!(!ok && err.contains("cannot remove every host"), "{err}");
     let (ok, out, err) = cluster_remove(&hosts[1].admin, &["2"]);
     assert!(ok, "joule cluster remove 2: {out}\n{err}");
     assert!(out.contains("hosts [2] left the cluster"), "{out}");

@@ -38,7 +38,8 @@
 //! with the group; the hosts' side of a join (proxies for the new
 //! partitions, the coordinator's join transaction that proposes
 //! `PartitionsJoined`) is the server's `elastic.rs`. Removing hosts is
-//! `removal.rs`: the reverse, last added first.
+//! `removal.rs`: the reverse (the hosts added last leave with their
+//! partitions; others by having their copies made again, `copies.rs`).
 
 use crate::metadata::{
     refused, ClusterMetadata, CommandResult, HostId, HostInfo, HostState, PartitionPlacement, MAX_HOSTS, MAX_PARTITIONS,
@@ -118,6 +119,7 @@ impl ClusterMetadata {
                 leader: None,
                 stale: Default::default(),
                 joining: true,
+                adding: Vec::new(),
             });
         }
         for p in first..self.partitions.len() {

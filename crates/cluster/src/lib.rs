@@ -21,8 +21,11 @@
 //!   after a restart.
 //! * `admission.rs`, `elastic.rs`, `removal.rs`: hosts added to a running
 //!   cluster (`--add`, k+1 at a time, with partitions of their own that
-//!   join the transaction order) and removed again, last added first, with
-//!   their ids retired and their members taken out of the group.
+//!   join the transaction order) and removed again — the last added with
+//!   their partitions, any others by moving their copies (`copies.rs`) —
+//!   with their ids retired and their members taken out of the group.
+//! * `copies.rs`: a partition given one more copy, on a host that is up,
+//!   taken from its leader while transactions go on.
 //! * `voters.rs`: which members vote — an odd number of them, so that a
 //!   two-host cluster survives the loss of the host that does not lead.
 //!
@@ -33,6 +36,7 @@
 use std::io::Cursor;
 
 mod admission;
+mod copies;
 mod detector;
 mod elastic;
 pub mod formation;

@@ -79,6 +79,11 @@ pub struct PartitionPlacement {
     /// transactions: the ring gives it no token (see `crate::elastic`).
     #[serde(default)]
     pub joining: bool,
+    /// Up hosts taking a copy of the partition from its leader, not yet
+    /// replicas: nothing counts on their copies until the copy is whole
+    /// (see `crate::copies`).
+    #[serde(default)]
+    pub adding: Vec<HostId>,
 }
 
 /// The replicated cluster metadata.
@@ -119,6 +124,12 @@ pub struct Removal {
     pub hosts: std::collections::BTreeSet<HostId>,
     /// The partitions that stay: `0..keep`.
     pub keep: usize,
+    /// The hosts hold copies of partitions that stay (they are not the
+    /// last added): rather than partitions leaving, their copies are made
+    /// again on the hosts that stay, and then the hosts go (see
+    /// `crate::copies`). Every partition stays.
+    #[serde(default)]
+    pub copies: bool,
 }
 
 /// A change to the metadata, as replicated in the metadata group's log.
@@ -196,6 +207,15 @@ pub enum Command {
     PartitionsLeft { coordinator: HostId, incarnation: u64, ring: joule_common::hashinator::Hashinator, txn: u64 },
     /// Give up the removal under way (before its partitions left).
     CancelRemove,
+    /// Give `partition` one more copy, on `host` (up, holding none): the
+    /// host takes a copy from the leader (see `crate::copies`).
+    AddCopy { partition: u32, host: HostId },
+    /// `host`'s copy of `partition`, taken from `leader` at `incarnation`
+    /// (which must still lead it), is whole and follows the stream: the
+    /// host is a replica from now on. Proposed by the leader.
+    CopyAdded { partition: u32, host: HostId, leader: HostId, incarnation: u64 },
+    /// Give up adding `host`'s copy of `partition`.
+    CancelCopy { partition: u32, host: HostId },
 }
 
 /// A command as proposed: with an id its proposer chose, so that a retried
@@ -223,6 +243,7 @@ impl ClusterMetadata {
         let result = self.apply_one(command);
         if result == CommandResult::Applied {
             self.resume_if_all_restarted();
+            self.move_copies_off_leaving_hosts();
             self.mark_stale();
         }
         result
@@ -348,6 +369,11 @@ impl ClusterMetadata {
                 Some(_) => CommandResult::Applied,
                 None => refused("no hosts are being removed".into()),
             },
+            Command::AddCopy { partition, host } => self.add_copy(*partition, *host),
+            Command::CopyAdded { partition, host, leader, incarnation } => {
+                self.copy_added(*partition, *host, *leader, *incarnation)
+            }
+            Command::CancelCopy { partition, host } => self.cancel_copy(*partition, *host),
         }
     }
 
@@ -375,7 +401,13 @@ impl ClusterMetadata {
         let mut partitions = Vec::with_capacity(partition_count);
         for p in 0..partition_count {
             let replicas = (0..copies).map(|r| ids[(p * copies + r) % ids.len()]).collect();
-            partitions.push(PartitionPlacement { replicas, leader: None, stale: Default::default(), joining: false });
+            partitions.push(PartitionPlacement {
+                replicas,
+                leader: None,
+                stale: Default::default(),
+                joining: false,
+                adding: Vec::new(),
+            });
         }
         self.formed = true;
         self.kfactor = kfactor;
@@ -415,7 +447,7 @@ impl ClusterMetadata {
         }
     }
 
-    fn take_down(&mut self, host: HostId, state: HostState) -> CommandResult {
+    pub(crate) fn take_down(&mut self, host: HostId, state: HostState) -> CommandResult {
         match self.hosts.get_mut(&host) {
             None => return refused(format!("host {host} is not a member")),
             // A recovering host may still be failed or stopped: the cluster
@@ -423,6 +455,10 @@ impl ClusterMetadata {
             Some(h) if h.state == HostState::Recovering && state != HostState::Recovering => h.state = state,
             Some(h) if h.state != HostState::Up => return refused(format!("host {host} is already down")),
             Some(h) => h.state = state,
+        }
+        // A copy it was taking is void (it takes one again once back up).
+        for p in &mut self.partitions {
+            p.adding.retain(|h| *h != host);
         }
         for p in 0..self.partitions.len() {
             if self.partitions[p].leader == Some(host) {
@@ -619,7 +655,8 @@ pub(crate) mod tests {
     pub(crate) fn check(m: &ClusterMetadata) {
         let mut per_host: BTreeMap<HostId, u32> = BTreeMap::new();
         for p in &m.partitions {
-            assert_eq!(p.replicas.len(), m.kfactor as usize + 1);
+            assert!(p.replicas.len() > m.kfactor as usize, "{p:?}");
+            assert!(p.adding.iter().all(|h| !p.replicas.contains(h) && m.is_up(*h)), "{p:?}");
             assert_eq!(p.replicas.iter().collect::<BTreeSet<_>>().len(), p.replicas.len(), "{p:?}");
             for h in &p.replicas {
                 *per_host.entry(*h).or_default() += 1;
@@ -629,7 +666,12 @@ pub(crate) mod tests {
                 None => assert!(p.replicas.iter().all(|h| !m.is_up(*h)), "{p:?}"),
             }
         }
-        assert!(per_host.values().all(|n| *n <= m.sites_per_host), "{per_host:?}");
+        // Copies added on purpose (`crate::copies`) may take a host past its placements make none.
+        // share, and so may the hosts that stayed when others left by moving
+        // their copies; placements make none.
+        let added = m.partitions.iter().any(|p| p.replicas.len() > m.kfactor as usize + 1);
+        let moved = m.partitions.len() > m.hosts.len() * m.sites_per_host as usize / (m.kfactor as usize + 1);
+        assert!(added || moved || per_host.values().all(|n| *n <= m.sites_per_host), "{per_host:?}");
         if let Some(c) = m.mp_coordinator {
             assert!(m.is_up(c));
         }

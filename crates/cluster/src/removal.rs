@@ -3,14 +3,15 @@
 //!
 //! Partition ids are dense (every layer indexes by them: the ring, the
 //! initiators' routes, the coordinator's vectors), so a partition can only
-//! leave from the end. Removal is therefore the reverse of an addition,
-//! last added first: the hosts removed must hold every copy of the last
-//! partitions and nothing else — for hosts added together by
-//! [`Command::AddHosts`], exactly the k+1 of them. Removing any other host
-//! would mean moving copies of partitions between hosts, which is not
-//! built; the refusal says which hosts can go.
+//! leave from the end. Hosts that hold every copy of the last partitions
+//! and nothing else — for hosts added together by [`Command::AddHosts`],
+//! exactly the k+1 of them — leave the way they came, with their
+//! partitions (below). Any other hosts leave without taking a partition
+//! with them: their copies are made again on the hosts that stay, and
+//! then they go (`Removal::copies`, see `crate::copies`); that needs k+1
+//! hosts to stay.
 //!
-//! Like an addition it takes two commands around a transaction:
+//! With their partitions, it takes two commands around a transaction:
 //!
 //! 1. [`Command::RemoveHosts`] records the removal ([`Removal`]): the hosts
 //!    and the partitions that stay (`0..keep`). Nothing moves yet; hosts
@@ -117,12 +118,20 @@ impl ClusterMetadata {
                 info.state
             ));
         }
-        match self.partitions_kept_without(hosts) {
+        match self.kept_without(hosts) {
             Ok(keep) => {
-                self.removing = Some(Removal { hosts: hosts.clone(), keep });
+                self.removing = Some(Removal { hosts: hosts.clone(), keep, copies: false });
                 CommandResult::Applied
             }
-            Err(why) => refused(why),
+            // Not the last added: their copies are made again elsewhere.
+            Err(Refusal::NotLast) => match self.copies_can_leave(hosts) {
+                Ok(()) => {
+                    self.removing = Some(Removal { hosts: hosts.clone(), keep: self.partitions.len(), copies: true });
+                    CommandResult::Applied
+                }
+                Err(why) => refused(why),
+            },
+            Err(why) => refused(why.say()),
         }
     }
 
@@ -215,9 +224,13 @@ mod tests {
         add(&mut m, 3, 1, 1);
         let grown = m.clone();
         assert_eq!(m.removable_hosts(), Some([3].into()));
-        // Hosts of the formation hold partitions among the ones that stay.
-        assert!(refused(&mut m, &Command::RemoveHosts { hosts: [2].into() }).contains("remove hosts {3}"));
-        assert!(refused(&mut m, &Command::RemoveHosts { hosts: [2, 3].into() }).contains("last partitions"));
+        // Hosts of the formation hold partitions among the ones that stay:
+        // they leave by moving their copies instead (`crate::copies`).
+        for hosts in [[2].into(), [2, 3].into()] {
+            let mut other = m.clone();
+            assert_eq!(other.apply(&Command::RemoveHosts { hosts }), CommandResult::Applied);
+            assert!(other.removing.as_ref().is_some_and(|r| r.copies && r.keep == other.partitions.len()));
+        }
         assert!(refused(&mut m, &Command::RemoveHosts { hosts: [9].into() }).contains("not a member"));
         assert!(refused(&mut m, &Command::RemoveHosts { hosts: [].into() }).contains("at least one"));
         let c = left(&m, 4, 5);
@@ -262,7 +275,10 @@ mod tests {
     fn k_plus_one_hosts_leave_together_and_a_removal_can_be_given_up() {
         let mut m = formed(2, 2, 1);
         add(&mut m, 3, 2, 1);
-        assert!(refused(&mut m, &Command::RemoveHosts { hosts: [3].into() }).contains("remove hosts {3, 4}"));
+        // One of the two hosts added last: its copies move instead.
+        let mut one = m.clone();
+        assert_eq!(one.apply(&Command::RemoveHosts { hosts: [3].into() }), CommandResult::Applied);
+        assert!(one.removing.as_ref().is_some_and(|r| r.copies));
         assert!(refused(&mut m, &Command::CancelRemove).contains("no hosts"));
         assert_eq!(m.apply(&Command::HostFailed { host: 1, incarnation: None }), CommandResult::Applied);
         assert!(refused(&mut m, &Command::RemoveHosts { hosts: [3, 4].into() }).contains("every host must be up"));

@@ -46,17 +46,30 @@ pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<
         out.push(format!("partitions {has}..{} left the transaction order with the removed hosts", had - 1));
     }
     match (&before.removing, &after.removing) {
+        (None, Some(r)) if r.copies => out.push(format!(
+            "hosts {:?} are being removed: their copies are made again on the hosts that stay, then they leave",
+            r.hosts
+        )),
         (None, Some(r)) => out.push(format!(
             "hosts {:?} are being removed: ranges move off partitions {}..{}, then those partitions leave",
             r.hosts,
             r.keep,
             after.partitions.len() - 1
         )),
-        (Some(r), None) if has == had => out.push(format!("the removal of hosts {:?} was cancelled", r.hosts)),
+        (Some(r), None) if r.hosts.iter().all(|h| after.hosts.contains_key(h)) => {
+            out.push(format!("the removal of hosts {:?} was cancelled", r.hosts))
+        }
         _ => {}
     }
     for (p, placement) in after.partitions.iter().enumerate().take(had) {
-        let old = before.partitions[p].leader;
+        let then = &before.partitions[p];
+        for h in placement.adding.iter().filter(|h| !then.adding.contains(h)) {
+            out.push(format!("partition {p}: host {h} takes a copy of it"));
+        }
+        for h in placement.replicas.iter().filter(|h| !then.replicas.contains(h)) {
+            out.push(format!("partition {p}: host {h} holds a copy of it"));
+        }
+        let old = then.leader;
         if before.formed && old != placement.leader {
             match placement.leader {
                 Some(l) => out.push(format!("partition {p}: leader moved from {} to host {l}", host_or_none(old))),

@@ -623,6 +623,7 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
     if was_ready && before.is_up(me) {
         crate::elastic::bring_in_joining(&ctx, &before);
         crate::elastic::drain_removing(&ctx, &before);
+        crate::copies::take_copies(&ctx, &before);
     }
     let mut shutdown = ctx.shutdown.subscribe();
     loop {
@@ -656,6 +657,7 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
             fail_recovering(&ctx, &now);
             crate::elastic::bring_in_joining(&ctx, &now);
             crate::elastic::drain_removing(&ctx, &now);
+            crate::copies::take_copies(&ctx, &now);
         }
         crate::elastic::leave_if_removed(&ctx, &before, &now);
         let became_ready = is_ready && !was_ready;

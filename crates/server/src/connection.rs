@@ -438,6 +438,21 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                     sink.queue(out);
                 });
             }
+            "@AddCopy" => {
+                // Answered once the metadata recorded it; the copy follows.
+                let (ctx, sink) = (ctx.clone(), sink.clone());
+                let params: Vec<Value> = inv.params.into_iter().map(param_value).collect();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    match crate::copies::add_copy(&ctx, params).await {
+                        Ok(()) => write_ping(&mut out, handle),
+                        Err(e) => {
+                            write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
+                        }
+                    }
+                    sink.queue(out);
+                });
+            }
             "@ElasticRemove" => {
                 // Answered once the metadata recorded it; the drain goes on.
                 let (ctx, sink) = (ctx.clone(), sink.clone());

@@ -37,7 +37,7 @@ pub(crate) fn handles(name: &str) -> bool {
 /// Whether `name` changes snapshots or moves data between partitions
 /// (administrators only).
 pub(crate) fn needs_admin(name: &str) -> bool {
-    matches!(name, "@SnapshotSave" | "@SnapshotRestore" | "@SnapshotDelete" | "@Rebalance" | "@MoveRange")
+    matches!(name, "@SnapshotSave" | "@SnapshotRestore" | "@SnapshotDelete" | "@Rebalance" | "@MoveRange" | "@AddCopy")
 }
 
 fn string_param(params: &[Value], i: usize, proc_name: &str, what: &str) -> Result<String> {

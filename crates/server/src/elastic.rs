@@ -208,7 +208,10 @@ pub(crate) async fn remove_hosts(ctx: &ServerContext, params: Vec<Value>) -> Res
 /// time), trying again each second until they left.
 pub(crate) fn drain_removing(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
     let Membership::Member(node) = &ctx.membership else { return };
-    if m.removing.is_none() || m.mp_coordinator != Some(node.id()) || ctx.removing.swap(true, Ordering::SeqCst) {
+    // A removal that moves the hosts' copies instead needs no drain: the
+    // hosts taking the copies do the work (`copies.rs`).
+    let drains = m.removing.as_ref().is_some_and(|r| !r.copies);
+    if !drains || m.mp_coordinator != Some(node.id()) || ctx.removing.swap(true, Ordering::SeqCst) {
         return;
     }
     let ctx = ctx.clone();
@@ -226,7 +229,7 @@ pub(crate) fn drain_removing(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
                 break;
             };
             keeping = Some(removal.keep);
-            if m.mp_coordinator != Some(node.id()) || !ctx.host.is_running() {
+            if removal.copies || m.mp_coordinator != Some(node.id()) || !ctx.host.is_running() {
                 break;
             }
             let (keep, count) = (removal.keep, m.partitions.len());

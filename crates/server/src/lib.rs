@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 mod connection;
 pub mod convert;
+mod copies;
 mod dataplane;
 mod durable;
 mod elastic;
@@ -190,6 +191,8 @@ pub(crate) struct ServerContext {
     /// Partitions of hosts being removed are drained here (see
     /// `elastic.rs`).
     pub removing: std::sync::atomic::AtomicBool,
+    /// Copies of partitions being added to this host (see `copies.rs`).
+    pub copying: copies::Copying,
     /// What the auto-scaler last saw and decided (see `autoscale/`).
     pub autoscaler: autoscale::Autoscaler,
 }
@@ -411,6 +414,7 @@ impl Server {
             host_name: membership.host_name(),
             rebalance: rebalance::Rebalancer::default(),
             joining: Default::default(),
+            copying: Default::default(),
             removing: Default::default(),
             autoscaler: Default::default(),
             membership,

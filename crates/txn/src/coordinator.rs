@@ -198,10 +198,11 @@ impl Coordinator {
         }
         // The sites stop after the last multi-partition transaction: their
         // Shutdown follows every start marker this coordinator sent.
-        // So do the ones not in the order: joining, or left.
+        // So do the ones not in the order (joining, or left) and those
+        // started for copies added here since this coordinator last looked.
         let routes = self.shared.routes.load();
         let retired = std::mem::take(&mut *self.shared.retired.lock().unwrap_or_else(|e| e.into_inner()));
-        for site in self.site_inboxes.iter().chain(routes.sites.iter().skip(self.site_inboxes.len())).chain(&retired) {
+        for site in self.site_inboxes.iter().chain(routes.sites.iter()).chain(&retired) {
             let _ = site.send(SiteMsg::Shutdown);
         }
     }

@@ -178,6 +178,49 @@ impl crate::host::Host {
         });
         Ok(())
     }
+
+    /// Start a site here for `partition`, whose copy this host is about to
+    /// take from its leader (the cluster metadata's `AddCopy`): empty and
+    /// not loaded, so it takes nothing but the copy's pieces until the
+    /// copy is whole; from then on it follows the leader's stream like any
+    /// replica. It takes the proxy's place in the routes (calls still go
+    /// to the leader while this host does not lead; the coordinator picks
+    /// the new route up with its next transaction). Nothing if a site here
+    /// holds the partition already.
+    pub fn add_copy_site(&self, partition: u32) -> Result<()> {
+        let shared = self.shared();
+        let p = partition as usize;
+        let routes = shared.routes.load_full();
+        if shared.link.is_none() || p >= routes.sites.len() {
+            bail!(InvalidArgument, "there is no partition {partition} to hold a copy of here");
+        }
+        if routes.local[p] {
+            return Ok(());
+        }
+        shared.loaded[p].store(false, std::sync::atomic::Ordering::SeqCst);
+        *crate::participant::lock(&shared.in_doubt[p]) = Default::default();
+        let (inbox_tx, inbox) = mpsc::channel();
+        let (work, mp_inbox) = mpsc::channel();
+        let start = SiteStart {
+            partition,
+            db: Database::new(),
+            hashinator: shared.hashinator.load_full(),
+            schema: shared.schema.load_full(),
+            inbox,
+            mp_inbox,
+            resume_after: None,
+        };
+        let thread = start_site(shared, start, shared.replies.clone(), None)?;
+        shared.spawned.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
+        shared.routes.rcu(|now| {
+            let mut routes = Routes::clone(now);
+            routes.sites[p] = inbox_tx.clone();
+            routes.work[p] = work.clone();
+            routes.local[p] = true;
+            routes
+        });
+        Ok(())
+    }
 }
 
 /// Route to partitions `0..keep` only, from now on. Sites here of the
@@ -469,11 +512,18 @@ impl Coordinator {
     }
 
     /// Partitions another host's coordinator brought into the order, or
-    /// took out of it (this host coordinates since): follow.
+    /// took out of it (this host coordinates since): follow. And the
+    /// routes of those it knows, which change when a copy of one is added
+    /// here (`Host::add_copy_site`): its site takes the proxy's place.
     pub(crate) fn follow_partitions(&mut self) {
         let routes = self.shared.routes.load();
         if routes.active < self.sites.len() {
             self.truncate_partitions(routes.active);
+        }
+        for p in 0..self.sites.len().min(routes.sites.len()) {
+            self.sites[p].clone_from(&routes.work[p]);
+            self.site_inboxes[p].clone_from(&routes.sites[p]);
+            self.proxies[p].clone_from(&routes.proxies[p]);
         }
         for p in self.sites.len()..routes.active {
             self.sites.push(routes.work[p].clone());

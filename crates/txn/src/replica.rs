@@ -310,6 +310,14 @@ impl crate::Host {
         matches!(unframe_first(records), Some(Replicated::Load { .. }))
     }
 
+    /// This host is about to take a copy of `partition` from its leader
+    /// (again): until it is loaded, only the copy's pieces apply.
+    pub fn expect_copy(&self, partition: u32) {
+        if (partition as usize) < self.shared().known_partitions() {
+            self.shared().loaded[partition as usize].store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// This host's copy of `partition` is the partition as it is (it came
     /// back empty, with no copy elsewhere to load).
     pub fn copy_loaded(&self, partition: u32) {

@@ -424,6 +424,23 @@ pub fn sql(addr: &str, sql: &str, params: Vec<Value>) -> joule_client::Response 
     connect(addr).call("@AdHoc", all).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// `sql` on `addr`, called again while it is refused as `Unavailable`
+/// (leadership settling after a restart: not done, safe to call again).
+pub fn settled_sql(addr: &str, sql: &str, params: Vec<Value>) -> joule_client::Response {
+    let mut all = vec![Value::from(sql)];
+    all.extend(params);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(addr).call("@AdHoc", all.clone()) {
+            Ok(r) => return r,
+            Err(e) if e.code() == joule_common::ErrorCode::Unavailable && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+}
+
 /// The single integer a query returns.
 pub fn scalar(addr: &str, query: &str) -> i64 {
     match &sql(addr, query, vec![]).tables[0].rows[0][0] {
@@ -444,4 +461,19 @@ pub fn misplaced(addr: &str) -> i64 {
             v => panic!("MISPARTITIONED_ROWS is not an integer: {v:?}"),
         })
         .sum()
+}
+
+/// `joule cluster remove` with `args`, against `admin` (host:port): its
+/// exit status, standard output and standard error; two minutes at most.
+pub fn cluster_remove(admin: &str, args: &[&str]) -> (bool, String, String) {
+    let (host, port) = admin.rsplit_once(':').unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_joule"));
+    cmd.args(["cluster", "remove", "--host", host, "--port", port]).args(args);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output().unwrap());
+    });
+    let out = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("joule cluster remove ends within 2 min");
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
 }

@@ -414,8 +414,8 @@ pub(crate) fn decide(policy: &AutoscaleConfig, streaks: &mut Streaks, f: &Figure
             return held("in", why);
         }
         let Some(hosts) = s.removable.clone() else {
-            let why = "no host can leave: hosts leave last added first, and the last partitions are on hosts of the \
-                       formation";
+            let why = "no host can leave: the auto-scaler removes the hosts added last, and the last partitions are \
+                       on hosts of the formation";
             return held("in", why.to_string());
         };
         *streaks = Streaks::default();

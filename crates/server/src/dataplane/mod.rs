@@ -109,6 +109,10 @@ pub(crate) struct Routing {
     up: BTreeMap<HostId, String>,
     /// Per partition: its replicas.
     replicas: Vec<Vec<HostId>>,
+    /// Per partition: the hosts taking a copy of it (not replicas yet; see
+    /// `joule_cluster`'s `copies`): a leader sends them its stream once
+    /// their copy went out, but does not wait for them.
+    adding: Vec<Vec<HostId>>,
     /// Internal addresses of every host, up or not.
     all: BTreeMap<HostId, String>,
     /// Internal addresses of the hosts recovering from their copy logs:
@@ -128,6 +132,7 @@ impl Routing {
             coordinator: m.mp_coordinator,
             up: addresses(&|h| m.is_up(h)),
             replicas: m.partitions.iter().map(|p| p.replicas.clone()).collect(),
+            adding: m.partitions.iter().map(|p| p.adding.clone()).collect(),
             all: addresses(&|_| true),
             recovering: addresses(&|h| m.is_recovering(h)),
         }
@@ -138,6 +143,17 @@ impl Routing {
     /// client was answered for; see `copylog.rs`).
     fn must_acknowledge(&self, host: HostId) -> Option<&String> {
         self.up.get(&host).or_else(|| self.recovering.get(&host))
+    }
+
+    /// Whether `host` is a replica of `partition` or taking a copy of it.
+    fn holds_or_takes(&self, partition: u32, host: HostId) -> bool {
+        let has = |lists: &Vec<Vec<HostId>>| lists.get(partition as usize).is_some_and(|r| r.contains(&host));
+        has(&self.replicas) || has(&self.adding)
+    }
+
+    /// The hosts taking a copy of `partition`.
+    fn adding(&self, partition: u32) -> &[HostId] {
+        self.adding.get(partition as usize).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -565,10 +581,8 @@ async fn serve_one(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link
 async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
     let Ok(body) = read_body_async(&mut s).await else { return };
     let result = match decode::<(u32, u64)>(&body) {
-        Ok((partition, joiner))
-            if !link.routing.load().replicas.get(partition as usize).is_some_and(|r| r.contains(&joiner)) =>
-        {
-            Err(err!(InvalidArgument, "host {joiner} holds no copy of partition {partition}"))
+        Ok((partition, joiner)) if !link.routing.load().holds_or_takes(partition, joiner) => {
+            Err(err!(InvalidArgument, "host {joiner} holds no copy of partition {partition} and takes none"))
         }
         // Only a leader whose own copy is whole hands one out (not a host
         // that restarted and is waiting for its own).

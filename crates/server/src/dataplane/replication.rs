@@ -273,16 +273,19 @@ pub(super) fn deliver_batch(
     let mut acknowledged: std::collections::BTreeSet<HostId> = Default::default();
     loop {
         let r = routing.load();
-        // Up now: no longer joining.
-        joining.retain(|h| !r.up.contains_key(h));
-        let replicas = r.replicas.get(partition as usize).cloned().unwrap_or_default();
+        // Up now: no longer joining — unless the host is taking a copy,
+        // not a replica yet (it is waited for once it is one).
+        let adding = r.adding(partition);
+        joining.retain(|h| !r.up.contains_key(h) || adding.contains(h));
+        let replicas = r.replicas.get(partition as usize).map_or(&[][..], Vec::as_slice);
         let targets: Vec<(HostId, String, bool)> = replicas
             .iter()
+            .chain(adding)
             .filter(|h| **h != me && !acknowledged.contains(h))
             .filter_map(|h| match r.must_acknowledge(*h) {
-                Some(a) => Some((*h, a.clone(), false)),
-                None if joining.contains(h) => r.all.get(h).map(|a| (*h, a.clone(), true)),
-                None => None,
+                Some(a) if !adding.contains(h) => Some((*h, a.clone(), false)),
+                _ if joining.contains(h) => r.all.get(h).map(|a| (*h, a.clone(), true)),
+                _ => None,
             })
             .collect();
         // Connections to hosts that are not targets now (down, or a

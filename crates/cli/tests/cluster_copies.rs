@@ -1,0 +1,260 @@
+//! Copies of partitions made on running hosts: real `joule` processes on
+//! loopback. A copy added with `@AddCopy` is taken while writes go on
+//! (none fails), ends identical to the others, follows the stream, leads
+//! once the partition's leader is killed with `kill -9`, and is in the
+//! copy logs a whole-cluster restart comes back from. A host of the
+//! formation is removed (`joule cluster remove`) by making its copies
+//! again on the hosts that stay.
+
+mod common;
+
+use common::cluster::*;
+use common::TempDir;
+use joule_common::{ErrorCode, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Per partition (from `TOPO` on `addr`): its copies' hosts and its leader.
+fn placement(addr: &str) -> Vec<(Vec<usize>, usize)> {
+    let host = |s: &str| s.split(':').next().unwrap().parse::<usize>().unwrap();
+    let topo = stats(addr, "TOPO");
+    topo[..topo.len() - 1].iter().map(|r| (r[1].split(',').map(host).collect(), host(&r[2]))).collect()
+}
+
+/// Every copy `clients` report of each (partition, table) has the same
+/// checksum: the number of copies of each partition.
+fn copies_agree(clients: &[String]) -> BTreeMap<String, usize> {
+    let mut seen: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+    for addr in clients {
+        for r in stats(addr, "REPLICACHECKSUM") {
+            seen.entry((r[3].clone(), r[5].clone())).or_default().push((r[1].clone(), r[6].clone()));
+        }
+    }
+    let mut copies = BTreeMap::new();
+    for ((partition, table), seen) in &seen {
+        assert!(seen.iter().all(|(_, c)| *c == seen[0].1), "partition {partition} table {table}: {seen:?}");
+        copies.insert(partition.clone(), seen.len());
+    }
+    copies
+}
+
+#[test]
+fn a_copy_added_to_a_running_host_follows_the_stream_and_leads_after_a_failure() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(40)); PARTITION TABLE kv ON COLUMN k; \
+               CREATE TABLE colors (name VARCHAR(10) NOT NULL PRIMARY KEY);";
+    sql(&hosts[0].client, ddl, vec![]);
+    sql(&hosts[0].client, "INSERT INTO colors VALUES ('red')", vec![]);
+    for k in 0..300i64 {
+        let v = Value::from(format!("value {k}").as_str());
+        sql(&hosts[k as usize % 3].client, "INSERT INTO kv VALUES (?, ?)", vec![Value::Integer(k), v]);
+    }
+    // A partition whose copy goes to the host holding none of it, chosen so
+    // that the new copy is the one to lead once the leader dies: every host
+    // leads one partition, and a tie goes to the lowest id.
+    let before = placement(&hosts[0].client);
+    let (p, (holders, leader)) = before
+        .iter()
+        .enumerate()
+        .find(|(_, (h, l))| {
+            let other = h.iter().find(|x| *x != l).unwrap();
+            (0..3).find(|x| !h.contains(x)).unwrap() < *other
+        })
+        .expect("with three hosts, some partition's third host has the lowest id");
+    let (holders, leader) = (holders.clone(), *leader);
+    let taker = (0..3).find(|x| !holders.contains(x)).unwrap();
+    let admin = |h: usize| connect(&hosts[h].admin);
+
+    // Bad requests are refused with their reason.
+    let call = |args: Vec<Value>| admin(taker).call("@AddCopy", args).unwrap_err();
+    let e = call(vec![Value::Integer(p as i64), Value::Integer(leader as i64)]);
+    assert!(e.to_string().contains("holds a copy of partition"), "{e}");
+    let e = call(vec![Value::Integer(9), Value::Integer(taker as i64)]);
+    assert!(e.to_string().contains("no partition 9"), "{e}");
+    let e = call(vec![Value::from("zero"), Value::Integer(taker as i64)]);
+    assert_eq!(e.code(), ErrorCode::DatatypeMismatch, "{e}");
+    let e = call(vec![Value::Integer(p as i64)]);
+    assert_eq!(e.code(), ErrorCode::WrongParameterCount, "{e}");
+
+    // Writes go on, through every host, while the copy is taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, clients) = (stop.clone(), hosts.iter().map(|h| h.client.clone()).collect::<Vec<_>>());
+        std::thread::spawn(move || {
+            let mut conns: Vec<_> = clients.iter().map(|c| connect(c)).collect();
+            let mut k = 1000i64;
+            while !stop.load(Ordering::SeqCst) || k < 1300 {
+                let v = Value::from(format!("during {k}").as_str());
+                let args = vec![Value::from("INSERT INTO kv VALUES (?, ?)"), Value::Integer(k), v];
+                conns[k as usize % 3].call("@AdHoc", args).unwrap_or_else(|e| panic!("insert {k}: {e}"));
+                k += 1;
+            }
+            k - 1000
+        })
+    };
+    admin(leader).call("@AddCopy", vec![Value::Integer(p as i64), Value::Integer(taker as i64)]).expect("@AddCopy");
+    eventually("the new copy is a replica on every host", || {
+        hosts.iter().all(|h| placement(&h.client)[p].0.len() == 3 && placement(&h.client)[p].0.contains(&taker))
+    });
+    let line = wait_line(&hosts[taker].stderr, &format!("holds a copy of partition {p} from now on"));
+    assert!(line.contains(&format!("taken from host {leader}")), "{line}");
+    stop.store(true, Ordering::SeqCst);
+    let during = writer.join().expect("no write failed while the copy was taken");
+    let total = 300 + during;
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    let copies = copies_agree(&clients);
+    assert_eq!(copies[&p.to_string()], 3, "{copies:?}");
+    assert!(copies.iter().filter(|(q, _)| **q != p.to_string()).all(|(_, n)| *n == 2), "{copies:?}");
+    let again = admin(taker).call("@AddCopy", vec![Value::Integer(p as i64), Value::Integer(taker as i64)]);
+    assert!(again.unwrap_err().to_string().contains("holds a copy"));
+
+    // The partition's leader dies: the new copy leads, and has every write.
+    let _ = hosts[leader].child.kill();
+    let _ = hosts[leader].child.wait();
+    let other = holders.iter().copied().find(|h| *h != leader).unwrap();
+    eventually("the partition is led again", || {
+        states(&hosts[taker].client)[leader].1 != "UP" && every_partition_led_by_a_live_host(&hosts[taker].client)
+    });
+    assert_eq!(placement(&hosts[taker].client)[p].1, taker, "the added copy leads");
+    assert_eq!(scalar(&hosts[taker].client, "SELECT COUNT(*) FROM kv"), total);
+    for k in 2000..2030i64 {
+        sql(
+            &hosts[[taker, other][k as usize % 2]].client,
+            "INSERT INTO kv VALUES (?, 'after')",
+            vec![Value::Integer(k)],
+        );
+    }
+    assert_eq!(scalar(&hosts[other].client, "SELECT COUNT(*) FROM kv"), total + 30);
+    assert_eq!(scalar(&hosts[other].client, "SELECT COUNT(*) FROM colors"), 1);
+    let live = [hosts[taker].client.clone(), hosts[other].client.clone()];
+    let copies = copies_agree(&live);
+    assert_eq!(copies[&p.to_string()], 2, "the two live copies of partition {p} agree: {copies:?}");
+    hosts.retain(|h| h.id as usize != leader);
+}
+
+#[test]
+fn an_added_copy_is_in_the_copy_logs_a_whole_cluster_restart_comes_back_from() {
+    let args = ["--host-count", "3", "--kfactor", "1", "--command-log", "async", "--heartbeat-timeout", "3000"];
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-logged-{i}"))).collect();
+    let mut hosts = form_all(&dirs, 1, &args[4..]);
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT NOT NULL); PARTITION TABLE kv ON COLUMN k;";
+    sql(&hosts[0].client, ddl, vec![]);
+    for k in 0..100i64 {
+        sql(&hosts[k as usize % 3].client, "INSERT INTO kv VALUES (?, ?)", vec![Value::Integer(k), Value::Integer(k)]);
+    }
+    let (holders, _) = placement(&hosts[0].client)[0].clone();
+    let taker = (0..3).find(|x| !holders.contains(x)).unwrap();
+    connect(&hosts[taker].admin).call("@AddCopy", vec![Value::Integer(0), Value::Integer(taker as i64)]).unwrap();
+    eventually("the new copy is a replica", || placement(&hosts[0].client)[0].0.contains(&taker));
+    // After the copy: single-partition writes and a multi-partition one.
+    for k in 100..150i64 {
+        sql(&hosts[k as usize % 3].client, "INSERT INTO kv VALUES (?, ?)", vec![Value::Integer(k), Value::Integer(k)]);
+    }
+    sql(&hosts[1].client, "UPDATE kv SET v = v + 1", vec![]);
+    let expected = (150, (0..150i64).sum::<i64>() + 150);
+
+    // Every host killed at once and started again: each comes back from
+    // its copy logs, the added copy included.
+    for h in &mut hosts {
+        let _ = h.child.kill();
+        let _ = h.child.wait();
+    }
+    drop(hosts);
+    let starting: Vec<Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
+    let hosts: Vec<Host> = starting.into_iter().map(Starting::ready).collect();
+    eventually("every partition led", || every_partition_led_by_a_live_host(&hosts[0].client));
+    for h in &hosts {
+        let r = settled_sql(&h.client, "SELECT COUNT(*), SUM(v) FROM kv", vec![]);
+        assert_eq!(r.tables[0].rows[0], vec![Value::Integer(expected.0), Value::Integer(expected.1)]);
+    }
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    let mut copies = BTreeMap::new();
+    eventually("the copies agree, three of partition 0", || {
+        copies = copies_agree(&clients);
+        copies.get("0") == Some(&3)
+    });
+    assert!(copies.iter().filter(|(q, _)| q.as_str() != "0").all(|(_, n)| *n == 2), "{copies:?}");
+}
+
+#[test]
+fn a_host_of_the_formation_is_removed_by_making_its_copies_again_on_the_others() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-remove-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(40)); PARTITION TABLE kv ON COLUMN k; \
+               CREATE TABLE colors (name VARCHAR(10) NOT NULL PRIMARY KEY);";
+    sql(&hosts[0].client, ddl, vec![]);
+    sql(&hosts[0].client, "INSERT INTO colors VALUES ('red')", vec![]);
+    for k in 0..300i64 {
+        sql(&hosts[k as usize % 3].client, "INSERT INTO kv VALUES (?, 'before')", vec![Value::Integer(k)]);
+    }
+    // Writes go on through the hosts that stay; each is acknowledged or
+    // fails, and which is recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, clients) = (stop.clone(), [hosts[1].client.clone(), hosts[2].client.clone()]);
+        std::thread::spawn(move || {
+            let mut conns: Vec<_> = clients.iter().map(|c| connect(c)).collect();
+            let (mut acknowledged, mut failed) = (Vec::new(), Vec::new());
+            let mut k = 1000i64;
+            while !stop.load(Ordering::SeqCst) {
+                let args = vec![Value::from("INSERT INTO kv VALUES (?, 'during')"), Value::Integer(k)];
+                match conns[k as usize % 2].call("@AdHoc", args) {
+                    Ok(_) => acknowledged.push(k),
+                    Err(e) => failed.push((k, e.code())),
+                }
+                k += 1;
+            }
+            (acknowledged, failed)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (ok, out, err) = cluster_remove(&hosts[1].admin, &["0"]);
+    assert!(ok, "joule cluster remove 0: {out}\n{err}");
+    assert!(out.contains("hosts [0] left the cluster"), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let exit = loop {
+        if let Some(status) = hosts[0].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the removed host did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(exit.success(), "the removed host stops cleanly: {exit:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let (acknowledged, failed) = writer.join().unwrap();
+    eprintln!("while host 0 left: {} writes acknowledged, failed: {failed:?}", acknowledged.len());
+    assert!(acknowledged.len() > 10, "writes went on: {}", acknowledged.len());
+
+    // Two hosts hold two copies of every partition, and lead them all.
+    let stay = [hosts[1].client.clone(), hosts[2].client.clone()];
+    assert_eq!(states(&stay[0]), vec![(1, "UP".into()), (2, "UP".into())]);
+    for (p, (copies, leader)) in placement(&stay[0]).into_iter().enumerate() {
+        let mut copies = copies.clone();
+        copies.sort();
+        assert_eq!(copies, vec![1, 2], "partition {p}");
+        assert!(leader == 1 || leader == 2, "partition {p}");
+    }
+    // Every acknowledged write is there, on both copies.
+    let r = sql(&stay[0], "SELECT k FROM kv", vec![]);
+    let keys: std::collections::BTreeSet<i64> = r.tables[0]
+        .rows
+        .iter()
+        .map(|row| match row[0] {
+            Value::Integer(k) => k,
+            ref v => panic!("{v:?}"),
+        })
+        .collect();
+    assert!((0..300).chain(acknowledged.iter().copied()).all(|k| keys.contains(&k)));
+    assert!(keys.len() <= 300 + acknowledged.len() + failed.len());
+    let copies = copies_agree(&stay);
+    assert!(copies.values().all(|n| *n == 2), "{copies:?}");
+    assert_eq!(scalar(&stay[1], "SELECT COUNT(*) FROM colors"), 1);
+    for k in 100_000..100_030i64 {
+        sql(&stay[k as usize % 2], "INSERT INTO kv VALUES (?, 'after')", vec![Value::Integer(k)]);
+    }
+    assert_eq!(scalar(&stay[0], "SELECT COUNT(*) FROM kv"), keys.len() as i64 + 30);
+    hosts.remove(0);
+}

@@ -258,3 +258,47 @@ fn a_host_of_the_formation_is_removed_by_making_its_copies_again_on_the_others()
     assert_eq!(scalar(&stay[0], "SELECT COUNT(*) FROM kv"), keys.len() as i64 + 30);
     hosts.remove(0);
 }
+
+#[test]
+fn a_removal_whose_copy_taker_dies_finishes_once_it_is_back() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-taker-dies-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    sql(&hosts[0].client, "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE kv ON COLUMN k;", vec![]);
+    for k in 0..200i64 {
+        sql(&hosts[k as usize % 3].client, "INSERT INTO kv VALUES (?)", vec![Value::Integer(k)]);
+    }
+    // Host 2 dies once its copy of one of host 0's partitions is whole,
+    // before the copy is recorded.
+    std::fs::create_dir_all(dirs[2].path().join("failpoints")).unwrap();
+    std::fs::write(dirs[2].path().join("failpoints").join("copy_loaded_not_recorded"), b"").unwrap();
+    connect(&hosts[1].admin).call("@ElasticRemove", vec![Value::Integer(0)]).expect("the removal starts");
+    assert!(hosts[2].child.wait().unwrap().code().is_none(), "host 2 dies at the failpoint");
+    let line = wait_line(&hosts[2].stderr, "failpoint copy_loaded_not_recorded");
+    assert!(line.contains("dies here"), "{line}");
+    eventually("host 2 declared failed", || states(&hosts[1].client)[2].1 == "FAILED");
+    // Writes go on meanwhile (every partition still has a copy up); host 0
+    // does not leave while a partition lacks its copies on staying hosts.
+    for k in 200..260i64 {
+        sql(&hosts[1].client, "INSERT INTO kv VALUES (?)", vec![Value::Integer(k)]);
+    }
+    assert!(hosts[0].child.try_wait().unwrap().is_none(), "host 0 waits for its copies to be made");
+    assert_eq!(states(&hosts[1].client).len(), 3);
+    // Host 2 back (disarmed): it rejoins, takes the copy again, and host 0
+    // leaves.
+    std::fs::remove_file(dirs[2].path().join("failpoints").join("copy_loaded_not_recorded")).unwrap();
+    hosts[2] = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while hosts[0].child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "host 0 did not leave");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let stay = [hosts[1].client.clone(), hosts[2].client.clone()];
+    eventually("hosts 1 and 2 are the cluster", || states(&stay[0]).len() == 2);
+    assert_eq!(states(&stay[0]), vec![(1, "UP".into()), (2, "UP".into())]);
+    for h in &stay {
+        assert_eq!(scalar(h, "SELECT COUNT(*) FROM kv"), 260);
+    }
+    let copies = copies_agree(&stay);
+    assert!(copies.len() == 3 && copies.values().all(|n| *n == 2), "{copies:?}");
+    hosts.remove(0);
+}

@@ -143,6 +143,9 @@ async fn take_copy(ctx: &Arc<ServerContext>, p: u32) -> Result<()> {
         if !ctx.host.replica_loaded(p) {
             continue;
         }
+        // Fault injection: the host dies with its copy whole but not yet
+        // recorded (`crates/cli/tests/cluster_copies.rs`).
+        joule_common::failpoint::crash_if_armed("copy_loaded_not_recorded");
         let added = Command::CopyAdded { partition: p, host: me, leader, incarnation };
         match node.propose_within(added, Duration::from_secs(10)).await? {
             CommandResult::Applied => {

@@ -53,7 +53,10 @@ fn remove(args: RemoveArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if args.cancel {
-        println!("the removal was cancelled; ranges moved so far stay where they went (@Rebalance spreads them)");
+        println!(
+            "the removal was cancelled; ranges moved so far stay where they went (@Rebalance spreads them), and \
+             copies being made finish as extra copies"
+        );
         return ExitCode::SUCCESS;
     }
     println!(

@@ -200,10 +200,16 @@ struct Slot {
     /// their partition's leader.
     calls: AtomicU64,
     routed: AtomicU64,
+    /// Learned from the topology (not one of the addresses the client was
+    /// given).
+    learned: bool,
+    /// A learned host the cluster no longer names (it was removed): no new
+    /// call goes to it, while the calls in flight there finish.
+    retired: AtomicBool,
 }
 
 impl Slot {
-    fn new(address: SocketAddr, connection: Connection) -> Arc<Slot> {
+    fn new(address: SocketAddr, connection: Connection, learned: bool) -> Arc<Slot> {
         Arc::new(Slot {
             address,
             current: ArcSwap::from_pointee(connection),
@@ -212,12 +218,15 @@ impl Slot {
             misses: std::sync::atomic::AtomicU32::new(0),
             calls: AtomicU64::new(0),
             routed: AtomicU64::new(0),
+            learned,
+            retired: AtomicBool::new(false),
         })
     }
 
-    /// Open and answering its health checks: calls may go to it.
+    /// Open, answering its health checks, and a member of the cluster:
+    /// calls may go to it.
     fn usable(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.current.load().is_open()
+        self.healthy.load(Ordering::Relaxed) && !self.retired.load(Ordering::Relaxed) && self.current.load().is_open()
     }
 }
 
@@ -289,7 +298,7 @@ impl Client {
                 if follows && connection.is_open() {
                     subscribe(&connection).await;
                 }
-                slots.push(Slot::new(address, connection));
+                slots.push(Slot::new(address, connection, false));
             }
         }
         if let Some(e) = unreachable.filter(|_| !slots.iter().any(|s| s.current.load().is_open())) {
@@ -412,10 +421,17 @@ impl Client {
     /// [`Options::discover_hosts`]), then note each partition's leader (if
     /// routing to leaders).
     async fn refresh(&self) {
-        let Ok((mut topology, up)) = route::fetch(self).await else { return };
+        let Ok((mut topology, up, members)) = route::fetch(self).await else { return };
+        // Hosts learned from the topology that the cluster no longer names
+        // were removed: calls stop going there (before they shut down).
+        if !members.is_empty() {
+            for slot in self.slots.load().iter().filter(|s| s.learned) {
+                slot.retired.store(!members.contains(&slot.address), Ordering::Relaxed);
+            }
+        }
         if self.learn_hosts(&up).await {
             // Read again, to route to the new connections too.
-            if let Ok((t, _)) = route::fetch(self).await {
+            if let Ok((t, _, _)) = route::fetch(self).await {
                 topology = t;
             }
         }
@@ -449,7 +465,7 @@ impl Client {
                     Ok::<_, Error>(c)
                 };
                 match tokio::time::timeout(LEARN_WITHIN, open).await {
-                    Ok(Ok(connection)) => opened.push(Slot::new(*address, connection)),
+                    Ok(Ok(connection)) => opened.push(Slot::new(*address, connection, true)),
                     _ => break,
                 }
             }
@@ -511,6 +527,9 @@ impl Client {
     fn pick(&self) -> Result<Arc<Slot>> {
         let slots = self.slots.load();
         let open = |i: usize| {
+            if slots[i].retired.load(Ordering::Relaxed) {
+                return false;
+            }
             let is_open = slots[i].current.load().is_open();
             if !is_open {
                 self.reconnect(&slots[i]);

@@ -132,7 +132,9 @@ fn partition_parameter(remarks: &str) -> Option<usize> {
 
 /// Read the topology through `client` (any of its hosts answers), and the
 /// client addresses of the hosts that are up.
-pub(crate) async fn fetch(client: &crate::Client) -> Result<(Option<Topology>, Vec<SocketAddr>)> {
+/// The cluster's topology (if it has one), the client addresses of the
+/// hosts that are up, and those of every member (up or not).
+pub(crate) async fn fetch(client: &crate::Client) -> Result<(Option<Topology>, Vec<SocketAddr>, Vec<SocketAddr>)> {
     let stats = |selector: &str| vec![Value::from(selector), Value::Integer(0)];
     let topo_response = client.call_unrouted("@Statistics", stats("TOPO")).await?;
     let cluster = client.call_unrouted("@Statistics", stats("CLUSTER")).await?;
@@ -140,16 +142,19 @@ pub(crate) async fn fetch(client: &crate::Client) -> Result<(Option<Topology>, V
     let (Some(topo), Some(cluster), Some(procedures)) =
         (topo_response.tables.first(), cluster.tables.first(), procedures.tables.first())
     else {
-        return Ok((None, Vec::new()));
+        return Ok((None, Vec::new(), Vec::new()));
     };
-    let up = cluster
-        .rows
-        .iter()
-        .filter(|r| r.get(3).is_some_and(|s| text(s) == "UP"))
-        .filter_map(|r| text(r.get(2)?).parse().ok())
-        .collect();
+    let addresses = |up_only: bool| -> Vec<SocketAddr> {
+        cluster
+            .rows
+            .iter()
+            .filter(|r| !up_only || r.get(3).is_some_and(|s| text(s) == "UP"))
+            .filter_map(|r| text(r.get(2)?).parse().ok())
+            .collect()
+    };
     let ring = topo_response.tables.get(1);
-    Ok((Topology::from_tables(topo, ring, cluster, procedures, &client.slot_addresses()), up))
+    let topology = Topology::from_tables(topo, ring, cluster, procedures, &client.slot_addresses());
+    Ok((topology, addresses(true), addresses(false)))
 }
 
 #[cfg(test)]

@@ -14,13 +14,18 @@
 //!    it, no restart counts its copy.
 //! 2. The host, following the metadata, starts a site for the partition
 //!    and asks the leader for a copy, as a rejoining host does (the
-//!    server's `dataplane`). The leader sends it, then the stream; once the
-//!    whole copy is acknowledged the leader proposes
-//!    [`Command::CopyAdded`], naming itself and its incarnation — refused
-//!    if it no longer leads (the host asks the new leader again). Applied,
-//!    the host is a replica like the others.
+//!    server's `dataplane`). The leader sends it, then the stream, and
+//!    from then on waits for the host's acknowledgement of every batch as
+//!    for a replica's. Once the copy is loaded the host proposes
+//!    [`Command::CopyAdded`], naming the leader it came from and that
+//!    leader's incarnation — refused if that leader no longer leads (the
+//!    host asks the new one again). Applied, the host is a replica like
+//!    the others.
 //! 3. [`Command::CancelCopy`] gives the addition up. A host taken down
-//!    (failed, stopped, recovering) loses every copy it was adding.
+//!    (failed, stopped, recovering) loses every copy it was adding. Both
+//!    count in the partition's `copy_round`, so a host dropped and added
+//!    again between two looks at the metadata still knows to take a new
+//!    copy.
 //!
 //! **Removing hosts by their copies.** A [`Command::RemoveHosts`] whose
 //! hosts are not the last added (`crate::removal`) records a removal with
@@ -70,8 +75,13 @@ impl ClusterMetadata {
         if p.leader.is_none() {
             return refused(format!("partition {partition} has no leader to copy from"));
         }
-        if self.removing.as_ref().is_some_and(|r| r.hosts.contains(&host)) {
-            return refused(format!("host {host} is being removed"));
+        if let Some(r) = &self.removing {
+            if r.hosts.contains(&host) {
+                return refused(format!("host {host} is being removed"));
+            }
+            if partition as usize >= r.keep {
+                return refused(format!("partition {partition} leaves with the hosts being removed"));
+            }
         }
         self.partitions[partition as usize].adding.push(host);
         CommandResult::Applied
@@ -108,6 +118,7 @@ impl ClusterMetadata {
         match self.partitions.get_mut(partition as usize) {
             Some(p) if p.adding.contains(&host) => {
                 p.adding.retain(|h| *h != host);
+                p.copy_round += 1;
                 CommandResult::Applied
             }
             _ => refused(format!("host {host} is not taking a copy of partition {partition}")),
@@ -138,10 +149,12 @@ impl ClusterMetadata {
 
     /// While hosts are removed by moving their copies (a [`Removal`] with
     /// `copies`), after every command applied: give each partition that
-    /// has fewer than k+1 copies on the hosts that stay (counting those
-    /// being taken) a new copy on an up host that stays — the one holding
-    /// the fewest copies, lowest id first — and once every partition has
-    /// k+1 copies that stay, take the leaving hosts out: down first (so
+    /// has fewer than k+1 current copies on the hosts that stay (their hosts
+    /// up, the copies not stale; counting those being taken) a new copy on
+    /// an up host that stays — the one holding the fewest copies, lowest id
+    /// first — and once every partition has k+1 current copies that stay
+    /// (so no leaving host holds a partition's only current copy), take the
+    /// leaving hosts out: down first (so
     /// their partitions' and the coordinator's leadership moves as when a
     /// host is stopped), then out of every placement and of the cluster,
     /// their ids retired.
@@ -151,10 +164,16 @@ impl ClusterMetadata {
         let Some(removal) = self.removing.clone().filter(|r| r.copies) else { return };
         let copies = self.kfactor as usize + 1;
         let staying = |h: &HostId| !removal.hosts.contains(h);
+        // A copy that stays counts if it is current: its host up, the copy
+        // not stale (a copy on a host that is down may never come back).
+        let current = |m: &ClusterMetadata, p: usize| {
+            let q = &m.partitions[p];
+            q.replicas.iter().filter(|h| staying(h) && m.is_up(**h) && !q.stale.contains(h)).count()
+        };
         for p in 0..self.partitions.len() {
             loop {
                 let placement = &self.partitions[p];
-                let have = placement.replicas.iter().chain(&placement.adding).filter(|h| staying(h)).count();
+                let have = current(self, p) + placement.adding.iter().filter(|h| staying(h)).count();
                 if have >= copies {
                     break;
                 }
@@ -177,7 +196,7 @@ impl ClusterMetadata {
                 }
             }
         }
-        let moved = self.partitions.iter().all(|p| p.replicas.iter().filter(|h| staying(h)).count() >= copies);
+        let moved = (0..self.partitions.len()).all(|p| current(self, p) >= copies);
         if !moved {
             return;
         }
@@ -333,6 +352,26 @@ mod tests {
         assert_eq!(k0.apply(&Command::RemoveHosts { hosts: [1].into() }), CommandResult::Applied);
         assert_eq!(complete_copies(&mut k0), 2);
         assert!(k0.partitions.iter().all(|p| p.replicas == vec![2] && p.leader == Some(2)));
+    }
+
+    #[test]
+    fn a_staying_copy_that_fails_mid_removal_is_made_again_before_the_host_leaves() {
+        let mut m = formed(4, 2, 1);
+        let p = (0..m.partitions.len()).find(|p| m.partitions[*p].replicas.contains(&1)).unwrap();
+        let other = *m.partitions[p].replicas.iter().find(|h| **h != 1).unwrap();
+        assert_eq!(m.apply(&Command::RemoveHosts { hosts: [1].into() }), CommandResult::Applied);
+        let taker = m.partitions[p].adding[0];
+        assert_ne!(taker, other);
+        // The copy that stays fails: host 1 holds the partition's only
+        // current copy, so a second copy is made before it may leave.
+        assert_eq!(m.apply(&Command::HostFailed { host: other, incarnation: None }), CommandResult::Applied);
+        assert_eq!(m.partitions[p].adding.len(), 2, "{:?}", m.partitions[p]);
+        complete_copies(&mut m);
+        assert!(m.removing.is_none() && m.retired.contains(&1));
+        let q = &m.partitions[p];
+        let current: Vec<_> = q.replicas.iter().filter(|h| m.is_up(**h) && !q.stale.contains(h)).collect();
+        assert_eq!(current.len(), 2, "{q:?}");
+        check(&m);
     }
 
     proptest::proptest! {

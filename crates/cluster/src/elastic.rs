@@ -120,6 +120,7 @@ impl ClusterMetadata {
                 stale: Default::default(),
                 joining: true,
                 adding: Vec::new(),
+                copy_round: 0,
             });
         }
         for p in first..self.partitions.len() {

@@ -84,6 +84,11 @@ pub struct PartitionPlacement {
     /// (see `crate::copies`).
     #[serde(default)]
     pub adding: Vec<HostId>,
+    /// Counts the additions to `adding` that were given up (cancelled, or
+    /// the host taken down): a host that sees it change while it is still
+    /// adding was dropped and added again, and takes a new copy.
+    #[serde(default)]
+    pub copy_round: u64,
 }
 
 /// The replicated cluster metadata.
@@ -118,7 +123,8 @@ pub struct ClusterMetadata {
 }
 
 /// A removal under way: `hosts` hold every copy of the partitions from
-/// `keep` on, and nothing else.
+/// `keep` on, and nothing else — or, with `copies`, they leave by having
+/// their copies made again elsewhere and `keep` is every partition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removal {
     pub hosts: std::collections::BTreeSet<HostId>,
@@ -212,7 +218,7 @@ pub enum Command {
     AddCopy { partition: u32, host: HostId },
     /// `host`'s copy of `partition`, taken from `leader` at `incarnation`
     /// (which must still lead it), is whole and follows the stream: the
-    /// host is a replica from now on. Proposed by the leader.
+    /// host is a replica from now on. Proposed by the host.
     CopyAdded { partition: u32, host: HostId, leader: HostId, incarnation: u64 },
     /// Give up adding `host`'s copy of `partition`.
     CancelCopy { partition: u32, host: HostId },
@@ -407,6 +413,7 @@ impl ClusterMetadata {
                 stale: Default::default(),
                 joining: false,
                 adding: Vec::new(),
+                copy_round: 0,
             });
         }
         self.formed = true;
@@ -457,8 +464,9 @@ impl ClusterMetadata {
             Some(h) => h.state = state,
         }
         // A copy it was taking is void (it takes one again once back up).
-        for p in &mut self.partitions {
+        for p in self.partitions.iter_mut().filter(|p| p.adding.contains(&host)) {
             p.adding.retain(|h| *h != host);
+            p.copy_round += 1;
         }
         for p in 0..self.partitions.len() {
             if self.partitions[p].leader == Some(host) {
@@ -666,9 +674,9 @@ pub(crate) mod tests {
                 None => assert!(p.replicas.iter().all(|h| !m.is_up(*h)), "{p:?}"),
             }
         }
-        // Copies added on purpose (`crate::copies`) may take a host past its placements make none.
-        // share, and so may the hosts that stayed when others left by moving
-        // their copies; placements make none.
+        // Copies added on purpose (`crate::copies`) may take a host past its
+        // share, and so may a removal that moved copies; placements make
+        // none.
         let added = m.partitions.iter().any(|p| p.replicas.len() > m.kfactor as usize + 1);
         let moved = m.partitions.len() > m.hosts.len() * m.sites_per_host as usize / (m.kfactor as usize + 1);
         assert!(added || moved || per_host.values().all(|n| *n <= m.sites_per_host), "{per_host:?}");

@@ -145,6 +145,9 @@ impl ClusterMetadata {
         let Some(removal) = self.removing.clone() else {
             return refused("no hosts are being removed".into());
         };
+        if removal.copies {
+            return refused(format!("hosts {:?} leave by moving their copies: no partition leaves", removal.hosts));
+        }
         if let CommandResult::Refused(why) = self.coordinates(coordinator, incarnation) {
             return refused(why);
         }

@@ -5,35 +5,35 @@
 //! Copies come from `@AddCopy(partition, host)`, or from the removal of
 //! hosts that are not the last added (the metadata plans copies on the
 //! hosts that stay). When the metadata names this host among a
-//! partition's `adding` hosts,
-//! [`take_copies`] starts one task per such partition: it starts an empty
-//! site for the partition (`Host::add_copy_site`), begins the partition's
-//! copy log afresh (if copy logs are kept), and asks the partition's leader
-//! for a copy the way a rejoining host does (`dataplane::request_copy`):
-//! the leader's site freezes the partition and sends it, then its stream —
-//! without waiting for this host, which is no replica yet. Once the copy
-//! is loaded, the task proposes `CopyAdded` naming the leader it came from
-//! and that leader's incarnation; from then on this host is a replica, and
-//! the leader waits for it as for the others. If the leader changes before
-//! that, the proposal is refused and the task asks the new leader for a
-//! copy (which replaces what arrived). The task ends when this host is no
-//! longer adding the partition (added, cancelled, or this host was taken
-//! down — its copies being added are void then).
+//! partition's `adding` hosts, [`take_copies`] starts one task per such
+//! partition: it starts an empty site for the partition
+//! (`Host::add_copy_site`), begins the partition's copy log afresh (if
+//! copy logs are kept), and asks the partition's leader for a copy the way
+//! a rejoining host does (`dataplane::ask_for_copy`): the leader's site
+//! freezes the partition and sends it, then its stream, and from then on
+//! waits for this host's acknowledgement of every batch as for a
+//! replica's (tried again when the connection breaks; dropped only if this
+//! host refuses the stream) — so the copy never lacks a batch the leader
+//! released. Once the copy is loaded, the task proposes `CopyAdded`
+//! naming the leader it came from and that leader's incarnation; from then
+//! on this host is a replica.
 //!
-//! As with a rejoin, a host the leader stopped sending to in the short
-//! time between its copy's last piece and `CopyAdded` gets a gap in the
-//! stream once it is a replica, and stops (its copy no longer follows).
+//! A copy is asked for once per leader, incarnation and copy round: asked
+//! again from the same leader while the first may still come, two copies
+//! would arrive one after the other (and a second copy is refused once one
+//! is whole). If the leader changes first, the proposal is refused and the
+//! task asks the new leader (its copy replaces what came; the old
+//! leader's pieces are refused, as any batch from a host that no longer
+//! leads). The task ends when this host is a replica, or no longer adding
+//! the partition — given up: the site stops and the copy log goes.
 
 use crate::cluster::Membership;
 use crate::ServerContext;
-use joule_cluster::{ClusterMetadata, Command, CommandResult};
+use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId};
 use joule_common::{bail, err, Result, Value};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// How long a copy may take to arrive before it is asked for again.
-const COPY_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Partitions whose copy a task here is taking.
 #[derive(Default)]
@@ -50,9 +50,7 @@ pub(crate) fn take_copies(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
         }
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            if let Err(e) = take_copy(&ctx, p).await {
-                say(&ctx, format!("partition {p}: the copy being added here was not taken: {e}"));
-            }
+            take_copy(&ctx, p).await;
             ctx.copying.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
         });
     }
@@ -94,61 +92,25 @@ fn say(ctx: &ServerContext, line: String) {
     ctx.event(line);
 }
 
-async fn take_copy(ctx: &Arc<ServerContext>, p: u32) -> Result<()> {
-    let Membership::Member(node) = &ctx.membership else { return Ok(()) };
+/// Take the copy of partition `p` this host is adding, until it is a
+/// replica or no longer adding (then its site stops and its log goes).
+/// Errors are said (once per reason) and the step tried again.
+async fn take_copy(ctx: &Arc<ServerContext>, p: u32) {
+    let Membership::Member(node) = &ctx.membership else { return };
     let me = node.id();
-    let routes = joule_cluster::Routes::by_address(ctx.config.cluster.routes.clone());
     let started = std::time::Instant::now();
     let mut said = String::new();
+    // The request in flight: the leader asked, its incarnation, and the
+    // partition's copy round then.
+    let mut asked: Option<(HostId, u64, u64)> = None;
     loop {
-        let m = node.read_within(Duration::from_secs(10)).await?;
-        if !m.partitions[p as usize].adding.contains(&me) || !ctx.host.is_running() {
-            return Ok(());
+        let m = node.metadata();
+        let adding = m.partitions.get(p as usize).is_some_and(|q| q.adding.contains(&me));
+        if !adding || !ctx.host.is_running() {
+            break;
         }
-        let Some((leader, incarnation, address)) = m.partitions[p as usize]
-            .leader
-            .and_then(|l| m.hosts.get(&l).map(|h| (l, h.incarnation, routes.dial(&h.internal_address).to_string())))
-        else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        let host = ctx.host.clone();
-        tokio::task::spawn_blocking(move || host.add_copy_site(p))
-            .await
-            .map_err(|e| err!(Internal, "starting the site failed: {e}"))??;
-        ctx.host.expect_copy(p);
-        if let Some(logs) = ctx.link.as_ref().and_then(|l| l.logs.as_ref()) {
-            logs.fresh(p, false)?;
-        }
-        if let Err(e) = crate::dataplane::request_copy(&address, p, me).await {
-            let why = e.to_string();
-            if why != said {
-                say(ctx, format!("partition {p}: asking host {leader} for a copy: {why}; trying again"));
-                said = why;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        // The copy comes on the replication connection; wait for it whole
-        // (or for its leader to change: ask the new one).
-        let asked = std::time::Instant::now();
-        while !ctx.host.replica_loaded(p) {
-            let now = node.metadata();
-            let placement = &now.partitions[p as usize];
-            if placement.leader != Some(leader) || !placement.adding.contains(&me) || asked.elapsed() > COPY_PATIENCE {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !ctx.host.replica_loaded(p) {
-            continue;
-        }
-        // Fault injection: the host dies with its copy whole but not yet
-        // recorded (`crates/cli/tests/cluster_copies.rs`).
-        joule_common::failpoint::crash_if_armed("copy_loaded_not_recorded");
-        let added = Command::CopyAdded { partition: p, host: me, leader, incarnation };
-        match node.propose_within(added, Duration::from_secs(10)).await? {
-            CommandResult::Applied => {
+        match step(ctx, node, &m, p, &mut asked).await {
+            Ok(Some(leader)) => {
                 say(
                     ctx,
                     format!(
@@ -156,9 +118,89 @@ async fn take_copy(ctx: &Arc<ServerContext>, p: u32) -> Result<()> {
                         started.elapsed().as_secs_f64()
                     ),
                 );
-                return Ok(());
+                return;
             }
-            CommandResult::Refused(why) => say(ctx, format!("partition {p}: the copy was not recorded: {why}")),
+            Ok(None) => {}
+            Err(e) => {
+                let why = e.to_string();
+                if why != said {
+                    say(ctx, format!("partition {p}: the copy being added here: {why}; trying again"));
+                    said = why;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Given up (or this host is stopping): no copy stays here unless the
+    // metadata made it a replica meanwhile.
+    let replica = node.metadata().partitions.get(p as usize).is_some_and(|q| q.replicas.contains(&me));
+    if !replica && ctx.host.is_running() {
+        ctx.host.drop_copy_site(p);
+        if let Some(logs) = ctx.link.as_ref().and_then(|l| l.logs.as_ref()) {
+            if let Err(e) = logs.forget(p) {
+                say(ctx, format!("partition {p}: the log of the copy given up stays: {e}"));
+            }
+        }
+        say(ctx, format!("partition {p}: the copy being added here was given up"));
+    }
+}
+
+/// One look at the metadata `m`: ask the leader for a copy if none was
+/// asked of it (and its incarnation, in this copy round), or record the
+/// copy once it is loaded (the leader it came from, once recorded).
+///
+/// A copy is asked for once per leader, incarnation and round: asked
+/// again from the same leader while the first may still be on its way,
+/// two copies would arrive one after the other. A refusal, or a leader
+/// that could not be reached, is asked again; a leader that does not
+/// answer is not (the copy may come, or the leader will change).
+async fn step(
+    ctx: &Arc<ServerContext>,
+    node: &joule_cluster::MetadataNode,
+    m: &ClusterMetadata,
+    p: u32,
+    asked: &mut Option<(HostId, u64, u64)>,
+) -> Result<Option<HostId>> {
+    let me = node.id();
+    let placement = &m.partitions[p as usize];
+    let Some(leader) = placement.leader else { return Ok(None) };
+    let Some(info) = m.hosts.get(&leader) else { return Ok(None) };
+    let key = (leader, info.incarnation, placement.copy_round);
+    if *asked != Some(key) {
+        let host = ctx.host.clone();
+        tokio::task::spawn_blocking(move || host.add_copy_site(p))
+            .await
+            .map_err(|e| err!(Internal, "starting the site failed: {e}"))??;
+        // Whatever came before is void: only the new copy's pieces apply.
+        ctx.host.expect_copy(p);
+        if let Some(logs) = ctx.link.as_ref().and_then(|l| l.logs.as_ref()) {
+            logs.fresh(p, false)?;
+        }
+        let address = joule_cluster::Routes::by_address(ctx.config.cluster.routes.clone())
+            .dial(&info.internal_address)
+            .to_string();
+        let answered = crate::dataplane::ask_for_copy(&address, p, me).await;
+        if !matches!(answered, Ok(Err(_))) {
+            *asked = Some(key);
+        }
+        answered
+            .map_err(|e| e.context(format!("host {leader} did not answer the request for a copy (waiting for it)")))?
+            .map_err(|e| e.context(format!("asking host {leader} for a copy")))?;
+        return Ok(None);
+    }
+    if !ctx.host.replica_loaded(p) {
+        return Ok(None);
+    }
+    // Fault injection: the host dies with its copy whole but not yet
+    // recorded (`crates/cli/tests/cluster_copies.rs`).
+    joule_common::failpoint::crash_if_armed("copy_loaded_not_recorded");
+    let (leader, incarnation, _) = key;
+    let added = Command::CopyAdded { partition: p, host: me, leader, incarnation };
+    match node.propose_within(added, Duration::from_secs(10)).await? {
+        CommandResult::Applied => Ok(Some(leader)),
+        // The leader changed (the next look asks the new one), or an
+        // earlier attempt was applied (the next look sees a replica).
+        CommandResult::Refused(why) => Err(err!(Unavailable, "the copy was not recorded: {why}")),
     }
 }

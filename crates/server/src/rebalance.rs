@@ -474,7 +474,7 @@ fn next_piece(piece: u64, rows: u64, took: Duration, floor: Duration, duration: 
 /// pieces under a saturating load stayed at 1,000–1,400 rows and held
 /// their partitions 13–15 ms on a cluster, three times `duration_ms`'s
 /// default, which set the calls' p99 while ranges moved (see
-/// docs/performance.md, "Scaling out and in").
+/// docs/performance/elastic.md, "Scaling out and in").
 const SMALL_PIECE_ROWS: u64 = 250;
 
 /// How long the job rests after a piece of `bytes` that took `took`.

@@ -223,6 +223,31 @@ impl crate::host::Host {
     }
 }
 
+impl crate::host::Host {
+    /// The copy of `partition` being taken here was given up (the cluster
+    /// metadata's `CancelCopy`): its site stops and the partition is routed
+    /// through its proxy again, as before [`Self::add_copy_site`]. Nothing
+    /// if no site here holds it.
+    pub fn drop_copy_site(&self, partition: u32) {
+        let shared = self.shared();
+        let p = partition as usize;
+        let routes = shared.routes.load_full();
+        if p >= routes.sites.len() || !routes.local[p] {
+            return;
+        }
+        let Some((begin, work)) = routes.proxies[p].clone() else { return };
+        shared.routes.rcu(|now| {
+            let mut routes = Routes::clone(now);
+            routes.sites[p] = begin.clone();
+            routes.work[p] = work.clone();
+            routes.local[p] = false;
+            routes
+        });
+        shared.loaded[p].store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = routes.sites[p].send(SiteMsg::Shutdown);
+    }
+}
+
 /// Route to partitions `0..keep` only, from now on. Sites here of the
 /// partitions that left stop now (`stop`: one host, their commit ahead of
 /// the `Shutdown` in their inboxes) or with the host (a host leaving the

@@ -53,6 +53,9 @@ pub enum Destination {
 pub trait ClusterLink: Send + Sync {
     /// Whether this host leads `partition` now.
     fn leads(&self, partition: u32) -> bool;
+    /// Whether another host leads `partition` now (not while it has no
+    /// leader: a new leader settling its copies, say).
+    fn led_elsewhere(&self, partition: u32) -> bool;
     /// Whether this host coordinates multi-partition transactions now.
     fn coordinates(&self) -> bool;
     /// The host coordinating multi-partition transactions now.

@@ -299,15 +299,16 @@ impl crate::Host {
     }
 
     /// Whether this host's copy of `partition` may take `records` now: it
-    /// follows the stream already, or they are part of the copy it waits
-    /// for (which comes whole before the stream). A
-    /// leader that still sends the stream to this host's previous process
-    /// (it has not seen it restart) is refused, not followed.
+    /// follows the stream already and they are not a copy, or they are
+    /// part of the copy it waits for (which comes whole before the
+    /// stream). A leader that still sends the stream to this host's
+    /// previous process (it has not seen it restart) is refused, not
+    /// followed; so is a second copy once one is whole (a copy asked for
+    /// again while the first was on its way: loading it would make the
+    /// whole copy partial again while it counts as loaded).
     pub fn accepts_records(&self, partition: u32, records: &[u8]) -> bool {
-        if self.replica_loaded(partition) {
-            return true;
-        }
-        matches!(unframe_first(records), Some(Replicated::Load { .. }))
+        let copy = matches!(unframe_first(records), Some(Replicated::Load { .. }));
+        copy != self.replica_loaded(partition)
     }
 
     /// This host is about to take a copy of `partition` from its leader

@@ -164,7 +164,17 @@ impl Site {
                 SiteMsg::Sp(task) => {
                     self.after_mp = false;
                     self.depths[self.partition as usize].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                    self.run_sp(task)
+                    match &self.link {
+                        // The partition's leadership moved to another host
+                        // while the call waited here (this host handed it
+                        // over on leaving the cluster, or was deposed): the
+                        // leader runs it, as it would have had the call come
+                        // a moment later.
+                        Some(link) if link.led_elsewhere(self.partition) => {
+                            crate::host::forward_sp(link, self.partition, task)
+                        }
+                        _ => self.run_sp(task),
+                    }
                 }
                 SiteMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());

@@ -156,6 +156,18 @@ impl CopyLogs {
         Ok(())
     }
 
+    /// This host no longer holds a copy of `partition` (a copy being added
+    /// was given up): its log goes.
+    pub fn forget(&self, partition: u32) -> Result<()> {
+        self.parts().remove(&partition);
+        let dir = self.partition_dir(partition);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io("remove", &dir, e))?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Append a batch `partition`'s copy applied (or, leading, is about
     /// to ship). True when the log has grown past its limit and should be
     /// compacted now (said once, until that compaction ends).

@@ -59,6 +59,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 
+mod copier;
 mod copylog;
 mod doubt;
 mod forward;
@@ -265,6 +266,10 @@ impl Link {
 impl ClusterLink for Link {
     fn leads(&self, partition: u32) -> bool {
         self.routing.load().leaders.get(partition as usize).copied().flatten() == Some(self.me)
+    }
+
+    fn led_elsewhere(&self, partition: u32) -> bool {
+        self.routing.load().leaders.get(partition as usize).copied().flatten().is_some_and(|l| l != self.me)
     }
 
     fn coordinates(&self) -> bool {
@@ -656,6 +661,25 @@ impl Link {
 pub(crate) async fn request_copy(address: &str, partition: u32, me: HostId) -> Result<()> {
     let body = request_async(address, REJOIN, &(partition, me), Duration::from_secs(30)).await?;
     decode::<std::result::Result<(), WireError>>(&body)?.map_err(from_wire_error)
+}
+
+/// Ask the host at `address` (leading `partition`) for a copy of it for a
+/// host taking a copy (`copies.rs`): `Ok` with the leader's answer (a
+/// refusal means nothing was sent), `Err` when it did not answer — the copy
+/// may be on its way or not, so it must not be asked for again from the
+/// same leader (two copies would arrive one after the other).
+pub(crate) async fn ask_for_copy(address: &str, partition: u32, me: HostId) -> Result<Result<()>> {
+    let mut s = match open_async(address, REJOIN).await {
+        Ok(s) => s,
+        // Nothing reached the leader: asking again is safe.
+        Err(e) => return Ok(Err(e)),
+    };
+    write_frame_async(&mut s, &(partition, me)).await?;
+    let body = match tokio::time::timeout(Duration::from_secs(30), read_body_async(&mut s)).await {
+        Ok(r) => r.map_err(|e| io_error(&format!("{address} did not answer"), e))?,
+        Err(_) => bail!(Unavailable, "{address} did not answer within 30 s"),
+    };
+    Ok(decode::<std::result::Result<(), WireError>>(&body)?.map_err(from_wire_error))
 }
 
 /// Open a data-plane connection of `kind` to `address` (async).

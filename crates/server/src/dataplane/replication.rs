@@ -90,38 +90,42 @@ pub(super) fn ship(
     // Streams of earlier leaders of this partition come before this one.
     let term = progress.term(partition) + 1;
     progress.raise_term(partition, term);
-    let mut next = shipments.recv().ok();
-    while let Some(shipment) = next.take() {
+    // Copies on their way to hosts taking one (`copier.rs`).
+    let mut copier = super::copier::Copier::default();
+    let mut next: Option<Shipment> = None;
+    loop {
+        copier.finish(partition, &routing, &mut connections, &mut joining);
+        let shipment = match next.take() {
+            Some(s) => s,
+            // While copies are on their way, look at them between waits.
+            None if !copier.is_empty() => match shipments.recv_timeout(Duration::from_millis(20)) {
+                Ok(s) => s,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match shipments.recv() {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         match shipment {
             Shipment::AddReplica { host, copy } => {
                 // A leader whose log failed sends no copy (it would hold
                 // batches no replica has).
                 if stopping {
-                    next = shipments.recv().ok();
                     continue;
                 }
                 let Some(address) = address_of(&routing, host) else {
-                    eprintln!("joule: partition {partition}: host {host} asked to rejoin but is not a member");
-                    next = shipments.recv().ok();
+                    eprintln!("joule: partition {partition}: host {host} asked for a copy but is not a member");
                     continue;
                 };
                 // A connection from before the host restarted went to its
-                // old process: the copy opens a new one.
+                // old process, and a stream it followed is void: it gets
+                // the copy, then the stream again.
                 connections.remove(&host);
-                let mut ok = true;
-                for records in copy {
-                    let piece = Batch { partition, stream, sequence, copy: true, from: me, term, records };
-                    if !send_to_one(host, &address, &piece, &routing, &mut connections) {
-                        ok = false;
-                        break;
-                    }
-                }
-                if ok {
-                    joining.insert(host);
-                } else {
-                    eprintln!("joule: partition {partition}: host {host} did not take the partition's copy");
-                }
-                next = shipments.recv().ok();
+                joining.remove(&host);
+                let first = Batch { partition, stream, sequence, copy: true, from: me, term, records: Vec::new() };
+                copier.start(host, address, first, copy, &routing);
             }
             Shipment::Batch { records, done } => {
                 let (records, dones, after) = merge_queued(records, done, &shipments, MAX_BATCH_BYTES);
@@ -150,22 +154,22 @@ pub(super) fn ship(
                                 stop(e);
                             }
                             stopping = true;
+                            copier.give_up_all();
                             drop(dones);
-                            if next.is_none() {
-                                next = shipments.recv().ok();
-                            }
                             continue;
                         }
                     }
                 }
-                deliver_batch(&batch, &routing, &mut connections, &mut joining);
-                // Released only while this host still leads: a leader
-                // deposed while it waited (it was paused, say, and the
-                // partition's other copies have moved on or gone) must not
-                // confirm what no current copy holds. It stops once it
-                // learns it was failed; its callers learn the outcome is
-                // unknown.
-                if routing.load().leaders.get(partition as usize).copied().flatten() == Some(me) {
+                let acknowledged = deliver_batch(&batch, &routing, &mut connections, &mut joining);
+                copier.keep(&batch);
+                // Released only while this host still leads, or — deposed
+                // while it waited (its host handed the partition over on
+                // leaving, or was failed) — if the new leader and every
+                // copy it waits for hold the batch: then it is in the
+                // partition's history whoever leads. Otherwise it must not
+                // confirm what no current copy may hold; its callers learn
+                // the outcome is unknown when its connections close.
+                if still_committed(&routing.load(), partition, me, &acknowledged) {
                     for d in dones {
                         d();
                     }
@@ -173,9 +177,6 @@ pub(super) fn ship(
                     drop(dones);
                 }
                 last = Some(batch);
-                if next.is_none() {
-                    next = shipments.recv().ok();
-                }
             }
             Shipment::Compact { copy } => {
                 if let Some(ShipperLog { logs, .. }) = &log {
@@ -199,10 +200,12 @@ pub(super) fn ship(
                         }
                     }
                 }
-                next = shipments.recv().ok();
             }
         }
     }
+    // Copies still on their way would leave hosts with a copy no stream
+    // follows.
+    copier.give_up_all();
 }
 
 /// What runs once every live replica has applied a batch.
@@ -252,7 +255,7 @@ pub(super) fn send_to_one(
             Err(_) => return false,
         },
     };
-    let ok = write_frame(&mut c.stream, piece).is_ok() && wait_ack(c, host, routing, true);
+    let ok = write_frame(&mut c.stream, piece).is_ok() && wait_ack(c, host, routing, true) == Ack::Applied;
     if !ok {
         connections.remove(&host);
     }
@@ -268,23 +271,34 @@ pub(super) fn deliver_batch(
     routing: &Shared<Routing>,
     connections: &mut BTreeMap<HostId, ReplicaConnection>,
     joining: &mut std::collections::BTreeSet<HostId>,
-) {
+) -> std::collections::BTreeSet<HostId> {
     let (partition, me) = (batch.partition, batch.from);
     let mut acknowledged: std::collections::BTreeSet<HostId> = Default::default();
     loop {
         let r = routing.load();
+        // No longer the leader: the copies refuse this host's batches from
+        // now on (see `still_committed` for what was acknowledged).
+        if r.leaders.get(partition as usize).copied().flatten() != Some(me) {
+            return acknowledged;
+        }
         // Up now: no longer joining — unless the host is taking a copy,
         // not a replica yet (it is waited for once it is one).
         let adding = r.adding(partition);
         joining.retain(|h| !r.up.contains_key(h) || adding.contains(h));
         let replicas = r.replicas.get(partition as usize).map_or(&[][..], Vec::as_slice);
-        let targets: Vec<(HostId, String, bool)> = replicas
+        // A host taking a copy is waited for as a replica is (it is up, and
+        // failure detection watches it: a leader never releases a batch it
+        // lacks, so its copy holds every acknowledged write once it is a
+        // replica), but dropped on a failure as a rejoining host is (it
+        // takes a new copy).
+        let targets: Vec<(HostId, String, Follower)> = replicas
             .iter()
             .chain(adding)
             .filter(|h| **h != me && !acknowledged.contains(h))
             .filter_map(|h| match r.must_acknowledge(*h) {
-                Some(a) if !adding.contains(h) => Some((*h, a.clone(), false)),
-                _ if joining.contains(h) => r.all.get(h).map(|a| (*h, a.clone(), true)),
+                Some(a) if !adding.contains(h) => Some((*h, a.clone(), Follower::Replica)),
+                Some(a) if joining.contains(h) => Some((*h, a.clone(), Follower::Adding)),
+                None if joining.contains(h) => r.all.get(h).map(|a| (*h, a.clone(), Follower::Rejoining)),
                 _ => None,
             })
             .collect();
@@ -293,17 +307,20 @@ pub(super) fn deliver_batch(
         // new process.
         connections.retain(|h, _| acknowledged.contains(h) || targets.iter().any(|(t, _, _)| t == h));
         if targets.is_empty() {
-            return;
+            return acknowledged;
         }
         let mut sent = Vec::new();
-        for (host, address, rejoining) in &targets {
+        for (host, address, follower) in &targets {
+            // Only a rejoining host is dropped when it cannot be reached:
+            // a host taking a copy is up, and tried again as a replica is.
+            let rejoining = *follower == Follower::Rejoining;
             if !connections.contains_key(host) {
                 match connect(address, REPLICATION) {
                     Ok(stream) => {
                         connections.insert(*host, ReplicaConnection { stream });
                     }
                     Err(_) => {
-                        if *rejoining {
+                        if rejoining {
                             joining.remove(host);
                         }
                         continue;
@@ -312,28 +329,38 @@ pub(super) fn deliver_batch(
             }
             let Some(c) = connections.get_mut(host) else { continue };
             if write_frame(&mut c.stream, batch).is_ok() {
-                sent.push((*host, *rejoining));
+                sent.push((*host, *follower));
             } else {
                 connections.remove(host);
-                if *rejoining {
+                if rejoining {
                     joining.remove(host);
                 }
             }
         }
-        for (host, rejoining) in sent {
+        for (host, follower) in sent {
             let Some(c) = connections.get_mut(&host) else { continue };
-            if wait_ack(c, host, routing, rejoining) {
+            let ack = wait_ack(c, host, routing, follower == Follower::Rejoining);
+            if ack == Ack::Applied {
                 acknowledged.insert(host);
-            } else {
-                connections.remove(&host);
-                if rejoining {
-                    eprintln!("joule: partition {partition}: rejoining host {host} stopped taking the stream");
-                    joining.remove(&host);
-                }
+                continue;
+            }
+            connections.remove(&host);
+            // A rejoining host that fails is dropped; a host taking a copy
+            // only when it refuses the stream (it waits for a new copy):
+            // otherwise it is tried again, so that it never lacks a batch
+            // this leader released.
+            let dropped = match follower {
+                Follower::Replica => false,
+                Follower::Rejoining => true,
+                Follower::Adding => ack == Ack::Refused,
+            };
+            if dropped {
+                eprintln!("joule: partition {partition}: host {host} stopped taking the stream of its new copy");
+                joining.remove(&host);
             }
         }
         if targets.iter().all(|(h, _, _)| acknowledged.contains(h)) {
-            return;
+            return acknowledged;
         }
         // Try again (the batch's sequence makes a repeat harmless) until
         // the replicas that failed are declared down.
@@ -341,9 +368,47 @@ pub(super) fn deliver_batch(
     }
 }
 
-/// Wait for `host`'s acknowledgement; false if the connection broke or
-/// the host was declared down meanwhile.
-pub(super) fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared<Routing>, joining: bool) -> bool {
+/// Whether a batch this host shipped for `partition`, acknowledged by
+/// `acknowledged`, may be confirmed to its callers now: this host leads
+/// the partition, or the partition's leader and every copy a leader waits
+/// for (up or recovering) acknowledged it — applied before they learned
+/// that this host no longer leads, so it is in the copies that go on.
+fn still_committed(r: &Routing, partition: u32, me: HostId, acknowledged: &std::collections::BTreeSet<HostId>) -> bool {
+    let leader = r.leaders.get(partition as usize).copied().flatten();
+    if leader == Some(me) {
+        return true;
+    }
+    let replicas = r.replicas.get(partition as usize).map_or(&[][..], Vec::as_slice);
+    leader.is_some_and(|l| acknowledged.contains(&l))
+        && replicas.iter().filter(|h| **h != me && r.must_acknowledge(**h).is_some()).all(|h| acknowledged.contains(h))
+}
+
+/// What a host a batch goes to is to its partition.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follower {
+    /// A replica: waited for until it acknowledges or is declared down.
+    Replica,
+    /// Rejoining (not up yet): waited for a bounded time, dropped on any
+    /// failure.
+    Rejoining,
+    /// Up and taking a copy (`AddCopy`): waited for as a replica, dropped
+    /// on a failure as a rejoining host.
+    Adding,
+}
+
+/// What a host answered a batch with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Ack {
+    Applied,
+    /// It answered that it did not apply it.
+    Refused,
+    /// No answer: the connection broke, or the host was declared down (or,
+    /// rejoining, took too long).
+    Lost,
+}
+
+/// Wait for `host`'s acknowledgement.
+pub(super) fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared<Routing>, joining: bool) -> Ack {
     // A rejoining host is not up yet, so failure detection does not watch
     // it: it gets a bounded wait (a hung joiner must not stall the partition).
     let since = std::time::Instant::now();
@@ -356,14 +421,14 @@ pub(super) fn wait_ack(c: &mut ReplicaConnection, host: HostId, routing: &Shared
     };
     match read_frame_checked(&mut c.stream, keep_waiting) {
         Ok(Some(body)) => match decode::<std::result::Result<(), WireError>>(&body) {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => Ack::Applied,
             Ok(Err(e)) => {
                 eprintln!("joule: host {host} could not apply replicated records: {}", from_wire_error(e));
-                false
+                Ack::Refused
             }
-            Err(_) => false,
+            Err(_) => Ack::Lost,
         },
-        Ok(None) | Err(_) => false,
+        Ok(None) | Err(_) => Ack::Lost,
     }
 }
 
@@ -502,7 +567,11 @@ pub(super) async fn serve_replication(
         let result = if let Some(e) = link.refuse_while_replaying() {
             Err(e)
         } else if !host.accepts_records(partition, &batch.records) {
-            Err(err!(Unavailable, "this host restarted and has not loaded partition {partition}'s copy yet"))
+            Err(err!(
+                Unavailable,
+                "this host's copy of partition {partition} takes a copy now, or has one whole already and follows \
+                 the stream"
+            ))
         } else {
             let refuse = || {
                 let leader = link.latest_leader(partition);

@@ -35,6 +35,13 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a copy asked for may take to be loaded before its round is
+/// given up (`CancelCopy`).
+const COPY_PATIENCE: Duration = Duration::from_secs(600);
+
+/// A copy asked for: of which leader, incarnation and copy round; when.
+type Asked = ((HostId, u64, u64), std::time::Instant);
+
 /// Partitions whose copy a task here is taking.
 #[derive(Default)]
 pub struct Copying(Mutex<BTreeSet<u32>>);
@@ -101,8 +108,8 @@ async fn take_copy(ctx: &Arc<ServerContext>, p: u32) {
     let started = std::time::Instant::now();
     let mut said = String::new();
     // The request in flight: the leader asked, its incarnation, and the
-    // partition's copy round then.
-    let mut asked: Option<(HostId, u64, u64)> = None;
+    // partition's copy round then; and when.
+    let mut asked: Option<Asked> = None;
     loop {
         let m = node.metadata();
         let adding = m.partitions.get(p as usize).is_some_and(|q| q.adding.contains(&me));
@@ -160,14 +167,20 @@ async fn step(
     node: &joule_cluster::MetadataNode,
     m: &ClusterMetadata,
     p: u32,
-    asked: &mut Option<(HostId, u64, u64)>,
+    asked: &mut Option<Asked>,
 ) -> Result<Option<HostId>> {
     let me = node.id();
     let placement = &m.partitions[p as usize];
     let Some(leader) = placement.leader else { return Ok(None) };
     let Some(info) = m.hosts.get(&leader) else { return Ok(None) };
     let key = (leader, info.incarnation, placement.copy_round);
-    if *asked != Some(key) {
+    if asked.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() > COPY_PATIENCE) && !ctx.host.replica_loaded(p) {
+        // The copy did not come (the leader could not send it, say): give
+        // this round up, which a removal follows with a new one.
+        node.propose_within(Command::CancelCopy { partition: p, host: me }, Duration::from_secs(10)).await?;
+        bail!(Unavailable, "no copy came from host {leader} within {COPY_PATIENCE:?}: given up");
+    }
+    if asked.as_ref().map(|(k, _)| *k) != Some(key) {
         let host = ctx.host.clone();
         tokio::task::spawn_blocking(move || host.add_copy_site(p))
             .await
@@ -182,7 +195,7 @@ async fn step(
             .to_string();
         let answered = crate::dataplane::ask_for_copy(&address, p, me).await;
         if !matches!(answered, Ok(Err(_))) {
-            *asked = Some(key);
+            *asked = Some((key, std::time::Instant::now()));
         }
         answered
             .map_err(|e| e.context(format!("host {leader} did not answer the request for a copy (waiting for it)")))?

@@ -59,7 +59,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 
-mod copier;
 mod copylog;
 mod doubt;
 mod forward;
@@ -112,7 +111,7 @@ pub(crate) struct Routing {
     replicas: Vec<Vec<HostId>>,
     /// Per partition: the hosts taking a copy of it (not replicas yet; see
     /// `joule_cluster`'s `copies`): a leader sends them its stream once
-    /// their copy went out, but does not wait for them.
+    /// their copy went out, and waits for them as for replicas.
     adding: Vec<Vec<HostId>>,
     /// Internal addresses of every host, up or not.
     all: BTreeMap<HostId, String>,

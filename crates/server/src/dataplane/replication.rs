@@ -90,42 +90,38 @@ pub(super) fn ship(
     // Streams of earlier leaders of this partition come before this one.
     let term = progress.term(partition) + 1;
     progress.raise_term(partition, term);
-    // Copies on their way to hosts taking one (`copier.rs`).
-    let mut copier = super::copier::Copier::default();
-    let mut next: Option<Shipment> = None;
-    loop {
-        copier.finish(partition, &routing, &mut connections, &mut joining);
-        let shipment = match next.take() {
-            Some(s) => s,
-            // While copies are on their way, look at them between waits.
-            None if !copier.is_empty() => match shipments.recv_timeout(Duration::from_millis(20)) {
-                Ok(s) => s,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            },
-            None => match shipments.recv() {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-        };
+    let mut next = shipments.recv().ok();
+    while let Some(shipment) = next.take() {
         match shipment {
             Shipment::AddReplica { host, copy } => {
                 // A leader whose log failed sends no copy (it would hold
                 // batches no replica has).
                 if stopping {
+                    next = shipments.recv().ok();
                     continue;
                 }
                 let Some(address) = address_of(&routing, host) else {
                     eprintln!("joule: partition {partition}: host {host} asked for a copy but is not a member");
+                    next = shipments.recv().ok();
                     continue;
                 };
                 // A connection from before the host restarted went to its
-                // old process, and a stream it followed is void: it gets
-                // the copy, then the stream again.
+                // old process: the copy opens a new one.
                 connections.remove(&host);
-                joining.remove(&host);
-                let first = Batch { partition, stream, sequence, copy: true, from: me, term, records: Vec::new() };
-                copier.start(host, address, first, copy, &routing);
+                let mut ok = true;
+                for records in copy {
+                    let piece = Batch { partition, stream, sequence, copy: true, from: me, term, records };
+                    if !send_to_one(host, &address, &piece, &routing, &mut connections) {
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok {
+                    joining.insert(host);
+                } else {
+                    eprintln!("joule: partition {partition}: host {host} did not take the partition's copy");
+                }
+                next = shipments.recv().ok();
             }
             Shipment::Batch { records, done } => {
                 let (records, dones, after) = merge_queued(records, done, &shipments, MAX_BATCH_BYTES);
@@ -154,14 +150,15 @@ pub(super) fn ship(
                                 stop(e);
                             }
                             stopping = true;
-                            copier.give_up_all();
                             drop(dones);
+                            if next.is_none() {
+                                next = shipments.recv().ok();
+                            }
                             continue;
                         }
                     }
                 }
                 let acknowledged = deliver_batch(&batch, &routing, &mut connections, &mut joining);
-                copier.keep(&batch);
                 // Released only while this host still leads, or — deposed
                 // while it waited (its host handed the partition over on
                 // leaving, or was failed) — if the new leader and every
@@ -177,6 +174,9 @@ pub(super) fn ship(
                     drop(dones);
                 }
                 last = Some(batch);
+                if next.is_none() {
+                    next = shipments.recv().ok();
+                }
             }
             Shipment::Compact { copy } => {
                 if let Some(ShipperLog { logs, .. }) = &log {
@@ -200,12 +200,10 @@ pub(super) fn ship(
                         }
                     }
                 }
+                next = shipments.recv().ok();
             }
         }
     }
-    // Copies still on their way would leave hosts with a copy no stream
-    // follows.
-    copier.give_up_all();
 }
 
 /// What runs once every live replica has applied a batch.

@@ -20,7 +20,8 @@ choice is about spreading load and surviving failures:
 * With ``discover`` (the default) the first host that answers is asked for the
   cluster's hosts (``@Statistics CLUSTER``); every host that is up joins the
   list, and the list is read again after a host fails — the client follows the
-  cluster's topology.
+  cluster's topology. A host learned that way which the cluster no longer
+  names (it was removed) leaves the list; the servers given never do.
 * A host whose connection cannot be opened, or breaks before a request was
   written whole, is set aside for a second and the call goes to another: the
   server never saw it, so sending it again is safe.
@@ -99,6 +100,9 @@ class Cluster:
         self._login = (user, password, timeout)
         self._lock = threading.Lock()
         self._hosts = {a: _Host(a) for a in addresses}
+        # The hosts given (never dropped: a host may advertise another
+        # address than the one dialled); the others were learned.
+        self._given = set(addresses)
         self._next = 0
         self._route = route_to_leaders
         # Routing: partition count, leader address per partition, and the
@@ -128,9 +132,12 @@ class Cluster:
         except JouleError:
             return
         clients = {}
+        members = set()
         with self._lock:
             for row in result.rows:
                 state, client = row[3], row[2]
+                if client:
+                    members.add(_address(client))
                 if state != "UP" or not client:
                     continue
                 address = _address(client)
@@ -139,6 +146,12 @@ class Cluster:
                 clients[str(row[0])] = address
                 if address not in self._hosts:
                     self._hosts[address] = _Host(address)
+            # A learned host the cluster no longer names was removed: no
+            # call goes there any more (calls in flight there finish).
+            if members:
+                for address in [a for a in self._hosts if a not in self._given and a not in members]:
+                    for connection in self._hosts.pop(address).idle:
+                        connection.close()
         self._read_at = time.monotonic()
         if self._route:
             self._read_routes(clients)

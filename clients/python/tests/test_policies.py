@@ -48,3 +48,20 @@ def test_round_trips_are_averaged():
     assert h.latency == 0.008
     h.measured(0.0)
     assert abs(h.latency - 0.007) < 1e-9
+
+
+def test_a_learned_host_the_cluster_no_longer_names_is_dropped_but_a_given_one_stays():
+    import types
+
+    c, hosts = _cluster_of("round-robin", [0.0, 0.0, 0.0])
+    c._given = {hosts[0].address}
+    c._route = False
+    listed = [("h0", "UP"), ("h1", "UP")]
+    rows = lambda: [[i, "internal", "%s:21212" % h, s] for i, (h, s) in enumerate(listed)]
+    c._call_once = lambda procedure, params: types.SimpleNamespace(rows=rows())
+    c.refresh()
+    assert sorted(c._hosts) == [("h0", 21212), ("h1", 21212)], "h2 was removed from the cluster"
+    # A host that is down is still a member: it stays.
+    listed = [("h1", "FAILED")]
+    c.refresh()
+    assert sorted(c._hosts) == [("h0", 21212), ("h1", 21212)], "h0 was given, h1 is only down"

@@ -133,11 +133,15 @@ class Cluster:
             return
         clients = {}
         members = set()
+        unreadable = False
         with self._lock:
             for row in result.rows:
                 state, client = row[3], row[2]
                 if client:
-                    members.add(_address(client))
+                    try:
+                        members.add(_address(client))
+                    except ValueError:
+                        unreadable = True
                 if state != "UP" or not client:
                     continue
                 address = _address(client)
@@ -148,7 +152,7 @@ class Cluster:
                     self._hosts[address] = _Host(address)
             # A learned host the cluster no longer names was removed: no
             # call goes there any more (calls in flight there finish).
-            if members:
+            if members and not unreadable:
                 for address in [a for a in self._hosts if a not in self._given and a not in members]:
                     for connection in self._hosts.pop(address).idle:
                         connection.close()
@@ -303,7 +307,7 @@ class Cluster:
                 if isinstance(e, JouleError) and e.status not in (-4,):
                     # An answer: the call failed on the server.
                     with self._lock:
-                        host.idle.append(connection)
+                        self._park(host, connection)
                         host.calls += 1
                     raise
                 connection.close()
@@ -311,13 +315,21 @@ class Cluster:
                                  "the connection to %s:%d broke after the call was sent: it may or may not have "
                                  "run (%s)" % (host.address + (e,)))
             with self._lock:
-                host.idle.append(connection)
+                self._park(host, connection)
                 host.calls += 1
                 host.measured(time.monotonic() - sent)
             return result
         finally:
             with self._lock:
                 host.outstanding -= 1
+
+    def _park(self, host, connection):
+        """Keep `connection` for `host`'s next call (under the lock), or close
+        it if the host was dropped meanwhile (removed from the cluster)."""
+        if self._hosts.get(host.address) is host:
+            host.idle.append(connection)
+        else:
+            connection.close()
 
     def close(self):
         with self._lock:

@@ -10,8 +10,8 @@
 //! 1. [`Command::AddCopy`] names the partition and the host: the host must
 //!    be up and hold no copy, the partition must have a leader and be in
 //!    the transaction order. The host goes into the partition's `adding`
-//!    list — not its replicas: no leader waits for it, no failover picks
-//!    it, no restart counts its copy.
+//!    list — not its replicas: no failover picks it, no restart counts
+//!    its copy, and the leader waits for it only once its copy went out.
 //! 2. The host, following the metadata, starts a site for the partition
 //!    and asks the leader for a copy, as a rejoining host does (the
 //!    server's `dataplane`). The leader sends it, then the stream, and

@@ -35,8 +35,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How long a copy asked for may take to be loaded before its round is
-/// given up (`CancelCopy`).
+/// How long a copy asked for may take to be loaded before the host says
+/// it is still waiting.
 const COPY_PATIENCE: Duration = Duration::from_secs(600);
 
 /// A copy asked for: of which leader, incarnation and copy round; when.
@@ -175,10 +175,14 @@ async fn step(
     let Some(info) = m.hosts.get(&leader) else { return Ok(None) };
     let key = (leader, info.incarnation, placement.copy_round);
     if asked.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() > COPY_PATIENCE) && !ctx.host.replica_loaded(p) {
-        // The copy did not come (the leader could not send it, say): give
-        // this round up, which a removal follows with a new one.
-        node.propose_within(Command::CancelCopy { partition: p, host: me }, Duration::from_secs(10)).await?;
-        bail!(Unavailable, "no copy came from host {leader} within {COPY_PATIENCE:?}: given up");
+        // Not given up here: a large copy may still be on its way, and one
+        // the leader could not send is not coming. Said (once per reason,
+        // by the caller) so that an operator can tell.
+        bail!(
+            Unavailable,
+            "no whole copy from host {leader} after {COPY_PATIENCE:?}; if the leader could not send it (its log says \
+             so), give it up with @AddCopy({p}, {me}, 'CANCEL') or cancel the removal"
+        );
     }
     if asked.as_ref().map(|(k, _)| *k) != Some(key) {
         let host = ctx.host.clone();

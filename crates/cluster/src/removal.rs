@@ -42,16 +42,6 @@ use joule_common::hashinator::Hashinator;
 use std::collections::BTreeSet;
 
 impl ClusterMetadata {
-    /// The partitions that would stay if `hosts` were removed, or why they
-    /// cannot be: `hosts` must hold every copy of the last partitions and
-    /// nothing else, and leave at least one partition.
-    pub fn partitions_kept_without(&self, hosts: &BTreeSet<HostId>) -> Result<usize, String> {
-        self.kept_without(hosts).map_err(|why| match (why, self.removable_hosts()) {
-            (Refusal::NotLast, Some(r)) => format!("{}: remove hosts {r:?}", Refusal::NotLast.say()),
-            (why, _) => why.say(),
-        })
-    }
-
     /// The hosts that can be removed now: those holding the copies of the
     /// last partition, if they hold nothing outside the last partitions.
     pub fn removable_hosts(&self) -> Option<BTreeSet<HostId>> {
@@ -93,8 +83,8 @@ impl Refusal {
         match self {
             Refusal::NoHost => "name at least one host to remove".into(),
             Refusal::NotMember(h) => format!("host {h} is not a member"),
-            Refusal::NotLast => "hosts leave with the last partitions, all of whose copies they hold (the k+1 hosts \
-                                 added last, last added first)"
+            Refusal::NotLast => "the hosts do not hold every copy of the last partitions and nothing else (they \
+                                 leave by moving their copies instead)"
                 .into(),
             Refusal::Everything => "the cluster cannot remove every host".into(),
         }

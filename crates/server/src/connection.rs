@@ -421,52 +421,25 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             }
             "@StopNode" => {
                 // A metadata change: answered when the group has applied it.
-                let (ctx, sink) = (ctx.clone(), sink.clone());
+                let ctx = ctx.clone();
                 let host = match inv.params.first().map(|p| param_value(p.clone())) {
                     Some(Value::Integer(h)) => Ok(h),
                     Some(v) => Err(err!(DatatypeMismatch, "@StopNode takes a host id, not {}", v.type_name())),
                     None => Err(err!(WrongParameterCount, "@StopNode takes a host id")),
                 };
-                tokio::spawn(async move {
-                    let mut out = Vec::new();
-                    match async { crate::cluster::stop_node(&ctx, host?).await }.await {
-                        Ok(()) => write_ping(&mut out, handle),
-                        Err(e) => {
-                            write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
-                        }
-                    }
-                    sink.queue(out);
-                });
+                answer_when_done(&sink, handle, async move { crate::cluster::stop_node(&ctx, host?).await });
             }
             "@AddCopy" => {
                 // Answered once the metadata recorded it; the copy follows.
-                let (ctx, sink) = (ctx.clone(), sink.clone());
+                let ctx = ctx.clone();
                 let params: Vec<Value> = inv.params.into_iter().map(param_value).collect();
-                tokio::spawn(async move {
-                    let mut out = Vec::new();
-                    match crate::copies::add_copy(&ctx, params).await {
-                        Ok(()) => write_ping(&mut out, handle),
-                        Err(e) => {
-                            write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
-                        }
-                    }
-                    sink.queue(out);
-                });
+                answer_when_done(&sink, handle, async move { crate::copies::add_copy(&ctx, params).await });
             }
             "@ElasticRemove" => {
                 // Answered once the metadata recorded it; the drain goes on.
-                let (ctx, sink) = (ctx.clone(), sink.clone());
+                let ctx = ctx.clone();
                 let params: Vec<Value> = inv.params.into_iter().map(param_value).collect();
-                tokio::spawn(async move {
-                    let mut out = Vec::new();
-                    match crate::elastic::remove_hosts(&ctx, params).await {
-                        Ok(()) => write_ping(&mut out, handle),
-                        Err(e) => {
-                            write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())
-                        }
-                    }
-                    sink.queue(out);
-                });
+                answer_when_done(&sink, handle, async move { crate::elastic::remove_hosts(&ctx, params).await });
             }
             _ if refusal.is_some() => {
                 if let Some(e) = &refusal {
@@ -514,6 +487,24 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     drop(sink_dyn);
     drop(sink);
     let _ = writer.await;
+}
+
+/// Answer the call `handle` on `sink` once `work` (a change to the cluster
+/// metadata, say) is done: with a ping, or with its failure.
+fn answer_when_done(
+    sink: &Arc<ConnectionSink>,
+    handle: i64,
+    work: impl std::future::Future<Output = joule_common::Result<()>> + Send + 'static,
+) {
+    let sink = sink.clone();
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        match work.await {
+            Ok(()) => write_ping(&mut out, handle),
+            Err(e) => write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string()),
+        }
+        sink.queue(out);
+    });
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@
 # throwaway directory. Settings (environment): DURATION (40), WARM (10),
 # RECORDS (1000000), PARTS ("1 2": which parts run), and for part 1
 # ELASTIC_DURATION_MS and ELASTIC_THROUGHPUT_MB (unset: the defaults);
-# PERF_OUT=FILE records part 2's move with `perf record` into FILE.
+# PERF_OUT=FILE records part 2's move (part 3's: the whole machine from the
+# second host's start) with `perf record` into FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-40}
@@ -122,11 +123,14 @@ echo "== unthrottled scale-out: kv, $RECORDS records on one --elastic host (2 si
 printf '[elastic]\nduration_ms = 50\nthroughput_mb = 0\n' >"$WORK/fast.toml"
 rm -rf "$WORK"/h*
 ADMINS=(); PIDS=()
-local join=() first=""
+local join=() first="" perf=""
 for i in 0 1; do
   local client admin http internal
   client=$(free_port); admin=$(free_port); http=$(free_port); internal=$(free_port)
   if [ "$i" = 0 ]; then join=(--elastic); first="127.0.0.1:$client"; else join=(--add --join "$JOIN"); fi
+  if [ "$i" = 1 ] && [ -n "${PERF_OUT:-}" ]; then
+    perf record -F 499 -g -a -o "$PERF_OUT" 2>/dev/null & perf=$!
+  fi
   "$J" start --config "$WORK/fast.toml" --sites 2 --dir "$WORK/h$i" --client-port "$client" --admin-port "$admin" \
     --http-port "$http" --internal-port "$internal" "${join[@]}" >"$WORK/h$i.log" 2>&1 &
   PIDS+=($!); ADMINS+=("$admin")
@@ -142,6 +146,7 @@ sleep 0.5
 while [ "$(echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${ADMINS[0]}" | awk 'NR == 3 { print $4 }')" = RUNNING ]; do
   sleep 0.2
 done
+[ -n "$perf" ] && { kill -INT "$perf"; wait "$perf" || true; }
 echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${ADMINS[0]}"
 stop_cluster
 }

@@ -10,7 +10,8 @@
 # before, the time the removal took, and the calls that failed.
 #
 # Builds JouleDB in release mode; hosts on free loopback ports in a
-# throwaway directory. Settings (environment): DURATION (60), WARM (20).
+# throwaway directory. Settings (environment): DURATION (60), WARM (20),
+# KEEP (set: keep the logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-60}
@@ -23,7 +24,8 @@ if [ -z "$J" ]; then
   J=$PWD/target/release/joule
 fi
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# KEEP=1 keeps the hosts' logs and the bench's (the directory is printed).
+trap 'kill $(jobs -p) 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then echo "logs in $WORK"; else rm -rf "$WORK"; fi' EXIT
 
 CLIENTS=(); ADMINS=(); PIDS=()
 first_internal=""

@@ -18,7 +18,7 @@
 //! A progress bar runs on a terminal; a line every `--report-every`
 //! seconds gives the figures so far; at the end, a report (or with
 //! `--json`, one JSON object: `tps`, `latency_ms` with `p50`, `p95`,
-//! `p99`, `p999`, `max`, `calls`, `errors` by status). TPS and latency
+//! `p99`, `p999`, `max`, `calls`, `errors` by status, `first_errors`: each status's first message). TPS and latency
 //! count successful calls only; failures are counted by status.
 
 mod workloads;
@@ -101,7 +101,9 @@ struct Tally {
     /// Latency over the whole run, and since the last progress line.
     latency: Mutex<Latency>,
     calls: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
+    /// Failed calls by status: how many, and the first one's message
+    /// (what an operator needs to tell one cause of a status from another).
+    errors: Mutex<BTreeMap<String, (u64, String)>>,
     /// Counting starts once the warm-up is over.
     measuring: AtomicBool,
     stop: AtomicBool,
@@ -123,7 +125,8 @@ impl Tally {
             }
             Err(e) => {
                 let key = format!("J{} {:?}", e.code().number(), e.code());
-                *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+                let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+                errors.entry(key).or_insert_with(|| (0, e.to_string())).0 += 1;
             }
         }
     }
@@ -379,7 +382,8 @@ fn report(args: &BenchArgs, workload: &dyn Workload, tally: &Tally, seconds: f64
             "tps": tps,
             "calls": calls,
             "latency_ms": { "p50": ms(0.5), "p95": ms(0.95), "p99": ms(0.99), "p999": ms(0.999), "max": h.max() as f64 / 1000.0 },
-            "errors": errors,
+            "errors": errors.iter().map(|(status, (n, _))| (status.clone(), *n)).collect::<BTreeMap<_, _>>(),
+            "first_errors": errors.iter().map(|(status, (_, first))| (status.clone(), first.clone())).collect::<BTreeMap<_, _>>(),
         });
         println!("{object}");
         return;
@@ -396,7 +400,7 @@ fn report(args: &BenchArgs, workload: &dyn Workload, tally: &Tally, seconds: f64
     if errors.is_empty() {
         println!("errors: none");
     }
-    for (status, n) in errors {
-        println!("errors: {n} x {status}");
+    for (status, (n, first)) in errors {
+        println!("errors: {n} x {status} (the first: {first})");
     }
 }

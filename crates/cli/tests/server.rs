@@ -652,3 +652,43 @@ fn answers_never_interleave_on_a_connection() {
     let big = frames.iter().filter(|r| r.tables.first().is_some_and(|t| t.rows.len() == 2000)).count();
     assert_eq!(big, 10);
 }
+
+/// `@Shutdown` while a client has thousands of calls in flight: every call
+/// the node took is answered — run, or refused as unavailable because the
+/// node is stopping (so it did not run) — before its connection closes;
+/// none is cut off with its outcome unknown. Restarted, the node holds
+/// exactly the writes it acknowledged (synchronous command log).
+#[test]
+fn a_shutdown_answers_every_call_it_took_before_closing() {
+    let dir = TempDir::new("drain");
+    let mut node = start_in(dir.path(), &["--command-log", "sync"]);
+    let mut c = Conn::open(("127.0.0.1", node.client));
+    let r =
+        c.call("@AdHoc", vec![s("CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE kv ON COLUMN k")]);
+    assert_eq!(r.status, 1, "{r:?}");
+    let mut admin = Conn::open(("127.0.0.1", node.admin));
+    const CALLS: i64 = 20_000;
+    for h in 0..CALLS {
+        c.invoke(h, "KV.insert", vec![Value::Integer(h)]);
+        if h == CALLS / 2 {
+            admin.invoke(1, "@Shutdown", vec![]);
+        }
+    }
+    let (mut ran, mut refused) = (0i64, 0i64);
+    let mut answered = std::collections::BTreeSet::new();
+    while let Some(frame) = c.recv() {
+        let r = ClientResponse::decode(&frame).unwrap();
+        match r.status {
+            1 => ran += 1,
+            -5 if r.status_string.as_deref().unwrap_or("").contains("shutting down") => refused += 1,
+            _ => panic!("neither run nor refused as the node stops: {r:?}"),
+        }
+        assert!(answered.insert(r.client_handle), "answered twice: {r:?}");
+    }
+    assert_eq!(answered.len() as i64, CALLS, "every call answered ({ran} ran, {refused} refused)");
+    assert!(node.child.wait().unwrap().success());
+    let node = start_in(dir.path(), &["--command-log", "sync"]);
+    let mut c = Conn::open(("127.0.0.1", node.client));
+    let r = c.call("@AdHoc", vec![s("SELECT COUNT(*) FROM kv")]);
+    assert_eq!(r.tables[0].rows, vec![vec![Value::Integer(ran)]], "{refused} refused");
+}

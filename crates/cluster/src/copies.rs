@@ -34,16 +34,25 @@
 //! partition with fewer than k+1 copies on hosts that stay gets one added
 //! on an up host that stays (the one holding fewest copies) — again after
 //! a host taking one fails. Once every partition has k+1 copies that stay,
-//! the same command takes the leaving hosts down (their partitions'
-//! leadership and the coordinator's move as when a host is stopped: calls
-//! in flight on them may end `OutcomeUnknown`), out of every placement,
-//! and out of the cluster, their ids retired; they shut down by
-//! themselves. A cancelled removal leaves the copies already being taken
-//! to finish, as extra copies.
+//! the leaving hosts that lead partitions hand them over drained: the
+//! removal is marked `draining`, each such host stops running new calls
+//! on the partitions it leads (they wait in its sites), waits until
+//! everything it ran reached every copy, and proposes
+//! [`Command::LeaderDrained`] (after a few seconds it proposes it anyway:
+//! a stuck replica must not hold the removal). Once every leaving host
+//! that is up and leads has drained, the same command takes the leaving
+//! hosts down (their partitions' leadership and the coordinator's move
+//! as when a host is stopped; the new leaders find every copy level, and
+//! the calls waiting on the leaving hosts go to them), out of every
+//! placement, and out of the cluster, their ids retired; they shut down
+//! by themselves. Should a staying copy fail meanwhile, the hand-over is
+//! called off until it is made again. A cancelled removal leaves the
+//! copies already being taken to finish, as extra copies.
 //!
 //! [`Command::AddCopy`]: crate::metadata::Command::AddCopy
 //! [`Command::CopyAdded`]: crate::metadata::Command::CopyAdded
 //! [`Command::CancelCopy`]: crate::metadata::Command::CancelCopy
+//! [`Command::LeaderDrained`]: crate::metadata::Command::LeaderDrained
 //! [`Command::RemoveHosts`]: crate::metadata::Command::RemoveHosts
 
 use crate::metadata::{refused, ClusterMetadata, CommandResult, HostId, HostState};
@@ -112,6 +121,19 @@ impl ClusterMetadata {
         p.replicas.push(host);
         p.stale.remove(&host);
         CommandResult::Applied
+    }
+
+    pub(crate) fn leader_drained(&mut self, host: HostId, incarnation: u64) -> CommandResult {
+        if self.hosts.get(&host).map(|h| h.incarnation) != Some(incarnation) {
+            return refused(format!("host {host} is not at incarnation {incarnation}"));
+        }
+        match self.removing.as_mut() {
+            Some(r) if r.copies && r.draining && r.hosts.contains(&host) => {
+                r.drained.insert(host);
+                CommandResult::Applied
+            }
+            _ => refused(format!("host {host} is not handing partitions over")),
+        }
     }
 
     pub(crate) fn cancel_copy(&mut self, partition: u32, host: HostId) -> CommandResult {
@@ -198,6 +220,20 @@ impl ClusterMetadata {
         }
         let moved = (0..self.partitions.len()).all(|p| current(self, p) >= copies);
         if !moved {
+            // A copy failed after the hand-over began: the leaving hosts
+            // run their calls again until it is made anew.
+            if let Some(r) = self.removing.as_mut().filter(|r| r.draining) {
+                r.draining = false;
+                r.drained.clear();
+            }
+            return;
+        }
+        // The leaving hosts that lead partitions hand them over drained.
+        let leads = |m: &ClusterMetadata, h: HostId| m.partitions.iter().any(|p| p.leader == Some(h));
+        if removal.hosts.iter().any(|h| self.is_up(*h) && leads(self, *h) && !removal.drained.contains(h)) {
+            if let Some(r) = self.removing.as_mut() {
+                r.draining = true;
+            }
             return;
         }
         for h in &removal.hosts {
@@ -296,6 +332,59 @@ mod tests {
         done
     }
 
+    /// The leaving hosts say they drained, as they do once the removal is
+    /// `draining` (each that is up and leads partitions).
+    fn hand_over(m: &mut ClusterMetadata) {
+        while let Some(r) = m.removing.clone().filter(|r| r.copies) {
+            assert!(r.draining, "{r:?}");
+            let host =
+                r.hosts.iter().copied().find(|h| !r.drained.contains(h) && m.is_up(*h)).expect("a host to drain");
+            let incarnation = m.hosts[&host].incarnation;
+            assert_eq!(m.apply(&Command::LeaderDrained { host, incarnation }), CommandResult::Applied);
+            check(m);
+        }
+    }
+
+    #[test]
+    fn leaving_hosts_hand_their_partitions_over_drained() {
+        let mut m = formed(4, 2, 1);
+        assert!(m.partitions.iter().any(|p| p.leader == Some(1)));
+        assert_eq!(m.apply(&Command::RemoveHosts { hosts: [1].into() }), CommandResult::Applied);
+        assert!(!m.removing.as_ref().unwrap().draining, "not before the copies are made");
+        let drained = Command::LeaderDrained { host: 1, incarnation: 0 };
+        assert!(refused(&mut m, &drained).contains("not handing"));
+        complete_copies(&mut m);
+        // Every copy is made: host 1 stays, still leading, until it drained.
+        let r = m.removing.clone().unwrap();
+        assert!(r.draining && r.drained.is_empty(), "{r:?}");
+        assert!(m.hosts.contains_key(&1) && m.partitions.iter().any(|p| p.leader == Some(1)));
+        assert!(refused(&mut m, &Command::LeaderDrained { host: 1, incarnation: 3 }).contains("incarnation"));
+        assert!(refused(&mut m, &Command::LeaderDrained { host: 2, incarnation: 0 }).contains("not handing"));
+        // A staying copy fails: the hand-over is off until it is made again.
+        let p = (0..m.partitions.len()).find(|p| m.partitions[*p].leader == Some(1)).unwrap();
+        let other = *m.partitions[p].replicas.iter().find(|h| **h != 1).unwrap();
+        assert_eq!(m.apply(&Command::HostFailed { host: other, incarnation: None }), CommandResult::Applied);
+        let r = m.removing.clone().unwrap();
+        assert!(!r.draining && !m.partitions[p].adding.is_empty(), "{r:?}");
+        assert!(refused(&mut m, &drained).contains("not handing"));
+        complete_copies(&mut m);
+        assert!(m.removing.as_ref().unwrap().draining);
+        assert_eq!(m.apply(&drained), CommandResult::Applied);
+        assert!(m.removing.is_none() && m.retired.contains(&1));
+        assert!(m.partitions.iter().all(|p| p.leader.is_some_and(|l| l != 1)));
+        check(&m);
+        // A leaving host that leads nothing has nothing to hand over.
+        let mut m = formed(4, 2, 1);
+        for p in 0..m.partitions.len() {
+            if m.partitions[p].leader == Some(1) {
+                m.partitions[p].leader = m.partitions[p].replicas.iter().copied().find(|h| *h != 1);
+            }
+        }
+        assert_eq!(m.apply(&Command::RemoveHosts { hosts: [1].into() }), CommandResult::Applied);
+        complete_copies(&mut m);
+        assert!(m.removing.is_none() && m.retired.contains(&1));
+    }
+
     #[test]
     fn a_host_of_the_formation_leaves_once_its_copies_are_made_again() {
         let mut m = formed(3, 2, 1);
@@ -323,6 +412,7 @@ mod tests {
         );
         assert!(m.hosts.contains_key(&1) && m.removing.is_some());
         assert_eq!(complete_copies(&mut m), held.len() - 1);
+        hand_over(&mut m);
         assert_eq!(m.hosts.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(m.retired, [1].into());
         assert!(m.removing.is_none());
@@ -351,6 +441,7 @@ mod tests {
         let mut k0 = formed(2, 2, 0);
         assert_eq!(k0.apply(&Command::RemoveHosts { hosts: [1].into() }), CommandResult::Applied);
         assert_eq!(complete_copies(&mut k0), 2);
+        hand_over(&mut k0);
         assert!(k0.partitions.iter().all(|p| p.replicas == vec![2] && p.leader == Some(2)));
     }
 
@@ -367,6 +458,7 @@ mod tests {
         assert_eq!(m.apply(&Command::HostFailed { host: other, incarnation: None }), CommandResult::Applied);
         assert_eq!(m.partitions[p].adding.len(), 2, "{:?}", m.partitions[p]);
         complete_copies(&mut m);
+        hand_over(&mut m);
         assert!(m.removing.is_none() && m.retired.contains(&1));
         let q = &m.partitions[p];
         let current: Vec<_> = q.replicas.iter().filter(|h| m.is_up(**h) && !q.stale.contains(h)).collect();
@@ -386,6 +478,9 @@ mod tests {
             let mut m = formed(n, sites, k);
             proptest::prop_assert_eq!(m.apply(&Command::RemoveHosts { hosts: leaving.clone() }), CommandResult::Applied);
             complete_copies(&mut m);
+            if m.removing.as_ref().is_some_and(|r| r.copies) {
+                hand_over(&mut m);
+            }
             if m.removing.is_some() {
                 // The last added hosts left with their partitions' ranges
                 // instead (not this path): nothing to check here.

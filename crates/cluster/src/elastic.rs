@@ -305,7 +305,10 @@ pub(crate) mod tests {
         assert_eq!(m.apply(&Command::AbandonJoin), CommandResult::Applied);
         assert_eq!(m.retired, [3].into(), "the host added is retired");
         m.retired.clear();
-        assert_eq!(m, before, "otherwise as before the addition");
+        let version = m.version;
+        m.version = before.version;
+        assert_eq!(m, before, "otherwise as before the addition (but for the commands counted)");
+        m.version = version;
         m.retired.insert(3);
         // The coordinator's record of the join now comes too late.
         assert!(refused(&mut m, &join).contains("no partitions"));

@@ -120,12 +120,17 @@ pub struct ClusterMetadata {
     /// them out of the group, and their ids are never given again.
     #[serde(default)]
     pub retired: std::collections::BTreeSet<HostId>,
+    /// Commands applied so far: of two hosts, the one whose metadata has
+    /// the higher version has seen more of it (a call forwarded by a host
+    /// that knows newer metadata waits for it rather than bounce back).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A removal under way: `hosts` hold every copy of the partitions from
 /// `keep` on, and nothing else — or, with `copies`, they leave by having
 /// their copies made again elsewhere and `keep` is every partition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removal {
     pub hosts: std::collections::BTreeSet<HostId>,
     /// The partitions that stay: `0..keep`.
@@ -136,6 +141,15 @@ pub struct Removal {
     /// `crate::copies`). Every partition stays.
     #[serde(default)]
     pub copies: bool,
+    /// A removal by copies whose copies are all made: the leaving hosts
+    /// that lead partitions stop running new calls on them and hand them
+    /// over once everything they ran reached every copy (`LeaderDrained`;
+    /// see `crate::copies`).
+    #[serde(default)]
+    pub draining: bool,
+    /// The leaving hosts that said they have drained.
+    #[serde(default)]
+    pub drained: std::collections::BTreeSet<HostId>,
 }
 
 /// A change to the metadata, as replicated in the metadata group's log.
@@ -222,6 +236,10 @@ pub enum Command {
     CopyAdded { partition: u32, host: HostId, leader: HostId, incarnation: u64 },
     /// Give up adding `host`'s copy of `partition`.
     CancelCopy { partition: u32, host: HostId },
+    /// Leaving host `host` (at `incarnation`) runs no new calls on the
+    /// partitions it leads and everything it ran reached every copy: they
+    /// may move. Proposed by the host.
+    LeaderDrained { host: HostId, incarnation: u64 },
 }
 
 /// A command as proposed: with an id its proposer chose, so that a retried
@@ -248,6 +266,7 @@ impl ClusterMetadata {
     pub fn apply(&mut self, command: &Command) -> CommandResult {
         let result = self.apply_one(command);
         if result == CommandResult::Applied {
+            self.version += 1;
             self.resume_if_all_restarted();
             self.move_copies_off_leaving_hosts();
             self.mark_stale();
@@ -380,6 +399,7 @@ impl ClusterMetadata {
                 self.copy_added(*partition, *host, *leader, *incarnation)
             }
             Command::CancelCopy { partition, host } => self.cancel_copy(*partition, *host),
+            Command::LeaderDrained { host, incarnation } => self.leader_drained(*host, *incarnation),
         }
     }
 

@@ -110,13 +110,18 @@ impl ClusterMetadata {
         }
         match self.kept_without(hosts) {
             Ok(keep) => {
-                self.removing = Some(Removal { hosts: hosts.clone(), keep, copies: false });
+                self.removing = Some(Removal { hosts: hosts.clone(), keep, copies: false, ..Default::default() });
                 CommandResult::Applied
             }
             // Not the last added: their copies are made again elsewhere.
             Err(Refusal::NotLast) => match self.copies_can_leave(hosts) {
                 Ok(()) => {
-                    self.removing = Some(Removal { hosts: hosts.clone(), keep: self.partitions.len(), copies: true });
+                    self.removing = Some(Removal {
+                        hosts: hosts.clone(),
+                        keep: self.partitions.len(),
+                        copies: true,
+                        ..Default::default()
+                    });
                     CommandResult::Applied
                 }
                 Err(why) => refused(why),
@@ -280,6 +285,8 @@ mod tests {
         let before = fresh.clone();
         assert_eq!(fresh.apply(&Command::RemoveHosts { hosts: [3, 4].into() }), CommandResult::Applied);
         assert_eq!(fresh.apply(&Command::CancelRemove), CommandResult::Applied);
+        assert_eq!(fresh.version, before.version + 2, "two commands applied");
+        fresh.version = before.version;
         assert_eq!(fresh, before);
         // The formation's hosts alone can never all go.
         let mut single = formed(1, 2, 0);

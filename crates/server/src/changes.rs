@@ -59,6 +59,14 @@ pub(crate) fn changes(before: &ClusterMetadata, after: &ClusterMetadata) -> Vec<
         (Some(r), None) if r.hosts.iter().all(|h| after.hosts.contains_key(h)) => {
             out.push(format!("the removal of hosts {:?} was cancelled", r.hosts))
         }
+        (Some(then), Some(r)) if r.draining && !then.draining => out.push(format!(
+            "hosts {:?} hand the partitions they lead over: they run no new calls on them until every copy holds \
+             what they ran",
+            r.hosts
+        )),
+        (Some(then), Some(r)) if then.draining && !r.draining => {
+            out.push(format!("hosts {:?} run their calls again until a copy is made again", r.hosts))
+        }
         _ => {}
     }
     for (p, placement) in after.partitions.iter().enumerate().take(had) {

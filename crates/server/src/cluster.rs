@@ -624,6 +624,7 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
         crate::elastic::bring_in_joining(&ctx, &before);
         crate::elastic::drain_removing(&ctx, &before);
         crate::copies::take_copies(&ctx, &before);
+        crate::copies::hand_over_if_leaving(&ctx, &before);
     }
     let mut shutdown = ctx.shutdown.subscribe();
     loop {
@@ -658,6 +659,7 @@ pub(crate) async fn follow(ctx: Arc<ServerContext>) {
             crate::elastic::bring_in_joining(&ctx, &now);
             crate::elastic::drain_removing(&ctx, &now);
             crate::copies::take_copies(&ctx, &now);
+            crate::copies::hand_over_if_leaving(&ctx, &now);
         }
         crate::elastic::leave_if_removed(&ctx, &before, &now);
         let became_ready = is_ready && !was_ready;

@@ -105,6 +105,11 @@ impl Drop for Registered<'_> {
 }
 
 impl ConnectionSink {
+    /// Calls taken on this connection and not answered yet.
+    pub(crate) fn unanswered(&self) -> usize {
+        self.outstanding.load(Ordering::SeqCst)
+    }
+
     /// Queue `buf` for the writer task.
     fn queue(&self, buf: Vec<u8>) {
         self.send(buf, false)
@@ -205,6 +210,38 @@ pub(crate) fn push_topology(ctx: &ServerContext, m: &joule_cluster::ClusterMetad
     write_response(&mut buf, joule_wire::TOPOLOGY_HANDLE, &response, 0);
     for sink in sinks {
         sink.queue(buf.clone());
+    }
+}
+
+/// [`read_frame`] owning its reader, handed back with the frame (a future
+/// the connection keeps across its turns).
+async fn read_frame_owned(
+    mut rd: BufReader<OwnedReadHalf>,
+    max: usize,
+) -> (BufReader<OwnedReadHalf>, Result<Option<Vec<u8>>>) {
+    let r = read_frame(&mut rd, max).await;
+    (rd, r)
+}
+
+/// While a stopping server drains a connection: how long the client must
+/// have sent nothing before the connection closes (requests it sent
+/// meanwhile are read and refused, not cut off unread).
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// Wait until every call `sink`'s connection took is answered and every
+/// answer written, and nothing came for [`DRAIN_QUIET`] since `last_read`
+/// (or until the socket failed).
+async fn answered(sink: &ConnectionSink, last_read: tokio::time::Instant) {
+    loop {
+        let writes = &sink.writes;
+        let settled = sink.outstanding.load(Ordering::SeqCst) == 0 && writes.unwritten.load(Ordering::SeqCst) == 0;
+        if writes.closed.load(Ordering::SeqCst) || (settled && last_read.elapsed() >= DRAIN_QUIET) {
+            return;
+        }
+        tokio::select! {
+            _ = writes.written.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
     }
 }
 
@@ -349,6 +386,13 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     let sink_dyn: Arc<dyn ResponseSink> = sink.clone();
     let mut client = ctx.host.client();
     let mut shutdown = ctx.shutdown.subscribe();
+    // The read in progress lives across the loop's turns: a frame half
+    // read when the shutdown comes is read on, not torn.
+    let mut reading = Box::pin(read_frame_owned(rd, max));
+    // Once a shutdown is asked: requests are refused (they did not run)
+    // and the connection closes when every call it took is answered.
+    let mut draining = *shutdown.borrow();
+    let mut last_read = tokio::time::Instant::now();
     'serve: loop {
         // A client that does not read its answers: stop reading its
         // requests until the writer catches up.
@@ -362,10 +406,19 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 _ = shutdown.changed() => break 'serve,
             }
         }
-        let payload = tokio::select! {
-            r = read_frame(&mut rd, max) => r,
-            _ = shutdown.changed() => break,
+        let (rd, payload) = tokio::select! {
+            r = &mut reading => r,
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                last_read = tokio::time::Instant::now();
+                continue;
+            }
+            _ = answered(&sink, last_read), if draining => break,
         };
+        reading = Box::pin(read_frame_owned(rd, max));
+        if draining {
+            last_read = tokio::time::Instant::now();
+        }
         let payload = match payload {
             Ok(Some(p)) => {
                 stats.bytes_read.fetch_add(p.len() as u64 + 4, Ordering::Relaxed);
@@ -395,6 +448,12 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
         let refusal = crate::cluster::refused_here(&ctx, &inv.procedure);
         match inv.procedure.as_str() {
             "@Ping" => write_ping(&mut out, handle),
+            _ if draining => write_failure(
+                &mut out,
+                handle,
+                STATUS_SERVER_UNAVAILABLE,
+                "server unavailable: the server is shutting down (the call did not run)",
+            ),
             name if crate::durable::needs_admin(name) && !is_admin => {
                 let e = err!(PermissionDenied, "{name} needs the ADMINISTRATOR role or the admin port");
                 write_failure(&mut out, handle, crate::convert::STATUS_GRACEFUL_FAILURE, &e.to_string())

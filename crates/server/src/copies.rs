@@ -32,6 +32,7 @@ use crate::ServerContext;
 use joule_cluster::{ClusterMetadata, Command, CommandResult, HostId};
 use joule_common::{bail, err, Result, Value};
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -219,5 +220,82 @@ async fn step(
         // The leader changed (the next look asks the new one), or an
         // earlier attempt was applied (the next look sees a replica).
         CommandResult::Refused(why) => Err(err!(Unavailable, "the copy was not recorded: {why}")),
+    }
+}
+
+/// How long a leaving host waits for the copies of the partitions it leads
+/// to confirm everything it ran before it hands them over anyway (a
+/// replica that does not answer must not hold the removal; failure
+/// detection deals with it).
+const HAND_OVER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// This host is being removed and the metadata asks it to hand the
+/// partitions it leads over (the removal is `draining`; see `joule_txn`'s
+/// `handover` module): start the task that does it, unless one runs.
+pub(crate) fn hand_over_if_leaving(ctx: &Arc<ServerContext>, m: &ClusterMetadata) {
+    let Membership::Member(node) = &ctx.membership else { return };
+    if !asked_to_hand_over(m, node.id()) || ctx.handing_over.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        hand_over(&ctx).await;
+        ctx.handing_over.store(false, Ordering::SeqCst);
+    });
+}
+
+/// Whether `m` asks host `me` to hand the partitions it leads over.
+fn asked_to_hand_over(m: &ClusterMetadata, me: HostId) -> bool {
+    m.removing.as_ref().is_some_and(|r| r.draining && r.hosts.contains(&me) && !r.drained.contains(&me))
+}
+
+/// Ask each site here whose partition this host leads to hand it over,
+/// wait until every copy applied what they ran (for [`HAND_OVER_PATIENCE`]
+/// at most), and tell the metadata (`LeaderDrained`); again while the
+/// metadata still asks (the proposal was lost).
+async fn hand_over(ctx: &Arc<ServerContext>) {
+    let Membership::Member(node) = &ctx.membership else { return };
+    let me = node.id();
+    loop {
+        let m = node.metadata();
+        let Some(incarnation) = m.hosts.get(&me).map(|h| h.incarnation) else { return };
+        if !asked_to_hand_over(&m, me) || !ctx.host.is_running() {
+            return;
+        }
+        let led: Vec<u32> =
+            (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].leader == Some(me)).collect();
+        let started = std::time::Instant::now();
+        let asked: Vec<(u32, std::sync::mpsc::Receiver<()>)> =
+            led.iter().filter_map(|p| ctx.host.hand_over(*p).map(|rx| (*p, rx))).collect();
+        let mut unconfirmed = Vec::new();
+        for (p, rx) in asked {
+            let left = HAND_OVER_PATIENCE.saturating_sub(started.elapsed());
+            let confirmed = tokio::task::spawn_blocking(move || rx.recv_timeout(left).is_ok()).await.unwrap_or(false);
+            if !confirmed {
+                unconfirmed.push(p);
+            }
+        }
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        if unconfirmed.is_empty() {
+            say(ctx, format!("host {me} hands partitions {led:?} over: every copy holds what it ran ({took:.0} ms)"));
+        } else {
+            say(
+                ctx,
+                format!(
+                    "host {me} hands partitions {led:?} over; what it ran on {unconfirmed:?} was not confirmed by \
+                     every copy within {} s (calls in flight there may end with their outcome unknown)",
+                    HAND_OVER_PATIENCE.as_secs()
+                ),
+            );
+        }
+        match node.propose_within(Command::LeaderDrained { host: me, incarnation }, Duration::from_secs(10)).await {
+            Ok(CommandResult::Applied) => return,
+            Ok(CommandResult::Refused(why)) => {
+                say(ctx, format!("host {me}: the hand-over was not recorded: {why}"));
+                return;
+            }
+            Err(e) => say(ctx, format!("host {me}: the hand-over was not recorded (trying again): {e}")),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -11,8 +11,9 @@
 //! on a tokio task (see [`connection`]). [`Server::wait`] returns when a
 //! shutdown is requested — by `@Shutdown` from an administrator, by
 //! [`Server::shutdown`], or by the process's signal handling in the `joule`
-//! command — after the listeners stopped and the host finished its queued
-//! work.
+//! command — after the listeners stopped, the client connections drained
+//! (each refuses new calls and closes once the calls it took are answered,
+//! for [`DRAIN_PATIENCE`] at most) and the host finished its queued work.
 
 mod advisor;
 pub mod autoscale;
@@ -46,6 +47,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// How long a stopping server waits for its client connections' calls to
+/// be answered before it stops the host: a call taken is answered, not
+/// cut off with its connection (see `connection.rs`).
+pub const DRAIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A configured user.
 #[derive(Clone, Debug, PartialEq)]
@@ -193,6 +199,9 @@ pub(crate) struct ServerContext {
     pub removing: std::sync::atomic::AtomicBool,
     /// Copies of partitions being added to this host (see `copies.rs`).
     pub copying: copies::Copying,
+    /// Set while this host hands the partitions it leads over (it leaves
+    /// the cluster; see `copies::hand_over_if_leaving`).
+    pub handing_over: std::sync::atomic::AtomicBool,
     /// What the auto-scaler last saw and decided (see `autoscale/`).
     pub autoscaler: autoscale::Autoscaler,
 }
@@ -415,6 +424,7 @@ impl Server {
             rebalance: rebalance::Rebalancer::default(),
             joining: Default::default(),
             copying: Default::default(),
+            handing_over: Default::default(),
             removing: Default::default(),
             autoscaler: Default::default(),
             membership,
@@ -505,7 +515,8 @@ impl Server {
         move || ctx.request_shutdown()
     }
 
-    /// Wait until a shutdown is requested, then stop the host and the
+    /// Wait until a shutdown is requested, then let the client connections
+    /// drain (for [`DRAIN_PATIENCE`] at most), then stop the host and the
     /// command log (which writes and syncs what is queued). Returns the
     /// failure that stopped the node on its own, if one did.
     pub async fn wait(self) -> Option<Error> {
@@ -514,6 +525,26 @@ impl Server {
             if rx.changed().await.is_err() {
                 break;
             }
+        }
+        // The connections refuse new calls from now on and close once the
+        // calls they took are answered (forwarded ones included): give them
+        // that time, while the host still runs.
+        let deadline = tokio::time::Instant::now() + DRAIN_PATIENCE;
+        while !self.ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                let open: Vec<usize> = (self.ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).values())
+                    .filter_map(|(_, sink)| sink.upgrade().map(|s| s.unanswered()))
+                    .collect();
+                eprintln!(
+                    "joule: {} connections still had {} calls unanswered after {} s: closing them (those calls may or \
+                     may not have run)",
+                    open.len(),
+                    open.iter().sum::<usize>(),
+                    DRAIN_PATIENCE.as_secs()
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let ctx = self.ctx.clone();
         let member = self.ctx.membership.is_multi_host();

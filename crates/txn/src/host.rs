@@ -426,6 +426,7 @@ pub(crate) fn forward_sp(link: &Arc<dyn ClusterLink>, partition: u32, task: SpTa
         params,
         hops: task.hops + 1,
         ring: task.hash_version,
+        metadata: 0,
     };
     forward(link, Destination::Partition(partition), call, task.handle, task.sink)
 }
@@ -469,7 +470,7 @@ pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
             params.insert(0, Value::String(sql));
         }
     }
-    let call = WireCall { database, procedure, params, hops: task.hops + 1, ring: 0 };
+    let call = WireCall { database, procedure, params, hops: task.hops + 1, ring: 0, metadata: 0 };
     forward(link, Destination::Coordinator, call, task.handle, task.sink)
 }
 

@@ -117,6 +117,15 @@ pub(crate) enum SiteMsg {
     CompactLog {
         via_shipper: bool,
     },
+    /// A cluster: this host is handing the partition over (see
+    /// `handover.rs`): run no new single-partition call, ship what is
+    /// batched, and reply once every copy applied everything shipped
+    /// (dropped unanswered if the site does not hand over, or the batches
+    /// were not confirmed).
+    HandOver(std::sync::mpsc::Sender<()>),
+    /// A cluster: the partition's leadership may have changed — calls
+    /// held while handing it over go to the new leader (or run here again).
+    ReviewHeld,
     /// A cluster: load part of a copy of the partition from its leader
     /// (this site rejoins); `done` says whether it applied.
     Load {

@@ -116,6 +116,7 @@ pub(crate) fn start_site(
         after_mp: false,
         link: shared.link.clone(),
         repl_records: Vec::new(),
+        held: Default::default(),
         next_ring: None,
         coordinator: shared.coordinator.clone(),
         shared: Arc::downgrade(shared),

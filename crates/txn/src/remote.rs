@@ -53,9 +53,9 @@ pub enum Destination {
 pub trait ClusterLink: Send + Sync {
     /// Whether this host leads `partition` now.
     fn leads(&self, partition: u32) -> bool;
-    /// Whether another host leads `partition` now (not while it has no
-    /// leader: a new leader settling its copies, say).
-    fn led_elsewhere(&self, partition: u32) -> bool;
+    /// What this host's site for `partition` does with a single-partition
+    /// call it took (one load of the routing: it is asked per call).
+    fn sp_disposition(&self, partition: u32) -> SpDisposition;
     /// Whether this host coordinates multi-partition transactions now.
     fn coordinates(&self) -> bool;
     /// The host coordinating multi-partition transactions now.
@@ -137,6 +137,26 @@ pub struct WireCall {
     /// has a move of ranges and one that does not have it yet.
     #[serde(default)]
     pub ring: u64,
+    /// The version of the cluster metadata the forwarding host routed it
+    /// by (set as it leaves a host). A host whose metadata is older waits
+    /// for the newer one before it routes the call: otherwise, while a
+    /// partition's leadership moves, a host that has not heard of the move
+    /// would send the call back to the one it came from.
+    #[serde(default)]
+    pub metadata: u64,
+}
+
+/// What a site does with a single-partition call for its partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpDisposition {
+    /// Run it: this host leads the partition (or no host does yet — a new
+    /// leader settling its copies — and the call was queued before).
+    Run,
+    /// Another host leads the partition now: the call goes there.
+    Forward,
+    /// This host leads the partition but is handing it over (it leaves
+    /// the cluster): the call waits until another host leads it.
+    Hold,
 }
 
 /// Forwards a call takes at most.
@@ -528,7 +548,8 @@ pub(crate) fn run_proxy(
     while let Ok(msg) = inbox.recv() {
         match msg {
             SiteMsg::Sp(task) => crate::host::forward_sp(&link, partition, task),
-            SiteMsg::Stats(_) | SiteMsg::Checksums(_) => {}
+            // (A dropped `HandOver` reply says no site here hands over.)
+            SiteMsg::Stats(_) | SiteMsg::Checksums(_) | SiteMsg::HandOver(_) | SiteMsg::ReviewHeld => {}
             SiteMsg::Replay(r) => {
                 let e = err!(Unavailable, "partition {partition} has no replica on this host");
                 r.sink.deliver(0, Response::failure(e, Some(r.ids)));

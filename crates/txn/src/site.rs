@@ -28,7 +28,7 @@ use crate::messages::{
     AFTER_SINGLE_PARTITION,
 };
 use crate::procedure::{run_procedure, Batch, BatchExecutor, BatchRef};
-use crate::remote::{append_frame, ClusterLink, SpRecord};
+use crate::remote::{append_frame, ClusterLink, SpDisposition, SpRecord};
 use crate::response::{Response, ResultTable};
 use crate::snapshot::{FrozenPartition, FrozenTable};
 use crate::stats::{values_bytes, Outcome, SiteCounters, SiteStats, TableStats};
@@ -125,6 +125,9 @@ pub(crate) struct Site {
     /// Replication records batched and not yet shipped (with the answers
     /// waiting in `log_answers`).
     pub repl_records: Vec<u8>,
+    /// Single-partition calls waiting while this host hands the partition
+    /// over (see `handover.rs`), in the order they came.
+    pub held: std::collections::VecDeque<SpTask>,
     /// This host's coordinator (told of schema changes from other hosts).
     pub coordinator: Sender<CoordMsg>,
     /// What this host's initiators share (the published schema).
@@ -164,14 +167,19 @@ impl Site {
                 SiteMsg::Sp(task) => {
                     self.after_mp = false;
                     self.depths[self.partition as usize].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                    match &self.link {
+                    match self.link.as_ref().map(|l| (l, l.sp_disposition(self.partition))) {
                         // The partition's leadership moved to another host
                         // while the call waited here (this host handed it
                         // over on leaving the cluster, or was deposed): the
                         // leader runs it, as it would have had the call come
                         // a moment later.
-                        Some(link) if link.led_elsewhere(self.partition) => {
-                            crate::host::forward_sp(link, self.partition, task)
+                        Some((link, SpDisposition::Forward)) => crate::host::forward_sp(link, self.partition, task),
+                        // Handing the partition over: the call waits for
+                        // its new leader (behind those held already).
+                        Some((_, SpDisposition::Hold)) => self.hold(task),
+                        _ if !self.held.is_empty() => {
+                            self.held.push_back(task);
+                            self.review_held();
                         }
                         _ => self.run_sp(task),
                     }
@@ -190,6 +198,8 @@ impl Site {
                     let _ = reply.send(self.hand_copy(host));
                 }
                 SiteMsg::CompactLog { via_shipper } => self.compact_log(via_shipper),
+                SiteMsg::HandOver(reply) => self.hand_over(reply),
+                SiteMsg::ReviewHeld => self.review_held(),
                 SiteMsg::Load { catalog, ring, table, rows, last_ids, done } => {
                     let _ = done.send(self.load_copy(catalog, ring, table, rows, last_ids));
                 }
@@ -201,11 +211,15 @@ impl Site {
             }
         }
         self.flush_log();
-        // Whatever arrived after the shutdown is answered, not dropped.
-        while let Ok(msg) = self.inbox.try_recv() {
-            if let SiteMsg::Sp(t) = msg {
-                t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
-            }
+        // Whatever was held or arrived after the shutdown is answered, not
+        // dropped.
+        let held = std::mem::take(&mut self.held);
+        let queued = std::iter::from_fn(|| self.inbox.try_recv().ok()).filter_map(|msg| match msg {
+            SiteMsg::Sp(t) => Some(t),
+            _ => None,
+        });
+        for t in held.into_iter().chain(queued) {
+            t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
         }
     }
 
@@ -237,7 +251,7 @@ impl Site {
         self.db.set_partition_owner(Some(Arc::new(owner)));
     }
 
-    fn run_sp(&mut self, task: SpTask) {
+    pub(crate) fn run_sp(&mut self, task: SpTask) {
         if task.hash_version != self.hashinator.version() {
             if task.hash_version > self.hashinator.version() && task.replay.is_none() {
                 // Routed with a ring this site has not taken: in a cluster,

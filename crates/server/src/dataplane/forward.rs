@@ -124,6 +124,52 @@ async fn open_forwarding(address: &str) -> Result<tokio::net::TcpStream> {
     }
 }
 
+impl Link {
+    /// Send `request` to `to` (a partition's leader, or the coordinator)
+    /// over the forwarding connection to its host, or fail it at once if
+    /// the routing names no host up for it.
+    pub(super) fn send(&self, to: Destination, mut request: Forward) {
+        let routing = self.routing.load();
+        request.call.metadata = routing.version;
+
+        let target = match to {
+            Destination::Partition(p) => routing.leaders.get(p as usize).copied().flatten(),
+            Destination::Coordinator => routing.coordinator,
+        };
+        let Some((target, address)) = target.and_then(|t| routing.up.get(&t).map(|a| (t, a))) else {
+            let e = match to {
+                Destination::Partition(p) => {
+                    err!(Unavailable, "partition {p} has no leader now (its copies are down)")
+                }
+                Destination::Coordinator => err!(Unavailable, "the cluster has no multi-partition coordinator"),
+            };
+            return fail(request, e);
+        };
+        if let Some(tx) = self.forwarders.load().get(&target) {
+            match tx.send(request) {
+                Ok(()) => return,
+                Err(e) => request = e.0,
+            }
+        }
+        // First call to this host (or its task ended): start one, once.
+        let _spawning = self.spawning.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = self.forwarders.load().get(&target) {
+            match tx.send(request) {
+                Ok(()) => return,
+                Err(e) => request = e.0,
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ = tx.send(request);
+        self.forwarders.rcu(|m| {
+            let mut m = (**m).clone();
+            m.insert(target, tx.clone());
+            m
+        });
+        self.runtime.spawn(forwarder(address.clone(), target, self.routing.clone(), rx));
+    }
+}
+
 pub(super) fn fail(f: Forward, e: Error) {
     f.sink.deliver(f.handle, Response::failure(e, None));
 }
@@ -137,11 +183,12 @@ impl ResponseSink for ForwardedSink {
     }
 }
 
-/// How long a forwarded call waits for the ring it was routed by.
+/// How long a forwarded call waits for the ring, and the metadata, it was
+/// routed by.
 const RING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serve calls another host forwarded here: run each, answer with its id.
-pub(super) async fn serve_forwarded(mut s: tokio::net::TcpStream, host: Arc<Host>) {
+pub(super) async fn serve_forwarded(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
     // Ready: the sender writes calls only after this.
     if s.write_all(&[FORWARD]).await.is_err() {
         return;
@@ -174,9 +221,12 @@ pub(super) async fn serve_forwarded(mut s: tokio::net::TcpStream, host: Arc<Host
         // Routed by a newer ring than this host's: a move of ranges
         // committed, and this host hears of it in a moment (from the
         // metadata, or its own sites). Routing now would send the call back.
-        if host.ring_version() < call.ring {
+        // Likewise a host that knows newer metadata (a partition's leader
+        // moved): routed now, the call could go back where it came from.
+        let behind = || host.ring_version() < call.ring || link.routing.load().version < call.metadata;
+        if behind() {
             let deadline = tokio::time::Instant::now() + RING_PATIENCE;
-            while host.ring_version() < call.ring && tokio::time::Instant::now() < deadline {
+            while behind() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         }

@@ -53,7 +53,7 @@ use joule_cluster::network::DATA_MAGIC;
 use joule_cluster::{ClusterMetadata, HostId, Routes};
 use joule_common::{bail, err, Error, ErrorCode, Result};
 use joule_txn::remote::{append_frame, decode, ClusterLink, Destination, RemoteSite, WireCall, WireItem, WireResponse};
-use joule_txn::remote::{SessionDriver, WireResult};
+use joule_txn::remote::{SessionDriver, SpDisposition, WireResult};
 use joule_txn::{Host, Response, ResponseSink, TxnIds};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -63,12 +63,13 @@ mod copylog;
 mod doubt;
 mod forward;
 mod load;
+mod parking;
 mod repair;
 mod replication;
 mod ring;
 mod session;
 
-use forward::{forwarder, serve_forwarded, Forward};
+use forward::{serve_forwarded, Forward};
 use replication::{serve_replication, ship, Shipment};
 pub(crate) use replication::{OnDivergence, ReplicaProgress};
 use session::{serve_session, Session};
@@ -118,6 +119,12 @@ pub(crate) struct Routing {
     /// Internal addresses of the hosts recovering from their copy logs:
     /// not up, but a leader still waits for their acknowledgements.
     recovering: BTreeMap<HostId, String>,
+    /// This host is leaving the cluster and hands the partitions it leads
+    /// over: it runs no new single-partition call on them (see
+    /// `joule_txn`'s `handover` module).
+    handing_over: bool,
+    /// The metadata's version this routing follows.
+    version: u64,
 }
 
 impl Routing {
@@ -135,6 +142,8 @@ impl Routing {
             adding: m.partitions.iter().map(|p| p.adding.clone()).collect(),
             all: addresses(&|_| true),
             recovering: addresses(&|h| m.is_recovering(h)),
+            handing_over: m.removing.as_ref().is_some_and(|r| r.draining && r.hosts.contains(&me)),
+            version: m.version,
         }
     }
 
@@ -175,6 +184,8 @@ pub(crate) struct Link {
     sessions: SessionPool,
     /// Calls this host forwarded: to a partition's leader, to the coordinator.
     pub forwarded: [std::sync::atomic::AtomicU64; 2],
+    /// Calls waiting while their partition's new leader takes over.
+    parking: Arc<parking::Parking>,
     /// What this host's copies have applied (see `replication.rs`).
     progress: Arc<ReplicaProgress>,
     /// Each partition's leader as the newest metadata names it — ahead of
@@ -227,6 +238,7 @@ impl Link {
             shippers: Mutex::default(),
             sessions: Arc::default(),
             forwarded: Default::default(),
+            parking: Arc::default(),
         })
     }
 
@@ -242,6 +254,11 @@ impl Link {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|p, _| routing.leaders.get(*p as usize).copied().flatten() == Some(self.me));
         self.routing.store(Arc::new(routing));
+        self.unpark();
+        // Calls held while this host handed partitions over go on.
+        if let Some(host) = self.host.get().and_then(std::sync::Weak::upgrade) {
+            host.review_held();
+        }
     }
 
     /// This host has replayed its copy logs (or had none to replay).
@@ -267,8 +284,13 @@ impl ClusterLink for Link {
         self.routing.load().leaders.get(partition as usize).copied().flatten() == Some(self.me)
     }
 
-    fn led_elsewhere(&self, partition: u32) -> bool {
-        self.routing.load().leaders.get(partition as usize).copied().flatten().is_some_and(|l| l != self.me)
+    fn sp_disposition(&self, partition: u32) -> SpDisposition {
+        let routing = self.routing.load();
+        match routing.leaders.get(partition as usize).copied().flatten() {
+            Some(l) if l != self.me => SpDisposition::Forward,
+            Some(_) if routing.handing_over => SpDisposition::Hold,
+            _ => SpDisposition::Run,
+        }
     }
 
     fn coordinates(&self) -> bool {
@@ -282,46 +304,14 @@ impl ClusterLink for Link {
     fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>) {
         let which = usize::from(to == Destination::Coordinator);
         self.forwarded[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let routing = self.routing.load();
-        let target = match to {
-            Destination::Partition(p) => routing.leaders.get(p as usize).copied().flatten(),
-            Destination::Coordinator => routing.coordinator,
-        };
-        let Some((target, address)) = target.and_then(|t| routing.up.get(&t).map(|a| (t, a))) else {
-            let e = match to {
-                Destination::Partition(p) => {
-                    err!(
-                        Unavailable,
-                        "partition {p} has no leader now (its copies are down, or a new leader is taking over)"
-                    )
-                }
-                Destination::Coordinator => err!(Unavailable, "the cluster has no multi-partition coordinator"),
-            };
-            return sink.deliver(handle, Response::failure(e, None));
-        };
         let mut request = Forward { call, handle, sink };
-        if let Some(tx) = self.forwarders.load().get(&target) {
-            match tx.send(request) {
-                Ok(()) => return,
-                Err(e) => request = e.0,
+        if let Destination::Partition(p) = to {
+            match self.park(p, request) {
+                Some(r) => request = r,
+                None => return,
             }
         }
-        // First call to this host (or its task ended): start one, once.
-        let _spawning = self.spawning.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = self.forwarders.load().get(&target) {
-            match tx.send(request) {
-                Ok(()) => return,
-                Err(e) => request = e.0,
-            }
-        }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let _ = tx.send(request);
-        self.forwarders.rcu(|m| {
-            let mut m = (**m).clone();
-            m.insert(target, tx.clone());
-            m
-        });
-        self.runtime.spawn(forwarder(address.clone(), target, self.routing.clone(), rx));
+        self.send(to, request);
     }
 
     fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>> {
@@ -565,7 +555,7 @@ async fn serve_one(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link
         _ => return,
     }
     match kind[0] {
-        FORWARD => serve_forwarded(s, host).await,
+        FORWARD => serve_forwarded(s, host, link).await,
         REPLICATION => serve_replication(s, host, link, diverged).await,
         REPAIR => repair::serve_repair(s, host, link, diverged).await,
         REJOIN => serve_rejoin(s, host, link).await,

@@ -1,0 +1,106 @@
+//! A host leaving the cluster hands the partitions it leads over drained.
+//!
+//! When a host is removed, the partitions it leads move to other copies.
+//! Moved at once, whatever it had run and not yet shipped, or shipped and
+//! not yet seen acknowledged, would be lost to its callers: the new leader
+//! settles the copies that go on, the leaving host can no longer confirm
+//! a batch they may not hold, and its callers learn only that the outcome
+//! is unknown. So the cluster metadata first marks the removal as
+//! draining (`joule_cluster`'s `copies` module), and the leaving host:
+//!
+//! 1. stops running single-partition calls on the partitions it leads:
+//!    each site holds the calls it takes from then on, in order
+//!    ([`SpDisposition::Hold`], read from the routing per call), shipping
+//!    what it had batched when it holds the first;
+//! 2. asks each such site to hand over ([`Host::hand_over`]): the site
+//!    ships what is batched and then an empty batch whose confirmation —
+//!    every copy applied it, so everything before it — is the answer;
+//! 3. tells the metadata it has drained, and the metadata moves the
+//!    leadership: the new leaders find every copy level.
+//!
+//! Once another host leads, the held calls go to it
+//! ([`Host::review_held`], sent after every change of the metadata);
+//! should the hand-over be called off, they run here again. A site held
+//! calls only while its host leads and hands over; calls arriving while
+//! some are held queue behind them, so one client's calls to a partition
+//! keep their order.
+//!
+//! Multi-partition work still runs on a draining host (its coordinator's
+//! transactions, and fragments for other hosts' ones): it does not come
+//! from the calls held, and what it ships is confirmed as before.
+
+use crate::host::Host;
+use crate::messages::{SiteMsg, SpTask};
+use crate::remote::SpDisposition;
+use crate::site::Site;
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+impl Site {
+    /// Hold `task` while the partition is handed over. The first call held
+    /// ships what is batched: everything this site ran goes out now.
+    pub(crate) fn hold(&mut self, task: SpTask) {
+        if self.held.is_empty() {
+            self.flush_log();
+        }
+        self.held.push_back(task);
+    }
+
+    /// If this site hands its partition over: ship what is batched, then
+    /// answer `reply` once every copy applied it all. Otherwise `reply`
+    /// is dropped unanswered.
+    pub(crate) fn hand_over(&mut self, reply: Sender<()>) {
+        let Some(link) = self.link.clone() else { return };
+        if link.sp_disposition(self.partition) != SpDisposition::Hold {
+            return;
+        }
+        self.flush_log();
+        link.replicate(
+            self.partition,
+            Vec::new(),
+            Box::new(move || {
+                let _ = reply.send(());
+            }),
+        );
+    }
+
+    /// The calls held go on, in order: to the partition's new leader, or
+    /// run here (the hand-over was called off) — unless it still waits.
+    pub(crate) fn review_held(&mut self) {
+        let Some(link) = self.link.clone() else { return };
+        while let Some(task) = self.held.pop_front() {
+            match link.sp_disposition(self.partition) {
+                SpDisposition::Hold => {
+                    self.held.push_front(task);
+                    return;
+                }
+                SpDisposition::Forward => crate::host::forward_sp(&link, self.partition, task),
+                SpDisposition::Run => self.run_sp(task),
+            }
+        }
+    }
+}
+
+impl Host {
+    /// Ask this host's site of `partition` to hand it over (see the module
+    /// doc): the receiver gets `()` once every copy applied everything the
+    /// site ran, and is disconnected if the site does not hand it over or
+    /// its batches were not confirmed (this host was deposed meanwhile).
+    /// `None` if no site here holds the partition.
+    pub fn hand_over(&self, partition: u32) -> Option<Receiver<()>> {
+        let site = self.local_site(partition)?;
+        let (tx, rx) = channel();
+        site.send(SiteMsg::HandOver(tx)).ok()?;
+        Some(rx)
+    }
+
+    /// Every site here looks at the calls it holds again (the metadata
+    /// changed: another host may lead their partitions now).
+    pub fn review_held(&self) {
+        let routes = self.shared().routes.load();
+        for (site, local) in routes.sites.iter().zip(routes.local.iter()) {
+            if *local {
+                let _ = site.send(SiteMsg::ReviewHeld);
+            }
+        }
+    }
+}

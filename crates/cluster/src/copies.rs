@@ -123,11 +123,14 @@ impl ClusterMetadata {
         CommandResult::Applied
     }
 
-    pub(crate) fn leader_drained(&mut self, host: HostId, incarnation: u64) -> CommandResult {
+    pub(crate) fn leader_drained(&mut self, host: HostId, incarnation: u64, since: u64) -> CommandResult {
         if self.hosts.get(&host).map(|h| h.incarnation) != Some(incarnation) {
             return refused(format!("host {host} is not at incarnation {incarnation}"));
         }
         match self.removing.as_mut() {
+            Some(r) if r.draining && r.draining_since != since => {
+                refused(format!("the hand-over began again (at version {}) since {since}", r.draining_since))
+            }
             Some(r) if r.copies && r.draining && r.hosts.contains(&host) => {
                 r.drained.insert(host);
                 CommandResult::Applied
@@ -231,8 +234,10 @@ impl ClusterMetadata {
         // The leaving hosts that lead partitions hand them over drained.
         let leads = |m: &ClusterMetadata, h: HostId| m.partitions.iter().any(|p| p.leader == Some(h));
         if removal.hosts.iter().any(|h| self.is_up(*h) && leads(self, *h) && !removal.drained.contains(h)) {
-            if let Some(r) = self.removing.as_mut() {
+            let version = self.version;
+            if let Some(r) = self.removing.as_mut().filter(|r| !r.draining) {
                 r.draining = true;
+                r.draining_since = version;
             }
             return;
         }
@@ -340,7 +345,8 @@ mod tests {
             let host =
                 r.hosts.iter().copied().find(|h| !r.drained.contains(h) && m.is_up(*h)).expect("a host to drain");
             let incarnation = m.hosts[&host].incarnation;
-            assert_eq!(m.apply(&Command::LeaderDrained { host, incarnation }), CommandResult::Applied);
+            let since = r.draining_since;
+            assert_eq!(m.apply(&Command::LeaderDrained { host, incarnation, since }), CommandResult::Applied);
             check(m);
         }
     }
@@ -351,25 +357,31 @@ mod tests {
         assert!(m.partitions.iter().any(|p| p.leader == Some(1)));
         assert_eq!(m.apply(&Command::RemoveHosts { hosts: [1].into() }), CommandResult::Applied);
         assert!(!m.removing.as_ref().unwrap().draining, "not before the copies are made");
-        let drained = Command::LeaderDrained { host: 1, incarnation: 0 };
-        assert!(refused(&mut m, &drained).contains("not handing"));
+        let drained = |since| Command::LeaderDrained { host: 1, incarnation: 0, since };
+        assert!(refused(&mut m, &drained(0)).contains("not handing"));
         complete_copies(&mut m);
         // Every copy is made: host 1 stays, still leading, until it drained.
         let r = m.removing.clone().unwrap();
-        assert!(r.draining && r.drained.is_empty(), "{r:?}");
+        assert!(r.draining && r.drained.is_empty() && r.draining_since == m.version, "{r:?}");
+        let first = r.draining_since;
         assert!(m.hosts.contains_key(&1) && m.partitions.iter().any(|p| p.leader == Some(1)));
-        assert!(refused(&mut m, &Command::LeaderDrained { host: 1, incarnation: 3 }).contains("incarnation"));
-        assert!(refused(&mut m, &Command::LeaderDrained { host: 2, incarnation: 0 }).contains("not handing"));
+        let wrong = Command::LeaderDrained { host: 1, incarnation: 3, since: first };
+        assert!(refused(&mut m, &wrong).contains("incarnation"));
+        let other = Command::LeaderDrained { host: 2, incarnation: 0, since: first };
+        assert!(refused(&mut m, &other).contains("not handing"));
         // A staying copy fails: the hand-over is off until it is made again.
         let p = (0..m.partitions.len()).find(|p| m.partitions[*p].leader == Some(1)).unwrap();
         let other = *m.partitions[p].replicas.iter().find(|h| **h != 1).unwrap();
         assert_eq!(m.apply(&Command::HostFailed { host: other, incarnation: None }), CommandResult::Applied);
         let r = m.removing.clone().unwrap();
         assert!(!r.draining && !m.partitions[p].adding.is_empty(), "{r:?}");
-        assert!(refused(&mut m, &drained).contains("not handing"));
+        assert!(refused(&mut m, &drained(first)).contains("not handing"));
         complete_copies(&mut m);
-        assert!(m.removing.as_ref().unwrap().draining);
-        assert_eq!(m.apply(&drained), CommandResult::Applied);
+        let again = m.removing.as_ref().unwrap().draining_since;
+        assert!(m.removing.as_ref().unwrap().draining && again > first);
+        // A confirmation from the first hand-over does not count.
+        assert!(refused(&mut m, &drained(first)).contains("began again"));
+        assert_eq!(m.apply(&drained(again)), CommandResult::Applied);
         assert!(m.removing.is_none() && m.retired.contains(&1));
         assert!(m.partitions.iter().all(|p| p.leader.is_some_and(|l| l != 1)));
         check(&m);

@@ -147,6 +147,11 @@ pub struct Removal {
     /// see `crate::copies`).
     #[serde(default)]
     pub draining: bool,
+    /// The metadata version at which `draining` last turned on: a host's
+    /// `LeaderDrained` names it, so a confirmation from before the
+    /// hand-over was called off and on again does not count.
+    #[serde(default)]
+    pub draining_since: u64,
     /// The leaving hosts that said they have drained.
     #[serde(default)]
     pub drained: std::collections::BTreeSet<HostId>,
@@ -237,9 +242,10 @@ pub enum Command {
     /// Give up adding `host`'s copy of `partition`.
     CancelCopy { partition: u32, host: HostId },
     /// Leaving host `host` (at `incarnation`) runs no new calls on the
-    /// partitions it leads and everything it ran reached every copy: they
-    /// may move. Proposed by the host.
-    LeaderDrained { host: HostId, incarnation: u64 },
+    /// partitions it leads and everything it ran reached every copy since
+    /// the hand-over began (at metadata version `since`): they may move.
+    /// Proposed by the host.
+    LeaderDrained { host: HostId, incarnation: u64, since: u64 },
 }
 
 /// A command as proposed: with an id its proposer chose, so that a retried
@@ -399,7 +405,7 @@ impl ClusterMetadata {
                 self.copy_added(*partition, *host, *leader, *incarnation)
             }
             Command::CancelCopy { partition, host } => self.cancel_copy(*partition, *host),
-            Command::LeaderDrained { host, incarnation } => self.leader_drained(*host, *incarnation),
+            Command::LeaderDrained { host, incarnation, since } => self.leader_drained(*host, *incarnation, *since),
         }
     }
 

@@ -213,14 +213,50 @@ pub(crate) fn push_topology(ctx: &ServerContext, m: &joule_cluster::ClusterMetad
     }
 }
 
-/// [`read_frame`] owning its reader, handed back with the frame (a future
-/// the connection keeps across its turns).
-async fn read_frame_owned(
-    mut rd: BufReader<OwnedReadHalf>,
+/// Reads a connection's frames, keeping a frame read in part across a
+/// cancelled read: safe to race in `select!` (against a shutdown, say)
+/// without tearing a frame.
+struct FrameReader {
     max: usize,
-) -> (BufReader<OwnedReadHalf>, Result<Option<Vec<u8>>>) {
-    let r = read_frame(&mut rd, max).await;
-    (rd, r)
+    header: [u8; 4],
+    /// The frame's payload once its header is read.
+    payload: Option<Vec<u8>>,
+    /// Bytes of the header (or, once it is read, of the payload) read.
+    have: usize,
+}
+
+impl FrameReader {
+    fn new(max: usize) -> FrameReader {
+        FrameReader { max, header: [0; 4], payload: None, have: 0 }
+    }
+
+    /// The next frame's payload; `None` at the end of the stream between
+    /// frames. Each read is cancel-safe (`read` consumes nothing when
+    /// cancelled), and what was read stays here.
+    async fn next(&mut self, rd: &mut BufReader<OwnedReadHalf>) -> Result<Option<Vec<u8>>> {
+        loop {
+            match &mut self.payload {
+                None if self.have == self.header.len() => {
+                    self.payload = Some(vec![0u8; payload_len(self.header, self.max)?]);
+                    self.have = 0;
+                }
+                None => match rd.read(&mut self.header[self.have..]).await {
+                    Ok(0) => return Ok(None),
+                    Ok(n) => self.have += n,
+                    Err(e) => return Err(err!(Unavailable, "connection read failed: {e}")),
+                },
+                Some(p) if self.have == p.len() => {
+                    self.have = 0;
+                    return Ok(self.payload.take());
+                }
+                Some(p) => match rd.read(&mut p[self.have..]).await {
+                    Ok(0) => return Err(err!(ProtocolError, "connection closed inside a message")),
+                    Ok(n) => self.have += n,
+                    Err(e) => return Err(err!(ProtocolError, "connection closed inside a message: {e}")),
+                },
+            }
+        }
+    }
 }
 
 /// While a stopping server drains a connection: how long the client must
@@ -386,9 +422,8 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     let sink_dyn: Arc<dyn ResponseSink> = sink.clone();
     let mut client = ctx.host.client();
     let mut shutdown = ctx.shutdown.subscribe();
-    // The read in progress lives across the loop's turns: a frame half
-    // read when the shutdown comes is read on, not torn.
-    let mut reading = Box::pin(read_frame_owned(rd, max));
+    // A frame half read when the shutdown comes is read on, not torn.
+    let mut frames = FrameReader::new(max);
     // Once a shutdown is asked: requests are refused (they did not run)
     // and the connection closes when every call it took is answered.
     let mut draining = *shutdown.borrow();
@@ -406,8 +441,8 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
                 _ = shutdown.changed() => break 'serve,
             }
         }
-        let (rd, payload) = tokio::select! {
-            r = &mut reading => r,
+        let payload = tokio::select! {
+            r = frames.next(&mut rd) => r,
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 last_read = tokio::time::Instant::now();
@@ -415,7 +450,6 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
             }
             _ = answered(&sink, last_read), if draining => break,
         };
-        reading = Box::pin(read_frame_owned(rd, max));
         if draining {
             last_read = tokio::time::Instant::now();
         }
@@ -569,6 +603,35 @@ fn answer_when_done(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read cancelled halfway through a frame (as `select!` does when a
+    /// shutdown wins the race) loses nothing: the next read returns the
+    /// whole frame, and the one after it the next frame.
+    #[tokio::test]
+    async fn a_frame_read_in_part_survives_a_cancelled_read() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = server.into_split();
+        let mut rd = BufReader::new(rd);
+        let mut frames = FrameReader::new(1 << 20);
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, b"first frame");
+        write_frame(&mut bytes, b"second");
+        // Two bytes of the header, then six of the payload: each read is
+        // cut off by a timeout before the frame is whole.
+        for cut in [2, 10] {
+            let sent = if cut == 2 { &bytes[..2] } else { &bytes[2..10] };
+            client.write_all(sent).await.unwrap();
+            let r = tokio::time::timeout(Duration::from_millis(50), frames.next(&mut rd)).await;
+            assert!(r.is_err(), "no frame is whole after {cut} bytes");
+        }
+        client.write_all(&bytes[10..]).await.unwrap();
+        assert_eq!(frames.next(&mut rd).await.unwrap().as_deref(), Some(&b"first frame"[..]));
+        assert_eq!(frames.next(&mut rd).await.unwrap().as_deref(), Some(&b"second"[..]));
+        drop(client);
+        assert_eq!(frames.next(&mut rd).await.unwrap(), None, "the end of the stream between frames");
+    }
 
     #[test]
     fn credentials_are_checked_only_when_users_exist() {

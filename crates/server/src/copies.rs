@@ -262,6 +262,7 @@ async fn hand_over(ctx: &Arc<ServerContext>) {
         if !asked_to_hand_over(&m, me) || !ctx.host.is_running() {
             return;
         }
+        let since = m.removing.as_ref().map_or(0, |r| r.draining_since);
         let led: Vec<u32> =
             (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].leader == Some(me)).collect();
         let started = std::time::Instant::now();
@@ -288,8 +289,14 @@ async fn hand_over(ctx: &Arc<ServerContext>) {
                 ),
             );
         }
-        match node.propose_within(Command::LeaderDrained { host: me, incarnation }, Duration::from_secs(10)).await {
+        let drained = Command::LeaderDrained { host: me, incarnation, since };
+        match node.propose_within(drained, Duration::from_secs(10)).await {
             Ok(CommandResult::Applied) => return,
+            // The hand-over began again meanwhile: drain again.
+            Ok(CommandResult::Refused(why)) if asked_to_hand_over(&node.metadata(), me) => {
+                say(ctx, format!("host {me}: the hand-over was not recorded (draining again): {why}"));
+                continue;
+            }
             Ok(CommandResult::Refused(why)) => {
                 say(ctx, format!("host {me}: the hand-over was not recorded: {why}"));
                 return;

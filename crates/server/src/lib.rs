@@ -527,19 +527,22 @@ impl Server {
             }
         }
         // The connections refuse new calls from now on and close once the
-        // calls they took are answered (forwarded ones included): give them
-        // that time, while the host still runs.
+        // calls they took are answered (forwarded ones included), and calls
+        // other hosts forwarded here are answered too: give them that
+        // time, while the host still runs.
         let deadline = tokio::time::Instant::now() + DRAIN_PATIENCE;
-        while !self.ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        let forwarded = || self.ctx.link.as_ref().map_or(0, |l| l.unanswered_forwarded());
+        while !self.ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).is_empty() || forwarded() > 0 {
             if tokio::time::Instant::now() >= deadline {
                 let open: Vec<usize> = (self.ctx.connections.lock().unwrap_or_else(|e| e.into_inner()).values())
                     .filter_map(|(_, sink)| sink.upgrade().map(|s| s.unanswered()))
                     .collect();
                 eprintln!(
-                    "joule: {} connections still had {} calls unanswered after {} s: closing them (those calls may or \
-                     may not have run)",
+                    "joule: {} connections still had {} calls unanswered, and {} calls forwarded here, after {} s: \
+                     stopping anyway (those calls may or may not have run)",
                     open.len(),
                     open.iter().sum::<usize>(),
+                    forwarded(),
                     DRAIN_PATIENCE.as_secs()
                 );
                 break;

@@ -20,10 +20,12 @@
 //!
 //! Once another host leads, the held calls go to it
 //! ([`Host::review_held`], sent after every change of the metadata);
-//! should the hand-over be called off, they run here again. A site held
+//! should the hand-over be called off, they run here again. A site holds
 //! calls only while its host leads and hands over; calls arriving while
-//! some are held queue behind them, so one client's calls to a partition
-//! keep their order.
+//! some are held queue behind them — this host's own calls for the
+//! partition too, sent to the site while it holds (`Shared::holding`)
+//! though another host leads — so one client's calls to a partition keep
+//! their order through this host.
 //!
 //! Multi-partition work still runs on a draining host (its coordinator's
 //! transactions, and fragments for other hosts' ones): it does not come
@@ -41,8 +43,17 @@ impl Site {
     pub(crate) fn hold(&mut self, task: SpTask) {
         if self.held.is_empty() {
             self.flush_log();
+            self.set_holding(true);
         }
         self.held.push_back(task);
+    }
+
+    /// Say whether this site holds calls (`dispatch_sp` then sends the
+    /// partition's calls here, behind them, wherever the partition is led).
+    fn set_holding(&self, holding: bool) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.holding[self.partition as usize].store(holding, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// If this site hands its partition over: ship what is batched, then
@@ -77,6 +88,7 @@ impl Site {
                 SpDisposition::Run => self.run_sp(task),
             }
         }
+        self.set_holding(false);
     }
 }
 

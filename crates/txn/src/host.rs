@@ -118,6 +118,10 @@ pub(crate) struct Shared {
     /// Sized for [`MAX_PARTITIONS`], as are `loaded` and `in_doubt`, so
     /// that adding partitions never moves them.
     pub depths: Arc<[std::sync::atomic::AtomicU64]>,
+    /// Per site: it holds calls while its partition is handed over (see
+    /// `handover.rs`): calls for the partition go to the site, behind
+    /// them, even once another host leads it.
+    pub holding: Arc<[AtomicBool]>,
     /// In a cluster: the other hosts.
     pub link: Option<Arc<dyn ClusterLink>>,
     /// Per partition: this host's copy follows the leader's stream — true
@@ -230,6 +234,7 @@ impl Host {
             registry: config.registry,
             running: AtomicBool::new(true),
             depths: (0..MAX_PARTITIONS).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+            holding: (0..MAX_PARTITIONS).map(|_| AtomicBool::new(false)).collect(),
             link: link.clone(),
             // Fresh: every copy here is the partition as it is (empty).
             loaded: (0..MAX_PARTITIONS).map(|_| AtomicBool::new(true)).collect(),
@@ -401,7 +406,8 @@ impl Drop for Host {
 /// the host leading it.
 pub(crate) fn dispatch_sp(shared: &Shared, partition: usize, task: SpTask) {
     if let Some(link) = &shared.link {
-        if !link.leads(partition as u32) {
+        // (Unless the site here still holds earlier calls for it.)
+        if !link.leads(partition as u32) && !shared.holding[partition].load(Ordering::SeqCst) {
             return forward_sp(link, partition as u32, task);
         }
     }

@@ -167,6 +167,13 @@ impl Site {
                 SiteMsg::Sp(task) => {
                     self.after_mp = false;
                     self.depths[self.partition as usize].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    if !self.held.is_empty() {
+                        // Behind the calls held while the partition was
+                        // handed over, wherever they go now.
+                        self.held.push_back(task);
+                        self.review_held();
+                        continue;
+                    }
                     match self.link.as_ref().map(|l| (l, l.sp_disposition(self.partition))) {
                         // The partition's leadership moved to another host
                         // while the call waited here (this host handed it
@@ -175,12 +182,8 @@ impl Site {
                         // a moment later.
                         Some((link, SpDisposition::Forward)) => crate::host::forward_sp(link, self.partition, task),
                         // Handing the partition over: the call waits for
-                        // its new leader (behind those held already).
+                        // its new leader.
                         Some((_, SpDisposition::Hold)) => self.hold(task),
-                        _ if !self.held.is_empty() => {
-                            self.held.push_back(task);
-                            self.review_held();
-                        }
                         _ => self.run_sp(task),
                     }
                 }

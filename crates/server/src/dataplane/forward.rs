@@ -60,8 +60,12 @@ pub(super) async fn forwarder(
         let mut buf = Vec::with_capacity(64 * 1024);
         loop {
             // A host declared failed (dead, hung, cut off) answers nothing
-            // more: what waits on it ends as unknown.
-            if !routing.load().up.contains_key(&target) {
+            // more: what waits on it ends as unknown. One removed from the
+            // cluster answers what it took before it stops.
+            let r = routing.load();
+            let answering =
+                r.retired.contains(&target) && !pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+            if !r.up.contains_key(&target) && !answering {
                 break;
             }
             let Some(r) = request.take() else {
@@ -174,12 +178,17 @@ pub(super) fn fail(f: Forward, e: Error) {
     f.sink.deliver(f.handle, Response::failure(e, None));
 }
 
-/// Answers to forwarded calls, queued for the connection's writer.
-pub(super) struct ForwardedSink(tokio::sync::mpsc::UnboundedSender<(u64, WireResponse)>);
+/// Answers to forwarded calls, queued for the connection's writer; counts
+/// them out of the host's calls being served.
+pub(super) struct ForwardedSink {
+    answers: tokio::sync::mpsc::UnboundedSender<(u64, WireResponse)>,
+    serving: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl ResponseSink for ForwardedSink {
     fn deliver(&self, handle: u64, response: Response) {
-        let _ = self.0.send((handle, WireResponse::from(&response)));
+        let _ = self.answers.send((handle, WireResponse::from(&response)));
+        self.serving.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -214,24 +223,34 @@ pub(super) async fn serve_forwarded(mut s: tokio::net::TcpStream, host: Arc<Host
             }
         }
     });
-    let sink: Arc<dyn ResponseSink> = Arc::new(ForwardedSink(tx));
+    let sink: Arc<dyn ResponseSink> = Arc::new(ForwardedSink { answers: tx, serving: link.serving.clone() });
     let mut client = host.client();
+    // The newest metadata version this connection's calls waited for in vain.
+    let mut gave_up = 0u64;
     while let Ok(body) = read_body_async(&mut rd).await {
         let Ok((id, call)) = decode::<(u64, WireCall)>(&body) else { break };
         // Routed by a newer ring than this host's: a move of ranges
         // committed, and this host hears of it in a moment (from the
         // metadata, or its own sites). Routing now would send the call back.
         // Likewise a host that knows newer metadata (a partition's leader
-        // moved): routed now, the call could go back where it came from.
-        let behind = || host.ring_version() < call.ring || link.routing.load().version < call.metadata;
+        // moved): routed now, the call could go back where it came from. A
+        // version waited for in vain (this host's metadata is stuck behind,
+        // a repair running, say) is not waited for again on this
+        // connection: the calls behind it must not each wait in turn.
+        let metadata_behind = |gave_up: u64| call.metadata > gave_up && link.routing.load().version < call.metadata;
+        let behind = || host.ring_version() < call.ring || metadata_behind(gave_up);
         if behind() {
             let deadline = tokio::time::Instant::now() + RING_PATIENCE;
             while behind() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
+            if metadata_behind(gave_up) {
+                gave_up = call.metadata;
+            }
         }
         client.use_database(&call.database);
         client.set_hops(call.hops);
+        link.serving.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         client.call_async(&call.procedure, call.params, id, sink.clone());
     }
     drop(sink);

@@ -125,6 +125,9 @@ pub(crate) struct Routing {
     handing_over: bool,
     /// The metadata's version this routing follows.
     version: u64,
+    /// Hosts removed from the cluster (they answer what they took, then
+    /// stop).
+    retired: std::collections::BTreeSet<HostId>,
 }
 
 impl Routing {
@@ -144,6 +147,7 @@ impl Routing {
             recovering: addresses(&|h| m.is_recovering(h)),
             handing_over: m.removing.as_ref().is_some_and(|r| r.draining && r.hosts.contains(&me)),
             version: m.version,
+            retired: m.retired.clone(),
         }
     }
 
@@ -186,6 +190,9 @@ pub(crate) struct Link {
     pub forwarded: [std::sync::atomic::AtomicU64; 2],
     /// Calls waiting while their partition's new leader takes over.
     parking: Arc<parking::Parking>,
+    /// Calls other hosts forwarded here and not answered yet (a host
+    /// leaving the cluster answers them before it stops).
+    serving: Arc<std::sync::atomic::AtomicUsize>,
     /// What this host's copies have applied (see `replication.rs`).
     progress: Arc<ReplicaProgress>,
     /// Each partition's leader as the newest metadata names it — ahead of
@@ -239,14 +246,17 @@ impl Link {
             sessions: Arc::default(),
             forwarded: Default::default(),
             parking: Arc::default(),
+            serving: Arc::default(),
         })
     }
 
-    /// The metadata changed: route by it from now on. A partition this
+    /// The metadata changed: route by `metadata` from now on (`newest`
+    /// itself, or it with the leaders of partitions being repaired here
+    /// left out), the newest leaders being `newest`'s. A partition this
     /// host no longer leads loses its shipper (leading it again starts a
     /// new stream).
-    pub fn update(&self, metadata: &ClusterMetadata) {
-        let leaders = Arc::new(metadata.partitions.iter().map(|p| p.leader).collect());
+    pub fn update(&self, metadata: &ClusterMetadata, newest: &ClusterMetadata) {
+        let leaders = Arc::new(newest.partitions.iter().map(|p| p.leader).collect());
         self.progress.exclusive(|| self.latest.store(leaders));
         let routing = Routing::from(self.me, metadata, &self.routes);
         self.shippers
@@ -259,6 +269,17 @@ impl Link {
         if let Some(host) = self.host.get().and_then(std::sync::Weak::upgrade) {
             host.review_held();
         }
+    }
+
+    /// Calls other hosts forwarded here that are not answered yet, if this
+    /// host was removed from the cluster (0 otherwise): it answers them
+    /// before it stops, since the hosts that sent them wait for it (a host
+    /// stopping otherwise is declared down, and its callers learn that).
+    pub(crate) fn unanswered_forwarded(&self) -> usize {
+        if !self.routing.load().retired.contains(&self.me) {
+            return 0;
+        }
+        self.serving.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// This host has replayed its copy logs (or had none to replay).

@@ -22,7 +22,7 @@
 //!
 //! The check costs a forwarded call one atomic load while nothing is
 //! parked; the queues' lock is taken only while some partition has no
-//! leader in the routing or calls parked.
+//! leader in the routing or calls parked, and on every routing change.
 
 use super::forward::{fail, Forward};
 use super::*;
@@ -118,21 +118,22 @@ impl Link {
     /// now have a leader up, in the order they came; refuse those of a
     /// partition the newest metadata gives no live leader.
     pub(super) fn unpark(&self) {
-        if self.parking.count.load(Ordering::SeqCst) == 0 {
-            return;
-        }
+        // Always under the lock (routing changes are rare): a call parking
+        // meanwhile has either read the new routing or is seen here.
         let mut failed = Vec::new();
         {
             let mut queues = self.parking.lock();
             let routing = self.routing.load();
             for (partition, queue) in queues.iter_mut() {
                 if Self::routable(&routing, *partition) {
-                    self.parking.count.fetch_sub(queue.len(), Ordering::SeqCst);
-                    // Sent under the lock: a call parked after these
-                    // cannot overtake them.
+                    let sent = queue.len();
+                    // Sent under the lock, and counted out only after: a
+                    // call coming meanwhile waits for the lock and goes
+                    // after these.
                     for (_, request) in queue.drain(..) {
                         self.send(Destination::Partition(*partition), request);
                     }
+                    self.parking.count.fetch_sub(sent, Ordering::SeqCst);
                 } else if !self.taken_over(&routing, *partition) {
                     self.parking.count.fetch_sub(queue.len(), Ordering::SeqCst);
                     failed.extend(queue.drain(..).map(|(_, f)| (*partition, f)));

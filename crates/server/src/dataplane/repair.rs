@@ -88,8 +88,7 @@ impl Link {
         for p in &newly_led {
             interim.partitions[*p as usize].leader = None;
         }
-        self.update(&interim);
-        self.progress.exclusive(|| self.latest.store(Arc::new(metadata.partitions.iter().map(|p| p.leader).collect())));
+        self.update(&interim, metadata);
         let mut settled = metadata.clone();
         for partition in newly_led {
             let others: Vec<(HostId, String)> = metadata.partitions[partition as usize]
@@ -117,8 +116,7 @@ impl Link {
                 }
             }
         }
-        self.update(&settled);
-        self.progress.exclusive(|| self.latest.store(Arc::new(metadata.partitions.iter().map(|p| p.leader).collect())));
+        self.update(&settled, metadata);
     }
 
     /// Bring `partition`'s copies on `others` and here to the same last

@@ -241,6 +241,10 @@ pub(crate) fn hand_over_if_leaving(ctx: &Arc<ServerContext>, m: &ClusterMetadata
     tokio::spawn(async move {
         hand_over(&ctx).await;
         ctx.handing_over.store(false, Ordering::SeqCst);
+        // Asked again between the task's last look and now: start anew.
+        if let Membership::Member(node) = &ctx.membership {
+            hand_over_if_leaving(&ctx, &node.metadata());
+        }
     });
 }
 
@@ -295,6 +299,8 @@ async fn hand_over(ctx: &Arc<ServerContext>) {
             // The hand-over began again meanwhile: drain again.
             Ok(CommandResult::Refused(why)) if asked_to_hand_over(&node.metadata(), me) => {
                 say(ctx, format!("host {me}: the hand-over was not recorded (draining again): {why}"));
+                // (This host's metadata may trail the group's a moment.)
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
             Ok(CommandResult::Refused(why)) => {

@@ -23,9 +23,10 @@
 //! should the hand-over be called off, they run here again. A site holds
 //! calls only while its host leads and hands over; calls arriving while
 //! some are held queue behind them — this host's own calls for the
-//! partition too, sent to the site while it holds (`Shared::holding`)
-//! though another host leads — so one client's calls to a partition keep
-//! their order through this host.
+//! partition too: from the hand-over on they go to the site
+//! (`Shared::holding`) even once another host leads, and it forwards them
+//! in order — so one client's calls to a partition keep their order
+//! through this host.
 //!
 //! Multi-partition work still runs on a draining host (its coordinator's
 //! transactions, and fragments for other hosts' ones): it does not come
@@ -64,6 +65,7 @@ impl Site {
         if link.sp_disposition(self.partition) != SpDisposition::Hold {
             return;
         }
+        self.set_holding(true);
         self.flush_log();
         link.replicate(
             self.partition,
@@ -88,7 +90,14 @@ impl Site {
                 SpDisposition::Run => self.run_sp(task),
             }
         }
-        self.set_holding(false);
+        // Leading again (the hand-over was called off), calls come here
+        // anyway. Once another host leads, this host's calls for the
+        // partition keep coming through this site (which forwards them in
+        // the order they came) until the host stops: a flag cleared while
+        // calls sent under it still wait here would let later ones pass.
+        if link.sp_disposition(self.partition) == SpDisposition::Run {
+            self.set_holding(false);
+        }
     }
 }
 

@@ -12,6 +12,12 @@ pub(super) struct Forward {
 
 pub(super) type Pending = Arc<Mutex<HashMap<u64, (u64, Arc<dyn ResponseSink>)>>>;
 
+/// How long a host removed from the cluster is waited for to answer the
+/// calls forwarded to it before they end unknown: it stops once the
+/// metadata group let it go (30 s at most, and 1 s) and its calls are
+/// answered (5 s at most).
+const RETIRED_PATIENCE: Duration = Duration::from_secs(40);
+
 /// Carry calls to one host over one connection, reopened when it breaks.
 pub(super) async fn forwarder(
     address: String,
@@ -20,6 +26,8 @@ pub(super) async fn forwarder(
     mut requests: tokio::sync::mpsc::UnboundedReceiver<Forward>,
 ) {
     let mut next_id: u64 = 0;
+    // When the target was first seen removed from the cluster.
+    let mut retired_since: Option<std::time::Instant> = None;
     while let Some(first) = requests.recv().await {
         // Calls waiting for a connection that cannot be had all fail at
         // once (not one connection attempt each), and none is sent to a
@@ -63,9 +71,14 @@ pub(super) async fn forwarder(
             // more: what waits on it ends as unknown. One removed from the
             // cluster answers what it took before it stops.
             let r = routing.load();
-            let answering =
-                r.retired.contains(&target) && !pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
-            if !r.up.contains_key(&target) && !answering {
+            let up = r.up.contains_key(&target);
+            if !up && r.retired.contains(&target) {
+                retired_since.get_or_insert_with(std::time::Instant::now);
+            }
+            let answering = r.retired.contains(&target)
+                && retired_since.is_some_and(|t| t.elapsed() < RETIRED_PATIENCE)
+                && !pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+            if !up && !answering {
                 break;
             }
             let Some(r) = request.take() else {
@@ -78,6 +91,12 @@ pub(super) async fn forwarder(
                     _ = tokio::time::sleep(CHECK_EVERY) => continue,
                 }
             };
+            // Nothing new goes to a host that left the cluster (it only
+            // answers what it took): refused, not sent.
+            if !up {
+                fail(r, err!(Unavailable, "host {target} left the cluster: the call was not forwarded"));
+                continue;
+            }
             // Everything queued goes out in one write.
             buf.clear();
             let mut next = Some(r);
@@ -188,7 +207,10 @@ pub(super) struct ForwardedSink {
 impl ResponseSink for ForwardedSink {
     fn deliver(&self, handle: u64, response: Response) {
         let _ = self.answers.send((handle, WireResponse::from(&response)));
-        self.serving.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let _ =
+            self.serving.fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                n.checked_sub(1)
+            });
     }
 }
 

@@ -26,32 +26,13 @@ WARM=${WARM:-10}
 RECORDS=${RECORDS:-1000000}
 PARTS=${PARTS:-1 2}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 cargo build --release -q
 J=$PWD/target/release/joule
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-start_cluster() { # config file
-  rm -rf "$WORK"/h*
-  CLIENTS=(); ADMINS=(); PIDS=()
-  local first_internal=""
-  for i in 0 1 2; do
-    local client admin http internal
-    client=$(free_port); admin=$(free_port); http=$(free_port); internal=$(free_port)
-    local join=()
-    if [ -n "$first_internal" ]; then join=(--join "127.0.0.1:$first_internal"); else first_internal=$internal; fi
-    "$J" start --config "$1" --sites 2 --host-count 3 --kfactor 1 --dir "$WORK/h$i" --client-port "$client" \
-      --admin-port "$admin" --http-port "$http" --internal-port "$internal" "${join[@]}" >"$WORK/h$i.log" 2>&1 &
-    PIDS+=($!); CLIENTS+=("127.0.0.1:$client"); ADMINS+=("$admin")
-    sleep 0.5
-  done
-  for i in 0 1 2; do
-    for _ in $(seq 200); do grep -q "JouleDB ready" "$WORK/h$i.log" && break; sleep 0.1; done
-    grep -q "JouleDB ready" "$WORK/h$i.log" || { cat "$WORK/h$i.log"; exit 1; }
-  done
-  SERVERS=$(IFS=,; echo "${CLIENTS[*]}")
-}
+start_cluster() { start_three_hosts --config "$1"; } # config file
 stop_cluster() { kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; }
 admin() { echo "$1" | "$J" sql --port "${ADMINS[1]}"; }
 status() { admin "exec @Statistics REBALANCE 0;" | awk 'NR == 3 { print $4 }'; }
@@ -134,8 +115,7 @@ for i in 0 1; do
   "$J" start --config "$WORK/fast.toml" --sites 2 --dir "$WORK/h$i" --client-port "$client" --admin-port "$admin" \
     --http-port "$http" --internal-port "$internal" "${join[@]}" >"$WORK/h$i.log" 2>&1 &
   PIDS+=($!); ADMINS+=("$admin")
-  for _ in $(seq 300); do grep -q "JouleDB ready" "$WORK/h$i.log" && break; sleep 0.1; done
-  grep -q "JouleDB ready" "$WORK/h$i.log" || { cat "$WORK/h$i.log"; exit 1; }
+  wait_ready "$WORK/h$i.log"
   if [ "$i" = 0 ]; then
     JOIN="127.0.0.1:$internal"
     "$J" bench kv --servers "$first" --records "$RECORDS" --duration 1 --warmup 0 >/dev/null

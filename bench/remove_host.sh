@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-60}
 WARM=${WARM:-20}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 J=${JOULE_BIN:-}
 if [ -z "$J" ]; then
   cargo build --release -q
@@ -27,21 +27,7 @@ WORK=$(mktemp -d)
 # KEEP=1 keeps the hosts' logs and the bench's (the directory is printed).
 trap 'kill $(jobs -p) 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then echo "logs in $WORK"; else rm -rf "$WORK"; fi' EXIT
 
-CLIENTS=(); ADMINS=(); PIDS=()
-first_internal=""
-for i in 0 1 2; do
-  client=$(free_port); admin=$(free_port); http=$(free_port); internal=$(free_port)
-  join=()
-  if [ -n "$first_internal" ]; then join=(--join "127.0.0.1:$first_internal"); else first_internal=$internal; fi
-  "$J" start --sites 2 --host-count 3 --kfactor 1 --dir "$WORK/h$i" --client-port "$client" --admin-port "$admin" \
-    --http-port "$http" --internal-port "$internal" "${join[@]}" >"$WORK/h$i.log" 2>&1 &
-  PIDS+=($!); CLIENTS+=("127.0.0.1:$client"); ADMINS+=("$admin")
-  sleep 0.5
-done
-for i in 0 1 2; do
-  for _ in $(seq 200); do grep -q "JouleDB ready" "$WORK/h$i.log" && break; sleep 0.1; done
-  grep -q "JouleDB ready" "$WORK/h$i.log" || { cat "$WORK/h$i.log"; exit 1; }
-done
+start_three_hosts
 "$J" bench voter --servers "${CLIENTS[1]},${CLIENTS[2]}" --duration "$DURATION" --warmup 2 --report-every 1 \
   >"$WORK/bench.log" 2>&1 &
 BENCH=$!

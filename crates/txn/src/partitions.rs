@@ -213,13 +213,7 @@ impl crate::host::Host {
         };
         let thread = start_site(shared, start, shared.replies.clone(), None)?;
         shared.spawned.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
-        shared.routes.rcu(|now| {
-            let mut routes = Routes::clone(now);
-            routes.sites[p] = inbox_tx.clone();
-            routes.work[p] = work.clone();
-            routes.local[p] = true;
-            routes
-        });
+        route_partition(shared, p, (inbox_tx, work), true);
         Ok(())
     }
 }
@@ -237,13 +231,7 @@ impl crate::host::Host {
             return;
         }
         let Some((begin, work)) = routes.proxies[p].clone() else { return };
-        shared.routes.rcu(|now| {
-            let mut routes = Routes::clone(now);
-            routes.sites[p] = begin.clone();
-            routes.work[p] = work.clone();
-            routes.local[p] = false;
-            routes
-        });
+        route_partition(shared, p, (begin, work), false);
         shared.loaded[p].store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = routes.sites[p].send(SiteMsg::Shutdown);
     }
@@ -557,4 +545,16 @@ impl Coordinator {
             self.proxies.push(routes.proxies[p].clone());
         }
     }
+}
+
+/// Route partition `p` to `inboxes` (a site's or its proxy's: start markers,
+/// work), `local` if a site here holds it.
+fn route_partition(shared: &Shared, p: usize, inboxes: crate::host::PartitionInboxes, local: bool) {
+    shared.routes.rcu(|now| {
+        let mut routes = Routes::clone(now);
+        routes.sites[p] = inboxes.0.clone();
+        routes.work[p] = inboxes.1.clone();
+        routes.local[p] = local;
+        routes
+    });
 }

@@ -281,19 +281,6 @@ async fn answered(sink: &ConnectionSink, last_read: tokio::time::Instant) {
     }
 }
 
-async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Option<Vec<u8>>> {
-    let mut header = [0u8; 4];
-    match rd.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(err!(Unavailable, "connection read failed: {e}")),
-    }
-    let n = payload_len(header, max)?;
-    let mut payload = vec![0u8; n];
-    rd.read_exact(&mut payload).await.map_err(|e| err!(ProtocolError, "connection closed inside a message: {e}"))?;
-    Ok(Some(payload))
-}
-
 /// Check HTTP credentials: a plain password, or a hex SHA-256 or SHA-1
 /// of it (none configured: anyone).
 pub(crate) fn authenticate_plain(users: &[User], user: &str, password: Option<&str>, hashed: Option<&str>) -> bool {
@@ -339,7 +326,10 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let max = ctx.config.max_message_bytes;
     // Login.
-    let login = match tokio::time::timeout(LOGIN_TIMEOUT, read_frame(&mut rd, max)).await {
+    // Frames are read by one reader throughout (a frame half read when the
+    // shutdown comes is read on, not torn).
+    let mut frames = FrameReader::new(max);
+    let login = match tokio::time::timeout(LOGIN_TIMEOUT, frames.next(&mut rd)).await {
         Ok(Ok(Some(payload))) => Login::decode(&payload),
         _ => return,
     };
@@ -422,8 +412,6 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, admin_port
     let sink_dyn: Arc<dyn ResponseSink> = sink.clone();
     let mut client = ctx.host.client();
     let mut shutdown = ctx.shutdown.subscribe();
-    // A frame half read when the shutdown comes is read on, not torn.
-    let mut frames = FrameReader::new(max);
     // Once a shutdown is asked: requests are refused (they did not run)
     // and the connection closes when every call it took is answered.
     let mut draining = *shutdown.borrow();

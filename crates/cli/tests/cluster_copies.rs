@@ -4,7 +4,7 @@
 //! once the partition's leader is killed with `kill -9`, and is in the
 //! copy logs a whole-cluster restart comes back from. A host of the
 //! formation is removed (`joule cluster remove`) by making its copies
-//! again on the hosts that stay.
+//! again on the hosts that stay. A copy half sent holds no write back.
 
 mod common;
 
@@ -134,6 +134,80 @@ fn a_copy_added_to_a_running_host_follows_the_stream_and_leads_after_a_failure()
     let copies = copies_agree(&live);
     assert_eq!(copies[&p.to_string()], 2, "the two live copies of partition {p} agree: {copies:?}");
     hosts.retain(|h| h.id as usize != leader);
+}
+
+/// A copy is sent beside the partition's stream: while it is half sent
+/// (held by a failpoint on the leader) writes to every partition, the
+/// copied one's too, go on, and the taker is no replica; once released, the
+/// batches shipped meanwhile reach it, the leader says it is level, and
+/// only then is it recorded, identical to the other copies.
+#[test]
+fn a_copy_half_sent_holds_no_write_back_and_counts_only_once_level() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-beside-{i}"))).collect();
+    let hosts = form(&dirs, 1);
+    sql(
+        &hosts[0].client,
+        "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(40)); PARTITION TABLE kv ON COLUMN k;",
+        vec![],
+    );
+    for k in 0..300i64 {
+        let v = Value::from(format!("value {k}").as_str());
+        sql(&hosts[k as usize % 3].client, "INSERT INTO kv VALUES (?, ?)", vec![Value::Integer(k), v]);
+    }
+    let (holders, leader) = placement(&hosts[0].client)[0].clone();
+    let taker = (0..3).find(|x| !holders.contains(x)).unwrap();
+    arm(dirs[leader].path(), "copy_beside_paused");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let writer = {
+        let (stop, written) = (stop.clone(), written.clone());
+        let clients = hosts.iter().map(|h| h.client.clone()).collect::<Vec<_>>();
+        std::thread::spawn(move || {
+            let mut conns: Vec<_> = clients.iter().map(|c| connect(c)).collect();
+            let mut k = 1000i64;
+            while !stop.load(Ordering::SeqCst) {
+                let v = Value::from(format!("during {k}").as_str());
+                let args = vec![Value::from("INSERT INTO kv VALUES (?, ?)"), Value::Integer(k), v];
+                conns[k as usize % 3].call("@AdHoc", args).unwrap_or_else(|e| panic!("insert {k}: {e}"));
+                k += 1;
+                written.store(k - 1000, Ordering::SeqCst);
+            }
+            k - 1000
+        })
+    };
+    let mut admin = connect(&hosts[leader].admin);
+    admin.call("@AddCopy", vec![Value::Integer(0), Value::Integer(taker as i64)]).expect("@AddCopy");
+    wait_line(&hosts[leader].stderr, "failpoint copy_beside_paused");
+    // Half sent: writes go on, a third of them to partition 0 (were the
+    // copy in the stream, the first of those would wait for it).
+    let at = written.load(Ordering::SeqCst);
+    let went_on = wait_until(std::time::Duration::from_secs(30), || written.load(Ordering::SeqCst) >= at + 150);
+    assert!(went_on, "writes stalled while the copy was half sent: {at} -> {}", written.load(Ordering::SeqCst));
+    assert!(!placement(&hosts[leader].client)[0].0.contains(&taker), "a copy half sent is no replica");
+    disarm(dirs[leader].path());
+
+    let line = wait_line(&hosts[leader].stderr, &format!("host {taker}'s copy is level with the stream"));
+    let meanwhile: u64 = field(&line, "sent beside it; ").parse().unwrap();
+    assert!(meanwhile > 16, "the batches shipped meanwhile went in rounds beside the stream: {line}");
+    let line = wait_line(&hosts[taker].stderr, "holds a copy of partition 0 from now on");
+    assert!(line.contains(&format!("taken from host {leader}")), "{line}");
+    eventually("the new copy is a replica on every host", || {
+        hosts.iter().all(|h| placement(&h.client)[0].0.len() == 3)
+    });
+    stop.store(true, Ordering::SeqCst);
+    let total = 300 + writer.join().expect("no write failed while the copy was taken");
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    let copies = copies_agree(&clients);
+    assert_eq!(copies["0"], 3, "{copies:?}");
+    // The new copy follows the stream.
+    for k in 5000..5030i64 {
+        sql(&hosts[k as usize % 3].client, "INSERT INTO kv VALUES (?, 'after')", vec![Value::Integer(k)]);
+    }
+    assert_eq!(copies_agree(&clients)["0"], 3);
+    for h in &hosts {
+        assert_eq!(scalar(&h.client, "SELECT COUNT(*) FROM kv"), total + 30);
+    }
 }
 
 #[test]

@@ -10,11 +10,12 @@
 //! (`Host::add_copy_site`), begins the partition's copy log afresh (if
 //! copy logs are kept), and asks the partition's leader for a copy the way
 //! a rejoining host does (`dataplane::ask_for_copy`): the leader's site
-//! freezes the partition and sends it, then its stream, and from then on
-//! waits for this host's acknowledgement of every batch as for a
-//! replica's (tried again when the connection breaks; dropped only if this
-//! host refuses the stream) — so the copy never lacks a batch the leader
-//! released. Once the copy is loaded, the task proposes `CopyAdded`
+//! freezes the partition and sends it beside the stream, then the batches
+//! shipped meanwhile, then says the copy is level (`dataplane/beside.rs`);
+//! from then on it waits for this host's acknowledgement of every batch as
+//! for a replica's (tried again when the connection breaks; dropped only if
+//! this host refuses the stream) — so the copy never lacks a batch the
+//! leader released. Once the copy is level, the task proposes `CopyAdded`
 //! naming the leader it came from and that leader's incarnation; from then
 //! on this host is a replica.
 //!
@@ -175,7 +176,7 @@ async fn step(
     let Some(leader) = placement.leader else { return Ok(None) };
     let Some(info) = m.hosts.get(&leader) else { return Ok(None) };
     let key = (leader, info.incarnation, placement.copy_round);
-    if asked.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() > COPY_PATIENCE) && !ctx.host.replica_loaded(p) {
+    if asked.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() > COPY_PATIENCE) && !copy_level(ctx, p) {
         // Not given up here: a large copy may still be on its way, and one
         // the leader could not send is not coming. Said (once per reason,
         // by the caller) so that an operator can tell.
@@ -192,6 +193,9 @@ async fn step(
             .map_err(|e| err!(Internal, "starting the site failed: {e}"))??;
         // Whatever came before is void: only the new copy's pieces apply.
         ctx.host.expect_copy(p);
+        if let Some(link) = &ctx.link {
+            link.expect_copy(p);
+        }
         if let Some(logs) = ctx.link.as_ref().and_then(|l| l.logs.as_ref()) {
             logs.fresh(p, false)?;
         }
@@ -207,7 +211,9 @@ async fn step(
             .map_err(|e| e.context(format!("asking host {leader} for a copy")))?;
         return Ok(None);
     }
-    if !ctx.host.replica_loaded(p) {
+    // Loaded is not enough: the batches the leader shipped while the copy
+    // travelled must have reached it too (the leader says so).
+    if !copy_level(ctx, p) {
         return Ok(None);
     }
     // Fault injection: the host dies with its copy whole but not yet
@@ -221,6 +227,11 @@ async fn step(
         // earlier attempt was applied (the next look sees a replica).
         CommandResult::Refused(why) => Err(err!(Unavailable, "the copy was not recorded: {why}")),
     }
+}
+
+/// Whether this host's copy of `p` is level with its leader's stream.
+fn copy_level(ctx: &ServerContext, p: u32) -> bool {
+    ctx.link.as_ref().is_some_and(|l| l.copy_level(p))
 }
 
 /// How long a leaving host waits for the copies of the partitions it leads

@@ -26,9 +26,11 @@
 //!   recognised by its position and not applied twice; a position skipped
 //!   means batches were lost, and the replica stops (its copy would
 //!   silently differ). A rejoining replica's copy pieces carry the position
-//!   the copy was taken at. Each batch also carries its stream's term (one
-//!   above every term the leader had seen), which orders streams for the
-//!   repair step.
+//!   the copy was taken at; they go on a connection of their own beside
+//!   the stream, and a copy piece with no records tells the host that its
+//!   copy is level with the stream (`beside.rs`). Each batch also carries
+//!   its stream's term (one above every term the leader had seen), which
+//!   orders streams for the repair step.
 //! * `J`, **a rejoin request**: a restarted host asks a partition's leader
 //!   for a copy, which then arrives on the replication connection.
 //! * `P`, **the repair step** (`repair.rs`): a new leader asks another copy
@@ -43,7 +45,8 @@
 //!
 //! The pieces: `forward.rs` (forwarded calls, both ends), `session.rs`
 //! (remote site sessions, both ends), `replication.rs` (shipping batches
-//! to replicas and applying them), `repair.rs` (a new leader bringing the
+//! to replicas and applying them), `beside.rs` (a copy sent beside the
+//! stream and brought level with it), `repair.rs` (a new leader bringing the
 //! surviving copies to the same last batch), `doubt.rs` (prepared
 //! transactions), `copylog.rs` (each copy's replication stream on disk, for
 //! a whole-cluster restart).
@@ -59,6 +62,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 
+mod beside;
 mod copylog;
 mod doubt;
 mod forward;
@@ -297,6 +301,18 @@ impl Link {
     /// Partition `partition`'s leader as the newest metadata names it.
     pub(crate) fn latest_leader(&self, partition: u32) -> Option<HostId> {
         self.latest.load().get(partition as usize).copied().flatten()
+    }
+
+    /// Whether the copy of `partition` this host asked for is level with
+    /// its leader's stream: loaded, with every batch the leader released
+    /// since it was taken (`beside.rs`). Only then may it count as a copy.
+    pub(crate) fn copy_level(&self, partition: u32) -> bool {
+        self.progress.is_level(partition)
+    }
+
+    /// This host is about to ask for a copy of `partition` (again).
+    pub(crate) fn expect_copy(&self, partition: u32) {
+        self.progress.expect_copy(partition)
     }
 }
 

@@ -39,6 +39,19 @@ impl Batch {
     pub(super) fn position(&self) -> (u64, u64) {
         (self.term, self.sequence)
     }
+
+    /// The frame telling a host taking a copy that the copy, with the
+    /// batches sent after it, is level with the stream at this position
+    /// (see `beside.rs`): a copy piece with no records (a real piece always
+    /// has some). Never applied or logged.
+    pub(super) fn level_marker(partition: u32, stream: u64, sequence: u64, from: HostId, term: u64) -> Batch {
+        Batch { partition, stream, sequence, copy: true, from, term, records: Vec::new() }
+    }
+
+    /// Whether this frame is a [`level_marker`](Self::level_marker).
+    pub(super) fn is_level_marker(&self) -> bool {
+        self.copy && self.records.is_empty()
+    }
 }
 
 pub(super) enum Shipment {
@@ -75,14 +88,6 @@ pub(super) fn ship(
     progress: Arc<ReplicaProgress>,
     log: Option<ShipperLog>,
 ) {
-    // The last batch shipped: a compaction's base stands there.
-    let mut last: Option<Batch> = None;
-    // The copy log failed and this host is stopping (said once).
-    let mut stopping = false;
-    let mut connections: BTreeMap<HostId, ReplicaConnection> = BTreeMap::new();
-    // Rejoining replicas: sent every batch though not up yet.
-    let mut joining: std::collections::BTreeSet<HostId> = Default::default();
-    let mut sequence: u64 = 0;
     let stream = joule_common::splitmix::mix(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(partition),
@@ -90,117 +95,222 @@ pub(super) fn ship(
     // Streams of earlier leaders of this partition come before this one.
     let term = progress.term(partition) + 1;
     progress.raise_term(partition, term);
-    let mut next = shipments.recv().ok();
-    while let Some(shipment) = next.take() {
+    let mut shipper = Shipper {
+        partition,
+        me,
+        stream,
+        term,
+        sequence: 0,
+        routing,
+        log,
+        last: None,
+        stopping: false,
+        connections: BTreeMap::new(),
+        joining: Default::default(),
+        beside: Vec::new(),
+    };
+    let mut next: Option<Shipment> = None;
+    loop {
+        let shipment = match next.take() {
+            Some(s) => s,
+            // While copies are sent beside the stream, looked at every few
+            // milliseconds even with nothing to ship (one through waits
+            // for the shipper to level it).
+            None if !shipper.beside.is_empty() => match shipments.recv_timeout(BESIDE_CHECK) {
+                Ok(s) => s,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    shipper.level_copies_through();
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            None => match shipments.recv() {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+        };
+        shipper.level_copies_through();
         match shipment {
-            Shipment::AddReplica { host, copy } => {
-                // A leader whose log failed sends no copy (it would hold
-                // batches no replica has).
-                if stopping {
-                    next = shipments.recv().ok();
-                    continue;
-                }
-                let Some(address) = address_of(&routing, host) else {
-                    eprintln!("joule: partition {partition}: host {host} asked for a copy but is not a member");
-                    next = shipments.recv().ok();
-                    continue;
-                };
-                // A connection from before the host restarted went to its
-                // old process: the copy opens a new one.
-                connections.remove(&host);
-                let mut ok = true;
-                for records in copy {
-                    let piece = Batch { partition, stream, sequence, copy: true, from: me, term, records };
-                    if !send_to_one(host, &address, &piece, &routing, &mut connections) {
-                        ok = false;
-                        break;
-                    }
-                }
-                if ok {
-                    joining.insert(host);
-                } else {
-                    eprintln!("joule: partition {partition}: host {host} did not take the partition's copy");
-                }
-                next = shipments.recv().ok();
-            }
+            Shipment::AddReplica { host, copy } => shipper.add_replica(host, copy),
             Shipment::Batch { records, done } => {
                 let (records, dones, after) = merge_queued(records, done, &shipments, MAX_BATCH_BYTES);
                 next = after;
-                // Even with no records: the replicas' acknowledgement confirms
-                // this host still leads, before answers (reads too) go out.
-                sequence += 1;
-                let batch = Batch { partition, stream, sequence, copy: false, from: me, term, records };
-                // Logged before anyone is answered. A host that cannot log
-                // stops: from the first failure on nothing more is sent,
-                // logged or released (its callers learn the outcome is
-                // unknown when the host's connections close).
-                if let Some(ShipperLog { logs, stop, host }) = &log {
-                    let appended = if stopping { Err(None) } else { logs.append(partition, &batch).map_err(Some) };
-                    match appended {
-                        Ok(false) => {}
-                        // Grown past its limit: the site freezes the
-                        // partition after what it has shipped, and the copy
-                        // comes back here in order (`Shipment::Compact`).
-                        Ok(true) => match host.get().and_then(std::sync::Weak::upgrade) {
-                            Some(h) => h.compact_log(partition, true),
-                            None => logs.abandon(partition),
-                        },
-                        Err(e) => {
-                            if let (Some(e), Some(stop)) = (e, stop.get()) {
-                                stop(e);
-                            }
-                            stopping = true;
-                            drop(dones);
-                            if next.is_none() {
-                                next = shipments.recv().ok();
-                            }
-                            continue;
-                        }
-                    }
+                shipper.ship_batch(records, dones);
+            }
+            Shipment::Compact { copy } => shipper.compact(copy),
+        }
+    }
+}
+
+/// How often a shipper with copies sent beside its stream looks at them
+/// when it has nothing to ship.
+const BESIDE_CHECK: Duration = Duration::from_millis(5);
+
+/// A partition's shipper: its stream, where it stands, and the hosts it
+/// ships to.
+struct Shipper {
+    partition: u32,
+    me: HostId,
+    stream: u64,
+    term: u64,
+    /// The position of the last batch shipped.
+    sequence: u64,
+    routing: Shared<Routing>,
+    log: Option<ShipperLog>,
+    /// The last batch shipped: a compaction's base stands there.
+    last: Option<Batch>,
+    /// The copy log failed and this host is stopping (said once).
+    stopping: bool,
+    connections: BTreeMap<HostId, ReplicaConnection>,
+    /// Hosts taking a copy whose copy is level with the stream: sent every
+    /// batch though not replicas (or not up) yet.
+    joining: std::collections::BTreeSet<HostId>,
+    /// Copies being sent beside the stream (`beside.rs`).
+    beside: Vec<super::beside::SideCopy>,
+}
+
+impl Shipper {
+    /// A host asked for a copy: sent beside the stream from here.
+    fn add_replica(&mut self, host: HostId, copy: Box<dyn Iterator<Item = Vec<u8>> + Send>) {
+        let partition = self.partition;
+        // A leader whose log failed sends no copy (it would hold batches no
+        // replica has).
+        if self.stopping {
+            return;
+        }
+        let Some(address) = address_of(&self.routing, host) else {
+            eprintln!("joule: partition {partition}: host {host} asked for a copy but is not a member");
+            return;
+        };
+        // A connection from before the host restarted went to its old
+        // process, and a copy asked for again replaces the one before: the
+        // host gets no batch until the new copy is level.
+        self.connections.remove(&host);
+        self.joining.remove(&host);
+        self.beside.retain(|s| s.host != host);
+        let (stream, sequence, term) = (self.stream, self.sequence, self.term);
+        // Each piece stands at the position the copy was taken at.
+        let template = Batch { partition, stream, sequence, copy: true, from: self.me, term, records: Vec::new() };
+        match super::beside::SideCopy::start(host, address, template, copy, self.routing.clone()) {
+            Some(side) => self.beside.push(side),
+            None => eprintln!("joule: partition {partition}: host {host} did not take the partition's copy"),
+        }
+    }
+
+    /// Copies sent beside the stream that are through: the last batches
+    /// kept for them, then the level marker; from then on their hosts get
+    /// every batch.
+    fn level_copies_through(&mut self) {
+        use super::beside::Taken;
+        let partition = self.partition;
+        let mut i = 0;
+        while i < self.beside.len() {
+            let host = self.beside[i].host;
+            match self.beside[i].take() {
+                Taken::Sending => {
+                    i += 1;
+                    continue;
                 }
-                let acknowledged = deliver_batch(&batch, &routing, &mut connections, &mut joining);
-                // Released only while this host still leads, or — deposed
-                // while it waited (its host handed the partition over on
-                // leaving, or was failed) — if the new leader and every
-                // copy it waits for hold the batch: then it is in the
-                // partition's history whoever leads. Otherwise it must not
-                // confirm what no current copy may hold; its callers learn
-                // the outcome is unknown when its connections close.
-                if still_committed(&routing.load(), partition, me, &acknowledged) {
-                    for d in dones {
-                        d();
-                    }
-                } else {
-                    drop(dones);
+                Taken::Failed => {
+                    eprintln!(
+                        "joule: partition {partition}: host {host} did not take the partition's copy (or no longer \
+                         takes one)"
+                    );
                 }
-                last = Some(batch);
-                if next.is_none() {
-                    next = shipments.recv().ok();
+                Taken::Through(mut c, kept, in_all) => {
+                    let marker = Batch::level_marker(partition, self.stream, self.sequence, self.me, self.term);
+                    let level = super::beside::send_in_order(&mut c, host, &self.routing, &kept)
+                        && super::beside::send_in_order(&mut c, host, &self.routing, std::slice::from_ref(&marker));
+                    if level {
+                        eprintln!(
+                            "joule: partition {partition}: host {host}'s copy is level with the stream at batch {} \
+                             (sent beside it; {in_all} batches shipped meanwhile, the last {} sent by the shipper)",
+                            self.sequence,
+                            kept.len()
+                        );
+                        self.connections.insert(host, c);
+                        self.joining.insert(host);
+                    } else {
+                        eprintln!("joule: partition {partition}: host {host} did not take the batches after its copy");
+                    }
                 }
             }
-            Shipment::Compact { copy } => {
-                if let Some(ShipperLog { logs, .. }) = &log {
-                    let started = copy.and_then(|pieces| Ok((logs.next_generation(partition)?, pieces)));
-                    match started {
-                        Ok((generation, pieces)) => {
-                            let position =
-                                // (Its records copied once per compaction.)
-                                super::copylog::BasePosition {
-                                    from: me,
-                                    stream,
-                                    sequence,
-                                    term,
-                                    last: last.clone().map(Arc::new),
-                                };
-                            logs.write_base(partition, generation, position, pieces);
-                        }
-                        Err(e) => {
-                            eprintln!("joule: cluster: partition {partition}: copy log not compacted: {e}");
-                            logs.abandon(partition);
-                        }
+            self.beside.swap_remove(i);
+        }
+    }
+
+    /// Ship one batch of `records` to every replica (and every host whose
+    /// copy is level), then release `dones`.
+    fn ship_batch(&mut self, records: Vec<u8>, dones: Vec<Done>) {
+        let partition = self.partition;
+        // Even with no records: the replicas' acknowledgement confirms this
+        // host still leads, before answers (reads too) go out.
+        self.sequence += 1;
+        let (stream, sequence, term, me) = (self.stream, self.sequence, self.term, self.me);
+        let batch = Batch { partition, stream, sequence, copy: false, from: me, term, records };
+        // Logged before anyone is answered. A host that cannot log stops:
+        // from the first failure on nothing more is sent, logged or
+        // released (its callers learn the outcome is unknown when the
+        // host's connections close).
+        if let Some(ShipperLog { logs, stop, host }) = &self.log {
+            let appended = if self.stopping { Err(None) } else { logs.append(partition, &batch).map_err(Some) };
+            match appended {
+                Ok(false) => {}
+                // Grown past its limit: the site freezes the partition
+                // after what it has shipped, and the copy comes back here
+                // in order (`Shipment::Compact`).
+                Ok(true) => match host.get().and_then(std::sync::Weak::upgrade) {
+                    Some(h) => h.compact_log(partition, true),
+                    None => logs.abandon(partition),
+                },
+                Err(e) => {
+                    if let (Some(e), Some(stop)) = (e, stop.get()) {
+                        stop(e);
                     }
+                    self.stopping = true;
+                    self.beside.clear();
+                    return;
                 }
-                next = shipments.recv().ok();
+            }
+        }
+        for side in &self.beside {
+            side.keep(&batch);
+        }
+        let acknowledged = deliver_batch(&batch, &self.routing, &mut self.connections, &mut self.joining);
+        // Released only while this host still leads, or — deposed while it
+        // waited (its host handed the partition over on leaving, or was
+        // failed) — if the new leader and every copy it waits for hold the
+        // batch: then it is in the partition's history whoever leads.
+        // Otherwise it must not confirm what no current copy may hold; its
+        // callers learn the outcome is unknown when its connections close.
+        if still_committed(&self.routing.load(), partition, me, &acknowledged) {
+            for d in dones {
+                d();
+            }
+        }
+        self.last = Some(batch);
+    }
+
+    /// This host's copy log compacts itself to `copy` (as of the batches
+    /// shipped before it).
+    fn compact(&mut self, copy: Result<Box<dyn Iterator<Item = Vec<u8>> + Send>>) {
+        let Some(ShipperLog { logs, .. }) = &self.log else { return };
+        let partition = self.partition;
+        match copy.and_then(|pieces| Ok((logs.next_generation(partition)?, pieces))) {
+            Ok((generation, pieces)) => {
+                // (Its records copied once per compaction.)
+                let position = super::copylog::BasePosition {
+                    from: self.me,
+                    stream: self.stream,
+                    sequence: self.sequence,
+                    term: self.term,
+                    last: self.last.clone().map(Arc::new),
+                };
+                logs.write_base(partition, generation, position, pieces);
+            }
+            Err(e) => {
+                eprintln!("joule: cluster: partition {partition}: copy log not compacted: {e}");
+                logs.abandon(partition);
             }
         }
     }
@@ -235,29 +345,6 @@ fn merge_queued(
 /// Where `host` listens, if the metadata knows it (up or not).
 pub(super) fn address_of(routing: &Shared<Routing>, host: HostId) -> Option<String> {
     routing.load().all.get(&host).cloned()
-}
-
-/// Send one batch to one (rejoining) host and wait for its
-/// acknowledgement; no retry.
-pub(super) fn send_to_one(
-    host: HostId,
-    address: &str,
-    piece: &Batch,
-    routing: &Shared<Routing>,
-    connections: &mut BTreeMap<HostId, ReplicaConnection>,
-) -> bool {
-    let c = match connections.entry(host) {
-        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::btree_map::Entry::Vacant(e) => match connect(address, REPLICATION) {
-            Ok(stream) => e.insert(ReplicaConnection { stream }),
-            Err(_) => return false,
-        },
-    };
-    let ok = write_frame(&mut c.stream, piece).is_ok() && wait_ack(c, host, routing, true) == Ack::Applied;
-    if !ok {
-        connections.remove(&host);
-    }
-    ok
 }
 
 /// Send one batch to every live replica (and every rejoining one) and wait
@@ -445,6 +532,10 @@ pub(crate) struct ReplicaProgress {
     /// Per partition: the highest term seen (a new leader's stream takes
     /// the next one).
     terms: Mutex<BTreeMap<u32, u64>>,
+    /// Partitions whose copy, taken here from their leader, its leader
+    /// said is level with its stream (`beside.rs`): until then it may lack
+    /// batches the leader released, and must not count as a copy.
+    level: Mutex<std::collections::BTreeSet<u32>>,
 }
 
 /// What to do with a batch that arrived.
@@ -486,6 +577,46 @@ impl ReplicaProgress {
                 Arrival::Apply
             }
         })
+    }
+
+    /// A level marker arrived (see `beside.rs`): the copy of `b`'s
+    /// partition here counts as level if it is `loaded` and the last batch
+    /// received is the one the marker stands at, on the same stream (and
+    /// `refuse` has nothing against its sender).
+    pub(super) fn mark_level(&self, b: &Batch, loaded: bool, refuse: impl FnOnce() -> Option<Error>) -> Result<()> {
+        let received = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = refuse() {
+            return Err(e);
+        }
+        let here = received.get(&b.partition).copied();
+        if !loaded || here != Some((b.from, b.stream, b.sequence)) {
+            bail!(
+                Unavailable,
+                "partition {}: host {} says the copy here is level at batch {}, but this copy {}",
+                b.partition,
+                b.from,
+                b.sequence,
+                match here {
+                    _ if !loaded => "is not whole".to_string(),
+                    Some((from, stream, last)) if (from, stream) == (b.from, b.stream) => format!("stands at {last}"),
+                    _ => "follows another stream".to_string(),
+                }
+            );
+        }
+        self.level.lock().unwrap_or_else(|p| p.into_inner()).insert(b.partition);
+        Ok(())
+    }
+
+    /// Whether this host's copy of `partition` was said to be level with
+    /// its leader's stream since it last asked for a copy.
+    pub(crate) fn is_level(&self, partition: u32) -> bool {
+        self.level.lock().unwrap_or_else(|p| p.into_inner()).contains(&partition)
+    }
+
+    /// This host asks for a copy of `partition` (again): not level until
+    /// its leader says so.
+    pub(crate) fn expect_copy(&self, partition: u32) {
+        self.level.lock().unwrap_or_else(|p| p.into_inner()).remove(&partition);
     }
 
     /// Run `f` with no batch arriving meanwhile: a new leader's repair
@@ -562,8 +693,16 @@ pub(super) async fn serve_replication(
         // Only the partition's leader (as this host's newest metadata has
         // it) is followed: a deposed leader that has not noticed yet is
         // refused, so it can neither change a replica nor answer a read.
+        let refuse = || {
+            let leader = link.latest_leader(partition);
+            (leader != Some(from) || from == link.me).then(|| {
+                err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})")
+            })
+        };
         let result = if let Some(e) = link.refuse_while_replaying() {
             Err(e)
+        } else if batch.is_level_marker() {
+            link.progress.mark_level(&batch, host.replica_loaded(partition), refuse)
         } else if !host.accepts_records(partition, &batch.records) {
             Err(err!(
                 Unavailable,
@@ -571,12 +710,6 @@ pub(super) async fn serve_replication(
                  the stream"
             ))
         } else {
-            let refuse = || {
-                let leader = link.latest_leader(partition);
-                (leader != Some(from) || from == link.me).then(|| {
-                    err!(Unavailable, "host {from} does not lead partition {partition} (the metadata says {leader:?})")
-                })
-            };
             apply_batch(&host, &link.progress, link.logs.as_deref(), batch, &diverged, refuse).await
         };
         let stop = result.as_ref().is_err_and(|e| e.code() == ErrorCode::Internal);
@@ -703,6 +836,30 @@ mod tests {
             matches!(p.arrive(&batch(9, 43, false, 0), || None).unwrap(), Arrival::Gap(42)),
             "the leader stopped sending after the copy"
         );
+    }
+
+    #[test]
+    fn a_copy_counts_as_level_only_where_its_leader_says_it_stands() {
+        let p = ReplicaProgress::default();
+        let marker = |stream, sequence| Batch::level_marker(3, stream, sequence, 0, 1);
+        assert!(marker(9, 42).is_level_marker());
+        assert!(!Batch { records: vec![1], ..marker(9, 42) }.is_level_marker(), "a copy piece has records");
+        // The copy's pieces at 40, then the batches shipped meanwhile.
+        for b in [batch(9, 40, true, 0), batch(9, 40, true, 0), batch(9, 41, false, 0), batch(9, 42, false, 0)] {
+            assert!(matches!(p.arrive(&b, || None).unwrap(), Arrival::Apply));
+        }
+        assert!(p.mark_level(&marker(9, 42), false, || None).is_err(), "a copy not loaded is not level");
+        let e = p.mark_level(&marker(9, 43), true, || None).unwrap_err();
+        assert!(e.to_string().contains("stands at 42"), "{e}");
+        assert!(p.mark_level(&marker(9, 41), true, || None).is_err());
+        assert!(p.mark_level(&marker(8, 42), true, || None).is_err(), "another stream");
+        let deposed = || Some(err!(Unavailable, "host 0 does not lead partition 3"));
+        assert!(p.mark_level(&marker(9, 42), true, deposed).is_err());
+        assert!(!p.is_level(3));
+        p.mark_level(&marker(9, 42), true, || None).unwrap();
+        assert!(p.is_level(3));
+        p.expect_copy(3);
+        assert!(!p.is_level(3), "a copy asked for again is not level until its leader says so");
     }
 
     fn shipment(bytes: usize) -> Shipment {

@@ -4,7 +4,8 @@
 //! once the partition's leader is killed with `kill -9`, and is in the
 //! copy logs a whole-cluster restart comes back from. A host of the
 //! formation is removed (`joule cluster remove`) by making its copies
-//! again on the hosts that stay. A copy half sent holds no write back.
+//! again on the hosts that stay. A copy on its way holds no write back,
+//! and counts only once level with the stream.
 
 mod common;
 
@@ -136,13 +137,14 @@ fn a_copy_added_to_a_running_host_follows_the_stream_and_leads_after_a_failure()
     hosts.retain(|h| h.id as usize != leader);
 }
 
-/// A copy is sent beside the partition's stream: while it is half sent
-/// (held by a failpoint on the leader) writes to every partition, the
-/// copied one's too, go on, and the taker is no replica; once released, the
-/// batches shipped meanwhile reach it, the leader says it is level, and
-/// only then is it recorded, identical to the other copies.
+/// A copy is sent beside the partition's stream: while it is whole on the
+/// taking host but not level with the stream (held there by a failpoint on
+/// the leader), writes to every partition, the copied one's too, go on and
+/// the taker is no replica; once released, the batches shipped meanwhile
+/// reach it in rounds, the leader says it is level, and only then is it
+/// recorded, identical to the other copies.
 #[test]
-fn a_copy_half_sent_holds_no_write_back_and_counts_only_once_level() {
+fn a_copy_whole_but_not_level_holds_no_write_back_and_is_no_replica() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-beside-{i}"))).collect();
     let hosts = form(&dirs, 1);
     sql(
@@ -156,7 +158,7 @@ fn a_copy_half_sent_holds_no_write_back_and_counts_only_once_level() {
     }
     let (holders, leader) = placement(&hosts[0].client)[0].clone();
     let taker = (0..3).find(|x| !holders.contains(x)).unwrap();
-    arm(dirs[leader].path(), "copy_beside_paused");
+    arm(dirs[leader].path(), "copy_beside_sent");
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(std::sync::atomic::AtomicI64::new(0));
@@ -178,18 +180,23 @@ fn a_copy_half_sent_holds_no_write_back_and_counts_only_once_level() {
     };
     let mut admin = connect(&hosts[leader].admin);
     admin.call("@AddCopy", vec![Value::Integer(0), Value::Integer(taker as i64)]).expect("@AddCopy");
-    wait_line(&hosts[leader].stderr, "failpoint copy_beside_paused");
-    // Half sent: writes go on, a third of them to partition 0 (were the
-    // copy in the stream, the first of those would wait for it).
+    wait_line(&hosts[leader].stderr, "failpoint copy_beside_sent");
+    // Whole there, not level: writes go on, a third of them to partition 0
+    // (were the copy in the stream, the first of those would wait for it),
+    // and the taker, lacking them, is not recorded as a copy.
     let at = written.load(Ordering::SeqCst);
     let went_on = wait_until(std::time::Duration::from_secs(30), || written.load(Ordering::SeqCst) >= at + 150);
-    assert!(went_on, "writes stalled while the copy was half sent: {at} -> {}", written.load(Ordering::SeqCst));
-    assert!(!placement(&hosts[leader].client)[0].0.contains(&taker), "a copy half sent is no replica");
+    assert!(went_on, "writes stalled while the copy was on its way: {at} -> {}", written.load(Ordering::SeqCst));
+    assert!(!placement(&hosts[leader].client)[0].0.contains(&taker), "a copy not level is no replica");
     disarm(dirs[leader].path());
 
     let line = wait_line(&hosts[leader].stderr, &format!("host {taker}'s copy is level with the stream"));
     let meanwhile: u64 = field(&line, "sent beside it; ").parse().unwrap();
-    assert!(meanwhile > 16, "the batches shipped meanwhile went in rounds beside the stream: {line}");
+    let by_shipper: u64 = field(&line, "the last ").parse().unwrap();
+    assert!(
+        meanwhile > 16 && by_shipper <= 16,
+        "the batches shipped meanwhile went in rounds beside the stream: {line}"
+    );
     let line = wait_line(&hosts[taker].stderr, "holds a copy of partition 0 from now on");
     assert!(line.contains(&format!("taken from host {leader}")), "{line}");
     eventually("the new copy is a replica on every host", || {

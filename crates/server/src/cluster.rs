@@ -371,15 +371,16 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     // host up with half a copy.
     // (Complete means level with the leader's stream: loaded, and every
     // batch the leader shipped while the copy travelled applied too.)
-    let level = |p: u32| ctx.link.as_ref().is_some_and(|l| l.copy_level(p));
+    let level = |p: u32, leader: HostId| ctx.link.as_ref().is_some_and(|l| l.copy_level(p, leader));
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
-    while !asked.iter().all(|(p, _, _)| level(*p)) {
+    while !asked.iter().all(|(p, leader, _)| level(*p, *leader)) {
         if std::time::Instant::now() > deadline {
             bail!(Unavailable, "the partitions' copies did not arrive within 10 minutes; start this host again");
         }
         let now = node.metadata();
-        let gone =
-            asked.iter().find(|(p, leader, _)| !level(*p) && now.partitions[*p as usize].leader != Some(*leader));
+        let gone = asked
+            .iter()
+            .find(|(p, leader, _)| !level(*p, *leader) && now.partitions[*p as usize].leader != Some(*leader));
         if let Some((p, _, _)) = gone {
             bail!(Unavailable, "partition {p}'s leader failed while sending its copy; start this host again");
         }

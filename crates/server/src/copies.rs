@@ -176,7 +176,7 @@ async fn step(
     let Some(leader) = placement.leader else { return Ok(None) };
     let Some(info) = m.hosts.get(&leader) else { return Ok(None) };
     let key = (leader, info.incarnation, placement.copy_round);
-    if asked.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() > COPY_PATIENCE) && !copy_level(ctx, p) {
+    if asked.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() > COPY_PATIENCE) && !copy_level(ctx, p, leader) {
         // Not given up here: a large copy may still be on its way, and one
         // the leader could not send is not coming. Said (once per reason,
         // by the caller) so that an operator can tell.
@@ -213,7 +213,7 @@ async fn step(
     }
     // Loaded is not enough: the batches the leader shipped while the copy
     // travelled must have reached it too (the leader says so).
-    if !copy_level(ctx, p) {
+    if !copy_level(ctx, p, leader) {
         return Ok(None);
     }
     // Fault injection: the host dies with its copy whole but not yet
@@ -229,9 +229,9 @@ async fn step(
     }
 }
 
-/// Whether this host's copy of `p` is level with its leader's stream.
-fn copy_level(ctx: &ServerContext, p: u32) -> bool {
-    ctx.link.as_ref().is_some_and(|l| l.copy_level(p))
+/// Whether this host's copy of `p` is level with `leader`'s stream.
+fn copy_level(ctx: &ServerContext, p: u32, leader: HostId) -> bool {
+    ctx.link.as_ref().is_some_and(|l| l.copy_level(p, leader))
 }
 
 /// How long a leaving host waits for the copies of the partitions it leads

@@ -63,6 +63,10 @@ struct SideShared {
     /// The shipper no longer wants the copy sent (it stopped leading, the
     /// host asked again, or this host is stopping).
     closing: AtomicBool,
+    /// The thread's connection (a handle to it): shut when the copy is
+    /// given up, so that the thread stops at once rather than after the
+    /// piece it is sending.
+    socket: Mutex<Option<std::net::TcpStream>>,
 }
 
 #[derive(Default)]
@@ -107,13 +111,13 @@ impl SideCopy {
             state: Mutex::default(),
             taken: std::sync::Condvar::new(),
             closing: AtomicBool::new(false),
+            socket: Mutex::new(None),
         });
         let thread_shared = shared.clone();
         let partition = template.partition;
         let spawned = std::thread::Builder::new().name(format!("joule-copy-{partition}")).spawn(move || {
-            let through = send(&thread_shared, host, &address, template, pieces, &routing);
-            lock(&thread_shared.state).through = Some(through);
-            thread_shared.taken.notify_all();
+            let mut guard = Through { shared: thread_shared, connection: None };
+            guard.connection = send(&guard.shared, host, &address, template, pieces, &routing);
         });
         match spawned {
             Ok(_) => Some(SideCopy { host, shared }),
@@ -151,9 +155,26 @@ impl SideCopy {
     }
 }
 
+/// What the sending thread leaves behind however it ends (a panic too):
+/// `through` set, and a shipper waiting in [`SideCopy::keep`] woken.
+struct Through {
+    shared: Arc<SideShared>,
+    connection: Option<ReplicaConnection>,
+}
+
+impl Drop for Through {
+    fn drop(&mut self) {
+        lock(&self.shared.state).through = Some(self.connection.take());
+        self.shared.taken.notify_all();
+    }
+}
+
 impl Drop for SideCopy {
     fn drop(&mut self) {
         self.shared.closing.store(true, Ordering::SeqCst);
+        if let Some(s) = self.shared.socket.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -176,10 +197,11 @@ fn send(
     // holds or takes the partition (an `AddCopy` cancelled).
     let given_up = || shared.closing.load(Ordering::SeqCst) || !routing.load().holds_or_takes(partition, host);
     let mut c = ReplicaConnection { stream: connect(address, REPLICATION).ok()? };
+    *shared.socket.lock().unwrap_or_else(|p| p.into_inner()) = c.stream.try_clone().ok();
+    if given_up() {
+        return None;
+    }
     for records in pieces {
-        // Fault injection: the copy stops half sent while a test writes
-        // (`crates/cli/tests/cluster_copies.rs`).
-        joule_common::failpoint::pause_while_armed("copy_beside_paused", Duration::from_secs(60));
         if given_up() {
             return None;
         }
@@ -188,6 +210,9 @@ fn send(
             return None;
         }
     }
+    // Fault injection: the copy is whole on the host but not level while
+    // a test writes (`crates/cli/tests/cluster_copies.rs`).
+    joule_common::failpoint::pause_while_armed("copy_beside_sent", Duration::from_secs(60));
     for _ in 0..MAX_ROUNDS {
         let round: Vec<Batch> = {
             let mut state = lock(&shared.state);
@@ -197,13 +222,17 @@ fn send(
             if state.kept.len() <= HAND_BACK {
                 break;
             }
-            state.kept_bytes = 0;
             state.kept.drain(..).collect()
         };
-        shared.taken.notify_all();
         if !send_in_order(&mut c, host, routing, &round) {
             return None;
         }
+        // Counted until sent: the round is held here meanwhile.
+        let sent: usize = round.iter().map(|b| b.records.len()).sum();
+        let mut state = lock(&shared.state);
+        state.kept_bytes = state.kept_bytes.saturating_sub(sent);
+        drop(state);
+        shared.taken.notify_all();
     }
     Some(c)
 }

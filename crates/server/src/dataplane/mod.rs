@@ -303,11 +303,12 @@ impl Link {
         self.latest.load().get(partition as usize).copied().flatten()
     }
 
-    /// Whether the copy of `partition` this host asked for is level with
-    /// its leader's stream: loaded, with every batch the leader released
-    /// since it was taken (`beside.rs`). Only then may it count as a copy.
-    pub(crate) fn copy_level(&self, partition: u32) -> bool {
-        self.progress.is_level(partition)
+    /// Whether the copy of `partition` this host asked `leader` for is
+    /// level with that leader's stream: loaded, with every batch the leader
+    /// released since it was taken (`beside.rs`). Only then may it count
+    /// as a copy.
+    pub(crate) fn copy_level(&self, partition: u32, leader: HostId) -> bool {
+        self.progress.is_level(partition, leader)
     }
 
     /// This host is about to ask for a copy of `partition` (again).

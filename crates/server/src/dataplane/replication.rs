@@ -183,10 +183,13 @@ impl Shipper {
             return;
         };
         // A connection from before the host restarted went to its old
-        // process, and a copy asked for again replaces the one before: the
-        // host gets no batch until the new copy is level.
+        // process, and a copy asked for again replaces one still being
+        // sent (its pieces are refused from now on: they stand before the
+        // new copy's position). A host whose copy is level stays among the
+        // joiners: should this be a request repeated by the same process,
+        // it refuses the new copy and goes on with the stream; a process
+        // that starts afresh refuses the stream and is dropped.
         self.connections.remove(&host);
-        self.joining.remove(&host);
         self.beside.retain(|s| s.host != host);
         let (stream, sequence, term) = (self.stream, self.sequence, self.term);
         // Each piece stands at the position the copy was taken at.
@@ -535,7 +538,7 @@ pub(crate) struct ReplicaProgress {
     /// Partitions whose copy, taken here from their leader, its leader
     /// said is level with its stream (`beside.rs`): until then it may lack
     /// batches the leader released, and must not count as a copy.
-    level: Mutex<std::collections::BTreeSet<u32>>,
+    level: Mutex<BTreeMap<u32, HostId>>,
 }
 
 /// What to do with a batch that arrived.
@@ -545,6 +548,9 @@ pub(super) enum Arrival {
     Repeat,
     /// Batches before it never arrived: the position expected.
     Gap(u64),
+    /// A piece of a copy taken before the position this copy follows (a
+    /// copy given up for a later one): refused.
+    Stale,
 }
 
 impl ReplicaProgress {
@@ -558,7 +564,10 @@ impl ReplicaProgress {
         }
         Ok(match received.get_mut(&b.partition) {
             Some((from, stream, last)) if *from == b.from && *stream == b.stream => {
-                if b.copy {
+                if b.copy && b.sequence < *last {
+                    // A piece of a copy given up for a later one.
+                    Arrival::Stale
+                } else if b.copy {
                     // A copy: the stream continues after the position it was taken at.
                     *last = b.sequence;
                     Arrival::Apply
@@ -583,11 +592,23 @@ impl ReplicaProgress {
     /// partition here counts as level if it is `loaded` and the last batch
     /// received is the one the marker stands at, on the same stream (and
     /// `refuse` has nothing against its sender).
-    pub(super) fn mark_level(&self, b: &Batch, loaded: bool, refuse: impl FnOnce() -> Option<Error>) -> Result<()> {
+    ///
+    /// `loaded` is read under the lock [`expect_copy`](Self::expect_copy)
+    /// takes: a host asking for a copy anew voids its loaded flag first,
+    /// then the level one, so a marker for the copy voided cannot leave it
+    /// level.
+    pub(super) fn mark_level(
+        &self,
+        b: &Batch,
+        loaded: impl FnOnce() -> bool,
+        refuse: impl FnOnce() -> Option<Error>,
+    ) -> Result<()> {
         let received = self.received.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = refuse() {
             return Err(e);
         }
+        let mut level = self.level.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded = loaded();
         let here = received.get(&b.partition).copied();
         if !loaded || here != Some((b.from, b.stream, b.sequence)) {
             bail!(
@@ -603,14 +624,14 @@ impl ReplicaProgress {
                 }
             );
         }
-        self.level.lock().unwrap_or_else(|p| p.into_inner()).insert(b.partition);
+        level.insert(b.partition, b.from);
         Ok(())
     }
 
     /// Whether this host's copy of `partition` was said to be level with
-    /// its leader's stream since it last asked for a copy.
-    pub(crate) fn is_level(&self, partition: u32) -> bool {
-        self.level.lock().unwrap_or_else(|p| p.into_inner()).contains(&partition)
+    /// the stream of `leader` since it last asked for a copy.
+    pub(crate) fn is_level(&self, partition: u32, leader: HostId) -> bool {
+        self.level.lock().unwrap_or_else(|p| p.into_inner()).get(&partition) == Some(&leader)
     }
 
     /// This host asks for a copy of `partition` (again): not level until
@@ -702,7 +723,7 @@ pub(super) async fn serve_replication(
         let result = if let Some(e) = link.refuse_while_replaying() {
             Err(e)
         } else if batch.is_level_marker() {
-            link.progress.mark_level(&batch, host.replica_loaded(partition), refuse)
+            link.progress.mark_level(&batch, || host.replica_loaded(partition), refuse)
         } else if !host.accepts_records(partition, &batch.records) {
             Err(err!(
                 Unavailable,
@@ -791,6 +812,11 @@ pub(super) async fn apply_batch(
         }
         // Acknowledged once its first arrival is applied.
         Arrival::Repeat => progress.applied_up_to(partition, batch.stream, batch.sequence).await,
+        Arrival::Stale => Err(err!(
+            Unavailable,
+            "partition {partition}: a piece of a copy from host {from} taken at batch {}, given up for a later copy",
+            batch.sequence
+        )),
         Arrival::Gap(expected) => {
             let e = err!(
                 Internal,
@@ -848,18 +874,24 @@ mod tests {
         for b in [batch(9, 40, true, 0), batch(9, 40, true, 0), batch(9, 41, false, 0), batch(9, 42, false, 0)] {
             assert!(matches!(p.arrive(&b, || None).unwrap(), Arrival::Apply));
         }
-        assert!(p.mark_level(&marker(9, 42), false, || None).is_err(), "a copy not loaded is not level");
-        let e = p.mark_level(&marker(9, 43), true, || None).unwrap_err();
+        assert!(p.mark_level(&marker(9, 42), || false, || None).is_err(), "a copy not loaded is not level");
+        let e = p.mark_level(&marker(9, 43), || true, || None).unwrap_err();
         assert!(e.to_string().contains("stands at 42"), "{e}");
-        assert!(p.mark_level(&marker(9, 41), true, || None).is_err());
-        assert!(p.mark_level(&marker(8, 42), true, || None).is_err(), "another stream");
+        assert!(p.mark_level(&marker(9, 41), || true, || None).is_err());
+        assert!(p.mark_level(&marker(8, 42), || true, || None).is_err(), "another stream");
         let deposed = || Some(err!(Unavailable, "host 0 does not lead partition 3"));
-        assert!(p.mark_level(&marker(9, 42), true, deposed).is_err());
-        assert!(!p.is_level(3));
-        p.mark_level(&marker(9, 42), true, || None).unwrap();
-        assert!(p.is_level(3));
+        assert!(p.mark_level(&marker(9, 42), || true, deposed).is_err());
+        assert!(!p.is_level(3, 0));
+        p.mark_level(&marker(9, 42), || true, || None).unwrap();
+        assert!(p.is_level(3, 0));
+        assert!(!p.is_level(3, 1), "level with host 0's stream, not another leader's");
         p.expect_copy(3);
-        assert!(!p.is_level(3), "a copy asked for again is not level until its leader says so");
+        assert!(!p.is_level(3, 0), "a copy asked for again is not level until its leader says so");
+        // A piece of a copy given up for a later one is refused.
+        for b in [batch(9, 50, true, 0), batch(9, 51, false, 0)] {
+            assert!(matches!(p.arrive(&b, || None).unwrap(), Arrival::Apply));
+        }
+        assert!(matches!(p.arrive(&batch(9, 40, true, 0), || None).unwrap(), Arrival::Stale));
     }
 
     fn shipment(bytes: usize) -> Shipment {

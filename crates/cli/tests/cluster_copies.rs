@@ -5,7 +5,9 @@
 //! copy logs a whole-cluster restart comes back from. A host of the
 //! formation is removed (`joule cluster remove`) by making its copies
 //! again on the hosts that stay. A copy on its way holds no write back,
-//! and counts only once level with the stream.
+//! and counts only once level with the stream. A pipelined writer whose
+//! calls enter through one host sees them run in order while a host
+//! leaves.
 
 mod common;
 
@@ -354,6 +356,94 @@ fn remove_host_0_under_writes(k: u32) {
     }
     assert_eq!(scalar(&stay[0], "SELECT COUNT(*) FROM kv"), keys.len() as i64 + 30);
     hosts.remove(0);
+}
+
+/// A pipelined writer whose calls all enter through one host that stays
+/// sees each key's calls run in the order it sent them while host 0 hands
+/// its partitions over and leaves: each call moves a key's counter from
+/// `n` to `n + 1` only if it stands at `n`, so a call overtaken by the
+/// next one for its key changes nothing and says so.
+fn calls_through_one_host_keep_their_order_while_host_0_leaves(k: u32) {
+    const KEYS: i64 = 24;
+    const IN_FLIGHT: usize = 64;
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-order-k{k}-{i}"))).collect();
+    let mut hosts = form(&dirs, k);
+    let ddl = "CREATE TABLE ctr (k BIGINT NOT NULL PRIMARY KEY, n BIGINT NOT NULL); PARTITION TABLE ctr ON COLUMN k; \
+               CREATE PROCEDURE Step PARTITION ON TABLE ctr COLUMN k AS UPDATE ctr SET n = n + 1 WHERE k = ? AND n = ?;";
+    sql(&hosts[0].client, ddl, vec![]);
+    for key in 0..KEYS {
+        sql(&hosts[1].client, "INSERT INTO ctr VALUES (?, 0)", vec![Value::Integer(key)]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, entry) = (stop.clone(), hosts[1].client.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            rt.block_on(async move {
+                // One connection to host 1: every call enters there.
+                let options = joule_client::Options {
+                    route_to_leaders: false,
+                    discover_hosts: false,
+                    connections_per_address: 1,
+                    ..Default::default()
+                };
+                let client = joule_client::Client::connect(&[entry.as_str()], options).await.unwrap();
+                let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+                let (tx, rx) = std::sync::mpsc::channel();
+                let mut n = 0i64;
+                while !stop.load(Ordering::SeqCst) {
+                    for key in 0..KEYS {
+                        let permit = permits.clone().acquire_owned().await.unwrap();
+                        let tx = tx.clone();
+                        let params = vec![Value::Integer(key), Value::Integer(n)];
+                        let sent = client.call_with("Step", params, move |r| {
+                            let changed = r.map(|r| r.tables[0].rows[0][0].clone()).map_err(|e| e.to_string());
+                            let _ = tx.send((key, n, changed));
+                            drop(permit);
+                        });
+                        sent.expect("the call goes out");
+                    }
+                    n += 1;
+                }
+                let _all = permits.acquire_many(IN_FLIGHT as u32).await.unwrap();
+                drop(tx);
+                (n, rx.into_iter().collect::<Vec<_>>())
+            })
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (ok, out, err) = cluster_remove(&hosts[1].admin, &["0"]);
+    assert!(ok, "joule cluster remove 0: {out}\n{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while hosts[0].child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the removed host did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let (rounds, results) = writer.join().unwrap();
+    eprintln!("while host 0 left: {rounds} rounds of {KEYS} calls");
+    assert!(rounds > 20, "calls went on: {rounds} rounds");
+    let failed: Vec<_> = results.iter().filter(|(_, _, r)| r.is_err()).collect();
+    assert!(failed.is_empty(), "calls failed while host 0 left: {failed:?}");
+    let overtaken: Vec<_> = results.iter().filter(|(_, _, r)| *r != Ok(Value::Integer(1))).collect();
+    assert!(overtaken.is_empty(), "calls ran out of the order they were sent in: {overtaken:?}");
+    assert_eq!(results.len() as i64, rounds * KEYS);
+    for key in 0..KEYS {
+        let q = format!("SELECT n FROM ctr WHERE k = {key}");
+        assert_eq!(scalar(&hosts[2].client, &q), rounds, "key {key}");
+    }
+    hosts.remove(0);
+}
+
+#[test]
+fn calls_through_one_host_keep_their_order_while_a_k1_host_leaves() {
+    calls_through_one_host_keep_their_order_while_host_0_leaves(1);
+}
+
+#[test]
+fn calls_through_one_host_keep_their_order_while_a_k0_host_leaves() {
+    calls_through_one_host_keep_their_order_while_host_0_leaves(0);
 }
 
 #[test]

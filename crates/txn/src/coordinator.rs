@@ -199,10 +199,13 @@ impl Coordinator {
         // The sites stop after the last multi-partition transaction: their
         // Shutdown follows every start marker this coordinator sent.
         // So do the ones not in the order (joining, or left) and those
-        // started for copies added here since this coordinator last looked.
+        // started for copies added here since this coordinator last looked,
+        // and every proxy — those of partitions a site here holds too (a
+        // proxy left running would hold the host's shutdown up).
         let routes = self.shared.routes.load();
         let retired = std::mem::take(&mut *self.shared.retired.lock().unwrap_or_else(|e| e.into_inner()));
-        for site in self.site_inboxes.iter().chain(routes.sites.iter()).chain(&retired) {
+        let proxies = routes.proxies.iter().flatten().map(|(begin, _)| begin);
+        for site in self.site_inboxes.iter().chain(routes.sites.iter()).chain(&retired).chain(proxies) {
             let _ = site.send(SiteMsg::Shutdown);
         }
     }

@@ -28,6 +28,13 @@
 //! in order — so one client's calls to a partition keep their order
 //! through this host.
 //!
+//! The new leader keeps that order too. Calls a host forwarded for a
+//! partition before it came to lead it may still be held by the old
+//! leader, or on their way back: a call that enters the host meanwhile
+//! does not run on its site (`ClusterLink::may_run_entered`) but is
+//! forwarded behind them (the server's fence), while calls forwarded to
+//! the host run at once (the held ones are among them).
+//!
 //! Multi-partition work still runs on a draining host (its coordinator's
 //! transactions, and fragments for other hosts' ones): it does not come
 //! from the calls held, and what it ships is confirmed as before.

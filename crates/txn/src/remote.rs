@@ -56,6 +56,10 @@ pub trait ClusterLink: Send + Sync {
     /// What this host's site for `partition` does with a single-partition
     /// call it took (one load of the routing: it is asked per call).
     fn sp_disposition(&self, partition: u32) -> SpDisposition;
+    /// Whether this host, leading `partition`, may run a call that entered
+    /// here now: no call that entered before it is parked or forwarded and
+    /// unanswered (otherwise the site forwards the call behind them).
+    fn may_run_entered(&self, partition: u32) -> bool;
     /// Whether this host coordinates multi-partition transactions now.
     fn coordinates(&self) -> bool;
     /// The host coordinating multi-partition transactions now.

@@ -151,7 +151,9 @@ impl Link {
     /// Send `request` to `to` (a partition's leader, or the coordinator)
     /// over the forwarding connection to its host, or fail it at once if
     /// the routing names no host up for it.
-    pub(super) fn send(&self, to: Destination, mut request: Forward) {
+    /// A call that entered this host for a partition whose fence is closed
+    /// (`fence.rs`) comes back, unsent.
+    pub(super) fn send(&self, to: Destination, mut request: Forward) -> Option<Forward> {
         let routing = self.routing.load();
         request.call.metadata = routing.version;
 
@@ -166,11 +168,18 @@ impl Link {
                 }
                 Destination::Coordinator => err!(Unavailable, "the cluster has no multi-partition coordinator"),
             };
-            return fail(request, e);
+            fail(request, e);
+            return None;
         };
+        if let (Destination::Partition(p), true) = (to, super::parking::entered_here(&request)) {
+            match self.enter_fence(p, target, request) {
+                Ok(counted) => request = counted,
+                Err(stopped) => return Some(stopped),
+            }
+        }
         if let Some(tx) = self.forwarders.load().get(&target) {
             match tx.send(request) {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(e) => request = e.0,
             }
         }
@@ -178,7 +187,7 @@ impl Link {
         let _spawning = self.spawning.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = self.forwarders.load().get(&target) {
             match tx.send(request) {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(e) => request = e.0,
             }
         }
@@ -190,6 +199,7 @@ impl Link {
             m
         });
         self.runtime.spawn(forwarder(address.clone(), target, self.routing.clone(), rx));
+        None
     }
 }
 

@@ -46,7 +46,8 @@
 //! The pieces: `forward.rs` (forwarded calls, both ends), `session.rs`
 //! (remote site sessions, both ends), `replication.rs` (shipping batches
 //! to replicas and applying them), `beside.rs` (a copy sent beside the
-//! stream and brought level with it), `repair.rs` (a new leader bringing the
+//! stream and brought level with it), `fence.rs` (calls through this host
+//! keeping their order when a leader moves), `repair.rs` (a new leader bringing the
 //! surviving copies to the same last batch), `doubt.rs` (prepared
 //! transactions), `copylog.rs` (each copy's replication stream on disk, for
 //! a whole-cluster restart).
@@ -65,6 +66,7 @@ use std::io::{Read, Write};
 mod beside;
 mod copylog;
 mod doubt;
+mod fence;
 mod forward;
 mod load;
 mod parking;
@@ -199,6 +201,11 @@ pub(crate) struct Link {
     serving: Arc<std::sync::atomic::AtomicUsize>,
     /// What this host's copies have applied (see `replication.rs`).
     progress: Arc<ReplicaProgress>,
+    /// Per partition: calls forwarded and not answered, and to which host
+    /// (`fence.rs`).
+    fences: fence::Fences,
+    /// This link (for what must reach it later: a fence's last answer).
+    me_weak: std::sync::Weak<Link>,
     /// Each partition's leader as the newest metadata names it — ahead of
     /// `routing` while a new leader repairs (`repair.rs`): replicas follow
     /// only this leader.
@@ -232,7 +239,9 @@ impl Link {
         logs: Option<Arc<copylog::CopyLogs>>,
         replaying: bool,
     ) -> Arc<Link> {
-        Arc::new(Link {
+        Arc::new_cyclic(|me_weak| Link {
+            me_weak: me_weak.clone(),
+            fences: fence::Fences::default(),
             logs,
             replaying: std::sync::atomic::AtomicBool::new(replaying),
             host: Arc::default(),
@@ -331,6 +340,10 @@ impl ClusterLink for Link {
         }
     }
 
+    fn may_run_entered(&self, partition: u32) -> bool {
+        self.may_run_here(partition)
+    }
+
     fn coordinates(&self) -> bool {
         self.routing.load().coordinator == Some(self.me)
     }
@@ -349,7 +362,9 @@ impl ClusterLink for Link {
                 None => return,
             }
         }
-        self.send(to, request);
+        if let (Some(stopped), Destination::Partition(p)) = (self.send(to, request), to) {
+            self.wait_behind_fence(p, stopped);
+        }
     }
 
     fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>> {

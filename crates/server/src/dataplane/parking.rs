@@ -20,6 +20,12 @@
 //! metadata no longer gives any leader (every copy is down): a partition
 //! that cannot be served still fails its calls at once.
 //!
+//! Calls that entered this host also park while the partition's fence is
+//! closed (`fence.rs`): its leader moved while calls this host forwarded
+//! to the old one were not answered yet; they are sent on once the last
+//! is. Calls passing through (forwarded here, forwarded on) do not wait
+//! for the fence, nor behind calls that do.
+//!
 //! The check costs a forwarded call one atomic load while nothing is
 //! parked; the queues' lock is taken only while some partition has no
 //! leader in the routing or calls parked, and on every routing change.
@@ -70,7 +76,8 @@ impl Parking {
             for f in expired {
                 let e = err!(
                     Unavailable,
-                    "partition {partition}: no leader took it over within {} s; the call did not run",
+                    "partition {partition}: no leader took it over (or the calls sent to its last leader were not \
+                     answered) within {} s; the call did not run",
                     PATIENCE.as_secs()
                 );
                 fail(f, e);
@@ -79,10 +86,29 @@ impl Parking {
     }
 }
 
+/// Whether `request` entered this host from a client (it is forwarded for
+/// the first time), rather than passing through.
+pub(super) fn entered_here(request: &Forward) -> bool {
+    request.call.hops <= 1
+}
+
 impl Link {
     /// The host leading `partition` by the routing, if it is up.
     fn routable(routing: &Routing, partition: u32) -> bool {
         routing.leaders.get(partition as usize).copied().flatten().is_some_and(|l| routing.up.contains_key(&l))
+    }
+
+    /// Whether a call for `partition` can be sent now: its leader is up,
+    /// and no call this host forwarded for it is outstanding at another
+    /// host (`fence.rs`).
+    fn sendable(&self, routing: &Routing, partition: u32) -> bool {
+        Self::routable(routing, partition)
+            && routing.leaders[partition as usize].is_some_and(|l| self.fences.open_to(partition, l))
+    }
+
+    /// Calls parked here now.
+    pub(super) fn parked(&self) -> usize {
+        self.parking.count.load(Ordering::SeqCst)
     }
 
     /// Whether `partition` has a leader in the newest metadata that is up
@@ -91,27 +117,77 @@ impl Link {
         self.latest_leader(partition).is_some_and(|l| routing.up.contains_key(&l))
     }
 
-    /// Park `request` for `partition` if its new leader is taking over or
-    /// calls for it are parked already; otherwise hand it back to be sent.
+    /// Park `request` for `partition` if its new leader is taking over, or
+    /// the partition's fence is closed (a call that entered here), or calls
+    /// of its kind wait for it already; otherwise hand it back to be sent.
+    ///
+    /// Two kinds: calls that entered this host (`hops` 1 once forwarded)
+    /// keep their order and respect the fence; calls passing through
+    /// (forwarded here, forwarded on) keep their order among themselves
+    /// and pass the fence — among them may be the very calls the fence
+    /// waits for, sent back by the old leader that held them.
     pub(super) fn park(&self, partition: u32, request: Forward) -> Option<Forward> {
-        if self.parking.count.load(Ordering::SeqCst) == 0 && Self::routable(&self.routing.load(), partition) {
+        let entered = entered_here(&request);
+        let ready = |routing: &Routing| {
+            if entered {
+                self.sendable(routing, partition)
+            } else {
+                Self::routable(routing, partition)
+            }
+        };
+        if self.parking.count.load(Ordering::SeqCst) == 0 && ready(&self.routing.load()) {
             return Some(request);
         }
-        let mut queues = self.parking.lock();
-        // Read under the lock: `update` stores the routing before it takes
-        // the lock to unpark, so a call parked here is always sent on.
-        let routing = self.routing.load();
-        let waiting = queues.get(&partition).is_some_and(|q| !q.is_empty());
-        if !waiting && (Self::routable(&routing, partition) || !self.taken_over(&routing, partition)) {
-            return Some(request);
+        {
+            let mut queues = self.parking.lock();
+            // Read under the lock: `update` stores the routing before it
+            // takes the lock to unpark, so a call parked here is always sent on.
+            let routing = self.routing.load();
+            let waiting = queues.get(&partition).is_some_and(|q| q.iter().any(|(_, f)| entered_here(f) == entered));
+            let no_leader_coming = !Self::routable(&routing, partition) && !self.taken_over(&routing, partition);
+            if !waiting && (ready(&routing) || no_leader_coming) {
+                return Some(request);
+            }
+            self.enqueue(&mut queues, partition, request, false);
         }
+        self.unpark_if_routable(partition);
+        None
+    }
+
+    /// `request`, which entered this host, found `partition`'s fence closed
+    /// when it was sent: it waits first in line (calls parked meanwhile
+    /// came after it) until the fence opens.
+    pub(super) fn wait_behind_fence(&self, partition: u32, request: Forward) {
+        self.enqueue(&mut self.parking.lock(), partition, request, true);
+        self.unpark_if_routable(partition);
+    }
+
+    fn enqueue(
+        &self,
+        queues: &mut BTreeMap<u32, VecDeque<(Instant, Forward)>>,
+        partition: u32,
+        request: Forward,
+        first: bool,
+    ) {
         let queue = queues.entry(partition).or_default();
-        queue.push_back((Instant::now(), request));
+        if first {
+            queue.push_front((Instant::now(), request));
+        } else {
+            queue.push_back((Instant::now(), request));
+        }
         self.parking.count.fetch_add(1, Ordering::SeqCst);
         if queue.len() == 1 {
             self.runtime.spawn(self.parking.clone().expire(partition));
         }
-        None
+    }
+
+    /// A call was just parked, counted in first: if the partition can be
+    /// routed to (the fence may have opened meanwhile, its last answer
+    /// finding nothing parked yet), send on what can go now.
+    fn unpark_if_routable(&self, partition: u32) {
+        if Self::routable(&self.routing.load(), partition) {
+            self.unpark();
+        }
     }
 
     /// The routing changed: send on the calls parked for partitions that
@@ -126,13 +202,25 @@ impl Link {
             let routing = self.routing.load();
             for (partition, queue) in queues.iter_mut() {
                 if Self::routable(&routing, *partition) {
-                    let sent = queue.len();
                     // Sent under the lock, and counted out only after: a
                     // call coming meanwhile waits for the lock and goes
-                    // after these.
-                    for (_, request) in queue.drain(..) {
-                        self.send(Destination::Partition(*partition), request);
+                    // after these. A call that entered here and finds the
+                    // fence closed waits, and so do those of its kind
+                    // behind it; calls passing through go on.
+                    let mut kept = VecDeque::new();
+                    let mut fenced = false;
+                    let mut sent = 0;
+                    for (since, request) in queue.drain(..) {
+                        if fenced && entered_here(&request) {
+                            kept.push_back((since, request));
+                        } else if let Some(stopped) = self.send(Destination::Partition(*partition), request) {
+                            fenced = true;
+                            kept.push_back((since, stopped));
+                        } else {
+                            sent += 1;
+                        }
                     }
+                    *queue = kept;
                     self.parking.count.fetch_sub(sent, Ordering::SeqCst);
                 } else if !self.taken_over(&routing, *partition) {
                     self.parking.count.fetch_sub(queue.len(), Ordering::SeqCst);

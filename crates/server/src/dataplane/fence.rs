@@ -1,0 +1,204 @@
+//! Keeping the order of calls through this host when a partition's leader
+//! moves.
+//!
+//! Calls a client sends through one host to one partition run in the order
+//! they came: this host runs them on its site in order, or forwards them in
+//! order over one connection to the partition's leader, which runs them in
+//! the order they arrive. When the leadership moves from host X to host Y
+//! (a removed host hands its partitions over, a failed one is replaced),
+//! calls this host forwarded to X may still be on their way or held there
+//! (X holds the calls it takes while it hands over, then forwards them to
+//! Y). A later call sent straight to Y, or run here because this host now
+//! leads, would overtake them.
+//!
+//! So each partition has a **fence**: the host its forwarded calls went to
+//! and how many are not answered yet. A call for the partition goes to
+//! its leader only if none is outstanding elsewhere; otherwise it is
+//! parked with the calls waiting for a new leader (`parking.rs`) until the
+//! last call outstanding elsewhere is answered (it ran, or its outcome is
+//! known to be unknown), then sent on. If this host leads now, a call that
+//! entered here runs on its site only once nothing that entered before it
+//! is parked or outstanding; otherwise the site forwards it behind them
+//! (to this host itself, once the fence opens). Only calls that entered
+//! this host are fenced: calls passing through (forwarded here by another
+//! host) go on, among them the very calls the fence waits for, sent back
+//! by the old leader that held them.
+//!
+//! The fence costs a forwarded call one compare-and-swap when it is sent
+//! and one subtraction when it is answered (its sink is wrapped so that
+//! this happens once whatever answers it), and a call run at its leader
+//! two atomic loads.
+
+use super::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// One partition's fence: the host its outstanding forwarded calls went
+/// to (high 32 bits) and how many there are (low 32 bits), in one word so
+/// that both change together.
+#[derive(Default)]
+pub(super) struct Fence {
+    word: AtomicU64,
+}
+
+const COUNT: u64 = 0xffff_ffff;
+
+fn target_of(word: u64) -> u64 {
+    word >> 32
+}
+
+impl Fence {
+    /// Whether a call for the partition may go to (or run at) `leader`
+    /// now: no forwarded call is outstanding at another host.
+    fn open_to(&self, leader: HostId) -> bool {
+        let word = self.word.load(Ordering::SeqCst);
+        word & COUNT == 0 || target_of(word) == leader & COUNT
+    }
+
+    /// Count one more call forwarded to `target`, unless calls are
+    /// outstanding at another host (then `false`: it must wait).
+    fn enter(&self, target: HostId) -> bool {
+        let target = target & COUNT;
+        let mut word = self.word.load(Ordering::SeqCst);
+        loop {
+            let count = word & COUNT;
+            if count > 0 && target_of(word) != target {
+                return false;
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                (target << 32) | (count + 1),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// One forwarded call answered; whether it was the last outstanding.
+    fn leave(&self) -> bool {
+        self.word.fetch_sub(1, Ordering::SeqCst) & COUNT == 1
+    }
+}
+
+/// Every partition's fence (grown as partitions are added).
+#[derive(Default)]
+pub(super) struct Fences(arc_swap::ArcSwap<Vec<Arc<Fence>>>);
+
+impl Fences {
+    /// Partition `partition`'s fence (made if the partition is new).
+    fn get(&self, partition: u32) -> Arc<Fence> {
+        if let Some(f) = self.0.load().get(partition as usize) {
+            return f.clone();
+        }
+        self.0.rcu(|v| {
+            let mut v = (**v).clone();
+            while v.len() <= partition as usize {
+                v.push(Arc::default());
+            }
+            v
+        });
+        self.0.load()[partition as usize].clone()
+    }
+
+    /// Whether a call for `partition` may go to (or run at) `leader` now.
+    pub(super) fn open_to(&self, partition: u32, leader: HostId) -> bool {
+        self.0.load().get(partition as usize).is_none_or(|f| f.open_to(leader))
+    }
+}
+
+/// A forwarded call's sink that counts the call out of its partition's
+/// fence when it is answered (or dropped unanswered), and opens the fence
+/// for what waits on it.
+struct Fenced {
+    inner: Arc<dyn ResponseSink>,
+    fence: Arc<Fence>,
+    link: std::sync::Weak<Link>,
+    left: AtomicBool,
+}
+
+impl Fenced {
+    fn leave(&self) {
+        if self.left.swap(true, Ordering::SeqCst) || !self.fence.leave() {
+            return;
+        }
+        if let Some(link) = self.link.upgrade() {
+            link.fence_opened();
+        }
+    }
+}
+
+impl ResponseSink for Fenced {
+    fn deliver(&self, handle: u64, response: Response) {
+        self.leave();
+        self.inner.deliver(handle, response);
+    }
+}
+
+impl Drop for Fenced {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Link {
+    /// Count `request`, forwarded to `target` for `partition`, into the
+    /// partition's fence: the request with its sink wrapped, or back as it
+    /// was if calls are outstanding at another host (it must wait).
+    pub(super) fn enter_fence(
+        &self,
+        partition: u32,
+        target: HostId,
+        mut request: Forward,
+    ) -> std::result::Result<Forward, Forward> {
+        let fence = self.fences.get(partition);
+        if !fence.enter(target) {
+            return Err(request);
+        }
+        let link = self.me_weak.clone();
+        request.sink = Arc::new(Fenced { inner: request.sink, fence, link, left: AtomicBool::new(false) });
+        Ok(request)
+    }
+
+    /// Whether this host, leading `partition`, may run a call that
+    /// entered here now: no call that entered here for the partition is
+    /// parked, or forwarded and not answered (to another host, or to this
+    /// one: a parked call sent on once this host led). Otherwise the call
+    /// is forwarded behind them (to this host, once the fence opens).
+    pub(super) fn may_run_here(&self, partition: u32) -> bool {
+        // Parked first: a parked call is counted into its fence before it
+        // is counted out of the parked ones.
+        if self.parked() > 0 {
+            return false;
+        }
+        self.fences.0.load().get(partition as usize).is_none_or(|f| f.word.load(Ordering::SeqCst) & COUNT == 0)
+    }
+
+    /// The last call outstanding behind a fence was answered: send on the
+    /// calls parked.
+    fn fence_opened(&self) {
+        if self.parked() > 0 {
+            self.unpark();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_lets_calls_follow_their_leader_only_once_none_is_outstanding_elsewhere() {
+        let f = Fence::default();
+        assert!(f.open_to(1) && f.open_to(2), "nothing outstanding: open to any leader");
+        assert!(f.enter(1) && f.enter(1), "calls to the same leader pass each other by nothing");
+        assert!(f.open_to(1) && !f.open_to(2));
+        assert!(!f.enter(2), "the leader moved: a call to the new one waits");
+        assert!(!f.leave(), "one call still outstanding at host 1");
+        assert!(!f.enter(2));
+        assert!(f.leave(), "the last one answered");
+        assert!(f.open_to(2) && f.enter(2) && !f.open_to(1));
+        assert!(f.leave());
+    }
+}

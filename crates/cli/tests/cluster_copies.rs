@@ -362,19 +362,40 @@ fn remove_host_0_under_writes(k: u32) {
 /// sees each key's calls run in the order it sent them while host 0 hands
 /// its partitions over and leaves: each call moves a key's counter from
 /// `n` to `n + 1` only if it stands at `n`, so a call overtaken by the
-/// next one for its key changes nothing and says so.
+/// next one for its key changes nothing and says so. Multi-partition
+/// writes through another host go on meanwhile (host 0, their
+/// coordinator, hands the coordination over drained): none fails, and
+/// each acknowledged one counted once.
 fn calls_through_one_host_keep_their_order_while_host_0_leaves(k: u32) {
     const KEYS: i64 = 24;
     const IN_FLIGHT: usize = 64;
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-order-k{k}-{i}"))).collect();
     let mut hosts = form(&dirs, k);
     let ddl = "CREATE TABLE ctr (k BIGINT NOT NULL PRIMARY KEY, n BIGINT NOT NULL); PARTITION TABLE ctr ON COLUMN k; \
-               CREATE PROCEDURE Step PARTITION ON TABLE ctr COLUMN k AS UPDATE ctr SET n = n + 1 WHERE k = ? AND n = ?;";
+               CREATE PROCEDURE Step PARTITION ON TABLE ctr COLUMN k AS UPDATE ctr SET n = n + 1 WHERE k = ? AND n = ?; \
+               CREATE TABLE total (id BIGINT NOT NULL PRIMARY KEY, n BIGINT NOT NULL);";
     sql(&hosts[0].client, ddl, vec![]);
     for key in 0..KEYS {
         sql(&hosts[1].client, "INSERT INTO ctr VALUES (?, 0)", vec![Value::Integer(key)]);
     }
+    sql(&hosts[1].client, "INSERT INTO total VALUES (0, 0)", vec![]);
     let stop = Arc::new(AtomicBool::new(false));
+    // Multi-partition writes (a replicated table) through host 2 meanwhile:
+    // host 0 coordinates them, and hands the coordination over drained.
+    let mp_writer = {
+        let (stop, entry) = (stop.clone(), hosts[2].client.clone());
+        std::thread::spawn(move || {
+            let mut c = connect(&entry);
+            let (mut acknowledged, mut failed) = (0i64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                match c.call("@AdHoc", vec![Value::from("UPDATE total SET n = n + 1 WHERE id = 0")]) {
+                    Ok(_) => acknowledged += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (acknowledged, failed)
+        })
+    };
     let writer = {
         let (stop, entry) = (stop.clone(), hosts[1].client.clone());
         std::thread::spawn(move || {
@@ -422,7 +443,11 @@ fn calls_through_one_host_keep_their_order_while_host_0_leaves(k: u32) {
     std::thread::sleep(std::time::Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let (rounds, results) = writer.join().unwrap();
-    eprintln!("while host 0 left: {rounds} rounds of {KEYS} calls");
+    let (mp_acknowledged, mp_failed) = mp_writer.join().unwrap();
+    eprintln!("while host 0 left: {rounds} rounds of {KEYS} calls, {mp_acknowledged} multi-partition writes");
+    assert!(mp_failed.is_empty(), "multi-partition writes failed while host 0 left: {mp_failed:?}");
+    assert!(mp_acknowledged > 10, "multi-partition writes went on: {mp_acknowledged}");
+    assert_eq!(scalar(&hosts[1].client, "SELECT n FROM total"), mp_acknowledged);
     assert!(rounds > 20, "calls went on: {rounds} rounds");
     let failed: Vec<_> = results.iter().filter(|(_, _, r)| r.is_err()).collect();
     assert!(failed.is_empty(), "calls failed while host 0 left: {failed:?}");

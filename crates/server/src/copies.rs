@@ -281,6 +281,15 @@ async fn hand_over(ctx: &Arc<ServerContext>) {
         let led: Vec<u32> =
             (0..m.partitions.len() as u32).filter(|p| m.partitions[*p as usize].leader == Some(me)).collect();
         let started = std::time::Instant::now();
+        // The coordination first: the transactions it ran write on the
+        // partitions handed over next, and must be in what their copies
+        // confirm.
+        let coordinator_drained = match ctx.host.hand_coordination_over() {
+            Some(rx) => {
+                tokio::task::spawn_blocking(move || rx.recv_timeout(HAND_OVER_PATIENCE).is_ok()).await.unwrap_or(false)
+            }
+            None => true,
+        };
         let asked: Vec<(u32, std::sync::mpsc::Receiver<()>)> =
             led.iter().filter_map(|p| ctx.host.hand_over(*p).map(|rx| (*p, rx))).collect();
         let mut unconfirmed = Vec::new();
@@ -292,6 +301,16 @@ async fn hand_over(ctx: &Arc<ServerContext>) {
             }
         }
         let took = started.elapsed().as_secs_f64() * 1000.0;
+        if !coordinator_drained {
+            say(
+                ctx,
+                format!(
+                    "host {me} hands the multi-partition coordination over though a transaction it took has not \
+                     ended within {} s (it is settled as on any change of coordinator)",
+                    HAND_OVER_PATIENCE.as_secs()
+                ),
+            );
+        }
         if unconfirmed.is_empty() {
             say(ctx, format!("host {me} hands partitions {led:?} over: every copy holds what it ran ({took:.0} ms)"));
         } else {

@@ -84,6 +84,9 @@ pub(crate) struct Coordinator {
     /// For the transaction running: the partition count before it brought
     /// partitions in (see [`crate::partitions`]).
     pub joining_from: Option<usize>,
+    /// Calls held while this host hands the coordination over (see
+    /// `handover.rs`), in the order they came.
+    pub held: std::collections::VecDeque<MpTask>,
 }
 
 /// What a transaction changes besides data.
@@ -131,6 +134,7 @@ impl Coordinator {
             deferred: Vec::new(),
             unsettled: Vec::new(),
             joining_from: None,
+            held: Default::default(),
         }
     }
 
@@ -172,9 +176,12 @@ impl Coordinator {
             let Some(msg) = msg else { continue };
             match msg {
                 CoordMsg::Invoke(task) => match caught_up {
-                    Ok(()) => self.run_txn(task),
+                    Ok(()) => self.run_or_hold(task),
                     Err(e) => task.sink.deliver(task.handle, Response::failure(e, None)),
                 },
+                // Everything taken before has run (or is held).
+                CoordMsg::HandOver(reply) => drop(reply.send(())),
+                CoordMsg::ReviewHeld => self.review_held(),
                 CoordMsg::Resolve => {}
                 CoordMsg::Install(plans) => self.install(plans),
                 CoordMsg::LoadCatalog(catalog) => self.load_catalog(catalog),
@@ -210,7 +217,7 @@ impl Coordinator {
         }
     }
 
-    fn run_txn(&mut self, task: MpTask) {
+    pub(crate) fn run_txn(&mut self, task: MpTask) {
         let started = std::time::Instant::now();
         let ids = match task.replay {
             Some(ids) => {

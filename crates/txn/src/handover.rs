@@ -35,12 +35,23 @@
 //! forwarded behind them (the server's fence), while calls forwarded to
 //! the host run at once (the held ones are among them).
 //!
-//! Multi-partition work still runs on a draining host (its coordinator's
-//! transactions, and fragments for other hosts' ones): it does not come
-//! from the calls held, and what it ships is confirmed as before.
+//! If the leaving host coordinates multi-partition transactions, it hands
+//! the coordination over first, the same way: its coordinator holds the
+//! multi-partition calls it takes from then on
+//! (`ClusterLink::hands_coordination_over`), the host waits until the
+//! coordinator has run every transaction taken before
+//! ([`Host::hand_coordination_over`]), and only then asks the sites to hand
+//! their partitions over — so the transactions' writes on this host's
+//! partitions are in what the copies confirm. Once another host
+//! coordinates, the held calls go to it, in order (this host's new ones
+//! behind them: `Shared::holding_mp`).
+//!
+//! Fragments of other hosts' multi-partition transactions still run on a
+//! draining host's sites: they do not come from the calls held, and what
+//! they ship is confirmed as before.
 
 use crate::host::Host;
-use crate::messages::{SiteMsg, SpTask};
+use crate::messages::{CoordMsg, MpTask, SiteMsg, SpTask};
 use crate::remote::SpDisposition;
 use crate::site::Site;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -108,6 +119,38 @@ impl Site {
     }
 }
 
+impl crate::coordinator::Coordinator {
+    /// Run `task`, or hold it while this host hands the coordination over
+    /// (and behind calls held already).
+    pub(crate) fn run_or_hold(&mut self, task: MpTask) {
+        let handing_over = self.shared.link.as_ref().is_some_and(|l| l.hands_coordination_over());
+        if handing_over || !self.held.is_empty() {
+            self.shared.holding_mp.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.held.push_back(task);
+            self.review_held();
+        } else {
+            self.run_txn(task);
+        }
+    }
+
+    /// The calls held go on, in order: to the new coordinator (`run_txn`
+    /// forwards a call once another host coordinates), or run here (the
+    /// hand-over was called off) — unless the hand-over goes on.
+    pub(crate) fn review_held(&mut self) {
+        let Some(link) = self.shared.link.clone() else { return };
+        while !self.held.is_empty() && !link.hands_coordination_over() {
+            if let Some(task) = self.held.pop_front() {
+                self.run_txn(task);
+            }
+        }
+        // As for a site: once another host coordinates, this host's calls
+        // keep coming here (forwarded in order) until it stops.
+        if self.held.is_empty() && link.coordinates() {
+            self.shared.holding_mp.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 impl Host {
     /// Ask this host's site of `partition` to hand it over (see the module
     /// doc): the receiver gets `()` once every copy applied everything the
@@ -121,8 +164,9 @@ impl Host {
         Some(rx)
     }
 
-    /// Every site here looks at the calls it holds again (the metadata
-    /// changed: another host may lead their partitions now).
+    /// Every site here, and the coordinator, look at the calls they hold
+    /// again (the metadata changed: another host may lead their
+    /// partitions, or coordinate, now).
     pub fn review_held(&self) {
         let routes = self.shared().routes.load();
         for (site, local) in routes.sites.iter().zip(routes.local.iter()) {
@@ -130,5 +174,20 @@ impl Host {
                 let _ = site.send(SiteMsg::ReviewHeld);
             }
         }
+        let _ = self.shared().coordinator.send(CoordMsg::ReviewHeld);
+    }
+
+    /// Ask the coordinator here to hand the coordination over: the
+    /// receiver gets `()` once every multi-partition transaction it took
+    /// before has run (those taken from now on wait for the new
+    /// coordinator). `None` if this host does not hand it over.
+    pub fn hand_coordination_over(&self) -> Option<Receiver<()>> {
+        let link = self.shared().link.clone()?;
+        if !link.hands_coordination_over() {
+            return None;
+        }
+        let (tx, rx) = channel();
+        self.shared().coordinator.send(CoordMsg::HandOver(tx)).ok()?;
+        Some(rx)
     }
 }

@@ -122,6 +122,10 @@ pub(crate) struct Shared {
     /// `handover.rs`): calls for the partition go to the site, behind
     /// them, even once another host leads it.
     pub holding: Arc<[AtomicBool]>,
+    /// The coordinator holds multi-partition calls while this host hands
+    /// the coordination over (see `handover.rs`): they go to it, behind
+    /// them, even once another host coordinates.
+    pub holding_mp: AtomicBool,
     /// In a cluster: the other hosts.
     pub link: Option<Arc<dyn ClusterLink>>,
     /// Per partition: this host's copy follows the leader's stream — true
@@ -235,6 +239,7 @@ impl Host {
             running: AtomicBool::new(true),
             depths: (0..MAX_PARTITIONS).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             holding: (0..MAX_PARTITIONS).map(|_| AtomicBool::new(false)).collect(),
+            holding_mp: AtomicBool::new(false),
             link: link.clone(),
             // Fresh: every copy here is the partition as it is (empty).
             loaded: (0..MAX_PARTITIONS).map(|_| AtomicBool::new(true)).collect(),
@@ -675,7 +680,8 @@ impl Client {
 
     fn send_mp(&self, task: MpTask) {
         if let Some(link) = &self.shared.link {
-            if !link.coordinates() {
+            // (Unless the coordinator here still holds earlier calls.)
+            if !link.coordinates() && !self.shared.holding_mp.load(Ordering::SeqCst) {
                 return forward_mp(link, task);
             }
         }

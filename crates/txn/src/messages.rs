@@ -401,4 +401,9 @@ pub(crate) enum CoordMsg {
     Resolve,
     /// Reply with the coordinator's statistics (multi-partition work).
     Stats(std::sync::mpsc::Sender<crate::stats::SiteStats>),
+    /// This host hands the coordination over (see `handover.rs`): answer
+    /// once every transaction taken before has run.
+    HandOver(std::sync::mpsc::Sender<()>),
+    /// The metadata changed: look at the calls held again.
+    ReviewHeld,
 }

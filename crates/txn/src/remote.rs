@@ -62,6 +62,9 @@ pub trait ClusterLink: Send + Sync {
     fn may_run_entered(&self, partition: u32) -> bool;
     /// Whether this host coordinates multi-partition transactions now.
     fn coordinates(&self) -> bool;
+    /// Whether this host coordinates and hands the coordination over (it
+    /// is leaving the cluster): new multi-partition calls wait.
+    fn hands_coordination_over(&self) -> bool;
     /// The host coordinating multi-partition transactions now.
     fn coordinator(&self) -> Option<u64>;
     /// Run `call` on the host `to` names; its answer goes to `sink`.

@@ -348,6 +348,11 @@ impl ClusterLink for Link {
         self.routing.load().coordinator == Some(self.me)
     }
 
+    fn hands_coordination_over(&self) -> bool {
+        let routing = self.routing.load();
+        routing.coordinator == Some(self.me) && routing.handing_over
+    }
+
     fn coordinator(&self) -> Option<u64> {
         self.routing.load().coordinator
     }

@@ -31,9 +31,10 @@
 //! The new leader keeps that order too. Calls a host forwarded for a
 //! partition before it came to lead it may still be held by the old
 //! leader, or on their way back: a call that enters the host meanwhile
-//! does not run on its site (`ClusterLink::may_run_entered`) but is
-//! forwarded behind them (the server's fence), while calls forwarded to
-//! the host run at once (the held ones are among them).
+//! does not go to its site (`ClusterLink::may_run_entered`, asked when the
+//! call is dispatched) but is forwarded behind them (the server's fence),
+//! while calls forwarded to the host run at once (the held ones are among
+//! them).
 //!
 //! If the leaving host coordinates multi-partition transactions, it hands
 //! the coordination over first, the same way: its coordinator holds the

@@ -384,7 +384,8 @@ impl Host {
     pub fn shutdown(&self) {
         self.shared.running.store(false, Ordering::SeqCst);
         if self.shared.coordinator.send(CoordMsg::Shutdown).is_err() {
-            for s in &self.shared.routes.load().sites {
+            let routes = self.shared.routes.load();
+            for s in routes.sites.iter().chain(routes.proxies.iter().flatten().map(|(begin, _)| begin)) {
                 let _ = s.send(SiteMsg::Shutdown);
             }
         }
@@ -413,6 +414,13 @@ pub(crate) fn dispatch_sp(shared: &Shared, partition: usize, task: SpTask) {
     if let Some(link) = &shared.link {
         // (Unless the site here still holds earlier calls for it.)
         if !link.leads(partition as u32) && !shared.holding[partition].load(Ordering::SeqCst) {
+            return forward_sp(link, partition as u32, task);
+        }
+        // Leading it since a moment: calls that entered here before this
+        // one may still be on their way (parked, or at the old leader) —
+        // behind them. Decided here, not in the site: a call queued in the
+        // site's inbox may not wait for ones put in behind it.
+        if task.hops == 0 && !link.may_run_entered(partition as u32) {
             return forward_sp(link, partition as u32, task);
         }
     }

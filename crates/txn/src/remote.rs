@@ -568,7 +568,16 @@ pub(crate) fn run_proxy(
             SiteMsg::Load { done, .. } => {
                 let _ = done.send(Err(err!(Unavailable, "partition {partition} has no replica on this host")));
             }
-            SiteMsg::Shutdown => break,
+            SiteMsg::Shutdown => {
+                // Calls queued behind it are answered, not dropped.
+                while let Ok(msg) = inbox.try_recv() {
+                    if let SiteMsg::Sp(t) = msg {
+                        t.sink
+                            .deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+                    }
+                }
+                break;
+            }
             SiteMsg::MpBegin(ids, _, _) => {
                 let mut session = link.open_remote(partition).and_then(|mut s| s.begin(ids).map(|()| s));
                 loop {

@@ -184,11 +184,6 @@ impl Site {
                         // Handing the partition over: the call waits for
                         // its new leader.
                         Some((_, SpDisposition::Hold)) => self.hold(task),
-                        // Calls that entered this host before it led the
-                        // partition are still on their way: behind them.
-                        Some((link, _)) if task.hops == 0 && !link.may_run_entered(self.partition) => {
-                            crate::host::forward_sp(link, self.partition, task)
-                        }
                         _ => self.run_sp(task),
                     }
                 }

@@ -17,12 +17,21 @@
 //! parked with the calls waiting for a new leader (`parking.rs`) until the
 //! last call outstanding elsewhere is answered (it ran, or its outcome is
 //! known to be unknown), then sent on. If this host leads now, a call that
-//! entered here runs on its site only once nothing that entered before it
-//! is parked or outstanding; otherwise the site forwards it behind them
-//! (to this host itself, once the fence opens). Only calls that entered
+//! entered here goes to its site only once nothing for the partition is
+//! parked here or outstanding elsewhere (decided when the call is
+//! dispatched: one already in the site's inbox cannot wait for calls put
+//! in behind it); otherwise it is forwarded behind them, and when the
+//! fence opens the parked calls go straight into the site, in order. Only calls that entered
 //! this host are fenced: calls passing through (forwarded here by another
 //! host) go on, among them the very calls the fence waits for, sent back
 //! by the old leader that held them.
+//!
+//! An answer that the outcome is unknown (the connection to the old
+//! leader broke) opens the fence too: such a call may still run later,
+//! after calls sent to the new leader — its caller was told its outcome is
+//! unknown. The order is kept when the leadership is handed over (a host
+//! leaving the cluster); a leader deposed without a hand-over (it hung)
+//! may still have calls run out of order.
 //!
 //! The fence costs a forwarded call one compare-and-swap when it is sent
 //! and one subtraction when it is answered (its sink is wrapped so that
@@ -38,6 +47,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[derive(Default)]
 pub(super) struct Fence {
     word: AtomicU64,
+    /// Calls for the partition parked on this host (`parking.rs`).
+    pub(super) parked: std::sync::atomic::AtomicUsize,
 }
 
 const COUNT: u64 = 0xffff_ffff;
@@ -46,22 +57,29 @@ fn target_of(word: u64) -> u64 {
     word >> 32
 }
 
+/// A host's id as a fence names it: ids from 2^32 on (never given out by
+/// the cluster, but possible in a configuration) all read as one value
+/// that matches nothing, so their calls wait for the fence to be empty.
+fn tag(host: HostId) -> u64 {
+    host.min(COUNT)
+}
+
 impl Fence {
-    /// Whether a call for the partition may go to (or run at) `leader`
-    /// now: no forwarded call is outstanding at another host.
+    /// Whether a call for the partition may go to `leader` now: no
+    /// forwarded call is outstanding at another host.
     fn open_to(&self, leader: HostId) -> bool {
         let word = self.word.load(Ordering::SeqCst);
-        word & COUNT == 0 || target_of(word) == leader & COUNT
+        word & COUNT == 0 || (target_of(word) == tag(leader) && tag(leader) != COUNT)
     }
 
     /// Count one more call forwarded to `target`, unless calls are
     /// outstanding at another host (then `false`: it must wait).
     fn enter(&self, target: HostId) -> bool {
-        let target = target & COUNT;
+        let target = tag(target);
         let mut word = self.word.load(Ordering::SeqCst);
         loop {
             let count = word & COUNT;
-            if count > 0 && target_of(word) != target {
+            if count > 0 && (target_of(word) != target || target == COUNT) {
                 return false;
             }
             match self.word.compare_exchange_weak(
@@ -88,7 +106,7 @@ pub(super) struct Fences(arc_swap::ArcSwap<Vec<Arc<Fence>>>);
 
 impl Fences {
     /// Partition `partition`'s fence (made if the partition is new).
-    fn get(&self, partition: u32) -> Arc<Fence> {
+    pub(super) fn get(&self, partition: u32) -> Arc<Fence> {
         if let Some(f) = self.0.load().get(partition as usize) {
             return f.clone();
         }
@@ -152,7 +170,7 @@ impl Link {
         target: HostId,
         mut request: Forward,
     ) -> std::result::Result<Forward, Forward> {
-        let fence = self.fences.get(partition);
+        let fence = self.parking.fences.get(partition);
         if !fence.enter(target) {
             return Err(request);
         }
@@ -161,25 +179,28 @@ impl Link {
         Ok(request)
     }
 
-    /// Whether this host, leading `partition`, may run a call that
-    /// entered here now: no call that entered here for the partition is
-    /// parked, or forwarded and not answered (to another host, or to this
-    /// one: a parked call sent on once this host led). Otherwise the call
-    /// is forwarded behind them (to this host, once the fence opens).
+    /// Whether this host, leading `partition`, may send a call that
+    /// entered here to its site now: no call for the partition is parked
+    /// here, or forwarded to another host and not answered. Otherwise the
+    /// call is forwarded behind them (parked calls sent on to this host go
+    /// straight into its site, in order: `Link::run_here`).
     pub(super) fn may_run_here(&self, partition: u32) -> bool {
-        // Parked first: a parked call is counted into its fence before it
-        // is counted out of the parked ones.
-        if self.parked() > 0 {
-            return false;
-        }
-        self.fences.0.load().get(partition as usize).is_none_or(|f| f.word.load(Ordering::SeqCst) & COUNT == 0)
+        let Some(fence) = self.parking.fences.0.load().get(partition as usize).cloned() else { return true };
+        // Parked first: a parked call is counted into its fence (or handed
+        // to the site) before it is counted out of the parked ones.
+        fence.parked.load(Ordering::SeqCst) == 0 && fence.word.load(Ordering::SeqCst) & COUNT == 0
     }
 
     /// The last call outstanding behind a fence was answered: send on the
-    /// calls parked.
+    /// calls parked — from a task of its own, as the answer may come while
+    /// the parked calls' lock is held (a forwarding queue dropped while
+    /// calls are sent on).
     fn fence_opened(&self) {
-        if self.parked() > 0 {
-            self.unpark();
+        if self.parked() == 0 {
+            return;
+        }
+        if let Some(link) = self.me_weak.upgrade() {
+            self.runtime.spawn(async move { link.unpark() });
         }
     }
 }
@@ -200,5 +221,9 @@ mod tests {
         assert!(f.leave(), "the last one answered");
         assert!(f.open_to(2) && f.enter(2) && !f.open_to(1));
         assert!(f.leave());
+        // A host id past 2^32 matches nothing: its calls wait for an empty fence.
+        let big = 1u64 << 40;
+        assert!(f.enter(big) && !f.enter(big) && !f.open_to(big));
+        assert!(f.leave() && f.open_to(big));
     }
 }

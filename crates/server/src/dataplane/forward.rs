@@ -171,6 +171,19 @@ impl Link {
             fail(request, e);
             return None;
         };
+        if let Destination::Partition(p) = to {
+            let entered = super::parking::entered_here(&request);
+            // This host leads it (it did not when the call came): into its
+            // site, behind what is queued there — a call that entered here
+            // only once none is outstanding at the old leader.
+            if target == self.me {
+                if entered && !self.parking.fences.open_to(p, target) {
+                    return Some(request);
+                }
+                self.run_here(request);
+                return None;
+            }
+        }
         if let (Destination::Partition(p), true) = (to, super::parking::entered_here(&request)) {
             match self.enter_fence(p, target, request) {
                 Ok(counted) => request = counted,
@@ -200,6 +213,22 @@ impl Link {
         });
         self.runtime.spawn(forwarder(address.clone(), target, self.routing.clone(), rx));
         None
+    }
+}
+
+impl Link {
+    /// Run `request` (a call forwarded or parked here) on this host, as a
+    /// call forwarded here would be (it does not wait behind calls that
+    /// entered here).
+    fn run_here(&self, request: Forward) {
+        let Some(host) = self.host.get().and_then(std::sync::Weak::upgrade) else {
+            return fail(request, err!(Unavailable, "the host is shutting down"));
+        };
+        let Forward { call, handle, sink } = request;
+        let mut client = host.client();
+        client.use_database(&call.database);
+        client.set_hops(call.hops);
+        client.call_async(&call.procedure, call.params, handle, sink);
     }
 }
 

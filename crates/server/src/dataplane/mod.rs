@@ -201,9 +201,6 @@ pub(crate) struct Link {
     serving: Arc<std::sync::atomic::AtomicUsize>,
     /// What this host's copies have applied (see `replication.rs`).
     progress: Arc<ReplicaProgress>,
-    /// Per partition: calls forwarded and not answered, and to which host
-    /// (`fence.rs`).
-    fences: fence::Fences,
     /// This link (for what must reach it later: a fence's last answer).
     me_weak: std::sync::Weak<Link>,
     /// Each partition's leader as the newest metadata names it — ahead of
@@ -241,7 +238,6 @@ impl Link {
     ) -> Arc<Link> {
         Arc::new_cyclic(|me_weak| Link {
             me_weak: me_weak.clone(),
-            fences: fence::Fences::default(),
             logs,
             replaying: std::sync::atomic::AtomicBool::new(replaying),
             host: Arc::default(),

@@ -45,6 +45,8 @@ pub(super) const PATIENCE: Duration = Duration::from_secs(10);
 pub(super) struct Parking {
     /// Calls parked over all partitions (read without the lock).
     count: AtomicUsize,
+    /// Per partition, its fence and its calls parked (`fence.rs`).
+    pub(super) fences: super::fence::Fences,
     queues: Mutex<BTreeMap<u32, VecDeque<(Instant, Forward)>>>,
 }
 
@@ -70,6 +72,7 @@ impl Parking {
                 if queue.is_empty() {
                     queues.remove(&partition);
                 }
+                self.fences.get(partition).parked.fetch_sub(expired.len(), Ordering::SeqCst);
                 self.count.fetch_sub(expired.len(), Ordering::SeqCst);
                 expired
             };
@@ -103,7 +106,7 @@ impl Link {
     /// host (`fence.rs`).
     fn sendable(&self, routing: &Routing, partition: u32) -> bool {
         Self::routable(routing, partition)
-            && routing.leaders[partition as usize].is_some_and(|l| self.fences.open_to(partition, l))
+            && routing.leaders[partition as usize].is_some_and(|l| self.parking.fences.open_to(partition, l))
     }
 
     /// Calls parked here now.
@@ -150,7 +153,7 @@ impl Link {
             }
             self.enqueue(&mut queues, partition, request, false);
         }
-        self.unpark_if_routable(partition);
+        self.unpark_if_ready(partition, entered);
         None
     }
 
@@ -159,7 +162,7 @@ impl Link {
     /// came after it) until the fence opens.
     pub(super) fn wait_behind_fence(&self, partition: u32, request: Forward) {
         self.enqueue(&mut self.parking.lock(), partition, request, true);
-        self.unpark_if_routable(partition);
+        self.unpark_if_ready(partition, true);
     }
 
     fn enqueue(
@@ -170,22 +173,29 @@ impl Link {
         first: bool,
     ) {
         let queue = queues.entry(partition).or_default();
+        let now = Instant::now();
         if first {
-            queue.push_front((Instant::now(), request));
+            // (Stamped no later than the call behind it, which expires first.)
+            let since = queue.front().map_or(now, |(t, _)| (*t).min(now));
+            queue.push_front((since, request));
         } else {
-            queue.push_back((Instant::now(), request));
+            queue.push_back((now, request));
         }
+        self.parking.fences.get(partition).parked.fetch_add(1, Ordering::SeqCst);
         self.parking.count.fetch_add(1, Ordering::SeqCst);
         if queue.len() == 1 {
             self.runtime.spawn(self.parking.clone().expire(partition));
         }
     }
 
-    /// A call was just parked, counted in first: if the partition can be
-    /// routed to (the fence may have opened meanwhile, its last answer
-    /// finding nothing parked yet), send on what can go now.
-    fn unpark_if_routable(&self, partition: u32) {
-        if Self::routable(&self.routing.load(), partition) {
+    /// A call was just parked, counted in first: if it could go now (the
+    /// fence may have opened meanwhile, its last answer finding nothing
+    /// parked yet), send on what can. A call that entered here and finds
+    /// the fence still closed leaves the queue as it is (no scan per call).
+    fn unpark_if_ready(&self, partition: u32, entered: bool) {
+        let routing = self.routing.load();
+        let ready = if entered { self.sendable(&routing, partition) } else { Self::routable(&routing, partition) };
+        if ready {
             self.unpark();
         }
     }
@@ -221,8 +231,10 @@ impl Link {
                         }
                     }
                     *queue = kept;
+                    self.parking.fences.get(*partition).parked.fetch_sub(sent, Ordering::SeqCst);
                     self.parking.count.fetch_sub(sent, Ordering::SeqCst);
                 } else if !self.taken_over(&routing, *partition) {
+                    self.parking.fences.get(*partition).parked.fetch_sub(queue.len(), Ordering::SeqCst);
                     self.parking.count.fetch_sub(queue.len(), Ordering::SeqCst);
                     failed.extend(queue.drain(..).map(|(_, f)| (*partition, f)));
                 }

@@ -231,8 +231,11 @@ impl ClusterMetadata {
             }
             return;
         }
-        // The leaving hosts that lead partitions hand them over drained.
-        let leads = |m: &ClusterMetadata, h: HostId| m.partitions.iter().any(|p| p.leader == Some(h));
+        // The leaving hosts that lead partitions (or coordinate) hand them
+        // over drained.
+        let leads = |m: &ClusterMetadata, h: HostId| {
+            m.mp_coordinator == Some(h) || m.partitions.iter().any(|p| p.leader == Some(h))
+        };
         if removal.hosts.iter().any(|h| self.is_up(*h) && leads(self, *h) && !removal.drained.contains(h)) {
             let version = self.version;
             if let Some(r) = self.removing.as_mut().filter(|r| !r.draining) {
@@ -392,9 +395,26 @@ mod tests {
                 m.partitions[p].leader = m.partitions[p].replicas.iter().copied().find(|h| *h != 1);
             }
         }
+        // (Nor coordinates.)
+        m.mp_coordinator = Some(2);
         assert_eq!(m.apply(&Command::RemoveHosts { hosts: [1].into() }), CommandResult::Applied);
         complete_copies(&mut m);
         assert!(m.removing.is_none() && m.retired.contains(&1));
+        // One that leads nothing but coordinates hands the coordination over.
+        let mut m = formed(4, 2, 1);
+        let coordinator = m.mp_coordinator.unwrap();
+        for p in 0..m.partitions.len() {
+            if m.partitions[p].leader == Some(coordinator) {
+                m.partitions[p].leader = m.partitions[p].replicas.iter().copied().find(|h| *h != coordinator);
+            }
+        }
+        assert_eq!(m.apply(&Command::RemoveHosts { hosts: [coordinator].into() }), CommandResult::Applied);
+        complete_copies(&mut m);
+        let r = m.removing.clone().unwrap();
+        assert!(r.draining, "{r:?}");
+        let drained = Command::LeaderDrained { host: coordinator, incarnation: 0, since: r.draining_since };
+        assert_eq!(m.apply(&drained), CommandResult::Applied);
+        assert!(m.removing.is_none() && m.mp_coordinator.is_some_and(|c| c != coordinator));
     }
 
     #[test]

@@ -290,11 +290,13 @@ async fn hand_over(ctx: &Arc<ServerContext>) {
             }
             None => true,
         };
+        // The sites get their own time.
+        let sites_started = std::time::Instant::now();
         let asked: Vec<(u32, std::sync::mpsc::Receiver<()>)> =
             led.iter().filter_map(|p| ctx.host.hand_over(*p).map(|rx| (*p, rx))).collect();
         let mut unconfirmed = Vec::new();
         for (p, rx) in asked {
-            let left = HAND_OVER_PATIENCE.saturating_sub(started.elapsed());
+            let left = HAND_OVER_PATIENCE.saturating_sub(sites_started.elapsed());
             let confirmed = tokio::task::spawn_blocking(move || rx.recv_timeout(left).is_ok()).await.unwrap_or(false);
             if !confirmed {
                 unconfirmed.push(p);

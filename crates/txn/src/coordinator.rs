@@ -181,7 +181,9 @@ impl Coordinator {
                 },
                 // Everything taken before has run (or is held).
                 CoordMsg::HandOver(reply) => drop(reply.send(())),
-                CoordMsg::ReviewHeld => self.review_held(),
+                // (Not while an outcome is owed: the held calls wait.)
+                CoordMsg::ReviewHeld if caught_up.is_ok() => self.review_held(),
+                CoordMsg::ReviewHeld => {}
                 CoordMsg::Resolve => {}
                 CoordMsg::Install(plans) => self.install(plans),
                 CoordMsg::LoadCatalog(catalog) => self.load_catalog(catalog),
@@ -191,10 +193,12 @@ impl Coordinator {
                 CoordMsg::Shutdown => break,
             }
         }
-        while let Ok(msg) = self.inbox.try_recv() {
-            if let CoordMsg::Invoke(t) = msg {
-                t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
-            }
+        let queued = std::iter::from_fn(|| self.inbox.try_recv().ok()).filter_map(|m| match m {
+            CoordMsg::Invoke(t) => Some(t),
+            _ => None,
+        });
+        for t in std::mem::take(&mut self.held).into_iter().chain(queued.collect::<Vec<_>>()) {
+            t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
         }
         // A site prepared and waiting for an outcome is no longer reachable
         // once this host stops (its replicas hold the writes).

@@ -45,7 +45,8 @@
 //! their partitions over — so the transactions' writes on this host's
 //! partitions are in what the copies confirm. Once another host
 //! coordinates, the held calls go to it, in order (this host's new ones
-//! behind them: `Shared::holding_mp`).
+//! behind them: `Shared::holding_mp`, set when the hand-over begins, so
+//! that none passes a call still queued for the coordinator).
 //!
 //! Fragments of other hosts' multi-partition transactions still run on a
 //! draining host's sites: they do not come from the calls held, and what
@@ -187,6 +188,10 @@ impl Host {
         if !link.hands_coordination_over() {
             return None;
         }
+        // From now on this host's multi-partition calls go to its
+        // coordinator (held there, then forwarded in order), even once
+        // another host coordinates: none can pass one queued before.
+        self.shared().holding_mp.store(true, std::sync::atomic::Ordering::SeqCst);
         let (tx, rx) = channel();
         self.shared().coordinator.send(CoordMsg::HandOver(tx)).ok()?;
         Some(rx)

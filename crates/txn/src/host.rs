@@ -412,15 +412,17 @@ impl Drop for Host {
 /// the host leading it.
 pub(crate) fn dispatch_sp(shared: &Shared, partition: usize, task: SpTask) {
     if let Some(link) = &shared.link {
-        // (Unless the site here still holds earlier calls for it.)
-        if !link.leads(partition as u32) && !shared.holding[partition].load(Ordering::SeqCst) {
+        // (Unless the site here still holds earlier calls for it: then to
+        // the site, behind them.)
+        let holding = shared.holding[partition].load(Ordering::SeqCst);
+        if !link.leads(partition as u32) && !holding {
             return forward_sp(link, partition as u32, task);
         }
         // Leading it since a moment: calls that entered here before this
         // one may still be on their way (parked, or at the old leader) —
         // behind them. Decided here, not in the site: a call queued in the
         // site's inbox may not wait for ones put in behind it.
-        if task.hops == 0 && !link.may_run_entered(partition as u32) {
+        if task.hops == 0 && !holding && !link.may_run_entered(partition as u32) {
             return forward_sp(link, partition as u32, task);
         }
     }

@@ -147,6 +147,9 @@ impl SideCopy {
         match state.through.take() {
             None => Taken::Sending,
             Some(Some(connection)) => {
+                // The connection is the shipper's now: dropping this copy
+                // must not shut it.
+                *self.shared.socket.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 state.kept_bytes = 0;
                 Taken::Through(connection, state.kept.drain(..).collect(), state.kept_in_all)
             }

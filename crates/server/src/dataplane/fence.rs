@@ -185,7 +185,8 @@ impl Link {
     /// call is forwarded behind them (parked calls sent on to this host go
     /// straight into its site, in order: `Link::run_here`).
     pub(super) fn may_run_here(&self, partition: u32) -> bool {
-        let Some(fence) = self.parking.fences.0.load().get(partition as usize).cloned() else { return true };
+        let fences = self.parking.fences.0.load();
+        let Some(fence) = fences.get(partition as usize) else { return true };
         // Parked first: a parked call is counted into its fence (or handed
         // to the site) before it is counted out of the parked ones.
         fence.parked.load(Ordering::SeqCst) == 0 && fence.word.load(Ordering::SeqCst) & COUNT == 0

@@ -356,16 +356,7 @@ impl ClusterLink for Link {
     fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>) {
         let which = usize::from(to == Destination::Coordinator);
         self.forwarded[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut request = Forward { call, handle, sink };
-        if let Destination::Partition(p) = to {
-            match self.park(p, request) {
-                Some(r) => request = r,
-                None => return,
-            }
-        }
-        if let (Some(stopped), Destination::Partition(p)) = (self.send(to, request), to) {
-            self.wait_behind_fence(p, stopped);
-        }
+        self.forward_request(to, Forward { call, handle, sink });
     }
 
     fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>> {

@@ -89,6 +89,14 @@ impl Parking {
     }
 }
 
+thread_local! {
+    /// Set while this thread sends parked calls on under the lock: a call
+    /// forwarded meanwhile (one run here that now routes elsewhere: the
+    /// ring moved, say) is kept here and forwarded once the lock is
+    /// released — it would otherwise wait for that lock on its own thread.
+    static UNPARKING: std::cell::RefCell<Option<Vec<(Destination, Forward)>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Whether `request` entered this host from a client (it is forwarded for
 /// the first time), rather than passing through.
 pub(super) fn entered_here(request: &Forward) -> bool {
@@ -107,6 +115,26 @@ impl Link {
     fn sendable(&self, routing: &Routing, partition: u32) -> bool {
         Self::routable(routing, partition)
             && routing.leaders[partition as usize].is_some_and(|l| self.parking.fences.open_to(partition, l))
+    }
+
+    /// Forward `request` to `to`: parked if it must wait, sent otherwise.
+    pub(super) fn forward_request(&self, to: Destination, request: Forward) {
+        let mut request = Some(request);
+        UNPARKING.with(|u| {
+            if let Some(kept) = u.borrow_mut().as_mut() {
+                kept.extend(request.take().map(|r| (to, r)));
+            }
+        });
+        let Some(mut request) = request else { return };
+        if let Destination::Partition(p) = to {
+            match self.park(p, request) {
+                Some(r) => request = r,
+                None => return,
+            }
+        }
+        if let (Some(stopped), Destination::Partition(p)) = (self.send(to, request), to) {
+            self.wait_behind_fence(p, stopped);
+        }
     }
 
     /// Calls parked here now.
@@ -207,6 +235,10 @@ impl Link {
         // Always under the lock (routing changes are rare): a call parking
         // meanwhile has either read the new routing or is seen here.
         let mut failed = Vec::new();
+        let nested = UNPARKING.with(|u| u.borrow().is_some());
+        if !nested {
+            UNPARKING.with(|u| *u.borrow_mut() = Some(Vec::new()));
+        }
         {
             let mut queues = self.parking.lock();
             let routing = self.routing.load();
@@ -244,6 +276,11 @@ impl Link {
         for (partition, f) in failed {
             let e = err!(Unavailable, "partition {partition} has no leader now (its copies are down)");
             fail(f, e);
+        }
+        if !nested {
+            for (to, request) in UNPARKING.with(|u| u.borrow_mut().take()).unwrap_or_default() {
+                self.forward_request(to, request);
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod compile;
 mod coordinator;
 pub mod distribute;
 mod evict;
+mod forwarding;
 mod handover;
 pub mod hashinator;
 pub mod host;

@@ -558,3 +558,37 @@ fn route_partition(shared: &Shared, p: usize, inboxes: crate::host::PartitionInb
         routes
     });
 }
+
+impl crate::coordinator::Coordinator {
+    /// The coordinator stops (the host shuts down): calls it holds or has
+    /// queued are refused, prepared sites are told no outcome is coming
+    /// from here, and every site and proxy of this host stops.
+    pub(crate) fn stop(&mut self) {
+        let queued = std::iter::from_fn(|| self.inbox.try_recv().ok()).filter_map(|m| match m {
+            crate::messages::CoordMsg::Invoke(t) => Some(t),
+            _ => None,
+        });
+        for t in std::mem::take(&mut self.held).into_iter().chain(queued.collect::<Vec<_>>()) {
+            t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
+        }
+        // A site prepared and waiting for an outcome is no longer reachable
+        // once this host stops (its replicas hold the writes).
+        for doubt in &self.shared.in_doubt {
+            let mut doubt = crate::participant::lock(doubt);
+            doubt.pending = None;
+            doubt.stopped = true;
+        }
+        // The sites stop after the last multi-partition transaction: their
+        // Shutdown follows every start marker this coordinator sent.
+        // So do the ones not in the order (joining, or left) and those
+        // started for copies added here since this coordinator last looked,
+        // and every proxy — those of partitions a site here holds too (a
+        // proxy left running would hold the host's shutdown up).
+        let routes = self.shared.routes.load();
+        let retired = std::mem::take(&mut *self.shared.retired.lock().unwrap_or_else(|e| e.into_inner()));
+        let proxies = routes.proxies.iter().flatten().map(|(begin, _)| begin);
+        for site in self.site_inboxes.iter().chain(routes.sites.iter()).chain(&retired).chain(proxies) {
+            let _ = site.send(SiteMsg::Shutdown);
+        }
+    }
+}

@@ -35,8 +35,9 @@
 //!
 //! The fence costs a forwarded call one compare-and-swap when it is sent
 //! and one subtraction when it is answered (its sink is wrapped so that
-//! this happens once whatever answers it), and a call run at its leader
-//! two atomic loads.
+//! this happens once whatever answers it), and a call that entered the
+//! host that leads its partition one `ArcSwap` load and two atomic loads
+//! when it is dispatched.
 
 use super::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -183,11 +183,11 @@ impl Link {
                 self.run_here(request);
                 return None;
             }
-        }
-        if let (Destination::Partition(p), true) = (to, super::parking::entered_here(&request)) {
-            match self.enter_fence(p, target, request) {
-                Ok(counted) => request = counted,
-                Err(stopped) => return Some(stopped),
+            if entered {
+                match self.enter_fence(p, target, request) {
+                    Ok(counted) => request = counted,
+                    Err(stopped) => return Some(stopped),
+                }
             }
         }
         if let Some(tx) = self.forwarders.load().get(&target) {

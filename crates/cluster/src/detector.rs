@@ -19,9 +19,12 @@
 //! decides alone, so hosts do not race to fail each other for silence it
 //! sees too; a new leader starts every host's clock afresh (a grace period
 //! of one timeout), except the previous leader's, which has been silent
-//! for an election timeout already. A reporter also needs several missed
-//! pings in a row, so that a pause of its own (a stall longer than the
-//! timeout) is not taken for the silence of everyone else.
+//! for an election timeout already. The leader, like a reporter, also needs
+//! several missed pings in a row, so that a pause of its own (a stall
+//! longer than the timeout: its runtime busy, its process starved of CPU)
+//! is not taken for the silence of everyone else — a whole-cluster restart,
+//! every host replaying its copy logs on the same cores, once had the
+//! leader ping each host once in a second and fail two that were only slow.
 //! The decision goes through the group like any change, so it needs a
 //! quorum: a leader cut off from the majority cannot fail anyone (its
 //! proposal never commits), while the majority's new leader fails it.
@@ -61,8 +64,8 @@ impl Default for DetectorSettings {
     }
 }
 
-/// Pings in a row a host must miss before another host (not the leader)
-/// reports it unreachable.
+/// Pings in a row a host must miss before it is failed (by the leader) or
+/// reported unreachable (by another host) for its silence.
 const MISSED_TO_REPORT: u32 = 3;
 /// A report the group refused (failing the host would leave a partition
 /// without a running copy, say) is not made again for twice the timeout,
@@ -184,10 +187,11 @@ pub(crate) async fn run(
         }
         for (id, _) in &up {
             let silent = heard.get(id).is_some_and(|t| t.elapsed() >= settings.timeout);
-            let gone = refused.get(id).is_some_and(|n| *n >= REFUSALS);
-            let sure = leading || gone || missed.get(id).is_some_and(|n| *n >= MISSED_TO_REPORT);
+            let refusals = refused.get(id).copied().unwrap_or(0);
+            let gone = refusals >= REFUSALS;
             let waiting = held_back.get(id).is_some_and(|(until, _)| *until > now);
-            if !(silent || gone) || !sure || reports.contains_key(id) || waiting {
+            let misses = missed.get(id).copied().unwrap_or(0);
+            if !failed_by_what_was_seen(silent, refusals, misses) || reports.contains_key(id) || waiting {
                 continue;
             }
             heard.remove(id);
@@ -245,6 +249,14 @@ pub(crate) async fn run(
     }
 }
 
+/// Whether what was seen of a host fails it (the leader) or gets it
+/// reported (another host): its process gone (`refusals` in a row), or
+/// `silent` for the timeout with at least [`MISSED_TO_REPORT`] pings in a
+/// row unanswered — silence alone may be the watcher's own stall.
+fn failed_by_what_was_seen(silent: bool, refusals: u32, misses: u32) -> bool {
+    refusals >= REFUSALS || (silent && misses >= MISSED_TO_REPORT)
+}
+
 /// `id`'s report was refused: hold the next one back (twice the timeout,
 /// then twice the last wait, up to [`MAX_HOLD_BACK`]); how long.
 fn hold_back(held_back: &mut BTreeMap<HostId, (Instant, Duration)>, id: HostId, timeout: Duration) -> Duration {
@@ -256,6 +268,19 @@ fn hold_back(held_back: &mut BTreeMap<HostId, (Instant, Duration)>, id: HostId, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silence_fails_a_host_only_with_pings_missed_in_a_row() {
+        // The watcher pinged once in its timeout (it was stalled itself).
+        assert!(!failed_by_what_was_seen(true, 0, 1));
+        assert!(!failed_by_what_was_seen(true, 0, MISSED_TO_REPORT - 1));
+        assert!(failed_by_what_was_seen(true, 0, MISSED_TO_REPORT));
+        // Missed pings without the timeout's silence (a slow answer since).
+        assert!(!failed_by_what_was_seen(false, 0, MISSED_TO_REPORT));
+        // Nothing listens on its port: failed before the timeout.
+        assert!(failed_by_what_was_seen(false, REFUSALS, 0));
+        assert!(!failed_by_what_was_seen(false, REFUSALS - 1, 0));
+    }
 
     #[test]
     fn a_refused_report_waits_longer_each_time_up_to_a_bound() {

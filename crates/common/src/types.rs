@@ -105,7 +105,9 @@ pub enum Value {
     Float(f64),
     Decimal(Decimal),
     String(String),
-    Binary(Vec<u8>),
+    /// Encoded as bytes in one piece (`serde_bytes`), not byte by byte:
+    /// the same encoding in postcard and JSON, read many times faster.
+    Binary(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Microseconds since 1970-01-01 00:00:00 UTC.
     Timestamp(i64),
     /// A list of values: only ever a parameter (VoltDB clients send arrays

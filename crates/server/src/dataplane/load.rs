@@ -13,6 +13,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 #[derive(Serialize, Deserialize)]
 struct LoadReport {
     /// V2-encoded HDR histogram of call latencies (µs).
+    #[serde(with = "serde_bytes")]
     latency: Vec<u8>,
     /// (partition, idle µs, since start µs) per site.
     sites: Vec<(u32, u64, u64)>,

@@ -233,7 +233,8 @@ impl Link {
     /// other copy's error.
     async fn exchange(&self, address: &str, request: &RepairRequest) -> Result<Result<Vec<u8>>> {
         let body = request_async(address, REPAIR, request, PATIENCE).await?;
-        Ok(decode::<std::result::Result<Vec<u8>, WireError>>(&body)?.map_err(from_wire_error))
+        let answer = decode::<std::result::Result<serde_bytes::ByteBuf, WireError>>(&body)?;
+        Ok(answer.map(serde_bytes::ByteBuf::into_vec).map_err(from_wire_error))
     }
 }
 
@@ -260,7 +261,9 @@ pub(super) async fn serve_repair(
                 None => repair_apply(&host, &link, batch, leader, &diverged).await.and_then(|()| encode(&())),
             },
         };
-        if write_frame_async(&mut s, &answer.map_err(|e| to_wire_error(&e))).await.is_err() {
+        // The answer's body in one piece (`ByteBuf`), not byte by byte.
+        let answer = answer.map(serde_bytes::ByteBuf::from).map_err(|e| to_wire_error(&e));
+        if write_frame_async(&mut s, &answer).await.is_err() {
             break;
         }
     }

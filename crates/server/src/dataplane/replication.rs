@@ -20,6 +20,10 @@ pub(super) struct Batch {
     /// How many leaders' streams precede this one on the partition (see
     /// `repair.rs`): a later stream has a higher term.
     pub(super) term: u64,
+    /// Encoded in one piece (`serde_bytes`): the same bytes postcard writes
+    /// for a plain `Vec<u8>` (copy logs written either way read alike), but
+    /// copied whole rather than visited byte by byte.
+    #[serde(with = "serde_bytes")]
     pub(super) records: Vec<u8>,
 }
 
@@ -760,6 +764,27 @@ fn compact_replica_log(host: &Arc<Host>, logs: &super::copylog::CopyLogs, partit
     }
 }
 
+/// Records of at least this many bytes (copy pieces, mostly) are decoded
+/// and logged off the runtime's worker ([`off_runtime`]).
+const HEAVY_BYTES: usize = 256 << 10;
+
+/// Run `work` — when `heavy`, without holding the runtime's worker: the
+/// runtime (one worker thread on a small machine) also answers the failure
+/// detector's pings and serves the metadata group, and a host replaying
+/// gigabytes of copy log, or taking a copy, would otherwise leave them
+/// unanswered long enough to be declared failed (seen in a whole-cluster
+/// restart of 1 GB on two cores). Light work, and work on a runtime of one
+/// thread, runs in place.
+fn off_runtime<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if heavy && multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// Apply `batch` on this host's copy if it is the next one (acknowledge a
 /// repeat once its first arrival has been applied). A batch that does not
 /// apply, or one past the next position, means this copy no longer follows
@@ -775,8 +800,14 @@ pub(super) async fn apply_batch(
     let (partition, from) = (batch.partition, batch.from);
     match progress.arrive(&batch, refuse)? {
         Arrival::Apply => {
+            // A copy piece of megabytes is decoded (and logged, below) off
+            // the runtime's worker: the runtime also answers the failure
+            // detector's pings and the metadata group.
+            let heavy = batch.records.len() >= HEAVY_BYTES;
             let (tx, rx) = tokio::sync::oneshot::channel();
-            host.apply_replicated(partition, &batch.records, Box::new(move |r| drop(tx.send(r))));
+            off_runtime(heavy, || {
+                host.apply_replicated(partition, &batch.records, Box::new(move |r| drop(tx.send(r))))
+            });
             let r = rx.await.unwrap_or_else(|_| Err(err!(Unavailable, "the host is shutting down")));
             if let Err(e) = r {
                 // Partly applied, perhaps: this copy can no longer be trusted.
@@ -787,13 +818,15 @@ pub(super) async fn apply_batch(
             // Logged before it is acknowledged; a copy that cannot log stops.
             let mut due = false;
             if let Some(logs) = logs {
-                let logged = logs.append(partition, &batch).and_then(|d| {
-                    due = d;
-                    if batch.copy && host.replica_loaded(partition) {
-                        logs.complete(partition)
-                    } else {
-                        Ok(())
-                    }
+                let logged = off_runtime(heavy, || {
+                    logs.append(partition, &batch).and_then(|d| {
+                        due = d;
+                        if batch.copy && host.replica_loaded(partition) {
+                            logs.complete(partition)
+                        } else {
+                            Ok(())
+                        }
+                    })
                 });
                 if let Err(e) = logged {
                     diverged(e.clone());
@@ -832,6 +865,57 @@ pub(super) async fn apply_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A batch as it was encoded before its records went as bytes in one
+    /// piece (`serde_bytes`): a plain `Vec<u8>`, byte by byte.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct PlainBatch {
+        partition: u32,
+        stream: u64,
+        sequence: u64,
+        copy: bool,
+        from: HostId,
+        term: u64,
+        records: Vec<u8>,
+    }
+
+    /// `Value` as it was encoded before `Binary` went in one piece.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    enum PlainValue {
+        Null,
+        Boolean(bool),
+        Integer(i64),
+        Float(f64),
+        Decimal(joule_common::Decimal),
+        String(String),
+        Binary(Vec<u8>),
+    }
+
+    proptest! {
+        /// Bytes in one piece encode exactly as they did byte by byte, so
+        /// copy logs and peers of either build read each other's frames.
+        #[test]
+        fn records_and_binary_values_encode_as_they_did_byte_by_byte(
+            records in proptest::collection::vec(any::<u8>(), 0..20_000),
+            position in any::<(u64, u64, u64)>(),
+        ) {
+            let (stream, sequence, term) = position;
+            let batch = Batch { partition: 5, stream, sequence, copy: true, from: 9, term, records: records.clone() };
+            let plain = PlainBatch { partition: 5, stream, sequence, copy: true, from: 9, term, records: records.clone() };
+            let bytes = postcard::to_stdvec(&batch).unwrap();
+            prop_assert_eq!(&bytes, &postcard::to_stdvec(&plain).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<PlainBatch>(&bytes).unwrap(), plain);
+            let back = postcard::from_bytes::<Batch>(&bytes).unwrap();
+            prop_assert_eq!(&back.records, &records);
+            prop_assert_eq!(back.position(), (term, sequence));
+
+            let value = joule_common::Value::Binary(records.clone());
+            let bytes = postcard::to_stdvec(&value).unwrap();
+            prop_assert_eq!(&bytes, &postcard::to_stdvec(&PlainValue::Binary(records.clone())).unwrap());
+            prop_assert!(matches!(postcard::from_bytes::<joule_common::Value>(&bytes).unwrap(), joule_common::Value::Binary(b) if b == records));
+        }
+    }
 
     fn batch(stream: u64, sequence: u64, copy: bool, from: HostId) -> Batch {
         Batch { partition: 3, stream, sequence, copy, from, term: 1, records: Vec::new() }

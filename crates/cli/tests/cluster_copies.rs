@@ -318,6 +318,12 @@ fn remove_host_0_under_writes(k: u32) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert!(exit.success(), "the removed host stops cleanly: {exit:?}");
+    // Everything it said (the channel ends with its output): it stopped
+    // the threads serving partitions it held rather than waiting them out.
+    let said: Vec<String> = hosts[0].stderr.iter().collect();
+    assert!(said.iter().any(|l| l.contains("JouleDB stopped")), "its output to the end: {said:?}");
+    let waited: Vec<&String> = said.iter().filter(|l| l.contains("did not finish within")).collect();
+    assert!(waited.is_empty(), "the removed host waited for its own work at shutdown: {waited:?}");
     std::thread::sleep(std::time::Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     let (acknowledged, failed) = writer.join().unwrap();

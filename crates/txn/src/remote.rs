@@ -421,10 +421,17 @@ pub fn frame_record(record: &Replicated, out: &mut Vec<u8>) -> Result<()> {
     append_frame(record, out)
 }
 
-/// The first record framed in `bytes`, if it decodes.
-pub(crate) fn unframe_first(bytes: &[u8]) -> Option<Replicated> {
-    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    decode(bytes.get(4..4 + len)?).ok()
+/// [`Replicated::Load`]'s variant index, the first byte postcard writes for
+/// one (a varint: one byte below 128).
+const LOAD_TAG: u8 = 4;
+
+/// Whether the first record framed in `bytes` is a piece of a copy
+/// ([`Replicated::Load`]), told by its variant's tag alone: a piece holds
+/// megabytes of rows, and this is asked on the host's network runtime
+/// before the piece is decoded elsewhere (a record that does not decode
+/// fails when it is applied).
+pub(crate) fn first_is_load(bytes: &[u8]) -> bool {
+    bytes.get(4) == Some(&LOAD_TAG)
 }
 
 /// The records framed in `bytes`, in order.
@@ -758,6 +765,25 @@ mod tests {
         }
         let back = unframe_records(&bytes).unwrap();
         assert_eq!(back.len(), 4);
+        // A copy's piece is told from the others by its tag alone.
+        for r in &records {
+            let mut one = Vec::new();
+            frame_record(r, &mut one).unwrap();
+            assert!(!first_is_load(&one), "{r:?}");
+        }
+        let load = Replicated::Load {
+            catalog: None,
+            ring: None,
+            table: Some("T".into()),
+            rows: vec![(1, vec![Value::Integer(1)])],
+            last_ids: ids,
+            complete: false,
+            decided: Vec::new(),
+        };
+        let mut one = Vec::new();
+        frame_record(&load, &mut one).unwrap();
+        assert!(first_is_load(&one));
+        assert!(!first_is_load(&one[..4]));
         match &back[0] {
             Replicated::Sp { procedure, params, .. } => {
                 assert_eq!(procedure, "Vote");

@@ -15,7 +15,7 @@
 
 use crate::ids::TxnIds;
 use crate::messages::{Decider, MpWork, SiteMsg};
-use crate::remote::{from_wire, gone, unframe_first, unframe_records, DoubtReport, Replicated, WireItem};
+use crate::remote::{first_is_load, from_wire, gone, unframe_records, DoubtReport, Replicated, WireItem};
 use crate::response::{Response, ResponseSink};
 use joule_common::{bail, err, Error, Result};
 use std::sync::Arc;
@@ -307,7 +307,7 @@ impl crate::Host {
     /// again while the first was on its way: loading it would make the
     /// whole copy partial again while it counts as loaded).
     pub fn accepts_records(&self, partition: u32, records: &[u8]) -> bool {
-        let copy = matches!(unframe_first(records), Some(Replicated::Load { .. }));
+        let copy = first_is_load(records);
         copy != self.replica_loaded(partition)
     }
 

@@ -776,9 +776,11 @@ const HEAVY_BYTES: usize = 256 << 10;
 /// restart of 1 GB on two cores). Light work, and work on a runtime of one
 /// thread, runs in place.
 fn off_runtime<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if heavy && multi_thread {
+    let multi_thread = || {
+        tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    };
+    if heavy && multi_thread() {
         tokio::task::block_in_place(work)
     } else {
         work()

@@ -15,7 +15,8 @@
 #
 # Builds JouleDB in release mode; hosts on free loopback ports in a
 # throwaway directory. Settings (environment): DURATION (40), WARM (10),
-# RECORDS (1000000), PARTS ("1 2": which parts run), and for part 1
+# RECORDS (1000000), PARTS ("1 2": which parts run), FAST_DURATION_MS (50:
+# `duration_ms` of the unthrottled parts 2 and 3), and for part 1
 # ELASTIC_DURATION_MS and ELASTIC_THROUGHPUT_MB (unset: the defaults);
 # PERF_OUT=FILE records part 2's move (part 3's: the whole machine from the
 # second host's start) with `perf record` into FILE.
@@ -24,6 +25,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-40}
 WARM=${WARM:-10}
 RECORDS=${RECORDS:-1000000}
+FAST_DURATION_MS=${FAST_DURATION_MS:-50}
 PARTS=${PARTS:-1 2}
 
 source bench/lib.sh
@@ -85,7 +87,7 @@ stop_cluster
 
 part2() {
 echo "== unthrottled: kv, $RECORDS records"
-printf '[elastic]\nduration_ms = 50\nthroughput_mb = 0\n' >"$WORK/fast.toml"
+printf '[elastic]\nduration_ms = %s\nthroughput_mb = 0\n' "$FAST_DURATION_MS" >"$WORK/fast.toml"
 start_cluster "$WORK/fast.toml"
 "$J" bench kv --servers "$SERVERS" --records "$RECORDS" --duration 1 --warmup 0 >/dev/null
 local perf=""
@@ -101,7 +103,7 @@ stop_cluster
 
 part3() {
 echo "== unthrottled scale-out: kv, $RECORDS records on one --elastic host (2 sites), then a second host joins"
-printf '[elastic]\nduration_ms = 50\nthroughput_mb = 0\n' >"$WORK/fast.toml"
+printf '[elastic]\nduration_ms = %s\nthroughput_mb = 0\n' "$FAST_DURATION_MS" >"$WORK/fast.toml"
 rm -rf "$WORK"/h*
 ADMINS=(); PIDS=()
 local join=() first="" perf=""

@@ -522,3 +522,47 @@ fn a_removal_whose_copy_taker_dies_finishes_once_it_is_back() {
     assert!(copies.len() == 3 && copies.values().all(|n| *n == 2), "{copies:?}");
     hosts.remove(0);
 }
+
+/// Multi-partition calls that reach a leaving host while it hands the
+/// coordination over are held there, in order, for the next coordinator;
+/// if the host stops before that (SIGTERM), each gets an answer — refused,
+/// nothing run — rather than a connection that closes on it.
+#[test]
+fn multi_partition_calls_held_by_a_leaving_host_are_answered_when_it_stops() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-held-mp-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    sql(&hosts[0].client, "CREATE TABLE total (id BIGINT NOT NULL PRIMARY KEY, n BIGINT NOT NULL);", vec![]);
+    sql(&hosts[1].client, "INSERT INTO total VALUES (0, 0)", vec![]);
+    // Host 0 coordinates; it stops just before its hand-over is recorded.
+    arm(dirs[0].path(), "hand_over_not_recorded");
+    let admin = hosts[1].admin.clone();
+    let removal = std::thread::spawn(move || cluster_remove(&admin, &["0"]));
+    wait_line(&hosts[0].stderr, "failpoint hand_over_not_recorded is armed");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..3 {
+        let (tx, entry) = (tx.clone(), hosts[0].client.clone());
+        std::thread::spawn(move || {
+            let r = connect(&entry).call("@AdHoc", vec![Value::from("UPDATE total SET n = n + 1 WHERE id = 0")]);
+            let _ = tx.send(r.map(|_| ()).map_err(|e| (e.code(), e.to_string())));
+        });
+    }
+    assert!(rx.recv_timeout(std::time::Duration::from_secs(1)).is_err(), "the calls are held, not answered");
+    let pid = hosts[0].child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    for _ in 0..3 {
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("a held call is answered");
+        let (code, message) = answer.expect_err("held when the host stopped: refused");
+        assert_eq!(code, ErrorCode::Unavailable, "{message}");
+        assert!(message.contains("shutting down"), "{message}");
+    }
+    disarm(dirs[0].path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while hosts[0].child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "host 0 did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Refused means not run: the total is untouched.
+    assert_eq!(scalar(&hosts[1].client, "SELECT n FROM total WHERE id = 0"), 0);
+    drop(removal);
+    hosts.remove(0);
+}

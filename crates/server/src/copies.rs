@@ -325,6 +325,13 @@ async fn hand_over(ctx: &Arc<ServerContext>) {
                 ),
             );
         }
+        // Fault injection: handed over but not recorded yet, calls held
+        // meanwhile (`crates/cli/tests/cluster_copies.rs`).
+        if joule_common::failpoint::armed("hand_over_not_recorded") {
+            let pause =
+                || joule_common::failpoint::pause_while_armed("hand_over_not_recorded", Duration::from_secs(60));
+            let _ = tokio::task::spawn_blocking(pause).await;
+        }
         let drained = Command::LeaderDrained { host: me, incarnation, since };
         match node.propose_within(drained, Duration::from_secs(10)).await {
             Ok(CommandResult::Applied) => return,

@@ -773,8 +773,9 @@ const HEAVY_BYTES: usize = 256 << 10;
 /// detector's pings and serves the metadata group, and a host replaying
 /// gigabytes of copy log, or taking a copy, would otherwise leave them
 /// unanswered long enough to be declared failed (seen in a whole-cluster
-/// restart of 1 GB on two cores). Light work, and work on a runtime of one
-/// thread, runs in place.
+/// restart of 1 GB on two cores). Light work runs in place, and so does any
+/// work on a current-thread runtime (it has no other thread to hand its
+/// tasks to).
 fn off_runtime<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
     let multi_thread = || {
         tokio::runtime::Handle::try_current()

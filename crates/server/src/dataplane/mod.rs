@@ -64,6 +64,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 
 mod beside;
+#[cfg(test)]
+mod codec_tests;
 mod copylog;
 mod doubt;
 mod fence;

@@ -609,3 +609,41 @@ fn a_whole_cluster_restart_refuses_to_come_back_empty_unless_told() {
     replicas_agree(&clients, 2).unwrap();
     assert_eq!(scalar(&hosts[1].client, "SELECT COUNT(*) FROM kv"), 10);
 }
+
+/// A rejoining host whose request for a copy goes unanswered (the leader
+/// sends the copy, the answer is lost: failpoint `rejoin_answer_lost`)
+/// does not ask again — a second copy would come after the first and be
+/// refused once the first is whole — but waits for the copy on its way,
+/// and rejoins with it.
+#[test]
+fn a_rejoin_whose_request_goes_unanswered_waits_for_the_copy_on_its_way() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("rejoin-unanswered-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE kv ON COLUMN k;";
+    sql(&hosts[0].client, ddl, vec![]);
+    for k in 0..50i64 {
+        sql(
+            &hosts[(k % 2) as usize].client,
+            "INSERT INTO kv VALUES (?, ?)",
+            vec![Value::Integer(k), Value::Integer(k)],
+        );
+    }
+    let _ = hosts[2].child.kill();
+    let _ = hosts[2].child.wait();
+    eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
+    for dir in &dirs[..2] {
+        arm(dir.path(), "rejoin_answer_lost");
+    }
+    let started = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]);
+    let waited = wait_line(&started.stderr, "did not answer the request for a copy");
+    assert!(waited.contains("waiting for the copy it may be sending"), "{waited}");
+    hosts[2] = started.ready();
+    eventually("host 2 rejoined", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
+    for dir in &dirs[..2] {
+        disarm(dir.path());
+    }
+    sql(&hosts[2].client, "INSERT INTO kv VALUES (100, 100)", vec![]);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    replicas_agree(&clients, 2).unwrap();
+    assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 51);
+}

@@ -577,13 +577,26 @@ async fn ask_for_copy(node: &MetadataNode, routes: &joule_cluster::Routes, p: u3
         };
         let address = now.hosts.get(&leader).map(|h| routes.dial(&h.internal_address)).unwrap_or_default();
         let incarnation = now.hosts.get(&leader).map_or(0, |h| h.incarnation);
-        match crate::dataplane::request_copy(&address, p, me).await {
-            Ok(()) => return Ok(Some((leader, incarnation))),
-            Err(e) if std::time::Instant::now() < deadline => {
+        match crate::dataplane::ask_for_copy(&address, p, me).await {
+            Ok(Ok(())) => return Ok(Some((leader, incarnation))),
+            // Asked, and no answer: the copy may be on its way. Asking again
+            // would bring a second copy after the first (refused once the
+            // first is whole, leaving this host waiting for a copy that is
+            // never level); the wait for the copy gives up if that leader
+            // goes (the caller).
+            Err(e) => {
+                eprintln!(
+                    "joule: cluster: partition {p}: host {leader} did not answer the request for a copy ({e}); \
+                     waiting for the copy it may be sending"
+                );
+                return Ok(Some((leader, incarnation)));
+            }
+            // Refused, or never reached it: nothing was sent.
+            Ok(Err(e)) if std::time::Instant::now() < deadline => {
                 eprintln!("joule: cluster: partition {p}: asking host {leader} for a copy: {e}; trying again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(e.context(format!("partition {p}: no copy from host {leader}"))),
+            Ok(Err(e)) => return Err(e.context(format!("partition {p}: no copy from host {leader}"))),
         }
     }
 }

@@ -635,6 +635,11 @@ async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<L
             .unwrap_or_else(|_| Err(err!(Internal, "the rejoin request failed"))),
         Err(e) => Err(e),
     };
+    // Fault injection: the copy is on its way, its answer lost
+    // (`crates/cli/tests/cluster.rs`).
+    if result.is_ok() && joule_common::failpoint::armed("rejoin_answer_lost") {
+        return;
+    }
     let _ = write_frame_async(&mut s, &result.map_err(|e| to_wire_error(&e))).await;
 }
 
@@ -692,15 +697,10 @@ impl Link {
     }
 }
 
-/// Ask the host at `address` (leading `partition`) for a copy of it; it
-/// arrives on this host's replication connection, followed by the stream.
-pub(crate) async fn request_copy(address: &str, partition: u32, me: HostId) -> Result<()> {
-    let body = request_async(address, REJOIN, &(partition, me), Duration::from_secs(30)).await?;
-    decode::<std::result::Result<(), WireError>>(&body)?.map_err(from_wire_error)
-}
-
-/// Ask the host at `address` (leading `partition`) for a copy of it for a
-/// host taking a copy (`copies.rs`): `Ok` with the leader's answer (a
+/// Ask the host at `address` (leading `partition`) for a copy of it (a
+/// rejoin, `cluster.rs`; a host taking a copy, `copies.rs`); it arrives on
+/// this host's replication connection, beside the stream: `Ok` with the
+/// leader's answer (a
 /// refusal means nothing was sent), `Err` when it did not answer — the copy
 /// may be on its way or not, so it must not be asked for again from the
 /// same leader (two copies would arrive one after the other).

@@ -472,15 +472,7 @@ fn a_host_cut_off_from_the_cluster_refuses_calls_then_rejoins() {
 fn a_rejoined_copy_can_lead_after_the_next_failure() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("rejoined-lead-{i}"))).collect();
     let mut hosts = form(&dirs, 2);
-    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE kv ON COLUMN k;";
-    sql(&hosts[0].client, ddl, vec![]);
-    for k in 0..20i64 {
-        sql(
-            &hosts[(k % 3) as usize].client,
-            "INSERT INTO kv VALUES (?, ?)",
-            vec![Value::Integer(k), Value::Integer(k)],
-        );
-    }
+    kv_rows(&hosts, 20);
     let leader_of =
         |addr: &str, p: usize| -> usize { stats(addr, "TOPO")[p][2].split(':').next().unwrap().parse().unwrap() };
     // The host leading no partition rejoins.
@@ -619,15 +611,7 @@ fn a_whole_cluster_restart_refuses_to_come_back_empty_unless_told() {
 fn a_rejoin_whose_request_goes_unanswered_waits_for_the_copy_on_its_way() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("rejoin-unanswered-{i}"))).collect();
     let mut hosts = form(&dirs, 1);
-    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE kv ON COLUMN k;";
-    sql(&hosts[0].client, ddl, vec![]);
-    for k in 0..50i64 {
-        sql(
-            &hosts[(k % 2) as usize].client,
-            "INSERT INTO kv VALUES (?, ?)",
-            vec![Value::Integer(k), Value::Integer(k)],
-        );
-    }
+    kv_rows(&hosts[..2], 50);
     let _ = hosts[2].child.kill();
     let _ = hosts[2].child.wait();
     eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
@@ -646,4 +630,15 @@ fn a_rejoin_whose_request_goes_unanswered_waits_for_the_copy_on_its_way() {
     let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
     replicas_agree(&clients, 2).unwrap();
     assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 51);
+}
+
+/// A partitioned table `kv (k, v)` with rows `(k, k)` for `k` below
+/// `rows`, inserted through `hosts` in turn.
+fn kv_rows(hosts: &[Host], rows: i64) {
+    let ddl = "CREATE TABLE kv (k BIGINT NOT NULL PRIMARY KEY, v BIGINT); PARTITION TABLE kv ON COLUMN k;";
+    sql(&hosts[0].client, ddl, vec![]);
+    for k in 0..rows {
+        let via = &hosts[k as usize % hosts.len()].client;
+        sql(via, "INSERT INTO kv VALUES (?, ?)", vec![Value::Integer(k), Value::Integer(k)]);
+    }
 }

@@ -208,7 +208,7 @@ impl Coordinator {
         if let Some(link) = self.shared.link.clone() {
             if !link.coordinates() {
                 // The coordinator moved while this waited: send it there.
-                return crate::host::forward_mp(&link, task);
+                return crate::forwarding::forward_mp(&link, task);
             }
             // Partitions another host's coordinator brought in.
             self.follow_partitions();

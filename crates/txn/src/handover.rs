@@ -106,7 +106,7 @@ impl Site {
                     self.held.push_front(task);
                     return;
                 }
-                SpDisposition::Forward => crate::host::forward_sp(&link, self.partition, task),
+                SpDisposition::Forward => crate::forwarding::forward_sp(&link, self.partition, task),
                 SpDisposition::Run => self.run_sp(task),
             }
         }
@@ -140,10 +140,9 @@ impl crate::coordinator::Coordinator {
     /// hand-over was called off) — unless the hand-over goes on.
     pub(crate) fn review_held(&mut self) {
         let Some(link) = self.shared.link.clone() else { return };
-        while !self.held.is_empty() && !link.hands_coordination_over() {
-            if let Some(task) = self.held.pop_front() {
-                self.run_txn(task);
-            }
+        while !link.hands_coordination_over() {
+            let Some(task) = self.held.pop_front() else { break };
+            self.run_txn(task);
         }
         // As for a site: once another host coordinates, this host's calls
         // keep coming here (forwarded in order) until it stops.

@@ -435,7 +435,7 @@ pub(crate) fn dispatch_sp(shared: &Shared, partition: usize, task: SpTask) {
     }
 }
 
-pub(crate) use crate::forwarding::{forward_mp, forward_sp, FORGET_TOKENS, INDEX_TOKENS};
+use crate::forwarding::{forward_mp, forward_sp, FORGET_TOKENS, INDEX_TOKENS};
 
 pub(crate) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()

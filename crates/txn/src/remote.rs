@@ -561,7 +561,7 @@ pub(crate) fn run_proxy(
 ) {
     while let Ok(msg) = inbox.recv() {
         match msg {
-            SiteMsg::Sp(task) => crate::host::forward_sp(&link, partition, task),
+            SiteMsg::Sp(task) => crate::forwarding::forward_sp(&link, partition, task),
             // (A dropped `HandOver` reply says no site here hands over.)
             SiteMsg::Stats(_) | SiteMsg::Checksums(_) | SiteMsg::HandOver(_) | SiteMsg::ReviewHeld => {}
             SiteMsg::Replay(r) => {

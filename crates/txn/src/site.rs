@@ -180,7 +180,9 @@ impl Site {
                         // over on leaving the cluster, or was deposed): the
                         // leader runs it, as it would have had the call come
                         // a moment later.
-                        Some((link, SpDisposition::Forward)) => crate::host::forward_sp(link, self.partition, task),
+                        Some((link, SpDisposition::Forward)) => {
+                            crate::forwarding::forward_sp(link, self.partition, task)
+                        }
                         // Handing the partition over: the call waits for
                         // its new leader.
                         Some((_, SpDisposition::Hold)) => self.hold(task),

@@ -21,10 +21,10 @@
 //! parked here or outstanding elsewhere (decided when the call is
 //! dispatched: one already in the site's inbox cannot wait for calls put
 //! in behind it); otherwise it is forwarded behind them, and when the
-//! fence opens the parked calls go straight into the site, in order. Only calls that entered
-//! this host are fenced: calls passing through (forwarded here by another
-//! host) go on, among them the very calls the fence waits for, sent back
-//! by the old leader that held them.
+//! fence opens the parked calls go straight into the site, in order. Only
+//! calls that entered this host are fenced: calls passing through
+//! (forwarded here by another host) go on, among them the very calls the
+//! fence waits for, sent back by the old leader that held them.
 //!
 //! An answer that the outcome is unknown (the connection to the old
 //! leader broke) opens the fence too: such a call may still run later,

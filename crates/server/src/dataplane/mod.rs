@@ -699,11 +699,11 @@ impl Link {
 
 /// Ask the host at `address` (leading `partition`) for a copy of it (a
 /// rejoin, `cluster.rs`; a host taking a copy, `copies.rs`); it arrives on
-/// this host's replication connection, beside the stream: `Ok` with the
-/// leader's answer (a
-/// refusal means nothing was sent), `Err` when it did not answer — the copy
-/// may be on its way or not, so it must not be asked for again from the
-/// same leader (two copies would arrive one after the other).
+/// this host's replication connection, beside the stream. `Ok` with the
+/// leader's answer (a refusal means nothing was sent), `Err` when it did
+/// not answer — the copy may be on its way or not, so it must not be asked
+/// for again from the same leader (two copies would arrive one after the
+/// other).
 pub(crate) async fn ask_for_copy(address: &str, partition: u32, me: HostId) -> Result<Result<()>> {
     let mut s = match open_async(address, REJOIN).await {
         Ok(s) => s,

@@ -55,6 +55,19 @@ impl Parking {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One more call parked for `partition`, counted over all partitions
+    /// and in its fence.
+    fn counted_in(&self, partition: u32) {
+        self.fences.get(partition).parked.fetch_add(1, Ordering::SeqCst);
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `n` calls parked for `partition` no longer are (sent, or refused).
+    fn counted_out(&self, partition: u32, n: usize) {
+        self.fences.get(partition).parked.fetch_sub(n, Ordering::SeqCst);
+        self.count.fetch_sub(n, Ordering::SeqCst);
+    }
+
     /// Refuse `partition`'s calls parked for [`PATIENCE`], the oldest first,
     /// until none is left.
     async fn expire(self: Arc<Self>, partition: u32) {
@@ -72,8 +85,7 @@ impl Parking {
                 if queue.is_empty() {
                     queues.remove(&partition);
                 }
-                self.fences.get(partition).parked.fetch_sub(expired.len(), Ordering::SeqCst);
-                self.count.fetch_sub(expired.len(), Ordering::SeqCst);
+                self.counted_out(partition, expired.len());
                 expired
             };
             for f in expired {
@@ -209,8 +221,7 @@ impl Link {
         } else {
             queue.push_back((now, request));
         }
-        self.parking.fences.get(partition).parked.fetch_add(1, Ordering::SeqCst);
-        self.parking.count.fetch_add(1, Ordering::SeqCst);
+        self.parking.counted_in(partition);
         if queue.len() == 1 {
             self.runtime.spawn(self.parking.clone().expire(partition));
         }
@@ -263,11 +274,9 @@ impl Link {
                         }
                     }
                     *queue = kept;
-                    self.parking.fences.get(*partition).parked.fetch_sub(sent, Ordering::SeqCst);
-                    self.parking.count.fetch_sub(sent, Ordering::SeqCst);
+                    self.parking.counted_out(*partition, sent);
                 } else if !self.taken_over(&routing, *partition) {
-                    self.parking.fences.get(*partition).parked.fetch_sub(queue.len(), Ordering::SeqCst);
-                    self.parking.count.fetch_sub(queue.len(), Ordering::SeqCst);
+                    self.parking.counted_out(*partition, queue.len());
                     failed.extend(queue.drain(..).map(|(_, f)| (*partition, f)));
                 }
             }

@@ -372,7 +372,12 @@ fn remove_host_0_under_writes(k: u32) {
 /// writes through another host go on meanwhile (host 0, their
 /// coordinator, hands the coordination over drained): none fails, and
 /// each acknowledged one counted once.
-fn calls_through_one_host_keep_their_order_while_host_0_leaves(k: u32) {
+///
+/// With `hold_forwarding`, host 1 holds the calls it forwards until host 0
+/// has left the cluster: those queued for host 0 were never sent, and go
+/// to the partitions' new leaders instead, ahead of the calls that came
+/// after them.
+fn calls_through_one_host_keep_their_order_while_host_0_leaves(k: u32, hold_forwarding: bool) {
     const KEYS: i64 = 24;
     const IN_FLIGHT: usize = 64;
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("copies-order-k{k}-{i}"))).collect();
@@ -439,8 +444,15 @@ fn calls_through_one_host_keep_their_order_while_host_0_leaves(k: u32) {
         })
     };
     std::thread::sleep(std::time::Duration::from_millis(500));
+    if hold_forwarding {
+        arm(dirs[1].path(), "forwarding_held");
+    }
     let (ok, out, err) = cluster_remove(&hosts[1].admin, &["0"]);
     assert!(ok, "joule cluster remove 0: {out}\n{err}");
+    if hold_forwarding {
+        eventually("host 1 sees host 0 gone", || states(&hosts[1].client).iter().all(|(h, _)| *h != 0));
+        disarm(dirs[1].path());
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while hosts[0].child.try_wait().unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "the removed host did not stop");
@@ -469,12 +481,19 @@ fn calls_through_one_host_keep_their_order_while_host_0_leaves(k: u32) {
 
 #[test]
 fn calls_through_one_host_keep_their_order_while_a_k1_host_leaves() {
-    calls_through_one_host_keep_their_order_while_host_0_leaves(1);
+    calls_through_one_host_keep_their_order_while_host_0_leaves(1, false);
 }
 
 #[test]
 fn calls_through_one_host_keep_their_order_while_a_k0_host_leaves() {
-    calls_through_one_host_keep_their_order_while_host_0_leaves(0);
+    calls_through_one_host_keep_their_order_while_host_0_leaves(0, false);
+}
+
+/// Calls a host forwarded to one that left before they were sent are not
+/// refused: they go to the new leaders, in order.
+#[test]
+fn calls_queued_for_a_host_that_left_go_to_the_new_leaders_in_order() {
+    calls_through_one_host_keep_their_order_while_host_0_leaves(0, true);
 }
 
 #[test]

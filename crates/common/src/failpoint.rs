@@ -8,9 +8,10 @@
 //! whether the file `DIR/NAME` exists, and aborts (or waits while it
 //! exists) if it does: a test arms a point on one host by creating that
 //! file while the host runs, and releases a pause by removing it. Without the
-//! variable a check is one read of a value computed once. Points sit only
-//! on rare paths (a cluster's multi-partition commit), never once per
-//! single-partition transaction.
+//! variable a check is one read of a value computed once. Points sit on
+//! rare paths (a cluster's multi-partition commit), never once per
+//! single-partition transaction; the one nearest a hot path
+//! (`forwarding_held`) is checked once per write of forwarded calls.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

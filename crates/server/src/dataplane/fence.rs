@@ -26,6 +26,11 @@
 //! (forwarded here by another host) go on, among them the very calls the
 //! fence waits for, sent back by the old leader that held them.
 //!
+//! A call still queued for the old leader when it leaves the cluster (or
+//! is declared failed) was never sent: the forwarding connection hands it
+//! back (`Link::send_back`), and it goes first in the partition's line
+//! here, then out of the old fence — nothing that came after it passes it.
+//!
 //! An answer that the outcome is unknown (the connection to the old
 //! leader broke) opens the fence too: such a call may still run later,
 //! after calls sent to the new leader — its caller was told its outcome is
@@ -34,13 +39,13 @@
 //! may still have calls run out of order.
 //!
 //! The fence costs a forwarded call one compare-and-swap when it is sent
-//! and one subtraction when it is answered (its sink is wrapped so that
-//! this happens once whatever answers it), and a call that entered the
+//! and one subtraction when it is answered (the call carries a ticket,
+//! dropped once whatever answers it), and a call that entered the
 //! host that leads its partition one `ArcSwap` load and two atomic loads
 //! when it is dispatched.
 
 use super::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One partition's fence: the host its outstanding forwarded calls went
 /// to (high 32 bits) and how many there are (low 32 bits), in one word so
@@ -127,19 +132,17 @@ impl Fences {
     }
 }
 
-/// A forwarded call's sink that counts the call out of its partition's
-/// fence when it is answered (or dropped unanswered), and opens the fence
-/// for what waits on it.
-struct Fenced {
-    inner: Arc<dyn ResponseSink>,
+/// A forwarded call's place in its partition's fence: counted out when
+/// the call is answered, or dropped unanswered, or handed back unsent
+/// (`Forward::fenced`), and the fence opened for what waits on it.
+pub(super) struct FenceTicket {
     fence: Arc<Fence>,
     link: std::sync::Weak<Link>,
-    left: AtomicBool,
 }
 
-impl Fenced {
-    fn leave(&self) {
-        if self.left.swap(true, Ordering::SeqCst) || !self.fence.leave() {
+impl Drop for FenceTicket {
+    fn drop(&mut self) {
+        if !self.fence.leave() {
             return;
         }
         if let Some(link) = self.link.upgrade() {
@@ -148,36 +151,18 @@ impl Fenced {
     }
 }
 
-impl ResponseSink for Fenced {
-    fn deliver(&self, handle: u64, response: Response) {
-        self.leave();
-        self.inner.deliver(handle, response);
-    }
-}
-
-impl Drop for Fenced {
-    fn drop(&mut self) {
-        self.leave();
-    }
-}
-
 impl Link {
     /// Count `request`, forwarded to `target` for `partition`, into the
-    /// partition's fence: the request with its sink wrapped, or back as it
-    /// was if calls are outstanding at another host (it must wait).
-    pub(super) fn enter_fence(
-        &self,
-        partition: u32,
-        target: HostId,
-        mut request: Forward,
-    ) -> std::result::Result<Forward, Forward> {
+    /// partition's fence, giving it its ticket; `false` (the request left
+    /// as it was) if calls are outstanding at another host: it must wait.
+    pub(super) fn enter_fence(&self, partition: u32, target: HostId, request: &mut Forward) -> bool {
         let fence = self.parking.fences.get(partition);
         if !fence.enter(target) {
-            return Err(request);
+            return false;
         }
-        let link = self.me_weak.clone();
-        request.sink = Arc::new(Fenced { inner: request.sink, fence, link, left: AtomicBool::new(false) });
-        Ok(request)
+        debug_assert!(request.fenced.is_none(), "a call is in one fence at most");
+        request.fenced = Some(FenceTicket { fence, link: self.me_weak.clone() });
+        true
     }
 
     /// Whether this host, leading `partition`, may send a call that

@@ -4,13 +4,39 @@
 
 use super::*;
 
+/// A call on its way to another host.
 pub(super) struct Forward {
+    pub(super) to: Destination,
     pub(super) call: WireCall,
     pub(super) handle: u64,
     pub(super) sink: Arc<dyn ResponseSink>,
+    /// Its place in its partition's fence, while it is forwarded to
+    /// another host (`fence.rs`).
+    pub(super) fenced: Option<super::fence::FenceTicket>,
 }
 
-pub(super) type Pending = Arc<Mutex<HashMap<u64, (u64, Arc<dyn ResponseSink>)>>>;
+impl Forward {
+    /// Answer the caller, the call counted out of its fence first.
+    pub(super) fn answer(self, response: Response) {
+        Sent { handle: self.handle, sink: self.sink, fenced: self.fenced }.answer(response)
+    }
+}
+
+/// A call written to the forwarding connection, waiting for its answer.
+pub(super) struct Sent {
+    handle: u64,
+    sink: Arc<dyn ResponseSink>,
+    fenced: Option<super::fence::FenceTicket>,
+}
+
+impl Sent {
+    fn answer(self, response: Response) {
+        drop(self.fenced);
+        self.sink.deliver(self.handle, response);
+    }
+}
+
+pub(super) type Pending = Arc<Mutex<HashMap<u64, Sent>>>;
 
 /// How long a host removed from the cluster is waited for to answer the
 /// calls forwarded to it before they end unknown: it stops once the
@@ -19,10 +45,15 @@ pub(super) type Pending = Arc<Mutex<HashMap<u64, (u64, Arc<dyn ResponseSink>)>>>
 const RETIRED_PATIENCE: Duration = Duration::from_secs(40);
 
 /// Carry calls to one host over one connection, reopened when it breaks.
+///
+/// Calls never written because `target` is no longer up (it left the
+/// cluster, or was declared failed) go back to this host's `link` to be
+/// routed again by the routing now (`Link::send_back`): they did not run.
 pub(super) async fn forwarder(
     address: String,
     target: HostId,
     routing: Shared<Routing>,
+    link: std::sync::Weak<Link>,
     mut requests: tokio::sync::mpsc::UnboundedReceiver<Forward>,
 ) {
     let mut next_id: u64 = 0;
@@ -39,8 +70,8 @@ pub(super) async fn forwarder(
             }
         };
         if !routing.load().up.contains_key(&target) {
-            let e = err!(Unavailable, "host {target} is down: the call was not forwarded");
-            fail_waiting(first, e, &mut requests);
+            let e = || err!(Unavailable, "host {target} is down: the call was not forwarded");
+            route_again(&link, first, &mut requests, e);
             continue;
         }
         let stream = match open_forwarding(&address).await {
@@ -58,8 +89,8 @@ pub(super) async fn forwarder(
                 while let Ok(body) = read_body_async(&mut rd).await {
                     let Ok((id, response)) = decode::<(u64, WireResponse)>(&body) else { break };
                     let entry = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                    if let Some((handle, sink)) = entry {
-                        sink.deliver(handle, response.into_response());
+                    if let Some(sent) = entry {
+                        sent.answer(response.into_response());
                     }
                 }
             })
@@ -69,7 +100,11 @@ pub(super) async fn forwarder(
         loop {
             // A host declared failed (dead, hung, cut off) answers nothing
             // more: what waits on it ends as unknown. One removed from the
-            // cluster answers what it took before it stops.
+            // cluster answers what it took before it stops. (A test holds
+            // this host's forwarded calls here: `forwarding_held`.)
+            while joule_common::failpoint::armed("forwarding_held") {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let r = routing.load();
             let up = r.up.contains_key(&target);
             if !up && r.retired.contains(&target) {
@@ -79,6 +114,11 @@ pub(super) async fn forwarder(
                 && retired_since.is_some_and(|t| t.elapsed() < RETIRED_PATIENCE)
                 && !pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
             if !up && !answering {
+                // A call taken and not written yet is routed again.
+                if let Some(r) = request.take() {
+                    let e = || err!(Unavailable, "host {target} is down: the call was not forwarded");
+                    route_again(&link, r, &mut requests, e);
+                }
                 break;
             }
             let Some(r) = request.take() else {
@@ -92,9 +132,10 @@ pub(super) async fn forwarder(
                 }
             };
             // Nothing new goes to a host that left the cluster (it only
-            // answers what it took): refused, not sent.
+            // answers what it took): routed again, not sent.
             if !up {
-                fail(r, err!(Unavailable, "host {target} left the cluster: the call was not forwarded"));
+                let e = || err!(Unavailable, "host {target} left the cluster: the call was not forwarded");
+                route_again(&link, r, &mut requests, e);
                 continue;
             }
             // Everything queued goes out in one write.
@@ -102,12 +143,12 @@ pub(super) async fn forwarder(
             let mut next = Some(r);
             while let Some(r) = next.take() {
                 next_id += 1;
-                pending.lock().unwrap_or_else(|p| p.into_inner()).insert(next_id, (r.handle, r.sink.clone()));
-                if let Err(e) = append_frame(&(next_id, &r.call), &mut buf) {
+                let Forward { call, handle, sink, fenced, .. } = r;
+                if let Err(e) = append_frame(&(next_id, &call), &mut buf) {
                     // Not sent: say so to this caller alone.
-                    if let Some((handle, sink)) = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&next_id) {
-                        sink.deliver(handle, Response::failure(e, None));
-                    }
+                    Sent { handle, sink, fenced }.answer(Response::failure(e, None));
+                } else {
+                    pending.lock().unwrap_or_else(|p| p.into_inner()).insert(next_id, Sent { handle, sink, fenced });
                 }
                 if buf.len() < 1 << 20 {
                     next = requests.try_recv().ok();
@@ -120,10 +161,29 @@ pub(super) async fn forwarder(
         reader.abort();
         // Calls written and not answered: they may have run.
         let lost: Vec<_> = pending.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        for (_, (handle, sink)) in lost {
+        for (_, sent) in lost {
             let e = err!(OutcomeUnknown, "the connection to {address} broke before the forwarded call was answered");
-            sink.deliver(handle, Response::failure(e, None));
+            sent.answer(Response::failure(e, None));
         }
+    }
+}
+
+/// `first` and the calls queued behind it were not sent (their host is no
+/// longer up): back to `link` to be routed again, in their order; failed
+/// with `e` if this host is stopping.
+fn route_again(
+    link: &std::sync::Weak<Link>,
+    first: Forward,
+    requests: &mut tokio::sync::mpsc::UnboundedReceiver<Forward>,
+    e: impl Fn() -> Error,
+) {
+    let mut unsent = vec![first];
+    while let Ok(r) = requests.try_recv() {
+        unsent.push(r);
+    }
+    match link.upgrade() {
+        Some(link) => link.send_back(unsent),
+        None => unsent.into_iter().for_each(|r| fail(r, e())),
     }
 }
 
@@ -153,7 +213,8 @@ impl Link {
     /// the routing names no host up for it.
     /// A call that entered this host for a partition whose fence is closed
     /// (`fence.rs`) comes back, unsent.
-    pub(super) fn send(&self, to: Destination, mut request: Forward) -> Option<Forward> {
+    pub(super) fn send(&self, mut request: Forward) -> Option<Forward> {
+        let to = request.to;
         let routing = self.routing.load();
         request.call.metadata = routing.version;
 
@@ -183,11 +244,8 @@ impl Link {
                 self.run_here(request);
                 return None;
             }
-            if entered {
-                match self.enter_fence(p, target, request) {
-                    Ok(counted) => request = counted,
-                    Err(stopped) => return Some(stopped),
-                }
+            if entered && !self.enter_fence(p, target, &mut request) {
+                return Some(request);
             }
         }
         if let Some(tx) = self.forwarders.load().get(&target) {
@@ -211,7 +269,7 @@ impl Link {
             m.insert(target, tx.clone());
             m
         });
-        self.runtime.spawn(forwarder(address.clone(), target, self.routing.clone(), rx));
+        self.runtime.spawn(forwarder(address.clone(), target, self.routing.clone(), self.me_weak.clone(), rx));
         None
     }
 }
@@ -224,7 +282,7 @@ impl Link {
         let Some(host) = self.host.get().and_then(std::sync::Weak::upgrade) else {
             return fail(request, err!(Unavailable, "the host is shutting down"));
         };
-        let Forward { call, handle, sink } = request;
+        let Forward { call, handle, sink, .. } = request;
         let mut client = host.client();
         client.use_database(&call.database);
         client.set_hops(call.hops);
@@ -233,7 +291,7 @@ impl Link {
 }
 
 pub(super) fn fail(f: Forward, e: Error) {
-    f.sink.deliver(f.handle, Response::failure(e, None));
+    f.answer(Response::failure(e, None));
 }
 
 /// Answers to forwarded calls, queued for the connection's writer; counts

@@ -358,7 +358,7 @@ impl ClusterLink for Link {
     fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>) {
         let which = usize::from(to == Destination::Coordinator);
         self.forwarded[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.forward_request(to, Forward { call, handle, sink });
+        self.forward_request(Forward { to, call, handle, sink, fenced: None });
     }
 
     fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>> {

@@ -106,7 +106,7 @@ thread_local! {
     /// forwarded meanwhile (one run here that now routes elsewhere: the
     /// ring moved, say) is kept here and forwarded once the lock is
     /// released — it would otherwise wait for that lock on its own thread.
-    static UNPARKING: std::cell::RefCell<Option<Vec<(Destination, Forward)>>> = const { std::cell::RefCell::new(None) };
+    static UNPARKING: std::cell::RefCell<Option<Vec<Forward>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Whether `request` entered this host from a client (it is forwarded for
@@ -129,23 +129,55 @@ impl Link {
             && routing.leaders[partition as usize].is_some_and(|l| self.parking.fences.open_to(partition, l))
     }
 
-    /// Forward `request` to `to`: parked if it must wait, sent otherwise.
-    pub(super) fn forward_request(&self, to: Destination, request: Forward) {
+    /// Forward `request` to its destination: parked if it must wait, sent
+    /// otherwise.
+    pub(super) fn forward_request(&self, request: Forward) {
         let mut request = Some(request);
         UNPARKING.with(|u| {
             if let Some(kept) = u.borrow_mut().as_mut() {
-                kept.extend(request.take().map(|r| (to, r)));
+                kept.extend(request.take());
             }
         });
         let Some(mut request) = request else { return };
-        if let Destination::Partition(p) = to {
+        if let Destination::Partition(p) = request.to {
             match self.park(p, request) {
                 Some(r) => request = r,
                 None => return,
             }
         }
-        if let (Some(stopped), Destination::Partition(p)) = (self.send(to, request), to) {
-            self.wait_behind_fence(p, stopped);
+        if let Some(stopped) = self.send(request) {
+            if let Destination::Partition(p) = stopped.to {
+                self.wait_behind_fence(p, stopped);
+            }
+        }
+    }
+
+    /// Calls forwarded to a host that is no longer up and never sent to it
+    /// (`forward.rs`), in the order they were sent: routed again by the
+    /// routing now. A partition's calls go first in its line — every call
+    /// parked for it came after them — and leave the fence they were
+    /// counted in only once there, so that no later call passes them
+    /// meanwhile.
+    pub(super) fn send_back(&self, unsent: Vec<Forward>) {
+        let mut tickets = Vec::new();
+        let mut to_coordinator = Vec::new();
+        {
+            let mut queues = self.parking.lock();
+            // Each put first in line: the last one first.
+            for mut request in unsent.into_iter().rev() {
+                match request.to {
+                    Destination::Partition(p) => {
+                        tickets.push(request.fenced.take());
+                        self.enqueue(&mut queues, p, request, true);
+                    }
+                    Destination::Coordinator => to_coordinator.push(request),
+                }
+            }
+        }
+        drop(tickets);
+        self.unpark();
+        for request in to_coordinator.into_iter().rev() {
+            self.forward_request(request);
         }
     }
 
@@ -266,7 +298,7 @@ impl Link {
                     for (since, request) in queue.drain(..) {
                         if fenced && entered_here(&request) {
                             kept.push_back((since, request));
-                        } else if let Some(stopped) = self.send(Destination::Partition(*partition), request) {
+                        } else if let Some(stopped) = self.send(request) {
                             fenced = true;
                             kept.push_back((since, stopped));
                         } else {
@@ -287,8 +319,8 @@ impl Link {
             fail(f, e);
         }
         if !nested {
-            for (to, request) in UNPARKING.with(|u| u.borrow_mut().take()).unwrap_or_default() {
-                self.forward_request(to, request);
+            for request in UNPARKING.with(|u| u.borrow_mut().take()).unwrap_or_default() {
+                self.forward_request(request);
             }
         }
     }

@@ -632,6 +632,48 @@ fn a_rejoin_whose_request_goes_unanswered_waits_for_the_copy_on_its_way() {
     assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 51);
 }
 
+/// A rejoining host whose request for a copy is lost before the leader
+/// acts on it (failpoint `rejoin_request_lost`) waits for a copy that is not
+/// coming only until nothing of it has arrived for 30 s: it then gives the
+/// start up with an error saying so (rather than waiting 10 minutes), and
+/// started again it rejoins.
+#[test]
+fn a_rejoin_whose_request_is_lost_gives_up_once_nothing_arrives_and_starts_again() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("rejoin-lost-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    kv_rows(&hosts[..2], 50);
+    let _ = hosts[2].child.kill();
+    let _ = hosts[2].child.wait();
+    eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
+    for dir in &dirs[..2] {
+        arm(dir.path(), "rejoin_request_lost");
+    }
+    let mut started = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]);
+    let waited = wait_line(&started.stderr, "did not answer the request for a copy");
+    assert!(waited.contains("waiting for the copy it may be sending"), "{waited}");
+    let asked = std::time::Instant::now();
+    let deadline = asked + std::time::Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = started.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "host 2 still waits for a copy that is not coming");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!status.success(), "the start is given up: {status:?}");
+    let said = wait_line(&started.stderr, "arrived for 30 s");
+    assert!(said.contains("start this host again"), "{said}");
+    assert!(asked.elapsed() >= std::time::Duration::from_secs(25), "given up after {:?}", asked.elapsed());
+    for dir in &dirs[..2] {
+        disarm(dir.path());
+    }
+    hosts[2] = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
+    eventually("host 2 rejoined", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    replicas_agree(&clients, 2).unwrap();
+    assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 50);
+}
+
 /// A partitioned table `kv (k, v)` with rows `(k, k)` for `k` below
 /// `rows`, inserted through `hosts` in turn.
 fn kv_rows(hosts: &[Host], rows: i64) {

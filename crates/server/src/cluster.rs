@@ -371,11 +371,27 @@ pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     // host up with half a copy.
     // (Complete means level with the leader's stream: loaded, and every
     // batch the leader shipped while the copy travelled applied too.)
+    // A copy that stops coming (nothing of it arrives for COPY_STALL: the
+    // request or the copy was lost, or the leader dropped this host) ends
+    // the start too; a large copy that keeps coming is waited for however
+    // long it takes.
     let level = |p: u32, leader: HostId| ctx.link.as_ref().is_some_and(|l| l.copy_level(p, leader));
-    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let arrived = |p: u32| ctx.link.as_ref().map_or(0, |l| l.batches_arrived(p));
+    let mut last_arrival: BTreeMap<u32, (u64, std::time::Instant)> =
+        asked.iter().map(|(p, _, _)| (*p, (arrived(*p), std::time::Instant::now()))).collect();
     while !asked.iter().all(|(p, leader, _)| level(*p, *leader)) {
-        if std::time::Instant::now() > deadline {
-            bail!(Unavailable, "the partitions' copies did not arrive within 10 minutes; start this host again");
+        for (p, leader, _) in asked.iter().filter(|(p, leader, _)| !level(*p, *leader)) {
+            let (seen, since) = last_arrival.entry(*p).or_insert((0, std::time::Instant::now()));
+            if arrived(*p) != *seen {
+                (*seen, *since) = (arrived(*p), std::time::Instant::now());
+            } else if since.elapsed() >= COPY_STALL {
+                bail!(
+                    Unavailable,
+                    "partition {p}: nothing of the copy asked of host {leader} arrived for {} s (the request or the \
+                     copy was lost on the way, or that host gave this one up); start this host again",
+                    COPY_STALL.as_secs()
+                );
+            }
         }
         let now = node.metadata();
         let gone = asked
@@ -563,6 +579,12 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
     ctx.event(line);
     Ok(true)
 }
+
+/// How long a rejoining host waits with nothing of a copy it asked for
+/// arriving before it gives the start up: a leader sends a copy's first
+/// piece within a second or two of the request, and the next ones as the
+/// host takes them.
+const COPY_STALL: Duration = Duration::from_secs(30);
 
 /// Ask partition `p`'s leader for a copy (retried for a minute while it
 /// cannot be reached): the leader asked and its incarnation, or `None` if

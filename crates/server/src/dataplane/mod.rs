@@ -318,6 +318,12 @@ impl Link {
         self.progress.is_level(partition, leader)
     }
 
+    /// How many batches of `partition` arrived here so far: a rejoining
+    /// host whose copy is not level sees by it whether the copy still comes.
+    pub(crate) fn batches_arrived(&self, partition: u32) -> u64 {
+        self.progress.arrivals(partition)
+    }
+
     /// This host is about to ask for a copy of `partition` (again).
     pub(crate) fn expect_copy(&self, partition: u32) {
         self.progress.expect_copy(partition)
@@ -621,6 +627,11 @@ async fn serve_one(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link
 /// Serve a rejoining host's request for a copy of a partition led here.
 async fn serve_rejoin(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link>) {
     let Ok(body) = read_body_async(&mut s).await else { return };
+    // Fault injection: the request is lost before the leader acts on it
+    // (`crates/cli/tests/cluster.rs`).
+    if joule_common::failpoint::armed("rejoin_request_lost") {
+        return;
+    }
     let result = match decode::<(u32, u64)>(&body) {
         Ok((partition, joiner)) if !link.routing.load().holds_or_takes(partition, joiner) => {
             Err(err!(InvalidArgument, "host {joiner} holds no copy of partition {partition} and takes none"))

@@ -543,6 +543,9 @@ pub(crate) struct ReplicaProgress {
     /// said is level with its stream (`beside.rs`): until then it may lack
     /// batches the leader released, and must not count as a copy.
     level: Mutex<BTreeMap<u32, HostId>>,
+    /// Per partition: how many batches (copy pieces included) arrived, so
+    /// that a rejoining host sees whether its copy is still coming.
+    arrivals: Mutex<BTreeMap<u32, u64>>,
 }
 
 /// What to do with a batch that arrived.
@@ -566,6 +569,7 @@ impl ReplicaProgress {
         if let Some(e) = refuse() {
             return Err(e);
         }
+        *self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).entry(b.partition).or_default() += 1;
         Ok(match received.get_mut(&b.partition) {
             Some((from, stream, last)) if *from == b.from && *stream == b.stream => {
                 if b.copy && b.sequence < *last {
@@ -636,6 +640,12 @@ impl ReplicaProgress {
     /// the stream of `leader` since it last asked for a copy.
     pub(crate) fn is_level(&self, partition: u32, leader: HostId) -> bool {
         self.level.lock().unwrap_or_else(|p| p.into_inner()).get(&partition) == Some(&leader)
+    }
+
+    /// How many batches of `partition` arrived here (copy pieces and level
+    /// markers included), refused ones aside.
+    pub(crate) fn arrivals(&self, partition: u32) -> u64 {
+        self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).copied().unwrap_or(0)
     }
 
     /// This host asks for a copy of `partition` (again): not level until
@@ -897,6 +907,11 @@ mod tests {
             matches!(p.arrive(&batch(9, 43, false, 0), || None).unwrap(), Arrival::Gap(42)),
             "the leader stopped sending after the copy"
         );
+        // Every batch that arrived is counted (a rejoining host watches the
+        // count while its copy comes); refused ones are not.
+        assert_eq!(p.arrivals(3), 11);
+        assert!(p.arrive(&batch(9, 44, false, 0), || Some(err!(Unavailable, "no"))).is_err());
+        assert_eq!((p.arrivals(3), p.arrivals(4)), (11, 0));
     }
 
     #[test]

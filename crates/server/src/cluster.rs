@@ -583,8 +583,9 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
 /// How long a rejoining host waits with nothing of a copy it asked for
 /// arriving before it gives the start up: a leader sends a copy's first
 /// piece within a second or two of the request, and the next ones as the
-/// host takes them.
-const COPY_STALL: Duration = Duration::from_secs(30);
+/// host takes them (its shipper may wait first for another copy of the
+/// partition on its way, under a heavy load: `beside.rs`).
+const COPY_STALL: Duration = Duration::from_secs(60);
 
 /// Ask partition `p`'s leader for a copy (retried for a minute while it
 /// cannot be reached): the leader asked and its incarnation, or `None` if

@@ -28,8 +28,11 @@
 //!
 //! A call still queued for the old leader when it leaves the cluster (or
 //! is declared failed) was never sent: the forwarding connection hands it
-//! back (`Link::send_back`), and it goes first in the partition's line
-//! here, then out of the old fence — nothing that came after it passes it.
+//! back (`Link::send_back`), and it joins the partition's line here ahead
+//! of every call that came after it (the line keeps the order calls came
+//! in, `Forward::seq`), then leaves the old fence. Whoever checks whether
+//! the line is empty reads it before the fence and again after, so nothing
+//! that came after the call passes it.
 //!
 //! An answer that the outcome is unknown (the connection to the old
 //! leader broke) opens the fence too: such a call may still run later,
@@ -173,9 +176,12 @@ impl Link {
     pub(super) fn may_run_here(&self, partition: u32) -> bool {
         let fences = self.parking.fences.0.load();
         let Some(fence) = fences.get(partition as usize) else { return true };
-        // Parked first: a parked call is counted into its fence (or handed
-        // to the site) before it is counted out of the parked ones.
-        fence.parked.load(Ordering::SeqCst) == 0 && fence.word.load(Ordering::SeqCst) & COUNT == 0
+        // Parked, fence, parked again: a parked call is counted into its
+        // fence (or handed to the site) before it is counted out of the
+        // parked ones, and a call handed back unsent (`Link::send_back`) is
+        // counted in before it leaves its fence.
+        let nothing_parked = || fence.parked.load(Ordering::SeqCst) == 0;
+        nothing_parked() && fence.word.load(Ordering::SeqCst) & COUNT == 0 && nothing_parked()
     }
 
     /// The last call outstanding behind a fence was answered: send on the

@@ -6,6 +6,9 @@ use super::*;
 
 /// A call on its way to another host.
 pub(super) struct Forward {
+    /// The order it came to this host's data plane in: calls parked for a
+    /// partition wait in this order (`parking.rs`).
+    pub(super) seq: u64,
     pub(super) to: Destination,
     pub(super) call: WireCall,
     pub(super) handle: u64,

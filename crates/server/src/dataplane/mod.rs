@@ -196,6 +196,8 @@ pub(crate) struct Link {
     sessions: SessionPool,
     /// Calls this host forwarded: to a partition's leader, to the coordinator.
     pub forwarded: [std::sync::atomic::AtomicU64; 2],
+    /// The next forwarded call's `Forward::seq`.
+    forward_seq: std::sync::atomic::AtomicU64,
     /// Calls waiting while their partition's new leader takes over.
     parking: Arc<parking::Parking>,
     /// Calls other hosts forwarded here and not answered yet (a host
@@ -256,6 +258,7 @@ impl Link {
             shippers: Mutex::default(),
             sessions: Arc::default(),
             forwarded: Default::default(),
+            forward_seq: Default::default(),
             parking: Arc::default(),
             serving: Arc::default(),
         })
@@ -364,7 +367,8 @@ impl ClusterLink for Link {
     fn forward(&self, to: Destination, call: WireCall, handle: u64, sink: Arc<dyn ResponseSink>) {
         let which = usize::from(to == Destination::Coordinator);
         self.forwarded[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.forward_request(Forward { to, call, handle, sink, fenced: None });
+        let seq = self.forward_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.forward_request(Forward { seq, to, call, handle, sink, fenced: None });
     }
 
     fn open_remote(&self, partition: u32) -> Result<Box<dyn RemoteSite>> {

@@ -163,12 +163,11 @@ impl Link {
         let mut to_coordinator = Vec::new();
         {
             let mut queues = self.parking.lock();
-            // Each put first in line: the last one first.
-            for mut request in unsent.into_iter().rev() {
+            for mut request in unsent {
                 match request.to {
                     Destination::Partition(p) => {
                         tickets.push(request.fenced.take());
-                        self.enqueue(&mut queues, p, request, true);
+                        self.enqueue(&mut queues, p, request);
                     }
                     Destination::Coordinator => to_coordinator.push(request),
                 }
@@ -176,7 +175,7 @@ impl Link {
         }
         drop(tickets);
         self.unpark();
-        for request in to_coordinator.into_iter().rev() {
+        for request in to_coordinator {
             self.forward_request(request);
         }
     }
@@ -210,7 +209,11 @@ impl Link {
                 Self::routable(routing, partition)
             }
         };
-        if self.parking.count.load(Ordering::SeqCst) == 0 && ready(&self.routing.load()) {
+        // Parked count, fence, parked count again: a call handed back is
+        // counted in before its fence opens (`send_back`), one sent on from
+        // the line counted out only after it is in the new fence.
+        let nothing_parked = || self.parking.count.load(Ordering::SeqCst) == 0;
+        if nothing_parked() && ready(&self.routing.load()) && nothing_parked() {
             return Some(request);
         }
         {
@@ -223,36 +226,34 @@ impl Link {
             if !waiting && (ready(&routing) || no_leader_coming) {
                 return Some(request);
             }
-            self.enqueue(&mut queues, partition, request, false);
+            self.enqueue(&mut queues, partition, request);
         }
         self.unpark_if_ready(partition, entered);
         None
     }
 
     /// `request`, which entered this host, found `partition`'s fence closed
-    /// when it was sent: it waits first in line (calls parked meanwhile
-    /// came after it) until the fence opens.
+    /// when it was sent: it waits, ahead of the calls parked meanwhile
+    /// (they came after it), until the fence opens.
     pub(super) fn wait_behind_fence(&self, partition: u32, request: Forward) {
-        self.enqueue(&mut self.parking.lock(), partition, request, true);
+        self.enqueue(&mut self.parking.lock(), partition, request);
         self.unpark_if_ready(partition, true);
     }
 
-    fn enqueue(
-        &self,
-        queues: &mut BTreeMap<u32, VecDeque<(Instant, Forward)>>,
-        partition: u32,
-        request: Forward,
-        first: bool,
-    ) {
+    /// Put `request` in `partition`'s line in the order calls came to this
+    /// host's data plane (`Forward::seq`): behind every call that came
+    /// before it. A call parking as it comes goes last; one that comes back
+    /// — stopped by the fence as it was sent, or handed back unsent by the
+    /// connection to a host that left — goes ahead of the calls that came
+    /// after it, and behind those handed back before it.
+    fn enqueue(&self, queues: &mut BTreeMap<u32, VecDeque<(Instant, Forward)>>, partition: u32, request: Forward) {
         let queue = queues.entry(partition).or_default();
+        let at = queue.iter().rposition(|(_, f)| f.seq < request.seq).map_or(0, |i| i + 1);
+        // Stamped no later than the call behind it: the line expires from
+        // its front.
         let now = Instant::now();
-        if first {
-            // (Stamped no later than the call behind it, which expires first.)
-            let since = queue.front().map_or(now, |(t, _)| (*t).min(now));
-            queue.push_front((since, request));
-        } else {
-            queue.push_back((now, request));
-        }
+        let since = queue.get(at).map_or(now, |(t, _)| (*t).min(now));
+        queue.insert(at, (since, request));
         self.parking.counted_in(partition);
         if queue.len() == 1 {
             self.runtime.spawn(self.parking.clone().expire(partition));
@@ -323,5 +324,52 @@ impl Link {
                 self.forward_request(request);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers, by handle, as they come.
+    #[derive(Default)]
+    struct Answers(Mutex<Vec<u64>>);
+
+    impl ResponseSink for Answers {
+        fn deliver(&self, handle: u64, _: Response) {
+            self.0.lock().unwrap().push(handle);
+        }
+    }
+
+    fn call(seq: u64, sink: &Arc<Answers>) -> Forward {
+        let call = WireCall {
+            database: String::new(),
+            procedure: "Step".into(),
+            params: Vec::new(),
+            hops: 1,
+            ring: 0,
+            metadata: 0,
+        };
+        Forward { seq, to: Destination::Partition(0), call, handle: seq, sink: sink.clone(), fenced: None }
+    }
+
+    #[test]
+    fn a_partitions_line_keeps_the_order_calls_came_in() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let link = Link::new(1, &ClusterMetadata::default(), Routes::default(), runtime.handle().clone(), None, false);
+        let answers = Arc::new(Answers::default());
+        let park = |seq| link.enqueue(&mut link.parking.lock(), 0, call(seq, &answers));
+        // Calls 5 and 7 park as they come; 3 and 4 come back from a host
+        // that left (handed back in their order), 6 is stopped by the
+        // fence as it is sent, 9 parks as it comes.
+        for seq in [5, 7, 3, 4, 6, 9] {
+            park(seq);
+        }
+        let line: Vec<u64> = link.parking.lock()[&0].iter().map(|(_, f)| f.seq).collect();
+        assert_eq!(line, vec![3, 4, 5, 6, 7, 9]);
+        assert_eq!(link.parked(), 6);
+        let stamps: Vec<Instant> = link.parking.lock()[&0].iter().map(|(t, _)| *t).collect();
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "the line expires from its front");
+        assert!(answers.0.lock().unwrap().is_empty(), "parked, not answered");
     }
 }

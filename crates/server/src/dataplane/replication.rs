@@ -642,8 +642,8 @@ impl ReplicaProgress {
         self.level.lock().unwrap_or_else(|p| p.into_inner()).get(&partition) == Some(&leader)
     }
 
-    /// How many batches of `partition` arrived here (copy pieces and level
-    /// markers included), refused ones aside.
+    /// How many batches of `partition` arrived here (copy pieces included;
+    /// level markers, which end a copy, are not), refused ones aside.
     pub(crate) fn arrivals(&self, partition: u32) -> u64 {
         self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).copied().unwrap_or(0)
     }

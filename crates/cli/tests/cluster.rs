@@ -7,7 +7,7 @@ mod common;
 
 use common::cluster::*;
 use common::TempDir;
-use joule_common::Value;
+use joule_common::{ErrorCode, Value};
 use std::process::Command;
 use std::time::Duration;
 
@@ -176,6 +176,73 @@ fn a_hung_host_is_declared_failed_and_stops_when_it_wakes() {
     assert!(!status.success());
     let said = wait_line(&hosts[2].stderr, "JouleDB stopped");
     assert!(said.contains("declared host 2 failed"), "{said}");
+}
+
+/// Calls forwarded to a host that hangs fill the forwarding connection
+/// until its write blocks (the hung host reads nothing, and TCP waits for
+/// it forever). Once the host is declared failed each call is answered —
+/// run by the partition's new leader if it was never written, its outcome
+/// unknown if it was — rather than waiting for the host to wake.
+#[test]
+fn calls_forwarded_to_a_hung_host_are_answered_once_it_is_declared_failed() {
+    const CALLS: usize = 600;
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("hung-forward-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    let ddl = "CREATE TABLE big (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(200000)); PARTITION TABLE big ON COLUMN k;";
+    sql(&hosts[0].client, ddl, vec![]);
+    // Host 1's forwarding connection to host 0 is open.
+    for k in 1_000_000..1_000_030i64 {
+        sql(&hosts[1].client, "INSERT INTO big VALUES (?, 'x')", vec![Value::Integer(k)]);
+    }
+    let pid = hosts[0].child.id() as libc::pid_t;
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // 60 MB of calls through host 1, a third of them for host 0's
+    // partitions: more than the connection to it holds.
+    let entry = hosts[1].client.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let answers = rt.block_on(async move {
+        let options = joule_client::Options {
+            route_to_leaders: false,
+            discover_hosts: false,
+            connections_per_address: 1,
+            ..Default::default()
+        };
+        let client = joule_client::Client::connect(&[entry.as_str()], options).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let value = "v".repeat(100_000);
+        for k in 0..CALLS as i64 {
+            let tx = tx.clone();
+            let params = vec![Value::Integer(k), Value::from(value.as_str())];
+            let sent = client.call_with("BIG.insert", params, move |r| drop(tx.send(r.map(|_| ()))));
+            sent.expect("the call goes out");
+        }
+        let mut answers = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while answers.len() < CALLS {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => answers.push(r),
+                _ => break,
+            }
+        }
+        answers
+    });
+    let states_now = states(&hosts[1].client);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let _ = hosts[0].child.kill();
+    assert_eq!(answers.len(), CALLS, "calls unanswered 60 s on (hosts: {states_now:?})");
+    let run = answers.iter().filter(|r| r.is_ok()).count();
+    let unknown = answers.iter().filter(|r| matches!(r, Err(e) if e.code() == ErrorCode::OutcomeUnknown)).count();
+    let refused: std::collections::BTreeSet<String> =
+        answers.iter().filter_map(|r| r.as_ref().err()).map(|e| e.to_string()).collect();
+    eprintln!("{run} calls ran, {unknown} ended unknown, {} refused: {refused:?}", CALLS - run - unknown);
+    assert!(run >= CALLS * 2 / 3, "the calls for the other hosts' partitions and those never written ran: {run}");
+    assert_eq!(run + unknown, CALLS, "none refused: {refused:?}");
+    // Every call that ran is there, once.
+    let live = hosts[1].client.clone();
+    eventually("the live hosts lead every partition", || every_partition_led_by_a_live_host(&live));
+    assert!(scalar(&live, "SELECT COUNT(*) FROM big") >= 30 + run as i64);
 }
 
 /// The forming host loads `--schema` once the cluster has formed, through

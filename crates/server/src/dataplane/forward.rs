@@ -157,15 +157,37 @@ pub(super) async fn forwarder(
                     next = requests.try_recv().ok();
                 }
             }
-            if wr.write_all(&buf).await.is_err() {
+            // A host that hangs stops reading: the write then blocks once
+            // the connection's buffers are full, and only its being
+            // declared failed ends it (TCP would wait for it forever).
+            // Most writes go at once, without the watch.
+            let at = match wr.try_write(&buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(_) => break,
+            };
+            let written = at == buf.len()
+                || tokio::select! {
+                    r = wr.write_all(&buf[at..]) => r.is_ok(),
+                    () = declared_failed(&routing, target) => false,
+                };
+            if !written {
                 break;
             }
         }
         reader.abort();
         // Calls written and not answered: they may have run.
         let lost: Vec<_> = pending.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let failed = {
+            let r = routing.load();
+            !r.up.contains_key(&target) && !r.retired.contains(&target)
+        };
         for (_, sent) in lost {
-            let e = err!(OutcomeUnknown, "the connection to {address} broke before the forwarded call was answered");
+            let e = if failed {
+                err!(OutcomeUnknown, "host {target} was declared failed before it answered the forwarded call")
+            } else {
+                err!(OutcomeUnknown, "the connection to {address} broke before the forwarded call was answered")
+            };
             sent.answer(Response::failure(e, None));
         }
     }
@@ -187,6 +209,19 @@ fn route_again(
     match link.upgrade() {
         Some(link) => link.send_back(unsent),
         None => unsent.into_iter().for_each(|r| fail(r, e())),
+    }
+}
+
+/// Until `target` is declared failed (not up, and not removed from the
+/// cluster: a removed host still reads what it took).
+async fn declared_failed(routing: &Shared<Routing>, target: HostId) {
+    loop {
+        let r = routing.load();
+        if !r.up.contains_key(&target) && !r.retired.contains(&target) {
+            return;
+        }
+        drop(r);
+        tokio::time::sleep(CHECK_EVERY).await;
     }
 }
 

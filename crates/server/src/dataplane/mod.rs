@@ -11,7 +11,10 @@
 //!   shared by every call forwarded there, opened once the host answers
 //!   `F` itself (so a relay or a dying process that accepts and closes
 //!   sends nothing unknown). A call on a connection that breaks fails as
-//!   `OutcomeUnknown` if it was written, `Unavailable` if not.
+//!   `OutcomeUnknown` if it was written, `Unavailable` if not; one not
+//!   written when its host left the cluster or was declared failed is
+//!   routed again (`forward.rs`), and a write blocked on a hung host ends
+//!   when the host is declared failed.
 //! * `S`, **a remote site session**: the coordinator here drives partition
 //!   `p`'s leader there: `Begin`, `Round`, `Finish` requests, one answer
 //!   each. Sessions are pooled per (partition, host) between transactions.

@@ -72,13 +72,13 @@ pub(super) async fn forwarder(
                 fail(r, e.clone());
             }
         };
-        if !routing.load().up.contains_key(&target) {
-            let e = || err!(Unavailable, "host {target} is down: the call was not forwarded");
-            route_again(&link, first, &mut requests, e);
-            continue;
-        }
-        let stream = match open_forwarding(&address).await {
-            Ok(s) => s,
+        let stream = match open_while_up(&address, target, &routing).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                let e = || err!(Unavailable, "host {target} is down: the call was not forwarded");
+                route_again(&link, first, &mut requests, e);
+                continue;
+            }
             Err(e) => {
                 fail_waiting(first, e, &mut requests);
                 continue;
@@ -228,6 +228,42 @@ async fn declared_failed(routing: &Shared<Routing>, target: HostId) {
 pub(super) async fn wait_finished(task: &tokio::task::JoinHandle<()>) {
     while !task.is_finished() {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long calls wait for a connection to a host whose process is gone
+/// while the routing still counts it up (it is declared failed within
+/// about a second) before they are refused.
+const OPEN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A connection to forward calls to `target` (at `address`) on; `None`
+/// once the routing no longer counts the host up (the calls then go to
+/// the new leaders rather than fail). While nothing listens at the address
+/// (connections refused at once: the process is gone, and the host is
+/// declared failed in a moment) it is tried again every 100 ms, for
+/// [`OPEN_PATIENCE`] at most. Any other failure (a host that hangs, or is
+/// cut off from this one but not from the others) refuses the calls at
+/// once, as they may otherwise run long after their callers gave up.
+async fn open_while_up(
+    address: &str,
+    target: HostId,
+    routing: &Shared<Routing>,
+) -> Result<Option<tokio::net::TcpStream>> {
+    let started = tokio::time::Instant::now();
+    loop {
+        if !routing.load().up.contains_key(&target) {
+            return Ok(None);
+        }
+        let e = match open_forwarding(address).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) => e,
+        };
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await;
+        let gone = matches!(probe, Ok(Err(ref io)) if io.kind() == std::io::ErrorKind::ConnectionRefused);
+        if !gone || started.elapsed() >= OPEN_PATIENCE {
+            return Err(e);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -13,7 +13,8 @@
 //!   sends nothing unknown). A call on a connection that breaks fails as
 //!   `OutcomeUnknown` if it was written, `Unavailable` if not; one not
 //!   written when its host left the cluster or was declared failed is
-//!   routed again (`forward.rs`), and a write blocked on a hung host ends
+//!   routed again (`forward.rs`; one that finds the host's process gone
+//!   waits for that, 5 s at most), and a write blocked on a hung host ends
 //!   when the host is declared failed.
 //! * `S`, **a remote site session**: the coordinator here drives partition
 //!   `p`'s leader there: `Begin`, `Round`, `Finish` requests, one answer

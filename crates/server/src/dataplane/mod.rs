@@ -21,7 +21,8 @@
 //!   each. Sessions are pooled per (partition, host) between transactions.
 //!   While waiting — for an answer, or for a request of megabytes to be
 //!   taken — a session checks the metadata: a target declared failed ends
-//!   the wait.
+//!   the wait; on the leader's side, a coordinator the metadata replaced
+//!   ends its wait for the next request or for its answer to be taken.
 //! * `R`, **replication**: batches (partition, the sender's stream and the
 //!   batch's position on it, records), one
 //!   acknowledgement each once the replica has applied them. A shipper

@@ -54,6 +54,11 @@ impl Session {
             if !write_frame_checked(s, request, &mut go_on)? {
                 return Err(err!(OutcomeUnknown, "{}", why.take().unwrap_or_default()));
             }
+            // Fault injection: this host stops reading the partition's
+            // answer to a round (`crates/cli/tests/cluster.rs`).
+            if matches!(request, SessionRequest::Round(_)) {
+                joule_common::failpoint::pause_while_armed("session_answer_unread", Duration::from_secs(60));
+            }
             let waited = read_frame_checked(s, &mut go_on);
             match waited {
                 Ok(Some(body)) => {
@@ -160,7 +165,12 @@ pub(super) fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: A
             },
         };
         let reply = reply.map_err(|e| to_wire_error(&e));
-        if write_frame(&mut s, &reply).is_err() {
+        // An answer of megabytes to a coordinator that hangs blocks once
+        // the connection's buffers are full: a coordinator the metadata
+        // replaced must not hold this site that way either.
+        let open = driver.as_ref().is_some_and(|d| d.is_open());
+        let keep_writing = || !open || link.routing.load().coordinator == Some(from);
+        if !matches!(write_frame_checked(&mut s, &reply, keep_writing), Ok(true)) {
             break;
         }
         // Fault injection: this host stops reading the transaction's

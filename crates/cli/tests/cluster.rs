@@ -217,13 +217,7 @@ fn calls_forwarded_to_a_lost_host(signal: libc::c_int, value_bytes: usize) {
     let entry = hosts[1].client.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let answers = rt.block_on(async move {
-        let options = joule_client::Options {
-            route_to_leaders: false,
-            discover_hosts: false,
-            connections_per_address: 1,
-            ..Default::default()
-        };
-        let client = joule_client::Client::connect(&[entry.as_str()], options).await.unwrap();
+        let client = client_through(&entry).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let value = "v".repeat(value_bytes);
         for k in 0..CALLS as i64 {
@@ -691,15 +685,7 @@ fn a_whole_cluster_restart_refuses_to_come_back_empty_unless_told() {
 /// and rejoins with it.
 #[test]
 fn a_rejoin_whose_request_goes_unanswered_waits_for_the_copy_on_its_way() {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("rejoin-unanswered-{i}"))).collect();
-    let mut hosts = form(&dirs, 1);
-    kv_rows(&hosts[..2], 50);
-    let _ = hosts[2].child.kill();
-    let _ = hosts[2].child.wait();
-    eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
-    for dir in &dirs[..2] {
-        arm(dir.path(), "rejoin_answer_lost");
-    }
+    let (dirs, mut hosts) = host_2_failed_with_leaders_armed("rejoin-unanswered", "rejoin_answer_lost");
     let started = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]);
     let waited = wait_line(&started.stderr, "did not answer the request for a copy");
     assert!(waited.contains("waiting for the copy it may be sending"), "{waited}");
@@ -721,15 +707,7 @@ fn a_rejoin_whose_request_goes_unanswered_waits_for_the_copy_on_its_way() {
 /// started again it rejoins.
 #[test]
 fn a_rejoin_whose_request_is_lost_gives_up_once_nothing_arrives_and_starts_again() {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("rejoin-lost-{i}"))).collect();
-    let mut hosts = form(&dirs, 1);
-    kv_rows(&hosts[..2], 50);
-    let _ = hosts[2].child.kill();
-    let _ = hosts[2].child.wait();
-    eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
-    for dir in &dirs[..2] {
-        arm(dir.path(), "rejoin_request_lost");
-    }
+    let (dirs, mut hosts) = host_2_failed_with_leaders_armed("rejoin-lost", "rejoin_request_lost");
     let mut started = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]);
     let waited = wait_line(&started.stderr, "did not answer the request for a copy");
     assert!(waited.contains("waiting for the copy it may be sending"), "{waited}");
@@ -754,6 +732,22 @@ fn a_rejoin_whose_request_is_lost_gives_up_once_nothing_arrives_and_starts_again
     let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
     replicas_agree(&clients, 2).unwrap();
     assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 50);
+}
+
+/// Three hosts formed with k=1 and 50 kv rows (`kv_rows`); host 2 killed
+/// and declared failed, and the failpoint `point` armed on hosts 0 and 1
+/// (the leaders it will ask for copies when started again).
+fn host_2_failed_with_leaders_armed(name: &str, point: &str) -> (Vec<TempDir>, Vec<Host>) {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{name}-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    kv_rows(&hosts[..2], 50);
+    let _ = hosts[2].child.kill();
+    let _ = hosts[2].child.wait();
+    eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
+    for dir in &dirs[..2] {
+        arm(dir.path(), point);
+    }
+    (dirs, hosts)
 }
 
 /// A partitioned table `kv (k, v)` with rows `(k, k)` for `k` below

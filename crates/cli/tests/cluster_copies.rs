@@ -413,13 +413,7 @@ fn calls_through_one_host_keep_their_order_while_host_0_leaves(k: u32, hold_forw
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             rt.block_on(async move {
                 // One connection to host 1: every call enters there.
-                let options = joule_client::Options {
-                    route_to_leaders: false,
-                    discover_hosts: false,
-                    connections_per_address: 1,
-                    ..Default::default()
-                };
-                let client = joule_client::Client::connect(&[entry.as_str()], options).await.unwrap();
+                let client = client_through(&entry).await;
                 let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
                 let (tx, rx) = std::sync::mpsc::channel();
                 let mut n = 0i64;

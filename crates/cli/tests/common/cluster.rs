@@ -309,6 +309,14 @@ pub fn http_get(addr: &str, path: &str) -> String {
     body.to_string()
 }
 
+/// A pipelining client whose every call enters the cluster through
+/// `entry` (one connection, no routing to leaders, no other hosts).
+pub async fn client_through(entry: &str) -> joule_client::Client {
+    let options =
+        Options { route_to_leaders: false, discover_hosts: false, connections_per_address: 1, ..Default::default() };
+    joule_client::Client::connect(&[entry], options).await.expect("connects")
+}
+
 pub fn connect(addr: &str) -> SyncConnection {
     SyncConnection::connect(addr, &Options::default()).expect("connects")
 }

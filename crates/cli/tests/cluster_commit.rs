@@ -4,7 +4,8 @@
 //! (`joule_common::failpoint`), as `kill -9` would — a partition's leader
 //! after its replicas hold the prepared writes, a leader after it committed
 //! but before its replicas heard, the coordinator after one partition
-//! committed and before the others were told.
+//! committed and before the others were told, and a second coordinator
+//! after one partition prepared (its ids must not repeat the first's).
 //!
 //! After each: every partition took the same outcome (an update of every
 //! row leaves every row alike), the client was told success only if it
@@ -174,6 +175,41 @@ fn a_single_writer_whose_leader_dies_committed_is_not_reported_committed() {
     // The new leader never had it.
     assert_eq!(touched(&hosts[c].client), (0, 0));
     rejoin_and_check(&dirs, &mut hosts, victim, 0);
+}
+
+/// Every host's coordinator counts its own transaction ids, and a
+/// partition remembers the outcomes of the last prepared ones by id. A
+/// host that takes coordination over must issue ids above every one a
+/// partition knows of: here the second coordinator dies with one partition
+/// prepared and the others never asked, so the third must roll the
+/// transaction back. When the second counted from zero, its transaction
+/// had the id of one the first had committed, the third found that
+/// outcome in the partitions' memory and committed the transaction on the
+/// one partition that held it (the fault run's partial commit).
+#[test]
+fn a_new_coordinator_never_reuses_a_transaction_id() {
+    let (dirs, mut hosts) = cluster("commit-ids");
+    let first = coordinator(&hosts[0].client);
+    // Enough that the second's ids, counted from zero, would meet these.
+    for _ in 0..40 {
+        touch_all_committed(&hosts[first].client);
+    }
+    let _ = hosts[first].child.kill();
+    let through = (first + 1) % 3;
+    let second = coordinator_after(&hosts[through].client, first);
+    // Each partition keeps a copy on a live host once the first rejoins.
+    rejoin_and_check(&dirs, &mut hosts, first, 40);
+    for _ in 0..3 {
+        touch_all_committed(&hosts[second].client);
+    }
+    arm(dirs[second].path(), "coordinator-after-first-prepare");
+    let through = (second + 1) % 3;
+    let answer = touch_all(&hosts[through].client);
+    assert!(answer.is_err(), "the coordinator died before it could answer: {answer:?}");
+    let third = coordinator_after(&hosts[through].client, second);
+    wait_line(&hosts[third].stderr, "left in doubt on partitions");
+    assert_eq!(touched(&hosts[through].client), (44, 44), "one partition prepared, none committed: rolled back");
+    rejoin_and_check(&dirs, &mut hosts, second, 44);
 }
 
 /// The coordinator once the metadata has moved it off host `old`.

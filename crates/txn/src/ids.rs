@@ -138,6 +138,12 @@ impl IdGenerator {
         }
     }
 
+    /// Continue after `txn`, an id another generator of this initiator
+    /// issued (a cluster's previous coordinator): the next id is above it.
+    pub fn continue_after(&mut self, txn: TxnId) {
+        self.sequence = self.sequence.max(txn.sequence());
+    }
+
     /// Accept ids issued earlier (command-log replay): later ids continue
     /// after them.
     pub fn observe(&mut self, ids: TxnIds) {
@@ -190,5 +196,19 @@ mod tests {
         ids.iter().for_each(|i| b.observe(*i));
         let next = b.next_at(EPOCH_MILLIS + 10);
         assert!(next.txn_id > ids[9].txn_id && next.unique_id > ids[9].unique_id);
+    }
+
+    #[test]
+    fn a_new_coordinator_continues_above_the_ids_it_is_told_of() {
+        let mut old = IdGenerator::new(MP_INITIATOR);
+        let issued: Vec<_> = (0..20).map(|_| old.next_at(EPOCH_MILLIS + 5_000).txn_id).collect();
+        let mut new = IdGenerator::new(MP_INITIATOR);
+        new.next_at(EPOCH_MILLIS + 6_000);
+        new.continue_after(issued[19]);
+        let next = new.next_at(EPOCH_MILLIS + 6_000).txn_id;
+        assert!(next > issued[19] && next.is_multi_partition());
+        // An id below what it issued itself changes nothing.
+        new.continue_after(issued[0]);
+        assert!(new.next_at(EPOCH_MILLIS + 6_000).txn_id > next);
     }
 }

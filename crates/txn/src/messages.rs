@@ -297,6 +297,10 @@ pub(crate) struct InDoubt {
     /// The host stops: nothing is held in doubt here any more (what this
     /// copy prepared, its replicas hold).
     pub stopped: bool,
+    /// The highest multi-partition transaction id this copy began (0 for
+    /// none): a new coordinator issues ids above every copy's, so an id
+    /// in `decided` names one transaction only.
+    pub last_begun: u64,
 }
 
 /// Outcomes of prepared transactions a copy remembers.
@@ -313,6 +317,15 @@ impl InDoubt {
 
     pub fn outcome(&self, txn: u64) -> Option<bool> {
         self.decided.iter().rev().find(|(t, _)| *t == txn).map(|(_, c)| *c)
+    }
+
+    /// The highest multi-partition transaction id this copy knows of:
+    /// begun here, waiting here, or among the outcomes it remembers (a
+    /// copy loaded at a rejoin brings those, not the ids begun).
+    pub fn highest_known(&self) -> u64 {
+        let pending = self.pending.as_ref().map_or(0, |(t, _)| *t);
+        let decided = self.decided.iter().map(|(t, _)| *t).max().unwrap_or(0);
+        self.last_begun.max(pending).max(decided)
     }
 }
 

@@ -70,6 +70,14 @@ impl Site {
         self.flush_log();
         self.ids.observe(ids);
         self.last_mp = ids.txn_id.0;
+        if self.link.is_some() {
+            // What a new coordinator reads to issue its ids above (see
+            // `crate::resolve`).
+            if let Some(shared) = self.shared.upgrade() {
+                let mut doubt = lock(&shared.in_doubt[self.partition as usize]);
+                doubt.last_begun = doubt.last_begun.max(ids.txn_id.0);
+            }
+        }
         self.db.set_function_context(FunctionContext {
             now_micros: ids.unique_id.timestamp_micros(),
             random_seed: ids.random_seed(),

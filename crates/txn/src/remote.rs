@@ -113,6 +113,10 @@ pub struct DoubtReport {
     pub pending: Option<u64>,
     /// (transaction id, committed), oldest first.
     pub decided: Vec<(u64, bool)>,
+    /// The highest multi-partition transaction id the copy knows of
+    /// ([`crate::messages::InDoubt::highest_known`]): the new coordinator
+    /// issues its ids above every partition's.
+    pub highest: u64,
 }
 
 /// A partition's leader on another host, driven by this host's coordinator.

@@ -203,6 +203,7 @@ impl crate::Host {
         Ok(DoubtReport {
             pending: doubt.pending.as_ref().map(|(t, _)| *t),
             decided: doubt.decided.iter().copied().collect(),
+            highest: doubt.highest_known(),
         })
     }
 

@@ -22,7 +22,11 @@
 //! partition has answered, since one not heard from may have committed it:
 //! its old coordinator decided to commit only after every partition
 //! prepared, and a copy that committed says so. Nothing else runs before
-//! this is done; it is tried again until it is.
+//! this is done; it is tried again until it is. The answers also carry the
+//! highest transaction id each partition knows of, and the new
+//! coordinator's ids continue above them all: every host's coordinator
+//! counts its own ids, and an id that named a transaction of the previous
+//! coordinator as well would let that one's outcome decide this one.
 
 use crate::coordinator::Coordinator;
 use crate::messages::MpWork;
@@ -54,6 +58,11 @@ impl Coordinator {
             let work = self.work_target(p).clone();
             let _ = work.send(MpWork::Prepare { work: work.clone(), done });
             waits.push((p, prepared));
+            if waits.len() == 1 && joule_common::failpoint::armed("coordinator-after-first-prepare") {
+                // One partition in doubt, the others never asked.
+                let _ = waits[0].1.recv();
+                joule_common::failpoint::crash("coordinator-after-first-prepare");
+            }
         }
         let mut in_doubt = vec![false; n];
         let mut failure = None;
@@ -222,6 +231,15 @@ impl Coordinator {
                     Err(_) => std::thread::sleep(RETRY),
                 }
             }
+        }
+        // This coordinator's ids continue above every id a partition knows
+        // of. Each coordinator counts its own, and a reused id would name
+        // two transactions: the outcome the old one left in a partition's
+        // memory would decide the new one (the fault run found a
+        // transaction committed on one partition that way, and never
+        // prepared on the other).
+        if let Some(highest) = reports.iter().map(|(_, r)| r.highest).max() {
+            self.ids.continue_after(crate::ids::TxnId(highest));
         }
         let pending: std::collections::BTreeSet<u64> = reports.iter().filter_map(|(_, r)| r.pending).collect();
         let done = unasked.is_empty();

@@ -196,6 +196,114 @@ fn calls_forwarded_to_a_killed_host_go_to_the_new_leaders_once_it_is_declared_fa
     calls_forwarded_to_a_lost_host(libc::SIGKILL, 100);
 }
 
+/// A multi-partition round of 64 MB to a partition's leader that stops
+/// reading it (failpoint `session_round_unread`, then `SIGSTOP`: a host
+/// that hangs mid-transaction) blocks once the connection's buffers are
+/// full; it ends when that host is declared failed, and the transaction
+/// rolls back, rather than holding the coordinator — and every
+/// multi-partition call behind it — until the host wakes.
+#[test]
+fn a_multi_partition_round_to_a_hung_host_ends_once_it_is_declared_failed() {
+    // More than a loopback connection's buffers hold (36 MB here) in one
+    // call: the hosts take messages of up to 100 MB.
+    const COLUMNS: usize = 64;
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("hung-round-{i}"))).collect();
+    let config = dirs[0].path().with_extension("toml");
+    std::fs::write(&config, "max_message_bytes = 104857600\n").unwrap();
+    let mut hosts = form_all(&dirs, 1, &["--config", config.to_str().unwrap()]);
+    let columns: Vec<String> = (0..COLUMNS).map(|i| format!("c{i} VARCHAR(1048576)")).collect();
+    let ddl = format!("CREATE TABLE wide (id BIGINT NOT NULL PRIMARY KEY, {});", columns.join(", "));
+    sql(&hosts[0].client, &ddl, vec![]);
+    // The coordinator takes the call; the victim leads a partition.
+    let cluster = stats(&hosts[0].client, "CLUSTER");
+    let coordinator = cluster.iter().position(|r| r[6] == "1").expect("a coordinator");
+    let victim = (0..3).find(|h| *h != coordinator && cluster[*h][5] != "0").expect("another host leads");
+    sql(&hosts[coordinator].client, "INSERT INTO wide (id) VALUES (0)", vec![]);
+    arm(dirs[victim].path(), "session_round_unread");
+    let entry = hosts[coordinator].client.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let marks = vec!["?"; COLUMNS + 1].join(", ");
+        let mut params = vec![Value::from(format!("INSERT INTO wide VALUES ({marks})").as_str()), Value::Integer(1)];
+        params.extend((0..COLUMNS).map(|_| Value::from("w".repeat(1 << 20).as_str())));
+        let _ = tx.send(connect(&entry).call("@AdHoc", params).map(|_| ()));
+    });
+    wait_line(&hosts[victim].stderr, "failpoint session_round_unread is armed");
+    let pid = hosts[victim].child.id() as libc::pid_t;
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let answer = rx.recv_timeout(Duration::from_secs(30));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let _ = hosts[victim].child.kill();
+    let e = answer.expect("the call is answered within 30 s").expect_err("the transaction rolls back");
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+    assert!(e.message().contains("failed during the transaction"), "{e}");
+    // Rolled back everywhere; the coordinator takes multi-partition calls again.
+    let live = hosts[coordinator].client.clone();
+    eventually("the live hosts lead every partition", || every_partition_led_by_a_live_host(&live));
+    assert_eq!(scalar(&live, "SELECT COUNT(*) FROM wide"), 1);
+}
+
+/// The other way round: a partition's leader answering a round with 64
+/// MB (more than the loopback buffers hold) to a coordinator that stops reading it (failpoint
+/// `session_answer_unread`, then `SIGSTOP`) blocks once the buffers are
+/// full; once the metadata replaces that coordinator the leader gives the
+/// transaction up and its site takes other calls again — it was held
+/// until the old coordinator woke.
+#[test]
+fn a_leader_answering_a_hung_coordinator_frees_its_site_once_the_coordinator_is_replaced() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("hung-answer-{i}"))).collect();
+    let config = dirs[0].path().with_extension("toml");
+    std::fs::write(&config, "max_message_bytes = 104857600\n").unwrap();
+    let mut hosts = form_all(&dirs, 1, &["--config", config.to_str().unwrap()]);
+    let ddl = "CREATE TABLE wide (id BIGINT NOT NULL PRIMARY KEY, a VARCHAR(1048576), b VARCHAR(1048576)); \
+               PARTITION TABLE wide ON COLUMN id;";
+    sql(&hosts[0].client, ddl, vec![]);
+    // A partition led by a host that does not coordinate, and 32 rows of
+    // 2 MB on it.
+    let cluster = stats(&hosts[0].client, "CLUSTER");
+    let coordinator = cluster.iter().position(|r| r[6] == "1").expect("a coordinator");
+    let topo = stats(&hosts[0].client, "TOPO");
+    let partitions = topo.len() - 1;
+    let (partition, leader) = topo[..partitions]
+        .iter()
+        .map(|r| (r[0].parse::<usize>().unwrap(), r[2].split(':').next().unwrap().parse::<usize>().unwrap()))
+        .find(|(_, l)| *l != coordinator)
+        .expect("a partition another host leads");
+    let ring = joule_txn::Hashinator::even(partitions as u32, 1).unwrap();
+    let on_it = |k: &i64| ring.partition_for(&Value::Integer(*k)).unwrap() as usize == partition;
+    let keys: Vec<i64> = (0..100_000i64).filter(on_it).take(32).collect();
+    let mb = "w".repeat(1 << 20);
+    for k in &keys {
+        let params = vec![Value::Integer(*k), Value::from(mb.as_str()), Value::from(mb.as_str())];
+        connect(&hosts[leader].client).call("WIDE.insert", params).expect("a row of 2 MB goes in");
+    }
+    // A read of every row through the coordinator, which stops reading
+    // the leader's answer, then hangs.
+    arm(dirs[coordinator].path(), "session_answer_unread");
+    let entry = hosts[coordinator].client.clone();
+    std::thread::spawn(move || {
+        let _ = connect(&entry).call("@AdHoc", vec![Value::from("SELECT * FROM wide")]);
+    });
+    wait_line(&hosts[coordinator].stderr, "failpoint session_answer_unread is armed");
+    let pid = hosts[coordinator].child.id() as libc::pid_t;
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let live = hosts[leader].client.clone();
+    eventually("the hung coordinator declared failed", || states(&live)[coordinator].1 == "FAILED");
+    // The partition's site takes a write within seconds.
+    let options = joule_client::Options { call_timeout: Some(Duration::from_secs(20)), ..Default::default() };
+    let write = joule_client::SyncConnection::connect(&live, &options).and_then(|mut c| {
+        c.call("@AdHoc", vec![Value::from("DELETE FROM wide WHERE id = ?"), Value::Integer(keys[0])])
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let _ = hosts[coordinator].child.kill();
+    let write = write.expect("the partition's site took the write");
+    assert_eq!(write.tables[0].rows[0][0], Value::Integer(1));
+}
+
 /// Host 0 of a k=1 cluster gets `signal` while calls of `value_bytes`
 /// each are pipelined through host 1, a third of them for host 0's
 /// partitions, over a forwarding connection opened before: every call is

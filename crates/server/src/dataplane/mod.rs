@@ -19,8 +19,10 @@
 //! * `S`, **a remote site session**: the coordinator here drives partition
 //!   `p`'s leader there: `Begin`, `Round`, `Finish` requests, one answer
 //!   each. Sessions are pooled per (partition, host) between transactions.
-//!   While waiting, a session checks the metadata: a target declared
-//!   failed ends the wait.
+//!   While waiting — for an answer, or for a request of megabytes to be
+//!   taken — a session checks the metadata: a target declared failed ends
+//!   the wait; on the leader's side, a coordinator the metadata replaced
+//!   ends its wait for the next request or for its answer to be taken.
 //! * `R`, **replication**: batches (partition, the sender's stream and the
 //!   batch's position on it, records), one
 //!   acknowledgement each once the replica has applied them. A shipper
@@ -541,6 +543,36 @@ fn read_frame_checked(
     }
     s.set_read_timeout(Some(FRAME_TIMEOUT))?;
     read_body(s).map(Some)
+}
+
+/// Write `value` as one frame, asking `keep_writing` every [`CHECK_EVERY`]
+/// while the other end takes nothing (a host that hangs reads nothing,
+/// and the write would otherwise block once the connection's buffers are
+/// full, for as long as it hangs): `Ok(false)` once it says stop, the
+/// frame perhaps cut in two (the stream must not be used again).
+fn write_frame_checked<T: Serialize>(
+    s: &mut std::net::TcpStream,
+    value: &T,
+    mut keep_writing: impl FnMut() -> bool,
+) -> Result<bool> {
+    let mut buf = Vec::new();
+    append_frame(value, &mut buf)?;
+    s.set_write_timeout(Some(CHECK_EVERY)).map_err(|e| io_error("cannot write to another host", e))?;
+    let mut at = 0;
+    while at < buf.len() {
+        match s.write(&buf[at..]) {
+            Ok(0) => return Err(io_error("cannot write to another host", "the connection closed")),
+            Ok(n) => at += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if !keep_writing() {
+                    return Ok(false);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error("cannot write to another host", e)),
+        }
+    }
+    Ok(true)
 }
 
 async fn write_frame_async<T: Serialize>(s: &mut (impl AsyncWriteExt + Unpin), value: &T) -> Result<()> {

@@ -34,10 +34,10 @@ impl Session {
             return Err(err!(Unavailable, "the session with host {} broke", self.target));
         };
         let result = (|| {
-            write_frame(s, request)?;
             let (routing, target, partition) = (&self.routing, self.target, self.partition);
             let mut why = None;
-            let waited = read_frame_checked(s, || {
+            // Whether to keep waiting for the target (`why` says why not).
+            let mut go_on = || {
                 let r = routing.load();
                 if !r.up.contains_key(&target) {
                     why = Some(format!("host {target} (leading partition {partition}) failed during the transaction"));
@@ -47,7 +47,19 @@ impl Session {
                     why = Some("this host stopped coordinating during the transaction (the metadata moved it)".into());
                 }
                 why.is_none()
-            });
+            };
+            // A round of megabytes to a host that hangs blocks once the
+            // connection's buffers are full: it too ends when the host is
+            // declared failed.
+            if !write_frame_checked(s, request, &mut go_on)? {
+                return Err(err!(OutcomeUnknown, "{}", why.take().unwrap_or_default()));
+            }
+            // Fault injection: this host stops reading the partition's
+            // answer to a round (`crates/cli/tests/cluster.rs`).
+            if matches!(request, SessionRequest::Round(_)) {
+                joule_common::failpoint::pause_while_armed("session_answer_unread", Duration::from_secs(60));
+            }
+            let waited = read_frame_checked(s, &mut go_on);
             match waited {
                 Ok(Some(body)) => {
                     decode::<std::result::Result<SessionReply, WireError>>(&body)?.map_err(from_wire_error)
@@ -117,7 +129,9 @@ pub(super) fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: A
             Ok(Some(body)) => body,
             Ok(None) | Err(_) => break,
         };
-        let reply = match decode::<SessionRequest>(&body) {
+        let request = decode::<SessionRequest>(&body);
+        let began = matches!(request, Ok(SessionRequest::Begin(_)));
+        let reply = match request {
             Err(e) => Err(e),
             Ok(SessionRequest::Begin(_)) if link.routing.load().coordinator != Some(from) => Err(err!(
                 Unavailable,
@@ -151,8 +165,18 @@ pub(super) fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: A
             },
         };
         let reply = reply.map_err(|e| to_wire_error(&e));
-        if write_frame(&mut s, &reply).is_err() {
+        // An answer of megabytes to a coordinator that hangs blocks once
+        // the connection's buffers are full: a coordinator the metadata
+        // replaced must not hold this site that way either.
+        let open = driver.as_ref().is_some_and(|d| d.is_open());
+        let keep_writing = || !open || link.routing.load().coordinator == Some(from);
+        if !matches!(write_frame_checked(&mut s, &reply, keep_writing), Ok(true)) {
             break;
+        }
+        // Fault injection: this host stops reading the transaction's
+        // rounds (`crates/cli/tests/cluster.rs`).
+        if began {
+            joule_common::failpoint::pause_while_armed("session_round_unread", Duration::from_secs(60));
         }
     }
     // Dropping an open driver rolls its transaction back.

@@ -13,8 +13,8 @@
 #
 # Builds JouleDB in release mode; hosts on free loopback ports in a
 # throwaway directory. Settings (environment): DURATION (300), WARM (10), STEADY (15),
-# ELASTIC_DURATION_MS, ELASTIC_THROUGHPUT_MB and ELASTIC_BUSY_PERCENT
-# (unset: the defaults).
+# ELASTIC_DURATION_MS, ELASTIC_THROUGHPUT_MB, ELASTIC_BUSY_PERCENT and
+# ELASTIC_TARGET_P99_MS (unset: the defaults).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-300}
@@ -31,6 +31,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
   [ -n "${ELASTIC_DURATION_MS:-}" ] && printf 'duration_ms = %s\n' "$ELASTIC_DURATION_MS"
   [ -n "${ELASTIC_THROUGHPUT_MB:-}" ] && printf 'throughput_mb = %s\n' "$ELASTIC_THROUGHPUT_MB"
   [ -n "${ELASTIC_BUSY_PERCENT:-}" ] && printf 'busy_percent = %s\n' "$ELASTIC_BUSY_PERCENT"
+  [ -n "${ELASTIC_TARGET_P99_MS:-}" ] && printf 'target_p99_ms = %s\n' "$ELASTIC_TARGET_P99_MS"
   true
 } >"$WORK/joule.toml"
 

@@ -195,6 +195,36 @@ fn a_rebalance_killed_half_way_loses_nothing_and_finishes_when_asked_again() {
     assert_eq!(on_partition_1, 0, "partition 1's whole half of the ring went to partition 0: {stats_rows:?}");
 }
 
+/// With a target no call can meet (1 µs), the job's share of the time
+/// halves each second down to its floor (a fifth of `busy_percent`), and
+/// `@Statistics REBALANCE` and the job's end event say so; the votes go on
+/// unharmed.
+#[test]
+fn a_rebalance_slows_its_moves_while_the_calls_p99_is_over_its_target() {
+    let dir = TempDir::new("rebalance-governed");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let config = dir.path().join("elastic.toml");
+    std::fs::write(&config, "[elastic]\nthroughput_mb = 0.01\nbusy_percent = 25\ntarget_p99_ms = 0.001\n").unwrap();
+    let node = start_in(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    setup(&node);
+    let addr = node.client_addr();
+    let voters = vote_until_stopped(&addr, 2, 3);
+    eventually("votes come in", || vote_totals(&addr)[0] > 3000);
+    rebalance(&node, vec![Value::Integer(0), Value::Integer(i32::MAX as i64), Value::Integer(0)]);
+    let column = |i: usize| stats(&addr, "REBALANCE")[0][i].clone();
+    // BUSY_PERCENT starts at the cap; LOAD_P99 unknown until sampled.
+    eventually("the share falls to its floor", || column(16) == "5");
+    assert!(column(17).parse::<f64>().unwrap() > 0.001, "LOAD_P99: {:?}", stats(&addr, "REBALANCE"));
+    assert_eq!(column(3), "RUNNING");
+    rebalance(&node, vec![Value::from("STOP")]);
+    eventually("the rebalance stops", || rebalance_status(&addr) == "STOPPED");
+    let accepted = voters.finish() as i64;
+    assert_eq!(vote_totals(&addr), [accepted; 3], "every accepted vote counted once");
+    assert_eq!(misplaced(&addr), 0);
+    let events = common::cluster::http_get(&format!("127.0.0.1:{}", node.http), "/console/stats");
+    assert!(events.contains("moves ran 5.0–25 % of the time to keep the calls' p99 near 0.001 ms"), "{events}");
+}
+
 impl Voters {
     /// After a kill: the writers' calls fail from now on; the votes
     /// acknowledged as accepted before.

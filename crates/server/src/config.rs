@@ -37,6 +37,7 @@
 //! duration_ms = 5              # aimed-at length of each move's transaction
 //! throughput_mb = 0.3          # MB/s of rows moved at most (0: no limit; fractions allowed)
 //! busy_percent = 25            # share of the time moves may run at most
+//! target_p99_ms = 10           # moves slow down while calls' p99 is above (0: off)
 //!
 //! [autoscale]                  # add and remove hosts by the load (see autoscale/)
 //! enabled = true
@@ -89,6 +90,7 @@ struct FileElastic {
     duration_ms: Option<u64>,
     throughput_mb: Option<f64>,
     busy_percent: Option<u32>,
+    target_p99_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +275,15 @@ pub fn apply_toml(config: &mut ServerConfig, other: &mut OtherPorts, text: &str)
             }
             config.elastic.busy_percent = p;
         }
+        if let Some(ms) = e.target_p99_ms {
+            if !(0.0..=3_600_000.0).contains(&ms) {
+                return Err(err!(
+                    InvalidArgument,
+                    "configuration: elastic.target_p99_ms must be between 0 (no target) and 3600000"
+                ));
+            }
+            config.elastic.target_p99 = (ms > 0.0).then(|| std::time::Duration::from_secs_f64(ms / 1000.0));
+        }
     }
     if let Some(a) = file.autoscale {
         crate::autoscale::apply(&mut config.autoscale, a)?;
@@ -320,6 +331,11 @@ mod tests {
         assert_eq!(c.elastic.throughput_bytes, 1, "a limit too small for bytes is still a limit");
         apply_toml(&mut c, &mut o, "[elastic]\nbusy_percent = 50").unwrap();
         assert_eq!(c.elastic.busy_percent, 50);
+        assert_eq!(c.elastic.target_p99, Some(std::time::Duration::from_millis(10)));
+        apply_toml(&mut c, &mut o, "[elastic]\ntarget_p99_ms = 2.5").unwrap();
+        assert_eq!(c.elastic.target_p99, Some(std::time::Duration::from_micros(2500)));
+        apply_toml(&mut c, &mut o, "[elastic]\ntarget_p99_ms = 0").unwrap();
+        assert_eq!(c.elastic.target_p99, None);
         assert!(!c.transparent_huge_pages);
         apply_toml(&mut c, &mut o, "transparent_huge_pages = true\nnetwork_threads = 3").unwrap();
         assert!(c.transparent_huge_pages);
@@ -351,6 +367,7 @@ mod tests {
             "[elastic]\nthroughput_mb = -1",
             "[elastic]\nbusy_percent = 0",
             "[elastic]\nbusy_percent = 101",
+            "[elastic]\ntarget_p99_ms = -1",
             "transparent_huge_pages = 1",
             "network_threads = 0",
         ] {

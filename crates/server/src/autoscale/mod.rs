@@ -201,6 +201,10 @@ pub(crate) struct Figures {
     pub calls: u64,
     /// Their p99 (`None`: no call).
     pub p99: Option<Duration>,
+    /// The p99 of the single-partition calls alone (`None`: none): what a
+    /// rebalance steers by (`crate::rebalance`), its own pieces being
+    /// multi-partition calls.
+    pub single_p99: Option<Duration>,
     /// Percent of the sites' time busy.
     pub utilization: f64,
     /// Hosts whose figures these are.
@@ -218,23 +222,28 @@ impl std::fmt::Display for Figures {
 }
 
 /// One host's running totals: the latency of every call its sites
-/// answered since they started, and per site (partition, time idle, time
-/// since start). The deciding host reads its own; the others send theirs
-/// (`dataplane::load`).
+/// answered since they started (and of the single-partition ones alone),
+/// and per site (partition, time idle, time since start). The deciding
+/// host reads its own; the others send theirs (`dataplane::load`).
 #[derive(Clone, Debug)]
 pub(crate) struct HostLoad {
     pub latency: Histogram<u64>,
+    pub single: Histogram<u64>,
     pub sites: Vec<(u32, Duration, Duration)>,
 }
 
 impl HostLoad {
     pub fn of(sites: &[SiteStats]) -> HostLoad {
-        let mut latency = new_histogram();
+        let (mut latency, mut single) = (new_histogram(), new_histogram());
         for s in sites {
             let _ = latency.add(&s.latency);
+            // The coordinator's entry has no partition.
+            if s.partition.is_some() {
+                let _ = single.add(&s.latency);
+            }
         }
         let sites = sites.iter().filter_map(|s| Some((s.partition?, s.idle, s.since_start))).collect();
-        HostLoad { latency, sites }
+        HostLoad { latency, single, sites }
     }
 }
 
@@ -248,22 +257,18 @@ pub(crate) struct Sampler {
 #[derive(Default)]
 struct HostSample {
     latency: Option<Histogram<u64>>,
+    single: Option<Histogram<u64>>,
     /// Per partition: (idle, since start).
     time: BTreeMap<u32, (Duration, Duration)>,
 }
 
 impl HostSample {
     /// This host's calls since the last sample (the first counts from its
-    /// sites' start), and its sites' (busy, elapsed) seconds.
-    fn sample(&mut self, load: &HostLoad) -> (Histogram<u64>, f64, f64) {
-        let mut interval = load.latency.clone();
-        if let Some(before) = &self.latency {
-            // Totals only grow, unless the host restarted: then start afresh.
-            if interval.subtract(before).is_err() {
-                interval = load.latency.clone();
-            }
-        }
-        self.latency = Some(load.latency.clone());
+    /// sites' start; all, and the single-partition ones), and its sites'
+    /// (busy, elapsed) seconds.
+    fn sample(&mut self, load: &HostLoad) -> (Histogram<u64>, Histogram<u64>, f64, f64) {
+        let interval = since(&mut self.latency, &load.latency);
+        let single = since(&mut self.single, &load.single);
         let (mut busy, mut total) = (0.0, 0.0);
         for (p, idle, since_start) in &load.sites {
             let (idle0, start0) = self.time.insert(*p, (*idle, *since_start)).unwrap_or_default();
@@ -273,8 +278,22 @@ impl HostSample {
             total += elapsed;
             busy += (elapsed - idle.saturating_sub(idle0).as_secs_f64()).max(0.0);
         }
-        (interval, busy, total)
+        (interval, single, busy, total)
     }
+}
+
+/// What `now`'s running totals gained since `before`'s, which become
+/// `now`'s. Totals only grow, unless the host restarted: then they count
+/// afresh.
+fn since(before: &mut Option<Histogram<u64>>, now: &Histogram<u64>) -> Histogram<u64> {
+    let mut interval = now.clone();
+    if let Some(before) = before.as_ref() {
+        if interval.subtract(before).is_err() {
+            interval = now.clone();
+        }
+    }
+    *before = Some(now.clone());
+    interval
 }
 
 impl Sampler {
@@ -284,17 +303,20 @@ impl Sampler {
     /// Hosts no longer in `members` are forgotten.
     pub fn sample(&mut self, loads: &BTreeMap<HostId, HostLoad>, members: &BTreeSet<HostId>) -> Figures {
         self.hosts.retain(|h, _| members.contains(h));
-        let mut calls = new_histogram();
+        let (mut calls, mut singles) = (new_histogram(), new_histogram());
         let (mut busy, mut total) = (0.0, 0.0);
         for (host, load) in loads {
-            let (interval, b, t) = self.hosts.entry(*host).or_default().sample(load);
+            let (interval, single, b, t) = self.hosts.entry(*host).or_default().sample(load);
             let _ = calls.add(&interval);
+            let _ = singles.add(&single);
             busy += b;
             total += t;
         }
+        let p99 = |h: &Histogram<u64>| (!h.is_empty()).then(|| Duration::from_micros(h.value_at_quantile(0.99)));
         Figures {
             calls: calls.len(),
-            p99: (!calls.is_empty()).then(|| Duration::from_micros(calls.value_at_quantile(0.99))),
+            p99: p99(&calls),
+            single_p99: p99(&singles),
             utilization: if total > 0.0 { busy / total * 100.0 } else { 0.0 },
             hosts: loads.len(),
         }
@@ -593,7 +615,7 @@ pub(crate) async fn run(ctx: Arc<ServerContext>) {
 /// This host's running totals and those of every other host that is up
 /// and answers within two seconds (asked at once); `None` if this host's
 /// own could not be read.
-async fn gather(ctx: &ServerContext, m: &ClusterMetadata, me: HostId) -> Option<BTreeMap<HostId, HostLoad>> {
+pub(crate) async fn gather(ctx: &ServerContext, m: &ClusterMetadata, me: HostId) -> Option<BTreeMap<HostId, HostLoad>> {
     let mut asking = tokio::task::JoinSet::new();
     if let Some(link) = &ctx.link {
         for id in m.hosts.keys().copied().filter(|h| *h != me && m.is_up(*h)) {

@@ -16,7 +16,8 @@ fn policy() -> AutoscaleConfig {
 }
 
 fn figures(p99_ms: Option<u64>, utilization: f64) -> Figures {
-    Figures { calls: p99_ms.map_or(0, |_| 1000), p99: p99_ms.map(Duration::from_millis), utilization, hosts: 2 }
+    let p99 = p99_ms.map(Duration::from_millis);
+    Figures { calls: p99_ms.map_or(0, |_| 1000), p99, single_p99: p99, utilization, hosts: 2 }
 }
 
 fn situation(hosts: usize) -> Situation {
@@ -127,7 +128,20 @@ fn load(sites: &[(u32, u64, u64)], latencies_us: &[u64]) -> HostLoad {
         latency.record(*l).unwrap();
     }
     let ms = Duration::from_millis;
-    HostLoad { latency, sites: sites.iter().map(|(p, idle, since)| (*p, ms(*idle), ms(*since))).collect() }
+    let sites = sites.iter().map(|(p, idle, since)| (*p, ms(*idle), ms(*since))).collect();
+    HostLoad { single: latency.clone(), latency, sites }
+}
+
+#[test]
+fn the_single_partition_p99_leaves_the_coordinators_calls_out() {
+    let mut sampler = Sampler::default();
+    let mut coordinator = site(0, 0, 1000, &[30_000; 50]);
+    coordinator.partition = None;
+    let sites = [site(0, 500, 1000, &[100; 99]), site(1, 500, 1000, &[200; 99]), coordinator];
+    let f = sampler.sample(&BTreeMap::from([(0, HostLoad::of(&sites))]), &BTreeSet::from([0]));
+    assert_eq!(f.calls, 248);
+    assert_eq!(f.p99.map(|d| d.as_millis()), Some(30));
+    assert_eq!(f.single_p99.map(|d| d.as_micros()), Some(200));
 }
 
 #[test]

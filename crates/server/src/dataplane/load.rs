@@ -1,9 +1,11 @@
 //! What a host's sites have been doing (connections of kind `L`): the
 //! auto-scaler's deciding host asks every other host that is up for its
 //! running totals — the latency of every call its sites answered since
-//! they started (an HDR histogram, V2 encoding) and each site's idle and
-//! elapsed time — so that its decisions stand on the whole cluster's
-//! figures rather than its own (see `crate::autoscale`).
+//! they started, and of the single-partition ones alone (HDR histograms,
+//! V2 encoding), and each site's idle and elapsed time — so that its
+//! decisions stand on the whole cluster's figures rather than its own (see
+//! `crate::autoscale`); a rebalance asks the same to pace its moves (see
+//! `crate::rebalance`).
 
 use super::*;
 use crate::autoscale::HostLoad;
@@ -15,6 +17,9 @@ struct LoadReport {
     /// V2-encoded HDR histogram of call latencies (µs).
     #[serde(with = "serde_bytes")]
     latency: Vec<u8>,
+    /// The same, of the single-partition calls alone.
+    #[serde(with = "serde_bytes")]
+    single: Vec<u8>,
     /// (partition, idle µs, since start µs) per site.
     sites: Vec<(u32, u64, u64)>,
 }
@@ -29,12 +34,15 @@ impl Link {
             self.routing.load().up.get(&host).cloned().ok_or_else(|| err!(Unavailable, "host {host} is down"))?;
         let body = request_async(&address, LOAD, &(), WAIT).await?;
         let report = decode::<std::result::Result<LoadReport, WireError>>(&body)?.map_err(from_wire_error)?;
-        let latency = Deserializer::new()
-            .deserialize(&mut report.latency.as_slice())
-            .map_err(|e| err!(CorruptData, "host {host} sent a latency histogram that does not decode: {e:?}"))?;
+        let decode_histogram = |bytes: &[u8]| {
+            Deserializer::new()
+                .deserialize(&mut &bytes[..])
+                .map_err(|e| err!(CorruptData, "host {host} sent a latency histogram that does not decode: {e:?}"))
+        };
+        let (latency, single) = (decode_histogram(&report.latency)?, decode_histogram(&report.single)?);
         let micros = Duration::from_micros;
         let sites = report.sites.into_iter().map(|(p, idle, since)| (p, micros(idle), micros(since))).collect();
-        Ok(HostLoad { latency, sites })
+        Ok(HostLoad { latency, single, sites })
     }
 }
 
@@ -50,11 +58,14 @@ pub(super) async fn serve_load(mut s: tokio::net::TcpStream, host: Arc<Host>) {
 }
 
 fn report(load: &HostLoad) -> Result<LoadReport> {
-    let mut latency = Vec::new();
-    V2Serializer::new()
-        .serialize(&load.latency, &mut latency)
-        .map_err(|e| err!(Internal, "cannot encode the latency histogram: {e:?}"))?;
+    let encode_histogram = |h: &hdrhistogram::Histogram<u64>| {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(h, &mut bytes)
+            .map_err(|e| err!(Internal, "cannot encode the latency histogram: {e:?}"))?;
+        Ok::<_, Error>(bytes)
+    };
     let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
     let sites = load.sites.iter().map(|(p, idle, since)| (*p, micros(*idle), micros(*since))).collect();
-    Ok(LoadReport { latency, sites })
+    Ok(LoadReport { latency: encode_histogram(&load.latency)?, single: encode_histogram(&load.single)?, sites })
 }

@@ -238,6 +238,13 @@ pub(crate) struct Link {
 type SessionPool = Arc<Mutex<HashMap<(u32, HostId), Vec<std::net::TcpStream>>>>;
 
 impl Link {
+    /// The runtime the data plane's tasks run on: a thread of this
+    /// process's own (a rebalance job, say) waits on a request to other
+    /// hosts through it.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
     pub fn new(
         me: HostId,
         metadata: &ClusterMetadata,

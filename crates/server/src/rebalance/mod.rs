@@ -16,8 +16,10 @@
 //!
 //! Throttling follows the `[elastic]` settings: each piece aims at
 //! `duration_ms` (its token span scales by how far the last piece was from
-//! it, see [`next_piece`]), and rows move at `throughput_mb` MB/s at most
-//! (the job sleeps between pieces; 0 lifts the limit, and then each piece
+//! it, see [`next_piece`]), rows move at `throughput_mb` MB/s at most, and
+//! pieces run `busy_percent` of the time at most — less while the calls'
+//! p99 is above `target_p99_ms` ([`governor`])
+//! (the job sleeps between pieces; a throughput of 0 lifts every limit, and then each piece
 //! takes the next span of every partition giving tokens up, so those
 //! partitions — and the ones taking them — work side by side: `lanes`).
 //! The partitions
@@ -36,7 +38,10 @@
 //! ring — which is why pieces are sized by their time beyond the quickest
 //! one's), and a piece refused while the cluster fails over is tried again.
 
+mod governor;
+
 use crate::ServerContext;
+use governor::Governor;
 use joule_common::hashinator::Hashinator;
 use joule_common::{bail, DataType, Error, Result, Value};
 use joule_sql::plan::OutputColumn;
@@ -62,6 +67,10 @@ pub struct ElasticConfig {
     /// ms whatever it carries, so without this bound tiny pieces would run
     /// back to back and hold the partitions most of the time.
     pub busy_percent: u32,
+    /// The p99 of single-partition calls the job keeps to (`None`: no
+    /// target): above it, moves run a smaller share of the time (see
+    /// [`governor`]).
+    pub target_p99: Option<Duration>,
 }
 
 /// The defaults kept a voter load at 66–90 % of its throughput (75 % on
@@ -71,7 +80,12 @@ pub struct ElasticConfig {
 /// for 50 ms at a time and halved the throughput.
 impl Default for ElasticConfig {
     fn default() -> Self {
-        ElasticConfig { duration: Duration::from_millis(5), throughput_bytes: 3 * (1 << 20) / 10, busy_percent: 25 }
+        ElasticConfig {
+            duration: Duration::from_millis(5),
+            throughput_bytes: 3 * (1 << 20) / 10,
+            busy_percent: 25,
+            target_p99: Some(Duration::from_millis(10)),
+        }
     }
 }
 
@@ -102,6 +116,10 @@ struct Job {
     calls: u64,
     /// Time spent inside move transactions.
     calls_time: Duration,
+    /// The share of the time moves may run now (percent), and the p99 of
+    /// the load's single-partition calls it was last steered by.
+    share: f64,
+    load_p99: Option<Duration>,
 }
 
 /// The node's rebalancer: the running or last job.
@@ -209,6 +227,12 @@ fn start(ctx: &Arc<ServerContext>, current: &Hashinator, target: &Hashinator) ->
             moved_bytes: 0,
             calls: 0,
             calls_time: Duration::ZERO,
+            share: if ctx.config.elastic.throughput_bytes == 0 {
+                100.0
+            } else {
+                f64::from(ctx.config.elastic.busy_percent)
+            },
+            load_p99: None,
         });
         ctx.rebalance.stop.store(false, Ordering::SeqCst);
     }
@@ -259,6 +283,7 @@ fn plan_table(moves: &[(i32, i32, u32)]) -> ResultTable {
 fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
     let mut client = ctx.host.client();
     let elastic = ctx.config.elastic.clone();
+    let mut governor = Governor::new(elastic.target_p99, elastic.busy_percent);
     let mut piece = FIRST_PIECE_TOKENS;
     // The quickest move so far: what a move costs whatever it carries.
     let mut floor = Duration::MAX;
@@ -272,7 +297,7 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
         let sources: std::collections::BTreeSet<u32> =
             moves.iter().flat_map(|(s, e, to)| ring.owners_of(*s, *e).into_iter().filter(move |p| p != to)).collect();
         for p in sources {
-            if !index_partition(ctx, &mut client, p, &elastic)? {
+            if !index_partition(ctx, &mut client, p, &elastic, &mut governor)? {
                 return Ok(State::Stopped);
             }
         }
@@ -319,7 +344,8 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
             // And keep under the throughput (a piece of `bytes` earns
             // bytes / throughput seconds) and the share of busy time.
             if elastic.throughput_bytes > 0 {
-                pause(ctx, rest_after(took, bytes, &elastic));
+                let share = governed(ctx, &mut governor);
+                pause(ctx, rest_after(took, bytes, elastic.throughput_bytes, share));
             }
             for lane in &mut lanes {
                 let Some(front) = lane.front_mut() else { continue };
@@ -351,7 +377,15 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
     });
     let figures = ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(j) = figures {
-        ctx.event(format!("{text}: {} row(s), {} byte(s) in {} move(s)", j.moved_rows, j.moved_bytes, j.calls));
+        let (lowest, cap) = governor.range();
+        let paced = match elastic.target_p99 {
+            Some(target) if lowest < cap => format!(
+                " (moves ran {lowest:.1}–{cap:.0} % of the time to keep the calls' p99 near {} ms)",
+                target.as_secs_f64() * 1000.0
+            ),
+            _ => String::new(),
+        };
+        ctx.event(format!("{text}: {} row(s), {} byte(s) in {} move(s){paced}", j.moved_rows, j.moved_bytes, j.calls));
     }
 }
 
@@ -396,6 +430,7 @@ fn index_partition(
     client: &mut joule_txn::Client,
     p: u32,
     elastic: &ElasticConfig,
+    governor: &mut Governor,
 ) -> std::result::Result<bool, Error> {
     let mut step = FIRST_INDEX_STEP;
     let mut floor = Duration::MAX;
@@ -419,7 +454,8 @@ fn index_partition(
         floor = floor.min(took);
         step = next_piece(step, step, took, floor, elastic.duration).clamp(1024, 1 << 22);
         if elastic.throughput_bytes > 0 {
-            pause(ctx, rest_after(took, 0, elastic));
+            let share = governed(ctx, governor);
+            pause(ctx, rest_after(took, 0, elastic.throughput_bytes, share));
         }
     }
 }
@@ -477,12 +513,25 @@ fn next_piece(piece: u64, rows: u64, took: Duration, floor: Duration, duration: 
 /// docs/performance/elastic.md, "Scaling out and in").
 const SMALL_PIECE_ROWS: u64 = 250;
 
-/// How long the job rests after a piece of `bytes` that took `took`.
-fn rest_after(took: Duration, bytes: u64, elastic: &ElasticConfig) -> Duration {
-    let earned = Duration::from_secs_f64(bytes as f64 / elastic.throughput_bytes.max(1) as f64);
-    let busy = elastic.busy_percent.clamp(1, 100);
-    let idle = took.mul_f64(f64::from(100 - busy) / f64::from(busy));
+/// How long the job rests after a piece of `bytes` that took `took`: long
+/// enough to keep under `throughput_bytes` a second, and for the piece to
+/// be `busy` percent of the time.
+fn rest_after(took: Duration, bytes: u64, throughput_bytes: u64, busy: f64) -> Duration {
+    let earned = Duration::from_secs_f64(bytes as f64 / throughput_bytes.max(1) as f64);
+    let busy = busy.clamp(1.0, 100.0);
+    let idle = took.mul_f64((100.0 - busy) / busy);
     earned.saturating_sub(took).max(idle)
+}
+
+/// The governor's share now, shown in `@Statistics REBALANCE`.
+fn governed(ctx: &ServerContext, governor: &mut Governor) -> f64 {
+    let share = governor.share(ctx);
+    let p99 = governor.last_p99();
+    ctx.rebalance.update(|j| {
+        j.share = share;
+        j.load_p99 = p99;
+    });
+    share
 }
 
 /// Sleep up to `d`, waking early for a stop or a shutdown.
@@ -516,6 +565,8 @@ pub(crate) fn statistics(
             ("CALLS_LATENCY", DataType::Float),
             ("CALLS_TIME", DataType::BigInt),
             ("MESSAGE", DataType::Varchar),
+            ("BUSY_PERCENT", DataType::Float),
+            ("LOAD_P99", DataType::Float),
         ])
         .collect();
     let job = ctx.rebalance.job.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -551,6 +602,8 @@ pub(crate) fn statistics(
                 Value::Float(latency),
                 Value::Integer(j.calls_time.as_millis() as i64),
                 Value::from(message.as_str()),
+                Value::Float(j.share),
+                Value::Float(j.load_p99.map_or(-1.0, |d| d.as_secs_f64() * 1000.0)),
             ])
             .collect()]
     });
@@ -617,14 +670,15 @@ mod tests {
     #[test]
     fn the_job_rests_for_the_throughput_and_the_share_of_busy_time() {
         let ms = Duration::from_millis;
-        let elastic = ElasticConfig { duration: ms(5), throughput_bytes: 1 << 20, busy_percent: 25 };
+        let mb = 1 << 20;
         // 512 KiB at 1 MiB/s earn half a second; the piece took 100 ms.
-        assert_eq!(rest_after(ms(100), 1 << 19, &elastic), ms(400));
+        assert_eq!(rest_after(ms(100), 1 << 19, mb, 25.0), ms(400));
         // A small piece on a cluster: 1 KiB earns 1 ms, but 10 ms busy at
         // 25 % asks for 30 ms of rest.
-        assert_eq!(rest_after(ms(10), 1 << 10, &elastic), ms(30));
-        assert_eq!(rest_after(ms(10), 0, &elastic), ms(30), "an empty piece held the partitions too");
-        let anytime = ElasticConfig { busy_percent: 100, ..elastic };
-        assert_eq!(rest_after(ms(10), 0, &anytime), ms(0));
+        assert_eq!(rest_after(ms(10), 1 << 10, mb, 25.0), ms(30));
+        assert_eq!(rest_after(ms(10), 0, mb, 25.0), ms(30), "an empty piece held the partitions too");
+        assert_eq!(rest_after(ms(10), 0, mb, 100.0), ms(0));
+        // The governor's halved share: twice the rest and more.
+        assert_eq!(rest_after(ms(10), 0, mb, 12.5), ms(70));
     }
 }

@@ -1,0 +1,139 @@
+//! Pacing a rebalance by the latency of the calls it delays: the share of
+//! the time moves may run, steered once a second by the p99 of the
+//! cluster's single-partition calls against `[elastic] target_p99_ms`.
+//!
+//! Every piece holds the partitions it moves between, and the calls queued
+//! on them wait for it. What that costs the calls' p99 depends on the load,
+//! the rows and the machine: a fixed share of the time (`busy_percent`)
+//! either costs a busy cluster its latency or slows an idle one's moves for
+//! nothing. So the job samples the figures the auto-scaler decides by
+//! (every host's running totals, [`crate::autoscale::Sampler`]; its own
+//! pieces are multi-partition calls and are left out) and steers its share
+//! the way TCP steers its window:
+//!
+//! * the p99 above the target: the share halves, though never below a fifth
+//!   of `busy_percent` — a load that breaks the target with no move at all
+//!   must not stop a move (the very scale-out it may be waiting for);
+//! * the p99 at 70 % of the target or under, or no single-partition call
+//!   at all: the share grows by a fifth of `busy_percent`, up to it;
+//! * in between: it stays.
+//!
+//! The share, the last p99 and the lowest share of the job are in
+//! `@Statistics REBALANCE`, and the job's end event gives the range the
+//! share went through.
+
+use crate::autoscale::{HostLoad, Sampler};
+use crate::ServerContext;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// How often the job samples the calls' figures.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// The p99 at or under this many tenths of the target lets the share grow.
+const HEADROOM_TENTHS: u32 = 7;
+
+/// Steers the share of the time a job's moves run (see the module doc).
+pub(super) struct Governor {
+    /// `None`: no target, the share stays at `cap`.
+    target: Option<Duration>,
+    /// `busy_percent`.
+    cap: f64,
+    share: f64,
+    /// The lowest share this job ran at.
+    lowest: f64,
+    sampler: Sampler,
+    sampled: Option<Instant>,
+    last_p99: Option<Duration>,
+}
+
+impl Governor {
+    pub fn new(target: Option<Duration>, busy_percent: u32) -> Governor {
+        let cap = f64::from(busy_percent.clamp(1, 100));
+        Governor { target, cap, share: cap, lowest: cap, sampler: Sampler::default(), sampled: None, last_p99: None }
+    }
+
+    /// The share of the time (percent) moves may run now, sampling the
+    /// calls' figures first once a second has passed since the last
+    /// sample. The first sample only sets where the next one counts from.
+    pub fn share(&mut self, ctx: &ServerContext) -> f64 {
+        let Some(target) = self.target else { return self.cap };
+        if self.sampled.is_some_and(|at| at.elapsed() < EVERY) {
+            return self.share;
+        }
+        let first = self.sampled.is_none();
+        self.sampled = Some(Instant::now());
+        let Some(p99) = single_partition_p99(ctx, &mut self.sampler) else { return self.share };
+        if !first {
+            self.last_p99 = p99;
+            self.share = steer(self.share, self.cap, target, p99);
+            self.lowest = self.lowest.min(self.share);
+        }
+        self.share
+    }
+
+    /// The p99 of the last interval sampled (`None`: none yet, or no call).
+    pub fn last_p99(&self) -> Option<Duration> {
+        self.last_p99
+    }
+
+    /// The lowest share this job ran at, and the highest it may.
+    pub fn range(&self) -> (f64, f64) {
+        (self.lowest, self.cap)
+    }
+}
+
+/// The next share after an interval whose single-partition calls had a p99
+/// of `p99` (`None`: there were none), from `share`, under `cap`.
+pub(super) fn steer(share: f64, cap: f64, target: Duration, p99: Option<Duration>) -> f64 {
+    let floor = (cap / 5.0).max(1.0).min(cap);
+    match p99 {
+        Some(p) if p > target => (share / 2.0).max(floor),
+        Some(p) if p * 10 > target * HEADROOM_TENTHS => share,
+        _ => (share + cap / 5.0).min(cap),
+    }
+}
+
+/// The p99 of the cluster's single-partition calls since the last sample
+/// (the inner `None`: no call); `None` if this host's own figures could not
+/// be read.
+fn single_partition_p99(ctx: &ServerContext, sampler: &mut Sampler) -> Option<Option<Duration>> {
+    let m = ctx.membership.metadata();
+    let members: BTreeSet<u64> = m.hosts.keys().copied().chain([ctx.host_id]).collect();
+    let loads = match &ctx.link {
+        Some(link) => link.runtime().block_on(crate::autoscale::gather(ctx, &m, ctx.host_id))?,
+        None => BTreeMap::from([(ctx.host_id, HostLoad::of(&ctx.host.statistics(Duration::from_secs(5))))]),
+    };
+    Some(sampler.sample(&loads, &members).single_p99)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_halves_over_the_target_and_grows_back_under_it() {
+        let ms = Duration::from_millis;
+        let target = ms(10);
+        // Over the target: halved, down to a fifth of the cap.
+        assert_eq!(steer(25.0, 25.0, target, Some(ms(14))), 12.5);
+        assert_eq!(steer(12.5, 25.0, target, Some(ms(14))), 6.25);
+        assert_eq!(steer(6.25, 25.0, target, Some(ms(40))), 5.0);
+        assert_eq!(steer(5.0, 25.0, target, Some(ms(40))), 5.0);
+        // Near it: kept.
+        assert_eq!(steer(12.5, 25.0, target, Some(ms(8))), 12.5);
+        assert_eq!(steer(12.5, 25.0, target, Some(ms(10))), 12.5);
+        // Well under it, or no call: a fifth of the cap more, up to it.
+        assert_eq!(steer(12.5, 25.0, target, Some(ms(7))), 17.5);
+        assert_eq!(steer(22.5, 25.0, target, Some(ms(2))), 25.0);
+        assert_eq!(steer(5.0, 25.0, target, None), 10.0);
+        // A cap of 1 %: the floor is the cap.
+        assert_eq!(steer(1.0, 1.0, target, Some(ms(40))), 1.0);
+        // A cap of 100 % falls to 20 % at the lowest.
+        let mut share = 100.0;
+        for _ in 0..10 {
+            share = steer(share, 100.0, target, Some(ms(50)));
+        }
+        assert_eq!(share, 20.0);
+    }
+}

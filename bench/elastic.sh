@@ -9,7 +9,10 @@
 #   later `joule cluster remove 2` takes host 2 out again (its ranges drain
 #   back, it leaves). Each second is marked with the phase it fell in; the
 #   summary gives each phase's throughput against the steady states before
-#   and after it.
+#   and after it. Phases the load does not reach are skipped (a move still
+#   running when the load ends is left to finish unmeasured). Every 2 s the
+#   rebalance's share of busy time and the p99 it steers by are sampled
+#   (`@Statistics REBALANCE` BUSY_PERCENT, LOAD_P99) and summarized.
 #
 # Builds JouleDB in release mode; hosts on free loopback ports in a
 # throwaway directory. Settings (environment): DURATION (300), WARM (10), STEADY (15),
@@ -52,8 +55,9 @@ rebalance_status() { echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${A
 joined() { # the event line for partitions a..b
   for _ in $(seq 600); do grep -q "partitions $1 joined" "$WORK/h0.log" && break; sleep 0.1; done
   sleep 0.5
-  while [ "$(rebalance_status)" = RUNNING ]; do sleep 0.2; done
+  while [ "$(rebalance_status)" = RUNNING ] && bench_running; do sleep 0.2; done
 }
+bench_running() { kill -0 "$BENCH" 2>/dev/null; }
 now() { date +%s.%N; }
 
 start_host 0 --elastic
@@ -61,11 +65,28 @@ start_host 0 --elastic
 BENCH=$!
 BEGIN=$(now)
 sleep $((WARM + 2))
+( while bench_running; do
+    echo "$(now) $(echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${ADMINS[0]}" 2>/dev/null |
+      awk 'NR == 3 && NF > 3 { print $4, $(NF-1), $NF }')" >>"$WORK/share.log"
+    sleep 2
+  done ) &
 T1=$(now); start_host 1 --add --join "$JOIN"; joined 2..3; T2=$(now)
-sleep "$STEADY"; T3=$(now); start_host 2 --add --join "$JOIN"; joined 4..5; T4=$(now)
-sleep "$STEADY"; T5=$(now); "$J" cluster remove 2 --host 127.0.0.1 --port "${ADMINS[0]}"; T6=$(now)
+T3=1e18; T4=1e18; T5=1e18; T6=1e18
+if bench_running; then sleep "$STEADY"; T3=$(now); start_host 2 --add --join "$JOIN"; joined 4..5; T4=$(now); fi
+if bench_running; then sleep "$STEADY"; T5=$(now); "$J" cluster remove 2 --host 127.0.0.1 --port "${ADMINS[0]}"; T6=$(now); fi
 echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${ADMINS[0]}"
 wait "$BENCH"
+python3 - "$WORK/share.log" <<'PY'
+import sys
+running = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 4 and l.split()[1] == "RUNNING"]
+if running:
+    shares = sorted(float(r[2]) for r in running)
+    p99s = sorted(float(r[3]) for r in running if float(r[3]) >= 0)
+    mid = lambda v: v[len(v) // 2] if v else float("nan")
+    print(f"rebalance share of busy time while running ({len(shares)} samples): lowest {shares[0]:.1f} %, "
+          f"median {mid(shares):.1f} %, highest {shares[-1]:.1f} %; the load's p99 it steered by: median "
+          f"{mid(p99s):.2f} ms, highest {p99s[-1] if p99s else float('nan'):.2f} ms")
+PY
 python3 - "$WORK/bench.log" "$BEGIN" "$T1" "$T2" "$T3" "$T4" "$T5" "$T6" <<'PY'
 import re, sys
 log = sys.argv[1]

@@ -44,13 +44,24 @@ pub(super) struct Governor {
     lowest: f64,
     sampler: Sampler,
     sampled: Option<Instant>,
+    /// A sample was read: the next one counts from it.
+    primed: bool,
     last_p99: Option<Duration>,
 }
 
 impl Governor {
     pub fn new(target: Option<Duration>, busy_percent: u32) -> Governor {
         let cap = f64::from(busy_percent.clamp(1, 100));
-        Governor { target, cap, share: cap, lowest: cap, sampler: Sampler::default(), sampled: None, last_p99: None }
+        Governor {
+            target,
+            cap,
+            share: cap,
+            lowest: cap,
+            sampler: Sampler::default(),
+            sampled: None,
+            primed: false,
+            last_p99: None,
+        }
     }
 
     /// The share of the time (percent) moves may run now, sampling the
@@ -58,17 +69,18 @@ impl Governor {
     /// sample. The first sample only sets where the next one counts from.
     pub fn share(&mut self, ctx: &ServerContext) -> f64 {
         let Some(target) = self.target else { return self.cap };
-        if self.sampled.is_some_and(|at| at.elapsed() < EVERY) {
+        // (Stopping: the hosts' runtimes may be gone.)
+        if self.sampled.is_some_and(|at| at.elapsed() < EVERY) || *ctx.shutdown.borrow() {
             return self.share;
         }
-        let first = self.sampled.is_none();
         self.sampled = Some(Instant::now());
         let Some(p99) = single_partition_p99(ctx, &mut self.sampler) else { return self.share };
-        if !first {
+        if self.primed {
             self.last_p99 = p99;
             self.share = steer(self.share, self.cap, target, p99);
             self.lowest = self.lowest.min(self.share);
         }
+        self.primed = true;
         self.share
     }
 

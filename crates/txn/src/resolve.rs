@@ -238,7 +238,11 @@ impl Coordinator {
         // memory would decide the new one (the fault run found a
         // transaction committed on one partition that way, and never
         // prepared on the other).
-        if let Some(highest) = reports.iter().map(|(_, r)| r.highest).max() {
+        // The metadata's record of the last ring moved names an id too (it
+        // outlives every partition's memory: a whole cluster restarted
+        // without its data).
+        let ring_txn = link.ring_txn().unwrap_or(0);
+        if let Some(highest) = reports.iter().map(|(_, r)| r.highest).chain([ring_txn]).max() {
             self.ids.continue_after(crate::ids::TxnId(highest));
         }
         let pending: std::collections::BTreeSet<u64> = reports.iter().filter_map(|(_, r)| r.pending).collect();

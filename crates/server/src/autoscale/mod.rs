@@ -221,29 +221,24 @@ impl std::fmt::Display for Figures {
     }
 }
 
-/// One host's running totals: the latency of every call its sites
-/// answered since they started (and of the single-partition ones alone),
-/// and per site (partition, time idle, time since start). The deciding
-/// host reads its own; the others send theirs (`dataplane::load`).
+/// One host's running totals: per site, the latency of every call it
+/// answered since it started (keyed by partition; `None` is the
+/// coordinator, whose calls are the multi-partition ones), and per site
+/// (partition, time idle, time since start). The deciding host reads its
+/// own; the others send theirs (`dataplane::load`). Kept per site so that a
+/// site missing from one sample (busy past the wait) neither shrinks its
+/// host's totals nor brings its whole history into the next interval.
 #[derive(Clone, Debug)]
 pub(crate) struct HostLoad {
-    pub latency: Histogram<u64>,
-    pub single: Histogram<u64>,
+    pub latency: Vec<(Option<u32>, Histogram<u64>)>,
     pub sites: Vec<(u32, Duration, Duration)>,
 }
 
 impl HostLoad {
     pub fn of(sites: &[SiteStats]) -> HostLoad {
-        let (mut latency, mut single) = (new_histogram(), new_histogram());
-        for s in sites {
-            let _ = latency.add(&s.latency);
-            // The coordinator's entry has no partition.
-            if s.partition.is_some() {
-                let _ = single.add(&s.latency);
-            }
-        }
+        let latency = sites.iter().map(|s| (s.partition, s.latency.clone())).collect();
         let sites = sites.iter().filter_map(|s| Some((s.partition?, s.idle, s.since_start))).collect();
-        HostLoad { latency, single, sites }
+        HostLoad { latency, sites }
     }
 }
 
@@ -256,8 +251,8 @@ pub(crate) struct Sampler {
 /// One host's totals at the last sample.
 #[derive(Default)]
 struct HostSample {
-    latency: Option<Histogram<u64>>,
-    single: Option<Histogram<u64>>,
+    /// Per site (see [`HostLoad`]), as last seen.
+    latency: BTreeMap<Option<u32>, Histogram<u64>>,
     /// Per partition: (idle, since start).
     time: BTreeMap<u32, (Duration, Duration)>,
 }
@@ -267,8 +262,15 @@ impl HostSample {
     /// sites' start; all, and the single-partition ones), and its sites'
     /// (busy, elapsed) seconds.
     fn sample(&mut self, load: &HostLoad) -> (Histogram<u64>, Histogram<u64>, f64, f64) {
-        let interval = since(&mut self.latency, &load.latency);
-        let single = since(&mut self.single, &load.single);
+        let (mut interval, mut single) = (new_histogram(), new_histogram());
+        for (site, now) in &load.latency {
+            let gained = since(self.latency.get(site), now);
+            let _ = interval.add(&gained);
+            if site.is_some() {
+                let _ = single.add(&gained);
+            }
+            self.latency.insert(*site, now.clone());
+        }
         let (mut busy, mut total) = (0.0, 0.0);
         for (p, idle, since_start) in &load.sites {
             let (idle0, start0) = self.time.insert(*p, (*idle, *since_start)).unwrap_or_default();
@@ -282,17 +284,16 @@ impl HostSample {
     }
 }
 
-/// What `now`'s running totals gained since `before`'s, which become
-/// `now`'s. Totals only grow, unless the host restarted: then they count
-/// afresh.
-fn since(before: &mut Option<Histogram<u64>>, now: &Histogram<u64>) -> Histogram<u64> {
+/// What a site's running totals `now` gained since `before` (none: since
+/// it started). Totals only grow, unless the host restarted: then they
+/// count afresh.
+fn since(before: Option<&Histogram<u64>>, now: &Histogram<u64>) -> Histogram<u64> {
     let mut interval = now.clone();
-    if let Some(before) = before.as_ref() {
+    if let Some(before) = before {
         if interval.subtract(before).is_err() {
             interval = now.clone();
         }
     }
-    *before = Some(now.clone());
     interval
 }
 

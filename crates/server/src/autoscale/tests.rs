@@ -128,8 +128,9 @@ fn load(sites: &[(u32, u64, u64)], latencies_us: &[u64]) -> HostLoad {
         latency.record(*l).unwrap();
     }
     let ms = Duration::from_millis;
+    let first = sites.first().map(|(p, _, _)| *p);
     let sites = sites.iter().map(|(p, idle, since)| (*p, ms(*idle), ms(*since))).collect();
-    HostLoad { single: latency.clone(), latency, sites }
+    HostLoad { latency: vec![(first, latency)], sites }
 }
 
 #[test]
@@ -142,6 +143,20 @@ fn the_single_partition_p99_leaves_the_coordinators_calls_out() {
     assert_eq!(f.calls, 248);
     assert_eq!(f.p99.map(|d| d.as_millis()), Some(30));
     assert_eq!(f.single_p99.map(|d| d.as_micros()), Some(200));
+    // A site that misses a sample: the interval has the others' calls, and
+    // the next one its calls since its own last sample, not its history.
+    let more = |s: &SiteStats, us: u64, n: usize| {
+        let mut s = s.clone();
+        (0..n).for_each(|_| s.latency.record(us).unwrap());
+        s
+    };
+    let missing = [more(&sites[0], 100, 10)];
+    let f = sampler.sample(&BTreeMap::from([(0, HostLoad::of(&missing))]), &BTreeSet::from([0]));
+    assert_eq!((f.calls, f.single_p99.map(|d| d.as_micros())), (10, Some(100)));
+    let back = [more(&missing[0], 100, 5), more(&sites[1], 20_000, 3), more(&sites[2], 30_000, 0)];
+    let f = sampler.sample(&BTreeMap::from([(0, HostLoad::of(&back))]), &BTreeSet::from([0]));
+    assert_eq!(f.calls, 8, "5 quick calls on partition 0, 3 slow ones on partition 1 since its last sample");
+    assert_eq!(f.single_p99.map(|d| d.as_millis()), Some(20));
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! What a host's sites have been doing (connections of kind `L`): the
 //! auto-scaler's deciding host asks every other host that is up for its
-//! running totals — the latency of every call its sites answered since
-//! they started, and of the single-partition ones alone (HDR histograms,
-//! V2 encoding), and each site's idle and elapsed time — so that its
+//! running totals — per site, the latency of every call it answered since
+//! it started (HDR histograms, V2 encoding), and each site's idle and
+//! elapsed time — so that its
 //! decisions stand on the whole cluster's figures rather than its own (see
 //! `crate::autoscale`); a rebalance asks the same to pace its moves (see
 //! `crate::rebalance`).
@@ -14,12 +14,9 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 /// A host's running totals as they travel.
 #[derive(Serialize, Deserialize)]
 struct LoadReport {
-    /// V2-encoded HDR histogram of call latencies (µs).
-    #[serde(with = "serde_bytes")]
-    latency: Vec<u8>,
-    /// The same, of the single-partition calls alone.
-    #[serde(with = "serde_bytes")]
-    single: Vec<u8>,
+    /// Per site (partition; `None`: the coordinator), its V2-encoded HDR
+    /// histogram of call latencies (µs).
+    latency: Vec<(Option<u32>, serde_bytes::ByteBuf)>,
     /// (partition, idle µs, since start µs) per site.
     sites: Vec<(u32, u64, u64)>,
 }
@@ -39,10 +36,10 @@ impl Link {
                 .deserialize(&mut &bytes[..])
                 .map_err(|e| err!(CorruptData, "host {host} sent a latency histogram that does not decode: {e:?}"))
         };
-        let (latency, single) = (decode_histogram(&report.latency)?, decode_histogram(&report.single)?);
+        let latency = report.latency.iter().map(|(p, h)| Ok((*p, decode_histogram(h)?))).collect::<Result<Vec<_>>>()?;
         let micros = Duration::from_micros;
         let sites = report.sites.into_iter().map(|(p, idle, since)| (p, micros(idle), micros(since))).collect();
-        Ok(HostLoad { latency, single, sites })
+        Ok(HostLoad { latency, sites })
     }
 }
 
@@ -67,5 +64,10 @@ fn report(load: &HostLoad) -> Result<LoadReport> {
     };
     let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
     let sites = load.sites.iter().map(|(p, idle, since)| (*p, micros(*idle), micros(*since))).collect();
-    Ok(LoadReport { latency: encode_histogram(&load.latency)?, single: encode_histogram(&load.single)?, sites })
+    let latency = load
+        .latency
+        .iter()
+        .map(|(p, h)| Ok((*p, serde_bytes::ByteBuf::from(encode_histogram(h)?))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LoadReport { latency, sites })
 }

@@ -1,6 +1,7 @@
 //! Pacing a rebalance by the latency of the calls it delays: the share of
-//! the time moves may run, steered once a second by the p99 of the
-//! cluster's single-partition calls against `[elastic] target_p99_ms`.
+//! the time moves may run, steered (between pieces, at most once a second)
+//! by the p99 of the cluster's single-partition calls against `[elastic]
+//! target_p99_ms`.
 //!
 //! Every piece holds the partitions it moves between, and the calls queued
 //! on them wait for it. What that costs the calls' p99 depends on the load,
@@ -8,7 +9,8 @@
 //! either costs a busy cluster its latency or slows an idle one's moves for
 //! nothing. So the job samples the figures the auto-scaler decides by
 //! (every host's running totals, [`crate::autoscale::Sampler`]; its own
-//! pieces are multi-partition calls and are left out) and steers its share
+//! pieces are multi-partition calls and are left out, and so is the work
+//! replicas replay, which is no call) and steers its share
 //! the way TCP steers its window:
 //!
 //! * the p99 above the target: the share halves, though never below a fifth

@@ -15,8 +15,8 @@
 //! unchanged, every partition's copies are identical (checksums), and the
 //! register's history is linearizable (`linearizable.rs`, the checker the
 //! metadata group's tests use). Seeds come from `JOULE_SEEDS` (k = 1;
-//! comma-separated; default 1 and 2) and `JOULE_K2_SEEDS` (k = 2; default
-//! 3), and a failure names its seed.
+//! comma-separated; default 1, 2 and 21) and `JOULE_K2_SEEDS` (k = 2;
+//! default 3 and 34), and a failure names its seed.
 
 mod common;
 
@@ -122,10 +122,13 @@ fn a_cluster_under_load_survives_kills_hangs_and_network_cuts() {
 /// k = 2: every partition on all three hosts, so a leader's death leaves
 /// two copies that may differ by the batch it was sending — the new
 /// leader's repair step must bring them level (the checks below compare
-/// all three copies).
+/// all three copies). Seed 34 hangs the coordinator's host mid-commit: it
+/// used to take over 10 s to stop on waking (in about 1 run in 7), its
+/// settling held up by a leader waiting for metadata that would never
+/// name it coordinator again.
 #[test]
 fn a_k2_cluster_under_load_repairs_its_copies_after_faults() {
-    for seed in seeds("JOULE_K2_SEEDS", &[3]) {
+    for seed in seeds("JOULE_K2_SEEDS", &[3, 34]) {
         run(seed, 2, &[]);
     }
 }

@@ -258,7 +258,9 @@ pub(crate) enum MpWork {
     /// site for as long as it is in doubt (see [`InDoubt`]).
     Prepare { work: std::sync::mpsc::Sender<MpWork>, done: std::sync::mpsc::Sender<Result<bool>> },
     /// The session driving this transaction from another host ended. Before
-    /// the prepare this rolls back; after it, the site stays in doubt.
+    /// the prepare this rolls back; after it, the site stays in doubt —
+    /// unless its host stops (`InDoubt::stopped`): then it rolls its copy
+    /// back and goes (its replicas hold the writes).
     Abandon,
     /// The outcome of the prepared transaction `txn`, from the coordinator
     /// that resolves it (the one that ran it, after a partition's leader

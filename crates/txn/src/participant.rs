@@ -144,7 +144,12 @@ impl Site {
                     let _ = self.db.rollback();
                     Ended::Done
                 }
-                // Prepared: the outcome comes from whoever resolves it.
+                // Prepared: the outcome comes from whoever resolves it,
+                // unless this host stops.
+                MpWork::Abandon if self.host_stops() => {
+                    let _ = self.db.rollback();
+                    Ended::Done
+                }
                 MpWork::Abandon => Ended::Waiting,
                 MpWork::Settle { txn, commit, by: settler, done } if prepared && txn == ids.txn_id.0 => {
                     let outcome = Outcome { commit, schema: None, hashinator: None, install: true, done: Some(done) };
@@ -370,6 +375,11 @@ impl Site {
             self.publish_schema();
             let _ = self.coordinator.send(CoordMsg::Install(ddl.to_vec()));
         }
+    }
+
+    /// Whether this host stops (nothing will decide what is prepared here).
+    fn host_stops(&self) -> bool {
+        self.shared.upgrade().is_none_or(|shared| lock(&shared.in_doubt[self.partition as usize]).stopped)
     }
 
     /// This host stops with `txn` prepared and undecided here.

@@ -572,11 +572,17 @@ impl crate::coordinator::Coordinator {
             t.sink.deliver(t.handle, Response::failure(err!(Unavailable, "the host is shutting down"), None));
         }
         // A site prepared and waiting for an outcome is no longer reachable
-        // once this host stops (its replicas hold the writes).
+        // once this host stops (its replicas hold the writes): it is told so,
+        // and goes. (It reads the channel it waits on, not its inbox, and
+        // while another sender of that channel lives — the routes hold this
+        // coordinator's — it would wait there for good, and the host's
+        // stop with it.)
         for doubt in &self.shared.in_doubt {
             let mut doubt = crate::participant::lock(doubt);
-            doubt.pending = None;
             doubt.stopped = true;
+            if let Some((_, work)) = doubt.pending.take() {
+                let _ = work.send(crate::messages::MpWork::Abandon);
+            }
         }
         // The sites stop after the last multi-partition transaction: their
         // Shutdown follows every start marker this coordinator sent.

@@ -47,7 +47,10 @@ pub fn lines(r: impl std::io::Read + Send + 'static, who: String) -> mpsc::Recei
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines().map_while(Result::ok) {
             if echo {
-                eprintln!("[{who}] {line}");
+                // Seconds since the test began, to line hosts' words up.
+                static BEGAN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+                let at = BEGAN.get_or_init(std::time::Instant::now).elapsed().as_secs_f64();
+                eprintln!("[{at:8.3} {who}] {line}");
             }
             if tx.send(line).is_err() && !echo {
                 break;

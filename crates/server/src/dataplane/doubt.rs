@@ -46,8 +46,23 @@ impl Link {
             None => DoubtRequest::Doubt { partition, coordinator: self.me },
             Some((txn, commit)) => DoubtRequest::Settle { partition, coordinator: self.me, txn, commit },
         };
-        // Settling waits for the leader's replicas too.
-        let body = self.runtime.block_on(request_async(&address, DOUBT, &request, 4 * WAIT))?;
+        // Settling waits for the leader's replicas too. The leader waits
+        // (up to `WAIT`) for its metadata to name this host coordinator:
+        // once this host's own metadata names another, that will not come,
+        // and the asking ends (a host deposed while it settled spent those
+        // seconds before it could stop).
+        let (routing, me) = (self.routing.clone(), self.me);
+        let body = self.runtime.block_on(async move {
+            let deposed = async {
+                while routing.load().coordinator == Some(me) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                body = request_async(&address, DOUBT, &request, 4 * WAIT) => body,
+                () = deposed => Err(err!(Unavailable, "this host no longer coordinates (the metadata moved it)")),
+            }
+        })?;
         let answer = decode::<std::result::Result<Vec<u8>, WireError>>(&body)?.map_err(from_wire_error)?;
         decode(&answer)
     }

@@ -74,8 +74,10 @@ pub struct ElasticConfig {
 }
 
 /// The defaults kept a voter load at 66–90 % of its throughput (75 % on
-/// average) with a p99 under 10 ms while ranges moved (docs/performance.md,
-/// "Moving ranges");
+/// average) with a p99 under 10 ms while ranges moved on one host
+/// (docs/performance.md, "Moving ranges"), and a saturating load on a host
+/// that a second one joined a p99 of 9.5–9.6 ms in the median second once
+/// the share followed the load's p99 (docs/performance/elastic.md);
 /// VoltDB's own (50 ms, 2 MB/s) moved faster but stalled every partition
 /// for 50 ms at a time and halved the throughput.
 impl Default for ElasticConfig {

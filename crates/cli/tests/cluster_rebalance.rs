@@ -12,7 +12,7 @@ use common::cluster::{
     all_up_and_led, connect, eventually, form_all, http_get, misplaced, replicas_agree, scalar, spawn, stats, Host,
 };
 use common::voters::{setup, vote_totals, vote_until_stopped};
-use common::TempDir;
+use common::{elastic_config, TempDir};
 use joule_client::{Options, SyncConnection};
 use joule_common::Value;
 
@@ -36,14 +36,6 @@ fn moved_rows(addr: &str) -> u64 {
 fn rebalance(host: &Host, params: Vec<Value>) -> Vec<Vec<Value>> {
     let mut admin = SyncConnection::connect(&host.admin, &Options::default()).expect("admin port");
     admin.call("@Rebalance", params).expect("@Rebalance starts").tables[0].rows.clone()
-}
-
-/// `elastic.toml` in `dir` with `settings`; its path.
-fn elastic_config(dir: &TempDir, settings: &str) -> String {
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let path = dir.path().join("elastic.toml");
-    std::fs::write(&path, format!("[elastic]\n{settings}\n")).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 /// Rows of `DEFAULT.VOTES` on each partition, as the hosts at `clients`

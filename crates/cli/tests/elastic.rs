@@ -18,7 +18,7 @@ use common::cluster::{
     scalar, spawn, states, stats, Host,
 };
 use common::voters::{setup, vote_totals, vote_until_stopped, Voters};
-use common::TempDir;
+use common::{elastic_config, TempDir};
 use joule_client::{Options, SyncConnection};
 use joule_common::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,10 +42,7 @@ const ROWS: i64 = 3000;
 fn a_host_added_to_a_running_cluster_joins_and_takes_ranges_under_load() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("elastic-{i}"))).collect();
     let config_dir = TempDir::new("elastic-config");
-    std::fs::create_dir_all(config_dir.path()).unwrap();
-    let config = config_dir.path().join("elastic.toml");
-    std::fs::write(&config, "[elastic]\nduration_ms = 20\nthroughput_mb = 0\n").unwrap();
-    let config = config.to_str().unwrap().to_string();
+    let config = elastic_config(&config_dir, "duration_ms = 20\nthroughput_mb = 0");
     let hosts = form_all(&dirs[..2], 0, &["--config", &config]);
     let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
     let mut c = connect(&clients[0]);
@@ -122,14 +119,6 @@ fn a_host_added_to_a_running_cluster_joins_and_takes_ranges_under_load() {
         let r = c.call("LabelOf", vec![Value::Integer(k)]).unwrap();
         assert_eq!(r.tables[0].rows, vec![vec![Value::from(format!("label-{}", k % 7))]], "key {k}");
     }
-}
-
-/// `config` (an `[elastic]` file) in a directory of its own; its path.
-fn elastic_config(dir: &TempDir, settings: &str) -> String {
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let path = dir.path().join("elastic.toml");
-    std::fs::write(&path, format!("[elastic]\n{settings}\n")).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 /// Once `hosts` are up and led: the voter schema, and voters (seeded with

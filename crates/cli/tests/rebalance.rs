@@ -7,7 +7,7 @@
 mod common;
 
 use common::cluster::{connect, eventually, misplaced, stats};
-use common::{start_in, Node, TempDir};
+use common::{elastic_config, start_in, Node, TempDir};
 use joule_client::{Options, SyncConnection};
 use joule_common::Value;
 use joule_voter::{CallGenerator, CONTESTANTS, DDL, VOTE_ACCEPTED};
@@ -147,12 +147,10 @@ fn ranges_move_under_a_voter_load_without_a_failed_vote() {
 #[test]
 fn a_rebalance_killed_half_way_loses_nothing_and_finishes_when_asked_again() {
     let dir = TempDir::new("rebalance-kill");
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let config = dir.path().join("elastic.toml");
     // Slow enough that the kill lands half way.
-    std::fs::write(&config, "[elastic]\nduration_ms = 5\nthroughput_mb = 0.05\n").unwrap();
+    let config = elastic_config(&dir, "duration_ms = 5\nthroughput_mb = 0.05");
     let data = dir.path().join("data");
-    let args = ["--command-log", "sync", "--config", config.to_str().unwrap()];
+    let args = ["--command-log", "sync", "--config", &config];
     let mut node = start_in(&data, &args);
     setup(&node);
     let addr = node.client_addr();
@@ -174,7 +172,7 @@ fn a_rebalance_killed_half_way_loses_nothing_and_finishes_when_asked_again() {
     // Votes acknowledged before the kill are all there; at most the calls
     // in flight (one per writer) may have landed unacknowledged.
     let accepted = voters.stop_after_kill();
-    std::fs::write(&config, "[elastic]\nthroughput_mb = 0\n").unwrap();
+    elastic_config(&dir, "throughput_mb = 0");
     let node = start_in(&data, &args);
     let addr = node.client_addr();
     let totals = vote_totals(&addr);
@@ -202,10 +200,8 @@ fn a_rebalance_killed_half_way_loses_nothing_and_finishes_when_asked_again() {
 #[test]
 fn a_rebalance_slows_its_moves_while_the_calls_p99_is_over_its_target() {
     let dir = TempDir::new("rebalance-governed");
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let config = dir.path().join("elastic.toml");
-    std::fs::write(&config, "[elastic]\nthroughput_mb = 0.01\nbusy_percent = 25\ntarget_p99_ms = 0.001\n").unwrap();
-    let node = start_in(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let config = elastic_config(&dir, "throughput_mb = 0.01\nbusy_percent = 25\ntarget_p99_ms = 0.001");
+    let node = start_in(&dir.path().join("data"), &["--config", &config]);
     setup(&node);
     let addr = node.client_addr();
     let voters = vote_until_stopped(&addr, 2, 3);

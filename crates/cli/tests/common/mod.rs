@@ -77,6 +77,16 @@ impl Drop for TempDir {
     }
 }
 
+/// `elastic.toml` in `dir` (made if missing) holding `settings` under
+/// `[elastic]` (later tables may follow); its path. Written again, the same
+/// file changes for the next start.
+pub fn elastic_config(dir: &TempDir, settings: &str) -> String {
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let path = dir.path().join("elastic.toml");
+    std::fs::write(&path, format!("[elastic]\n{settings}\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 pub fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }

@@ -545,6 +545,10 @@ fn read_frame_checked(
                     return Ok(None);
                 }
             }
+            // A read with a timeout is not restarted after the process was
+            // stopped and continued (`SIGSTOP`, a paused VM): a host that
+            // woke must not take that for a broken connection.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }

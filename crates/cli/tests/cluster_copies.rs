@@ -579,3 +579,40 @@ fn multi_partition_calls_held_by_a_leaving_host_are_answered_when_it_stops() {
     drop(removal);
     hosts.remove(0);
 }
+
+/// A call's latency, as `@Statistics LATENCY` gives it (and the auto-scaler
+/// and a rebalance steer by it), runs until its answer is released: in a
+/// cluster, once the partition's replicas have the write. A replica that
+/// hangs holds the answers of its partitions' writes that long, and the
+/// leader's figures show the wait (they showed the site's run alone).
+#[test]
+fn a_calls_latency_includes_the_wait_for_its_replicas() {
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("released-{i}"))).collect();
+    let hosts = form(&dirs, 1);
+    let entry = hosts[0].client.clone();
+    sql(&entry, "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY); PARTITION TABLE t ON COLUMN id", vec![]);
+    assert!(placement(&entry).iter().any(|(_, leader)| *leader == 0), "host 0 leads a partition");
+    for id in 0..20i64 {
+        sql(&entry, "INSERT INTO t VALUES (?)", vec![Value::Integer(id)]);
+    }
+    let max_micros = || stats(&entry, "LATENCY")[0].last().unwrap().parse::<u64>().unwrap();
+    // (Read once: the next read gives the interval since.)
+    max_micros();
+    let pid = hosts[1].child.id() as libc::pid_t;
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Writes to every partition, through host 0: those host 0 leads run
+    // there and wait for host 1's copies (the heartbeat timeout is 1 s).
+    std::thread::scope(|s| {
+        for id in 20..40i64 {
+            let entry = &entry;
+            s.spawn(move || sql(entry, "INSERT INTO t VALUES (?)", vec![Value::Integer(id)]));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    });
+    assert_eq!(scalar(&entry, "SELECT COUNT(*) FROM t"), 40);
+    let waited = max_micros();
+    assert!(waited >= 300_000, "the largest latency since is {waited} µs, not the replica's wait");
+}

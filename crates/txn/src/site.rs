@@ -347,7 +347,9 @@ impl Site {
         response.app_status = outcome.app_status;
         response.app_status_string = outcome.app_status_string;
         response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
-        if call {
+        // A held answer's latency is taken when it is released (see
+        // `crate::stats`).
+        if call && !self.holds_answers() {
             let _ = self.counters.latency.record(response.cluster_micros.max(1));
         }
         let result_bytes = values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
@@ -393,6 +395,7 @@ impl Site {
         }
         if self.holds_answers() {
             self.log_answers.push(answer);
+            self.counters.held.push(task.accepted);
         } else {
             answer.deliver();
         }
@@ -424,7 +427,8 @@ impl Site {
             return;
         }
         let frames = std::mem::replace(&mut self.log_frames, Vec::with_capacity(4096));
-        let answers = std::mem::take(&mut self.log_answers);
+        let mut answers = std::mem::take(&mut self.log_answers);
+        answers.extend(self.counters.release_clock());
         match &self.link {
             Some(link) => {
                 if let Some(log) = &self.log {

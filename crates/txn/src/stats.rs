@@ -7,10 +7,22 @@
 //! between transactions with a copy ([`Host::statistics`]). Table and index
 //! figures are computed at that moment from the site's storage.
 //!
+//! A call's latency ends where its answer is released, not where its
+//! site ran it: in a cluster the answer waits for the partition's
+//! replicas, and with a synchronous command log for the fsync. Those
+//! answers leave in batches on other threads, so their latencies are
+//! recorded there ([`ReleaseClock`], one lock per batch, into the site's
+//! [`ReleasedLatency`]) and added to the site's own when it is asked.
+//! The auto-scaler and a rebalance steer by this figure: taken where the
+//! site ran the call, it missed the replicas' wait, which at k ≥ 1 is
+//! most of what a move costs the calls.
+//!
 //! [`Host::statistics`]: crate::Host::statistics
 
+use crate::response::{Response, ResponseSink};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Latency histograms count microseconds up to an hour, 3 significant digits.
@@ -105,7 +117,8 @@ pub struct TableStats {
 pub struct SiteStats {
     pub partition: Option<u32>,
     pub procedures: HashMap<String, ProcedureStats>,
-    /// Time from acceptance by the initiator to the answer, µs.
+    /// Time from acceptance by the initiator to the answer's release
+    /// (after the replicas and a synchronous log's fsync), µs.
     pub latency: Histogram<u64>,
     /// Time from acceptance to the start of execution (queueing), µs.
     pub queue_wait: Histogram<u64>,
@@ -124,7 +137,13 @@ pub struct SiteStats {
 /// The counters as the site keeps them.
 pub(crate) struct SiteCounters {
     pub procedures: HashMap<String, ProcedureStats>,
+    /// Calls answered at once, recorded by the site.
     pub latency: Histogram<u64>,
+    /// Calls whose answers were held, recorded as they were released.
+    pub released: ReleasedLatency,
+    /// When the calls whose answers are held now (in the site's batch)
+    /// were accepted, in the batch's order.
+    pub held: Vec<Instant>,
     pub queue_wait: Histogram<u64>,
     pub idle: Duration,
     pub started: Instant,
@@ -136,6 +155,8 @@ impl SiteCounters {
         SiteCounters {
             procedures: HashMap::new(),
             latency: new_histogram(),
+            released: ReleasedLatency::default(),
+            held: Vec::new(),
             queue_wait: new_histogram(),
             idle: Duration::ZERO,
             started: Instant::now(),
@@ -150,17 +171,60 @@ impl SiteCounters {
         self.procedures.get_mut(name).expect("inserted above")
     }
 
+    /// The last answer of a batch of held ones: it records the held calls'
+    /// latencies when the batch is released (`None`: no call's answer is
+    /// held).
+    pub fn release_clock(&mut self) -> Option<crate::logging::Answer> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let clock = ReleaseClock { accepted: std::mem::take(&mut self.held), into: self.released.clone() };
+        Some(crate::logging::Answer { sink: Arc::new(clock), handle: 0, response: Response::answered(Vec::new()) })
+    }
+
     pub fn snapshot(&self, partition: Option<u32>, queue_depth: u64, tables: Vec<TableStats>) -> SiteStats {
+        let mut latency = self.latency.clone();
+        let _ = latency.add(&*self.released.0.lock().unwrap_or_else(|e| e.into_inner()));
         SiteStats {
             partition,
             procedures: self.procedures.clone(),
-            latency: self.latency.clone(),
+            latency,
             queue_wait: self.queue_wait.clone(),
             queue_depth,
             idle: self.idle,
             since_start: self.started.elapsed(),
             tables,
             fragments: self.fragments,
+        }
+    }
+}
+
+/// The latencies of a site's calls whose answers were held, recorded on
+/// the threads that release them.
+#[derive(Clone)]
+pub(crate) struct ReleasedLatency(Arc<Mutex<Histogram<u64>>>);
+
+impl Default for ReleasedLatency {
+    fn default() -> ReleasedLatency {
+        ReleasedLatency(Arc::new(Mutex::new(new_histogram())))
+    }
+}
+
+/// Rides at the end of a batch of held answers, which are released in
+/// order (by the replicas' acknowledgement, then a synchronous log): when
+/// it is "delivered", every answer before it has been, and it records
+/// their latencies — one clock read and one lock for the batch.
+struct ReleaseClock {
+    accepted: Vec<Instant>,
+    into: ReleasedLatency,
+}
+
+impl ResponseSink for ReleaseClock {
+    fn deliver(&self, _: u64, _: Response) {
+        let now = Instant::now();
+        let mut h = self.into.0.lock().unwrap_or_else(|e| e.into_inner());
+        for at in &self.accepted {
+            let _ = h.record((now.saturating_duration_since(*at).as_micros() as u64).max(1));
         }
     }
 }

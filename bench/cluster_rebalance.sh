@@ -19,7 +19,8 @@
 # `duration_ms` of the unthrottled parts 2 and 3), and for part 1
 # ELASTIC_DURATION_MS and ELASTIC_THROUGHPUT_MB (unset: the defaults);
 # PERF_OUT=FILE records part 2's move (part 3's: the whole machine from the
-# second host's start) with `perf record` into FILE.
+# second host's start) with `perf record` into FILE; JOULE_BIN=PATH runs
+# that binary instead of building this checkout (to compare builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-40}
@@ -29,8 +30,11 @@ FAST_DURATION_MS=${FAST_DURATION_MS:-50}
 PARTS=${PARTS:-1 2}
 
 source bench/lib.sh
-cargo build --release -q
-J=$PWD/target/release/joule
+J=${JOULE_BIN:-}
+if [ -z "$J" ]; then
+  cargo build --release -q
+  J=$PWD/target/release/joule
+fi
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 

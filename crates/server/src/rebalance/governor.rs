@@ -27,10 +27,15 @@
 use crate::autoscale::{HostLoad, Sampler};
 use crate::ServerContext;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the job samples the calls' figures.
 const EVERY: Duration = Duration::from_secs(1);
+
+/// The longest a sample may take (the hosts' answers have shorter limits of
+/// their own): past it the share stays as it is.
+const SAMPLE_LIMIT: Duration = Duration::from_secs(15);
 
 /// The p99 at or under this many tenths of the target lets the share grow.
 const HEADROOM_TENTHS: u32 = 7;
@@ -69,7 +74,7 @@ impl Governor {
     /// The share of the time (percent) moves may run now, sampling the
     /// calls' figures first once a second has passed since the last
     /// sample. The first sample only sets where the next one counts from.
-    pub fn share(&mut self, ctx: &ServerContext) -> f64 {
+    pub fn share(&mut self, ctx: &Arc<ServerContext>) -> f64 {
         let Some(target) = self.target else { return self.cap };
         // (Stopping: the hosts' runtimes may be gone.)
         if self.sampled.is_some_and(|at| at.elapsed() < EVERY) || *ctx.shutdown.borrow() {
@@ -111,11 +116,22 @@ pub(super) fn steer(share: f64, cap: f64, target: Duration, p99: Option<Duration
 /// The p99 of the cluster's single-partition calls since the last sample
 /// (the inner `None`: no call); `None` if this host's own figures could not
 /// be read.
-fn single_partition_p99(ctx: &ServerContext, sampler: &mut Sampler) -> Option<Option<Duration>> {
+fn single_partition_p99(ctx: &Arc<ServerContext>, sampler: &mut Sampler) -> Option<Option<Duration>> {
     let m = ctx.membership.metadata();
     let members: BTreeSet<u64> = m.hosts.keys().copied().chain([ctx.host_id]).collect();
     let loads = match &ctx.link {
-        Some(link) => link.runtime().block_on(crate::autoscale::gather(ctx, &m, ctx.host_id))?,
+        // A task of the runtime, not `block_on` from this thread: when the
+        // process stops, its runtime may shut down in the middle of a
+        // sample, and a timer polled by `block_on` then panics this thread.
+        // A shut-down runtime drops the task, and with it the sender.
+        Some(link) => {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let task_ctx = ctx.clone();
+            link.runtime().spawn(async move {
+                let _ = tx.send(crate::autoscale::gather(&task_ctx, &m, task_ctx.host_id).await);
+            });
+            rx.recv_timeout(SAMPLE_LIMIT).ok()??
+        }
         None => BTreeMap::from([(ctx.host_id, HostLoad::of(&ctx.host.statistics(Duration::from_secs(5))))]),
     };
     Some(sampler.sample(&loads, &members).single_p99)

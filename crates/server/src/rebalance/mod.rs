@@ -428,7 +428,7 @@ const FIRST_INDEX_STEP: u64 = 16 * 1024;
 /// Build partition `p`'s token index a step at a time, resting between
 /// steps as between pieces: `false` if the job was stopped first.
 fn index_partition(
-    ctx: &ServerContext,
+    ctx: &Arc<ServerContext>,
     client: &mut joule_txn::Client,
     p: u32,
     elastic: &ElasticConfig,
@@ -526,7 +526,7 @@ fn rest_after(took: Duration, bytes: u64, throughput_bytes: u64, busy: f64) -> D
 }
 
 /// The governor's share now, shown in `@Statistics REBALANCE`.
-fn governed(ctx: &ServerContext, governor: &mut Governor) -> f64 {
+fn governed(ctx: &Arc<ServerContext>, governor: &mut Governor) -> f64 {
     let share = governor.share(ctx);
     let p99 = governor.last_p99();
     ctx.rebalance.update(|j| {

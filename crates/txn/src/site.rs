@@ -315,6 +315,8 @@ impl Site {
         // calls' p99 look lower than it is (the auto-scaler and a
         // rebalance steer by it).
         let call = task.replay.is_none();
+        // (Read once: an attached log may begin to hold answers.)
+        let holds_answers = self.holds_answers();
         if call {
             let _ = self.counters.queue_wait.record(started.duration_since(task.accepted).as_micros() as u64);
         }
@@ -349,7 +351,7 @@ impl Site {
         response.cluster_micros = task.accepted.elapsed().as_micros() as u64;
         // A held answer's latency is taken when it is released (see
         // `crate::stats`).
-        if call && !self.holds_answers() {
+        if call && !holds_answers {
             let _ = self.counters.latency.record(response.cluster_micros.max(1));
         }
         let result_bytes = values_bytes(response.results.iter().flat_map(|t| t.rows.iter().flatten()));
@@ -363,7 +365,7 @@ impl Site {
         if task.replay.is_some() {
             return answer.deliver();
         }
-        if !self.holds_answers() && self.log.is_none() {
+        if !holds_answers && self.log.is_none() {
             return answer.deliver();
         }
         if changed {
@@ -393,9 +395,9 @@ impl Site {
                 }
             }
         }
-        if self.holds_answers() {
+        if holds_answers {
             self.log_answers.push(answer);
-            self.counters.held.push(task.accepted);
+            self.counters.unreleased.push(task.accepted);
         } else {
             answer.deliver();
         }

@@ -1,11 +1,12 @@
 //! Statistics each site (and the coordinator) keeps about its own work.
 //!
 //! The counters live in the site's own memory and only its thread writes
-//! them — no locks, no shared cache lines on the hot path (one exception:
+//! them — no locks, no shared cache lines on the hot path (two exceptions:
 //! the inbox depth, an atomic the initiators add to and the site takes
-//! from). Readers ask: a `Stats` message in the site's inbox, answered
-//! between transactions with a copy ([`Host::statistics`]). Table and index
-//! figures are computed at that moment from the site's storage.
+//! from, and the latencies of held answers, below). Readers ask: a
+//! `Stats` message in the site's inbox, answered between transactions with
+//! a copy ([`Host::statistics`]). Table and index figures are computed at
+//! that moment from the site's storage.
 //!
 //! A call's latency ends where its answer is released, not where its
 //! site ran it: in a cluster the answer waits for the partition's
@@ -143,7 +144,7 @@ pub(crate) struct SiteCounters {
     pub released: ReleasedLatency,
     /// When the calls whose answers are held now (in the site's batch)
     /// were accepted, in the batch's order.
-    pub held: Vec<Instant>,
+    pub unreleased: Vec<Instant>,
     pub queue_wait: Histogram<u64>,
     pub idle: Duration,
     pub started: Instant,
@@ -156,7 +157,7 @@ impl SiteCounters {
             procedures: HashMap::new(),
             latency: new_histogram(),
             released: ReleasedLatency::default(),
-            held: Vec::new(),
+            unreleased: Vec::new(),
             queue_wait: new_histogram(),
             idle: Duration::ZERO,
             started: Instant::now(),
@@ -175,10 +176,10 @@ impl SiteCounters {
     /// latencies when the batch is released (`None`: no call's answer is
     /// held).
     pub fn release_clock(&mut self) -> Option<crate::logging::Answer> {
-        if self.held.is_empty() {
+        if self.unreleased.is_empty() {
             return None;
         }
-        let clock = ReleaseClock { accepted: std::mem::take(&mut self.held), into: self.released.clone() };
+        let clock = ReleaseClock { accepted: std::mem::take(&mut self.unreleased), into: self.released.clone() };
         Some(crate::logging::Answer { sink: Arc::new(clock), handle: 0, response: Response::answered(Vec::new()) })
     }
 

@@ -540,15 +540,20 @@ fn read_frame_checked(
         match s.peek(&mut first) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => break,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            // (`Interrupted`: a read with a timeout is not restarted after a
+            // signal, nor after the process was stopped and continued —
+            // `SIGSTOP`, a paused VM — and a host that woke must not take
+            // that for a broken connection.)
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
                 if !keep_waiting() {
                     return Ok(None);
                 }
             }
-            // A read with a timeout is not restarted after the process was
-            // stopped and continued (`SIGSTOP`, a paused VM): a host that
-            // woke must not take that for a broken connection.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }

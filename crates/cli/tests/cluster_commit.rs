@@ -6,6 +6,8 @@
 //! but before its replicas heard, the coordinator after one partition
 //! committed and before the others were told, and a second coordinator
 //! after one partition prepared (its ids must not repeat the first's).
+//! And a host stopping (`SIGTERM`) with a site prepared for a transaction
+//! the coordinator holds (paused by a failpoint) stops at once.
 //!
 //! After each: every partition took the same outcome (an update of every
 //! row leaves every row alike), the client was told success only if it
@@ -263,4 +265,38 @@ fn a_prepare_that_reached_one_replica_is_rolled_back_on_both() {
     touch_all_committed(&live[1]);
     assert_eq!(touched(&live[0]), (1, 1));
     replicas_agree(&live, 2).unwrap();
+}
+
+/// A host that stops while one of its sites is prepared for a transaction
+/// another host coordinates — that coordinator alive and holding it, the
+/// outcome not yet sent (failpoint `coordinator-paused-after-prepare`) —
+/// does not wait for the outcome: the site is told none will reach it
+/// here, rolls back and goes (its replica keeps the prepared writes), and
+/// the host exits. The transaction then ends the same on every partition.
+#[test]
+fn a_host_stopping_with_a_site_prepared_for_another_coordinator_exits_without_its_outcome() {
+    let (dirs, mut hosts) = cluster("commit-stop");
+    let c = coordinator(&hosts[0].client);
+    let stopping = (c + 1) % 3;
+    arm(dirs[c].path(), "coordinator-paused-after-prepare");
+    let through = hosts[c].client.clone();
+    let pending = std::thread::spawn(move || touch_all(&through));
+    wait_line(&hosts[c].stderr, "failpoint coordinator-paused-after-prepare is armed");
+    let pid = hosts[stopping].child.id() as libc::pid_t;
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // It stops while the coordinator still holds the transaction (the
+    // pause lasts 60 s at most), at once: without the word to its site,
+    // the stop waited out its 5 s bound on work for other hosts.
+    let mut said = Vec::new();
+    while !said.last().is_some_and(|l: &String| l.contains("JouleDB stopped")) {
+        said.push(hosts[stopping].stderr.recv_timeout(Duration::from_secs(30)).expect("the host stops"));
+    }
+    assert!(!said.iter().any(|l| l.contains("did not finish")), "{said:#?}");
+    let exited = hosts[stopping].child.wait().unwrap();
+    disarm(dirs[c].path());
+    let answer = pending.join().unwrap();
+    let (lo, hi) = touched(&hosts[c].client);
+    assert_eq!(lo, hi, "the transaction ended differently on its partitions: {answer:?}, {exited:?}");
+    rejoin_and_check(&dirs, &mut hosts, stopping, lo);
 }

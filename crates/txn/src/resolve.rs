@@ -84,6 +84,9 @@ impl Coordinator {
                 Error::new(code, format!("partition {p} could not prepare, and the transaction was rolled back: {e}"))
             });
         }
+        // Fault injection: every partition prepared, the outcome not yet
+        // sent (`crates/cli/tests/cluster_commit.rs`).
+        joule_common::failpoint::pause_while_armed("coordinator-paused-after-prepare", Duration::from_secs(60));
         (in_doubt, failure)
     }
 

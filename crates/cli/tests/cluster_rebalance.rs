@@ -106,8 +106,9 @@ fn a_rebalance_carries_on_when_its_coordinator_is_killed_and_when_its_host_is() 
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("crebalance-kill-{i}"))).collect();
     let config = TempDir::new("crebalance-kill-config");
     // Slow enough that the kills land half way (paced by bytes alone: the
-    // sparse ring's empty pieces need no rest).
-    let config = elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0.02\nbusy_percent = 100");
+    // sparse ring's empty pieces need no rest, and no p99 target steers).
+    let config =
+        elastic_config(&config, "duration_ms = 5\nthroughput_mb = 0.02\nbusy_percent = 100\ntarget_p99_ms = 0");
     let args = ["--host-count", "3", "--kfactor", "1", "--config", config.as_str()];
     let mut hosts = form_all(&dirs, 1, &["--config", &config]);
     all_up_and_led(&hosts);

@@ -194,7 +194,7 @@ fn a_rebalance_killed_half_way_loses_nothing_and_finishes_when_asked_again() {
 }
 
 /// With a target no call can meet (1 µs), the job's share of the time
-/// halves each second down to its floor (a fifth of `busy_percent`), and
+/// starts at its floor (a fifth of `busy_percent`) and stays there, and
 /// `@Statistics REBALANCE` and the job's end event say so; the votes go on
 /// unharmed.
 #[test]
@@ -208,9 +208,11 @@ fn a_rebalance_slows_its_moves_while_the_calls_p99_is_over_its_target() {
     eventually("votes come in", || vote_totals(&addr)[0] > 3000);
     rebalance(&node, vec![Value::Integer(0), Value::Integer(i32::MAX as i64), Value::Integer(0)]);
     let column = |i: usize| stats(&addr, "REBALANCE")[0][i].clone();
-    // BUSY_PERCENT starts at the cap; LOAD_P99 unknown until sampled.
-    eventually("the share falls to its floor", || column(16) == "5");
-    assert!(column(17).parse::<f64>().unwrap() > 0.001, "LOAD_P99: {:?}", stats(&addr, "REBALANCE"));
+    // BUSY_PERCENT starts at the floor, LOAD_P99 unknown until sampled;
+    // the p99 over the target keeps the share there.
+    assert_eq!(column(16), "5");
+    eventually("the load's p99 sampled", || column(17).parse::<f64>().is_ok_and(|p| p > 0.001));
+    assert_eq!(column(16), "5");
     assert_eq!(column(3), "RUNNING");
     rebalance(&node, vec![Value::from("STOP")]);
     eventually("the rebalance stops", || rebalance_status(&addr) == "STOPPED");

@@ -20,6 +20,9 @@
 //!   at all: the share grows by a fifth of `busy_percent`, up to it;
 //! * in between: it stays.
 //!
+//! A job with a target starts at the floor and grows from there (TCP's
+//! slow start): before its first two samples it cannot know the load.
+//!
 //! The share, the last p99 and the lowest share of the job are in
 //! `@Statistics REBALANCE`, and the job's end event gives the range the
 //! share went through.
@@ -59,11 +62,12 @@ pub(super) struct Governor {
 impl Governor {
     pub fn new(target: Option<Duration>, busy_percent: u32) -> Governor {
         let cap = f64::from(busy_percent.clamp(1, 100));
+        let share = starting_share(target, busy_percent);
         Governor {
             target,
             cap,
-            share: cap,
-            lowest: cap,
+            share,
+            lowest: share,
             sampler: Sampler::default(),
             sampled: None,
             primed: false,
@@ -102,12 +106,28 @@ impl Governor {
     }
 }
 
+/// The share a job starts at: with a target, the floor (a fifth of
+/// `busy_percent`), growing from there as the p99 allows — the first
+/// seconds of a job, before any sample, were its worst (a p99 of 15–22 ms
+/// at k=1 while the rest held under 10); without one, `busy_percent`.
+pub(crate) fn starting_share(target: Option<Duration>, busy_percent: u32) -> f64 {
+    let cap = f64::from(busy_percent.clamp(1, 100));
+    match target {
+        Some(_) => floor(cap),
+        None => cap,
+    }
+}
+
+/// The lowest share under `cap`.
+fn floor(cap: f64) -> f64 {
+    (cap / 5.0).max(1.0).min(cap)
+}
+
 /// The next share after an interval whose single-partition calls had a p99
 /// of `p99` (`None`: there were none), from `share`, under `cap`.
 pub(super) fn steer(share: f64, cap: f64, target: Duration, p99: Option<Duration>) -> f64 {
-    let floor = (cap / 5.0).max(1.0).min(cap);
     match p99 {
-        Some(p) if p > target => (share / 2.0).max(floor),
+        Some(p) if p > target => (share / 2.0).max(floor(cap)),
         Some(p) if p * 10 > target * HEADROOM_TENTHS => share,
         _ => (share + cap / 5.0).min(cap),
     }
@@ -165,5 +185,15 @@ mod tests {
             share = steer(share, 100.0, target, Some(ms(50)));
         }
         assert_eq!(share, 20.0);
+    }
+
+    #[test]
+    fn a_job_with_a_target_starts_at_the_floor() {
+        let target = Some(Duration::from_millis(10));
+        assert_eq!(starting_share(target, 25), 5.0);
+        assert_eq!(starting_share(target, 100), 20.0);
+        assert_eq!(starting_share(target, 3), 1.0);
+        assert_eq!(starting_share(None, 25), 25.0);
+        assert_eq!(Governor::new(target, 25).range(), (5.0, 25.0));
     }
 }

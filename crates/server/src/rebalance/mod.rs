@@ -232,7 +232,7 @@ fn start(ctx: &Arc<ServerContext>, current: &Hashinator, target: &Hashinator) ->
             share: if ctx.config.elastic.throughput_bytes == 0 {
                 100.0
             } else {
-                f64::from(ctx.config.elastic.busy_percent)
+                governor::starting_share(ctx.config.elastic.target_p99, ctx.config.elastic.busy_percent)
             },
             load_p99: None,
         });

@@ -17,8 +17,9 @@
 //! Throttling follows the `[elastic]` settings: each piece aims at
 //! `duration_ms` (its token span scales by how far the last piece was from
 //! it, see [`next_piece`]), rows move at `throughput_mb` MB/s at most, and
-//! pieces run `busy_percent` of the time at most — less while the calls'
-//! p99 is above `target_p99_ms` ([`governor`])
+//! pieces run `busy_percent` of the time at most — with `target_p99_ms`,
+//! a share that starts at a fifth of that and follows the calls' p99
+//! ([`governor`])
 //! (the job sleeps between pieces; a throughput of 0 lifts every limit, and then each piece
 //! takes the next span of every partition giving tokens up, so those
 //! partitions — and the ones taking them — work side by side: `lanes`).

@@ -560,8 +560,12 @@ impl Database {
                 if !views.is_empty() {
                     views::maintain(&mut db.storage, &mut db.undo, &views, id, Some(&row), None)?;
                 }
-                taken.push(row.clone());
-                db.undo.record(UndoOp::Deleted { table, id, row });
+                // Kept encoded for a rollback; the row itself leaves.
+                if let Err(e) = db.undo.record_taken(table, id, &row) {
+                    db.undo.record(UndoOp::Deleted { table, id, row });
+                    return Err(e);
+                }
+                taken.push(row);
             }
             Ok(ExecResult::Modified(taken.len() as u64))
         })?;

@@ -446,3 +446,58 @@ fn checksums_ignore_row_order_but_not_contents() {
     b.execute("UPDATE t SET v = 'c' WHERE k = 1").unwrap();
     assert_ne!(a.checksum(), b.checksum());
 }
+
+/// A range move's eviction: `take_rows` hands the rows over whole and
+/// keeps them (encoded) only for a rollback, which puts each back at its
+/// id, in its indexes and in the views over the table.
+#[test]
+fn taken_rows_leave_whole_and_a_rollback_puts_them_back() {
+    let mut db = Database::new();
+    db.execute(
+        "CREATE TABLE kv (k VARCHAR(32) NOT NULL PRIMARY KEY, v VARBINARY(64), f FLOAT, d DECIMAL, t TIMESTAMP, n INTEGER);
+         CREATE VIEW by_n (n, c) AS SELECT n, COUNT(*) FROM kv GROUP BY n;",
+    )
+    .unwrap();
+    for i in 0..50 {
+        db.execute(&format!(
+            "INSERT INTO kv VALUES ('key-{i}', x'{:02x}ff00', {i}.25, {i}.125, {}, {})",
+            i,
+            1_600_000_000_000_000i64 + i,
+            i % 3
+        ))
+        .unwrap();
+    }
+    db.execute("INSERT INTO kv VALUES ('nulls', NULL, NULL, NULL, NULL, 7)").unwrap();
+    let table = db.catalog().tables().find(|t| t.name == "KV").unwrap().id;
+    let scan = |db: &Database| -> Vec<(_, Vec<Value>)> {
+        db.storage().table(table).unwrap().scan().map(|(id, row)| (id, row.clone())).collect()
+    };
+    let before = scan(&db);
+    let views = rows(&mut db, "SELECT * FROM by_n ORDER BY n");
+    // Every other row, the last (of NULLs) among them.
+    let chosen: Vec<_> = before.iter().step_by(2).collect();
+    let ids: Vec<_> = chosen.iter().map(|(id, _)| *id).collect();
+    for end in ["rollback", "commit"] {
+        db.begin();
+        let taken = db.take_rows(table, ids.clone()).unwrap();
+        assert_eq!(taken, chosen.iter().map(|(_, row)| row.clone()).collect::<Vec<_>>(), "the rows, whole, in order");
+        assert_eq!(scan(&db).len(), before.len() - ids.len());
+        assert!(rows(&mut db, "SELECT k FROM kv WHERE k = 'key-0'").is_empty());
+        if end == "commit" {
+            db.commit();
+            break;
+        }
+        db.rollback().unwrap();
+        assert_eq!(scan(&db), before, "every row back at its id");
+        assert_eq!(rows(&mut db, "SELECT n FROM kv WHERE k = 'key-0'"), vec![vec![int(0)]], "and in the index");
+        assert_eq!(rows(&mut db, "SELECT * FROM by_n ORDER BY n"), views, "and in the view");
+    }
+    assert_eq!(scan(&db).len(), before.len() - ids.len(), "committed, they are gone");
+    assert_eq!(rows(&mut db, "SELECT SUM(c) FROM by_n"), vec![vec![int(25)]]);
+    // The next transaction's taken rows roll back on their own.
+    db.begin();
+    let rest: Vec<_> = scan(&db).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(db.take_rows(table, rest).unwrap().len(), 25);
+    db.rollback().unwrap();
+    assert_eq!(scan(&db).len(), 25);
+}

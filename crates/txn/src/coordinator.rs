@@ -327,8 +327,8 @@ impl Coordinator {
                 crate::response::APP_STATUS_UNSET,
                 None,
             ),
-            MpKind::IndexTokens { partition, rows } => {
-                (self.index_tokens(*partition, *rows), crate::response::APP_STATUS_UNSET, None)
+            MpKind::IndexTokens { partitions, rows } => {
+                (self.index_tokens(partitions, *rows), crate::response::APP_STATUS_UNSET, None)
             }
             MpKind::AddPartitions(count) => {
                 let result = self.add_partitions(*count, ids, &mut installs.hashinator, &mut installs.partitions);

@@ -56,7 +56,7 @@ impl Site {
         only: Option<&str>,
         tokens: Option<(i32, i32)>,
         keep: bool,
-    ) -> Result<Vec<(String, Vec<joule_common::Row>)>> {
+    ) -> Result<Vec<crate::messages::EvictedRows>> {
         let mut out = Vec::new();
         let chosen = |d: &joule_sql::catalog::TableDef| match only {
             Some(name) => d.qualified_name() == name,
@@ -123,7 +123,7 @@ impl Site {
                 }
             };
             if !leaving.is_empty() {
-                out.push((name, self.db.take_rows(id, leaving)?));
+                out.push(crate::messages::EvictedRows::new(name, self.db.take_rows(id, leaving)?));
             }
         }
         Ok(out)

@@ -52,8 +52,10 @@ pub(crate) fn forward_mp(link: &Arc<dyn ClusterLink>, task: MpTask) {
             (DEFAULT_DATABASE.to_string(), "@MoveRange".to_string(), params)
         }
         MpKind::ForgetTokens => (DEFAULT_DATABASE.to_string(), FORGET_TOKENS.to_string(), Vec::new()),
-        MpKind::IndexTokens { partition, rows } => {
-            let params = vec![Value::Integer(i64::from(*partition)), Value::Integer(*rows as i64)];
+        MpKind::IndexTokens { partitions, rows } => {
+            let params = std::iter::once(Value::Integer(*rows as i64))
+                .chain(partitions.iter().map(|p| Value::Integer(i64::from(*p))))
+                .collect();
             (DEFAULT_DATABASE.to_string(), INDEX_TOKENS.to_string(), params)
         }
         _ => {

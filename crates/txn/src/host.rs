@@ -654,11 +654,19 @@ impl Client {
             // Only as forwarded by another host's `forget_tokens`.
             FORGET_TOKENS if self.hops > 0 => Ok(Route::Mp(MpKind::ForgetTokens, Vec::new())),
             INDEX_TOKENS if self.hops > 0 => match params.as_slice() {
-                [Value::Integer(p), Value::Integer(rows)] if *p >= 0 && *rows > 0 => {
-                    let partition = u32::try_from(*p).map_err(|_| err!(InvalidArgument, "no partition {p}"))?;
-                    Ok(Route::Mp(MpKind::IndexTokens { partition, rows: *rows as u64 }, Vec::new()))
+                [Value::Integer(rows), partitions @ ..] if *rows > 0 && !partitions.is_empty() => {
+                    let partitions = partitions
+                        .iter()
+                        .map(|p| match p {
+                            Value::Integer(p) => {
+                                u32::try_from(*p).map_err(|_| err!(InvalidArgument, "no partition {p}"))
+                            }
+                            v => bail!(InvalidArgument, "{INDEX_TOKENS}: a partition must be an integer, not {v}"),
+                        })
+                        .collect::<Result<Vec<u32>>>()?;
+                    Ok(Route::Mp(MpKind::IndexTokens { partitions, rows: *rows as u64 }, Vec::new()))
                 }
-                _ => bail!(InvalidArgument, "{INDEX_TOKENS} takes a partition and a count of rows"),
+                _ => bail!(InvalidArgument, "{INDEX_TOKENS} takes a count of rows and then the partitions"),
             },
             "@Explain" => {
                 let sql = sysprocs::string_param(name, &params, 0)?;

@@ -38,6 +38,7 @@ mod participant;
 mod partitions;
 pub mod procedure;
 pub mod prune;
+mod recorded;
 pub mod remote;
 mod replica;
 mod resolve;

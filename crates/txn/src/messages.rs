@@ -217,6 +217,26 @@ impl WorkItem {
     }
 }
 
+/// One table's rows given up by an eviction.
+#[derive(Debug)]
+pub(crate) struct EvictedRows {
+    /// The table's qualified name.
+    pub table: String,
+    pub rows: Vec<Row>,
+    /// Their values' bytes (`crate::stats::values_bytes`), counted where
+    /// the rows were last touched (on the evicting site, or the proxy that
+    /// decoded them) rather than by the coordinator reading every row
+    /// again from another core's cache.
+    pub bytes: u64,
+}
+
+impl EvictedRows {
+    pub fn new(table: String, rows: Vec<Row>) -> EvictedRows {
+        let bytes = rows.iter().map(|r| crate::stats::values_bytes(r.iter())).sum();
+        EvictedRows { table, rows, bytes }
+    }
+}
+
 /// The result of one work item.
 #[derive(Debug)]
 pub(crate) enum ItemResult {
@@ -225,8 +245,8 @@ pub(crate) enum ItemResult {
     /// (table, value) pairs: checksums or misplaced-row counts.
     Tables(Vec<(String, u64)>),
     Frozen(FrozenPartition),
-    /// Rows given up by [`WorkItem::Evict`], by table (qualified name).
-    Evicted(Vec<(String, Vec<Row>)>),
+    /// Rows given up by [`WorkItem::Evict`], by table.
+    Evicted(Vec<EvictedRows>),
     /// Rows with their ids, by table ([`WorkItem::ReplicatedRows`]).
     Placed(crate::snapshot::PartitionRows),
 }
@@ -373,11 +393,11 @@ pub(crate) enum MpKind {
     /// Moves of ranges are over: every copy of every partition stops
     /// keeping rows by token.
     ForgetTokens,
-    /// Ranges will move off `partition`: a step of building its index of
-    /// rows by token, over the next `rows` row ids of each table (the
-    /// other partitions are released at once).
+    /// Ranges will move off `partitions`: a step of building their indexes
+    /// of rows by token, over the next `rows` row ids of each table, side
+    /// by side (the other partitions are released at once).
     IndexTokens {
-        partition: u32,
+        partitions: Vec<u32>,
         rows: u64,
     },
     /// Add this many partitions, held by new sites on this host (see

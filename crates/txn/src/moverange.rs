@@ -186,17 +186,22 @@ impl crate::host::Client {
         }
     }
 
-    /// Ranges will move off `partition`: one step of building its index of
-    /// rows by token, over the next `rows` row ids of each of its tables
-    /// (every copy of it does the same). Answers one row, `ROWS_LEFT`: the
-    /// row ids still to look at (0: the index is complete, and pieces find
-    /// their rows through it). Waits.
-    pub fn index_tokens(&mut self, partition: u32, rows: u64) -> Response {
-        if partition as usize >= self.partition_count() || rows == 0 {
-            let e = err!(InvalidArgument, "no step of {rows} rows can index partition {partition}");
+    /// Ranges will move off `partitions`: one step of building their
+    /// indexes of rows by token, over the next `rows` row ids of each of
+    /// their tables, each partition on its own site at the same time (every
+    /// copy of each does the same). Answers one row, `ROWS_LEFT`: the row
+    /// ids still to look at, summed over the partitions (0: every index is
+    /// complete, and pieces find their rows through them). Waits.
+    pub fn index_tokens(&mut self, partitions: &[u32], rows: u64) -> Response {
+        let count = self.partition_count();
+        if partitions.is_empty() || partitions.iter().any(|p| *p as usize >= count) || rows == 0 {
+            let e = err!(InvalidArgument, "no step of {rows} rows can index partitions {partitions:?}");
             return Response::failure(e, None);
         }
-        self.run_mp_and_wait(MpKind::IndexTokens { partition, rows })
+        let mut partitions = partitions.to_vec();
+        partitions.sort_unstable();
+        partitions.dedup();
+        self.run_mp_and_wait(MpKind::IndexTokens { partitions, rows })
     }
 
     /// Moves of ranges are over: every copy of every partition stops
@@ -304,26 +309,35 @@ impl Coordinator {
     /// `ring` places them; returns, per site and evict item, the rows and
     /// bytes of values it gave up. `late`: the transaction's ids, and the
     /// items of the partitions whose start was deferred, which start just
-    /// before the admit round and take these items first in it.
+    /// before the admit round and take these items first in it. `whole`:
+    /// per site and evict item, the partition `ring` gives that item's
+    /// whole token range to, if it does (a range move's items): its rows go
+    /// there without hashing their keys again (the admitting site checks
+    /// each against `ring` all the same).
     pub(crate) fn relocate(
         &mut self,
         evict: Vec<Vec<WorkItem>>,
         ring: &Arc<Hashinator>,
         late: Option<(crate::TxnIds, Vec<Vec<WorkItem>>)>,
+        whole: &[Vec<u32>],
     ) -> Result<Vec<Vec<(u64, u64)>>> {
         let n = self.sites.len();
         // Gathered by table, partitions in order: the same on every run.
-        let mut by_table: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        // Each site item's rows stay together, with the partition they all
+        // go to when the item says.
+        type Chunks = Vec<(Option<u32>, Vec<Row>)>;
+        let mut by_table: BTreeMap<String, Chunks> = BTreeMap::new();
         let mut per_item: Vec<Vec<(u64, u64)>> = Vec::with_capacity(n);
-        for results in self.round(evict)? {
+        for (site, results) in self.round(evict)?.into_iter().enumerate() {
             let mut counts = Vec::with_capacity(results.len());
-            for item in results {
+            for (i, item) in results.into_iter().enumerate() {
                 let (mut rows_given, mut bytes_given) = (0u64, 0u64);
                 if let ItemResult::Evicted(tables) = item {
-                    for (name, rows) in tables {
-                        rows_given += rows.len() as u64;
-                        bytes_given += rows.iter().map(|r| crate::stats::values_bytes(r.iter())).sum::<u64>();
-                        by_table.entry(name).or_default().extend(rows);
+                    let to = whole.get(site).and_then(|items| items.get(i)).copied();
+                    for t in tables {
+                        rows_given += t.rows.len() as u64;
+                        bytes_given += t.bytes;
+                        by_table.entry(t.table).or_default().push((to, t.rows));
                     }
                 }
                 counts.push((rows_given, bytes_given));
@@ -346,7 +360,7 @@ impl Coordinator {
             }
             None => (0..n).map(|_| Vec::new()).collect(),
         };
-        for (name, rows) in by_table {
+        for (name, chunks) in by_table {
             let def = catalog
                 .tables()
                 .find(|t| t.qualified_name() == name)
@@ -354,12 +368,26 @@ impl Coordinator {
             let pc = def.partition_column.ok_or_else(|| err!(Internal, "moved rows of unpartitioned {name}"))?;
             let planned = crate::snapshot::insert_plan(&catalog, def)?;
             let mut per_site: Vec<Vec<Row>> = (0..n).map(|_| Vec::new()).collect();
-            for row in rows {
-                let p = def.partition_of(&row[pc], ring)? as usize;
-                per_site
-                    .get_mut(p)
-                    .ok_or_else(|| err!(Internal, "a moved row's partition {p} does not exist"))?
-                    .push(row);
+            fn site(per_site: &mut [Vec<Row>], p: usize) -> Result<&mut Vec<Row>> {
+                per_site.get_mut(p).ok_or_else(|| err!(Internal, "a moved row's partition {p} does not exist"))
+            }
+            for (to, rows) in chunks {
+                match to {
+                    Some(to) => {
+                        let into = site(&mut per_site, to as usize)?;
+                        if into.is_empty() {
+                            *into = rows;
+                        } else {
+                            into.extend(rows);
+                        }
+                    }
+                    None => {
+                        for row in rows {
+                            let p = def.partition_of(&row[pc], ring)? as usize;
+                            site(&mut per_site, p)?.push(row);
+                        }
+                    }
+                }
             }
             for (p, rows) in per_site.into_iter().enumerate() {
                 if !rows.is_empty() {
@@ -383,20 +411,25 @@ impl Coordinator {
                 vec![WorkItem::Evict { hashinator: ring.clone(), table, tokens: None, keep: false }]
             })
             .collect();
-        self.relocate(evict, &ring, None)?;
+        self.relocate(evict, &ring, None, &[])?;
         Ok(())
     }
 
-    /// `@IndexTokens`: one step of building `partition`'s token index (see
-    /// `crate::evict`); the other partitions are released at once. Answers
-    /// `ROWS_LEFT`, the row ids still to look at.
-    pub(crate) fn index_tokens(&mut self, partition: u32, rows: u64) -> Result<Vec<ResultTable>> {
+    /// `@IndexTokens`: one step of building the token index of each of
+    /// `partitions` (see `crate::evict`), side by side; the other
+    /// partitions are released at once. Answers `ROWS_LEFT`, the row ids
+    /// still to look at (summed).
+    pub(crate) fn index_tokens(&mut self, partitions: &[u32], rows: u64) -> Result<Vec<ResultTable>> {
         let n = self.sites.len();
-        if partition as usize >= n {
-            bail!(InvalidArgument, "there is no partition {partition}");
+        if let Some(p) = partitions.iter().find(|p| **p as usize >= n) {
+            bail!(InvalidArgument, "there is no partition {p}");
         }
         let mut items: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
-        items[partition as usize].push(WorkItem::IndexTokens { rows });
+        for p in partitions {
+            if items[*p as usize].is_empty() {
+                items[*p as usize].push(WorkItem::IndexTokens { rows });
+            }
+        }
         let involved: Vec<bool> = items.iter().map(|i| !i.is_empty()).collect();
         self.release_uninvolved(&involved);
         let mut left = 0u64;
@@ -433,12 +466,16 @@ impl Coordinator {
         let mut evict: Vec<Vec<WorkItem>> = (0..n).map(|_| Vec::new()).collect();
         // Per site, the range each of its evict items is for.
         let mut of_range: Vec<Vec<usize>> = (0..n).map(|_| Vec::new()).collect();
+        // Per site, the partition each of its evict items gives its rows to
+        // (the next ring gives it the item's whole range).
+        let mut whole: Vec<Vec<u32>> = (0..n).map(|_| Vec::new()).collect();
         for (r, (start, end, to)) in ranges.iter().enumerate() {
             for p in self.hashinator.owners_of(*start, *end) {
                 if p != *to {
                     let tokens = Some((*start, *end));
                     evict[p as usize].push(WorkItem::Evict { hashinator: ring.clone(), table: None, tokens, keep });
                     of_range[p as usize].push(r);
+                    whole[p as usize].push(*to);
                 }
             }
         }
@@ -457,7 +494,7 @@ impl Coordinator {
         }
         let involved: Vec<bool> = (0..n).map(|p| !evict[p].is_empty() || self.deferred[p]).collect();
         self.release_uninvolved(&involved);
-        let per_item = self.relocate(evict, &ring, Some((ids, late)))?;
+        let per_item = self.relocate(evict, &ring, Some((ids, late)), &whole)?;
         let mut per_range = vec![(0u64, 0u64); ranges.len()];
         for (site, counts) in per_item.iter().enumerate() {
             for (&r, (rows, bytes)) in of_range[site].iter().zip(counts) {

@@ -50,7 +50,8 @@
 
 use crate::ids::TxnIds;
 use crate::messages::{recv_soon, CoordMsg, Decider, InDoubt, MpReply, MpWork, WorkItem, IN_TRANSACTION};
-use crate::remote::{frame_record, to_wire, Replicated, WireItem};
+use crate::recorded::RecordedWrites;
+use crate::remote::{frame_record, Replicated};
 use crate::site::Site;
 use joule_sql::functions::FunctionContext;
 use std::sync::mpsc::{Receiver, Sender};
@@ -85,8 +86,8 @@ impl Site {
         self.db.begin();
         self.next_ring = None;
         // Leading in a cluster: the writes are recorded for the replicas.
-        let mut writes: Option<Vec<WireItem>> =
-            self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(Vec::new);
+        let mut writes: Option<RecordedWrites> =
+            self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(RecordedWrites::default);
         let mut ddl: Vec<Arc<joule_sql::planner::Planned>> = Vec::new();
         let mut prepared = false;
         loop {
@@ -176,7 +177,7 @@ impl Site {
         &mut self,
         ids: TxnIds,
         by: Decider,
-        writes: &mut Option<Vec<WireItem>>,
+        writes: &mut Option<RecordedWrites>,
         work: Sender<MpWork>,
         done: Sender<joule_common::Result<bool>>,
     ) -> bool {
@@ -211,7 +212,7 @@ impl Site {
             // What a leader ships its replicas.
             let ship = match (&self.link, writes.take()) {
                 (Some(link), Some(items)) if by != Decider::Leader && !items.is_empty() => {
-                    if let Err(e) = frame_record(&Replicated::MpPrepare { ids, items }, &mut records) {
+                    if let Err(e) = items.frame(ids, true, &mut records) {
                         let _ = done.send(Err(e));
                         return false;
                     }
@@ -330,7 +331,7 @@ impl Site {
         ids: TxnIds,
         outcome: Outcome,
         ddl: &[Arc<joule_sql::planner::Planned>],
-        writes: Option<Vec<WireItem>>,
+        writes: Option<RecordedWrites>,
     ) {
         self.db.commit();
         self.install(outcome.schema, outcome.hashinator, outcome.install, ddl);
@@ -345,7 +346,7 @@ impl Site {
                 if !items.is_empty() {
                     // Committed here, and the replicas do not know it.
                     joule_common::failpoint::crash_if_armed("leader-after-commit");
-                    if let Err(e) = frame_record(&Replicated::Mp { ids, items }, &mut records) {
+                    if let Err(e) = items.frame(ids, false, &mut records) {
                         eprintln!("joule: partition {}: {e}", self.partition);
                     }
                 }
@@ -408,7 +409,7 @@ pub(crate) fn lock(m: &Mutex<InDoubt>) -> std::sync::MutexGuard<'_, InDoubt> {
 
 /// Record `item` for the replicas if it writes (`writes` is `None` when
 /// nothing is recorded), and keep DDL plans for installing the schema.
-fn note_write(item: &WorkItem, writes: &mut Option<Vec<WireItem>>, ddl: &mut Vec<Arc<joule_sql::planner::Planned>>) {
+fn note_write(item: &WorkItem, writes: &mut Option<RecordedWrites>, ddl: &mut Vec<Arc<joule_sql::planner::Planned>>) {
     let (planned, writing) = match item {
         WorkItem::Execute { planned, .. } => (Some(planned), planned.writes),
         WorkItem::InsertRows { planned, .. } => (Some(planned), true),
@@ -426,9 +427,8 @@ fn note_write(item: &WorkItem, writes: &mut Option<Vec<WireItem>>, ddl: &mut Vec
         }
     }
     if let (true, Some(w)) = (writing, writes.as_mut()) {
-        match to_wire(item) {
-            Ok(i) => w.push(i),
-            Err(e) => eprintln!("joule: a write cannot be recorded for the replicas: {e}"),
+        if let Err(e) = w.push(item) {
+            eprintln!("joule: {e}");
         }
     }
 }

@@ -29,7 +29,7 @@
 //! the effects — the same reasoning as command-log replay.
 
 use crate::ids::TxnIds;
-use crate::messages::{ItemResult, MpReply, MpWork, SiteMsg, WorkItem};
+use crate::messages::{EvictedRows, ItemResult, MpReply, MpWork, SiteMsg, WorkItem};
 use crate::response::{Response, ResponseSink, ResultTable, Status};
 use joule_common::{bail, err, Error, ErrorCode, Result, Row, Value};
 use joule_engine::ExecResult;
@@ -500,6 +500,23 @@ pub(crate) fn to_wire(item: &WorkItem) -> Result<WireItem> {
     })
 }
 
+/// [`to_wire`], taking the item: the rows of the items that carry them
+/// (a move's admitted rows, inserted rows, a joining partition's rows) move
+/// into the wire form rather than being copied, since the caller (a proxy
+/// about to send them) has no use for them afterwards.
+pub(crate) fn into_wire(item: WorkItem) -> Result<WireItem> {
+    Ok(match item {
+        WorkItem::Admit { planned, rows, hashinator } => {
+            WireItem::Admit { planned: Arc::unwrap_or_clone(planned), rows, ring: Arc::unwrap_or_clone(hashinator) }
+        }
+        WorkItem::InsertRows { planned, rows } => WireItem::InsertRows { planned: Arc::unwrap_or_clone(planned), rows },
+        WorkItem::JoinPartition { catalog, rows } => {
+            WireItem::JoinPartition { catalog: Arc::unwrap_or_clone(catalog), rows }
+        }
+        other => to_wire(&other)?,
+    })
+}
+
 /// A travelled work item, ready for a site.
 pub(crate) fn from_wire(item: WireItem) -> WorkItem {
     match item {
@@ -535,7 +552,7 @@ pub(crate) fn result_to_wire(r: ItemResult) -> Result<WireResult> {
         ItemResult::Rows(rows) => WireResult::Rows(rows),
         ItemResult::Tables(t) => WireResult::Tables(t),
         ItemResult::Frozen(_) => bail!(Internal, "a frozen partition cannot travel"),
-        ItemResult::Evicted(tables) => WireResult::Evicted(tables),
+        ItemResult::Evicted(tables) => WireResult::Evicted(tables.into_iter().map(|t| (t.table, t.rows)).collect()),
         ItemResult::Placed(rows) => WireResult::Placed(rows),
     })
 }
@@ -547,7 +564,9 @@ pub(crate) fn result_from_wire(r: WireResult) -> ItemResult {
         WireResult::Done => ItemResult::Exec(ExecResult::Done),
         WireResult::Rows(rows) => ItemResult::Rows(rows),
         WireResult::Tables(t) => ItemResult::Tables(t),
-        WireResult::Evicted(tables) => ItemResult::Evicted(tables),
+        WireResult::Evicted(tables) => {
+            ItemResult::Evicted(tables.into_iter().map(|(table, rows)| EvictedRows::new(table, rows)).collect())
+        }
         WireResult::Placed(rows) => ItemResult::Placed(rows),
     }
 }
@@ -597,8 +616,8 @@ pub(crate) fn run_proxy(
                         MpWork::Round { items, reply } => {
                             let results = match &mut session {
                                 Ok(s) => items
-                                    .iter()
-                                    .map(to_wire)
+                                    .into_iter()
+                                    .map(into_wire)
                                     .collect::<Result<Vec<_>>>()
                                     .and_then(|items| s.round(items))
                                     .map(|r| r.into_iter().map(result_from_wire).collect()),

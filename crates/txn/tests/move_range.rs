@@ -214,10 +214,11 @@ fn a_token_index_built_in_steps_under_writers_finds_every_row_of_the_pieces() {
 }
 
 /// As @Rebalance moves: the partitions giving rows up keep them by token
-/// between pieces, while writers insert, update and delete meanwhile. With
-/// `stepped`, partition 2 builds its token index first in steps of 100 row
-/// ids (`@IndexTokens`, as @Rebalance does), the writers running between
-/// the steps; else the first piece builds it.
+/// between pieces, while writers insert, update and delete meanwhile.
+/// Partitions 1 and 2 give their slices to partition 0, a span of each per
+/// piece. With `stepped`, both build their token indexes first, side by
+/// side, in steps of 100 row ids (`@IndexTokens`, as @Rebalance does), the
+/// writers running between the steps; else the first piece builds them.
 fn pieces_under_writers(stepped: bool) {
     let (host, mut c) = setup(3);
     for k in 0..3000 {
@@ -243,33 +244,49 @@ fn pieces_under_writers(stepped: bool) {
             Value::Integer(n) => n,
             ref v => panic!("ROWS_LEFT {v:?}"),
         };
-        let mut lefts = vec![left(c.index_tokens(2, 100))];
+        // Both giving partitions at once, as an unthrottled @Rebalance does.
+        let mut lefts = vec![left(c.index_tokens(&[2, 1], 100))];
         while *lefts.last().unwrap() > 0 {
             std::thread::sleep(Duration::from_millis(1));
-            lefts.push(left(c.index_tokens(2, 100)));
+            lefts.push(left(c.index_tokens(&[1, 2], 100)));
             assert!(lefts.len() < 10_000, "the index steps end");
         }
-        // About a thousand rows on partition 2, and more arriving: at least
-        // ten steps, each looking at a hundred more ids than rows arrived.
+        // About a thousand rows on each of partitions 1 and 2, and more
+        // arriving: at least ten steps, each looking at a hundred more ids
+        // of each than rows arrived.
         assert!(lefts.len() >= 10, "{lefts:?}");
         // Bad requests are refused.
-        assert_eq!(fails(c.index_tokens(3, 100)), ErrorCode::InvalidArgument);
-        assert_eq!(fails(c.index_tokens(0, 0)), ErrorCode::InvalidArgument);
+        assert_eq!(fails(c.index_tokens(&[3], 100)), ErrorCode::InvalidArgument);
+        assert_eq!(fails(c.index_tokens(&[0, 3], 100)), ErrorCode::InvalidArgument);
+        assert_eq!(fails(c.index_tokens(&[0], 0)), ErrorCode::InvalidArgument);
+        assert_eq!(fails(c.index_tokens(&[], 100)), ErrorCode::InvalidArgument);
     }
-    // Partition 2's slice of the ring to partition 0, in 40 pieces.
-    let start = host.hashinator().ring()[2].0 as i64;
-    let step = (i32::MAX as i64 - start) / 40 + 1;
-    let mut at = start;
-    while at <= i32::MAX as i64 {
-        let last = (at + step - 1).min(i32::MAX as i64);
-        ok(c.move_range_piece(at as i32, last as i32, 0));
-        at = last + 1;
+    // Partitions 1's and 2's slices of the ring to partition 0, in 40
+    // pieces that each take the next span of both.
+    let ring = host.hashinator();
+    let (first, second) = (ring.ring()[1].0 as i64, ring.ring()[2].0 as i64);
+    let step = (i32::MAX as i64 - second) / 40 + 1;
+    let (mut at1, mut at2) = (first, second);
+    while at1 < second || at2 <= i32::MAX as i64 {
+        let mut ranges = Vec::new();
+        if at1 < second {
+            let last = (at1 + step - 1).min(second - 1);
+            ranges.push((at1 as i32, last as i32, 0));
+            at1 = last + 1;
+        }
+        if at2 <= i32::MAX as i64 {
+            let last = (at2 + step - 1).min(i32::MAX as i64);
+            ranges.push((at2 as i32, last as i32, 0));
+            at2 = last + 1;
+        }
+        ok(c.move_ranges_piece(&ranges));
     }
     for w in writers {
         w.join().unwrap();
     }
     ok(c.forget_tokens());
-    assert_eq!(rows_per_partition(&host, "DEFAULT.H")[2], 0, "partition 2 gave every row up");
+    let rows = rows_per_partition(&host, "DEFAULT.H");
+    assert_eq!((rows[1], rows[2]), (0, 0), "partitions 1 and 2 gave every row up");
     assert_eq!(misplaced(&mut c), 0);
     assert_eq!(scalar(&mut c, "SELECT COUNT(*) FROM h"), int(3000 + 2 * 1000));
     assert_eq!(scalar(&mut c, "SELECT SUM(n) FROM h"), int(3000));

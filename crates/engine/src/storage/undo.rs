@@ -10,7 +10,14 @@
 //! it was at the mark — including the ids future inserts will receive.
 //!
 //! Commit is [`UndoLog::clear`], which keeps the allocation for the next
-//! transaction. A schema change inside a transaction (DDL run as a
+//! transaction.
+//!
+//! Rows a transaction takes away rather than deletes — a range move's
+//! eviction, whose rows leave for another partition — are kept encoded
+//! ([`UndoLog::record_taken`]): the row itself goes to its new partition
+//! without a copy, and the log holds its bytes in one buffer, so that a
+//! move of tens of thousands of rows costs no allocation per row here and
+//! nothing to free at its commit. Only a rollback decodes them. A schema change inside a transaction (DDL run as a
 //! multi-partition transaction, which must be undone everywhere if any
 //! partition fails) is logged as [`UndoOp::Schema`]: the catalog before it
 //! and the previous state of every table it touched. The storage part is
@@ -18,7 +25,7 @@
 //! catalog back with [`UndoLog::schema_since`] before rolling back.
 
 use super::{RowId, Storage, Table};
-use joule_common::{Result, Row};
+use joule_common::{bail, err, Result, Row};
 use joule_sql::catalog::{Catalog, TableId};
 use std::sync::Arc;
 
@@ -39,6 +46,10 @@ pub enum UndoOp {
     Inserted { table: TableId, id: RowId },
     /// Row `id` was deleted: undo restores `row` at `id`.
     Deleted { table: TableId, id: RowId, row: Row },
+    /// Row `id` was taken away: undo restores the row encoded at offset
+    /// `at` of the log's buffer of taken rows (to its end: taken rows are
+    /// undone newest first).
+    Taken { table: TableId, id: RowId, at: usize },
     /// Row `id` was updated: undo puts `old` back.
     Updated { table: TableId, id: RowId, old: Row },
     /// The table was truncated: undo restores every row at its id.
@@ -51,7 +62,14 @@ pub enum UndoOp {
 #[derive(Clone, Debug, Default)]
 pub struct UndoLog {
     ops: Vec<UndoOp>,
+    /// The rows of the [`UndoOp::Taken`] operations, encoded one after
+    /// another in the order they were taken.
+    taken: Vec<u8>,
 }
+
+/// The buffer of taken rows a commit keeps for the next transaction at
+/// most (a larger one, left by a big move, is given back).
+const KEPT_TAKEN_BYTES: usize = 4 << 20;
 
 impl UndoLog {
     pub fn new() -> UndoLog {
@@ -60,6 +78,18 @@ impl UndoLog {
 
     pub fn record(&mut self, op: UndoOp) {
         self.ops.push(op);
+    }
+
+    /// Row `id` of `table` was taken away (see the module doc): keep it
+    /// encoded, for a rollback to put back.
+    pub fn record_taken(&mut self, table: TableId, id: RowId, row: &Row) -> Result<()> {
+        let at = self.taken.len();
+        if let Err(e) = postcard::to_io(row, &mut self.taken) {
+            self.taken.truncate(at);
+            bail!(Internal, "row {id} cannot be kept for a rollback: {e}");
+        }
+        self.ops.push(UndoOp::Taken { table, id, at });
+        Ok(())
     }
 
     /// A savepoint: pass it to [`rollback_to`](Self::rollback_to).
@@ -74,7 +104,19 @@ impl UndoLog {
         let mut first_error = None;
         while self.ops.len() > mark {
             let Some(op) = self.ops.pop() else { break };
-            if let Err(e) = undo(op, storage) {
+            let done = match op {
+                UndoOp::Taken { table, id, at } => {
+                    let row = self.taken.get(at..).map(postcard::from_bytes::<Row>);
+                    self.taken.truncate(at);
+                    match row {
+                        Some(Ok(row)) => storage.table_mut(table).and_then(|t| t.restore(id, row)),
+                        Some(Err(e)) => Err(err!(Internal, "row {id}, taken, cannot be put back: {e}")),
+                        None => Err(err!(Internal, "row {id}, taken, is missing from the undo log")),
+                    }
+                }
+                op => undo(op, storage),
+            };
+            if let Err(e) = done {
                 first_error.get_or_insert(e);
             }
         }
@@ -98,6 +140,11 @@ impl UndoLog {
     /// Commit: forget every recorded operation.
     pub fn clear(&mut self) {
         self.ops.clear();
+        if self.taken.capacity() > KEPT_TAKEN_BYTES {
+            self.taken = Vec::new();
+        } else {
+            self.taken.clear();
+        }
     }
 
     /// Whether any row changed (as opposed to only the schema).
@@ -118,6 +165,7 @@ fn undo(op: UndoOp, storage: &mut Storage) -> Result<()> {
     match op {
         UndoOp::Inserted { table, id } => storage.table_mut(table)?.delete(id).map(drop),
         UndoOp::Deleted { table, id, row } => storage.table_mut(table)?.restore(id, row),
+        UndoOp::Taken { id, .. } => bail!(Internal, "row {id}, taken, is undone by its log"),
         UndoOp::Updated { table, id, old } => storage.table_mut(table)?.restore_update(id, old).map(drop),
         UndoOp::Truncated { table, rows } => {
             let table = storage.table_mut(table)?;

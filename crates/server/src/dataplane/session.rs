@@ -29,7 +29,7 @@ pub(super) struct Session {
 }
 
 impl Session {
-    fn exchange(&mut self, request: &SessionRequest) -> Result<SessionReply> {
+    fn exchange(&mut self, request: SessionRequest) -> Result<SessionReply> {
         let Some(s) = self.stream.as_mut() else {
             return Err(err!(Unavailable, "the session with host {} broke", self.target));
         };
@@ -51,7 +51,7 @@ impl Session {
             // A round of megabytes to a host that hangs blocks once the
             // connection's buffers are full: it too ends when the host is
             // declared failed.
-            if !write_frame_checked(s, request, &mut go_on)? {
+            if !write_frame_checked(s, &request, &mut go_on)? {
                 return Err(err!(OutcomeUnknown, "{}", why.take().unwrap_or_default()));
             }
             // Fault injection: this host stops reading the partition's
@@ -59,6 +59,9 @@ impl Session {
             if matches!(request, SessionRequest::Round(_)) {
                 joule_common::failpoint::pause_while_armed("session_answer_unread", Duration::from_secs(60));
             }
+            // Sent: a round's rows (a move carries megabytes) are freed
+            // while the other host runs it, not after it answers.
+            drop(request);
             let waited = read_frame_checked(s, &mut go_on);
             match waited {
                 Ok(Some(body)) => {
@@ -81,25 +84,25 @@ impl Session {
 
 impl RemoteSite for Session {
     fn begin(&mut self, ids: TxnIds) -> Result<()> {
-        self.exchange(&SessionRequest::Begin(ids)).map(|_| ())
+        self.exchange(SessionRequest::Begin(ids)).map(|_| ())
     }
 
     fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>> {
-        match self.exchange(&SessionRequest::Round(items))? {
+        match self.exchange(SessionRequest::Round(items))? {
             SessionReply::Results(r) => Ok(r),
             _ => Err(err!(ProtocolError, "host {} answered a round with no results", self.target)),
         }
     }
 
     fn prepare(&mut self) -> Result<bool> {
-        match self.exchange(&SessionRequest::Prepare)? {
+        match self.exchange(SessionRequest::Prepare)? {
             SessionReply::Prepared(in_doubt) => Ok(in_doubt),
             _ => Err(err!(ProtocolError, "host {} answered a prepare with something else", self.target)),
         }
     }
 
     fn finish(&mut self, commit: bool, schema_changed: bool) -> Result<()> {
-        self.exchange(&SessionRequest::Finish { commit, schema_changed }).map(|_| ())
+        self.exchange(SessionRequest::Finish { commit, schema_changed }).map(|_| ())
     }
 }
 

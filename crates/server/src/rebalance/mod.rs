@@ -27,9 +27,10 @@
 //! giving rows up keep them by token while the job runs (so a piece finds
 //! its rows without scanning: `joule_engine`'s token index) and drop that
 //! index when the job ends. The job builds each one before its first
-//! piece, a step at a time ([`index_partition`]: steps sized and rested
-//! like pieces), since one pass over a partition's millions of rows inside
-//! a piece held the partition for up to a second.
+//! piece, a step at a time ([`index_partitions`]: steps sized and rested
+//! like pieces; unthrottled, each step indexes every giving partition side
+//! by side), since one pass over a partition's millions of rows inside a
+//! piece held the partition for up to a second.
 //!
 //! One job runs at a time, on its own thread, calling the host like any
 //! client; the job's figures are kept here for `@Statistics REBALANCE`, and
@@ -299,8 +300,15 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
         let ring = ctx.host.hashinator();
         let sources: std::collections::BTreeSet<u32> =
             moves.iter().flat_map(|(s, e, to)| ring.owners_of(*s, *e).into_iter().filter(move |p| p != to)).collect();
-        for p in sources {
-            if !index_partition(ctx, &mut client, p, &elastic, &mut governor)? {
+        // Throttled, one partition at a time; unthrottled, all of them in
+        // each step, side by side.
+        let groups: Vec<Vec<u32>> = if elastic.throughput_bytes == 0 {
+            vec![sources.into_iter().collect()]
+        } else {
+            sources.into_iter().map(|p| vec![p]).collect()
+        };
+        for group in groups.iter().filter(|g| !g.is_empty()) {
+            if !index_partitions(ctx, &mut client, group, &elastic, &mut governor)? {
                 return Ok(State::Stopped);
             }
         }
@@ -426,12 +434,13 @@ fn piece_taken(ranges: &[(i32, i32, u32)], start: i32) -> i64 {
 /// time).
 const FIRST_INDEX_STEP: u64 = 16 * 1024;
 
-/// Build partition `p`'s token index a step at a time, resting between
-/// steps as between pieces: `false` if the job was stopped first.
-fn index_partition(
+/// Build the token indexes of `partitions` a step at a time (each step
+/// on all of them at once), resting between steps as between pieces:
+/// `false` if the job was stopped first.
+fn index_partitions(
     ctx: &Arc<ServerContext>,
     client: &mut joule_txn::Client,
-    p: u32,
+    partitions: &[u32],
     elastic: &ElasticConfig,
     governor: &mut Governor,
 ) -> std::result::Result<bool, Error> {
@@ -442,7 +451,7 @@ fn index_partition(
             return Ok(false);
         }
         let began = Instant::now();
-        let r = retried(ctx, || client.index_tokens(p, step));
+        let r = retried(ctx, || client.index_tokens(partitions, step));
         let took = began.elapsed();
         if let Some(e) = r.error {
             return Err(e);

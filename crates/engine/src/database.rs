@@ -557,13 +557,14 @@ impl Database {
             let views = db.views_on(table);
             for id in ids {
                 let row = db.storage.table_mut(table)?.delete(id)?;
-                if !views.is_empty() {
-                    views::maintain(&mut db.storage, &mut db.undo, &views, id, Some(&row), None)?;
-                }
-                // Kept encoded for a rollback; the row itself leaves.
+                // Kept encoded for a rollback (recorded before the views'
+                // maintenance, which may fail); the row itself leaves.
                 if let Err(e) = db.undo.record_taken(table, id, &row) {
                     db.undo.record(UndoOp::Deleted { table, id, row });
                     return Err(e);
+                }
+                if !views.is_empty() {
+                    views::maintain(&mut db.storage, &mut db.undo, &views, id, Some(&row), None)?;
                 }
                 taken.push(row);
             }
@@ -578,7 +579,11 @@ impl Database {
         for id in ids {
             let row = self.storage.table_mut(table)?.delete(id)?;
             if !views.is_empty() {
-                views::maintain(&mut self.storage, &mut self.undo, &views, id, Some(&row), None)?;
+                // A failed maintenance still leaves the row to put back.
+                if let Err(e) = views::maintain(&mut self.storage, &mut self.undo, &views, id, Some(&row), None) {
+                    self.undo.record(UndoOp::Deleted { table, id, row });
+                    return Err(e);
+                }
             }
             self.undo.record(UndoOp::Deleted { table, id, row });
         }

@@ -494,10 +494,19 @@ fn taken_rows_leave_whole_and_a_rollback_puts_them_back() {
     }
     assert_eq!(scan(&db).len(), before.len() - ids.len(), "committed, they are gone");
     assert_eq!(rows(&mut db, "SELECT SUM(c) FROM by_n"), vec![vec![int(25)]]);
-    // The next transaction's taken rows roll back on their own.
+    // The next transaction's taken rows roll back on their own, whole; a
+    // take that fails half way (an id that holds no row) puts back its own
+    // rows at once, and the transaction's rollback the earlier take's.
+    let left = scan(&db);
+    let (first, second): (Vec<_>, Vec<_>) = left.iter().map(|(id, _)| *id).partition(|id| id % 3 == 0);
     db.begin();
-    let rest: Vec<_> = scan(&db).into_iter().map(|(id, _)| id).collect();
-    assert_eq!(db.take_rows(table, rest).unwrap().len(), 25);
+    assert_eq!(db.take_rows(table, first.clone()).unwrap().len(), first.len());
+    let missing = before.iter().map(|(id, _)| *id).max().unwrap() + 1;
+    let half = [second[..3].to_vec(), vec![missing]].concat();
+    assert_eq!(db.take_rows(table, half).unwrap_err().code(), ErrorCode::Internal);
+    let kept: Vec<_> = left.iter().filter(|(id, _)| id % 3 != 0).cloned().collect();
+    assert_eq!(scan(&db), kept, "the failed take's rows are back, the first take's still gone");
     db.rollback().unwrap();
-    assert_eq!(scan(&db).len(), 25);
+    assert_eq!(scan(&db), left, "every row back, as it was");
+    assert_eq!(rows(&mut db, "SELECT SUM(c) FROM by_n"), vec![vec![int(25)]]);
 }

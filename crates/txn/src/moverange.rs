@@ -313,7 +313,8 @@ impl Coordinator {
     /// per site and evict item, the partition `ring` gives that item's
     /// whole token range to, if it does (a range move's items): its rows go
     /// there without hashing their keys again (the admitting site checks
-    /// each against `ring` all the same).
+    /// each against `ring` all the same). Each site's entries follow its
+    /// `Evict` items in order; other items in between take none.
     pub(crate) fn relocate(
         &mut self,
         evict: Vec<Vec<WorkItem>>,
@@ -330,10 +331,12 @@ impl Coordinator {
         let mut per_item: Vec<Vec<(u64, u64)>> = Vec::with_capacity(n);
         for (site, results) in self.round(evict)?.into_iter().enumerate() {
             let mut counts = Vec::with_capacity(results.len());
-            for (i, item) in results.into_iter().enumerate() {
+            // The site's evict items answer in order, whatever else it ran.
+            let mut evicts = whole.get(site).map(|w| w.iter().copied());
+            for item in results {
                 let (mut rows_given, mut bytes_given) = (0u64, 0u64);
                 if let ItemResult::Evicted(tables) = item {
-                    let to = whole.get(site).and_then(|items| items.get(i)).copied();
+                    let to = evicts.as_mut().and_then(|w| w.next());
                     for t in tables {
                         rows_given += t.rows.len() as u64;
                         bytes_given += t.bytes;

@@ -255,6 +255,19 @@ fn pieces_under_writers(stepped: bool) {
         // arriving: at least ten steps, each looking at a hundred more ids
         // of each than rows arrived.
         assert!(lefts.len() >= 10, "{lefts:?}");
+        // Both indexes are complete: neither partition has anything left on
+        // its own, asked as another host forwards a step too (the count of
+        // rows, then the partitions).
+        assert_eq!(left(c.index_tokens(&[1], 100)), 0);
+        assert_eq!(left(c.index_tokens(&[2], 100)), 0);
+        let mut forwarded = host.client();
+        forwarded.set_hops(1);
+        assert_eq!(left(forwarded.call("@IndexTokens", vec![int(100), int(2), int(1)])), 0);
+        for bad in [vec![], vec![int(100)], vec![int(0), int(1)], vec![int(100), int(-1)], vec![int(100), int(3)]] {
+            assert_eq!(fails(forwarded.call("@IndexTokens", bad)), ErrorCode::InvalidArgument);
+        }
+        assert_eq!(fails(forwarded.call("@IndexTokens", vec![int(100), Value::from("x")])), ErrorCode::InvalidArgument);
+        assert!(c.call("@IndexTokens", vec![int(100), int(1)]).error.is_some(), "not a client's procedure");
         // Bad requests are refused.
         assert_eq!(fails(c.index_tokens(&[3], 100)), ErrorCode::InvalidArgument);
         assert_eq!(fails(c.index_tokens(&[0, 3], 100)), ErrorCode::InvalidArgument);

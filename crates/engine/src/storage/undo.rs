@@ -10,19 +10,19 @@
 //! it was at the mark — including the ids future inserts will receive.
 //!
 //! Commit is [`UndoLog::clear`], which keeps the allocation for the next
-//! transaction.
+//! transaction. A schema change inside a transaction (DDL run as a
+//! multi-partition transaction, which must be undone everywhere if any
+//! partition fails) is logged as [`UndoOp::Schema`]: the catalog before it
+//! and the previous state of every table it touched. The storage part is
+//! restored here; the owner of the catalog (the `Database`) reads the
+//! catalog back with [`UndoLog::schema_since`] before rolling back.
 //!
 //! Rows a transaction takes away rather than deletes — a range move's
 //! eviction, whose rows leave for another partition — are kept encoded
 //! ([`UndoLog::record_taken`]): the row itself goes to its new partition
 //! without a copy, and the log holds its bytes in one buffer, so that a
 //! move of tens of thousands of rows costs no allocation per row here and
-//! nothing to free at its commit. Only a rollback decodes them. A schema change inside a transaction (DDL run as a
-//! multi-partition transaction, which must be undone everywhere if any
-//! partition fails) is logged as [`UndoOp::Schema`]: the catalog before it
-//! and the previous state of every table it touched. The storage part is
-//! restored here; the owner of the catalog (the `Database`) reads the
-//! catalog back with [`UndoLog::schema_since`] before rolling back.
+//! nothing to free at its commit. Only a rollback decodes them.
 
 use super::{RowId, Storage, Table};
 use joule_common::{bail, err, Result, Row};
@@ -120,6 +120,9 @@ impl UndoLog {
                 first_error.get_or_insert(e);
             }
         }
+        if self.ops.is_empty() {
+            self.forget_taken();
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -140,6 +143,12 @@ impl UndoLog {
     /// Commit: forget every recorded operation.
     pub fn clear(&mut self) {
         self.ops.clear();
+        self.forget_taken();
+    }
+
+    /// Empty the buffer of taken rows, giving a large one back (a big
+    /// move's, committed or rolled back, is not kept for the next).
+    fn forget_taken(&mut self) {
         if self.taken.capacity() > KEPT_TAKEN_BYTES {
             self.taken = Vec::new();
         } else {

@@ -198,10 +198,7 @@ impl crate::host::Client {
             let e = err!(InvalidArgument, "no step of {rows} rows can index partitions {partitions:?}");
             return Response::failure(e, None);
         }
-        let mut partitions = partitions.to_vec();
-        partitions.sort_unstable();
-        partitions.dedup();
-        self.run_mp_and_wait(MpKind::IndexTokens { partitions, rows })
+        self.run_mp_and_wait(MpKind::IndexTokens { partitions: partitions.to_vec(), rows })
     }
 
     /// Moves of ranges are over: every copy of every partition stops

@@ -25,7 +25,7 @@
 //! nothing to free at its commit. Only a rollback decodes them.
 
 use super::{RowId, Storage, Table};
-use joule_common::{bail, err, Result, Row};
+use joule_common::{bail, Result, Row};
 use joule_sql::catalog::{Catalog, TableId};
 use std::sync::Arc;
 
@@ -104,19 +104,7 @@ impl UndoLog {
         let mut first_error = None;
         while self.ops.len() > mark {
             let Some(op) = self.ops.pop() else { break };
-            let done = match op {
-                UndoOp::Taken { table, id, at } => {
-                    let row = self.taken.get(at..).map(postcard::from_bytes::<Row>);
-                    self.taken.truncate(at);
-                    match row {
-                        Some(Ok(row)) => storage.table_mut(table).and_then(|t| t.restore(id, row)),
-                        Some(Err(e)) => Err(err!(Internal, "row {id}, taken, cannot be put back: {e}")),
-                        None => Err(err!(Internal, "row {id}, taken, is missing from the undo log")),
-                    }
-                }
-                op => undo(op, storage),
-            };
-            if let Err(e) = done {
+            if let Err(e) = undo(op, storage, &mut self.taken) {
                 first_error.get_or_insert(e);
             }
         }
@@ -170,11 +158,21 @@ impl UndoLog {
     }
 }
 
-fn undo(op: UndoOp, storage: &mut Storage) -> Result<()> {
+/// Apply `op`'s inverse; `taken` is the log's buffer of taken rows, whose
+/// last row is `op`'s if it is [`UndoOp::Taken`] (cut off here).
+fn undo(op: UndoOp, storage: &mut Storage, taken: &mut Vec<u8>) -> Result<()> {
     match op {
         UndoOp::Inserted { table, id } => storage.table_mut(table)?.delete(id).map(drop),
         UndoOp::Deleted { table, id, row } => storage.table_mut(table)?.restore(id, row),
-        UndoOp::Taken { id, .. } => bail!(Internal, "row {id}, taken, is undone by its log"),
+        UndoOp::Taken { table, id, at } => {
+            let row = taken.get(at..).map(postcard::from_bytes::<Row>);
+            taken.truncate(at);
+            match row {
+                Some(Ok(row)) => storage.table_mut(table)?.restore(id, row),
+                Some(Err(e)) => bail!(Internal, "row {id}, taken, cannot be put back: {e}"),
+                None => bail!(Internal, "row {id}, taken, is missing from the undo log"),
+            }
+        }
         UndoOp::Updated { table, id, old } => storage.table_mut(table)?.restore_update(id, old).map(drop),
         UndoOp::Truncated { table, rows } => {
             let table = storage.table_mut(table)?;

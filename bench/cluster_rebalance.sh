@@ -6,7 +6,8 @@
 #      DURATION seconds, printing a line per second; after WARM seconds
 #      `@Rebalance` (asked of host 1) gives the last partition's slice of
 #      the ring to partition 0 and, once that is done, moves it back. The
-#      seconds while a rebalance ran are marked.
+#      seconds while a rebalance ran are marked, and the bench gives the
+#      p99 over all the calls that ended while one ran (`--phase-file`).
 #   2. unthrottled (throughput_mb = 0): a kv table of RECORDS rows, then
 #      half the ring to partition 0; `@Statistics REBALANCE` gives the rate.
 #   3. unthrottled scale-out (k=0, not run by default): RECORDS kv rows on
@@ -17,7 +18,8 @@
 # throwaway directory. Settings (environment): DURATION (40), WARM (10),
 # RECORDS (1000000), PARTS ("1 2": which parts run), FAST_DURATION_MS (50:
 # `duration_ms` of the unthrottled parts 2 and 3), and for part 1
-# ELASTIC_DURATION_MS and ELASTIC_THROUGHPUT_MB (unset: the defaults);
+# ELASTIC_DURATION_MS, ELASTIC_THROUGHPUT_MB and ELASTIC_TARGET_P99_MS
+# (unset: the defaults);
 # PERF_OUT=FILE records part 2's move (part 3's: the whole machine from the
 # second host's start) with `perf record` into FILE; JOULE_BIN=PATH runs
 # that binary instead of building this checkout (to compare builds).
@@ -50,19 +52,28 @@ echo "== throttled: voter on 3 hosts (k=1, 3 partitions), rebalancing from secon
   printf '[elastic]\n'
   [ -n "${ELASTIC_DURATION_MS:-}" ] && printf 'duration_ms = %s\n' "$ELASTIC_DURATION_MS"
   [ -n "${ELASTIC_THROUGHPUT_MB:-}" ] && printf 'throughput_mb = %s\n' "$ELASTIC_THROUGHPUT_MB"
+  [ -n "${ELASTIC_TARGET_P99_MS:-}" ] && printf 'target_p99_ms = %s\n' "$ELASTIC_TARGET_P99_MS"
   true
 } >"$WORK/default.toml"
 start_cluster "$WORK/default.toml"
-"$J" bench voter --servers "$SERVERS" --duration "$DURATION" --warmup 2 --report-every 1 >"$WORK/bench.log" 2>&1 &
+echo steady >"$WORK/phase"
+"$J" bench voter --servers "$SERVERS" --duration "$DURATION" --warmup 2 --report-every 1 \
+  --phase-file "$WORK/phase" >"$WORK/bench.log" 2>&1 &
 BENCH=$!
 sleep $((WARM + 2))
 # The last partition's slice of the even ring.
 FIRST=$(( -2147483648 + 2 * (4294967296 / 3) ))
 START=$(date +%s.%N)
+echo rebalancing >"$WORK/phase"
 admin "exec @Rebalance $FIRST 2147483647 0;" >/dev/null
+# The rows the first move had moved when the load ended.
+( while kill -0 "$BENCH" 2>/dev/null; do sleep 0.2; done
+  admin "exec @Statistics REBALANCE 0;" | awk 'NR == 3 { print $7, "(" $4 ")" }' >"$WORK/moved_under_load" ) &
+SAMPLER=$!
 wait_done
 admin "exec @Rebalance;" >/dev/null
 wait_done
+echo steady >"$WORK/phase"
 END=$(date +%s.%N)
 admin "exec @Statistics REBALANCE 0;"
 wait "$BENCH"
@@ -85,7 +96,9 @@ if steady and during:
     print(f"steady {s:,.0f} TPS; while rebalancing {d:,.0f} TPS ({100 * d / s:.0f} %), "
           f"worst second's p99 {max(p for _, p in during):.2f} ms; rebalances took {span:.1f} s")
 PY
-tail -3 "$WORK/bench.log"
+sed -n '/^voter (/,$p' "$WORK/bench.log"
+wait "$SAMPLER"
+echo "rows the first move had moved when the load ended: $(cat "$WORK/moved_under_load")"
 stop_cluster
 }
 

@@ -12,7 +12,9 @@
 #   and after it. Phases the load does not reach are skipped (a move still
 #   running when the load ends is left to finish unmeasured). Every 2 s the
 #   rebalance's share of busy time and the p99 it steers by are sampled
-#   (`@Statistics REBALANCE` BUSY_PERCENT, LOAD_P99) and summarized.
+#   (`@Statistics REBALANCE` BUSY_PERCENT, LOAD_P99) and summarized. The
+#   bench also counts every call under the phase it ended in (`--phase-file`)
+#   and ends with each phase's p99 over all its calls.
 #
 # Builds JouleDB in release mode; hosts on free loopback ports in a
 # throwaway directory. Settings (environment): DURATION (300), WARM (10), STEADY (15),
@@ -60,8 +62,11 @@ joined() { # the event line for partitions a..b
 bench_running() { kill -0 "$BENCH" 2>/dev/null; }
 now() { date +%s.%N; }
 
+phase() { echo "$1" >"$WORK/phase"; }
 start_host 0 --elastic
-"$J" bench voter --servers "$CLIENT0" --duration "$DURATION" --warmup 2 --report-every 1 >"$WORK/bench.log" 2>&1 &
+phase "1 host"
+"$J" bench voter --servers "$CLIENT0" --duration "$DURATION" --warmup 2 --report-every 1 \
+  --phase-file "$WORK/phase" >"$WORK/bench.log" 2>&1 &
 BENCH=$!
 BEGIN=$(now)
 sleep $((WARM + 2))
@@ -70,10 +75,16 @@ sleep $((WARM + 2))
       awk 'NR == 3 && NF > 3 { print $4, $(NF-1), $NF }')" >>"$WORK/share.log"
     sleep 2
   done ) &
-T1=$(now); start_host 1 --add --join "$JOIN"; joined 2..3; T2=$(now)
+T1=$(now); phase "adding host 1"; start_host 1 --add --join "$JOIN"; joined 2..3; T2=$(now); phase "2 hosts"
 T3=1e18; T4=1e18; T5=1e18; T6=1e18
-if bench_running; then sleep "$STEADY"; T3=$(now); start_host 2 --add --join "$JOIN"; joined 4..5; T4=$(now); fi
-if bench_running; then sleep "$STEADY"; T5=$(now); "$J" cluster remove 2 --host 127.0.0.1 --port "${ADMINS[0]}"; T6=$(now); fi
+if bench_running; then
+  sleep "$STEADY"; T3=$(now); phase "adding host 2"; start_host 2 --add --join "$JOIN"; joined 4..5; T4=$(now)
+  phase "3 hosts"
+fi
+if bench_running; then
+  sleep "$STEADY"; T5=$(now); phase "removing host 2"
+  "$J" cluster remove 2 --host 127.0.0.1 --port "${ADMINS[0]}"; T6=$(now); phase "2 hosts again"
+fi
 echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${ADMINS[0]}"
 wait "$BENCH"
 python3 - "$WORK/share.log" <<'PY'
@@ -121,4 +132,4 @@ for name, a, b in phases:
     print(f"{name:>16}: {tps:>9,.0f} TPS{vs}, worst second's p99 {max(p for _, p in rows):.2f} ms, "
           f"median second's p99 {sorted(p for _, p in rows)[len(rows) // 2]:.2f} ms{took}")
 PY
-tail -3 "$WORK/bench.log"
+sed -n '/^voter (/,$p' "$WORK/bench.log"

@@ -68,3 +68,43 @@ fn progress_lines_print_without_a_terminal() {
     assert!(lines >= 2, "periodic lines on stderr: {stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("latency ms: p50"));
 }
+
+/// `--phase-file`: the calls are counted under the label the file held
+/// when they ended; every measured call falls in exactly one phase, and
+/// each phase's time adds up to the run.
+#[test]
+fn calls_are_split_by_the_phase_file() {
+    let dir = TempDir::new("bench-phases");
+    let node = start_in(dir.path(), &[]);
+    let phase = dir.path().join("phase");
+    std::fs::write(&phase, "steady\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_joule"))
+        .args(["bench", "voter", "--duration", "2", "--warmup", "0.2", "--json"])
+        .args(["--servers", &format!("127.0.0.1:{}", node.client)])
+        .arg("--phase-file")
+        .arg(&phase)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("joule bench runs");
+    // Change the label a second into the measured time.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    std::fs::write(&phase, "  moving  \nignored\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases = r["phases"].as_object().unwrap_or_else(|| panic!("phases in {r}"));
+    assert_eq!(phases.keys().collect::<Vec<_>>(), ["moving", "steady"], "{r}");
+    let mut calls = 0;
+    let mut seconds = 0.0;
+    for (label, p) in phases {
+        assert!(p["calls"].as_u64().unwrap() > 0, "{label}: {r}");
+        assert!(p["tps"].as_f64().unwrap() > 0.0, "{label}: {r}");
+        assert!(p["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{label}: {r}");
+        assert!(p["latency_ms"]["max"].as_f64().unwrap() >= p["latency_ms"]["p99"].as_f64().unwrap(), "{r}");
+        calls += p["calls"].as_u64().unwrap();
+        seconds += p["seconds"].as_f64().unwrap();
+    }
+    assert_eq!(calls, r["calls"].as_u64().unwrap(), "{r}");
+    assert!((seconds - r["seconds"].as_f64().unwrap()).abs() < 0.05, "{r}");
+}

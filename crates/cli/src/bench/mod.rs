@@ -20,6 +20,14 @@
 //! `--json`, one JSON object: `tps`, `latency_ms` with `p50`, `p95`,
 //! `p99`, `p999`, `max`, `calls`, `errors` by status, `first_errors`: each status's first message). TPS and latency
 //! count successful calls only; failures are counted by status.
+//!
+//! `--phase-file PATH` splits the figures by what the cluster was doing: a
+//! script writes a label into PATH (`steady`, `rebalancing`, ...) as it
+//! changes the cluster, the bench reads it every 100 ms, and the report
+//! ends with each label's calls, TPS and latency percentiles, taken from
+//! one histogram per label (a p99 over all the calls of a phase, not a
+//! figure per second). A call counts under the label read before its
+//! answer came.
 
 mod workloads;
 
@@ -89,11 +97,66 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
+    /// A file holding the current phase's label (re-read every 100 ms):
+    /// the report gives the figures of each label apart.
+    #[arg(long)]
+    phase_file: Option<std::path::PathBuf>,
 }
 
 struct Latency {
     whole: Histogram<u64>,
     interval: Histogram<u64>,
+    /// Since the phase file was last read.
+    phase: Histogram<u64>,
+}
+
+/// The calls of each phase (see `--phase-file`): a histogram and the
+/// seconds spent under each label.
+struct Phases {
+    file: std::path::PathBuf,
+    label: String,
+    since: Instant,
+    by_label: BTreeMap<String, (Histogram<u64>, f64)>,
+}
+
+impl Phases {
+    fn new(file: std::path::PathBuf) -> Self {
+        let label = Self::read(&file);
+        Phases { file, label, since: Instant::now(), by_label: BTreeMap::new() }
+    }
+
+    /// The label in `file`: its first line, trimmed ("unlabelled" if the
+    /// file is missing or empty).
+    fn read(file: &std::path::Path) -> String {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        match text.lines().next().map(str::trim) {
+            Some(label) if !label.is_empty() => label.to_string(),
+            _ => "unlabelled".to_string(),
+        }
+    }
+
+    /// Count the calls since the last turn under the label they ran
+    /// under, then read the label again.
+    fn turn(&mut self, tally: &Tally) {
+        let calls =
+            std::mem::replace(&mut tally.latency.lock().unwrap_or_else(|e| e.into_inner()).phase, new_histogram());
+        let entry = self.by_label.entry(self.label.clone()).or_insert_with(|| (new_histogram(), 0.0));
+        let _ = entry.0.add(&calls);
+        entry.1 += self.since.elapsed().as_secs_f64();
+        self.since = Instant::now();
+        self.label = Self::read(&self.file);
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    joule_txn::stats::new_histogram()
+}
+
+/// A latency summary in milliseconds: p50, p95, p99, p99.9 and max.
+fn percentiles(h: &Histogram<u64>) -> [f64; 5] {
+    let ms = |v: u64| v as f64 / 1000.0;
+    let q = |q: f64| ms(h.value_at_quantile(q));
+    [q(0.5), q(0.95), q(0.99), q(0.999), ms(h.max())]
 }
 
 /// What the calls measured so far.
@@ -118,10 +181,16 @@ impl Tally {
         }
         match result {
             Ok(_) => {
-                self.calls.fetch_add(1, Ordering::Relaxed);
                 let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+                // Checked again under the lock: a call counted is in every
+                // histogram, the last phase's too (taken after measuring ends).
+                if !self.measuring.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.calls.fetch_add(1, Ordering::Relaxed);
                 let _ = latency.whole.record(micros.max(1));
                 let _ = latency.interval.record(micros.max(1));
+                let _ = latency.phase.record(micros.max(1));
             }
             Err(e) => {
                 let key = format!("J{} {:?}", e.code().number(), e.code());
@@ -165,10 +234,7 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
         eprintln!("joule bench: ready in {:.1} s", t.elapsed().as_secs_f64());
     }
     let tally = Arc::new(Tally {
-        latency: Mutex::new(Latency {
-            whole: joule_txn::stats::new_histogram(),
-            interval: joule_txn::stats::new_histogram(),
-        }),
+        latency: Mutex::new(Latency { whole: new_histogram(), interval: new_histogram(), phase: new_histogram() }),
         calls: AtomicU64::new(0),
         errors: Mutex::default(),
         measuring: AtomicBool::new(false),
@@ -179,6 +245,7 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
     std::thread::sleep(Duration::from_secs_f64(args.warmup.max(0.0)));
     tally.measuring.store(true, Ordering::SeqCst);
     let started = Instant::now();
+    let mut phases = args.phase_file.clone().map(Phases::new);
     let bar = (!args.json).then(|| {
         let bar = indicatif::ProgressBar::new((args.duration * 10.0) as u64);
         bar.set_style(
@@ -191,6 +258,9 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
     let mut last_calls = 0;
     while started.elapsed().as_secs_f64() < args.duration {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(phases) = &mut phases {
+            phases.turn(&tally);
+        }
         let calls = tally.calls.load(Ordering::Relaxed);
         if let Some(bar) = &bar {
             bar.set_position((started.elapsed().as_secs_f64() * 10.0) as u64);
@@ -199,7 +269,7 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
         if last_report.elapsed().as_secs_f64() >= args.report_every {
             let h = std::mem::replace(
                 &mut tally.latency.lock().unwrap_or_else(|e| e.into_inner()).interval,
-                joule_txn::stats::new_histogram(),
+                new_histogram(),
             );
             let line = format!(
                 "{:>6.1} s: {:>9.0} TPS, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -219,6 +289,9 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
     }
     tally.measuring.store(false, Ordering::SeqCst);
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(phases) = &mut phases {
+        phases.turn(&tally);
+    }
     tally.stop.store(true, Ordering::SeqCst);
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -226,7 +299,8 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
     for d in drivers {
         let _ = d.join();
     }
-    report(&args, &*workload, &tally, seconds);
+    let phases = phases.map(|p| p.by_label).unwrap_or_default();
+    report(&args, &*workload, &tally, seconds, &phases);
     Ok(())
 }
 
@@ -360,12 +434,19 @@ fn issue(client: Client, workload: Arc<dyn Workload>, tally: Arc<Tally>) {
     }
 }
 
-fn report(args: &BenchArgs, workload: &dyn Workload, tally: &Tally, seconds: f64) {
+fn report(
+    args: &BenchArgs,
+    workload: &dyn Workload,
+    tally: &Tally,
+    seconds: f64,
+    phases: &BTreeMap<String, (Histogram<u64>, f64)>,
+) {
     let h = tally.latency.lock().unwrap_or_else(|e| e.into_inner()).whole.clone();
     let calls = tally.calls.load(Ordering::Relaxed);
     let errors = tally.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let [p50, p95, p99, p999, max] = percentiles(&h);
     let tps = calls as f64 / seconds;
+    let phase_tps = |h: &Histogram<u64>, secs: f64| if secs > 0.0 { h.len() as f64 / secs } else { 0.0 };
     let mode = match (args.sync, args.rate) {
         (true, _) => {
             let clients = args.clients.unwrap_or(args.threads).max(1);
@@ -381,26 +462,35 @@ fn report(args: &BenchArgs, workload: &dyn Workload, tally: &Tally, seconds: f64
             "seconds": seconds,
             "tps": tps,
             "calls": calls,
-            "latency_ms": { "p50": ms(0.5), "p95": ms(0.95), "p99": ms(0.99), "p999": ms(0.999), "max": h.max() as f64 / 1000.0 },
+            "latency_ms": { "p50": p50, "p95": p95, "p99": p99, "p999": p999, "max": max },
             "errors": errors.iter().map(|(status, (n, _))| (status.clone(), *n)).collect::<BTreeMap<_, _>>(),
             "first_errors": errors.iter().map(|(status, (_, first))| (status.clone(), first.clone())).collect::<BTreeMap<_, _>>(),
+            "phases": phases.iter().map(|(label, (h, secs))| {
+                let [p50, p95, p99, p999, max] = percentiles(h);
+                (label.clone(), serde_json::json!({
+                    "seconds": secs, "calls": h.len(), "tps": phase_tps(h, *secs),
+                    "latency_ms": { "p50": p50, "p95": p95, "p99": p99, "p999": p999, "max": max },
+                }))
+            }).collect::<BTreeMap<_, _>>(),
         });
         println!("{object}");
         return;
     }
     println!("{} ({mode}) over {seconds:.1} s: {calls} calls, {tps:.0} TPS", workload.name());
-    println!(
-        "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-        ms(0.5),
-        ms(0.95),
-        ms(0.99),
-        ms(0.999),
-        h.max() as f64 / 1000.0
-    );
+    println!("latency ms: p50 {p50:.3}  p95 {p95:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}");
     if errors.is_empty() {
         println!("errors: none");
     }
     for (status, (n, first)) in errors {
         println!("errors: {n} x {status} (the first: {first})");
+    }
+    for (label, (h, secs)) in phases {
+        let [p50, p95, p99, p999, max] = percentiles(h);
+        println!(
+            "phase {label}: {} calls over {secs:.1} s, {:.0} TPS; latency ms: p50 {p50:.3}  p95 {p95:.3}  p99 {p99:.3}  \
+             p99.9 {p999:.3}  max {max:.3}",
+            h.len(),
+            phase_tps(h, *secs)
+        );
     }
 }

@@ -282,6 +282,53 @@ fn a_move_whose_coordinator_dies_after_the_metadata_has_its_ring_is_committed() 
     coordinator_dies_moving("move-after-record", "coordinator-after-ring-recorded", true);
 }
 
+/// A move refused after its evictions (it carries more than one move
+/// between hosts may: 64 MiB) leaves every copy as it was. The partitions
+/// that only give rows were told to prepare right behind their evict round,
+/// so their replicas held the evictions when the move failed: the rollback
+/// reaches them too, and every copy still agrees. A move within the bound
+/// then goes through (nothing was left in doubt).
+#[test]
+fn a_move_refused_after_its_prepared_evictions_leaves_every_copy_as_it_was() {
+    const ROWS: i64 = 120;
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("move-refused-{i}"))).collect();
+    let hosts = common::cluster::form(&dirs, 1);
+    all_up_and_led(&hosts);
+    let ddl = "CREATE TABLE big (k BIGINT NOT NULL PRIMARY KEY, v VARCHAR(1048576) NOT NULL); \
+               PARTITION TABLE big ON COLUMN k;";
+    common::cluster::sql(&hosts[0].client, ddl, vec![]);
+    for k in 0..ROWS {
+        let insert = "INSERT INTO big VALUES (?, REPEAT('x', 1000000))";
+        common::cluster::sql(&hosts[0].client, insert, vec![Value::Integer(k)]);
+    }
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    let addrs: Vec<&str> = clients.iter().map(String::as_str).collect();
+    let before = kv_table_rows(&addrs, "DEFAULT.BIG");
+    let given = before.get(&0).copied().unwrap_or(0) + before.get(&1).copied().unwrap_or(0);
+    assert!(given * 1_000_000 > 64 << 20, "partitions 0 and 1 hold {given} rows of 1 MB: {before:?}");
+    // Partitions 0 and 1 give their slices of the ring to partition 2.
+    let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
+    let first_of_2 = ring.ring()[2].0;
+    let whole = vec![Value::Integer(i32::MIN as i64), Value::Integer(first_of_2 as i64 - 1), Value::Integer(2)];
+    let refused = connect(&clients[1]).call("@MoveRange", whole).expect_err("a move of over 64 MiB");
+    assert!(refused.to_string().contains("carries at most"), "{refused}");
+    assert_eq!(kv_table_rows(&addrs, "DEFAULT.BIG"), before, "no row moved");
+    eventually("every copy agrees", || replicas_agree(&clients, 2).is_ok());
+    assert_eq!(scalar(&clients[2], "SELECT COUNT(*) FROM big"), ROWS);
+    assert_eq!(scalar(&clients[0], "SELECT SUM(CHAR_LENGTH(v)) FROM big"), ROWS * 1_000_000);
+    assert_eq!(misplaced(&clients[0]), 0);
+    // Partition 0's slice alone is within the bound, and moves.
+    let first_of_1 = ring.ring()[1].0;
+    let part = vec![Value::Integer(i32::MIN as i64), Value::Integer(first_of_1 as i64 - 1), Value::Integer(2)];
+    let r = connect(&clients[2]).call("@MoveRange", part).expect("a move of partition 0's slice");
+    assert_eq!(int(&r.tables[0].rows[0][3]), before[&0], "{r:?}");
+    let after = kv_table_rows(&addrs, "DEFAULT.BIG");
+    assert_eq!(after.get(&0).copied().unwrap_or(0), 0, "{after:?}");
+    assert_eq!(after.values().sum::<i64>(), ROWS, "{after:?}");
+    assert_eq!(misplaced(&clients[1]), 0);
+    eventually("every copy agrees after the move", || replicas_agree(&clients, 2).is_ok());
+}
+
 /// Copies in `dir` whose copy log has a compacted base.
 fn compacted_copies(dir: &TempDir) -> usize {
     let Ok(parts) = std::fs::read_dir(dir.path().join("copies")) else { return 0 };

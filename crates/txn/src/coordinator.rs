@@ -73,6 +73,10 @@ pub(crate) struct Coordinator {
     /// come on.
     pub released: Vec<bool>,
     pub released_waits: Vec<(usize, std::sync::mpsc::Receiver<()>)>,
+    /// For the transaction running: partitions told to prepare right behind
+    /// their last round ([`Coordinator::round_then_prepare`]), and the
+    /// channels their answers come on.
+    pub early_prepared: Vec<(usize, std::sync::mpsc::Receiver<Result<bool>>)>,
     /// For the transaction running: partitions not sent their start marker
     /// yet (a move's partitions that only take rows start when the rows
     /// come, see `Coordinator::start_deferred`). Until then they hold
@@ -131,6 +135,7 @@ impl Coordinator {
             wrote: Vec::new(),
             released: Vec::new(),
             released_waits: Vec::new(),
+            early_prepared: Vec::new(),
             deferred: Vec::new(),
             unsettled: Vec::new(),
             joining_from: None,
@@ -231,6 +236,7 @@ impl Coordinator {
         }
         self.released.clone_from(&self.deferred);
         self.released_waits.clear();
+        self.early_prepared.clear();
         let marker = || SiteMsg::MpBegin(ids, None, crate::messages::Decider::Coordinator);
         let mut marked = (0..self.sites.len()).filter(|p| !self.deferred[*p]);
         if marked.any(|p| self.begin_target(p).send(marker()).is_err()) {
@@ -362,7 +368,8 @@ impl Coordinator {
                 },
                 (in_doubt, Some(e)) => (Err(e), in_doubt),
             },
-            (result, _) => (result, vec![false; self.sites.len()]),
+            // (Partitions told to prepare early may be in doubt.)
+            (result, _) => (result, self.early_in_doubt()),
         };
         let mut response = match result {
             Ok(tables) => {
@@ -591,31 +598,31 @@ impl Coordinator {
         }
     }
 
-    fn rollback(&mut self) {
-        self.rollback_schema();
-        for p in (0..self.sites.len()).filter(|p| !self.released[*p]) {
-            let _ = self.work_target(p).send(MpWork::Rollback { done: None });
-        }
-    }
-
-    /// Undo what the transaction did to the coordinator's copy of the schema.
-    pub(crate) fn rollback_schema(&mut self) {
-        if self.schema_db.in_transaction() {
-            if let Err(e) = self.schema_db.rollback() {
-                eprintln!("joule: coordinator: schema rollback failed: {e}");
-            }
-        }
-    }
-
     /// Send each site its items (sites with none are not asked) and gather
     /// the results, by site. The first error any site reports wins.
-    pub(crate) fn round(&mut self, mut per_site: Vec<Vec<WorkItem>>) -> Result<Vec<Vec<ItemResult>>> {
+    pub(crate) fn round(&mut self, per_site: Vec<Vec<WorkItem>>) -> Result<Vec<Vec<ItemResult>>> {
+        self.round_then_prepare(per_site, &[])
+    }
+
+    /// [`Self::round`], and on a cluster each site asked whose entry in
+    /// `prepare` is true is told to prepare right behind its items (this
+    /// must be its last round): it ships its writes to its replicas while
+    /// the coordinator goes on, and [`Self::prepare_all`] collects its answer.
+    pub(crate) fn round_then_prepare(
+        &mut self,
+        mut per_site: Vec<Vec<WorkItem>>,
+        prepare: &[bool],
+    ) -> Result<Vec<Vec<ItemResult>>> {
         let mut asked = 0;
         let mut first_error: Option<Error> = None;
         for (site, items) in per_site.iter_mut().enumerate() {
             if !items.is_empty() {
                 self.wrote[site] |= items.iter().any(WorkItem::writes);
                 match self.work_target(site).send(MpWork::Round { items: std::mem::take(items), reply: None }) {
+                    Ok(()) if prepare.get(site) == Some(&true) && self.shared.link.is_some() => {
+                        asked += 1;
+                        self.prepare_early(site);
+                    }
                     Ok(()) => asked += 1,
                     Err(_) => {
                         first_error.get_or_insert(err!(Unavailable, "partition {site} is gone (shutting down)"));

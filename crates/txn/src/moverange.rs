@@ -312,12 +312,18 @@ impl Coordinator {
     /// there without hashing their keys again (the admitting site checks
     /// each against `ring` all the same). Each site's entries follow its
     /// `Evict` items in order; other items in between take none.
+    /// `prepare_givers`: on a cluster, the sites to prepare right behind
+    /// their evict round (they take no rows: it is their last), their
+    /// replicas taking the evictions while the rows are admitted; then
+    /// every site the admit round asks is told to prepare behind it too
+    /// (empty: none is, as in a move that is not the transaction's last step).
     pub(crate) fn relocate(
         &mut self,
         evict: Vec<Vec<WorkItem>>,
         ring: &Arc<Hashinator>,
         late: Option<(crate::TxnIds, Vec<Vec<WorkItem>>)>,
         whole: &[Vec<u32>],
+        prepare_givers: &[bool],
     ) -> Result<Vec<Vec<(u64, u64)>>> {
         let n = self.sites.len();
         // Gathered by table, partitions in order: the same on every run.
@@ -326,7 +332,7 @@ impl Coordinator {
         type Chunks = Vec<(Option<u32>, Vec<Row>)>;
         let mut by_table: BTreeMap<String, Chunks> = BTreeMap::new();
         let mut per_item: Vec<Vec<(u64, u64)>> = Vec::with_capacity(n);
-        for (site, results) in self.round(evict)?.into_iter().enumerate() {
+        for (site, results) in self.round_then_prepare(evict, prepare_givers)?.into_iter().enumerate() {
             let mut counts = Vec::with_capacity(results.len());
             // The site's evict items answer in order, whatever else it ran.
             let mut evicts = whole.get(site).map(|w| w.iter().copied());
@@ -395,7 +401,8 @@ impl Coordinator {
                 }
             }
         }
-        self.round(admit)?;
+        let prepare_takers = if prepare_givers.is_empty() { Vec::new() } else { vec![true; n] };
+        self.round_then_prepare(admit, &prepare_takers)?;
         Ok(per_item)
     }
 
@@ -411,7 +418,7 @@ impl Coordinator {
                 vec![WorkItem::Evict { hashinator: ring.clone(), table, tokens: None, keep: false }]
             })
             .collect();
-        self.relocate(evict, &ring, None, &[])?;
+        self.relocate(evict, &ring, None, &[], &[])?;
         Ok(())
     }
 
@@ -494,7 +501,11 @@ impl Coordinator {
         }
         let involved: Vec<bool> = (0..n).map(|p| !evict[p].is_empty() || self.deferred[p]).collect();
         self.release_uninvolved(&involved);
-        let per_item = self.relocate(evict, &ring, Some((ids, late)), &whole)?;
+        // The move's last step: every site prepares behind its last round,
+        // those that only give rows right after their evict.
+        let givers: Vec<bool> =
+            (0..n).map(|p| !evict[p].is_empty() && ranges.iter().all(|(_, _, to)| *to as usize != p)).collect();
+        let per_item = self.relocate(evict, &ring, Some((ids, late)), &whole, &givers)?;
         let mut per_range = vec![(0u64, 0u64); ranges.len()];
         for (site, counts) in per_item.iter().enumerate() {
             for (&r, (rows, bytes)) in of_range[site].iter().zip(counts) {

@@ -53,7 +53,8 @@ impl Coordinator {
     pub(crate) fn prepare_all(&mut self) -> (Vec<bool>, Option<Error>) {
         let n = self.sites.len();
         let mut waits = Vec::with_capacity(n);
-        for p in (0..n).filter(|p| self.wrote[*p]) {
+        let early: Vec<usize> = self.early_prepared.iter().map(|(p, _)| *p).collect();
+        for p in (0..n).filter(|p| self.wrote[*p] && !early.contains(p)) {
             let (done, prepared) = std::sync::mpsc::channel();
             let work = self.work_target(p).clone();
             let _ = work.send(MpWork::Prepare { work: work.clone(), done });
@@ -64,6 +65,7 @@ impl Coordinator {
                 joule_common::failpoint::crash("coordinator-after-first-prepare");
             }
         }
+        waits.append(&mut self.early_prepared);
         let mut in_doubt = vec![false; n];
         let mut failure = None;
         for (p, prepared) in waits {
@@ -124,6 +126,42 @@ impl Coordinator {
             confirmed[p] = c.recv().is_ok();
         }
         self.settle_unconfirmed(ids, false, &confirmed, in_doubt);
+    }
+
+    pub(crate) fn rollback(&mut self) {
+        self.rollback_schema();
+        for p in (0..self.sites.len()).filter(|p| !self.released[*p]) {
+            let _ = self.work_target(p).send(MpWork::Rollback { done: None });
+        }
+    }
+
+    /// Undo what the transaction did to the coordinator's copy of the schema.
+    pub(crate) fn rollback_schema(&mut self) {
+        if self.schema_db.in_transaction() {
+            if let Err(e) = self.schema_db.rollback() {
+                eprintln!("joule: coordinator: schema rollback failed: {e}");
+            }
+        }
+    }
+
+    /// Tell partition `p` to prepare now, behind the round just sent to it
+    /// (see [`Self::round_then_prepare`]).
+    pub(crate) fn prepare_early(&mut self, p: usize) {
+        let (done, prepared) = std::sync::mpsc::channel();
+        let work = self.work_target(p).clone();
+        let _ = work.send(MpWork::Prepare { work: work.clone(), done });
+        self.early_prepared.push((p, prepared));
+    }
+
+    /// A transaction that failed before [`Self::prepare_all`]: per
+    /// partition, whether one told to prepare early may be in doubt (it
+    /// prepared writes, or did not answer).
+    pub(crate) fn early_in_doubt(&mut self) -> Vec<bool> {
+        let mut in_doubt = vec![false; self.sites.len()];
+        for (p, prepared) in self.early_prepared.drain(..) {
+            in_doubt[p] = !matches!(prepared.recv(), Ok(Ok(false)));
+        }
+        in_doubt
     }
 
     /// Have partition `p`'s leader end `txn` as `commit` says, trying for

@@ -391,7 +391,7 @@ fn run(ctx: &Arc<ServerContext>, moves: Vec<(i32, i32, u32)>) {
         let (lowest, cap) = governor.range();
         let paced = match elastic.target_p99 {
             Some(target) if lowest < cap => format!(
-                " (moves ran {lowest:.1}–{cap:.0} % of the time to keep the calls' p99 near {} ms)",
+                " (moves ran {lowest:.1}–{cap:.0} % of the time to keep the calls' p99 under {} ms)",
                 target.as_secs_f64() * 1000.0
             ),
             _ => String::new(),

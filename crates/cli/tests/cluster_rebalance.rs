@@ -329,6 +329,49 @@ fn a_move_refused_after_its_prepared_evictions_leaves_every_copy_as_it_was() {
     eventually("every copy agrees after the move", || replicas_agree(&clients, 2).is_ok());
 }
 
+/// A move whose rows the taking partition refuses (a unique index without
+/// the partition column is unique per partition only) fails on its admit
+/// round, where the taking site was also told to prepare: it refuses the
+/// prepare rather than ship the failed rows to its replica (which would
+/// fail them too, and stop). Nothing moves, every host stays up, every
+/// copy agrees, and the next move goes through.
+#[test]
+fn a_move_whose_admit_fails_on_a_cluster_changes_nothing_and_stops_no_host() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("move-unique-{i}"))).collect();
+    let mut hosts = common::cluster::form(&dirs, 1);
+    all_up_and_led(&hosts);
+    let ddl = "CREATE TABLE u (k BIGINT NOT NULL, code INT NOT NULL, UNIQUE (code)); PARTITION TABLE u ON COLUMN k;";
+    common::cluster::sql(&hosts[0].client, ddl, vec![]);
+    let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
+    let tok = |k: i64| joule_common::hashinator::token(&Value::Integer(k)).unwrap().unwrap();
+    let on = |p: u32| (0..).find(|k| ring.partition_for_token(tok(*k)) == p).unwrap();
+    let (a, b) = (on(0), on(1));
+    for k in [a, b] {
+        common::cluster::sql(&hosts[0].client, "INSERT INTO u VALUES (?, 7)", vec![Value::Integer(k)]);
+    }
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    let addrs: Vec<&str> = clients.iter().map(String::as_str).collect();
+    let before = kv_table_rows(&addrs, "DEFAULT.U");
+    let one = vec![Value::Integer(tok(b) as i64), Value::Integer(tok(b) as i64), Value::Integer(0)];
+    let refused = connect(&clients[1]).call("@MoveRange", one).expect_err("code 7 twice on partition 0");
+    assert_eq!(refused.code(), joule_common::ErrorCode::UniqueViolation, "{refused}");
+    assert_eq!(kv_table_rows(&addrs, "DEFAULT.U"), before, "no row moved");
+    for host in &mut hosts {
+        assert!(host.child.try_wait().unwrap().is_none(), "a host stopped");
+    }
+    eventually("every copy agrees", || replicas_agree(&clients, 2).is_ok());
+    assert_eq!(scalar(&clients[2], "SELECT COUNT(*) FROM u"), 2);
+    // Key a's row moves to partition 2 (no code 7 there).
+    let other = vec![Value::Integer(tok(a) as i64), Value::Integer(tok(a) as i64), Value::Integer(2)];
+    let r = connect(&clients[0]).call("@MoveRange", other).expect("a move the index allows");
+    assert_eq!(int(&r.tables[0].rows[0][3]), 1, "{r:?}");
+    assert_eq!(misplaced(&clients[1]), 0);
+    eventually("every copy agrees after the move", || replicas_agree(&clients, 2).is_ok());
+    for host in &mut hosts {
+        assert!(host.child.try_wait().unwrap().is_none(), "a host stopped");
+    }
+}
+
 /// Copies in `dir` whose copy log has a compacted base.
 fn compacted_copies(dir: &TempDir) -> usize {
     let Ok(parts) = std::fs::read_dir(dir.path().join("copies")) else { return 0 };

@@ -73,9 +73,8 @@ pub(crate) struct Coordinator {
     /// come on.
     pub released: Vec<bool>,
     pub released_waits: Vec<(usize, std::sync::mpsc::Receiver<()>)>,
-    /// For the transaction running: partitions told to prepare right behind
-    /// their last round ([`Coordinator::round_then_prepare`]), and the
-    /// channels their answers come on.
+    /// For the transaction running: partitions told to prepare behind their
+    /// last round ([`Coordinator::round_then_prepare`]), and their answers.
     pub early_prepared: Vec<(usize, std::sync::mpsc::Receiver<Result<bool>>)>,
     /// For the transaction running: partitions not sent their start marker
     /// yet (a move's partitions that only take rows start when the rows
@@ -398,20 +397,21 @@ impl Coordinator {
             // this host no longer coordinates: the next coordinator decides
             // by the metadata (`crate::resolve`).
             Err(e) if ring_unknown => Response::failure(e, Some(ids)),
-            Err(e) if in_doubt.contains(&true) => {
-                self.rollback_prepared(ids, &in_doubt);
-                Response::failure(e, Some(ids))
-            }
-            // A cluster's transaction that failed before it prepared is
-            // rolled back everywhere: no site commits what it did not
-            // prepare, so the outcome is known even if a host failed.
-            Err(e) if self.shared.link.is_some() && e.code() == joule_common::ErrorCode::OutcomeUnknown => {
-                self.rollback();
-                let e = err!(Unavailable, "the transaction was rolled back: {}", e.message());
-                Response::failure(e, Some(ids))
-            }
+            // Failed before every partition prepared: rolled back everywhere
+            // (those that prepared, until confirmed). No site commits what it
+            // did not prepare, so the outcome is known if a host failed.
             Err(e) => {
-                self.rollback();
+                if in_doubt.contains(&true) {
+                    self.rollback_prepared(ids, &in_doubt);
+                } else {
+                    self.rollback();
+                }
+                let e = match e.code() {
+                    joule_common::ErrorCode::OutcomeUnknown if self.shared.link.is_some() => {
+                        err!(Unavailable, "the transaction was rolled back: {}", e.message())
+                    }
+                    _ => e,
+                };
                 Response::failure(e, Some(ids))
             }
         };
@@ -639,6 +639,8 @@ impl Coordinator {
             match reply.results {
                 Ok(r) => results[reply.partition as usize] = r,
                 Err(e) => {
+                    // Its prepare behind the round is refused, or never sent.
+                    self.early_prepared.retain(|(p, _)| *p != reply.partition as usize);
                     first_error.get_or_insert(e);
                 }
             }

@@ -10,7 +10,11 @@
 //!
 //! 1. **Prepare.** Once every round ran, the coordinator sends `Prepare`
 //!    to each partition it sent a write (a transaction that wrote on one
-//!    partition only cannot be partial, and commits in one phase). A leading
+//!    partition only cannot be partial, and commits in one phase); a range
+//!    move sends it right behind each site's last round instead
+//!    (`Coordinator::round_then_prepare`), so a site whose round failed
+//!    refuses it with that round's error, ships nothing, and waits for the
+//!    rollback. A leading
 //!    site that wrote ships the writes to its replicas as a
 //!    [`Replicated::MpPrepare`] record; the replicas run them and *hold*
 //!    them (the transaction open, not committed), and the site answers once
@@ -90,6 +94,10 @@ impl Site {
             self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(RecordedWrites::default);
         let mut ddl: Vec<Arc<joule_sql::planner::Planned>> = Vec::new();
         let mut prepared = false;
+        // A round that failed here: a prepare sent behind it (see
+        // `Coordinator::round_then_prepare`) must not ship its items to the
+        // replicas, which would fail them too.
+        let mut round_failed: Option<joule_common::Error> = None;
         loop {
             let Ok(work) = recv_soon(own.as_ref().unwrap_or(&self.mp_inbox), IN_TRANSACTION) else {
                 // The coordinator is gone and nothing else can reach this
@@ -111,12 +119,19 @@ impl Site {
                         }
                         self.run_round(items)
                     };
+                    if let Err(e) = &results {
+                        round_failed.get_or_insert_with(|| e.clone());
+                    }
                     let _ =
                         reply.as_ref().unwrap_or(&self.mp_reply).send(MpReply { partition: self.partition, results });
                     Ended::Waiting
                 }
                 MpWork::Prepare { work, done } => {
-                    prepared = self.prepare(ids, by, &mut writes, work, done);
+                    match &round_failed {
+                        // Not prepared: only a rollback can follow.
+                        Some(e) => drop(done.send(Err(e.clone()))),
+                        None => prepared = self.prepare(ids, by, &mut writes, work, done),
+                    }
                     Ended::Waiting
                 }
                 MpWork::Commit { schema, hashinator, install, done } => {

@@ -47,9 +47,10 @@ pub(crate) const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 impl Coordinator {
     /// Ask every partition that was sent a write to prepare (a cluster's
-    /// transaction, after its rounds): per partition, whether it may be in
-    /// doubt (it wrote, or it failed to answer and may have prepared), or
-    /// the first failure.
+    /// transaction, after its rounds), unless it was told already behind
+    /// its last round ([`Self::round_then_prepare`]), and gather every
+    /// answer: per partition, whether it may be in doubt (it wrote, or it
+    /// failed to answer and may have prepared), or the first failure.
     pub(crate) fn prepare_all(&mut self) -> (Vec<bool>, Option<Error>) {
         let n = self.sites.len();
         let mut waits = Vec::with_capacity(n);

@@ -5,6 +5,7 @@ The binary comes from $JOULE_BIN, else the workspace's target/debug/joule.
 
 import os
 import pathlib
+import shutil
 import subprocess
 import tempfile
 
@@ -31,6 +32,7 @@ def server():
     yield port
     proc.terminate()
     proc.wait(timeout=30)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,10 @@ fn a_multi_partition_round_to_a_hung_host_ends_once_it_is_declared_failed() {
     // call: the hosts take messages of up to 100 MB.
     const COLUMNS: usize = 64;
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("hung-round-{i}"))).collect();
-    let config = dirs[0].path().with_extension("toml");
+    // (In a directory of its own, removed with the others.)
+    let config_dir = TempDir::new("hung-config");
+    std::fs::create_dir_all(config_dir.path()).unwrap();
+    let config = config_dir.path().join("joule.toml");
     std::fs::write(&config, "max_message_bytes = 104857600\n").unwrap();
     let mut hosts = form_all(&dirs, 1, &["--config", config.to_str().unwrap()]);
     let columns: Vec<String> = (0..COLUMNS).map(|i| format!("c{i} VARCHAR(1048576)")).collect();
@@ -254,7 +257,10 @@ fn a_multi_partition_round_to_a_hung_host_ends_once_it_is_declared_failed() {
 #[test]
 fn a_leader_answering_a_hung_coordinator_frees_its_site_once_the_coordinator_is_replaced() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("hung-answer-{i}"))).collect();
-    let config = dirs[0].path().with_extension("toml");
+    // (In a directory of its own, removed with the others.)
+    let config_dir = TempDir::new("hung-config");
+    std::fs::create_dir_all(config_dir.path()).unwrap();
+    let config = config_dir.path().join("joule.toml");
     std::fs::write(&config, "max_message_bytes = 104857600\n").unwrap();
     let mut hosts = form_all(&dirs, 1, &["--config", config.to_str().unwrap()]);
     let ddl = "CREATE TABLE wide (id BIGINT NOT NULL PRIMARY KEY, a VARCHAR(1048576), b VARCHAR(1048576)); \

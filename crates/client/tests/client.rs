@@ -4,7 +4,45 @@ use joule_client::{BlockingClient, Client, Options};
 use joule_common::{ErrorCode, Value};
 use joule_server::{Server, ServerConfig};
 
-async fn server() -> Server {
+/// A server for one test; its data directory goes when it is dropped.
+struct TestServer {
+    /// `None` once [`TestServer::wait`] took it.
+    server: Option<Server>,
+    dir: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
+}
+
+impl TestServer {
+    /// [`Server::wait`]: until the server stopped.
+    async fn wait(mut self) {
+        if let Some(server) = self.server.take() {
+            server.wait().await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start(config: ServerConfig) -> TestServer {
+    let dir = config.dir.clone();
+    let server = Server::start(config, joule_txn::ProcedureRegistry::new()).await.unwrap();
+    TestServer { server: Some(server), dir }
+}
+
+async fn server() -> TestServer {
     let dir = std::env::temp_dir().join(format!(
         "joule-client-test-{}-{:?}",
         std::process::id(),
@@ -19,7 +57,7 @@ async fn server() -> Server {
         dir,
         ..Default::default()
     };
-    Server::start(config, joule_txn::ProcedureRegistry::new()).await.unwrap()
+    start(config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +303,7 @@ fn polled_connections_serve_many_calls_from_one_thread() {
 }
 
 /// A server on `port` (0: any) with data in a directory of its own.
-async fn server_on(name: &str, port: u16) -> Server {
+async fn server_on(name: &str, port: u16) -> TestServer {
     let dir = std::env::temp_dir().join(format!("joule-client-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let config = ServerConfig {
@@ -278,7 +316,7 @@ async fn server_on(name: &str, port: u16) -> Server {
         command_log: None,
         ..Default::default()
     };
-    Server::start(config, joule_txn::ProcedureRegistry::new()).await.unwrap()
+    start(config).await
 }
 
 /// Rows in `hits` on one server.

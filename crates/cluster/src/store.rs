@@ -610,13 +610,23 @@ mod tests {
     /// Fresh stores in a fresh directory for each of openraft's tests.
     struct Builder;
 
-    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, PathBuf> for Builder {
-        async fn build(&self) -> StoreResult<(PathBuf, LogStore, StateMachineStore)> {
+    /// A suite test's directory, removed when openraft drops it (at the
+    /// test's end).
+    struct SuiteDir(PathBuf);
+
+    impl Drop for SuiteDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, SuiteDir> for Builder {
+        async fn build(&self) -> StoreResult<(SuiteDir, LogStore, StateMachineStore)> {
             let dir = temp_dir("suite");
             let log = LogStore::open(&dir).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let (sm, _) =
                 StateMachineStore::open(&dir).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            Ok((dir, log, sm))
+            Ok((SuiteDir(dir), log, sm))
         }
     }
 

@@ -96,7 +96,8 @@ impl Site {
         let mut prepared = false;
         // A round that failed here: a prepare sent behind it (see
         // `Coordinator::round_then_prepare`) must not ship its items to the
-        // replicas, which would fail them too.
+        // replicas, which would fail them too. (A replica that fails what its
+        // leader ran has diverged, and its host stops: it prepares as before.)
         let mut round_failed: Option<joule_common::Error> = None;
         loop {
             let Ok(work) = recv_soon(own.as_ref().unwrap_or(&self.mp_inbox), IN_TRANSACTION) else {
@@ -119,7 +120,7 @@ impl Site {
                         }
                         self.run_round(items)
                     };
-                    if let Err(e) = &results {
+                    if let (Err(e), true) = (&results, by != Decider::Leader) {
                         round_failed.get_or_insert_with(|| e.clone());
                     }
                     let _ =

@@ -129,6 +129,8 @@ impl Coordinator {
         self.settle_unconfirmed(ids, false, &confirmed, in_doubt);
     }
 
+    /// Roll back a transaction no partition prepared: every site not
+    /// released is told, and nothing is waited for.
     pub(crate) fn rollback(&mut self) {
         self.rollback_schema();
         for p in (0..self.sites.len()).filter(|p| !self.released[*p]) {

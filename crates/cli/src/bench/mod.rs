@@ -24,8 +24,9 @@
 //! `--phase-file PATH` splits the figures by what the cluster was doing: a
 //! script writes a label into PATH (`steady`, `rebalancing`, ...) as it
 //! changes the cluster, the bench reads it every 100 ms, and the report
-//! ends with each label's calls, TPS and latency percentiles, taken from
-//! one histogram per label (a p99 over all the calls of a phase, not a
+//! ends with each label's calls, TPS and latency percentiles (with `--json`,
+//! `phases`: per label, `seconds`, `calls`, `tps` and `latency_ms`), taken
+//! from one histogram per label (a p99 over all the calls of a phase, not a
 //! figure per second). A call counts under the label read before its
 //! answer came.
 

@@ -107,8 +107,8 @@ pub struct BenchArgs {
 struct Latency {
     whole: Histogram<u64>,
     interval: Histogram<u64>,
-    /// Since the phase file was last read.
-    phase: Histogram<u64>,
+    /// Since the phase file was last read (`None`: no `--phase-file`).
+    phase: Option<Histogram<u64>>,
 }
 
 /// The calls of each phase (see `--phase-file`): a histogram and the
@@ -139,10 +139,11 @@ impl Phases {
     /// Count the calls since the last turn under the label they ran
     /// under, then read the label again.
     fn turn(&mut self, tally: &Tally) {
-        let calls =
-            std::mem::replace(&mut tally.latency.lock().unwrap_or_else(|e| e.into_inner()).phase, new_histogram());
+        let calls = tally.latency.lock().unwrap_or_else(|e| e.into_inner()).phase.replace(new_histogram());
         let entry = self.by_label.entry(self.label.clone()).or_insert_with(|| (new_histogram(), 0.0));
-        let _ = entry.0.add(&calls);
+        if let Some(calls) = calls {
+            let _ = entry.0.add(&calls);
+        }
         entry.1 += self.since.elapsed().as_secs_f64();
         self.since = Instant::now();
         self.label = Self::read(&self.file);
@@ -191,7 +192,9 @@ impl Tally {
                 self.calls.fetch_add(1, Ordering::Relaxed);
                 let _ = latency.whole.record(micros.max(1));
                 let _ = latency.interval.record(micros.max(1));
-                let _ = latency.phase.record(micros.max(1));
+                if let Some(phase) = &mut latency.phase {
+                    let _ = phase.record(micros.max(1));
+                }
             }
             Err(e) => {
                 let key = format!("J{} {:?}", e.code().number(), e.code());
@@ -235,7 +238,11 @@ fn bench(args: BenchArgs) -> joule_common::Result<()> {
         eprintln!("joule bench: ready in {:.1} s", t.elapsed().as_secs_f64());
     }
     let tally = Arc::new(Tally {
-        latency: Mutex::new(Latency { whole: new_histogram(), interval: new_histogram(), phase: new_histogram() }),
+        latency: Mutex::new(Latency {
+            whole: new_histogram(),
+            interval: new_histogram(),
+            phase: args.phase_file.as_ref().map(|_| new_histogram()),
+        }),
         calls: AtomicU64::new(0),
         errors: Mutex::default(),
         measuring: AtomicBool::new(false),

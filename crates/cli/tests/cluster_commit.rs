@@ -7,7 +7,9 @@
 //! committed and before the others were told, and a second coordinator
 //! after one partition prepared (its ids must not repeat the first's).
 //! And a host stopping (`SIGTERM`) with a site prepared for a transaction
-//! the coordinator holds (paused by a failpoint) stops at once.
+//! the coordinator holds (paused by a failpoint) stops at once; and a
+//! replica told to commit writes that failed on its copy (a failpoint
+//! fails them) stops its host rather than confirm.
 //!
 //! After each: every partition took the same outcome (an update of every
 //! row leaves every row alike), the client was told success only if it
@@ -149,6 +151,29 @@ fn a_coordinator_that_dies_mid_commit_is_finished_by_the_next() {
     wait_line(&hosts[next].stderr, "left in doubt on partitions");
     assert_eq!(touched(&hosts[through].client), (1, 1));
     rejoin_and_check(&dirs, &mut hosts, c, 1);
+}
+
+/// A replica whose copy of a multi-partition transaction's writes failed
+/// (made to by a failpoint: a copy that no longer matches its leader's)
+/// still holds them prepared, since its leader may have shipped them
+/// before running them and failed them too; told to commit them, it has
+/// diverged. Its host stops rather than confirm, the transaction commits
+/// on the surviving copies, and the host rejoins with a fresh copy.
+#[test]
+fn a_replica_told_to_commit_writes_that_failed_on_it_stops_its_host() {
+    let (dirs, mut hosts) = cluster("commit-diverged");
+    let c = coordinator(&hosts[0].client);
+    let victim = (c + 1) % 3;
+    arm(dirs[victim].path(), "replica-round-fails");
+    let answer = touch_all(&hosts[c].client);
+    assert!(answer.is_ok(), "every leader committed: {answer:?}");
+    wait_line(&hosts[victim].stderr, "it no longer follows its leader");
+    assert!(
+        wait_until(Duration::from_secs(30), || hosts[victim].child.try_wait().ok().flatten().is_some()),
+        "the diverged host did not stop"
+    );
+    assert_eq!(touched(&hosts[c].client), (1, 1));
+    rejoin_and_check(&dirs, &mut hosts, victim, 1);
 }
 
 /// A transaction that writes on one partition commits in one phase: its

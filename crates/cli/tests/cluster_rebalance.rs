@@ -331,14 +331,18 @@ fn a_move_refused_after_its_prepared_evictions_leaves_every_copy_as_it_was() {
 
 /// A move whose rows the taking partition refuses (a unique index without
 /// the partition column is unique per partition only) fails on its admit
-/// round, where the taking site was also told to prepare: it refuses the
-/// prepare rather than ship the failed rows to its replica (which would
-/// fail them too, and stop). Nothing moves, every host stays up, every
-/// copy agrees, and the next move goes through.
+/// round. The taking site was told to prepare behind that round, so it
+/// shipped the rows to its replica before running them: the replica fails
+/// them too, holds the failure, and the rollback undoes it (it is not taken
+/// for a copy that diverged). Nothing moves, every host stays up, every
+/// copy agrees, the next move goes through, and every copy's log (with
+/// the failed prepare and its rollback in it) replays after a restart of
+/// the whole cluster.
 #[test]
 fn a_move_whose_admit_fails_on_a_cluster_changes_nothing_and_stops_no_host() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("move-unique-{i}"))).collect();
-    let mut hosts = common::cluster::form(&dirs, 1);
+    let logged = ["--command-log", "async"];
+    let mut hosts = form_all(&dirs, 1, &logged);
     all_up_and_led(&hosts);
     let ddl = "CREATE TABLE u (k BIGINT NOT NULL, code INT NOT NULL, UNIQUE (code)); PARTITION TABLE u ON COLUMN k;";
     common::cluster::sql(&hosts[0].client, ddl, vec![]);
@@ -369,7 +373,18 @@ fn a_move_whose_admit_fails_on_a_cluster_changes_nothing_and_stops_no_host() {
     eventually("every copy agrees after the move", || replicas_agree(&clients, 2).is_ok());
     for host in &mut hosts {
         assert!(host.child.try_wait().unwrap().is_none(), "a host stopped");
+        let _ = host.child.kill();
+        let _ = host.child.wait();
     }
+    drop(hosts);
+    let args = ["--host-count", "3", "--kfactor", "1", logged[0], logged[1]];
+    let starting: Vec<common::cluster::Starting> = dirs.iter().map(|d| spawn(d.path(), &args)).collect();
+    let hosts: Vec<Host> = starting.into_iter().map(common::cluster::Starting::ready).collect();
+    all_up_and_led(&hosts);
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    eventually("every copy agrees after the restart", || replicas_agree(&clients, 2).is_ok());
+    assert_eq!(scalar(&clients[1], "SELECT COUNT(*) FROM u"), 2);
+    assert_eq!(misplaced(&clients[2]), 0);
 }
 
 /// Copies in `dir` whose copy log has a compacted base.

@@ -605,9 +605,9 @@ impl Coordinator {
     }
 
     /// [`Self::round`], and on a cluster each site asked whose entry in
-    /// `prepare` is true is told to prepare right behind its items (this
-    /// must be its last round): it ships its writes to its replicas while
-    /// the coordinator goes on, and [`Self::prepare_all`] collects its answer.
+    /// `prepare` is true is told to prepare right behind its items (its last
+    /// round): it ships its writes to its replicas before it runs them
+    /// (`MpWork::Round`'s `ahead`), and [`Self::prepare_all`] collects its answer.
     pub(crate) fn round_then_prepare(
         &mut self,
         mut per_site: Vec<Vec<WorkItem>>,
@@ -618,8 +618,10 @@ impl Coordinator {
         for (site, items) in per_site.iter_mut().enumerate() {
             if !items.is_empty() {
                 self.wrote[site] |= items.iter().any(WorkItem::writes);
-                match self.work_target(site).send(MpWork::Round { items: std::mem::take(items), reply: None }) {
-                    Ok(()) if prepare.get(site) == Some(&true) && self.shared.link.is_some() => {
+                let early = prepare.get(site) == Some(&true) && self.shared.link.is_some();
+                let (work, items) = (self.work_target(site), std::mem::take(items));
+                match work.send(MpWork::Round { items, reply: None, ahead: early.then(|| work.clone()) }) {
+                    Ok(()) if early => {
                         asked += 1;
                         self.prepare_early(site);
                     }
@@ -638,11 +640,9 @@ impl Coordinator {
                 .map_err(|_| err!(Unavailable, "a partition stopped mid-transaction"))?;
             match reply.results {
                 Ok(r) => results[reply.partition as usize] = r,
-                Err(e) => {
-                    // Its prepare behind the round is refused, or never sent.
-                    self.early_prepared.retain(|(p, _)| *p != reply.partition as usize);
-                    first_error.get_or_insert(e);
-                }
+                // One told to prepare stays among the early prepares: its
+                // replicas may hold its writes (`early_in_doubt`).
+                Err(e) => _ = first_error.get_or_insert(e),
             }
         }
         match first_error {

@@ -255,7 +255,19 @@ pub(crate) enum ItemResult {
 pub(crate) enum MpWork {
     /// Run these items in order and reply (stopping at the first error) —
     /// to `reply` if given, else to the coordinator.
-    Round { items: Vec<WorkItem>, reply: Option<std::sync::mpsc::Sender<MpReply>> },
+    ///
+    /// `ahead`: this is the site's last round and a `Prepare` follows right
+    /// behind it (`Coordinator::round_then_prepare`). A leading site in a
+    /// cluster then ships the transaction's writes to its replicas *before*
+    /// it runs them, so the replicas run them beside it rather than after
+    /// it, and is prepared from then on (its replicas are in doubt, whatever
+    /// the round's result). The sender reaches this transaction's site for
+    /// as long as it is in doubt, as `Prepare`'s `work`.
+    Round {
+        items: Vec<WorkItem>,
+        reply: Option<std::sync::mpsc::Sender<MpReply>>,
+        ahead: Option<std::sync::mpsc::Sender<MpWork>>,
+    },
     /// Make the transaction's changes permanent; install a new schema or
     /// hashinator if the transaction made one.
     Commit {

@@ -10,18 +10,28 @@
 //!
 //! 1. **Prepare.** Once every round ran, the coordinator sends `Prepare`
 //!    to each partition it sent a write (a transaction that wrote on one
-//!    partition only cannot be partial, and commits in one phase); a range
-//!    move sends it right behind each site's last round instead
-//!    (`Coordinator::round_then_prepare`), so a site whose round failed
-//!    refuses it with that round's error, ships nothing, and waits for the
-//!    rollback. A leading
-//!    site that wrote ships the writes to its replicas as a
+//!    partition only cannot be partial, and commits in one phase). A
+//!    leading site that wrote ships the writes to its replicas as a
 //!    [`Replicated::MpPrepare`] record; the replicas run them and *hold*
 //!    them (the transaction open, not committed), and the site answers once
 //!    every live replica has them. From then on the partition is **in
 //!    doubt**: whichever of its copies survives has the writes and waits for
 //!    the outcome. A site that wrote nothing after all answers at once and
 //!    is not in doubt (its outcome changes nothing).
+//!
+//!    **Ahead of the last round.** A range move sends the prepare right
+//!    behind each site's last round instead (`Coordinator::round_then_prepare`),
+//!    and marks that round (`MpWork::Round`'s `ahead`): the leading site
+//!    ships the writes recorded so far, that round's included, *before* it
+//!    runs them, so its replicas evict or insert the rows beside it rather
+//!    than after it. It is in doubt from then on, whatever the round does.
+//!    If the round fails, it fails on the replicas too (the same items on
+//!    the same data), and they hold the failure like any prepared writes:
+//!    the site refuses the prepare with the round's error, and the rollback
+//!    that follows undoes it on every copy. A copy told to *commit* writes
+//!    that failed on it has diverged from its leader; it does not confirm
+//!    the commit, and its host stops. (Without `ahead`, a site whose round
+//!    failed refuses the prepare and ships nothing.)
 //! 2. **Outcome.** The coordinator commits only if every partition prepared.
 //!    The site commits (or rolls back) and ships a
 //!    [`Replicated::MpDecide`] record; the replicas finish the same way.
@@ -94,10 +104,14 @@ impl Site {
             self.link.as_ref().is_some_and(|l| l.leads(self.partition)).then(RecordedWrites::default);
         let mut ddl: Vec<Arc<joule_sql::planner::Planned>> = Vec::new();
         let mut prepared = false;
-        // A round that failed here: a prepare sent behind it (see
-        // `Coordinator::round_then_prepare`) must not ship its items to the
-        // replicas, which would fail them too. (A replica that fails what its
-        // leader ran has diverged, and its host stops: it prepares as before.)
+        // A prepare shipped ahead of the last round (see `MpWork::Round`).
+        let mut ahead: Option<Ahead> = None;
+        // A round that failed here. A leader refuses the prepare sent behind
+        // it (`Coordinator::round_then_prepare`) with its error, and ships
+        // nothing then. A replica prepares what its leader shipped whatever
+        // its round did (a leader may ship a round before running it, and
+        // fail it too); an outcome that commits a failed round shows that
+        // this copy diverged.
         let mut round_failed: Option<joule_common::Error> = None;
         loop {
             let Ok(work) = recv_soon(own.as_ref().unwrap_or(&self.mp_inbox), IN_TRANSACTION) else {
@@ -111,16 +125,26 @@ impl Site {
                 return;
             };
             let ended = match work {
-                MpWork::Round { items, reply } => {
+                MpWork::Round { items, reply, ahead: prepare_ahead } => {
                     let results = if prepared {
                         Err(joule_common::err!(ProtocolError, "a round after the transaction was prepared"))
                     } else {
                         for item in &items {
                             note_write(item, &mut writes, &mut ddl);
                         }
-                        self.run_round(items)
+                        if let Some(work) = prepare_ahead {
+                            ahead = self.ship_ahead(ids, by, &mut writes, work);
+                            prepared = matches!(ahead, Some(Ahead::Shipped(_)));
+                        }
+                        if by == Decider::Leader && joule_common::failpoint::armed("replica-round-fails") {
+                            // Fault injection: this copy runs its leader's
+                            // writes differently (`crates/cli/tests/cluster_commit.rs`).
+                            Err(joule_common::err!(Internal, "failpoint replica-round-fails is armed"))
+                        } else {
+                            self.run_round(items)
+                        }
                     };
-                    if let (Err(e), true) = (&results, by != Decider::Leader) {
+                    if let Err(e) = &results {
                         round_failed.get_or_insert_with(|| e.clone());
                     }
                     let _ =
@@ -128,12 +152,33 @@ impl Site {
                     Ended::Waiting
                 }
                 MpWork::Prepare { work, done } => {
-                    match &round_failed {
-                        // Not prepared: only a rollback can follow.
-                        Some(e) => drop(done.send(Err(e.clone()))),
-                        None => prepared = self.prepare(ids, by, &mut writes, work, done),
+                    match (ahead.take(), &round_failed) {
+                        (Some(Ahead::Refused(e)), _) => drop(done.send(Err(e))),
+                        // Only a rollback can follow (shipped ahead, the
+                        // replicas hold the failed round until it comes).
+                        (_, Some(e)) if by != Decider::Leader => drop(done.send(Err(e.clone()))),
+                        (Some(Ahead::Shipped(held)), _) => {
+                            let held = held.recv().map(|()| true).map_err(|_| {
+                                let p = self.partition;
+                                joule_common::err!(Unavailable, "partition {p}: the replicas did not take the writes")
+                            });
+                            drop(done.send(held))
+                        }
+                        (None, _) => prepared = self.prepare(ids, by, &mut writes, work, done),
                     }
                     Ended::Waiting
+                }
+                MpWork::Commit { done, .. } if prepared && round_failed.is_some() => {
+                    // Left unconfirmed: on a replica, its host stops.
+                    eprintln!(
+                        "joule: partition {}: told to commit transaction {}, whose writes failed on this copy: it no \
+                         longer follows its leader",
+                        self.partition, ids.txn_id.0
+                    );
+                    drop(done);
+                    let _ = self.db.rollback();
+                    self.forget_doubt(ids.txn_id.0);
+                    Ended::Done
                 }
                 MpWork::Commit { schema, hashinator, install, done } => {
                     let outcome = Outcome { commit: true, schema, hashinator, install, done };
@@ -211,17 +256,7 @@ impl Site {
             // the new one has read the entry; nor may a host that stops. A
             // refused prepare keeps the writes (only a rollback follows).
             let mut doubt = lock(&shared.in_doubt[p as usize]);
-            let refusal = if doubt.stopped {
-                Some(joule_common::err!(Unavailable, "partition {p}: this host is stopping"))
-            } else if !self.may_decide(by) {
-                Some(joule_common::err!(
-                    Unavailable,
-                    "partition {p}: {by:?} no longer coordinates multi-partition transactions (the metadata moved it)"
-                ))
-            } else {
-                None
-            };
-            if let Some(e) = refusal {
+            if let Some(e) = self.refusal(&doubt, by) {
                 let _ = done.send(Err(e));
                 return false;
             }
@@ -255,6 +290,65 @@ impl Site {
             None => drop(done.send(Ok(true))),
         }
         true
+    }
+
+    /// Why this site may not prepare for `by` now (checked under its
+    /// in-doubt entry's lock, `doubt`), if it may not.
+    fn refusal(&self, doubt: &InDoubt, by: Decider) -> Option<joule_common::Error> {
+        let p = self.partition;
+        if doubt.stopped {
+            Some(joule_common::err!(Unavailable, "partition {p}: this host is stopping"))
+        } else if !self.may_decide(by) {
+            Some(joule_common::err!(
+                Unavailable,
+                "partition {p}: {by:?} no longer coordinates multi-partition transactions (the metadata moved it)"
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Prepare ahead of the last round (see `MpWork::Round`'s `ahead`): a
+    /// leading site ships the writes recorded so far — the round's
+    /// included, not run yet — to its replicas, which run them beside it,
+    /// and is in doubt from then on, as [`Self::prepare`] would make it.
+    /// `None` when there is nothing to ship (one host, or no writes): the
+    /// prepare that follows is then taken as usual.
+    fn ship_ahead(
+        &mut self,
+        ids: TxnIds,
+        by: Decider,
+        writes: &mut Option<RecordedWrites>,
+        work: Sender<MpWork>,
+    ) -> Option<Ahead> {
+        let p = self.partition;
+        let link = self.link.clone()?;
+        if by == Decider::Leader || writes.as_ref().is_none_or(RecordedWrites::is_empty) {
+            return None;
+        }
+        let shared = self.shared.upgrade()?;
+        let mut records = Vec::new();
+        {
+            // As in `prepare`: under the entry's lock.
+            let mut doubt = lock(&shared.in_doubt[p as usize]);
+            if let Some(e) = self.refusal(&doubt, by) {
+                return Some(Ahead::Refused(e));
+            }
+            if let Err(e) = writes.take()?.frame(ids, true, &mut records) {
+                return Some(Ahead::Refused(e));
+            }
+            doubt.pending = Some((ids.txn_id.0, work));
+        }
+        let (held, holds) = std::sync::mpsc::channel();
+        link.replicate(
+            p,
+            records,
+            Box::new(move || {
+                joule_common::failpoint::crash_if_armed("leader-after-prepare");
+                let _ = held.send(());
+            }),
+        );
+        Some(Ahead::Shipped(holds))
     }
 
     /// Whether `by` may decide a prepared transaction here now.
@@ -408,6 +502,15 @@ impl Site {
             }
         }
     }
+}
+
+/// A leading site's prepare, sent ahead of its last round.
+enum Ahead {
+    /// The writes are on their way to the replicas: told once every live
+    /// replica holds them (dropped if that fails).
+    Shipped(Receiver<()>),
+    /// Refused before anything was shipped: so is the prepare that follows.
+    Refused(joule_common::Error),
 }
 
 /// A prepared transaction's outcome, as a site takes it.

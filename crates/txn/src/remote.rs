@@ -122,7 +122,9 @@ pub struct DoubtReport {
 /// A partition's leader on another host, driven by this host's coordinator.
 pub trait RemoteSite: Send {
     fn begin(&mut self, ids: TxnIds) -> Result<()>;
-    fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>>;
+    /// Run a round; `ahead`: a prepare follows, and the leader ships the
+    /// writes to its replicas before it runs them (see `MpWork::Round`).
+    fn round(&mut self, items: Vec<WireItem>, ahead: bool) -> Result<Vec<WireResult>>;
     /// Hold the writes until the outcome (see `crate::participant`): whether
     /// the partition is in doubt (it wrote).
     fn prepare(&mut self) -> Result<bool>;
@@ -613,13 +615,13 @@ pub(crate) fn run_proxy(
                 loop {
                     let Ok(w) = work.recv() else { return };
                     match w {
-                        MpWork::Round { items, reply } => {
+                        MpWork::Round { items, reply, ahead } => {
                             let results = match &mut session {
                                 Ok(s) => items
                                     .into_iter()
                                     .map(into_wire)
                                     .collect::<Result<Vec<_>>>()
-                                    .and_then(|items| s.round(items))
+                                    .and_then(|items| s.round(items, ahead.is_some()))
                                     .map(|r| r.into_iter().map(result_from_wire).collect()),
                                 Err(e) => Err(e.clone()),
                             };
@@ -692,12 +694,13 @@ impl SessionDriver {
         Ok(())
     }
 
-    pub fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>> {
+    pub fn round(&mut self, items: Vec<WireItem>, ahead: bool) -> Result<Vec<WireResult>> {
         let Some(work) = &self.work else {
             bail!(ProtocolError, "no transaction is open on partition {}", self.partition);
         };
         let items = items.into_iter().map(from_wire).collect();
-        work.send(MpWork::Round { items, reply: Some(self.replies.0.clone()) }).map_err(|_| gone(self.partition))?;
+        let (reply, ahead) = (Some(self.replies.0.clone()), ahead.then(|| work.clone()));
+        work.send(MpWork::Round { items, reply, ahead }).map_err(|_| gone(self.partition))?;
         let reply = self.replies.1.recv().map_err(|_| gone(self.partition))?;
         reply.results?.into_iter().map(result_to_wire).collect()
     }

@@ -23,23 +23,30 @@ use std::sync::Arc;
 /// Run a replicated multi-partition record on `site` (on its own channel,
 /// `work`): the marker, the writes as one round, then `last` (the commit,
 /// or the prepare); `countdown` is told, on a thread of its own, whether
-/// the writes ran and `finished` (which waits for `last`) says it did.
+/// the writes ran (when `must_run`) and `finished` (which waits for
+/// `last`) says it did.
+///
+/// A prepared record's writes need not run: a leader may ship them before
+/// it runs them itself (see `MpWork::Round`'s `ahead`), and a round that
+/// fails there fails here too and is rolled back by the outcome that
+/// follows. The site holds such a failure, and an outcome that commits it
+/// is what shows that this copy diverged (see `crate::participant`).
 fn replay_mp(
     site: &std::sync::mpsc::Sender<SiteMsg>,
     ids: TxnIds,
     items: Vec<WireItem>,
     (work, own): (std::sync::mpsc::Sender<MpWork>, std::sync::mpsc::Receiver<MpWork>),
-    last: MpWork,
+    (last, must_run): (MpWork, bool),
     finished: impl FnOnce() -> bool + Send + 'static,
     countdown: Arc<Countdown>,
 ) {
     let (tx, rx) = std::sync::mpsc::channel();
     let items = items.into_iter().map(from_wire).collect();
     let sent = site.send(SiteMsg::MpBegin(ids, Some(own), Decider::Leader)).is_ok()
-        && work.send(MpWork::Round { items, reply: Some(tx) }).is_ok()
+        && work.send(MpWork::Round { items, reply: Some(tx), ahead: None }).is_ok()
         && work.send(last).is_ok();
     std::thread::spawn(move || {
-        let ran = rx.recv().map(|r| r.results.is_ok()).unwrap_or(false);
+        let ran = rx.recv().is_ok_and(|r| r.results.is_ok() || !must_run);
         countdown.one_done(sent && ran && finished());
     });
 }
@@ -144,7 +151,8 @@ impl crate::Host {
                     let commit = MpWork::Commit { schema: None, hashinator: None, install: true, done: Some(confirm) };
                     // Applied once the site has run the writes and committed.
                     let committed = move || confirmed.recv().is_ok();
-                    replay_mp(&site, ids, items, std::sync::mpsc::channel(), commit, committed, countdown.clone());
+                    let last = (commit, true);
+                    replay_mp(&site, ids, items, std::sync::mpsc::channel(), last, committed, countdown.clone());
                 }
                 Replicated::MpPrepare { ids, items } => {
                     let (ready, prepared) = std::sync::mpsc::channel();
@@ -160,7 +168,7 @@ impl crate::Host {
                     let prepare = MpWork::Prepare { work: work.clone(), done: ready };
                     // Applied once the site has run the writes and holds them.
                     let held = move || matches!(prepared.recv(), Ok(Ok(true)));
-                    replay_mp(&site, ids, items, (work, own), prepare, held, countdown.clone());
+                    replay_mp(&site, ids, items, (work, own), (prepare, false), held, countdown.clone());
                 }
                 Replicated::MpDecide { txn, commit } => {
                     let doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);

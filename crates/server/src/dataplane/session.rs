@@ -1,6 +1,6 @@
 //! Remote site sessions: the coordinator here driving a partition led on
-//! another host (`Begin`, `Round`, `Prepare`, `Finish`), and the serving of such
-//! sessions here.
+//! another host (`Begin`, `Round` or `RoundAhead`, `Prepare`, `Finish`), and
+//! the serving of such sessions here.
 
 use super::*;
 
@@ -9,7 +9,13 @@ pub(super) enum SessionRequest {
     Begin(TxnIds),
     Round(Vec<WireItem>),
     Prepare,
-    Finish { commit: bool, schema_changed: bool },
+    Finish {
+        commit: bool,
+        schema_changed: bool,
+    },
+    /// A round that a prepare follows: the leader ships the writes to its
+    /// replicas before it runs them (see `RemoteSite::round`).
+    RoundAhead(Vec<WireItem>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,7 +62,7 @@ impl Session {
             }
             // Fault injection: this host stops reading the partition's
             // answer to a round (`crates/cli/tests/cluster.rs`).
-            if matches!(request, SessionRequest::Round(_)) {
+            if matches!(request, SessionRequest::Round(_) | SessionRequest::RoundAhead(_)) {
                 joule_common::failpoint::pause_while_armed("session_answer_unread", Duration::from_secs(60));
             }
             // Sent: a round's rows (a move carries megabytes) are freed
@@ -87,8 +93,9 @@ impl RemoteSite for Session {
         self.exchange(SessionRequest::Begin(ids)).map(|_| ())
     }
 
-    fn round(&mut self, items: Vec<WireItem>) -> Result<Vec<WireResult>> {
-        match self.exchange(SessionRequest::Round(items))? {
+    fn round(&mut self, items: Vec<WireItem>, ahead: bool) -> Result<Vec<WireResult>> {
+        let request = if ahead { SessionRequest::RoundAhead(items) } else { SessionRequest::Round(items) };
+        match self.exchange(request)? {
             SessionReply::Results(r) => Ok(r),
             _ => Err(err!(ProtocolError, "host {} answered a round with no results", self.target)),
         }
@@ -155,7 +162,11 @@ pub(super) fn serve_session(mut s: std::net::TcpStream, host: Arc<Host>, link: A
                 })
             }
             Ok(SessionRequest::Round(items)) => match driver.as_mut() {
-                Some(d) => d.round(items).map(SessionReply::Results),
+                Some(d) => d.round(items, false).map(SessionReply::Results),
+                None => Err(err!(ProtocolError, "a round before the transaction began")),
+            },
+            Ok(SessionRequest::RoundAhead(items)) => match driver.as_mut() {
+                Some(d) => d.round(items, true).map(SessionReply::Results),
                 None => Err(err!(ProtocolError, "a round before the transaction began")),
             },
             Ok(SessionRequest::Prepare) => match driver.as_mut() {

@@ -153,27 +153,83 @@ fn a_coordinator_that_dies_mid_commit_is_finished_by_the_next() {
     rejoin_and_check(&dirs, &mut hosts, c, 1);
 }
 
-/// A replica whose copy of a multi-partition transaction's writes failed
-/// (made to by a failpoint: a copy that no longer matches its leader's)
-/// still holds them prepared, since its leader may have shipped them
-/// before running them and failed them too; told to commit them, it has
-/// diverged. Its host stops rather than confirm, the transaction commits
-/// on the surviving copies, and the host rejoins with a fresh copy.
+/// A range move ships its last round's writes to the replicas before the
+/// leaders run them, and a replica holds such writes even when they fail
+/// on it (its leader most likely failed them too, and a rollback follows).
+/// Here a failpoint fails them on one replica only — a copy that no longer
+/// matches its leader's — so the move commits, and that replica, told to
+/// commit writes that failed on it, stops its host rather than confirm.
+/// The rows are where the move put them on the surviving copies, and the
+/// host rejoins with fresh copies.
 #[test]
 fn a_replica_told_to_commit_writes_that_failed_on_it_stops_its_host() {
     let (dirs, mut hosts) = cluster("commit-diverged");
     let c = coordinator(&hosts[0].client);
-    let victim = (c + 1) % 3;
+    // Partition 0's slice of the ring goes to partition 2: a host other
+    // than the coordinator's holding a replica (not the leader) of either.
+    let topo = stats(&hosts[0].client, "TOPO");
+    let replicates = |h: usize, p: usize| {
+        let copy = format!("{h}:");
+        topo[p][1].split(',').any(|s| s.starts_with(&copy)) && !topo[p][2].starts_with(&copy)
+    };
+    let victim = (0..3).find(|h| *h != c && (replicates(*h, 0) || replicates(*h, 2))).expect("such a host");
     arm(dirs[victim].path(), "replica-round-fails");
-    let answer = touch_all(&hosts[c].client);
-    assert!(answer.is_ok(), "every leader committed: {answer:?}");
+    let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
+    let last_of_0 = ring.ring()[1].0 as i64 - 1;
+    let slice = vec![Value::Integer(i32::MIN as i64), Value::Integer(last_of_0), Value::Integer(2)];
+    let options = Options { call_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    let moved = SyncConnection::connect(&hosts[c].client, &options).unwrap().call("@MoveRange", slice);
+    let moved = moved.expect("the move commits on the leaders");
+    assert!(moved.tables[0].rows[0][3] != Value::Integer(0), "rows moved: {moved:?}");
     wait_line(&hosts[victim].stderr, "it no longer follows its leader");
     assert!(
         wait_until(Duration::from_secs(30), || hosts[victim].child.try_wait().ok().flatten().is_some()),
         "the diverged host did not stop"
     );
-    assert_eq!(touched(&hosts[c].client), (1, 1));
-    rejoin_and_check(&dirs, &mut hosts, victim, 1);
+    let through = hosts[c].client.clone();
+    assert_eq!(touched(&through), (0, 0));
+    eventually("every row is counted", || scalar(&through, "SELECT COUNT(*) FROM accounts") == ROWS);
+    assert_eq!(misplaced(&through), 0);
+    rejoin_and_check(&dirs, &mut hosts, victim, 0);
+}
+
+/// As above, but the diverged replica learns the outcome as the
+/// partition's new leader: the taking partition's leader commits the move
+/// and dies before its replica hears (failpoint `leader-after-commit`), and
+/// the coordinator settles the commit with that replica, whose copy of the
+/// writes failed (failpoint `replica-round-fails`). It refuses the commit
+/// and its host stops, rather than commit writes that failed on it and
+/// serve the partition from a copy unlike the one that committed.
+#[test]
+fn a_diverged_replica_settled_as_the_new_leader_stops_rather_than_commit() {
+    let (dirs, mut hosts) = cluster("commit-diverged-settled");
+    let c = coordinator(&hosts[0].client);
+    let topo = stats(&hosts[0].client, "TOPO");
+    let holds = |h: usize, p: usize| topo[p][1].split(',').any(|s| s.starts_with(&format!("{h}:")));
+    // The partition with no copy on the coordinator's host takes the rows.
+    let taker = (0..3).find(|p| !holds(c, *p)).expect("a partition the coordinator's host holds no copy of");
+    let leads = |h: usize| topo[taker][2].starts_with(&format!("{h}:"));
+    let leader = (0..3).find(|h| *h != c && leads(*h)).unwrap();
+    let victim = (0..3).find(|h| *h != c && *h != leader).unwrap();
+    arm(dirs[leader].path(), "leader-after-commit");
+    arm(dirs[victim].path(), "replica-round-fails");
+    // Another partition's slice to the taker.
+    let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
+    let entries = ring.ring();
+    let giver = (0..entries.len()).find(|i| entries[*i].1 as usize != taker).unwrap();
+    let last = entries.get(giver + 1).map_or(i32::MAX as i64, |(t, _)| *t as i64 - 1);
+    let slice = vec![Value::Integer(entries[giver].0 as i64), Value::Integer(last), Value::Integer(taker as i64)];
+    let options = Options { call_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    let via = hosts[c].client.clone();
+    let mover = std::thread::spawn(move || SyncConnection::connect(&via, &options).unwrap().call("@MoveRange", slice));
+    wait_line(&hosts[victim].stderr, "no longer follows the partition's");
+    let mut stopped = |h: usize| hosts[h].child.try_wait().ok().flatten().is_some();
+    assert!(
+        wait_until(Duration::from_secs(30), || stopped(leader) && stopped(victim)),
+        "the leader and the diverged replica stop"
+    );
+    let answer = mover.join().unwrap();
+    assert!(answer.as_ref().is_err_and(|e| e.code() == ErrorCode::OutcomeUnknown), "{answer:?}");
 }
 
 /// A transaction that writes on one partition commits in one phase: its

@@ -331,6 +331,11 @@ pub(crate) struct InDoubt {
     /// The host stops: nothing is held in doubt here any more (what this
     /// copy prepared, its replicas hold).
     pub stopped: bool,
+    /// The pending transaction, if its writes failed on this copy (a
+    /// replica holds writes shipped ahead of its leader's run, see
+    /// `crate::participant`): committing it here would leave this copy
+    /// unlike its leader's.
+    pub failed: Option<u64>,
     /// The highest multi-partition transaction id this copy began (0 for
     /// none): a new coordinator issues ids above every copy's, so an id
     /// in `decided` names one transaction only.
@@ -343,6 +348,7 @@ pub(crate) const DECIDED_KEPT: usize = 64;
 impl InDoubt {
     pub fn decide(&mut self, txn: u64, commit: bool) {
         self.pending = None;
+        self.failed = None;
         if self.decided.len() == DECIDED_KEPT {
             self.decided.pop_front();
         }

@@ -25,13 +25,18 @@
 //!    ships the writes recorded so far, that round's included, *before* it
 //!    runs them, so its replicas evict or insert the rows beside it rather
 //!    than after it. It is in doubt from then on, whatever the round does.
-//!    If the round fails, it fails on the replicas too (the same items on
-//!    the same data), and they hold the failure like any prepared writes:
-//!    the site refuses the prepare with the round's error, and the rollback
-//!    that follows undoes it on every copy. A copy told to *commit* writes
-//!    that failed on it has diverged from its leader; it does not confirm
-//!    the commit, and its host stops. (Without `ahead`, a site whose round
-//!    failed refuses the prepare and ships nothing.)
+//!    Such writes travel as [`Replicated::MpPrepareAhead`]. If the round
+//!    fails on the leader, it most likely fails on the replicas too (the
+//!    same items on the same data), and a replica holds a failed round of
+//!    such a record like any prepared writes: the site refuses the prepare
+//!    with the round's error, and the rollback that follows undoes it on
+//!    every copy. A copy told to *commit* writes that failed on it has
+//!    diverged from its leader: it does not confirm the commit, and its host
+//!    stops — told on the stream (the replica's apply fails), or told by a
+//!    coordinator's settle once it leads (refused, `Host::failed_in_doubt`).
+//!    (Without `ahead`, a site whose round failed refuses the prepare and
+//!    ships nothing, and a replica that fails an `MpPrepare` record's writes
+//!    stops at once, as it does for any record.)
 //! 2. **Outcome.** The coordinator commits only if every partition prepared.
 //!    The site commits (or rolls back) and ships a
 //!    [`Replicated::MpDecide`] record; the replicas finish the same way.
@@ -64,7 +69,7 @@
 
 use crate::ids::TxnIds;
 use crate::messages::{recv_soon, CoordMsg, Decider, InDoubt, MpReply, MpWork, WorkItem, IN_TRANSACTION};
-use crate::recorded::RecordedWrites;
+use crate::recorded::{RecordKind, RecordedWrites};
 use crate::remote::{frame_record, Replicated};
 use crate::site::Site;
 use joule_sql::functions::FunctionContext;
@@ -107,11 +112,11 @@ impl Site {
         // A prepare shipped ahead of the last round (see `MpWork::Round`).
         let mut ahead: Option<Ahead> = None;
         // A round that failed here. A leader refuses the prepare sent behind
-        // it (`Coordinator::round_then_prepare`) with its error, and ships
-        // nothing then. A replica prepares what its leader shipped whatever
-        // its round did (a leader may ship a round before running it, and
-        // fail it too); an outcome that commits a failed round shows that
-        // this copy diverged.
+        // it (`Coordinator::round_then_prepare`) with its error (having
+        // shipped nothing, or the writes ahead of the round). A replica
+        // holds a failed round of writes shipped ahead of its leader's run
+        // (its leader most likely failed them too), and stops its host if
+        // told to commit them (see the module doc).
         let mut round_failed: Option<joule_common::Error> = None;
         loop {
             let Ok(work) = recv_soon(own.as_ref().unwrap_or(&self.mp_inbox), IN_TRANSACTION) else {
@@ -164,12 +169,12 @@ impl Site {
                             });
                             drop(done.send(held))
                         }
-                        (None, _) => prepared = self.prepare(ids, by, &mut writes, work, done),
+                        (None, failed) => prepared = self.prepare(ids, by, &mut writes, work, done, failed.is_some()),
                     }
                     Ended::Waiting
                 }
-                MpWork::Commit { done, .. } if prepared && round_failed.is_some() => {
-                    // Left unconfirmed: on a replica, its host stops.
+                MpWork::Commit { done, .. } if by == Decider::Leader && prepared && round_failed.is_some() => {
+                    // Left unconfirmed: the replica's host stops.
                     eprintln!(
                         "joule: partition {}: told to commit transaction {}, whose writes failed on this copy: it no \
                          longer follows its leader",
@@ -213,6 +218,19 @@ impl Site {
                     Ended::Done
                 }
                 MpWork::Abandon => Ended::Waiting,
+                MpWork::Settle { txn, commit: true, done, .. }
+                    if prepared && txn == ids.txn_id.0 && round_failed.is_some() =>
+                {
+                    // Refused (its asker stops this host, see
+                    // `crate::Host::failed_in_doubt`).
+                    eprintln!(
+                        "joule: partition {}: a commit of transaction {txn}, whose writes failed on this copy, is \
+                         refused: this copy no longer follows its leader's",
+                        self.partition
+                    );
+                    drop(done);
+                    Ended::Waiting
+                }
                 MpWork::Settle { txn, commit, by: settler, done } if prepared && txn == ids.txn_id.0 => {
                     let outcome = Outcome { commit, schema: None, hashinator: None, install: true, done: Some(done) };
                     self.decide(ids, settler, outcome, &ddl)
@@ -241,6 +259,7 @@ impl Site {
         writes: &mut Option<RecordedWrites>,
         work: Sender<MpWork>,
         done: Sender<joule_common::Result<bool>>,
+        failed: bool,
     ) -> bool {
         let p = self.partition;
         // A replica prepares what its leader prepared; a leader, if it wrote.
@@ -263,7 +282,7 @@ impl Site {
             // What a leader ships its replicas.
             let ship = match (&self.link, writes.take()) {
                 (Some(link), Some(items)) if by != Decider::Leader && !items.is_empty() => {
-                    if let Err(e) = items.frame(ids, true, &mut records) {
+                    if let Err(e) = items.frame(ids, RecordKind::MpPrepare, &mut records) {
                         let _ = done.send(Err(e));
                         return false;
                     }
@@ -272,6 +291,7 @@ impl Site {
                 _ => None,
             };
             doubt.pending = Some((ids.txn_id.0, work));
+            doubt.failed = failed.then_some(ids.txn_id.0);
             ship
         };
         match ship {
@@ -334,10 +354,11 @@ impl Site {
             if let Some(e) = self.refusal(&doubt, by) {
                 return Some(Ahead::Refused(e));
             }
-            if let Err(e) = writes.take()?.frame(ids, true, &mut records) {
+            if let Err(e) = writes.take()?.frame(ids, RecordKind::MpPrepareAhead, &mut records) {
                 return Some(Ahead::Refused(e));
             }
             doubt.pending = Some((ids.txn_id.0, work));
+            doubt.failed = None;
         }
         let (held, holds) = std::sync::mpsc::channel();
         link.replicate(
@@ -456,7 +477,7 @@ impl Site {
                 if !items.is_empty() {
                     // Committed here, and the replicas do not know it.
                     joule_common::failpoint::crash_if_armed("leader-after-commit");
-                    if let Err(e) = items.frame(ids, false, &mut records) {
+                    if let Err(e) = items.frame(ids, RecordKind::Mp, &mut records) {
                         eprintln!("joule: partition {}: {e}", self.partition);
                     }
                 }
@@ -499,6 +520,7 @@ impl Site {
             let mut doubt = lock(&shared.in_doubt[self.partition as usize]);
             if doubt.pending.as_ref().is_some_and(|(t, _)| *t == txn) {
                 doubt.pending = None;
+                doubt.failed = None;
             }
         }
     }

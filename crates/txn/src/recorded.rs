@@ -1,7 +1,8 @@
 //! A leader's record of a multi-partition transaction's writes on its
 //! partition, for the replicas (and the copy log): each work item encoded
 //! as it runs, framed into one [`Replicated::MpPrepare`] (or, committed in
-//! one phase, [`Replicated::Mp`]) record when the transaction prepares.
+//! one phase, [`Replicated::Mp`]; shipped ahead of the last round,
+//! [`Replicated::MpPrepareAhead`]) record when the transaction prepares.
 //!
 //! The items travel as [`WireItem`](crate::remote::WireItem)s. Turning a [`WorkItem`] into one
 //! copies everything it holds, and a range move's `Admit` holds tens of
@@ -26,10 +27,17 @@ use serde::ser::{Serialize, SerializeStructVariant, Serializer};
 const INSERT_ROWS_VARIANT: u32 = 2;
 const ADMIT_VARIANT: u32 = 6;
 
-/// [`crate::remote::Replicated`]'s variant indexes of the two records
-/// framed here.
-const MP_TAG: u8 = 1;
-const MP_PREPARE_TAG: u8 = 2;
+/// Which [`crate::remote::Replicated`] record [`RecordedWrites::frame`]
+/// makes; the value is its variant index (postcard's tag byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RecordKind {
+    /// [`Replicated::Mp`](crate::remote::Replicated::Mp): committed.
+    Mp = 1,
+    /// [`Replicated::MpPrepare`](crate::remote::Replicated::MpPrepare).
+    MpPrepare = 2,
+    /// [`Replicated::MpPrepareAhead`](crate::remote::Replicated::MpPrepareAhead).
+    MpPrepareAhead = 5,
+}
 
 /// A work item serialized as its `WireItem`, without building one.
 struct WireItemRef<'a>(&'a WorkItem);
@@ -80,13 +88,12 @@ impl RecordedWrites {
         self.items == 0
     }
 
-    /// Append, framed, the record of these writes for transaction `ids`:
-    /// [`Replicated::MpPrepare`](crate::remote::Replicated::MpPrepare) if
-    /// `prepared`, else [`Replicated::Mp`](crate::remote::Replicated::Mp).
-    pub fn frame(&self, ids: TxnIds, prepared: bool, out: &mut Vec<u8>) -> Result<()> {
+    /// Append, framed, the record of these writes for transaction `ids`,
+    /// as a record of `kind`.
+    pub fn frame(&self, ids: TxnIds, kind: RecordKind, out: &mut Vec<u8>) -> Result<()> {
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
-        out.push(if prepared { MP_PREPARE_TAG } else { MP_TAG });
+        out.push(kind as u8);
         if let Err(e) = postcard::to_io(&ids, &mut *out) {
             out.truncate(start);
             return Err(err!(Internal, "cannot encode a record for the replicas: {e}"));
@@ -153,19 +160,20 @@ mod tests {
                 recorded.push(item).unwrap();
             }
             let wire: Vec<WireItem> = items.iter().map(|i| to_wire(i).unwrap()).collect();
-            for prepared in [true, false] {
-                let owned = if prepared {
-                    Replicated::MpPrepare { ids: ids(), items: wire.clone() }
-                } else {
-                    Replicated::Mp { ids: ids(), items: wire.clone() }
+            for kind in [RecordKind::Mp, RecordKind::MpPrepare, RecordKind::MpPrepareAhead] {
+                let (ids, items) = (ids(), wire.clone());
+                let owned = match kind {
+                    RecordKind::Mp => Replicated::Mp { ids, items },
+                    RecordKind::MpPrepare => Replicated::MpPrepare { ids, items },
+                    RecordKind::MpPrepareAhead => Replicated::MpPrepareAhead { ids, items },
                 };
                 let (mut expected, mut framed) = (b"before".to_vec(), b"before".to_vec());
                 frame_record(&owned, &mut expected).unwrap();
-                recorded.frame(ids(), prepared, &mut framed).unwrap();
-                assert_eq!(framed, expected, "{n} rows, {copies} copies, prepared {prepared}");
+                recorded.frame(ids, kind, &mut framed).unwrap();
+                assert_eq!(framed, expected, "{n} rows, {copies} copies, {kind:?}");
                 let back = unframe_records(&framed[6..]).unwrap();
-                assert!(matches!(&back[..], [Replicated::MpPrepare { items, .. } | Replicated::Mp { items, .. }]
-                    if items.len() == wire.len()));
+                assert!(matches!(&back[..], [Replicated::MpPrepare { items, .. } | Replicated::Mp { items, .. }
+                    | Replicated::MpPrepareAhead { items, .. }] if items.len() == wire.len()));
             }
         }
     }

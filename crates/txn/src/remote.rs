@@ -269,6 +269,12 @@ pub enum Replicated {
         /// them), oldest first.
         decided: Vec<(u64, bool)>,
     },
+    /// As [`Replicated::MpPrepare`], shipped before the leader ran the
+    /// writes (a range move's last round, see `MpWork::Round`'s `ahead`):
+    /// they may fail on every copy, and a copy holds them prepared all the
+    /// same until the outcome — which can only be a rollback, unless this
+    /// copy alone failed them (see `crate::participant`).
+    MpPrepareAhead { ids: TxnIds, items: Vec<WireItem> },
 }
 
 /// A copy of one partition as its leader hands it to a rejoining replica:
@@ -627,10 +633,12 @@ pub(crate) fn run_proxy(
                             };
                             let _ = reply.as_ref().unwrap_or(&replies).send(MpReply { partition, results });
                         }
+                        // A session that never began ran nothing there:
+                        // not in doubt, and nothing to roll back.
                         MpWork::Prepare { done, .. } => {
                             let _ = done.send(match &mut session {
                                 Ok(s) => s.prepare(),
-                                Err(e) => Err(e.clone()),
+                                Err(_) => Ok(false),
                             });
                         }
                         MpWork::Commit { schema, done, .. } => {
@@ -644,11 +652,9 @@ pub(crate) fn run_proxy(
                             break;
                         }
                         MpWork::Rollback { done } => {
-                            if let Ok(s) = &mut session {
-                                if s.finish(false, false).is_ok() {
-                                    if let Some(d) = done {
-                                        let _ = d.send(());
-                                    }
+                            if session.as_mut().map_or(true, |s| s.finish(false, false).is_ok()) {
+                                if let Some(d) = done {
+                                    let _ = d.send(());
                                 }
                             }
                             break;

@@ -26,11 +26,11 @@ use std::sync::Arc;
 /// the writes ran (when `must_run`) and `finished` (which waits for
 /// `last`) says it did.
 ///
-/// A prepared record's writes need not run: a leader may ship them before
-/// it runs them itself (see `MpWork::Round`'s `ahead`), and a round that
-/// fails there fails here too and is rolled back by the outcome that
-/// follows. The site holds such a failure, and an outcome that commits it
-/// is what shows that this copy diverged (see `crate::participant`).
+/// A record shipped ahead of its leader's run ([`Replicated::MpPrepareAhead`])
+/// need not run: a round that fails there most likely fails here too, and
+/// is rolled back by the outcome that follows. The site holds such a
+/// failure, and an outcome that commits it is what shows that this copy
+/// diverged (see `crate::participant`).
 fn replay_mp(
     site: &std::sync::mpsc::Sender<SiteMsg>,
     ids: TxnIds,
@@ -154,22 +154,9 @@ impl crate::Host {
                     let last = (commit, true);
                     replay_mp(&site, ids, items, std::sync::mpsc::channel(), last, committed, countdown.clone());
                 }
-                Replicated::MpPrepare { ids, items } => {
-                    let (ready, prepared) = std::sync::mpsc::channel();
-                    let (work, own) = std::sync::mpsc::channel();
-                    // In doubt from now on: the outcome that follows on the
-                    // stream (or a coordinator's settle) finds the site here.
-                    {
-                        let mut doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);
-                        if !doubt.stopped {
-                            doubt.pending = Some((ids.txn_id.0, work.clone()));
-                        }
-                    }
-                    let prepare = MpWork::Prepare { work: work.clone(), done: ready };
-                    // Applied once the site has run the writes and holds them.
-                    let held = move || matches!(prepared.recv(), Ok(Ok(true)));
-                    replay_mp(&site, ids, items, (work, own), (prepare, false), held, countdown.clone());
-                }
+                // Shipped ahead of the leader's run, its writes need not run.
+                Replicated::MpPrepare { ids, items } => self.hold(&site, partition, ids, items, true, &countdown),
+                Replicated::MpPrepareAhead { ids, items } => self.hold(&site, partition, ids, items, false, &countdown),
                 Replicated::MpDecide { txn, commit } => {
                     let doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);
                     let (confirm, confirmed) = std::sync::mpsc::channel();
@@ -197,6 +184,42 @@ impl crate::Host {
                 }
             }
         }
+    }
+
+    /// Run a prepared record's writes on `site` and hold them (see
+    /// [`replay_mp`] for `must_run`).
+    fn hold(
+        &self,
+        site: &std::sync::mpsc::Sender<SiteMsg>,
+        partition: u32,
+        ids: TxnIds,
+        items: Vec<WireItem>,
+        must_run: bool,
+        countdown: &Arc<Countdown>,
+    ) {
+        let (ready, prepared) = std::sync::mpsc::channel();
+        let (work, own) = std::sync::mpsc::channel();
+        // In doubt from now on: the outcome that follows on the stream (or
+        // a coordinator's settle) finds the site here.
+        {
+            let mut doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);
+            if !doubt.stopped {
+                doubt.pending = Some((ids.txn_id.0, work.clone()));
+                doubt.failed = None;
+            }
+        }
+        let prepare = MpWork::Prepare { work: work.clone(), done: ready };
+        // Applied once the site has run the writes and holds them.
+        let held = move || matches!(prepared.recv(), Ok(Ok(true)));
+        replay_mp(site, ids, items, (work, own), (prepare, must_run), held, countdown.clone());
+    }
+
+    /// Whether `txn` is the transaction this host's copy of `partition`
+    /// holds prepared and its writes failed here (see
+    /// `crate::participant`): a commit of it must not be taken, and the
+    /// copy no longer follows its leader's.
+    pub fn failed_in_doubt(&self, partition: u32, txn: u64) -> bool {
+        self.shared().doubt(partition).is_some_and(|d| crate::participant::lock(d).failed == Some(txn))
     }
 
     /// This host's copy of `partition`'s prepared multi-partition

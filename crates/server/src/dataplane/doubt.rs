@@ -104,8 +104,22 @@ async fn answer(request: DoubtRequest, host: Arc<Host>, link: &Link) -> Result<V
     // Everything the stream brought is applied: an outcome that came on it
     // before this host led is in the entry read.
     link.progress.settled_last(partition).await?;
+    let stop = link.stop.clone();
     tokio::task::spawn_blocking(move || match request {
         DoubtRequest::Doubt { partition, .. } => host.local_doubt(partition).and_then(|r: DoubtReport| encode(&r)),
+        // Writes that failed on this copy and committed on its old leader's
+        // (see `joule_txn::participant`): this copy diverged, and stops.
+        DoubtRequest::Settle { partition, txn, commit: true, .. } if host.failed_in_doubt(partition, txn) => {
+            let e = err!(
+                Internal,
+                "partition {partition}: transaction {txn} committed, and its writes failed on this host's copy, \
+                 which no longer follows the partition's"
+            );
+            if let Some(stop) = stop.get() {
+                stop(e.clone());
+            }
+            Err(e)
+        }
         DoubtRequest::Settle { partition, txn, commit, coordinator } => {
             host.local_settle(partition, txn, commit, coordinator).and_then(|()| encode(&()))
         }

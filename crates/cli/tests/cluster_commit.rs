@@ -53,6 +53,20 @@ fn touch_all(addr: &str) -> Result<joule_client::Response, joule_common::Error> 
     SyncConnection::connect(addr, &options)?.call("@AdHoc", update)
 }
 
+/// Whether host `h` holds a copy of partition `p`, and whether it leads
+/// it, as `@Statistics TOPO` (`topo`) has them.
+fn copy_of(topo: &[Vec<String>], h: usize, p: usize) -> (bool, bool) {
+    let copy = format!("{h}:");
+    (topo[p][1].split(',').any(|s| s.starts_with(&copy)), topo[p][2].starts_with(&copy))
+}
+
+/// `@MoveRange` of tokens `first..=last` to partition `to`, through `addr`.
+fn move_range(addr: &str, first: i64, last: i64, to: usize) -> Result<joule_client::Response, joule_common::Error> {
+    let options = Options { call_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    let range = vec![Value::Integer(first), Value::Integer(last), Value::Integer(to as i64)];
+    SyncConnection::connect(addr, &options)?.call("@MoveRange", range)
+}
+
 /// [`touch_all`] until it commits: refused as `Unavailable` (not done),
 /// it is called again.
 fn touch_all_committed(addr: &str) {
@@ -168,18 +182,12 @@ fn a_replica_told_to_commit_writes_that_failed_on_it_stops_its_host() {
     // Partition 0's slice of the ring goes to partition 2: a host other
     // than the coordinator's holding a replica (not the leader) of either.
     let topo = stats(&hosts[0].client, "TOPO");
-    let replicates = |h: usize, p: usize| {
-        let copy = format!("{h}:");
-        topo[p][1].split(',').any(|s| s.starts_with(&copy)) && !topo[p][2].starts_with(&copy)
-    };
+    let replicates = |h: usize, p: usize| copy_of(&topo, h, p) == (true, false);
     let victim = (0..3).find(|h| *h != c && (replicates(*h, 0) || replicates(*h, 2))).expect("such a host");
     arm(dirs[victim].path(), "replica-round-fails");
     let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
     let last_of_0 = ring.ring()[1].0 as i64 - 1;
-    let slice = vec![Value::Integer(i32::MIN as i64), Value::Integer(last_of_0), Value::Integer(2)];
-    let options = Options { call_timeout: Some(Duration::from_secs(60)), ..Default::default() };
-    let moved = SyncConnection::connect(&hosts[c].client, &options).unwrap().call("@MoveRange", slice);
-    let moved = moved.expect("the move commits on the leaders");
+    let moved = move_range(&hosts[c].client, i32::MIN as i64, last_of_0, 2).expect("the move commits on the leaders");
     assert!(moved.tables[0].rows[0][3] != Value::Integer(0), "rows moved: {moved:?}");
     wait_line(&hosts[victim].stderr, "it no longer follows its leader");
     assert!(
@@ -205,11 +213,9 @@ fn a_diverged_replica_settled_as_the_new_leader_stops_rather_than_commit() {
     let (dirs, mut hosts) = cluster("commit-diverged-settled");
     let c = coordinator(&hosts[0].client);
     let topo = stats(&hosts[0].client, "TOPO");
-    let holds = |h: usize, p: usize| topo[p][1].split(',').any(|s| s.starts_with(&format!("{h}:")));
     // The partition with no copy on the coordinator's host takes the rows.
-    let taker = (0..3).find(|p| !holds(c, *p)).expect("a partition the coordinator's host holds no copy of");
-    let leads = |h: usize| topo[taker][2].starts_with(&format!("{h}:"));
-    let leader = (0..3).find(|h| *h != c && leads(*h)).unwrap();
+    let taker = (0..3).find(|p| !copy_of(&topo, c, *p).0).expect("a partition the coordinator's host holds no copy of");
+    let leader = (0..3).find(|h| *h != c && copy_of(&topo, *h, taker).1).unwrap();
     let victim = (0..3).find(|h| *h != c && *h != leader).unwrap();
     arm(dirs[leader].path(), "leader-after-commit");
     arm(dirs[victim].path(), "replica-round-fails");
@@ -217,11 +223,10 @@ fn a_diverged_replica_settled_as_the_new_leader_stops_rather_than_commit() {
     let ring = joule_common::hashinator::Hashinator::even(3, 1).unwrap();
     let entries = ring.ring();
     let giver = (0..entries.len()).find(|i| entries[*i].1 as usize != taker).unwrap();
-    let last = entries.get(giver + 1).map_or(i32::MAX as i64, |(t, _)| *t as i64 - 1);
-    let slice = vec![Value::Integer(entries[giver].0 as i64), Value::Integer(last), Value::Integer(taker as i64)];
-    let options = Options { call_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    let (first, last) =
+        (entries[giver].0 as i64, entries.get(giver + 1).map_or(i32::MAX as i64, |(t, _)| *t as i64 - 1));
     let via = hosts[c].client.clone();
-    let mover = std::thread::spawn(move || SyncConnection::connect(&via, &options).unwrap().call("@MoveRange", slice));
+    let mover = std::thread::spawn(move || move_range(&via, first, last, taker));
     wait_line(&hosts[victim].stderr, "no longer follows the partition's");
     let mut stopped = |h: usize| hosts[h].child.try_wait().ok().flatten().is_some();
     assert!(

@@ -154,8 +154,8 @@ impl crate::Host {
                     let last = (commit, true);
                     replay_mp(&site, ids, items, std::sync::mpsc::channel(), last, committed, countdown.clone());
                 }
-                // Shipped ahead of the leader's run, its writes need not run.
                 Replicated::MpPrepare { ids, items } => self.hold(&site, partition, ids, items, true, &countdown),
+                // Shipped ahead of the leader's run, its writes need not run.
                 Replicated::MpPrepareAhead { ids, items } => self.hold(&site, partition, ids, items, false, &countdown),
                 Replicated::MpDecide { txn, commit } => {
                     let doubt = crate::participant::lock(&self.shared().in_doubt[partition as usize]);

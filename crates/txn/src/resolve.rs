@@ -158,7 +158,8 @@ impl Coordinator {
 
     /// A transaction that failed before [`Self::prepare_all`]: per
     /// partition, whether one told to prepare early may be in doubt (it
-    /// prepared writes, or did not answer).
+    /// prepared writes — shipped ahead of a round that then failed, too —
+    /// or refused, or did not answer).
     pub(crate) fn early_in_doubt(&mut self) -> Vec<bool> {
         let mut in_doubt = vec![false; self.sites.len()];
         for (p, prepared) in self.early_prepared.drain(..) {

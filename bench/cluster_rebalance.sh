@@ -21,8 +21,10 @@
 # ELASTIC_DURATION_MS, ELASTIC_THROUGHPUT_MB and ELASTIC_TARGET_P99_MS
 # (unset: the defaults);
 # PERF_OUT=FILE records part 2's move (part 3's: the whole machine from the
-# second host's start) with `perf record` into FILE; JOULE_BIN=PATH runs
-# that binary instead of building this checkout (to compare builds).
+# second host's start) with `perf record` into FILE (PERF_CALL_GRAPH: its
+# call-graph option, `-g` unless set, e.g. `--call-graph dwarf`); JOULE_BIN=PATH runs
+# that binary instead of building this checkout (to compare builds);
+# LOGS_TO=DIR keeps the hosts' logs there (partN-hI.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-40}
@@ -41,7 +43,10 @@ WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 start_cluster() { start_three_hosts --config "$1"; } # config file
-stop_cluster() { kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; }
+stop_cluster() {
+  kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true
+  if [ -n "${LOGS_TO:-}" ]; then mkdir -p "$LOGS_TO"; for f in "$WORK"/h*.log; do cp "$f" "$LOGS_TO/part$PART-$(basename "$f")"; done; fi
+}
 admin() { echo "$1" | "$J" sql --port "${ADMINS[1]}"; }
 status() { admin "exec @Statistics REBALANCE 0;" | awk 'NR == 3 { print $4 }'; }
 wait_done() { while [ "$(status)" = RUNNING ]; do sleep 0.2; done; }
@@ -109,7 +114,7 @@ start_cluster "$WORK/fast.toml"
 "$J" bench kv --servers "$SERVERS" --records "$RECORDS" --duration 1 --warmup 0 >/dev/null
 local perf=""
 if [ -n "${PERF_OUT:-}" ]; then
-  perf record -F 499 -g -o "$PERF_OUT" -p "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null & perf=$!
+  perf record -F 499 ${PERF_CALL_GRAPH:--g} -o "$PERF_OUT" -p "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null & perf=$!
 fi
 admin "exec @Rebalance 0 2147483647 0;" >/dev/null
 wait_done
@@ -150,4 +155,4 @@ echo "exec @Statistics REBALANCE 0;" | "$J" sql --port "${ADMINS[0]}"
 stop_cluster
 }
 
-for part in $PARTS; do "part$part"; done
+for PART in $PARTS; do "part$PART"; done

@@ -690,6 +690,69 @@ fn a_rejoined_copy_can_lead_after_the_next_failure() {
     assert_eq!(scalar(&hosts[survivor].client, "SELECT COUNT(*) FROM kv"), 21);
 }
 
+/// Hosts speaking different data-plane protocols (builds) refuse each
+/// other at the first connection and say why. A connection that opens the
+/// data plane with a version no build speaks gets the host's version back
+/// and nothing more, and the host logs the refusal; one with the host's own
+/// version is served. A host restarted as a newer build (the failpoint
+/// `data-protocol-next`) stops at once, naming both versions, instead of
+/// asking for a copy for a minute; the cluster goes on, and started again
+/// as the cluster's build, it rejoins.
+#[test]
+fn hosts_of_different_builds_refuse_each_other_and_say_why() {
+    use std::io::{Read, Write};
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("builds-{i}"))).collect();
+    let mut hosts = form(&dirs, 1);
+    kv_rows(&hosts, 10);
+    // The data plane's magic (`joule_cluster::network::DATA_MAGIC`), `L`
+    // (load figures) and a version.
+    let open = |version: u16| {
+        let mut s = std::net::TcpStream::connect(&hosts[0].internal).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let [v0, v1] = version.to_le_bytes();
+        s.write_all(&[0xff, b'J', b'D', b'P', b'L', v0, v1]).unwrap();
+        let mut theirs = [0u8; 2];
+        s.read_exact(&mut theirs).unwrap();
+        (s, u16::from_le_bytes(theirs))
+    };
+    let (mut refused, protocol) = open(u16::MAX);
+    assert_ne!(protocol, u16::MAX);
+    // A request (an empty frame) gets no answer: the connection closes.
+    let _ = refused.write_all(&[0, 0, 0, 0]);
+    let mut byte = [0u8; 1];
+    assert!(matches!(refused.read(&mut byte), Ok(0) | Err(_)), "a refused connection was served");
+    wait_line(&hosts[0].stderr, &format!("speaks protocol {} and this host {protocol}", u16::MAX));
+    let (mut served, again) = open(protocol);
+    assert_eq!(again, protocol);
+    served.write_all(&[0, 0, 0, 0]).unwrap();
+    let mut length = [0u8; 4];
+    served.read_exact(&mut length).unwrap();
+    assert!(u32::from_le_bytes(length) > 0, "the load figures came back empty");
+
+    // Host 2 restarts as a newer build.
+    let _ = hosts[2].child.kill();
+    let _ = hosts[2].child.wait();
+    eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
+    arm(dirs[2].path(), "data-protocol-next");
+    let mut newer = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]);
+    let child = &mut newer.child;
+    assert!(wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some()), "host 2 kept running");
+    assert!(!newer.child.wait().unwrap().success());
+    let said: Vec<String> = newer.stderr.try_iter().collect();
+    let expected = format!("speaks data-plane protocol {protocol} and this host {}", protocol + 1);
+    assert!(said.iter().any(|l| l.contains(&expected)), "host 2 said:\n{}", said.join("\n"));
+    assert!(!said.iter().any(|l| l.contains("trying again")), "host 2 asked again:\n{}", said.join("\n"));
+    // The cluster goes on.
+    sql(&hosts[0].client, "INSERT INTO kv VALUES (100, 100)", vec![]);
+    // The same build again: it rejoins.
+    disarm(dirs[2].path());
+    hosts[2] = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
+    eventually("host 2 rejoined", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
+    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+    replicas_agree(&clients, 2).unwrap();
+    assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 11);
+}
+
 /// A connection to a host's internal port that opens the data plane and
 /// then says nothing is closed after 2 s, and holds up nothing meanwhile:
 /// calls through another host that need a new data-plane connection to

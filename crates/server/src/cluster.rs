@@ -614,6 +614,10 @@ async fn ask_for_copy(node: &MetadataNode, routes: &joule_cluster::Routes, p: u3
                 );
                 return Ok(Some((leader, incarnation)));
             }
+            // A host of another build: asking again cannot help.
+            Ok(Err(e)) if e.code() == joule_common::ErrorCode::ProtocolError => {
+                return Err(e.context(format!("partition {p}: no copy from host {leader}")));
+            }
             // Refused, or never reached it: nothing was sent.
             Ok(Err(e)) if std::time::Instant::now() < deadline => {
                 eprintln!("joule: cluster: partition {p}: asking host {leader} for a copy: {e}; trying again");

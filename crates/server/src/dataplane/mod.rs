@@ -2,9 +2,12 @@
 //! transaction layer uses, over connections to the other hosts' internal
 //! ports, and the serving of such connections here.
 //!
-//! A data-plane connection opens with [`DATA_MAGIC`] (the internal port's
-//! server hands it over; see `joule-cluster`) and one byte saying what it
-//! carries; then frames — `length (u32 LE) | postcard` — each way:
+//! A data-plane connection opens with [`DATA_MAGIC`](joule_cluster::network::DATA_MAGIC) (the internal port's
+//! server hands it over; see `joule-cluster`), one byte saying what it
+//! carries and the protocol version the connecting host speaks, which the
+//! serving host answers with its own; hosts of different versions go no
+//! further (`hello.rs`). Then frames — `length (u32 LE) | postcard` — each
+//! way:
 //!
 //! * `F`, **forwarded calls**: `(id, WireCall)` requests, `(id,
 //!   WireResponse)` answers in any order. One connection per target host,
@@ -59,7 +62,6 @@
 //! a whole-cluster restart).
 
 use arc_swap::ArcSwap;
-use joule_cluster::network::DATA_MAGIC;
 use joule_cluster::{ClusterMetadata, HostId, Routes};
 use joule_common::{bail, err, Error, ErrorCode, Result};
 use joule_txn::remote::{append_frame, decode, ClusterLink, Destination, RemoteSite, WireCall, WireItem, WireResponse};
@@ -76,6 +78,7 @@ mod copylog;
 mod doubt;
 mod fence;
 mod forward;
+mod hello;
 mod load;
 mod parking;
 mod repair;
@@ -620,9 +623,13 @@ fn connect(address: &str, kind: u8) -> Result<std::net::TcpStream> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     let _ = s.set_nodelay(true);
-    let mut hello = DATA_MAGIC.to_vec();
-    hello.push(kind);
-    s.write_all(&hello).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    s.write_all(&hello::hello(kind)).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    // The serving host's version, before any request (see `hello.rs`).
+    let mut answer = [0u8; 2];
+    s.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    s.read_exact(&mut answer).map_err(|e| io_error(&format!("{address} did not say its protocol version"), e))?;
+    s.set_read_timeout(None).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    hello::check_answer(address, answer)?;
     Ok(s)
 }
 
@@ -658,12 +665,21 @@ pub(crate) async fn serve(
 /// Read what the connection carries (it has [`CONNECT_TIMEOUT`] to say) and
 /// serve it; anything else closes it.
 async fn serve_one(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link>, diverged: OnDivergence) {
-    let mut kind = [0u8; 1];
-    match tokio::time::timeout(CONNECT_TIMEOUT, s.read_exact(&mut kind)).await {
+    // What it carries and the version it speaks (see `hello.rs`).
+    let mut opening = [0u8; 3];
+    match tokio::time::timeout(CONNECT_TIMEOUT, s.read_exact(&mut opening)).await {
         Ok(Ok(_)) => {}
         _ => return,
     }
-    match kind[0] {
+    let [kind, v0, v1] = opening;
+    if s.write_all(&hello::speaks().to_le_bytes()).await.is_err() {
+        return;
+    }
+    if let Err(refused) = hello::accept([v0, v1], s.peer_addr().ok()) {
+        hello::log_refusal(&refused);
+        return;
+    }
+    match kind {
         FORWARD => serve_forwarded(s, host, link).await,
         REPLICATION => serve_replication(s, host, link, diverged).await,
         REPAIR => repair::serve_repair(s, host, link, diverged).await,
@@ -793,9 +809,15 @@ pub(super) async fn open_async(address: &str, kind: u8) -> Result<tokio::net::Tc
         Err(_) => return Err(err!(Unavailable, "cannot reach {address} within {CONNECT_TIMEOUT:?}")),
     };
     let _ = s.set_nodelay(true);
-    let mut hello = DATA_MAGIC.to_vec();
-    hello.push(kind);
-    s.write_all(&hello).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    s.write_all(&hello::hello(kind)).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    // The serving host's version, before any request (see `hello.rs`).
+    let mut answer = [0u8; 2];
+    match tokio::time::timeout(CONNECT_TIMEOUT, s.read_exact(&mut answer)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(io_error(&format!("{address} did not say its protocol version"), e)),
+        Err(_) => bail!(Unavailable, "{address} did not say its protocol version within {CONNECT_TIMEOUT:?}"),
+    }
+    hello::check_answer(address, answer)?;
     Ok(s)
 }
 

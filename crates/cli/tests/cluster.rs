@@ -694,7 +694,8 @@ fn a_rejoined_copy_can_lead_after_the_next_failure() {
 /// other at the first connection and say why. A connection that opens the
 /// data plane with a version no build speaks gets the host's version back
 /// and nothing more, and the host logs the refusal; one with the host's own
-/// version is served. A host restarted as a newer build (the failpoint
+/// version is served; one with the magic of builds from before the version
+/// is closed at once, said too. A host restarted as a newer build (the failpoint
 /// `data-protocol-next`) stops at once, naming both versions, instead of
 /// asking for a copy for a minute; the cluster goes on, and started again
 /// as the cluster's build, it rejoins.
@@ -710,7 +711,7 @@ fn hosts_of_different_builds_refuse_each_other_and_say_why() {
         let mut s = std::net::TcpStream::connect(&hosts[0].internal).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let [v0, v1] = version.to_le_bytes();
-        s.write_all(&[0xff, b'J', b'D', b'P', b'L', v0, v1]).unwrap();
+        s.write_all(&[0xff, b'J', b'D', b'Q', b'L', v0, v1]).unwrap();
         let mut theirs = [0u8; 2];
         s.read_exact(&mut theirs).unwrap();
         (s, u16::from_le_bytes(theirs))
@@ -720,7 +721,11 @@ fn hosts_of_different_builds_refuse_each_other_and_say_why() {
     // A request (an empty frame) gets no answer: the connection closes.
     let _ = refused.write_all(&[0, 0, 0, 0]);
     let mut byte = [0u8; 1];
-    assert!(matches!(refused.read(&mut byte), Ok(0) | Err(_)), "a refused connection was served");
+    match refused.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        other => panic!("a refused connection was served or left open: {other:?}"),
+    }
     wait_line(&hosts[0].stderr, &format!("speaks protocol {} and this host {protocol}", u16::MAX));
     let (mut served, again) = open(protocol);
     assert_eq!(again, protocol);
@@ -728,6 +733,17 @@ fn hosts_of_different_builds_refuse_each_other_and_say_why() {
     let mut length = [0u8; 4];
     served.read_exact(&mut length).unwrap();
     assert!(u32::from_le_bytes(length) > 0, "the load figures came back empty");
+    // A build from before the version (its magic ended in `P`) is refused
+    // at once.
+    let mut unversioned = std::net::TcpStream::connect(&hosts[0].internal).unwrap();
+    unversioned.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    unversioned.write_all(&[0xff, b'J', b'D', b'P', b'L']).unwrap();
+    match unversioned.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        other => panic!("a connection of an unversioned build was served or left open: {other:?}"),
+    }
+    wait_line(&hosts[0].stderr, "a JouleDB build from before data-plane protocol versions");
 
     // Host 2 restarts as a newer build.
     let _ = hosts[2].child.kill();
@@ -738,7 +754,8 @@ fn hosts_of_different_builds_refuse_each_other_and_say_why() {
     let child = &mut newer.child;
     assert!(wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some()), "host 2 kept running");
     assert!(!newer.child.wait().unwrap().success());
-    let said: Vec<String> = newer.stderr.try_iter().collect();
+    // (Every line: the output ended with the process.)
+    let said: Vec<String> = newer.stderr.iter().collect();
     let expected = format!("speaks data-plane protocol {protocol} and this host {}", protocol + 1);
     assert!(said.iter().any(|l| l.contains(&expected)), "host 2 said:\n{}", said.join("\n"));
     assert!(!said.iter().any(|l| l.contains("trying again")), "host 2 asked again:\n{}", said.join("\n"));
@@ -766,7 +783,7 @@ fn a_silent_data_plane_connection_is_closed_and_holds_up_nothing() {
     let mut silent = std::net::TcpStream::connect(&hosts[1].internal).unwrap();
     // The data plane's magic (`joule_cluster::network::DATA_MAGIC`), and no
     // byte saying what the connection carries.
-    silent.write_all(&[0xff, b'J', b'D', b'P']).unwrap();
+    silent.write_all(&[0xff, b'J', b'D', b'Q']).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let options = joule_client::Options { call_timeout: Some(Duration::from_millis(1500)), ..Default::default() };
     let mut c = joule_client::SyncConnection::connect(&hosts[0].client, &options).unwrap();

@@ -29,8 +29,14 @@ const MAX_FRAME: usize = 64 << 20;
 /// What a connection to the internal port opens with to carry data-plane
 /// traffic (forwarded calls, replication, remote sites) instead of the
 /// metadata group's frames: read as a frame length it would be past
-/// [`MAX_FRAME`], so it cannot be mistaken for one.
-pub const DATA_MAGIC: [u8; 4] = [0xff, b'J', b'D', b'P'];
+/// [`MAX_FRAME`], so it cannot be mistaken for one. The data plane's
+/// opening that follows carries its protocol version (`joule-server`'s
+/// `dataplane/hello.rs`).
+pub const DATA_MAGIC: [u8; 4] = [0xff, b'J', b'D', b'Q'];
+
+/// The magic of builds whose data plane carried no protocol version: such
+/// a host is refused (said once), as a build of another version is.
+const UNVERSIONED_DATA_MAGIC: [u8; 4] = [0xff, b'J', b'D', b'P'];
 
 /// Where the internal port hands data-plane connections (see
 /// [`crate::MetadataNode::data_connections`]).
@@ -301,6 +307,17 @@ pub(crate) async fn serve(
             }
             if header == DATA_MAGIC {
                 let _ = data.send(s);
+                return;
+            }
+            if header == UNVERSIONED_DATA_MAGIC {
+                static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!(
+                        "joule: cluster: refused a data-plane connection from {peer}: it is a JouleDB build from \
+                         before data-plane protocol versions; every host of a cluster must run the same build (said \
+                         once)"
+                    );
+                }
                 return;
             }
             let mut first = Some(header);

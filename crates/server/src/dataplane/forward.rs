@@ -236,6 +236,13 @@ pub(super) async fn wait_finished(task: &tokio::task::JoinHandle<()>) {
 /// about a second) before they are refused.
 const OPEN_PATIENCE: Duration = Duration::from_secs(5);
 
+/// How long the probe after a failed open waits to be refused: a port
+/// nothing listens on refuses within a round trip, so a probe that takes
+/// longer reached a host that is there (or cut off) — waiting the whole
+/// [`CONNECT_TIMEOUT`] for it only delayed the refusal of calls to a host
+/// cut off from this one (to twice that).
+const PROBE_WAIT: Duration = Duration::from_millis(500);
+
 /// A connection to forward calls to `target` (at `address`) on; `None`
 /// once the routing no longer counts the host up (the calls then go to
 /// the new leaders rather than fail). While nothing listens at the address
@@ -258,7 +265,7 @@ async fn open_while_up(
             Ok(s) => return Ok(Some(s)),
             Err(e) => e,
         };
-        let probe = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await;
+        let probe = tokio::time::timeout(PROBE_WAIT, tokio::net::TcpStream::connect(address)).await;
         let gone = matches!(probe, Ok(Err(ref io)) if io.kind() == std::io::ErrorKind::ConnectionRefused);
         if !gone || started.elapsed() >= OPEN_PATIENCE {
             return Err(e);

@@ -6,27 +6,32 @@
 //! version of the data plane's messages it speaks (`u16` LE). The serving
 //! host answers with its own version (`u16` LE) at once, before it reads
 //! anything else, and serves the connection only when the two agree;
-//! otherwise it logs why and closes. The connecting host sends its first
-//! request only after reading the answer, so a request never reaches a host
-//! that would read it differently.
+//! otherwise it says why on standard error (at most once every 10 s) and
+//! closes. The connecting host sends its first request only after reading
+//! the answer, so a request never reaches a host that would read it
+//! differently. Opening a connection therefore waits for that answer, 2 s
+//! at most ([`CONNECT_TIMEOUT`]): a host whose process hangs while its
+//! kernel still accepts connections costs the opener those 2 s.
 //!
 //! Why a version at all: the data plane's frames are postcard, which
 //! carries no field names or variant names, only positions. A message a
 //! newer build adds — a new request, a new kind of replicated record — is
 //! garbage to an older build, and one it misreads as something else could
-//! change data. A cluster whose hosts run different protocols is therefore
-//! refused at the first connection between them with `ProtocolError` and a
-//! message naming both versions: the operator learns that every host must
-//! run the same build, rather than finding ranges that fail to move or
-//! copies that stop. Upgrading means stopping the whole cluster and
-//! starting it on the new build, not host by host; so a build that raises
-//! [`PROTOCOL`] must still read the copy logs and snapshots of the build
-//! before it (records are added as new last variants).
+//! change data. So a host of another version is refused at the first
+//! connection between them, and the host that connected gets
+//! `ProtocolError` naming both versions: the operator learns that every
+//! host must run the same build, rather than finding ranges that fail to
+//! move or copies that stop. Upgrading means stopping the whole cluster
+//! and starting it on the new build, not host by host; so a build that
+//! raises [`PROTOCOL`] must still read the copy logs and snapshots of the
+//! build before it (records are added as new last variants).
 //!
-//! A build from before this handshake sends no version: its first frame's
-//! length is read as one and almost surely disagrees. Such a host, serving,
-//! reads the version as the start of a frame and closes the connection or
-//! answers nothing that reads as a version; either way, no request is sent.
+//! Builds from before the version carried another magic, which the
+//! internal port's server recognises and refuses (`joule-cluster`'s
+//! `network.rs`); to such a build this magic reads as a metadata frame
+//! far past its size limit, and it closes the connection.
+//!
+//! [`CONNECT_TIMEOUT`]: super::CONNECT_TIMEOUT
 
 use joule_cluster::network::DATA_MAGIC;
 use joule_common::{bail, Result};
@@ -37,18 +42,11 @@ use std::time::{Duration, Instant};
 /// with every change a host of the build before could not read: a new
 /// variant of a request, reply or replicated record, a field added,
 /// removed or reordered.
-pub(crate) const PROTOCOL: u16 = 2;
-
-/// What a connecting host sends first on a connection of `kind`.
-pub(super) fn hello(kind: u8) -> [u8; 7] {
-    let [m0, m1, m2, m3] = DATA_MAGIC;
-    let [v0, v1] = speaks().to_le_bytes();
-    [m0, m1, m2, m3, kind, v0, v1]
-}
+pub(crate) const PROTOCOL: u16 = 1;
 
 /// The version this host speaks: [`PROTOCOL`], or the one after it with
 /// the failpoint `data-protocol-next` armed (a host of a newer build, in
-/// `crates/cli/tests/cluster.rs`).
+/// `crates/cli/tests/cluster.rs`). Read once per connection.
 pub(super) fn speaks() -> u16 {
     if joule_common::failpoint::armed("data-protocol-next") {
         PROTOCOL + 1
@@ -57,11 +55,17 @@ pub(super) fn speaks() -> u16 {
     }
 }
 
-/// Check the serving host's answer to [`hello`]: `Ok` when it speaks this
-/// host's version.
-pub(super) fn check_answer(address: &str, answer: [u8; 2]) -> Result<()> {
+/// What a host speaking `ours` sends first on a connection of `kind`.
+pub(super) fn hello(kind: u8, ours: u16) -> [u8; 7] {
+    let [m0, m1, m2, m3] = DATA_MAGIC;
+    let [v0, v1] = ours.to_le_bytes();
+    [m0, m1, m2, m3, kind, v0, v1]
+}
+
+/// Check the serving host's answer to [`hello`]: `Ok` when it speaks
+/// `ours`.
+pub(super) fn check_answer(address: &str, answer: [u8; 2], ours: u16) -> Result<()> {
     let theirs = u16::from_le_bytes(answer);
-    let ours = speaks();
     if theirs != ours {
         bail!(
             ProtocolError,
@@ -72,34 +76,37 @@ pub(super) fn check_answer(address: &str, answer: [u8; 2]) -> Result<()> {
     Ok(())
 }
 
-/// Whether a connecting host that sent `version` may be served; a warning
-/// for the log when not.
-pub(super) fn accept(version: [u8; 2], peer: Option<std::net::SocketAddr>) -> std::result::Result<(), String> {
+/// Whether a connecting host that sent `version` may be served by a host
+/// speaking `ours`; why not, for the log.
+pub(super) fn accept(
+    version: [u8; 2],
+    peer: Option<std::net::SocketAddr>,
+    ours: u16,
+) -> std::result::Result<(), String> {
     let theirs = u16::from_le_bytes(version);
-    let ours = speaks();
     if theirs == ours {
         return Ok(());
     }
-    let from = peer.map_or_else(|| "a host".to_string(), |p| format!("the host at {p}"));
+    let from = peer.map_or_else(|| "a host".to_string(), |p| format!("{p}"));
     Err(format!(
         "refused a data-plane connection from {from}: it speaks protocol {theirs} and this host {ours}; every host \
          of a cluster must run the same JouleDB build"
     ))
 }
 
-/// Say a refusal on standard error, at most once every 10 s (a host of
-/// another build retries its connections: once is enough to be seen), with
-/// how many went unsaid since.
-pub(super) fn log_refusal(refused: &str) {
+/// Say a mismatch of versions — this host's refusal, or another host's
+/// `ProtocolError` met where nobody else reports it — on standard error, at
+/// most once every 10 s (a host of another build retries its connections:
+/// once is enough to be seen), with how many went unsaid since.
+pub(super) fn log_mismatch(what: &str) {
     static SAID: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
     let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
     match &mut *said {
         Some((at, unsaid)) if at.elapsed() < Duration::from_secs(10) => *unsaid += 1,
         _ => {
             let unsaid = said.map_or(0, |(_, n)| n);
-            let more =
-                if unsaid > 0 { format!(" ({unsaid} more refused since the last message)") } else { String::new() };
-            eprintln!("joule: cluster: {refused}{more}");
+            let more = if unsaid > 0 { format!(" ({unsaid} more since the last message)") } else { String::new() };
+            eprintln!("joule: cluster: {what}{more}");
             *said = Some((Instant::now(), 0));
         }
     }
@@ -112,7 +119,7 @@ mod tests {
 
     #[test]
     fn hello_carries_the_magic_the_kind_and_the_version() {
-        let h = hello(b'L');
+        let h = hello(b'L', PROTOCOL);
         assert_eq!(h[..4], DATA_MAGIC);
         assert_eq!(h[4], b'L');
         assert_eq!(u16::from_le_bytes([h[5], h[6]]), PROTOCOL);
@@ -120,14 +127,12 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_on_both_ends_with_both_versions_named() {
-        assert!(check_answer("h:1", PROTOCOL.to_le_bytes()).is_ok());
-        let e = check_answer("h:1", (PROTOCOL + 1).to_le_bytes()).unwrap_err();
+        assert!(check_answer("h:1", PROTOCOL.to_le_bytes(), PROTOCOL).is_ok());
+        let e = check_answer("h:1", (PROTOCOL + 1).to_le_bytes(), PROTOCOL).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolError);
         assert!(e.message().contains(&format!("protocol {} and this host {PROTOCOL}", PROTOCOL + 1)), "{e}");
-        assert!(accept(PROTOCOL.to_le_bytes(), None).is_ok());
-        // A build from before the handshake: the first bytes of its first
-        // frame's length.
-        let w = accept([0x10, 0x00], None).unwrap_err();
+        assert!(accept(PROTOCOL.to_le_bytes(), None, PROTOCOL).is_ok());
+        let w = accept([0x10, 0x00], None, PROTOCOL).unwrap_err();
         assert!(w.contains(&format!("protocol 16 and this host {PROTOCOL}")), "{w}");
     }
 }

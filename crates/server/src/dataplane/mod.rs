@@ -623,13 +623,14 @@ fn connect(address: &str, kind: u8) -> Result<std::net::TcpStream> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     let _ = s.set_nodelay(true);
-    s.write_all(&hello::hello(kind)).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    let ours = hello::speaks();
+    s.write_all(&hello::hello(kind, ours)).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     // The serving host's version, before any request (see `hello.rs`).
     let mut answer = [0u8; 2];
     s.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     s.read_exact(&mut answer).map_err(|e| io_error(&format!("{address} did not say its protocol version"), e))?;
     s.set_read_timeout(None).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
-    hello::check_answer(address, answer)?;
+    hello::check_answer(address, answer, ours)?;
     Ok(s)
 }
 
@@ -672,11 +673,12 @@ async fn serve_one(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link
         _ => return,
     }
     let [kind, v0, v1] = opening;
-    if s.write_all(&hello::speaks().to_le_bytes()).await.is_err() {
+    let ours = hello::speaks();
+    if s.write_all(&ours.to_le_bytes()).await.is_err() {
         return;
     }
-    if let Err(refused) = hello::accept([v0, v1], s.peer_addr().ok()) {
-        hello::log_refusal(&refused);
+    if let Err(refused) = hello::accept([v0, v1], s.peer_addr().ok(), ours) {
+        hello::log_mismatch(&refused);
         return;
     }
     match kind {
@@ -809,7 +811,8 @@ pub(super) async fn open_async(address: &str, kind: u8) -> Result<tokio::net::Tc
         Err(_) => return Err(err!(Unavailable, "cannot reach {address} within {CONNECT_TIMEOUT:?}")),
     };
     let _ = s.set_nodelay(true);
-    s.write_all(&hello::hello(kind)).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
+    let ours = hello::speaks();
+    s.write_all(&hello::hello(kind, ours)).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     // The serving host's version, before any request (see `hello.rs`).
     let mut answer = [0u8; 2];
     match tokio::time::timeout(CONNECT_TIMEOUT, s.read_exact(&mut answer)).await {
@@ -817,7 +820,7 @@ pub(super) async fn open_async(address: &str, kind: u8) -> Result<tokio::net::Tc
         Ok(Err(e)) => return Err(io_error(&format!("{address} did not say its protocol version"), e)),
         Err(_) => bail!(Unavailable, "{address} did not say its protocol version within {CONNECT_TIMEOUT:?}"),
     }
-    hello::check_answer(address, answer)?;
+    hello::check_answer(address, answer, ours)?;
     Ok(s)
 }
 

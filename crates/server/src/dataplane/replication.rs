@@ -411,7 +411,12 @@ pub(super) fn deliver_batch(
                     Ok(stream) => {
                         connections.insert(*host, ReplicaConnection { stream });
                     }
-                    Err(_) => {
+                    Err(e) => {
+                        // Nobody else would say it: a replica of another
+                        // build (`hello.rs`) never takes the stream.
+                        if e.code() == ErrorCode::ProtocolError {
+                            super::hello::log_mismatch(&format!("partition {partition}: replica {host}: {e}"));
+                        }
                         if rejoining {
                             joining.remove(host);
                         }

@@ -11,7 +11,8 @@
 //! identical results from identical inputs.
 //!
 //! * [`Table`] (`table.rs`): rows + indexes of one table, atomic mutations;
-//!   row coercion lives in `coerce.rs`, the slab in `slab.rs`.
+//!   row coercion lives in `coerce.rs`, the slab in `slab.rs` (its free ids
+//!   in `free_ids.rs`).
 //! * `index.rs` / `key.rs`: index structures and allocation-free key lookups;
 //!   `sharded.rs`: the hash indexes' map, which never rehashes more than a
 //!   small share of its entries at once.
@@ -19,6 +20,7 @@
 //! * [`Storage`] (here): every table of the partition, by [`TableId`].
 
 mod coerce;
+mod free_ids;
 mod index;
 mod key;
 mod sharded;

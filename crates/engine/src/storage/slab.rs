@@ -5,7 +5,7 @@
 //! leaves a hole whose id is reused by a later insert. The reuse policy is chosen so that the slab's
 //! state is a pure function of *which ids are occupied*:
 //!
-//! * an insert takes the lowest free id (a `BTreeSet`), or appends;
+//! * an insert takes the lowest free id ([`FreeIds`], a bitmap), or appends;
 //! * the vector never ends in a hole: deleting the last row also drops the
 //!   holes before it.
 //!
@@ -18,9 +18,9 @@
 //! work had never happened. Replicas replaying the same transactions,
 //! including aborted ones, therefore stay identical.
 
+use super::free_ids::FreeIds;
 use super::RowId;
 use joule_common::{Row, Value};
-use std::collections::BTreeSet;
 use std::mem::size_of;
 use triomphe::Arc;
 
@@ -205,7 +205,7 @@ impl FrozenRows {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Slab {
     rows: Rows,
-    free: BTreeSet<RowId>,
+    free: FreeIds,
     live: usize,
 }
 
@@ -225,7 +225,7 @@ impl Slab {
     /// The id the next insert will get; `None` when ids are exhausted.
     pub(crate) fn next_id(&self) -> Option<RowId> {
         match self.free.first() {
-            Some(&id) => Some(id),
+            Some(id) => Some(id),
             None => RowId::try_from(self.rows.len()).ok(),
         }
     }
@@ -237,14 +237,14 @@ impl Slab {
             if self.rows.get(i).is_some_and(Option::is_some) {
                 return Err(row);
             }
-            self.free.remove(&id);
+            self.free.remove(id);
             if let Some(slot) = self.rows.get_mut(i) {
                 *slot = Some(row);
             }
         } else {
             // Ids between the old end and `id` become holes.
             let old_len = self.rows.len();
-            self.free.extend((old_len..i).filter_map(|h| RowId::try_from(h).ok()));
+            self.free.insert_range(old_len, i);
             self.rows.resize_with_none(i);
             self.rows.push(Some(row));
         }
@@ -262,9 +262,7 @@ impl Slab {
                 self.rows.pop();
             }
             // Drop the ids of the holes just cut off.
-            if let Ok(len) = RowId::try_from(self.rows.len()) {
-                self.free.split_off(&len);
-            }
+            self.free.truncate(self.rows.len());
         } else {
             self.free.insert(id);
         }
@@ -318,19 +316,19 @@ impl Slab {
     pub(crate) fn memory_estimate(&self) -> usize {
         let sample: Vec<usize> = self.iter().take(256).map(|(_, r)| row_heap_bytes(r)).collect();
         let per_row = if sample.is_empty() { 0 } else { sample.iter().sum::<usize>() / sample.len() };
-        self.rows.capacity() * size_of::<Option<Row>>() + self.free.len() * 2 * size_of::<RowId>() + per_row * self.live
+        self.rows.capacity() * size_of::<Option<Row>>() + self.free.heap_bytes() + per_row * self.live
     }
 
     /// A rough estimate of the heap memory the rows use.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.rows.capacity() * size_of::<Option<Row>>()
-            + self.free.len() * 2 * size_of::<RowId>()
+            + self.free.heap_bytes()
             + self.iter().map(|(_, r)| row_heap_bytes(r)).sum::<usize>()
     }
 
     #[cfg(test)]
     pub(crate) fn holes(&self) -> (usize, Vec<RowId>) {
-        (self.rows.len(), self.free.iter().copied().collect())
+        (self.rows.len(), self.free.iter().collect())
     }
 }
 

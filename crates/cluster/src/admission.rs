@@ -50,6 +50,10 @@ pub struct AdmitRequest {
     pub sites_per_host: u32,
     /// `None`: reserve an id; `Some`: the member runs with this id.
     pub id: Option<HostId>,
+    /// The data-plane protocol the new host speaks (0: a build from before
+    /// protocol versions, which does not send it).
+    #[serde(default)]
+    pub protocol: u16,
 }
 
 /// The answer to an [`AdmitRequest`].
@@ -196,6 +200,9 @@ fn unfit(m: &ClusterMetadata, request: &AdmitRequest) -> Option<String> {
     if !wrong.is_empty() {
         return Some(format!("the new host was started with {}", wrong.join(", ")));
     }
+    if let Some(why) = crate::network::protocol_mismatch(request.protocol) {
+        return Some(format!("the new host cannot be added: {why}"));
+    }
     if m.joining() {
         return Some("hosts added before are still joining: add more once they have".into());
     }
@@ -224,6 +231,7 @@ pub(crate) async fn add_this_host(
         kfactor: settings.kfactor,
         sites_per_host: settings.sites_per_host,
         id: None,
+        protocol: crate::network::data_protocol(),
     };
     let Some(AdmitReply::Reserved(id)) = ask(settings, &request, progress).await? else {
         bail!(Internal, "the cluster answered a reservation with something else");

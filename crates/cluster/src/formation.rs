@@ -74,6 +74,10 @@ pub struct JoinRequest {
     pub host_count: usize,
     pub kfactor: u32,
     pub sites_per_host: u32,
+    /// The data-plane protocol the joining host speaks (0: a build from
+    /// before protocol versions, which does not send it).
+    #[serde(default)]
+    pub protocol: u16,
 }
 
 /// Join requests handed from the internal port's server to the forming
@@ -356,7 +360,10 @@ fn mismatch(settings: &FormationSettings, r: &JoinRequest) -> Option<String> {
     if r.sites_per_host != settings.sites_per_host {
         wrong.push(format!("sites per host {} (this cluster: {})", r.sites_per_host, settings.sites_per_host));
     }
-    (!wrong.is_empty()).then(|| format!("the joining host was started with {}", wrong.join(", ")))
+    if !wrong.is_empty() {
+        return Some(format!("the joining host was started with {}", wrong.join(", ")));
+    }
+    crate::network::protocol_mismatch(r.protocol).map(|why| format!("the joining host cannot join: {why}"))
 }
 
 /// `host:port`, bracketing IPv6 addresses.
@@ -411,6 +418,7 @@ async fn join(
                 host_count: settings.host_count,
                 kfactor: settings.kfactor,
                 sites_per_host: settings.sites_per_host,
+                protocol: crate::network::data_protocol(),
             };
             match Peer::new(HostId::MAX, settings.routes.dial(target))
                 .call(&Request::Join(request), Duration::from_secs(5))
@@ -470,11 +478,26 @@ mod tests {
             host_count: 3,
             kfactor: 1,
             sites_per_host: 2,
+            protocol: crate::network::DATA_PROTOCOL,
         };
         assert_eq!(mismatch(&settings, &r), None);
+        // A build from before protocol versions sends none.
+        r.protocol = 0;
+        let why = mismatch(&settings, &r).unwrap();
+        let expected = format!("data-plane protocol 0 and this cluster {}", crate::network::DATA_PROTOCOL);
+        assert!(why.contains(&expected), "{why}");
+        r.protocol = crate::network::DATA_PROTOCOL;
         r.kfactor = 0;
         r.sites_per_host = 4;
         let why = mismatch(&settings, &r).unwrap();
         assert!(why.contains("k-factor 0 (this cluster: 1)") && why.contains("sites per host 4"), "{why}");
+    }
+
+    #[test]
+    fn a_join_request_of_a_build_without_protocol_versions_reads_as_protocol_0() {
+        let old = r#"{"internal_port":1,"client_port":2,"advertise":null,"contacted":"x:1","host_count":3,
+            "kfactor":1,"sites_per_host":2}"#;
+        let r: JoinRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(r.protocol, 0);
     }
 }

@@ -34,6 +34,37 @@ const MAX_FRAME: usize = 64 << 20;
 /// `dataplane/hello.rs`).
 pub const DATA_MAGIC: [u8; 4] = [0xff, b'J', b'D', b'Q'];
 
+/// The version of the data plane's messages this build speaks (see
+/// `joule-server`'s `dataplane/hello.rs`, which checks it on every
+/// connection). Raise it with every change a host of the build before
+/// could not read. A host asking to join or be added to a cluster says it
+/// too, so that a host of another build is refused before it becomes a
+/// member (`formation.rs`, `admission.rs`).
+pub const DATA_PROTOCOL: u16 = 1;
+
+/// The version this host speaks: [`DATA_PROTOCOL`], or the one after it
+/// with the failpoint `data-protocol-next` armed (a host of a newer build,
+/// in the tests).
+pub fn data_protocol() -> u16 {
+    if joule_common::failpoint::armed("data-protocol-next") {
+        DATA_PROTOCOL + 1
+    } else {
+        DATA_PROTOCOL
+    }
+}
+
+/// Why a host speaking data-plane protocol `theirs` cannot be in a cluster
+/// with this one, if it cannot.
+pub(crate) fn protocol_mismatch(theirs: u16) -> Option<String> {
+    let ours = data_protocol();
+    (theirs != ours).then(|| {
+        format!(
+            "it speaks data-plane protocol {theirs} and this cluster {ours} (a build from before protocol versions \
+             says 0): every host of a cluster must run the same JouleDB build"
+        )
+    })
+}
+
 /// The magic of builds whose data plane carried no protocol version: such
 /// a host is refused (said once), as a build of another version is.
 const UNVERSIONED_DATA_MAGIC: [u8; 4] = [0xff, b'J', b'D', b'P'];

@@ -2,8 +2,10 @@
 //! refuse each other.
 //!
 //! The connecting host sends [`DATA_MAGIC`], one byte saying what the
-//! connection carries (see the parent module) and [`PROTOCOL`], the
-//! version of the data plane's messages it speaks (`u16` LE). The serving
+//! connection carries (see the parent module) and [`DATA_PROTOCOL`](joule_cluster::network::DATA_PROTOCOL), the
+//! version of the data plane's messages it speaks (`u16` LE; it lives in
+//! `joule-cluster`, whose join and admission requests carry it too, so
+//! that a host of another build is refused before it becomes a member). The serving
 //! host answers with its own version (`u16` LE) at once, before it reads
 //! anything else, and serves the connection only when the two agree;
 //! otherwise it says why on standard error (at most once every 10 s) and
@@ -23,7 +25,7 @@
 //! host must run the same build, rather than finding ranges that fail to
 //! move or copies that stop. Upgrading means stopping the whole cluster
 //! and starting it on the new build, not host by host; so a build that
-//! raises [`PROTOCOL`] must still read the copy logs and snapshots of the
+//! raises [`DATA_PROTOCOL`](joule_cluster::network::DATA_PROTOCOL) must still read the copy logs and snapshots of the
 //! build before it (records are added as new last variants).
 //!
 //! Builds from before the version carried another magic, which the
@@ -38,21 +40,11 @@ use joule_common::{bail, Result};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The version of the data plane's messages this build speaks. Raise it
-/// with every change a host of the build before could not read: a new
-/// variant of a request, reply or replicated record, a field added,
-/// removed or reordered.
-pub(crate) const PROTOCOL: u16 = 1;
-
-/// The version this host speaks: [`PROTOCOL`], or the one after it with
-/// the failpoint `data-protocol-next` armed (a host of a newer build, in
-/// `crates/cli/tests/cluster.rs`). Read once per connection.
+/// The version this host speaks: [`DATA_PROTOCOL`](joule_cluster::network::DATA_PROTOCOL), or the one after it
+/// with the failpoint `data-protocol-next` armed (a host of a newer build,
+/// in `crates/cli/tests/cluster.rs`). Read once per connection.
 pub(super) fn speaks() -> u16 {
-    if joule_common::failpoint::armed("data-protocol-next") {
-        PROTOCOL + 1
-    } else {
-        PROTOCOL
-    }
+    joule_cluster::network::data_protocol()
 }
 
 /// What a host speaking `ours` sends first on a connection of `kind`.
@@ -116,6 +108,7 @@ pub(super) fn log_mismatch(what: &str) {
 mod tests {
     use super::*;
     use joule_common::ErrorCode;
+    const PROTOCOL: u16 = joule_cluster::network::DATA_PROTOCOL;
 
     #[test]
     fn hello_carries_the_magic_the_kind_and_the_version() {

@@ -274,9 +274,9 @@ impl Server {
         let partitions = u32::try_from(config.sites).map_err(|_| err!(InvalidArgument, "too many sites"))?;
         let first_start = data.open(partitions)?;
         // A host that never became a member of its cluster (its first
-        // `--join` was refused, or it stopped before the cluster formed)
-        // starts afresh though its data directory exists: only a host the
-        // cluster knows by an id holds copies to recover.
+        // `--join` or `--add` was refused) starts afresh though its data
+        // directory exists: only a host the cluster knows by an id holds
+        // copies to recover.
         let first_start = first_start
             || (config.cluster.is_multi_host()
                 && joule_cluster::formation::stored_identity(&config.dir.join("cluster"))?.is_none());

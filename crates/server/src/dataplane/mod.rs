@@ -2,7 +2,8 @@
 //! transaction layer uses, over connections to the other hosts' internal
 //! ports, and the serving of such connections here.
 //!
-//! A data-plane connection opens with [`DATA_MAGIC`](joule_cluster::network::DATA_MAGIC) (the internal port's
+//! A data-plane connection opens with
+//! [`DATA_MAGIC`](joule_cluster::network::DATA_MAGIC) (the internal port's
 //! server hands it over; see `joule-cluster`), one byte saying what it
 //! carries and the protocol version the connecting host speaks, which the
 //! serving host answers with its own; hosts of different versions go no

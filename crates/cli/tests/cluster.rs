@@ -695,15 +695,19 @@ fn a_rejoined_copy_can_lead_after_the_next_failure() {
 /// data plane with a version no build speaks gets the host's version back
 /// and nothing more, and the host logs the refusal; one with the host's own
 /// version is served; one with the magic of builds from before the version
-/// is closed at once, said too. A host restarted as a newer build (the failpoint
-/// `data-protocol-next`) stops at once, naming both versions, instead of
-/// asking for a copy for a minute; the cluster goes on, and started again
-/// as the cluster's build, it rejoins.
+/// is closed at once, said too. A host restarted as a newer build (the
+/// failpoint `data-protocol-next`) stops before it replays or asks for
+/// anything, naming both versions — at once after a `kill -9`, while the
+/// others still count it up (it would recover from its copy logs, and
+/// its leaders wait for a replica that cannot take their stream), and
+/// after it was declared failed (it would ask for copies); the cluster
+/// goes on, and started again as the cluster's build, the host comes back
+/// with every row.
 #[test]
 fn hosts_of_different_builds_refuse_each_other_and_say_why() {
     use std::io::{Read, Write};
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("builds-{i}"))).collect();
-    let mut hosts = form(&dirs, 1);
+    let mut hosts = form_all(&dirs, 1, &["--command-log", "async"]);
     kv_rows(&hosts, 10);
     // The data plane's magic (`joule_cluster::network::DATA_MAGIC`), `L`
     // (load figures) and a version.
@@ -745,29 +749,42 @@ fn hosts_of_different_builds_refuse_each_other_and_say_why() {
     }
     wait_line(&hosts[0].stderr, "a JouleDB build from before data-plane protocol versions");
 
-    // Host 2 restarts as a newer build.
-    let _ = hosts[2].child.kill();
-    let _ = hosts[2].child.wait();
-    eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
-    arm(dirs[2].path(), "data-protocol-next");
-    let mut newer = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]);
-    let child = &mut newer.child;
-    assert!(wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some()), "host 2 kept running");
-    assert!(!newer.child.wait().unwrap().success());
-    // (Every line: the output ended with the process.)
-    let said: Vec<String> = newer.stderr.iter().collect();
+    // Host 2 restarts as a newer build: at once, then once it is failed.
+    let restart_newer = |dir: &std::path::Path| -> Vec<String> {
+        arm(dir, "data-protocol-next");
+        let mut newer = spawn(dir, &["--host-count", "3", "--kfactor", "1", "--command-log", "async"]);
+        let child = &mut newer.child;
+        assert!(
+            wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some()),
+            "host 2 kept running"
+        );
+        assert!(!newer.child.wait().unwrap().success());
+        disarm(dir);
+        // (Every line: the output ended with the process.)
+        newer.stderr.iter().collect()
+    };
     let expected = format!("speaks data-plane protocol {protocol} and this host {}", protocol + 1);
-    assert!(said.iter().any(|l| l.contains(&expected)), "host 2 said:\n{}", said.join("\n"));
-    assert!(!said.iter().any(|l| l.contains("trying again")), "host 2 asked again:\n{}", said.join("\n"));
-    // The cluster goes on.
-    sql(&hosts[0].client, "INSERT INTO kv VALUES (100, 100)", vec![]);
-    // The same build again: it rejoins.
-    disarm(dirs[2].path());
-    hosts[2] = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1"]).ready();
-    eventually("host 2 rejoined", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
-    let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
-    replicas_agree(&clients, 2).unwrap();
-    assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 11);
+    for failed_first in [false, true] {
+        let _ = hosts[2].child.kill();
+        let _ = hosts[2].child.wait();
+        if failed_first {
+            eventually("host 2 is declared failed", || states(&hosts[0].client)[2].1 != "UP");
+        }
+        let said = restart_newer(dirs[2].path());
+        let stopped =
+            said.iter().any(|l| l.contains("this host runs another build than host") && l.contains(&expected));
+        assert!(stopped, "host 2 (failed first: {failed_first}) said:\n{}", said.join("\n"));
+        assert!(!said.iter().any(|l| l.contains("trying again")), "host 2 asked again:\n{}", said.join("\n"));
+        // The cluster goes on.
+        let k = 100 + i64::from(failed_first);
+        sql(&hosts[0].client, "INSERT INTO kv VALUES (?, ?)", vec![Value::Integer(k), Value::Integer(k)]);
+        // The same build again: it comes back with every row.
+        hosts[2] = spawn(dirs[2].path(), &["--host-count", "3", "--kfactor", "1", "--command-log", "async"]).ready();
+        eventually("host 2 is back", || states(&hosts[0].client).iter().all(|(_, s)| s == "UP"));
+        let clients: Vec<String> = hosts.iter().map(|h| h.client.clone()).collect();
+        replicas_agree(&clients, 2).unwrap();
+        assert_eq!(scalar(&hosts[2].client, "SELECT COUNT(*) FROM kv"), 11 + i64::from(failed_first));
+    }
 }
 
 /// A connection to a host's internal port that opens the data plane and

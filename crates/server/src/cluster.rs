@@ -224,6 +224,10 @@ pub(crate) async fn join(
 pub(crate) async fn rejoin(ctx: &Arc<ServerContext>) -> Result<()> {
     let Membership::Member(node) = &ctx.membership else { return Ok(()) };
     let me = node.id();
+    if !*ctx.copies_ready.borrow() || !node.metadata().is_up(me) {
+        let routes = joule_cluster::Routes::by_address(ctx.config.cluster.routes.clone());
+        check_builds(node, &routes).await?;
+    }
     if !*ctx.copies_ready.borrow() {
         // A replay that failed leaves the host not ready: it stops.
         let resumed = recover(ctx, node).await?;
@@ -578,6 +582,31 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
     eprintln!("joule: cluster: {line}");
     ctx.event(line);
     Ok(true)
+}
+
+/// A restarted host of another build than the hosts that run stops here,
+/// before it replays or asks for anything: replicas of other builds cannot
+/// take each other's streams (`dataplane/hello.rs`), and a leader waits for
+/// a replica that is up in the metadata until it is declared failed, which
+/// a host that answers pings never is. Every other host up or recovering is
+/// asked at once (a host that cannot be reached is not counted: it may be
+/// down, and checks this one when it starts).
+async fn check_builds(node: &MetadataNode, routes: &joule_cluster::Routes) -> Result<()> {
+    let (m, me) = (node.metadata(), node.id());
+    let mut probes = tokio::task::JoinSet::new();
+    let running = |s: &HostState| matches!(s, HostState::Up | HostState::Recovering);
+    for (h, info) in m.hosts.iter().filter(|(h, i)| **h != me && running(&i.state)) {
+        let (h, address) = (*h, routes.dial(&info.internal_address));
+        probes.spawn(async move { (h, crate::dataplane::probe_build(&address).await) });
+    }
+    while let Some(done) = probes.join_next().await {
+        if let Ok((h, Err(e))) = done {
+            if e.code() == joule_common::ErrorCode::ProtocolError {
+                return Err(e.context(format!("this host runs another build than host {h}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How long a rejoining host waits with nothing of a copy it asked for

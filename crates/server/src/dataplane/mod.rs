@@ -825,6 +825,14 @@ pub(super) async fn open_async(address: &str, kind: u8) -> Result<tokio::net::Tc
     Ok(s)
 }
 
+/// Open a data-plane connection to `address` and close it again: `Err`
+/// with `ProtocolError` when the host there runs a build of another
+/// data-plane protocol (`hello.rs`), another error when it cannot be
+/// reached.
+pub(crate) async fn probe_build(address: &str) -> Result<()> {
+    open_async(address, LOAD).await.map(drop)
+}
+
 /// One request on a new connection of `kind`: the answer's body, which
 /// may take `wait` to come.
 pub(super) async fn request_async<T: Serialize>(

@@ -584,13 +584,14 @@ async fn recover(ctx: &Arc<ServerContext>, node: &MetadataNode) -> Result<bool> 
     Ok(true)
 }
 
-/// A restarted host of another build than the hosts that run stops here,
-/// before it replays or asks for anything: replicas of other builds cannot
-/// take each other's streams (`dataplane/hello.rs`), and a leader waits for
-/// a replica that is up in the metadata until it is declared failed, which
-/// a host that answers pings never is. Every other host up or recovering is
-/// asked at once (a host that cannot be reached is not counted: it may be
-/// down, and checks this one when it starts).
+/// A restarted host that finds a host of another build running stops
+/// here, before it replays its copy logs or asks for copies: replicas of
+/// other builds cannot take each other's streams (`dataplane/hello.rs`),
+/// and a leader waits for a replica up or recovering in the metadata until
+/// it is failed. Every other host up or recovering is asked at once (a
+/// host that cannot be reached is not counted: it may be down, and checks
+/// this one when it restarts). Whichever of two hosts checks second stops,
+/// which need not be the one whose build differs from the cluster's.
 async fn check_builds(node: &MetadataNode, routes: &joule_cluster::Routes) -> Result<()> {
     let (m, me) = (node.metadata(), node.id());
     let mut probes = tokio::task::JoinSet::new();
@@ -602,7 +603,7 @@ async fn check_builds(node: &MetadataNode, routes: &joule_cluster::Routes) -> Re
     while let Some(done) = probes.join_next().await {
         if let Ok((h, Err(e))) = done {
             if e.code() == joule_common::ErrorCode::ProtocolError {
-                return Err(e.context(format!("this host runs another build than host {h}")));
+                return Err(e.context(format!("this host and host {h} run different builds")));
             }
         }
     }

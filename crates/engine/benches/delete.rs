@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn run(db: &mut Database, stmt: &Prepared, keys: &[i64], text: &str) -> Duration {
+/// Run `stmt` once per key with the parameters `params` gives; the time
+/// it took.
+fn run(db: &mut Database, stmt: &Prepared, keys: &[i64], params: impl Fn(i64) -> Vec<Value>) -> Duration {
     let started = Instant::now();
     for &k in keys {
-        let params: &[Value] =
-            if text.is_empty() { &[Value::Integer(k)] } else { &[Value::Integer(k), Value::from(text)] };
-        match db.execute_prepared(stmt, params) {
+        match db.execute_prepared(stmt, &params(k)) {
             Ok(ExecResult::Modified(1)) => {}
             other => panic!("key {k}: {other:?}"),
         }
@@ -46,7 +46,8 @@ fn main() {
     let delete = db.prepare("DELETE FROM t WHERE k = ?").expect("prepare the delete");
     let text = "x".repeat(90);
     let all: Vec<i64> = (0..rows).collect();
-    run(&mut db, &insert, &all, &text);
+    let row = |k: i64| vec![Value::Integer(k), Value::from(text.as_str())];
+    run(&mut db, &insert, &all, row);
     // A seeded shuffle (Fisher–Yates): the same order on every run.
     let mut keys = all;
     let mut rng = SplitMix64(7);
@@ -55,8 +56,8 @@ fn main() {
     }
     let gone = &keys[..keys.len() / 2];
     let per_row = |d: Duration| d.as_secs_f64() * 1e6 / gone.len().max(1) as f64;
-    let deleted = run(&mut db, &delete, gone, "");
-    let inserted = run(&mut db, &insert, gone, &text);
+    let deleted = run(&mut db, &delete, gone, |k| vec![Value::Integer(k)]);
+    let inserted = run(&mut db, &insert, gone, row);
     println!(
         "{rows} rows, {} deleted in random order: delete {:.2} µs a row; insert into the holes {:.2} µs a row",
         gone.len(),

@@ -2,18 +2,20 @@
 //! refuse each other.
 //!
 //! The connecting host sends [`DATA_MAGIC`], one byte saying what the
-//! connection carries (see the parent module) and [`DATA_PROTOCOL`](joule_cluster::network::DATA_PROTOCOL), the
-//! version of the data plane's messages it speaks (`u16` LE; it lives in
-//! `joule-cluster`, whose join and admission requests carry it too, so
-//! that a host of another build is refused before it becomes a member). The serving
-//! host answers with its own version (`u16` LE) at once, before it reads
-//! anything else, and serves the connection only when the two agree;
-//! otherwise it says why on standard error (at most once every 10 s) and
-//! closes. The connecting host sends its first request only after reading
-//! the answer, so a request never reaches a host that would read it
-//! differently. Opening a connection therefore waits for that answer, 2 s
-//! at most ([`CONNECT_TIMEOUT`]): a host whose process hangs while its
-//! kernel still accepts connections costs the opener those 2 s.
+//! connection carries (see the parent module) and the version of the data
+//! plane's messages it speaks (`u16` LE: [`DATA_PROTOCOL`], which lives in
+//! `joule-cluster` because join and admission requests carry it too, so
+//! that a host of another build is refused before it becomes a member;
+//! `data_protocol()` gives it, the next one with the failpoint
+//! `data-protocol-next` armed). The serving host answers with its own
+//! version (`u16` LE) at once, before it reads anything else, and serves
+//! the connection only when the two agree; otherwise it says why on
+//! standard error (at most once every 10 s) and closes. The connecting
+//! host sends its first request only after reading the answer, so a
+//! request never reaches a host that would read it differently. Opening a
+//! connection therefore waits for that answer, 2 s at most
+//! ([`CONNECT_TIMEOUT`]): a host whose process hangs while its kernel
+//! still accepts connections costs the opener those 2 s.
 //!
 //! Why a version at all: the data plane's frames are postcard, which
 //! carries no field names or variant names, only positions. A message a
@@ -25,8 +27,8 @@
 //! host must run the same build, rather than finding ranges that fail to
 //! move or copies that stop. Upgrading means stopping the whole cluster
 //! and starting it on the new build, not host by host; so a build that
-//! raises [`DATA_PROTOCOL`](joule_cluster::network::DATA_PROTOCOL) must still read the copy logs and snapshots of the
-//! build before it (records are added as new last variants).
+//! raises [`DATA_PROTOCOL`] must still read the copy logs and snapshots of
+//! the build before it (records are added as new last variants).
 //!
 //! Builds from before the version carried another magic, which the
 //! internal port's server recognises and refuses (`joule-cluster`'s
@@ -34,18 +36,12 @@
 //! far past its size limit, and it closes the connection.
 //!
 //! [`CONNECT_TIMEOUT`]: super::CONNECT_TIMEOUT
+//! [`DATA_PROTOCOL`]: joule_cluster::network::DATA_PROTOCOL
 
 use joule_cluster::network::DATA_MAGIC;
 use joule_common::{bail, Result};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// The version this host speaks: [`DATA_PROTOCOL`](joule_cluster::network::DATA_PROTOCOL), or the one after it
-/// with the failpoint `data-protocol-next` armed (a host of a newer build,
-/// in `crates/cli/tests/cluster.rs`). Read once per connection.
-pub(super) fn speaks() -> u16 {
-    joule_cluster::network::data_protocol()
-}
 
 /// What a host speaking `ours` sends first on a connection of `kind`.
 pub(super) fn hello(kind: u8, ours: u16) -> [u8; 7] {

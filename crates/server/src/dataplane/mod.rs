@@ -624,7 +624,7 @@ fn connect(address: &str, kind: u8) -> Result<std::net::TcpStream> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     let _ = s.set_nodelay(true);
-    let ours = hello::speaks();
+    let ours = joule_cluster::network::data_protocol();
     s.write_all(&hello::hello(kind, ours)).map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     // The serving host's version, before any request (see `hello.rs`).
     let mut answer = [0u8; 2];
@@ -674,7 +674,7 @@ async fn serve_one(mut s: tokio::net::TcpStream, host: Arc<Host>, link: Arc<Link
         _ => return,
     }
     let [kind, v0, v1] = opening;
-    let ours = hello::speaks();
+    let ours = joule_cluster::network::data_protocol();
     if s.write_all(&ours.to_le_bytes()).await.is_err() {
         return;
     }
@@ -812,7 +812,7 @@ pub(super) async fn open_async(address: &str, kind: u8) -> Result<tokio::net::Tc
         Err(_) => return Err(err!(Unavailable, "cannot reach {address} within {CONNECT_TIMEOUT:?}")),
     };
     let _ = s.set_nodelay(true);
-    let ours = hello::speaks();
+    let ours = joule_cluster::network::data_protocol();
     s.write_all(&hello::hello(kind, ours)).await.map_err(|e| io_error(&format!("cannot reach {address}"), e))?;
     // The serving host's version, before any request (see `hello.rs`).
     let mut answer = [0u8; 2];
